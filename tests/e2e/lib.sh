@@ -1,0 +1,109 @@
+# Shared helpers for end-to-end suites. Source it first thing:   . "$(dirname "$0")/lib.sh"
+# Every suite prints one `PASS suite.case` / `FAIL suite.case: why` / `SKIP suite.case: why` line
+# per case. Everything a suite makes is registered with `defer` and undone on exit, on failure
+# too. Service addresses come from 127.77.0.0/16; backends listen on 127.0.0.1.
+set -u
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+MESH_BUILD=${MESH_BUILD:-build}
+case "$MESH_BUILD" in /*) BUILD_DIR=$MESH_BUILD ;; *) BUILD_DIR=$ROOT/$MESH_BUILD ;; esac
+MESHD=$BUILD_DIR/meshd
+MESHCTL=$BUILD_DIR/meshctl
+TOOLS=$BUILD_DIR/tests/tools
+SUITE=${SUITE:-$(basename "$0" .sh)}
+SUITE=${SUITE#test_}
+CG2=$(awk '$3=="cgroup2" {print $2; exit}' /proc/mounts)
+TEST_ID=meshtest-$$
+TMP=$(mktemp -d "/tmp/$TEST_ID.XXXXXX")
+PIN=/sys/fs/bpf/$TEST_ID
+SUITE_FAILED=0
+_DEFERRED=()
+
+# defer CMD: run CMD (a string, eval'd) at exit, last registered first.
+defer() { _DEFERRED+=("$1"); }
+_run_deferred() {
+	local i
+	for ((i = ${#_DEFERRED[@]} - 1; i >= 0; i--)); do
+		eval "${_DEFERRED[$i]}" >/dev/null 2>&1 || true
+	done
+	rm -rf "$TMP"
+}
+trap _run_deferred EXIT
+trap 'exit 130' INT TERM
+
+pass() { echo "PASS $SUITE.$1"; }
+fail() {
+	echo "FAIL $SUITE.$1: $2"
+	SUITE_FAILED=1
+}
+skip() { echo "SKIP $SUITE.$1: $2"; }
+# check CASE WHY CMD...: PASS if CMD succeeds, else FAIL with WHY.
+check() {
+	local name=$1 why=$2
+	shift 2
+	if "$@"; then pass "$name"; else fail "$name" "$why"; fi
+}
+
+need_root() {
+	if [ "$(id -u)" -ne 0 ]; then
+		skip "${1:-all}" "needs root"
+		exit 0
+	fi
+}
+
+# make_cgroup NAME: creates a child cgroup of the cgroup2 mount for this test, prints its path.
+# On exit, processes still in it (ours by construction) are killed and it is removed.
+make_cgroup() {
+	local cg=$CG2/$TEST_ID-$1
+	mkdir -p "$cg"
+	defer "kill_cgroup '$cg'; rmdir '$cg'"
+	echo "$cg"
+}
+kill_cgroup() {
+	local cg=$1 pid i
+	[ -f "$cg/cgroup.procs" ] || return 0
+	for i in 1 2 3 4 5; do
+		for pid in $(cat "$cg/cgroup.procs"); do kill -9 "$pid" 2>/dev/null; done
+		[ -z "$(cat "$cg/cgroup.procs")" ] && return 0
+		sleep 0.1
+	done
+}
+# in_cgroup CG CMD...: runs CMD inside cgroup CG (foreground).
+in_cgroup() {
+	local cg=$1
+	shift
+	bash -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$cg" "$@"
+}
+
+# spawn NAME CMD...: starts CMD in the background, logs to $TMP/NAME.log, kills it on exit.
+# Sets SPAWNED_PID.
+spawn() {
+	local name=$1
+	shift
+	"$@" >"$TMP/$name.log" 2>&1 &
+	SPAWNED_PID=$!
+	defer "kill -9 $SPAWNED_PID; wait $SPAWNED_PID"
+}
+
+# wait_for SECONDS CMD...: polls CMD every 0.1 s until it succeeds or time runs out.
+wait_for() {
+	local limit=$1 i
+	shift
+	for ((i = 0; i < limit * 10; i++)); do
+		"$@" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# backend NAME PORT [ARGS]: starts the test backend server on 127.0.0.1:PORT answering NAME.
+backend() {
+	local name=$1 port=$2
+	shift 2
+	spawn "backend-$name" python3 "$ROOT/tests/e2e/servers/backend.py" --name "$name" \
+		--port "$port" "$@"
+	wait_for 5 port_open 127.0.0.1 "$port"
+}
+
+cleanup_pin() { [ -d "$PIN" ] && rm -rf "$PIN"; }
+defer cleanup_pin

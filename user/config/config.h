@@ -1,0 +1,262 @@
+/* Configuration: the loaded, validated, immutable view of meshd's settings.
+ *
+ * Built from built-in defaults < preset < JSON file < MESH_* environment, all driven by one key
+ * table (config_table.c). Only this module walks cJSON trees; everyone else reads these plain
+ * structs. A loaded config is never modified: reload builds a new one and config_diff() says what
+ * changed. Durations are nanoseconds; ports are host byte order. */
+#ifndef MESH_CONFIG_H
+#define MESH_CONFIG_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mesh_abi.h"
+
+#define CONFIG_VERSION_CURRENT 1
+#define CONFIG_NAME_MAX 64
+
+enum config_preset {
+	CONFIG_PRESET_DEVELOPMENT = 0,
+	CONFIG_PRESET_PRODUCTION = 1,
+};
+
+enum config_log_level {
+	CONFIG_LOG_ERROR = 0,
+	CONFIG_LOG_WARN = 1,
+	CONFIG_LOG_INFO = 2,
+	CONFIG_LOG_DEBUG = 3,
+};
+
+enum config_log_format {
+	CONFIG_LOG_LOGFMT = 0,
+	CONFIG_LOG_JSON = 1,
+};
+
+enum config_health_type {
+	CONFIG_HEALTH_NONE = 0,
+	CONFIG_HEALTH_TCP = 1,
+	CONFIG_HEALTH_HTTP = 2,
+};
+
+enum config_discovery {
+	CONFIG_DISCOVERY_STATIC = 0,
+	CONFIG_DISCOVERY_CONSUL = 1,
+	CONFIG_DISCOVERY_DNS = 2,
+};
+
+enum config_cert_source {
+	CONFIG_CERT_FILES = 0,
+	CONFIG_CERT_CONSUL = 1,
+	CONFIG_CERT_BUILTIN_CA = 2,
+};
+
+enum config_action {
+	CONFIG_ACTION_DENY = 0,
+	CONFIG_ACTION_ALLOW = 1,
+};
+
+/* An IPv4 or IPv6 address with a port. `family` is AF_INET or AF_INET6. */
+struct config_endpoint {
+	int family;
+	union {
+		struct in_addr v4;
+		struct in6_addr v6;
+	} addr;
+	uint16_t port; /* host byte order */
+};
+
+struct config_health_check {
+	enum config_health_type type;
+	uint64_t interval_ns;
+	uint64_t timeout_ns;
+	uint32_t unhealthy_threshold;
+	uint32_t healthy_threshold;
+	char *http_path;
+};
+
+struct config_retry {
+	uint32_t connect_attempts;
+	uint64_t backoff_base_ns;
+	uint64_t backoff_max_ns;
+	uint32_t budget_percent;
+};
+
+struct config_load_balancer {
+	enum mesh_lb_algorithm algorithm; /* include/mesh_abi.h */
+	uint32_t choice_count;
+	enum mesh_no_healthy_policy no_healthy_backend;
+	double panic_threshold; /* 0..1 */
+	struct config_health_check health_check;
+	struct config_retry retry;
+};
+
+struct config_circuit_breaker {
+	uint32_t consecutive_failures;
+	double error_rate_threshold; /* 0..1 */
+	uint32_t request_volume_threshold;
+	uint64_t window_ns;
+	uint64_t open_duration_ns;
+	uint64_t max_open_duration_ns;
+	uint32_t half_open_probes;
+	uint32_t max_connections;
+	uint32_t max_ejection_percent; /* 0..100 */
+};
+
+struct config_backend {
+	struct config_endpoint endpoint;
+	uint32_t weight;
+};
+
+/* One service. `load_balancer` and `circuit_breaker` are the effective values: the global blocks
+ * with this service's overrides applied key by key. */
+struct config_service {
+	char *name;
+	struct config_endpoint vip; /* address and port the apps connect to */
+	struct config_backend *backends;
+	size_t n_backends;
+	struct config_load_balancer load_balancer;
+	struct config_circuit_breaker circuit_breaker;
+	bool mtls;
+};
+
+struct config_consul_register {
+	char *name;
+	char *id;
+	struct config_endpoint endpoint;
+};
+
+struct config_consul {
+	char *address; /* URL, e.g. http://127.0.0.1:8500 */
+	char *datacenter;
+	char *token_file; /* secret: path only, contents never printed */
+	char *ca_file;
+	char **services;
+	size_t n_services;
+	uint64_t wait_ns;
+	struct config_consul_register *reg;
+	size_t n_reg;
+	uint64_t deregister_critical_after_ns;
+};
+
+struct config_dns_service {
+	char *name;
+	char *srv;
+};
+
+struct config_dns {
+	struct config_endpoint *servers;
+	size_t n_servers;
+	struct config_dns_service *services;
+	size_t n_services;
+};
+
+struct config_mtls {
+	bool enabled;
+	char *trust_domain;
+	struct config_endpoint outbound_listen;
+	struct config_endpoint inbound_listen;
+	enum config_cert_source cert_source;
+	char *ca_file;
+	char *cert_dir;
+	bool strict_inbound;
+};
+
+struct config_identity {
+	char *cgroup;
+	char *service;
+};
+
+struct config_authz_rule {
+	char *source;
+	char *destination;
+	enum config_action action;
+};
+
+struct mesh_config {
+	uint64_t generation; /* set by the loader: 1, 2, ... per successful load in this process */
+	int version;
+	enum config_preset preset;
+	char *source_path; /* file it was loaded from, or NULL */
+
+	char *node_name;
+	char *node_datacenter;
+	char *cgroup;       /* cgroup v2 path the datapath attaches to */
+	char *bpf_pin_path; /* bpffs directory for pinned programs and maps */
+	char *state_dir;
+	bool config_watch; /* reload when the config file changes */
+
+	enum config_log_level log_level;
+	enum config_log_format log_format;
+	char *admin_socket;
+	struct config_endpoint metrics_listen;
+
+	struct config_load_balancer load_balancer;     /* global defaults */
+	struct config_circuit_breaker circuit_breaker; /* global defaults */
+
+	enum config_discovery discovery;
+	struct config_consul consul;
+	struct config_dns dns;
+
+	struct config_service *services;
+	size_t n_services;
+
+	struct config_mtls mtls;
+	struct config_identity *identities;
+	size_t n_identities;
+	enum config_action authz_default;
+	struct config_authz_rule *authz_rules;
+	size_t n_authz_rules;
+};
+
+/* Problems found while loading: one human line each, `<json.path>: <what> (got <v>, expected <r>)`. */
+struct config_errors {
+	char **msgs;
+	size_t n;
+};
+void config_errors_free(struct config_errors *errs);
+
+/* Loads `path` (NULL: defaults + preset + env only), applies the environment `envp` (NULL:
+ * environ), validates, and returns a new immutable config, or NULL with every problem appended to
+ * `errs` (caller frees with config_errors_free). Never partially applies anything. */
+struct mesh_config *config_load(const char *path, char *const *envp, struct config_errors *errs);
+/* Same, from an in-memory JSON document (tests, fuzzing). */
+struct mesh_config *config_load_buf(const char *json, size_t len, char *const *envp,
+				    struct config_errors *errs);
+void config_free(struct mesh_config *cfg);
+
+/* Looks up a service by name; NULL if absent. */
+const struct config_service *config_service_find(const struct mesh_config *cfg, const char *name);
+
+/* One changed path between two configs, values rendered as text (secrets redacted). */
+struct config_change {
+	char *path;
+	char *old_value;
+	char *new_value;
+};
+struct config_diff {
+	struct config_change *changes;
+	size_t n;
+};
+/* Lists every leaf path whose effective value differs between `old` and `new` (either may be
+ * NULL = empty). Caller frees with config_diff_free. Returns 0 or -ENOMEM. */
+int config_diff(const struct mesh_config *old, const struct mesh_config *new,
+		struct config_diff *out);
+void config_diff_free(struct config_diff *d);
+
+/* Output helpers behind `meshd config show|env|docs`; write to `out`, return 0 or -errno. */
+#include <stdio.h>
+int config_show(const struct mesh_config *cfg, bool json, FILE *out);
+int config_print_env(FILE *out);
+int config_print_docs(FILE *out);
+/* JSON text of the effective config, secrets redacted (admin API). Caller frees. */
+char *config_to_json(const struct mesh_config *cfg);
+
+/* Parsers shared with other modules. Return 0 or -EINVAL. */
+int config_parse_duration(const char *s, uint64_t *ns);
+int config_parse_endpoint(const char *s, struct config_endpoint *ep);
+/* Formats `ep` as `ip:port` or `[ip6]:port`. */
+const char *config_endpoint_str(const struct config_endpoint *ep, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,94 @@
+/* Datapath: the only user of the BPF skeleton. Loads or adopts the pinned programs and maps,
+ * attaches them to one cgroup with bpf_link (once), writes services and backends, reads counters
+ * and drains events. Called from meshd's event-loop thread only (not thread-safe). */
+#ifndef MESH_DATAPATH_H
+#define MESH_DATAPATH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+
+struct datapath;
+
+struct datapath_opts {
+	const char *pin_path; /* bpffs dir, e.g. /sys/fs/bpf/meshd */
+	const char *cgroup;   /* cgroup v2 dir to attach to */
+};
+
+/* Opens the datapath: adopts pinned programs/maps under `pin_path` when present and of the same
+ * ABI version (a version mismatch rebuilds them), else loads, pins and attaches. Never attaches a
+ * program twice to the same cgroup. Returns NULL and sets errno on failure (logged). */
+struct datapath *datapath_open(const struct datapath_opts *opts);
+/* Releases userspace handles; pinned programs, links and maps stay (the datapath keeps working). */
+void datapath_close(struct datapath *dp);
+/* Detaches and unpins everything under `pin_path` (meshd --cleanup). Returns 0 or -errno. */
+int datapath_cleanup(const char *pin_path);
+/* True when this open adopted an already pinned datapath rather than loading a new one. */
+bool datapath_adopted(const struct datapath *dp);
+
+/* Creates or replaces one service (VIP, algorithm, breaker parameters, backend set) atomically:
+ * a concurrent connect() sees either the old or the new backend set, never a mix. Backends that
+ * stay keep their id, breaker state and active counts. Returns 0 or -errno. */
+int datapath_service_set(struct datapath *dp, const struct config_service *svc);
+/* Removes a service by name. Returns 0 or -ENOENT. */
+int datapath_service_del(struct datapath *dp, const char *name);
+/* Removes every service whose name is not in `keep` (after a reload or on adoption). */
+int datapath_service_prune(struct datapath *dp, const char *const *keep, size_t n_keep);
+/* Sets a backend's health-check flag (combined with the kernel breaker). Returns 0 or -ENOENT. */
+int datapath_backend_set_health(struct datapath *dp, const char *service,
+				const struct config_endpoint *backend, bool healthy);
+
+enum datapath_circuit {
+	DATAPATH_CIRCUIT_CLOSED = 0,
+	DATAPATH_CIRCUIT_OPEN = 1,
+	DATAPATH_CIRCUIT_HALF_OPEN = 2,
+};
+
+/* Per-backend snapshot, counters summed over CPUs. */
+struct datapath_backend_stats {
+	const char *service; /* valid during the callback */
+	struct config_endpoint backend;
+	uint32_t weight;
+	bool healthy; /* health-check flag */
+	enum datapath_circuit circuit;
+	uint64_t active;
+	uint64_t conn_ok, conn_failed;
+	uint64_t transitions_to[3]; /* indexed by enum datapath_circuit */
+	uint64_t latency_ewma_ns;
+	uint32_t consecutive_failures;
+	uint64_t open_until_ns; /* CLOCK_MONOTONIC, 0 when not open */
+};
+
+/* Per-service snapshot, counters summed over CPUs. */
+struct datapath_service_stats {
+	const char *service;
+	uint64_t rejects[8]; /* indexed by enum mesh_reject_reason (include/mesh_abi.h) */
+	uint64_t bytes_sent, bytes_received;
+	uint64_t passthrough;
+};
+
+/* Calls `svc_cb` once per service and `be_cb` once per backend, reading maps with batch lookups.
+ * Either callback may be NULL. Returns 0 or -errno. */
+int datapath_stats(struct datapath *dp,
+		   void (*svc_cb)(const struct datapath_service_stats *s, void *arg),
+		   void (*be_cb)(const struct datapath_backend_stats *b, void *arg), void *arg);
+
+/* Ring-buffer events (breaker transitions, rejects), decoded. */
+struct datapath_event {
+	int type; /* enum mesh_event_type */
+	const char *service;
+	struct config_endpoint backend;
+	enum datapath_circuit from, to;
+	int reason; /* enum mesh_reject_reason for rejects */
+};
+/* File descriptor to poll for events, and the call that drains them into `cb`. */
+int datapath_event_fd(struct datapath *dp);
+int datapath_drain_events(struct datapath *dp, void (*cb)(const struct datapath_event *ev, void *arg),
+			  void *arg);
+
+/* Names of reject reasons for metrics labels. */
+const char *datapath_reject_reason_name(int reason);
+
+#endif
