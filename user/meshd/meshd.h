@@ -1,0 +1,88 @@
+/* The daemon's shared context and its component contract.
+ *
+ * meshd is a set of components (config, log, datapath, discovery, health, mtls, metrics, admin)
+ * registered in one table in lifecycle.c with their dependencies; they start in dependency order,
+ * stop in reverse, and each gets a reload hook with the old and new config. Everything here runs
+ * on the event-loop thread unless a field says otherwise. */
+#ifndef MESHD_H
+#define MESHD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/evloop.h"
+#include "config/config.h"
+#include "datapath/datapath.h"
+
+struct health;    /* user/meshd/health_checks.c */
+struct discovery; /* user/meshd/discovery.c */
+struct metrics;   /* user/meshd/metrics.c */
+struct admin;     /* user/meshd/admin.c */
+
+enum meshd_reload_result {
+	MESHD_RELOAD_OK = 0,
+	MESHD_RELOAD_ERROR = 1,
+};
+
+struct meshd {
+	struct evloop *loop;
+	const char *config_path;
+	struct mesh_config *cfg; /* running config; replaced whole on a successful reload */
+	struct datapath *dp;
+	struct health *health;
+	struct discovery *discovery;
+	struct metrics *metrics;
+	struct admin *admin;
+
+	uint64_t started_at_ns;        /* evloop_now_ns() at start */
+	uint64_t reloads[2];           /* indexed by enum meshd_reload_result */
+	uint64_t discovery_sync[2];    /* [0] ok, [1] error */
+	double discovery_last_sync_ts; /* unix seconds of the last successful sync, 0 = never */
+	uint64_t mtls_handshakes[2][2]; /* [direction: 0 inbound, 1 outbound][result: 0 ok, 1 error] */
+	bool ready;                     /* datapath attached and config loaded */
+};
+
+/* A component: start/stop/reload hooks. `reload` gets the running `old` config and the validated
+ * `new` one (m->cfg still points at old during the call) and applies only what changed; it
+ * returns 0 or -errno (the reload is then reported as an error, the old config stays). */
+struct meshd_component {
+	const char *name;
+	const char *deps[6]; /* names of components that must start first; NULL-terminated */
+	int (*start)(struct meshd *m);
+	void (*stop)(struct meshd *m);
+	int (*reload)(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
+		      const struct config_diff *diff);
+};
+
+/* Reloads from m->config_path: load -> validate -> diff -> apply; logs every problem and every
+ * changed key. Returns 0 (applied or nothing changed) or -errno (old config kept). lifecycle.c */
+int meshd_reload(struct meshd *m);
+
+/* Component hooks implemented by their modules (referenced from lifecycle.c's table). */
+int health_start(struct meshd *m);
+void health_stop(struct meshd *m);
+int health_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
+		  const struct config_diff *diff);
+/* Health state of one backend as the checks see it (true when no check is configured). */
+bool health_backend_healthy(const struct meshd *m, const char *service,
+			    const struct config_endpoint *backend);
+
+int metrics_start(struct meshd *m);
+void metrics_stop(struct meshd *m);
+int metrics_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
+		   const struct config_diff *diff);
+
+int admin_start(struct meshd *m);
+void admin_stop(struct meshd *m);
+int admin_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
+		 const struct config_diff *diff);
+
+int discovery_start(struct meshd *m);
+void discovery_stop(struct meshd *m);
+int discovery_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
+		     const struct config_diff *diff);
+/* The backend set discovery currently knows for a service (static: from the config; consul: last
+ * sync or persisted state). NULL when unknown. Valid until the next loop iteration. */
+const struct config_service *discovery_service(const struct meshd *m, const char *name);
+
+#endif
