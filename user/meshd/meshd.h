@@ -39,6 +39,7 @@ struct meshd {
 	uint64_t discovery_sync[2];    /* [0] ok, [1] error */
 	double discovery_last_sync_ts; /* unix seconds of the last successful sync, 0 = never */
 	uint64_t mtls_handshakes[2][2]; /* [direction: 0 inbound, 1 outbound][result: 0 ok, 1 error] */
+	uint64_t health_transitions[2]; /* [0] to unhealthy, [1] to healthy */
 	bool ready;                     /* datapath attached and config loaded */
 };
 
@@ -57,6 +58,12 @@ struct meshd_component {
 /* Reloads from m->config_path: load -> validate -> diff -> apply; logs every problem and every
  * changed key. Returns 0 (applied or nothing changed) or -errno (old config kept). lifecycle.c */
 int meshd_reload(struct meshd *m);
+
+/* Writes one service's current backend set (from discovery) into the datapath, combined with the
+ * health-check state; discovery calls it on every change. Returns 0 or -errno. lifecycle.c */
+int meshd_apply_service(struct meshd *m, const struct config_service *svc);
+/* Removes a service that discovery no longer knows. Returns 0 or -errno. lifecycle.c */
+int meshd_remove_service(struct meshd *m, const char *name);
 
 /* Component hooks implemented by their modules (referenced from lifecycle.c's table). */
 int health_start(struct meshd *m);
