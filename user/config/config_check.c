@@ -125,9 +125,8 @@ static void check_policy(const struct cfg_desc *d, const void *base, const uint8
 		if (lo < hi || (!r->strict && lo == hi))
 			continue;
 		cfg_errf(errs, "%s%s: must be %s %s (got %s, expected %s %s)", prefix, r->lo,
-			 r->strict ? "below" : "at most", r->hi,
-			 cfg_duration_str(lo, a, sizeof(a)), r->strict ? "less than" : "at most",
-			 cfg_duration_str(hi, b, sizeof(b)));
+			 r->strict ? "below" : "at most", r->hi, cfg_duration_str(lo, a, sizeof(a)),
+			 r->strict ? "less than" : "at most", cfg_duration_str(hi, b, sizeof(b)));
 	}
 	if (origin && inherited(d, origin, "load_balancer.health_check.type") &&
 	    inherited(d, origin, "load_balancer.health_check.http_path"))
@@ -159,11 +158,12 @@ static void check_backends(const struct config_service *svc, size_t si, struct c
 			continue;
 		prev = blobset_add(&set, &keys[i], sizeof(keys[i]), i);
 		if (prev != SIZE_MAX)
-			cfg_errf(errs,
-				 "services[%zu].backends[%zu]: duplicate backend (got %s, expected each "
-				 "address:port once per service; first at backends[%zu])",
-				 si, i, config_endpoint_str(&svc->backends[i].endpoint, ep, sizeof(ep)),
-				 prev);
+			cfg_errf(
+			    errs,
+			    "services[%zu].backends[%zu]: duplicate backend (got %s, expected each "
+			    "address:port once per service; first at backends[%zu])",
+			    si, i, config_endpoint_str(&svc->backends[i].endpoint, ep, sizeof(ep)),
+			    prev);
 	}
 	free(set.slots);
 	free(keys);
@@ -179,10 +179,11 @@ static void check_service(const struct mesh_config *cfg, size_t i, const uint8_t
 	if (origin)
 		check_policy(&cfg_service_desc, svc, origin, prefix, &svc->load_balancer, errs);
 	if (cfg->discovery == CONFIG_DISCOVERY_STATIC && !svc->n_backends)
-		cfg_errf(errs,
-			 "services[%zu].backends: no backends (got 0, expected at least one backend "
-			 "with discovery.backend static)",
-			 i);
+		cfg_errf(
+		    errs,
+		    "services[%zu].backends: no backends (got 0, expected at least one backend "
+		    "with discovery.backend static)",
+		    i);
 	if (svc->mtls && !cfg->mtls.enabled)
 		cfg_errf(errs,
 			 "services[%zu].mtls: mTLS requested but mtls.enabled is false (got true, "
@@ -211,10 +212,11 @@ static void check_services(const struct mesh_config *cfg, struct blobset *names,
 		check_service(cfg, i, nodes ? nodes[i].origin : NULL, errs);
 		if (svc->name && names->slots &&
 		    (prev = blobset_add(names, svc->name, strlen(svc->name), i)) != SIZE_MAX)
-			cfg_errf(errs,
-				 "services[%zu].name: duplicate service name (got \"%s\", expected a "
-				 "name not used by services[%zu])",
-				 i, svc->name, prev);
+			cfg_errf(
+			    errs,
+			    "services[%zu].name: duplicate service name (got \"%s\", expected a "
+			    "name not used by services[%zu])",
+			    i, svc->name, prev);
 		vips[i] = ep_key(&svc->vip);
 		if (!vips[i].family || !vips[i].port)
 			continue;
@@ -297,10 +299,11 @@ static void check_mtls(const struct mesh_config *cfg, struct config_errors *errs
 		need(errs, cfg->consul.address, "discovery.consul.address",
 		     "when mtls.cert_source is consul", "an http:// or https:// URL");
 	if (!m->trust_domain || !valid_domain(m->trust_domain))
-		cfg_errf(errs,
-			 "mtls.trust_domain: invalid trust domain (got \"%s\", expected a lowercase "
-			 "domain like mesh.local)",
-			 m->trust_domain ? m->trust_domain : "");
+		cfg_errf(
+		    errs,
+		    "mtls.trust_domain: invalid trust domain (got \"%s\", expected a lowercase "
+		    "domain like mesh.local)",
+		    m->trust_domain ? m->trust_domain : "");
 	if (!memcmp(&m->outbound_listen, &m->inbound_listen, sizeof(m->inbound_listen)))
 		cfg_errf(errs,
 			 "mtls.inbound_listen: same as mtls.outbound_listen (got %s, expected a "
@@ -368,10 +371,12 @@ static void check_secrets(const struct mesh_config *cfg, struct config_errors *e
 		if (!(k->flags & CF_SECRET) || !path)
 			continue;
 		if (stat(path, &st))
-			cfg_errf(errs, "%s: secret file cannot be used: %s (got \"%s\", expected %s)",
+			cfg_errf(errs,
+				 "%s: secret file cannot be used: %s (got \"%s\", expected %s)",
 				 k->path, strerror(errno), path, rule);
 		else if (!S_ISREG(st.st_mode))
-			cfg_errf(errs, "%s: secret file is not a regular file (got \"%s\", expected %s)",
+			cfg_errf(errs,
+				 "%s: secret file is not a regular file (got \"%s\", expected %s)",
 				 k->path, path, rule);
 		else if (st.st_mode & (S_IROTH | S_IWOTH))
 			cfg_errf(errs,

@@ -13,12 +13,12 @@ struct cJSON;
 enum cfg_type {
 	CT_BOOL = 0,
 	CT_UINT,     /* uint32_t */
-	CT_INT,      /* int (version) */
+	CT_INT,	     /* int (version) */
 	CT_RATIO,    /* double, 0..1 */
 	CT_DURATION, /* uint64_t nanoseconds, string in JSON */
 	CT_STRING,   /* char *, "" = unset */
 	CT_PATH,     /* char *, absolute path */
-	CT_URL,      /* char *, http:// or https:// URL */
+	CT_URL,	     /* char *, http:// or https:// URL */
 	CT_ENDPOINT, /* struct config_endpoint, "ip:port" / "[ip6]:port" */
 	CT_ADDR,     /* address part of a struct config_endpoint */
 	CT_PORT,     /* uint16_t, 1..65535 */
@@ -29,11 +29,11 @@ enum cfg_type {
 };
 
 #define CF_REQUIRED 0x01 /* must be given (in a list element) */
-#define CF_SECRET 0x02   /* names a secret file: checked, contents never read or printed */
-#define CF_NOENV 0x04    /* no MESH_* override */
-#define CF_INHERIT 0x08  /* per-service override of the global key with the same path */
-#define CF_DNSNAME 0x10  /* lowercase DNS label (strings and string lists) */
-#define CF_SPECIAL 0x20  /* handled by the loader itself (version) */
+#define CF_SECRET 0x02	 /* names a secret file: checked, contents never read or printed */
+#define CF_NOENV 0x04	 /* no MESH_* override */
+#define CF_INHERIT 0x08	 /* per-service override of the global key with the same path */
+#define CF_DNSNAME 0x10	 /* lowercase DNS label (strings and string lists) */
+#define CF_SPECIAL 0x20	 /* handled by the loader itself (version) */
 
 struct cfg_desc;
 
@@ -42,7 +42,7 @@ struct cfg_desc;
 struct cfg_key {
 	const char *path; /* JSON path relative to the object, dots between levels */
 	enum cfg_type type;
-	size_t off;       /* offset of the value in the object's struct */
+	size_t off;	  /* offset of the value in the object's struct */
 	size_t count_off; /* lists: offset of the size_t element count */
 	const char *def;  /* built-in (= development preset) default as text; NULL = unset */
 	const char *prod; /* production preset value as text; NULL = same as def */
@@ -78,9 +78,9 @@ const char *cfg_origin_name(uint8_t origin);
 
 /* Origins of one object instance's values, and of its lists' elements. */
 struct cfg_node {
-	uint8_t *origin;        /* [desc->n_keys] */
+	uint8_t *origin;	/* [desc->n_keys] */
 	struct cfg_node **kids; /* [desc->n_keys]: CT_LIST keys -> array of their elements */
-	size_t count;           /* elements in the array this node belongs to */
+	size_t count;		/* elements in the array this node belongs to */
 };
 
 struct config_meta {
@@ -94,12 +94,13 @@ size_t cfg_type_size(enum cfg_type t);
 /* Where a value comes from while loading. */
 struct cfg_in {
 	const struct cJSON *json; /* value from the file, or NULL */
-	const char *text;         /* value from env / default / preset */
-	const char *env;          /* name of the env variable, or NULL */
+	const char *text;	  /* value from env / default / preset */
+	const char *env;	  /* name of the env variable, or NULL */
 };
 
 /* Appends one formatted problem line to `errs` (silently drops it on ENOMEM). */
-void cfg_errf(struct config_errors *errs, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void cfg_errf(struct config_errors *errs, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* Parses `in` per `k` into base+k->off. Reports problems under `path`; returns 0 or -EINVAL. */
 int cfg_set(const struct cfg_key *k, void *base, const struct cfg_in *in, const char *path,
 	    struct config_errors *errs);
@@ -129,7 +130,7 @@ struct blobset {
 		uint64_t hash;
 		const void *key;
 		size_t len, idx;
-	} *slots;
+	} * slots;
 	size_t cap;
 };
 /* Sizes the set for `n` keys; free with free(s->slots). Returns 0 or -ENOMEM. */

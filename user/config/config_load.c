@@ -68,8 +68,9 @@ static int check_version(cJSON *root, struct config_errors *errs)
 	}
 	for (n = v->valueint; n < current_version; n++) {
 		if (!migrations[n]) {
-			cfg_errf(errs, "version: no migration from version %d (got %d, expected %d)",
-				 n, v->valueint, current_version);
+			cfg_errf(errs,
+				 "version: no migration from version %d (got %d, expected %d)", n,
+				 v->valueint, current_version);
 			return -1;
 		}
 		if (migrations[n](root, errs))
@@ -186,10 +187,11 @@ static void unknown_key(struct loader *ld, const struct cfg_desc *d, const char 
 }
 
 static void apply_object(struct loader *ld, const struct cfg_desc *d, void *base,
-			 struct cfg_node *node, const cJSON *obj, const char *elem, const char *rel);
+			 struct cfg_node *node, const cJSON *obj, const char *elem,
+			 const char *rel);
 
-static void apply_list(struct loader *ld, const struct cfg_key *k, void *base, struct cfg_node *node,
-		       size_t idx, const cJSON *arr, const char *full)
+static void apply_list(struct loader *ld, const struct cfg_key *k, void *base,
+		       struct cfg_node *node, size_t idx, const cJSON *arr, const char *full)
 {
 	const struct cfg_desc *sub = k->sub;
 	size_t n = (size_t)cJSON_GetArraySize(arr), i = 0;
@@ -306,7 +308,9 @@ static bool env_name_matches(const char *svc, const char *env, size_t len)
 	size_t i;
 
 	for (i = 0; i < len; i++) {
-		char c = svc[i] == '-' ? '_' : (char)(svc[i] >= 'a' && svc[i] <= 'z' ? svc[i] - 32 : svc[i]);
+		char c = svc[i] == '-'
+			     ? '_'
+			     : (char)(svc[i] >= 'a' && svc[i] <= 'z' ? svc[i] - 32 : svc[i]);
 
 		if (!svc[i] || c != env[i])
 			return false;
@@ -423,10 +427,11 @@ static void apply_env_var(struct loader *ld, const char *var)
 	if (k) {
 		env_set(ld, k, ld->cfg, &ld->cfg->meta->root->origin[idx], k->path, name, eq + 1);
 	} else if (looks_like_key(name, hint)) {
-		cfg_errf(ld->errs,
-			 "%s: unknown variable%s (got \"%.64s\", expected a variable listed by meshd "
-			 "config env)",
-			 name, hint, eq + 1);
+		cfg_errf(
+		    ld->errs,
+		    "%s: unknown variable%s (got \"%.64s\", expected a variable listed by meshd "
+		    "config env)",
+		    name, hint, eq + 1);
 	}
 }
 
@@ -562,7 +567,8 @@ static struct mesh_config *load_tree(cJSON *root, const char *source, char *cons
 /* Reports where cJSON stopped, as line and column. */
 static void json_error(const char *json, size_t len, const char *at, struct config_errors *errs)
 {
-	size_t line = 1, col = 1, off = at && at >= json && at <= json + len ? (size_t)(at - json) : 0;
+	size_t line = 1, col = 1,
+	       off = at && at >= json && at <= json + len ? (size_t)(at - json) : 0;
 	size_t i;
 
 	for (i = 0; i < off; i++, col++) {
@@ -571,8 +577,9 @@ static void json_error(const char *json, size_t len, const char *at, struct conf
 			col = 0;
 		}
 	}
-	cfg_errf(errs, "(root): invalid JSON at line %zu column %zu (got \"%.20s\", expected a JSON "
-		       "object)",
+	cfg_errf(errs,
+		 "(root): invalid JSON at line %zu column %zu (got \"%.20s\", expected a JSON "
+		 "object)",
 		 line, col, off < len ? json + off : "end of input");
 }
 
@@ -662,8 +669,9 @@ struct mesh_config *config_load(const char *path, char *const *envp, struct conf
 	if (!errs)
 		errs = &local;
 	if (path && !(buf = read_file(path, &len, &err))) {
-		cfg_errf(errs, "%s: cannot read the config file (got %s, expected a readable JSON "
-			       "file)",
+		cfg_errf(errs,
+			 "%s: cannot read the config file (got %s, expected a readable JSON "
+			 "file)",
 			 path, strerror(err));
 		config_errors_free(&local);
 		return NULL;

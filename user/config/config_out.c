@@ -26,7 +26,8 @@ static int walk(const struct cfg_desc *d, const void *base, const struct cfg_nod
 	for (i = 0; i < d->n_keys; i++) {
 		const struct cfg_key *k = &d->keys[i];
 		const char *arr = *(char *const *)((const char *)base + k->off);
-		size_t n = k->type == CT_LIST ? *(const size_t *)((const char *)base + k->count_off) : 0;
+		size_t n =
+		    k->type == CT_LIST ? *(const size_t *)((const char *)base + k->count_off) : 0;
 		uint8_t origin = node ? node->origin[i] : ORIGIN_UNSET;
 
 		snprintf(path, sizeof(path), "%s%s%s", elem, *elem ? "." : "", k->path);
@@ -37,7 +38,8 @@ static int walk(const struct cfg_desc *d, const void *base, const struct cfg_nod
 			continue;
 		}
 		for (j = 0; j < n; j++) {
-			const struct cfg_node *kid = node && node->kids[i] ? &node->kids[i][j] : NULL;
+			const struct cfg_node *kid =
+			    node && node->kids[i] ? &node->kids[i][j] : NULL;
 
 			snprintf(epath, sizeof(epath), "%s[%zu]", path, j);
 			err = walk(k->sub, arr + j * k->sub->size, kid, epath, fn, ctx);
@@ -85,10 +87,11 @@ static cJSON *leaf_json(const struct cfg_key *k, const void *base, bool redact)
 		n = *(const size_t *)((const char *)base + k->count_off);
 		arr = cJSON_CreateArray();
 		for (i = 0; arr && i < n; i++) {
-			const char *s = k->type == CT_STRLIST
-						? (*(char *const *const *)v)[i]
-						: config_endpoint_str(*(struct config_endpoint *const *)v + i,
-								      buf, sizeof(buf));
+			const char *s =
+			    k->type == CT_STRLIST
+				? (*(char *const *const *)v)[i]
+				: config_endpoint_str(*(struct config_endpoint *const *)v + i, buf,
+						      sizeof(buf));
 			cJSON_AddItemToArray(arr, cJSON_CreateString(s));
 		}
 		return arr;
@@ -132,8 +135,8 @@ static cJSON *object_json(const struct cfg_desc *d, const void *base, bool redac
 
 			item = cJSON_CreateArray();
 			for (j = 0; item && j < n; j++)
-				cJSON_AddItemToArray(item, object_json(k->sub, arr + j * k->sub->size,
-								       redact));
+				cJSON_AddItemToArray(
+				    item, object_json(k->sub, arr + j * k->sub->size, redact));
 		} else {
 			item = leaf_json(k, base, redact);
 		}

@@ -49,8 +49,7 @@ static const struct cfg_key register_keys[] = {
 	  .flags = CF_REQUIRED, .doc = "Address and port Consul advertises for this instance." },
 };
 
-static const struct cfg_desc register_desc = { "register", register_keys,
-					       ARRAY_SIZE(register_keys),
+static const struct cfg_desc register_desc = { "register", register_keys, ARRAY_SIZE(register_keys),
 					       sizeof(struct config_consul_register) };
 
 static const struct cfg_key dns_service_keys[] = {
@@ -72,8 +71,7 @@ static const struct cfg_key identity_keys[] = {
 	  .doc = "Service identity (SPIFFE ID path) of processes in that cgroup." },
 };
 
-static const struct cfg_desc identity_desc = { "identity", identity_keys,
-					       ARRAY_SIZE(identity_keys),
+static const struct cfg_desc identity_desc = { "identity", identity_keys, ARRAY_SIZE(identity_keys),
 					       sizeof(struct config_identity) };
 
 static const struct cfg_key rule_keys[] = {
@@ -113,16 +111,15 @@ static const struct cfg_key root_keys[] = {
 	{ "telemetry.metrics_listen", CT_ENDPOINT, R(metrics_listen), .def = "127.0.0.1:9464",
 	  .doc = "Address of the Prometheus /metrics listener." },
 
-	{ "load_balancer.algorithm", CT_ENUM, R(load_balancer.algorithm),
-	  .def = "least_request", .names = lb_algorithms, .doc = "Backend selection algorithm." },
+	{ "load_balancer.algorithm", CT_ENUM, R(load_balancer.algorithm), .def = "least_request",
+	  .names = lb_algorithms, .doc = "Backend selection algorithm." },
 	{ "load_balancer.choice_count", CT_UINT, R(load_balancer.choice_count), .def = "2",
 	  .min = 1, .max = 16, .doc = "Backends sampled per pick by `least_request`." },
 	{ "load_balancer.no_healthy_backend", CT_ENUM, R(load_balancer.no_healthy_backend),
 	  .def = "reject", .names = no_healthy,
 	  .doc = "With no usable backend: fail connect() (`reject`) or leave it untouched." },
-	{ "load_balancer.panic_threshold", CT_RATIO, R(load_balancer.panic_threshold),
-	  .def = "0.5", .min = 0, .max = 1,
-	  .doc = "Below this healthy fraction, balance over all backends." },
+	{ "load_balancer.panic_threshold", CT_RATIO, R(load_balancer.panic_threshold), .def = "0.5",
+	  .min = 0, .max = 1, .doc = "Below this healthy fraction, balance over all backends." },
 	{ "load_balancer.health_check.type", CT_ENUM, R(load_balancer.health_check.type),
 	  .def = "tcp", .names = health_types, .doc = "Active health check kind." },
 	{ "load_balancer.health_check.interval", CT_DURATION,
@@ -153,11 +150,11 @@ static const struct cfg_key root_keys[] = {
 	  .def = "20", .prod = "10", .min = 0, .max = 100,
 	  .doc = "Retries allowed as a percentage of requests." },
 
-	{ "circuit_breaker.consecutive_failures", CT_UINT,
-	  R(circuit_breaker.consecutive_failures), .def = "5", .min = 1, .max = 1000,
+	{ "circuit_breaker.consecutive_failures", CT_UINT, R(circuit_breaker.consecutive_failures),
+	  .def = "5", .min = 1, .max = 1000,
 	  .doc = "Consecutive failed connects that open a backend's circuit." },
-	{ "circuit_breaker.error_rate_threshold", CT_RATIO,
-	  R(circuit_breaker.error_rate_threshold), .def = "0.5", .min = 0, .max = 1,
+	{ "circuit_breaker.error_rate_threshold", CT_RATIO, R(circuit_breaker.error_rate_threshold),
+	  .def = "0.5", .min = 0, .max = 1,
 	  .doc = "Failure ratio within the window that opens the circuit." },
 	{ "circuit_breaker.request_volume_threshold", CT_UINT,
 	  R(circuit_breaker.request_volume_threshold), .def = "20", .min = 1, .max = 1000000,
@@ -167,17 +164,16 @@ static const struct cfg_key root_keys[] = {
 	{ "circuit_breaker.open_duration", CT_DURATION, R(circuit_breaker.open_duration_ns),
 	  .def = "30s", .prod = "15s", .min = 100 * MS, .max = HOUR,
 	  .doc = "First time a circuit stays open; doubles on each reopen." },
-	{ "circuit_breaker.max_open_duration", CT_DURATION,
-	  R(circuit_breaker.max_open_duration_ns), .def = "300s", .prod = "120s",
-	  .min = 100 * MS, .max = 24 * HOUR, .doc = "Upper bound of the open time." },
+	{ "circuit_breaker.max_open_duration", CT_DURATION, R(circuit_breaker.max_open_duration_ns),
+	  .def = "300s", .prod = "120s", .min = 100 * MS, .max = 24 * HOUR,
+	  .doc = "Upper bound of the open time." },
 	{ "circuit_breaker.half_open_probes", CT_UINT, R(circuit_breaker.half_open_probes),
-	  .def = "1", .min = 1, .max = 100,
-	  .doc = "Trial connects let through while half-open." },
+	  .def = "1", .min = 1, .max = 100, .doc = "Trial connects let through while half-open." },
 	{ "circuit_breaker.max_connections", CT_UINT, R(circuit_breaker.max_connections),
 	  .def = "1024", .min = 1, .max = 1000000,
 	  .doc = "Active connections per backend before connects are rejected." },
-	{ "circuit_breaker.max_ejection_percent", CT_UINT,
-	  R(circuit_breaker.max_ejection_percent), .def = "50", .min = 0, .max = 100,
+	{ "circuit_breaker.max_ejection_percent", CT_UINT, R(circuit_breaker.max_ejection_percent),
+	  .def = "50", .min = 0, .max = 100,
 	  .doc = "Most backends of a service that may be ejected at once (percent)." },
 
 	{ "discovery.backend", CT_ENUM, R(discovery), .def = "static", .names = discoveries,
@@ -246,15 +242,15 @@ static struct cfg_key service_keys[N_SERVICE_OWN + N_POLICY_MAX] = {
 	  .doc = "Virtual IP the applications connect to." },
 	{ "port", CT_PORT, S(vip.port), .flags = CF_REQUIRED | CF_NOENV, .min = 1, .max = 65535,
 	  .doc = "Virtual port the applications connect to." },
-	{ "backends", CT_LIST, S(backends), .count_off = offsetof(struct config_service, n_backends),
-	  .flags = CF_NOENV, .sub = &backend_desc,
-	  .doc = "Static backends (discovery.backend static)." },
+	{ "backends", CT_LIST, S(backends),
+	  .count_off = offsetof(struct config_service, n_backends), .flags = CF_NOENV,
+	  .sub = &backend_desc, .doc = "Static backends (discovery.backend static)." },
 	{ "mtls", CT_BOOL, S(mtls), .def = "false",
 	  .doc = "Carry this service's connections over mTLS (needs mtls.enabled)." },
 };
 
 struct cfg_desc cfg_service_desc = { "service", service_keys, N_SERVICE_OWN,
-					   sizeof(struct config_service) };
+				     sizeof(struct config_service) };
 
 /* Copies the global load_balancer.* and circuit_breaker.* keys into the service table with
  * offsets moved into struct config_service, so a service can override each of them. */

@@ -15,7 +15,7 @@ static const struct {
 	uint64_t ns;
 } units[] = {
 	{ "h", 3600000000000ull }, { "m", 60000000000ull }, { "s", 1000000000ull },
-	{ "ms", 1000000ull },	   { "us", 1000ull },	     { "ns", 1ull },
+	{ "ms", 1000000ull },	   { "us", 1000ull },	    { "ns", 1ull },
 };
 
 #define N_UNITS (sizeof(units) / sizeof(units[0]))

@@ -104,8 +104,8 @@ static int parse_number(const struct cfg_in *in, double *v)
 	return 0;
 }
 
-static int set_number(const struct cfg_key *k, void *dst, const struct cfg_in *in,
-		      const char *path, struct config_errors *errs)
+static int set_number(const struct cfg_key *k, void *dst, const struct cfg_in *in, const char *path,
+		      struct config_errors *errs)
 {
 	double v;
 
@@ -229,8 +229,8 @@ static struct cfg_key elem_key(const struct cfg_key *k)
 	return e;
 }
 
-static int set_list(const struct cfg_key *k, void *base, const struct cfg_in *in,
-		    const char *path, struct config_errors *errs)
+static int set_list(const struct cfg_key *k, void *base, const struct cfg_in *in, const char *path,
+		    struct config_errors *errs)
 {
 	size_t esz = k->type == CT_EPLIST ? sizeof(struct config_endpoint) : sizeof(char *);
 	struct cfg_key ek = elem_key(k);
@@ -253,7 +253,8 @@ static int set_list(const struct cfg_key *k, void *base, const struct cfg_in *in
 	i = 0;
 	for (const cJSON *it = in->json ? in->json->child : NULL; i < n; i++) {
 		struct cfg_in ei = { .json = in->json ? it : NULL,
-				     .text = items ? items[i] : NULL, .env = in->env };
+				     .text = items ? items[i] : NULL,
+				     .env = in->env };
 
 		const char *es = ei.json ? cJSON_GetStringValue(ei.json) : ei.text;
 
@@ -343,8 +344,8 @@ const char *cfg_rule(const struct cfg_key *k, char *buf, size_t len)
 	case CT_STRING:
 		return snprintf(buf, len, "%s",
 				k->flags & CF_DNSNAME
-					? "a lowercase DNS label ^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
-					: "a string"),
+				    ? "a lowercase DNS label ^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+				    : "a string"),
 		       buf;
 	case CT_PATH:
 		return snprintf(buf, len, "an absolute path"), buf;
@@ -381,9 +382,9 @@ static const char *render_list(const struct cfg_key *k, const void *base, char *
 	buf[0] = '\0';
 	for (i = 0; i < n && pos < len; i++) {
 		const char *s = k->type == CT_STRLIST
-					? ((char *const *)arr)[i]
-					: config_endpoint_str((const struct config_endpoint *)arr + i,
-							      ep, sizeof(ep));
+				    ? ((char *const *)arr)[i]
+				    : config_endpoint_str((const struct config_endpoint *)arr + i,
+							  ep, sizeof(ep));
 		pos += (size_t)snprintf(buf + pos, len - pos, "%s%s", i ? "," : "", s);
 	}
 	return buf;
