@@ -53,14 +53,15 @@ static int walk(const struct cfg_desc *d, const void *base, const struct cfg_nod
 static int show_leaf(void *ctx, const struct cfg_key *k, const void *base, const char *path,
 		     uint8_t origin)
 {
+	bool list = k->type == CT_LIST || k->type == CT_STRLIST || k->type == CT_EPLIST;
 	char val[4096];
 
-	if (k->type == CT_LIST)
+	cfg_render(k, base, val, sizeof(val));
+	if (k->type == CT_LIST || (list && !*val))
 		snprintf(val, sizeof(val), "[]");
-	else
-		cfg_render(k, base, val, sizeof(val));
-	if (fprintf((FILE *)ctx, "%-56s %-24s %s%s\n", path, *val ? val : "(unset)",
-		    cfg_origin_name(origin), k->flags & CF_SECRET ? " secret" : "") < 0)
+	if (fprintf((FILE *)ctx, "%-60s %-24s %s%s%s\n", path, *val ? val : "(unset)",
+		    cfg_origin_name(origin), origin & ORIGIN_INHERITED ? " (global)" : "",
+		    k->flags & CF_SECRET ? " secret" : "") < 0)
 		return -EIO;
 	return 0;
 }
@@ -203,7 +204,7 @@ int config_show(const struct mesh_config *cfg, bool json, FILE *out)
 {
 	if (json)
 		return show_json(cfg, out);
-	if (fprintf(out, "%-56s %-24s %s\n", "PATH", "VALUE", "ORIGIN") < 0)
+	if (fprintf(out, "%-60s %-24s %s\n", "PATH", "VALUE", "ORIGIN") < 0)
 		return -EIO;
 	return walk(&cfg_root_desc, cfg, cfg->meta->root, "", show_leaf, out);
 }
