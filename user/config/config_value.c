@@ -192,31 +192,37 @@ static int set_text(const struct cfg_key *k, void *dst, const struct cfg_in *in,
 	}
 }
 
-/* Splits `text` at commas into trimmed items (an empty text is an empty list). */
-static char **split_commas(const char *text, size_t *n)
+/* Splits `text` at commas into trimmed items, empty ones kept so they can be reported (an
+ * empty text is an empty list). The items point into *copy, which the caller frees. */
+static char **split_commas(const char *text, size_t *n, char **copyp)
 {
-	char *copy = strdup(text), *tok, *save = NULL, **items = NULL, **tmp;
+	char *copy = strdup(text), *tok, *next, **items = NULL, **tmp;
 
 	*n = 0;
-	if (!copy)
+	*copyp = copy;
+	if (!copy || !*copy)
 		return NULL;
-	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+	for (tok = copy; tok; tok = next) {
 		char *end;
 
+		next = strchr(tok, ',');
+		if (next)
+			*next++ = '\0';
 		while (*tok == ' ' || *tok == '\t')
 			tok++;
 		end = tok + strlen(tok);
 		while (end > tok && (end[-1] == ' ' || end[-1] == '\t'))
 			*--end = '\0';
 		tmp = realloc(items, (*n + 1) * sizeof(*items));
-		if (!tmp)
-			break;
+		if (!tmp) {
+			free(items);
+			*n = 0;
+			return NULL;
+		}
 		items = tmp;
 		items[(*n)++] = tok;
 	}
-	if (!items)
-		free(copy);
-	return items; /* items[0] owns the copy */
+	return items;
 }
 
 /* Element rule for a list key: the same key seen as one string / endpoint. */
@@ -234,7 +240,7 @@ static int set_list(const struct cfg_key *k, void *base, const struct cfg_in *in
 {
 	size_t esz = k->type == CT_EPLIST ? sizeof(struct config_endpoint) : sizeof(char *);
 	struct cfg_key ek = elem_key(k);
-	char **items = NULL, epath[512];
+	char **items = NULL, *copy = NULL, epath[512];
 	size_t i, n = 0;
 	char *arr;
 	int err = 0;
@@ -243,8 +249,10 @@ static int set_list(const struct cfg_key *k, void *base, const struct cfg_in *in
 		return bad(k, in, path, errs, "wrong type");
 	if (in->json)
 		n = (size_t)cJSON_GetArraySize(in->json);
-	else if (!(items = split_commas(in->text, &n)) && *in->text)
+	else if (!(items = split_commas(in->text, &n, &copy)) && *in->text) {
+		free(copy);
 		return -ENOMEM;
+	}
 	arr = calloc(n ? n : 1, esz);
 	if (!arr) {
 		err = -ENOMEM;
@@ -277,8 +285,7 @@ static int set_list(const struct cfg_key *k, void *base, const struct cfg_in *in
 	*(void **)((char *)base + k->off) = arr;
 	*(size_t *)((char *)base + k->count_off) = n;
 out:
-	if (items)
-		free(items[0]);
+	free(copy);
 	free(items);
 	return err;
 }
