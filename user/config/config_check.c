@@ -365,10 +365,13 @@ static void check_secrets(const struct mesh_config *cfg, struct config_errors *e
 
 	for (i = 0; i < cfg_root_desc.n_keys; i++) {
 		const struct cfg_key *k = &cfg_root_desc.keys[i];
-		const char *path = *(char *const *)((const char *)cfg + k->off);
+		const char *path;
 		struct stat st;
 
-		if (!(k->flags & CF_SECRET) || !path)
+		if (!(k->flags & CF_SECRET))
+			continue;
+		path = *(char *const *)((const char *)cfg + k->off);
+		if (!path)
 			continue;
 		if (stat(path, &st))
 			cfg_errf(errs,

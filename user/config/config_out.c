@@ -25,12 +25,15 @@ static int walk(const struct cfg_desc *d, const void *base, const struct cfg_nod
 
 	for (i = 0; i < d->n_keys; i++) {
 		const struct cfg_key *k = &d->keys[i];
-		const char *arr = *(char *const *)((const char *)base + k->off);
-		size_t n =
-		    k->type == CT_LIST ? *(const size_t *)((const char *)base + k->count_off) : 0;
+		const char *arr = NULL;
+		size_t n = 0;
 		uint8_t origin = node ? node->origin[i] : ORIGIN_UNSET;
 
 		snprintf(path, sizeof(path), "%s%s%s", elem, *elem ? "." : "", k->path);
+		if (k->type == CT_LIST) {
+			arr = *(char *const *)((const char *)base + k->off);
+			n = *(const size_t *)((const char *)base + k->count_off);
+		}
 		if (k->type != CT_LIST || n == 0) {
 			err = fn(ctx, k, base, path, origin);
 			if (err)
