@@ -470,20 +470,6 @@ void cfg_free_object(const struct cfg_desc *d, void *base)
 		cfg_free_value(&d->keys[i], base);
 }
 
-const struct cfg_key *cfg_find_key(const struct cfg_desc *d, const char *path, size_t *idx)
-{
-	size_t i;
-
-	for (i = 0; i < d->n_keys; i++) {
-		if (!strcmp(d->keys[i].path, path)) {
-			if (idx)
-				*idx = i;
-			return &d->keys[i];
-		}
-	}
-	return NULL;
-}
-
 const char *cfg_origin_name(uint8_t origin)
 {
 	static const char *const names[] = { "unset", "default", "preset", "file", "env" };
