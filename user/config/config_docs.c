@@ -82,11 +82,11 @@ static int key_table(FILE *out, const struct cfg_desc *d, const char *elem, cons
 		     "|---|---|---|---|---|---|---|\n");
 	for (i = 0; i < d->n_keys; i++) {
 		const struct cfg_key *k = &d->keys[i];
-		bool env = !(k->flags & CF_NOENV) && k->type != CT_LIST;
+		bool env = prefix && !(k->flags & CF_NOENV) && k->type != CT_LIST;
 
 		if (k->flags & CF_INHERIT)
 			continue;
-		cfg_env_name(prefix, k->path, name, sizeof(name));
+		cfg_env_name(prefix ? prefix : "", k->path, name, sizeof(name));
 		fprintf(out, "| `%s%s` | %s | %s | %s | %s | %s | %s%s%s |\n", elem, k->path,
 			type_name(k),
 			k->flags & CF_REQUIRED ? "required" : text_or(k->def, "unset"),
@@ -212,10 +212,10 @@ static int list_sections(FILE *out, const struct cfg_desc *d, const char *elem)
 		if (k->type != CT_LIST)
 			continue;
 		snprintf(path, sizeof(path), "%s%s[].", elem, k->path);
-		snprintf(prefix, sizeof(prefix), "%s",
-			 k->sub == &cfg_service_desc ? "SERVICES__<NAME>__" : "");
+		snprintf(prefix, sizeof(prefix), "SERVICES__<NAME>__");
 		fprintf(out, "### `%.*s`\n\n%s\n\n", (int)strlen(path) - 1, path, k->doc);
-		err = key_table(out, k->sub, path, prefix);
+		/* only services take MESH_* overrides, by name */
+		err = key_table(out, k->sub, path, k->sub == &cfg_service_desc ? prefix : NULL);
 		if (!err && k->sub == &cfg_service_desc)
 			fprintf(
 			    out,
@@ -238,7 +238,10 @@ int config_print_docs(FILE *out)
 	err = preset_section(out);
 	if (!err && fputs(doc_rules, out) < 0)
 		err = -EIO;
-	if (!err && fprintf(out, "## Keys\n\n### Top level\n\n") < 0)
+	if (!err && fprintf(out, "## Keys\n\nIn the tables, `=` in the Production column means the "
+			    "production preset keeps the\ndefault, and `-` in the Environment "
+			    "column means the key is set in the file only.\n\n"
+			    "### Top level\n\n") < 0)
 		err = -EIO;
 	if (!err)
 		err = key_table(out, &cfg_root_desc, "", "");
