@@ -239,9 +239,9 @@ int config_print_docs(FILE *out)
 	if (!err && fputs(doc_rules, out) < 0)
 		err = -EIO;
 	if (!err && fprintf(out, "## Keys\n\nIn the tables, `=` in the Production column means the "
-			    "production preset keeps the\ndefault, and `-` in the Environment "
-			    "column means the key is set in the file only.\n\n"
-			    "### Top level\n\n") < 0)
+				 "production preset keeps the\ndefault, and `-` in the Environment "
+				 "column means the key is set in the file only.\n\n"
+				 "### Top level\n\n") < 0)
 		err = -EIO;
 	if (!err)
 		err = key_table(out, &cfg_root_desc, "", "");

@@ -275,6 +275,18 @@ struct jpath {
 static void apply_object(struct loader *ld, const struct cfg_desc *d, void *base,
 			 struct cfg_node *node, const cJSON *obj, struct jpath *p, size_t len);
 
+static void check_required(struct loader *ld, const struct cfg_desc *d, const struct cfg_node *node,
+			   const char *epath)
+{
+	char rule[160];
+	size_t j;
+
+	for (j = 0; j < d->n_keys; j++)
+		if ((d->keys[j].flags & CF_REQUIRED) && !node->origin[j])
+			cfg_errf(ld->errs, "%s.%s: missing required key (got nothing, expected %s)",
+				 epath, d->keys[j].path, cfg_rule(&d->keys[j], rule, sizeof(rule)));
+}
+
 static void apply_list(struct loader *ld, const struct cfg_key *k, void *base,
 		       struct cfg_node *node, size_t idx, const cJSON *arr, const char *full)
 {
@@ -319,15 +331,7 @@ static void apply_list(struct loader *ld, const struct cfg_key *k, void *base,
 			continue;
 		}
 		apply_object(ld, sub, e, &nodes[i], it, &ep, ep.rel - 1);
-		for (size_t j = 0; j < sub->n_keys; j++) {
-			char rule[160];
-
-			if ((sub->keys[j].flags & CF_REQUIRED) && !nodes[i].origin[j])
-				cfg_errf(ld->errs,
-					 "%s.%s: missing required key (got nothing, expected %s)",
-					 epath, sub->keys[j].path,
-					 cfg_rule(&sub->keys[j], rule, sizeof(rule)));
-		}
+		check_required(ld, sub, &nodes[i], epath);
 	}
 }
 

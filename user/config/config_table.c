@@ -89,8 +89,7 @@ static const struct cfg_desc rule_desc = { "rule", rule_keys, ARRAY_SIZE(rule_ke
 
 static const struct cfg_key root_keys[] = {
 	{ "version", CT_INT, R(version), .flags = CF_SPECIAL | CF_NOENV | CF_REQUIRED, .min = 1,
-	  .max = CONFIG_VERSION_CURRENT,
-	  .doc = "Configuration format version; must be 1." },
+	  .max = CONFIG_VERSION_CURRENT, .doc = "Configuration format version; must be 1." },
 	{ "preset", CT_ENUM, R(preset), .def = "development", .names = cfg_preset_names,
 	  .doc = "Set of defaults: `development` or `production`." },
 	{ "node.name", CT_STRING, R(node_name), .doc = "Node name (default: the host name)." },

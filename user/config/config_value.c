@@ -235,6 +235,15 @@ static struct cfg_key elem_key(const struct cfg_key *k)
 	return e;
 }
 
+static void free_items(const struct cfg_key *k, char *arr, size_t n)
+{
+	size_t i;
+
+	for (i = 0; k->type == CT_STRLIST && i < n; i++)
+		free(((char **)arr)[i]);
+	free(arr);
+}
+
 static int set_list(const struct cfg_key *k, void *base, const struct cfg_in *in, const char *path,
 		    struct config_errors *errs)
 {
@@ -275,10 +284,7 @@ static int set_list(const struct cfg_key *k, void *base, const struct cfg_in *in
 			it = it->next;
 	}
 	if (err) {
-		if (k->type == CT_STRLIST)
-			for (i = 0; i < n; i++)
-				free(((char **)arr)[i]);
-		free(arr);
+		free_items(k, arr, n);
 		goto out;
 	}
 	cfg_free_value(k, base);
