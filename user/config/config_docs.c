@@ -53,6 +53,9 @@ int config_print_env(FILE *out)
 {
 	int err;
 
+	if (fprintf(out, "MESH_CONFIG (path, default unset; a file name): Config file to load when "
+			 "no --config is given.\n") < 0)
+		return -EIO;
 	err = env_lines(out, &cfg_root_desc, "");
 	if (!err)
 		err = env_lines(out, &cfg_service_desc, "SERVICES__<NAME>__");

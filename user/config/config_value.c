@@ -11,10 +11,14 @@
 
 #include "config/config_int.h"
 
+/* Stands in for a problem line that could not be allocated, so that running out of memory
+ * still fails the load instead of silently dropping the problem. Never freed. */
+static char oom_line[] = "(config): out of memory while reporting a problem (got ENOMEM, "
+			 "expected memory)";
+
 void cfg_errf(struct config_errors *errs, const char *fmt, ...)
 {
-	char **msgs;
-	char *line;
+	char **msgs, *line;
 	va_list ap;
 	int n;
 
@@ -22,10 +26,15 @@ void cfg_errf(struct config_errors *errs, const char *fmt, ...)
 	n = vasprintf(&line, fmt, ap);
 	va_end(ap);
 	if (n < 0)
-		return;
+		line = oom_line;
 	msgs = realloc(errs->msgs, (errs->n + 1) * sizeof(*msgs));
 	if (!msgs) {
-		free(line);
+		if (line != oom_line)
+			free(line);
+		if (errs->n && errs->msgs[errs->n - 1] != oom_line) {
+			free(errs->msgs[errs->n - 1]);
+			errs->msgs[errs->n - 1] = oom_line;
+		}
 		return;
 	}
 	msgs[errs->n++] = line;
@@ -39,7 +48,8 @@ void config_errors_free(struct config_errors *errs)
 	if (!errs)
 		return;
 	for (i = 0; i < errs->n; i++)
-		free(errs->msgs[i]);
+		if (errs->msgs[i] != oom_line)
+			free(errs->msgs[i]);
 	free(errs->msgs);
 	errs->msgs = NULL;
 	errs->n = 0;
