@@ -140,7 +140,7 @@ TEST(config_env_per_service_errors)
 	     *nokey[] = { "MESH_SERVICES__API__CIRCUIT_BREAKER__WINDW=5s", NULL },
 	     *bad[] = { "MESH_SERVICES__API__CIRCUIT_BREAKER__WINDOW=5", NULL },
 	     *vip[] = { "MESH_SERVICES__API__VIP=127.77.0.99", NULL },
-	     *form[] = { "MESH_SERVICES__API", NULL };
+	     *form[] = { "MESH_SERVICES__API=1", NULL };
 
 	EXPECT_ERR(MINIMAL, nosvc, "services",
 		   "no such service in MESH_SERVICES__WEB__CIRCUIT_BREAKER__WINDOW");
@@ -150,7 +150,7 @@ TEST(config_env_per_service_errors)
 	EXPECT_ERR(MINIMAL, bad, "services[0].circuit_breaker.window",
 		   "invalid duration in MESH_SERVICES__API__CIRCUIT_BREAKER__WINDOW");
 	EXPECT_ERR(MINIMAL, vip, "services[0].vip", "cannot be set from the environment");
-	(void)form;
+	EXPECT_ERR(MINIMAL, form, "services", "no such service in MESH_SERVICES__API");
 }
 
 TEST(config_service_inherits_key_by_key)
