@@ -90,14 +90,18 @@ TEST(config_env_bad_values_name_the_variable)
 TEST(config_env_unknown_variables)
 {
 	char *typo[] = { "MESH_LOG__LEVL=debug", NULL }, *sec[] = { "MESH_LOG__COLOR=1", NULL },
-	     *other[] = { "MESH_BUILD=build", "MESH_CONFIG=/x.json", "MESH_TEST_FOO=1",
-			  "MESHX=1",	      "PATH=/bin",	     NULL },
+	     *other[] = { "MESH_BUILD=build", "MESH_CONFIG=/x.json", "MESHX=1", "PATH=/bin", NULL },
+	     *any[] = { "MESH_METRICS_LISTEN=127.0.0.1:1", NULL },
 	     *obj[] = { "MESH_SERVICES=api", NULL }, *ver[] = { "MESH_VERSION=2", NULL };
 	struct mesh_config *c;
 
 	EXPECT_ERR(MINIMAL, typo, "MESH_LOG__LEVL",
 		   "unknown variable, did you mean MESH_LOG__LEVEL?");
 	EXPECT_ERR(MINIMAL, sec, "MESH_LOG__COLOR", "unknown variable");
+	/* not a key and not close to one: still an error, never silently ignored */
+	EXPECT_ERR(MINIMAL, any, "MESH_METRICS_LISTEN",
+		   "unknown variable (got \"127.0.0.1:1\", expected a variable listed by meshd "
+		   "config env)");
 	EXPECT_ERR(MINIMAL, obj, "services", "cannot be set from the environment in MESH_SERVICES");
 	EXPECT_ERR(MINIMAL, ver, "version", "cannot be set from the environment");
 	c = MUST_LOAD(MINIMAL, other);

@@ -132,9 +132,9 @@ static const char doc_intro[] =
     "Lists of objects (`services`, their `backends`, `discovery.consul.register`,\n"
     "`discovery.dns.services`, `identities`, `authorization.rules`), a service's `name`,\n"
     "`vip` and `port`, and `version` can only be set in the file. `MESH_CONFIG` names the\n"
-    "config file. Other `MESH_*` variables are ignored unless they look like a config key\n"
-    "(their first section is a top-level key, or they are within two edits of a known\n"
-    "variable): those are errors, with a suggestion. `meshd config env` lists every variable.\n\n";
+    "config file and `MESH_BUILD` is the test harness's build directory; any other `MESH_*`\n"
+    "variable must be a key: an unknown one is an error (with a suggestion for near\n"
+    "misses), never silently ignored. `meshd config env` lists every variable.\n\n";
 
 static const char doc_rules[] =
     "## Validation\n\n"

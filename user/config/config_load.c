@@ -453,21 +453,17 @@ static const struct cfg_key *find_env_key(const struct cfg_desc *d, const char *
 	return NULL;
 }
 
-/* An unknown MESH_* name is an error when it looks like a config key (same first section, or a
- * near miss); other MESH_* variables (MESH_CONFIG, test harness ones) are not ours. */
-static bool looks_like_key(const char *name, const char *hint)
-{
-	const char *sec = name + 5;
-	size_t n = strstr(sec, "__") ? (size_t)(strstr(sec, "__") - sec) : strlen(sec), i;
-	char buf[256];
+/* MESH_* variables that are not configuration keys: the file name, and the build directory the
+ * test harness exports. Any other unknown MESH_* name is an error, never silently ignored. */
+static const char *const env_not_keys[] = { "MESH_CONFIG", "MESH_BUILD", NULL };
 
-	if (*hint)
-		return true;
-	for (i = 0; i < cfg_root_desc.n_keys; i++) {
-		cfg_env_name("", cfg_root_desc.keys[i].path, buf, sizeof(buf));
-		if (!strncmp(buf + 5, sec, n) && (buf[5 + n] == '\0' || buf[5 + n] == '_'))
+static bool env_is_not_key(const char *name)
+{
+	size_t i;
+
+	for (i = 0; env_not_keys[i]; i++)
+		if (!strcmp(name, env_not_keys[i]))
 			return true;
-	}
 	return false;
 }
 
@@ -527,10 +523,17 @@ static void apply_env_var(struct loader *ld, const char *var)
 	const struct cfg_key *k;
 	size_t idx;
 
-	if (strncmp(var, "MESH_", 5) || !eq || (size_t)(eq - var) >= sizeof(name))
+	if (strncmp(var, "MESH_", 5) || !eq)
 		return;
 	snprintf(name, sizeof(name), "%.*s", (int)(eq - var), var);
-	if (!strcmp(name, "MESH_CONFIG"))
+	if ((size_t)(eq - var) >= sizeof(name)) {
+		cfg_errf(ld->errs,
+			 "%.64s...: unknown variable (got a %zu-character name, expected a "
+			 "variable listed by meshd config env)",
+			 name, (size_t)(eq - var));
+		return;
+	}
+	if (env_is_not_key(name))
 		return;
 	if (!strncmp(name, "MESH_SERVICES__", 15)) {
 		apply_service_env(ld, name, eq + 1);
@@ -539,7 +542,7 @@ static void apply_env_var(struct loader *ld, const char *var)
 	k = find_env_key(&cfg_root_desc, "", name, &idx, hint, sizeof(hint));
 	if (k) {
 		env_set(ld, k, ld->cfg, &ld->cfg->meta->root->origin[idx], k->path, name, eq + 1);
-	} else if (looks_like_key(name, hint)) {
+	} else {
 		cfg_errf(
 		    ld->errs,
 		    "%s: unknown variable%s (got \"%.64s\", expected a variable listed by meshd "
