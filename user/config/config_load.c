@@ -355,6 +355,21 @@ static void apply_member(struct loader *ld, const struct cfg_desc *d, size_t idx
 }
 
 /* Applies the members of JSON object `obj`, found at `rel` (relative to the element `elem`). */
+#define MAX_SECTIONS 16 /* more than any object of the table has */
+
+/* Remembers the sections met in one JSON object; true when `name` was already there. */
+static bool seen_before(const char **seen, size_t *n, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < *n; i++)
+		if (!strcmp(seen[i], name))
+			return true;
+	if (*n < MAX_SECTIONS)
+		seen[(*n)++] = name;
+	return false;
+}
+
 /* Reports member `name` of the object whose path is p->buf[0..len). */
 static void unknown_member(struct loader *ld, const struct cfg_desc *d, const struct jpath *p,
 			   size_t len, const char *name)
@@ -370,9 +385,9 @@ static void unknown_member(struct loader *ld, const struct cfg_desc *d, const st
 static void apply_object(struct loader *ld, const struct cfg_desc *d, void *base,
 			 struct cfg_node *node, const cJSON *obj, struct jpath *p, size_t len)
 {
-	const char *rel = p->buf + p->rel;
+	const char *rel = p->buf + p->rel, *seen[MAX_SECTIONS];
+	size_t idx, n, n_seen = 0;
 	const cJSON *m;
-	size_t idx, n;
 
 	for (m = obj->child; m; m = m->next) {
 		const char *name = m->string ? m->string : "";
@@ -389,7 +404,11 @@ static void apply_object(struct loader *ld, const struct cfg_desc *d, void *base
 		if (cfg_find_key(d, rel, &idx)) {
 			apply_member(ld, d, idx, base, node, m, p->buf);
 		} else if (cfg_is_section(d, rel)) {
-			if (cJSON_IsObject(m))
+			if (seen_before(seen, &n_seen, name))
+				cfg_errf(ld->errs,
+					 "%s: duplicate key (got a second object, expected one)",
+					 p->buf);
+			else if (cJSON_IsObject(m))
 				apply_object(ld, d, base, node, m, p, at + n);
 			else
 				cfg_errf(ld->errs, "%s: wrong type (got %s, expected an object)",
