@@ -58,6 +58,7 @@ int config_test_add_migration(int from, cfg_migrate_fn fn)
 static int check_version(cJSON *root, struct config_errors *errs)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "version");
+	size_t before;
 	char *got;
 	int n;
 
@@ -83,8 +84,16 @@ static int check_version(cJSON *root, struct config_errors *errs)
 				 v->valueint, current_version);
 			return -1;
 		}
-		if (migrations[n](root, errs))
+		before = errs->n;
+		if (migrations[n](root, errs)) {
+			if (errs->n == before)
+				cfg_errf(
+				    errs,
+				    "version: migration to version %d failed (got %d, expected "
+				    "a file it can upgrade)",
+				    n + 1, v->valueint);
 			return -1;
+		}
 	}
 	cJSON_SetNumberValue(cJSON_GetObjectItemCaseSensitive(root, "version"), current_version);
 	return 0;
