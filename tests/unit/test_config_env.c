@@ -147,10 +147,10 @@ TEST(config_env_per_service_errors)
 	     *form[] = { "MESH_SERVICES__API=1", NULL };
 
 	EXPECT_ERR(MINIMAL, nosvc, "services",
-		   "no such service in MESH_SERVICES__WEB__CIRCUIT_BREAKER__WINDOW");
+		   "no such service in MESH_SERVICES__WEB__CIRCUIT_BREAKER__WINDOW (got \"WEB\"");
 	EXPECT_ERR(MINIMAL, nokey, "services[0]",
 		   "unknown variable MESH_SERVICES__API__CIRCUIT_BREAKER__WINDW, did you mean "
-		   "MESH_CIRCUIT_BREAKER__WINDOW?");
+		   "MESH_SERVICES__API__CIRCUIT_BREAKER__WINDOW?");
 	EXPECT_ERR(MINIMAL, bad, "services[0].circuit_breaker.window",
 		   "invalid duration in MESH_SERVICES__API__CIRCUIT_BREAKER__WINDOW");
 	EXPECT_ERR(MINIMAL, vip, "services[0].vip", "cannot be set from the environment");

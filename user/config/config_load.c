@@ -515,24 +515,25 @@ static void env_set(struct loader *ld, const struct cfg_key *k, void *base, uint
 static void apply_service_env(struct loader *ld, const char *name, const char *value)
 {
 	const char *rest = name + strlen("MESH_SERVICES__"), *sep = strstr(rest, "__");
+	int len = sep ? (int)(sep - rest) : (int)strlen(rest);
 	struct mesh_config *cfg = ld->cfg;
-	char key[256], hint[300] = "", path[400];
+	char prefix[300], hint[300] = "", path[400];
 	const struct cfg_key *k;
 	size_t i, idx;
 
 	for (i = 0; sep && i < cfg->n_services; i++)
 		if (env_name_matches(cfg->services[i].name ? cfg->services[i].name : "", rest,
-				     (size_t)(sep - rest)))
+				     (size_t)len))
 			break;
 	if (!sep || i == cfg->n_services) {
 		cfg_errf(ld->errs,
-			 "services: no such service in %s (got \"%.64s\", expected "
+			 "services: no such service in %s (got \"%.*s\", expected "
 			 "MESH_SERVICES__<NAME>__<KEY> naming an entry of services)",
-			 name, sep ? rest : "");
+			 name, len > 64 ? 64 : len, rest);
 		return;
 	}
-	snprintf(key, sizeof(key), "MESH_%s", sep + 2);
-	k = find_env_key(&cfg_service_desc, "", key, &idx, hint, sizeof(hint));
+	snprintf(prefix, sizeof(prefix), "SERVICES__%.*s__", len > 200 ? 200 : len, rest);
+	k = find_env_key(&cfg_service_desc, prefix, name, &idx, hint, sizeof(hint));
 	if (!k) {
 		cfg_errf(ld->errs,
 			 "services[%zu]: unknown variable %s%s (got \"%.64s\", expected a variable "
