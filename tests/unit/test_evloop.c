@@ -79,7 +79,7 @@ TEST(timer_cancel_and_unknown_ids)
 	evloop_add_timer(t.loop, 10 * MS, on_timer, &m[2]);
 	CHECK(id > 0);
 	evloop_del_timer(t.loop, id);
-	evloop_del_timer(t.loop, id);     /* already gone: ignored */
+	evloop_del_timer(t.loop, id);	  /* already gone: ignored */
 	evloop_del_timer(t.loop, 999999); /* never existed: ignored */
 	evloop_add_timer(t.loop, 2000 * MS, on_deadline, &timed_out);
 	evloop_run(t.loop);

@@ -23,7 +23,7 @@ struct fd_slot {
 
 struct timer {
 	uint64_t when_ns; /* CLOCK_MONOTONIC deadline */
-	int64_t id;       /* increasing; breaks ties so equal deadlines fire in creation order */
+	int64_t id;	  /* increasing; breaks ties so equal deadlines fire in creation order */
 	evloop_timer_cb cb;
 	void *arg;
 };
@@ -44,7 +44,7 @@ struct evloop {
 	int64_t next_timer_id;
 	pthread_mutex_t post_lock;
 	struct post *post_head, **post_tail; /* FIFO, under post_lock */
-	bool stop;                           /* written by any thread, atomically */
+	bool stop;			     /* written by any thread, atomically */
 };
 
 uint64_t evloop_now_ns(void)
