@@ -107,6 +107,12 @@ $(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(BUILD)/tests/unit/test_main.o $
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+# Unit tests of meshd internals also link the object they test (meshd/ is not in libmesh.a).
+$(BUILD)/tests/unit/test_lifecycle: $(BUILD)/tests/unit/test_lifecycle.o \
+		$(BUILD)/user/meshd/lifecycle.o $(BUILD)/tests/unit/test_main.o $(BUILD)/libmesh.a
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
 $(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(BUILD)/libmesh.a
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@

@@ -18,6 +18,7 @@ struct health;    /* user/meshd/health_checks.c */
 struct discovery; /* user/meshd/discovery.c */
 struct metrics;   /* user/meshd/metrics.c */
 struct admin;     /* user/meshd/admin.c */
+struct lifecycle; /* user/meshd/lifecycle.h */
 
 enum meshd_reload_result {
 	MESHD_RELOAD_OK = 0,
@@ -41,6 +42,10 @@ struct meshd {
 	uint64_t mtls_handshakes[2][2]; /* [direction: 0 inbound, 1 outbound][result: 0 ok, 1 error] */
 	uint64_t health_transitions[2]; /* [0] to unhealthy, [1] to healthy */
 	bool ready;                     /* datapath attached and config loaded */
+
+	struct lifecycle *lifecycle; /* component engine (lifecycle.h) */
+	bool start_failed; /* set while a failed start unwinds: stop hooks clean up what they made */
+	uint64_t reloaded_at_ns; /* evloop_now_ns() of the last successful reload, 0 = none */
 };
 
 /* A component: start/stop/reload hooks. `reload` gets the running `old` config and the validated
@@ -54,6 +59,11 @@ struct meshd_component {
 	int (*reload)(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
 		      const struct config_diff *diff);
 };
+
+/* Reports a runtime failure of component `name` (e.g. discovery lost its backend for good): it is
+ * stopped and started again after a capped exponential backoff while the others keep serving.
+ * Call it from the loop thread; repeated reports before the restart are ignored. lifecycle.c */
+void meshd_component_failed(struct meshd *m, const char *name, int err);
 
 /* Reloads from m->config_path: load -> validate -> diff -> apply; logs every problem and every
  * changed key. Returns 0 (applied or nothing changed) or -errno (old config kept). lifecycle.c */
