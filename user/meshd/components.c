@@ -32,7 +32,16 @@ static int config_comp_start(struct meshd *m)
 		return -EINVAL;
 	}
 	config_errors_free(&errs);
-	return m->cfg->config_watch ? config_watch_start(m) : 0;
+	if (m->cfg->config_watch) {
+		int err = config_watch_start(m);
+
+		if (err) {
+			config_free(m->cfg);
+			m->cfg = NULL;
+			return err;
+		}
+	}
+	return 0;
 }
 
 static void config_comp_stop(struct meshd *m)
