@@ -118,9 +118,7 @@ static int dp_comp_start(struct meshd *m)
 			datapath_cleanup(opts.pin_path);
 		return err;
 	}
-	LOG_INFO("datapath",
-		 datapath_adopted(m->dp) ? "adopted pinned datapath" : "datapath loaded",
-		 "pin_path=%s cgroup=%s", log_q(opts.pin_path), log_q(opts.cgroup));
+	/* datapath_open() has logged whether it adopted or loaded. */
 	prune_services(m); /* stale services are untidy, not fatal */
 	m->ready = true;
 	return 0;
