@@ -15,3 +15,10 @@ WEAK int meshd_remove_service(struct meshd *m, const char *name)
 {
 	return -ENOSYS;
 }
+
+/* user/common/evloop.c (branch daemon) defines the real one; meshd pulls that object from
+ * libmesh.a for evloop_new() and its strong symbol replaces this one. */
+WEAK int evloop_post(struct evloop *loop, evloop_post_cb cb, void *arg)
+{
+	return -ENOSYS;
+}
