@@ -151,9 +151,9 @@ int discovery_update(struct discovery *d, const char *name, uint64_t index,
 		return -ENOENT;
 	}
 	state_backends_sort(backends, n);
-	if (e->discovered &&
-	    state_backends_equal(e->svc.backends, e->svc.n_backends, backends, n)) {
+	if (state_backends_equal(e->svc.backends, e->svc.n_backends, backends, n)) {
 		free(backends);
+		e->discovered = true;
 		e->index = index;
 		return 0;
 	}
