@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
 #include "meshd/discovery.h"
@@ -31,6 +32,17 @@ static int check_backend(enum config_discovery b)
 	LOG_ERR("discovery", "discovery.backend \"dns\" is not supported yet", "backend=%s",
 		discovery_backend_name(b));
 	return -ENOTSUP;
+}
+
+void discovery_count_sync(struct meshd *m, bool ok)
+{
+	struct timespec ts;
+
+	m->discovery_sync[ok ? 0 : 1]++;
+	if (!ok)
+		return;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	m->discovery_last_sync_ts = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 bool discovery_watches(const struct mesh_config *cfg, const char *name)
@@ -199,6 +211,8 @@ int discovery_start(struct meshd *m)
 	if (err)
 		goto err_table;
 	m->discovery = d;
+	if (m->cfg->discovery == CONFIG_DISCOVERY_STATIC)
+		discovery_count_sync(m, true); /* the config is the source: in sync by definition */
 	if (m->cfg->discovery == CONFIG_DISCOVERY_CONSUL) {
 		err = discovery_consul_start(d, m->cfg);
 		if (err)
@@ -265,6 +279,8 @@ int discovery_reload(struct meshd *m, const struct mesh_config *old, const struc
 	err = table_apply(m, &d->table, &t);
 	state_table_free(&d->table);
 	d->table = t;
+	if (new->discovery == CONFIG_DISCOVERY_STATIC)
+		discovery_count_sync(m, !err);
 	return err;
 }
 

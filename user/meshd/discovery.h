@@ -22,6 +22,8 @@ struct discovery {
 
 /* "static", "consul", "dns". */
 const char *discovery_backend_name(enum config_discovery b);
+/* Counts one sync in m->discovery_sync and, when ok, stamps m->discovery_last_sync_ts. */
+void discovery_count_sync(struct meshd *m, bool ok);
 /* True when `cfg` takes the backends of service `name` from Consul. */
 bool discovery_watches(const struct mesh_config *cfg, const char *name);
 /* Replaces the backends of `name` with a discovered set (takes ownership of `backends`), programs

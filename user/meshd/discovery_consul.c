@@ -6,7 +6,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/log.h"
 #include "consul/consul.h"
@@ -33,14 +32,6 @@ static void sink_put(struct consul_sink *s)
 		free(s);
 }
 
-static double unix_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void persist(struct discovery *d)
 {
 	int err;
@@ -60,12 +51,9 @@ static void apply_update(struct discovery *d, struct consul_update *u)
 	uint64_t old_index = e ? e->index : 0;
 	int changed;
 
-	if (u->err) {
-		m->discovery_sync[1]++;
+	discovery_count_sync(m, u->err == 0);
+	if (u->err)
 		return;
-	}
-	m->discovery_sync[0]++;
-	m->discovery_last_sync_ts = unix_now();
 	changed = discovery_update(d, u->service, u->index, u->backends, u->n_backends);
 	u->backends = NULL; /* discovery_update owns them now */
 	if (changed == 1 || (changed == 0 && old_index != u->index))
