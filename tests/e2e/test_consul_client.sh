@@ -42,7 +42,8 @@ if ! start_emulator; then
 fi
 register web-1 22101
 
-spawn watch "$WATCH" --address "$URL" --token-file "$TMP/token" --wait 30s --seconds 60 web
+# --rate 1s: the functional cases below change Consul faster than the default 15 s refill.
+spawn watch "$WATCH" --address "$URL" --token-file "$TMP/token" --wait 30s --seconds 60 --rate 1s web
 WATCH_OUT=$TMP/watch.log
 
 # 1. The first (non-blocking) read delivers the current backends.
@@ -129,4 +130,18 @@ check registration_adds_tcp_check "$(curl -s -H "X-Consul-Token: $TOKEN" "$URL/v
 check deregistration_written "$(grep -m2 'agent write' "$TMP/dereg.log")" \
 	test "$(grep -c 'msg="agent write done" op=deregister' "$TMP/dereg.log")" = 2
 check deregistered_instance_gone "still listed" not passing_has_r1
+# 10. Rate limit with the default bucket (burst 2, one token per 15 s): churn is delivered at
+#     once for two queries, then paced; the last change still arrives, within the refill time.
+spawn churn "$WATCH" --address "$URL" --token-file "$TMP/token" --wait 30s --seconds 40 web
+CHURN=$TMP/churn.log
+wait_for 5 grep -q ' err=0 ' "$CHURN"
+for i in 5 6 7; do
+	register "web-$i" "2210$i"
+	sleep 0.3
+done
+sleep 2
+n=$(count_lines "$CHURN" ' err=0 ')
+check rate_limit_burst_of_two "$n successful queries within 3 s of churn (want 3)" test "$n" = 3
+check rate_limit_paces_not_drops "last change not seen within 16 s: $(tail -n 1 "$CHURN")" \
+	wait_for 16 grep -q '127.0.0.1:22107/1' "$CHURN"
 exit $SUITE_FAILED

@@ -1,6 +1,6 @@
 /* Test tool: runs the Consul watcher (user/consul) on its own and prints one line per query
  * result, so e2e tests can exercise the real client against the emulator without meshd:
- *   consul_watch --address URL [--dc DC] [--token-file F] [--wait 2s] [--seconds N]
+ *   consul_watch --address URL [--dc DC] [--token-file F] [--wait 2s] [--seconds N] [--rate 1s]
  *                [--register ID:NAME:IPV4:PORT]... [--deregister ID]... SERVICE...
  * Line format: `update service=web err=0 status=200 index=13 backends=127.0.0.1:22001/1,...`. */
 #include <arpa/inet.h>
@@ -74,6 +74,7 @@ int main(int argc, char **argv)
 		{ "wait", required_argument, NULL, 'w' },
 		{ "seconds", required_argument, NULL, 's' },
 		{ "register", required_argument, NULL, 'r' },
+		{ "rate", required_argument, NULL, 'R' },
 		{ "deregister", required_argument, NULL, 'D' },
 		{ 0 },
 	};
@@ -105,6 +106,9 @@ int main(int argc, char **argv)
 			break;
 		case 's':
 			seconds = atoi(optarg);
+			break;
+		case 'R':
+			o.rate_period_ns = parse_wait(optarg);
 			break;
 		case 'r':
 			if (o.n_regs == 8 || parse_reg(optarg, &regs[o.n_regs]))

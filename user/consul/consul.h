@@ -96,7 +96,7 @@ struct consul_watch_opts {
 	size_t n_services;
 	uint64_t wait_ns;	     /* blocking query wait; 0 = Consul's default (5 min) */
 	uint32_t rate_burst;	     /* 0 = 2 */
-	uint64_t rate_period_ns;     /* 0 = 1 s */
+	uint64_t rate_period_ns;     /* 0 = 15 s (blocking.mdx) */
 	uint64_t backoff_base_ns;    /* 0 = 500 ms */
 	uint64_t backoff_max_ns;     /* 0 = 10 s */
 	uint64_t connect_timeout_ns; /* 0 = 3 s */

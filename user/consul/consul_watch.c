@@ -343,9 +343,11 @@ static void *watch_main(void *arg)
 	size_t i;
 
 	while (!atomic_load(&w->stop)) {
-		wait_ms = start_due(w);
 		curl_multi_perform(w->multi, &running);
 		drain_done(w);
+		/* After drain, so a query due right after its answer starts now; libcurl's own
+		 * timer for a just-added handle makes the poll return at once to drive it. */
+		wait_ms = start_due(w);
 		if (atomic_load(&w->stop))
 			break;
 		curl_multi_poll(w->multi, NULL, 0, (int)wait_ms, NULL);
@@ -365,7 +367,8 @@ static void set_defaults(struct consul_watch_opts *o)
 	if (!o->rate_burst)
 		o->rate_burst = 2;
 	if (!o->rate_period_ns)
-		o->rate_period_ns = 1000000000ull;
+		o->rate_period_ns =
+		    15000000000ull; /* Consul: under churn, poll "say every 15 seconds" */
 	if (!o->backoff_base_ns)
 		o->backoff_base_ns = 500 * NS_PER_MS;
 	if (!o->backoff_max_ns)
