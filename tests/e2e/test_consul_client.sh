@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The real Consul client (user/consul, run by tests/tools/consul_watch) against the emulator:
+# first read, blocking-query wake-up on a registration, ?passing, ACL token from a file, errors
+# kept visible and recovery after Consul comes back. No BPF, no root needed.
+. "$(dirname "$0")/lib.sh"
+
+PORT=22520
+EMU=$ROOT/tests/e2e/consul_emulator.py
+WATCH=$TOOLS/consul_watch
+URL=http://127.0.0.1:$PORT
+TOKEN=root-token-$$
+
+if [ ! -x "$WATCH" ]; then
+	skip all "build $WATCH first (make unit-bins)"
+	exit 0
+fi
+
+start_emulator() {
+	spawn emulator python3 "$EMU" --port $PORT --acl-token "$TOKEN" --data-file "$TMP/catalog.json" \
+		--log-file "$TMP/requests.log" "$@"
+	EMU_PID=$SPAWNED_PID
+	wait_for 5 port_open 127.0.0.1 $PORT
+}
+consul_put() { curl -sf -X PUT -H "X-Consul-Token: $TOKEN" "$URL$1" ${2:+-d "$2"} >/dev/null; }
+register() { # ID PORT [STATUS]
+	consul_put /v1/agent/service/register \
+		"{\"ID\":\"$1\",\"Name\":\"web\",\"Address\":\"127.0.0.1\",\"Port\":$2,\"Check\":{\"TTL\":\"60s\",\"Status\":\"${3:-passing}\"}}"
+}
+# last_backends FILE: the backends= field of the last successful update line.
+last_backends() { grep ' err=0 ' "$1" | tail -n 1 | sed 's/.*backends=//'; }
+# backends_are WANT: the watcher's latest backend set is WANT (re-read on every call).
+backends_are() { test "$(last_backends "$WATCH_OUT")" = "$1"; }
+# count_lines FILE PATTERN
+count_lines() { grep -c -- "$2" "$1" 2>/dev/null || true; }
+
+printf '%s\n' "$TOKEN" >"$TMP/token"
+chmod 600 "$TMP/token"
+if ! start_emulator; then
+	fail start "emulator did not start"
+	exit 1
+fi
+register web-1 22101
+
+spawn watch "$WATCH" --address "$URL" --token-file "$TMP/token" --wait 30s --seconds 60 web
+WATCH_OUT=$TMP/watch.log
+
+# 1. The first (non-blocking) read delivers the current backends.
+check first_read_delivers_backends "got '$(last_backends "$WATCH_OUT")'" \
+	wait_for 5 backends_are "127.0.0.1:22101/1"
+
+# 2. A registration wakes the blocking query (wait is 30 s: only a wake-up can be this fast).
+sleep 0.5
+t0=$(date +%s%N)
+register web-2 22102
+if wait_for 3 backends_are "127.0.0.1:22101/1,127.0.0.1:22102/1"; then
+	pass blocking_query_wakes_on_registration
+else
+	fail blocking_query_wakes_on_registration "got '$(last_backends "$WATCH_OUT")'"
+fi
+ms=$((($(date +%s%N) - t0) / 1000000))
+check change_seen_within_two_seconds "took ${ms} ms" test "$ms" -lt 2000
+
+# 3. A failing check removes the instance (?passing); deregistration too.
+sleep 1.1 # let the rate limiter's bucket refill
+consul_put /v1/agent/check/fail/service:web-2
+check failing_check_drops_backend "got '$(last_backends "$WATCH_OUT")'" \
+	wait_for 3 backends_are "127.0.0.1:22101/1"
+
+# 4. The token from the file is sent: every request the emulator saw carried the right one.
+check token_file_sent_as_header "$(grep -v 'token=ok' "$TMP/requests.log" | head -n 2)" \
+	test "$(count_lines "$TMP/requests.log" 'token=ok')" -gt 0 -a \
+	"$(grep -vc 'token=ok' "$TMP/requests.log")" -eq 0
+if grep -rq "$TOKEN" "$TMP/watch.log"; then
+	fail token_never_logged "token found in the client's output"
+else
+	pass token_never_logged
+fi
+
+# 5. Consul down: errors are reported, retries back off (not a busy loop).
+kill -9 "$EMU_PID"
+wait "$EMU_PID" 2>/dev/null
+errs_before=$(count_lines "$WATCH_OUT" ' err=-')
+sleep 4
+errs=$(($(count_lines "$WATCH_OUT" ' err=-') - errs_before))
+check outage_reports_errors "no error updates" test "$errs" -ge 1
+check outage_retries_back_off "$errs errors in 4 s" test "$errs" -le 6
+
+# 6. Consul back (same data, like a restarted server): the client recovers by itself.
+start_emulator
+register web-3 22103
+check recovers_after_outage "got '$(last_backends "$WATCH_OUT")'" \
+	wait_for 12 backends_are "127.0.0.1:22101/1,127.0.0.1:22103/1"
+
+# 7. A wrong token: 403 ACL not found is an error update, never an empty backend set.
+printf 'wrong-token\n' >"$TMP/bad-token"
+"$WATCH" --address "$URL" --token-file "$TMP/bad-token" --seconds 2 web >"$TMP/bad.log" 2>&1
+check wrong_token_is_an_error "$(head -n 2 "$TMP/bad.log")" \
+	grep -q 'err=-71 status=403' "$TMP/bad.log"
+check wrong_token_error_body_logged "$(grep -m1 level=warn "$TMP/bad.log")" \
+	grep -q 'error="ACL not found"' "$TMP/bad.log"
+check wrong_token_never_yields_backends "$(grep ' err=0 ' "$TMP/bad.log" | head -n 1)" \
+	test "$(count_lines "$TMP/bad.log" ' err=0 ')" -eq 0
+
+# 8. Another datacenter: the emulator has no path there (500), reported as an error.
+"$WATCH" --address "$URL" --token-file "$TMP/token" --dc dc9 --seconds 1 web >"$TMP/dc.log" 2>&1
+check unknown_datacenter_is_an_error "$(head -n 2 "$TMP/dc.log")" \
+	grep -q 'status=500' "$TMP/dc.log"
+exit $SUITE_FAILED
