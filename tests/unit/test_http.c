@@ -46,7 +46,8 @@ TEST(incomplete_request_needs_more)
 
 TEST(post_body_and_pipelined_rest)
 {
-	const char *s = "POST /v1/reload HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n";
+	const char *s =
+	    "POST /v1/reload HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n";
 	struct http_request req;
 	long n = parse(s, &req);
 
@@ -126,15 +127,16 @@ TEST(content_length_is_strict)
 
 	CHECK_INT_EQ(parse("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", &req), -EINVAL);
 	CHECK_INT_EQ(parse("POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\nab", &req), -EINVAL);
-	CHECK_INT_EQ(parse("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
-			   &req),
-		     -EINVAL);
+	CHECK_INT_EQ(
+	    parse("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", &req),
+	    -EINVAL);
 	CHECK(parse("POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab", &req) >
 	      0);
 	CHECK_INT_EQ(parse("POST / HTTP/1.1\r\nContent-Length: 65537\r\n\r\n", &req), -EMSGSIZE);
 	CHECK_INT_EQ(parse("POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n", &req),
 		     -EMSGSIZE);
-	CHECK_INT_EQ(parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", &req), -ENOTSUP);
+	CHECK_INT_EQ(parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", &req),
+		     -ENOTSUP);
 }
 
 TEST(header_block_limit)

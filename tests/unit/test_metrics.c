@@ -53,8 +53,9 @@ static struct datapath_backend_stats backend(const char *svc, const char *ip, ui
 static char *render_sample(struct expo_daemon *d)
 {
 	struct exposition *e = expo_new(reason_name);
-	struct datapath_service_stats s = { .service = "api", .bytes_sent = 100,
-					    .bytes_received = 2000, .passthrough = 4 };
+	struct datapath_service_stats s = {
+		.service = "api", .bytes_sent = 100, .bytes_received = 2000, .passthrough = 4
+	};
 	struct datapath_backend_stats b1 = backend("api", "127.0.0.1", 8081);
 	struct datapath_backend_stats b2 = backend("api", "127.0.0.1", 8082);
 	struct strbuf out = STRBUF_INIT;
@@ -97,13 +98,16 @@ TEST(exposition_has_backend_and_service_samples)
 	CHECK_CONTAINS(t, "meshd_backend_active_connections{service=\"api\","
 			  "backend=\"127.0.0.1:8081\"} 2\n");
 	CHECK_CONTAINS(t, "meshd_backend_healthy{service=\"api\",backend=\"127.0.0.1:8082\"} 0\n");
-	CHECK_CONTAINS(t, "meshd_backend_circuit_state{service=\"api\",backend=\"127.0.0.1:8082\"} 1\n");
-	CHECK_CONTAINS(t, "meshd_circuit_transitions_total{service=\"api\",backend=\"127.0.0.1:8082\","
-			  "to=\"open\"} 5\n");
+	CHECK_CONTAINS(
+	    t, "meshd_backend_circuit_state{service=\"api\",backend=\"127.0.0.1:8082\"} 1\n");
+	CHECK_CONTAINS(t,
+		       "meshd_circuit_transitions_total{service=\"api\",backend=\"127.0.0.1:8082\","
+		       "to=\"open\"} 5\n");
 	CHECK_CONTAINS(t, "meshd_backend_connect_latency_seconds{service=\"api\","
 			  "backend=\"127.0.0.1:8082\"} 0.00025\n");
 	CHECK_CONTAINS(t, "meshd_discovery_sync_total{backend=\"static\",result=\"ok\"} 0\n");
-	CHECK_CONTAINS(t, "meshd_mtls_handshakes_total{direction=\"outbound\",result=\"error\"} 0\n");
+	CHECK_CONTAINS(t,
+		       "meshd_mtls_handshakes_total{direction=\"outbound\",result=\"error\"} 0\n");
 	free(t);
 }
 

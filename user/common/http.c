@@ -28,7 +28,7 @@ struct http_conn {
 	char *rbuf;
 	size_t rlen, rcap;
 	struct strbuf head, body; /* response in flight: head then body */
-	size_t woff;              /* bytes of head+body already written */
+	size_t woff;		  /* bytes of head+body already written */
 	bool writing;
 	bool close_after;
 	uint64_t deadline_ns;

@@ -14,9 +14,9 @@
 #include "common/strbuf.h"
 #include "config/config.h"
 
-#define HTTP_HEADER_MAX 8192   /* request line + headers, bytes */
-#define HTTP_BODY_MAX 65536    /* request body, bytes */
-#define HTTP_TARGET_MAX 1024   /* request target (path + query), bytes */
+#define HTTP_HEADER_MAX 8192 /* request line + headers, bytes */
+#define HTTP_BODY_MAX 65536  /* request body, bytes */
+#define HTTP_TARGET_MAX 1024 /* request target (path + query), bytes */
 #define HTTP_HEADERS_COUNT_MAX 64
 
 enum http_method {
@@ -31,10 +31,10 @@ enum http_method {
 struct http_request {
 	enum http_method method;
 	char method_name[16];
-	char path[HTTP_TARGET_MAX + 1];  /* up to '?', not percent-decoded */
+	char path[HTTP_TARGET_MAX + 1];	 /* up to '?', not percent-decoded */
 	char query[HTTP_TARGET_MAX + 1]; /* after '?', "" when none */
-	int version_minor;               /* HTTP/1.<minor> */
-	bool keep_alive;                 /* HTTP/1.1 unless "Connection: close" */
+	int version_minor;		 /* HTTP/1.<minor> */
+	bool keep_alive;		 /* HTTP/1.1 unless "Connection: close" */
 	size_t content_length;
 	const char *body;
 	size_t body_len;
@@ -79,9 +79,9 @@ typedef void (*http_handler_fn)(const struct http_request *req, struct http_resp
 struct http_server;
 
 struct http_server_opts {
-	const char *name;     /* for logs: "metrics", "admin" */
-	unsigned timeout_ms;  /* idle/read/write deadline per connection; 0 = 10000 */
-	unsigned max_conns;   /* concurrent connections; 0 = 64 */
+	const char *name;    /* for logs: "metrics", "admin" */
+	unsigned timeout_ms; /* idle/read/write deadline per connection; 0 = 10000 */
+	unsigned max_conns;  /* concurrent connections; 0 = 64 */
 };
 
 /* Listens on TCP `ep` (SO_REUSEADDR) and serves requests with `handler`. Returns NULL and sets

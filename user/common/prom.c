@@ -69,8 +69,8 @@ void prom_sample_u64(struct strbuf *sb, const char *name, const char *labels, co
 	strbuf_putc(sb, '\n');
 }
 
-void prom_sample_double(struct strbuf *sb, const char *name, const char *labels,
-			const char *extra, double v)
+void prom_sample_double(struct strbuf *sb, const char *name, const char *labels, const char *extra,
+			double v)
 {
 	put_name_labels(sb, name, labels, extra);
 	if (isnan(v))

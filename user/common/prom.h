@@ -19,7 +19,7 @@ void prom_label(struct strbuf *labels, const char *key, const char *value);
  * (from prom_label, or literals like `result="ok"`); either may be NULL or "". */
 void prom_sample_u64(struct strbuf *sb, const char *name, const char *labels, const char *extra,
 		     uint64_t v);
-void prom_sample_double(struct strbuf *sb, const char *name, const char *labels,
-			const char *extra, double v);
+void prom_sample_double(struct strbuf *sb, const char *name, const char *labels, const char *extra,
+			double v);
 
 #endif

@@ -15,7 +15,10 @@ struct strbuf {
 	int err; /* 0 or -ENOMEM, sticky */
 };
 
-#define STRBUF_INIT { 0 }
+#define STRBUF_INIT                                                                                \
+	{                                                                                          \
+		0                                                                                  \
+	}
 
 /* Releases the storage and resets to empty. Accepts an empty buffer. */
 void strbuf_free(struct strbuf *sb);

@@ -9,7 +9,7 @@
 
 struct table {
 	size_t n_cols, n_rows, cap_rows; /* rows include the header at index 0 */
-	char **cells;                    /* n_rows * n_cols */
+	char **cells;			 /* n_rows * n_cols */
 	bool *right;
 };
 

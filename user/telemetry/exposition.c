@@ -28,15 +28,18 @@ static const struct {
 	const char *name, *type, *help;
 } families[FAM__COUNT] = {
 	[FAM_CONNECTIONS] = { "meshd_connections_total", "counter",
-			      "Connections to a service address by backend and outcome (ok, failed; "
-			      "rejected by the datapath is counted per service with backend=\"\")." },
+			      "Connections to a service address by backend and outcome (ok, "
+			      "failed; "
+			      "rejected by the datapath is counted per service with "
+			      "backend=\"\")." },
 	[FAM_REJECTS] = { "meshd_rejects_total", "counter",
 			  "Connections the datapath refused, by service and reason." },
 	[FAM_BYTES] = { "meshd_bytes_total", "counter",
 			"Bytes on connections through a service address, by direction (sent by "
 			"the client, received by the client)." },
 	[FAM_PASSTHROUGH] = { "meshd_passthrough_connections_total", "counter",
-			      "Connections to a service address let through untouched (fail open)." },
+			      "Connections to a service address let through untouched (fail "
+			      "open)." },
 	[FAM_ACTIVE] = { "meshd_backend_active_connections", "gauge",
 			 "Open connections to a backend." },
 	[FAM_HEALTHY] = { "meshd_backend_healthy", "gauge",
@@ -44,9 +47,11 @@ static const struct {
 	[FAM_CIRCUIT_STATE] = { "meshd_backend_circuit_state", "gauge",
 				"Circuit breaker state: 0 closed, 1 open, 2 half-open." },
 	[FAM_CIRCUIT_TRANSITIONS] = { "meshd_circuit_transitions_total", "counter",
-				      "Circuit breaker transitions of a backend, by target state." },
+				      "Circuit breaker transitions of a backend, by target "
+				      "state." },
 	[FAM_CONSECUTIVE_FAILURES] = { "meshd_backend_consecutive_failures", "gauge",
-				       "Consecutive failed connects to a backend (breaker input)." },
+				       "Consecutive failed connects to a backend (breaker "
+				       "input)." },
 	[FAM_LATENCY] = { "meshd_backend_connect_latency_seconds", "gauge",
 			  "Moving average of the connect (handshake) time to a backend." },
 };
@@ -116,8 +121,8 @@ void expo_service(const struct datapath_service_stats *s, void *arg)
 	}
 	prom_sample_u64(&e->fam[FAM_CONNECTIONS], families[FAM_CONNECTIONS].name, l->data,
 			"backend=\"\",result=\"rejected\"", rejected);
-	prom_sample_u64(&e->fam[FAM_BYTES], families[FAM_BYTES].name, l->data,
-			"direction=\"sent\"", s->bytes_sent);
+	prom_sample_u64(&e->fam[FAM_BYTES], families[FAM_BYTES].name, l->data, "direction=\"sent\"",
+			s->bytes_sent);
 	prom_sample_u64(&e->fam[FAM_BYTES], families[FAM_BYTES].name, l->data,
 			"direction=\"received\"", s->bytes_received);
 	prom_sample_u64(&e->fam[FAM_PASSTHROUGH], families[FAM_PASSTHROUGH].name, l->data, NULL,
@@ -158,7 +163,8 @@ static void render_config(struct strbuf *out, const struct expo_daemon *d)
 	struct strbuf l = STRBUF_INIT;
 
 	prom_label(&l, "version", d->version ? d->version : "unknown");
-	prom_family(out, "meshd_build_info", "gauge", "Always 1; the version label says which meshd.");
+	prom_family(out, "meshd_build_info", "gauge",
+		    "Always 1; the version label says which meshd.");
 	prom_sample_u64(out, "meshd_build_info", l.data, NULL, 1);
 	strbuf_free(&l);
 	prom_family(out, "meshd_up", "gauge", "Always 1 while meshd serves this endpoint.");
@@ -197,7 +203,8 @@ static void render_daemon_misc(struct strbuf *out, const struct expo_daemon *d)
 {
 	static const char *const mtls[2][2] = {
 		{ "direction=\"inbound\",result=\"ok\"", "direction=\"inbound\",result=\"error\"" },
-		{ "direction=\"outbound\",result=\"ok\"", "direction=\"outbound\",result=\"error\"" },
+		{ "direction=\"outbound\",result=\"ok\"",
+		  "direction=\"outbound\",result=\"error\"" },
 	};
 	int i, j;
 

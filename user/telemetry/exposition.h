@@ -16,14 +16,14 @@ struct expo_daemon {
 	const char *version;
 	bool ready;
 	uint64_t config_generation;
-	uint64_t reloads[2];        /* [0] ok, [1] error */
-	const char *discovery;      /* discovery backend label: static, consul, dns */
-	uint64_t discovery_sync[2]; /* [0] ok, [1] error */
-	double discovery_last_sync_ts; /* unix seconds, 0 = never */
+	uint64_t reloads[2];		/* [0] ok, [1] error */
+	const char *discovery;		/* discovery backend label: static, consul, dns */
+	uint64_t discovery_sync[2];	/* [0] ok, [1] error */
+	double discovery_last_sync_ts;	/* unix seconds, 0 = never */
 	uint64_t mtls_handshakes[2][2]; /* [0 inbound, 1 outbound][0 ok, 1 error] */
 	uint64_t health_transitions[2]; /* [0] to unhealthy, [1] to healthy */
-	uint64_t rss_bytes;             /* 0 = unknown (omitted) */
-	double start_time_seconds;      /* unix seconds */
+	uint64_t rss_bytes;		/* 0 = unknown (omitted) */
+	double start_time_seconds;	/* unix seconds */
 };
 
 struct exposition;
