@@ -4,7 +4,7 @@
 #ifndef MESHCTL_H
 #define MESHCTL_H
 
-#include <cJSON.h>
+#include <cjson/cJSON.h>
 #include <stdbool.h>
 
 #define MESHCTL_DEFAULT_SOCKET "/run/meshd/admin.sock"

@@ -2,7 +2,7 @@
  * directory) for meshctl. Read endpoints render the running config and a fresh datapath snapshot;
  * POST /v1/reload runs meshd_reload() and reports the result with every config problem. Runs on
  * the event-loop thread; responses are built with cJSON (building only, never config walking). */
-#include <cJSON.h>
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
