@@ -11,7 +11,7 @@ static const char *reason_name(int r)
 {
 	static const char *const names[] = { NULL, "circuit_open", "no_healthy_backend",
 					     "max_connections" };
-	return r >= 0 && r < 4 ? names[r] : NULL;
+	return r >= 0 && r < 4 ? names[r] : "unknown";
 }
 
 TEST(label_values_are_escaped)
@@ -94,6 +94,7 @@ TEST(exposition_has_backend_and_service_samples)
 	CHECK_CONTAINS(t, "meshd_rejects_total{service=\"api\",reason=\"circuit_open\"} 3\n");
 	CHECK_CONTAINS(t, "meshd_rejects_total{service=\"api\",reason=\"max_connections\"} 2\n");
 	CHECK(!strstr(t, "reason=\"(null)\""));
+	CHECK(!strstr(t, "reason=\"unknown\""));
 	CHECK_CONTAINS(t, "meshd_bytes_total{service=\"api\",direction=\"received\"} 2000\n");
 	CHECK_CONTAINS(t, "meshd_backend_active_connections{service=\"api\","
 			  "backend=\"127.0.0.1:8081\"} 2\n");

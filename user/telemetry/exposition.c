@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/prom.h"
 #include "telemetry/exposition.h"
@@ -111,7 +112,8 @@ void expo_service(const struct datapath_service_stats *s, void *arg)
 		const char *reason = e->reason_name ? e->reason_name(i) : NULL;
 
 		rejected += s->rejects[i];
-		if (!reason)
+		/* Unused slots of the 8-entry array have no name (or "unknown"): no series. */
+		if (!reason || !strcmp(reason, "unknown"))
 			continue;
 		prom_label(l, "reason", reason);
 		prom_sample_u64(&e->fam[FAM_REJECTS], families[FAM_REJECTS].name, l->data, NULL,

@@ -28,7 +28,8 @@ struct expo_daemon {
 
 struct exposition;
 
-/* `reason_name(i)` names reject reason i (0..7) for labels, NULL for an unused index. Returns
+/* `reason_name(i)` names reject reason i (0..7) for labels, NULL or "unknown" for an unused
+ * index (no series). Returns
  * NULL with errno ENOMEM. */
 struct exposition *expo_new(const char *(*reason_name)(int reason));
 void expo_free(struct exposition *e);
