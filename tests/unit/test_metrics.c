@@ -35,8 +35,10 @@ TEST(family_header_and_unlabelled_sample)
 	prom_family(&out, "meshd_up", "gauge", "line one\nback\\slash");
 	prom_sample_u64(&out, "meshd_up", NULL, NULL, 0);
 	prom_sample_double(&out, "x_seconds", "", NULL, 1.5);
+	prom_sample_nanos(&out, "y_seconds", NULL, NULL, 2000000000);
+	prom_sample_nanos(&out, "z_seconds", NULL, NULL, 1000050);
 	CHECK_STR_EQ(out.data, "# HELP meshd_up line one\\nback\\\\slash\n# TYPE meshd_up gauge\n"
-			       "meshd_up 0\nx_seconds 1.5\n");
+			       "meshd_up 0\nx_seconds 1.5\ny_seconds 2\nz_seconds 0.00100005\n");
 	strbuf_free(&out);
 }
 

@@ -81,3 +81,23 @@ void prom_sample_double(struct strbuf *sb, const char *name, const char *labels,
 		strbuf_printf(sb, "%.15g", v);
 	strbuf_putc(sb, '\n');
 }
+
+void prom_sample_nanos(struct strbuf *sb, const char *name, const char *labels, const char *extra,
+		       uint64_t ns)
+{
+	char frac[10];
+	uint64_t f = ns % 1000000000;
+	int i, n = 9;
+
+	put_name_labels(sb, name, labels, extra);
+	strbuf_put_u64(sb, ns / 1000000000);
+	if (f) {
+		for (i = 8; i >= 0; i--, f /= 10)
+			frac[i] = (char)('0' + f % 10);
+		while (frac[n - 1] == '0')
+			n--;
+		strbuf_putc(sb, '.');
+		strbuf_append(sb, frac, (size_t)n);
+	}
+	strbuf_putc(sb, '\n');
+}

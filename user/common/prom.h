@@ -21,5 +21,8 @@ void prom_sample_u64(struct strbuf *sb, const char *name, const char *labels, co
 		     uint64_t v);
 void prom_sample_double(struct strbuf *sb, const char *name, const char *labels, const char *extra,
 			double v);
+/* Same, for a duration in nanoseconds written as exact decimal seconds (no printf). */
+void prom_sample_nanos(struct strbuf *sb, const char *name, const char *labels, const char *extra,
+		       uint64_t ns);
 
 #endif

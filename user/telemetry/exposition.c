@@ -156,8 +156,8 @@ void expo_backend(const struct datapath_backend_stats *b, void *arg)
 	backend_sample(e, FAM_CIRCUIT_TRANSITIONS, "to=\"half_open\"",
 		       b->transitions_to[DATAPATH_CIRCUIT_HALF_OPEN]);
 	backend_sample(e, FAM_CONSECUTIVE_FAILURES, NULL, b->consecutive_failures);
-	prom_sample_double(&e->fam[FAM_LATENCY], families[FAM_LATENCY].name, e->labels.data, NULL,
-			   (double)b->latency_ewma_ns / 1e9);
+	prom_sample_nanos(&e->fam[FAM_LATENCY], families[FAM_LATENCY].name, e->labels.data, NULL,
+			  b->latency_ewma_ns);
 }
 
 static void render_config(struct strbuf *out, const struct expo_daemon *d)
@@ -233,8 +233,12 @@ static void render_daemon_misc(struct strbuf *out, const struct expo_daemon *d)
 
 int expo_render(struct exposition *e, const struct expo_daemon *d, struct strbuf *out)
 {
+	size_t total = 0;
 	int i, err = 0;
 
+	for (i = 0; i < FAM__COUNT; i++)
+		total += e->fam[i].len + 512;
+	strbuf_reserve(out, total + 8192); /* one allocation for the whole scrape */
 	render_config(out, d);
 	render_discovery(out, d);
 	render_daemon_misc(out, d);
