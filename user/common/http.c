@@ -11,7 +11,6 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -93,20 +92,21 @@ static int conn_flush(struct http_conn *c)
 {
 	while (c->woff < c->head.len + c->body.len) {
 		struct iovec iov[2];
-		int n_iov = 0;
+		struct msghdr msg = { .msg_iov = iov };
 		ssize_t n;
 
 		if (c->woff < c->head.len) {
-			iov[n_iov].iov_base = c->head.data + c->woff;
-			iov[n_iov++].iov_len = c->head.len - c->woff;
+			iov[msg.msg_iovlen].iov_base = c->head.data + c->woff;
+			iov[msg.msg_iovlen++].iov_len = c->head.len - c->woff;
 		}
 		if (c->body.len) {
 			size_t off = c->woff > c->head.len ? c->woff - c->head.len : 0;
 
-			iov[n_iov].iov_base = c->body.data + off;
-			iov[n_iov++].iov_len = c->body.len - off;
+			iov[msg.msg_iovlen].iov_base = c->body.data + off;
+			iov[msg.msg_iovlen++].iov_len = c->body.len - off;
 		}
-		n = writev(c->fd, iov, n_iov);
+		/* sendmsg, not writev: MSG_NOSIGNAL, a peer gone must not SIGPIPE the daemon. */
+		n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
 		if (n < 0)
 			return errno == EAGAIN || errno == EINTR ? 0 : -errno;
 		c->woff += (size_t)n;
