@@ -14,7 +14,7 @@ serve() {
 	shift
 	spawn "$name" "$SERVE" "$@"
 	SERVE_PID=$SPAWNED_PID
-	wait_for 5 grep -q listening "$TMP/$name.log"
+	wait_for 5 grep -qs listening "$TMP/$name.log"
 }
 
 # raw PORT BYTES: sends BYTES (printf format) on a fresh TCP connection, prints what comes back
