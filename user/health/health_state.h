@@ -18,10 +18,10 @@ struct health_state {
 	bool healthy;
 	uint32_t consecutive_ok;   /* passed checks in a row while unhealthy */
 	uint32_t consecutive_fail; /* failed checks in a row while healthy */
-	uint64_t checks;           /* checks recorded in total */
-	uint64_t failures;         /* failed checks in total */
-	uint64_t last_check_ns;    /* caller's clock at the last recorded result, 0 = never */
-	uint64_t changed_at_ns;    /* caller's clock at init or at the last transition */
+	uint64_t checks;	   /* checks recorded in total */
+	uint64_t failures;	   /* failed checks in total */
+	uint64_t last_check_ns;	   /* caller's clock at the last recorded result, 0 = never */
+	uint64_t changed_at_ns;	   /* caller's clock at init or at the last transition */
 };
 
 /* Thresholds in effect for one update; 0 is treated as 1. Passed per update (not stored) so a
