@@ -182,7 +182,7 @@ struct mesh_config {
 
 	char *node_name;
 	char *node_datacenter;
-	char *cgroup;       /* cgroup v2 path the datapath attaches to */
+	char *cgroup;	    /* cgroup v2 path the datapath attaches to */
 	char *bpf_pin_path; /* bpffs directory for pinned programs and maps */
 	char *state_dir;
 	bool config_watch; /* reload when the config file changes */

@@ -85,8 +85,8 @@ struct datapath_event {
 };
 /* File descriptor to poll for events, and the call that drains them into `cb`. */
 int datapath_event_fd(struct datapath *dp);
-int datapath_drain_events(struct datapath *dp, void (*cb)(const struct datapath_event *ev, void *arg),
-			  void *arg);
+int datapath_drain_events(struct datapath *dp,
+			  void (*cb)(const struct datapath_event *ev, void *arg), void *arg);
 
 /* Names of reject reasons for metrics labels. */
 const char *datapath_reject_reason_name(int reason);

@@ -14,10 +14,10 @@
 #include "config/config.h"
 #include "datapath/datapath.h"
 
-struct health;    /* user/meshd/health_checks.c */
+struct health;	  /* user/meshd/health_checks.c */
 struct discovery; /* user/meshd/discovery.c */
-struct metrics;   /* user/meshd/metrics.c */
-struct admin;     /* user/meshd/admin.c */
+struct metrics;	  /* user/meshd/metrics.c */
+struct admin;	  /* user/meshd/admin.c */
 
 enum meshd_reload_result {
 	MESHD_RELOAD_OK = 0,
@@ -34,13 +34,14 @@ struct meshd {
 	struct metrics *metrics;
 	struct admin *admin;
 
-	uint64_t started_at_ns;        /* evloop_now_ns() at start */
-	uint64_t reloads[2];           /* indexed by enum meshd_reload_result */
+	uint64_t started_at_ns;	       /* evloop_now_ns() at start */
+	uint64_t reloads[2];	       /* indexed by enum meshd_reload_result */
 	uint64_t discovery_sync[2];    /* [0] ok, [1] error */
 	double discovery_last_sync_ts; /* unix seconds of the last successful sync, 0 = never */
-	uint64_t mtls_handshakes[2][2]; /* [direction: 0 inbound, 1 outbound][result: 0 ok, 1 error] */
+	uint64_t mtls_handshakes[2]
+				[2]; /* [direction: 0 inbound, 1 outbound][result: 0 ok, 1 error] */
 	uint64_t health_transitions[2]; /* [0] to unhealthy, [1] to healthy */
-	bool ready;                     /* datapath attached and config loaded */
+	bool ready;			/* datapath attached and config loaded */
 };
 
 /* A component: start/stop/reload hooks. `reload` gets the running `old` config and the validated
