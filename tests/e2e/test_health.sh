@@ -33,6 +33,7 @@ write_config() {
   "telemetry": { "metrics_listen": "$METRICS" },
   "load_balancer": {
     "algorithm": "round_robin",
+    "panic_threshold": 0.2,
     "health_check": { "type": "$type", "interval": "200ms", "timeout": "150ms",
                       "unhealthy_threshold": 2, "healthy_threshold": 3, "http_path": "/health" }
   },
