@@ -82,6 +82,7 @@ vip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 for _ in range(n):
     try:
         s = socket.create_connection((vip, port), timeout=2)
+        s.sendall(b"hi\n")  # the backend speaks once spoken to
         print(s.makefile().readline().strip() or "ERR")
         s.close()
     except OSError as e:
