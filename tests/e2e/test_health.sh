@@ -168,4 +168,9 @@ else
 		test "$n" -eq 10
 fi
 check meshd_still_running "meshd exited: $(tail -n 3 "$LOG")" kill -0 $MESHD_PID
+kill -TERM $MESHD_PID
+wait $MESHD_PID
+rc=$?
+check meshd_stops_cleanly "exit $rc: $(grep -m1 -A4 -e Sanitizer -e 'level=error' "$LOG")" \
+	test "$rc" -eq 0
 exit $SUITE_FAILED
