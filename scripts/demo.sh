@@ -5,7 +5,8 @@
 # and comes back (a half-open probe closes the breaker). Everything it starts is removed on exit.
 #
 # Uses config/demo.json. Overrides: MESH_BUILD (build dir), MESH_CGROUP (cgroup to attach to;
-# default <cgroup2 mount>/meshd-demo), DEMO_CONFIG (another config file). Needs root.
+# default <cgroup2 mount>/meshd-demo), DEMO_CONFIG (another config file), DEMO_PAUSE (seconds
+# between steps, default 1). Needs root.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${MESH_BUILD:-build}
@@ -72,6 +73,7 @@ STATE=$(jq -r '.state_dir' "$CONFIG")
 SOCK=$(jq -r '.admin.socket' "$CONFIG")
 [ ${#PORTS[@]} -ge 3 ] || die "$CONFIG: the demo wants 3 backends in .services[0]"
 LOG=$STATE/meshd.log
+HC_TYPE=$(jq -r '.services[0].load_balancer.health_check.type // .load_balancer.health_check.type // "none"' "$CONFIG")
 
 # client N: N connections from inside the demo cgroup to the service address; prints one backend
 # name (the first line the backend sends) or ERR per connection.
@@ -120,8 +122,15 @@ wait_until() {
 		sleep 0.2
 	done
 }
-seen() { client 6 | grep -qx "$1"; }
-avoids_backend_2() { ! client 9 | grep -qx -e backend-2 -e ERR; }
+seen() { client 6 | grep -x "$1" >/dev/null; }
+avoids_backend_2() { ! client 9 | grep -x -e backend-2 -e ERR >/dev/null; }
+# log_since LINE: meshd's log lines about health and breakers after line LINE, shortened.
+log_since() {
+	tail -n +"$(($1 + 1))" "$LOG" | grep -E 'health changed|circuit|breaker' |
+		sed -E 's/^ts=[^ ]+ //; s/^/    meshd| /' | head -n 6
+}
+log_lines() { wc -l <"$LOG"; }
+pause() { sleep "${DEMO_PAUSE:-1}"; }
 declare -a BACKEND_PID
 
 # --- 1. setup -------------------------------------------------------------------------------
@@ -144,6 +153,7 @@ PIDS+=($MESHD_PID)
 say "meshd     pid $MESHD_PID, config $CONFIG, log $LOG"
 wait_until 10 seen backend-1 || die "no connection to $VIP:$VPORT reached a backend"
 ok "service '$SVC' answers on $VIP:$VPORT: nothing listens there; connect() is rewritten in the kernel"
+pause
 
 # --- 2. balancing ---------------------------------------------------------------------------
 step "2. A client in the cgroup opens 30 connections to $VIP:$VPORT"
@@ -151,6 +161,7 @@ distribution 30
 [ "$(echo "$LAST" | grep -c '^backend-')" -eq 30 ] || die "some connections failed"
 [ "$(echo "$LAST" | sort -u | wc -l)" -eq 3 ] || die "traffic did not reach all three backends"
 ok "spread over all three backends; the app never knew their addresses"
+pause
 
 # --- 3. failure -----------------------------------------------------------------------------
 step "3. backend-2 crashes (kill -9): its connects now fail"
@@ -158,7 +169,11 @@ kill -9 "${BACKEND_PID[2]}"
 wait "${BACKEND_PID[2]}" 2>/dev/null
 say "the datapath sees each refused connect (sockops) and feeds backend-2's circuit breaker;"
 say "after a few consecutive failures the breaker opens and connect() skips backend-2"
+mark=$(log_lines)
 distribution 30
+n_err=$(echo "$LAST" | grep -cx ERR)
+say "$n_err connection(s) failed (refused) before the breaker reacted: apps see real errors"
+say "only until consecutive_failures is reached"
 wait_until 15 avoids_backend_2 || die "traffic still reaches backend-2"
 say "next 30 connections:"
 distribution 30
@@ -166,9 +181,17 @@ echo "$LAST" | grep -qx -e backend-2 -e ERR && die "backend-2 still chosen after
 ok "backend-2 is out: every connection lands on backend-1 or backend-3"
 say "meshctl circuits:"
 circuits
+if [ "$HC_TYPE" != none ]; then
+	say "meanwhile meshd's own $HC_TYPE health check also notices, after its threshold:"
+	wait_until 10 grep -q "backend=127.0.0.1:${PORTS[1]} healthy=false" "$LOG" ||
+		die "the health check never marked backend-2 unhealthy"
+	log_since "$mark"
+fi
+pause
 
 # --- 4. recovery ----------------------------------------------------------------------------
 step "4. backend-2 comes back"
+mark=$(log_lines)
 start_backend 2
 wait_until 5 port_open "${PORTS[1]}" || die "backend-2 did not restart"
 say "after the breaker's open duration a half-open probe lets one real connection through;"
@@ -180,6 +203,8 @@ distribution 30
 [ "$(echo "$LAST" | sort -u | grep -c '^backend-')" -eq 3 ] || die "not balanced over three again"
 say "meshctl circuits:"
 circuits
+say "what meshd logged:"
+log_since "$mark"
 
 step "Demo complete: balancing, a circuit opening and closing, all in the kernel"
 say "try it yourself: sudo $MESHD --config $CONFIG, then look at $MESHCTL services / circuits"

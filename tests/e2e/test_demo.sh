@@ -35,8 +35,9 @@ for line in "1. Setting up" "answers on 127.77.0.10:80" "spread over all three b
 	case=$(echo "shows_$line" | tr -c 'a-zA-Z0-9\n' '_' | tr 'A-Z' 'a-z' | sed 's/__*/_/g; s/_$//')
 	check "$case" "no '$line' in the output" grep -qF "$line" "$TMP/demo.out"
 done
-check no_meshd_left "a meshd for demo.json still runs" \
-	bash -c "! pgrep -f -- '--config $CONFIG' >/dev/null"
+meshd_pid=$(sed -n 's/.*meshd *pid \([0-9][0-9]*\).*/\1/p' "$TMP/demo.out" | head -n 1)
+check no_meshd_left "the demo's meshd (pid ${meshd_pid:-?}) still runs" \
+	bash -c "[ -n '$meshd_pid' ] && ! kill -0 '$meshd_pid' 2>/dev/null"
 leftover=""
 for p in $PORTS; do port_open 127.0.0.1 "$p" && leftover="$leftover $p"; done
 check no_backends_left "ports still open:$leftover" test -z "$leftover"
