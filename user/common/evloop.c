@@ -247,8 +247,9 @@ int64_t evloop_add_timer(struct evloop *loop, uint64_t delay_ns, evloop_timer_cb
 	t->id = ++loop->next_timer_id;
 	t->cb = cb;
 	t->arg = arg;
+	/* sift_up may move another timer into *t: return the id we assigned, not t->id. */
 	sift_up(loop->heap, loop->n_timers++);
-	return t->id;
+	return loop->next_timer_id;
 }
 
 void evloop_del_timer(struct evloop *loop, int64_t id)
