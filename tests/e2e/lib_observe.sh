@@ -36,15 +36,23 @@ metric() {
 		awk -v sel="$2" 'index($0, sel) == 1 { s += $NF; n++ } END { if (n) print s; else print "none" }'
 }
 
-# connect_vip IP PORT N: N connects from the test cgroup, each reading the backend's first line.
+# metric_is PORT SELECTOR WANT: for wait_for (which gets its arguments already expanded).
+metric_is() { test "$(metric "$1" "$2")" = "$3"; }
+
+# connect_vip IP PORT N: N connects from the test cgroup; each sends a line and reads the
+# backend's name. Prints how many were answered.
 connect_vip() {
 	in_cgroup "$CG" python3 - "$1" "$2" "$3" <<'PY'
 import socket, sys
 ok = 0
 for _ in range(int(sys.argv[3])):
-    with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3) as s:
-        if s.makefile().readline():
-            ok += 1
+    try:
+        with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3) as s:
+            s.sendall(b"hello\n")
+            if s.makefile().readline():
+                ok += 1
+    except OSError:
+        pass
 print(ok)
 PY
 }
