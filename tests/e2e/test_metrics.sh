@@ -72,19 +72,21 @@ check balanced "round robin: $(promql 'meshd_connections_total{service="web",bac
 check no_failures "failed connections counted" \
 	test "$(metric $MPORT 'meshd_connections_total{service="web",backend="127.0.0.1:'$B1'",result="failed"}')" = 0
 
-# Long-lived connections show as active, then go back to 0.
+# Long-lived connections show as active, then go back to 0 once closed.
 in_cgroup "$CG" python3 -c '
-import socket, time
+import os, socket, sys, time
 c = [socket.create_connection(("'$VIP'", 80)) for _ in range(3)]
-time.sleep(30)' >/dev/null 2>&1 &
+for _ in range(300):
+    if os.path.exists(sys.argv[1]):
+        break
+    time.sleep(0.1)' "$TMP/release" >/dev/null 2>&1 &
 hold=$!
-defer "kill $hold"
 check active_connections "active $(metric $MPORT 'meshd_backend_active_connections{service="web"'), want 3" \
 	wait_for 10 metric_is $MPORT 'meshd_backend_active_connections{service="web"' 3
 check prometheus_active "Prometheus active sum" \
 	wait_for 10 promql_is 'sum(meshd_backend_active_connections{service="web"})' 3
-kill $hold
-wait $hold 2>/dev/null
+touch "$TMP/release"
+wait $hold
 check active_back_to_zero "active stayed $(metric $MPORT 'meshd_backend_active_connections{service="web"')" \
 	wait_for 10 metric_is $MPORT 'meshd_backend_active_connections{service="web"' 0
 
