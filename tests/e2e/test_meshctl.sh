@@ -84,7 +84,7 @@ for _ in range(300):
     time.sleep(0.1)' "$TMP/release" >/dev/null 2>&1 &
 hold=$!
 active_is() { jqt "[.backends[].active_connections] | add == $1" ctl backends web -o json; }
-check backends_active "backends web active: $(jq -c '[.backends[].active_connections]' "$TMP/out.json")" \
+check backends_active "backends web active connections never summed to 4" \
 	wait_for 10 active_is 4
 check services_active "services web active" jqt \
 	'.services[] | select(.name == "web") | .active_connections == 4' ctl services -o json
@@ -95,7 +95,7 @@ wait $hold
 # Prefix matching, usage errors (2) and failures (1).
 check prefix_match "'meshctl serv' did not run services" jqt '.services | length == 2' ctl serv -o json
 ctl c >/dev/null 2>"$TMP/err"
-check ambiguous_prefix "'c' is ambiguous: rc $?" grep -q ambiguous "$TMP/err"
+check ambiguous_prefix "'c' not reported ambiguous" grep -q ambiguous "$TMP/err"
 rc() { "$@" >/dev/null 2>&1; echo $?; }
 check unknown_command_2 "unknown command" test "$(rc ctl frobnicate)" = 2
 check missing_arg_2 "backends without SERVICE" test "$(rc ctl backends)" = 2
@@ -124,7 +124,7 @@ check reload_invalid_errors "problem not shown: $(cat "$TMP/err")" \
 	grep -q 'load_balancer.algorithm' "$TMP/err"
 check reload_invalid_json "reload -o json" jqt \
 	'.result == "error" and (.errors | length) >= 1 and .config_generation == 2' \
-	sh -c "'$MESHCTL' --socket '$SOCK' reload -o json; true"
+	sh -c "'$MESHCTL' --socket '$SOCK' reload -o json 2>/dev/null; true"
 check reload_kept_old "generation changed after an invalid reload" jqt \
 	'.config_generation == 2 and .reloads.error == 2' ctl status -o json
 
