@@ -174,6 +174,8 @@ struct config_authz_rule {
 	enum config_action action;
 };
 
+struct config_meta;
+
 struct mesh_config {
 	uint64_t generation; /* set by the loader: 1, 2, ... per successful load in this process */
 	int version;
@@ -208,6 +210,8 @@ struct mesh_config {
 	enum config_action authz_default;
 	struct config_authz_rule *authz_rules;
 	size_t n_authz_rules;
+
+	struct config_meta *meta; /* private to the config module: origin of every value */
 };
 
 /* Problems found while loading: one human line each, `<json.path>: <what> (got <v>, expected <r>)`. */
@@ -256,7 +260,13 @@ char *config_to_json(const struct mesh_config *cfg);
 /* Parsers shared with other modules. Return 0 or -EINVAL. */
 int config_parse_duration(const char *s, uint64_t *ns);
 int config_parse_endpoint(const char *s, struct config_endpoint *ep);
+/* A bare IPv4 or IPv6 address (no port); sets family and addr, leaves port alone. */
+int config_parse_address(const char *s, struct config_endpoint *ep);
+/* An http:// or https:// URL with a host, optional port (1..65535) and path. */
+int config_parse_url(const char *s);
 /* Formats `ep` as `ip:port` or `[ip6]:port`. */
 const char *config_endpoint_str(const struct config_endpoint *ep, char *buf, size_t len);
+/* Formats only the address of `ep` (no port, no brackets). */
+const char *config_address_str(const struct config_endpoint *ep, char *buf, size_t len);
 
 #endif
