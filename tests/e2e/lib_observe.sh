@@ -2,16 +2,17 @@
 # (own pin path, cgroup, state dir, admin socket, metrics port), starting meshd, reading metrics.
 
 # observe_config FILE METRICS_PORT SERVICES_JSON [PIN_PATH]: writes a static-discovery config for
-# this test (health checks off unless the services say otherwise).
+# this test (health checks off unless the services say otherwise). The cgroup is $CG, the admin
+# socket $ADMIN_SOCK (default $TMP/run/admin.sock).
 observe_config() {
-	local file=$1 port=$2 services=$3 pin=${4:-$PIN}
+	local file=$1 port=$2 services=$3 pin=${4:-$PIN} sock=${ADMIN_SOCK:-$TMP/run/admin.sock}
 	cat >"$file" <<JSON
 {
   "version": 1,
   "cgroup": "$CG",
   "bpf_pin_path": "$pin",
   "state_dir": "$TMP/state",
-  "admin": { "socket": "$TMP/run/admin.sock" },
+  "admin": { "socket": "$sock" },
   "telemetry": { "metrics_listen": "127.0.0.1:$port" },
   "log": { "level": "debug" },
   "load_balancer": { "algorithm": "round_robin", "health_check": { "type": "none" } },

@@ -109,4 +109,18 @@ check prometheus_generation "Prometheus generation" \
 curl -s $URL/metrics >"$TMP/after.txt"
 check promtool_after_traffic "promtool: $(promtool check metrics <"$TMP/after.txt" 2>&1 | head -3)" \
 	promtool check metrics <"$TMP/after.txt"
+
+# A taken metrics port stops a starting meshd, which exits non-zero naming the component.
+spawn blocker python3 -c 'import socket, time
+s = socket.socket(); s.bind(("127.0.0.1", 20014)); s.listen(); time.sleep(60)'
+wait_for 5 port_open 127.0.0.1 20014
+CG=$(make_cgroup busy) ADMIN_SOCK=$TMP/run2/admin.sock
+observe_config "$TMP/busy.json" 20014 "[]" "$PIN-busy"
+defer "'$MESHD' --cleanup --config '$TMP/busy.json'; rm -rf '$PIN-busy'"
+timeout 20 "$MESHD" --config "$TMP/busy.json" >"$TMP/busy.log" 2>&1
+r=$?
+check port_in_use_exits "meshd exited $r with the metrics port taken" test $r -ne 0 -a $r -ne 124
+check port_in_use_named "log does not name metrics: $(grep -i -m2 'error' "$TMP/busy.log")" \
+	grep -q 'subsys=metrics msg="cannot listen" addr=127.0.0.1:20014 err="Address already in use"' \
+	"$TMP/busy.log"
 exit 0
