@@ -304,6 +304,21 @@ TEST(config_discovery_needs_settings)
 	    "discovery.dns.services[0].name", "unknown service");
 	EXPECT_ERR(TOP("\"discovery\":{\"consul\":{\"register\":[{\"name\":\"api\"}]}}"), NULL,
 		   "discovery.consul.register[0].address", "missing required key");
+	{
+		struct mesh_config *c = MUST_LOAD(
+		    TOP("\"discovery\":{\"consul\":{\"register\":[{\"name\":\"api\","
+			"\"address\":\"127.0.0.1:8081\"},{\"name\":\"api\",\"id\":\"api-2\","
+			"\"address\":\"[::1]:8082\"}]}}"),
+		    NULL);
+
+		CHECK(c && c->consul.n_reg == 2);
+		if (c && c->consul.n_reg == 2) {
+			CHECK_STR_EQ(c->consul.reg[0].id, "api");
+			CHECK_STR_EQ(c->consul.reg[1].id, "api-2");
+			CHECK_INT_EQ(c->consul.reg[1].endpoint.port, 8082);
+		}
+		config_free(c);
+	}
 	/* Services without static backends are fine when Consul provides them. */
 	config_free(
 	    MUST_LOAD("{\"version\":1,\"discovery\":{\"backend\":\"consul\",\"consul\":"

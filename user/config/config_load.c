@@ -662,15 +662,21 @@ static struct mesh_config *config_new(void)
 	return cfg;
 }
 
+/* Defaults that depend on other values: the node name (host name) and registration IDs (the
+ * registered name). */
 static void finalize(struct mesh_config *cfg)
 {
 	char host[256];
+	size_t i;
 
 	cfg->version = current_version;
 	if (!cfg->node_name && gethostname(host, sizeof(host)) == 0) {
 		host[sizeof(host) - 1] = '\0';
 		cfg->node_name = strdup(host);
 	}
+	for (i = 0; i < cfg->consul.n_reg; i++)
+		if (!cfg->consul.reg[i].id && cfg->consul.reg[i].name)
+			cfg->consul.reg[i].id = strdup(cfg->consul.reg[i].name);
 }
 
 extern char **environ;
