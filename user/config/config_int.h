@@ -145,6 +145,9 @@ size_t blobset_add(struct blobset *s, const void *key, size_t len, size_t idx);
 size_t blobset_find(const struct blobset *s, const void *key, size_t len);
 bool blobset_has(const struct blobset *s, const char *key);
 
+/* Applies one `NAME=value` environment entry if NAME is a MESH_* key (config_env.c). */
+void cfg_apply_env_var(struct mesh_config *cfg, const char *var, struct config_errors *errs);
+
 /* Cross-field validation of a loaded, merged config. */
 void cfg_validate(const struct mesh_config *cfg, struct config_errors *errs);
 
