@@ -327,3 +327,41 @@ TEST(config_admin_json_is_loadable)
 	config_free(a);
 	config_free(b);
 }
+
+TEST(config_helpers_names_and_distance)
+{
+	char buf[128];
+
+	CHECK_STR_EQ(cfg_env_name("", "load_balancer.health_check.http_path", buf, sizeof(buf)),
+		     "MESH_LOAD_BALANCER__HEALTH_CHECK__HTTP_PATH");
+	CHECK_STR_EQ(cfg_env_name("SERVICES__MY_API__", "mtls", buf, sizeof(buf)),
+		     "MESH_SERVICES__MY_API__MTLS");
+	CHECK_INT_EQ(cfg_edit_distance("levle", "level"), 2);
+	CHECK_INT_EQ(cfg_edit_distance("window", "window"), 0);
+	CHECK_INT_EQ(cfg_edit_distance("", "abc"), 3);
+	CHECK(cfg_is_dns_label("a"));
+	CHECK(cfg_is_dns_label("a-0"));
+	CHECK(!cfg_is_dns_label("a-"));
+	CHECK(!cfg_is_dns_label(""));
+}
+
+/* A config another module builds by hand (no origins) can still be shown and diffed. */
+TEST(config_show_hand_built)
+{
+	struct mesh_config cfg;
+	struct config_diff d;
+	char *out = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&out, &len);
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.version = 1;
+	CHECK_INT_EQ(config_show(&cfg, false, f), 0);
+	fclose(f);
+	CHECK_CONTAINS(out, "version");
+	CHECK_CONTAINS(out, "unset");
+	CHECK_INT_EQ(config_diff(&cfg, &cfg, &d), 0);
+	CHECK_INT_EQ(d.n, 0);
+	config_diff_free(&d);
+	free(out);
+}

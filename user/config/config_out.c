@@ -53,6 +53,12 @@ static int walk(const struct cfg_desc *d, const void *base, const struct cfg_nod
 	return 0;
 }
 
+/* Origins of a loaded config; NULL (origins shown as "unset") for one built by hand. */
+static const struct cfg_node *root_node(const struct mesh_config *cfg)
+{
+	return cfg->meta ? cfg->meta->root : NULL;
+}
+
 static int show_leaf(void *ctx, const struct cfg_key *k, const void *base, const char *path,
 		     uint8_t origin)
 {
@@ -193,7 +199,7 @@ static int show_json(const struct mesh_config *cfg, FILE *out)
 	if (!doc || !o[0] || !o[1] ||
 	    !cJSON_AddItemToObject(doc, "values", object_json(&cfg_root_desc, cfg, false)))
 		goto out;
-	err = walk(&cfg_root_desc, cfg, cfg->meta->root, "", origin_leaf, o);
+	err = walk(&cfg_root_desc, cfg, root_node(cfg), "", origin_leaf, o);
 	if (err)
 		goto out;
 	cJSON_AddItemToObject(doc, "origins", o[0]);
@@ -215,7 +221,7 @@ int config_show(const struct mesh_config *cfg, bool json, FILE *out)
 		return show_json(cfg, out);
 	if (fprintf(out, "%-60s %-24s %s\n", "PATH", "VALUE", "ORIGIN") < 0)
 		return -EIO;
-	return walk(&cfg_root_desc, cfg, cfg->meta->root, "", show_leaf, out);
+	return walk(&cfg_root_desc, cfg, root_node(cfg), "", show_leaf, out);
 }
 
 /* Leaves of one config as (path, value) pairs, for diffing. */

@@ -413,6 +413,17 @@ static const char *render_list(const struct cfg_key *k, const void *base, char *
 	return buf;
 }
 
+/* Name of enum value `v`, "?" when out of range (a config built by hand). */
+static const char *enum_name(const struct cfg_key *k, int v)
+{
+	int i;
+
+	for (i = 0; k->names[i]; i++)
+		if (i == v)
+			return k->names[i];
+	return "?";
+}
+
 const char *cfg_render(const struct cfg_key *k, const void *base, char *buf, size_t len)
 {
 	const void *v = (const char *)base + k->off;
@@ -435,7 +446,7 @@ const char *cfg_render(const struct cfg_key *k, const void *base, char *buf, siz
 	case CT_ADDR:
 		return config_address_str(v, buf, len);
 	case CT_ENUM:
-		return snprintf(buf, len, "%s", k->names[*(const int *)v]), buf;
+		return snprintf(buf, len, "%s", enum_name(k, *(const int *)v)), buf;
 	case CT_STRLIST:
 	case CT_EPLIST:
 		return render_list(k, base, buf, len);
