@@ -63,6 +63,7 @@ TEST(config_unknown_keys_suggest)
 		   "services[0].backends[0].wieght", "did you mean \"weight\"?");
 	EXPECT_ERR(TOP("\"zzzzzzzz\":1"), NULL, "zzzzzzzz", "unknown key (got");
 	EXPECT_ERR(TOP("\"log.level\":\"debug\""), NULL, "log.level", "unknown key");
+	EXPECT_ERR(TOP("\"lo\\ng\":1"), NULL, "lo?g", "unknown key (got \"lo?g\"");
 }
 
 TEST(config_duplicate_key)
@@ -170,6 +171,8 @@ TEST(config_bad_addresses)
 		   "discovery.consul.address", "invalid URL");
 	EXPECT_ERR(TOP("\"state_dir\":\"relative/dir\""), NULL, "state_dir",
 		   "not an absolute path");
+	EXPECT_ERR(TOP("\"node\":{\"name\":\"a\\nb\"}"), NULL, "node.name",
+		   "contains a control character");
 }
 
 TEST(config_bad_enums)

@@ -71,7 +71,8 @@ TEST(config_env_bad_values_name_the_variable)
 	     *n[] = { "MESH_LOG__FORMAT=yaml", NULL },
 	     *l[] = { "MESH_DISCOVERY__DNS__SERVERS=127.0.0.1:53,,[::1]:53", NULL },
 	     *p[] = { "MESH_BPF_PIN_PATH=bpf", NULL },
-	     *s[] = { "MESH_DISCOVERY__CONSUL__SERVICES=api,Web", NULL };
+	     *s[] = { "MESH_DISCOVERY__CONSUL__SERVICES=api,Web", NULL },
+	     *nl[] = { "MESH_LOG__LEVEL=de\nbug", NULL };
 
 	EXPECT_ERR(MINIMAL, b, "config_watch", "not a boolean in MESH_CONFIG_WATCH (got \"yes\"");
 	EXPECT_ERR(MINIMAL, i, "circuit_breaker.half_open_probes",
@@ -85,6 +86,7 @@ TEST(config_env_bad_values_name_the_variable)
 	EXPECT_ERR(MINIMAL, l, "discovery.dns.servers[1]", "empty item in");
 	EXPECT_ERR(MINIMAL, p, "bpf_pin_path", "not an absolute path in");
 	EXPECT_ERR(MINIMAL, s, "discovery.consul.services[1]", "invalid name in");
+	EXPECT_ERR(MINIMAL, nl, "log.level", "unknown value in MESH_LOG__LEVEL (got \"de?bug\"");
 }
 
 TEST(config_env_unknown_variables)

@@ -27,6 +27,9 @@ void cfg_errf(struct config_errors *errs, const char *fmt, ...)
 	va_end(ap);
 	if (n < 0)
 		line = oom_line;
+	for (char *c = line; line != oom_line && *c; c++)
+		if ((unsigned char)*c < ' ' || *c == 0x7f)
+			*c = '?'; /* values and key names from the input: one problem, one line */
 	msgs = realloc(errs->msgs, (errs->n + 1) * sizeof(*msgs));
 	if (!msgs) {
 		if (line != oom_line)
@@ -137,6 +140,14 @@ static int set_number(const struct cfg_key *k, void *dst, const struct cfg_in *i
 	return 0;
 }
 
+static bool has_control(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < ' ' || *s == 0x7f)
+			return true;
+	return false;
+}
+
 static int set_string(const struct cfg_key *k, void *dst, const char *s, const struct cfg_in *in,
 		      const char *path, struct config_errors *errs)
 {
@@ -145,6 +156,8 @@ static int set_string(const struct cfg_key *k, void *dst, const char *s, const s
 	if (*s) {
 		if (strlen(s) > 4096)
 			return bad(k, in, path, errs, "too long");
+		if (has_control(s))
+			return bad(k, in, path, errs, "contains a control character");
 		if (k->type == CT_PATH && s[0] != '/')
 			return bad(k, in, path, errs, "not an absolute path");
 		if (k->type == CT_URL && config_parse_url(s))
