@@ -63,7 +63,7 @@ TEST(config_unknown_keys_suggest)
 		   "services[0].backends[0].wieght", "did you mean \"weight\"?");
 	EXPECT_ERR(TOP("\"zzzzzzzz\":1"), NULL, "zzzzzzzz", "unknown key (got");
 	EXPECT_ERR(TOP("\"log.level\":\"debug\""), NULL, "log.level", "unknown key");
-	EXPECT_ERR(TOP("\"lo\\ng\":1"), NULL, "lo?g", "unknown key (got \"lo?g\"");
+	EXPECT_ERR(TOP("\"lo\\ng\":1"), NULL, "lo?g", "did you mean \"log\"? (got \"lo?g\"");
 }
 
 TEST(config_duplicate_key)
