@@ -28,6 +28,18 @@ static const char *text_or(const char *s, const char *none)
 	return s && *s ? s : none;
 }
 
+/* Default shown in listings: the table's text, "[]" for lists, "unset" otherwise. */
+static const char *default_text(const struct cfg_key *k)
+{
+	if (k->flags & CF_INHERIT)
+		return "the global value";
+	if (k->flags & CF_REQUIRED)
+		return "required";
+	if (k->def)
+		return k->def;
+	return k->type >= CT_STRLIST ? "[]" : "unset";
+}
+
 static int env_lines(FILE *out, const struct cfg_desc *d, const char *prefix)
 {
 	char name[256], rule[200];
@@ -40,8 +52,7 @@ static int env_lines(FILE *out, const struct cfg_desc *d, const char *prefix)
 			continue;
 		cfg_env_name(prefix, k->path, name, sizeof(name));
 		if (fprintf(out, "%s (%s, default %s%s%s; %s)%s: %s\n", name, type_name(k),
-			    k->flags & CF_INHERIT ? "the global value" : text_or(k->def, "unset"),
-			    k->prod ? ", production " : "", k->prod ? k->prod : "",
+			    default_text(k), k->prod ? ", production " : "", k->prod ? k->prod : "",
 			    cfg_rule(k, rule, sizeof(rule)),
 			    k->flags & CF_SECRET ? " [secret]" : "", k->doc) < 0)
 			return -EIO;
@@ -91,11 +102,9 @@ static int key_table(FILE *out, const struct cfg_desc *d, const char *elem, cons
 			continue;
 		cfg_env_name(prefix ? prefix : "", k->path, name, sizeof(name));
 		fprintf(out, "| `%s%s` | %s | %s | %s | %s | %s | %s%s%s |\n", elem, k->path,
-			type_name(k),
-			k->flags & CF_REQUIRED ? "required" : text_or(k->def, "unset"),
-			text_or(k->prod, "="), cell(cfg_rule(k, rule, sizeof(rule)), c, sizeof(c)),
-			env ? name : "-", k->doc,
-			k->flags & CF_SECRET ? " **Secret**: path only." : "", "");
+			type_name(k), default_text(k), text_or(k->prod, "="),
+			cell(cfg_rule(k, rule, sizeof(rule)), c, sizeof(c)), env ? name : "-",
+			k->doc, k->flags & CF_SECRET ? " **Secret**: path only." : "", "");
 	}
 	return fprintf(out, "\n") < 0 ? -EIO : 0;
 }
