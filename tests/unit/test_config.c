@@ -483,6 +483,10 @@ TEST(config_unreadable_file)
 	config_errors_free(&e);
 	CHECK(config_load("/tmp", no_env, &e) == NULL);
 	if (e.n)
-		CHECK_CONTAINS(e.msgs[0], "Is a directory");
+		CHECK_CONTAINS(e.msgs[0], "/tmp: cannot read the config file (got a directory");
+	config_errors_free(&e);
+	CHECK(config_load("/dev/null", no_env, &e) == NULL);
+	if (e.n)
+		CHECK_CONTAINS(e.msgs[0], "(got not a regular file");
 	config_errors_free(&e);
 }

@@ -636,33 +636,36 @@ struct mesh_config *config_load_buf(const char *json, size_t len, char *const *e
 	return cfg;
 }
 
-/* Reads a whole regular file into a NUL-terminated buffer. */
-static char *read_file(const char *path, size_t *len, int *err)
+/* Reads a whole regular file into a NUL-terminated buffer; NULL with `*why` set. O_NONBLOCK so
+ * that naming a FIFO fails instead of hanging. */
+static char *read_file(const char *path, size_t *len, const char **why)
 {
 	struct stat st;
 	char *buf = NULL;
 	ssize_t n;
 	int fd;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0 || fstat(fd, &st)) {
-		*err = errno;
+		*why = strerror(errno);
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode) || st.st_size > MAX_FILE_SIZE) {
-		*err = S_ISREG(st.st_mode) ? EFBIG : EISDIR;
+		*why = S_ISDIR(st.st_mode)   ? "a directory"
+		       : S_ISREG(st.st_mode) ? "a file over 64 MiB"
+					     : "not a regular file";
 		goto out;
 	}
 	buf = malloc((size_t)st.st_size + 1);
 	if (!buf) {
-		*err = ENOMEM;
+		*why = strerror(ENOMEM);
 		goto out;
 	}
 	*len = 0;
 	while ((n = read(fd, buf + *len, (size_t)st.st_size - *len)) > 0)
 		*len += (size_t)n;
 	if (n < 0) {
-		*err = errno;
+		*why = strerror(errno);
 		free(buf);
 		buf = NULL;
 		goto out;
@@ -677,18 +680,18 @@ out:
 struct mesh_config *config_load(const char *path, char *const *envp, struct config_errors *errs)
 {
 	struct config_errors local = { 0 };
+	const char *why = "?";
 	struct mesh_config *cfg;
 	size_t len = 0;
 	char *buf = NULL;
-	int err = 0;
 
 	if (!errs)
 		errs = &local;
-	if (path && !(buf = read_file(path, &len, &err))) {
+	if (path && !(buf = read_file(path, &len, &why))) {
 		cfg_errf(errs,
 			 "%s: cannot read the config file (got %s, expected a readable JSON "
 			 "file)",
-			 path, strerror(err));
+			 path, why);
 		config_errors_free(&local);
 		return NULL;
 	}
