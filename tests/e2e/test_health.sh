@@ -5,7 +5,8 @@
 #    (logged, counted) and receives no new connects; it comes back after healthy_threshold passes.
 #  - tcp: killing a backend marks it unhealthy.
 #  - reload: adding a backend keeps the others' state; switching checks off clears the flag.
-#  - checks are not application traffic: connection counters only see the client's connects.
+#  - checks are not application traffic: connection counters only see the client's connects,
+#    although meshd itself runs in the attached cgroup.
 . "$(dirname "$0")/lib.sh"
 need_root
 if [ ! -x "$MESHD" ]; then
@@ -97,7 +98,10 @@ T1_PID=$SPAWNED_PID
 backend "t$T2" $T2
 
 write_config http
-"$MESHD" --config "$CONF" >"$LOG" 2>&1 &
+# meshd runs inside the attached cgroup itself (as it does when attached to the root cgroup): its
+# checks then pass through connect4 and sockops and must still be neither redirected nor counted.
+# (Not through in_cgroup: a backgrounded function would leave $! naming a subshell.)
+bash -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CG" "$MESHD" --config "$CONF" >"$LOG" 2>&1 &
 MESHD_PID=$!
 defer "kill -TERM $MESHD_PID; wait $MESHD_PID; '$MESHD' --cleanup --config '$CONF'"
 
@@ -166,6 +170,15 @@ else
 	n=$(echo "$metrics" | awk '/^meshd_connections_total\{/ && /service="db"/ {s += $NF} END {print s + 0}')
 	check checks_not_counted_as_traffic "db connections counted: $n, client made 10" \
 		test "$n" -eq 10
+	# Transitions: web b2 down and up, db t1 down, web b3 down (switching checks off later
+	# clears b3's flag without a transition).
+	down=$(echo "$metrics" | awk '/^meshd_health_transitions_total\{to="unhealthy"\}/ {print $NF}')
+	up=$(echo "$metrics" | awk '/^meshd_health_transitions_total\{to="healthy"\}/ {print $NF}')
+	check transitions_counted "to unhealthy=${down:-none} (want 3), to healthy=${up:-none} (want 1)" \
+		test "${down:-x}" = 3 -a "${up:-x}" = 1
+	check dead_backend_exported_unhealthy "no meshd_backend_healthy 0 sample for db $T1" \
+		grep -q "^meshd_backend_healthy{service=\"db\",backend=\"127.0.0.1:$T1\"} 0" \
+		<<<"$metrics"
 fi
 check meshd_still_running "meshd exited: $(tail -n 3 "$LOG")" kill -0 $MESHD_PID
 kill -TERM $MESHD_PID
