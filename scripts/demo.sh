@@ -25,7 +25,10 @@ say() { printf '    %s\n' "$*"; }
 ok() { printf '    %s✔ %s%s\n' "$G" "$*" "$N"; }
 die() {
 	printf '%sdemo failed: %s%s\n' "$R" "$*" "$N" >&2
-	[ -f "${LOG:-}" ] && { echo "--- last meshd log lines:" >&2; tail -n 15 "$LOG" >&2; }
+	if [ -n "${MESHD_PID:-}" ]; then
+		echo "--- last meshd log lines ($LOG):" >&2
+		tail -n 15 "$LOG" >&2
+	fi
 	exit 1
 }
 
@@ -73,6 +76,11 @@ STATE=$(jq -r '.state_dir' "$CONFIG")
 SOCK=$(jq -r '.admin.socket' "$CONFIG")
 [ ${#PORTS[@]} -ge 3 ] || die "$CONFIG: the demo wants 3 backends in .services[0]"
 LOG=$STATE/meshd.log
+for p in "${PORTS[@]}"; do
+	if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+		die "port $p is already in use; the demo's backends need 127.0.0.1:${PORTS[*]}"
+	fi
+done
 HC_TYPE=$(jq -r '.services[0].load_balancer.health_check.type // .load_balancer.health_check.type // "none"' "$CONFIG")
 
 # client N: N connections from inside the demo cgroup to the service address; prints one backend
@@ -137,7 +145,8 @@ declare -a BACKEND_PID
 step "1. Setting up: a cgroup for the client app, three backends, meshd"
 "$MESHD" --cleanup --config "$CONFIG" >/dev/null 2>&1 # leftovers of an interrupted run
 mkdir -p "$STATE"
-if [ ! -d "$CG" ]; then
+# Removed on exit if we made it, or if it is the demo's own (left by an interrupted run).
+if [ ! -d "$CG" ] || [ "$(basename "$CG")" = meshd-demo ]; then
 	mkdir -p "$CG" || die "cannot create cgroup $CG"
 	CREATED_CG=$CG
 fi
