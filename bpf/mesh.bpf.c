@@ -1,11 +1,611 @@
-/* Placeholder program proving the toolchain (vmlinux.h -> clang -> skeleton); replaced by the
- * datapath. */
+/* The datapath: cgroup connect4/6 choose a backend for connects to a service address and rewrite
+ * the destination; getpeername4/6 show the application the service address; sockops turns TCP
+ * outcomes into per-backend breaker decisions, active counts and counters. Decision logic lives
+ * in lib/lb.h and lib/breaker.h (pure, unit tested); this file gathers inputs from the maps and
+ * applies verdicts. Fail open: unknown destinations and internal errors leave connect() alone. */
 #include "vmlinux.h"
+#include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
+
+#include "mesh_abi.h"
+#include "lib/breaker.h"
+#include "lib/lb.h"
+
+#define VERDICT_OK 1
+#define VERDICT_REJECT 0
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mesh_abi_info);
+} mesh_abi SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MESH_MAX_SERVICES);
+	__type(key, struct mesh_svc_key);
+	__type(value, struct mesh_svc);
+} mesh_services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MESH_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct mesh_svc_name);
+} mesh_svc_names SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MESH_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct mesh_svc_state);
+} mesh_svc_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MESH_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct mesh_backend);
+} mesh_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MESH_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct mesh_be_state);
+} mesh_be_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MESH_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct mesh_be_stats);
+} mesh_be_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MESH_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct mesh_svc_stats);
+} mesh_svc_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MESH_CNT__COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} mesh_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct mesh_sock);
+} mesh_sockets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, MESH_EVENTS_BYTES);
+} mesh_events SEC(".maps");
+
+/* Key: service_id * 2 + (generation & 1), so a service update writes the table of the next
+ * generation while connects still read the current one. */
+struct maglev_table {
+	__u8 slot[MESH_MAGLEV_M];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, MESH_MAX_SERVICES * 2);
+	__type(key, __u32);
+	__type(value, struct maglev_table);
+} mesh_maglev SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lb_cand);
+} mesh_scratch SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&mesh_counters, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline struct mesh_svc_stats *svc_stats(__u32 service_id)
+{
+	return bpf_map_lookup_elem(&mesh_svc_stats, &service_id);
+}
+
+static __always_inline struct mesh_be_stats *be_stats(__u32 backend_id)
+{
+	return bpf_map_lookup_elem(&mesh_be_stats, &backend_id);
+}
+
+static __always_inline void emit(__u32 type, __u32 service_id, __u32 backend_id, __u8 from, __u8 to,
+				 __u8 reason)
+{
+	struct mesh_event ev = {
+		.ts_ns = bpf_ktime_get_ns(),
+		.type = type,
+		.service_id = service_id,
+		.backend_id = backend_id,
+		.from = from,
+		.to = to,
+		.reason = reason,
+	};
+
+	if (bpf_ringbuf_output(&mesh_events, &ev, sizeof(ev), 0))
+		count(MESH_CNT_EVENT_DROP);
+}
+
+/* Counts and reports a breaker transition (from != to). */
+static __always_inline void circuit_changed(__u32 service_id, __u32 backend_id, __u8 from, __u8 to)
+{
+	struct mesh_be_stats *bst = be_stats(backend_id);
+	__u32 i = to;
+
+	if (from == to)
+		return;
+	asm volatile("" : "+r"(i)); /* keep the bound check for the verifier */
+	if (bst && i < MESH_CIRCUIT__COUNT)
+		bst->transitions[i] += 1;
+	emit(MESH_EV_CIRCUIT, service_id, backend_id, from, to, 0);
+}
+
+static __always_inline int is_v4mapped(const __u8 *a)
+{
+	const __u32 *w = (const __u32 *)a;
+
+	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff);
+}
+
+/* Inputs and results of one gather pass over a service's backends. */
+struct gather_ctx {
+	const struct mesh_svc *svc;
+	struct lb_cand *c;
+	__u64 now;
+	__u32 cap; /* backends the breaker may take out (max_ejection_percent) */
+	__u32 ejected;
+	__u32 healthy;	  /* backends with the health flag (and a usable family) */
+	__s32 probe_slot; /* first ejected backend due for a half-open probe, or -1 */
+	int v4;
+	int panic; /* take every backend, ignoring health and breakers */
+};
+
+/* One backend (bpf_loop callback, so the verifier checks the body once, not 64 times). Adds it
+ * to the candidates when healthy and closed, or open but beyond the ejection cap. */
+static long gather_one(__u32 i, struct gather_ctx *g)
+{
+	const struct mesh_svc *svc = g->svc;
+	struct mesh_backend *be;
+	struct mesh_be_state *bs;
+	__u32 id, active;
+	int peek;
+
+	if (i >= svc->n_backends || i >= MESH_MAX_BACKENDS_PER_SVC)
+		return 1;
+	id = svc->backend_ids[i];
+	be = bpf_map_lookup_elem(&mesh_backends, &id);
+	bs = bpf_map_lookup_elem(&mesh_be_state, &id);
+	if (!be || !bs)
+		return 0;
+	if (g->v4 && !is_v4mapped(be->addr)) {
+		count(MESH_CNT_FAMILY);
+		return 0;
+	}
+	active = bs->active > 0 ? (__u32)bs->active : 0;
+	if (!g->panic) {
+		if (!(be->flags & MESH_BE_F_HEALTHY))
+			return 0;
+		g->healthy++;
+		peek = breaker_peek(&bs->br, &svc->breaker, g->now);
+		if (peek != BREAKER_PASS && g->ejected < g->cap) {
+			g->ejected++;
+			if (peek == BREAKER_PROBE && g->probe_slot < 0)
+				g->probe_slot = i;
+			return 0;
+		}
+		if (peek != BREAKER_PASS)
+			count(MESH_CNT_OVER_CAP);
+	}
+	lb_cand_add(g->c, i, be->weight, active);
+	return 0;
+}
+
+static __always_inline void gather(struct gather_ctx *g, int panic)
+{
+	g->c->n = 0;
+	g->c->mask = 0;
+	g->panic = panic;
+	bpf_loop(MESH_MAX_BACKENDS_PER_SVC, gather_one, g, 0);
+}
+
+/* Asks the breaker of `slot` for a half-open probe token. Returns 1 when granted. */
+static __always_inline int try_probe(const struct mesh_svc *svc, __u32 slot, __u64 now)
+{
+	__u32 id = svc->backend_ids[slot & LB_MASK];
+	struct mesh_be_state *bs = bpf_map_lookup_elem(&mesh_be_state, &id);
+	__u8 from, to;
+	int v;
+
+	if (!bs)
+		return 0;
+	bpf_spin_lock(&bs->lock);
+	from = bs->br.state;
+	v = breaker_admit(&bs->br, &svc->breaker, now);
+	to = bs->br.state;
+	bpf_spin_unlock(&bs->lock);
+	circuit_changed(svc->service_id, id, from, to);
+	return v == BREAKER_PROBE;
+}
+
+/* Chooses a slot for this connect. Returns the slot (sets *probe), or -1 with *reason set. */
+static __always_inline int choose(const struct mesh_svc *svc, __u64 now, int v4, int *probe,
+				  int *reason)
+{
+	__u32 zero = 0, n = svc->n_backends;
+	struct gather_ctx g = {
+		.svc = svc,
+		.now = now,
+		.cap = n * svc->max_ejection_percent / 100,
+		.probe_slot = -1,
+		.v4 = v4,
+	};
+	struct mesh_svc_state *ss;
+	struct lb_cand *c;
+	__u8 *maglev = 0;
+	__u64 rr = 0;
+
+	c = bpf_map_lookup_elem(&mesh_scratch, &zero);
+	if (!c)
+		return -2;
+	g.c = c;
+	gather(&g, 0);
+	if (g.probe_slot >= 0 && try_probe(svc, g.probe_slot, now)) {
+		*probe = 1;
+		return g.probe_slot;
+	}
+	/* Panic: too few usable backends left; balance across all rather than black-hole. */
+	if (svc->panic_percent && c->n * 100 < n * svc->panic_percent) {
+		struct mesh_svc_stats *st = svc_stats(svc->service_id);
+
+		count(MESH_CNT_PANIC);
+		if (st)
+			st->panic += 1;
+		gather(&g, 1);
+	}
+	if (c->n == 0) {
+		*reason = n == 0	   ? MESH_REJECT_NO_BACKEND
+			  : g.healthy == 0 ? MESH_REJECT_NO_HEALTHY
+					   : MESH_REJECT_CIRCUIT_OPEN;
+		return -1;
+	}
+	if (svc->algorithm == MESH_LB_ROUND_ROBIN) {
+		ss = bpf_map_lookup_elem(&mesh_svc_state, &svc->service_id);
+		if (ss)
+			rr = __sync_fetch_and_add(&ss->rr, 1);
+	} else if (svc->algorithm == MESH_LB_MAGLEV) {
+		__u32 key = svc->service_id * 2 + (svc->generation & 1);
+
+		maglev = bpf_map_lookup_elem(&mesh_maglev, &key);
+	}
+	return lb_pick(c, svc->algorithm, svc->choice_count, rr, bpf_get_prandom_u32(), maglev,
+		       bpf_get_current_cgroup_id());
+}
+
+/* Fails the connect by decision, or lets it through under the passthrough policy. */
+static __always_inline int no_backend(struct bpf_sock_addr *ctx, const struct mesh_svc *svc,
+				      int reason)
+{
+	struct mesh_svc_stats *st = svc_stats(svc->service_id);
+
+	if (reason != MESH_REJECT_MAX_CONN && (svc->flags & MESH_SVC_F_PASSTHROUGH)) {
+		count(MESH_CNT_PASSTHROUGH);
+		if (st)
+			st->passthrough += 1;
+		return VERDICT_OK;
+	}
+	count(MESH_CNT_REJECTED);
+	if (st && reason < 8)
+		st->rejects[reason & 7] += 1;
+	emit(MESH_EV_REJECT, svc->service_id, 0, 0, 0, reason);
+	bpf_set_retval(reason == MESH_REJECT_MAX_CONN ? -MESH_ERRNO_MAX_CONN
+						      : -MESH_ERRNO_NO_HEALTHY);
+	return VERDICT_REJECT;
+}
+
+static __always_inline int over_limit(const struct mesh_svc *svc)
+{
+	struct mesh_svc_state *ss;
+
+	if (!svc->max_connections)
+		return 0;
+	ss = bpf_map_lookup_elem(&mesh_svc_state, &svc->service_id);
+	return ss && ss->epoch == svc->epoch && ss->active >= (__s64)svc->max_connections;
+}
+
+/* Rewrites the destination to backend `id` and records the decision on the socket. */
+static __always_inline int redirect(struct bpf_sock_addr *ctx, const struct mesh_svc *svc,
+				    struct mesh_sock *sk, __u32 id, int v4, int probe)
+{
+	struct mesh_backend *be = bpf_map_lookup_elem(&mesh_backends, &id);
+	struct mesh_svc_stats *st = svc_stats(svc->service_id);
+	struct mesh_be_stats *bst = be_stats(id);
+
+	if (!be) {
+		count(MESH_CNT_ERR_INTERNAL);
+		return VERDICT_OK;
+	}
+	if (v4) {
+		ctx->user_ip4 = *(__u32 *)&be->addr[12];
+	} else {
+		ctx->user_ip6[0] = *(__u32 *)&be->addr[0];
+		ctx->user_ip6[1] = *(__u32 *)&be->addr[4];
+		ctx->user_ip6[2] = *(__u32 *)&be->addr[8];
+		ctx->user_ip6[3] = *(__u32 *)&be->addr[12];
+	}
+	ctx->user_port = be->port;
+	sk->service_id = svc->service_id;
+	sk->svc_epoch = svc->epoch;
+	sk->backend_id = id;
+	sk->be_epoch = be->epoch;
+	sk->flags = MESH_SK_F_SERVICE | (probe ? MESH_SK_F_PROBE : 0);
+	count(MESH_CNT_REDIRECTED);
+	if (probe)
+		count(MESH_CNT_PROBE);
+	if (st)
+		st->redirected += 1;
+	if (bst) {
+		bst->selected += 1;
+		bst->probes += probe;
+	}
+	return VERDICT_OK;
+}
+
+static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_svc_key *key, int v4)
+{
+	int probe = 0, reason = 0, slot;
+	struct mesh_sock *sk;
+	struct mesh_svc *svc;
+
+	count(MESH_CNT_CONNECT);
+	svc = bpf_map_lookup_elem(&mesh_services, key);
+	if (!svc) {
+		count(MESH_CNT_NOT_SERVICE);
+		return VERDICT_OK;
+	}
+	sk = bpf_sk_storage_get(&mesh_sockets, ctx->sk, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!sk) {
+		count(MESH_CNT_ERR_STORAGE);
+		return VERDICT_OK;
+	}
+	if (sk->flags & MESH_SK_F_ACTIVE) {
+		/* connect() again on a connecting or connected socket: the kernel answers
+		 * EALREADY/EISCONN; keep the first decision. */
+		count(MESH_CNT_REENTRY);
+		return VERDICT_OK;
+	}
+	if (over_limit(svc))
+		return no_backend(ctx, svc, MESH_REJECT_MAX_CONN);
+	slot = choose(svc, bpf_ktime_get_ns(), v4, &probe, &reason);
+	if (slot == -1)
+		return no_backend(ctx, svc, reason);
+	if (slot < 0) {
+		count(MESH_CNT_ERR_INTERNAL);
+		return VERDICT_OK;
+	}
+	sk->vip = *key;
+	return redirect(ctx, svc, sk, svc->backend_ids[slot & LB_MASK], v4, probe);
+}
+
+static __always_inline int tcp_socket(struct bpf_sock_addr *ctx)
+{
+	return ctx->type == SOCK_STREAM && ctx->protocol == IPPROTO_TCP;
+}
 
 SEC("cgroup/connect4")
 int mesh_connect4(struct bpf_sock_addr *ctx)
 {
+	struct mesh_svc_key key = {};
+
+	if (!tcp_socket(ctx))
+		return VERDICT_OK;
+	key.addr[10] = 0xff;
+	key.addr[11] = 0xff;
+	*(__u32 *)&key.addr[12] = ctx->user_ip4;
+	key.port = (__u16)ctx->user_port;
+	key.proto = IPPROTO_TCP;
+	return mesh_connect(ctx, &key, 1);
+}
+
+SEC("cgroup/connect6")
+int mesh_connect6(struct bpf_sock_addr *ctx)
+{
+	struct mesh_svc_key key = {};
+
+	if (!tcp_socket(ctx))
+		return VERDICT_OK;
+	*(__u32 *)&key.addr[0] = ctx->user_ip6[0];
+	*(__u32 *)&key.addr[4] = ctx->user_ip6[1];
+	*(__u32 *)&key.addr[8] = ctx->user_ip6[2];
+	*(__u32 *)&key.addr[12] = ctx->user_ip6[3];
+	key.port = (__u16)ctx->user_port;
+	key.proto = IPPROTO_TCP;
+	return mesh_connect(ctx, &key, 0);
+}
+
+static __always_inline struct mesh_sock *service_sock(struct bpf_sock *sk)
+{
+	struct mesh_sock *ms;
+
+	if (!sk)
+		return 0;
+	ms = bpf_sk_storage_get(&mesh_sockets, sk, 0, 0);
+	return ms && (ms->flags & MESH_SK_F_SERVICE) ? ms : 0;
+}
+
+SEC("cgroup/getpeername4")
+int mesh_getpeername4(struct bpf_sock_addr *ctx)
+{
+	struct mesh_sock *ms = service_sock(ctx->sk);
+
+	if (ms) {
+		ctx->user_ip4 = *(__u32 *)&ms->vip.addr[12];
+		ctx->user_port = ms->vip.port;
+	}
+	return VERDICT_OK;
+}
+
+SEC("cgroup/getpeername6")
+int mesh_getpeername6(struct bpf_sock_addr *ctx)
+{
+	struct mesh_sock *ms = service_sock(ctx->sk);
+
+	if (ms) {
+		ctx->user_ip6[0] = *(__u32 *)&ms->vip.addr[0];
+		ctx->user_ip6[1] = *(__u32 *)&ms->vip.addr[4];
+		ctx->user_ip6[2] = *(__u32 *)&ms->vip.addr[8];
+		ctx->user_ip6[3] = *(__u32 *)&ms->vip.addr[12];
+		ctx->user_port = ms->vip.port;
+	}
+	return VERDICT_OK;
+}
+
+/* The backend state of a socket's decision, or NULL when its id was reallocated since. */
+static __always_inline struct mesh_be_state *sock_backend(const struct mesh_sock *ms)
+{
+	__u32 id = ms->backend_id;
+	struct mesh_backend *be = bpf_map_lookup_elem(&mesh_backends, &id);
+
+	if (!be || be->epoch != ms->be_epoch) {
+		count(MESH_CNT_STALE);
+		return 0;
+	}
+	return bpf_map_lookup_elem(&mesh_be_state, &id);
+}
+
+static __always_inline struct mesh_svc_state *sock_service(const struct mesh_sock *ms)
+{
+	__u32 id = ms->service_id;
+	struct mesh_svc_state *ss = bpf_map_lookup_elem(&mesh_svc_state, &id);
+
+	return ss && ss->epoch == ms->svc_epoch ? ss : 0;
+}
+
+/* SYN about to be sent: from here on the kernel reports every state change up to CLOSE, so the
+ * active counts taken here are released exactly once in on_close(). */
+static __always_inline void on_connect(struct bpf_sock_ops *skops, struct mesh_sock *ms)
+{
+	struct mesh_svc_state *ss = sock_service(ms);
+	struct mesh_be_state *bs = sock_backend(ms);
+
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+	if (ms->flags & MESH_SK_F_ACTIVE)
+		return;
+	ms->flags |= MESH_SK_F_ACTIVE;
+	if (bs)
+		__sync_fetch_and_add(&bs->active, 1);
+	if (ss)
+		__sync_fetch_and_add(&ss->active, 1);
+}
+
+/* Feeds one outcome to the backend's breaker; `ok` with the handshake RTT in ns. */
+static __always_inline void outcome(const struct mesh_sock *ms, int ok, __u64 rtt_ns)
+{
+	struct mesh_be_state *bs = sock_backend(ms);
+	struct mesh_svc *svc = bpf_map_lookup_elem(&mesh_services, (void *)&ms->vip);
+	int probe = !!(ms->flags & MESH_SK_F_PROBE);
+	__u32 rnd = bpf_get_prandom_u32();
+	__u64 now = bpf_ktime_get_ns();
+	__u8 from, to;
+
+	if (!bs || !svc || svc->service_id != ms->service_id)
+		return; /* backend or service replaced meanwhile: nothing to judge */
+	bpf_spin_lock(&bs->lock);
+	from = bs->br.state;
+	if (ok) {
+		breaker_on_success(&bs->br, &svc->breaker, now, probe);
+		bs->latency_ewma_ns =
+		    bs->latency_ewma_ns ? bs->latency_ewma_ns - bs->latency_ewma_ns / 8 + rtt_ns / 8
+					: rtt_ns;
+	} else {
+		breaker_on_failure(&bs->br, &svc->breaker, now, probe, rnd);
+	}
+	to = bs->br.state;
+	bpf_spin_unlock(&bs->lock);
+	circuit_changed(ms->service_id, ms->backend_id, from, to);
+}
+
+static __always_inline void on_established(struct bpf_sock_ops *skops, struct mesh_sock *ms)
+{
+	struct mesh_be_stats *bst = be_stats(ms->backend_id);
+
+	if (ms->flags & MESH_SK_F_DONE)
+		return;
+	ms->flags |= MESH_SK_F_DONE | MESH_SK_F_ESTABLISHED;
+	count(MESH_CNT_ESTABLISHED);
+	if (bst)
+		bst->ok += 1;
+	outcome(ms, 1, (__u64)(skops->srtt_us >> 3) * 1000);
+}
+
+static __always_inline void on_close(struct bpf_sock_ops *skops, struct mesh_sock *ms)
+{
+	struct mesh_be_stats *bst = be_stats(ms->backend_id);
+	struct mesh_svc_stats *st = svc_stats(ms->service_id);
+
+	if (!(ms->flags & MESH_SK_F_DONE)) {
+		ms->flags |= MESH_SK_F_DONE;
+		count(MESH_CNT_FAILED);
+		if (bst)
+			bst->failed += 1;
+		outcome(ms, 0, 0);
+	}
+	if (ms->flags & MESH_SK_F_ACTIVE) {
+		struct mesh_svc_state *ss = sock_service(ms);
+		struct mesh_be_state *bs = sock_backend(ms);
+
+		ms->flags &= ~MESH_SK_F_ACTIVE;
+		if (bs)
+			__sync_fetch_and_add(&bs->active, -1);
+		if (ss)
+			__sync_fetch_and_add(&ss->active, -1);
+		count(MESH_CNT_CLOSED);
+	}
+	if (bst) {
+		bst->bytes_sent += skops->bytes_acked;
+		bst->bytes_received += skops->bytes_received;
+	}
+	if (st) {
+		st->bytes_sent += skops->bytes_acked;
+		st->bytes_received += skops->bytes_received;
+	}
+}
+
+SEC("sockops")
+int mesh_sockops(struct bpf_sock_ops *skops)
+{
+	__u32 op = skops->op;
+	struct mesh_sock *ms;
+
+	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
+	    op != BPF_SOCK_OPS_STATE_CB)
+		return 1;
+	ms = service_sock(skops->sk);
+	if (!ms)
+		return 1;
+	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB)
+		on_connect(skops, ms);
+	else if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
+		on_established(skops, ms);
+	else if (skops->args[1] == BPF_TCP_CLOSE)
+		on_close(skops, ms);
 	return 1;
 }
 

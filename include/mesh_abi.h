@@ -1,12 +1,19 @@
 /* Datapunk Mesh datapath ABI: every map key and value, event record, reason enum and limit shared
- * by the BPF programs (bpf/) and userspace (user/datapath/). No includes: the includer provides
- * __u8..__u64 (vmlinux.h in BPF, <linux/types.h> in userspace). Each struct has explicit padding
- * and a size assertion. Any layout change bumps MESH_ABI_VERSION; the daemon rebuilds pinned maps
- * whose version differs. */
+ * by the BPF programs (bpf/) and userspace (user/datapath/). BPF code includes vmlinux.h first for
+ * __u8..__u64 and struct bpf_spin_lock; userspace gets them from the two uapi headers below (the
+ * only includes, so config.h users need nothing else). Each struct has explicit padding and a size
+ * assertion. Any layout change bumps
+ * MESH_ABI_VERSION; the daemon rebuilds pinned maps whose version or layout differs.
+ * docs/datapath.md describes every map. */
 #ifndef MESH_ABI_H
 #define MESH_ABI_H
 
-#define MESH_ABI_VERSION 1
+#ifndef __bpf__
+#include <linux/bpf.h>
+#include <linux/types.h>
+#endif
+
+#define MESH_ABI_VERSION 2
 
 enum mesh_lb_algorithm {
 	MESH_LB_RANDOM = 0,
@@ -21,5 +28,230 @@ enum mesh_no_healthy_policy {
 	MESH_NO_HEALTHY_REJECT = 0,
 	MESH_NO_HEALTHY_PASSTHROUGH = 1,
 };
+
+/* Capacities. Backend id 0 is never used ("no backend"). */
+#define MESH_MAX_SERVICES 16384
+#define MESH_MAX_BACKENDS 131072
+#define MESH_MAX_BACKENDS_PER_SVC 64 /* power of two: the BPF side masks indexes with it */
+#define MESH_SVC_NAME_MAX 64
+#define MESH_MAGLEV_M 4093 /* prime, ~64x the largest backend set */
+#define MESH_EVENTS_BYTES (256 * 1024)
+
+/* Errnos the application sees on a decided reject (positive values, as in errno.h). */
+#define MESH_ERRNO_NO_HEALTHY 113 /* EHOSTUNREACH */
+#define MESH_ERRNO_MAX_CONN 111	  /* ECONNREFUSED */
+
+enum mesh_circuit_state {
+	MESH_CIRCUIT_CLOSED = 0,
+	MESH_CIRCUIT_OPEN = 1,
+	MESH_CIRCUIT_HALF_OPEN = 2,
+	MESH_CIRCUIT__COUNT,
+};
+
+/* Why a connect() to a service was failed by the datapath. */
+enum mesh_reject_reason {
+	MESH_REJECT_NO_BACKEND = 0,   /* the service has no backends at all */
+	MESH_REJECT_NO_HEALTHY = 1,   /* every backend unhealthy, panic off, policy reject */
+	MESH_REJECT_CIRCUIT_OPEN = 2, /* every healthy backend's breaker is open, policy reject */
+	MESH_REJECT_MAX_CONN = 3,     /* the service's max_connections reached */
+	MESH_REJECT__COUNT,
+};
+
+/* Global per-CPU counters (mesh_counters), one slot per datapath decision. */
+enum mesh_counter {
+	MESH_CNT_CONNECT = 0,	   /* connect4/6 calls seen in the cgroup (TCP) */
+	MESH_CNT_NOT_SERVICE = 1,  /* destination is not a service: untouched */
+	MESH_CNT_REDIRECTED = 2,   /* destination rewritten to a backend */
+	MESH_CNT_PASSTHROUGH = 3,  /* no usable backend, policy passthrough: untouched */
+	MESH_CNT_REJECTED = 4,	   /* failed by decision (see mesh_reject_reason) */
+	MESH_CNT_PANIC = 5,	   /* balanced across all backends: panic threshold reached */
+	MESH_CNT_OVER_CAP = 6,	   /* an open backend kept in by max_ejection_percent */
+	MESH_CNT_PROBE = 7,	   /* half-open probe connects sent */
+	MESH_CNT_ERR_STORAGE = 8,  /* no socket storage: failed open, untouched */
+	MESH_CNT_ERR_INTERNAL = 9, /* inconsistent maps: failed open, untouched */
+	MESH_CNT_ESTABLISHED = 10, /* redirected connects that completed */
+	MESH_CNT_FAILED = 11,	   /* redirected connects that failed before established */
+	MESH_CNT_CLOSED = 12,	   /* redirected sockets closed (active count released) */
+	MESH_CNT_STALE = 13,	   /* outcome for a backend or service since replaced: ignored */
+	MESH_CNT_FAMILY = 14,	   /* IPv6-only backend skipped for an IPv4 connect */
+	MESH_CNT_EVENT_DROP = 15,  /* ring buffer full */
+	MESH_CNT_REENTRY = 16,	   /* connect() again on a socket already counted: untouched */
+	MESH_CNT__COUNT,
+};
+
+/* mesh_services key. `addr` is IPv6, IPv4 as v4-mapped (::ffff:a.b.c.d). */
+struct mesh_svc_key {
+	__u8 addr[16];
+	__u16 port; /* network byte order */
+	__u8 proto; /* IPPROTO_TCP */
+	__u8 pad;
+};
+_Static_assert(sizeof(struct mesh_svc_key) == 20, "mesh_svc_key layout");
+
+/* Circuit breaker parameters of a service (DESIGN.md circuit_breaker keys). */
+struct mesh_breaker_cfg {
+	__u32 consecutive_failures; /* trip after this many failures in a row; 0 = off */
+	__u32 error_rate_permille;  /* trip at this failure ratio x 1000 in a window; 0 = off */
+	__u32 request_volume;	    /* outcomes in the window before the error rate counts */
+	__u32 half_open_probes;	    /* connects let through when half-open (>= 1) */
+	__u64 window_ns;
+	__u64 open_ns;	   /* first open duration */
+	__u64 max_open_ns; /* cap for the exponentially growing open duration */
+};
+_Static_assert(sizeof(struct mesh_breaker_cfg) == 40, "mesh_breaker_cfg layout");
+
+#define MESH_SVC_F_PASSTHROUGH 0x1 /* no usable backend: leave the destination untouched */
+
+/* mesh_services value: one service, replaced whole by one update (atomic for readers). */
+struct mesh_svc {
+	__u32 service_id; /* index into the per-service arrays, < MESH_MAX_SERVICES */
+	__u32 generation; /* bumped on every update; its low bit selects the maglev table */
+	__u32 epoch;	  /* copy of mesh_svc_state.epoch when the id was allocated */
+	__u8 algorithm;	  /* enum mesh_lb_algorithm */
+	__u8 flags;	  /* MESH_SVC_F_* */
+	__u8 choice_count;
+	__u8 n_backends;
+	__u32 max_connections;	   /* 0 = unlimited */
+	__u8 max_ejection_percent; /* 0..100 of n_backends the breaker may take out */
+	__u8 panic_percent;	   /* 0..100: below this share usable, balance across all */
+	__u16 pad;
+	struct mesh_breaker_cfg breaker;
+	__u32 backend_ids[MESH_MAX_BACKENDS_PER_SVC];
+};
+_Static_assert(sizeof(struct mesh_svc) == 64 + 4 * MESH_MAX_BACKENDS_PER_SVC, "mesh_svc layout");
+
+/* mesh_svc_state value (ARRAY by service_id): runtime state the kernel updates with atomics. */
+struct mesh_svc_state {
+	__u64 rr;     /* round-robin cursor */
+	__s64 active; /* connections counted active (SYN sent .. closed) */
+	__u32 epoch;  /* bumped by userspace when the id is (re)allocated */
+	__u32 pad;
+};
+_Static_assert(sizeof(struct mesh_svc_state) == 24, "mesh_svc_state layout");
+
+#define MESH_BE_F_HEALTHY 0x1
+
+/* mesh_backends value (ARRAY by backend id): configuration written by userspace. */
+struct mesh_backend {
+	__u8 addr[16]; /* IPv6, IPv4 as v4-mapped */
+	__u16 port;    /* network byte order */
+	__u8 flags;    /* MESH_BE_F_* */
+	__u8 pad;
+	__u32 weight;	  /* >= 1 */
+	__u32 service_id; /* owner */
+	__u32 epoch;	  /* bumped when the id is (re)allocated; stale sockets are ignored */
+};
+_Static_assert(sizeof(struct mesh_backend) == 32, "mesh_backend layout");
+
+/* Breaker state of one backend; guarded by mesh_be_state.lock. */
+struct mesh_breaker {
+	__u8 state;  /* enum mesh_circuit_state */
+	__u8 streak; /* trips in a row: the open duration is open_ns << streak */
+	__u16 pad;
+	__u32 consecutive; /* failures in a row */
+	__u32 win_total;   /* outcomes in the current window */
+	__u32 win_failed;
+	__u32 probes_left; /* half-open tokens */
+	__u32 trips;	   /* total trips */
+	__u64 win_start_ns;
+	__u64 open_until_ns; /* CLOCK_MONOTONIC; valid when open */
+	__u64 changed_ns;    /* last transition */
+};
+_Static_assert(sizeof(struct mesh_breaker) == 48, "mesh_breaker layout");
+
+/* mesh_be_state value (ARRAY by backend id): runtime state written by the kernel. */
+struct mesh_be_state {
+	struct bpf_spin_lock lock; /* guards `br` and latency_ewma_ns */
+	__u32 pad;
+	struct mesh_breaker br;
+	__s64 active;	       /* atomics, outside the lock */
+	__u64 latency_ewma_ns; /* handshake RTT, EWMA weight 1/8 */
+};
+_Static_assert(sizeof(struct mesh_be_state) == 72, "mesh_be_state layout");
+
+/* mesh_be_stats value (PERCPU_ARRAY by backend id). */
+struct mesh_be_stats {
+	__u64 selected; /* connects sent to it */
+	__u64 ok;	/* established */
+	__u64 failed;	/* failed before established */
+	__u64 probes;
+	__u64 bytes_sent; /* bytes_acked at close */
+	__u64 bytes_received;
+	__u64 transitions[MESH_CIRCUIT__COUNT]; /* indexed by the state entered */
+	__u64 pad;
+};
+_Static_assert(sizeof(struct mesh_be_stats) == 80, "mesh_be_stats layout");
+
+/* mesh_svc_stats value (PERCPU_ARRAY by service_id). */
+struct mesh_svc_stats {
+	__u64 redirected;
+	__u64 passthrough;
+	__u64 panic;
+	__u64 rejects[8]; /* indexed by enum mesh_reject_reason */
+	__u64 bytes_sent;
+	__u64 bytes_received;
+	__u64 pad;
+};
+_Static_assert(sizeof(struct mesh_svc_stats) == 112, "mesh_svc_stats layout");
+
+/* mesh_svc_names value (HASH by service_id): lets a restarted daemon recover names. Userspace
+ * only. */
+struct mesh_svc_name {
+	char name[MESH_SVC_NAME_MAX];
+	struct mesh_svc_key key;
+	__u32 pad;
+};
+_Static_assert(sizeof(struct mesh_svc_name) == 88, "mesh_svc_name layout");
+
+#define MESH_SK_F_SERVICE 0x1 /* destination was rewritten to `backend_id` */
+#define MESH_SK_F_ACTIVE 0x2  /* counted in the active counts (until closed) */
+#define MESH_SK_F_DONE 0x4    /* outcome (ok or failed) reported */
+#define MESH_SK_F_PROBE 0x8   /* half-open probe */
+#define MESH_SK_F_ESTABLISHED 0x10
+
+/* mesh_sockets value (SK_STORAGE): what connect() decided, for getpeername and sockops. */
+struct mesh_sock {
+	struct mesh_svc_key vip;
+	__u32 service_id;
+	__u32 svc_epoch;
+	__u32 backend_id;
+	__u32 be_epoch;
+	__u32 flags; /* MESH_SK_F_* */
+};
+_Static_assert(sizeof(struct mesh_sock) == 40, "mesh_sock layout");
+
+enum mesh_event_type {
+	MESH_EV_CIRCUIT = 1, /* a breaker changed state */
+	MESH_EV_REJECT = 2,  /* a connect was rejected */
+};
+
+/* mesh_events record. */
+struct mesh_event {
+	__u64 ts_ns;
+	__u32 type; /* enum mesh_event_type */
+	__u32 service_id;
+	__u32 backend_id; /* 0 for rejects */
+	__u8 from;	  /* enum mesh_circuit_state */
+	__u8 to;
+	__u8 reason; /* enum mesh_reject_reason */
+	__u8 pad;
+};
+_Static_assert(sizeof(struct mesh_event) == 24, "mesh_event layout");
+
+/* mesh_abi value (ARRAY, one entry): written last on a fresh load, checked on adoption. */
+struct mesh_abi_info {
+	__u32 version; /* MESH_ABI_VERSION */
+	__u32 layout;  /* MESH_ABI_LAYOUT */
+	__u64 created_ns;
+};
+_Static_assert(sizeof(struct mesh_abi_info) == 16, "mesh_abi_info layout");
+
+/* Fingerprint of sizes and capacities: catches a layout change without a version bump. */
+#define MESH_ABI_LAYOUT                                                                            \
+	((__u32)(sizeof(struct mesh_svc) * 3 + sizeof(struct mesh_be_state) * 5 +                  \
+		 sizeof(struct mesh_backend) * 7 + sizeof(struct mesh_sock) * 11 +                 \
+		 sizeof(struct mesh_be_stats) * 13 + sizeof(struct mesh_svc_stats) * 17 +          \
+		 MESH_MAX_BACKENDS_PER_SVC * 19 + MESH_MAGLEV_M * 23 + MESH_MAX_SERVICES +         \
+		 MESH_MAX_BACKENDS + MESH_CNT__COUNT * 29))
 
 #endif

@@ -2,16 +2,17 @@
 # (own pin path, cgroup, state dir, admin socket, metrics port), starting meshd, reading metrics.
 
 # observe_config FILE METRICS_PORT SERVICES_JSON [PIN_PATH]: writes a static-discovery config for
-# this test (health checks off unless the services say otherwise).
+# this test (health checks off unless the services say otherwise). The cgroup is $CG, the admin
+# socket $ADMIN_SOCK (default $TMP/run/admin.sock).
 observe_config() {
-	local file=$1 port=$2 services=$3 pin=${4:-$PIN}
+	local file=$1 port=$2 services=$3 pin=${4:-$PIN} sock=${ADMIN_SOCK:-$TMP/run/admin.sock}
 	cat >"$file" <<JSON
 {
   "version": 1,
   "cgroup": "$CG",
   "bpf_pin_path": "$pin",
   "state_dir": "$TMP/state",
-  "admin": { "socket": "$TMP/run/admin.sock" },
+  "admin": { "socket": "$sock" },
   "telemetry": { "metrics_listen": "127.0.0.1:$port" },
   "log": { "level": "debug" },
   "load_balancer": { "algorithm": "round_robin", "health_check": { "type": "none" } },
@@ -36,15 +37,23 @@ metric() {
 		awk -v sel="$2" 'index($0, sel) == 1 { s += $NF; n++ } END { if (n) print s; else print "none" }'
 }
 
-# connect_vip IP PORT N: N connects from the test cgroup, each reading the backend's first line.
+# metric_is PORT SELECTOR WANT: for wait_for (which gets its arguments already expanded).
+metric_is() { test "$(metric "$1" "$2")" = "$3"; }
+
+# connect_vip IP PORT N: N connects from the test cgroup; each sends a line and reads the
+# backend's name. Prints how many were answered.
 connect_vip() {
 	in_cgroup "$CG" python3 - "$1" "$2" "$3" <<'PY'
 import socket, sys
 ok = 0
 for _ in range(int(sys.argv[3])):
-    with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3) as s:
-        if s.makefile().readline():
-            ok += 1
+    try:
+        with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3) as s:
+            s.sendall(b"hello\n")
+            if s.makefile().readline():
+                ok += 1
+    except OSError:
+        pass
 print(ok)
 PY
 }

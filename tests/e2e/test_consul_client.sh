@@ -31,6 +31,7 @@ last_backends() { grep ' err=0 ' "$1" | tail -n 1 | sed 's/.*backends=//'; }
 # backends_are WANT: the watcher's latest backend set is WANT (re-read on every call).
 backends_are() { test "$(last_backends "$WATCH_OUT")" = "$1"; }
 # count_lines FILE PATTERN
+not() { ! "$@"; }
 count_lines() { grep -c -- "$2" "$1" 2>/dev/null || true; }
 
 printf '%s\n' "$TOKEN" >"$TMP/token"
@@ -41,7 +42,8 @@ if ! start_emulator; then
 fi
 register web-1 22101
 
-spawn watch "$WATCH" --address "$URL" --token-file "$TMP/token" --wait 30s --seconds 60 web
+# --rate 1s: the functional cases below change Consul faster than the default 15 s refill.
+spawn watch "$WATCH" --address "$URL" --token-file "$TMP/token" --wait 30s --seconds 60 --rate 1s web
 WATCH_OUT=$TMP/watch.log
 
 # 1. The first (non-blocking) read delivers the current backends.
@@ -105,4 +107,41 @@ check wrong_token_never_yields_backends "$(grep ' err=0 ' "$TMP/bad.log" | head 
 "$WATCH" --address "$URL" --token-file "$TMP/token" --dc dc9 --seconds 1 web >"$TMP/dc.log" 2>&1
 check unknown_datacenter_is_an_error "$(head -n 2 "$TMP/dc.log")" \
 	grep -q 'status=500' "$TMP/dc.log"
+# 9. Registration: meshd-style agent write with a TCP check on the backend; Consul's check
+#    passes, so the instance shows up in ?passing for watchers. Then deregistration.
+backend r1 22104
+"$WATCH" --address "$URL" --token-file "$TMP/token" --seconds 3 \
+	--register web-r1:web:127.0.0.1:22104 >"$TMP/reg.log" 2>&1
+check registration_written "$(grep -m1 'agent write' "$TMP/reg.log")" \
+	grep -q 'msg="agent write done" op=register id=web-r1' "$TMP/reg.log"
+passing_has_r1() {
+	curl -sf -H "X-Consul-Token: $TOKEN" "$URL/v1/health/service/web?passing" |
+		grep -q '"ID":"web-r1"'
+}
+check registered_instance_passes_tcp_check "not in ?passing" wait_for 5 passing_has_r1
+tcp_check_registered() {
+	curl -sf -H "X-Consul-Token: $TOKEN" "$URL/v1/agent/checks" |
+		jq -e '."service:web-r1" | .Type == "tcp" and .ServiceID == "web-r1"' >/dev/null
+}
+check registration_adds_tcp_check "$(curl -s -H "X-Consul-Token: $TOKEN" "$URL/v1/agent/checks")" \
+	tcp_check_registered
+"$WATCH" --address "$URL" --token-file "$TMP/token" --seconds 1 --deregister web-r1 \
+	--deregister never-registered >"$TMP/dereg.log" 2>&1
+check deregistration_written "$(grep -m2 'agent write' "$TMP/dereg.log")" \
+	test "$(grep -c 'msg="agent write done" op=deregister' "$TMP/dereg.log")" = 2
+check deregistered_instance_gone "still listed" not passing_has_r1
+# 10. Rate limit with the default bucket (burst 2, one token per 15 s): churn is delivered at
+#     once for two queries, then paced; the last change still arrives, within the refill time.
+spawn churn "$WATCH" --address "$URL" --token-file "$TMP/token" --wait 30s --seconds 40 web
+CHURN=$TMP/churn.log
+wait_for 5 grep -q ' err=0 ' "$CHURN"
+for i in 5 6 7; do
+	register "web-$i" "2210$i"
+	sleep 0.3
+done
+sleep 2
+n=$(count_lines "$CHURN" ' err=0 ')
+check rate_limit_burst_of_two "$n successful queries within 3 s of churn (want 3)" test "$n" = 3
+check rate_limit_paces_not_drops "last change not seen within 16 s: $(tail -n 1 "$CHURN")" \
+	wait_for 16 grep -q '127.0.0.1:22107/1' "$CHURN"
 exit $SUITE_FAILED

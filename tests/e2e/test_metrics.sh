@@ -59,51 +59,68 @@ promql() {
 	curl -s "http://127.0.0.1:$PPORT/api/v1/query" --data-urlencode "query=$1" |
 		jq -r '.data.result[0].value[1] // "none"' 2>/dev/null
 }
-check prometheus_up "Prometheus never saw meshd up" wait_for 30 test "$(promql 'up{job="meshd"}')" = 1
+promql_is() { test "$(promql "$1")" = "$2"; }
+check prometheus_up "Prometheus never saw meshd up" wait_for 30 promql_is 'up{job="meshd"}' 1
 
 ok=$(connect_vip $VIP 80 $N)
 check traffic "$ok of $N connects through the VIP answered" test "$ok" = $N
 q='sum(meshd_connections_total{service="web",result="ok"})'
 check prometheus_connections "Prometheus says $(promql "$q") ok connections, want $N" \
-	wait_for 20 test "$(promql "$q")" = $N
+	wait_for 20 promql_is "$q" $N
 check balanced "round robin: $(promql 'meshd_connections_total{service="web",backend="127.0.0.1:'$B1'",result="ok"}') on b1" \
 	test "$(promql 'meshd_connections_total{service="web",backend="127.0.0.1:'$B1'",result="ok"}')" = $((N / 2))
 check no_failures "failed connections counted" \
 	test "$(metric $MPORT 'meshd_connections_total{service="web",backend="127.0.0.1:'$B1'",result="failed"}')" = 0
 
-# Long-lived connections show as active, then go back to 0.
+# Long-lived connections show as active, then go back to 0 once closed.
 in_cgroup "$CG" python3 -c '
-import socket, sys, time
+import os, socket, sys, time
 c = [socket.create_connection(("'$VIP'", 80)) for _ in range(3)]
-time.sleep(30)' &
+for _ in range(300):
+    if os.path.exists(sys.argv[1]):
+        break
+    time.sleep(0.1)' "$TMP/release" >/dev/null 2>&1 &
 hold=$!
-defer "kill $hold"
 check active_connections "active $(metric $MPORT 'meshd_backend_active_connections{service="web"'), want 3" \
-	wait_for 10 test "$(metric $MPORT 'meshd_backend_active_connections{service="web"')" = 3
+	wait_for 10 metric_is $MPORT 'meshd_backend_active_connections{service="web"' 3
 check prometheus_active "Prometheus active sum" \
-	wait_for 10 test "$(promql 'sum(meshd_backend_active_connections{service="web"})')" = 3
-kill $hold
-wait $hold 2>/dev/null
+	wait_for 10 promql_is 'sum(meshd_backend_active_connections{service="web"})' 3
+touch "$TMP/release"
+wait $hold
 check active_back_to_zero "active stayed $(metric $MPORT 'meshd_backend_active_connections{service="web"')" \
-	wait_for 10 test "$(metric $MPORT 'meshd_backend_active_connections{service="web"')" = 0
+	wait_for 10 metric_is $MPORT 'meshd_backend_active_connections{service="web"' 0
 
 # Reloads are counted by result; an invalid file keeps generation and counts an error.
 cp "$TMP/meshd.json" "$TMP/good.json"
 sed -i 's/"round_robin"/"bogus"/' "$TMP/meshd.json"
 kill -HUP $MESHD_PID
 check reload_error_counted "meshd_config_reloads_total{result=error} stayed 0" \
-	wait_for 5 test "$(metric $MPORT 'meshd_config_reloads_total{result="error"}')" = 1
+	wait_for 5 metric_is $MPORT 'meshd_config_reloads_total{result="error"}' 1
 cp "$TMP/good.json" "$TMP/meshd.json"
 sed -i 's/"round_robin"/"least_request"/' "$TMP/meshd.json"
 kill -HUP $MESHD_PID
 check reload_ok_counted "meshd_config_reloads_total{result=ok} stayed 0" \
-	wait_for 5 test "$(metric $MPORT 'meshd_config_reloads_total{result="ok"}')" = 1
+	wait_for 5 metric_is $MPORT 'meshd_config_reloads_total{result="ok"}' 1
 check generation_bumped "generation $(metric $MPORT meshd_config_generation) after a change" \
 	test "$(metric $MPORT meshd_config_generation)" = 2
 check prometheus_generation "Prometheus generation" \
-	wait_for 10 test "$(promql meshd_config_generation)" = 2
+	wait_for 10 promql_is meshd_config_generation 2
 
 curl -s $URL/metrics >"$TMP/after.txt"
 check promtool_after_traffic "promtool: $(promtool check metrics <"$TMP/after.txt" 2>&1 | head -3)" \
 	promtool check metrics <"$TMP/after.txt"
+
+# A taken metrics port stops a starting meshd, which exits non-zero naming the component.
+spawn blocker python3 -c 'import socket, time
+s = socket.socket(); s.bind(("127.0.0.1", 20014)); s.listen(); time.sleep(60)'
+wait_for 5 port_open 127.0.0.1 20014
+CG=$(make_cgroup busy) ADMIN_SOCK=$TMP/run2/admin.sock
+observe_config "$TMP/busy.json" 20014 "[]" "$PIN-busy"
+defer "'$MESHD' --cleanup --config '$TMP/busy.json'; rm -rf '$PIN-busy'"
+timeout 20 "$MESHD" --config "$TMP/busy.json" >"$TMP/busy.log" 2>&1
+r=$?
+check port_in_use_exits "meshd exited $r with the metrics port taken" test $r -ne 0 -a $r -ne 124
+check port_in_use_named "log does not name metrics: $(grep -i -m2 'error' "$TMP/busy.log")" \
+	grep -q 'subsys=metrics msg="cannot listen" addr=127.0.0.1:20014 err="Address already in use"' \
+	"$TMP/busy.log"
 exit 0

@@ -92,8 +92,8 @@ PY
 cap_pid=$!
 wait $cap_pid
 check max_conns "5th connection over a cap of 4 was served" grep -q "extra: closed" "$TMP/cap.out"
-check serves_after_cap "not serving after idle connections expired" \
-	wait_for 3 test "$(curl -s $URL/hello)" = hello
+hello_ok() { test "$(curl -s $URL/hello)" = hello; }
+check serves_after_cap "not serving after idle connections expired" wait_for 3 hello_ok
 kill "$SERVE_PID"
 check sigpipe_survives "server died" true
 

@@ -1,6 +1,7 @@
 /* Test tool: runs the Consul watcher (user/consul) on its own and prints one line per query
  * result, so e2e tests can exercise the real client against the emulator without meshd:
- *   consul_watch --address URL [--dc DC] [--token-file F] [--wait 2s] [--seconds N] SERVICE...
+ *   consul_watch --address URL [--dc DC] [--token-file F] [--wait 2s] [--seconds N] [--rate 1s]
+ *                [--register ID:NAME:IPV4:PORT]... [--deregister ID]... SERVICE...
  * Line format: `update service=web err=0 status=200 index=13 backends=127.0.0.1:22001/1,...`. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -47,6 +48,23 @@ static uint64_t parse_wait(const char *s)
 	return v * 1000000000ull;
 }
 
+/* ID:NAME:IPV4:PORT, parsed in place (the strings point into `arg`). */
+static int parse_reg(char *arg, struct consul_registration *r)
+{
+	char *name = strchr(arg, ':'), *ip = name ? strchr(name + 1, ':') : NULL;
+	char *port = ip ? strchr(ip + 1, ':') : NULL;
+
+	if (!port)
+		return -EINVAL;
+	*name++ = *ip++ = *port++ = '\0';
+	r->id = arg;
+	r->name = name;
+	r->endpoint.family = AF_INET;
+	r->endpoint.port = (uint16_t)atoi(port);
+	r->deregister_critical_after_ns = 60000000000ull;
+	return inet_pton(AF_INET, ip, &r->endpoint.addr.v4) == 1 ? 0 : -EINVAL;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -55,9 +73,14 @@ int main(int argc, char **argv)
 		{ "token-file", required_argument, NULL, 't' },
 		{ "wait", required_argument, NULL, 'w' },
 		{ "seconds", required_argument, NULL, 's' },
+		{ "register", required_argument, NULL, 'r' },
+		{ "rate", required_argument, NULL, 'R' },
+		{ "deregister", required_argument, NULL, 'D' },
 		{ 0 },
 	};
 	struct consul_watch_opts o = { .wait_ns = 2000000000ull };
+	struct consul_registration regs[8];
+	const char *deregs[8];
 	struct consul_watch *w;
 	char *token = NULL;
 	int c, seconds = 10;
@@ -84,15 +107,30 @@ int main(int argc, char **argv)
 		case 's':
 			seconds = atoi(optarg);
 			break;
+		case 'R':
+			o.rate_period_ns = parse_wait(optarg);
+			break;
+		case 'r':
+			if (o.n_regs == 8 || parse_reg(optarg, &regs[o.n_regs]))
+				return 2;
+			o.n_regs++;
+			break;
+		case 'D':
+			if (o.n_deregs == 8)
+				return 2;
+			deregs[o.n_deregs++] = optarg;
+			break;
 		default:
 			return 2;
 		}
 	}
-	if (!o.address || optind >= argc) {
+	if (!o.address) {
 		fprintf(stderr, "usage: consul_watch --address URL [options] SERVICE...\n");
 		return 2;
 	}
 	o.token = token;
+	o.regs = regs;
+	o.deregs = deregs;
 	o.services = (const char *const *)&argv[optind];
 	o.n_services = (size_t)(argc - optind);
 	w = consul_watch_new(&o, print_update, NULL);

@@ -69,6 +69,9 @@ TEST(config_duplicate_key)
 {
 	EXPECT_ERR(TOP("\"log\":{\"level\":\"debug\",\"level\":\"info\"}"), NULL, "log.level",
 		   "duplicate key");
+	EXPECT_ERR(TOP("\"log\":{\"level\":\"debug\"},\"log\":{\"format\":\"json\"}"), NULL, "log",
+		   "duplicate key (got a second object");
+	EXPECT_ERR(TOP("\"services\":[]"), NULL, "services", "duplicate key");
 }
 
 TEST(config_wrong_types)

@@ -90,14 +90,18 @@ TEST(config_env_bad_values_name_the_variable)
 TEST(config_env_unknown_variables)
 {
 	char *typo[] = { "MESH_LOG__LEVL=debug", NULL }, *sec[] = { "MESH_LOG__COLOR=1", NULL },
-	     *other[] = { "MESH_BUILD=build", "MESH_CONFIG=/x.json", "MESH_TEST_FOO=1",
-			  "MESHX=1",	      "PATH=/bin",	     NULL },
+	     *other[] = { "MESH_BUILD=build", "MESH_CONFIG=/x.json", "MESHX=1", "PATH=/bin", NULL },
+	     *any[] = { "MESH_METRICS_LISTEN=127.0.0.1:1", NULL },
 	     *obj[] = { "MESH_SERVICES=api", NULL }, *ver[] = { "MESH_VERSION=2", NULL };
 	struct mesh_config *c;
 
 	EXPECT_ERR(MINIMAL, typo, "MESH_LOG__LEVL",
 		   "unknown variable, did you mean MESH_LOG__LEVEL?");
 	EXPECT_ERR(MINIMAL, sec, "MESH_LOG__COLOR", "unknown variable");
+	/* not a key and not close to one: still an error, never silently ignored */
+	EXPECT_ERR(MINIMAL, any, "MESH_METRICS_LISTEN",
+		   "unknown variable (got \"127.0.0.1:1\", expected a variable listed by meshd "
+		   "config env)");
 	EXPECT_ERR(MINIMAL, obj, "services", "cannot be set from the environment in MESH_SERVICES");
 	EXPECT_ERR(MINIMAL, ver, "version", "cannot be set from the environment");
 	c = MUST_LOAD(MINIMAL, other);
@@ -140,17 +144,17 @@ TEST(config_env_per_service_errors)
 	     *nokey[] = { "MESH_SERVICES__API__CIRCUIT_BREAKER__WINDW=5s", NULL },
 	     *bad[] = { "MESH_SERVICES__API__CIRCUIT_BREAKER__WINDOW=5", NULL },
 	     *vip[] = { "MESH_SERVICES__API__VIP=127.77.0.99", NULL },
-	     *form[] = { "MESH_SERVICES__API", NULL };
+	     *form[] = { "MESH_SERVICES__API=1", NULL };
 
 	EXPECT_ERR(MINIMAL, nosvc, "services",
-		   "no such service in MESH_SERVICES__WEB__CIRCUIT_BREAKER__WINDOW");
+		   "no such service in MESH_SERVICES__WEB__CIRCUIT_BREAKER__WINDOW (got \"WEB\"");
 	EXPECT_ERR(MINIMAL, nokey, "services[0]",
 		   "unknown variable MESH_SERVICES__API__CIRCUIT_BREAKER__WINDW, did you mean "
-		   "MESH_CIRCUIT_BREAKER__WINDOW?");
+		   "MESH_SERVICES__API__CIRCUIT_BREAKER__WINDOW?");
 	EXPECT_ERR(MINIMAL, bad, "services[0].circuit_breaker.window",
 		   "invalid duration in MESH_SERVICES__API__CIRCUIT_BREAKER__WINDOW");
 	EXPECT_ERR(MINIMAL, vip, "services[0].vip", "cannot be set from the environment");
-	(void)form;
+	EXPECT_ERR(MINIMAL, form, "services", "no such service in MESH_SERVICES__API");
 }
 
 TEST(config_service_inherits_key_by_key)

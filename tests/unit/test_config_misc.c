@@ -203,6 +203,11 @@ static int migrate_1_to_2(cJSON *root, struct config_errors *errs)
 	return 0;
 }
 
+static int migrate_fails(cJSON *root, struct config_errors *errs)
+{
+	return -EINVAL;
+}
+
 TEST(config_migration_steps)
 {
 	const char *v1 = "{\"version\":1,\"loglevel\":\"debug\",\"services\":[" BASE_SERVICE "]}";
@@ -211,6 +216,8 @@ TEST(config_migration_steps)
 	config_test_set_current_version(2);
 	/* without a registered step, a version 1 file cannot be read */
 	EXPECT_ERR(v1, NULL, "version", "no migration from version 1");
+	CHECK_INT_EQ(config_test_add_migration(1, migrate_fails), 0);
+	EXPECT_ERR(v1, NULL, "version", "migration to version 2 failed (got 1");
 	CHECK_INT_EQ(config_test_add_migration(1, migrate_1_to_2), 0);
 	c = MUST_LOAD(v1, NULL);
 	if (c) {

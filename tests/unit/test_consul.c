@@ -241,3 +241,44 @@ TEST(token_file_trimmed_and_control_chars_rejected)
 	unlink(path);
 	CHECK(consul_read_token(path) == NULL);
 }
+
+TEST(registration_body_has_tcp_check_and_reaper)
+{
+	struct consul_registration r = { .id = "web-1", .name = "web" };
+	char *json;
+
+	r.endpoint.family = AF_INET;
+	inet_pton(AF_INET, "127.0.0.1", &r.endpoint.addr.v4);
+	r.endpoint.port = 22001;
+	r.deregister_critical_after_ns = 60000000000ull;
+	json = consul_registration_json(&r);
+	CHECK_CONTAINS(json, "\"ID\":\"web-1\",\"Name\":\"web\",\"Address\":\"127.0.0.1\","
+			     "\"Port\":22001");
+	CHECK_CONTAINS(json, "\"CheckID\":\"service:web-1\"");
+	CHECK_CONTAINS(json, "\"TCP\":\"127.0.0.1:22001\",\"Interval\":\"10s\"");
+	CHECK_CONTAINS(json, "\"DeregisterCriticalServiceAfter\":\"60s\"");
+	free(json);
+	r.endpoint.family = AF_INET6;
+	inet_pton(AF_INET6, "::1", &r.endpoint.addr.v6);
+	r.deregister_critical_after_ns = 0;
+	json = consul_registration_json(&r);
+	CHECK_CONTAINS(json, "\"TCP\":\"[::1]:22001\"");
+	CHECK(json && !strstr(json, "DeregisterCriticalServiceAfter"));
+	free(json);
+	r.id = NULL;
+	CHECK(consul_registration_json(&r) == NULL);
+}
+
+TEST(agent_url_escapes_id)
+{
+	char buf[128];
+
+	CHECK(consul_agent_url(buf, sizeof(buf), "http://h:1/", "/v1/agent/service/deregister/",
+			       "web 1/x") > 0);
+	CHECK_STR_EQ(buf, "http://h:1/v1/agent/service/deregister/web%201%2Fx");
+	CHECK(consul_agent_url(buf, sizeof(buf), "http://h:1", "/v1/agent/service/register", NULL) >
+	      0);
+	CHECK_STR_EQ(buf, "http://h:1/v1/agent/service/register");
+	CHECK_INT_EQ(consul_agent_url(buf, 10, "http://h:1", "/v1/agent/service/register", NULL),
+		     -ENAMETOOLONG);
+}

@@ -161,31 +161,32 @@ static size_t conn_dispatch(struct http_conn *c)
 	return (size_t)n;
 }
 
-/* After a response: drop the consumed request, answer a pipelined one or go back to reading. */
-static int conn_advance(struct http_conn *c, size_t consumed)
+/* Answers every complete buffered request in turn (pipelining), writing each response before
+ * parsing the next; then waits for input, or for the socket to drain. Returns 0 or -errno (close). */
+static int conn_advance(struct http_conn *c)
 {
-	int err;
+	for (;;) {
+		int err;
 
-	memmove(c->rbuf, c->rbuf + consumed, c->rlen - consumed);
-	c->rlen -= consumed;
-	while (c->rlen && !c->writing) {
-		consumed = conn_dispatch(c);
-		if (!consumed)
-			break;
-		memmove(c->rbuf, c->rbuf + consumed, c->rlen - consumed);
-		c->rlen -= consumed;
+		while (c->rlen && !c->writing) {
+			size_t consumed = conn_dispatch(c);
+
+			if (!consumed)
+				break;
+			memmove(c->rbuf, c->rbuf + consumed, c->rlen - consumed);
+			c->rlen -= consumed;
+		}
+		if (!c->writing)
+			return evloop_mod_fd(c->srv->loop, c->fd, EPOLLIN);
+		err = conn_flush(c);
+		if (err < 0)
+			return err;
+		if (err == 0)
+			return evloop_mod_fd(c->srv->loop, c->fd, EPOLLOUT);
+		c->writing = false;
+		if (c->close_after)
+			return -ECONNRESET;
 	}
-	if (!c->writing)
-		return evloop_mod_fd(c->srv->loop, c->fd, EPOLLIN);
-	err = conn_flush(c);
-	if (err < 0)
-		return err;
-	if (err == 0)
-		return evloop_mod_fd(c->srv->loop, c->fd, EPOLLOUT);
-	c->writing = false;
-	if (c->close_after)
-		return -ECONNRESET;
-	return conn_advance(c, 0);
 }
 
 static int conn_read(struct http_conn *c)
@@ -222,17 +223,13 @@ static void conn_event(struct evloop *loop, int fd, uint32_t events, void *arg)
 	int err = 0;
 
 	if (c->writing) {
-		err = conn_flush(c);
-		if (err == 1) {
-			c->writing = false;
-			err = c->close_after ? -ECONNRESET : conn_advance(c, 0);
-		}
+		err = conn_advance(c);
 	} else {
 		int rerr = conn_read(c);
 
 		if (rerr == -EMSGSIZE)
 			conn_error(c, 413);
-		err = conn_advance(c, 0);
+		err = conn_advance(c);
 		/* Peer gone (or broken) and nothing left to answer. */
 		if (!err && rerr < 0 && rerr != -EMSGSIZE && !c->writing)
 			err = rerr;

@@ -244,17 +244,24 @@ struct config_diff {
 	size_t n;
 };
 /* Lists every leaf path whose effective value differs between `old` and `new` (either may be
- * NULL = empty). Caller frees with config_diff_free. Returns 0 or -ENOMEM. */
+ * NULL = empty), in the path form of the problem lines (`services[1].circuit_breaker.window`;
+ * list elements are compared by position, a leaf on one side only shows "(none)" on the other).
+ * Secret keys show "<redacted>". Caller frees with config_diff_free. Returns 0 or -ENOMEM. */
 int config_diff(const struct mesh_config *old, const struct mesh_config *new,
 		struct config_diff *out);
 void config_diff_free(struct config_diff *d);
 
-/* Output helpers behind `meshd config show|env|docs`; write to `out`, return 0 or -errno. */
+/* Output helpers behind `meshd config show|env|docs`; write to `out`, return 0 or -errno.
+ * config_show prints one `PATH VALUE ORIGIN` line per leaf (origin default|preset|file|env,
+ * "(global)" when a service inherits it, "secret" for secret-file keys: the path, never the
+ * contents); with `json` it prints {"values": <a loadable config>, "origins": {path: origin},
+ * "secrets": [path]}. */
 #include <stdio.h>
 int config_show(const struct mesh_config *cfg, bool json, FILE *out);
 int config_print_env(FILE *out);
 int config_print_docs(FILE *out);
-/* JSON text of the effective config, secrets redacted (admin API). Caller frees. */
+/* JSON text of the effective config (the `values` form above) with secret keys' values
+ * replaced by "<redacted>", for the admin API. Caller frees; NULL with errno ENOMEM. */
 char *config_to_json(const struct mesh_config *cfg);
 
 /* Parsers shared with other modules. Return 0 or -EINVAL. */

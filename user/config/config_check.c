@@ -90,35 +90,48 @@ static const struct pair_rule {
 	{ "load_balancer.health_check.timeout", "load_balancer.health_check.interval", true },
 };
 
-static uint64_t dur(const struct cfg_desc *d, const void *base, const char *path, size_t *idx)
-{
-	const struct cfg_key *k = cfg_find_key(d, path, idx);
+#define N_PAIRS (sizeof(pair_rules) / sizeof(pair_rules[0]))
 
-	return *(const uint64_t *)((const char *)base + k->off);
+/* Indices of the keys the policy rules read, looked up once per validation and description. */
+struct policy_keys {
+	const struct cfg_desc *d;
+	size_t lo[N_PAIRS], hi[N_PAIRS], type, http_path;
+};
+
+static void policy_keys(const struct cfg_desc *d, struct policy_keys *pk)
+{
+	size_t i;
+
+	pk->d = d;
+	for (i = 0; i < N_PAIRS; i++) {
+		cfg_find_key(d, pair_rules[i].lo, &pk->lo[i]);
+		cfg_find_key(d, pair_rules[i].hi, &pk->hi[i]);
+	}
+	cfg_find_key(d, "load_balancer.health_check.type", &pk->type);
+	cfg_find_key(d, "load_balancer.health_check.http_path", &pk->http_path);
 }
 
-static bool inherited(const struct cfg_desc *d, const uint8_t *origin, const char *path)
+static uint64_t dur(const struct policy_keys *pk, const void *base, size_t idx)
 {
-	size_t idx;
-
-	cfg_find_key(d, path, &idx);
-	return origin[idx] & ORIGIN_INHERITED;
+	return *(const uint64_t *)((const char *)base + pk->d->keys[idx].off);
 }
 
-/* Checks a policy of the root (`prefix` "") or of a service; a service only when it overrides
- * one side of a pair, so a bad global value is reported once. */
-static void check_policy(const struct cfg_desc *d, const void *base, const uint8_t *origin,
-			 const char *prefix, const struct config_load_balancer *lb,
+/* Checks a policy of the root (`si` SIZE_MAX) or of service `si`; a service only when it
+ * overrides one side of a rule, so a bad global value is reported once. */
+static void check_policy(const struct policy_keys *pk, const void *base, const uint8_t *origin,
+			 size_t si, const struct config_load_balancer *lb,
 			 struct config_errors *errs)
 {
-	char a[32], b[32];
-	size_t i, il, ih;
+	char a[32], b[32], prefix[40] = "";
+	size_t i;
 
-	for (i = 0; i < sizeof(pair_rules) / sizeof(pair_rules[0]); i++) {
+	if (si != SIZE_MAX)
+		snprintf(prefix, sizeof(prefix), "services[%zu].", si);
+	for (i = 0; i < N_PAIRS; i++) {
 		const struct pair_rule *r = &pair_rules[i];
-		uint64_t lo = dur(d, base, r->lo, &il), hi = dur(d, base, r->hi, &ih);
+		uint64_t lo = dur(pk, base, pk->lo[i]), hi = dur(pk, base, pk->hi[i]);
 
-		if (origin && (origin[il] & ORIGIN_INHERITED) && (origin[ih] & ORIGIN_INHERITED))
+		if (origin && (origin[pk->lo[i]] & origin[pk->hi[i]] & ORIGIN_INHERITED))
 			continue;
 		if (r->strict && lb->health_check.type == CONFIG_HEALTH_NONE)
 			continue;
@@ -128,8 +141,7 @@ static void check_policy(const struct cfg_desc *d, const void *base, const uint8
 			 r->strict ? "below" : "at most", r->hi, cfg_duration_str(lo, a, sizeof(a)),
 			 r->strict ? "less than" : "at most", cfg_duration_str(hi, b, sizeof(b)));
 	}
-	if (origin && inherited(d, origin, "load_balancer.health_check.type") &&
-	    inherited(d, origin, "load_balancer.health_check.http_path"))
+	if (origin && (origin[pk->type] & origin[pk->http_path] & ORIGIN_INHERITED))
 		return;
 	if (lb->health_check.type == CONFIG_HEALTH_HTTP &&
 	    (!lb->health_check.http_path || lb->health_check.http_path[0] != '/'))
@@ -139,45 +151,52 @@ static void check_policy(const struct cfg_desc *d, const void *base, const uint8
 			 prefix, lb->health_check.http_path ? lb->health_check.http_path : "");
 }
 
+static void dup_backend(const struct config_service *svc, size_t si, size_t i, size_t prev,
+			struct config_errors *errs)
+{
+	char ep[64];
+
+	cfg_errf(errs,
+		 "services[%zu].backends[%zu]: duplicate backend (got %s, expected each "
+		 "address:port once per service; first at backends[%zu])",
+		 si, i, config_endpoint_str(&svc->backends[i].endpoint, ep, sizeof(ep)), prev);
+}
+
+/* Duplicate backends: pairwise for the usual handful, a hash set for long lists. */
 static void check_backends(const struct config_service *svc, size_t si, struct config_errors *errs)
 {
-	struct blobset set;
-	struct ep_key *keys;
-	char ep[64];
-	size_t i, prev;
+	struct ep_key small[16], *keys = small;
+	struct blobset set = { 0 };
+	size_t i, j, prev, n = svc->n_backends;
 
-	if (!svc->n_backends || !(keys = calloc(svc->n_backends, sizeof(*keys))))
-		return;
-	if (blobset_init(&set, svc->n_backends)) {
-		free(keys);
-		return;
-	}
-	for (i = 0; i < svc->n_backends; i++) {
+	if (n > 16 && (!(keys = calloc(n, sizeof(*keys))) || blobset_init(&set, n)))
+		goto out;
+	for (i = 0; i < n; i++) {
 		keys[i] = ep_key(&svc->backends[i].endpoint);
 		if (!keys[i].family || !keys[i].port)
 			continue;
-		prev = blobset_add(&set, &keys[i], sizeof(keys[i]), i);
+		prev = SIZE_MAX;
+		if (n > 16)
+			prev = blobset_add(&set, &keys[i], sizeof(keys[i]), i);
+		for (j = 0; n <= 16 && j < i && prev == SIZE_MAX; j++)
+			if (!memcmp(&keys[i], &keys[j], sizeof(keys[i])))
+				prev = j;
 		if (prev != SIZE_MAX)
-			cfg_errf(
-			    errs,
-			    "services[%zu].backends[%zu]: duplicate backend (got %s, expected each "
-			    "address:port once per service; first at backends[%zu])",
-			    si, i, config_endpoint_str(&svc->backends[i].endpoint, ep, sizeof(ep)),
-			    prev);
+			dup_backend(svc, si, i, prev, errs);
 	}
+out:
 	free(set.slots);
-	free(keys);
+	if (keys != small)
+		free(keys);
 }
 
 static void check_service(const struct mesh_config *cfg, size_t i, const uint8_t *origin,
-			  struct config_errors *errs)
+			  const struct policy_keys *pk, struct config_errors *errs)
 {
 	const struct config_service *svc = &cfg->services[i];
-	char prefix[64];
 
-	snprintf(prefix, sizeof(prefix), "services[%zu].", i);
 	if (origin)
-		check_policy(&cfg_service_desc, svc, origin, prefix, &svc->load_balancer, errs);
+		check_policy(pk, svc, origin, i, &svc->load_balancer, errs);
 	if (cfg->discovery == CONFIG_DISCOVERY_STATIC && !svc->n_backends)
 		cfg_errf(
 		    errs,
@@ -198,10 +217,12 @@ static void check_services(const struct mesh_config *cfg, struct blobset *names,
 {
 	struct cfg_node *nodes = cfg_root_list(cfg, "services");
 	struct ep_key *vips = calloc(cfg->n_services ? cfg->n_services : 1, sizeof(*vips));
+	struct policy_keys pk;
 	struct blobset vipset;
 	char ep[64];
 	size_t i, prev;
 
+	policy_keys(&cfg_service_desc, &pk);
 	if (!vips || blobset_init(&vipset, cfg->n_services)) {
 		free(vips);
 		return;
@@ -209,7 +230,7 @@ static void check_services(const struct mesh_config *cfg, struct blobset *names,
 	for (i = 0; i < cfg->n_services; i++) {
 		const struct config_service *svc = &cfg->services[i];
 
-		check_service(cfg, i, nodes ? nodes[i].origin : NULL, errs);
+		check_service(cfg, i, nodes ? nodes[i].origin : NULL, &pk, errs);
 		if (svc->name && names->slots &&
 		    (prev = blobset_add(names, svc->name, strlen(svc->name), i)) != SIZE_MAX)
 			cfg_errf(
@@ -392,9 +413,11 @@ static void check_secrets(const struct mesh_config *cfg, struct config_errors *e
 void cfg_validate(const struct mesh_config *cfg, struct config_errors *errs)
 {
 	struct blobset names = { 0 }, callers = { 0 };
+	struct policy_keys pk;
 	size_t i;
 
-	check_policy(&cfg_root_desc, cfg, NULL, "", &cfg->load_balancer, errs);
+	policy_keys(&cfg_root_desc, &pk);
+	check_policy(&pk, cfg, NULL, SIZE_MAX, &cfg->load_balancer, errs);
 	if (blobset_init(&names, cfg->n_services) ||
 	    blobset_init(&callers, cfg->n_services + cfg->n_identities)) {
 		cfg_errf(errs, "(config): out of memory (got ENOMEM, expected memory)");

@@ -53,6 +53,9 @@ int config_print_env(FILE *out)
 {
 	int err;
 
+	if (fprintf(out, "MESH_CONFIG (path, default unset; a file name): Config file to load when "
+			 "no --config is given.\n") < 0)
+		return -EIO;
 	err = env_lines(out, &cfg_root_desc, "");
 	if (!err)
 		err = env_lines(out, &cfg_service_desc, "SERVICES__<NAME>__");
@@ -82,11 +85,11 @@ static int key_table(FILE *out, const struct cfg_desc *d, const char *elem, cons
 		     "|---|---|---|---|---|---|---|\n");
 	for (i = 0; i < d->n_keys; i++) {
 		const struct cfg_key *k = &d->keys[i];
-		bool env = !(k->flags & CF_NOENV) && k->type != CT_LIST;
+		bool env = prefix && !(k->flags & CF_NOENV) && k->type != CT_LIST;
 
 		if (k->flags & CF_INHERIT)
 			continue;
-		cfg_env_name(prefix, k->path, name, sizeof(name));
+		cfg_env_name(prefix ? prefix : "", k->path, name, sizeof(name));
 		fprintf(out, "| `%s%s` | %s | %s | %s | %s | %s | %s%s%s |\n", elem, k->path,
 			type_name(k),
 			k->flags & CF_REQUIRED ? "required" : text_or(k->def, "unset"),
@@ -129,9 +132,9 @@ static const char doc_intro[] =
     "Lists of objects (`services`, their `backends`, `discovery.consul.register`,\n"
     "`discovery.dns.services`, `identities`, `authorization.rules`), a service's `name`,\n"
     "`vip` and `port`, and `version` can only be set in the file. `MESH_CONFIG` names the\n"
-    "config file. Other `MESH_*` variables are ignored unless they look like a config key\n"
-    "(their first section is a top-level key, or they are within two edits of a known\n"
-    "variable): those are errors, with a suggestion. `meshd config env` lists every variable.\n\n";
+    "config file and `MESH_BUILD` is the test harness's build directory; any other `MESH_*`\n"
+    "variable must be a key: an unknown one is an error (with a suggestion for near\n"
+    "misses), never silently ignored. `meshd config env` lists every variable.\n\n";
 
 static const char doc_rules[] =
     "## Validation\n\n"
@@ -212,10 +215,10 @@ static int list_sections(FILE *out, const struct cfg_desc *d, const char *elem)
 		if (k->type != CT_LIST)
 			continue;
 		snprintf(path, sizeof(path), "%s%s[].", elem, k->path);
-		snprintf(prefix, sizeof(prefix), "%s",
-			 k->sub == &cfg_service_desc ? "SERVICES__<NAME>__" : "");
+		snprintf(prefix, sizeof(prefix), "SERVICES__<NAME>__");
 		fprintf(out, "### `%.*s`\n\n%s\n\n", (int)strlen(path) - 1, path, k->doc);
-		err = key_table(out, k->sub, path, prefix);
+		/* only services take MESH_* overrides, by name */
+		err = key_table(out, k->sub, path, k->sub == &cfg_service_desc ? prefix : NULL);
 		if (!err && k->sub == &cfg_service_desc)
 			fprintf(
 			    out,
@@ -238,7 +241,10 @@ int config_print_docs(FILE *out)
 	err = preset_section(out);
 	if (!err && fputs(doc_rules, out) < 0)
 		err = -EIO;
-	if (!err && fprintf(out, "## Keys\n\n### Top level\n\n") < 0)
+	if (!err && fprintf(out, "## Keys\n\nIn the tables, `=` in the Production column means the "
+				 "production preset keeps the\ndefault, and `-` in the Environment "
+				 "column means the key is set in the file only.\n\n"
+				 "### Top level\n\n") < 0)
 		err = -EIO;
 	if (!err)
 		err = key_table(out, &cfg_root_desc, "", "");

@@ -119,7 +119,10 @@ void cfg_node_free(const struct cfg_desc *d, struct cfg_node *nodes);
 const char *cfg_env_name(const char *prefix, const char *path, char *buf, size_t len);
 int cfg_is_dns_label(const char *s);
 size_t cfg_edit_distance(const char *a, const char *b);
+/* The key of `d` at `path` (and its index), or NULL. Hash lookup, tables indexed at startup. */
 const struct cfg_key *cfg_find_key(const struct cfg_desc *d, const char *path, size_t *idx);
+/* True when `path` is a section of `d` (a proper prefix of keys, e.g. "load_balancer.retry"). */
+bool cfg_is_section(const struct cfg_desc *d, const char *path);
 
 /* Origin records of the elements of root list `key` (NULL when the list was never given). */
 struct cfg_node *cfg_root_list(const struct mesh_config *cfg, const char *key);

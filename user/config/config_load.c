@@ -24,10 +24,20 @@ static int current_version = CONFIG_VERSION_CURRENT;
  * so the built-in table is still empty. */
 static cfg_migrate_fn migrations[MAX_VERSIONS + 1];
 
+/* A list element's defaults, parsed once per load and copied into each element. */
+struct defaults {
+	const struct cfg_desc *desc;
+	void *base;
+	struct cfg_node *node;
+};
+
+#define MAX_LIST_KINDS 8
+
 struct loader {
 	struct mesh_config *cfg;
 	struct config_errors *errs;
 	enum config_preset preset;
+	struct defaults defs[MAX_LIST_KINDS]; /* one per element description seen */
 };
 
 void config_test_set_current_version(int v)
@@ -48,6 +58,7 @@ int config_test_add_migration(int from, cfg_migrate_fn fn)
 static int check_version(cJSON *root, struct config_errors *errs)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "version");
+	size_t before;
 	char *got;
 	int n;
 
@@ -73,29 +84,35 @@ static int check_version(cJSON *root, struct config_errors *errs)
 				 v->valueint, current_version);
 			return -1;
 		}
-		if (migrations[n](root, errs))
+		before = errs->n;
+		if (migrations[n](root, errs)) {
+			if (errs->n == before)
+				cfg_errf(
+				    errs,
+				    "version: migration to version %d failed (got %d, expected "
+				    "a file it can upgrade)",
+				    n + 1, v->valueint);
 			return -1;
+		}
 	}
 	cJSON_SetNumberValue(cJSON_GetObjectItemCaseSensitive(root, "version"), current_version);
 	return 0;
 }
 
+/* One block per list: the nodes, then their kids pointers, then their origin bytes. */
 struct cfg_node *cfg_node_new(const struct cfg_desc *d, size_t count)
 {
 	size_t n = count ? count : 1, i;
-	struct cfg_node *nodes = calloc(n, sizeof(*nodes));
-	uint8_t *origins = calloc(n, d->n_keys);
-	struct cfg_node **kids = calloc(n * d->n_keys, sizeof(*kids));
+	size_t kids_off = n * sizeof(struct cfg_node);
+	size_t origin_off = kids_off + n * d->n_keys * sizeof(struct cfg_node *);
+	char *block = calloc(1, origin_off + n * d->n_keys);
+	struct cfg_node *nodes = (struct cfg_node *)block;
 
-	if (!nodes || !origins || !kids) {
-		free(nodes);
-		free(origins);
-		free(kids);
+	if (!block)
 		return NULL;
-	}
 	for (i = 0; i < n; i++) {
-		nodes[i].origin = origins + i * d->n_keys;
-		nodes[i].kids = kids + i * d->n_keys;
+		nodes[i].kids = (struct cfg_node **)(block + kids_off) + i * d->n_keys;
+		nodes[i].origin = (uint8_t *)(block + origin_off) + i * d->n_keys;
 		nodes[i].count = count;
 	}
 	return nodes;
@@ -115,8 +132,6 @@ void cfg_node_free(const struct cfg_desc *d, struct cfg_node *nodes)
 				cfg_node_free(k->sub, nodes[i].kids[j]);
 		}
 	}
-	free(nodes[0].origin);
-	free(nodes[0].kids);
 	free(nodes);
 }
 
@@ -140,20 +155,92 @@ static void apply_defaults(struct loader *ld, const struct cfg_desc *d, void *ba
 	}
 }
 
-static void join_path(char *buf, size_t len, const char *elem, const char *rel)
+/* Writes a, then `sep` when both parts are non-empty, then b, truncating to `len`. A hand-made
+ * join: paths are built for every member of every service, and snprintf dominated the load. */
+/* The defaults of elements described by `d`, built on first use. */
+static const struct defaults *defaults_get(struct loader *ld, const struct cfg_desc *d)
 {
-	snprintf(buf, len, "%s%s%s", elem, *elem && *rel ? "." : "", rel);
+	struct defaults *t;
+	size_t i;
+
+	for (i = 0; i < MAX_LIST_KINDS && ld->defs[i].desc; i++)
+		if (ld->defs[i].desc == d)
+			return &ld->defs[i];
+	if (i == MAX_LIST_KINDS)
+		return NULL;
+	t = &ld->defs[i];
+	t->base = calloc(1, d->size);
+	t->node = cfg_node_new(d, 1);
+	if (!t->base || !t->node) {
+		free(t->base);
+		cfg_node_free(d, t->node);
+		return NULL;
+	}
+	t->desc = d;
+	apply_defaults(ld, d, t->base, t->node);
+	return t;
 }
 
-/* True when some key of `d` lives below `rel` (so `rel` names a nested object). */
-static bool is_section(const struct cfg_desc *d, const char *rel)
+static void defaults_free_all(struct loader *ld)
 {
-	size_t i, n = strlen(rel);
+	size_t i;
 
-	for (i = 0; i < d->n_keys; i++)
-		if (!strncmp(d->keys[i].path, rel, n) && d->keys[i].path[n] == '.')
-			return true;
-	return false;
+	for (i = 0; i < MAX_LIST_KINDS && ld->defs[i].desc; i++) {
+		cfg_free_object(ld->defs[i].desc, ld->defs[i].base);
+		free(ld->defs[i].base);
+		cfg_node_free(ld->defs[i].desc, ld->defs[i].node);
+	}
+}
+
+/* Copies the defaults into a fresh element; owned strings are duplicated (lists start empty). */
+static int defaults_copy(const struct cfg_desc *d, const struct defaults *t, void *base,
+			 struct cfg_node *node)
+{
+	int err = 0;
+	size_t i;
+
+	memcpy(base, t->base, d->size);
+	memcpy(node->origin, t->node->origin, d->n_keys);
+	for (i = 0; i < d->n_keys; i++) {
+		char **s = (char **)((char *)base + d->keys[i].off);
+
+		if (cfg_type_size(d->keys[i].type) || d->keys[i].type >= CT_STRLIST || !*s)
+			continue;
+		*s = strdup(*s); /* on failure the rest still gets copied or NULL: no aliasing */
+		if (!*s)
+			err = -ENOMEM;
+	}
+	return err;
+}
+
+static void join3(char *buf, size_t len, const char *a, const char *sep, const char *b)
+{
+	size_t la = strlen(a), ls = *a && *b ? strlen(sep) : 0, lb = strlen(b);
+
+	if (la >= len)
+		la = len - 1;
+	memcpy(buf, a, la);
+	if (ls > len - 1 - la)
+		ls = len - 1 - la;
+	memcpy(buf + la, sep, ls);
+	if (lb > len - 1 - la - ls)
+		lb = len - 1 - la - ls;
+	memcpy(buf + la + ls, b, lb);
+	buf[la + ls + lb] = '\0';
+}
+
+/* "<full>[<i>]" */
+static void index_path(char *buf, size_t len, const char *full, size_t i)
+{
+	char num[24], *p = num + sizeof(num);
+
+	*--p = '\0';
+	*--p = ']';
+	do
+		*--p = (char)('0' + i % 10);
+	while (i /= 10);
+	*--p = '[';
+	join3(buf, len, full, "", p);
 }
 
 /* Reports an unknown member, suggesting the nearest sibling key and listing the valid ones. */
@@ -186,18 +273,38 @@ static void unknown_key(struct loader *ld, const struct cfg_desc *d, const char 
 		 *best ? ", did you mean \"" : "", best, *best ? "\"?" : "", name, list);
 }
 
+/* The JSON path being applied, built in place: the element part ("services[3]") once, then
+ * each member appended at its level, so no per-member copying. The relative path (the table
+ * lookup key) starts at `rel`. */
+struct jpath {
+	char buf[640];
+	size_t rel;
+};
+
 static void apply_object(struct loader *ld, const struct cfg_desc *d, void *base,
-			 struct cfg_node *node, const cJSON *obj, const char *elem,
-			 const char *rel);
+			 struct cfg_node *node, const cJSON *obj, struct jpath *p, size_t len);
+
+static void check_required(struct loader *ld, const struct cfg_desc *d, const struct cfg_node *node,
+			   const char *epath)
+{
+	char rule[160];
+	size_t j;
+
+	for (j = 0; j < d->n_keys; j++)
+		if ((d->keys[j].flags & CF_REQUIRED) && !node->origin[j])
+			cfg_errf(ld->errs, "%s.%s: missing required key (got nothing, expected %s)",
+				 epath, d->keys[j].path, cfg_rule(&d->keys[j], rule, sizeof(rule)));
+}
 
 static void apply_list(struct loader *ld, const struct cfg_key *k, void *base,
 		       struct cfg_node *node, size_t idx, const cJSON *arr, const char *full)
 {
 	const struct cfg_desc *sub = k->sub;
 	size_t n = (size_t)cJSON_GetArraySize(arr), i = 0;
+	const struct defaults *defs = NULL;
 	struct cfg_node *nodes;
-	char epath[600];
-	char *elems;
+	struct jpath ep;
+	char *elems, *epath = ep.buf;
 
 	if (!cJSON_IsArray(arr)) {
 		cfg_errf(ld->errs, "%s: wrong type (got %s, expected a list of %s objects)", full,
@@ -206,7 +313,7 @@ static void apply_list(struct loader *ld, const struct cfg_key *k, void *base,
 	}
 	elems = calloc(n ? n : 1, sub->size);
 	nodes = cfg_node_new(sub, n);
-	if (!elems || !nodes) {
+	if (!elems || !nodes || !(defs = defaults_get(ld, sub))) {
 		free(elems);
 		cfg_node_free(sub, nodes);
 		cfg_errf(ld->errs, "%s: out of memory (got %zu items, expected fewer)", full, n);
@@ -220,23 +327,20 @@ static void apply_list(struct loader *ld, const struct cfg_key *k, void *base,
 	for (const cJSON *it = arr->child; it; it = it->next, i++) {
 		void *e = elems + i * sub->size;
 
-		snprintf(epath, sizeof(epath), "%.560s[%zu]", full, i);
-		apply_defaults(ld, sub, e, &nodes[i]);
+		index_path(ep.buf, sizeof(ep.buf), full, i);
+		ep.rel = strlen(ep.buf) + 1;
+		if (defaults_copy(sub, defs, e, &nodes[i])) {
+			cfg_errf(ld->errs, "%s: out of memory (got ENOMEM, expected memory)",
+				 epath);
+			break;
+		}
 		if (!cJSON_IsObject(it)) {
 			cfg_errf(ld->errs, "%s: wrong type (got %s, expected a %s object)", epath,
 				 cJSON_IsArray(it) ? "a list" : "a scalar", sub->name);
 			continue;
 		}
-		apply_object(ld, sub, e, &nodes[i], it, epath, "");
-		for (size_t j = 0; j < sub->n_keys; j++) {
-			char rule[160];
-
-			if ((sub->keys[j].flags & CF_REQUIRED) && !nodes[i].origin[j])
-				cfg_errf(ld->errs,
-					 "%s.%s: missing required key (got nothing, expected %s)",
-					 epath, sub->keys[j].path,
-					 cfg_rule(&sub->keys[j], rule, sizeof(rule)));
-		}
+		apply_object(ld, sub, e, &nodes[i], it, &ep, ep.rel - 1);
+		check_required(ld, sub, &nodes[i], epath);
 	}
 }
 
@@ -260,32 +364,69 @@ static void apply_member(struct loader *ld, const struct cfg_desc *d, size_t idx
 }
 
 /* Applies the members of JSON object `obj`, found at `rel` (relative to the element `elem`). */
-static void apply_object(struct loader *ld, const struct cfg_desc *d, void *base,
-			 struct cfg_node *node, const cJSON *obj, const char *elem, const char *rel)
+#define MAX_SECTIONS 16 /* more than any object of the table has */
+
+/* Remembers the sections met in one JSON object; true when `name` was already there. */
+static bool seen_before(const char **seen, size_t *n, const char *name)
 {
-	char relpath[256], full[600];
+	size_t i;
+
+	for (i = 0; i < *n; i++)
+		if (!strcmp(seen[i], name))
+			return true;
+	if (*n < MAX_SECTIONS)
+		seen[(*n)++] = name;
+	return false;
+}
+
+/* Reports member `name` of the object whose path is p->buf[0..len). */
+static void unknown_member(struct loader *ld, const struct cfg_desc *d, const struct jpath *p,
+			   size_t len, const char *name)
+{
+	char parent[sizeof(p->buf)], full[sizeof(p->buf) + 80];
+	size_t plen = len > p->rel ? len - p->rel : 0;
+
+	snprintf(parent, sizeof(parent), "%.*s", (int)plen, p->buf + p->rel);
+	snprintf(full, sizeof(full), "%.*s%s%.64s", (int)len, p->buf, len ? "." : "", name);
+	unknown_key(ld, d, parent, name, full);
+}
+
+static void apply_object(struct loader *ld, const struct cfg_desc *d, void *base,
+			 struct cfg_node *node, const cJSON *obj, struct jpath *p, size_t len)
+{
+	const char *rel = p->buf + p->rel, *seen[MAX_SECTIONS];
+	size_t idx, n, n_seen = 0;
 	const cJSON *m;
-	size_t idx;
 
 	for (m = obj->child; m; m = m->next) {
 		const char *name = m->string ? m->string : "";
+		size_t at = len ? len + 1 : 0;
 
-		snprintf(relpath, sizeof(relpath), "%s%s%s", rel, *rel ? "." : "", name);
-		join_path(full, sizeof(full), elem, relpath);
-		if (strchr(name, '.') || !*name) {
-			unknown_key(ld, d, rel, name, full);
-		} else if (cfg_find_key(d, relpath, &idx)) {
-			apply_member(ld, d, idx, base, node, m, full);
-		} else if (is_section(d, relpath)) {
-			if (cJSON_IsObject(m))
-				apply_object(ld, d, base, node, m, elem, relpath);
+		n = strlen(name);
+		if (at + n >= sizeof(p->buf) || strchr(name, '.') || !n) {
+			unknown_member(ld, d, p, len, name);
+			continue;
+		}
+		if (len)
+			p->buf[len] = '.';
+		memcpy(p->buf + at, name, n + 1);
+		if (cfg_find_key(d, rel, &idx)) {
+			apply_member(ld, d, idx, base, node, m, p->buf);
+		} else if (cfg_is_section(d, rel)) {
+			if (seen_before(seen, &n_seen, name))
+				cfg_errf(ld->errs,
+					 "%s: duplicate key (got a second object, expected one)",
+					 p->buf);
+			else if (cJSON_IsObject(m))
+				apply_object(ld, d, base, node, m, p, at + n);
 			else
 				cfg_errf(ld->errs, "%s: wrong type (got %s, expected an object)",
-					 full, cJSON_IsArray(m) ? "a list" : "a scalar");
+					 p->buf, cJSON_IsArray(m) ? "a list" : "a scalar");
 		} else {
-			unknown_key(ld, d, rel, name, full);
+			unknown_member(ld, d, p, len, name);
 		}
 	}
+	p->buf[len] = '\0';
 }
 
 struct cfg_node *cfg_root_list(const struct mesh_config *cfg, const char *key)
@@ -340,21 +481,17 @@ static const struct cfg_key *find_env_key(const struct cfg_desc *d, const char *
 	return NULL;
 }
 
-/* An unknown MESH_* name is an error when it looks like a config key (same first section, or a
- * near miss); other MESH_* variables (MESH_CONFIG, test harness ones) are not ours. */
-static bool looks_like_key(const char *name, const char *hint)
-{
-	const char *sec = name + 5;
-	size_t n = strstr(sec, "__") ? (size_t)(strstr(sec, "__") - sec) : strlen(sec), i;
-	char buf[256];
+/* MESH_* variables that are not configuration keys: the file name, and the build directory the
+ * test harness exports. Any other unknown MESH_* name is an error, never silently ignored. */
+static const char *const env_not_keys[] = { "MESH_CONFIG", "MESH_BUILD", NULL };
 
-	if (*hint)
-		return true;
-	for (i = 0; i < cfg_root_desc.n_keys; i++) {
-		cfg_env_name("", cfg_root_desc.keys[i].path, buf, sizeof(buf));
-		if (!strncmp(buf + 5, sec, n) && (buf[5 + n] == '\0' || buf[5 + n] == '_'))
+static bool env_is_not_key(const char *name)
+{
+	size_t i;
+
+	for (i = 0; env_not_keys[i]; i++)
+		if (!strcmp(name, env_not_keys[i]))
 			return true;
-	}
 	return false;
 }
 
@@ -378,24 +515,25 @@ static void env_set(struct loader *ld, const struct cfg_key *k, void *base, uint
 static void apply_service_env(struct loader *ld, const char *name, const char *value)
 {
 	const char *rest = name + strlen("MESH_SERVICES__"), *sep = strstr(rest, "__");
+	int len = sep ? (int)(sep - rest) : (int)strlen(rest);
 	struct mesh_config *cfg = ld->cfg;
-	char key[256], hint[300] = "", path[400];
+	char prefix[300], hint[300] = "", path[400];
 	const struct cfg_key *k;
 	size_t i, idx;
 
 	for (i = 0; sep && i < cfg->n_services; i++)
 		if (env_name_matches(cfg->services[i].name ? cfg->services[i].name : "", rest,
-				     (size_t)(sep - rest)))
+				     (size_t)len))
 			break;
 	if (!sep || i == cfg->n_services) {
 		cfg_errf(ld->errs,
-			 "services: no such service in %s (got \"%.64s\", expected "
+			 "services: no such service in %s (got \"%.*s\", expected "
 			 "MESH_SERVICES__<NAME>__<KEY> naming an entry of services)",
-			 name, sep ? rest : "");
+			 name, len > 64 ? 64 : len, rest);
 		return;
 	}
-	snprintf(key, sizeof(key), "MESH_%s", sep + 2);
-	k = find_env_key(&cfg_service_desc, "", key, &idx, hint, sizeof(hint));
+	snprintf(prefix, sizeof(prefix), "SERVICES__%.*s__", len > 200 ? 200 : len, rest);
+	k = find_env_key(&cfg_service_desc, prefix, name, &idx, hint, sizeof(hint));
 	if (!k) {
 		cfg_errf(ld->errs,
 			 "services[%zu]: unknown variable %s%s (got \"%.64s\", expected a variable "
@@ -414,10 +552,17 @@ static void apply_env_var(struct loader *ld, const char *var)
 	const struct cfg_key *k;
 	size_t idx;
 
-	if (strncmp(var, "MESH_", 5) || !eq || (size_t)(eq - var) >= sizeof(name))
+	if (strncmp(var, "MESH_", 5) || !eq)
 		return;
 	snprintf(name, sizeof(name), "%.*s", (int)(eq - var), var);
-	if (!strcmp(name, "MESH_CONFIG"))
+	if ((size_t)(eq - var) >= sizeof(name)) {
+		cfg_errf(ld->errs,
+			 "%.64s...: unknown variable (got a %zu-character name, expected a "
+			 "variable listed by meshd config env)",
+			 name, (size_t)(eq - var));
+		return;
+	}
+	if (env_is_not_key(name))
 		return;
 	if (!strncmp(name, "MESH_SERVICES__", 15)) {
 		apply_service_env(ld, name, eq + 1);
@@ -426,7 +571,7 @@ static void apply_env_var(struct loader *ld, const char *var)
 	k = find_env_key(&cfg_root_desc, "", name, &idx, hint, sizeof(hint));
 	if (k) {
 		env_set(ld, k, ld->cfg, &ld->cfg->meta->root->origin[idx], k->path, name, eq + 1);
-	} else if (looks_like_key(name, hint)) {
+	} else {
 		cfg_errf(
 		    ld->errs,
 		    "%s: unknown variable%s (got \"%.64s\", expected a variable listed by meshd "
@@ -534,6 +679,7 @@ extern char **environ;
 static struct mesh_config *load_tree(cJSON *root, const char *source, char *const *envp,
 				     struct config_errors *errs)
 {
+	struct jpath rootpath = { .buf = "", .rel = 0 };
 	struct loader ld = { .errs = errs };
 	size_t n0 = errs->n, i;
 
@@ -549,7 +695,8 @@ static struct mesh_config *load_tree(cJSON *root, const char *source, char *cons
 	ld.preset = pick_preset(root, envp);
 	apply_defaults(&ld, &cfg_root_desc, ld.cfg, ld.cfg->meta->root);
 	if (root)
-		apply_object(&ld, &cfg_root_desc, ld.cfg, ld.cfg->meta->root, root, "", "");
+		apply_object(&ld, &cfg_root_desc, ld.cfg, ld.cfg->meta->root, root, &rootpath, 0);
+	defaults_free_all(&ld);
 	for (i = 0; envp[i]; i++)
 		apply_env_var(&ld, envp[i]);
 	if (merge_services(&ld))

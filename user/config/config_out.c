@@ -57,13 +57,19 @@ static int show_leaf(void *ctx, const struct cfg_key *k, const void *base, const
 		     uint8_t origin)
 {
 	bool list = k->type == CT_LIST || k->type == CT_STRLIST || k->type == CT_EPLIST;
-	char val[4096];
+	char val[4096], shown[4100];
 
 	cfg_render(k, base, val, sizeof(val));
 	if (k->type == CT_LIST || (list && !*val))
-		snprintf(val, sizeof(val), "[]");
-	if (fprintf((FILE *)ctx, "%-60s %-24s %s%s%s\n", path, *val ? val : "(unset)",
-		    cfg_origin_name(origin), origin & ORIGIN_INHERITED ? " (global)" : "",
+		snprintf(shown, sizeof(shown), "[]");
+	else if (!*val)
+		snprintf(shown, sizeof(shown), "(unset)");
+	else if (strpbrk(val, " \t\"")) /* keep one column per value */
+		snprintf(shown, sizeof(shown), "\"%s\"", val);
+	else
+		snprintf(shown, sizeof(shown), "%s", val);
+	if (fprintf((FILE *)ctx, "%-60s %-24s %s%s%s\n", path, shown, cfg_origin_name(origin),
+		    origin & ORIGIN_INHERITED ? " (global)" : "",
 		    k->flags & CF_SECRET ? " secret" : "") < 0)
 		return -EIO;
 	return 0;

@@ -3,6 +3,7 @@
  * `meshd config show|env|docs` and docs/configuration.md are all driven from these arrays. The
  * per-service table is the service's own keys plus a copy of the global load_balancer and
  * circuit_breaker keys (built once at startup) so that a service overrides them key by key. */
+#include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -87,8 +88,8 @@ static const struct cfg_desc rule_desc = { "rule", rule_keys, ARRAY_SIZE(rule_ke
 					   sizeof(struct config_authz_rule) };
 
 static const struct cfg_key root_keys[] = {
-	{ "version", CT_INT, R(version), .flags = CF_SPECIAL | CF_NOENV | CF_REQUIRED,
-	  .doc = "Configuration format version; must be 1." },
+	{ "version", CT_INT, R(version), .flags = CF_SPECIAL | CF_NOENV | CF_REQUIRED, .min = 1,
+	  .max = CONFIG_VERSION_CURRENT, .doc = "Configuration format version; must be 1." },
 	{ "preset", CT_ENUM, R(preset), .def = "development", .names = cfg_preset_names,
 	  .doc = "Set of defaults: `development` or `production`." },
 	{ "node.name", CT_STRING, R(node_name), .doc = "Node name (default: the host name)." },
@@ -254,7 +255,7 @@ struct cfg_desc cfg_service_desc = { "service", service_keys, N_SERVICE_OWN,
 
 /* Copies the global load_balancer.* and circuit_breaker.* keys into the service table with
  * offsets moved into struct config_service, so a service can override each of them. */
-__attribute__((constructor)) static void build_service_keys(void)
+static void build_service_keys(void)
 {
 	struct cfg_desc *d = &cfg_service_desc;
 	size_t i, n = N_SERVICE_OWN;
@@ -277,4 +278,110 @@ __attribute__((constructor)) static void build_service_keys(void)
 	}
 	_Static_assert(N_SERVICE_OWN + N_POLICY_MAX <= 64, "origin bytes per service");
 	d->n_keys = n;
+}
+
+/* Hash index of every description's key paths and section prefixes ("load_balancer",
+ * "load_balancer.retry"), built once at startup: the loader looks up every JSON member, and
+ * linear string compares over the table dominated loading 10,000 services. */
+#define INDEX_SLOTS 256 /* power of two, > 2 x (keys + sections) of any description */
+#define SECTION ((int16_t)-2)
+#define MAX_DESCS 8
+
+static struct key_index {
+	const struct cfg_desc *desc;
+	struct key_slot {
+		uint64_t hash;	 /* 0 = empty */
+		const char *str; /* the key path (a section is a prefix of one) */
+		size_t len;
+		int16_t idx; /* key index or SECTION */
+	} slots[INDEX_SLOTS];
+} indexes[MAX_DESCS];
+
+static uint64_t hash_str(const char *s, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	while (n--)
+		h = (h ^ (unsigned char)*s++) * 0x100000001b3ull;
+	return h | 1;
+}
+
+/* Slot of `path` (n bytes) in `ix`: where it is, or the empty slot where it would go. */
+static size_t probe(const struct key_index *ix, const char *path, size_t n, uint64_t h)
+{
+	size_t i = h & (INDEX_SLOTS - 1);
+
+	for (; ix->slots[i].hash; i = (i + 1) & (INDEX_SLOTS - 1))
+		if (ix->slots[i].hash == h && ix->slots[i].len == n &&
+		    !memcmp(ix->slots[i].str, path, n))
+			return i;
+	return i;
+}
+
+static void index_desc(const struct cfg_desc *d)
+{
+	struct key_index *ix = NULL;
+	size_t i, j, slot;
+
+	for (i = 0; i < MAX_DESCS && !ix; i++)
+		if (!indexes[i].desc || indexes[i].desc == d)
+			ix = &indexes[i];
+	if (!ix || ix->desc == d)
+		return;
+	ix->desc = d;
+	for (i = 0; i < d->n_keys; i++) {
+		const char *p = d->keys[i].path;
+		size_t n = strlen(p);
+
+		slot = probe(ix, p, n, hash_str(p, n));
+		ix->slots[slot] = (struct key_slot){ hash_str(p, n), p, n, (int16_t)i };
+		for (j = 0; j < n; j++) {
+			uint64_t h = hash_str(p, j);
+
+			if (p[j] != '.')
+				continue;
+			slot = probe(ix, p, j, h);
+			if (!ix->slots[slot].hash)
+				ix->slots[slot] = (struct key_slot){ h, p, j, SECTION };
+		}
+		if (d->keys[i].type == CT_LIST)
+			index_desc(d->keys[i].sub);
+	}
+}
+
+__attribute__((constructor)) static void build_tables(void)
+{
+	build_service_keys();
+	index_desc(&cfg_root_desc);
+}
+
+static int16_t lookup(const struct cfg_desc *d, const char *path)
+{
+	size_t i, n = strlen(path), slot;
+	uint64_t h = hash_str(path, n);
+
+	for (i = 0; i < MAX_DESCS && indexes[i].desc != d; i++)
+		;
+	if (i == MAX_DESCS)
+		return -1;
+	slot = probe(&indexes[i], path, n, h);
+	if (!indexes[i].slots[slot].hash)
+		return -1;
+	return indexes[i].slots[slot].idx;
+}
+
+const struct cfg_key *cfg_find_key(const struct cfg_desc *d, const char *path, size_t *idx)
+{
+	int16_t k = lookup(d, path);
+
+	if (k < 0)
+		return NULL;
+	if (idx)
+		*idx = (size_t)k;
+	return &d->keys[k];
+}
+
+bool cfg_is_section(const struct cfg_desc *d, const char *path)
+{
+	return lookup(d, path) == SECTION;
 }

@@ -11,10 +11,14 @@
 
 #include "config/config_int.h"
 
+/* Stands in for a problem line that could not be allocated, so that running out of memory
+ * still fails the load instead of silently dropping the problem. Never freed. */
+static char oom_line[] = "(config): out of memory while reporting a problem (got ENOMEM, "
+			 "expected memory)";
+
 void cfg_errf(struct config_errors *errs, const char *fmt, ...)
 {
-	char **msgs;
-	char *line;
+	char **msgs, *line;
 	va_list ap;
 	int n;
 
@@ -22,10 +26,15 @@ void cfg_errf(struct config_errors *errs, const char *fmt, ...)
 	n = vasprintf(&line, fmt, ap);
 	va_end(ap);
 	if (n < 0)
-		return;
+		line = oom_line;
 	msgs = realloc(errs->msgs, (errs->n + 1) * sizeof(*msgs));
 	if (!msgs) {
-		free(line);
+		if (line != oom_line)
+			free(line);
+		if (errs->n && errs->msgs[errs->n - 1] != oom_line) {
+			free(errs->msgs[errs->n - 1]);
+			errs->msgs[errs->n - 1] = oom_line;
+		}
 		return;
 	}
 	msgs[errs->n++] = line;
@@ -39,7 +48,8 @@ void config_errors_free(struct config_errors *errs)
 	if (!errs)
 		return;
 	for (i = 0; i < errs->n; i++)
-		free(errs->msgs[i]);
+		if (errs->msgs[i] != oom_line)
+			free(errs->msgs[i]);
 	free(errs->msgs);
 	errs->msgs = NULL;
 	errs->n = 0;
@@ -235,6 +245,15 @@ static struct cfg_key elem_key(const struct cfg_key *k)
 	return e;
 }
 
+static void free_items(const struct cfg_key *k, char *arr, size_t n)
+{
+	size_t i;
+
+	for (i = 0; k->type == CT_STRLIST && i < n; i++)
+		free(((char **)arr)[i]);
+	free(arr);
+}
+
 static int set_list(const struct cfg_key *k, void *base, const struct cfg_in *in, const char *path,
 		    struct config_errors *errs)
 {
@@ -275,10 +294,7 @@ static int set_list(const struct cfg_key *k, void *base, const struct cfg_in *in
 			it = it->next;
 	}
 	if (err) {
-		if (k->type == CT_STRLIST)
-			for (i = 0; i < n; i++)
-				free(((char **)arr)[i]);
-		free(arr);
+		free_items(k, arr, n);
 		goto out;
 	}
 	cfg_free_value(k, base);
@@ -468,20 +484,6 @@ void cfg_free_object(const struct cfg_desc *d, void *base)
 
 	for (i = 0; i < d->n_keys; i++)
 		cfg_free_value(&d->keys[i], base);
-}
-
-const struct cfg_key *cfg_find_key(const struct cfg_desc *d, const char *path, size_t *idx)
-{
-	size_t i;
-
-	for (i = 0; i < d->n_keys; i++) {
-		if (!strcmp(d->keys[i].path, path)) {
-			if (idx)
-				*idx = i;
-			return &d->keys[i];
-		}
-	}
-	return NULL;
 }
 
 const char *cfg_origin_name(uint8_t origin)

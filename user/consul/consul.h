@@ -68,6 +68,23 @@ int consul_health_url(char *buf, size_t len, const char *address, const char *se
  * or NULL + errno. The token is a secret: never log it. */
 char *consul_read_token(const char *path);
 
+/* ---- registration (consul_register.c) ------------------------------------------------------ */
+
+#define CONSUL_ID_MAX 128
+
+/* A local service meshd registers in the Consul agent, with a TCP check on its address. */
+struct consul_registration {
+	const char *id;	  /* service ID (unique on the agent) */
+	const char *name; /* service name */
+	struct config_endpoint endpoint;
+	uint64_t deregister_critical_after_ns; /* 0 = never reaped */
+};
+
+/* The body of PUT /v1/agent/service/register for `r` (caller frees), or NULL + errno. */
+char *consul_registration_json(const struct consul_registration *r);
+/* Builds `<address><path><id percent-encoded>`. Returns the length or -ENAMETOOLONG. */
+int consul_agent_url(char *buf, size_t len, const char *address, const char *path, const char *id);
+
 /* ---- watcher (consul_watch.c) --------------------------------------------------------------- */
 
 struct consul_watch_opts {
@@ -79,10 +96,15 @@ struct consul_watch_opts {
 	size_t n_services;
 	uint64_t wait_ns;	     /* blocking query wait; 0 = Consul's default (5 min) */
 	uint32_t rate_burst;	     /* 0 = 2 */
-	uint64_t rate_period_ns;     /* 0 = 1 s */
+	uint64_t rate_period_ns;     /* 0 = 15 s (blocking.mdx) */
 	uint64_t backoff_base_ns;    /* 0 = 500 ms */
 	uint64_t backoff_max_ns;     /* 0 = 10 s */
 	uint64_t connect_timeout_ns; /* 0 = 3 s */
+	/* Agent writes done first, each retried with backoff until it succeeds: */
+	const struct consul_registration *regs; /* services to register */
+	size_t n_regs;
+	const char *const *deregs; /* service IDs to deregister (unknown IDs count as done) */
+	size_t n_deregs;
 };
 
 /* One query result, handed to the callback, which owns it (consul_update_free). */

@@ -18,10 +18,19 @@
 #define URL_MAX 2048
 #define POLL_MAX_MS 1000
 
+enum query_kind {
+	QUERY_WATCH = 0,      /* blocking health query, forever */
+	QUERY_REGISTER = 1,   /* PUT /v1/agent/service/register, until it succeeds */
+	QUERY_DEREGISTER = 2, /* PUT /v1/agent/service/deregister/:id, until it succeeds */
+};
+
 struct query {
 	struct consul_watch *w;
-	char *service;
-	CURL *easy; /* non-NULL while a request is in flight */
+	enum query_kind kind;
+	char *service;	/* service name (watch) or service ID (writes) */
+	char *put_body; /* registration JSON */
+	bool done;	/* a write that succeeded */
+	CURL *easy;	/* non-NULL while a request is in flight */
 	char *body;
 	size_t body_len;
 	char index_hdr[32]; /* last X-Consul-Index value seen, "" when none */
@@ -109,6 +118,23 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
+static int query_url(struct query *q)
+{
+	struct consul_watch *w = q->w;
+
+	switch (q->kind) {
+	case QUERY_REGISTER:
+		return consul_agent_url(q->url, sizeof(q->url), w->address,
+					"/v1/agent/service/register", NULL);
+	case QUERY_DEREGISTER:
+		return consul_agent_url(q->url, sizeof(q->url), w->address,
+					"/v1/agent/service/deregister/", q->service);
+	default:
+		return consul_health_url(q->url, sizeof(q->url), w->address, q->service,
+					 w->datacenter, q->index, w->o.wait_ns);
+	}
+}
+
 static int query_start(struct query *q)
 {
 	struct consul_watch *w = q->w;
@@ -116,10 +142,9 @@ static int query_start(struct query *q)
 	uint64_t timeout_ns = w->o.connect_timeout_ns + 10000000000ull;
 	CURL *e;
 
-	if (consul_health_url(q->url, sizeof(q->url), w->address, q->service, w->datacenter,
-			      q->index, w->o.wait_ns) < 0)
+	if (query_url(q) < 0)
 		return -ENAMETOOLONG;
-	if (q->index) /* Consul adds up to wait/16 of jitter before answering */
+	if (q->kind == QUERY_WATCH && q->index) /* Consul adds up to wait/16 of jitter */
 		timeout_ns += wait_ns + wait_ns / 16;
 	e = curl_easy_init();
 	if (!e)
@@ -138,6 +163,10 @@ static int query_start(struct query *q)
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout_ns / NS_PER_MS));
 	if (w->ca_file)
 		curl_easy_setopt(e, CURLOPT_CAINFO, w->ca_file);
+	if (q->kind != QUERY_WATCH) {
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "PUT");
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, q->put_body ? q->put_body : "");
+	}
 	q->body_len = 0;
 	q->has_index = false;
 	if (curl_multi_add_handle(w->multi, e) != CURLM_OK) {
@@ -202,6 +231,32 @@ static int query_result(struct query *q, CURLcode res, long status, struct consu
 	return 0;
 }
 
+/* A finished agent write: done on 200 (or 404 for a deregistration: already gone), else retried
+ * with backoff. */
+static void write_finish(struct query *q, CURLcode res, long status)
+{
+	struct consul_watch *w = q->w;
+	const char *what = q->kind == QUERY_REGISTER ? "register" : "deregister";
+	char why[256];
+
+	if (res == CURLE_OK && (status == 200 || (q->kind == QUERY_DEREGISTER && status == 404))) {
+		q->done = true;
+		LOG_INFO("consul", "agent write done", "op=%s id=%s", what, log_q(q->service));
+		return;
+	}
+	if (res != CURLE_OK)
+		snprintf(why, sizeof(why), "%s", curl_easy_strerror(res));
+	else
+		error_line(q, why, sizeof(why));
+	if (q->failures == 0)
+		LOG_WARN("consul", "agent write failed, will retry",
+			 "op=%s id=%s status=%ld error=%s", what, log_q(q->service), status,
+			 log_q(why));
+	q->failures++;
+	q->next_ns = now_ns() + consul_backoff_ns(q->failures, w->o.backoff_base_ns,
+						  w->o.backoff_max_ns, next_rand(w));
+}
+
 static void query_finish(struct query *q, CURLcode res)
 {
 	struct consul_watch *w = q->w;
@@ -213,6 +268,11 @@ static void query_finish(struct query *q, CURLcode res)
 	curl_multi_remove_handle(w->multi, q->easy);
 	curl_easy_cleanup(q->easy);
 	q->easy = NULL;
+	if (q->kind != QUERY_WATCH) {
+		free(u);
+		write_finish(q, res, status);
+		return;
+	}
 	if (!u || !(u->service = strdup(q->service))) {
 		free(u);
 		q->next_ns = now + w->o.backoff_base_ns;
@@ -245,7 +305,7 @@ static long start_due(struct consul_watch *w)
 	for (i = 0; i < w->n; i++) {
 		struct query *q = &w->q[i];
 
-		if (q->easy)
+		if (q->easy || q->done)
 			continue;
 		if (now >= q->next_ns && query_start(q) != 0) {
 			q->failures++;
@@ -283,9 +343,11 @@ static void *watch_main(void *arg)
 	size_t i;
 
 	while (!atomic_load(&w->stop)) {
-		wait_ms = start_due(w);
 		curl_multi_perform(w->multi, &running);
 		drain_done(w);
+		/* After drain, so a query due right after its answer starts now; libcurl's own
+		 * timer for a just-added handle makes the poll return at once to drive it. */
+		wait_ms = start_due(w);
 		if (atomic_load(&w->stop))
 			break;
 		curl_multi_poll(w->multi, NULL, 0, (int)wait_ms, NULL);
@@ -305,7 +367,8 @@ static void set_defaults(struct consul_watch_opts *o)
 	if (!o->rate_burst)
 		o->rate_burst = 2;
 	if (!o->rate_period_ns)
-		o->rate_period_ns = 1000000000ull;
+		o->rate_period_ns =
+		    15000000000ull; /* Consul: under churn, poll "say every 15 seconds" */
 	if (!o->backoff_base_ns)
 		o->backoff_base_ns = 500 * NS_PER_MS;
 	if (!o->backoff_max_ns)
@@ -327,12 +390,46 @@ static char *dup_opt(const char *s, bool *oom)
 	return d;
 }
 
+static int add_job(struct consul_watch *w, enum query_kind kind, const char *name, char *body)
+{
+	struct query *q = &w->q[w->n];
+
+	q->w = w;
+	q->kind = kind;
+	q->put_body = body;
+	q->service = strdup(name);
+	w->n++; /* counted now so that watch_release frees `body` even on failure */
+	return q->service ? 0 : -ENOMEM;
+}
+
+/* One watch per service, then one job per agent write. */
+static int add_jobs(struct consul_watch *w, const struct consul_watch_opts *o)
+{
+	size_t i, n = o->n_services + o->n_regs + o->n_deregs;
+	char *body;
+	int err = 0;
+
+	w->q = calloc(n ? n : 1, sizeof(*w->q));
+	if (!w->q)
+		return -ENOMEM;
+	for (i = 0; !err && i < o->n_services; i++)
+		err = add_job(w, QUERY_WATCH, o->services[i], NULL);
+	for (i = 0; !err && i < o->n_regs; i++) {
+		body = consul_registration_json(&o->regs[i]);
+		if (!body)
+			return -errno;
+		err = add_job(w, QUERY_REGISTER, o->regs[i].id, body);
+	}
+	for (i = 0; !err && i < o->n_deregs; i++)
+		err = add_job(w, QUERY_DEREGISTER, o->deregs[i], NULL);
+	return err;
+}
+
 /* Copies options, builds the header list and the per-service queries. */
 static int watch_setup(struct consul_watch *w, const struct consul_watch_opts *o)
 {
 	struct curl_slist *h;
 	bool oom = false;
-	size_t i;
 
 	w->o = *o;
 	set_defaults(&w->o);
@@ -357,16 +454,7 @@ static int watch_setup(struct consul_watch *w, const struct consul_watch_opts *o
 	}
 	if (!w->headers)
 		return -ENOMEM;
-	w->q = calloc(o->n_services ? o->n_services : 1, sizeof(*w->q));
-	if (!w->q)
-		return -ENOMEM;
-	for (i = 0; i < o->n_services; i++, w->n++) {
-		w->q[i].w = w;
-		w->q[i].service = strdup(o->services[i]);
-		if (!w->q[i].service)
-			return -ENOMEM;
-	}
-	return 0;
+	return add_jobs(w, o);
 }
 
 static void watch_release(struct consul_watch *w)
@@ -376,6 +464,7 @@ static void watch_release(struct consul_watch *w)
 	for (i = 0; i < w->n; i++) {
 		free(w->q[i].service);
 		free(w->q[i].body);
+		free(w->q[i].put_body);
 	}
 	free(w->q);
 	if (w->multi)

@@ -59,6 +59,12 @@ struct datapath_backend_stats {
 	uint64_t latency_ewma_ns;
 	uint32_t consecutive_failures;
 	uint64_t open_until_ns; /* CLOCK_MONOTONIC, 0 when not open */
+	/* Added with the datapath implementation. */
+	uint32_t backend_id;
+	uint32_t trips;	   /* times the breaker opened */
+	uint64_t selected; /* connects sent to it */
+	uint64_t probes;   /* half-open probes among them */
+	uint64_t bytes_sent, bytes_received;
 };
 
 /* Per-service snapshot, counters summed over CPUs. */
@@ -67,6 +73,14 @@ struct datapath_service_stats {
 	uint64_t rejects[8]; /* indexed by enum mesh_reject_reason (include/mesh_abi.h) */
 	uint64_t bytes_sent, bytes_received;
 	uint64_t passthrough;
+	/* Added with the datapath implementation. */
+	uint32_t service_id;
+	struct config_endpoint vip;
+	int algorithm; /* enum mesh_lb_algorithm */
+	uint32_t n_backends;
+	int64_t active;	     /* connections counted active (SYN sent .. closed) */
+	uint64_t redirected; /* connects sent to a backend */
+	uint64_t panic;	     /* connects balanced across all backends (panic threshold) */
 };
 
 /* Calls `svc_cb` once per service and `be_cb` once per backend, reading maps with batch lookups.
@@ -90,5 +104,11 @@ int datapath_drain_events(struct datapath *dp,
 
 /* Names of reject reasons for metrics labels. */
 const char *datapath_reject_reason_name(int reason);
+
+/* Global decision counters (enum mesh_counter), summed over CPUs into out[0..n). Returns the
+ * number of counters written or -errno. */
+int datapath_counters(struct datapath *dp, uint64_t *out, size_t n);
+/* Name of one enum mesh_counter value (snake_case), or NULL. */
+const char *datapath_counter_name(int counter);
 
 #endif

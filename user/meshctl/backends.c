@@ -5,6 +5,31 @@
 #include "common/table.h"
 #include "meshctl/meshctl.h"
 
+/* Text of one row; `stats` is false when the daemon had no datapath to read (config only). */
+struct row_text {
+	char weight[16], active[24], ok[24], failed[24], latency[24];
+};
+
+static void backend_row(const cJSON *b, struct row_text *t, const char **row)
+{
+	bool stats = cJSON_GetObjectItem(b, "healthy") != NULL;
+
+	snprintf(t->weight, sizeof(t->weight), "%.0f", ctl_num(b, "weight"));
+	snprintf(t->active, sizeof(t->active), "%.0f", ctl_num(b, "active_connections"));
+	snprintf(t->ok, sizeof(t->ok), "%.0f", ctl_num(b, "connections_ok_total"));
+	snprintf(t->failed, sizeof(t->failed), "%.0f", ctl_num(b, "connections_failed_total"));
+	snprintf(t->latency, sizeof(t->latency), "%.2fms",
+		 ctl_num(b, "latency_ewma_seconds") * 1e3);
+	row[0] = ctl_str(b, "address");
+	row[1] = t->weight;
+	row[2] = stats ? (ctl_bool(b, "healthy") ? "yes" : "no") : NULL;
+	row[3] = stats ? ctl_str(b, "circuit") : NULL;
+	row[4] = stats ? t->active : NULL;
+	row[5] = stats ? t->ok : NULL;
+	row[6] = stats ? t->failed : NULL;
+	row[7] = stats ? t->latency : NULL;
+}
+
 static int print_backends(const cJSON *arr)
 {
 	static const char *const h[] = { "ADDRESS", "WEIGHT", "HEALTHY", "CIRCUIT",
@@ -16,35 +41,15 @@ static int print_backends(const cJSON *arr)
 
 	if (!t)
 		return ctl_err("out of memory");
+	table_align_right(t, 1);
 	for (i = 4; i < 8; i++)
 		table_align_right(t, i);
-	table_align_right(t, 1);
 	cJSON_ArrayForEach(b, arr)
 	{
-		char w[16], a[24], ok[24], f[24], lat[24];
-		bool stats = cJSON_GetObjectItem(b, "healthy") != NULL;
-		const char *row[] = {
-			ctl_str(b, "address"),
-			(snprintf(w, sizeof(w), "%.0f", ctl_num(b, "weight")), w),
-			stats ? (ctl_bool(b, "healthy") ? "yes" : "no") : NULL,
-			stats ? ctl_str(b, "circuit") : NULL,
-			stats
-			    ? (snprintf(a, sizeof(a), "%.0f", ctl_num(b, "active_connections")), a)
-			    : NULL,
-			stats
-			    ? (snprintf(ok, sizeof(ok), "%.0f", ctl_num(b, "connections_ok_total")),
-			       ok)
-			    : NULL,
-			stats ? (snprintf(f, sizeof(f), "%.0f",
-					  ctl_num(b, "connections_failed_total")),
-				 f)
-			      : NULL,
-			stats ? (snprintf(lat, sizeof(lat), "%.2fms",
-					  ctl_num(b, "latency_ewma_seconds") * 1e3),
-				 lat)
-			      : NULL,
-		};
+		struct row_text text;
+		const char *row[8];
 
+		backend_row(b, &text, row);
 		rc = rc ? rc : table_add_row(t, row);
 	}
 	if (!rc)

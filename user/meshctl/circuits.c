@@ -18,16 +18,19 @@ static int print_circuits(const cJSON *arr)
 	table_align_right(t, 5);
 	cJSON_ArrayForEach(b, arr)
 	{
-		char f[24], open[32], n[24];
+		char fails[24], open_for[32], opened[24];
 		double rem = ctl_num(b, "open_remaining_seconds");
 		const char *row[] = {
 			ctl_str(b, "service"),
 			ctl_str(b, "address"),
 			ctl_str(b, "circuit"),
-			(snprintf(f, sizeof(f), "%.0f", ctl_num(b, "consecutive_failures")), f),
-			rem > 0 ? ctl_duration(rem, open, sizeof(open)) : "-",
-			(snprintf(n, sizeof(n), "%.0f", ctl_num(b, "transitions_to_open")), n),
+			fails,
+			rem > 0 ? ctl_duration(rem, open_for, sizeof(open_for)) : NULL,
+			opened,
 		};
+
+		snprintf(fails, sizeof(fails), "%.0f", ctl_num(b, "consecutive_failures"));
+		snprintf(opened, sizeof(opened), "%.0f", ctl_num(b, "transitions_to_open"));
 
 		rc = rc ? rc : table_add_row(t, row);
 	}

@@ -4,36 +4,37 @@
 #include "common/table.h"
 #include "meshctl/meshctl.h"
 
-#define NUM(buf, v) (snprintf(buf, sizeof(buf), "%.0f", v), buf)
+static const char *const num_keys[] = { "backends", "healthy_backends", "open_circuits",
+					"active_connections", "rejected_total" };
+#define N_NUM (sizeof(num_keys) / sizeof(num_keys[0]))
 
 static int print_services(const cJSON *arr)
 {
 	static const char *const h[] = { "NAME",    "VIP",  "ALGORITHM", "MTLS",    "BACKENDS",
 					 "HEALTHY", "OPEN", "ACTIVE",	 "REJECTED" };
-	struct table *t = table_new(9, h);
+	struct table *t = table_new(4 + N_NUM, h);
 	const cJSON *s;
 	int rc = 0;
 	size_t i;
 
 	if (!t)
 		return ctl_err("out of memory");
-	for (i = 4; i < 9; i++)
-		table_align_right(t, i);
+	for (i = 0; i < N_NUM; i++)
+		table_align_right(t, 4 + i);
 	cJSON_ArrayForEach(s, arr)
 	{
-		char b[5][24];
-		const char *row[] = {
+		char num[N_NUM][24];
+		const char *row[4 + N_NUM] = {
 			ctl_str(s, "name"),
-			*ctl_str(s, "vip") ? ctl_str(s, "vip") : "-",
-			*ctl_str(s, "algorithm") ? ctl_str(s, "algorithm") : "-",
+			*ctl_str(s, "vip") ? ctl_str(s, "vip") : NULL,
+			*ctl_str(s, "algorithm") ? ctl_str(s, "algorithm") : NULL,
 			ctl_bool(s, "mtls") ? "on" : "off",
-			NUM(b[0], ctl_num(s, "backends")),
-			NUM(b[1], ctl_num(s, "healthy_backends")),
-			NUM(b[2], ctl_num(s, "open_circuits")),
-			NUM(b[3], ctl_num(s, "active_connections")),
-			NUM(b[4], ctl_num(s, "rejected_total")),
 		};
 
+		for (i = 0; i < N_NUM; i++) {
+			snprintf(num[i], sizeof(num[i]), "%.0f", ctl_num(s, num_keys[i]));
+			row[4 + i] = num[i];
+		}
 		rc = rc ? rc : table_add_row(t, row);
 	}
 	if (!rc)

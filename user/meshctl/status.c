@@ -17,6 +17,7 @@ static void print_status(const cJSON *s)
 	line("pid", buf);
 	line("uptime", ctl_duration(ctl_num(s, "uptime_seconds"), dur, sizeof(dur)));
 	line("node", ctl_str(s, "node"));
+	line("discovery", ctl_str(s, "discovery"));
 	line("config path", *ctl_str(s, "config_path") ? ctl_str(s, "config_path") : "(none)");
 	snprintf(buf, sizeof(buf), "%.0f", ctl_num(s, "config_generation"));
 	line("config generation", buf);

@@ -31,6 +31,7 @@ struct snap {
 };
 
 static const char *const circuit_names[] = { "closed", "open", "half_open" };
+static const char *const discovery_names[] = { "static", "consul", "dns" }; /* config_discovery */
 
 static const char *algorithm_name(enum mesh_lb_algorithm a)
 {
@@ -217,6 +218,7 @@ static void get_status(struct meshd *m, struct http_response *resp)
 	cJSON_AddNumberToObject(o, "config_generation", (double)m->cfg->generation);
 	add_string_or_null(o, "config_path", m->config_path);
 	add_string_or_null(o, "node", m->cfg->node_name);
+	cJSON_AddStringToObject(o, "discovery", discovery_names[m->cfg->discovery % 3]);
 	cJSON_AddBoolToObject(o, "ready", m->ready);
 	cJSON_AddBoolToObject(o, "datapath_attached", m->dp != NULL);
 	cJSON_AddBoolToObject(o, "datapath_adopted", m->dp && datapath_adopted(m->dp));

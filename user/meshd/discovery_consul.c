@@ -19,6 +19,8 @@ struct consul_sink {
 	struct discovery *d; /* loop thread only */
 	struct evloop *loop;
 	struct consul_watch *watch;
+	char **reg_ids; /* service IDs this watcher registers (loop thread) */
+	size_t n_reg_ids;
 };
 
 struct posted {
@@ -28,8 +30,14 @@ struct posted {
 
 static void sink_put(struct consul_sink *s)
 {
-	if (atomic_fetch_sub(&s->refs, 1) == 1)
-		free(s);
+	size_t i;
+
+	if (atomic_fetch_sub(&s->refs, 1) != 1)
+		return;
+	for (i = 0; i < s->n_reg_ids; i++)
+		free(s->reg_ids[i]);
+	free(s->reg_ids);
+	free(s);
 }
 
 static void persist(struct discovery *d)
@@ -148,7 +156,67 @@ static int check_services(const struct mesh_config *cfg)
 	return 0;
 }
 
-static struct consul_watch *watch_new(const struct mesh_config *cfg, struct consul_sink *s)
+struct reg_plan {
+	struct consul_registration *regs;
+	size_t n_regs;
+	const char **deregs; /* point into the previous sink's reg_ids */
+	size_t n_deregs;
+};
+
+static const char *reg_id(const struct config_consul_register *r)
+{
+	return r->id && r->id[0] ? r->id : r->name;
+}
+
+static bool cfg_registers(const struct config_consul *c, const char *id)
+{
+	size_t i;
+
+	for (i = 0; i < c->n_reg; i++)
+		if (strcmp(reg_id(&c->reg[i]), id) == 0)
+			return true;
+	return false;
+}
+
+/* What the new watcher registers, and which IDs the previous one registered that are gone now.
+ * Records the new IDs in `s`. Returns 0 or -ENOMEM. */
+static int plan_registrations(const struct config_consul *c, const struct consul_sink *prev,
+			      struct consul_sink *s, struct reg_plan *p)
+{
+	size_t i, n_prev = prev ? prev->n_reg_ids : 0;
+
+	memset(p, 0, sizeof(*p));
+	p->regs = calloc(c->n_reg + 1, sizeof(*p->regs));
+	p->deregs = calloc(n_prev + 1, sizeof(*p->deregs));
+	s->reg_ids = calloc(c->n_reg + 1, sizeof(*s->reg_ids));
+	if (!p->regs || !p->deregs || !s->reg_ids)
+		return -ENOMEM;
+	for (i = 0; i < c->n_reg; i++, p->n_regs++) {
+		p->regs[i] = (struct consul_registration){
+			.id = reg_id(&c->reg[i]),
+			.name = c->reg[i].name,
+			.endpoint = c->reg[i].endpoint,
+			.deregister_critical_after_ns = c->deregister_critical_after_ns,
+		};
+		s->reg_ids[i] = strdup(p->regs[i].id);
+		if (!s->reg_ids[i])
+			return -ENOMEM;
+		s->n_reg_ids++;
+	}
+	for (i = 0; i < n_prev; i++)
+		if (!cfg_registers(c, prev->reg_ids[i]))
+			p->deregs[p->n_deregs++] = prev->reg_ids[i];
+	return 0;
+}
+
+static void plan_release(struct reg_plan *p)
+{
+	free(p->regs);
+	free(p->deregs);
+}
+
+static struct consul_watch *watch_new(const struct mesh_config *cfg, struct consul_sink *s,
+				      const struct reg_plan *p)
 {
 	const struct config_consul *c = &cfg->consul;
 	struct consul_watch_opts o = {
@@ -158,6 +226,10 @@ static struct consul_watch *watch_new(const struct mesh_config *cfg, struct cons
 		.services = (const char *const *)c->services,
 		.n_services = c->n_services,
 		.wait_ns = c->wait_ns,
+		.regs = p->regs,
+		.n_regs = p->n_regs,
+		.deregs = p->deregs,
+		.n_deregs = p->n_deregs,
 	};
 	struct consul_watch *w;
 	char *token = NULL;
@@ -184,6 +256,7 @@ static struct consul_watch *watch_new(const struct mesh_config *cfg, struct cons
 int discovery_consul_start(struct discovery *d, const struct mesh_config *cfg)
 {
 	struct consul_sink *s;
+	struct reg_plan plan;
 	char *dir = NULL;
 	int err;
 
@@ -200,17 +273,22 @@ int discovery_consul_start(struct discovery *d, const struct mesh_config *cfg)
 	atomic_init(&s->refs, 1);
 	s->d = d;
 	s->loop = d->m->loop;
-	s->watch = watch_new(cfg, s);
-	if (!s->watch) {
-		free(s);
+	err = plan_registrations(&cfg->consul, d->sink, s, &plan);
+	if (!err) {
+		s->watch = watch_new(cfg, s, &plan);
+		err = s->watch ? 0 : -EIO;
+	}
+	plan_release(&plan);
+	if (err) {
 		free(dir);
-		return -EIO;
+		sink_put(s);
+		return err;
 	}
 	discovery_consul_stop(d);
 	d->sink = s;
 	d->state_dir = dir;
-	LOG_INFO("discovery", "consul watcher started", "address=%s services=%zu",
-		 log_q(cfg->consul.address), cfg->consul.n_services);
+	LOG_INFO("discovery", "consul watcher started", "address=%s services=%zu registrations=%zu",
+		 log_q(cfg->consul.address), cfg->consul.n_services, cfg->consul.n_reg);
 	return 0;
 }
 

@@ -57,10 +57,28 @@ static const struct {
 			  "Moving average of the connect (handshake) time to a backend." },
 };
 
+/* Rendered label lists are at most a 63-byte service name and a 47-byte [ip6]:port plus syntax. */
+#define LABELS_MAX 160
+
+struct svc_entry {
+	char labels[LABELS_MAX]; /* service="..." */
+	struct datapath_service_stats st;
+};
+
+struct be_entry {
+	char labels[LABELS_MAX]; /* service="...",backend="..." */
+	struct datapath_backend_stats st;
+};
+
+/* One scrape's snapshot: compact copies of the stats (a few hundred bytes per backend), rendered
+ * family by family straight into the output, so no per-family text is buffered. */
 struct exposition {
 	const char *(*reason_name)(int reason);
-	struct strbuf fam[FAM__COUNT];
-	struct strbuf labels; /* scratch: the current object's label list */
+	struct svc_entry *svcs;
+	size_t n_svcs, cap_svcs;
+	struct be_entry *bes;
+	size_t n_bes, cap_bes;
+	int err; /* sticky -ENOMEM while collecting */
 };
 
 struct exposition *expo_new(const char *(*reason_name)(int reason))
@@ -73,15 +91,22 @@ struct exposition *expo_new(const char *(*reason_name)(int reason))
 	return e;
 }
 
+/* Drops the snapshot (and its memory: a large scrape must not pin megabytes while idle). */
+static void expo_clear(struct exposition *e)
+{
+	free(e->svcs);
+	free(e->bes);
+	e->svcs = NULL;
+	e->bes = NULL;
+	e->n_svcs = e->cap_svcs = e->n_bes = e->cap_bes = 0;
+	e->err = 0;
+}
+
 void expo_free(struct exposition *e)
 {
-	int i;
-
 	if (!e)
 		return;
-	for (i = 0; i < FAM__COUNT; i++)
-		strbuf_free(&e->fam[i]);
-	strbuf_free(&e->labels);
+	expo_clear(e);
 	free(e);
 }
 
@@ -97,67 +122,157 @@ const char *expo_endpoint(const struct config_endpoint *ep, char *buf, size_t le
 	return buf;
 }
 
+/* Makes room for one more element of `size` bytes in *arr. Returns 0 or -ENOMEM. */
+static int grow(void **arr, size_t *cap, size_t n, size_t size)
+{
+	size_t c = *cap ? *cap * 2 : 64;
+	void *p;
+
+	if (n < *cap)
+		return 0;
+	p = realloc(*arr, c * size);
+	if (!p)
+		return -ENOMEM;
+	*arr = p;
+	*cap = c;
+	return 0;
+}
+
+/* Renders the label list into `dst` (LABELS_MAX bytes). Returns 0, or -ENAMETOOLONG. */
+static int render_labels(char *dst, const char *service, const char *backend)
+{
+	struct strbuf l = STRBUF_INIT;
+	int err = 0;
+
+	prom_label(&l, "service", service);
+	if (backend)
+		prom_label(&l, "backend", backend);
+	if (strbuf_error(&l) || l.len >= LABELS_MAX)
+		err = strbuf_error(&l) ? strbuf_error(&l) : -ENAMETOOLONG;
+	else
+		memcpy(dst, l.data, l.len + 1);
+	strbuf_free(&l);
+	return err;
+}
+
 void expo_service(const struct datapath_service_stats *s, void *arg)
 {
 	struct exposition *e = arg;
-	struct strbuf *l = &e->labels;
-	uint64_t rejected = 0;
-	size_t base;
-	int i;
+	struct svc_entry *x;
 
-	strbuf_reset(l);
-	prom_label(l, "service", s->service);
-	base = l->len;
-	for (i = 0; i < 8; i++) {
-		const char *reason = e->reason_name ? e->reason_name(i) : NULL;
-
-		rejected += s->rejects[i];
-		/* Unused slots of the 8-entry array have no name (or "unknown"): no series. */
-		if (!reason || !strcmp(reason, "unknown"))
-			continue;
-		prom_label(l, "reason", reason);
-		prom_sample_u64(&e->fam[FAM_REJECTS], families[FAM_REJECTS].name, l->data, NULL,
-				s->rejects[i]);
-		l->len = base;
-		l->data[base] = '\0';
-	}
-	prom_sample_u64(&e->fam[FAM_CONNECTIONS], families[FAM_CONNECTIONS].name, l->data,
-			"backend=\"\",result=\"rejected\"", rejected);
-	prom_sample_u64(&e->fam[FAM_BYTES], families[FAM_BYTES].name, l->data, "direction=\"sent\"",
-			s->bytes_sent);
-	prom_sample_u64(&e->fam[FAM_BYTES], families[FAM_BYTES].name, l->data,
-			"direction=\"received\"", s->bytes_received);
-	prom_sample_u64(&e->fam[FAM_PASSTHROUGH], families[FAM_PASSTHROUGH].name, l->data, NULL,
-			s->passthrough);
-}
-
-static void backend_sample(struct exposition *e, enum family f, const char *extra, uint64_t v)
-{
-	prom_sample_u64(&e->fam[f], families[f].name, e->labels.data, extra, v);
+	if (e->err || (e->err = grow((void **)&e->svcs, &e->cap_svcs, e->n_svcs, sizeof(*x))))
+		return;
+	x = &e->svcs[e->n_svcs];
+	if (render_labels(x->labels, s->service, NULL))
+		return; /* unrenderable name: no series rather than a broken exposition */
+	x->st = *s;
+	x->st.service = NULL; /* only valid during the callback */
+	e->n_svcs++;
 }
 
 void expo_backend(const struct datapath_backend_stats *b, void *arg)
 {
 	struct exposition *e = arg;
+	struct be_entry *x;
 	char ep[64];
 
-	strbuf_reset(&e->labels);
-	prom_label(&e->labels, "service", b->service);
-	prom_label(&e->labels, "backend", expo_endpoint(&b->backend, ep, sizeof(ep)));
-	backend_sample(e, FAM_CONNECTIONS, "result=\"ok\"", b->conn_ok);
-	backend_sample(e, FAM_CONNECTIONS, "result=\"failed\"", b->conn_failed);
-	backend_sample(e, FAM_ACTIVE, NULL, b->active);
-	backend_sample(e, FAM_HEALTHY, NULL, b->healthy);
-	backend_sample(e, FAM_CIRCUIT_STATE, NULL, (uint64_t)b->circuit);
-	backend_sample(e, FAM_CIRCUIT_TRANSITIONS, "to=\"closed\"",
+	if (e->err || (e->err = grow((void **)&e->bes, &e->cap_bes, e->n_bes, sizeof(*x))))
+		return;
+	x = &e->bes[e->n_bes];
+	if (render_labels(x->labels, b->service, expo_endpoint(&b->backend, ep, sizeof(ep))))
+		return;
+	x->st = *b;
+	x->st.service = NULL;
+	e->n_bes++;
+}
+
+static void sample(struct strbuf *out, enum family f, const char *labels, const char *extra,
+		   uint64_t v)
+{
+	prom_sample_u64(out, families[f].name, labels, extra, v);
+}
+
+static uint64_t rejected(const struct datapath_service_stats *s)
+{
+	uint64_t sum = 0;
+	int i;
+
+	for (i = 0; i < 8; i++)
+		sum += s->rejects[i];
+	return sum;
+}
+
+static void render_rejects(struct exposition *e, struct strbuf *out, const struct svc_entry *x)
+{
+	char extra[96];
+	int i;
+
+	for (i = 0; i < 8; i++) {
+		const char *reason = e->reason_name ? e->reason_name(i) : NULL;
+
+		/* Unused slots of the 8-entry array have no name (or "unknown"): no series. */
+		if (!reason || !strcmp(reason, "unknown") || strlen(reason) > 64)
+			continue;
+		snprintf(extra, sizeof(extra), "reason=\"%s\"", reason);
+		sample(out, FAM_REJECTS, x->labels, extra, x->st.rejects[i]);
+	}
+}
+
+/* The samples of service family `f` for every collected service. */
+static void render_svc_family(struct exposition *e, struct strbuf *out, enum family f)
+{
+	size_t i;
+
+	for (i = 0; i < e->n_svcs; i++) {
+		const struct svc_entry *x = &e->svcs[i];
+
+		if (f == FAM_CONNECTIONS)
+			sample(out, f, x->labels, "backend=\"\",result=\"rejected\"",
+			       rejected(&x->st));
+		else if (f == FAM_REJECTS)
+			render_rejects(e, out, x);
+		else if (f == FAM_BYTES) {
+			sample(out, f, x->labels, "direction=\"sent\"", x->st.bytes_sent);
+			sample(out, f, x->labels, "direction=\"received\"", x->st.bytes_received);
+		} else if (f == FAM_PASSTHROUGH)
+			sample(out, f, x->labels, NULL, x->st.passthrough);
+	}
+}
+
+static void render_be_sample(struct strbuf *out, enum family f, const struct be_entry *x)
+{
+	const struct datapath_backend_stats *b = &x->st;
+
+	switch (f) {
+	case FAM_CONNECTIONS:
+		sample(out, f, x->labels, "result=\"ok\"", b->conn_ok);
+		sample(out, f, x->labels, "result=\"failed\"", b->conn_failed);
+		break;
+	case FAM_ACTIVE:
+		sample(out, f, x->labels, NULL, b->active);
+		break;
+	case FAM_HEALTHY:
+		sample(out, f, x->labels, NULL, b->healthy);
+		break;
+	case FAM_CIRCUIT_STATE:
+		sample(out, f, x->labels, NULL, (uint64_t)b->circuit);
+		break;
+	case FAM_CIRCUIT_TRANSITIONS:
+		sample(out, f, x->labels, "to=\"closed\"",
 		       b->transitions_to[DATAPATH_CIRCUIT_CLOSED]);
-	backend_sample(e, FAM_CIRCUIT_TRANSITIONS, "to=\"open\"",
-		       b->transitions_to[DATAPATH_CIRCUIT_OPEN]);
-	backend_sample(e, FAM_CIRCUIT_TRANSITIONS, "to=\"half_open\"",
+		sample(out, f, x->labels, "to=\"open\"", b->transitions_to[DATAPATH_CIRCUIT_OPEN]);
+		sample(out, f, x->labels, "to=\"half_open\"",
 		       b->transitions_to[DATAPATH_CIRCUIT_HALF_OPEN]);
-	backend_sample(e, FAM_CONSECUTIVE_FAILURES, NULL, b->consecutive_failures);
-	prom_sample_nanos(&e->fam[FAM_LATENCY], families[FAM_LATENCY].name, e->labels.data, NULL,
-			  b->latency_ewma_ns);
+		break;
+	case FAM_CONSECUTIVE_FAILURES:
+		sample(out, f, x->labels, NULL, b->consecutive_failures);
+		break;
+	case FAM_LATENCY:
+		prom_sample_nanos(out, families[f].name, x->labels, NULL, b->latency_ewma_ns);
+		break;
+	default:
+		break;
+	}
 }
 
 static void render_config(struct strbuf *out, const struct expo_daemon *d)
@@ -233,23 +348,20 @@ static void render_daemon_misc(struct strbuf *out, const struct expo_daemon *d)
 
 int expo_render(struct exposition *e, const struct expo_daemon *d, struct strbuf *out)
 {
-	size_t total = 0;
-	int i, err = 0;
+	int i, err = e->err;
+	size_t j;
 
-	for (i = 0; i < FAM__COUNT; i++)
-		total += e->fam[i].len + 512;
-	strbuf_reserve(out, total + 8192); /* one allocation for the whole scrape */
+	/* One allocation for the whole scrape: ~900 bytes per backend, ~500 per service. */
+	strbuf_reserve(out, 16384 + e->n_bes * 1024 + e->n_svcs * 512);
 	render_config(out, d);
 	render_discovery(out, d);
 	render_daemon_misc(out, d);
 	for (i = 0; i < FAM__COUNT; i++) {
 		prom_family(out, families[i].name, families[i].type, families[i].help);
-		if (e->fam[i].len)
-			strbuf_append(out, e->fam[i].data, e->fam[i].len);
-		if (!err)
-			err = strbuf_error(&e->fam[i]);
-		/* Release, not reset: a scrape of 10,000 backends must not pin megabytes. */
-		strbuf_free(&e->fam[i]);
+		render_svc_family(e, out, (enum family)i);
+		for (j = 0; j < e->n_bes; j++)
+			render_be_sample(out, (enum family)i, &e->bes[j]);
 	}
+	expo_clear(e);
 	return err ? err : strbuf_error(out);
 }

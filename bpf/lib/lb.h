@@ -1,0 +1,152 @@
+/* Backend selection as pure functions: given the usable candidates of one service (gathered by
+ * the connect program), a random seed, the round-robin cursor and, for maglev, the lookup table,
+ * return the chosen slot (index into mesh_svc.backend_ids). Compiled into the BPF object and into
+ * tests/unit/test_lb.c. Loops are bounded by MESH_MAX_BACKENDS_PER_SVC for the verifier. */
+#ifndef MESH_LIB_LB_H
+#define MESH_LIB_LB_H
+
+#ifndef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+#endif
+
+#define LB_MASK (MESH_MAX_BACKENDS_PER_SVC - 1)
+
+/* Index into the candidate arrays. The empty asm hides the value's known range from the
+ * compiler so the mask survives for the verifier, which does not follow `%`. */
+static __always_inline __u32 lb_idx(__u32 i)
+{
+	asm volatile("" : "+r"(i));
+	return i & LB_MASK;
+}
+#define LB_MAX_CHOICES 8   /* least_request draws at most this many candidates */
+#define LB_MAGLEV_PROBE 16 /* table entries tried before maglev falls back to hashing */
+
+/* Candidates of one connect: slots usable for normal traffic with their weight and active
+ * count. Lives in a per-CPU scratch map in BPF (too big for the stack). */
+struct lb_cand {
+	__u32 n;
+	__u32 pad;
+	__u64 mask; /* bit s set when slot s is a candidate */
+	__u8 slot[MESH_MAX_BACKENDS_PER_SVC];
+	__u32 weight[MESH_MAX_BACKENDS_PER_SVC];
+	__u32 active[MESH_MAX_BACKENDS_PER_SVC];
+};
+
+/* xorshift32: a cheap stream of numbers from one bpf_get_prandom_u32() seed. */
+static __always_inline __u32 lb_rand_next(__u32 *s)
+{
+	__u32 x = *s ? *s : 0x9e3779b9;
+
+	x ^= x << 13;
+	x ^= x >> 17;
+	x ^= x << 5;
+	*s = x;
+	return x;
+}
+
+/* Finalizer of MurmurHash3: spreads cgroup ids (small sequential numbers) over the table. */
+static __always_inline __u32 lb_hash64(__u64 x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ULL;
+	x ^= x >> 33;
+	return (__u32)x;
+}
+
+static __always_inline void lb_cand_add(struct lb_cand *c, __u32 slot, __u32 weight, __u32 active)
+{
+	__u32 i = c->n;
+
+	if (i >= MESH_MAX_BACKENDS_PER_SVC)
+		return;
+	c->slot[lb_idx(i)] = slot;
+	c->weight[lb_idx(i)] = weight ? weight : 1;
+	c->active[lb_idx(i)] = active;
+	c->mask |= 1ULL << (slot & LB_MASK);
+	c->n = i + 1;
+}
+
+static __always_inline int lb_pick_index(const struct lb_cand *c, __u32 i)
+{
+	return c->slot[lb_idx(i % c->n)];
+}
+
+/* Power of `choices` random choices over active connections (Envoy least_request). The second
+ * draw differs from the first, so with two or more candidates the busiest one never wins. */
+static __always_inline int lb_pick_least(const struct lb_cand *c, __u32 choices, __u32 *seed)
+{
+	__u32 first = lb_rand_next(seed) % c->n, best = first;
+
+	if (c->n == 1)
+		return c->slot[0];
+	if (choices < 2)
+		choices = 2;
+	for (__u32 k = 1; k < LB_MAX_CHOICES && k < choices; k++) {
+		__u32 i = (first + 1 + lb_rand_next(seed) % (c->n - 1)) % c->n;
+
+		if (c->active[lb_idx(i)] < c->active[lb_idx(best)])
+			best = i;
+	}
+	return c->slot[lb_idx(best)];
+}
+
+static __always_inline int lb_pick_weighted(const struct lb_cand *c, __u32 rnd)
+{
+	__u64 total = 0, r;
+
+	for (__u32 i = 0; i < MESH_MAX_BACKENDS_PER_SVC && i < c->n; i++)
+		total += c->weight[i];
+	r = rnd % total;
+	for (__u32 i = 0; i < MESH_MAX_BACKENDS_PER_SVC && i < c->n; i++) {
+		if (r < c->weight[i])
+			return c->slot[i];
+		r -= c->weight[i];
+	}
+	return c->slot[0];
+}
+
+/* Maglev: the table maps hash(caller) to a slot. If that slot is not usable right now, the
+ * next entries are tried (they are a pseudo-random permutation of slots), then plain hashing. */
+static __always_inline int lb_pick_maglev(const struct lb_cand *c, const __u8 *table, __u64 key)
+{
+	__u32 h = lb_hash64(key);
+
+	if (table) {
+		for (__u32 j = 0; j < LB_MAGLEV_PROBE; j++) {
+			__u32 e = (h + j) % MESH_MAGLEV_M, s;
+
+			asm volatile("" : "+r"(e)); /* keep the check below for the verifier */
+			if (e >= MESH_MAGLEV_M)
+				break;
+			s = lb_idx(table[e]);
+
+			if (c->mask & (1ULL << s))
+				return s;
+		}
+	}
+	return lb_pick_index(c, h);
+}
+
+/* Chooses a slot among the candidates with `algorithm`, or -1 when there are none. */
+static __always_inline int lb_pick(const struct lb_cand *c, __u8 algorithm, __u32 choice_count,
+				   __u64 rr, __u32 seed, const __u8 *maglev, __u64 key)
+{
+	if (c->n == 0 || c->n > MESH_MAX_BACKENDS_PER_SVC)
+		return -1;
+	switch (algorithm) {
+	case MESH_LB_ROUND_ROBIN:
+		return lb_pick_index(c, (__u32)(rr % c->n));
+	case MESH_LB_LEAST_REQUEST:
+		return lb_pick_least(c, choice_count, &seed);
+	case MESH_LB_WEIGHTED:
+		return lb_pick_weighted(c, lb_rand_next(&seed));
+	case MESH_LB_MAGLEV:
+		return lb_pick_maglev(c, maglev, key);
+	default:
+		return lb_pick_index(c, lb_rand_next(&seed));
+	}
+}
+
+#endif

@@ -1,0 +1,333 @@
+/* Datapath lifecycle: load or adopt the pinned BPF object, check its ABI version, attach the
+ * programs to one cgroup through pinned bpf_links (so they outlive the daemon and are never
+ * attached twice), and clean everything up on request. The only file including the skeleton's
+ * open/load/attach calls. Runs on meshd's event-loop thread. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "common/log.h"
+#include "datapath/internal.h"
+#include "mesh.skel.h"
+
+const char *const dp_map_names[DP_MAP__COUNT] = {
+	[DP_MAP_ABI] = "mesh_abi",
+	[DP_MAP_SERVICES] = "mesh_services",
+	[DP_MAP_SVC_NAMES] = "mesh_svc_names",
+	[DP_MAP_SVC_STATE] = "mesh_svc_state",
+	[DP_MAP_BACKENDS] = "mesh_backends",
+	[DP_MAP_BE_STATE] = "mesh_be_state",
+	[DP_MAP_BE_STATS] = "mesh_be_stats",
+	[DP_MAP_SVC_STATS] = "mesh_svc_stats",
+	[DP_MAP_COUNTERS] = "mesh_counters",
+	[DP_MAP_EVENTS] = "mesh_events",
+	[DP_MAP_MAGLEV] = "mesh_maglev",
+	[DP_MAP_SCRATCH] = "mesh_scratch",
+};
+
+/* Programs and the names their links are pinned under. */
+static const struct {
+	const char *prog;
+	const char *link;
+} dp_links[] = {
+	{ "mesh_connect4", "link_connect4" },	  { "mesh_connect6", "link_connect6" },
+	{ "mesh_getpeername4", "link_getpeer4" }, { "mesh_getpeername6", "link_getpeer6" },
+	{ "mesh_sockops", "link_sockops" },
+};
+#define DP_N_LINKS (sizeof(dp_links) / sizeof(dp_links[0]))
+
+static int pin_file(char *buf, size_t len, const char *dir, const char *name)
+{
+	int n = snprintf(buf, len, "%s/%s", dir, name);
+
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/* Reads the pinned ABI record. Returns 1 when it matches this build, 0 when nothing is pinned,
+ * -ESTALE when something is pinned but of another layout (or unreadable). */
+static int abi_check(const char *pin_path)
+{
+	struct mesh_abi_info info = { 0 };
+	char path[PATH_MAX];
+	__u32 zero = 0;
+	int fd, err;
+
+	if (pin_file(path, sizeof(path), pin_path, dp_map_names[DP_MAP_ABI]))
+		return -ENAMETOOLONG;
+	fd = bpf_obj_get(path);
+	if (fd < 0) {
+		if (errno != ENOENT)
+			return -ESTALE;
+		if (pin_file(path, sizeof(path), pin_path, dp_map_names[DP_MAP_SERVICES]))
+			return -ENAMETOOLONG;
+		return access(path, F_OK) == 0 ? -ESTALE : 0; /* half-built pins: rebuild */
+	}
+	err = bpf_map_lookup_elem(fd, &zero, &info);
+	close(fd);
+	if (err || info.version != MESH_ABI_VERSION || info.layout != MESH_ABI_LAYOUT) {
+		LOG_WARN(DP_SUBSYS, "pinned datapath has another ABI, rebuilding",
+			 "path=%s version=%u layout=%u want_version=%u want_layout=%u",
+			 log_q(pin_path), info.version, info.layout, MESH_ABI_VERSION,
+			 (unsigned)MESH_ABI_LAYOUT);
+		return -ESTALE;
+	}
+	return 1;
+}
+
+static int abi_write(struct datapath *dp)
+{
+	struct mesh_abi_info info = { .version = MESH_ABI_VERSION, .layout = MESH_ABI_LAYOUT };
+	struct timespec ts;
+	__u32 zero = 0;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	info.created_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	if (bpf_map_update_elem(dp->fd[DP_MAP_ABI], &zero, &info, BPF_ANY))
+		return -errno;
+	return 0;
+}
+
+/* Opens the skeleton with every map pinned by name under pin_path (libbpf reuses existing pins
+ * and pins new maps at load), then loads it. */
+static int load_object(struct datapath *dp)
+{
+	char path[PATH_MAX];
+	struct bpf_map *map;
+	int err;
+
+	dp->skel = mesh_bpf__open();
+	if (!dp->skel)
+		return -errno;
+	bpf_object__for_each_map(map, dp->skel->obj)
+	{
+		err = pin_file(path, sizeof(path), dp->pin_path, bpf_map__name(map));
+		if (!err)
+			err = bpf_map__set_pin_path(map, path);
+		if (err)
+			return err;
+	}
+	err = mesh_bpf__load(dp->skel);
+	if (err)
+		return err;
+	for (int i = 0; i < DP_MAP__COUNT; i++) {
+		map = bpf_object__find_map_by_name(dp->skel->obj, dp_map_names[i]);
+		if (!map)
+			return -ENOENT;
+		dp->fd[i] = bpf_map__fd(map);
+	}
+	return 0;
+}
+
+/* cgroup id of a pinned link, or 0 when it is not a live cgroup link. */
+static uint64_t link_cgroup_id(int fd)
+{
+	struct bpf_link_info info;
+	__u32 len = sizeof(info);
+
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len) || info.type != BPF_LINK_TYPE_CGROUP)
+		return 0;
+	return info.cgroup.cgroup_id;
+}
+
+/* Attaches one program unless its pinned link already attaches it to this cgroup. A link to
+ * another cgroup (the configured cgroup changed) is detached first. */
+static int attach_one(struct datapath *dp, size_t i, int cg_fd, uint64_t cg_id)
+{
+	struct bpf_program *prog;
+	struct bpf_link *link;
+	char path[PATH_MAX];
+	int fd, err;
+
+	err = pin_file(path, sizeof(path), dp->pin_path, dp_links[i].link);
+	if (err)
+		return err;
+	fd = bpf_obj_get(path);
+	if (fd >= 0) {
+		uint64_t id = link_cgroup_id(fd);
+
+		if (id == cg_id) {
+			close(fd);
+			return 0;
+		}
+		LOG_WARN(DP_SUBSYS, "pinned link attached elsewhere, replacing",
+			 "link=%s cgroup_id=%llu", dp_links[i].link, (unsigned long long)id);
+		bpf_link_detach(fd);
+		close(fd);
+		unlink(path);
+	}
+	prog = bpf_object__find_program_by_name(dp->skel->obj, dp_links[i].prog);
+	if (!prog)
+		return -ENOENT;
+	link = bpf_program__attach_cgroup(prog, cg_fd);
+	if (!link)
+		return -errno;
+	err = bpf_link__pin(link, path);
+	bpf_link__destroy(link); /* the pin keeps it attached */
+	return err;
+}
+
+static int attach_all(struct datapath *dp, const char *cgroup)
+{
+	struct stat st;
+	int cg_fd, err = 0;
+
+	cg_fd = open(cgroup, O_RDONLY | O_DIRECTORY);
+	if (cg_fd < 0 || fstat(cg_fd, &st)) {
+		err = -errno;
+		LOG_ERR(DP_SUBSYS, "cannot open cgroup", "cgroup=%s err=%s", log_q(cgroup),
+			strerror(-err));
+		if (cg_fd >= 0)
+			close(cg_fd);
+		return err;
+	}
+	for (size_t i = 0; i < DP_N_LINKS && !err; i++) {
+		err = attach_one(dp, i, cg_fd, (uint64_t)st.st_ino);
+		if (err)
+			LOG_ERR(DP_SUBSYS, "attach failed", "prog=%s cgroup=%s err=%s",
+				dp_links[i].prog, log_q(cgroup), strerror(-err));
+	}
+	close(cg_fd);
+	return err;
+}
+
+static struct datapath *dp_alloc(const char *pin_path)
+{
+	struct datapath *dp = calloc(1, sizeof(*dp));
+
+	if (!dp)
+		return NULL;
+	for (int i = 0; i < DP_MAP__COUNT; i++)
+		dp->fd[i] = -1;
+	dp->pin_path = strdup(pin_path);
+	dp->svcs = calloc(MESH_MAX_SERVICES, sizeof(*dp->svcs));
+	dp->be = calloc(MESH_MAX_BACKENDS, sizeof(*dp->be));
+	dp->be_used = calloc(MESH_MAX_BACKENDS, 1);
+	dp->ncpus = libbpf_num_possible_cpus();
+	dp->be_cursor = 1;
+	if (!dp->pin_path || !dp->svcs || !dp->be || !dp->be_used || dp->ncpus <= 0) {
+		datapath_close(dp);
+		errno = ENOMEM;
+		return NULL;
+	}
+	return dp;
+}
+
+/* Makes pin_path usable: adopts a matching pinned datapath, rebuilds a mismatched one.
+ * Returns 1 when adopting, 0 for a fresh load, or -errno. */
+static int prepare_pins(const char *pin_path)
+{
+	int st;
+
+	if (mkdir(pin_path, 0700) && errno != EEXIST)
+		return -errno;
+	st = abi_check(pin_path);
+	if (st != -ESTALE)
+		return st;
+	st = datapath_cleanup(pin_path);
+	if (st)
+		return st;
+	if (mkdir(pin_path, 0700) && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+struct datapath *datapath_open(const struct datapath_opts *opts)
+{
+	struct datapath *dp;
+	int st, err;
+
+	log_route_libbpf();
+	dp = dp_alloc(opts->pin_path);
+	if (!dp)
+		return NULL;
+	st = prepare_pins(opts->pin_path);
+	if (st < 0) {
+		err = st;
+		goto err_close;
+	}
+	dp->adopted = st == 1;
+	err = load_object(dp);
+	if (err) {
+		LOG_ERR(DP_SUBSYS, "loading BPF object failed", "pin=%s err=%s",
+			log_q(dp->pin_path), strerror(-err));
+		goto err_close;
+	}
+	err = dp->adopted ? dp_services_load(dp) : abi_write(dp);
+	if (!err && opts->cgroup)
+		err = attach_all(dp, opts->cgroup);
+	if (err)
+		goto err_close;
+	LOG_INFO(DP_SUBSYS, dp->adopted ? "adopted pinned datapath" : "loaded datapath",
+		 "pin=%s cgroup=%s", log_q(dp->pin_path), log_q(opts->cgroup ? opts->cgroup : "-"));
+	return dp;
+
+err_close:
+	datapath_close(dp);
+	errno = -err;
+	return NULL;
+}
+
+void datapath_close(struct datapath *dp)
+{
+	if (!dp)
+		return;
+	ring_buffer__free(dp->rb);
+	mesh_bpf__destroy(dp->skel);
+	free(dp->svcs);
+	free(dp->be);
+	free(dp->be_used);
+	free(dp->pin_path);
+	free(dp);
+}
+
+bool datapath_adopted(const struct datapath *dp)
+{
+	return dp->adopted;
+}
+
+int datapath_cleanup(const char *pin_path)
+{
+	char path[PATH_MAX];
+	struct dirent *de;
+	int err = 0;
+	DIR *d;
+
+	d = opendir(pin_path);
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.' || pin_file(path, sizeof(path), pin_path, de->d_name))
+			continue;
+		if (!strncmp(de->d_name, "link_", 5)) {
+			int fd = bpf_obj_get(path);
+
+			/* Detach even if a running daemon still holds the link open. */
+			if (fd >= 0) {
+				bpf_link_detach(fd);
+				close(fd);
+			}
+		}
+		if (unlink(path) && !err)
+			err = -errno;
+	}
+	closedir(d);
+	if (rmdir(pin_path) && !err)
+		err = -errno;
+	if (err)
+		LOG_ERR(DP_SUBSYS, "cleanup incomplete", "pin=%s err=%s", log_q(pin_path),
+			strerror(-err));
+	else
+		LOG_INFO(DP_SUBSYS, "datapath detached and unpinned", "pin=%s", log_q(pin_path));
+	return err;
+}
