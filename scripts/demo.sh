@@ -5,8 +5,9 @@
 # and comes back (a half-open probe closes the breaker). Everything it starts is removed on exit.
 #
 # Uses config/demo.json. Overrides: MESH_BUILD (build dir), MESH_CGROUP (cgroup to attach to;
-# default <cgroup2 mount>/meshd-demo), DEMO_CONFIG (another config file), DEMO_PAUSE (seconds
-# between steps, default 1). Needs root.
+# default <cgroup2 mount>/meshd-demo), MESH_TELEMETRY__METRICS_LISTEN (or any MESH_* override),
+# DEMO_CONFIG (another config file), DEMO_PAUSE (seconds between steps, default 1),
+# DEMO_LOCK_WAIT (seconds to wait for another demo run). Needs root.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${MESH_BUILD:-build}
@@ -55,6 +56,11 @@ trap 'exit 130' INT TERM
 [ -x "$MESHD" ] || die "$MESHD not built (run make)"
 [ -f "$CONFIG" ] || die "$CONFIG not found"
 command -v jq >/dev/null || die "jq is missing (scripts/install-deps.sh installs it)"
+# One demo at a time per host: it owns fixed ports, a pin path and a cgroup. DEMO_LOCK_WAIT
+# seconds to wait for another run to finish (default 0: say so and stop).
+exec 9>/tmp/meshd-demo.lock
+flock -w "${DEMO_LOCK_WAIT:-0}" 9 || die "another demo is running on this host (lock /tmp/meshd-demo.lock)"
+DEMO_START=$SECONDS
 CG2=$(awk '$3 == "cgroup2" {print $2; exit}' /proc/mounts)
 [ -n "$CG2" ] || die "no cgroup2 mount in /proc/mounts"
 
@@ -81,6 +87,10 @@ for p in "${PORTS[@]}"; do
 		die "port $p is already in use; the demo's backends need 127.0.0.1:${PORTS[*]}"
 	fi
 done
+METRICS=${MESH_TELEMETRY__METRICS_LISTEN:-$(jq -r '.telemetry.metrics_listen' "$CONFIG")}
+if (exec 3<>"/dev/tcp/${METRICS%:*}/${METRICS##*:}") 2>/dev/null; then
+	die "$METRICS (metrics) is already in use; pick another with MESH_TELEMETRY__METRICS_LISTEN=127.0.0.1:PORT"
+fi
 HC_TYPE=$(jq -r '.services[0].load_balancer.health_check.type // .load_balancer.health_check.type // "none"' "$CONFIG")
 
 # client N: N connections from inside the demo cgroup to the service address; prints one backend
@@ -217,3 +227,4 @@ log_since "$mark"
 
 step "Demo complete: balancing, a circuit opening and closing, all in the kernel"
 say "try it yourself: sudo $MESHD --config $CONFIG, then look at $MESHCTL services / circuits"
+echo "demo took $((SECONDS - DEMO_START))s"
