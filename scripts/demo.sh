@@ -91,6 +91,7 @@ METRICS=${MESH_TELEMETRY__METRICS_LISTEN:-$(jq -r '.telemetry.metrics_listen' "$
 if (exec 3<>"/dev/tcp/${METRICS%:*}/${METRICS##*:}") 2>/dev/null; then
 	die "$METRICS (metrics) is already in use; pick another with MESH_TELEMETRY__METRICS_LISTEN=127.0.0.1:PORT"
 fi
+OPEN_FOR=$(jq -r '.services[0].circuit_breaker.open_duration // .circuit_breaker.open_duration // "30s"' "$CONFIG")
 HC_TYPE=$(jq -r '.services[0].load_balancer.health_check.type // .load_balancer.health_check.type // "none"' "$CONFIG")
 
 # client N: N connections from inside the demo cgroup to the service address; prints one backend
@@ -213,8 +214,9 @@ step "4. backend-2 comes back"
 mark=$(log_lines)
 start_backend 2
 wait_until 5 port_open "${PORTS[1]}" || die "backend-2 did not restart"
-say "after the breaker's open duration a half-open probe lets one real connection through;"
-say "it succeeds, so the breaker closes (health checks, if on, also see it pass again)"
+say "after open_duration ($OPEN_FOR) the breaker turns half-open and lets a probe connection"
+say "through; the probe succeeds, so the breaker closes. The health check, which had marked"
+say "backend-2 down too, lets it back after its healthy_threshold of passed checks."
 wait_until 40 seen backend-2 || die "backend-2 never received traffic again"
 ok "backend-2 receives connections again"
 say "next 30 connections:"
