@@ -384,3 +384,25 @@ TEST(unknown_service_is_healthy)
 	CHECK(health_checker_healthy(NULL, "nope", &backends[0].endpoint));
 	health_checker_free(c);
 }
+
+TEST(assumed_state_from_a_previous_run_needs_healthy_threshold)
+{
+	struct health_checker *c = setup();
+
+	sync1(c, &hc_http, 0, 2);
+	CHECK_INT_EQ(health_checker_assume(c, "web", &backends[1].endpoint, false), 0);
+	CHECK_INT_EQ(health_checker_assume(c, "web", &backends[5].endpoint, false), -ENOENT);
+	CHECK_INT_EQ(health_checker_assume(c, "api", &backends[0].endpoint, false), -ENOENT);
+	CHECK(!healthy(c, 1));
+	/* Still down after one pass; back after healthy_threshold (2), with one transition. */
+	advance(100 * MS);
+	CHECK(!healthy(c, 1));
+	CHECK_INT_EQ(F.changes, 0);
+	advance(100 * MS);
+	CHECK(healthy(c, 1));
+	CHECK_INT_EQ(F.changes, 1);
+	/* Once checked, its own results win over any assumption. */
+	CHECK_INT_EQ(health_checker_assume(c, "web", &backends[1].endpoint, false), -ENOENT);
+	CHECK(healthy(c, 1));
+	health_checker_free(c);
+}

@@ -356,6 +356,18 @@ bool health_checker_healthy(const struct health_checker *c, const char *service,
 	return t ? t->st.healthy : true;
 }
 
+int health_checker_assume(struct health_checker *c, const char *service,
+			  const struct config_endpoint *backend, bool healthy)
+{
+	struct checked_service *s = find_service(c, service);
+	struct target *t = s ? find_target(s, backend) : NULL;
+
+	if (!t || t->st.checks)
+		return -ENOENT;
+	t->st.healthy = healthy;
+	return 0;
+}
+
 size_t health_checker_count(const struct health_checker *c)
 {
 	const struct checked_service *s;
