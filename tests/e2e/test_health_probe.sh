@@ -23,7 +23,9 @@ s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(16)
 while True:
     c, _ = s.accept(); c.sendall(b"SSH-2.0-nope\r\n"); c.close()' $P_GARBAGE
-spawn v6 python3 "$ROOT/tests/e2e/servers/backend.py" --name v6 --port $P_V6 --addr ::1
+echo ok >"$TMP/health-v6"
+spawn v6 python3 "$ROOT/tests/e2e/servers/backend.py" --name v6 --port $P_V6 --addr ::1 \
+	--health-file "$TMP/health-v6"
 wait_for 5 port_open ::1 $P_V6
 wait_for 5 port_open 127.0.0.1 $P_SILENT
 wait_for 5 port_open 127.0.0.1 $P_GARBAGE
