@@ -32,6 +32,7 @@ one_connect() {
 	in_cgroup "$CG" python3 -c '
 import socket, sys
 s = socket.create_connection((sys.argv[1], 80), timeout=2)
+s.sendall(b"hi\n")  # the backend waits for the client to speak first
 print(s.makefile().readline().strip())' "$1" 2>/dev/null
 }
 names_via() { # VIP N: sorted unique backend names over N connects
