@@ -126,5 +126,8 @@ if grep -q "$TOKEN" "$TMP"/meshd*.log; then
 else
 	pass token_never_logged
 fi
-stop_meshd "$MESHD_PID" >/dev/null
+stop_meshd "$MESHD_PID" >"$TMP/stop.status" # not in $(...): wait needs the parent shell
+status=$(cat "$TMP/stop.status")
+check clean_exit_on_sigterm "exit status $status (sanitizer report?): $(grep -m1 -i 'sanitizer' "$TMP/meshd2.log")" \
+	test "$status" = 0
 exit 0
