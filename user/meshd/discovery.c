@@ -163,6 +163,12 @@ int discovery_update(struct discovery *d, const char *name, uint64_t index,
 		return -ENOENT;
 	}
 	state_backends_sort(backends, n);
+	if (n > MESH_MAX_BACKENDS_PER_SVC) {
+		/* Serve the first ones (canonical order) rather than never updating the service. */
+		LOG_WARN("discovery", "more backends than the datapath holds, using the first ones",
+			 "service=%s backends=%zu max=%d", log_q(name), n, MESH_MAX_BACKENDS_PER_SVC);
+		n = MESH_MAX_BACKENDS_PER_SVC;
+	}
 	if (state_backends_equal(e->svc.backends, e->svc.n_backends, backends, n)) {
 		free(backends);
 		e->discovered = true;
