@@ -80,7 +80,7 @@ fi
 
 # 5. Consul down: errors are reported, retries back off (not a busy loop).
 kill -9 "$EMU_PID"
-wait "$EMU_PID" 2>/dev/null
+{ wait "$EMU_PID"; } 2>/dev/null # no "Killed" job notice
 errs_before=$(count_lines "$WATCH_OUT" ' err=-')
 sleep 4
 errs=$(($(count_lines "$WATCH_OUT" ' err=-') - errs_before))

@@ -92,7 +92,7 @@ check state_file_mode_0600 "mode $(stat -c %a "$STATE" 2>&1)" test "$(stat -c %a
 
 # 5. Consul down: errors are logged, the last backends keep serving.
 kill -9 "$CONSUL_PID"
-wait "$CONSUL_PID" 2>/dev/null
+{ wait "$CONSUL_PID"; } 2>/dev/null # no "Killed" job notice
 # Three quick deliveries used the rate limiter's burst: the next query may wait up to 15 s.
 check outage_logged "no failure logged" \
 	wait_for 20 grep -q 'msg="query failed, keeping last known backends"' "$TMP/meshd1.log"
@@ -130,4 +130,19 @@ stop_meshd "$MESHD_PID" >"$TMP/stop.status" # not in $(...): wait needs the pare
 status=$(cat "$TMP/stop.status")
 check clean_exit_on_sigterm "exit status $status (sanitizer report?): $(grep -m1 -i 'sanitizer' "$TMP/meshd2.log")" \
 	test "$status" = 0
+
+# 9. A corrupt state file is logged and ignored: meshd starts and syncs from Consul.
+printf 'meshd-discovery-state 1\nservice api 9 3\nbackend 127.0.0.1 1\n' >"$STATE"
+"$MESHD" --cleanup --config "$CONF" >>"$TMP/cleanup.log" 2>&1
+if start_meshd meshd3 "$CONF"; then
+	check corrupt_state_ignored "$(grep -m1 'state file' "$TMP/meshd3.log")" \
+		grep -q 'msg="ignoring discovery state file".*why="corrupt at line 3"' "$TMP/meshd3.log"
+	wait_for 5 grep -q 'backends=0->3' "$TMP/meshd3.log"
+	traffic t6 60
+	check corrupt_state_then_consul_serves "served by '$(served_by t6)' fail=$(failed t6)" \
+		test "$(served_by t6)" = "c1,c2,c3" -a "$(failed t6)" = 0
+	stop_meshd "$MESHD_PID" >/dev/null
+else
+	fail corrupt_state_ignored "meshd did not start: $(tail -n 3 "$TMP/meshd3.log")"
+fi
 exit 0
