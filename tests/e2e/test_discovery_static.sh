@@ -32,6 +32,7 @@ one_connect() {
 	in_cgroup "$CG" python3 -c '
 import socket, sys
 s = socket.create_connection((sys.argv[1], 80), timeout=2)
+s.sendall(b"hi\n")  # the backend waits for the client to speak first
 print(s.makefile().readline().strip())' "$1" 2>/dev/null
 }
 names_via() { # VIP N: sorted unique backend names over N connects
@@ -61,7 +62,10 @@ check reload_removes_deleted_service "$(grep -m1 'service removed' "$TMP/meshd1.
 check removed_vip_not_redirected "still answered by '$(one_connect $VIP2)'" \
 	test -z "$(one_connect $VIP2)"
 check api_still_served_after_removal "api: $(names_via $VIP 4)" test "$(names_via $VIP 4)" = "s1 s4 "
-stop_meshd "$MESHD_PID" >/dev/null
+stop_meshd "$MESHD_PID" >"$TMP/stop.status" # not in $(...): wait needs the parent shell
+status=$(cat "$TMP/stop.status")
+check clean_exit_on_sigterm "exit status $status: $(grep -m1 -i 'sanitizer' "$TMP/meshd1.log")" \
+	test "$status" = 0
 
 # discovery.backend "dns" is refused at start, naming the problem.
 daemon_config "$TMP/dns.json" "22301" \

@@ -163,6 +163,13 @@ int discovery_update(struct discovery *d, const char *name, uint64_t index,
 		return -ENOENT;
 	}
 	state_backends_sort(backends, n);
+	if (n > MESH_MAX_BACKENDS_PER_SVC) {
+		/* Serve the first ones (canonical order) rather than never updating the service. */
+		LOG_WARN("discovery", "more backends than the datapath holds, using the first ones",
+			 "service=%s backends=%zu max=%d", log_q(name), n,
+			 MESH_MAX_BACKENDS_PER_SVC);
+		n = MESH_MAX_BACKENDS_PER_SVC;
+	}
 	if (state_backends_equal(e->svc.backends, e->svc.n_backends, backends, n)) {
 		free(backends);
 		e->discovered = true;
@@ -243,13 +250,14 @@ void discovery_stop(struct meshd *m)
 	free(d);
 }
 
-static bool consul_changed(const struct mesh_config *old, const struct mesh_config *new)
+static bool consul_changed(const struct discovery *d, const struct mesh_config *old,
+			   const struct mesh_config *new)
 {
 	if (old->discovery != new->discovery)
 		return true;
 	if (new->discovery != CONFIG_DISCOVERY_CONSUL)
 		return false;
-	return !discovery_consul_same(&old->consul, &new->consul);
+	return !discovery_consul_same(d, &old->consul, &new->consul);
 }
 
 int discovery_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
@@ -264,7 +272,7 @@ int discovery_reload(struct meshd *m, const struct mesh_config *old, const struc
 	err = check_backend(new->discovery);
 	if (err)
 		return err;
-	if (consul_changed(old, new)) {
+	if (consul_changed(d, old, new)) {
 		/* The new watcher replaces the old one only once it could start. */
 		if (new->discovery == CONFIG_DISCOVERY_CONSUL)
 			err = discovery_consul_start(d, new);

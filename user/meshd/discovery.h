@@ -39,7 +39,9 @@ void discovery_consul_load_state(struct discovery *d, const struct mesh_config *
 int discovery_consul_start(struct discovery *d, const struct mesh_config *cfg);
 /* Stops the running watcher (joins its thread); results still queued are dropped. */
 void discovery_consul_stop(struct discovery *d);
-/* True when the two Consul settings would run the same watcher. */
-bool discovery_consul_same(const struct config_consul *a, const struct config_consul *b);
+/* True when the two Consul settings would run the same watcher (the token file is re-read: a
+ * rotated token counts as a change). */
+bool discovery_consul_same(const struct discovery *d, const struct config_consul *a,
+			   const struct config_consul *b);
 
 #endif

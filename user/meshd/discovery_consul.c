@@ -21,6 +21,7 @@ struct consul_sink {
 	struct consul_watch *watch;
 	char **reg_ids; /* service IDs this watcher registers (loop thread) */
 	size_t n_reg_ids;
+	uint64_t token_hash; /* FNV-1a of the token it sends: a reload re-reads the file */
 };
 
 struct posted {
@@ -215,6 +216,16 @@ static void plan_release(struct reg_plan *p)
 	free(p->deregs);
 }
 
+/* FNV-1a: enough to notice a rotated token without keeping a second copy of it. */
+static uint64_t token_hash(const char *t)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (; t && *t; t++)
+		h = (h ^ (unsigned char)*t) * 0x100000001b3ull;
+	return h;
+}
+
 static struct consul_watch *watch_new(const struct mesh_config *cfg, struct consul_sink *s,
 				      const struct reg_plan *p)
 {
@@ -243,6 +254,7 @@ static struct consul_watch *watch_new(const struct mesh_config *cfg, struct cons
 		}
 	}
 	o.token = token;
+	s->token_hash = token_hash(token);
 	w = consul_watch_new(&o, on_watch_update, s);
 	if (!w)
 		LOG_ERR("discovery", "cannot start consul watcher", "err=%d", -errno);
@@ -312,16 +324,41 @@ static bool str_same(const char *a, const char *b)
 	return strcmp(a ? a : "", b ? b : "") == 0;
 }
 
-bool discovery_consul_same(const struct config_consul *a, const struct config_consul *b)
+/* True when the token file now holds something else than what the running watcher sends. */
+static bool token_rotated(const struct consul_sink *s, const char *path)
+{
+	char *token;
+	bool rotated;
+
+	if (!s || !path || !path[0])
+		return false;
+	token = consul_read_token(path);
+	if (!token)
+		return true; /* let the restart report the problem */
+	rotated = token_hash(token) != s->token_hash;
+	explicit_bzero(token, strlen(token));
+	free(token);
+	return rotated;
+}
+
+bool discovery_consul_same(const struct discovery *d, const struct config_consul *a,
+			   const struct config_consul *b)
 {
 	size_t i;
 
 	if (!str_same(a->address, b->address) || !str_same(a->datacenter, b->datacenter) ||
 	    !str_same(a->token_file, b->token_file) || !str_same(a->ca_file, b->ca_file) ||
-	    a->wait_ns != b->wait_ns || a->n_services != b->n_services)
+	    a->wait_ns != b->wait_ns || a->n_services != b->n_services ||
+	    a->deregister_critical_after_ns != b->deregister_critical_after_ns ||
+	    a->n_reg != b->n_reg)
 		return false;
 	for (i = 0; i < a->n_services; i++)
 		if (!str_same(a->services[i], b->services[i]))
 			return false;
-	return true;
+	for (i = 0; i < a->n_reg; i++)
+		if (!str_same(reg_id(&a->reg[i]), reg_id(&b->reg[i])) ||
+		    !str_same(a->reg[i].name, b->reg[i].name) ||
+		    memcmp(&a->reg[i].endpoint, &b->reg[i].endpoint, sizeof(a->reg[i].endpoint)))
+			return false;
+	return !token_rotated(d->sink, b->token_file);
 }
