@@ -91,15 +91,12 @@ struct {
 
 /* Key: service_id * 2 + (generation & 1), so a service update writes the table of the next
  * generation while connects still read the current one. */
-struct maglev_table {
-	__u8 slot[MESH_MAGLEV_M];
-};
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, MESH_MAX_SERVICES * 2);
 	__type(key, __u32);
-	__type(value, struct maglev_table);
+	__type(value, struct lb_maglev);
 } mesh_maglev SEC(".maps");
 
 struct {
@@ -165,31 +162,30 @@ static __always_inline int is_v4mapped(const __u8 *a)
 	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff);
 }
 
-/* Inputs and results of one gather pass over a service's backends. */
-struct gather_ctx {
-	const struct mesh_svc *svc;
-	struct lb_cand *c;
+/* What one gather pass learned about a service's backends. */
+struct gather_state {
 	__u64 now;
 	__u32 cap; /* backends the breaker may take out (max_ejection_percent) */
 	__u32 ejected;
 	__u32 healthy;	  /* backends with the health flag (and a usable family) */
 	__s32 probe_slot; /* first ejected backend due for a half-open probe, or -1 */
-	int v4;
-	int panic; /* take every backend, ignoring health and breakers */
+	__u32 v4;
+	__u32 panic; /* take every backend, ignoring health and breakers */
 };
 
-/* One backend (bpf_loop callback, so the verifier checks the body once, not 64 times). Adds it
- * to the candidates when healthy and closed, or open but beyond the ejection cap. */
-static long gather_one(__u32 i, struct gather_ctx *g)
+/* Looks at backend slot `i` and adds it to the candidates when healthy and closed, or open but
+ * beyond the ejection cap. A global function: the verifier checks it once, not per slot (as a
+ * loop body or bpf_loop callback it had to walk all 64 iterations, making loads slow). */
+__noinline int gather_backend(const struct mesh_svc *svc, struct lb_cand *c, struct gather_state *g,
+			      __u32 i)
 {
-	const struct mesh_svc *svc = g->svc;
 	struct mesh_backend *be;
 	struct mesh_be_state *bs;
 	__u32 id, active;
 	int peek;
 
-	if (i >= svc->n_backends || i >= MESH_MAX_BACKENDS_PER_SVC)
-		return 1;
+	if (!svc || !c || !g || i >= MESH_MAX_BACKENDS_PER_SVC)
+		return 0;
 	id = svc->backend_ids[i];
 	be = bpf_map_lookup_elem(&mesh_backends, &id);
 	bs = bpf_map_lookup_elem(&mesh_be_state, &id);
@@ -208,22 +204,29 @@ static long gather_one(__u32 i, struct gather_ctx *g)
 		if (peek != BREAKER_PASS && g->ejected < g->cap) {
 			g->ejected++;
 			if (peek == BREAKER_PROBE && g->probe_slot < 0)
-				g->probe_slot = i;
+				g->probe_slot = (__s32)i;
 			return 0;
 		}
 		if (peek != BREAKER_PASS)
 			count(MESH_CNT_OVER_CAP);
 	}
-	lb_cand_add(g->c, i, be->weight, active);
+	lb_cand_add(c, i, be->weight, active);
 	return 0;
 }
 
-static __always_inline void gather(struct gather_ctx *g, int panic)
+static __always_inline void gather(const struct mesh_svc *svc, struct lb_cand *c,
+				   struct gather_state *g, __u32 panic)
 {
-	g->c->n = 0;
-	g->c->mask = 0;
+	__u32 n = svc->n_backends;
+
+	c->n = 0;
+	c->mask = 0;
 	g->panic = panic;
-	bpf_loop(MESH_MAX_BACKENDS_PER_SVC, gather_one, g, 0);
+	for (__u32 i = 0; i < MESH_MAX_BACKENDS_PER_SVC; i++) {
+		if (i >= n)
+			break;
+		gather_backend(svc, c, g, i);
+	}
 }
 
 /* Asks the breaker of `slot` for a half-open probe token. Returns 1 when granted. */
@@ -250,23 +253,20 @@ static __always_inline int choose(const struct mesh_svc *svc, __u64 now, int v4,
 				  int *reason)
 {
 	__u32 zero = 0, n = svc->n_backends;
-	struct gather_ctx g = {
-		.svc = svc,
+	struct gather_state g = {
 		.now = now,
 		.cap = n * svc->max_ejection_percent / 100,
 		.probe_slot = -1,
 		.v4 = v4,
 	};
+	struct lb_maglev *maglev = 0;
 	struct mesh_svc_state *ss;
 	struct lb_cand *c;
-	__u8 *maglev = 0;
-	__u64 rr = 0;
 
 	c = bpf_map_lookup_elem(&mesh_scratch, &zero);
 	if (!c)
 		return -2;
-	g.c = c;
-	gather(&g, 0);
+	gather(svc, c, &g, 0);
 	if (g.probe_slot >= 0 && try_probe(svc, g.probe_slot, now)) {
 		*probe = 1;
 		return g.probe_slot;
@@ -278,7 +278,7 @@ static __always_inline int choose(const struct mesh_svc *svc, __u64 now, int v4,
 		count(MESH_CNT_PANIC);
 		if (st)
 			st->panic += 1;
-		gather(&g, 1);
+		gather(svc, c, &g, 1);
 	}
 	if (c->n == 0) {
 		*reason = n == 0	   ? MESH_REJECT_NO_BACKEND
@@ -286,17 +286,21 @@ static __always_inline int choose(const struct mesh_svc *svc, __u64 now, int v4,
 					   : MESH_REJECT_CIRCUIT_OPEN;
 		return -1;
 	}
+	c->algorithm = svc->algorithm;
+	c->choice_count = svc->choice_count;
+	c->seed = bpf_get_prandom_u32();
+	c->key = bpf_get_current_cgroup_id();
+	c->rr = 0;
 	if (svc->algorithm == MESH_LB_ROUND_ROBIN) {
 		ss = bpf_map_lookup_elem(&mesh_svc_state, &svc->service_id);
 		if (ss)
-			rr = __sync_fetch_and_add(&ss->rr, 1);
+			c->rr = __sync_fetch_and_add(&ss->rr, 1);
 	} else if (svc->algorithm == MESH_LB_MAGLEV) {
 		__u32 key = svc->service_id * 2 + (svc->generation & 1);
 
 		maglev = bpf_map_lookup_elem(&mesh_maglev, &key);
 	}
-	return lb_pick(c, svc->algorithm, svc->choice_count, rr, bpf_get_prandom_u32(), maglev,
-		       bpf_get_current_cgroup_id());
+	return lb_pick(c, maglev);
 }
 
 /* Fails the connect by decision, or lets it through under the passthrough policy. */

@@ -47,9 +47,8 @@ expect weighted_within_5_sd "got $c1/$c2/$c3, want 500/1000/1500 +-137" \
 # --- least_request: a backend holding 40 long-lived connections gets no new ones ------------
 # P2C draws two distinct candidates, so the busiest of three never wins a comparison.
 dp set --name lr --vip 127.77.2.11:80 --alg least_request --backend $B1
-in_cgroup "$CG" "$CLIENT" -n 40 --hold 30 127.77.2.11 80 >"$TMP/hold.out" &
-HOLD=$!
-defer "kill -9 $HOLD"
+client_bg "$TMP/hold.out" -n 40 --hold 30 127.77.2.11 80
+HOLD=$BG_PID
 wait_value 10 40 be_field lr $B1 active || fail least_request_setup "b1 never held 40"
 dp set --name lr --vip 127.77.2.11:80 --alg least_request --backend $B1 --backend $B2 --backend $B3
 out=$(client -n 600 127.77.2.11 80)
