@@ -286,10 +286,11 @@ static __always_inline int choose(const struct mesh_svc *svc, __u64 now, int v4,
 					   : MESH_REJECT_CIRCUIT_OPEN;
 		return -1;
 	}
+	/* Only the inputs this algorithm reads: each helper call costs on every connect. */
 	c->algorithm = svc->algorithm;
 	c->choice_count = svc->choice_count;
-	c->seed = bpf_get_prandom_u32();
-	c->key = bpf_get_current_cgroup_id();
+	c->seed = 0;
+	c->key = 0;
 	c->rr = 0;
 	if (svc->algorithm == MESH_LB_ROUND_ROBIN) {
 		ss = bpf_map_lookup_elem(&mesh_svc_state, &svc->service_id);
@@ -299,6 +300,9 @@ static __always_inline int choose(const struct mesh_svc *svc, __u64 now, int v4,
 		__u32 key = svc->service_id * 2 + (svc->generation & 1);
 
 		maglev = bpf_map_lookup_elem(&mesh_maglev, &key);
+		c->key = bpf_get_current_cgroup_id();
+	} else {
+		c->seed = bpf_get_prandom_u32();
 	}
 	return lb_pick(c, maglev);
 }
