@@ -107,6 +107,12 @@ $(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(BUILD)/tests/unit/test_main.o $
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+# Unit tests of meshd internals also link the object they test (meshd/ is not in libmesh.a).
+$(BUILD)/tests/unit/test_lifecycle: $(BUILD)/tests/unit/test_lifecycle.o \
+		$(BUILD)/user/meshd/lifecycle.o $(BUILD)/tests/unit/test_main.o $(BUILD)/libmesh.a
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
 $(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(BUILD)/libmesh.a
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
@@ -181,16 +187,26 @@ fmt:
 fmt-check:
 	$(Q)clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h')
 
+# The unit file names /usr/local; it is rewritten for $(PREFIX). The config is never overwritten.
 install: all
 	install -D -m 0755 $(BUILD)/meshd $(DESTDIR)$(PREFIX)/sbin/meshd
 	install -D -m 0755 $(BUILD)/meshctl $(DESTDIR)$(PREFIX)/bin/meshctl
-	install -D -m 0644 config/meshd.service $(DESTDIR)/etc/systemd/system/meshd.service
+	install -d $(DESTDIR)/etc/systemd/system
+	sed 's|/usr/local|$(PREFIX)|g' config/meshd.service > $(DESTDIR)/etc/systemd/system/meshd.service
+	chmod 0644 $(DESTDIR)/etc/systemd/system/meshd.service
+	install -D -m 0644 docs/operations.md $(DESTDIR)$(PREFIX)/share/doc/meshd/operations.md
 	@if [ ! -e $(DESTDIR)/etc/meshd/meshd.json ]; then \
 		install -D -m 0640 config/meshd.json $(DESTDIR)/etc/meshd/meshd.json; fi
+	@echo "installed; next: systemctl daemon-reload && systemctl enable --now meshd"
 
+# Removes the files only. A running meshd's datapath stays attached: `systemctl disable --now
+# meshd` and `meshd --cleanup` first (docs/operations.md). /etc/meshd is kept.
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/sbin/meshd $(DESTDIR)$(PREFIX)/bin/meshctl \
-	      $(DESTDIR)/etc/systemd/system/meshd.service
+	      $(DESTDIR)/etc/systemd/system/meshd.service \
+	      $(DESTDIR)$(PREFIX)/share/doc/meshd/operations.md
+	rmdir $(DESTDIR)$(PREFIX)/share/doc/meshd 2>/dev/null || true
+	@echo "uninstalled; kept $(DESTDIR)/etc/meshd"
 
 clean:
 	rm -rf build

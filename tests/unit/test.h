@@ -11,7 +11,7 @@
 
 void test_register(const char *name, void (*fn)(void));
 void test_fail(const char *file, int line, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 #define TEST(name)                                                                                 \
 	static void name(void);                                                                    \

@@ -40,7 +40,8 @@ TEST(logfmt_bare_words_unquoted)
 TEST(json_format_converts_pairs)
 {
 	char *line = capture(LOG_FORMAT_JSON, LOG_LEVEL_INFO, "hello", "k", "v w");
-	CHECK_CONTAINS(line, "\"level\":\"info\",\"subsys\":\"test\",\"msg\":\"hello\",\"k\":\"v w\"}");
+	CHECK_CONTAINS(line,
+		       "\"level\":\"info\",\"subsys\":\"test\",\"msg\":\"hello\",\"k\":\"v w\"}");
 }
 
 TEST(level_filters_debug)

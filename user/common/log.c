@@ -152,16 +152,16 @@ void log_emit(enum log_level level, const char *subsys, const char *msg, const c
 
 	if (__atomic_load_n(&log_format_v, __ATOMIC_RELAXED) == LOG_FORMAT_JSON) {
 		n = (size_t)snprintf(line, sizeof(line),
-				     "{\"ts\":\"%s\",\"level\":\"%s\",\"subsys\":\"%s\",\"msg\":\"", ts,
-				     level_names[level], subsys);
+				     "{\"ts\":\"%s\",\"level\":\"%s\",\"subsys\":\"%s\",\"msg\":\"",
+				     ts, level_names[level], subsys);
 		n += put_escaped(line + n, sizeof(line) - n - 2, msg);
 		n += (size_t)snprintf(line + n, sizeof(line) - n, "\"");
 		n += kv_to_json(line + n, sizeof(line) - n - 3, pairs);
 		n += (size_t)snprintf(line + n, sizeof(line) - n, "}\n");
 	} else {
-		n = (size_t)snprintf(line, sizeof(line), "ts=%s level=%s subsys=%s msg=%s%s%s\n", ts,
-				     level_names[level], subsys, log_q(msg), pairs[0] ? " " : "",
-				     pairs);
+		n = (size_t)snprintf(line, sizeof(line), "ts=%s level=%s subsys=%s msg=%s%s%s\n",
+				     ts, level_names[level], subsys, log_q(msg),
+				     pairs[0] ? " " : "", pairs);
 	}
 	if (n >= sizeof(line)) {
 		n = sizeof(line) - 1;

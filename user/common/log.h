@@ -29,7 +29,7 @@ bool log_enabled(enum log_level level);
  * Values containing spaces or quotes are quoted by log_emit when they come from %s through
  * log_q(). */
 void log_emit(enum log_level level, const char *subsys, const char *msg, const char *kv, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 /* Returns `s` as a logfmt value: unchanged when it is a bare word, else double-quoted with
  * escapes. The result lives in a small per-thread ring of buffers (valid for the next few calls). */

@@ -174,6 +174,8 @@ struct config_authz_rule {
 	enum config_action action;
 };
 
+struct config_meta;
+
 struct mesh_config {
 	uint64_t generation; /* set by the loader: 1, 2, ... per successful load in this process */
 	int version;
@@ -182,7 +184,7 @@ struct mesh_config {
 
 	char *node_name;
 	char *node_datacenter;
-	char *cgroup;       /* cgroup v2 path the datapath attaches to */
+	char *cgroup;	    /* cgroup v2 path the datapath attaches to */
 	char *bpf_pin_path; /* bpffs directory for pinned programs and maps */
 	char *state_dir;
 	bool config_watch; /* reload when the config file changes */
@@ -208,6 +210,8 @@ struct mesh_config {
 	enum config_action authz_default;
 	struct config_authz_rule *authz_rules;
 	size_t n_authz_rules;
+
+	struct config_meta *meta; /* private to the config module: origin of every value */
 };
 
 /* Problems found while loading: one human line each, `<json.path>: <what> (got <v>, expected <r>)`. */
@@ -240,23 +244,36 @@ struct config_diff {
 	size_t n;
 };
 /* Lists every leaf path whose effective value differs between `old` and `new` (either may be
- * NULL = empty). Caller frees with config_diff_free. Returns 0 or -ENOMEM. */
+ * NULL = empty), in the path form of the problem lines (`services[1].circuit_breaker.window`;
+ * list elements are compared by position, a leaf on one side only shows "(none)" on the other).
+ * Secret keys show "<redacted>". Caller frees with config_diff_free. Returns 0 or -ENOMEM. */
 int config_diff(const struct mesh_config *old, const struct mesh_config *new,
 		struct config_diff *out);
 void config_diff_free(struct config_diff *d);
 
-/* Output helpers behind `meshd config show|env|docs`; write to `out`, return 0 or -errno. */
+/* Output helpers behind `meshd config show|env|docs`; write to `out`, return 0 or -errno.
+ * config_show prints one `PATH VALUE ORIGIN` line per leaf (origin default|preset|file|env,
+ * "(global)" when a service inherits it, "secret" for secret-file keys: the path, never the
+ * contents); with `json` it prints {"values": <a loadable config>, "origins": {path: origin},
+ * "secrets": [path]}. */
 #include <stdio.h>
 int config_show(const struct mesh_config *cfg, bool json, FILE *out);
 int config_print_env(FILE *out);
 int config_print_docs(FILE *out);
-/* JSON text of the effective config, secrets redacted (admin API). Caller frees. */
+/* JSON text of the effective config (the `values` form above) with secret keys' values
+ * replaced by "<redacted>", for the admin API. Caller frees; NULL with errno ENOMEM. */
 char *config_to_json(const struct mesh_config *cfg);
 
 /* Parsers shared with other modules. Return 0 or -EINVAL. */
 int config_parse_duration(const char *s, uint64_t *ns);
 int config_parse_endpoint(const char *s, struct config_endpoint *ep);
+/* A bare IPv4 or IPv6 address (no port); sets family and addr, leaves port alone. */
+int config_parse_address(const char *s, struct config_endpoint *ep);
+/* An http:// or https:// URL with a host, optional port (1..65535) and path. */
+int config_parse_url(const char *s);
 /* Formats `ep` as `ip:port` or `[ip6]:port`. */
 const char *config_endpoint_str(const struct config_endpoint *ep, char *buf, size_t len);
+/* Formats only the address of `ep` (no port, no brackets). */
+const char *config_address_str(const struct config_endpoint *ep, char *buf, size_t len);
 
 #endif

@@ -1,8 +1,116 @@
-/* meshctl entry point (placeholder until the admin API lands). */
+/* meshctl entry point: global options (anywhere on the line), then the command table with prefix
+ * matching (`meshctl serv` runs `services`). Exit codes: 0 ok, 1 failure, 2 usage. */
+#include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "meshctl/meshctl.h"
+
+static const struct ctl_cmd commands[] = {
+	{ "status", cmd_status, "daemon version, uptime, config generation, readiness, counts" },
+	{ "services", cmd_services, "services with their VIP, algorithm and backend health" },
+	{ "backends", cmd_backends, "backends of SERVICE: health, circuit, connections" },
+	{ "circuits", cmd_circuits, "circuit breaker state of every backend" },
+	{ "config", cmd_config, "config show: the running config, secrets redacted" },
+	{ "reload", cmd_reload, "reload the config file (validate, then apply or keep old)" },
+	{ "check", cmd_check,
+	  "preflight: kernel, BTF, cgroup BPF, bpffs, cgroup v2, caps, config" },
+	{ 0 },
+};
+
+static void usage(FILE *out)
+{
+	const struct ctl_cmd *t;
+
+	fprintf(out, "usage: meshctl [--socket PATH] [-o json] COMMAND [ARGS]\n\n"
+		     "commands (any unique prefix works):\n");
+	for (t = commands; t->name; t++)
+		fprintf(out, "  %-10s %s\n", t->name, t->help);
+	fprintf(out,
+		"\noptions:\n"
+		"  -s, --socket PATH   admin socket (default $MESH_ADMIN__SOCKET or %s)\n"
+		"  -o, --output FMT    table (default) or json; every read command takes it\n"
+		"  -c, --config FILE   config file for check (default $MESH_CONFIG)\n"
+		"      --pre           check: skip the daemon check (before installing)\n"
+		"  -t, --timeout MS    admin request timeout (default 5000)\n"
+		"  -h, --help          this help\n",
+		MESHCTL_DEFAULT_SOCKET);
+}
+
+static int parse_output(struct ctl *c, const char *v)
+{
+	if (!strcmp(v, "json"))
+		c->json = true;
+	else if (!strcmp(v, "table") || !strcmp(v, "text"))
+		c->json = false;
+	else
+		return ctl_usage_err("unknown output format '%s' (expected json or table)", v);
+	return CTL_OK;
+}
+
+/* Parses the global options; -1 means "done, exit 0" (help). */
+static int parse_opts(struct ctl *c, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "socket", required_argument, NULL, 's' },
+		{ "output", required_argument, NULL, 'o' },
+		{ "config", required_argument, NULL, 'c' },
+		{ "pre", no_argument, NULL, 'P' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	char *end;
+	int o;
+
+	while ((o = getopt_long(argc, argv, "s:o:c:t:h", opts, NULL)) != -1) {
+		switch (o) {
+		case 's':
+			c->socket = optarg;
+			c->socket_set = true;
+			break;
+		case 'o':
+			if (parse_output(c, optarg))
+				return CTL_USAGE;
+			break;
+		case 'c':
+			c->config = optarg;
+			break;
+		case 'P':
+			c->pre = true;
+			break;
+		case 't':
+			c->timeout_ms = (unsigned)strtoul(optarg, &end, 10);
+			if (*end || !c->timeout_ms)
+				return ctl_usage_err("bad --timeout '%s' (milliseconds)", optarg);
+			break;
+		case 'h':
+			usage(stdout);
+			return -1;
+		default:
+			return ctl_usage_err("bad option");
+		}
+	}
+	return CTL_OK;
+}
 
 int main(int argc, char **argv)
 {
-	fprintf(stderr, "meshctl: not implemented yet\n");
-	return 1;
+	struct ctl c = { .timeout_ms = 5000 };
+	const char *env = getenv("MESH_ADMIN__SOCKET");
+	int rc;
+
+	c.socket = env && *env ? env : MESHCTL_DEFAULT_SOCKET;
+	c.socket_set = env && *env;
+	c.config = getenv("MESH_CONFIG");
+	opterr = 0;
+	rc = parse_opts(&c, argc, argv);
+	if (rc)
+		return rc < 0 ? CTL_OK : rc;
+	if (optind == argc) {
+		usage(stderr);
+		return CTL_USAGE;
+	}
+	return ctl_dispatch(commands, "command", &c, argc - optind, argv + optind);
 }

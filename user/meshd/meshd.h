@@ -14,10 +14,13 @@
 #include "config/config.h"
 #include "datapath/datapath.h"
 
-struct health;    /* user/meshd/health_checks.c */
+struct health;	  /* user/meshd/health_checks.c */
 struct discovery; /* user/meshd/discovery.c */
-struct metrics;   /* user/meshd/metrics.c */
-struct admin;     /* user/meshd/admin.c */
+struct metrics;	  /* user/meshd/metrics.c */
+struct admin;	  /* user/meshd/admin.c */
+
+struct lifecycle;    /* user/meshd/lifecycle.h */
+struct config_watch; /* user/meshd/reload.c */
 
 enum meshd_reload_result {
 	MESHD_RELOAD_OK = 0,
@@ -34,13 +37,19 @@ struct meshd {
 	struct metrics *metrics;
 	struct admin *admin;
 
-	uint64_t started_at_ns;        /* evloop_now_ns() at start */
-	uint64_t reloads[2];           /* indexed by enum meshd_reload_result */
+	uint64_t started_at_ns;	       /* evloop_now_ns() at start */
+	uint64_t reloads[2];	       /* indexed by enum meshd_reload_result */
 	uint64_t discovery_sync[2];    /* [0] ok, [1] error */
 	double discovery_last_sync_ts; /* unix seconds of the last successful sync, 0 = never */
-	uint64_t mtls_handshakes[2][2]; /* [direction: 0 inbound, 1 outbound][result: 0 ok, 1 error] */
+	uint64_t mtls_handshakes[2]
+				[2]; /* [direction: 0 inbound, 1 outbound][result: 0 ok, 1 error] */
 	uint64_t health_transitions[2]; /* [0] to unhealthy, [1] to healthy */
-	bool ready;                     /* datapath attached and config loaded */
+	bool ready;			/* datapath attached and config loaded */
+
+	struct lifecycle *lifecycle; /* component engine (lifecycle.h) */
+	bool start_failed;	     /* set while a failed start unwinds (stop hooks clean up) */
+	uint64_t reloaded_at_ns;     /* evloop_now_ns() of the last successful reload, 0 = none */
+	struct config_watch *watch;  /* inotify on the config file when cfg->config_watch */
 };
 
 /* A component: start/stop/reload hooks. `reload` gets the running `old` config and the validated
@@ -55,8 +64,13 @@ struct meshd_component {
 		      const struct config_diff *diff);
 };
 
+/* Reports a runtime failure of component `name` (e.g. discovery lost its backend for good): it is
+ * stopped and started again after a capped exponential backoff while the others keep serving.
+ * Call it from the loop thread; repeated reports before the restart are ignored. lifecycle.c */
+void meshd_component_failed(struct meshd *m, const char *name, int err);
+
 /* Reloads from m->config_path: load -> validate -> diff -> apply; logs every problem and every
- * changed key. Returns 0 (applied or nothing changed) or -errno (old config kept). lifecycle.c */
+ * changed key. Returns 0 (applied or nothing changed) or -errno (old config kept). reload.c */
 int meshd_reload(struct meshd *m);
 
 /* Writes one service's current backend set (from discovery) into the datapath, combined with the

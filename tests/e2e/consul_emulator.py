@@ -1,0 +1,860 @@
+#!/usr/bin/env python3
+"""Consul HTTP API emulator for the end-to-end tests (no Consul binary is installable here).
+
+It models one Consul CE agent that is also the server of its datacenter, after the reference
+fixtures in /work/shared/consul/ (README.md, *.json, errors.json): a catalog with one node (the
+agent) holding service instances and checks, a Raft-like index bumped on every write, blocking
+queries (?index=&wait=, jitter, X-Consul-Index never 0), ?passing computed over ALL checks of an
+instance including node checks (serfHealth, node maintenance), the setMeta headers, plain-text
+errors, 405 with Allow, ACLs (--acl-token: that token may do everything; anonymous reads are
+filtered to empty results, anonymous writes get 403 Permission denied, unknown tokens 403 ACL not
+found), HTTP and TCP checks run by the agent (loopback targets only), TTL checks, and the
+DeregisterCriticalServiceAfter reaper. Standard library only.
+
+Endpoints: GET /v1/health/service/:name, /v1/catalog/services, /v1/catalog/service/:name,
+/v1/agent/services, /v1/agent/checks, /v1/agent/self, /v1/status/leader, /v1/status/peers;
+PUT /v1/agent/service/register, /v1/agent/service/deregister/:id, /v1/agent/check/pass|warn|fail/:id,
+/v1/agent/check/update/:id, /v1/agent/maintenance, /v1/agent/service/maintenance/:id.
+
+Test control: kill the process to make Consul unavailable; --data-file keeps the catalog (and
+the index) across a restart, like a server's data dir; --log-file records one line per request
+(method, path without query secrets, status, whether a token was sent and accepted).
+"""
+import argparse
+import gzip
+import ipaddress
+import os
+import json
+import random
+import re
+import socket
+import threading
+import time
+import urllib.parse
+import uuid
+from http.client import HTTPConnection
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+DEFAULT_QUERY_TIME = 300.0  # default_query_time
+MAX_QUERY_TIME = 600.0  # max_query_time
+JITTER_FRACTION = 16
+GZIP_MIN_SIZE = 1400
+ANONYMOUS_ACCESSOR = "00000000-0000-0000-0000-000000000002"
+CHECK_STATUSES = ("passing", "warning", "critical")
+REAP_INTERVAL = 30.0
+MIN_DEREGISTER_AFTER = 60.0
+NOT_FOUND_BODY = "Invalid URL path: not a recognized HTTP API endpoint\n"
+
+_DUR_RE = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+_DUR_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0,
+              "m": 60.0, "h": 3600.0}
+_GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+_GO_FALSE = ("0", "f", "F", "FALSE", "false", "False")
+
+
+class ApiError(Exception):
+    """An error Consul writes as plain text after WriteHeader (agent/http.go handleErr)."""
+
+    def __init__(self, status, body, headers=None):
+        super().__init__(body)
+        self.status, self.body, self.headers = status, body, headers or {}
+
+
+def parse_go_duration(s):
+    """time.ParseDuration: seconds as float, ValueError when Go would reject it."""
+    if s in ("0", "+0", "-0"):
+        return 0.0
+    sign = 1.0
+    if s[:1] in ("+", "-"):
+        sign, s = (-1.0 if s[0] == "-" else 1.0), s[1:]
+    if not s:
+        raise ValueError(s)
+    pos, total = 0, 0.0
+    while pos < len(s):
+        m = _DUR_RE.match(s, pos)
+        if not m:
+            raise ValueError(s)
+        total += float(m.group(1)) * _DUR_UNITS[m.group(2)]
+        pos = m.end()
+    return sign * total
+
+
+def norm_keys(obj):
+    """Consul decodes register bodies with CamelCase or snake_case keys: index by a normal form."""
+    if isinstance(obj, dict):
+        return {k.replace("_", "").lower(): norm_keys(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [norm_keys(v) for v in obj]
+    return obj
+
+
+def is_loopback_target(host):
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+class Catalog:
+    """The agent's node, its services and checks, and the index; every access under `cond`."""
+
+    def __init__(self, args):
+        self.args = args
+        self.cond = threading.Condition()
+        self.index = 10
+        self.node_id = str(uuid.uuid5(uuid.NAMESPACE_DNS, args.node_name))
+        self.node_create = self.node_modify = self.bump()
+        self.services = {}  # id -> service dict (agent form, internal keys prefixed with _)
+        self.checks = {}  # id -> check dict
+        self.service_index = {}  # service name -> index of the last write touching it
+        self.load()
+        with self.cond:
+            self.seed()
+
+    def seed(self):
+        if "serfHealth" not in self.checks:
+            self.checks["serfHealth"] = self.new_check(
+                "serfHealth", "Serf Health Status", "", "", "passing", "Agent alive and reachable")
+        if "consul" not in self.services:
+            self.add_service({"id": "consul", "name": "consul", "port": 8300}, [])
+
+    # ---- index and persistence -------------------------------------------------------------
+    def bump(self):
+        self.index += 1
+        return self.index
+
+    def touch(self, names):
+        """Records a write: new index for every service named, wakes blocking queries."""
+        idx = self.bump()
+        for n in names:
+            self.service_index[n] = idx
+        self.save()
+        self.cond.notify_all()
+        return idx
+
+    def save(self):
+        if not self.args.data_file:
+            return
+        state = {"index": self.index, "services": self.services, "checks": self.checks,
+                 "service_index": self.service_index, "node": [self.node_create, self.node_modify]}
+        tmp = self.args.data_file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(state, f)
+        os.replace(tmp, self.args.data_file)
+
+    def load(self):
+        if not self.args.data_file:
+            return
+        try:
+            with open(self.args.data_file) as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            return
+        self.index = state["index"]
+        self.services, self.checks = state["services"], state["checks"]
+        self.service_index = state["service_index"]
+        self.node_create, self.node_modify = state["node"]
+        now = time.time()
+        for c in self.checks.values():  # timers restart with the agent
+            c["_next_run"] = now
+            if c.get("_ttl"):
+                c["_ttl_deadline"] = now + c["_ttl"]
+
+    # ---- building blocks -------------------------------------------------------------------
+    def new_check(self, cid, name, service_id, service_name, status, output="", ctype="",
+                  interval="", timeout="", notes=""):
+        idx = self.index
+        return {"Node": self.args.node_name, "CheckID": cid, "Name": name, "Status": status,
+                "Notes": notes, "Output": output, "ServiceID": service_id,
+                "ServiceName": service_name, "ServiceTags": [], "Type": ctype,
+                "Interval": interval, "Timeout": timeout, "ExposedPort": 0, "Definition": {},
+                "CreateIndex": idx, "ModifyIndex": idx}
+
+    def node_json(self):
+        a = self.args.node_address
+        return {"ID": self.node_id, "Node": self.args.node_name, "Address": a,
+                "Datacenter": self.args.datacenter,
+                "TaggedAddresses": {"lan": a, "lan_ipv4": a, "wan": a, "wan_ipv4": a},
+                "Meta": {"consul-network-segment": "", "consul-version": "1.17.0"},
+                "CreateIndex": self.node_create, "ModifyIndex": self.node_modify}
+
+    def service_checks(self, sid):
+        """Node checks first, then the instance's own, each by CheckID (memdb order)."""
+        node = sorted((c for c in self.checks.values() if not c["ServiceID"]),
+                      key=lambda c: c["CheckID"])
+        own = sorted((c for c in self.checks.values() if c["ServiceID"] == sid),
+                     key=lambda c: c["CheckID"])
+        return node + own
+
+    @staticmethod
+    def public(d):
+        return {k: v for k, v in d.items() if not k.startswith("_")}
+
+    def instances(self, name):
+        return sorted((s for s in self.services.values() if s["Service"] == name),
+                      key=lambda s: s["ID"])
+
+    def result_index(self, name):
+        idx = self.service_index.get(name)
+        if idx is None:  # unknown service: the services table's index
+            idx = max(self.service_index.values(), default=self.index)
+        return max(idx, 1)
+
+    # ---- registration ----------------------------------------------------------------------
+    def add_service(self, body, check_defs, replace_checks=False):
+        """Registers (or replaces) an instance and its checks. `body` has normalised keys."""
+        sid = body.get("id") or body["name"]
+        prev = self.services.get(sid)
+        idx = self.index + 1
+        addr = body.get("address") or ""
+        port = int(body.get("port") or 0)
+        weights = body.get("weights") or {}
+        svc = {"ID": sid, "Service": body["name"], "Tags": list(body.get("tags") or []),
+               "Address": addr}
+        tagged = self.tagged_addresses(addr, port)
+        if tagged:  # omitempty, right after Address (structs.NodeService order)
+            svc["TaggedAddresses"] = tagged
+        svc.update({"Meta": body.get("meta") or None, "Port": port,
+                    "Weights": {"Passing": int(weights.get("passing", 1)),
+                                "Warning": int(weights.get("warning", 1))},
+                    "EnableTagOverride": bool(body.get("enabletagoverride", False)),
+                    "Proxy": {"Mode": "", "MeshGateway": {}, "Expose": {}}, "Connect": {},
+                    "PeerName": "", "CreateIndex": prev["CreateIndex"] if prev else idx,
+                    "ModifyIndex": idx})
+        self.services[sid] = svc
+        names = {body["name"]} | ({prev["Service"]} if prev else set())
+        if replace_checks:
+            for cid in [c for c, v in self.checks.items() if v["ServiceID"] == sid]:
+                del self.checks[cid]
+        for n, cdef in enumerate(check_defs, start=1):
+            self.add_check(svc, cdef, f"service:{sid}" if len(check_defs) == 1 else
+                           f"service:{sid}:{n}")
+        return self.touch(names)
+
+    @staticmethod
+    def tagged_addresses(addr, port):
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return None
+        suffix = "ipv4" if ip.version == 4 else "ipv6"
+        return {f"lan_{suffix}": {"Address": addr, "Port": port},
+                f"wan_{suffix}": {"Address": addr, "Port": port}}
+
+    def add_check(self, svc, cdef, default_id):
+        cid = cdef.get("checkid") or cdef.get("id") or default_id
+        ctype, interval = self.check_type(cdef), cdef.get("interval", "")
+        prev = self.checks.get(cid)
+        status = cdef.get("status") or (prev["Status"] if prev else "critical")
+        c = self.new_check(cid, cdef.get("name") or f"Service '{svc['Service']}' check",
+                           svc["ID"], svc["Service"], status, prev["Output"] if prev else "",
+                           ctype, interval, cdef.get("timeout", ""), cdef.get("notes", ""))
+        c["ServiceTags"] = list(svc["Tags"])
+        c["Definition"] = {}
+        c["CreateIndex"] = self.index + 1
+        c["ModifyIndex"] = self.index + 1
+        c["_http"], c["_tcp"] = cdef.get("http"), cdef.get("tcp")
+        c["_method"] = cdef.get("method") or "GET"
+        c["_interval"] = parse_go_duration(interval) if interval else 0.0
+        c["_timeout"] = parse_go_duration(cdef["timeout"]) if cdef.get("timeout") else 10.0
+        c["_next_run"] = time.time()
+        ttl = cdef.get("ttl")
+        c["_ttl"] = parse_go_duration(ttl) if ttl else 0.0
+        c["_ttl_deadline"] = time.time() + c["_ttl"] if ttl else 0.0
+        dca = cdef.get("deregistercriticalserviceafter")
+        c["_dereg_after"] = max(parse_go_duration(dca), MIN_DEREGISTER_AFTER) if dca else 0.0
+        c["_critical_since"] = time.time() if status == "critical" else 0.0
+        self.checks[cid] = c
+
+    @staticmethod
+    def check_type(cdef):
+        for key, t in (("ttl", "ttl"), ("http", "http"), ("tcp", "tcp"), ("args", "script"),
+                       ("grpc", "grpc"), ("h2ping", "h2ping"), ("udp", "udp")):
+            if cdef.get(key):
+                return t
+        return ""
+
+    def remove_service(self, sid):
+        svc = self.services.pop(sid)
+        for cid in [c for c, v in self.checks.items() if v["ServiceID"] == sid]:
+            del self.checks[cid]
+        return self.touch({svc["Service"]})
+
+    def set_check(self, cid, status, output):
+        """Agent-side status change: a Raft write only when the status changes (output-only
+        updates wait for check_update_interval, 5 min, in Consul)."""
+        c = self.checks[cid]
+        c["Output"] = output
+        if c["Status"] == status:
+            return
+        c["Status"] = status
+        c["_critical_since"] = time.time() if status == "critical" else 0.0
+        idx = self.index + 1
+        c["ModifyIndex"] = idx
+        if c["ServiceID"]:
+            self.touch({c["ServiceName"]})
+        else:  # a node check changes every instance on the node
+            self.touch({s["Service"] for s in self.services.values()})
+
+    def node_maintenance(self, enable, reason):
+        cid = "_node_maintenance"
+        if enable and cid not in self.checks:
+            self.bump()
+            self.checks[cid] = self.new_check(
+                cid, "Node Maintenance Mode", "", "", "critical",
+                "", "maintenance", notes=reason or "Maintenance mode is enabled for this node, "
+                "but no reason was provided. This is a default message.")
+        elif not enable and cid in self.checks:
+            del self.checks[cid]
+        else:
+            return
+        self.touch({s["Service"] for s in self.services.values()})
+
+    def service_maintenance(self, sid, enable, reason):
+        cid = f"_service_maintenance:{sid}"
+        svc = self.services[sid]
+        if enable and cid not in self.checks:
+            self.bump()
+            self.checks[cid] = self.new_check(
+                cid, "Service Maintenance Mode", sid, svc["Service"], "critical", "",
+                "maintenance", notes=reason or "Maintenance mode is enabled for this service, "
+                "but no reason was provided. This is a default message.")
+        elif not enable and cid in self.checks:
+            del self.checks[cid]
+        else:
+            return
+        self.touch({svc["Service"]})
+
+
+class Checker(threading.Thread):
+    """Runs HTTP/TCP checks at their interval, expires TTLs, reaps long-critical services."""
+
+    def __init__(self, cat):
+        super().__init__(daemon=True)
+        self.cat = cat
+        self.next_reap = time.time() + cat.args.reap_interval
+
+    def run(self):
+        while True:
+            time.sleep(0.05)
+            now = time.time()
+            with self.cat.cond:
+                for c in list(self.cat.checks.values()):
+                    self.tick(c, now)
+                if now >= self.next_reap:
+                    self.next_reap = now + self.cat.args.reap_interval
+                    self.reap(now)
+
+    def tick(self, c, now):
+        if c.get("_ttl") and now >= c["_ttl_deadline"] and c["Status"] != "critical":
+            self.cat.set_check(c["CheckID"], "critical", "TTL expired")
+        if (c.get("_http") or c.get("_tcp")) and c["_interval"] and now >= c["_next_run"] \
+                and not c.get("_running"):
+            c["_running"] = True
+            c["_next_run"] = now + c["_interval"]
+            threading.Thread(target=self.probe, args=(dict(c),), daemon=True).start()
+
+    def probe(self, c):
+        status, output = (self.http(c) if c.get("_http") else self.tcp(c))
+        with self.cat.cond:
+            live = self.cat.checks.get(c["CheckID"])
+            if live is not None:
+                live["_running"] = False
+                self.cat.set_check(c["CheckID"], status, output)
+
+    @staticmethod
+    def http(c):
+        url = urllib.parse.urlsplit(c["_http"])
+        if not url.hostname or not is_loopback_target(url.hostname):
+            return "critical", "emulator: refusing to probe a non-loopback target"
+        try:
+            conn = HTTPConnection(url.hostname, url.port or 80, timeout=c["_timeout"])
+            conn.request(c["_method"], url.path or "/")
+            resp = conn.getresponse()
+            body = resp.read(4096).decode(errors="replace")
+            conn.close()
+        except OSError as e:
+            return "critical", f"{c['_method']} {c['_http']}: {e}"
+        text = f"HTTP {c['_method']} {c['_http']}: {resp.status} {resp.reason} Output: {body}"
+        if 200 <= resp.status < 300:
+            return "passing", text
+        return ("warning" if resp.status == 429 else "critical"), text
+
+    @staticmethod
+    def tcp(c):
+        host, _, port = c["_tcp"].rpartition(":")
+        if not is_loopback_target(host):
+            return "critical", "emulator: refusing to probe a non-loopback target"
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=c["_timeout"]).close()
+        except (OSError, ValueError) as e:
+            return "critical", f"dial tcp {c['_tcp']}: {e}"
+        return "passing", f"TCP connect {c['_tcp']}: Success"
+
+    def reap(self, now):
+        for c in list(self.cat.checks.values()):
+            after, since = c.get("_dereg_after"), c.get("_critical_since")
+            if after and since and c["Status"] == "critical" and now - since >= after and \
+                    c["ServiceID"] in self.cat.services:
+                self.cat.remove_service(c["ServiceID"])
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "Consul-Emulator"
+
+    # ---- plumbing --------------------------------------------------------------------------
+    def log_message(self, fmt, *a):
+        pass
+
+    def send_response(self, code, message=None):
+        """Go's net/http sends Date but no Server header."""
+        self.log_request(code)
+        self.send_response_only(code, message)
+        self.send_header("Date", self.date_time_string())
+
+    def record(self, status):
+        log = self.server.log_file
+        if log:
+            line = f"{self.command} {self.url.path} status={status} token={self.token_state}\n"
+            with self.server.log_lock:
+                log.write(line)
+                log.flush()
+
+    def send(self, status, body=b"", headers=None, ctype=None):
+        hdrs = {"X-Consul-Default-Acl-Policy": self.server.cat.args.default_policy,
+                "Vary": "Accept-Encoding"}
+        hdrs.update(headers or {})
+        if body and ctype:
+            hdrs["Content-Type"] = ctype
+        if len(body) >= GZIP_MIN_SIZE and "gzip" in self.headers.get("Accept-Encoding", ""):
+            body = gzip.compress(body)
+            hdrs["Content-Encoding"] = "gzip"
+        self.send_response(status)
+        for k, v in hdrs.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        self.record(status)
+
+    def send_json(self, obj, headers=None):
+        if "pretty" in self.query:
+            text = json.dumps(obj, indent=4, ensure_ascii=False) + "\n"
+        else:
+            text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+        # Go's encoding/json escapes HTML characters.
+        text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+        self.send(200, text.encode(), headers, "application/json")
+
+    def send_error_text(self, e):
+        self.send(e.status, e.body.encode(), e.headers, "text/plain; charset=utf-8")
+
+    def body_json(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(n) if n else b""
+        try:
+            return json.loads(raw or b"null")
+        except ValueError as e:
+            raise ApiError(400, f"Request decode failed: {e}")
+
+    def q1(self, key, default=None):
+        v = self.query.get(key)
+        return v[0] if v else default
+
+    # ---- ACL -------------------------------------------------------------------------------
+    def token(self):
+        tok = self.q1("token")
+        if tok is None:
+            tok = self.headers.get("X-Consul-Token")
+        if tok is None:
+            auth = self.headers.get("Authorization", "")
+            tok = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        return tok
+
+    def resolve_acl(self):
+        """Sets self.privileged. Unknown tokens are an error on every endpoint."""
+        args, tok = self.server.cat.args, self.token()
+        self.token_state = "none" if not tok else "sent"
+        if not args.acl_token:
+            self.privileged = True
+            return
+        if tok and tok != args.acl_token:
+            self.token_state = "bad"
+            raise ApiError(403, "ACL not found")
+        self.token_state = "ok" if tok else "anonymous"
+        self.privileged = bool(tok) or args.default_policy == "allow"
+
+    def need_write(self, perm, name):
+        if not self.privileged:
+            raise ApiError(403, f"Permission denied: token with AccessorID '{ANONYMOUS_ACCESSOR}' "
+                                f"lacks permission '{perm}' on \"{name}\"")
+
+    # ---- query options (agent/http.go parseWait, parseConsistency, parseDC) -----------------
+    def blocking_opts(self):
+        wait, index = self.q1("wait", ""), self.q1("index", "")
+        try:
+            wait_s = parse_go_duration(wait) if wait else 0.0
+        except ValueError:
+            raise ApiError(400, "Invalid wait time")
+        if index and not index.isdigit() or (index and int(index) >= 2 ** 64):
+            raise ApiError(400, "Invalid index")
+        stale, consistent = "stale" in self.query, "consistent" in self.query
+        if stale and consistent:
+            raise ApiError(400, "Cannot specify ?stale with ?consistent, conflicting semantics.")
+        if "cached" in self.query and consistent:
+            raise ApiError(400, "Cannot specify ?cached with ?consistent, conflicting semantics.")
+        ms = self.q1("max_stale")
+        if ms is not None:
+            try:
+                parse_go_duration(ms)
+            except ValueError:
+                raise ApiError(400, f'Invalid max_stale value "{ms}"')
+            stale = True
+        dc = self.q1("dc", "")
+        if dc and dc != self.server.cat.args.datacenter:
+            raise ApiError(500, "No path to datacenter")
+        self.consistency = "stale" if stale else "consistent" if consistent else "leader"
+        return (int(index) if index else 0), wait_s
+
+    def blocking_read(self, index, wait_s, key, build):
+        """Runs build() once the result index for `key` passes `index` or the wait ends."""
+        cat = self.server.cat
+        with cat.cond:
+            if index > 0:
+                timeout = wait_s
+                if timeout > MAX_QUERY_TIME:
+                    timeout = MAX_QUERY_TIME
+                elif timeout == 0:
+                    timeout = DEFAULT_QUERY_TIME
+                if timeout > 0:
+                    timeout += random.uniform(0, timeout / JITTER_FRACTION)
+                deadline = time.time() + timeout
+                while key() <= index:
+                    left = deadline - time.time()
+                    if left <= 0:
+                        break
+                    cat.cond.wait(left)
+            return build(), key()
+
+    def meta_headers(self, idx):
+        return {"X-Consul-Index": str(max(idx, 1)), "X-Consul-Knownleader": "true",
+                "X-Consul-Lastcontact": "0",
+                "X-Consul-Effective-Consistency": self.consistency,
+                "X-Consul-Query-Backend": "blocking-query"}
+
+    # ---- reads -----------------------------------------------------------------------------
+    def health_service(self, name):
+        index, wait_s = self.blocking_opts()
+        if not name:
+            raise ApiError(400, "Missing service name")
+        passing = False
+        if "passing" in self.query:
+            v = self.q1("passing", "")
+            if v not in ("",) + _GO_TRUE + _GO_FALSE:
+                raise ApiError(400, "Invalid value for ?passing")
+            passing = v == "" or v in _GO_TRUE
+        tags = self.query.get("tag", [])
+        cat = self.server.cat
+
+        def build():
+            out = []
+            if not self.privileged:  # ACL filtering: anonymous sees nothing under deny
+                return out
+            for s in cat.instances(name):
+                checks = [cat.public(c) for c in cat.service_checks(s["ID"])]
+                if passing and any(c["Status"] != "passing" for c in checks):
+                    continue
+                if any(t not in s["Tags"] for t in tags):
+                    continue
+                out.append({"Node": cat.node_json(), "Service": cat.public(s), "Checks": checks})
+            return out
+
+        body, idx = self.blocking_read(index, wait_s, lambda: cat.result_index(name), build)
+        self.send_json(body, self.meta_headers(idx))
+
+    def catalog_service(self, name):
+        index, wait_s = self.blocking_opts()
+        if not name:
+            raise ApiError(400, "Missing service name")
+        cat = self.server.cat
+
+        def build():
+            if not self.privileged:
+                return []
+            node = cat.node_json()
+            return [{"ID": node["ID"], "Node": node["Node"], "Address": node["Address"],
+                     "Datacenter": node["Datacenter"], "TaggedAddresses": node["TaggedAddresses"],
+                     "NodeMeta": node["Meta"], "ServiceKind": "", "ServiceID": s["ID"],
+                     "ServiceName": s["Service"], "ServiceTags": s["Tags"],
+                     "ServiceAddress": s["Address"],
+                     **({"ServiceTaggedAddresses": s["TaggedAddresses"]}
+                        if "TaggedAddresses" in s else {}),
+                     "ServiceWeights": s["Weights"], "ServiceMeta": s["Meta"] or {},
+                     "ServicePort": s["Port"], "ServiceSocketPath": "",
+                     "ServiceEnableTagOverride": s["EnableTagOverride"],
+                     "ServiceProxy": s["Proxy"], "ServiceConnect": s["Connect"],
+                     "ServiceLocality": None, "CreateIndex": s["CreateIndex"],
+                     "ModifyIndex": s["ModifyIndex"]} for s in cat.instances(name)]
+
+        body, idx = self.blocking_read(index, wait_s, lambda: cat.result_index(name), build)
+        self.send_json(body, self.meta_headers(idx))
+
+    def catalog_services(self):
+        index, wait_s = self.blocking_opts()
+        cat = self.server.cat
+
+        def build():
+            out = {}
+            for s in (cat.services.values() if self.privileged else []):
+                out.setdefault(s["Service"], set()).update(s["Tags"])
+            return {k: sorted(v) for k, v in sorted(out.items())}
+
+        def key():
+            return max(max(cat.service_index.values(), default=1), 1)
+
+        body, idx = self.blocking_read(index, wait_s, key, build)
+        self.send_json(body, self.meta_headers(idx))
+
+    def agent_services(self):
+        cat = self.server.cat
+        with cat.cond:
+            out = {}
+            for sid, s in sorted(cat.services.items()) if self.privileged else []:
+                if sid == "consul":
+                    continue
+                out[sid] = {"ID": s["ID"], "Service": s["Service"], "Tags": s["Tags"],
+                            "Meta": s["Meta"] or {}, "Port": s["Port"], "Address": s["Address"],
+                            **({"TaggedAddresses": s["TaggedAddresses"]}
+                               if "TaggedAddresses" in s else {}),
+                            "Weights": s["Weights"], "EnableTagOverride": s["EnableTagOverride"],
+                            "Datacenter": cat.args.datacenter}
+        self.send_json(out)
+
+    def agent_checks(self):
+        cat = self.server.cat
+        with cat.cond:
+            out = {cid: cat.public(c) for cid, c in sorted(cat.checks.items())
+                   if c["ServiceID"] and self.privileged}
+        self.send_json(out)
+
+    def agent_self(self):
+        cat = self.server.cat
+        self.need_write("agent:read", cat.args.node_name)
+        a = cat.args
+        self.send_json({"Config": {"Datacenter": a.datacenter, "PrimaryDatacenter": a.datacenter,
+                                   "NodeName": a.node_name, "NodeID": cat.node_id,
+                                   "Revision": "emulator", "Server": True, "Version": "1.17.0"},
+                        "DebugConfig": {"ACLDefaultPolicy": a.default_policy,
+                                        "ACLsEnabled": bool(a.acl_token)},
+                        "Member": {"Name": a.node_name, "Addr": a.node_address, "Port": 8301,
+                                   "Status": 1},
+                        "Meta": {"consul-network-segment": "", "consul-version": "1.17.0"}})
+
+    def status_leader(self):
+        self.send_json("" if self.server.cat.args.no_leader else f"{self.server.cat.args.node_address}:8300")
+
+    def status_peers(self):
+        self.send_json([] if self.server.cat.args.no_leader else [f"{self.server.cat.args.node_address}:8300"])
+
+    # ---- writes ----------------------------------------------------------------------------
+    def validate_registration(self, body):
+        if not isinstance(body, dict):
+            raise ApiError(400, "Request decode failed: json: cannot unmarshal into "
+                                "Go value of type structs.ServiceDefinition")
+        b = norm_keys(body)
+        if not b.get("name"):
+            raise ApiError(400, "Missing service name")
+        if (b.get("address") or "") in ("0.0.0.0", "::", "[::]"):
+            raise ApiError(400, "Invalid service address")
+        w = b.get("weights")
+        if w is not None:
+            if int(w.get("passing", 0)) < 1:
+                raise ApiError(400, "Invalid Weights: Passing must be greater than 0")
+            if int(w.get("warning", 0)) < 0:
+                raise ApiError(400, "Invalid Weights: Warning must be greater or equal than 0")
+        for k, v in (body.get("Meta") or body.get("meta") or {}).items():
+            if k.startswith("consul-"):
+                raise ApiError(400, f"Invalid Service Meta: Couldn't load metadata pair ('{k}', "
+                                    f"'{v}'): Key prefix 'consul-' is reserved for internal use")
+        checks = ([b["check"]] if b.get("check") else []) + list(b.get("checks") or [])
+        for c in checks:
+            self.validate_check(c)
+        return b, checks
+
+    @staticmethod
+    def validate_check(c):
+        if c.get("status") and c["status"] not in CHECK_STATUSES:
+            raise ApiError(400, "Status for checks must 'passing', 'warning', 'critical'")
+        try:
+            interval = parse_go_duration(c["interval"]) if c.get("interval") else 0.0
+            ttl = parse_go_duration(c["ttl"]) if c.get("ttl") else 0.0
+            for k in ("timeout", "deregistercriticalserviceafter"):
+                if c.get(k):
+                    parse_go_duration(c[k])
+        except ValueError as e:
+            raise ApiError(400, f'Request decode failed: time: invalid duration "{e}"')
+        interval_check = any(c.get(k) for k in ("args", "http", "tcp", "udp", "grpc", "h2ping"))
+        if interval > 0 and ttl > 0:
+            raise ApiError(400, "Invalid check: Interval and TTL cannot both be specified")
+        if interval_check and interval <= 0:
+            raise ApiError(400, "Invalid check: Interval must be > 0 for Script, HTTP, H2PING, "
+                                "TCP or UDP checks")
+        if not interval_check and not c.get("aliasservice") and ttl <= 0:
+            raise ApiError(400, "Invalid check: TTL must be > 0 for TTL checks")
+
+    def register(self):
+        b, checks = self.validate_registration(self.body_json())
+        self.need_write("service:write", b["name"])
+        with self.server.cat.cond:
+            self.server.cat.add_service(b, checks, "replace-existing-checks" in self.query)
+        self.send(200)
+
+    def deregister(self, sid):
+        cat = self.server.cat
+        with cat.cond:
+            svc = cat.services.get(sid)
+            if svc is None or sid == "consul":
+                raise ApiError(404, f'Unknown service ID "{sid}". Ensure that the service ID is '
+                                    f'passed, not the service name.')
+            self.need_write("service:write", svc["Service"])
+            cat.remove_service(sid)
+        self.send(200)
+
+    def ttl_check(self, cid, status, output):
+        cat = self.server.cat
+        with cat.cond:
+            c = cat.checks.get(cid)
+            if c is None:
+                raise ApiError(404, f'Unknown check ID "{cid}". Ensure that the check ID is '
+                                    f'passed, not the check name.')
+            self.need_write("service:write" if c["ServiceID"] else "node:write",
+                            c["ServiceName"] or cat.args.node_name)
+            if not c.get("_ttl"):
+                raise ApiError(500, f'CheckID "{cid}" does not have associated TTL')
+            c["_ttl_deadline"] = time.time() + c["_ttl"]
+            cat.set_check(cid, status, output)
+        self.send(200)
+
+    def check_pass(self, verb, cid):
+        status = {"pass": "passing", "warn": "warning", "fail": "critical"}[verb]
+        self.ttl_check(cid, status, self.q1("note", ""))
+
+    def check_update(self, cid):
+        body = norm_keys(self.body_json() or {})
+        status = body.get("status") or ""
+        if status not in CHECK_STATUSES:
+            raise ApiError(400, f"Invalid check status: '{status}'")
+        self.ttl_check(cid, status, body.get("output") or "")
+
+    def enable_flag(self):
+        v = self.q1("enable")
+        if v is None:
+            raise ApiError(400, "Missing value for enable")
+        if v not in _GO_TRUE + _GO_FALSE:
+            raise ApiError(400, f'Invalid value for enable: "{v}"')
+        return v in _GO_TRUE
+
+    def node_maintenance(self):
+        enable = self.enable_flag()
+        cat = self.server.cat
+        self.need_write("node:write", cat.args.node_name)
+        with cat.cond:
+            cat.node_maintenance(enable, self.q1("reason", ""))
+        self.send(200)
+
+    def service_maintenance(self, sid):
+        enable = self.enable_flag()
+        cat = self.server.cat
+        with cat.cond:
+            if sid not in cat.services:
+                raise ApiError(404, f'Unknown service ID "{sid}". Ensure that the service ID is '
+                                    f'passed, not the service name.')
+            self.need_write("service:write", cat.services[sid]["Service"])
+            cat.service_maintenance(sid, enable, self.q1("reason", ""))
+        self.send(200)
+
+    # ---- routing ---------------------------------------------------------------------------
+    ROUTES = [
+        (re.compile(r"/v1/health/service/(.*)"), ("GET",), "health_service"),
+        (re.compile(r"/v1/catalog/services"), ("GET",), "catalog_services"),
+        (re.compile(r"/v1/catalog/service/(.*)"), ("GET",), "catalog_service"),
+        (re.compile(r"/v1/agent/services"), ("GET",), "agent_services"),
+        (re.compile(r"/v1/agent/checks"), ("GET",), "agent_checks"),
+        (re.compile(r"/v1/agent/self"), ("GET",), "agent_self"),
+        (re.compile(r"/v1/status/leader"), ("GET",), "status_leader"),
+        (re.compile(r"/v1/status/peers"), ("GET",), "status_peers"),
+        (re.compile(r"/v1/agent/service/register"), ("PUT",), "register"),
+        (re.compile(r"/v1/agent/service/deregister/(.+)"), ("PUT",), "deregister"),
+        (re.compile(r"/v1/agent/service/maintenance/(.+)"), ("PUT",), "service_maintenance"),
+        (re.compile(r"/v1/agent/check/(pass|warn|fail)/(.+)"), ("PUT",), "check_pass"),
+        (re.compile(r"/v1/agent/check/update/(.+)"), ("PUT",), "check_update"),
+        (re.compile(r"/v1/agent/maintenance"), ("PUT",), "node_maintenance"),
+    ]
+
+    def dispatch(self):
+        self.url = urllib.parse.urlsplit(self.path)
+        self.query = urllib.parse.parse_qs(self.url.query, keep_blank_values=True)
+        self.token_state = "none"
+        self.consistency = "leader"
+        try:
+            for rx, methods, name in self.ROUTES:
+                m = rx.fullmatch(self.url.path)
+                if not m:
+                    continue
+                allow = "OPTIONS," + ",".join(methods)
+                if self.command == "OPTIONS":
+                    return self.send(200, headers={"Allow": allow})
+                if self.command not in methods:
+                    raise ApiError(405, f"method {self.command} not allowed", {"Allow": allow})
+                self.resolve_acl()
+                args = [urllib.parse.unquote(g) for g in m.groups()]
+                return getattr(self, name)(*args)
+            raise ApiError(404, NOT_FOUND_BODY)
+        except ApiError as e:
+            self.send_error_text(e)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_OPTIONS = do_HEAD = do_PATCH = dispatch
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--addr", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8500)
+    ap.add_argument("--datacenter", default="dc1")
+    ap.add_argument("--node-name", default="host-a")
+    ap.add_argument("--node-address", default="127.0.0.1")
+    ap.add_argument("--acl-token", default="", help="enables ACLs; this token may do anything")
+    ap.add_argument("--default-policy", choices=("allow", "deny"), default=None)
+    ap.add_argument("--no-leader", action="store_true", help="/v1/status/leader returns \"\"")
+    ap.add_argument("--data-file", default="", help="keep the catalog here across restarts")
+    ap.add_argument("--reap-interval", type=float, default=REAP_INTERVAL)
+    ap.add_argument("--log-file", default="")
+    ap.add_argument("--register", action="append", default=[],
+                    help="JSON registration body applied at start (repeatable)")
+    a = ap.parse_args()
+    if a.default_policy is None:
+        a.default_policy = "deny" if a.acl_token else "allow"
+    cat = Catalog(a)
+    with cat.cond:
+        for body in a.register:
+            b = norm_keys(json.loads(body))
+            checks = ([b["check"]] if b.get("check") else []) + list(b.get("checks") or [])
+            cat.add_service(b, checks)
+    Checker(cat).start()
+    srv = Server((a.addr, a.port), Handler)
+    srv.cat = cat
+    srv.log_lock = threading.Lock()
+    srv.log_file = open(a.log_file, "a") if a.log_file else None
+    print(f"consul emulator listening on {a.addr}:{a.port} dc={a.datacenter}", flush=True)
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+# Helpers for the daemon suites (test_daemon.sh, test_reload.sh, test_restart.sh), sourced after
+# lib.sh: a config writer, starting and stopping the real meshd, a client that runs inside the
+# test cgroup, and bpftool checks. Every meshd started here is registered for kill + --cleanup.
+
+# The client: connects to VIP:PORT in a loop (until DURATION seconds pass or STOPFILE exists),
+# reading the backend's name line on each connection, while HOLD long-lived connections echo a
+# ping every 200 ms. Writes a JSON summary to OUT.
+cat >"$TMP/client.py" <<'EOF'
+import collections, json, os, socket, sys, time
+
+vip, port, duration, hold, out = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+stopfile = sys.argv[6] if len(sys.argv) > 6 else ""
+res = {"ok": 0, "fail": 0, "errors": [], "backends": collections.Counter(),
+       "held": hold, "held_alive": 0, "held_errors": []}
+
+def connect():
+    s = socket.create_connection((vip, port), timeout=2)
+    f = s.makefile("rb")
+    name = f.readline().decode().strip()
+    if not name:
+        s.close()
+        raise OSError("connected but no greeting")
+    return s, f, name
+
+def ping(conns):
+    alive = 0
+    for s, f, _ in conns:
+        try:
+            s.sendall(b"ping\n")
+            if f.readline() == b"ping\n":
+                alive += 1
+            else:
+                res["held_errors"].append("bad echo")
+        except OSError as e:
+            res["held_errors"].append(str(e))
+    return alive
+
+held = []
+for _ in range(hold):
+    held.append(connect())
+end = time.time() + duration
+last = 0.0
+while time.time() < end and not (stopfile and os.path.exists(stopfile)):
+    try:
+        s, f, name = connect()
+        f.close()
+        s.close()
+        res["ok"] += 1
+        res["backends"][name] += 1
+    except OSError as e:
+        res["fail"] += 1
+        if len(res["errors"]) < 10:
+            res["errors"].append(str(e))
+    if time.time() - last > 0.2:
+        ping(held)
+        last = time.time()
+    time.sleep(0.004)
+res["held_alive"] = ping(held)
+with open(out, "w") as f:
+    json.dump(res, f)
+EOF
+
+# daemon_config FILE "PORT..." [JQ_FILTER]: writes a static config for service `api` on
+# $VIP:80 with round_robin over 127.0.0.1:PORT..., attached to $CG, pinned under $PIN, admin
+# socket and state under $TMP, metrics on 127.0.0.1:$MPORT; JQ_FILTER edits the result.
+daemon_config() {
+	local file=$1 ports=$2 filter=${3:-.}
+	jq -n --arg cg "$CG" --arg pin "$PIN" --arg tmp "$TMP" --arg ports "$ports" \
+		--arg vip "$VIP" --arg mport "$MPORT" '{
+		version: 1,
+		cgroup: $cg,
+		bpf_pin_path: $pin,
+		state_dir: ($tmp + "/state"),
+		log: { level: "info", format: "logfmt" },
+		admin: { socket: ($tmp + "/admin.sock") },
+		telemetry: { metrics_listen: ("127.0.0.1:" + $mport) },
+		discovery: { backend: "static" },
+		services: [ { name: "api", vip: $vip, port: 80,
+			backends: ($ports | split(" ") | map({ address: "127.0.0.1",
+				port: tonumber, weight: 1 })),
+			load_balancer: { algorithm: "round_robin" } } ]
+	}' | jq "$filter" >"$file.tmp" && mv "$file.tmp" "$file"
+}
+
+# start_meshd NAME CONFIG [ENV=VALUE...]: starts meshd in the background (log $TMP/NAME.log),
+# waits until it says it runs. Sets MESHD_PID. Returns 1 if it exited or never became ready.
+start_meshd() {
+	local name=$1 config=$2
+	shift 2
+	env "$@" "$MESHD" --config "$config" >"$TMP/$name.log" 2>&1 &
+	MESHD_PID=$!
+	defer "kill -9 $MESHD_PID 2>/dev/null; wait $MESHD_PID 2>/dev/null"
+	defer "'$MESHD' --cleanup --config '$config'"
+	wait_for 10 meshd_ready "$name" "$MESHD_PID"
+}
+meshd_ready() {
+	grep -q 'msg="meshd running"' "$TMP/$1.log" && return 0
+	kill -0 "$2" 2>/dev/null || return 2
+	return 1
+}
+
+# stop_meshd PID: SIGTERM and wait (at most 10 s); prints the exit status.
+stop_meshd() {
+	local pid=$1 i
+	kill -TERM "$pid" 2>/dev/null
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	wait "$pid" 2>/dev/null
+	echo $?
+}
+
+# client NAME DURATION HOLD [STOPFILE]: runs the client in $CG in the background; its summary
+# goes to $TMP/NAME.json. Sets CLIENT_PID.
+client() {
+	local name=$1 duration=$2 hold=$3 stop=${4:-}
+	in_cgroup "$CG" python3 "$TMP/client.py" "$VIP" 80 "$duration" "$hold" \
+		"$TMP/$name.json" $stop >"$TMP/$name.log" 2>&1 &
+	CLIENT_PID=$!
+	defer "kill -9 $CLIENT_PID 2>/dev/null"
+}
+# result NAME JQ: evaluates JQ on a client's summary.
+result() { jq -r "$2" "$TMP/$1.json" 2>/dev/null; }
+
+# attach_counts CG: "attach_type count" lines for the programs attached to CG.
+attach_counts() {
+	bpftool -j cgroup tree "$1" 2>/dev/null |
+		jq -r '[.[] | .programs[]? | .attach_type] | group_by(.) | .[] | "\(.[0]) \(length)"'
+}
+# attached_once CG: at least one program attached, and no attach type twice.
+attached_once() {
+	local counts
+	counts=$(attach_counts "$1")
+	[ -n "$counts" ] && ! echo "$counts" | awk '$2 != 1 {bad = 1} END {exit !bad}'
+}
+nothing_attached() { [ -z "$(attach_counts "$1")" ]; }

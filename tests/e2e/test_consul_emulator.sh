@@ -1,0 +1,300 @@
+#!/usr/bin/env bash
+# Self-tests of the Consul API emulator against the reference fixtures in /work/shared/consul
+# (shape, key order, headers, errors, blocking, ?passing, ACLs, checks), so the client tests run
+# against something that behaves like Consul. Real process, real HTTP on 127.0.0.1.
+. "$(dirname "$0")/lib.sh"
+
+PORT=22510
+FIXTURES=${CONSUL_FIXTURES:-/work/shared/consul}
+EMU=$ROOT/tests/e2e/consul_emulator.py
+
+spawn emulator python3 "$EMU" --port $PORT --acl-token root-token --reap-interval 0.5
+if ! wait_for 5 port_open 127.0.0.1 $PORT; then
+	fail start "emulator did not listen on $PORT: $(tail -n 3 "$TMP/emulator.log")"
+	exit 1
+fi
+
+# The checks run in Python (stdlib only) and print `ok NAME` or `bad NAME WHY` per case.
+cat >"$TMP/check.py" <<'EOF'
+import http.client, json, os, sys, time, threading
+
+port, fixtures = int(sys.argv[1]), sys.argv[2]
+TOK = {"X-Consul-Token": "root-token"}
+
+def req(method, path, body=None, headers=None, token=True):
+    h = dict(TOK if token else {})
+    h.update(headers or {})
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.request(method, path, body=json.dumps(body) if body is not None else None, headers=h)
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+
+def fixture(name):
+    with open(os.path.join(fixtures, name)) as f:
+        return json.load(f)
+
+def keys_tree(v):
+    """Key order of every object, recursively (values and user Meta contents ignored)."""
+    if isinstance(v, dict):
+        return [(k, None if k.endswith("Meta") else keys_tree(x)) for k, x in v.items()]
+    if isinstance(v, list):
+        return [keys_tree(v[0])] if v else []
+    return None
+
+results = []
+def case(name):
+    def wrap(fn):
+        try:
+            why = fn()
+        except Exception as e:  # a crash is a failure of the case, not of the suite
+            why = f"{type(e).__name__}: {e}"
+        print(f"ok {name}" if not why else f"bad {name} {why}", flush=True)
+    return wrap
+
+def register(sid, port_, check=None, name="web", address="127.0.0.1", token=True, **kw):
+    body = {"ID": sid, "Name": name, "Address": address, "Port": port_, "Tags": ["v2"],
+            "Meta": {"version": "v2"}, "Weights": {"Passing": 10, "Warning": 1}}
+    if check is not None:
+        body["Check"] = check
+    body.update(kw)
+    return req("PUT", "/v1/agent/service/register", body, token=token)
+
+register("web-1", 8080, {"TTL": "30s", "Status": "passing"}, address="10.0.1.11")
+register("web-2", 8080, {"TTL": "30s", "Status": "warning"}, address="10.0.1.12")
+register("web-3", 8080, {"TTL": "30s"}, address="10.0.1.13")
+
+@case("health_shape_matches_fixture")
+def _():
+    st, h, body = req("GET", "/v1/health/service/web")
+    got, want = json.loads(body), fixture("health-service-web.json")
+    if st != 200 or len(got) != 3:
+        return f"status {st}, {len(got)} entries"
+    if keys_tree(got[0]) != keys_tree(want[0]):
+        return f"key order differs: {keys_tree(got[0])} vs {keys_tree(want[0])}"
+    if [c["CheckID"] for c in got[0]["Checks"]] != ["serfHealth", "service:web-1"]:
+        return "checks not node-first"
+
+@case("health_headers_and_compact_json")
+def _():
+    st, h, body = req("GET", "/v1/health/service/web")
+    for k in ("x-consul-index", "x-consul-knownleader", "x-consul-lastcontact",
+              "x-consul-effective-consistency", "x-consul-query-backend",
+              "x-consul-default-acl-policy"):
+        if k not in h:
+            return f"missing {k}"
+    if h["content-type"] != "application/json" or b"\n" in body or b": " in body:
+        return "not compact application/json"
+    if int(h["x-consul-index"]) < 1 or h["x-consul-effective-consistency"] != "leader":
+        return f"bad meta {h}"
+
+@case("pretty_is_four_space_indent_with_newline")
+def _():
+    st, h, body = req("GET", "/v1/health/service/web?pretty")
+    if not body.endswith(b"\n") or b'\n    {\n        "Node"' not in body:
+        return "not pretty"
+
+@case("passing_filter_matches_fixture")
+def _():
+    for q in ("passing", "passing=1", "passing=true"):
+        st, h, body = req("GET", f"/v1/health/service/web?{q}")
+        got = [e["Service"]["ID"] for e in json.loads(body)]
+        want = [e["Service"]["ID"] for e in fixture("health-service-web-passing.json")]
+        if got != want:
+            return f"?{q}: {got} != {want}"
+    st, h, body = req("GET", "/v1/health/service/web?passing=maybe")
+    if st != 400 or body != b"Invalid value for ?passing":
+        return f"bad ?passing accepted: {st} {body!r}"
+
+@case("passing_filter_counts_node_checks")
+def _():
+    req("PUT", "/v1/agent/maintenance?enable=true&reason=test")
+    st, h, body = req("GET", "/v1/health/service/web?passing=1")
+    inmaint = json.loads(body)
+    req("PUT", "/v1/agent/maintenance?enable=false")
+    st, h, body = req("GET", "/v1/health/service/web?passing=1")
+    if inmaint != [] or len(json.loads(body)) != 1:
+        return f"maintenance: {len(inmaint)} passing, after: {len(json.loads(body))}"
+
+@case("unknown_service_is_empty_list_with_index")
+def _():
+    st, h, body = req("GET", "/v1/health/service/does-not-exist")
+    if st != 200 or body != b"[]" or int(h.get("x-consul-index", "0")) < 1:
+        return f"{st} {body!r} {h.get('x-consul-index')}"
+
+@case("errors_match_catalogue")
+def _():
+    cat = {e["request"]: e for e in fixture("errors.json")}
+    for path, key in (("/v1/health/service/web?wait=abc", "GET /v1/health/service/web?wait=abc"),
+                      ("/v1/health/service/web?index=abc", "GET /v1/health/service/web?index=abc"),
+                      ("/v1/health/service/web?stale&consistent",
+                       "GET /v1/health/service/web?stale&consistent"),
+                      ("/v1/health/service/", "GET /v1/health/service/"),
+                      ("/v1/not-an-endpoint", "GET /v1/not-an-endpoint")):
+        st, h, body = req("GET", path)
+        want = cat[key]
+        if st != want["status"] or body.decode() != want["body"]:
+            return f"{path}: {st} {body!r}, want {want['status']} {want['body']!r}"
+        if not h.get("content-type", "").startswith("text/plain"):
+            return f"{path}: content-type {h.get('content-type')}"
+        if "x-consul-default-acl-policy" not in h:
+            return f"{path}: no default-acl-policy header on an error"
+
+@case("wrong_method_405_with_allow")
+def _():
+    st, h, body = req("GET", "/v1/agent/check/pass/x")
+    if st != 405 or h.get("allow") != "OPTIONS,PUT" or body != b"method GET not allowed":
+        return f"{st} {h.get('allow')} {body!r}"
+    st, h, body = req("OPTIONS", "/v1/agent/service/register")
+    if st != 200 or h.get("allow") != "OPTIONS,PUT":
+        return f"OPTIONS: {st} {h.get('allow')}"
+
+@case("register_validation_errors")
+def _():
+    cat = {e["request"]: e["body"] for e in fixture("errors.json")}
+    cases = [({"Port": 1}, cat["PUT /v1/agent/service/register (no Name)"]),
+             ({"Name": "x", "Address": "0.0.0.0"},
+              cat["PUT /v1/agent/service/register (Address 0.0.0.0 or ::)"]),
+             ({"Name": "x", "Weights": {"Passing": 0, "Warning": 1}},
+              cat["PUT /v1/agent/service/register (Weights.Passing 0)"]),
+             ({"Name": "web", "Meta": {"consul-x": "v"}},
+              cat["PUT /v1/agent/service/register (Meta key 'consul-x')"]),
+             ({"Name": "x", "Check": {"TTL": "10s", "Status": "up"}},
+              cat["PUT /v1/agent/service/register (Check.Status 'up')"])]
+    for body, want in cases:
+        st, h, got = req("PUT", "/v1/agent/service/register", body)
+        if st != 400 or got.decode() != want:
+            return f"{body}: {st} {got!r} want {want!r}"
+
+@case("unknown_ids_404_and_non_ttl_500")
+def _():
+    cat = {e["request"]: e for e in fixture("errors.json")}
+    st, h, body = req("PUT", "/v1/agent/service/deregister/nope")
+    want = cat["PUT /v1/agent/service/deregister/nope"]
+    if st != 404 or body.decode() != want["body"]:
+        return f"deregister: {st} {body!r}"
+    st, h, body = req("PUT", "/v1/agent/check/pass/nope")
+    if st != 404 or body.decode() != cat["PUT /v1/agent/check/pass/nope"]["body"]:
+        return f"pass: {st} {body!r}"
+    register("tcp-1", 1, {"TCP": "127.0.0.1:1", "Interval": "10s"}, name="tcpsvc")
+    st, h, body = req("PUT", "/v1/agent/check/pass/service:tcp-1")
+    if st != 500 or body != b'CheckID "service:tcp-1" does not have associated TTL':
+        return f"non-TTL pass: {st} {body!r}"
+    req("PUT", "/v1/agent/service/deregister/tcp-1")
+
+@case("new_checks_start_critical_and_ttl_pass_flips")
+def _():
+    register("web-9", 9, {"TTL": "30s"}, name="nine")
+    st, h, body = req("GET", "/v1/health/service/nine")
+    checks = json.loads(body)[0]["Checks"]
+    if checks[-1]["Status"] != "critical" or checks[-1]["CheckID"] != "service:web-9":
+        return f"initial {checks[-1]['Status']} {checks[-1]['CheckID']}"
+    if checks[-1]["Name"] != "Service 'nine' check":
+        return f"name {checks[-1]['Name']}"
+    req("PUT", "/v1/agent/check/pass/service:web-9?note=fine")
+    st, h, body = req("GET", "/v1/health/service/nine?passing")
+    e = json.loads(body)
+    req("PUT", "/v1/agent/service/deregister/web-9")
+    if len(e) != 1 or e[0]["Checks"][-1]["Output"] != "fine":
+        return "pass with note did not apply"
+
+@case("ttl_expires_to_critical")
+def _():
+    register("ttl-1", 7, {"TTL": "500ms", "Status": "passing"}, name="ttl")
+    time.sleep(1.2)
+    st, h, body = req("GET", "/v1/health/service/ttl")
+    c = json.loads(body)[0]["Checks"][-1]
+    req("PUT", "/v1/agent/service/deregister/ttl-1")
+    if c["Status"] != "critical" or c["Output"] != "TTL expired":
+        return f"{c['Status']} {c['Output']}"
+
+@case("blocking_query_wakes_on_change")
+def _():
+    st, h, body = req("GET", "/v1/health/service/web")
+    idx = int(h["x-consul-index"])
+    out = {}
+    def poll():
+        t0 = time.time()
+        out["r"] = req("GET", f"/v1/health/service/web?index={idx}&wait=20s")
+        out["t"] = time.time() - t0
+    t = threading.Thread(target=poll)
+    t.start()
+    time.sleep(0.5)
+    req("PUT", "/v1/agent/check/pass/service:web-3")
+    t.join(25)
+    st, h2, body = out["r"]
+    if not (0.4 < out["t"] < 3) or int(h2["x-consul-index"]) <= idx:
+        return f"returned after {out['t']:.2f}s with index {h2['x-consul-index']} (was {idx})"
+    if len(json.loads(req("GET", "/v1/health/service/web?passing")[2])) != 2:
+        return "web-3 not passing after pass"
+
+@case("blocking_query_times_out_with_same_index_and_jitter_bound")
+def _():
+    st, h, body = req("GET", "/v1/health/service/web")
+    idx = h["x-consul-index"]
+    t0 = time.time()
+    st, h2, body = req("GET", f"/v1/health/service/web?index={idx}&wait=1s")
+    dt = time.time() - t0
+    if st != 200 or h2["x-consul-index"] != idx or not (1.0 <= dt < 1.0 + 1 / 16 + 0.5):
+        return f"{st} index {h2['x-consul-index']} vs {idx} after {dt:.2f}s"
+
+@case("acl_unknown_token_403_anonymous_filtered_and_denied")
+def _():
+    st, h, body = req("GET", "/v1/health/service/web", headers={"X-Consul-Token": "nope"},
+                      token=False)
+    if st != 403 or body != b"ACL not found":
+        return f"unknown token: {st} {body!r}"
+    st, h, body = req("GET", "/v1/health/service/web", token=False)
+    if st != 200 or body != b"[]" or h["x-consul-default-acl-policy"] != "deny":
+        return f"anonymous read: {st} {body!r}"
+    st, h, body = register("web-x", 1, token=False)
+    if st != 403 or not body.startswith(b"Permission denied: token with AccessorID "):
+        return f"anonymous write: {st} {body!r}"
+    for path in ("/v1/health/service/web?token=root-token",):
+        st, h, body = req("GET", path, token=False)
+        if st != 200 or len(json.loads(body)) != 3:
+            return f"?token=: {st}"
+    st, h, body = req("GET", "/v1/health/service/web", token=False,
+                      headers={"Authorization": "Bearer root-token"})
+    if st != 200 or len(json.loads(body)) != 3:
+        return f"bearer: {st}"
+
+@case("catalog_endpoints_shape")
+def _():
+    st, h, body = req("GET", "/v1/catalog/services")
+    got = json.loads(body)
+    if got.get("web") != ["v2"] or got.get("consul") != [] or "x-consul-index" not in h:
+        return f"services {got}"
+    st, h, body = req("GET", "/v1/catalog/service/web")
+    got, want = json.loads(body), fixture("catalog-service-web.json")
+    if keys_tree(got[0]) != keys_tree(want[0]):
+        return f"catalog key order differs: {[k for k, _ in keys_tree(got[0])]}"
+
+@case("status_leader_is_json_string_without_index")
+def _():
+    st, h, body = req("GET", "/v1/status/leader")
+    if st != 200 or not isinstance(json.loads(body), str) or "x-consul-index" in h:
+        return f"{st} {body!r}"
+
+@case("deregister_critical_after_reaps")
+def _():
+    register("reap-1", 5, {"TTL": "30s", "DeregisterCriticalServiceAfter": "1m"}, name="reap")
+    st, h, body = req("GET", "/v1/health/service/reap")
+    if len(json.loads(body)) != 1:
+        return "not registered"
+    # The minimum is one minute (agent/check.mdx): not reaped within a few reaper runs.
+    time.sleep(1.5)
+    st, h, body = req("GET", "/v1/health/service/reap")
+    req("PUT", "/v1/agent/service/deregister/reap-1")
+    if len(json.loads(body)) != 1:
+        return "reaped before the one-minute minimum"
+EOF
+
+while read -r verdict name why; do
+	case $verdict in
+	ok) pass "$name" ;;
+	bad) fail "$name" "$why" ;;
+	esac
+done < <(timeout 120 python3 "$TMP/check.py" $PORT "$FIXTURES")
+exit $SUITE_FAILED

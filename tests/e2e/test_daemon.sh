@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# meshd lifecycle end to end: starts the real daemon with a static config on a child cgroup,
+# balances traffic through a VIP, speaks sd_notify (ready, reloading, stopping, watchdog), stops
+# gracefully on SIGTERM leaving the datapath attached, adopts it on restart, refuses a bad config,
+# fails a start cleanly naming the component (nothing left attached or pinned), and
+# `meshd --cleanup` removes everything. Ports 19001-19009, 19090-19094; VIPs 127.77.3.10-19.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/daemon_lib.sh"
+need_root
+[ -x "$MESHD" ] || {
+	skip all "meshd not built"
+	exit 0
+}
+
+CG=$(make_cgroup daemon)
+VIP=127.77.3.10
+MPORT=19090
+for i in 1 2 3; do backend "b$i" "1900$i" || fail setup "backend b$i did not start"; done
+daemon_config "$TMP/meshd.json" "19001 19002 19003"
+
+# --- sd_notify listener: records every datagram meshd sends, one per line ---------------------
+cat >"$TMP/notify.py" <<'EOF'
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+with open(sys.argv[2], "a", buffering=1) as out:
+    while True:
+        out.write(s.recv(4096).decode().replace("\n", " ") + "\n")
+EOF
+spawn notify python3 "$TMP/notify.py" "$TMP/notify.sock" "$TMP/notify.txt"
+wait_for 5 test -S "$TMP/notify.sock"
+
+# --- start, readiness, balance -----------------------------------------------------------------
+if start_meshd meshd1 "$TMP/meshd.json" NOTIFY_SOCKET="$TMP/notify.sock" WATCHDOG_USEC=200000; then
+	pass start_static_config
+else
+	fail start_static_config "meshd did not become ready: $(tail -n 5 "$TMP/meshd1.log")"
+	exit 1
+fi
+pid1=$MESHD_PID
+check programs_attached_once "$(attach_counts "$CG" | tr '\n' ' ')" attached_once "$CG"
+check notify_ready "no READY=1 in $(cat "$TMP/notify.txt" 2>/dev/null)" \
+	wait_for 3 grep -q '^READY=1' "$TMP/notify.txt"
+check notify_watchdog "no WATCHDOG=1 pings at WATCHDOG_USEC/2" \
+	wait_for 3 grep -q '^WATCHDOG=1' "$TMP/notify.txt"
+
+client balance 3 0
+wait "$CLIENT_PID"
+counts=$(result balance '[.backends[]] | sort | join(" ")')
+ok=$(result balance .ok)
+fails=$(result balance .fail)
+if [ "$fails" = 0 ] && [ "${ok:-0}" -ge 30 ] &&
+	[ "$(result balance '.backends | length')" = 3 ] &&
+	[ "$(result balance '[.backends[]] | max - min')" -le 1 ]; then
+	pass balanced_round_robin
+else
+	fail balanced_round_robin "ok=$ok fail=$fails per-backend=[$counts]"
+fi
+
+kill -HUP "$pid1"
+check notify_reloading "no RELOADING=1 with MONOTONIC_USEC on SIGHUP" \
+	wait_for 3 grep -q '^RELOADING=1 MONOTONIC_USEC=[0-9]' "$TMP/notify.txt"
+
+# --- SIGTERM: graceful, datapath stays ---------------------------------------------------------
+status=$(stop_meshd "$pid1")
+check sigterm_exits_zero "exit status $status" test "$status" = 0
+check notify_stopping "no STOPPING=1" grep -q '^STOPPING=1' "$TMP/notify.txt"
+check sigterm_leaves_datapath_attached "programs gone after SIGTERM" attached_once "$CG"
+check sigterm_leaves_datapath_pinned "$PIN is gone" test -d "$PIN"
+client after_stop 1 0
+wait "$CLIENT_PID"
+check traffic_flows_without_meshd "ok=$(result after_stop .ok) fail=$(result after_stop .fail)" \
+	test "$(result after_stop .fail)" = 0 -a "$(result after_stop '.backends | length')" = 3
+
+# --- restart adopts ----------------------------------------------------------------------------
+if start_meshd meshd2 "$TMP/meshd.json"; then
+	check restart_adopts "no adoption line: $(grep -m1 datapath "$TMP/meshd2.log")" \
+		grep -q 'msg="adopted pinned datapath"' "$TMP/meshd2.log"
+	check restart_attached_once "$(attach_counts "$CG" | tr '\n' ' ')" attached_once "$CG"
+	stop_meshd "$MESHD_PID" >/dev/null
+else
+	fail restart_adopts "second meshd did not start: $(tail -n 3 "$TMP/meshd2.log")"
+fi
+
+# --- meshd --cleanup ---------------------------------------------------------------------------
+"$MESHD" --cleanup --config "$TMP/meshd.json" >"$TMP/cleanup.log" 2>&1
+status=$?
+check cleanup_exits_zero "exit $status: $(cat "$TMP/cleanup.log")" test "$status" = 0
+check cleanup_detaches "still attached: $(attach_counts "$CG" | tr '\n' ' ')" nothing_attached "$CG"
+check cleanup_unpins "$PIN still exists" test ! -e "$PIN"
+check cleanup_removes_admin_socket "admin socket left" test ! -e "$TMP/admin.sock"
+
+# --- invalid config: one line per problem, exit 1, nothing attached -----------------------------
+daemon_config "$TMP/bad.json" "19001" '.services[0].port = 70000 | .load_balancer.algorithm = "nope"'
+timeout 10 "$MESHD" --config "$TMP/bad.json" >"$TMP/bad.out" 2>&1
+status=$?
+if [ "$status" = 1 ] && grep -q 'services\[0\]\.port' "$TMP/bad.out" &&
+	grep -q 'load_balancer\.algorithm' "$TMP/bad.out" && nothing_attached "$CG"; then
+	pass invalid_config_refused
+else
+	fail invalid_config_refused "exit $status: $(head -c 400 "$TMP/bad.out")"
+fi
+
+# --- a component that cannot start: exits non-zero naming it, leaves nothing -------------------
+# datapath: the cgroup does not exist.
+daemon_config "$TMP/nocg.json" "19001" ".cgroup = \"$CG/does-not-exist\""
+timeout 10 "$MESHD" --config "$TMP/nocg.json" >"$TMP/nocg.out" 2>&1
+status=$?
+if [ "$status" != 0 ] && grep -q 'component datapath failed to start' "$TMP/nocg.out" &&
+	[ ! -e "$PIN" ]; then
+	pass failed_start_names_datapath
+else
+	fail failed_start_names_datapath "exit $status, pin left: $(ls "$PIN" 2>&1 | head -1)"
+fi
+
+# A component after the datapath (metrics: its port is taken; else admin: unusable socket path):
+# the datapath this run loaded must be removed again.
+python3 -c 'import socket,time,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); time.sleep(60)' 19094 &
+blocker=$!
+defer "kill -9 $blocker"
+wait_for 5 port_open 127.0.0.1 19094
+MPORT=19094 daemon_config "$TMP/busy.json" "19001" ".admin.socket = \"$TMP/no-such-dir/admin.sock\""
+timeout 5 "$MESHD" --config "$TMP/busy.json" >"$TMP/busy.out" 2>&1
+status=$?
+failed=$(sed -n 's/.*component \([a-z]*\) failed to start.*/\1/p' "$TMP/busy.out" | head -1)
+if grep -q 'metrics endpoint not built' "$TMP/busy.out" && grep -q 'admin API not built' "$TMP/busy.out"; then
+	skip late_failure_unwinds_datapath "metrics and admin components not built yet"
+elif [ "$status" != 0 ] && { [ "$failed" = metrics ] || [ "$failed" = admin ]; } &&
+	[ ! -e "$PIN" ] && nothing_attached "$CG"; then
+	pass late_failure_unwinds_datapath
+else
+	fail late_failure_unwinds_datapath "exit $status failed=$failed pin=$(ls -d "$PIN" 2>&1) attached=$(attach_counts "$CG" | tr '\n' ' ')"
+fi
+exit 0

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# `make demo` end to end: scripts/demo.sh runs to completion within its time bound, shows each
+# stage of the story, and leaves nothing behind (processes, pinned datapath, cgroup).
+. "$(dirname "$0")/lib.sh"
+need_root
+if [ ! -x "$MESHD" ] || [ ! -f "$ROOT/config/demo.json" ]; then
+	skip all "needs $MESHD and config/demo.json"
+	exit 0
+fi
+CONFIG=$ROOT/config/demo.json
+DEMO_PIN=$(jq -r '.bpf_pin_path' "$CONFIG")
+DEMO_CG=$CG2/meshd-demo
+PORTS=$(jq -r '.services[0].backends[].port' "$CONFIG")
+for p in $PORTS; do
+	if port_open 127.0.0.1 "$p"; then
+		skip all "port $p is in use; the demo needs it"
+		exit 0
+	fi
+done
+# Whatever happens, the demo's own trap must have cleaned up; this only guards the machine.
+defer "'$MESHD' --cleanup --config '$CONFIG'"
+
+start=$SECONDS
+timeout --kill-after=5 90 env MESH_BUILD="$MESH_BUILD" MESH_CGROUP="$DEMO_CG" \
+	"$ROOT/scripts/demo.sh" >"$TMP/demo.out" 2>&1
+rc=$?
+took=$((SECONDS - start))
+out=$(cat "$TMP/demo.out")
+
+check exits_zero "exit $rc: $(tail -n 5 "$TMP/demo.out" | tr '\n' ' ')" test "$rc" -eq 0
+check finishes_within_60s "took ${took}s" test "$took" -lt 60
+for line in "1. Setting up" "answers on 127.77.0.10:80" "spread over all three backends" \
+	"backend-2 crashes" "backend-2 is out" "backend-2 receives connections again" \
+	"Demo complete" "cleaned up"; do
+	case=$(echo "shows_$line" | tr -c 'a-zA-Z0-9\n' '_' | tr 'A-Z' 'a-z' | sed 's/__*/_/g; s/_$//')
+	check "$case" "no '$line' in the output" grep -qF "$line" "$TMP/demo.out"
+done
+meshd_pid=$(sed -n 's/.*meshd *pid \([0-9][0-9]*\).*/\1/p' "$TMP/demo.out" | head -n 1)
+check no_meshd_left "the demo's meshd (pid ${meshd_pid:-?}) still runs" \
+	bash -c "[ -n '$meshd_pid' ] && ! kill -0 '$meshd_pid' 2>/dev/null"
+leftover=""
+for p in $PORTS; do port_open 127.0.0.1 "$p" && leftover="$leftover $p"; done
+check no_backends_left "ports still open:$leftover" test -z "$leftover"
+check no_pinned_datapath_left "$DEMO_PIN still exists" test ! -e "$DEMO_PIN"
+check no_cgroup_left "$DEMO_CG still exists" test ! -e "$DEMO_CG"
+[ "$SUITE_FAILED" -eq 0 ] || sed 's/^/  demo| /' "$TMP/demo.out" >&2
+exit $SUITE_FAILED

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# meshctl against a real meshd: every command's -o json parses and matches the daemon's state
+# (services and backends from the config, active connections from real traffic), human tables are
+# aligned, reload reports success and every problem, usage errors exit 2, failures exit 1, and
+# the admin socket is private.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib_observe.sh"
+need_root
+
+MPORT=20020 B1=20021 B2=20022 B3=20023
+CG=$(make_cgroup meshctl)
+backend b1 $B1 && backend b2 $B2 && backend b3 $B3 || { fail setup "backends did not start"; exit 1; }
+SERVICES="[
+  { \"name\": \"web\", \"vip\": \"127.77.4.20\", \"port\": 80,
+    \"backends\": [ { \"address\": \"127.0.0.1\", \"port\": $B1 },
+                    { \"address\": \"127.0.0.1\", \"port\": $B2, \"weight\": 3 } ] },
+  { \"name\": \"api\", \"vip\": \"127.77.4.21\", \"port\": 8080,
+    \"backends\": [ { \"address\": \"127.0.0.1\", \"port\": $B3 } ] } ]"
+observe_config "$TMP/meshd.json" $MPORT "$SERVICES"
+start_meshd "$TMP/meshd.json" $MPORT || {
+	fail setup "meshd not ready: $(tail -5 "$TMP/meshd.log")"
+	exit 1
+}
+SOCK=$TMP/run/admin.sock
+ctl() { "$MESHCTL" --socket "$SOCK" "$@"; }
+# jqt FILTER CMD...: runs CMD (meshctl -o json ...) and evaluates FILTER with jq -e.
+jqt() {
+	local f=$1
+	shift
+	"$@" >"$TMP/out.json" && jq -e "$f" "$TMP/out.json" >/dev/null
+}
+# aligned: every line of stdin has its columns starting where the header's do.
+aligned() {
+	python3 -c '
+import re, sys
+lines = sys.stdin.read().splitlines()
+starts = [m.start() for m in re.finditer(r"\S+", lines[0])]
+ok = len(lines) > 1
+for l in lines[1:]:
+    cells = [m.start() for m in re.finditer(r"\S+", l)]
+    ends = [m.end() for m in re.finditer(r"\S+", l)]
+    hdr_ends = [m.end() for m in re.finditer(r"\S+", lines[0])]
+    # each cell is left-aligned with its header or right-aligned with it
+    ok &= len(cells) == len(starts) and all(c == s or e == he for c, s, e, he in
+                                            zip(cells, starts, ends, hdr_ends))
+sys.exit(0 if ok else 1)'
+}
+
+check socket_private "socket mode $(stat -c %a "$SOCK"), dir $(stat -c %a "$TMP/run")" \
+	test "$(stat -c %a "$SOCK")" = 600 -a "$(stat -c %a "$TMP/run")" = 700
+
+check status_json "status -o json: $(cat "$TMP/out.json" 2>/dev/null)" jqt \
+	".ready == true and .pid == $MESHD_PID and .config_generation == 1 and .services == 2 and
+	 .backends == 3 and .datapath_attached == true" ctl status -o json
+check status_human "status lacks the generation line" grep -q '^config generation  *1$' \
+	<<<"$(ctl status)"
+check services_json "services -o json does not match the config" jqt \
+	'[.services[] | {name, vip, backends}] | sort_by(.name) ==
+	 [{"name":"api","vip":"127.77.4.21:8080","backends":1},
+	  {"name":"web","vip":"127.77.4.20:80","backends":2}]' ctl services -o json
+check services_aligned "services table not aligned: $(ctl services)" aligned < <(ctl services)
+check backends_json "backends web -o json" jqt \
+	"[.backends[].address] | sort == [\"127.0.0.1:$B1\", \"127.0.0.1:$B2\"]" ctl backends web -o json
+check backends_weight "weight 3 not shown" jqt \
+	".backends[] | select(.address == \"127.0.0.1:$B2\") | .weight == 3" ctl -o json backends web
+check backends_query_endpoint "/v1/backends?service=api" \
+	test "$(curl -s --unix-socket "$SOCK" 'http://x/v1/backends?service=api' | jq -r '.backends[0].address')" = "127.0.0.1:$B3"
+check backends_aligned "backends table not aligned: $(ctl backends web)" aligned < <(ctl backends web)
+check circuits_json "circuits -o json" jqt \
+	'(.circuits | length) == 3 and all(.circuits[]; .circuit == "closed")' ctl circuits -o json
+check circuits_aligned "circuits table not aligned" aligned < <(ctl circuits)
+check config_show_json "config show -o json lacks the services" jqt \
+	'(.services | length) == 2 and .telemetry.metrics_listen == "127.0.0.1:'$MPORT'"' \
+	ctl config show -o json
+check config_show_human "config show is not JSON" jqt '.admin.socket != null' ctl config show
+
+# Active connections from real traffic appear in backends, services and status.
+in_cgroup "$CG" python3 -c '
+import os, socket, sys, time
+c = [socket.create_connection(("127.77.4.20", 80)) for _ in range(4)]
+for _ in range(300):
+    if os.path.exists(sys.argv[1]):
+        break
+    time.sleep(0.1)' "$TMP/release" >/dev/null 2>&1 &
+hold=$!
+active_is() { jqt "[.backends[].active_connections] | add == $1" ctl backends web -o json; }
+check backends_active "backends web active connections never summed to 4" \
+	wait_for 10 active_is 4
+check services_active "services web active" jqt \
+	'.services[] | select(.name == "web") | .active_connections == 4' ctl services -o json
+check status_active "status active" jqt '.active_connections == 4' ctl status -o json
+touch "$TMP/release"
+wait $hold
+
+# Prefix matching, usage errors (2) and failures (1).
+check prefix_match "'meshctl serv' did not run services" jqt '.services | length == 2' ctl serv -o json
+ctl c >/dev/null 2>"$TMP/err"
+check ambiguous_prefix "'c' not reported ambiguous" grep -q ambiguous "$TMP/err"
+rc() { "$@" >/dev/null 2>&1; echo $?; }
+check unknown_command_2 "unknown command" test "$(rc ctl frobnicate)" = 2
+check missing_arg_2 "backends without SERVICE" test "$(rc ctl backends)" = 2
+check extra_arg_2 "status with an argument" test "$(rc ctl status extra)" = 2
+check bad_output_2 "-o yaml" test "$(rc ctl -o yaml status)" = 2
+check unknown_service_1 "backends nosuch" test "$(rc ctl backends nosuch)" = 1
+check no_daemon_1 "missing socket" test "$(rc "$MESHCTL" --socket "$TMP/none.sock" status)" = 1
+"$MESHCTL" --socket "$TMP/none.sock" status 2>"$TMP/err"
+check no_daemon_message "no hint on stderr: $(cat "$TMP/err")" grep -q "cannot reach meshd" "$TMP/err"
+check env_socket "MESH_ADMIN__SOCKET not honoured" \
+	env MESH_ADMIN__SOCKET="$SOCK" "$MESHCTL" status -o json >/dev/null
+
+# Reload: an added service goes live; an invalid file is refused with its problems, exit 1.
+cp "$TMP/meshd.json" "$TMP/good.json"
+observe_config "$TMP/meshd.json" $MPORT "$(jq -c '. + [{"name":"db","vip":"127.77.4.22",
+	"port":5432,"backends":[{"address":"127.0.0.1","port":'$B3'}]}]' <<<"$SERVICES")"
+out=$(ctl reload)
+check reload_ok "reload said: $out" grep -q "reloaded: config generation 2" <<<"$out"
+check reload_applied "db not listed after reload" jqt '[.services[].name] | index("db") != null' \
+	ctl services -o json
+sed -i 's/"round_robin"/"bogus"/' "$TMP/meshd.json"
+ctl reload >"$TMP/out" 2>"$TMP/err"
+r=$?
+check reload_invalid_1 "invalid reload exited $r" test $r = 1
+check reload_invalid_errors "problem not shown: $(cat "$TMP/err")" \
+	grep -q 'load_balancer.algorithm' "$TMP/err"
+check reload_invalid_json "reload -o json" jqt \
+	'.result == "error" and (.errors | length) >= 1 and .config_generation == 2' \
+	sh -c "'$MESHCTL' --socket '$SOCK' reload -o json 2>/dev/null; true"
+check reload_kept_old "generation changed after an invalid reload" jqt \
+	'.config_generation == 2 and .reloads.error == 2' ctl status -o json
+
+# check: all green on this setup; clear failures for a non-bpffs pin path and a bad config.
+cp "$TMP/good.json" "$TMP/meshd.json"
+ctl check --config "$TMP/meshd.json" >"$TMP/check.out"
+r=$?
+check check_ok "check failed (rc $r): $(grep FAIL "$TMP/check.out")" test $r = 0
+check check_lines "check lines" test "$(grep -c '^\[ok\]' "$TMP/check.out")" -ge 10
+mkdir -p "$TMP/notbpf"
+observe_config "$TMP/nobpffs.json" $MPORT "$SERVICES" "$TMP/notbpf/pins"
+ctl check --pre --config "$TMP/nobpffs.json" >"$TMP/check.out"
+r=$?
+check check_bpffs_fails "rc $r: $(cat "$TMP/check.out")" \
+	grep -q '^\[FAIL\] bpffs mounted: pin path '"$TMP"'/notbpf/pins: not on a bpf' "$TMP/check.out"
+check check_bpffs_rc "exit $r" test $r = 1
+check check_bpffs_hint "no fix hint" grep -q '^ *fix: mount bpffs' "$TMP/check.out"
+echo '{ "version": 1, "telemetry": { "metrics_listen": "nowhere" } }' >"$TMP/bad.json"
+ctl check --pre --config "$TMP/bad.json" >"$TMP/check.out"
+r=$?
+check check_config_fails "rc $r: $(cat "$TMP/check.out")" \
+	grep -q '^\[FAIL\] config valid' "$TMP/check.out"
+check check_config_detail "the problem is not named" grep -q 'telemetry.metrics_listen' \
+	"$TMP/check.out"
+check check_config_rc "exit $r" test $r = 1
+check check_json "check -o json" jqt \
+	'.ok == false and any(.checks[]; .name == "config valid" and .ok == false and .hint != null)' \
+	sh -c "'$MESHCTL' check --pre -o json --config '$TMP/bad.json'; true"
+kill $MESHD_PID
+wait $MESHD_PID 2>/dev/null
+ctl check --config "$TMP/good.json" >"$TMP/check.out"
+r=$?
+check check_daemon_down "rc $r: $(grep daemon "$TMP/check.out")" \
+	grep -q '^\[FAIL\] daemon reachable' "$TMP/check.out"
+check admin_socket_removed "socket left behind after meshd stopped" test ! -e "$SOCK"
+exit 0

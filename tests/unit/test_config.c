@@ -1,0 +1,470 @@
+/* Config validation: every rule, each asserting the exact JSON path of its problem line. */
+#include "config_helpers.h"
+
+#define SVC(extra)                                                                                 \
+	"{\"version\":1,\"services\":[{\"name\":\"api\",\"vip\":\"127.77.0.10\",\"port\":80,"      \
+	"\"backends\":[{\"address\":\"127.0.0.1\",\"port\":8081}]" extra "}]}"
+#define RAW(fields) "{\"version\":1,\"services\":[{" fields "}]}"
+#define NAMEVIP "\"name\":\"api\",\"vip\":\"127.77.0.10\",\"port\":80"
+#define SVCB(backends) RAW(NAMEVIP ",\"backends\":" backends)
+#define BK "\"backends\":[{\"address\":\"127.0.0.1\",\"port\":8081}]"
+#define TOP(extra) "{\"version\":1,\"services\":[" BASE_SERVICE "]," extra "}"
+
+TEST(config_minimal_loads)
+{
+	struct mesh_config *a = MUST_LOAD(MINIMAL, NULL), *b = MUST_LOAD(MINIMAL, NULL);
+
+	if (!a || !b)
+		goto out;
+	CHECK_INT_EQ(a->version, 1);
+	CHECK_INT_EQ(a->n_services, 1);
+	CHECK_STR_EQ(a->services[0].name, "api");
+	CHECK_INT_EQ(a->services[0].vip.port, 80);
+	CHECK_INT_EQ(a->services[0].backends[0].endpoint.port, 8081);
+	CHECK_INT_EQ(a->services[0].backends[0].weight, 1);
+	CHECK(a->generation > 0);
+	CHECK_INT_EQ(b->generation, a->generation + 1);
+	CHECK(config_service_find(a, "api") == &a->services[0]);
+	CHECK(config_service_find(a, "web") == NULL);
+out:
+	config_free(a);
+	config_free(b);
+}
+
+TEST(config_defaults_only)
+{
+	struct config_errors e = { 0 };
+	struct mesh_config *c = config_load_buf(NULL, 0, no_env, &e);
+
+	CHECK(c != NULL);
+	if (c) {
+		CHECK_INT_EQ(c->load_balancer.algorithm, MESH_LB_LEAST_REQUEST);
+		CHECK_INT_EQ(c->circuit_breaker.consecutive_failures, 5);
+		CHECK_INT_EQ(c->circuit_breaker.max_open_duration_ns, 300000000000ull);
+		CHECK_INT_EQ(c->load_balancer.retry.backoff_base_ns, 25000000ull);
+		CHECK_STR_EQ(c->admin_socket, "/run/meshd/admin.sock");
+		CHECK_INT_EQ(c->metrics_listen.port, 9464);
+		CHECK(c->node_name != NULL);
+		CHECK(!c->config_watch);
+	}
+	config_free(c);
+	config_errors_free(&e);
+}
+
+TEST(config_unknown_keys_suggest)
+{
+	EXPECT_ERR(TOP("\"log\":{\"levle\":\"debug\"}"), NULL, "log.levle",
+		   "unknown key, did you mean \"level\"?");
+	EXPECT_ERR(TOP("\"circuit_braker\":{}"), NULL, "circuit_braker",
+		   "did you mean \"circuit_breaker\"?");
+	EXPECT_ERR(SVC(",\"circuit_breaker\":{\"windw\":\"1s\"}"), NULL,
+		   "services[0].circuit_breaker.windw", "did you mean \"window\"?");
+	EXPECT_ERR(SVCB("[{\"address\":\"127.0.0.1\",\"port\":1,\"wieght\":2}]"), NULL,
+		   "services[0].backends[0].wieght", "did you mean \"weight\"?");
+	EXPECT_ERR(TOP("\"zzzzzzzz\":1"), NULL, "zzzzzzzz", "unknown key (got");
+	EXPECT_ERR(TOP("\"log.level\":\"debug\""), NULL, "log.level", "unknown key");
+}
+
+TEST(config_duplicate_key)
+{
+	EXPECT_ERR(TOP("\"log\":{\"level\":\"debug\",\"level\":\"info\"}"), NULL, "log.level",
+		   "duplicate key");
+	EXPECT_ERR(TOP("\"log\":{\"level\":\"debug\"},\"log\":{\"format\":\"json\"}"), NULL, "log",
+		   "duplicate key (got a second object");
+	EXPECT_ERR(TOP("\"services\":[]"), NULL, "services", "duplicate key");
+}
+
+TEST(config_wrong_types)
+{
+	EXPECT_ERR(TOP("\"log\":\"debug\""), NULL, "log",
+		   "wrong type (got a scalar, expected an object)");
+	EXPECT_ERR(TOP("\"circuit_breaker\":{\"consecutive_failures\":\"5\"}"), NULL,
+		   "circuit_breaker.consecutive_failures", "wrong type (got \"5\"");
+	EXPECT_ERR(TOP("\"config_watch\":1"), NULL, "config_watch", "wrong type");
+	EXPECT_ERR(TOP("\"circuit_breaker\":{\"window\":10}"), NULL, "circuit_breaker.window",
+		   "wrong type");
+	EXPECT_ERR(TOP("\"discovery\":{\"consul\":{\"services\":\"api\"}}"), NULL,
+		   "discovery.consul.services", "wrong type");
+	EXPECT_ERR(TOP("\"discovery\":{\"consul\":{\"services\":[1]}}"), NULL,
+		   "discovery.consul.services[0]", "wrong type");
+	EXPECT_ERR("{\"version\":1,\"services\":{}}", NULL, "services", "wrong type");
+	EXPECT_ERR("{\"version\":1,\"services\":[3]}", NULL, "services[0]", "wrong type");
+	EXPECT_ERR(TOP("\"circuit_breaker\":{\"consecutive_failures\":2.5}"), NULL,
+		   "circuit_breaker.consecutive_failures", "not an integer");
+}
+
+TEST(config_out_of_range)
+{
+	EXPECT_ERR(TOP("\"circuit_breaker\":{\"consecutive_failures\":0}"), NULL,
+		   "circuit_breaker.consecutive_failures",
+		   "out of range (got 0, expected an integer in 1..1000)");
+	EXPECT_ERR(TOP("\"load_balancer\":{\"retry\":{\"budget_percent\":101}}"), NULL,
+		   "load_balancer.retry.budget_percent", "out of range (got 101");
+	EXPECT_ERR(TOP("\"circuit_breaker\":{\"max_ejection_percent\":-1}"), NULL,
+		   "circuit_breaker.max_ejection_percent", "out of range");
+	EXPECT_ERR(RAW("\"name\":\"api\",\"vip\":\"127.77.0.10\",\"port\":70000," BK), NULL,
+		   "services[0].port", "out of range (got 70000");
+	EXPECT_ERR(SVCB("[{\"address\":\"127.0.0.1\",\"port\":0}]"), NULL,
+		   "services[0].backends[0].port", "out of range");
+	EXPECT_ERR(TOP("\"load_balancer\":{\"choice_count\":17}"), NULL,
+		   "load_balancer.choice_count", "out of range");
+	EXPECT_ERR(
+	    TOP("\"circuit_breaker\":{\"window\":\"2h\"}"), NULL, "circuit_breaker.window",
+	    "out of range (got \"2h\", expected a duration like 250ms, 10s, 5m, 1h in 1s..1h)");
+}
+
+TEST(config_thresholds_at_least_one)
+{
+	EXPECT_ERR(TOP("\"load_balancer\":{\"health_check\":{\"unhealthy_threshold\":0}}"), NULL,
+		   "load_balancer.health_check.unhealthy_threshold", "out of range");
+	EXPECT_ERR(TOP("\"load_balancer\":{\"health_check\":{\"healthy_threshold\":0}}"), NULL,
+		   "load_balancer.health_check.healthy_threshold", "out of range");
+	EXPECT_ERR(TOP("\"circuit_breaker\":{\"request_volume_threshold\":0}"), NULL,
+		   "circuit_breaker.request_volume_threshold", "out of range");
+	EXPECT_ERR(TOP("\"circuit_breaker\":{\"half_open_probes\":0}"), NULL,
+		   "circuit_breaker.half_open_probes", "out of range");
+}
+
+TEST(config_ratios)
+{
+	EXPECT_ERR(TOP("\"load_balancer\":{\"panic_threshold\":1.5}"), NULL,
+		   "load_balancer.panic_threshold", "ratio outside 0..1 (got 1.5");
+	EXPECT_ERR(TOP("\"circuit_breaker\":{\"error_rate_threshold\":-0.1}"), NULL,
+		   "circuit_breaker.error_rate_threshold", "ratio outside 0..1");
+	EXPECT_ERR(SVC(",\"circuit_breaker\":{\"error_rate_threshold\":2}"), NULL,
+		   "services[0].circuit_breaker.error_rate_threshold", "ratio outside 0..1");
+}
+
+TEST(config_bad_durations)
+{
+	const char *bad[] = { "10 s", "5", "1m30", "ms", "-1s", "1d", "1.5s", "", "99999999999h" };
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char *j = fmt_json(TOP("\"circuit_breaker\":{\"open_duration\":\"%s\"}"), bad[i]);
+
+		EXPECT_ERR(j, NULL, "circuit_breaker.open_duration", "invalid duration");
+		free(j);
+	}
+}
+
+TEST(config_bad_addresses)
+{
+	EXPECT_ERR(TOP("\"telemetry\":{\"metrics_listen\":\"localhost:9464\"}"), NULL,
+		   "telemetry.metrics_listen", "invalid address (got \"localhost:9464\"");
+	EXPECT_ERR(TOP("\"mtls\":{\"inbound_listen\":\"[::1]15008\"}"), NULL, "mtls.inbound_listen",
+		   "invalid address");
+	EXPECT_ERR(TOP("\"mtls\":{\"outbound_listen\":\"127.0.0.1:0\"}"), NULL,
+		   "mtls.outbound_listen", "invalid address");
+	EXPECT_ERR(RAW("\"name\":\"api\",\"vip\":\"300.1.1.1\",\"port\":80," BK), NULL,
+		   "services[0].vip", "invalid address");
+	EXPECT_ERR(SVCB("[{\"address\":\"127.0.0.1:80\",\"port\":1}]"), NULL,
+		   "services[0].backends[0].address", "invalid address");
+	EXPECT_ERR(TOP("\"discovery\":{\"dns\":{\"servers\":[\"127.0.0.1\"]}}"), NULL,
+		   "discovery.dns.servers[0]", "invalid address");
+	EXPECT_ERR(TOP("\"discovery\":{\"consul\":{\"address\":\"ftp://127.0.0.1\"}}"), NULL,
+		   "discovery.consul.address", "invalid URL");
+	EXPECT_ERR(TOP("\"discovery\":{\"consul\":{\"address\":\"http://:8500\"}}"), NULL,
+		   "discovery.consul.address", "invalid URL");
+	EXPECT_ERR(TOP("\"discovery\":{\"consul\":{\"address\":\"http://h:99999\"}}"), NULL,
+		   "discovery.consul.address", "invalid URL");
+	EXPECT_ERR(TOP("\"state_dir\":\"relative/dir\""), NULL, "state_dir",
+		   "not an absolute path");
+}
+
+TEST(config_bad_enums)
+{
+	EXPECT_ERR(TOP("\"load_balancer\":{\"algorithm\":\"fastest\"}"), NULL,
+		   "load_balancer.algorithm",
+		   "unknown value (got \"fastest\", expected one of "
+		   "random|round_robin|least_request|weighted|maglev)");
+	EXPECT_ERR(TOP("\"discovery\":{\"backend\":\"etcd\"}"), NULL, "discovery.backend",
+		   "unknown value");
+	EXPECT_ERR(TOP("\"preset\":\"staging\""), NULL, "preset", "unknown value");
+	EXPECT_ERR(TOP("\"authorization\":{\"rules\":[{\"source\":\"*\",\"destination\":\"*\","
+		       "\"action\":\"maybe\"}]}"),
+		   NULL, "authorization.rules[0].action", "unknown value");
+}
+
+TEST(config_missing_required)
+{
+	EXPECT_ERR("{\"services\":[" BASE_SERVICE "]}", NULL, "version",
+		   "missing required key (got nothing, expected 1)");
+	EXPECT_ERR("{\"version\":1,\"services\":[{\"vip\":\"127.77.0.10\",\"port\":80,"
+		   "\"backends\":[{\"address\":\"127.0.0.1\",\"port\":1}]}]}",
+		   NULL, "services[0].name", "missing required key");
+	EXPECT_ERR("{\"version\":1,\"services\":[{\"name\":\"a\",\"port\":80,"
+		   "\"backends\":[{\"address\":\"127.0.0.1\",\"port\":1}]}]}",
+		   NULL, "services[0].vip", "missing required key");
+	EXPECT_ERR("{\"version\":1,\"services\":[{\"name\":\"a\",\"vip\":\"127.77.0.1\","
+		   "\"backends\":[{\"address\":\"127.0.0.1\",\"port\":1}]}]}",
+		   NULL, "services[0].port", "missing required key");
+	EXPECT_ERR(SVCB("[{\"port\":1}]"), NULL, "services[0].backends[0].address",
+		   "missing required key");
+	EXPECT_ERR(SVCB("[{\"address\":\"::1\"}]"), NULL, "services[0].backends[0].port",
+		   "missing required key");
+	EXPECT_ERR(
+	    SVCB("[]"), NULL, "services[0].backends",
+	    "no backends (got 0, expected at least one backend with discovery.backend static)");
+	EXPECT_ERR(TOP("\"identities\":[{\"cgroup\":\"/a\"}]"), NULL, "identities[0].service",
+		   "missing required key");
+}
+
+TEST(config_service_names)
+{
+	const char *bad[] = {
+		"API", "-api", "api-",
+		"a_b", "a.b",  "a123456789012345678901234567890123456789012345678901234567890123"
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char *j =
+		    fmt_json("{\"version\":1,\"services\":[{\"name\":\"%s\",\"vip\":\"127.77.0.1\","
+			     "\"port\":80,\"backends\":[{\"address\":\"127.0.0.1\",\"port\":1}]}]}",
+			     bad[i]);
+		EXPECT_ERR(j, NULL, "services[0].name", "invalid name");
+		free(j);
+	}
+	config_free(MUST_LOAD("{\"version\":1,\"services\":[{\"name\":\"a-1-b\",\"vip\":"
+			      "\"127.77.0.1\",\"port\":80,\"backends\":[{\"address\":\"::1\","
+			      "\"port\":1}]}]}",
+			      NULL));
+}
+
+#define TWO(n2, vip2, port2)                                                                       \
+	"{\"version\":1,\"services\":[" BASE_SERVICE ",{\"name\":\"" n2 "\",\"vip\":\"" vip2       \
+	"\",\"port\":" port2 ",\"backends\":[{\"address\":\"127.0.0.1\",\"port\":9}]}]}"
+
+TEST(config_duplicates)
+{
+	struct mesh_config *c;
+
+	EXPECT_ERR(TWO("api", "127.77.0.11", "80"), NULL, "services[1].name",
+		   "duplicate service name (got \"api\", expected a name not used by services[0])");
+	EXPECT_ERR(TWO("web", "127.77.0.10", "80"), NULL, "services[1].vip",
+		   "VIP and port already used (got 127.77.0.10:80");
+	c = MUST_LOAD(TWO("web", "127.77.0.10", "81"), NULL);
+	config_free(c);
+	EXPECT_ERR(SVCB("[{\"address\":\"127.0.0.1\",\"port\":1},"
+			"{\"address\":\"127.0.0.1\",\"port\":1}]"),
+		   NULL, "services[0].backends[1]", "duplicate backend");
+}
+
+TEST(config_cross_field)
+{
+	EXPECT_ERR(
+	    TOP("\"load_balancer\":{\"retry\":{\"backoff_base\":\"2s\",\"backoff_max\":\"1s\"}}"),
+	    NULL, "load_balancer.retry.backoff_base",
+	    "must be at most load_balancer.retry.backoff_max (got 2s, expected at most 1s)");
+	EXPECT_ERR(
+	    TOP("\"circuit_breaker\":{\"open_duration\":\"10m\",\"max_open_duration\":\"5m\"}"),
+	    NULL, "circuit_breaker.open_duration", "at most circuit_breaker.max_open_duration");
+	EXPECT_ERR(
+	    TOP("\"load_balancer\":{\"health_check\":{\"interval\":\"1s\",\"timeout\":\"1s\"}}"),
+	    NULL, "load_balancer.health_check.timeout",
+	    "must be below load_balancer.health_check.interval");
+	EXPECT_ERR(SVC(",\"load_balancer\":{\"retry\":{\"backoff_base\":\"300ms\"}}"), NULL,
+		   "services[0].load_balancer.retry.backoff_base", "must be at most");
+	EXPECT_ERR(SVC(",\"circuit_breaker\":{\"max_open_duration\":\"1s\"}"), NULL,
+		   "services[0].circuit_breaker.open_duration", "must be at most");
+	EXPECT_ERR(
+	    TOP("\"load_balancer\":{\"health_check\":{\"type\":\"http\",\"http_path\":\"\"}}"),
+	    NULL, "load_balancer.health_check.http_path", "required for http checks");
+	/* A check of type none has no timeout rule. */
+	config_free(MUST_LOAD(TOP("\"load_balancer\":{\"health_check\":{\"type\":\"none\","
+				  "\"interval\":\"1s\",\"timeout\":\"2s\"}}"),
+			      NULL));
+}
+
+TEST(config_cross_field_reported_once)
+{
+	struct config_errors e = { 0 };
+	const char *j = "{\"version\":1,\"load_balancer\":{\"retry\":{\"backoff_base\":\"2s\"}},"
+			"\"services\":[" BASE_SERVICE "]}";
+
+	CHECK(load_env(j, NULL, &e) == NULL);
+	CHECK_INT_EQ(e.n, 1);
+	CHECK(find_err(&e, "load_balancer.retry.backoff_base", "at most") == 0);
+	config_errors_free(&e);
+}
+
+TEST(config_discovery_needs_settings)
+{
+	EXPECT_ERR(TOP("\"discovery\":{\"backend\":\"consul\"}"), NULL, "discovery.consul.address",
+		   "required when discovery.backend is consul");
+	EXPECT_ERR(TOP("\"discovery\":{\"backend\":\"dns\"}"), NULL, "discovery.dns.servers",
+		   "required when discovery.backend is dns");
+	EXPECT_ERR(TOP("\"discovery\":{\"backend\":\"dns\"}"), NULL, "discovery.dns.services",
+		   "required when discovery.backend is dns");
+	EXPECT_ERR(TOP("\"discovery\":{\"consul\":{\"services\":[\"web\"]}}"), NULL,
+		   "discovery.consul.services[0]", "unknown service (got \"web\"");
+	EXPECT_ERR(
+	    TOP("\"discovery\":{\"dns\":{\"services\":[{\"name\":\"web\",\"srv\":\"_w\"}]}}"), NULL,
+	    "discovery.dns.services[0].name", "unknown service");
+	EXPECT_ERR(TOP("\"discovery\":{\"consul\":{\"register\":[{\"name\":\"api\"}]}}"), NULL,
+		   "discovery.consul.register[0].address", "missing required key");
+	/* Services without static backends are fine when Consul provides them. */
+	config_free(
+	    MUST_LOAD("{\"version\":1,\"discovery\":{\"backend\":\"consul\",\"consul\":"
+		      "{\"address\":\"https://[::1]:8501/\",\"services\":[\"api\"]}},"
+		      "\"services\":[{\"name\":\"api\",\"vip\":\"127.77.0.10\",\"port\":80}]}",
+		      NULL));
+}
+
+TEST(config_mtls_material)
+{
+	EXPECT_ERR(TOP("\"mtls\":{\"enabled\":true}"), NULL, "mtls.ca_file",
+		   "required when mtls.enabled is true and mtls.cert_source is files");
+	EXPECT_ERR(TOP("\"mtls\":{\"enabled\":true}"), NULL, "mtls.cert_dir", "required");
+	EXPECT_ERR(TOP("\"mtls\":{\"enabled\":true,\"cert_source\":\"consul\"}"), NULL,
+		   "discovery.consul.address", "required when mtls.cert_source is consul");
+	EXPECT_ERR(TOP("\"mtls\":{\"enabled\":true,\"cert_source\":\"builtin_ca\","
+		       "\"trust_domain\":\"Mesh Local\"}"),
+		   NULL, "mtls.trust_domain", "invalid trust domain");
+	EXPECT_ERR(SVC(",\"mtls\":true"), NULL, "services[0].mtls",
+		   "mTLS requested but mtls.enabled is false");
+	config_free(MUST_LOAD(TOP("\"mtls\":{\"enabled\":true,\"ca_file\":\"/etc/ca.pem\","
+				  "\"cert_dir\":\"/etc/certs\"}"),
+			      NULL));
+}
+
+TEST(config_identities_and_rules)
+{
+	struct mesh_config *c;
+
+	EXPECT_ERR(
+	    TOP("\"authorization\":{\"rules\":[{\"source\":\"web\",\"destination\":\"api\"}]}"),
+	    NULL, "authorization.rules[0].source", "unknown service (got \"web\"");
+	EXPECT_ERR(
+	    TOP("\"authorization\":{\"rules\":[{\"source\":\"api\",\"destination\":\"db\"}]}"),
+	    NULL, "authorization.rules[0].destination", "unknown service (got \"db\"");
+	EXPECT_ERR(TOP("\"identities\":[{\"cgroup\":\"/a\",\"service\":\"web\"},"
+		       "{\"cgroup\":\"/a\",\"service\":\"db\"}]"),
+		   NULL, "identities[1].cgroup", "duplicate cgroup");
+	EXPECT_ERR(TOP("\"identities\":[{\"cgroup\":\"/a\",\"service\":\"Web\"}]"), NULL,
+		   "identities[0].service", "invalid name");
+	c = MUST_LOAD(TOP("\"identities\":[{\"cgroup\":\"/system.slice/web.service\","
+			  "\"service\":\"web\"}],\"authorization\":{\"rules\":["
+			  "{\"source\":\"web\",\"destination\":\"api\"},"
+			  "{\"source\":\"*\",\"destination\":\"*\",\"action\":\"deny\"}]}"),
+		      NULL);
+	if (c) {
+		CHECK_INT_EQ(c->n_authz_rules, 2);
+		CHECK_INT_EQ(c->authz_rules[0].action, CONFIG_ACTION_ALLOW);
+		CHECK_INT_EQ(c->authz_rules[1].action, CONFIG_ACTION_DENY);
+		CHECK_INT_EQ(c->authz_default, CONFIG_ACTION_DENY);
+	}
+	config_free(c);
+}
+
+TEST(config_all_problems_at_once)
+{
+	struct config_errors e = { 0 };
+	const char *j =
+	    "{\"version\":1,\"log\":{\"level\":\"loud\",\"fromat\":\"json\"},"
+	    "\"load_balancer\":{\"panic_threshold\":7},"
+	    "\"circuit_breaker\":{\"window\":\"soon\"},"
+	    "\"services\":[{\"name\":\"API\",\"vip\":\"x\",\"port\":80,\"backends\":[]}]}";
+
+	CHECK(load_env(j, NULL, &e) == NULL);
+	CHECK(find_err(&e, "log.level", "unknown value") >= 0);
+	CHECK(find_err(&e, "log.fromat", "did you mean \"format\"") >= 0);
+	CHECK(find_err(&e, "load_balancer.panic_threshold", "ratio") >= 0);
+	CHECK(find_err(&e, "circuit_breaker.window", "invalid duration") >= 0);
+	CHECK(find_err(&e, "services[0].name", "invalid name") >= 0);
+	CHECK(find_err(&e, "services[0].vip", "invalid address") >= 0);
+	CHECK(find_err(&e, "services[0].backends", "no backends") >= 0);
+	CHECK_INT_EQ(e.n, 7);
+	config_errors_free(&e);
+}
+
+TEST(config_bad_json)
+{
+	EXPECT_ERR("{\"version\":1,", NULL, "(root)", "invalid JSON at line 1");
+	EXPECT_ERR("{\"version\":1,\n\"log\": {]}", NULL, "(root)", "invalid JSON at line 2");
+	EXPECT_ERR("[1,2]", NULL, "(root)", "wrong type (got a JSON array");
+	EXPECT_ERR("{\"version\":1} x", NULL, "(root)", "invalid JSON");
+	EXPECT_ERR("", NULL, "(root)", "invalid JSON");
+}
+
+TEST(config_error_line_form)
+{
+	struct config_errors e = { 0 };
+	size_t i;
+
+	CHECK(load_env(TOP("\"circuit_breaker\":{\"consecutive_failures\":0},\"log\":{\"x\":1}"),
+		       NULL, &e) == NULL);
+	CHECK_INT_EQ(e.n, 2);
+	for (i = 0; i < e.n; i++) {
+		CHECK(strstr(e.msgs[i], ": ") != NULL);
+		CHECK(strstr(e.msgs[i], " (got ") != NULL);
+		CHECK(strstr(e.msgs[i], ", expected ") != NULL);
+		CHECK(e.msgs[i][strlen(e.msgs[i]) - 1] == ')');
+		CHECK(strchr(e.msgs[i], '\n') == NULL);
+	}
+	config_errors_free(&e);
+}
+
+TEST(config_examples_validate)
+{
+	const char *files[] = { "config/meshd.json", "config/production.json", "config/demo.json" };
+	size_t i;
+
+	for (i = 0; i < 3; i++) {
+		struct config_errors e = { 0 };
+		struct mesh_config *c = config_load(files[i], no_env, &e);
+
+		if (!c) {
+			dump_errs(&e);
+			test_fail(__FILE__, __LINE__, "%s does not validate", files[i]);
+		}
+		config_free(c);
+		config_errors_free(&e);
+	}
+}
+
+TEST(config_demo_values)
+{
+	struct config_errors e = { 0 };
+	struct mesh_config *c = config_load("config/demo.json", no_env, &e);
+	const struct config_service *api;
+
+	CHECK(c != NULL);
+	if (!c)
+		return;
+	api = config_service_find(c, "api");
+	CHECK(api != NULL);
+	if (api) {
+		char buf[64];
+
+		CHECK_STR_EQ(config_endpoint_str(&api->vip, buf, sizeof(buf)), "127.77.0.10:80");
+		CHECK_INT_EQ(api->n_backends, 3);
+		CHECK_INT_EQ(api->backends[2].endpoint.port, 8083);
+		CHECK_INT_EQ(api->load_balancer.algorithm, MESH_LB_ROUND_ROBIN);
+		CHECK_INT_EQ(api->circuit_breaker.consecutive_failures, 3);
+		CHECK_INT_EQ(api->circuit_breaker.open_duration_ns, 2000000000ull);
+		CHECK_INT_EQ(api->circuit_breaker.max_open_duration_ns, 20000000000ull);
+	}
+	CHECK_STR_EQ(c->cgroup, "/sys/fs/cgroup/unified/meshd-demo");
+	CHECK_STR_EQ(c->bpf_pin_path, "/sys/fs/bpf/meshd-demo");
+	CHECK_STR_EQ(c->state_dir, "/tmp/meshd-demo/state");
+	CHECK_STR_EQ(c->admin_socket, "/tmp/meshd-demo/admin.sock");
+	CHECK_INT_EQ(c->discovery, CONFIG_DISCOVERY_STATIC);
+	config_free(c);
+}
+
+TEST(config_unreadable_file)
+{
+	struct config_errors e = { 0 };
+
+	CHECK(config_load("/nonexistent/meshd.json", no_env, &e) == NULL);
+	CHECK_INT_EQ(e.n, 1);
+	if (e.n)
+		CHECK_CONTAINS(e.msgs[0], "/nonexistent/meshd.json: cannot read the config file");
+	config_errors_free(&e);
+	CHECK(config_load("/tmp", no_env, &e) == NULL);
+	if (e.n)
+		CHECK_CONTAINS(e.msgs[0], "Is a directory");
+	config_errors_free(&e);
+}

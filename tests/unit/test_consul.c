@@ -1,0 +1,284 @@
+/* Unit tests for the Consul client's pure parts: health JSON (the shared fixtures), the
+ * X-Consul-Index rules, the token bucket, backoff, wait and URL formatting, token files. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "consul/consul.h"
+#include "test.h"
+
+#define CORPUS "tests/fuzz/corpus/consul/"
+
+static char *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf;
+	long n;
+
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	buf = malloc((size_t)n + 1);
+	if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+		free(buf);
+		buf = NULL;
+	}
+	fclose(f);
+	if (buf)
+		buf[n] = '\0';
+	*len = (size_t)n;
+	return buf;
+}
+
+static int parse_str(const char *json, struct consul_health *h)
+{
+	char why[128];
+
+	return consul_parse_health(json, strlen(json), h, why, sizeof(why));
+}
+
+static const char *ip(const struct config_backend *b)
+{
+	static char buf[INET6_ADDRSTRLEN];
+
+	return inet_ntop(b->endpoint.family, &b->endpoint.addr, buf, sizeof(buf));
+}
+
+TEST(parse_fixture_all_instances_keeps_only_fully_passing)
+{
+	struct consul_health h;
+	char why[128];
+	size_t len;
+	char *json = slurp(CORPUS "health-service-web.json", &len);
+
+	CHECK(json != NULL);
+	if (!json)
+		return;
+	CHECK_INT_EQ(consul_parse_health(json, len, &h, why, sizeof(why)), 0);
+	/* web-2 has a warning check, web-3 a critical one: only web-1 is passing. */
+	CHECK_INT_EQ(h.n, 1);
+	CHECK_INT_EQ(h.skipped, 2);
+	CHECK_STR_EQ(ip(&h.backends[0]), "10.0.1.11");
+	CHECK_INT_EQ(h.backends[0].endpoint.port, 8080);
+	CHECK_INT_EQ(h.backends[0].weight, 10);
+	free(h.backends);
+	free(json);
+}
+
+TEST(parse_fixture_passing_and_empty)
+{
+	struct consul_health h;
+	char why[128];
+	size_t len;
+	char *json = slurp(CORPUS "health-service-web-passing.json", &len);
+
+	CHECK(json != NULL);
+	if (!json)
+		return;
+	CHECK_INT_EQ(consul_parse_health(json, len, &h, why, sizeof(why)), 0);
+	CHECK_INT_EQ(h.n, 1);
+	free(h.backends);
+	free(json);
+	CHECK_INT_EQ(parse_str("[]", &h), 0);
+	CHECK_INT_EQ(h.n, 0);
+	free(h.backends);
+}
+
+TEST(parse_falls_back_to_node_address_and_default_weight)
+{
+	struct consul_health h;
+	const char *json = "[{\"Node\":{\"Address\":\"127.0.0.1\"},\"Service\":{\"Address\":\"\","
+			   "\"Port\":22001},\"Checks\":[]},"
+			   "{\"Node\":{\"Address\":\"10.0.0.1\"},\"Service\":{\"Address\":\"::1\","
+			   "\"Port\":22002,\"Weights\":{\"Passing\":3,\"Warning\":1}}}]";
+
+	CHECK_INT_EQ(parse_str(json, &h), 0);
+	CHECK_INT_EQ(h.n, 2);
+	CHECK_STR_EQ(ip(&h.backends[0]), "127.0.0.1");
+	CHECK_INT_EQ(h.backends[0].weight, 1);
+	CHECK_INT_EQ(h.backends[1].endpoint.family, AF_INET6);
+	CHECK_INT_EQ(h.backends[1].endpoint.port, 22002);
+	CHECK_INT_EQ(h.backends[1].weight, 3);
+	free(h.backends);
+}
+
+TEST(parse_skips_bad_entries_and_duplicates)
+{
+	struct consul_health h;
+	const char *json = "[{\"Service\":{\"Address\":\"db.example\",\"Port\":1}},"
+			   "{\"Service\":{\"Address\":\"127.0.0.1\",\"Port\":0}},"
+			   "{\"Service\":{\"Address\":\"127.0.0.1\",\"Port\":70000}},"
+			   "{\"Service\":{\"Address\":\"127.0.0.1\",\"Port\":1.5}},"
+			   "{\"Service\":{\"Address\":\"127.0.0.1\",\"Port\":5,"
+			   "\"Weights\":{\"Passing\":0}}},"
+			   "{\"Service\":{\"Address\":\"127.0.0.1\",\"Port\":6}},"
+			   "{\"Service\":{\"Address\":\"127.0.0.1\",\"Port\":6}},"
+			   "{\"Service\":{\"Address\":\"127.0.0.1\",\"Port\":7},"
+			   "\"Checks\":[{\"Status\":\"passing\"},{\"Status\":\"critical\"}]},"
+			   "42, null, {}]";
+
+	CHECK_INT_EQ(parse_str(json, &h), 0);
+	CHECK_INT_EQ(h.n, 1);
+	CHECK_INT_EQ(h.backends[0].endpoint.port, 6);
+	CHECK_INT_EQ(h.skipped, 10);
+	free(h.backends);
+}
+
+TEST(parse_rejects_non_arrays)
+{
+	struct consul_health h;
+	char why[128] = "";
+
+	CHECK_INT_EQ(consul_parse_health("{}", 2, &h, why, sizeof(why)), -EINVAL);
+	CHECK_STR_EQ(why, "not a JSON array");
+	CHECK_INT_EQ(consul_parse_health("Invalid wait time", 17, &h, why, sizeof(why)), -EINVAL);
+	CHECK_STR_EQ(why, "invalid JSON");
+	CHECK_INT_EQ(consul_parse_health("[1,", 3, &h, why, sizeof(why)), -EINVAL);
+	CHECK(h.backends == NULL);
+}
+
+TEST(next_index_follows_consul_client_rules)
+{
+	CHECK_INT_EQ(consul_next_index(0, "120"), 120);
+	CHECK_INT_EQ(consul_next_index(100, "120"), 120);
+	CHECK_INT_EQ(consul_next_index(120, "120"), 120); /* timeout: unchanged */
+	CHECK_INT_EQ(consul_next_index(120, "7"), 0);	  /* went backwards: reset */
+	CHECK_INT_EQ(consul_next_index(5, "0"), 1);	  /* <= 0 is treated as 1 */
+	CHECK_INT_EQ(consul_next_index(5, "-3"), 1);
+	CHECK_INT_EQ(consul_next_index(5, NULL), 1);
+	CHECK_INT_EQ(consul_next_index(5, "12abc"), 1);
+	CHECK_INT_EQ(consul_next_index(5, "99999999999999999999999"), 1);
+}
+
+TEST(header_index_matches_case_insensitively)
+{
+	char v[32];
+
+	CHECK(consul_header_index("X-Consul-Index: 42\r\n", 20, v, sizeof(v)));
+	CHECK_STR_EQ(v, "42");
+	CHECK(consul_header_index("x-consul-index:7\r\n", 18, v, sizeof(v)));
+	CHECK_STR_EQ(v, "7");
+	CHECK(!consul_header_index("X-Consul-Indexx: 1\r\n", 20, v, sizeof(v)));
+	CHECK(!consul_header_index("X-Consul-Knownleader: true\r\n", 28, v, sizeof(v)));
+}
+
+TEST(bucket_allows_burst_then_paces)
+{
+	struct consul_bucket b = { 0 };
+	uint64_t s = 1000000000ull;
+
+	CHECK_INT_EQ(consul_bucket_take(&b, 10 * s, 2, s), 0);
+	CHECK_INT_EQ(consul_bucket_take(&b, 10 * s, 2, s), 0);
+	uint64_t wait = consul_bucket_take(&b, 10 * s, 2, s);
+	CHECK(wait > s - 10 && wait <= s + 1);
+	CHECK_INT_EQ(consul_bucket_take(&b, 11 * s, 2, s), 0);
+	/* A long quiet blocking query refills to the burst, not beyond. */
+	CHECK_INT_EQ(consul_bucket_take(&b, 500 * s, 2, s), 0);
+	CHECK_INT_EQ(consul_bucket_take(&b, 500 * s, 2, s), 0);
+	CHECK(consul_bucket_take(&b, 500 * s, 2, s) > 0);
+}
+
+TEST(backoff_doubles_caps_and_jitters_down)
+{
+	uint64_t ms = 1000000ull;
+
+	CHECK_INT_EQ(consul_backoff_ns(1, 500 * ms, 10000 * ms, 0), 500 * ms);
+	CHECK_INT_EQ(consul_backoff_ns(2, 500 * ms, 10000 * ms, 0), 1000 * ms);
+	CHECK_INT_EQ(consul_backoff_ns(5, 500 * ms, 10000 * ms, 0), 8000 * ms);
+	CHECK_INT_EQ(consul_backoff_ns(6, 500 * ms, 10000 * ms, 0), 10000 * ms);
+	CHECK_INT_EQ(consul_backoff_ns(60, 500 * ms, 10000 * ms, 0), 10000 * ms);
+	CHECK_INT_EQ(consul_backoff_ns(60, 500 * ms, 10000 * ms, UINT32_MAX), 7500 * ms);
+}
+
+TEST(wait_is_a_go_duration)
+{
+	char buf[32];
+
+	consul_format_wait(300000000000ull, buf, sizeof(buf));
+	CHECK_STR_EQ(buf, "300s");
+	consul_format_wait(1500000000ull, buf, sizeof(buf));
+	CHECK_STR_EQ(buf, "1500ms");
+	consul_format_wait(3600000000000ull, buf, sizeof(buf));
+	CHECK_STR_EQ(buf, "600s");
+}
+
+TEST(health_url_blocking_and_not)
+{
+	char buf[256];
+
+	CHECK(consul_health_url(buf, sizeof(buf), "http://127.0.0.1:22500/", "api", "dc1", 0,
+				5000000000ull) > 0);
+	CHECK_STR_EQ(buf, "http://127.0.0.1:22500/v1/health/service/api?passing=1&dc=dc1");
+	CHECK(consul_health_url(buf, sizeof(buf), "http://h:1", "a b", "", 42, 5000000000ull) > 0);
+	CHECK_STR_EQ(buf, "http://h:1/v1/health/service/a%20b?passing=1&index=42&wait=5s");
+	CHECK(consul_health_url(buf, sizeof(buf), "http://h:1", "api", NULL, 42, 0) > 0);
+	CHECK_STR_EQ(buf, "http://h:1/v1/health/service/api?passing=1&index=42");
+	CHECK_INT_EQ(consul_health_url(buf, 20, "http://h:1", "api", NULL, 42, 0), -ENAMETOOLONG);
+}
+
+TEST(token_file_trimmed_and_control_chars_rejected)
+{
+	char path[] = "/tmp/test_consul_token.XXXXXX";
+	int fd = mkstemp(path);
+	char *tok;
+
+	CHECK(fd >= 0);
+	if (fd < 0)
+		return;
+	CHECK_INT_EQ(write(fd, "  s3cr3t-token\n", 15), 15);
+	tok = consul_read_token(path);
+	CHECK_STR_EQ(tok, "s3cr3t-token");
+	free(tok);
+	CHECK_INT_EQ(ftruncate(fd, 0), 0);
+	CHECK_INT_EQ(pwrite(fd, "a\r\nX-Evil: 1", 12, 0), 12);
+	errno = 0;
+	CHECK(consul_read_token(path) == NULL);
+	CHECK_INT_EQ(errno, EINVAL);
+	close(fd);
+	unlink(path);
+	CHECK(consul_read_token(path) == NULL);
+}
+
+TEST(registration_body_has_tcp_check_and_reaper)
+{
+	struct consul_registration r = { .id = "web-1", .name = "web" };
+	char *json;
+
+	r.endpoint.family = AF_INET;
+	inet_pton(AF_INET, "127.0.0.1", &r.endpoint.addr.v4);
+	r.endpoint.port = 22001;
+	r.deregister_critical_after_ns = 60000000000ull;
+	json = consul_registration_json(&r);
+	CHECK_CONTAINS(json, "\"ID\":\"web-1\",\"Name\":\"web\",\"Address\":\"127.0.0.1\","
+			     "\"Port\":22001");
+	CHECK_CONTAINS(json, "\"CheckID\":\"service:web-1\"");
+	CHECK_CONTAINS(json, "\"TCP\":\"127.0.0.1:22001\",\"Interval\":\"10s\"");
+	CHECK_CONTAINS(json, "\"DeregisterCriticalServiceAfter\":\"60s\"");
+	free(json);
+	r.endpoint.family = AF_INET6;
+	inet_pton(AF_INET6, "::1", &r.endpoint.addr.v6);
+	r.deregister_critical_after_ns = 0;
+	json = consul_registration_json(&r);
+	CHECK_CONTAINS(json, "\"TCP\":\"[::1]:22001\"");
+	CHECK(json && !strstr(json, "DeregisterCriticalServiceAfter"));
+	free(json);
+	r.id = NULL;
+	CHECK(consul_registration_json(&r) == NULL);
+}
+
+TEST(agent_url_escapes_id)
+{
+	char buf[128];
+
+	CHECK(consul_agent_url(buf, sizeof(buf), "http://h:1/", "/v1/agent/service/deregister/",
+			       "web 1/x") > 0);
+	CHECK_STR_EQ(buf, "http://h:1/v1/agent/service/deregister/web%201%2Fx");
+	CHECK(consul_agent_url(buf, sizeof(buf), "http://h:1", "/v1/agent/service/register", NULL) >
+	      0);
+	CHECK_STR_EQ(buf, "http://h:1/v1/agent/service/register");
+	CHECK_INT_EQ(consul_agent_url(buf, 10, "http://h:1", "/v1/agent/service/register", NULL),
+		     -ENAMETOOLONG);
+}

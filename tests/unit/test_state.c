@@ -1,0 +1,206 @@
+/* Unit tests for the persisted discovery state: text round trip, strict rejection of corrupt,
+ * truncated and foreign files, atomic save (mode 0600, no temp file left) and load. */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "state/state.h"
+#include "test.h"
+
+static struct config_backend be(int family, const char *addr, uint16_t port, uint32_t weight)
+{
+	struct config_backend b = { .weight = weight };
+
+	b.endpoint.family = family;
+	inet_pton(family, addr, &b.endpoint.addr);
+	b.endpoint.port = port;
+	return b;
+}
+
+/* Two discovered services (one with no backends) and one static one that must not be saved. */
+static void make_table(struct state_table *t)
+{
+	struct config_backend b[2] = { be(AF_INET, "127.0.0.1", 22001, 1),
+				       be(AF_INET6, "::1", 22002, 10) };
+	struct config_service s = { .name = "api" };
+
+	t->ents = calloc(3, sizeof(*t->ents));
+	t->n = 3;
+	state_svc_copy(&t->ents[0].svc, &s, b, 2);
+	t->ents[0].discovered = true;
+	t->ents[0].index = 120;
+	s.name = "web";
+	state_svc_copy(&t->ents[1].svc, &s, b, 0);
+	t->ents[1].discovered = true;
+	t->ents[1].index = 7;
+	s.name = "static-one";
+	state_svc_copy(&t->ents[2].svc, &s, b, 1);
+}
+
+static int parse(const char *text, struct state_saved *out)
+{
+	char why[128];
+
+	return state_parse(text, strlen(text), out, why, sizeof(why));
+}
+
+TEST(format_then_parse_round_trips_discovered_only)
+{
+	struct state_table t = { 0 };
+	struct state_saved s;
+	const struct state_saved_service *api;
+	char why[128];
+	size_t len;
+	char *text;
+
+	make_table(&t);
+	text = state_format(&t, &len);
+	CHECK(text != NULL);
+	CHECK_CONTAINS(text,
+		       "service api 120 2\nbackend 127.0.0.1 22001 1\nbackend ::1 22002 10\n");
+	CHECK_CONTAINS(text, "end 2\n");
+	CHECK_INT_EQ(state_parse(text, len, &s, why, sizeof(why)), 0);
+	CHECK_INT_EQ(s.n, 2);
+	api = state_saved_find(&s, "api");
+	CHECK(api && api->index == 120 && api->n_backends == 2);
+	if (api)
+		CHECK(state_backends_equal(api->backends, 2, t.ents[0].svc.backends, 2));
+	CHECK(state_saved_find(&s, "web") && state_saved_find(&s, "web")->n_backends == 0);
+	CHECK(state_saved_find(&s, "static-one") == NULL);
+	state_saved_free(&s);
+	free(text);
+	state_table_free(&t);
+}
+
+TEST(parse_rejects_foreign_and_other_versions)
+{
+	struct state_saved s;
+	char why[128] = "";
+
+	CHECK_INT_EQ(state_parse("{\"json\":1}\n", 11, &s, why, sizeof(why)), -EINVAL);
+	CHECK_STR_EQ(why, "not a meshd discovery state file");
+	CHECK_INT_EQ(state_parse("meshd-discovery-state 2\nend 0\n", 30, &s, why, sizeof(why)),
+		     -EINVAL);
+	CHECK_STR_EQ(why, "unsupported state version 2");
+	CHECK_INT_EQ(state_parse("", 0, &s, why, sizeof(why)), -EINVAL);
+}
+
+TEST(parse_rejects_truncated_and_corrupt)
+{
+	static const char *const bad[] = {
+		"meshd-discovery-state 1\n",
+		"meshd-discovery-state 1\nservice api 1 1\nbackend 127.0.0.1 1 1\nend 1",
+		"meshd-discovery-state 1\nservice api 1 2\nbackend 127.0.0.1 1 1\nend 1\n",
+		"meshd-discovery-state 1\nservice api 1 1\nbackend 127.0.0.1 1 1\nend 2\n",
+		"meshd-discovery-state 1\nservice api 1 1\nbackend 127.0.0.1 1 1\nend 1\nx\n",
+		"meshd-discovery-state 1\nservice API 1 0\nend 1\n",
+		"meshd-discovery-state 1\nservice api -1 0\nend 1\n",
+		"meshd-discovery-state 1\nservice api 1 0\nservice api 1 0\nend 2\n",
+		"meshd-discovery-state 1\nservice api 1 1\nbackend host 1 1\nend 1\n",
+		"meshd-discovery-state 1\nservice api 1 1\nbackend 127.0.0.1 0 1\nend 1\n",
+		"meshd-discovery-state 1\nservice api 1 1\nbackend 127.0.0.1 1 0\nend 1\n",
+		"meshd-discovery-state 1\nservice api 1 1\nbackend 127.0.0.1 65536 1\nend 1\n",
+		"meshd-discovery-state 1\nservice api 1 99999\nend 1\n",
+		"meshd-discovery-state 1\nbackend 127.0.0.1 1 1\nend 0\n",
+	};
+	struct state_saved s;
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (parse(bad[i], &s) != -EINVAL)
+			test_fail(__FILE__, __LINE__, "accepted bad state #%zu", i);
+		CHECK(s.n == 0 && s.svcs == NULL);
+	}
+}
+
+TEST(parse_rejects_embedded_nul)
+{
+	const char text[] = "meshd-discovery-state 1\nservice a\0i 1 0\nend 1\n";
+	struct state_saved s;
+	char why[128];
+
+	CHECK_INT_EQ(state_parse(text, sizeof(text) - 1, &s, why, sizeof(why)), -EINVAL);
+}
+
+static char *tmpdir(void)
+{
+	static char dir[64];
+
+	snprintf(dir, sizeof(dir), "/tmp/test_state.XXXXXX");
+	return mkdtemp(dir);
+}
+
+static int count_entries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int n = 0;
+
+	while (d && (e = readdir(d)))
+		n += e->d_name[0] != '.' || strlen(e->d_name) > 2;
+	if (d)
+		closedir(d);
+	return n;
+}
+
+TEST(save_is_atomic_private_and_loads_back)
+{
+	struct state_table t = { 0 };
+	struct state_saved s;
+	char path[128], why[128];
+	struct stat st;
+	char *dir = tmpdir();
+
+	CHECK(dir != NULL);
+	if (!dir)
+		return;
+	make_table(&t);
+	CHECK_INT_EQ(state_load(dir, &s, why, sizeof(why)), -ENOENT);
+	CHECK_INT_EQ(state_save(dir, &t), 0);
+	t.ents[0].index = 121;
+	CHECK_INT_EQ(state_save(dir, &t), 0);
+	snprintf(path, sizeof(path), "%s/%s", dir, STATE_FILE_NAME);
+	CHECK_INT_EQ(stat(path, &st), 0);
+	CHECK_INT_EQ(st.st_mode & 0777, 0600);
+	CHECK_INT_EQ(count_entries(dir), 1); /* no temp file left behind */
+	CHECK_INT_EQ(state_load(dir, &s, why, sizeof(why)), 0);
+	CHECK(state_saved_find(&s, "api") && state_saved_find(&s, "api")->index == 121);
+	state_saved_free(&s);
+	unlink(path);
+	rmdir(dir);
+	state_table_free(&t);
+}
+
+TEST(load_reports_corrupt_file)
+{
+	struct state_saved s;
+	char path[128], why[128] = "";
+	char *dir = tmpdir();
+	int fd;
+
+	CHECK(dir != NULL);
+	if (!dir)
+		return;
+	snprintf(path, sizeof(path), "%s/%s", dir, STATE_FILE_NAME);
+	fd = open(path, O_WRONLY | O_CREAT, 0600);
+	CHECK_INT_EQ(write(fd, "meshd-discovery-state 1\nservice api 1 1\n", 40), 40);
+	close(fd);
+	CHECK_INT_EQ(state_load(dir, &s, why, sizeof(why)), -EINVAL);
+	CHECK_CONTAINS(why, "corrupt");
+	CHECK(s.n == 0);
+	unlink(path);
+	rmdir(dir);
+}
+
+TEST(save_fails_cleanly_on_unwritable_dir)
+{
+	struct state_table t = { 0 };
+
+	make_table(&t);
+	CHECK(state_save("/proc/self/nonexistent-dir/x", &t) < 0);
+	state_table_free(&t);
+}

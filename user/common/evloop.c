@@ -1,0 +1,383 @@
+/* Event loop behind evloop.h: one epoll set, a binary min-heap of one-shot timers ordered by
+ * (deadline, id), and an eventfd that wakes the loop for evloop_post() and evloop_stop() from
+ * other threads. Everything except evloop_post()/evloop_stop() runs on the loop thread only;
+ * the post queue is the only state shared across threads and sits behind a mutex. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/evloop.h"
+
+#define MAX_EVENTS 64
+
+struct fd_slot {
+	evloop_fd_cb cb; /* NULL when the fd is not registered */
+	void *arg;
+};
+
+struct timer {
+	uint64_t when_ns; /* CLOCK_MONOTONIC deadline */
+	int64_t id;	  /* increasing; breaks ties so equal deadlines fire in creation order */
+	evloop_timer_cb cb;
+	void *arg;
+};
+
+struct post {
+	struct post *next;
+	evloop_post_cb cb;
+	void *arg;
+};
+
+struct evloop {
+	int epfd;
+	int wakefd; /* eventfd: posts and cross-thread stop */
+	struct fd_slot *fds;
+	size_t n_fds; /* capacity of fds[], indexed by fd */
+	struct timer *heap;
+	size_t n_timers, cap_timers;
+	int64_t next_timer_id;
+	pthread_mutex_t post_lock;
+	struct post *post_head, **post_tail; /* FIFO, under post_lock */
+	bool stop;			     /* written by any thread, atomically */
+};
+
+uint64_t evloop_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+struct evloop *evloop_new(void)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	struct evloop *loop = calloc(1, sizeof(*loop));
+	int err;
+
+	if (!loop)
+		return NULL;
+	loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (loop->epfd < 0)
+		goto err_free;
+	loop->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (loop->wakefd < 0)
+		goto err_epoll;
+	ev.data.fd = loop->wakefd;
+	if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->wakefd, &ev) < 0)
+		goto err_wake;
+	pthread_mutex_init(&loop->post_lock, NULL);
+	loop->post_tail = &loop->post_head;
+	return loop;
+
+err_wake:
+	err = errno;
+	close(loop->wakefd);
+	errno = err;
+err_epoll:
+	err = errno;
+	close(loop->epfd);
+	errno = err;
+err_free:
+	free(loop);
+	return NULL;
+}
+
+/* Frees the loop. Pending posts are dropped without running; registered fds are not closed (the
+ * loop does not own them). Accepts NULL. */
+void evloop_free(struct evloop *loop)
+{
+	struct post *p, *next;
+
+	if (!loop)
+		return;
+	for (p = loop->post_head; p; p = next) {
+		next = p->next;
+		free(p);
+	}
+	pthread_mutex_destroy(&loop->post_lock);
+	close(loop->wakefd);
+	close(loop->epfd);
+	free(loop->heap);
+	free(loop->fds);
+	free(loop);
+}
+
+/* --- file descriptors ------------------------------------------------------------------------ */
+
+static int grow_fds(struct evloop *loop, int fd)
+{
+	size_t n = loop->n_fds ? loop->n_fds : 16;
+	struct fd_slot *fds;
+
+	while (n <= (size_t)fd)
+		n *= 2;
+	fds = realloc(loop->fds, n * sizeof(*fds));
+	if (!fds)
+		return -ENOMEM;
+	memset(fds + loop->n_fds, 0, (n - loop->n_fds) * sizeof(*fds));
+	loop->fds = fds;
+	loop->n_fds = n;
+	return 0;
+}
+
+int evloop_add_fd(struct evloop *loop, int fd, uint32_t events, evloop_fd_cb cb, void *arg)
+{
+	struct epoll_event ev = { .events = events, .data.fd = fd };
+	int err;
+
+	if (fd < 0 || !cb || fd == loop->wakefd)
+		return -EINVAL;
+	if ((size_t)fd >= loop->n_fds) {
+		err = grow_fds(loop, fd);
+		if (err)
+			return err;
+	}
+	if (loop->fds[fd].cb)
+		return -EEXIST;
+	if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+		return -errno;
+	loop->fds[fd].cb = cb;
+	loop->fds[fd].arg = arg;
+	return 0;
+}
+
+static bool fd_registered(const struct evloop *loop, int fd)
+{
+	return fd >= 0 && (size_t)fd < loop->n_fds && loop->fds[fd].cb;
+}
+
+int evloop_mod_fd(struct evloop *loop, int fd, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.fd = fd };
+
+	if (!fd_registered(loop, fd))
+		return -ENOENT;
+	return epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &ev) < 0 ? -errno : 0;
+}
+
+/* Unregisters `fd`; safe from inside any callback (events already fetched for it are skipped). */
+int evloop_del_fd(struct evloop *loop, int fd)
+{
+	if (!fd_registered(loop, fd))
+		return -ENOENT;
+	loop->fds[fd].cb = NULL;
+	loop->fds[fd].arg = NULL;
+	/* The fd may already be closed (then the kernel dropped it from the set itself). */
+	if (epoll_ctl(loop->epfd, EPOLL_CTL_DEL, fd, NULL) < 0 && errno != EBADF && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+/* --- timers: min-heap on (when_ns, id) -------------------------------------------------------- */
+
+static bool timer_before(const struct timer *a, const struct timer *b)
+{
+	return a->when_ns < b->when_ns || (a->when_ns == b->when_ns && a->id < b->id);
+}
+
+static void timer_swap(struct timer *h, size_t i, size_t j)
+{
+	struct timer t = h[i];
+
+	h[i] = h[j];
+	h[j] = t;
+}
+
+static void sift_up(struct timer *h, size_t i)
+{
+	while (i > 0 && timer_before(&h[i], &h[(i - 1) / 2])) {
+		timer_swap(h, i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+}
+
+static void sift_down(struct timer *h, size_t n, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, min = i;
+
+		if (l < n && timer_before(&h[l], &h[min]))
+			min = l;
+		if (r < n && timer_before(&h[r], &h[min]))
+			min = r;
+		if (min == i)
+			return;
+		timer_swap(h, i, min);
+		i = min;
+	}
+}
+
+/* Removes heap entry `i`, keeping the heap ordered. */
+static void heap_remove(struct evloop *loop, size_t i)
+{
+	struct timer *h = loop->heap;
+
+	loop->n_timers--;
+	if (i == loop->n_timers)
+		return;
+	h[i] = h[loop->n_timers];
+	sift_down(h, loop->n_timers, i);
+	sift_up(h, i);
+}
+
+int64_t evloop_add_timer(struct evloop *loop, uint64_t delay_ns, evloop_timer_cb cb, void *arg)
+{
+	struct timer *t;
+
+	if (!cb)
+		return -EINVAL;
+	if (loop->n_timers == loop->cap_timers) {
+		size_t cap = loop->cap_timers ? loop->cap_timers * 2 : 16;
+		struct timer *h = realloc(loop->heap, cap * sizeof(*h));
+
+		if (!h)
+			return -ENOMEM;
+		loop->heap = h;
+		loop->cap_timers = cap;
+	}
+	t = &loop->heap[loop->n_timers];
+	t->when_ns = evloop_now_ns() + delay_ns;
+	t->id = ++loop->next_timer_id;
+	t->cb = cb;
+	t->arg = arg;
+	/* sift_up may move another timer into *t: return the id we assigned, not t->id. */
+	sift_up(loop->heap, loop->n_timers++);
+	return loop->next_timer_id;
+}
+
+void evloop_del_timer(struct evloop *loop, int64_t id)
+{
+	for (size_t i = 0; i < loop->n_timers; i++) {
+		if (loop->heap[i].id == id) {
+			heap_remove(loop, i);
+			return;
+		}
+	}
+}
+
+/* Fires every timer due now. Timers added by the callbacks wait for the next round, so a
+ * callback that re-arms with delay 0 cannot starve the fds. */
+static void run_timers(struct evloop *loop)
+{
+	int64_t last_id = loop->next_timer_id;
+	uint64_t now = evloop_now_ns();
+
+	while (loop->n_timers && loop->heap[0].when_ns <= now && loop->heap[0].id <= last_id) {
+		struct timer t = loop->heap[0];
+
+		heap_remove(loop, 0);
+		t.cb(loop, t.arg);
+	}
+}
+
+/* epoll_wait timeout in ms: until the earliest timer (rounded up), or -1 with no timers. */
+static int next_timeout_ms(const struct evloop *loop)
+{
+	uint64_t now, when;
+
+	if (!loop->n_timers)
+		return -1;
+	now = evloop_now_ns();
+	when = loop->heap[0].when_ns;
+	if (when <= now)
+		return 0;
+	if (when - now > 3600ull * 1000000000ull)
+		return 3600 * 1000;
+	return (int)((when - now + 999999) / 1000000);
+}
+
+/* --- posts and wake-ups ----------------------------------------------------------------------- */
+
+static void wake(struct evloop *loop)
+{
+	uint64_t one = 1;
+	ssize_t w = write(loop->wakefd, &one, sizeof(one));
+
+	(void)w; /* EAGAIN means the counter is already non-zero: the loop will wake anyway */
+}
+
+int evloop_post(struct evloop *loop, evloop_post_cb cb, void *arg)
+{
+	struct post *p = malloc(sizeof(*p));
+
+	if (!p)
+		return -ENOMEM;
+	p->next = NULL;
+	p->cb = cb;
+	p->arg = arg;
+	pthread_mutex_lock(&loop->post_lock);
+	*loop->post_tail = p;
+	loop->post_tail = &p->next;
+	pthread_mutex_unlock(&loop->post_lock);
+	wake(loop);
+	return 0;
+}
+
+/* Takes the whole queue under the lock, then runs it unlocked in posting order. */
+static void run_posts(struct evloop *loop)
+{
+	struct post *p, *next;
+	uint64_t v;
+	ssize_t r = read(loop->wakefd, &v, sizeof(v));
+
+	(void)r;
+	pthread_mutex_lock(&loop->post_lock);
+	p = loop->post_head;
+	loop->post_head = NULL;
+	loop->post_tail = &loop->post_head;
+	pthread_mutex_unlock(&loop->post_lock);
+	for (; p; p = next) {
+		next = p->next;
+		p->cb(p->arg);
+		free(p);
+	}
+}
+
+/* --- the loop --------------------------------------------------------------------------------- */
+
+static void dispatch(struct evloop *loop, const struct epoll_event *ev, int n)
+{
+	for (int i = 0; i < n; i++) {
+		int fd = ev[i].data.fd;
+
+		if (fd == loop->wakefd) {
+			run_posts(loop);
+			continue;
+		}
+		/* An earlier callback in this batch may have unregistered it. */
+		if (fd_registered(loop, fd))
+			loop->fds[fd].cb(loop, fd, ev[i].events, loop->fds[fd].arg);
+	}
+}
+
+int evloop_run(struct evloop *loop)
+{
+	struct epoll_event ev[MAX_EVENTS];
+
+	while (!__atomic_load_n(&loop->stop, __ATOMIC_ACQUIRE)) {
+		int n = epoll_wait(loop->epfd, ev, MAX_EVENTS, next_timeout_ms(loop));
+
+		if (n < 0 && errno != EINTR)
+			return -errno;
+		if (n > 0)
+			dispatch(loop, ev, n);
+		if (!__atomic_load_n(&loop->stop, __ATOMIC_ACQUIRE))
+			run_timers(loop);
+	}
+	__atomic_store_n(&loop->stop, false, __ATOMIC_RELEASE);
+	return 0;
+}
+
+/* Makes evloop_run() return after the current callback. Safe from any thread. */
+void evloop_stop(struct evloop *loop)
+{
+	__atomic_store_n(&loop->stop, true, __ATOMIC_RELEASE);
+	wake(loop);
+}

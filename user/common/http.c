@@ -1,0 +1,614 @@
+/* HTTP server and client behind http.h. The server is nonblocking on the event loop: one listener
+ * (TCP or unix), per-connection read buffer bounded by the header and body limits, one response in
+ * flight per connection (pipelined requests wait), and a deadline timer that closes idle or slow
+ * peers. The client is blocking, for meshctl. Framing is in http_parse.c. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/http.h"
+#include "common/log.h"
+
+#define CONN_BUF_MAX (HTTP_HEADER_MAX + HTTP_BODY_MAX)
+#define CLIENT_RESP_MAX (64u << 20)
+
+struct http_conn {
+	struct http_server *srv;
+	struct http_conn *prev, *next;
+	int fd;
+	char *rbuf;
+	size_t rlen, rcap;
+	struct strbuf head, body; /* response in flight: head then body */
+	size_t woff;		  /* bytes of head+body already written */
+	bool writing;
+	bool close_after;
+	uint64_t deadline_ns;
+	int64_t timer;
+};
+
+struct http_server {
+	struct evloop *loop;
+	int fd;
+	char *unix_path; /* set when we created a unix socket (unlinked on free) */
+	const char *name;
+	uint64_t timeout_ns;
+	unsigned max_conns, n_conns;
+	http_handler_fn handler;
+	void *arg;
+	struct http_conn *conns;
+};
+
+static void conn_close(struct http_conn *c)
+{
+	struct http_server *srv = c->srv;
+
+	evloop_del_fd(srv->loop, c->fd);
+	evloop_del_timer(srv->loop, c->timer);
+	close(c->fd);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		srv->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	srv->n_conns--;
+	strbuf_free(&c->head);
+	strbuf_free(&c->body);
+	free(c->rbuf);
+	free(c);
+}
+
+static void conn_touch(struct http_conn *c)
+{
+	c->deadline_ns = evloop_now_ns() + c->srv->timeout_ns;
+}
+
+static void conn_timer(struct evloop *loop, void *arg)
+{
+	struct http_conn *c = arg;
+	uint64_t now = evloop_now_ns();
+
+	c->timer = 0;
+	if (now >= c->deadline_ns) {
+		LOG_DEBUG("http", "connection timed out", "server=%s", c->srv->name);
+		conn_close(c);
+		return;
+	}
+	c->timer = evloop_add_timer(loop, c->deadline_ns - now, conn_timer, c);
+	if (c->timer < 0)
+		conn_close(c);
+}
+
+/* Writes what it can of head+body. Returns 1 when all is written, 0 to wait, -errno. */
+static int conn_flush(struct http_conn *c)
+{
+	while (c->woff < c->head.len + c->body.len) {
+		struct iovec iov[2];
+		struct msghdr msg = { .msg_iov = iov };
+		ssize_t n;
+
+		if (c->woff < c->head.len) {
+			iov[msg.msg_iovlen].iov_base = c->head.data + c->woff;
+			iov[msg.msg_iovlen++].iov_len = c->head.len - c->woff;
+		}
+		if (c->body.len) {
+			size_t off = c->woff > c->head.len ? c->woff - c->head.len : 0;
+
+			iov[msg.msg_iovlen].iov_base = c->body.data + off;
+			iov[msg.msg_iovlen++].iov_len = c->body.len - off;
+		}
+		/* sendmsg, not writev: MSG_NOSIGNAL, a peer gone must not SIGPIPE the daemon. */
+		n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+		if (n < 0)
+			return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+		c->woff += (size_t)n;
+		conn_touch(c);
+	}
+	return 1;
+}
+
+static void conn_respond(struct http_conn *c, struct http_response *resp, bool keep_alive,
+			 bool head_only)
+{
+	strbuf_reset(&c->head);
+	strbuf_free(&c->body);
+	c->close_after = !keep_alive || resp->close;
+	http_format_head(resp, !c->close_after, &c->head);
+	if (head_only)
+		strbuf_free(&resp->body);
+	c->body = resp->body;
+	c->woff = 0;
+	c->writing = true;
+}
+
+static void conn_error(struct http_conn *c, int status)
+{
+	struct http_response resp = { .status = status };
+
+	strbuf_printf(&resp.body, "%d %s\n", status, http_status_text(status));
+	conn_respond(c, &resp, false, false);
+}
+
+/* Parses and answers one buffered request if complete. Returns bytes consumed, 0 to wait. */
+static size_t conn_dispatch(struct http_conn *c)
+{
+	struct http_request req;
+	struct http_response resp = { .status = 200 };
+	long n = http_parse_request(c->rbuf, c->rlen, &req);
+
+	if (n == 0)
+		return 0;
+	if (n < 0) {
+		LOG_DEBUG("http", "bad request", "server=%s err=%ld", c->srv->name, n);
+		conn_error(c, http_parse_error_status(n));
+		return c->rlen;
+	}
+	if (req.method == HTTP_METHOD_OTHER) {
+		resp.status = 405;
+		strbuf_puts(&resp.body, "method not allowed\n");
+	} else {
+		c->srv->handler(&req, &resp, c->srv->arg);
+	}
+	conn_respond(c, &resp, req.keep_alive, req.method == HTTP_METHOD_HEAD);
+	return (size_t)n;
+}
+
+/* Answers every complete buffered request in turn (pipelining), writing each response before
+ * parsing the next; then waits for input, or for the socket to drain. Returns 0 or -errno (close). */
+static int conn_advance(struct http_conn *c)
+{
+	for (;;) {
+		int err;
+
+		while (c->rlen && !c->writing) {
+			size_t consumed = conn_dispatch(c);
+
+			if (!consumed)
+				break;
+			memmove(c->rbuf, c->rbuf + consumed, c->rlen - consumed);
+			c->rlen -= consumed;
+		}
+		if (!c->writing)
+			return evloop_mod_fd(c->srv->loop, c->fd, EPOLLIN);
+		err = conn_flush(c);
+		if (err < 0)
+			return err;
+		if (err == 0)
+			return evloop_mod_fd(c->srv->loop, c->fd, EPOLLOUT);
+		c->writing = false;
+		if (c->close_after)
+			return -ECONNRESET;
+	}
+}
+
+static int conn_read(struct http_conn *c)
+{
+	for (;;) {
+		ssize_t n;
+
+		if (c->rlen == c->rcap) {
+			size_t cap = c->rcap ? c->rcap * 2 : 1024;
+			char *p;
+
+			if (c->rcap >= CONN_BUF_MAX)
+				return -EMSGSIZE;
+			cap = cap > CONN_BUF_MAX ? CONN_BUF_MAX : cap;
+			p = realloc(c->rbuf, cap);
+			if (!p)
+				return -ENOMEM;
+			c->rbuf = p;
+			c->rcap = cap;
+		}
+		n = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
+		if (n == 0)
+			return -ECONNRESET;
+		if (n < 0)
+			return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+		c->rlen += (size_t)n;
+		conn_touch(c);
+	}
+}
+
+static void conn_event(struct evloop *loop, int fd, uint32_t events, void *arg)
+{
+	struct http_conn *c = arg;
+	int err = 0;
+
+	if (c->writing) {
+		err = conn_advance(c);
+	} else {
+		int rerr = conn_read(c);
+
+		if (rerr == -EMSGSIZE)
+			conn_error(c, 413);
+		err = conn_advance(c);
+		/* Peer gone (or broken) and nothing left to answer. */
+		if (!err && rerr < 0 && rerr != -EMSGSIZE && !c->writing)
+			err = rerr;
+	}
+	if (err < 0)
+		conn_close(c);
+}
+
+static void server_accept(struct evloop *loop, int fd, uint32_t events, void *arg)
+{
+	struct http_server *srv = arg;
+
+	for (;;) {
+		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct http_conn *c;
+
+		if (cfd < 0) {
+			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+				LOG_WARN("http", "accept failed", "server=%s err=%s", srv->name,
+					 log_q(strerror(errno)));
+			return;
+		}
+		c = srv->n_conns < srv->max_conns ? calloc(1, sizeof(*c)) : NULL;
+		if (!c) {
+			LOG_WARN("http", "connection refused", "server=%s conns=%u", srv->name,
+				 srv->n_conns);
+			close(cfd);
+			continue;
+		}
+		c->srv = srv;
+		c->fd = cfd;
+		conn_touch(c);
+		c->timer = evloop_add_timer(loop, srv->timeout_ns, conn_timer, c);
+		if (c->timer < 0 || evloop_add_fd(loop, cfd, EPOLLIN, conn_event, c) < 0) {
+			if (c->timer > 0)
+				evloop_del_timer(loop, c->timer);
+			close(cfd);
+			free(c);
+			continue;
+		}
+		c->next = srv->conns;
+		if (c->next)
+			c->next->prev = c;
+		srv->conns = c;
+		srv->n_conns++;
+	}
+}
+
+static struct http_server *server_new(struct evloop *loop, int fd,
+				      const struct http_server_opts *opts, http_handler_fn handler,
+				      void *arg)
+{
+	struct http_server *srv = calloc(1, sizeof(*srv));
+	int err;
+
+	if (!srv)
+		return NULL;
+	srv->loop = loop;
+	srv->fd = fd;
+	srv->name = opts && opts->name ? opts->name : "http";
+	srv->timeout_ns = (uint64_t)(opts && opts->timeout_ms ? opts->timeout_ms : 10000) * 1000000;
+	srv->max_conns = opts && opts->max_conns ? opts->max_conns : 64;
+	srv->handler = handler;
+	srv->arg = arg;
+	err = evloop_add_fd(loop, fd, EPOLLIN, server_accept, srv);
+	if (err) {
+		free(srv);
+		errno = -err;
+		return NULL;
+	}
+	return srv;
+}
+
+static socklen_t endpoint_sockaddr(const struct config_endpoint *ep, struct sockaddr_storage *ss)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (ep->family == AF_INET6) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+
+		s6->sin6_family = AF_INET6;
+		s6->sin6_addr = ep->addr.v6;
+		s6->sin6_port = htons(ep->port);
+		return sizeof(*s6);
+	}
+	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+
+	s4->sin_family = AF_INET;
+	s4->sin_addr = ep->addr.v4;
+	s4->sin_port = htons(ep->port);
+	return sizeof(*s4);
+}
+
+struct http_server *http_server_listen_tcp(struct evloop *loop, const struct config_endpoint *ep,
+					   const struct http_server_opts *opts,
+					   http_handler_fn handler, void *arg)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = endpoint_sockaddr(ep, &ss);
+	struct http_server *srv;
+	int fd, one = 1, err;
+
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return NULL;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 128) < 0)
+		goto err_close;
+	srv = server_new(loop, fd, opts, handler, arg);
+	if (!srv)
+		goto err_close;
+	return srv;
+
+err_close:
+	err = errno;
+	close(fd);
+	errno = err;
+	return NULL;
+}
+
+/* Creates each missing directory above `path` with mode 0700. Returns 0 or -errno. */
+static int mkdir_parents(const char *path)
+{
+	char buf[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char *p;
+
+	if (strlen(path) >= sizeof(buf))
+		return -ENAMETOOLONG;
+	strcpy(buf, path);
+	for (p = buf + 1; (p = strchr(p, '/')); p++) {
+		*p = '\0';
+		if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	return 0;
+}
+
+static int unix_addr(const char *path, struct sockaddr_un *sun)
+{
+	memset(sun, 0, sizeof(*sun));
+	sun->sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sun->sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sun->sun_path, path);
+	return 0;
+}
+
+/* Removes a socket file nobody listens on. A live socket is -EADDRINUSE, a non-socket -EEXIST. */
+static int remove_stale(const char *path, const struct sockaddr_un *sun)
+{
+	struct stat st;
+	int fd, rc;
+
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISSOCK(st.st_mode))
+		return -EEXIST;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	rc = connect(fd, (const struct sockaddr *)sun, sizeof(*sun));
+	close(fd);
+	if (rc == 0)
+		return -EADDRINUSE;
+	if (errno != ECONNREFUSED)
+		return -errno;
+	return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+static int unix_listen_fd(const char *path)
+{
+	struct sockaddr_un sun;
+	mode_t mask;
+	int fd, err;
+
+	err = unix_addr(path, &sun);
+	if (!err)
+		err = mkdir_parents(path);
+	if (!err)
+		err = remove_stale(path, &sun);
+	if (err)
+		return err;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	/* The umask makes bind create the path 0600 already, so it never exists wider. */
+	mask = umask(0177);
+	err = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+	umask(mask);
+	if (err < 0)
+		goto err_close;
+	if (chmod(path, 0600) < 0 || listen(fd, 64) < 0)
+		goto err_unlink;
+	return fd;
+
+err_unlink:
+	err = -errno;
+	unlink(path);
+	close(fd);
+	return err;
+err_close:
+	err = -errno;
+	close(fd);
+	return err;
+}
+
+struct http_server *http_server_listen_unix(struct evloop *loop, const char *path,
+					    const struct http_server_opts *opts,
+					    http_handler_fn handler, void *arg)
+{
+	struct http_server *srv;
+	int fd = unix_listen_fd(path), err;
+
+	if (fd < 0) {
+		errno = -fd;
+		return NULL;
+	}
+	srv = server_new(loop, fd, opts, handler, arg);
+	if (!srv)
+		goto err_close;
+	srv->unix_path = strdup(path);
+	if (!srv->unix_path) {
+		http_server_free(srv);
+		errno = ENOMEM;
+		return NULL;
+	}
+	return srv;
+
+err_close:
+	err = errno;
+	unlink(path);
+	close(fd);
+	errno = err;
+	return NULL;
+}
+
+void http_server_free(struct http_server *srv)
+{
+	if (!srv)
+		return;
+	while (srv->conns)
+		conn_close(srv->conns);
+	evloop_del_fd(srv->loop, srv->fd);
+	close(srv->fd);
+	if (srv->unix_path)
+		unlink(srv->unix_path);
+	free(srv->unix_path);
+	free(srv);
+}
+
+unsigned http_server_conns(const struct http_server *srv)
+{
+	return srv ? srv->n_conns : 0;
+}
+
+/* --- client ------------------------------------------------------------------------------- */
+
+static int wait_fd(int fd, short events, uint64_t deadline_ns)
+{
+	uint64_t now = evloop_now_ns();
+	struct pollfd pfd = { .fd = fd, .events = events };
+	int rc;
+
+	if (now >= deadline_ns)
+		return -ETIMEDOUT;
+	rc = poll(&pfd, 1, (int)((deadline_ns - now) / 1000000 + 1));
+	if (rc < 0)
+		return errno == EINTR ? 0 : -errno;
+	return rc == 0 ? -ETIMEDOUT : 0;
+}
+
+static int client_send(int fd, const char *p, size_t n, uint64_t deadline_ns)
+{
+	while (n) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+		int err;
+
+		if (w < 0 && errno != EAGAIN && errno != EINTR)
+			return -errno;
+		if (w > 0) {
+			p += w;
+			n -= (size_t)w;
+			continue;
+		}
+		err = wait_fd(fd, POLLOUT, deadline_ns);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* Reads until EOF (we always send Connection: close). */
+static int client_recv(int fd, struct strbuf *sb, uint64_t deadline_ns)
+{
+	for (;;) {
+		ssize_t r;
+		int err;
+
+		if (strbuf_reserve(sb, 16384))
+			return -ENOMEM;
+		r = recv(fd, sb->data + sb->len, sb->cap - sb->len - 1, 0);
+		if (r == 0)
+			return 0;
+		if (r > 0) {
+			sb->len += (size_t)r;
+			sb->data[sb->len] = '\0';
+			if (sb->len > CLIENT_RESP_MAX)
+				return -EMSGSIZE;
+			continue;
+		}
+		if (errno != EAGAIN && errno != EINTR)
+			return -errno;
+		err = wait_fd(fd, POLLIN, deadline_ns);
+		if (err)
+			return err;
+	}
+}
+
+static int client_exchange(int fd, const char *method, const char *target, const char *body,
+			   size_t body_len, uint64_t deadline_ns, struct strbuf *resp)
+{
+	struct strbuf req = STRBUF_INIT;
+	int err;
+
+	strbuf_printf(&req,
+		      "%s %s HTTP/1.1\r\nHost: meshd\r\nUser-Agent: meshctl/%s\r\n"
+		      "Connection: close\r\nContent-Length: %zu\r\n\r\n",
+		      method, target, MESH_VERSION, body_len);
+	if (body_len)
+		strbuf_append(&req, body, body_len);
+	err = strbuf_error(&req);
+	if (!err)
+		err = client_send(fd, req.data, req.len, deadline_ns);
+	strbuf_free(&req);
+	if (!err)
+		err = client_recv(fd, resp, deadline_ns);
+	return err;
+}
+
+int http_unix_request(const char *path, const char *method, const char *target, const char *body,
+		      size_t body_len, unsigned timeout_ms, int *status, char **resp_body,
+		      size_t *resp_len)
+{
+	uint64_t deadline = evloop_now_ns() + (uint64_t)timeout_ms * 1000000;
+	struct strbuf resp = STRBUF_INIT;
+	struct sockaddr_un sun;
+	const char *b;
+	size_t blen;
+	int fd, err;
+
+	err = unix_addr(path, &sun);
+	if (err)
+		return err;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		err = -errno;
+		goto out;
+	}
+	err = client_exchange(fd, method, target, body, body_len, deadline, &resp);
+	if (err)
+		goto out;
+	err = http_parse_response(resp.data ? resp.data : "", resp.len, status, &b, &blen);
+	if (err) {
+		err = -EPROTO;
+		goto out;
+	}
+	*resp_body = malloc(blen + 1);
+	if (!*resp_body) {
+		err = -ENOMEM;
+		goto out;
+	}
+	memcpy(*resp_body, b, blen);
+	(*resp_body)[blen] = '\0';
+	if (resp_len)
+		*resp_len = blen;
+out:
+	strbuf_free(&resp);
+	close(fd);
+	return err;
+}

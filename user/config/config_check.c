@@ -1,0 +1,439 @@
+/* Validation across keys, run on a loaded and merged config: duplicate service names and VIPs
+ * (hash sets, so 10,000 services stay linear), ordered pairs (backoff_base <= backoff_max, ...),
+ * settings a chosen discovery backend or mTLS needs, names that must refer to known services,
+ * and the permissions of secret files. Each problem is one line naming its JSON path. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "config/config_int.h"
+
+int blobset_init(struct blobset *s, size_t n)
+{
+	s->cap = 16;
+	while (s->cap < 2 * n)
+		s->cap <<= 1;
+	s->slots = calloc(s->cap, sizeof(*s->slots));
+	return s->slots ? 0 : -ENOMEM;
+}
+
+static uint64_t fnv1a(const void *key, size_t len)
+{
+	const unsigned char *p = key;
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	while (len--)
+		h = (h ^ *p++) * 0x100000001b3ull;
+	return h | 1; /* 0 marks an empty slot */
+}
+
+/* Adds `key` (which must outlive the set) with `idx`; returns the index of an equal key already
+ * there, or SIZE_MAX. The set never fills: it is sized for every key added. */
+size_t blobset_add(struct blobset *s, const void *key, size_t len, size_t idx)
+{
+	uint64_t h = fnv1a(key, len);
+	size_t i = h & (s->cap - 1);
+
+	for (; s->slots[i].hash; i = (i + 1) & (s->cap - 1))
+		if (s->slots[i].hash == h && s->slots[i].len == len &&
+		    !memcmp(s->slots[i].key, key, len))
+			return s->slots[i].idx;
+	s->slots[i] = (struct slot){ h, key, len, idx };
+	return SIZE_MAX;
+}
+
+size_t blobset_find(const struct blobset *s, const void *key, size_t len)
+{
+	uint64_t h = fnv1a(key, len);
+	size_t i = h & (s->cap - 1);
+
+	for (; s->slots[i].hash; i = (i + 1) & (s->cap - 1))
+		if (s->slots[i].hash == h && s->slots[i].len == len &&
+		    !memcmp(s->slots[i].key, key, len))
+			return s->slots[i].idx;
+	return SIZE_MAX;
+}
+
+bool blobset_has(const struct blobset *s, const char *key)
+{
+	return blobset_find(s, key, strlen(key)) != SIZE_MAX;
+}
+
+/* A comparable form of an endpoint (no padding bytes). */
+struct ep_key {
+	uint8_t addr[16];
+	uint16_t port;
+	uint8_t family;
+	uint8_t pad;
+};
+
+static struct ep_key ep_key(const struct config_endpoint *ep)
+{
+	struct ep_key k;
+
+	memset(&k, 0, sizeof(k));
+	memcpy(k.addr, &ep->addr, ep->family == AF_INET6 ? 16 : 4);
+	k.port = ep->port;
+	k.family = (uint8_t)ep->family;
+	return k;
+}
+
+/* Ordered pairs of durations inside one load_balancer/circuit_breaker policy. */
+static const struct pair_rule {
+	const char *lo, *hi;
+	bool strict;
+} pair_rules[] = {
+	{ "load_balancer.retry.backoff_base", "load_balancer.retry.backoff_max", false },
+	{ "circuit_breaker.open_duration", "circuit_breaker.max_open_duration", false },
+	{ "load_balancer.health_check.timeout", "load_balancer.health_check.interval", true },
+};
+
+#define N_PAIRS (sizeof(pair_rules) / sizeof(pair_rules[0]))
+
+/* Indices of the keys the policy rules read, looked up once per validation and description. */
+struct policy_keys {
+	const struct cfg_desc *d;
+	size_t lo[N_PAIRS], hi[N_PAIRS], type, http_path;
+};
+
+static void policy_keys(const struct cfg_desc *d, struct policy_keys *pk)
+{
+	size_t i;
+
+	pk->d = d;
+	for (i = 0; i < N_PAIRS; i++) {
+		cfg_find_key(d, pair_rules[i].lo, &pk->lo[i]);
+		cfg_find_key(d, pair_rules[i].hi, &pk->hi[i]);
+	}
+	cfg_find_key(d, "load_balancer.health_check.type", &pk->type);
+	cfg_find_key(d, "load_balancer.health_check.http_path", &pk->http_path);
+}
+
+static uint64_t dur(const struct policy_keys *pk, const void *base, size_t idx)
+{
+	return *(const uint64_t *)((const char *)base + pk->d->keys[idx].off);
+}
+
+/* Checks a policy of the root (`si` SIZE_MAX) or of service `si`; a service only when it
+ * overrides one side of a rule, so a bad global value is reported once. */
+static void check_policy(const struct policy_keys *pk, const void *base, const uint8_t *origin,
+			 size_t si, const struct config_load_balancer *lb,
+			 struct config_errors *errs)
+{
+	char a[32], b[32], prefix[40] = "";
+	size_t i;
+
+	if (si != SIZE_MAX)
+		snprintf(prefix, sizeof(prefix), "services[%zu].", si);
+	for (i = 0; i < N_PAIRS; i++) {
+		const struct pair_rule *r = &pair_rules[i];
+		uint64_t lo = dur(pk, base, pk->lo[i]), hi = dur(pk, base, pk->hi[i]);
+
+		if (origin && (origin[pk->lo[i]] & origin[pk->hi[i]] & ORIGIN_INHERITED))
+			continue;
+		if (r->strict && lb->health_check.type == CONFIG_HEALTH_NONE)
+			continue;
+		if (lo < hi || (!r->strict && lo == hi))
+			continue;
+		cfg_errf(errs, "%s%s: must be %s %s (got %s, expected %s %s)", prefix, r->lo,
+			 r->strict ? "below" : "at most", r->hi, cfg_duration_str(lo, a, sizeof(a)),
+			 r->strict ? "less than" : "at most", cfg_duration_str(hi, b, sizeof(b)));
+	}
+	if (origin && (origin[pk->type] & origin[pk->http_path] & ORIGIN_INHERITED))
+		return;
+	if (lb->health_check.type == CONFIG_HEALTH_HTTP &&
+	    (!lb->health_check.http_path || lb->health_check.http_path[0] != '/'))
+		cfg_errf(errs,
+			 "%sload_balancer.health_check.http_path: required for http checks (got "
+			 "\"%.64s\", expected a path starting with /)",
+			 prefix, lb->health_check.http_path ? lb->health_check.http_path : "");
+}
+
+static void dup_backend(const struct config_service *svc, size_t si, size_t i, size_t prev,
+			struct config_errors *errs)
+{
+	char ep[64];
+
+	cfg_errf(errs,
+		 "services[%zu].backends[%zu]: duplicate backend (got %s, expected each "
+		 "address:port once per service; first at backends[%zu])",
+		 si, i, config_endpoint_str(&svc->backends[i].endpoint, ep, sizeof(ep)), prev);
+}
+
+/* Duplicate backends: pairwise for the usual handful, a hash set for long lists. */
+static void check_backends(const struct config_service *svc, size_t si, struct config_errors *errs)
+{
+	struct ep_key small[16], *keys = small;
+	struct blobset set = { 0 };
+	size_t i, j, prev, n = svc->n_backends;
+
+	if (n > 16 && (!(keys = calloc(n, sizeof(*keys))) || blobset_init(&set, n)))
+		goto out;
+	for (i = 0; i < n; i++) {
+		keys[i] = ep_key(&svc->backends[i].endpoint);
+		if (!keys[i].family || !keys[i].port)
+			continue;
+		prev = SIZE_MAX;
+		if (n > 16)
+			prev = blobset_add(&set, &keys[i], sizeof(keys[i]), i);
+		for (j = 0; n <= 16 && j < i && prev == SIZE_MAX; j++)
+			if (!memcmp(&keys[i], &keys[j], sizeof(keys[i])))
+				prev = j;
+		if (prev != SIZE_MAX)
+			dup_backend(svc, si, i, prev, errs);
+	}
+out:
+	free(set.slots);
+	if (keys != small)
+		free(keys);
+}
+
+static void check_service(const struct mesh_config *cfg, size_t i, const uint8_t *origin,
+			  const struct policy_keys *pk, struct config_errors *errs)
+{
+	const struct config_service *svc = &cfg->services[i];
+
+	if (origin)
+		check_policy(pk, svc, origin, i, &svc->load_balancer, errs);
+	if (cfg->discovery == CONFIG_DISCOVERY_STATIC && !svc->n_backends)
+		cfg_errf(
+		    errs,
+		    "services[%zu].backends: no backends (got 0, expected at least one backend "
+		    "with discovery.backend static)",
+		    i);
+	if (svc->mtls && !cfg->mtls.enabled)
+		cfg_errf(errs,
+			 "services[%zu].mtls: mTLS requested but mtls.enabled is false (got true, "
+			 "expected false or mtls.enabled true)",
+			 i);
+	check_backends(svc, i, errs);
+}
+
+/* Duplicate names and VIP:ports; fills `names` with every service name for later lookups. */
+static void check_services(const struct mesh_config *cfg, struct blobset *names,
+			   struct config_errors *errs)
+{
+	struct cfg_node *nodes = cfg_root_list(cfg, "services");
+	struct ep_key *vips = calloc(cfg->n_services ? cfg->n_services : 1, sizeof(*vips));
+	struct policy_keys pk;
+	struct blobset vipset;
+	char ep[64];
+	size_t i, prev;
+
+	policy_keys(&cfg_service_desc, &pk);
+	if (!vips || blobset_init(&vipset, cfg->n_services)) {
+		free(vips);
+		return;
+	}
+	for (i = 0; i < cfg->n_services; i++) {
+		const struct config_service *svc = &cfg->services[i];
+
+		check_service(cfg, i, nodes ? nodes[i].origin : NULL, &pk, errs);
+		if (svc->name && names->slots &&
+		    (prev = blobset_add(names, svc->name, strlen(svc->name), i)) != SIZE_MAX)
+			cfg_errf(
+			    errs,
+			    "services[%zu].name: duplicate service name (got \"%s\", expected a "
+			    "name not used by services[%zu])",
+			    i, svc->name, prev);
+		vips[i] = ep_key(&svc->vip);
+		if (!vips[i].family || !vips[i].port)
+			continue;
+		prev = blobset_add(&vipset, &vips[i], sizeof(vips[i]), i);
+		if (prev != SIZE_MAX)
+			cfg_errf(errs,
+				 "services[%zu].vip: VIP and port already used (got %s, expected a "
+				 "VIP:port not used by services[%zu])",
+				 i, config_endpoint_str(&svc->vip, ep, sizeof(ep)), prev);
+	}
+	free(vipset.slots);
+	free(vips);
+}
+
+static void need(struct config_errors *errs, bool ok, const char *path, const char *why,
+		 const char *rule)
+{
+	if (!ok)
+		cfg_errf(errs, "%s: required %s (got nothing, expected %s)", path, why, rule);
+}
+
+static void check_known(struct config_errors *errs, const struct blobset *set, const char *name,
+			const char *path, size_t i, const char *what)
+{
+	if (name && strcmp(name, "*") && !blobset_has(set, name))
+		cfg_errf(errs, "%s[%zu]: unknown service (got \"%.64s\", expected %s)", path, i,
+			 name, what);
+}
+
+static void check_discovery(const struct mesh_config *cfg, const struct blobset *names,
+			    struct config_errors *errs)
+{
+	size_t i;
+
+	if (cfg->discovery == CONFIG_DISCOVERY_CONSUL)
+		need(errs, cfg->consul.address, "discovery.consul.address",
+		     "when discovery.backend is consul", "an http:// or https:// URL");
+	if (cfg->discovery == CONFIG_DISCOVERY_DNS) {
+		need(errs, cfg->dns.n_servers, "discovery.dns.servers",
+		     "when discovery.backend is dns", "at least one ip:port");
+		need(errs, cfg->dns.n_services, "discovery.dns.services",
+		     "when discovery.backend is dns", "at least one {name, srv} object");
+	}
+	for (i = 0; i < cfg->consul.n_services; i++)
+		check_known(errs, names, cfg->consul.services[i], "discovery.consul.services", i,
+			    "the name of an entry of services");
+	for (i = 0; i < cfg->dns.n_services; i++)
+		if (cfg->dns.services[i].name && !blobset_has(names, cfg->dns.services[i].name))
+			cfg_errf(errs,
+				 "discovery.dns.services[%zu].name: unknown service (got \"%s\", "
+				 "expected the name of an entry of services)",
+				 i, cfg->dns.services[i].name);
+}
+
+static bool valid_domain(const char *s)
+{
+	size_t i;
+
+	for (i = 0; s[i]; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-' ||
+		      s[i] == '.'))
+			return false;
+	return i > 0 && i < 256 && s[0] != '.' && s[i - 1] != '.';
+}
+
+static void check_mtls(const struct mesh_config *cfg, struct config_errors *errs)
+{
+	const struct config_mtls *m = &cfg->mtls;
+	char ep[64];
+
+	if (!m->enabled)
+		return;
+	if (m->cert_source == CONFIG_CERT_FILES) {
+		need(errs, m->ca_file, "mtls.ca_file",
+		     "when mtls.enabled is true and mtls.cert_source is files", "an absolute path");
+		need(errs, m->cert_dir, "mtls.cert_dir",
+		     "when mtls.enabled is true and mtls.cert_source is files", "an absolute path");
+	}
+	if (m->cert_source == CONFIG_CERT_CONSUL)
+		need(errs, cfg->consul.address, "discovery.consul.address",
+		     "when mtls.cert_source is consul", "an http:// or https:// URL");
+	if (!m->trust_domain || !valid_domain(m->trust_domain))
+		cfg_errf(
+		    errs,
+		    "mtls.trust_domain: invalid trust domain (got \"%s\", expected a lowercase "
+		    "domain like mesh.local)",
+		    m->trust_domain ? m->trust_domain : "");
+	if (!memcmp(&m->outbound_listen, &m->inbound_listen, sizeof(m->inbound_listen)))
+		cfg_errf(errs,
+			 "mtls.inbound_listen: same as mtls.outbound_listen (got %s, expected a "
+			 "different address or port)",
+			 config_endpoint_str(&m->inbound_listen, ep, sizeof(ep)));
+}
+
+static void check_identities(const struct mesh_config *cfg, struct blobset *callers,
+			     struct config_errors *errs)
+{
+	struct blobset cgroups;
+	size_t i, prev;
+
+	if (blobset_init(&cgroups, cfg->n_identities))
+		return;
+	for (i = 0; i < cfg->n_identities; i++) {
+		const struct config_identity *id = &cfg->identities[i];
+
+		if (id->service)
+			blobset_add(callers, id->service, strlen(id->service), i);
+		if (id->cgroup &&
+		    (prev = blobset_add(&cgroups, id->cgroup, strlen(id->cgroup), i)) != SIZE_MAX)
+			cfg_errf(errs,
+				 "identities[%zu].cgroup: duplicate cgroup (got \"%s\", expected a "
+				 "cgroup not used by identities[%zu])",
+				 i, id->cgroup, prev);
+	}
+	free(cgroups.slots);
+}
+
+static void check_rules(const struct mesh_config *cfg, const struct blobset *names,
+			const struct blobset *callers, struct config_errors *errs)
+{
+	size_t i;
+
+	for (i = 0; i < cfg->n_authz_rules; i++) {
+		const struct config_authz_rule *r = &cfg->authz_rules[i];
+
+		if (r->source && strcmp(r->source, "*") && !blobset_has(callers, r->source))
+			cfg_errf(errs,
+				 "authorization.rules[%zu].source: unknown service (got \"%.64s\", "
+				 "expected *, a service of identities or the name of an entry of "
+				 "services)",
+				 i, r->source);
+		if (r->destination && strcmp(r->destination, "*") &&
+		    !blobset_has(names, r->destination))
+			cfg_errf(errs,
+				 "authorization.rules[%zu].destination: unknown service (got "
+				 "\"%.64s\", expected * or the name of an entry of services)",
+				 i, r->destination);
+	}
+}
+
+/* Secrets live in files that only their owner (and group) may read. */
+static void check_secrets(const struct mesh_config *cfg, struct config_errors *errs)
+{
+	const char *rule = "an existing regular file with no access for others, e.g. mode 0600";
+	size_t i;
+
+	for (i = 0; i < cfg_root_desc.n_keys; i++) {
+		const struct cfg_key *k = &cfg_root_desc.keys[i];
+		const char *path;
+		struct stat st;
+
+		if (!(k->flags & CF_SECRET))
+			continue;
+		path = *(char *const *)((const char *)cfg + k->off);
+		if (!path)
+			continue;
+		if (stat(path, &st))
+			cfg_errf(errs,
+				 "%s: secret file cannot be used: %s (got \"%s\", expected %s)",
+				 k->path, strerror(errno), path, rule);
+		else if (!S_ISREG(st.st_mode))
+			cfg_errf(errs,
+				 "%s: secret file is not a regular file (got \"%s\", expected %s)",
+				 k->path, path, rule);
+		else if (st.st_mode & (S_IROTH | S_IWOTH))
+			cfg_errf(errs,
+				 "%s: secret file is world-readable (got \"%s\" with mode %04o, "
+				 "expected %s)",
+				 k->path, path, (unsigned)(st.st_mode & 07777), rule);
+	}
+}
+
+void cfg_validate(const struct mesh_config *cfg, struct config_errors *errs)
+{
+	struct blobset names = { 0 }, callers = { 0 };
+	struct policy_keys pk;
+	size_t i;
+
+	policy_keys(&cfg_root_desc, &pk);
+	check_policy(&pk, cfg, NULL, SIZE_MAX, &cfg->load_balancer, errs);
+	if (blobset_init(&names, cfg->n_services) ||
+	    blobset_init(&callers, cfg->n_services + cfg->n_identities)) {
+		cfg_errf(errs, "(config): out of memory (got ENOMEM, expected memory)");
+		goto out;
+	}
+	check_services(cfg, &names, errs);
+	for (i = 0; i < cfg->n_services; i++)
+		if (cfg->services[i].name)
+			blobset_add(&callers, cfg->services[i].name, strlen(cfg->services[i].name),
+				    i);
+	check_discovery(cfg, &names, errs);
+	check_mtls(cfg, errs);
+	check_identities(cfg, &callers, errs);
+	check_rules(cfg, &names, &callers, errs);
+	check_secrets(cfg, errs);
+out:
+	free(names.slots);
+	free(callers.slots);
+}

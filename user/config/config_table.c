@@ -1,0 +1,387 @@
+/* The configuration key table: every key meshd understands, its JSON path, type, storage, default,
+ * production preset value, range, flags and one-line doc. Loading, MESH_* overrides, validation,
+ * `meshd config show|env|docs` and docs/configuration.md are all driven from these arrays. The
+ * per-service table is the service's own keys plus a copy of the global load_balancer and
+ * circuit_breaker keys (built once at startup) so that a service overrides them key by key. */
+#include <stdbool.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "config/config_int.h"
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define MS 1e6
+#define SEC 1e9
+#define MIN (60 * SEC)
+#define HOUR (60 * MIN)
+
+const char *const cfg_preset_names[] = { "development", "production", NULL };
+static const char *const log_levels[] = { "error", "warn", "info", "debug", NULL };
+static const char *const log_formats[] = { "logfmt", "json", NULL };
+static const char *const lb_algorithms[] = { "random",	 "round_robin", "least_request",
+					     "weighted", "maglev",	NULL };
+static const char *const no_healthy[] = { "reject", "passthrough", NULL };
+static const char *const health_types[] = { "none", "tcp", "http", NULL };
+static const char *const discoveries[] = { "static", "consul", "dns", NULL };
+static const char *const cert_sources[] = { "files", "consul", "builtin_ca", NULL };
+static const char *const actions[] = { "deny", "allow", NULL };
+
+#define R(field) .off = offsetof(struct mesh_config, field)
+#define RL(field, count) R(field), .count_off = offsetof(struct mesh_config, count)
+
+static const struct cfg_key backend_keys[] = {
+	{ "address", CT_ADDR, offsetof(struct config_backend, endpoint), .flags = CF_REQUIRED,
+	  .doc = "Backend IP address (IPv4 or IPv6)." },
+	{ "port", CT_PORT, offsetof(struct config_backend, endpoint.port), .flags = CF_REQUIRED,
+	  .min = 1, .max = 65535, .doc = "Backend TCP port." },
+	{ "weight", CT_UINT, offsetof(struct config_backend, weight), .def = "1", .min = 1,
+	  .max = 10000, .doc = "Relative weight for the `weighted` algorithm." },
+};
+
+static const struct cfg_desc backend_desc = { "backend", backend_keys, ARRAY_SIZE(backend_keys),
+					      sizeof(struct config_backend) };
+
+static const struct cfg_key register_keys[] = {
+	{ "name", CT_STRING, offsetof(struct config_consul_register, name),
+	  .flags = CF_REQUIRED | CF_DNSNAME, .doc = "Service name to register in Consul." },
+	{ "id", CT_STRING, offsetof(struct config_consul_register, id),
+	  .doc = "Service instance ID (default: the name)." },
+	{ "address", CT_ENDPOINT, offsetof(struct config_consul_register, endpoint),
+	  .flags = CF_REQUIRED, .doc = "Address and port Consul advertises for this instance." },
+};
+
+static const struct cfg_desc register_desc = { "register", register_keys, ARRAY_SIZE(register_keys),
+					       sizeof(struct config_consul_register) };
+
+static const struct cfg_key dns_service_keys[] = {
+	{ "name", CT_STRING, offsetof(struct config_dns_service, name),
+	  .flags = CF_REQUIRED | CF_DNSNAME, .doc = "Mesh service (an entry of `services`)." },
+	{ "srv", CT_STRING, offsetof(struct config_dns_service, srv), .flags = CF_REQUIRED,
+	  .doc = "SRV record name to resolve, e.g. `_api._tcp.example.test`." },
+};
+
+static const struct cfg_desc dns_service_desc = { "dns service", dns_service_keys,
+						  ARRAY_SIZE(dns_service_keys),
+						  sizeof(struct config_dns_service) };
+
+static const struct cfg_key identity_keys[] = {
+	{ "cgroup", CT_PATH, offsetof(struct config_identity, cgroup), .flags = CF_REQUIRED,
+	  .doc = "cgroup v2 path (relative to the cgroup2 mount, starting with /)." },
+	{ "service", CT_STRING, offsetof(struct config_identity, service),
+	  .flags = CF_REQUIRED | CF_DNSNAME,
+	  .doc = "Service identity (SPIFFE ID path) of processes in that cgroup." },
+};
+
+static const struct cfg_desc identity_desc = { "identity", identity_keys, ARRAY_SIZE(identity_keys),
+					       sizeof(struct config_identity) };
+
+static const struct cfg_key rule_keys[] = {
+	{ "source", CT_STRING, offsetof(struct config_authz_rule, source), .flags = CF_REQUIRED,
+	  .doc = "Calling service identity, or `*`." },
+	{ "destination", CT_STRING, offsetof(struct config_authz_rule, destination),
+	  .flags = CF_REQUIRED, .doc = "Called service, or `*`." },
+	{ "action", CT_ENUM, offsetof(struct config_authz_rule, action), .def = "allow",
+	  .names = actions, .doc = "What to do with a matching connection." },
+};
+
+static const struct cfg_desc rule_desc = { "rule", rule_keys, ARRAY_SIZE(rule_keys),
+					   sizeof(struct config_authz_rule) };
+
+static const struct cfg_key root_keys[] = {
+	{ "version", CT_INT, R(version), .flags = CF_SPECIAL | CF_NOENV | CF_REQUIRED, .min = 1,
+	  .max = CONFIG_VERSION_CURRENT, .doc = "Configuration format version; must be 1." },
+	{ "preset", CT_ENUM, R(preset), .def = "development", .names = cfg_preset_names,
+	  .doc = "Set of defaults: `development` or `production`." },
+	{ "node.name", CT_STRING, R(node_name), .doc = "Node name (default: the host name)." },
+	{ "node.datacenter", CT_STRING, R(node_datacenter), .def = "dc1",
+	  .doc = "Datacenter of this node." },
+	{ "cgroup", CT_PATH, R(cgroup), .def = "/sys/fs/cgroup",
+	  .doc = "cgroup v2 directory the datapath attaches to." },
+	{ "bpf_pin_path", CT_PATH, R(bpf_pin_path), .def = "/sys/fs/bpf/meshd",
+	  .doc = "bpffs directory for pinned programs and maps." },
+	{ "state_dir", CT_PATH, R(state_dir), .def = "/var/lib/meshd",
+	  .doc = "Directory for persistent state (last known discovery state)." },
+	{ "config_watch", CT_BOOL, R(config_watch), .def = "false",
+	  .doc = "Reload when the config file changes (as on SIGHUP)." },
+	{ "log.level", CT_ENUM, R(log_level), .def = "info", .names = log_levels,
+	  .doc = "Lowest level logged." },
+	{ "log.format", CT_ENUM, R(log_format), .def = "logfmt", .prod = "json",
+	  .names = log_formats, .doc = "Log line format." },
+	{ "admin.socket", CT_PATH, R(admin_socket), .def = "/run/meshd/admin.sock",
+	  .doc = "Unix socket of the admin API (meshctl)." },
+	{ "telemetry.metrics_listen", CT_ENDPOINT, R(metrics_listen), .def = "127.0.0.1:9464",
+	  .doc = "Address of the Prometheus /metrics listener." },
+
+	{ "load_balancer.algorithm", CT_ENUM, R(load_balancer.algorithm), .def = "least_request",
+	  .names = lb_algorithms, .doc = "Backend selection algorithm." },
+	{ "load_balancer.choice_count", CT_UINT, R(load_balancer.choice_count), .def = "2",
+	  .min = 1, .max = 16, .doc = "Backends sampled per pick by `least_request`." },
+	{ "load_balancer.no_healthy_backend", CT_ENUM, R(load_balancer.no_healthy_backend),
+	  .def = "reject", .names = no_healthy,
+	  .doc = "With no usable backend: fail connect() (`reject`) or leave it untouched." },
+	{ "load_balancer.panic_threshold", CT_RATIO, R(load_balancer.panic_threshold), .def = "0.5",
+	  .min = 0, .max = 1, .doc = "Below this healthy fraction, balance over all backends." },
+	{ "load_balancer.health_check.type", CT_ENUM, R(load_balancer.health_check.type),
+	  .def = "tcp", .names = health_types, .doc = "Active health check kind." },
+	{ "load_balancer.health_check.interval", CT_DURATION,
+	  R(load_balancer.health_check.interval_ns), .def = "5s", .prod = "2s", .min = 100 * MS,
+	  .max = HOUR, .doc = "Time between checks of one backend." },
+	{ "load_balancer.health_check.timeout", CT_DURATION,
+	  R(load_balancer.health_check.timeout_ns), .def = "1s", .prod = "500ms", .min = 1 * MS,
+	  .max = MIN, .doc = "Time allowed for one check; must be below the interval." },
+	{ "load_balancer.health_check.unhealthy_threshold", CT_UINT,
+	  R(load_balancer.health_check.unhealthy_threshold), .def = "3", .prod = "2", .min = 1,
+	  .max = 100, .doc = "Consecutive failed checks that mark a backend unhealthy." },
+	{ "load_balancer.health_check.healthy_threshold", CT_UINT,
+	  R(load_balancer.health_check.healthy_threshold), .def = "2", .min = 1, .max = 100,
+	  .doc = "Consecutive passed checks that mark a backend healthy again." },
+	{ "load_balancer.health_check.http_path", CT_STRING,
+	  R(load_balancer.health_check.http_path), .def = "/health",
+	  .doc = "Request path for `http` checks (2xx/3xx = healthy)." },
+	{ "load_balancer.retry.connect_attempts", CT_UINT, R(load_balancer.retry.connect_attempts),
+	  .def = "3", .prod = "2", .min = 1, .max = 10,
+	  .doc = "Connection attempts per request, first included." },
+	{ "load_balancer.retry.backoff_base", CT_DURATION, R(load_balancer.retry.backoff_base_ns),
+	  .def = "25ms", .min = 1 * MS, .max = 10 * SEC,
+	  .doc = "First retry delay; doubles per attempt." },
+	{ "load_balancer.retry.backoff_max", CT_DURATION, R(load_balancer.retry.backoff_max_ns),
+	  .def = "250ms", .prod = "100ms", .min = 1 * MS, .max = MIN,
+	  .doc = "Upper bound of the retry delay." },
+	{ "load_balancer.retry.budget_percent", CT_UINT, R(load_balancer.retry.budget_percent),
+	  .def = "20", .prod = "10", .min = 0, .max = 100,
+	  .doc = "Retries allowed as a percentage of requests." },
+
+	{ "circuit_breaker.consecutive_failures", CT_UINT, R(circuit_breaker.consecutive_failures),
+	  .def = "5", .min = 1, .max = 1000,
+	  .doc = "Consecutive failed connects that open a backend's circuit." },
+	{ "circuit_breaker.error_rate_threshold", CT_RATIO, R(circuit_breaker.error_rate_threshold),
+	  .def = "0.5", .min = 0, .max = 1,
+	  .doc = "Failure ratio within the window that opens the circuit." },
+	{ "circuit_breaker.request_volume_threshold", CT_UINT,
+	  R(circuit_breaker.request_volume_threshold), .def = "20", .min = 1, .max = 1000000,
+	  .doc = "Minimum connects in the window before the error rate counts." },
+	{ "circuit_breaker.window", CT_DURATION, R(circuit_breaker.window_ns), .def = "10s",
+	  .min = 1 * SEC, .max = HOUR, .doc = "Sliding window of the error rate." },
+	{ "circuit_breaker.open_duration", CT_DURATION, R(circuit_breaker.open_duration_ns),
+	  .def = "30s", .prod = "15s", .min = 100 * MS, .max = HOUR,
+	  .doc = "First time a circuit stays open; doubles on each reopen." },
+	{ "circuit_breaker.max_open_duration", CT_DURATION, R(circuit_breaker.max_open_duration_ns),
+	  .def = "300s", .prod = "120s", .min = 100 * MS, .max = 24 * HOUR,
+	  .doc = "Upper bound of the open time." },
+	{ "circuit_breaker.half_open_probes", CT_UINT, R(circuit_breaker.half_open_probes),
+	  .def = "1", .min = 1, .max = 100, .doc = "Trial connects let through while half-open." },
+	{ "circuit_breaker.max_connections", CT_UINT, R(circuit_breaker.max_connections),
+	  .def = "1024", .min = 1, .max = 1000000,
+	  .doc = "Active connections per backend before connects are rejected." },
+	{ "circuit_breaker.max_ejection_percent", CT_UINT, R(circuit_breaker.max_ejection_percent),
+	  .def = "50", .min = 0, .max = 100,
+	  .doc = "Most backends of a service that may be ejected at once (percent)." },
+
+	{ "discovery.backend", CT_ENUM, R(discovery), .def = "static", .names = discoveries,
+	  .doc = "Where backends come from: `services[].backends`, Consul or DNS SRV." },
+	{ "discovery.consul.address", CT_URL, R(consul.address),
+	  .doc = "Consul HTTP API URL (required with the consul backend)." },
+	{ "discovery.consul.datacenter", CT_STRING, R(consul.datacenter), .def = "dc1",
+	  .doc = "Consul datacenter to query." },
+	{ "discovery.consul.token_file", CT_PATH, R(consul.token_file), .flags = CF_SECRET,
+	  .doc = "File holding the Consul ACL token (mode 0600 or stricter)." },
+	{ "discovery.consul.ca_file", CT_PATH, R(consul.ca_file),
+	  .doc = "CA bundle for an https Consul address." },
+	{ "discovery.consul.services", CT_STRLIST, RL(consul.services, consul.n_services),
+	  .flags = CF_DNSNAME, .doc = "Consul services to watch (each an entry of `services`)." },
+	{ "discovery.consul.wait", CT_DURATION, R(consul.wait_ns), .def = "5m", .min = 1 * SEC,
+	  .max = 10 * MIN, .doc = "Blocking query wait time." },
+	{ "discovery.consul.register", CT_LIST, RL(consul.reg, consul.n_reg), .flags = CF_NOENV,
+	  .sub = &register_desc, .doc = "Local services to register in Consul." },
+	{ "discovery.consul.deregister_critical_after", CT_DURATION,
+	  R(consul.deregister_critical_after_ns), .def = "1m", .min = 1 * MIN, .max = 72 * HOUR,
+	  .doc = "Consul removes a registration critical for this long." },
+	{ "discovery.dns.servers", CT_EPLIST, RL(dns.servers, dns.n_servers),
+	  .doc = "DNS servers (ip:port) for SRV lookups (required with the dns backend)." },
+	{ "discovery.dns.services", CT_LIST, RL(dns.services, dns.n_services), .flags = CF_NOENV,
+	  .sub = &dns_service_desc, .doc = "SRV records resolved into backends." },
+
+	{ "services", CT_LIST, RL(services, n_services), .flags = CF_NOENV,
+	  .sub = &cfg_service_desc, .doc = "Services reachable through a virtual IP." },
+
+	{ "mtls.enabled", CT_BOOL, R(mtls.enabled), .def = "false", .prod = "true",
+	  .doc = "Run the mTLS proxy (services opt in with `mtls`)." },
+	{ "mtls.trust_domain", CT_STRING, R(mtls.trust_domain), .def = "mesh.local",
+	  .doc = "SPIFFE trust domain (spiffe://<domain>/<service>)." },
+	{ "mtls.outbound_listen", CT_ENDPOINT, R(mtls.outbound_listen), .def = "127.0.0.1:15001",
+	  .doc = "Local listener receiving redirected app connections." },
+	{ "mtls.inbound_listen", CT_ENDPOINT, R(mtls.inbound_listen), .def = "0.0.0.0:15008",
+	  .doc = "Listener for mTLS connections from other nodes." },
+	{ "mtls.cert_source", CT_ENUM, R(mtls.cert_source), .def = "files", .names = cert_sources,
+	  .doc = "Where certificates come from." },
+	{ "mtls.ca_file", CT_PATH, R(mtls.ca_file),
+	  .doc = "Trusted CA bundle (required with cert_source files)." },
+	{ "mtls.cert_dir", CT_PATH, R(mtls.cert_dir),
+	  .doc = "Directory of <service>.crt/<service>.key (required with cert_source files)." },
+	{ "mtls.strict_inbound", CT_BOOL, R(mtls.strict_inbound), .def = "false", .prod = "true",
+	  .doc = "Refuse plaintext inbound connections to mTLS services." },
+
+	{ "identities", CT_LIST, RL(identities, n_identities), .flags = CF_NOENV,
+	  .sub = &identity_desc, .doc = "Service identity of local cgroups." },
+	{ "authorization.default_action", CT_ENUM, R(authz_default), .def = "deny",
+	  .names = actions, .doc = "Action when no rule matches an mTLS connection." },
+	{ "authorization.rules", CT_LIST, RL(authz_rules, n_authz_rules), .flags = CF_NOENV,
+	  .sub = &rule_desc, .doc = "Allow/deny rules, first match wins." },
+};
+
+const struct cfg_desc cfg_root_desc = { "config", root_keys, ARRAY_SIZE(root_keys),
+					sizeof(struct mesh_config) };
+
+#define S(field) .off = offsetof(struct config_service, field)
+#define N_SERVICE_OWN 5
+#define N_POLICY_MAX 40
+
+static struct cfg_key service_keys[N_SERVICE_OWN + N_POLICY_MAX] = {
+	{ "name", CT_STRING, S(name), .flags = CF_REQUIRED | CF_DNSNAME | CF_NOENV,
+	  .doc = "Service name, a lowercase DNS label." },
+	{ "vip", CT_ADDR, S(vip), .flags = CF_REQUIRED | CF_NOENV,
+	  .doc = "Virtual IP the applications connect to." },
+	{ "port", CT_PORT, S(vip.port), .flags = CF_REQUIRED | CF_NOENV, .min = 1, .max = 65535,
+	  .doc = "Virtual port the applications connect to." },
+	{ "backends", CT_LIST, S(backends),
+	  .count_off = offsetof(struct config_service, n_backends), .flags = CF_NOENV,
+	  .sub = &backend_desc, .doc = "Static backends (discovery.backend static)." },
+	{ "mtls", CT_BOOL, S(mtls), .def = "false",
+	  .doc = "Carry this service's connections over mTLS (needs mtls.enabled)." },
+};
+
+struct cfg_desc cfg_service_desc = { "service", service_keys, N_SERVICE_OWN,
+				     sizeof(struct config_service) };
+
+/* Copies the global load_balancer.* and circuit_breaker.* keys into the service table with
+ * offsets moved into struct config_service, so a service can override each of them. */
+static void build_service_keys(void)
+{
+	struct cfg_desc *d = &cfg_service_desc;
+	size_t i, n = N_SERVICE_OWN;
+
+	for (i = 0; i < ARRAY_SIZE(root_keys); i++) {
+		struct cfg_key k = root_keys[i];
+
+		if (!strncmp(k.path, "load_balancer.", 14))
+			k.off += offsetof(struct config_service, load_balancer) -
+				 offsetof(struct mesh_config, load_balancer);
+		else if (!strncmp(k.path, "circuit_breaker.", 16))
+			k.off += offsetof(struct config_service, circuit_breaker) -
+				 offsetof(struct mesh_config, circuit_breaker);
+		else
+			continue;
+		k.flags |= CF_INHERIT;
+		k.src_idx = i;
+		k.src_off = root_keys[i].off;
+		service_keys[n++] = k;
+	}
+	_Static_assert(N_SERVICE_OWN + N_POLICY_MAX <= 64, "origin bytes per service");
+	d->n_keys = n;
+}
+
+/* Hash index of every description's key paths and section prefixes ("load_balancer",
+ * "load_balancer.retry"), built once at startup: the loader looks up every JSON member, and
+ * linear string compares over the table dominated loading 10,000 services. */
+#define INDEX_SLOTS 256 /* power of two, > 2 x (keys + sections) of any description */
+#define SECTION ((int16_t)-2)
+#define MAX_DESCS 8
+
+static struct key_index {
+	const struct cfg_desc *desc;
+	struct key_slot {
+		uint64_t hash;	 /* 0 = empty */
+		const char *str; /* the key path (a section is a prefix of one) */
+		size_t len;
+		int16_t idx; /* key index or SECTION */
+	} slots[INDEX_SLOTS];
+} indexes[MAX_DESCS];
+
+static uint64_t hash_str(const char *s, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	while (n--)
+		h = (h ^ (unsigned char)*s++) * 0x100000001b3ull;
+	return h | 1;
+}
+
+/* Slot of `path` (n bytes) in `ix`: where it is, or the empty slot where it would go. */
+static size_t probe(const struct key_index *ix, const char *path, size_t n, uint64_t h)
+{
+	size_t i = h & (INDEX_SLOTS - 1);
+
+	for (; ix->slots[i].hash; i = (i + 1) & (INDEX_SLOTS - 1))
+		if (ix->slots[i].hash == h && ix->slots[i].len == n &&
+		    !memcmp(ix->slots[i].str, path, n))
+			return i;
+	return i;
+}
+
+static void index_desc(const struct cfg_desc *d)
+{
+	struct key_index *ix = NULL;
+	size_t i, j, slot;
+
+	for (i = 0; i < MAX_DESCS && !ix; i++)
+		if (!indexes[i].desc || indexes[i].desc == d)
+			ix = &indexes[i];
+	if (!ix || ix->desc == d)
+		return;
+	ix->desc = d;
+	for (i = 0; i < d->n_keys; i++) {
+		const char *p = d->keys[i].path;
+		size_t n = strlen(p);
+
+		slot = probe(ix, p, n, hash_str(p, n));
+		ix->slots[slot] = (struct key_slot){ hash_str(p, n), p, n, (int16_t)i };
+		for (j = 0; j < n; j++) {
+			uint64_t h = hash_str(p, j);
+
+			if (p[j] != '.')
+				continue;
+			slot = probe(ix, p, j, h);
+			if (!ix->slots[slot].hash)
+				ix->slots[slot] = (struct key_slot){ h, p, j, SECTION };
+		}
+		if (d->keys[i].type == CT_LIST)
+			index_desc(d->keys[i].sub);
+	}
+}
+
+__attribute__((constructor)) static void build_tables(void)
+{
+	build_service_keys();
+	index_desc(&cfg_root_desc);
+}
+
+static int16_t lookup(const struct cfg_desc *d, const char *path)
+{
+	size_t i, n = strlen(path), slot;
+	uint64_t h = hash_str(path, n);
+
+	for (i = 0; i < MAX_DESCS && indexes[i].desc != d; i++)
+		;
+	if (i == MAX_DESCS)
+		return -1;
+	slot = probe(&indexes[i], path, n, h);
+	if (!indexes[i].slots[slot].hash)
+		return -1;
+	return indexes[i].slots[slot].idx;
+}
+
+const struct cfg_key *cfg_find_key(const struct cfg_desc *d, const char *path, size_t *idx)
+{
+	int16_t k = lookup(d, path);
+
+	if (k < 0)
+		return NULL;
+	if (idx)
+		*idx = (size_t)k;
+	return &d->keys[k];
+}
+
+bool cfg_is_section(const struct cfg_desc *d, const char *path)
+{
+	return lookup(d, path) == SECTION;
+}

@@ -1,0 +1,134 @@
+/* Consul client: blocking queries on /v1/health/service/<name> run by one worker thread over
+ * libcurl's multi interface (the only libcurl user in the tree), and the pure pieces they are
+ * built from (health JSON parsing, X-Consul-Index rules, rate limiting, backoff), kept apart so
+ * they can be unit-tested and fuzzed. Wire rules follow /work/shared/consul/README.md. */
+#ifndef MESH_CONSUL_H
+#define MESH_CONSUL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+
+#define CONSUL_MAX_BODY (32u << 20)	   /* larger responses are treated as errors */
+#define CONSUL_MAX_WAIT_NS 600000000000ull /* Consul caps wait at 10 min */
+
+/* ---- pure helpers (consul_parse.c) ---------------------------------------------------------- */
+
+/* Backends of one /v1/health/service response. */
+struct consul_health {
+	struct config_backend *backends; /* malloc'd, caller frees */
+	size_t n;
+	size_t skipped; /* entries left out: not passing, no IP address, bad port, duplicate */
+};
+
+/* Parses the JSON array a health query returns into backends: address from Service.Address,
+ * falling back to Node.Address when empty (must be an IPv4/IPv6 literal), port from
+ * Service.Port, weight from Service.Weights.Passing (1 when absent). An entry with any check not
+ * "passing" (the same rule as ?passing, node checks included) is skipped. Returns 0, -EINVAL when
+ * the document is not a JSON array (a reason in `why`), or -ENOMEM. Pure: no I/O. */
+int consul_parse_health(const char *json, size_t len, struct consul_health *out, char *why,
+			size_t why_len);
+
+/* The index for the next blocking query after a response carried X-Consul-Index `hdr` (NULL
+ * when absent) while the query used `prev`: the header value, 0 when it went backwards (so the
+ * next query is a fresh non-blocking read), 1 when it is missing, unparsable or <= 0. */
+uint64_t consul_next_index(uint64_t prev, const char *hdr);
+
+/* If `line` is an `X-Consul-Index: N` header line (name matched case-insensitively), copies the
+ * trimmed value into `val` and returns true. */
+bool consul_header_index(const char *line, size_t len, char *val, size_t val_len);
+
+/* Token bucket that rate-limits the query loop of one service. */
+struct consul_bucket {
+	double tokens;
+	uint64_t last_ns;
+	bool primed;
+};
+/* Takes one token at `now_ns` when available (returns 0), else returns how long to wait.
+ * `burst` tokens at most; one token comes back every `period_ns`. */
+uint64_t consul_bucket_take(struct consul_bucket *b, uint64_t now_ns, uint32_t burst,
+			    uint64_t period_ns);
+
+/* Delay before retry number `failures` (1, 2, ...): base * 2^(failures-1) capped at `max_ns`,
+ * then reduced by up to a quarter with `rnd` (uniform 32-bit) so clients do not retry in step. */
+uint64_t consul_backoff_ns(unsigned failures, uint64_t base_ns, uint64_t max_ns, uint32_t rnd);
+
+/* Formats a duration as a Go duration string Consul accepts ("300s", "1500ms"). */
+void consul_format_wait(uint64_t ns, char *buf, size_t len);
+
+/* Builds `<address>/v1/health/service/<service>?passing=1[&dc=<dc>][&index=<i>&wait=<w>]` with
+ * service and dc percent-encoded; index 0 means a non-blocking read (no index, no wait). Returns
+ * the length, or -ENAMETOOLONG when it does not fit in `len`. */
+int consul_health_url(char *buf, size_t len, const char *address, const char *service,
+		      const char *dc, uint64_t index, uint64_t wait_ns);
+
+/* Reads a token file: the contents with surrounding whitespace removed, malloc'd (may be empty),
+ * or NULL + errno. The token is a secret: never log it. */
+char *consul_read_token(const char *path);
+
+/* ---- registration (consul_register.c) ------------------------------------------------------ */
+
+#define CONSUL_ID_MAX 128
+
+/* A local service meshd registers in the Consul agent, with a TCP check on its address. */
+struct consul_registration {
+	const char *id;	  /* service ID (unique on the agent) */
+	const char *name; /* service name */
+	struct config_endpoint endpoint;
+	uint64_t deregister_critical_after_ns; /* 0 = never reaped */
+};
+
+/* The body of PUT /v1/agent/service/register for `r` (caller frees), or NULL + errno. */
+char *consul_registration_json(const struct consul_registration *r);
+/* Builds `<address><path><id percent-encoded>`. Returns the length or -ENAMETOOLONG. */
+int consul_agent_url(char *buf, size_t len, const char *address, const char *path, const char *id);
+
+/* ---- watcher (consul_watch.c) --------------------------------------------------------------- */
+
+struct consul_watch_opts {
+	const char *address;	/* base URL, e.g. http://127.0.0.1:8500 */
+	const char *datacenter; /* NULL or "" = the agent's */
+	const char *token;	/* NULL or "" = none; sent as X-Consul-Token */
+	const char *ca_file;	/* NULL or "" = system CAs (https) */
+	const char *const *services;
+	size_t n_services;
+	uint64_t wait_ns;	     /* blocking query wait; 0 = Consul's default (5 min) */
+	uint32_t rate_burst;	     /* 0 = 2 */
+	uint64_t rate_period_ns;     /* 0 = 15 s (blocking.mdx) */
+	uint64_t backoff_base_ns;    /* 0 = 500 ms */
+	uint64_t backoff_max_ns;     /* 0 = 10 s */
+	uint64_t connect_timeout_ns; /* 0 = 3 s */
+	/* Agent writes done first, each retried with backoff until it succeeds: */
+	const struct consul_registration *regs; /* services to register */
+	size_t n_regs;
+	const char *const *deregs; /* service IDs to deregister (unknown IDs count as done) */
+	size_t n_deregs;
+};
+
+/* One query result, handed to the callback, which owns it (consul_update_free). */
+struct consul_update {
+	char *service;
+	int err;     /* 0, or -errno: -EIO transport, -EPROTO bad HTTP status, -EINVAL bad body */
+	long status; /* HTTP status, 0 when none was received */
+	uint64_t index;			 /* index the next query will use (see consul_next_index) */
+	struct config_backend *backends; /* when err == 0: sorted by nobody, caller decides */
+	size_t n_backends;
+};
+void consul_update_free(struct consul_update *u);
+
+/* Called on the watcher thread after every query: hand `u` to another thread, do not block. */
+typedef void (*consul_update_cb)(struct consul_update *u, void *arg);
+
+struct consul_watch;
+
+/* Starts the watcher thread: one blocking-query loop per service, multiplexed. Copies `o`.
+ * Returns the watcher, or NULL + errno. */
+struct consul_watch *consul_watch_new(const struct consul_watch_opts *o, consul_update_cb cb,
+				      void *arg);
+/* Stops the thread (wakes it, joins), frees everything. No callback runs after it returns.
+ * Accepts NULL. */
+void consul_watch_free(struct consul_watch *w);
+
+#endif

@@ -1,0 +1,321 @@
+/* Pure pieces of the Consul client: health-response parsing (cJSON, Consul JSON only), the
+ * X-Consul-Index rules, the loop's token bucket and backoff, URL and wait formatting. No I/O
+ * except consul_read_token(); safe on any thread. */
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "consul/consul.h"
+
+static bool parse_ip(const char *s, struct config_endpoint *ep)
+{
+	if (inet_pton(AF_INET, s, &ep->addr.v4) == 1) {
+		ep->family = AF_INET;
+		return true;
+	}
+	if (inet_pton(AF_INET6, s, &ep->addr.v6) == 1) {
+		ep->family = AF_INET6;
+		return true;
+	}
+	return false;
+}
+
+/* An integer JSON number in [min, max]. */
+static bool get_uint(const cJSON *n, double min, double max, uint32_t *out)
+{
+	double v;
+
+	if (!cJSON_IsNumber(n))
+		return false;
+	v = n->valuedouble;
+	if (!(v >= min && v <= max) || v != (double)(uint32_t)v)
+		return false;
+	*out = (uint32_t)v;
+	return true;
+}
+
+static bool all_checks_passing(const cJSON *entry)
+{
+	const cJSON *checks = cJSON_GetObjectItemCaseSensitive(entry, "Checks"), *c;
+
+	if (!checks || cJSON_IsNull(checks))
+		return true;
+	if (!cJSON_IsArray(checks))
+		return false;
+	cJSON_ArrayForEach(c, checks)
+	{
+		const cJSON *st = cJSON_GetObjectItemCaseSensitive(c, "Status");
+
+		if (!cJSON_IsString(st) || strcmp(st->valuestring, "passing") != 0)
+			return false;
+	}
+	return true;
+}
+
+/* Service.Address, or Node.Address when the service has none (Consul's own rule). */
+static const char *entry_address(const cJSON *entry, const cJSON *svc)
+{
+	const cJSON *a = cJSON_GetObjectItemCaseSensitive(svc, "Address");
+	const cJSON *node = cJSON_GetObjectItemCaseSensitive(entry, "Node");
+
+	if (cJSON_IsString(a) && a->valuestring[0])
+		return a->valuestring;
+	a = cJSON_GetObjectItemCaseSensitive(node, "Address");
+	return cJSON_IsString(a) ? a->valuestring : NULL;
+}
+
+static bool parse_entry(const cJSON *entry, struct config_backend *b)
+{
+	const cJSON *svc = cJSON_GetObjectItemCaseSensitive(entry, "Service");
+	const cJSON *weights, *passing;
+	const char *addr;
+	uint32_t port;
+
+	if (!cJSON_IsObject(svc) || !all_checks_passing(entry))
+		return false;
+	addr = entry_address(entry, svc);
+	if (!addr || !parse_ip(addr, &b->endpoint))
+		return false;
+	if (!get_uint(cJSON_GetObjectItemCaseSensitive(svc, "Port"), 1, 65535, &port))
+		return false;
+	b->endpoint.port = (uint16_t)port;
+	b->weight = 1;
+	weights = cJSON_GetObjectItemCaseSensitive(svc, "Weights");
+	passing = cJSON_GetObjectItemCaseSensitive(weights, "Passing");
+	if (passing && !get_uint(passing, 1, 65535, &b->weight))
+		return false;
+	return true;
+}
+
+static bool seen(const struct config_backend *b, size_t n, const struct config_backend *x)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (b[i].endpoint.family != x->endpoint.family ||
+		    b[i].endpoint.port != x->endpoint.port)
+			continue;
+		if (!memcmp(&b[i].endpoint.addr, &x->endpoint.addr,
+			    x->endpoint.family == AF_INET ? sizeof(struct in_addr)
+							  : sizeof(struct in6_addr)))
+			return true;
+	}
+	return false;
+}
+
+int consul_parse_health(const char *json, size_t len, struct consul_health *out, char *why,
+			size_t why_len)
+{
+	const cJSON *entry;
+	cJSON *root;
+	int n;
+
+	memset(out, 0, sizeof(*out));
+	root = cJSON_ParseWithLength(json, len);
+	if (!cJSON_IsArray(root)) {
+		snprintf(why, why_len, "%s", root ? "not a JSON array" : "invalid JSON");
+		cJSON_Delete(root);
+		return -EINVAL;
+	}
+	n = cJSON_GetArraySize(root);
+	out->backends = calloc(n ? (size_t)n : 1, sizeof(*out->backends));
+	if (!out->backends) {
+		cJSON_Delete(root);
+		return -ENOMEM;
+	}
+	cJSON_ArrayForEach(entry, root)
+	{
+		struct config_backend *b = &out->backends[out->n];
+
+		memset(b, 0, sizeof(*b));
+		if (parse_entry(entry, b) && !seen(out->backends, out->n, b))
+			out->n++;
+		else
+			out->skipped++;
+	}
+	cJSON_Delete(root);
+	return 0;
+}
+
+uint64_t consul_next_index(uint64_t prev, const char *hdr)
+{
+	unsigned long long v;
+	char *end;
+
+	if (!hdr || !isdigit((unsigned char)hdr[0]))
+		return 1; /* missing, negative or garbage: treat as <= 0 */
+	errno = 0;
+	v = strtoull(hdr, &end, 10);
+	if (errno || *end || v == 0)
+		return 1;
+	if (v < prev)
+		return 0;
+	return v;
+}
+
+bool consul_header_index(const char *line, size_t len, char *val, size_t val_len)
+{
+	static const char name[] = "x-consul-index:";
+	size_t n = sizeof(name) - 1, i;
+
+	if (len < n || strncasecmp(line, name, n) != 0 || !val_len)
+		return false;
+	line += n;
+	len -= n;
+	while (len && (*line == ' ' || *line == '\t')) {
+		line++;
+		len--;
+	}
+	while (len && isspace((unsigned char)line[len - 1]))
+		len--;
+	for (i = 0; i < len && i + 1 < val_len; i++)
+		val[i] = line[i];
+	val[i] = '\0';
+	return true;
+}
+
+uint64_t consul_bucket_take(struct consul_bucket *b, uint64_t now_ns, uint32_t burst,
+			    uint64_t period_ns)
+{
+	if (!b->primed || now_ns < b->last_ns) {
+		b->tokens = burst;
+		b->last_ns = now_ns;
+		b->primed = true;
+	}
+	b->tokens += (double)(now_ns - b->last_ns) / (double)period_ns;
+	if (b->tokens > burst)
+		b->tokens = burst;
+	b->last_ns = now_ns;
+	if (b->tokens >= 1.0) {
+		b->tokens -= 1.0;
+		return 0;
+	}
+	return (uint64_t)((1.0 - b->tokens) * (double)period_ns) + 1;
+}
+
+uint64_t consul_backoff_ns(unsigned failures, uint64_t base_ns, uint64_t max_ns, uint32_t rnd)
+{
+	uint64_t d = base_ns;
+	unsigned i;
+
+	for (i = 1; i < failures && d < max_ns; i++)
+		d *= 2;
+	if (d > max_ns)
+		d = max_ns;
+	return d - (d / 4) * rnd / UINT32_MAX;
+}
+
+void consul_format_wait(uint64_t ns, char *buf, size_t len)
+{
+	if (ns > CONSUL_MAX_WAIT_NS)
+		ns = CONSUL_MAX_WAIT_NS;
+	if (ns % 1000000000ull == 0)
+		snprintf(buf, len, "%llus", (unsigned long long)(ns / 1000000000ull));
+	else
+		snprintf(buf, len, "%llums", (unsigned long long)((ns + 999999) / 1000000));
+}
+
+/* Appends `s` percent-encoded (RFC 3986 unreserved characters kept). */
+static int put_escaped(char *buf, size_t len, size_t *pos, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		bool plain = isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~';
+
+		if (*pos + (plain ? 1 : 3) >= len)
+			return -ENAMETOOLONG;
+		if (plain) {
+			buf[(*pos)++] = (char)c;
+			continue;
+		}
+		buf[(*pos)++] = '%';
+		buf[(*pos)++] = hex[c >> 4];
+		buf[(*pos)++] = hex[c & 15];
+	}
+	buf[*pos] = '\0';
+	return 0;
+}
+
+static int put_str(char *buf, size_t len, size_t *pos, const char *s)
+{
+	int n = snprintf(buf + *pos, len - *pos, "%s", s);
+
+	if (n < 0 || (size_t)n >= len - *pos)
+		return -ENAMETOOLONG;
+	*pos += (size_t)n;
+	return 0;
+}
+
+int consul_health_url(char *buf, size_t len, const char *address, const char *service,
+		      const char *dc, uint64_t index, uint64_t wait_ns)
+{
+	size_t pos = 0, alen = strlen(address);
+	char tail[96], wait[32];
+	int err;
+
+	if (!len)
+		return -ENAMETOOLONG;
+	buf[0] = '\0';
+	while (alen && address[alen - 1] == '/')
+		alen--;
+	if (alen + 1 >= len)
+		return -ENAMETOOLONG;
+	memcpy(buf, address, alen);
+	pos = alen;
+	buf[pos] = '\0';
+	err = put_str(buf, len, &pos, "/v1/health/service/");
+	err = err ?: put_escaped(buf, len, &pos, service);
+	err = err ?: put_str(buf, len, &pos, "?passing=1");
+	if (!err && dc && dc[0]) {
+		err = put_str(buf, len, &pos, "&dc=");
+		err = err ?: put_escaped(buf, len, &pos, dc);
+	}
+	if (!err && index) {
+		snprintf(tail, sizeof(tail), "&index=%llu", (unsigned long long)index);
+		err = put_str(buf, len, &pos, tail);
+	}
+	if (!err && index && wait_ns) {
+		consul_format_wait(wait_ns, wait, sizeof(wait));
+		snprintf(tail, sizeof(tail), "&wait=%s", wait);
+		err = put_str(buf, len, &pos, tail);
+	}
+	return err ? err : (int)pos;
+}
+
+char *consul_read_token(const char *path)
+{
+	char buf[4096];
+	size_t n = 0, start = 0, i;
+	ssize_t r = 0;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	while (n < sizeof(buf) - 1 && (r = read(fd, buf + n, sizeof(buf) - 1 - n)) > 0)
+		n += (size_t)r;
+	close(fd);
+	if (r < 0)
+		return NULL;
+	while (n && isspace((unsigned char)buf[n - 1]))
+		n--;
+	while (start < n && isspace((unsigned char)buf[start]))
+		start++;
+	buf[n] = '\0';
+	for (i = start; i < n; i++) {
+		if (iscntrl((unsigned char)buf[i])) { /* would break the header line */
+			errno = EINVAL;
+			return NULL;
+		}
+	}
+	return strdup(buf + start);
+}

@@ -1,0 +1,515 @@
+/* Consul watcher: one thread drives a blocking-query loop per service over one libcurl multi
+ * handle (curl_multi_poll, woken by curl_multi_wakeup to stop). Each loop follows Consul's client
+ * rules: X-Consul-Index handling, a token bucket between queries, capped jittered backoff on
+ * errors (and a fresh non-blocking read after one). Results go to the owner's callback on this
+ * thread. The token only ever sits in one header list; nothing here logs it. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "consul/consul.h"
+
+#define NS_PER_MS 1000000ull
+#define URL_MAX 2048
+#define POLL_MAX_MS 1000
+
+enum query_kind {
+	QUERY_WATCH = 0,      /* blocking health query, forever */
+	QUERY_REGISTER = 1,   /* PUT /v1/agent/service/register, until it succeeds */
+	QUERY_DEREGISTER = 2, /* PUT /v1/agent/service/deregister/:id, until it succeeds */
+};
+
+struct query {
+	struct consul_watch *w;
+	enum query_kind kind;
+	char *service;	/* service name (watch) or service ID (writes) */
+	char *put_body; /* registration JSON */
+	bool done;	/* a write that succeeded */
+	CURL *easy;	/* non-NULL while a request is in flight */
+	char *body;
+	size_t body_len;
+	char index_hdr[32]; /* last X-Consul-Index value seen, "" when none */
+	bool has_index;
+	uint64_t index; /* index the next query sends (0 = non-blocking) */
+	uint64_t next_ns;
+	unsigned failures;
+	struct consul_bucket bucket;
+	char url[URL_MAX];
+};
+
+struct consul_watch {
+	struct consul_watch_opts o; /* strings below are owned copies */
+	char *address, *datacenter, *ca_file;
+	struct curl_slist *headers; /* may hold the token: never logged */
+	struct query *q;
+	size_t n;
+	CURLM *multi;
+	pthread_t thread;
+	atomic_bool stop;
+	uint64_t rnd;
+	consul_update_cb cb;
+	void *arg;
+};
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+
+static void curl_init_once(void)
+{
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint32_t next_rand(struct consul_watch *w)
+{
+	w->rnd ^= w->rnd << 13;
+	w->rnd ^= w->rnd >> 7;
+	w->rnd ^= w->rnd << 17;
+	return (uint32_t)(w->rnd >> 32);
+}
+
+void consul_update_free(struct consul_update *u)
+{
+	if (!u)
+		return;
+	free(u->service);
+	free(u->backends);
+	free(u);
+}
+
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+	struct query *q = arg;
+	size_t n = size * nmemb;
+	char *nb;
+
+	if (q->body_len + n > CONSUL_MAX_BODY)
+		return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+	nb = realloc(q->body, q->body_len + n + 1);
+	if (!nb)
+		return 0;
+	memcpy(nb + q->body_len, ptr, n);
+	q->body = nb;
+	q->body_len += n;
+	q->body[q->body_len] = '\0';
+	return n;
+}
+
+static size_t on_header(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+	struct query *q = arg;
+	size_t n = size * nmemb;
+
+	if (n >= 5 && strncmp(ptr, "HTTP/", 5) == 0) /* a new response (after 1xx or redirect) */
+		q->has_index = false;
+	else if (consul_header_index(ptr, n, q->index_hdr, sizeof(q->index_hdr)))
+		q->has_index = true;
+	return n;
+}
+
+static int query_url(struct query *q)
+{
+	struct consul_watch *w = q->w;
+
+	switch (q->kind) {
+	case QUERY_REGISTER:
+		return consul_agent_url(q->url, sizeof(q->url), w->address,
+					"/v1/agent/service/register", NULL);
+	case QUERY_DEREGISTER:
+		return consul_agent_url(q->url, sizeof(q->url), w->address,
+					"/v1/agent/service/deregister/", q->service);
+	default:
+		return consul_health_url(q->url, sizeof(q->url), w->address, q->service,
+					 w->datacenter, q->index, w->o.wait_ns);
+	}
+}
+
+static int query_start(struct query *q)
+{
+	struct consul_watch *w = q->w;
+	uint64_t wait_ns = w->o.wait_ns ? w->o.wait_ns : 300000000000ull;
+	uint64_t timeout_ns = w->o.connect_timeout_ns + 10000000000ull;
+	CURL *e;
+
+	if (query_url(q) < 0)
+		return -ENAMETOOLONG;
+	if (q->kind == QUERY_WATCH && q->index) /* Consul adds up to wait/16 of jitter */
+		timeout_ns += wait_ns + wait_ns / 16;
+	e = curl_easy_init();
+	if (!e)
+		return -ENOMEM;
+	curl_easy_setopt(e, CURLOPT_URL, q->url);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, w->headers);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, q);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, q);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, q);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(w->o.connect_timeout_ns / NS_PER_MS));
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout_ns / NS_PER_MS));
+	if (w->ca_file)
+		curl_easy_setopt(e, CURLOPT_CAINFO, w->ca_file);
+	if (q->kind != QUERY_WATCH) {
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "PUT");
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, q->put_body ? q->put_body : "");
+	}
+	q->body_len = 0;
+	q->has_index = false;
+	if (curl_multi_add_handle(w->multi, e) != CURLM_OK) {
+		curl_easy_cleanup(e);
+		return -ENOMEM;
+	}
+	q->easy = e;
+	return 0;
+}
+
+/* First line of an error body, printable, at most 200 bytes (Consul errors are plain text). */
+static const char *error_line(const struct query *q, char *buf, size_t len)
+{
+	size_t i;
+
+	for (i = 0; q->body && i < q->body_len && i + 1 < len && i < 200; i++) {
+		char c = q->body[i];
+
+		if (c == '\n' || c == '\r')
+			break;
+		buf[i] = (c >= 0x20 && c < 0x7f) ? c : '?';
+	}
+	buf[i] = '\0';
+	return buf;
+}
+
+/* Turns a finished transfer into an update: 0, or -EIO / -EPROTO / -EINVAL (logged). */
+static int query_result(struct query *q, CURLcode res, long status, struct consul_update *u)
+{
+	struct consul_health h;
+	char why[256];
+	int err;
+
+	if (res != CURLE_OK) {
+		snprintf(why, sizeof(why), "%s", curl_easy_strerror(res));
+		err = -EIO;
+	} else if (status != 200) {
+		error_line(q, why, sizeof(why));
+		err = -EPROTO;
+	} else {
+		err =
+		    consul_parse_health(q->body ? q->body : "", q->body_len, &h, why, sizeof(why));
+	}
+	if (err) {
+		if (q->failures == 0)
+			LOG_WARN("consul", "query failed, keeping last known backends",
+				 "service=%s status=%ld error=%s", log_q(q->service), status,
+				 log_q(why));
+		else
+			LOG_DEBUG("consul", "query failed again", "service=%s status=%ld error=%s",
+				  log_q(q->service), status, log_q(why));
+		return err;
+	}
+	if (q->failures)
+		LOG_INFO("consul", "query succeeded again", "service=%s failures=%u",
+			 log_q(q->service), q->failures);
+	if (h.skipped)
+		LOG_DEBUG("consul", "entries skipped", "service=%s skipped=%zu", log_q(q->service),
+			  h.skipped);
+	u->backends = h.backends;
+	u->n_backends = h.n;
+	return 0;
+}
+
+/* A finished agent write: done on 200 (or 404 for a deregistration: already gone), else retried
+ * with backoff. */
+static void write_finish(struct query *q, CURLcode res, long status)
+{
+	struct consul_watch *w = q->w;
+	const char *what = q->kind == QUERY_REGISTER ? "register" : "deregister";
+	char why[256];
+
+	if (res == CURLE_OK && (status == 200 || (q->kind == QUERY_DEREGISTER && status == 404))) {
+		q->done = true;
+		LOG_INFO("consul", "agent write done", "op=%s id=%s", what, log_q(q->service));
+		return;
+	}
+	if (res != CURLE_OK)
+		snprintf(why, sizeof(why), "%s", curl_easy_strerror(res));
+	else
+		error_line(q, why, sizeof(why));
+	if (q->failures == 0)
+		LOG_WARN("consul", "agent write failed, will retry",
+			 "op=%s id=%s status=%ld error=%s", what, log_q(q->service), status,
+			 log_q(why));
+	q->failures++;
+	q->next_ns = now_ns() + consul_backoff_ns(q->failures, w->o.backoff_base_ns,
+						  w->o.backoff_max_ns, next_rand(w));
+}
+
+static void query_finish(struct query *q, CURLcode res)
+{
+	struct consul_watch *w = q->w;
+	struct consul_update *u = calloc(1, sizeof(*u));
+	uint64_t now = now_ns();
+	long status = 0;
+
+	curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &status);
+	curl_multi_remove_handle(w->multi, q->easy);
+	curl_easy_cleanup(q->easy);
+	q->easy = NULL;
+	if (q->kind != QUERY_WATCH) {
+		free(u);
+		write_finish(q, res, status);
+		return;
+	}
+	if (!u || !(u->service = strdup(q->service))) {
+		free(u);
+		q->next_ns = now + w->o.backoff_base_ns;
+		return;
+	}
+	u->status = status;
+	u->err = query_result(q, res, status, u);
+	if (u->err) {
+		/* After an error Consul may have restarted with a lower index: start fresh. */
+		q->failures++;
+		q->index = 0;
+		q->next_ns = now + consul_backoff_ns(q->failures, w->o.backoff_base_ns,
+						     w->o.backoff_max_ns, next_rand(w));
+	} else {
+		q->failures = 0;
+		q->index = consul_next_index(q->index, q->has_index ? q->index_hdr : NULL);
+		q->next_ns =
+		    now + consul_bucket_take(&q->bucket, now, w->o.rate_burst, w->o.rate_period_ns);
+	}
+	u->index = q->index;
+	w->cb(u, w->arg);
+}
+
+/* Starts the queries that are due; returns how long the loop may sleep (ms). */
+static long start_due(struct consul_watch *w)
+{
+	uint64_t now = now_ns(), wait_ms = POLL_MAX_MS, d;
+	size_t i;
+
+	for (i = 0; i < w->n; i++) {
+		struct query *q = &w->q[i];
+
+		if (q->easy || q->done)
+			continue;
+		if (now >= q->next_ns && query_start(q) != 0) {
+			q->failures++;
+			q->next_ns = now + w->o.backoff_max_ns;
+		}
+		if (!q->easy) {
+			d = (q->next_ns > now ? q->next_ns - now : 0) / NS_PER_MS + 1;
+			wait_ms = d < wait_ms ? d : wait_ms;
+		}
+	}
+	return (long)wait_ms;
+}
+
+static void drain_done(struct consul_watch *w)
+{
+	struct query *q;
+	CURLMsg *msg;
+	int left;
+
+	while ((msg = curl_multi_info_read(w->multi, &left))) {
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		q = NULL;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&q);
+		if (q)
+			query_finish(q, msg->data.result);
+	}
+}
+
+static void *watch_main(void *arg)
+{
+	struct consul_watch *w = arg;
+	int running;
+	long wait_ms;
+	size_t i;
+
+	while (!atomic_load(&w->stop)) {
+		curl_multi_perform(w->multi, &running);
+		drain_done(w);
+		/* After drain, so a query due right after its answer starts now; libcurl's own
+		 * timer for a just-added handle makes the poll return at once to drive it. */
+		wait_ms = start_due(w);
+		if (atomic_load(&w->stop))
+			break;
+		curl_multi_poll(w->multi, NULL, 0, (int)wait_ms, NULL);
+	}
+	for (i = 0; i < w->n; i++) {
+		if (!w->q[i].easy)
+			continue;
+		curl_multi_remove_handle(w->multi, w->q[i].easy);
+		curl_easy_cleanup(w->q[i].easy);
+		w->q[i].easy = NULL;
+	}
+	return NULL;
+}
+
+static void set_defaults(struct consul_watch_opts *o)
+{
+	if (!o->rate_burst)
+		o->rate_burst = 2;
+	if (!o->rate_period_ns)
+		o->rate_period_ns =
+		    15000000000ull; /* Consul: under churn, poll "say every 15 seconds" */
+	if (!o->backoff_base_ns)
+		o->backoff_base_ns = 500 * NS_PER_MS;
+	if (!o->backoff_max_ns)
+		o->backoff_max_ns = 10000000000ull;
+	if (!o->connect_timeout_ns)
+		o->connect_timeout_ns = 3000000000ull;
+	if (o->wait_ns > CONSUL_MAX_WAIT_NS)
+		o->wait_ns = CONSUL_MAX_WAIT_NS;
+}
+
+static char *dup_opt(const char *s, bool *oom)
+{
+	char *d;
+
+	if (!s || !s[0])
+		return NULL;
+	d = strdup(s);
+	*oom |= !d;
+	return d;
+}
+
+static int add_job(struct consul_watch *w, enum query_kind kind, const char *name, char *body)
+{
+	struct query *q = &w->q[w->n];
+
+	q->w = w;
+	q->kind = kind;
+	q->put_body = body;
+	q->service = strdup(name);
+	w->n++; /* counted now so that watch_release frees `body` even on failure */
+	return q->service ? 0 : -ENOMEM;
+}
+
+/* One watch per service, then one job per agent write. */
+static int add_jobs(struct consul_watch *w, const struct consul_watch_opts *o)
+{
+	size_t i, n = o->n_services + o->n_regs + o->n_deregs;
+	char *body;
+	int err = 0;
+
+	w->q = calloc(n ? n : 1, sizeof(*w->q));
+	if (!w->q)
+		return -ENOMEM;
+	for (i = 0; !err && i < o->n_services; i++)
+		err = add_job(w, QUERY_WATCH, o->services[i], NULL);
+	for (i = 0; !err && i < o->n_regs; i++) {
+		body = consul_registration_json(&o->regs[i]);
+		if (!body)
+			return -errno;
+		err = add_job(w, QUERY_REGISTER, o->regs[i].id, body);
+	}
+	for (i = 0; !err && i < o->n_deregs; i++)
+		err = add_job(w, QUERY_DEREGISTER, o->deregs[i], NULL);
+	return err;
+}
+
+/* Copies options, builds the header list and the per-service queries. */
+static int watch_setup(struct consul_watch *w, const struct consul_watch_opts *o)
+{
+	struct curl_slist *h;
+	bool oom = false;
+
+	w->o = *o;
+	set_defaults(&w->o);
+	w->address = dup_opt(o->address, &oom);
+	w->datacenter = dup_opt(o->datacenter, &oom);
+	w->ca_file = dup_opt(o->ca_file, &oom);
+	if (oom || !w->address)
+		return oom ? -ENOMEM : -EINVAL;
+	w->headers = curl_slist_append(NULL, "Accept: application/json");
+	if (w->headers && o->token && o->token[0]) {
+		size_t len = strlen(o->token) + sizeof("X-Consul-Token: ");
+		char *line = malloc(len);
+
+		if (!line)
+			return -ENOMEM;
+		snprintf(line, len, "X-Consul-Token: %s", o->token);
+		h = curl_slist_append(w->headers, line);
+		explicit_bzero(line, len);
+		free(line);
+		if (!h)
+			return -ENOMEM;
+	}
+	if (!w->headers)
+		return -ENOMEM;
+	return add_jobs(w, o);
+}
+
+static void watch_release(struct consul_watch *w)
+{
+	size_t i;
+
+	for (i = 0; i < w->n; i++) {
+		free(w->q[i].service);
+		free(w->q[i].body);
+		free(w->q[i].put_body);
+	}
+	free(w->q);
+	if (w->multi)
+		curl_multi_cleanup(w->multi);
+	curl_slist_free_all(w->headers); /* the token's bytes go back to the allocator here */
+	free(w->address);
+	free(w->datacenter);
+	free(w->ca_file);
+	free(w);
+}
+
+struct consul_watch *consul_watch_new(const struct consul_watch_opts *o, consul_update_cb cb,
+				      void *arg)
+{
+	struct consul_watch *w;
+	int err;
+
+	pthread_once(&curl_once, curl_init_once);
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return NULL;
+	w->cb = cb;
+	w->arg = arg;
+	w->rnd = now_ns() | 1;
+	err = watch_setup(w, o);
+	if (!err) {
+		w->multi = curl_multi_init();
+		err = w->multi ? 0 : -ENOMEM;
+	}
+	if (!err)
+		err = -pthread_create(&w->thread, NULL, watch_main, w);
+	if (err) {
+		watch_release(w);
+		errno = -err;
+		return NULL;
+	}
+	return w;
+}
+
+void consul_watch_free(struct consul_watch *w)
+{
+	if (!w)
+		return;
+	atomic_store(&w->stop, true);
+	curl_multi_wakeup(w->multi);
+	pthread_join(w->thread, NULL);
+	watch_release(w);
+}

@@ -1,0 +1,315 @@
+/* meshctl check: preflight in the style of `linkerd check`. Each check prints one `[ok]` or
+ * `[FAIL]` line (a fix hint under a failure): kernel version, BTF, cgroup BPF program and map
+ * types, config validity, bpffs under the pin path, cgroup v2, capabilities, and (unless --pre)
+ * the daemon. Exit 1 when any check fails. */
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statfs.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "common/http.h"
+#include "config/config.h"
+#include "meshctl/meshctl.h"
+
+#define BPF_FS_MAGIC_ 0xcafe4a11
+#define CGROUP2_MAGIC_ 0x63677270
+#define MAX_CHECKS 16
+
+struct result {
+	char name[64];
+	bool ok;
+	char detail[512];
+	const char *hint;
+};
+
+struct checks {
+	struct result r[MAX_CHECKS];
+	int n;
+};
+
+static struct result *add(struct checks *cs, const char *name, bool ok, const char *hint,
+			  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static struct result *add(struct checks *cs, const char *name, bool ok, const char *hint,
+			  const char *fmt, ...)
+{
+	struct result *r = &cs->r[cs->n < MAX_CHECKS - 1 ? cs->n++ : cs->n];
+	va_list ap;
+
+	snprintf(r->name, sizeof(r->name), "%s", name);
+	r->ok = ok;
+	r->hint = ok ? NULL : hint;
+	va_start(ap, fmt);
+	vsnprintf(r->detail, sizeof(r->detail), fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+static void check_kernel(struct checks *cs)
+{
+	struct utsname u;
+	int major = 0, minor = 0;
+
+	uname(&u);
+	sscanf(u.release, "%d.%d", &major, &minor);
+	add(cs, "kernel version", major > 5 || (major == 5 && minor >= 10),
+	    "upgrade to Linux 5.10 or newer", "%s (need >= 5.10)", u.release);
+}
+
+static void check_btf(struct checks *cs)
+{
+	bool ok = access("/sys/kernel/btf/vmlinux", R_OK) == 0;
+
+	add(cs, "kernel BTF", ok, "use a kernel built with CONFIG_DEBUG_INFO_BTF=y",
+	    "/sys/kernel/btf/vmlinux %s", ok ? "readable" : strerror(errno));
+}
+
+static void probe_result(struct checks *cs, const char *name, int rc)
+{
+	add(cs, name, rc == 1,
+	    rc < 0 ? "run as root (the probe loads a test program)"
+		   : "use a kernel with CONFIG_CGROUP_BPF=y and CONFIG_BPF_SYSCALL=y",
+	    "%s",
+	    rc == 1   ? "supported"
+	    : rc == 0 ? "not supported"
+		      : strerror(-rc));
+}
+
+static void check_bpf_features(struct checks *cs)
+{
+	libbpf_set_print(NULL);
+	probe_result(cs, "cgroup sock_addr programs",
+		     libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, NULL));
+	probe_result(cs, "sockops programs",
+		     libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SOCK_OPS, NULL));
+	probe_result(cs, "socket storage maps",
+		     libbpf_probe_bpf_map_type(BPF_MAP_TYPE_SK_STORAGE, NULL));
+}
+
+/* Loads --config (or defaults + environment when none); returns it or NULL (check failed). */
+static struct mesh_config *check_config(struct checks *cs, const char *path)
+{
+	struct config_errors errs = { 0 };
+	struct mesh_config *cfg = config_load(path, NULL, &errs);
+	struct result *r;
+	size_t i, off;
+
+	if (cfg) {
+		add(cs, "config valid", true, NULL, "%s",
+		    path ? path : "(defaults and environment)");
+		return cfg;
+	}
+	r = add(cs, "config valid", false, "fix the lines above, then `meshd validate FILE`",
+		"%s: %zu problem%s", path ? path : "(defaults)", errs.n, errs.n == 1 ? "" : "s");
+	for (i = 0; i < errs.n; i++) {
+		off = strlen(r->detail);
+		snprintf(r->detail + off, sizeof(r->detail) - off, "\n       %s", errs.msgs[i]);
+	}
+	config_errors_free(&errs);
+	return NULL;
+}
+
+/* statfs() of `path` or, when it does not exist yet, of its nearest existing ancestor. */
+static int statfs_existing(const char *path, struct statfs *st, char *at, size_t len)
+{
+	char *slash;
+
+	snprintf(at, len, "%s", path);
+	while (statfs(at, st) < 0) {
+		if (errno != ENOENT)
+			return -errno;
+		slash = strrchr(at, '/');
+		if (!slash)
+			return -ENOENT;
+		if (slash == at)
+			slash[1] = '\0';
+		else
+			*slash = '\0';
+	}
+	return 0;
+}
+
+static void check_bpffs(struct checks *cs, const char *pin)
+{
+	static const char *hint = "mount bpffs (`mount -t bpf bpf /sys/fs/bpf` or `make bpffs`), "
+				  "or set bpf_pin_path to a directory on a bpf filesystem";
+	struct statfs st;
+	char at[4096];
+	int err = statfs_existing(pin, &st, at, sizeof(at));
+	bool ok = !err && (unsigned long)st.f_type == BPF_FS_MAGIC_;
+
+	if (err)
+		add(cs, "bpffs mounted", false, hint, "pin path %s: %s", pin, strerror(-err));
+	else
+		add(cs, "bpffs mounted", ok, hint, "pin path %s: %s (filesystem of %s)", pin,
+		    ok ? "on bpffs" : "not on a bpf filesystem", at);
+}
+
+/* First cgroup2 mount point from /proc/mounts into `out`; false when none. */
+static bool cgroup2_mount(char *out, size_t len)
+{
+	char dev[256], dir[4096], type[64];
+	FILE *f = fopen("/proc/mounts", "re");
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (!found && fscanf(f, "%255s %4095s %63s %*[^\n]", dev, dir, type) == 3) {
+		if (!strcmp(type, "cgroup2")) {
+			snprintf(out, len, "%s", dir);
+			found = true;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+static void check_cgroup(struct checks *cs, const char *cgroup)
+{
+	char mount[4096];
+	struct statfs st;
+	bool have = cgroup2_mount(mount, sizeof(mount)), ok;
+
+	add(cs, "cgroup v2 mounted", have, "mount cgroup2: `mount -t cgroup2 none /sys/fs/cgroup`",
+	    "%s", have ? mount : "no cgroup2 mount in /proc/mounts");
+	ok = statfs(cgroup, &st) == 0 && (unsigned long)st.f_type == CGROUP2_MAGIC_;
+	add(cs, "cgroup path is cgroup v2", ok,
+	    have ? "set \"cgroup\" (MESH_CGROUP) to a directory under the cgroup2 mount above"
+		 : "mount cgroup2 first",
+	    "%s: %s", cgroup,
+	    ok		      ? "cgroup2"
+	    : errno == ENOENT ? "missing"
+			      : "not a cgroup2 directory");
+}
+
+static void check_caps(struct checks *cs)
+{
+	static const struct {
+		int bit;
+		const char *name;
+	} caps[] = { { 39, "CAP_BPF" }, { 12, "CAP_NET_ADMIN" }, { 21, "CAP_SYS_ADMIN" } };
+	unsigned long long eff = 0;
+	char line[256], missing[128] = "";
+	FILE *f = fopen("/proc/self/status", "re");
+	size_t i;
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "CapEff: %llx", &eff) == 1)
+			break;
+	if (f)
+		fclose(f);
+	for (i = 0; i < sizeof(caps) / sizeof(caps[0]); i++)
+		if (!(eff >> caps[i].bit & 1))
+			snprintf(missing + strlen(missing), sizeof(missing) - strlen(missing),
+				 "%s%s", *missing ? ", " : "", caps[i].name);
+	add(cs, "capabilities", !*missing,
+	    "run as root, or grant CAP_BPF CAP_NET_ADMIN CAP_SYS_ADMIN (AmbientCapabilities= in "
+	    "meshd.service)",
+	    "%s%s", *missing ? "missing " : "CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN effective",
+	    missing);
+}
+
+static void check_daemon(struct checks *cs, const struct ctl *c)
+{
+	char *body = NULL;
+	int status = 0, err;
+	cJSON *j;
+
+	err = http_unix_request(c->socket, "GET", "/v1/status", NULL, 0, c->timeout_ms, &status,
+				&body, NULL);
+	if (err || status != 200) {
+		add(cs, "daemon reachable", false,
+		    "start meshd (`systemctl start meshd`), or pass --socket; --pre skips this",
+		    "%s: %s", c->socket, err ? strerror(-err) : "unexpected answer");
+		free(body);
+		return;
+	}
+	j = cJSON_Parse(body);
+	free(body);
+	add(cs, "daemon reachable", true, NULL, "meshd %s, pid %.0f, config generation %.0f",
+	    ctl_str(j, "version"), ctl_num(j, "pid"), ctl_num(j, "config_generation"));
+	add(cs, "daemon ready", ctl_bool(j, "ready"),
+	    "see `journalctl -u meshd`: the datapath is not attached or the config not loaded",
+	    "%s", ctl_bool(j, "ready") ? "datapath attached, config loaded" : "not ready");
+	cJSON_Delete(j);
+}
+
+static void print_human(const struct checks *cs)
+{
+	int i, failed = 0;
+
+	for (i = 0; i < cs->n; i++) {
+		const struct result *r = &cs->r[i];
+
+		printf("%-6s %s: %s\n", r->ok ? "[ok]" : "[FAIL]", r->name, r->detail);
+		if (!r->ok) {
+			failed++;
+			printf("       fix: %s\n", r->hint ? r->hint : "see above");
+		}
+	}
+	if (failed)
+		printf("\n%d of %d checks failed\n", failed, cs->n);
+	else
+		printf("\nall %d checks passed\n", cs->n);
+}
+
+static int print_json(const struct checks *cs, bool all_ok)
+{
+	cJSON *root = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(root, "checks");
+	char *text;
+	int i;
+
+	cJSON_AddBoolToObject(root, "ok", all_ok);
+	for (i = 0; i < cs->n; i++) {
+		cJSON *o = cJSON_CreateObject();
+
+		cJSON_AddStringToObject(o, "name", cs->r[i].name);
+		cJSON_AddBoolToObject(o, "ok", cs->r[i].ok);
+		cJSON_AddStringToObject(o, "detail", cs->r[i].detail);
+		if (cs->r[i].hint)
+			cJSON_AddStringToObject(o, "hint", cs->r[i].hint);
+		cJSON_AddItemToArray(arr, o);
+	}
+	text = cJSON_PrintUnformatted(root);
+	cJSON_Delete(root);
+	if (!text)
+		return ctl_err("out of memory");
+	puts(text);
+	free(text);
+	return CTL_OK;
+}
+
+int cmd_check(struct ctl *c, int argc, char **argv)
+{
+	struct checks *cs = calloc(1, sizeof(*cs));
+	struct mesh_config *cfg;
+	struct ctl daemon = *c;
+	bool all_ok = true;
+	int i, rc = ctl_no_extra_args(argc, argv, 0);
+
+	if (rc || !cs) {
+		free(cs);
+		return rc ? rc : ctl_err("out of memory");
+	}
+	check_kernel(cs);
+	check_btf(cs);
+	check_bpf_features(cs);
+	cfg = check_config(cs, c->config);
+	check_bpffs(cs, cfg ? cfg->bpf_pin_path : "/sys/fs/bpf/meshd");
+	check_cgroup(cs, cfg ? cfg->cgroup : "/sys/fs/cgroup");
+	check_caps(cs);
+	if (!c->socket_set && cfg && cfg->admin_socket)
+		daemon.socket = cfg->admin_socket;
+	if (!c->pre)
+		check_daemon(cs, &daemon);
+	for (i = 0; i < cs->n; i++)
+		all_ok = all_ok && cs->r[i].ok;
+	rc = c->json ? print_json(cs, all_ok) : (print_human(cs), CTL_OK);
+	config_free(cfg);
+	free(cs);
+	return rc ? rc : all_ok ? CTL_OK : CTL_FAIL;
+}

@@ -1,0 +1,68 @@
+/* Shared pieces of meshctl: the parsed global options, the command-table type with prefix
+ * matching, the one error printer, and the admin-socket client returning parsed JSON. Each noun
+ * lives in its own file (status.c, services.c, ...). */
+#ifndef MESHCTL_H
+#define MESHCTL_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+
+#define MESHCTL_DEFAULT_SOCKET "/run/meshd/admin.sock"
+
+enum ctl_exit {
+	CTL_OK = 0,
+	CTL_FAIL = 1,
+	CTL_USAGE = 2,
+};
+
+struct ctl {
+	const char *socket; /* --socket, MESH_ADMIN__SOCKET, or the default */
+	bool socket_set;    /* from --socket or the environment (check then ignores the config) */
+	const char *config; /* --config, MESH_CONFIG, or NULL */
+	bool json;	    /* -o json */
+	bool pre;	    /* check --pre: skip the daemon check */
+	unsigned timeout_ms;
+};
+
+struct ctl_cmd {
+	const char *name;
+	int (*fn)(struct ctl *c, int argc, char **argv); /* argv[0] is the command name */
+	const char *help;
+};
+
+/* Runs the command of `table` whose name `argv[0]` equals or uniquely prefixes. Unknown or
+ * ambiguous names are usage errors (2). `what` names the level for messages ("command"). */
+int ctl_dispatch(const struct ctl_cmd *table, const char *what, struct ctl *c, int argc,
+		 char **argv);
+/* Prints `meshctl: <message>` to stderr; returns CTL_FAIL. The one error printer. */
+int ctl_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Same, for usage errors; returns CTL_USAGE. */
+int ctl_usage_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Fails with usage when a command got more positional arguments than `max`. */
+int ctl_no_extra_args(int argc, char **argv, int max);
+
+/* Sends METHOD target to the daemon; on a 2xx answer stores the body (caller frees) in `*raw` and
+ * its parse in `*json` (caller deletes; either out may be NULL). Non-2xx answers and transport
+ * failures are reported through ctl_err. Returns CTL_OK or CTL_FAIL. With `keep_error`, a
+ * non-2xx JSON body is still handed back (reload reports its errors that way). */
+int ctl_request(const struct ctl *c, const char *method, const char *target, char **raw,
+		cJSON **json, bool keep_error, int *status);
+/* ctl_request GET; with -o json prints the raw body and returns with *json = NULL. */
+int ctl_get(const struct ctl *c, const char *target, cJSON **json);
+
+/* Accessors that tolerate missing keys: "" / 0 / false. */
+const char *ctl_str(const cJSON *o, const char *key);
+double ctl_num(const cJSON *o, const char *key);
+bool ctl_bool(const cJSON *o, const char *key);
+/* Formats a number of seconds as `1h2m3s` / `4.2s`. */
+const char *ctl_duration(double seconds, char *buf, size_t len);
+
+int cmd_status(struct ctl *c, int argc, char **argv);
+int cmd_services(struct ctl *c, int argc, char **argv);
+int cmd_backends(struct ctl *c, int argc, char **argv);
+int cmd_circuits(struct ctl *c, int argc, char **argv);
+int cmd_config(struct ctl *c, int argc, char **argv);
+int cmd_reload(struct ctl *c, int argc, char **argv);
+int cmd_check(struct ctl *c, int argc, char **argv);
+
+#endif

@@ -1,0 +1,57 @@
+/* meshctl status: one daemon summary from GET /v1/status, as aligned `key value` lines. */
+#include <stdio.h>
+
+#include "meshctl/meshctl.h"
+
+static void line(const char *key, const char *fmt_value)
+{
+	printf("%-20s %s\n", key, fmt_value);
+}
+
+static void print_status(const cJSON *s)
+{
+	char buf[128], dur[32];
+
+	line("version", ctl_str(s, "version"));
+	snprintf(buf, sizeof(buf), "%.0f", ctl_num(s, "pid"));
+	line("pid", buf);
+	line("uptime", ctl_duration(ctl_num(s, "uptime_seconds"), dur, sizeof(dur)));
+	line("node", ctl_str(s, "node"));
+	line("discovery", ctl_str(s, "discovery"));
+	line("config path", *ctl_str(s, "config_path") ? ctl_str(s, "config_path") : "(none)");
+	snprintf(buf, sizeof(buf), "%.0f", ctl_num(s, "config_generation"));
+	line("config generation", buf);
+	line("ready", ctl_bool(s, "ready") ? "yes" : "no");
+	line("datapath", !ctl_bool(s, "datapath_attached") ? "not attached"
+			 : ctl_bool(s, "datapath_adopted") ? "attached (adopted from pins)"
+							   : "attached (loaded)");
+	snprintf(buf, sizeof(buf), "%.0f", ctl_num(s, "services"));
+	line("services", buf);
+	snprintf(buf, sizeof(buf), "%.0f (%.0f healthy, %.0f circuits open)",
+		 ctl_num(s, "backends"), ctl_num(s, "healthy_backends"),
+		 ctl_num(s, "open_circuits"));
+	line("backends", buf);
+	snprintf(buf, sizeof(buf), "%.0f", ctl_num(s, "active_connections"));
+	line("active connections", buf);
+	snprintf(buf, sizeof(buf), "%.0f ok, %.0f error",
+		 ctl_num(cJSON_GetObjectItem(s, "reloads"), "ok"),
+		 ctl_num(cJSON_GetObjectItem(s, "reloads"), "error"));
+	line("reloads", buf);
+	if (*ctl_str(s, "datapath_error"))
+		line("datapath error", ctl_str(s, "datapath_error"));
+}
+
+int cmd_status(struct ctl *c, int argc, char **argv)
+{
+	cJSON *s;
+	int rc = ctl_no_extra_args(argc, argv, 0);
+
+	if (rc)
+		return rc;
+	rc = ctl_get(c, "/v1/status", &s);
+	if (rc || !s)
+		return rc;
+	print_status(s);
+	cJSON_Delete(s);
+	return CTL_OK;
+}

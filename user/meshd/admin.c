@@ -1,0 +1,532 @@
+/* The admin component: JSON over HTTP/1.1 on the unix socket admin.socket (mode 0600, in a 0700
+ * directory) for meshctl. Read endpoints render the running config and a fresh datapath snapshot;
+ * POST /v1/reload runs meshd_reload() and reports the result with every config problem. Runs on
+ * the event-loop thread; responses are built with cJSON (building only, never config walking). */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/http.h"
+#include "common/log.h"
+#include "meshd/meshd.h"
+#include "telemetry/exposition.h"
+
+struct admin {
+	struct meshd *m;
+	struct http_server *srv;
+	char *path;
+	struct http_server *retired; /* previous listener after a socket move, freed by a timer */
+	int64_t retire_timer;
+};
+
+/* One datapath snapshot: per-service aggregates and (optionally filtered) backend objects. */
+struct snap {
+	const struct meshd *m;
+	const char *only; /* collect backends of this service only, NULL = all */
+	cJSON *services;  /* object: name -> aggregate counters */
+	cJSON *backends;  /* array of backend objects */
+	bool circuits;	  /* backend objects in /v1/circuits shape */
+};
+
+static const char *const circuit_names[] = { "closed", "open", "half_open" };
+static const char *const discovery_names[] = { "static", "consul", "dns" }; /* config_discovery */
+
+static const char *algorithm_name(enum mesh_lb_algorithm a)
+{
+	static const char *const names[] = { "random", "round_robin", "least_request", "weighted",
+					     "maglev" };
+
+	return (unsigned)a < sizeof(names) / sizeof(names[0]) ? names[a] : "unknown";
+}
+
+static cJSON *svc_agg(struct snap *s, const char *name)
+{
+	cJSON *o = cJSON_GetObjectItemCaseSensitive(s->services, name);
+
+	if (o)
+		return o;
+	o = cJSON_AddObjectToObject(s->services, name);
+	if (!o)
+		return NULL;
+	cJSON_AddNumberToObject(o, "backends", 0);
+	cJSON_AddNumberToObject(o, "healthy_backends", 0);
+	cJSON_AddNumberToObject(o, "open_circuits", 0);
+	cJSON_AddNumberToObject(o, "active_connections", 0);
+	return o;
+}
+
+static void add_to(cJSON *o, const char *key, double v)
+{
+	cJSON *n = cJSON_GetObjectItemCaseSensitive(o, key);
+
+	if (n)
+		cJSON_SetNumberValue(n, n->valuedouble + v);
+	else
+		cJSON_AddNumberToObject(o, key, v);
+}
+
+static void snap_service(const struct datapath_service_stats *st, void *arg)
+{
+	struct snap *s = arg;
+	cJSON *o = svc_agg(s, st->service);
+	uint64_t rejected = 0;
+	int i;
+
+	if (!o)
+		return;
+	for (i = 0; i < 8; i++)
+		rejected += st->rejects[i];
+	add_to(o, "rejected_total", (double)rejected);
+	add_to(o, "bytes_sent_total", (double)st->bytes_sent);
+	add_to(o, "bytes_received_total", (double)st->bytes_received);
+}
+
+static void circuit_fields(cJSON *o, const struct datapath_backend_stats *b)
+{
+	uint64_t now = evloop_now_ns();
+	double remaining = 0;
+
+	if (b->circuit != DATAPATH_CIRCUIT_CLOSED && b->open_until_ns > now)
+		remaining = (double)(b->open_until_ns - now) / 1e9;
+	cJSON_AddStringToObject(o, "circuit", circuit_names[b->circuit % 3]);
+	cJSON_AddNumberToObject(o, "consecutive_failures", b->consecutive_failures);
+	cJSON_AddNumberToObject(o, "open_remaining_seconds", remaining);
+	cJSON_AddNumberToObject(o, "transitions_to_open", (double)b->transitions_to[1]);
+	cJSON_AddNumberToObject(o, "transitions_to_half_open", (double)b->transitions_to[2]);
+	cJSON_AddNumberToObject(o, "transitions_to_closed", (double)b->transitions_to[0]);
+}
+
+static void snap_backend(const struct datapath_backend_stats *b, void *arg)
+{
+	struct snap *s = arg;
+	cJSON *agg = svc_agg(s, b->service), *o;
+	char ep[64];
+
+	if (agg) {
+		add_to(agg, "backends", 1);
+		add_to(agg, "healthy_backends", b->healthy);
+		add_to(agg, "open_circuits", b->circuit == DATAPATH_CIRCUIT_OPEN);
+		add_to(agg, "active_connections", (double)b->active);
+	}
+	if (!s->backends || (s->only && strcmp(s->only, b->service)))
+		return;
+	o = cJSON_CreateObject();
+	if (!o || !cJSON_AddItemToArray(s->backends, o))
+		return;
+	cJSON_AddStringToObject(o, "service", b->service);
+	cJSON_AddStringToObject(o, "address", expo_endpoint(&b->backend, ep, sizeof(ep)));
+	if (!s->circuits) {
+		cJSON_AddNumberToObject(o, "weight", b->weight);
+		cJSON_AddBoolToObject(o, "healthy", b->healthy);
+		cJSON_AddNumberToObject(o, "active_connections", (double)b->active);
+		cJSON_AddNumberToObject(o, "connections_ok_total", (double)b->conn_ok);
+		cJSON_AddNumberToObject(o, "connections_failed_total", (double)b->conn_failed);
+		cJSON_AddNumberToObject(o, "latency_ewma_seconds",
+					(double)b->latency_ewma_ns / 1e9);
+	}
+	circuit_fields(o, b);
+}
+
+enum snap_mode {
+	SNAP_AGGREGATES = 0, /* per-service sums only */
+	SNAP_BACKENDS = 1,   /* plus full backend objects */
+	SNAP_CIRCUITS = 2,   /* plus backend objects in circuit shape */
+};
+
+/* Fills `s` from the datapath (no-op without one). Returns 0 or -errno. */
+static int snap_take(struct snap *s, const struct meshd *m, const char *only, enum snap_mode mode)
+{
+	memset(s, 0, sizeof(*s));
+	s->m = m;
+	s->only = only;
+	s->circuits = mode == SNAP_CIRCUITS;
+	s->services = cJSON_CreateObject();
+	s->backends = mode != SNAP_AGGREGATES ? cJSON_CreateArray() : NULL;
+	if (!s->services || (mode != SNAP_AGGREGATES && !s->backends))
+		return -ENOMEM;
+	return m->dp ? datapath_stats(m->dp, snap_service, snap_backend, s) : 0;
+}
+
+static void snap_free(struct snap *s)
+{
+	cJSON_Delete(s->services);
+	cJSON_Delete(s->backends);
+}
+
+static void reply_json(struct http_response *resp, int status, cJSON *root)
+{
+	char *text = root ? cJSON_PrintUnformatted(root) : NULL;
+
+	cJSON_Delete(root);
+	resp->content_type = "application/json";
+	if (!text) {
+		resp->status = 500;
+		strbuf_puts(&resp->body, "{\"error\":\"out of memory\"}\n");
+		return;
+	}
+	resp->status = status;
+	strbuf_puts(&resp->body, text);
+	strbuf_putc(&resp->body, '\n');
+	free(text);
+}
+
+static void reply_error(struct http_response *resp, int status, const char *msg)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	cJSON_AddStringToObject(o, "error", msg);
+	reply_json(resp, status, o);
+}
+
+static double sum_field(const cJSON *services, const char *key)
+{
+	const cJSON *svc;
+	double total = 0;
+
+	cJSON_ArrayForEach(svc, services)
+	{
+		const cJSON *n = cJSON_GetObjectItemCaseSensitive(svc, key);
+
+		total += cJSON_IsNumber(n) ? n->valuedouble : 0;
+	}
+	return total;
+}
+
+static void add_string_or_null(cJSON *o, const char *key, const char *v)
+{
+	if (v)
+		cJSON_AddStringToObject(o, key, v);
+	else
+		cJSON_AddNullToObject(o, key);
+}
+
+static void get_status(struct meshd *m, struct http_response *resp)
+{
+	static const char *const keys[] = { "backends", "healthy_backends", "open_circuits",
+					    "active_connections" };
+	cJSON *o = cJSON_CreateObject(), *r;
+	struct snap s;
+	int err = snap_take(&s, m, NULL, SNAP_AGGREGATES);
+	size_t i;
+
+	cJSON_AddStringToObject(o, "version", MESH_VERSION);
+	cJSON_AddNumberToObject(o, "pid", getpid());
+	cJSON_AddNumberToObject(o, "uptime_seconds",
+				(double)(evloop_now_ns() - m->started_at_ns) / 1e9);
+	cJSON_AddNumberToObject(o, "config_generation", (double)m->cfg->generation);
+	add_string_or_null(o, "config_path", m->config_path);
+	add_string_or_null(o, "node", m->cfg->node_name);
+	cJSON_AddStringToObject(o, "discovery", discovery_names[m->cfg->discovery % 3]);
+	cJSON_AddBoolToObject(o, "ready", m->ready);
+	cJSON_AddBoolToObject(o, "datapath_attached", m->dp != NULL);
+	cJSON_AddBoolToObject(o, "datapath_adopted", m->dp && datapath_adopted(m->dp));
+	cJSON_AddNumberToObject(o, "services", (double)m->cfg->n_services);
+	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		cJSON_AddNumberToObject(o, keys[i], sum_field(s.services, keys[i]));
+	r = cJSON_AddObjectToObject(o, "reloads");
+	cJSON_AddNumberToObject(r, "ok", (double)m->reloads[MESHD_RELOAD_OK]);
+	cJSON_AddNumberToObject(r, "error", (double)m->reloads[MESHD_RELOAD_ERROR]);
+	if (err)
+		cJSON_AddStringToObject(o, "datapath_error", strerror(-err));
+	snap_free(&s);
+	reply_json(resp, 200, o);
+}
+
+static cJSON *service_object(const char *name, const struct config_service *svc, const cJSON *agg)
+{
+	cJSON *o = cJSON_CreateObject(), *n;
+	char ep[64];
+
+	cJSON_AddStringToObject(o, "name", name);
+	if (svc) {
+		cJSON_AddStringToObject(o, "vip", expo_endpoint(&svc->vip, ep, sizeof(ep)));
+		cJSON_AddStringToObject(o, "algorithm",
+					algorithm_name(svc->load_balancer.algorithm));
+		cJSON_AddBoolToObject(o, "mtls", svc->mtls);
+		cJSON_AddNumberToObject(o, "configured_backends", (double)svc->n_backends);
+	}
+	cJSON_ArrayForEach(n, agg)
+	{
+		cJSON_AddNumberToObject(o, n->string, n->valuedouble);
+	}
+	return o;
+}
+
+static void get_services(struct meshd *m, struct http_response *resp)
+{
+	cJSON *root = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(root, "services"), *agg;
+	struct snap s;
+	int err = snap_take(&s, m, NULL, SNAP_AGGREGATES);
+	size_t i;
+
+	for (i = 0; i < m->cfg->n_services; i++) {
+		const struct config_service *svc = &m->cfg->services[i];
+
+		agg = cJSON_GetObjectItemCaseSensitive(s.services, svc->name);
+		cJSON_AddItemToArray(arr, service_object(svc->name, svc, agg));
+	}
+	/* Services the datapath knows from discovery but the config file does not list. */
+	cJSON_ArrayForEach(agg, s.services)
+	{
+		if (!config_service_find(m->cfg, agg->string))
+			cJSON_AddItemToArray(arr, service_object(agg->string, NULL, agg));
+	}
+	if (err)
+		cJSON_AddStringToObject(root, "datapath_error", strerror(-err));
+	snap_free(&s);
+	reply_json(resp, 200, root);
+}
+
+/* Without a datapath (not attached yet) the configured backends are all there is to show. */
+static void config_backends(const struct config_service *svc, cJSON *arr)
+{
+	char ep[64];
+	size_t i;
+
+	for (i = 0; svc && i < svc->n_backends; i++) {
+		cJSON *o = cJSON_CreateObject();
+
+		cJSON_AddStringToObject(o, "service", svc->name);
+		cJSON_AddStringToObject(o, "address",
+					expo_endpoint(&svc->backends[i].endpoint, ep, sizeof(ep)));
+		cJSON_AddNumberToObject(o, "weight", svc->backends[i].weight);
+		cJSON_AddItemToArray(arr, o);
+	}
+}
+
+static void get_backends(struct meshd *m, const char *name, struct http_response *resp)
+{
+	const struct config_service *svc = config_service_find(m->cfg, name);
+	cJSON *root;
+	struct snap s;
+	int err = snap_take(&s, m, name, SNAP_BACKENDS);
+
+	if (!svc && !cJSON_GetObjectItemCaseSensitive(s.services, name)) {
+		snap_free(&s);
+		reply_error(resp, 404, "no such service");
+		return;
+	}
+	root = cJSON_CreateObject();
+	cJSON_AddStringToObject(root, "service", name);
+	if (!m->dp)
+		config_backends(svc, s.backends);
+	cJSON_AddItemToObject(root, "backends", s.backends);
+	s.backends = NULL;
+	if (err)
+		cJSON_AddStringToObject(root, "datapath_error", strerror(-err));
+	snap_free(&s);
+	reply_json(resp, 200, root);
+}
+
+static void get_circuits(struct meshd *m, struct http_response *resp)
+{
+	cJSON *root = cJSON_CreateObject();
+	struct snap s;
+	int err = snap_take(&s, m, NULL, SNAP_CIRCUITS);
+	cJSON_AddItemToObject(root, "circuits", s.backends);
+	s.backends = NULL;
+	if (err)
+		cJSON_AddStringToObject(root, "datapath_error", strerror(-err));
+	snap_free(&s);
+	reply_json(resp, 200, root);
+}
+
+static void get_config(struct meshd *m, struct http_response *resp)
+{
+	char *json = config_to_json(m->cfg);
+
+	if (!json) {
+		reply_error(resp, 500, "cannot render config");
+		return;
+	}
+	resp->content_type = "application/json";
+	strbuf_puts(&resp->body, json);
+	strbuf_putc(&resp->body, '\n');
+	free(json);
+}
+
+/* After a failed reload, loads the file again only to collect every problem for the caller. */
+static void add_reload_errors(struct meshd *m, cJSON *root, int err)
+{
+	struct config_errors errs = { 0 };
+	struct mesh_config *cfg = config_load(m->config_path, NULL, &errs);
+	cJSON *arr = cJSON_AddArrayToObject(root, "errors");
+	size_t i;
+
+	for (i = 0; i < errs.n; i++)
+		cJSON_AddItemToArray(arr, cJSON_CreateString(errs.msgs[i]));
+	if (cfg) /* valid file: applying it failed */
+		cJSON_AddItemToArray(arr, cJSON_CreateString(strerror(-err)));
+	config_free(cfg);
+	config_errors_free(&errs);
+}
+
+static void post_reload(struct meshd *m, struct http_response *resp)
+{
+	cJSON *root = cJSON_CreateObject();
+	int err;
+
+	LOG_INFO("admin", "reload requested", "path=%s",
+		 log_q(m->config_path ? m->config_path : ""));
+	err = meshd_reload(m);
+	cJSON_AddStringToObject(root, "result", err ? "error" : "ok");
+	cJSON_AddNumberToObject(root, "config_generation", (double)m->cfg->generation);
+	if (err)
+		add_reload_errors(m, root, err);
+	reply_json(resp, err ? 422 : 200, root);
+}
+
+/* GET /v1/services/NAME/backends: copies NAME into `name`; true when the path has that shape. */
+static bool service_backends_path(const char *path, char *name, size_t len)
+{
+	const char *p = path + strlen("/v1/services/"), *slash;
+
+	if (strncmp(path, "/v1/services/", strlen("/v1/services/")))
+		return false;
+	slash = strchr(p, '/');
+	if (!slash || strcmp(slash, "/backends") || slash == p || (size_t)(slash - p) >= len)
+		return false;
+	memcpy(name, p, (size_t)(slash - p));
+	name[slash - p] = '\0';
+	return true;
+}
+
+static void route_get(struct meshd *m, const struct http_request *req, struct http_response *resp)
+{
+	char name[CONFIG_NAME_MAX + 1];
+
+	if (!strcmp(req->path, "/v1/status"))
+		get_status(m, resp);
+	else if (!strcmp(req->path, "/v1/services"))
+		get_services(m, resp);
+	else if (!strcmp(req->path, "/v1/circuits"))
+		get_circuits(m, resp);
+	else if (!strcmp(req->path, "/v1/config"))
+		get_config(m, resp);
+	else if (service_backends_path(req->path, name, sizeof(name)))
+		get_backends(m, name, resp);
+	else if (strcmp(req->path, "/v1/backends"))
+		reply_error(resp, 404, "no such endpoint");
+	else if (http_query_get(req->query, "service", name, sizeof(name)) || !name[0])
+		reply_error(resp, 400, "missing ?service=NAME");
+	else
+		get_backends(m, name, resp);
+}
+
+static void admin_handle(const struct http_request *req, struct http_response *resp, void *arg)
+{
+	struct admin *a = arg;
+	bool reload = !strcmp(req->path, "/v1/reload");
+
+	if (req->method == HTTP_METHOD_POST && reload)
+		post_reload(a->m, resp);
+	else if (req->method == HTTP_METHOD_POST || reload)
+		reply_error(resp, 405, reload ? "use POST" : "use GET");
+	else
+		route_get(a->m, req, resp);
+}
+
+static struct http_server *listen_at(struct admin *a, const char *path)
+{
+	static const struct http_server_opts opts = { .name = "admin", .timeout_ms = 30000 };
+	struct http_server *srv = http_server_listen_unix(a->m->loop, path, &opts, admin_handle, a);
+
+	if (!srv) {
+		int err = errno;
+
+		LOG_ERR("admin", "cannot listen", "socket=%s err=%s", log_q(path),
+			log_q(strerror(err)));
+		errno = err;
+		return NULL;
+	}
+	LOG_INFO("admin", "listening", "socket=%s", log_q(path));
+	return srv;
+}
+
+/* Starts the admin API on m->cfg->admin_socket. Returns 0 or -errno (EADDRINUSE when another
+ * meshd answers on that socket, EEXIST when the path is not a socket). */
+int admin_start(struct meshd *m)
+{
+	struct admin *a = calloc(1, sizeof(*a));
+	int err;
+
+	if (!a)
+		return -ENOMEM;
+	a->m = m;
+	a->path = strdup(m->cfg->admin_socket);
+	if (!a->path) {
+		err = -ENOMEM;
+		goto err_free;
+	}
+	a->srv = listen_at(a, a->path);
+	if (!a->srv) {
+		err = -errno;
+		goto err_free;
+	}
+	m->admin = a;
+	return 0;
+
+err_free:
+	free(a->path);
+	free(a);
+	return err;
+}
+
+/* Closes the socket (and removes its path) and every client connection. Safe when not started. */
+void admin_stop(struct meshd *m)
+{
+	struct admin *a = m->admin;
+
+	if (!a)
+		return;
+	if (a->retired)
+		evloop_del_timer(m->loop, a->retire_timer);
+	http_server_free(a->retired);
+	http_server_free(a->srv);
+	free(a->path);
+	free(a);
+	m->admin = NULL;
+}
+
+static void retire_old(struct evloop *loop, void *arg)
+{
+	struct admin *a = arg;
+
+	http_server_free(a->retired);
+	a->retired = NULL;
+}
+
+/* Moves the socket when admin.socket changed; the new one is created first, so on failure
+ * (-errno) the old one keeps serving. */
+int admin_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
+		 const struct config_diff *diff)
+{
+	struct admin *a = m->admin;
+	struct http_server *srv;
+	char *path;
+
+	if (!a || !strcmp(a->path, new->admin_socket))
+		return 0;
+	path = strdup(new->admin_socket);
+	if (!path)
+		return -ENOMEM;
+	srv = listen_at(a, path);
+	if (!srv) {
+		free(path);
+		return -errno;
+	}
+	/* This may run inside a POST /v1/reload on the old listener: free it later, once that
+	 * response has gone out. */
+	if (a->retired) {
+		evloop_del_timer(m->loop, a->retire_timer);
+		http_server_free(a->retired);
+	}
+	a->retired = a->srv;
+	a->retire_timer = evloop_add_timer(m->loop, 2000000000ull, retire_old, a);
+	free(a->path);
+	a->srv = srv;
+	a->path = path;
+	return 0;
+}

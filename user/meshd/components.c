@@ -1,0 +1,244 @@
+/* meshd's one component table (name, dependencies, start/stop/reload) and the components small
+ * enough to live beside it: config (load at start, file watch), log, datapath (open or adopt,
+ * prune, readiness) and mtls (a placeholder until the mTLS issue). Also the service apply hooks
+ * discovery calls. Discovery, health, metrics and admin live in their own files. Loop thread. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "meshd/components.h"
+#include "meshd/lifecycle.h"
+#include "meshd/reload.h"
+
+/* The config and log enums are the same numbers by construction; say so where it matters. */
+_Static_assert((int)CONFIG_LOG_DEBUG == (int)LOG_LEVEL_DEBUG, "log level enums differ");
+_Static_assert((int)CONFIG_LOG_JSON == (int)LOG_FORMAT_JSON, "log format enums differ");
+
+/* --- config ----------------------------------------------------------------------------------- */
+
+/* Loads m->config_path; every problem goes to stderr, one per line, like `meshd validate`. */
+static int config_comp_start(struct meshd *m)
+{
+	struct config_errors errs = { 0 };
+
+	m->cfg = config_load(m->config_path, NULL, &errs);
+	if (!m->cfg) {
+		for (size_t i = 0; i < errs.n; i++)
+			fprintf(stderr, "%s\n", errs.msgs[i]);
+		config_errors_free(&errs);
+		return -EINVAL;
+	}
+	config_errors_free(&errs);
+	if (m->cfg->config_watch) {
+		int err = config_watch_start(m);
+
+		if (err) {
+			config_free(m->cfg);
+			m->cfg = NULL;
+			return err;
+		}
+	}
+	return 0;
+}
+
+static void config_comp_stop(struct meshd *m)
+{
+	config_watch_stop(m);
+	config_free(m->cfg);
+	m->cfg = NULL;
+}
+
+static int config_comp_reload(struct meshd *m, const struct mesh_config *old,
+			      const struct mesh_config *new, const struct config_diff *diff)
+{
+	if (new->config_watch && !old->config_watch)
+		return config_watch_start(m);
+	if (!new->config_watch && old->config_watch)
+		config_watch_stop(m);
+	return 0;
+}
+
+/* --- log -------------------------------------------------------------------------------------- */
+
+static int log_comp_start(struct meshd *m)
+{
+	log_setup((enum log_level)m->cfg->log_level, (enum log_format)m->cfg->log_format,
+		  STDERR_FILENO);
+	log_route_libbpf();
+	return 0;
+}
+
+static int log_comp_reload(struct meshd *m, const struct mesh_config *old,
+			   const struct mesh_config *new, const struct config_diff *diff)
+{
+	if (old->log_level == new->log_level && old->log_format == new->log_format)
+		return 0;
+	log_setup((enum log_level) new->log_level, (enum log_format) new->log_format,
+		  STDERR_FILENO);
+	return 0;
+}
+
+/* --- datapath --------------------------------------------------------------------------------- */
+
+/* Drops services left in pinned maps by an earlier run that the config no longer names. */
+static int prune_services(struct meshd *m)
+{
+	const struct mesh_config *cfg = m->cfg;
+	const char **keep = calloc(cfg->n_services ? cfg->n_services : 1, sizeof(*keep));
+	int err;
+
+	if (!keep)
+		return -ENOMEM;
+	for (size_t i = 0; i < cfg->n_services; i++)
+		keep[i] = cfg->services[i].name;
+	err = datapath_service_prune(m->dp, keep, cfg->n_services);
+	free(keep);
+	if (err)
+		LOG_WARN("datapath", "cannot prune stale services", "err=%s",
+			 log_q(strerror(-err)));
+	return err;
+}
+
+static int dp_comp_start(struct meshd *m)
+{
+	struct datapath_opts opts = { .pin_path = m->cfg->bpf_pin_path, .cgroup = m->cfg->cgroup };
+	bool existed = access(opts.pin_path, F_OK) == 0;
+	int err;
+
+	m->dp = datapath_open(&opts);
+	if (!m->dp) {
+		err = -errno;
+		LOG_ERR("datapath", "cannot open the datapath", "pin_path=%s cgroup=%s err=%s",
+			log_q(opts.pin_path), log_q(opts.cgroup), log_q(strerror(-err)));
+		/* Whatever this attempt pinned before failing must not outlive it. */
+		if (!existed)
+			datapath_cleanup(opts.pin_path);
+		return err;
+	}
+	/* datapath_open() has logged whether it adopted or loaded. */
+	prune_services(m); /* stale services are untidy, not fatal */
+	m->ready = true;
+	return 0;
+}
+
+/* Graceful stop leaves everything pinned and attached: connections keep flowing without meshd.
+ * Unwinding a failed first start removes what this run loaded, so nothing stays attached. */
+static void dp_comp_stop(struct meshd *m)
+{
+	bool fresh = m->dp && !datapath_adopted(m->dp);
+
+	m->ready = false;
+	datapath_close(m->dp);
+	m->dp = NULL;
+	if (m->start_failed && fresh) {
+		LOG_INFO("datapath", "removing the datapath this failed start loaded",
+			 "pin_path=%s", log_q(m->cfg->bpf_pin_path));
+		datapath_cleanup(m->cfg->bpf_pin_path);
+	}
+}
+
+static int dp_comp_reload(struct meshd *m, const struct mesh_config *old,
+			  const struct mesh_config *new, const struct config_diff *diff)
+{
+	/* Moving the datapath would detach it: that takes a restart, never a reload. */
+	if (strcmp(old->cgroup, new->cgroup) != 0) {
+		LOG_ERR("config",
+			"cgroup cannot change on reload; restart meshd to move the datapath",
+			"old=%s new=%s", log_q(old->cgroup), log_q(new->cgroup));
+		return -EINVAL;
+	}
+	if (strcmp(old->bpf_pin_path, new->bpf_pin_path) != 0) {
+		LOG_ERR("config", "bpf_pin_path cannot change on reload; restart meshd",
+			"old=%s new=%s", log_q(old->bpf_pin_path), log_q(new->bpf_pin_path));
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* --- mtls ------------------------------------------------------------------------------------- */
+
+static int mtls_comp_start(struct meshd *m)
+{
+	LOG_DEBUG("mtls", "mTLS proxy not built yet (a later issue); services run in plaintext",
+		  "enabled=%d", m->cfg->mtls.enabled);
+	return 0;
+}
+
+/* --- the table -------------------------------------------------------------------------------- */
+
+static const struct meshd_component components[] = {
+	{ "config", { NULL }, config_comp_start, config_comp_stop, config_comp_reload },
+	{ "log", { "config" }, log_comp_start, NULL, log_comp_reload },
+	{ "datapath", { "config", "log" }, dp_comp_start, dp_comp_stop, dp_comp_reload },
+	/* Health before discovery, so the first backend sets are written with health known. */
+	{ "health", { "datapath" }, health_start, health_stop, health_reload },
+	{ "discovery",
+	  { "datapath", "health" },
+	  discovery_start,
+	  discovery_stop,
+	  discovery_reload },
+	{ "mtls", { "datapath", "discovery" }, mtls_comp_start, NULL, NULL },
+	{ "metrics", { "datapath" }, metrics_start, metrics_stop, metrics_reload },
+	/* Last: once `meshctl status` answers, everything else is up. */
+	{ "admin",
+	  { "discovery", "health", "mtls", "metrics" },
+	  admin_start,
+	  admin_stop,
+	  admin_reload },
+};
+
+const struct meshd_component *meshd_components(size_t *n)
+{
+	*n = sizeof(components) / sizeof(components[0]);
+	return components;
+}
+
+/* --- service apply hooks ---------------------------------------------------------------------- */
+
+int meshd_apply_service(struct meshd *m, const struct config_service *svc)
+{
+	int err;
+
+	if (!m->dp)
+		return -ENODEV;
+	err = datapath_service_set(m->dp, svc);
+	if (err) {
+		LOG_ERR("datapath", "cannot write service", "service=%s err=%s", log_q(svc->name),
+			log_q(strerror(-err)));
+		return err;
+	}
+	/* Backends that stay keep their flag in the map; this re-asserts what the checks know. */
+	for (size_t i = 0; i < svc->n_backends; i++) {
+		const struct config_endpoint *be = &svc->backends[i].endpoint;
+
+		err = datapath_backend_set_health(m->dp, svc->name, be,
+						  health_backend_healthy(m, svc->name, be));
+		if (err)
+			LOG_WARN("datapath", "cannot set backend health", "service=%s err=%s",
+				 log_q(svc->name), log_q(strerror(-err)));
+	}
+	LOG_DEBUG("datapath", "service written", "service=%s backends=%zu", log_q(svc->name),
+		  svc->n_backends);
+	return 0;
+}
+
+int meshd_remove_service(struct meshd *m, const char *name)
+{
+	int err;
+
+	if (!m->dp)
+		return -ENODEV;
+	err = datapath_service_del(m->dp, name);
+	if (err == -ENOENT)
+		return 0;
+	if (err) {
+		LOG_ERR("datapath", "cannot remove service", "service=%s err=%s", log_q(name),
+			log_q(strerror(-err)));
+		return err;
+	}
+	LOG_INFO("datapath", "service removed", "service=%s", log_q(name));
+	return 0;
+}

@@ -1,0 +1,213 @@
+/* The metrics component: an HTTP listener on telemetry.metrics_listen serving /metrics (the
+ * Prometheus exposition of the daemon counters and the datapath's per-service and per-backend
+ * stats, read with batch lookups by datapath_stats), /healthz (alive) and /readyz (ready).
+ * Runs on the event-loop thread; a scrape is built synchronously from a fresh snapshot. */
+#include <errno.h>
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/http.h"
+#include "common/log.h"
+#include "common/prom.h"
+#include "meshd/meshd.h"
+#include "telemetry/exposition.h"
+
+struct metrics {
+	struct meshd *m;
+	struct http_server *srv;
+	struct config_endpoint listen;
+	struct exposition *expo;
+	uint64_t scrapes;
+};
+
+static const char *discovery_name(enum config_discovery d)
+{
+	switch (d) {
+	case CONFIG_DISCOVERY_CONSUL:
+		return "consul";
+	case CONFIG_DISCOVERY_DNS:
+		return "dns";
+	default:
+		return "static";
+	}
+}
+
+static uint64_t rss_bytes(void)
+{
+	unsigned long size, resident;
+	FILE *f = fopen("/proc/self/statm", "re");
+	int n;
+
+	if (!f)
+		return 0;
+	n = fscanf(f, "%lu %lu", &size, &resident);
+	fclose(f);
+	return n == 2 ? (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE) : 0;
+}
+
+/* Unix time at which the daemon started, from the monotonic start stamp. */
+static double start_time_seconds(const struct meshd *m)
+{
+	struct timespec now;
+	double up = (double)(evloop_now_ns() - m->started_at_ns) / 1e9;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	return (double)now.tv_sec + (double)now.tv_nsec / 1e9 - up;
+}
+
+static void fill_daemon(const struct meshd *m, struct expo_daemon *d)
+{
+	memset(d, 0, sizeof(*d));
+	d->version = MESH_VERSION;
+	d->ready = m->ready;
+	d->config_generation = m->cfg ? m->cfg->generation : 0;
+	memcpy(d->reloads, m->reloads, sizeof(d->reloads));
+	d->discovery = discovery_name(m->cfg ? m->cfg->discovery : CONFIG_DISCOVERY_STATIC);
+	memcpy(d->discovery_sync, m->discovery_sync, sizeof(d->discovery_sync));
+	d->discovery_last_sync_ts = m->discovery_last_sync_ts;
+	memcpy(d->mtls_handshakes, m->mtls_handshakes, sizeof(d->mtls_handshakes));
+	memcpy(d->health_transitions, m->health_transitions, sizeof(d->health_transitions));
+	d->rss_bytes = rss_bytes();
+	d->start_time_seconds = start_time_seconds(m);
+}
+
+static void serve_metrics(struct metrics *mt, struct http_response *resp)
+{
+	struct expo_daemon d;
+	int err = 0;
+
+	if (mt->m->dp)
+		err = datapath_stats(mt->m->dp, expo_service, expo_backend, mt->expo);
+	if (err)
+		LOG_WARN("metrics", "datapath stats unavailable", "err=%s", log_q(strerror(-err)));
+	fill_daemon(mt->m, &d);
+	err = expo_render(mt->expo, &d, &resp->body);
+	if (err) {
+		strbuf_reset(&resp->body);
+		resp->status = 500;
+		strbuf_puts(&resp->body, "out of memory\n");
+		return;
+	}
+	resp->content_type = PROM_CONTENT_TYPE;
+	mt->scrapes++;
+}
+
+static void metrics_handle(const struct http_request *req, struct http_response *resp, void *arg)
+{
+	struct metrics *mt = arg;
+
+	if (strcmp(req->path, "/metrics") && strcmp(req->path, "/healthz") &&
+	    strcmp(req->path, "/readyz")) {
+		resp->status = 404;
+		strbuf_puts(&resp->body, "not found: try /metrics, /healthz or /readyz\n");
+		return;
+	}
+	if (req->method == HTTP_METHOD_POST) {
+		resp->status = 405;
+		strbuf_puts(&resp->body, "method not allowed\n");
+		return;
+	}
+	if (!strcmp(req->path, "/metrics")) {
+		serve_metrics(mt, resp);
+	} else if (!strcmp(req->path, "/healthz")) {
+		strbuf_puts(&resp->body, "ok\n");
+	} else if (mt->m->ready) {
+		strbuf_puts(&resp->body, "ready\n");
+	} else {
+		resp->status = 503;
+		strbuf_puts(&resp->body, "not ready\n");
+	}
+}
+
+static struct http_server *listen_on(struct metrics *mt, const struct config_endpoint *ep)
+{
+	static const struct http_server_opts opts = { .name = "metrics", .timeout_ms = 10000 };
+	struct http_server *srv =
+	    http_server_listen_tcp(mt->m->loop, ep, &opts, metrics_handle, mt);
+	char buf[64];
+
+	if (!srv) {
+		int err = errno;
+
+		LOG_ERR("metrics", "cannot listen", "addr=%s err=%s",
+			expo_endpoint(ep, buf, sizeof(buf)), log_q(strerror(err)));
+		errno = err;
+		return NULL;
+	}
+	LOG_INFO("metrics", "listening", "addr=%s", expo_endpoint(ep, buf, sizeof(buf)));
+	return srv;
+}
+
+/* Starts the /metrics listener on m->cfg->metrics_listen. Returns 0 or -errno (EADDRINUSE when
+ * the port is taken; logged with the address). */
+int metrics_start(struct meshd *m)
+{
+	struct metrics *mt = calloc(1, sizeof(*mt));
+	int err;
+
+	if (!mt)
+		return -ENOMEM;
+	/* A scrape of 10,000 backends builds megabytes of text: serve such buffers from mmap so
+	 * they go back to the kernel when freed instead of pinning the heap (idle RSS target). */
+	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+	mt->m = m;
+	mt->expo = expo_new(datapath_reject_reason_name);
+	if (!mt->expo)
+		goto err_free;
+	mt->listen = m->cfg->metrics_listen;
+	mt->srv = listen_on(mt, &mt->listen);
+	if (!mt->srv)
+		goto err_free;
+	m->metrics = mt;
+	return 0;
+
+err_free:
+	err = errno ? -errno : -ENOMEM;
+	expo_free(mt->expo);
+	free(mt);
+	return err;
+}
+
+/* Closes the listener and its connections. Safe when not started. */
+void metrics_stop(struct meshd *m)
+{
+	struct metrics *mt = m->metrics;
+
+	if (!mt)
+		return;
+	http_server_free(mt->srv);
+	expo_free(mt->expo);
+	free(mt);
+	m->metrics = NULL;
+}
+
+static bool endpoint_equal(const struct config_endpoint *a, const struct config_endpoint *b)
+{
+	if (a->family != b->family || a->port != b->port)
+		return false;
+	return a->family == AF_INET6 ? !memcmp(&a->addr.v6, &b->addr.v6, sizeof(a->addr.v6))
+				     : a->addr.v4.s_addr == b->addr.v4.s_addr;
+}
+
+/* Moves the listener when telemetry.metrics_listen changed: the new one is bound first, so a
+ * failure (-errno) leaves the old one serving. */
+int metrics_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
+		   const struct config_diff *diff)
+{
+	struct metrics *mt = m->metrics;
+	struct http_server *srv;
+
+	if (!mt || endpoint_equal(&mt->listen, &new->metrics_listen))
+		return 0;
+	srv = listen_on(mt, &new->metrics_listen);
+	if (!srv)
+		return -errno;
+	http_server_free(mt->srv);
+	mt->srv = srv;
+	mt->listen = new->metrics_listen;
+	return 0;
+}

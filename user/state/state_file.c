@@ -1,0 +1,393 @@
+/* On-disk discovery state: a small line format, written atomically and parsed strictly.
+ *
+ *   meshd-discovery-state 1
+ *   service api 120 2          name, discovery index, backend count
+ *   backend 127.0.0.1 8081 1   address, port, weight
+ *   backend ::1 8082 10
+ *   end 1                      number of services: a truncated file never parses
+ *
+ * Anything else (another magic, version, count or a stray line) makes the whole file invalid. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "state/state.h"
+
+#define STATE_MAGIC "meshd-discovery-state"
+#define STATE_VERSION 1
+#define STATE_MAX_FILE (16u << 20)
+#define STATE_MAX_SERVICES 65536
+
+/* ---- format --------------------------------------------------------------------------------- */
+
+struct sbuf {
+	char *p;
+	size_t len, cap;
+	bool oom;
+};
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(struct sbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (b->oom)
+		return;
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+		va_end(ap);
+		if (n >= 0 && (size_t)n < b->cap - b->len) {
+			b->len += (size_t)n;
+			return;
+		}
+		char *np = n < 0 ? NULL : realloc(b->p, b->cap * 2 + (size_t)n + 1);
+		if (!np) {
+			b->oom = true;
+			return;
+		}
+		b->p = np;
+		b->cap = b->cap * 2 + (size_t)n + 1;
+	}
+}
+
+static void format_backend(struct sbuf *b, const struct config_backend *be)
+{
+	char ip[INET6_ADDRSTRLEN];
+
+	inet_ntop(be->endpoint.family, &be->endpoint.addr, ip, sizeof(ip));
+	sb_printf(b, "backend %s %u %u\n", ip, be->endpoint.port, be->weight);
+}
+
+char *state_format(const struct state_table *t, size_t *len)
+{
+	struct sbuf b = { .cap = 256 };
+	size_t i, j, n = 0;
+
+	b.p = malloc(b.cap);
+	if (!b.p)
+		return NULL;
+	b.p[0] = '\0';
+	sb_printf(&b, "%s %d\n", STATE_MAGIC, STATE_VERSION);
+	for (i = 0; i < t->n; i++) {
+		const struct state_entry *e = &t->ents[i];
+
+		if (!e->discovered || !e->svc.name)
+			continue;
+		sb_printf(&b, "service %s %llu %zu\n", e->svc.name, (unsigned long long)e->index,
+			  e->svc.n_backends);
+		for (j = 0; j < e->svc.n_backends; j++)
+			format_backend(&b, &e->svc.backends[j]);
+		n++;
+	}
+	sb_printf(&b, "end %zu\n", n);
+	if (b.oom) {
+		free(b.p);
+		errno = ENOMEM;
+		return NULL;
+	}
+	*len = b.len;
+	return b.p;
+}
+
+/* ---- parse ---------------------------------------------------------------------------------- */
+
+struct cursor {
+	const char *buf;
+	size_t len, pos;
+	unsigned line;
+	char text[256];
+	char *f[6];
+	int nf;
+};
+
+/* Splits the next line into fields. Returns false at end of input, on a line that is too long,
+ * unterminated or holds a NUL. */
+static bool next_line(struct cursor *c)
+{
+	size_t n = 0;
+	char *save, *tok;
+
+	if (c->pos >= c->len)
+		return false;
+	while (c->pos + n < c->len && c->buf[c->pos + n] != '\n') {
+		if (c->buf[c->pos + n] == '\0' || n + 1 >= sizeof(c->text))
+			return false;
+		n++;
+	}
+	if (c->pos + n >= c->len)
+		return false; /* no final newline: truncated */
+	memcpy(c->text, c->buf + c->pos, n);
+	c->text[n] = '\0';
+	c->pos += n + 1;
+	c->line++;
+	c->nf = 0;
+	for (tok = strtok_r(c->text, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+		if (c->nf == (int)(sizeof(c->f) / sizeof(c->f[0])))
+			return false;
+		c->f[c->nf++] = tok;
+	}
+	return true;
+}
+
+static bool parse_u64(const char *s, uint64_t max, uint64_t *out)
+{
+	unsigned long long v;
+	char *end;
+
+	if (s[0] < '0' || s[0] > '9')
+		return false;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end || v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* Service names are DNS labels (DESIGN.md). */
+static bool valid_name(const char *s)
+{
+	size_t i, n = strlen(s);
+
+	if (n == 0 || n > 63 || s[0] == '-' || s[n - 1] == '-')
+		return false;
+	for (i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+			return false;
+	return true;
+}
+
+static bool parse_backend(struct cursor *c, struct config_backend *b)
+{
+	uint64_t port, weight;
+
+	if (!next_line(c) || c->nf != 4 || strcmp(c->f[0], "backend") != 0)
+		return false;
+	memset(b, 0, sizeof(*b));
+	if (inet_pton(AF_INET, c->f[1], &b->endpoint.addr.v4) == 1)
+		b->endpoint.family = AF_INET;
+	else if (inet_pton(AF_INET6, c->f[1], &b->endpoint.addr.v6) == 1)
+		b->endpoint.family = AF_INET6;
+	else
+		return false;
+	if (!parse_u64(c->f[2], 65535, &port) || port == 0 || !parse_u64(c->f[3], 65535, &weight) ||
+	    weight == 0)
+		return false;
+	b->endpoint.port = (uint16_t)port;
+	b->weight = (uint32_t)weight;
+	return true;
+}
+
+/* Parses one `service` line (already split in `c`) and its backend lines into `s`. */
+static int parse_service(struct cursor *c, struct state_saved *out, struct state_saved_service *s)
+{
+	uint64_t n;
+	size_t i;
+
+	if (c->nf != 4 || !valid_name(c->f[1]) || state_saved_find(out, c->f[1]) ||
+	    !parse_u64(c->f[2], UINT64_MAX, &s->index) ||
+	    !parse_u64(c->f[3], STATE_MAX_BACKENDS, &n))
+		return -EINVAL;
+	s->name = strdup(c->f[1]);
+	s->backends = calloc(n ? n : 1, sizeof(*s->backends));
+	if (!s->name || !s->backends)
+		return -ENOMEM;
+	for (i = 0; i < n; i++, s->n_backends++)
+		if (!parse_backend(c, &s->backends[i]))
+			return -EINVAL;
+	return 0;
+}
+
+static int parse_body(struct cursor *c, struct state_saved *out)
+{
+	struct state_saved_service *ns;
+	uint64_t count;
+	int err;
+
+	while (next_line(c)) {
+		if (c->nf == 2 && strcmp(c->f[0], "end") == 0) {
+			if (!parse_u64(c->f[1], STATE_MAX_SERVICES, &count) || count != out->n)
+				return -EINVAL;
+			return c->pos == c->len ? 0 : -EINVAL;
+		}
+		if (c->nf < 1 || strcmp(c->f[0], "service") != 0 || out->n >= STATE_MAX_SERVICES)
+			return -EINVAL;
+		ns = realloc(out->svcs, (out->n + 1) * sizeof(*ns));
+		if (!ns)
+			return -ENOMEM;
+		out->svcs = ns;
+		memset(&ns[out->n], 0, sizeof(*ns));
+		out->n++;
+		err = parse_service(c, out, &ns[out->n - 1]);
+		if (err)
+			return err;
+	}
+	return -EINVAL; /* no `end` line: truncated */
+}
+
+int state_parse(const char *buf, size_t len, struct state_saved *out, char *why, size_t why_len)
+{
+	struct cursor c = { .buf = buf, .len = len };
+	int err = -EINVAL;
+
+	memset(out, 0, sizeof(*out));
+	if (!next_line(&c) || c.nf != 2 || strcmp(c.f[0], STATE_MAGIC) != 0) {
+		snprintf(why, why_len, "not a meshd discovery state file");
+		return -EINVAL;
+	}
+	if (strcmp(c.f[1], "1") != 0) {
+		snprintf(why, why_len, "unsupported state version %s", c.f[1]);
+		return -EINVAL;
+	}
+	err = parse_body(&c, out);
+	if (err) {
+		snprintf(why, why_len, "%s at line %u",
+			 err == -ENOMEM ? "out of memory" : "corrupt", c.line);
+		state_saved_free(out);
+	}
+	return err;
+}
+
+void state_saved_free(struct state_saved *s)
+{
+	size_t i;
+
+	for (i = 0; i < s->n; i++) {
+		free(s->svcs[i].name);
+		free(s->svcs[i].backends);
+	}
+	free(s->svcs);
+	s->svcs = NULL;
+	s->n = 0;
+}
+
+const struct state_saved_service *state_saved_find(const struct state_saved *s, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < s->n; i++)
+		if (s->svcs[i].name && strcmp(s->svcs[i].name, name) == 0)
+			return &s->svcs[i];
+	return NULL;
+}
+
+/* ---- files ---------------------------------------------------------------------------------- */
+
+static int write_all(int fd, const char *p, size_t len)
+{
+	ssize_t n;
+
+	while (len) {
+		n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), err = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd))
+		err = -errno;
+	close(fd);
+	return err;
+}
+
+int state_save(const char *dir, const struct state_table *t)
+{
+	char path[PATH_MAX], tmp[PATH_MAX];
+	size_t len;
+	char *text;
+	int fd, err;
+
+	if (snprintf(path, sizeof(path), "%s/%s", dir, STATE_FILE_NAME) >= (int)sizeof(path) ||
+	    snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", dir, STATE_FILE_NAME) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	text = state_format(t, &len);
+	if (!text)
+		return -ENOMEM;
+	if (mkdir(dir, 0700) && errno != EEXIST) {
+		err = -errno;
+		goto err_text;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		err = -errno;
+		goto err_text;
+	}
+	err = write_all(fd, text, len);
+	if (!err && fchmod(fd, 0600))
+		err = -errno;
+	if (!err && fsync(fd))
+		err = -errno;
+	if (close(fd) && !err)
+		err = -errno;
+	if (!err && rename(tmp, path))
+		err = -errno;
+	if (err)
+		goto err_unlink;
+	free(text);
+	return fsync_dir(dir);
+
+err_unlink:
+	unlink(tmp);
+err_text:
+	free(text);
+	return err;
+}
+
+int state_load(const char *dir, struct state_saved *out, char *why, size_t why_len)
+{
+	char path[PATH_MAX];
+	char *buf = NULL;
+	struct stat st;
+	ssize_t n;
+	int fd, err;
+
+	memset(out, 0, sizeof(*out));
+	if (snprintf(path, sizeof(path), "%s/%s", dir, STATE_FILE_NAME) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st)) {
+		err = -errno;
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size > STATE_MAX_FILE) {
+		snprintf(why, why_len, "not a regular file or larger than %u bytes",
+			 STATE_MAX_FILE);
+		err = -EINVAL;
+		goto out;
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	err = buf ? 0 : -ENOMEM;
+	n = buf ? pread(fd, buf, (size_t)st.st_size, 0) : -1;
+	if (!err && n != st.st_size) {
+		snprintf(why, why_len, "short read");
+		err = n < 0 ? -errno : -EINVAL;
+	}
+	if (!err)
+		err = state_parse(buf, (size_t)n, out, why, why_len);
+out:
+	free(buf);
+	close(fd);
+	return err;
+}

@@ -1,0 +1,367 @@
+/* Builds meshd's exposition (exposition.h). Per-service and per-backend samples arrive one
+ * object at a time from datapath_stats() but Prometheus wants each family's samples together, so
+ * each collected family has its own buffer, concatenated after its HELP/TYPE at render time.
+ * Runs on the event-loop thread during a scrape. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/prom.h"
+#include "telemetry/exposition.h"
+
+enum family {
+	FAM_CONNECTIONS = 0,
+	FAM_REJECTS,
+	FAM_BYTES,
+	FAM_PASSTHROUGH,
+	FAM_ACTIVE,
+	FAM_HEALTHY,
+	FAM_CIRCUIT_STATE,
+	FAM_CIRCUIT_TRANSITIONS,
+	FAM_CONSECUTIVE_FAILURES,
+	FAM_LATENCY,
+	FAM__COUNT,
+};
+
+static const struct {
+	const char *name, *type, *help;
+} families[FAM__COUNT] = {
+	[FAM_CONNECTIONS] = { "meshd_connections_total", "counter",
+			      "Connections to a service address by backend and outcome (ok, "
+			      "failed; "
+			      "rejected by the datapath is counted per service with "
+			      "backend=\"\")." },
+	[FAM_REJECTS] = { "meshd_rejects_total", "counter",
+			  "Connections the datapath refused, by service and reason." },
+	[FAM_BYTES] = { "meshd_bytes_total", "counter",
+			"Bytes on connections through a service address, by direction (sent by "
+			"the client, received by the client)." },
+	[FAM_PASSTHROUGH] = { "meshd_passthrough_connections_total", "counter",
+			      "Connections to a service address let through untouched (fail "
+			      "open)." },
+	[FAM_ACTIVE] = { "meshd_backend_active_connections", "gauge",
+			 "Open connections to a backend." },
+	[FAM_HEALTHY] = { "meshd_backend_healthy", "gauge",
+			  "1 when the backend passes its health checks, else 0." },
+	[FAM_CIRCUIT_STATE] = { "meshd_backend_circuit_state", "gauge",
+				"Circuit breaker state: 0 closed, 1 open, 2 half-open." },
+	[FAM_CIRCUIT_TRANSITIONS] = { "meshd_circuit_transitions_total", "counter",
+				      "Circuit breaker transitions of a backend, by target "
+				      "state." },
+	[FAM_CONSECUTIVE_FAILURES] = { "meshd_backend_consecutive_failures", "gauge",
+				       "Consecutive failed connects to a backend (breaker "
+				       "input)." },
+	[FAM_LATENCY] = { "meshd_backend_connect_latency_seconds", "gauge",
+			  "Moving average of the connect (handshake) time to a backend." },
+};
+
+/* Rendered label lists are at most a 63-byte service name and a 47-byte [ip6]:port plus syntax. */
+#define LABELS_MAX 160
+
+struct svc_entry {
+	char labels[LABELS_MAX]; /* service="..." */
+	struct datapath_service_stats st;
+};
+
+struct be_entry {
+	char labels[LABELS_MAX]; /* service="...",backend="..." */
+	struct datapath_backend_stats st;
+};
+
+/* One scrape's snapshot: compact copies of the stats (a few hundred bytes per backend), rendered
+ * family by family straight into the output, so no per-family text is buffered. */
+struct exposition {
+	const char *(*reason_name)(int reason);
+	struct svc_entry *svcs;
+	size_t n_svcs, cap_svcs;
+	struct be_entry *bes;
+	size_t n_bes, cap_bes;
+	int err; /* sticky -ENOMEM while collecting */
+};
+
+struct exposition *expo_new(const char *(*reason_name)(int reason))
+{
+	struct exposition *e = calloc(1, sizeof(*e));
+
+	if (!e)
+		return NULL;
+	e->reason_name = reason_name;
+	return e;
+}
+
+/* Drops the snapshot (and its memory: a large scrape must not pin megabytes while idle). */
+static void expo_clear(struct exposition *e)
+{
+	free(e->svcs);
+	free(e->bes);
+	e->svcs = NULL;
+	e->bes = NULL;
+	e->n_svcs = e->cap_svcs = e->n_bes = e->cap_bes = 0;
+	e->err = 0;
+}
+
+void expo_free(struct exposition *e)
+{
+	if (!e)
+		return;
+	expo_clear(e);
+	free(e);
+}
+
+const char *expo_endpoint(const struct config_endpoint *ep, char *buf, size_t len)
+{
+	char ip[INET6_ADDRSTRLEN] = "?";
+
+	inet_ntop(ep->family, &ep->addr, ip, sizeof(ip));
+	if (ep->family == AF_INET6)
+		snprintf(buf, len, "[%s]:%u", ip, ep->port);
+	else
+		snprintf(buf, len, "%s:%u", ip, ep->port);
+	return buf;
+}
+
+/* Makes room for one more element of `size` bytes in *arr. Returns 0 or -ENOMEM. */
+static int grow(void **arr, size_t *cap, size_t n, size_t size)
+{
+	size_t c = *cap ? *cap * 2 : 64;
+	void *p;
+
+	if (n < *cap)
+		return 0;
+	p = realloc(*arr, c * size);
+	if (!p)
+		return -ENOMEM;
+	*arr = p;
+	*cap = c;
+	return 0;
+}
+
+/* Renders the label list into `dst` (LABELS_MAX bytes). Returns 0, or -ENAMETOOLONG. */
+static int render_labels(char *dst, const char *service, const char *backend)
+{
+	struct strbuf l = STRBUF_INIT;
+	int err = 0;
+
+	prom_label(&l, "service", service);
+	if (backend)
+		prom_label(&l, "backend", backend);
+	if (strbuf_error(&l) || l.len >= LABELS_MAX)
+		err = strbuf_error(&l) ? strbuf_error(&l) : -ENAMETOOLONG;
+	else
+		memcpy(dst, l.data, l.len + 1);
+	strbuf_free(&l);
+	return err;
+}
+
+void expo_service(const struct datapath_service_stats *s, void *arg)
+{
+	struct exposition *e = arg;
+	struct svc_entry *x;
+
+	if (e->err || (e->err = grow((void **)&e->svcs, &e->cap_svcs, e->n_svcs, sizeof(*x))))
+		return;
+	x = &e->svcs[e->n_svcs];
+	if (render_labels(x->labels, s->service, NULL))
+		return; /* unrenderable name: no series rather than a broken exposition */
+	x->st = *s;
+	x->st.service = NULL; /* only valid during the callback */
+	e->n_svcs++;
+}
+
+void expo_backend(const struct datapath_backend_stats *b, void *arg)
+{
+	struct exposition *e = arg;
+	struct be_entry *x;
+	char ep[64];
+
+	if (e->err || (e->err = grow((void **)&e->bes, &e->cap_bes, e->n_bes, sizeof(*x))))
+		return;
+	x = &e->bes[e->n_bes];
+	if (render_labels(x->labels, b->service, expo_endpoint(&b->backend, ep, sizeof(ep))))
+		return;
+	x->st = *b;
+	x->st.service = NULL;
+	e->n_bes++;
+}
+
+static void sample(struct strbuf *out, enum family f, const char *labels, const char *extra,
+		   uint64_t v)
+{
+	prom_sample_u64(out, families[f].name, labels, extra, v);
+}
+
+static uint64_t rejected(const struct datapath_service_stats *s)
+{
+	uint64_t sum = 0;
+	int i;
+
+	for (i = 0; i < 8; i++)
+		sum += s->rejects[i];
+	return sum;
+}
+
+static void render_rejects(struct exposition *e, struct strbuf *out, const struct svc_entry *x)
+{
+	char extra[96];
+	int i;
+
+	for (i = 0; i < 8; i++) {
+		const char *reason = e->reason_name ? e->reason_name(i) : NULL;
+
+		/* Unused slots of the 8-entry array have no name (or "unknown"): no series. */
+		if (!reason || !strcmp(reason, "unknown") || strlen(reason) > 64)
+			continue;
+		snprintf(extra, sizeof(extra), "reason=\"%s\"", reason);
+		sample(out, FAM_REJECTS, x->labels, extra, x->st.rejects[i]);
+	}
+}
+
+/* The samples of service family `f` for every collected service. */
+static void render_svc_family(struct exposition *e, struct strbuf *out, enum family f)
+{
+	size_t i;
+
+	for (i = 0; i < e->n_svcs; i++) {
+		const struct svc_entry *x = &e->svcs[i];
+
+		if (f == FAM_CONNECTIONS)
+			sample(out, f, x->labels, "backend=\"\",result=\"rejected\"",
+			       rejected(&x->st));
+		else if (f == FAM_REJECTS)
+			render_rejects(e, out, x);
+		else if (f == FAM_BYTES) {
+			sample(out, f, x->labels, "direction=\"sent\"", x->st.bytes_sent);
+			sample(out, f, x->labels, "direction=\"received\"", x->st.bytes_received);
+		} else if (f == FAM_PASSTHROUGH)
+			sample(out, f, x->labels, NULL, x->st.passthrough);
+	}
+}
+
+static void render_be_sample(struct strbuf *out, enum family f, const struct be_entry *x)
+{
+	const struct datapath_backend_stats *b = &x->st;
+
+	switch (f) {
+	case FAM_CONNECTIONS:
+		sample(out, f, x->labels, "result=\"ok\"", b->conn_ok);
+		sample(out, f, x->labels, "result=\"failed\"", b->conn_failed);
+		break;
+	case FAM_ACTIVE:
+		sample(out, f, x->labels, NULL, b->active);
+		break;
+	case FAM_HEALTHY:
+		sample(out, f, x->labels, NULL, b->healthy);
+		break;
+	case FAM_CIRCUIT_STATE:
+		sample(out, f, x->labels, NULL, (uint64_t)b->circuit);
+		break;
+	case FAM_CIRCUIT_TRANSITIONS:
+		sample(out, f, x->labels, "to=\"closed\"",
+		       b->transitions_to[DATAPATH_CIRCUIT_CLOSED]);
+		sample(out, f, x->labels, "to=\"open\"", b->transitions_to[DATAPATH_CIRCUIT_OPEN]);
+		sample(out, f, x->labels, "to=\"half_open\"",
+		       b->transitions_to[DATAPATH_CIRCUIT_HALF_OPEN]);
+		break;
+	case FAM_CONSECUTIVE_FAILURES:
+		sample(out, f, x->labels, NULL, b->consecutive_failures);
+		break;
+	case FAM_LATENCY:
+		prom_sample_nanos(out, families[f].name, x->labels, NULL, b->latency_ewma_ns);
+		break;
+	default:
+		break;
+	}
+}
+
+static void render_config(struct strbuf *out, const struct expo_daemon *d)
+{
+	struct strbuf l = STRBUF_INIT;
+
+	prom_label(&l, "version", d->version ? d->version : "unknown");
+	prom_family(out, "meshd_build_info", "gauge",
+		    "Always 1; the version label says which meshd.");
+	prom_sample_u64(out, "meshd_build_info", l.data, NULL, 1);
+	strbuf_free(&l);
+	prom_family(out, "meshd_up", "gauge", "Always 1 while meshd serves this endpoint.");
+	prom_sample_u64(out, "meshd_up", NULL, NULL, 1);
+	prom_family(out, "meshd_ready", "gauge",
+		    "1 when the datapath is attached and the config loaded (as /readyz).");
+	prom_sample_u64(out, "meshd_ready", NULL, NULL, d->ready);
+	prom_family(out, "meshd_config_generation", "gauge",
+		    "Generation of the running config: 1 at start, +1 per applied reload.");
+	prom_sample_u64(out, "meshd_config_generation", NULL, NULL, d->config_generation);
+	prom_family(out, "meshd_config_reloads_total", "counter",
+		    "Config reloads by result (error: the old config stayed).");
+	prom_sample_u64(out, "meshd_config_reloads_total", NULL, "result=\"ok\"", d->reloads[0]);
+	prom_sample_u64(out, "meshd_config_reloads_total", NULL, "result=\"error\"", d->reloads[1]);
+}
+
+static void render_discovery(struct strbuf *out, const struct expo_daemon *d)
+{
+	struct strbuf l = STRBUF_INIT;
+
+	prom_label(&l, "backend", d->discovery ? d->discovery : "static");
+	prom_family(out, "meshd_discovery_sync_total", "counter",
+		    "Discovery synchronisations by discovery backend and result.");
+	prom_sample_u64(out, "meshd_discovery_sync_total", l.data, "result=\"ok\"",
+			d->discovery_sync[0]);
+	prom_sample_u64(out, "meshd_discovery_sync_total", l.data, "result=\"error\"",
+			d->discovery_sync[1]);
+	prom_family(out, "meshd_discovery_last_sync_timestamp_seconds", "gauge",
+		    "Unix time of the last successful discovery sync (0 = never).");
+	prom_sample_double(out, "meshd_discovery_last_sync_timestamp_seconds", l.data, NULL,
+			   d->discovery_last_sync_ts);
+	strbuf_free(&l);
+}
+
+static void render_daemon_misc(struct strbuf *out, const struct expo_daemon *d)
+{
+	static const char *const mtls[2][2] = {
+		{ "direction=\"inbound\",result=\"ok\"", "direction=\"inbound\",result=\"error\"" },
+		{ "direction=\"outbound\",result=\"ok\"",
+		  "direction=\"outbound\",result=\"error\"" },
+	};
+	int i, j;
+
+	prom_family(out, "meshd_mtls_handshakes_total", "counter",
+		    "TLS handshakes of the mTLS proxy by direction and result.");
+	for (i = 0; i < 2; i++)
+		for (j = 0; j < 2; j++)
+			prom_sample_u64(out, "meshd_mtls_handshakes_total", NULL, mtls[i][j],
+					d->mtls_handshakes[i][j]);
+	prom_family(out, "meshd_health_transitions_total", "counter",
+		    "Backend health-check state changes by new state.");
+	prom_sample_u64(out, "meshd_health_transitions_total", NULL, "to=\"unhealthy\"",
+			d->health_transitions[0]);
+	prom_sample_u64(out, "meshd_health_transitions_total", NULL, "to=\"healthy\"",
+			d->health_transitions[1]);
+	if (d->rss_bytes) {
+		prom_family(out, "process_resident_memory_bytes", "gauge",
+			    "Resident memory of meshd.");
+		prom_sample_u64(out, "process_resident_memory_bytes", NULL, NULL, d->rss_bytes);
+	}
+	prom_family(out, "process_start_time_seconds", "gauge", "Unix time meshd started.");
+	prom_sample_double(out, "process_start_time_seconds", NULL, NULL, d->start_time_seconds);
+}
+
+int expo_render(struct exposition *e, const struct expo_daemon *d, struct strbuf *out)
+{
+	int i, err = e->err;
+	size_t j;
+
+	/* One allocation for the whole scrape: ~900 bytes per backend, ~500 per service. */
+	strbuf_reserve(out, 16384 + e->n_bes * 1024 + e->n_svcs * 512);
+	render_config(out, d);
+	render_discovery(out, d);
+	render_daemon_misc(out, d);
+	for (i = 0; i < FAM__COUNT; i++) {
+		prom_family(out, families[i].name, families[i].type, families[i].help);
+		render_svc_family(e, out, (enum family)i);
+		for (j = 0; j < e->n_bes; j++)
+			render_be_sample(out, (enum family)i, &e->bes[j]);
+	}
+	expo_clear(e);
+	return err ? err : strbuf_error(out);
+}

@@ -1,0 +1,47 @@
+/* meshd's /metrics content: every metric family DESIGN.md promises, built from plain snapshot
+ * structs (daemon counters, and the datapath's per-service and per-backend stats) into Prometheus
+ * text. Pure and allocation-bounded by the output size; the metrics component in meshd feeds it
+ * from datapath_stats() and serves the result. */
+#ifndef MESH_EXPOSITION_H
+#define MESH_EXPOSITION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/strbuf.h"
+#include "datapath/datapath.h"
+
+/* Daemon-level values (struct meshd and /proc), copied so this module does not depend on meshd. */
+struct expo_daemon {
+	const char *version;
+	bool ready;
+	uint64_t config_generation;
+	uint64_t reloads[2];		/* [0] ok, [1] error */
+	const char *discovery;		/* discovery backend label: static, consul, dns */
+	uint64_t discovery_sync[2];	/* [0] ok, [1] error */
+	double discovery_last_sync_ts;	/* unix seconds, 0 = never */
+	uint64_t mtls_handshakes[2][2]; /* [0 inbound, 1 outbound][0 ok, 1 error] */
+	uint64_t health_transitions[2]; /* [0] to unhealthy, [1] to healthy */
+	uint64_t rss_bytes;		/* 0 = unknown (omitted) */
+	double start_time_seconds;	/* unix seconds */
+};
+
+struct exposition;
+
+/* `reason_name(i)` names reject reason i (0..7) for labels, NULL or "unknown" for an unused
+ * index (no series). Returns
+ * NULL with errno ENOMEM. */
+struct exposition *expo_new(const char *(*reason_name)(int reason));
+void expo_free(struct exposition *e);
+/* Adds one service's / one backend's samples (callbacks for datapath_stats; `arg` is the
+ * exposition). */
+void expo_service(const struct datapath_service_stats *s, void *arg);
+void expo_backend(const struct datapath_backend_stats *b, void *arg);
+/* Appends the whole exposition (daemon families, then the collected ones) to `out` and empties
+ * the collected samples for the next scrape. Returns 0 or -ENOMEM. */
+int expo_render(struct exposition *e, const struct expo_daemon *d, struct strbuf *out);
+
+/* Formats `ip:port` (`[ip6]:port` for IPv6) into `buf`; returns buf. */
+const char *expo_endpoint(const struct config_endpoint *ep, char *buf, size_t len);
+
+#endif
