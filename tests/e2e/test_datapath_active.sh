@@ -34,7 +34,7 @@ expect zero_after_reset "ok=$(kv ok <<<"$out") service active=$(svc_field act ac
 
 # A process holding 600 connections is killed: the kernel closes them all.
 client_bg "$TMP/hold.out" -n 600 -t 4 --hold 60 $VIP 80
-wait_for 20 grep -q holding= "$TMP/hold.out"
+wait_for 20 grep -qs holding= "$TMP/hold.out"
 held=$(kv holding <"$TMP/hold.out")
 active=$(svc_field act active)
 expect held_connections_counted "holding=$held active=$active" \
@@ -47,7 +47,7 @@ expect zero_after_process_killed "service active=$(svc_field act active)" \
 # Connections open while their backend leaves the service, then close: nothing goes negative
 # and the remaining backends stay exact.
 client_bg "$TMP/hold2.out" -n 300 --hold 3 $VIP 80
-wait_for 20 grep -q holding= "$TMP/hold2.out"
+wait_for 20 grep -qs holding= "$TMP/hold2.out"
 dp set --name act --vip $VIP:80 --alg least_request --backend $A1 --backend $A2 \
 	--consecutive 0 --error-rate 0
 wait "$BG_PID" 2>/dev/null

@@ -241,23 +241,23 @@ static struct datapath *dp_alloc(const char *pin_path)
 	return dp;
 }
 
-/* Makes pin_path usable: adopts a matching pinned datapath, rebuilds a mismatched one.
- * Returns 1 when adopting, 0 for a fresh load, or -errno. */
-static int prepare_pins(const char *pin_path)
+/* Makes pin_path usable: adopts a matching pinned datapath, rebuilds a mismatched one (only
+ * when `create`: readers neither rebuild nor create). Returns 1 when adopting, 0 for a fresh
+ * load, or -errno. */
+static int prepare_pins(const char *pin_path, bool create)
 {
-	int st;
+	int st = abi_check(pin_path);
 
-	if (mkdir(pin_path, 0700) && errno != EEXIST)
+	if (st == -ESTALE && create) {
+		st = datapath_cleanup(pin_path);
+		if (st)
+			return st;
+	}
+	if (st <= 0 && !create)
+		return st ? st : -ENOENT;
+	if (st == 0 && mkdir(pin_path, 0700) && errno != EEXIST)
 		return -errno;
-	st = abi_check(pin_path);
-	if (st != -ESTALE)
-		return st;
-	st = datapath_cleanup(pin_path);
-	if (st)
-		return st;
-	if (mkdir(pin_path, 0700) && errno != EEXIST)
-		return -errno;
-	return 0;
+	return st;
 }
 
 struct datapath *datapath_open(const struct datapath_opts *opts)
@@ -269,13 +269,13 @@ struct datapath *datapath_open(const struct datapath_opts *opts)
 	dp = dp_alloc(opts->pin_path);
 	if (!dp)
 		return NULL;
-	st = prepare_pins(opts->pin_path);
+	st = prepare_pins(opts->pin_path, opts->cgroup != NULL);
 	if (st < 0) {
 		err = st;
 		goto err_close;
 	}
 	dp->adopted = st == 1;
-	err = dp->adopted && !opts->cgroup ? open_pinned_maps(dp) : load_object(dp);
+	err = opts->cgroup ? load_object(dp) : open_pinned_maps(dp);
 	if (err) {
 		LOG_ERR(DP_SUBSYS, "loading BPF object failed", "pin=%s err=%s",
 			log_q(dp->pin_path), strerror(-err));
