@@ -100,6 +100,11 @@ out=$(client -n 300 ::ffff:$VIP 80)
 expect v4_mapped_is_balanced_and_shows_vip "ok=$(kv ok <<<"$out") b1=$(kv backend.b1 <<<"$out")" \
 	'[ "$(kv ok <<<"$out")" -eq 300 ] && [ "$(kv backend.b1 <<<"$out")" -eq 100 ] && [ "$(kv peer_mismatch <<<"$out")" -eq 0 ]'
 
+dp set --name v6to4 --vip '[::1]:18101' --alg round_robin --backend $B1 --backend $B2
+out=$(client -n 100 ::1 18101)
+expect ipv6_vip_to_ipv4_backends "b1=$(kv backend.b1 <<<"$out") b2=$(kv backend.b2 <<<"$out")" \
+	'[ "$(kv backend.b1 <<<"$out")" -eq 50 ] && [ "$(kv backend.b2 <<<"$out")" -eq 50 ] && [ "$(kv peer_mismatch <<<"$out")" -eq 0 ]'
+
 # --- untouched: outside the cgroup, and non-service destinations inside it -------------------
 out=$("$CLIENT" -n 20 --timeout 500 $VIP 80)
 expect outside_cgroup_untouched "outside: ok=$(kv ok <<<"$out") refused=$(kv errno.ECONNREFUSED <<<"$out")" \

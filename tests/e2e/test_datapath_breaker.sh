@@ -2,8 +2,9 @@
 # The circuit breaker and the datapath's decided outcomes, attached for real: a killed backend
 # costs at most consecutive_failures failed connects, one probe after open_duration, closing when
 # it is back and reopening for longer while it is dead; the error-rate trip after the request
-# volume; the ejection cap and the panic threshold; reject and passthrough; max_connections.
-# Ports 18011-18019 (18018-18019 never listen), VIPs 127.77.2.20-29.
+# volume; connect timeouts; the ejection cap and the panic threshold; reject and passthrough;
+# max_connections.
+# Ports 18011-18019 (18015 drops SYNs, 18018-18019 never listen), VIPs 127.77.2.20-29.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/datapath_lib.sh"
 
@@ -49,6 +50,21 @@ expect probe_success_closes "circuit=$(be_field api $B3 circuit) b3=$(kv backend
 ev=$(dp events)
 expect transition_events_half_open_closed "events: $(tr '\n' ' ' <<<"$ev")" \
 	'grep -q "from=open to=half_open" <<<"$ev" && grep -q "from=half_open to=closed" <<<"$ev"'
+
+# --- connect timeouts count as failures: a backend whose accept queue is full drops SYNs ----
+spawn blackhole python3 -c 'import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 18015)); s.listen(0); time.sleep(300)'
+wait_for 5 port_open 127.0.0.1 18015
+"$CLIENT" -n 3 --no-read --hold 300 --timeout 300 127.0.0.1 18015 >"$TMP/fill.out" &
+defer "kill -9 $!"
+wait_for 5 grep -qs holding= "$TMP/fill.out"
+dp set --name slow --vip 127.77.2.28:80 --alg round_robin --backend 127.0.0.1:18015 \
+	--backend $B1 --consecutive 2 --open 30s
+out=$(client -n 12 --timeout 300 127.77.2.28 80)
+expect syn_timeouts_trip_breaker \
+	"timeouts=$(kv errno.ETIMEDOUT <<<"$out") circuit=$(be_field slow 127.0.0.1:18015 circuit)" \
+	'[ "$(kv errno.ETIMEDOUT <<<"$out")" -eq 2 ] && [ "$(kv ok <<<"$out")" -eq 10 ] && [ "$(be_field slow 127.0.0.1:18015 circuit)" = open ]'
 
 # --- error rate: no consecutive trigger; 50% over a volume of 10 outcomes --------------------
 # D1 never answers: every connect to it fails; it trips on its 10th outcome, not before.
