@@ -248,45 +248,13 @@ static __always_inline int try_probe(const struct mesh_svc *svc, __u32 slot, __u
 	return v == BREAKER_PROBE;
 }
 
-/* Chooses a slot for this connect. Returns the slot (sets *probe), or -1 with *reason set. */
-static __always_inline int choose(const struct mesh_svc *svc, __u64 now, int v4, int *probe,
-				  int *reason)
+/* Fills the per-connect inputs only the service's algorithm reads (each helper call costs on
+ * every connect) and returns its maglev table, if any. */
+static __always_inline struct lb_maglev *pick_inputs(const struct mesh_svc *svc, struct lb_cand *c)
 {
-	__u32 zero = 0, n = svc->n_backends;
-	struct gather_state g = {
-		.now = now,
-		.cap = n * svc->max_ejection_percent / 100,
-		.probe_slot = -1,
-		.v4 = v4,
-	};
 	struct lb_maglev *maglev = 0;
 	struct mesh_svc_state *ss;
-	struct lb_cand *c;
 
-	c = bpf_map_lookup_elem(&mesh_scratch, &zero);
-	if (!c)
-		return -2;
-	gather(svc, c, &g, 0);
-	if (g.probe_slot >= 0 && try_probe(svc, g.probe_slot, now)) {
-		*probe = 1;
-		return g.probe_slot;
-	}
-	/* Panic: too few usable backends left; balance across all rather than black-hole. */
-	if (svc->panic_percent && c->n * 100 < n * svc->panic_percent) {
-		struct mesh_svc_stats *st = svc_stats(svc->service_id);
-
-		count(MESH_CNT_PANIC);
-		if (st)
-			st->panic += 1;
-		gather(svc, c, &g, 1);
-	}
-	if (c->n == 0) {
-		*reason = n == 0	   ? MESH_REJECT_NO_BACKEND
-			  : g.healthy == 0 ? MESH_REJECT_NO_HEALTHY
-					   : MESH_REJECT_CIRCUIT_OPEN;
-		return -1;
-	}
-	/* Only the inputs this algorithm reads: each helper call costs on every connect. */
 	c->algorithm = svc->algorithm;
 	c->choice_count = svc->choice_count;
 	c->seed = 0;
@@ -304,7 +272,54 @@ static __always_inline int choose(const struct mesh_svc *svc, __u64 now, int v4,
 	} else {
 		c->seed = bpf_get_prandom_u32();
 	}
-	return lb_pick(c, maglev);
+	return maglev;
+}
+
+/* Too few usable backends left: balance across all of them rather than black-hole. */
+static __always_inline int panic_mode(const struct mesh_svc *svc, const struct lb_cand *c)
+{
+	struct mesh_svc_stats *st;
+
+	if (!svc->panic_percent || c->n * 100 >= (__u32)svc->n_backends * svc->panic_percent)
+		return 0;
+	count(MESH_CNT_PANIC);
+	st = svc_stats(svc->service_id);
+	if (st)
+		st->panic += 1;
+	return 1;
+}
+
+/* Chooses a slot for this connect. Returns the slot (sets *probe), -1 with *reason set when no
+ * backend is usable, or -2 on an internal error. */
+static __always_inline int choose(const struct mesh_svc *svc, __u64 now, int v4, int *probe,
+				  int *reason)
+{
+	struct gather_state g = {
+		.now = now,
+		.cap = svc->n_backends * svc->max_ejection_percent / 100,
+		.probe_slot = -1,
+		.v4 = v4,
+	};
+	__u32 zero = 0;
+	struct lb_cand *c;
+
+	c = bpf_map_lookup_elem(&mesh_scratch, &zero);
+	if (!c)
+		return -2;
+	gather(svc, c, &g, 0);
+	if (g.probe_slot >= 0 && try_probe(svc, g.probe_slot, now)) {
+		*probe = 1;
+		return g.probe_slot;
+	}
+	if (panic_mode(svc, c))
+		gather(svc, c, &g, 1);
+	if (c->n == 0) {
+		*reason = svc->n_backends == 0 ? MESH_REJECT_NO_BACKEND
+			  : g.healthy == 0     ? MESH_REJECT_NO_HEALTHY
+					       : MESH_REJECT_CIRCUIT_OPEN;
+		return -1;
+	}
+	return lb_pick(c, pick_inputs(svc, c));
 }
 
 /* Fails the connect by decision, or lets it through under the passthrough policy. */
