@@ -391,6 +391,16 @@ static __always_inline int redirect(struct bpf_sock_addr *ctx, const struct mesh
 	return VERDICT_OK;
 }
 
+/* A socket redirected by an earlier, failed connect() now connects elsewhere: drop the old
+ * decision so getpeername and sockops leave it alone. */
+static __always_inline void forget(struct bpf_sock_addr *ctx)
+{
+	struct mesh_sock *ms = bpf_sk_storage_get(&mesh_sockets, ctx->sk, 0, 0);
+
+	if (ms && !(ms->flags & MESH_SK_F_ACTIVE))
+		ms->flags = 0;
+}
+
 static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_svc_key *key, int v4)
 {
 	int probe = 0, reason = 0, slot;
@@ -401,6 +411,7 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_s
 	svc = bpf_map_lookup_elem(&mesh_services, key);
 	if (!svc) {
 		count(MESH_CNT_NOT_SERVICE);
+		forget(ctx);
 		return VERDICT_OK;
 	}
 	sk = bpf_sk_storage_get(&mesh_sockets, ctx->sk, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -414,6 +425,7 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_s
 		count(MESH_CNT_REENTRY);
 		return VERDICT_OK;
 	}
+	sk->flags = 0; /* until redirect(): reject and passthrough leave no decision behind */
 	if (over_limit(svc))
 		return no_backend(ctx, svc, MESH_REJECT_MAX_CONN);
 	slot = choose(svc, bpf_ktime_get_ns(), v4, &probe, &reason);

@@ -118,6 +118,20 @@ out=$(client -n 20 --timeout 500 127.77.2.10 81)
 expect other_port_untouched "refused=$(kv errno.ECONNREFUSED <<<"$out")" \
 	'[ "$(kv errno.ECONNREFUSED <<<"$out")" -eq 20 ]'
 
+# A socket whose connect through a VIP failed, connected again to a plain address, is not
+# reported as the VIP (the failed attempt's decision is dropped).
+dp set --name dead --vip 127.77.2.13:80 --alg round_robin --backend 127.0.0.1:18009 \
+	--consecutive 0
+peer=$(in_cgroup "$CG" python3 -c 'import socket
+s = socket.socket()
+try:
+    s.connect(("127.77.2.13", 80))
+except OSError:
+    pass
+s.connect(("127.0.0.1", 18003))
+print("%s:%d" % s.getpeername())')
+expect reconnect_after_failed_vip_connect "getpeername=$peer" '[ "$peer" = 127.0.0.1:18003 ]'
+
 # --- adoption: a second open adopts, attaches nothing twice, recovers names -------------------
 out=$(dp --cgroup "$CG" open)
 n=$(bpftool cgroup tree "$CG" | grep -c ' mesh_')
