@@ -630,8 +630,8 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 	struct mesh_sock *ms;
 
 	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
-	    op != BPF_SOCK_OPS_STATE_CB)
-		return 1;
+	    (op != BPF_SOCK_OPS_STATE_CB || skops->args[1] != BPF_TCP_CLOSE))
+		return 1; /* before the storage lookup: most callbacks are of no interest */
 	ms = service_sock(skops->sk);
 	if (!ms)
 		return 1;
@@ -639,7 +639,7 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 		on_connect(skops, ms);
 	else if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
 		on_established(skops, ms);
-	else if (skops->args[1] == BPF_TCP_CLOSE)
+	else
 		on_close(skops, ms);
 	return 1;
 }
