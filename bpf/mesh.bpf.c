@@ -551,24 +551,33 @@ static __always_inline void on_connect(struct bpf_sock_ops *skops, struct mesh_s
 }
 
 /* Feeds one outcome to the backend's breaker; `ok` with the handshake RTT in ns. */
+static __always_inline __u64 ewma(__u64 avg, __u64 sample)
+{
+	return avg ? avg - avg / 8 + sample / 8 : sample;
+}
+
 static __always_inline void outcome(const struct mesh_sock *ms, int ok, __u64 rtt_ns)
 {
 	struct mesh_be_state *bs = sock_backend(ms);
 	struct mesh_svc *svc = bpf_map_lookup_elem(&mesh_services, (void *)&ms->vip);
 	int probe = !!(ms->flags & MESH_SK_F_PROBE);
-	__u32 rnd = bpf_get_prandom_u32();
-	__u64 now = bpf_ktime_get_ns();
 	__u8 from, to;
+	__u32 rnd;
+	__u64 now;
 
 	if (!bs || !svc || svc->service_id != ms->service_id)
 		return; /* backend or service replaced meanwhile: nothing to judge */
+	now = bpf_ktime_get_ns();
+	if (ok && breaker_success_lockless(&bs->br, &svc->breaker, now, probe)) {
+		bs->latency_ewma_ns = ewma(bs->latency_ewma_ns, rtt_ns); /* a statistic: racy ok */
+		return;
+	}
+	rnd = bpf_get_prandom_u32();
 	bpf_spin_lock(&bs->lock);
 	from = bs->br.state;
 	if (ok) {
 		breaker_on_success(&bs->br, &svc->breaker, now, probe);
-		bs->latency_ewma_ns =
-		    bs->latency_ewma_ns ? bs->latency_ewma_ns - bs->latency_ewma_ns / 8 + rtt_ns / 8
-					: rtt_ns;
+		bs->latency_ewma_ns = ewma(bs->latency_ewma_ns, rtt_ns);
 	} else {
 		breaker_on_failure(&bs->br, &svc->breaker, now, probe, rnd);
 	}
