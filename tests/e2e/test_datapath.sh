@@ -87,6 +87,20 @@ others_moved=$(join "$TMP/mg1" "$TMP/mg2" | awk '$2 != "b4" && $2 != $3' | wc -l
 expect maglev_removal_moves_about_one_nth "moved $moved callers ($on_removed were on b4, $others_moved others)" \
 	'[ "$others_moved" -le 3 ] && [ "$moved" -le $((on_removed + 3)) ] && ! grep -q " b4\$" "$TMP/mg2"'
 
+# --- updates while connecting: every connect sees a whole backend set, old or new ------------
+dp set --name upd --vip 127.77.2.14:80 --alg round_robin --backend $B1 --backend $B2
+client_bg "$TMP/upd.out" -n 4000 -t 2 127.77.2.14 80
+for i in $(seq 1 40); do
+	kill -0 "$BG_PID" 2>/dev/null || break
+	if ((i % 2)); then set_b="--backend $B2 --backend $B3"; else set_b="--backend $B1 --backend $B2"; fi
+	dp set --name upd --vip 127.77.2.14:80 --alg round_robin $set_b
+	sleep 0.02
+done
+wait "$BG_PID"
+expect updates_never_half_written \
+	"ok=$(kv ok <"$TMP/upd.out") failed=$(kv failed <"$TMP/upd.out") err_internal=$(counter err_internal) updates=$i" \
+	'[ "$(kv ok <"$TMP/upd.out")" -eq 4000 ] && [ "$(counter err_internal)" -eq 0 ] && [ "$i" -ge 10 ]'
+
 # --- IPv6 and v4-mapped: destination rewritten, getpeername shows the VIP --------------------
 dp set --name v6 --vip '[::1]:18100' --alg round_robin --backend '[::1]:18006' \
 	--backend '[::1]:18007'
