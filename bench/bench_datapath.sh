@@ -7,12 +7,12 @@
 #   bench/bench_datapath.sh [RTT_SAMPLES] [CONNECTS_PER_SIZE]
 . "$(dirname "$0")/../tests/e2e/lib.sh"
 need_root
-BENCH=$BUILD_DIR/bench/bench_datapath
+BENCH=$TOOLS/dpbench
 DPTOOL=$TOOLS/dptool
 RTT_N=${1:-5000}
 CONN_N=${2:-20000}
 for b in "$BENCH" "$DPTOOL"; do
-	[ -x "$b" ] || { echo "error=missing $b (make unit-bins $BUILD_DIR/bench/bench_datapath)"; exit 1; }
+	[ -x "$b" ] || { echo "error=missing $b (make unit-bins)"; exit 1; }
 done
 
 CG=$(make_cgroup bench)

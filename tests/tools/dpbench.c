@@ -1,4 +1,4 @@
-/* bench_datapath: the C side of bench/bench_datapath.sh.
+/* dpbench: the C side of bench/bench_datapath.sh (a tool, so bench/run.sh does not run it bare).
  *   serve PORT COUNT          1-byte echo servers on 127.0.0.1:PORT..PORT+COUNT-1 (one thread each)
  *   rtt VIP PORT DADDR DPORT N  connect + 1-byte request/response + close, alternating through the
  *                             VIP and directly to the backend; prints medians, p99s and ratios
@@ -208,6 +208,6 @@ int main(int argc, char **argv)
 		return cmd_connects(argv[2], atoi(argv[3]), atoi(argv[4]));
 	if (argc == 5 && !strcmp(argv[1], "populate"))
 		return cmd_populate(argv[2], atoi(argv[3]), atoi(argv[4]));
-	fprintf(stderr, "usage: bench_datapath serve|rtt|connects|populate ...\n");
+	fprintf(stderr, "usage: dpbench serve|rtt|connects|populate ...\n");
 	return 2;
 }
