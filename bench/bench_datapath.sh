@@ -30,8 +30,10 @@ echo "kernel=$(uname -r) cpus=$(nproc)"
 	--backend 127.0.0.1:18910
 incg "$BENCH" rtt 127.77.2.99 18000 127.0.0.1 18910 "$RTT_N"
 
-# (2) connect4 cost as the services map grows. Each size: populate, then CONN_N connects to
-# service 0 (10 backends, least_request); cost = delta run_time_ns / delta run_cnt.
+# (2) connect4 cost as the services map grows. Each size: populate, then 5 batches of
+# CONN_N/5 connects to service 0 (10 backends, least_request); a batch's cost is delta
+# run_time_ns / delta run_cnt. Reported: the lowest batch (other load on the machine only ever
+# adds time) and the mean of all batches.
 prog=$(bpftool -j link show pinned "$PIN/link_connect4" | sed -n 's/.*"prog_id":\([0-9]*\).*/\1/p')
 prog_stat() { bpftool -j prog show id "$prog" | sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"; }
 sysctl -q kernel.bpf_stats_enabled=1
@@ -39,12 +41,18 @@ costs=()
 for n in 10 100 1000 10000; do
 	"$BENCH" populate "$PIN" "$n" 18900 >/dev/null || { echo "error=populate $n failed"; exit 1; }
 	incg "$BENCH" connects 127.77.2.100 18000 1000 >/dev/null # warm up
-	t0=$(prog_stat run_time_ns) c0=$(prog_stat run_cnt)
-	incg "$BENCH" connects 127.77.2.100 18000 "$CONN_N" | sed "s/^/services_${n}_/"
-	t1=$(prog_stat run_time_ns) c1=$(prog_stat run_cnt)
-	cost=$(((t1 - t0) / (c1 - c0)))
-	costs+=("$cost")
-	echo "connect4_avg_ns_${n}_services=$cost"
+	best=0 sum=0
+	for batch in 1 2 3 4 5; do
+		t0=$(prog_stat run_time_ns) c0=$(prog_stat run_cnt)
+		incg "$BENCH" connects 127.77.2.100 18000 $((CONN_N / 5)) >/dev/null
+		t1=$(prog_stat run_time_ns) c1=$(prog_stat run_cnt)
+		cost=$(((t1 - t0) / (c1 - c0)))
+		sum=$((sum + cost))
+		((best == 0 || cost < best)) && best=$cost
+	done
+	costs+=("$best")
+	echo "connect4_avg_ns_${n}_services=$best"
+	echo "connect4_mean_ns_${n}_services=$((sum / 5))"
 done
 sysctl -q kernel.bpf_stats_enabled="$old_stats"
 min=${costs[0]} max=${costs[0]}
