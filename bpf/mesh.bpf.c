@@ -91,15 +91,12 @@ struct {
 
 /* Key: service_id * 2 + (generation & 1), so a service update writes the table of the next
  * generation while connects still read the current one. */
-struct maglev_table {
-	__u8 slot[MESH_MAGLEV_M];
-};
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, MESH_MAX_SERVICES * 2);
 	__type(key, __u32);
-	__type(value, struct maglev_table);
+	__type(value, struct lb_maglev);
 } mesh_maglev SEC(".maps");
 
 struct {
@@ -165,31 +162,30 @@ static __always_inline int is_v4mapped(const __u8 *a)
 	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff);
 }
 
-/* Inputs and results of one gather pass over a service's backends. */
-struct gather_ctx {
-	const struct mesh_svc *svc;
-	struct lb_cand *c;
+/* What one gather pass learned about a service's backends. */
+struct gather_state {
 	__u64 now;
 	__u32 cap; /* backends the breaker may take out (max_ejection_percent) */
 	__u32 ejected;
 	__u32 healthy;	  /* backends with the health flag (and a usable family) */
 	__s32 probe_slot; /* first ejected backend due for a half-open probe, or -1 */
-	int v4;
-	int panic; /* take every backend, ignoring health and breakers */
+	__u32 v4;
+	__u32 panic; /* take every backend, ignoring health and breakers */
 };
 
-/* One backend (bpf_loop callback, so the verifier checks the body once, not 64 times). Adds it
- * to the candidates when healthy and closed, or open but beyond the ejection cap. */
-static long gather_one(__u32 i, struct gather_ctx *g)
+/* Looks at backend slot `i` and adds it to the candidates when healthy and closed, or open but
+ * beyond the ejection cap. A global function: the verifier checks it once, not per slot (as a
+ * loop body or bpf_loop callback it had to walk all 64 iterations, making loads slow). */
+__noinline int gather_backend(const struct mesh_svc *svc, struct lb_cand *c, struct gather_state *g,
+			      __u32 i)
 {
-	const struct mesh_svc *svc = g->svc;
 	struct mesh_backend *be;
 	struct mesh_be_state *bs;
 	__u32 id, active;
 	int peek;
 
-	if (i >= svc->n_backends || i >= MESH_MAX_BACKENDS_PER_SVC)
-		return 1;
+	if (!svc || !c || !g || i >= MESH_MAX_BACKENDS_PER_SVC)
+		return 0;
 	id = svc->backend_ids[i];
 	be = bpf_map_lookup_elem(&mesh_backends, &id);
 	bs = bpf_map_lookup_elem(&mesh_be_state, &id);
@@ -208,22 +204,29 @@ static long gather_one(__u32 i, struct gather_ctx *g)
 		if (peek != BREAKER_PASS && g->ejected < g->cap) {
 			g->ejected++;
 			if (peek == BREAKER_PROBE && g->probe_slot < 0)
-				g->probe_slot = i;
+				g->probe_slot = (__s32)i;
 			return 0;
 		}
 		if (peek != BREAKER_PASS)
 			count(MESH_CNT_OVER_CAP);
 	}
-	lb_cand_add(g->c, i, be->weight, active);
+	lb_cand_add(c, i, be->weight, active);
 	return 0;
 }
 
-static __always_inline void gather(struct gather_ctx *g, int panic)
+static __always_inline void gather(const struct mesh_svc *svc, struct lb_cand *c,
+				   struct gather_state *g, __u32 panic)
 {
-	g->c->n = 0;
-	g->c->mask = 0;
+	__u32 n = svc->n_backends;
+
+	c->n = 0;
+	c->mask = 0;
 	g->panic = panic;
-	bpf_loop(MESH_MAX_BACKENDS_PER_SVC, gather_one, g, 0);
+	for (__u32 i = 0; i < MESH_MAX_BACKENDS_PER_SVC; i++) {
+		if (i >= n)
+			break;
+		gather_backend(svc, c, g, i);
+	}
 }
 
 /* Asks the breaker of `slot` for a half-open probe token. Returns 1 when granted. */
@@ -245,58 +248,78 @@ static __always_inline int try_probe(const struct mesh_svc *svc, __u32 slot, __u
 	return v == BREAKER_PROBE;
 }
 
-/* Chooses a slot for this connect. Returns the slot (sets *probe), or -1 with *reason set. */
-static __always_inline int choose(const struct mesh_svc *svc, __u64 now, int v4, int *probe,
-				  int *reason)
+/* Fills the per-connect inputs only the service's algorithm reads (each helper call costs on
+ * every connect) and returns its maglev table, if any. */
+static __always_inline struct lb_maglev *pick_inputs(const struct mesh_svc *svc, struct lb_cand *c)
 {
-	__u32 zero = 0, n = svc->n_backends;
-	struct gather_ctx g = {
-		.svc = svc,
-		.now = now,
-		.cap = n * svc->max_ejection_percent / 100,
-		.probe_slot = -1,
-		.v4 = v4,
-	};
+	struct lb_maglev *maglev = 0;
 	struct mesh_svc_state *ss;
-	struct lb_cand *c;
-	__u8 *maglev = 0;
-	__u64 rr = 0;
 
-	c = bpf_map_lookup_elem(&mesh_scratch, &zero);
-	if (!c)
-		return -2;
-	g.c = c;
-	gather(&g, 0);
-	if (g.probe_slot >= 0 && try_probe(svc, g.probe_slot, now)) {
-		*probe = 1;
-		return g.probe_slot;
-	}
-	/* Panic: too few usable backends left; balance across all rather than black-hole. */
-	if (svc->panic_percent && c->n * 100 < n * svc->panic_percent) {
-		struct mesh_svc_stats *st = svc_stats(svc->service_id);
-
-		count(MESH_CNT_PANIC);
-		if (st)
-			st->panic += 1;
-		gather(&g, 1);
-	}
-	if (c->n == 0) {
-		*reason = n == 0	   ? MESH_REJECT_NO_BACKEND
-			  : g.healthy == 0 ? MESH_REJECT_NO_HEALTHY
-					   : MESH_REJECT_CIRCUIT_OPEN;
-		return -1;
-	}
+	c->algorithm = svc->algorithm;
+	c->choice_count = svc->choice_count;
+	c->seed = 0;
+	c->key = 0;
+	c->rr = 0;
 	if (svc->algorithm == MESH_LB_ROUND_ROBIN) {
 		ss = bpf_map_lookup_elem(&mesh_svc_state, &svc->service_id);
 		if (ss)
-			rr = __sync_fetch_and_add(&ss->rr, 1);
+			c->rr = __sync_fetch_and_add(&ss->rr, 1);
 	} else if (svc->algorithm == MESH_LB_MAGLEV) {
 		__u32 key = svc->service_id * 2 + (svc->generation & 1);
 
 		maglev = bpf_map_lookup_elem(&mesh_maglev, &key);
+		c->key = bpf_get_current_cgroup_id();
+	} else {
+		c->seed = bpf_get_prandom_u32();
 	}
-	return lb_pick(c, svc->algorithm, svc->choice_count, rr, bpf_get_prandom_u32(), maglev,
-		       bpf_get_current_cgroup_id());
+	return maglev;
+}
+
+/* Too few usable backends left: balance across all of them rather than black-hole. */
+static __always_inline int panic_mode(const struct mesh_svc *svc, const struct lb_cand *c)
+{
+	struct mesh_svc_stats *st;
+
+	if (!svc->panic_percent || c->n * 100 >= (__u32)svc->n_backends * svc->panic_percent)
+		return 0;
+	count(MESH_CNT_PANIC);
+	st = svc_stats(svc->service_id);
+	if (st)
+		st->panic += 1;
+	return 1;
+}
+
+/* Chooses a slot for this connect. Returns the slot (sets *probe), -1 with *reason set when no
+ * backend is usable, or -2 on an internal error. */
+static __always_inline int choose(const struct mesh_svc *svc, __u64 now, int v4, int *probe,
+				  int *reason)
+{
+	struct gather_state g = {
+		.now = now,
+		.cap = svc->n_backends * svc->max_ejection_percent / 100,
+		.probe_slot = -1,
+		.v4 = v4,
+	};
+	__u32 zero = 0;
+	struct lb_cand *c;
+
+	c = bpf_map_lookup_elem(&mesh_scratch, &zero);
+	if (!c)
+		return -2;
+	gather(svc, c, &g, 0);
+	if (g.probe_slot >= 0 && try_probe(svc, g.probe_slot, now)) {
+		*probe = 1;
+		return g.probe_slot;
+	}
+	if (panic_mode(svc, c))
+		gather(svc, c, &g, 1);
+	if (c->n == 0) {
+		*reason = svc->n_backends == 0 ? MESH_REJECT_NO_BACKEND
+			  : g.healthy == 0     ? MESH_REJECT_NO_HEALTHY
+					       : MESH_REJECT_CIRCUIT_OPEN;
+		return -1;
+	}
+	return lb_pick(c, pick_inputs(svc, c));
 }
 
 /* Fails the connect by decision, or lets it through under the passthrough policy. */
@@ -368,6 +391,16 @@ static __always_inline int redirect(struct bpf_sock_addr *ctx, const struct mesh
 	return VERDICT_OK;
 }
 
+/* A socket redirected by an earlier, failed connect() now connects elsewhere: drop the old
+ * decision so getpeername and sockops leave it alone. */
+static __always_inline void forget(struct bpf_sock_addr *ctx)
+{
+	struct mesh_sock *ms = bpf_sk_storage_get(&mesh_sockets, ctx->sk, 0, 0);
+
+	if (ms && !(ms->flags & MESH_SK_F_ACTIVE))
+		ms->flags = 0;
+}
+
 static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_svc_key *key, int v4)
 {
 	int probe = 0, reason = 0, slot;
@@ -378,6 +411,7 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_s
 	svc = bpf_map_lookup_elem(&mesh_services, key);
 	if (!svc) {
 		count(MESH_CNT_NOT_SERVICE);
+		forget(ctx);
 		return VERDICT_OK;
 	}
 	sk = bpf_sk_storage_get(&mesh_sockets, ctx->sk, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -391,6 +425,7 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_s
 		count(MESH_CNT_REENTRY);
 		return VERDICT_OK;
 	}
+	sk->flags = 0; /* until redirect(): reject and passthrough leave no decision behind */
 	if (over_limit(svc))
 		return no_backend(ctx, svc, MESH_REJECT_MAX_CONN);
 	slot = choose(svc, bpf_ktime_get_ns(), v4, &probe, &reason);
@@ -516,24 +551,33 @@ static __always_inline void on_connect(struct bpf_sock_ops *skops, struct mesh_s
 }
 
 /* Feeds one outcome to the backend's breaker; `ok` with the handshake RTT in ns. */
+static __always_inline __u64 ewma(__u64 avg, __u64 sample)
+{
+	return avg ? avg - avg / 8 + sample / 8 : sample;
+}
+
 static __always_inline void outcome(const struct mesh_sock *ms, int ok, __u64 rtt_ns)
 {
 	struct mesh_be_state *bs = sock_backend(ms);
 	struct mesh_svc *svc = bpf_map_lookup_elem(&mesh_services, (void *)&ms->vip);
 	int probe = !!(ms->flags & MESH_SK_F_PROBE);
-	__u32 rnd = bpf_get_prandom_u32();
-	__u64 now = bpf_ktime_get_ns();
 	__u8 from, to;
+	__u32 rnd;
+	__u64 now;
 
 	if (!bs || !svc || svc->service_id != ms->service_id)
 		return; /* backend or service replaced meanwhile: nothing to judge */
+	now = bpf_ktime_get_ns();
+	if (ok && breaker_success_lockless(&bs->br, &svc->breaker, now, probe)) {
+		bs->latency_ewma_ns = ewma(bs->latency_ewma_ns, rtt_ns); /* a statistic: racy ok */
+		return;
+	}
+	rnd = bpf_get_prandom_u32();
 	bpf_spin_lock(&bs->lock);
 	from = bs->br.state;
 	if (ok) {
 		breaker_on_success(&bs->br, &svc->breaker, now, probe);
-		bs->latency_ewma_ns =
-		    bs->latency_ewma_ns ? bs->latency_ewma_ns - bs->latency_ewma_ns / 8 + rtt_ns / 8
-					: rtt_ns;
+		bs->latency_ewma_ns = ewma(bs->latency_ewma_ns, rtt_ns);
 	} else {
 		breaker_on_failure(&bs->br, &svc->breaker, now, probe, rnd);
 	}
@@ -595,8 +639,8 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 	struct mesh_sock *ms;
 
 	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
-	    op != BPF_SOCK_OPS_STATE_CB)
-		return 1;
+	    (op != BPF_SOCK_OPS_STATE_CB || skops->args[1] != BPF_TCP_CLOSE))
+		return 1; /* before the storage lookup: most callbacks are of no interest */
 	ms = service_sock(skops->sk);
 	if (!ms)
 		return 1;
@@ -604,7 +648,7 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 		on_connect(skops, ms);
 	else if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
 		on_established(skops, ms);
-	else if (skops->args[1] == BPF_TCP_CLOSE)
+	else
 		on_close(skops, ms);
 	return 1;
 }

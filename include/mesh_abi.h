@@ -161,11 +161,11 @@ _Static_assert(sizeof(struct mesh_breaker) == 48, "mesh_breaker layout");
 
 /* mesh_be_state value (ARRAY by backend id): runtime state written by the kernel. */
 struct mesh_be_state {
-	struct bpf_spin_lock lock; /* guards `br` and latency_ewma_ns */
+	struct bpf_spin_lock lock; /* guards `br` (see breaker_success_lockless) */
 	__u32 pad;
 	struct mesh_breaker br;
 	__s64 active;	       /* atomics, outside the lock */
-	__u64 latency_ewma_ns; /* handshake RTT, EWMA weight 1/8 */
+	__u64 latency_ewma_ns; /* handshake RTT, EWMA weight 1/8 (a statistic: racy) */
 };
 _Static_assert(sizeof(struct mesh_be_state) == 72, "mesh_be_state layout");
 

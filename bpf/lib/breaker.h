@@ -125,6 +125,25 @@ static __always_inline void breaker_on_success(struct mesh_breaker *br,
 	br->consecutive = 0;
 }
 
+/* Records a success without the lock when that is safe: closed, no probe, no failure streak to
+ * reset, and either no error rate or a window still open (its count is added atomically; a
+ * window roll racing with it may drop that one count, which a rate tolerates). Fields are read
+ * without the lock: a failure racing with this success counts as having come after it. Returns
+ * 1 when done, 0 when the caller must take the lock and call breaker_on_success(). */
+static __always_inline int breaker_success_lockless(struct mesh_breaker *br,
+						    const struct mesh_breaker_cfg *cfg, __u64 now,
+						    int probe)
+{
+	if (br->state != MESH_CIRCUIT_CLOSED || probe || br->consecutive)
+		return 0;
+	if (!cfg->error_rate_permille)
+		return 1;
+	if (now - br->win_start_ns >= cfg->window_ns)
+		return 0;
+	__sync_fetch_and_add(&br->win_total, 1);
+	return 1;
+}
+
 /* A connect through this backend failed before it was established. A probe failure reopens the
  * breaker for longer; in the closed state the counters may trip it. */
 static __always_inline void breaker_on_failure(struct mesh_breaker *br,

@@ -21,12 +21,26 @@ static __always_inline __u32 lb_idx(__u32 i)
 #define LB_MAX_CHOICES 8   /* least_request draws at most this many candidates */
 #define LB_MAGLEV_PROBE 16 /* table entries tried before maglev falls back to hashing */
 
-/* Candidates of one connect: slots usable for normal traffic with their weight and active
- * count. Lives in a per-CPU scratch map in BPF (too big for the stack). */
+/* In BPF, lb_pick() is a global function: the verifier checks it once, on its own, instead of
+ * once per path through the connect program (which made loading take seconds). */
+#ifdef __bpf__
+#define LB_ENTRY __attribute__((noinline))
+#else
+#define LB_ENTRY static inline
+#endif
+
+/* One connect's request and candidates: the slots usable for normal traffic with their weight
+ * and active count. Lives in a per-CPU scratch map in BPF (too big for the stack). */
 struct lb_cand {
 	__u32 n;
-	__u32 pad;
+	__u8 algorithm; /* enum mesh_lb_algorithm */
+	__u8 choice_count;
+	__u16 pad;
 	__u64 mask; /* bit s set when slot s is a candidate */
+	__u64 rr;   /* round-robin cursor value for this connect */
+	__u64 key;  /* maglev key: the caller's cgroup id */
+	__u32 seed; /* random seed */
+	__u32 pad2;
 	__u8 slot[MESH_MAX_BACKENDS_PER_SVC];
 	__u32 weight[MESH_MAX_BACKENDS_PER_SVC];
 	__u32 active[MESH_MAX_BACKENDS_PER_SVC];
@@ -107,9 +121,15 @@ static __always_inline int lb_pick_weighted(const struct lb_cand *c, __u32 rnd)
 	return c->slot[0];
 }
 
+/* A service's maglev lookup table (mesh_maglev value). */
+struct lb_maglev {
+	__u8 slot[MESH_MAGLEV_M];
+};
+
 /* Maglev: the table maps hash(caller) to a slot. If that slot is not usable right now, the
  * next entries are tried (they are a pseudo-random permutation of slots), then plain hashing. */
-static __always_inline int lb_pick_maglev(const struct lb_cand *c, const __u8 *table, __u64 key)
+static __always_inline int lb_pick_maglev(const struct lb_cand *c, const struct lb_maglev *table,
+					  __u64 key)
 {
 	__u32 h = lb_hash64(key);
 
@@ -120,7 +140,7 @@ static __always_inline int lb_pick_maglev(const struct lb_cand *c, const __u8 *t
 			asm volatile("" : "+r"(e)); /* keep the check below for the verifier */
 			if (e >= MESH_MAGLEV_M)
 				break;
-			s = lb_idx(table[e]);
+			s = lb_idx(table->slot[e]);
 
 			if (c->mask & (1ULL << s))
 				return s;
@@ -129,21 +149,24 @@ static __always_inline int lb_pick_maglev(const struct lb_cand *c, const __u8 *t
 	return lb_pick_index(c, h);
 }
 
-/* Chooses a slot among the candidates with `algorithm`, or -1 when there are none. */
-static __always_inline int lb_pick(const struct lb_cand *c, __u8 algorithm, __u32 choice_count,
-				   __u64 rr, __u32 seed, const __u8 *maglev, __u64 key)
+/* Chooses a slot among the candidates with c->algorithm, or -1 when there are none. `maglev`
+ * may be NULL (no table yet: plain hashing). */
+LB_ENTRY int lb_pick(const struct lb_cand *c, const struct lb_maglev *maglev)
 {
-	if (c->n == 0 || c->n > MESH_MAX_BACKENDS_PER_SVC)
+	__u32 seed;
+
+	if (!c || c->n == 0 || c->n > MESH_MAX_BACKENDS_PER_SVC)
 		return -1;
-	switch (algorithm) {
+	seed = c->seed;
+	switch (c->algorithm) {
 	case MESH_LB_ROUND_ROBIN:
-		return lb_pick_index(c, (__u32)(rr % c->n));
+		return lb_pick_index(c, (__u32)(c->rr % c->n));
 	case MESH_LB_LEAST_REQUEST:
-		return lb_pick_least(c, choice_count, &seed);
+		return lb_pick_least(c, c->choice_count, &seed);
 	case MESH_LB_WEIGHTED:
 		return lb_pick_weighted(c, lb_rand_next(&seed));
 	case MESH_LB_MAGLEV:
-		return lb_pick_maglev(c, maglev, key);
+		return lb_pick_maglev(c, maglev, c->key);
 	default:
 		return lb_pick_index(c, lb_rand_next(&seed));
 	}

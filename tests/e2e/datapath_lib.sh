@@ -64,3 +64,13 @@ within() { [ "$1" -ge "$2" ] && [ "$1" -le "$3" ]; }
 expect() {
 	if eval "$3"; then pass "$1"; else fail "$1" "$2"; fi
 }
+
+# client_bg OUTFILE ARGS...: mesh_client inside the cgroup in the background; BG_PID is the
+# client's own PID (bash execs into it), killed on exit.
+client_bg() {
+	local out=$1
+	shift
+	bash -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$CG" "$CLIENT" "$@" >"$out" 2>&1 &
+	BG_PID=$!
+	defer "kill -9 $BG_PID"
+}

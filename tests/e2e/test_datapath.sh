@@ -47,9 +47,8 @@ expect weighted_within_5_sd "got $c1/$c2/$c3, want 500/1000/1500 +-137" \
 # --- least_request: a backend holding 40 long-lived connections gets no new ones ------------
 # P2C draws two distinct candidates, so the busiest of three never wins a comparison.
 dp set --name lr --vip 127.77.2.11:80 --alg least_request --backend $B1
-in_cgroup "$CG" "$CLIENT" -n 40 --hold 30 127.77.2.11 80 >"$TMP/hold.out" &
-HOLD=$!
-defer "kill -9 $HOLD"
+client_bg "$TMP/hold.out" -n 40 --hold 30 127.77.2.11 80
+HOLD=$BG_PID
 wait_value 10 40 be_field lr $B1 active || fail least_request_setup "b1 never held 40"
 dp set --name lr --vip 127.77.2.11:80 --alg least_request --backend $B1 --backend $B2 --backend $B3
 out=$(client -n 600 127.77.2.11 80)
@@ -88,6 +87,20 @@ others_moved=$(join "$TMP/mg1" "$TMP/mg2" | awk '$2 != "b4" && $2 != $3' | wc -l
 expect maglev_removal_moves_about_one_nth "moved $moved callers ($on_removed were on b4, $others_moved others)" \
 	'[ "$others_moved" -le 3 ] && [ "$moved" -le $((on_removed + 3)) ] && ! grep -q " b4\$" "$TMP/mg2"'
 
+# --- updates while connecting: every connect sees a whole backend set, old or new ------------
+dp set --name upd --vip 127.77.2.14:80 --alg round_robin --backend $B1 --backend $B2
+client_bg "$TMP/upd.out" -n 4000 -t 2 127.77.2.14 80
+for i in $(seq 1 40); do
+	kill -0 "$BG_PID" 2>/dev/null || break
+	if ((i % 2)); then set_b="--backend $B2 --backend $B3"; else set_b="--backend $B1 --backend $B2"; fi
+	dp set --name upd --vip 127.77.2.14:80 --alg round_robin $set_b
+	sleep 0.02
+done
+wait "$BG_PID"
+expect updates_never_half_written \
+	"ok=$(kv ok <"$TMP/upd.out") failed=$(kv failed <"$TMP/upd.out") err_internal=$(counter err_internal) updates=$i" \
+	'[ "$(kv ok <"$TMP/upd.out")" -eq 4000 ] && [ "$(counter err_internal)" -eq 0 ] && [ "$i" -ge 10 ]'
+
 # --- IPv6 and v4-mapped: destination rewritten, getpeername shows the VIP --------------------
 dp set --name v6 --vip '[::1]:18100' --alg round_robin --backend '[::1]:18006' \
 	--backend '[::1]:18007'
@@ -101,6 +114,11 @@ out=$(client -n 300 ::ffff:$VIP 80)
 expect v4_mapped_is_balanced_and_shows_vip "ok=$(kv ok <<<"$out") b1=$(kv backend.b1 <<<"$out")" \
 	'[ "$(kv ok <<<"$out")" -eq 300 ] && [ "$(kv backend.b1 <<<"$out")" -eq 100 ] && [ "$(kv peer_mismatch <<<"$out")" -eq 0 ]'
 
+dp set --name v6to4 --vip '[::1]:18101' --alg round_robin --backend $B1 --backend $B2
+out=$(client -n 100 ::1 18101)
+expect ipv6_vip_to_ipv4_backends "b1=$(kv backend.b1 <<<"$out") b2=$(kv backend.b2 <<<"$out")" \
+	'[ "$(kv backend.b1 <<<"$out")" -eq 50 ] && [ "$(kv backend.b2 <<<"$out")" -eq 50 ] && [ "$(kv peer_mismatch <<<"$out")" -eq 0 ]'
+
 # --- untouched: outside the cgroup, and non-service destinations inside it -------------------
 out=$("$CLIENT" -n 20 --timeout 500 $VIP 80)
 expect outside_cgroup_untouched "outside: ok=$(kv ok <<<"$out") refused=$(kv errno.ECONNREFUSED <<<"$out")" \
@@ -113,6 +131,20 @@ expect non_service_untouched "b2 direct got $(kv backend.b2 <<<"$out"), not_serv
 out=$(client -n 20 --timeout 500 127.77.2.10 81)
 expect other_port_untouched "refused=$(kv errno.ECONNREFUSED <<<"$out")" \
 	'[ "$(kv errno.ECONNREFUSED <<<"$out")" -eq 20 ]'
+
+# A socket whose connect through a VIP failed, connected again to a plain address, is not
+# reported as the VIP (the failed attempt's decision is dropped).
+dp set --name dead --vip 127.77.2.13:80 --alg round_robin --backend 127.0.0.1:18009 \
+	--consecutive 0
+peer=$(in_cgroup "$CG" python3 -c 'import socket
+s = socket.socket()
+try:
+    s.connect(("127.77.2.13", 80))
+except OSError:
+    pass
+s.connect(("127.0.0.1", 18003))
+print("%s:%d" % s.getpeername())')
+expect reconnect_after_failed_vip_connect "getpeername=$peer" '[ "$peer" = 127.0.0.1:18003 ]'
 
 # --- adoption: a second open adopts, attaches nothing twice, recovers names -------------------
 out=$(dp --cgroup "$CG" open)
@@ -137,6 +169,17 @@ dp set --name rr --vip $VIP:80 --alg round_robin --backend $B1 --backend $B2
 out=$(client -n 100 $VIP 80)
 expect rebuilt_datapath_works "b1=$(kv backend.b1 <<<"$out") b2=$(kv backend.b2 <<<"$out")" \
 	'[ "$(kv backend.b1 <<<"$out")" -eq 50 ] && [ "$(kv backend.b2 <<<"$out")" -eq 50 ]'
+
+# --- del and prune: a removed service's address is untouched again -------------------------
+dp set --name x1 --vip 127.77.2.15:80 --alg random --backend $B1
+dp set --name x2 --vip 127.77.2.16:80 --alg random --backend $B1
+dp del --name x1
+out=$(client -n 5 --timeout 500 127.77.2.15 80)
+expect deleted_service_untouched "refused=$(kv errno.ECONNREFUSED <<<"$out")" \
+	'[ "$(kv errno.ECONNREFUSED <<<"$out")" -eq 5 ]'
+dp prune --keep rr
+expect prune_keeps_only_named "services: $(dp stats | awk '$1 == "service" { print $2 }' | tr '\n' ' ')" \
+	'[ "$(dp stats | grep -c ^service)" -eq 1 ] && [ "$(svc_field rr vip)" = "$VIP:80" ]'
 
 # --- cleanup detaches everything ------------------------------------------------------------
 dp cleanup

@@ -1,8 +1,8 @@
 /* mesh_client: a fast test client for the datapath. Makes N TCP connects to ADDR PORT (IPv4,
- * IPv6 or v4-mapped), reads the backend's name line (tests/e2e/servers/backend.py writes it on
- * after the client's first bytes), checks that getpeername() shows ADDR:PORT, then closes (FIN, or RST with --rst), or
- * holds every connection for --hold seconds. Prints key=value lines: ok, failed,
- * backend.NAME=count, errno.NAME=count, peer_mismatch. --threads spreads the connects. */
+ * IPv6 or v4-mapped), sends a few bytes and reads the backend's name line (backend.py greets
+ * after the client's first bytes), checks that getpeername() shows ADDR:PORT, then closes (FIN,
+ * or RST with --rst) or holds every connection for --hold seconds. Prints key=value lines: ok,
+ * failed, backend.NAME=count, errno.NAME=count, peer_mismatch. --threads spreads the connects. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>

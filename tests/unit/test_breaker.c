@@ -240,3 +240,21 @@ TEST(breaker_disabled_triggers_never_trip)
 		breaker_on_failure(&br, &c, i, 0, 0);
 	CHECK_INT_EQ(br.state, MESH_CIRCUIT_CLOSED);
 }
+
+TEST(breaker_lockless_success_only_when_safe)
+{
+	struct mesh_breaker_cfg c = cfg();
+	struct mesh_breaker br = { 0 };
+
+	CHECK(breaker_success_lockless(&br, &c, 0, 0));
+	CHECK(!breaker_success_lockless(&br, &c, 0, 1)); /* a probe outcome takes the lock */
+	breaker_on_failure(&br, &c, 1, 0, 0);
+	CHECK(!breaker_success_lockless(&br, &c, 1, 0)); /* a streak to reset */
+	breaker_on_success(&br, &c, 2, 0);
+	c.error_rate_permille = 500;
+	CHECK(breaker_success_lockless(&br, &c, 3, 0)); /* counted in the open window */
+	CHECK_INT_EQ(br.win_total, 3);
+	CHECK(!breaker_success_lockless(&br, &c, 1 + c.window_ns, 0)); /* window over: lock */
+	trip(&br, &c, 3);
+	CHECK(!breaker_success_lockless(&br, &c, 4, 0));
+}

@@ -11,6 +11,20 @@
 
 #define PICKS 30000
 
+/* lb_pick() with the per-connect inputs filled in. */
+static int pick(const struct lb_cand *in, __u8 alg, __u64 rr, __u32 seed, const uint8_t *table,
+		__u64 key)
+{
+	struct lb_cand c = *in;
+
+	c.algorithm = alg;
+	c.choice_count = 2;
+	c.rr = rr;
+	c.seed = seed;
+	c.key = key;
+	return lb_pick(&c, (const struct lb_maglev *)table);
+}
+
 static struct lb_cand cands(__u32 n)
 {
 	struct lb_cand c = { 0 };
@@ -25,7 +39,7 @@ static void pick_many(const struct lb_cand *c, __u8 alg, long *hits, int picks)
 	uint64_t rs = 7;
 
 	for (int i = 0; i < picks; i++) {
-		int s = lb_pick(c, alg, 2, (__u64)i, test_rand(&rs), NULL, 0);
+		int s = pick(c, alg, (__u64)i, test_rand(&rs), NULL, 0);
 
 		if (s >= 0 && s < MESH_MAX_BACKENDS_PER_SVC)
 			hits[s]++;
@@ -37,7 +51,7 @@ TEST(lb_no_candidates_returns_minus_one)
 	struct lb_cand c = { 0 };
 
 	for (__u8 a = 0; a < MESH_LB__COUNT; a++)
-		CHECK_INT_EQ(lb_pick(&c, a, 2, 0, 1, NULL, 0), -1);
+		CHECK_INT_EQ(pick(&c, a, 0, 1, NULL, 0), -1);
 }
 
 TEST(lb_round_robin_is_exactly_even)
@@ -56,9 +70,9 @@ TEST(lb_round_robin_uses_candidate_slots)
 
 	lb_cand_add(&c, 4, 1, 0);
 	lb_cand_add(&c, 9, 1, 0);
-	CHECK_INT_EQ(lb_pick(&c, MESH_LB_ROUND_ROBIN, 2, 0, 1, NULL, 0), 4);
-	CHECK_INT_EQ(lb_pick(&c, MESH_LB_ROUND_ROBIN, 2, 1, 1, NULL, 0), 9);
-	CHECK_INT_EQ(lb_pick(&c, MESH_LB_ROUND_ROBIN, 2, 2, 1, NULL, 0), 4);
+	CHECK_INT_EQ(pick(&c, MESH_LB_ROUND_ROBIN, 0, 1, NULL, 0), 4);
+	CHECK_INT_EQ(pick(&c, MESH_LB_ROUND_ROBIN, 1, 1, NULL, 0), 9);
+	CHECK_INT_EQ(pick(&c, MESH_LB_ROUND_ROBIN, 2, 1, NULL, 0), 4);
 }
 
 /* Random over 4 slots, 30000 picks: each count is Binomial(30000, 1/4), sd = 75; we allow
@@ -125,7 +139,7 @@ TEST(lb_least_request_single_candidate)
 	struct lb_cand c = { 0 };
 
 	lb_cand_add(&c, 5, 1, 100);
-	CHECK_INT_EQ(lb_pick(&c, MESH_LB_LEAST_REQUEST, 2, 0, 3, NULL, 0), 5);
+	CHECK_INT_EQ(pick(&c, MESH_LB_LEAST_REQUEST, 0, 3, NULL, 0), 5);
 }
 
 static void fill_table(uint8_t *table, __u32 n)
@@ -148,11 +162,10 @@ TEST(lb_maglev_is_sticky_per_caller)
 
 	fill_table(table, 5);
 	for (__u64 cg = 1; cg < 200; cg++) {
-		int first = lb_pick(&c, MESH_LB_MAGLEV, 2, 0, test_rand(&rs), table, cg);
+		int first = pick(&c, MESH_LB_MAGLEV, 0, test_rand(&rs), table, cg);
 
 		for (int k = 0; k < 5; k++)
-			CHECK_INT_EQ(lb_pick(&c, MESH_LB_MAGLEV, 2, k, test_rand(&rs), table, cg),
-				     first);
+			CHECK_INT_EQ(pick(&c, MESH_LB_MAGLEV, k, test_rand(&rs), table, cg), first);
 	}
 }
 
@@ -167,8 +180,8 @@ TEST(lb_maglev_skips_unusable_slot)
 	lb_cand_add(&some, 1, 1, 0);
 	lb_cand_add(&some, 3, 1, 0); /* slot 2 ejected */
 	for (__u64 cg = 1; cg < 1000; cg++) {
-		int a = lb_pick(&all, MESH_LB_MAGLEV, 2, 0, 1, table, cg);
-		int b = lb_pick(&some, MESH_LB_MAGLEV, 2, 0, 1, table, cg);
+		int a = pick(&all, MESH_LB_MAGLEV, 0, 1, table, cg);
+		int b = pick(&some, MESH_LB_MAGLEV, 0, 1, table, cg);
 
 		CHECK(b != 2);
 		moved += a != b;
@@ -181,8 +194,8 @@ TEST(lb_maglev_skips_unusable_slot)
 TEST(lb_maglev_without_table_hashes)
 {
 	struct lb_cand c = cands(3);
-	int s = lb_pick(&c, MESH_LB_MAGLEV, 2, 0, 1, NULL, 77);
+	int s = pick(&c, MESH_LB_MAGLEV, 0, 1, NULL, 77);
 
 	CHECK(s >= 0 && s < 3);
-	CHECK_INT_EQ(lb_pick(&c, MESH_LB_MAGLEV, 2, 5, 9, NULL, 77), s);
+	CHECK_INT_EQ(pick(&c, MESH_LB_MAGLEV, 5, 9, NULL, 77), s);
 }

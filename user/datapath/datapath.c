@@ -128,6 +128,24 @@ static int load_object(struct datapath *dp)
 	return 0;
 }
 
+/* Adoption without attaching (readers such as dptool stats): the pinned maps are all that is
+ * needed, so the programs are not loaded and verified again. */
+static int open_pinned_maps(struct datapath *dp)
+{
+	char path[PATH_MAX];
+
+	for (int i = 0; i < DP_MAP__COUNT; i++) {
+		int err = pin_file(path, sizeof(path), dp->pin_path, dp_map_names[i]);
+
+		if (err)
+			return err;
+		dp->fd[i] = bpf_obj_get(path);
+		if (dp->fd[i] < 0)
+			return -errno;
+	}
+	return 0;
+}
+
 /* cgroup id of a pinned link, or 0 when it is not a live cgroup link. */
 static uint64_t link_cgroup_id(int fd)
 {
@@ -223,23 +241,23 @@ static struct datapath *dp_alloc(const char *pin_path)
 	return dp;
 }
 
-/* Makes pin_path usable: adopts a matching pinned datapath, rebuilds a mismatched one.
- * Returns 1 when adopting, 0 for a fresh load, or -errno. */
-static int prepare_pins(const char *pin_path)
+/* Makes pin_path usable: adopts a matching pinned datapath, rebuilds a mismatched one (only
+ * when `create`: readers neither rebuild nor create). Returns 1 when adopting, 0 for a fresh
+ * load, or -errno. */
+static int prepare_pins(const char *pin_path, bool create)
 {
-	int st;
+	int st = abi_check(pin_path);
 
-	if (mkdir(pin_path, 0700) && errno != EEXIST)
+	if (st == -ESTALE && create) {
+		st = datapath_cleanup(pin_path);
+		if (st)
+			return st;
+	}
+	if (st <= 0 && !create)
+		return st ? st : -ENOENT;
+	if (st == 0 && mkdir(pin_path, 0700) && errno != EEXIST)
 		return -errno;
-	st = abi_check(pin_path);
-	if (st != -ESTALE)
-		return st;
-	st = datapath_cleanup(pin_path);
-	if (st)
-		return st;
-	if (mkdir(pin_path, 0700) && errno != EEXIST)
-		return -errno;
-	return 0;
+	return st;
 }
 
 struct datapath *datapath_open(const struct datapath_opts *opts)
@@ -251,13 +269,13 @@ struct datapath *datapath_open(const struct datapath_opts *opts)
 	dp = dp_alloc(opts->pin_path);
 	if (!dp)
 		return NULL;
-	st = prepare_pins(opts->pin_path);
+	st = prepare_pins(opts->pin_path, opts->cgroup != NULL);
 	if (st < 0) {
 		err = st;
 		goto err_close;
 	}
 	dp->adopted = st == 1;
-	err = load_object(dp);
+	err = opts->cgroup ? load_object(dp) : open_pinned_maps(dp);
 	if (err) {
 		LOG_ERR(DP_SUBSYS, "loading BPF object failed", "pin=%s err=%s",
 			log_q(dp->pin_path), strerror(-err));
@@ -283,7 +301,12 @@ void datapath_close(struct datapath *dp)
 	if (!dp)
 		return;
 	ring_buffer__free(dp->rb);
-	mesh_bpf__destroy(dp->skel);
+	if (dp->skel)
+		mesh_bpf__destroy(dp->skel); /* owns the map fds */
+	else
+		for (int i = 0; i < DP_MAP__COUNT; i++)
+			if (dp->fd[i] >= 0)
+				close(dp->fd[i]);
 	free(dp->svcs);
 	free(dp->be);
 	free(dp->be_used);

@@ -14,7 +14,8 @@ struct datapath;
 
 struct datapath_opts {
 	const char *pin_path; /* bpffs dir, e.g. /sys/fs/bpf/meshd */
-	const char *cgroup;   /* cgroup v2 dir to attach to */
+	const char *cgroup;   /* cgroup v2 dir to attach to; NULL: only open the maps of an
+			       * already pinned datapath (fast, for tools), -ENOENT if none */
 };
 
 /* Opens the datapath: adopts pinned programs/maps under `pin_path` when present and of the same

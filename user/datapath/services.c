@@ -202,11 +202,16 @@ static int check_service(const struct config_service *svc)
 		return -EAFNOSUPPORT;
 	if ((unsigned)svc->load_balancer.algorithm >= MESH_LB__COUNT)
 		return -EINVAL;
-	for (size_t i = 0; i < svc->n_backends; i++)
-		for (size_t j = 0; j < i; j++)
-			if (!memcmp(&svc->backends[i].endpoint, &svc->backends[j].endpoint,
-				    sizeof(svc->backends[i].endpoint)))
+	for (size_t i = 0; i < svc->n_backends; i++) {
+		struct mesh_svc_key a, b;
+
+		dp_key_from_endpoint(&svc->backends[i].endpoint, &a);
+		for (size_t j = 0; j < i; j++) {
+			dp_key_from_endpoint(&svc->backends[j].endpoint, &b);
+			if (!memcmp(&a, &b, sizeof(a)))
 				return -EINVAL; /* duplicate backend */
+		}
+	}
 	return 0;
 }
 

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Datapath benchmark (root): attaches the datapath to a temporary child cgroup and measures, in
+# one run, (1) connect + 1-byte request/response + close through a VIP against the same directly
+# to its backend, interleaved, as median and p99 ratios; (2) the average cost of the connect4
+# program (kernel.bpf_stats_enabled: run_time_ns / run_cnt) with 10, 100, 1000 and 10000
+# services of 10 backends each. Prints key=value lines. Restores bpf_stats_enabled; cleans up.
+#   bench/bench_datapath.sh [RTT_SAMPLES] [CONNECTS_PER_SIZE]
+. "$(dirname "$0")/../tests/e2e/lib.sh"
+need_root
+BENCH=$TOOLS/dpbench
+DPTOOL=$TOOLS/dptool
+RTT_N=${1:-5000}
+CONN_N=${2:-20000}
+for b in "$BENCH" "$DPTOOL"; do
+	[ -x "$b" ] || { echo "error=missing $b (make unit-bins)"; exit 1; }
+done
+
+CG=$(make_cgroup bench)
+defer "'$DPTOOL' --pin '$PIN' cleanup"
+old_stats=$(sysctl -n kernel.bpf_stats_enabled)
+defer "sysctl -q kernel.bpf_stats_enabled=$old_stats"
+"$DPTOOL" --pin "$PIN" --cgroup "$CG" open >/dev/null || { echo "error=datapath did not load"; exit 1; }
+spawn bench-servers "$BENCH" serve 18900 11
+wait_for 5 port_open 127.0.0.1 18910 || { echo "error=servers did not start"; exit 1; }
+incg() { bash -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$CG" "$@"; }
+
+echo "kernel=$(uname -r) cpus=$(nproc)"
+# (1) one service with one backend: VIP vs direct, same process, same cgroup, interleaved.
+"$DPTOOL" --pin "$PIN" set --name rtt --vip 127.77.2.99:18000 --alg round_robin \
+	--backend 127.0.0.1:18910
+incg "$BENCH" rtt 127.77.2.99 18000 127.0.0.1 18910 "$RTT_N"
+
+# (2) connect4 cost as the services map grows. Each size: populate, then 5 batches of
+# CONN_N/5 connects to service 0 (10 backends, least_request); a batch's cost is delta
+# run_time_ns / delta run_cnt. Reported: the lowest batch (other load on the machine only ever
+# adds time) and the mean of all batches.
+prog=$(bpftool -j link show pinned "$PIN/link_connect4" | sed -n 's/.*"prog_id":\([0-9]*\).*/\1/p')
+prog_stat() { bpftool -j prog show id "$prog" | sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"; }
+sysctl -q kernel.bpf_stats_enabled=1
+costs=()
+for n in 10 100 1000 10000; do
+	"$BENCH" populate "$PIN" "$n" 18900 >/dev/null || { echo "error=populate $n failed"; exit 1; }
+	incg "$BENCH" connects 127.77.2.100 18000 1000 >/dev/null # warm up
+	best=0 sum=0
+	for batch in 1 2 3 4 5; do
+		t0=$(prog_stat run_time_ns) c0=$(prog_stat run_cnt)
+		incg "$BENCH" connects 127.77.2.100 18000 $((CONN_N / 5)) >/dev/null
+		t1=$(prog_stat run_time_ns) c1=$(prog_stat run_cnt)
+		cost=$(((t1 - t0) / (c1 - c0)))
+		sum=$((sum + cost))
+		((best == 0 || cost < best)) && best=$cost
+	done
+	costs+=("$best")
+	echo "connect4_avg_ns_${n}_services=$best"
+	echo "connect4_mean_ns_${n}_services=$((sum / 5))"
+done
+sysctl -q kernel.bpf_stats_enabled="$old_stats"
+min=${costs[0]} max=${costs[0]}
+for c in "${costs[@]}"; do
+	((c < min)) && min=$c
+	((c > max)) && max=$c
+done
+echo "connect4_avg_ns_max=$max"
+echo "connect4_flatness_max_over_min=$(awk -v a="$max" -v b="$min" 'BEGIN { printf "%.3f", a / b }')"

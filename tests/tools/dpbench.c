@@ -1,0 +1,213 @@
+/* dpbench: the C side of bench/bench_datapath.sh (a tool, so bench/run.sh does not run it bare).
+ *   serve PORT COUNT          1-byte echo servers on 127.0.0.1:PORT..PORT+COUNT-1 (one thread each)
+ *   rtt VIP PORT DADDR DPORT N  connect + 1-byte request/response + close, alternating through the
+ *                             VIP and directly to the backend; prints medians, p99s and ratios
+ *   connects ADDR PORT N      N plain connect + close (drives the connect4 program)
+ *   populate PIN N BASEPORT   writes N services of 10 backends each (127.0.0.1:BASEPORT+0..9)
+ * Results are key=value lines. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "datapath/datapath.h"
+
+#define BENCH_BACKENDS 10
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static struct sockaddr_in addr4(const char *ip, int port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+
+	inet_pton(AF_INET, ip, &a.sin_addr);
+	return a;
+}
+
+static void *serve_one(void *arg)
+{
+	int lfd = (int)(long)arg;
+
+	for (;;) {
+		char b;
+		int fd = accept(lfd, NULL, NULL);
+
+		if (fd < 0)
+			continue;
+		if (read(fd, &b, 1) == 1 && write(fd, &b, 1) != 1)
+			perror("write");
+		close(fd);
+	}
+	return NULL;
+}
+
+static int cmd_serve(int port, int count)
+{
+	pthread_t th;
+
+	for (int i = 0; i < count; i++) {
+		struct sockaddr_in a = addr4("127.0.0.1", port + i);
+		int one = 1, fd = socket(AF_INET, SOCK_STREAM, 0);
+
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, (struct sockaddr *)&a, sizeof(a)) || listen(fd, 4096)) {
+			perror("bind/listen");
+			return 1;
+		}
+		pthread_create(&th, NULL, serve_one, (void *)(long)fd);
+	}
+	printf("serving=%d\n", count);
+	fflush(stdout);
+	pause();
+	return 0;
+}
+
+/* One connect + 1-byte request/response + close; returns its duration or 0 on error. */
+static uint64_t one_rtt(const struct sockaddr_in *a, int with_data)
+{
+	uint64_t t0 = now_ns();
+	int one = 1, fd = socket(AF_INET, SOCK_STREAM, 0);
+	char b = 'x';
+
+	if (fd < 0)
+		return 0;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(fd, (const struct sockaddr *)a, sizeof(*a)) ||
+	    (with_data && (write(fd, &b, 1) != 1 || read(fd, &b, 1) != 1))) {
+		close(fd);
+		return 0;
+	}
+	close(fd);
+	return now_ns() - t0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static uint64_t pct(uint64_t *v, int n, int p)
+{
+	return v[(long)n * p / 100 < n ? (long)n * p / 100 : n - 1];
+}
+
+static int cmd_rtt(const char *vip, int vport, const char *dip, int dport, int n)
+{
+	struct sockaddr_in v = addr4(vip, vport), d = addr4(dip, dport);
+	uint64_t *tv = calloc((size_t)n, sizeof(*tv)), *td = calloc((size_t)n, sizeof(*td));
+	int nv = 0, nd = 0, errors = 0;
+
+	if (!tv || !td)
+		return 1;
+	for (int i = 0; i < 200; i++) /* warm up both paths */
+		one_rtt(&v, 1), one_rtt(&d, 1);
+	for (int i = 0; i < n; i++) {
+		/* Alternate which goes first so neither path always follows the other. */
+		uint64_t a = i & 1 ? one_rtt(&d, 1) : one_rtt(&v, 1);
+		uint64_t b = i & 1 ? one_rtt(&v, 1) : one_rtt(&d, 1);
+		uint64_t x = i & 1 ? b : a, y = i & 1 ? a : b;
+
+		if (x)
+			tv[nv++] = x;
+		if (y)
+			td[nd++] = y;
+		errors += !x + !y;
+	}
+	if (!nv || !nd)
+		return 1;
+	qsort(tv, (size_t)nv, sizeof(*tv), cmp_u64);
+	qsort(td, (size_t)nd, sizeof(*td), cmp_u64);
+	printf("rtt_samples=%d\nrtt_errors=%d\n", n, errors);
+	printf("rtt_vip_median_ns=%llu\nrtt_direct_median_ns=%llu\n",
+	       (unsigned long long)pct(tv, nv, 50), (unsigned long long)pct(td, nd, 50));
+	printf("rtt_vip_p99_ns=%llu\nrtt_direct_p99_ns=%llu\n", (unsigned long long)pct(tv, nv, 99),
+	       (unsigned long long)pct(td, nd, 99));
+	printf("rtt_median_ratio=%.3f\nrtt_p99_ratio=%.3f\n",
+	       (double)pct(tv, nv, 50) / (double)pct(td, nd, 50),
+	       (double)pct(tv, nv, 99) / (double)pct(td, nd, 99));
+	free(tv);
+	free(td);
+	return 0;
+}
+
+static int cmd_connects(const char *ip, int port, int n)
+{
+	struct sockaddr_in a = addr4(ip, port);
+	int failed = 0;
+
+	for (int i = 0; i < n; i++)
+		failed += one_rtt(&a, 0) == 0;
+	printf("connects=%d\nconnect_failed=%d\n", n, failed);
+	return 0;
+}
+
+/* Service i: VIP 127.77.2.(100 + i / 1000), port 18000 + i % 1000, 10 local backends. */
+static int cmd_populate(const char *pin, int n, int baseport)
+{
+	struct datapath_opts opts = { .pin_path = pin };
+	struct config_backend be[BENCH_BACKENDS];
+	struct config_service svc = { .backends = be, .n_backends = BENCH_BACKENDS };
+	struct datapath *dp = datapath_open(&opts);
+	char name[32];
+	int err = 0;
+
+	if (!dp)
+		return 1;
+	for (int b = 0; b < BENCH_BACKENDS; b++) {
+		be[b] = (struct config_backend){ .weight = 1 };
+		be[b].endpoint.family = AF_INET;
+		be[b].endpoint.port = (uint16_t)(baseport + b);
+		inet_pton(AF_INET, "127.0.0.1", &be[b].endpoint.addr.v4);
+	}
+	svc.name = name;
+	svc.load_balancer = (struct config_load_balancer){ .algorithm = MESH_LB_LEAST_REQUEST,
+							   .choice_count = 2,
+							   .panic_threshold = 0.5 };
+	svc.circuit_breaker = (struct config_circuit_breaker){ .consecutive_failures = 5,
+							       .open_duration_ns = 30000000000ull,
+							       .max_ejection_percent = 50 };
+	svc.vip.family = AF_INET;
+	for (int i = 0; i < n && !err; i++) {
+		char ip[32];
+
+		snprintf(name, sizeof(name), "bench-%d", i);
+		snprintf(ip, sizeof(ip), "127.77.2.%d", 100 + i / 1000);
+		inet_pton(AF_INET, ip, &svc.vip.addr.v4);
+		svc.vip.port = (uint16_t)(18000 + i % 1000);
+		err = datapath_service_set(dp, &svc);
+	}
+	datapath_close(dp);
+	printf("services=%d\n", err ? -1 : n);
+	return err ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	log_setup(LOG_LEVEL_WARN, LOG_FORMAT_LOGFMT, 2);
+	if (argc == 4 && !strcmp(argv[1], "serve"))
+		return cmd_serve(atoi(argv[2]), atoi(argv[3]));
+	if (argc == 7 && !strcmp(argv[1], "rtt"))
+		return cmd_rtt(argv[2], atoi(argv[3]), argv[4], atoi(argv[5]), atoi(argv[6]));
+	if (argc == 5 && !strcmp(argv[1], "connects"))
+		return cmd_connects(argv[2], atoi(argv[3]), atoi(argv[4]));
+	if (argc == 5 && !strcmp(argv[1], "populate"))
+		return cmd_populate(argv[2], atoi(argv[3]), atoi(argv[4]));
+	fprintf(stderr, "usage: dpbench serve|rtt|connects|populate ...\n");
+	return 2;
+}
