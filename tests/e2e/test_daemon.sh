@@ -62,7 +62,8 @@ check notify_reloading "no RELOADING=1 with MONOTONIC_USEC on SIGHUP" \
 	wait_for 3 grep -q '^RELOADING=1 MONOTONIC_USEC=[0-9]' "$TMP/notify.txt"
 
 # --- SIGTERM: graceful, datapath stays ---------------------------------------------------------
-status=$(stop_meshd "$pid1")
+stop_meshd "$pid1"
+status=$STOP_STATUS
 check sigterm_exits_zero "exit status $status" test "$status" = 0
 check notify_stopping "no STOPPING=1" grep -q '^STOPPING=1' "$TMP/notify.txt"
 check sigterm_leaves_datapath_attached "programs gone after SIGTERM" attached_once "$CG"
@@ -77,7 +78,7 @@ if start_meshd meshd2 "$TMP/meshd.json"; then
 	check restart_adopts "no adoption line: $(grep -m1 datapath "$TMP/meshd2.log")" \
 		grep -q 'msg="adopted pinned datapath"' "$TMP/meshd2.log"
 	check restart_attached_once "$(attach_counts "$CG" | tr '\n' ' ')" attached_once "$CG"
-	stop_meshd "$MESHD_PID" >/dev/null
+	stop_meshd "$MESHD_PID"
 else
 	fail restart_adopts "second meshd did not start: $(tail -n 3 "$TMP/meshd2.log")"
 fi
