@@ -16,7 +16,7 @@ res = {"ok": 0, "fail": 0, "errors": [], "backends": collections.Counter(),
 def connect():
     s = socket.create_connection((vip, port), timeout=2)
     f = s.makefile("rb")
-    s.sendall(b"hello\n")  # the backend speaks once the client has
+    s.sendall(b"hello\n")  # echoed back after the name
     name = f.readline().decode().strip()
     if not name or f.readline() != b"hello\n":
         s.close()
