@@ -114,22 +114,28 @@ else
 	fail failed_start_names_datapath "exit $status, pin left: $(ls "$PIN" 2>&1 | head -1)"
 fi
 
-# A component after the datapath (metrics: its port is taken; else admin: unusable socket path):
-# the datapath this run loaded must be removed again.
+# A component after the datapath fails: meshd names it, and the datapath this run loaded is
+# removed again (nothing attached, nothing pinned).
+# late_failure CASE COMPONENT CONFIG: runs meshd on CONFIG and checks all that.
+late_failure() {
+	local name=$1 want=$2 config=$3 status failed
+	timeout 10 "$MESHD" --config "$config" >"$TMP/$name.out" 2>&1
+	status=$?
+	failed=$(sed -n 's/^meshd: component \([a-z]*\) failed to start.*/\1/p' "$TMP/$name.out")
+	if [ "$status" = 1 ] && [ "$failed" = "$want" ] && [ ! -e "$PIN" ] && nothing_attached "$CG"; then
+		pass "$name"
+	else
+		fail "$name" "exit $status failed=$failed pin=$(ls -d "$PIN" 2>/dev/null) attached=$(attach_counts "$CG" | tr '\n' ' ') $(grep -m1 'level=error' "$TMP/$name.out")"
+	fi
+}
 python3 -c 'import socket,time,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); time.sleep(60)' 19094 &
 blocker=$!
 defer "kill -9 $blocker"
 wait_for 5 port_open 127.0.0.1 19094
-MPORT=19094 daemon_config "$TMP/busy.json" "19001" ".admin.socket = \"$TMP/no-such-dir/admin.sock\""
-timeout 5 "$MESHD" --config "$TMP/busy.json" >"$TMP/busy.out" 2>&1
-status=$?
-failed=$(sed -n 's/.*component \([a-z]*\) failed to start.*/\1/p' "$TMP/busy.out" | head -1)
-if grep -q 'metrics endpoint not built' "$TMP/busy.out" && grep -q 'admin API not built' "$TMP/busy.out"; then
-	skip late_failure_unwinds_datapath "metrics and admin components not built yet"
-elif [ "$status" != 0 ] && { [ "$failed" = metrics ] || [ "$failed" = admin ]; } &&
-	[ ! -e "$PIN" ] && nothing_attached "$CG"; then
-	pass late_failure_unwinds_datapath
-else
-	fail late_failure_unwinds_datapath "exit $status failed=$failed pin=$(ls -d "$PIN" 2>&1) attached=$(attach_counts "$CG" | tr '\n' ' ')"
-fi
+MPORT=19094 daemon_config "$TMP/busy.json" "19001"
+late_failure metrics_port_in_use_fails_start metrics "$TMP/busy.json"
+
+touch "$TMP/not-a-dir"
+daemon_config "$TMP/noadmin.json" "19001" ".admin.socket = \"$TMP/not-a-dir/admin.sock\""
+late_failure admin_socket_unusable_fails_start admin "$TMP/noadmin.json"
 exit 0
