@@ -138,4 +138,36 @@ late_failure metrics_port_in_use_fails_start metrics "$TMP/busy.json"
 touch "$TMP/not-a-dir"
 daemon_config "$TMP/noadmin.json" "19001" ".admin.socket = \"$TMP/not-a-dir/admin.sock\""
 late_failure admin_socket_unusable_fails_start admin "$TMP/noadmin.json"
+
+# --- the unit's capability set is enough: start, serve, adopt, clean up with exactly it ----------
+caps=$(sed -n 's/^CapabilityBoundingSet=//p' "$ROOT/config/meshd.service" | tr 'A-Z' 'a-z' |
+	sed 's/cap_/+/g; s/ /,/g')
+if ! command -v setpriv >/dev/null || [ -z "$caps" ]; then
+	skip unit_capabilities_suffice "setpriv missing or no CapabilityBoundingSet in the unit"
+else
+	capped=(setpriv --bounding-set "-all,$caps" --inh-caps -all "$MESHD")
+	"${capped[@]}" --config "$TMP/meshd.json" >"$TMP/capped.log" 2>&1 &
+	pid=$!
+	defer "kill -9 $pid 2>/dev/null"
+	wait_for 10 meshd_ready capped "$pid"
+	client capped 1 0
+	wait "$CLIENT_PID"
+	stop_meshd "$pid"
+	first=$STOP_STATUS
+	"${capped[@]}" --config "$TMP/meshd.json" >"$TMP/capped2.log" 2>&1 &
+	pid=$!
+	defer "kill -9 $pid 2>/dev/null"
+	wait_for 10 meshd_ready capped2 "$pid"
+	stop_meshd "$pid"
+	"${capped[@]}" --cleanup --config "$TMP/meshd.json" >/dev/null 2>&1
+	cleaned=$?
+	if [ "$first" = 0 ] && [ "$(result capped .fail)" = 0 ] &&
+		[ "$(result capped '.backends | length')" = 3 ] &&
+		grep -q 'msg="adopted pinned datapath"' "$TMP/capped2.log" && [ "$STOP_STATUS" = 0 ] &&
+		[ "$cleaned" = 0 ] && nothing_attached "$CG" && [ ! -e "$PIN" ]; then
+		pass unit_capabilities_suffice
+	else
+		fail unit_capabilities_suffice "caps=$caps stop=$first/$STOP_STATUS cleanup=$cleaned fail=$(result capped .fail) $(grep -m1 level=error "$TMP/capped.log" "$TMP/capped2.log")"
+	fi
+fi
 exit 0
