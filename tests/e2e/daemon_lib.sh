@@ -3,7 +3,7 @@
 # test cgroup, and bpftool checks. Every meshd started here is registered for kill + --cleanup.
 
 # The client: connects to VIP:PORT in a loop (until DURATION seconds pass or STOPFILE exists),
-# reading the backend's name line on each connection, while HOLD long-lived connections echo a
+# sending a line and reading the backend's name and the echo on each connection, while HOLD long-lived connections echo a
 # ping every 200 ms. Writes a JSON summary to OUT.
 cat >"$TMP/client.py" <<'EOF'
 import collections, json, os, socket, sys, time
@@ -16,10 +16,11 @@ res = {"ok": 0, "fail": 0, "errors": [], "backends": collections.Counter(),
 def connect():
     s = socket.create_connection((vip, port), timeout=2)
     f = s.makefile("rb")
+    s.sendall(b"hello\n")  # echoed back after the name
     name = f.readline().decode().strip()
-    if not name:
+    if not name or f.readline() != b"hello\n":
         s.close()
-        raise OSError("connected but no greeting")
+        raise OSError("connected but no greeting or echo")
     return s, f, name
 
 def ping(conns):
@@ -99,7 +100,8 @@ meshd_ready() {
 	return 1
 }
 
-# stop_meshd PID: SIGTERM and wait (at most 10 s); prints the exit status.
+# stop_meshd PID: SIGTERM and wait (at most 10 s, then SIGKILL); sets STOP_STATUS to the exit
+# status. Call it in the shell that started meshd (not in $(...)), so `wait` can reap it.
 stop_meshd() {
 	local pid=$1 i
 	kill -TERM "$pid" 2>/dev/null
@@ -107,8 +109,9 @@ stop_meshd() {
 		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.1
 	done
+	kill -9 "$pid" 2>/dev/null
 	wait "$pid" 2>/dev/null
-	echo $?
+	STOP_STATUS=$?
 }
 
 # client NAME DURATION HOLD [STOPFILE]: runs the client in $CG in the background; its summary

@@ -62,7 +62,8 @@ check notify_reloading "no RELOADING=1 with MONOTONIC_USEC on SIGHUP" \
 	wait_for 3 grep -q '^RELOADING=1 MONOTONIC_USEC=[0-9]' "$TMP/notify.txt"
 
 # --- SIGTERM: graceful, datapath stays ---------------------------------------------------------
-status=$(stop_meshd "$pid1")
+stop_meshd "$pid1"
+status=$STOP_STATUS
 check sigterm_exits_zero "exit status $status" test "$status" = 0
 check notify_stopping "no STOPPING=1" grep -q '^STOPPING=1' "$TMP/notify.txt"
 check sigterm_leaves_datapath_attached "programs gone after SIGTERM" attached_once "$CG"
@@ -77,7 +78,7 @@ if start_meshd meshd2 "$TMP/meshd.json"; then
 	check restart_adopts "no adoption line: $(grep -m1 datapath "$TMP/meshd2.log")" \
 		grep -q 'msg="adopted pinned datapath"' "$TMP/meshd2.log"
 	check restart_attached_once "$(attach_counts "$CG" | tr '\n' ' ')" attached_once "$CG"
-	stop_meshd "$MESHD_PID" >/dev/null
+	stop_meshd "$MESHD_PID"
 else
 	fail restart_adopts "second meshd did not start: $(tail -n 3 "$TMP/meshd2.log")"
 fi
@@ -113,22 +114,60 @@ else
 	fail failed_start_names_datapath "exit $status, pin left: $(ls "$PIN" 2>&1 | head -1)"
 fi
 
-# A component after the datapath (metrics: its port is taken; else admin: unusable socket path):
-# the datapath this run loaded must be removed again.
+# A component after the datapath fails: meshd names it, and the datapath this run loaded is
+# removed again (nothing attached, nothing pinned).
+# late_failure CASE COMPONENT CONFIG: runs meshd on CONFIG and checks all that.
+late_failure() {
+	local name=$1 want=$2 config=$3 status failed
+	timeout 10 "$MESHD" --config "$config" >"$TMP/$name.out" 2>&1
+	status=$?
+	failed=$(sed -n 's/^meshd: component \([a-z]*\) failed to start.*/\1/p' "$TMP/$name.out")
+	if [ "$status" = 1 ] && [ "$failed" = "$want" ] && [ ! -e "$PIN" ] && nothing_attached "$CG"; then
+		pass "$name"
+	else
+		fail "$name" "exit $status failed=$failed pin=$(ls -d "$PIN" 2>/dev/null) attached=$(attach_counts "$CG" | tr '\n' ' ') $(grep -m1 'level=error' "$TMP/$name.out")"
+	fi
+}
 python3 -c 'import socket,time,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); time.sleep(60)' 19094 &
 blocker=$!
 defer "kill -9 $blocker"
 wait_for 5 port_open 127.0.0.1 19094
-MPORT=19094 daemon_config "$TMP/busy.json" "19001" ".admin.socket = \"$TMP/no-such-dir/admin.sock\""
-timeout 5 "$MESHD" --config "$TMP/busy.json" >"$TMP/busy.out" 2>&1
-status=$?
-failed=$(sed -n 's/.*component \([a-z]*\) failed to start.*/\1/p' "$TMP/busy.out" | head -1)
-if grep -q 'metrics endpoint not built' "$TMP/busy.out" && grep -q 'admin API not built' "$TMP/busy.out"; then
-	skip late_failure_unwinds_datapath "metrics and admin components not built yet"
-elif [ "$status" != 0 ] && { [ "$failed" = metrics ] || [ "$failed" = admin ]; } &&
-	[ ! -e "$PIN" ] && nothing_attached "$CG"; then
-	pass late_failure_unwinds_datapath
+MPORT=19094 daemon_config "$TMP/busy.json" "19001"
+late_failure metrics_port_in_use_fails_start metrics "$TMP/busy.json"
+
+touch "$TMP/not-a-dir"
+daemon_config "$TMP/noadmin.json" "19001" ".admin.socket = \"$TMP/not-a-dir/admin.sock\""
+late_failure admin_socket_unusable_fails_start admin "$TMP/noadmin.json"
+
+# --- the unit's capability set is enough: start, serve, adopt, clean up with exactly it ----------
+caps=$(sed -n 's/^CapabilityBoundingSet=//p' "$ROOT/config/meshd.service" | tr 'A-Z' 'a-z' |
+	sed 's/cap_/+/g; s/ /,/g')
+if ! command -v setpriv >/dev/null || [ -z "$caps" ]; then
+	skip unit_capabilities_suffice "setpriv missing or no CapabilityBoundingSet in the unit"
 else
-	fail late_failure_unwinds_datapath "exit $status failed=$failed pin=$(ls -d "$PIN" 2>&1) attached=$(attach_counts "$CG" | tr '\n' ' ')"
+	capped=(setpriv --bounding-set "-all,$caps" --inh-caps -all "$MESHD")
+	"${capped[@]}" --config "$TMP/meshd.json" >"$TMP/capped.log" 2>&1 &
+	pid=$!
+	defer "kill -9 $pid 2>/dev/null"
+	wait_for 10 meshd_ready capped "$pid"
+	client capped 1 0
+	wait "$CLIENT_PID"
+	stop_meshd "$pid"
+	first=$STOP_STATUS
+	"${capped[@]}" --config "$TMP/meshd.json" >"$TMP/capped2.log" 2>&1 &
+	pid=$!
+	defer "kill -9 $pid 2>/dev/null"
+	wait_for 10 meshd_ready capped2 "$pid"
+	stop_meshd "$pid"
+	"${capped[@]}" --cleanup --config "$TMP/meshd.json" >/dev/null 2>&1
+	cleaned=$?
+	if [ "$first" = 0 ] && [ "$(result capped .fail)" = 0 ] &&
+		[ "$(result capped '.backends | length')" = 3 ] &&
+		grep -q 'msg="adopted pinned datapath"' "$TMP/capped2.log" && [ "$STOP_STATUS" = 0 ] &&
+		[ "$cleaned" = 0 ] && nothing_attached "$CG" && [ ! -e "$PIN" ]; then
+		pass unit_capabilities_suffice
+	else
+		fail unit_capabilities_suffice "caps=$caps stop=$first/$STOP_STATUS cleanup=$cleaned fail=$(result capped .fail) $(grep -m1 level=error "$TMP/capped.log" "$TMP/capped2.log")"
+	fi
 fi
 exit 0

@@ -123,6 +123,7 @@ else
 		'^meshd_config_reloads_total\{result="error"\} 2(\.0)?$' <<<"$metrics"
 fi
 
-status=$(stop_meshd "$PID")
+stop_meshd "$PID"
+status=$STOP_STATUS
 check stops_cleanly "exit status $status" test "$status" = 0
 exit 0

@@ -55,6 +55,7 @@ check balanced_through_restarts "per backend: $(result crash '.backends | tostri
 check restart_adopts_each_time "adopted $adopted of 2" test "$adopted" = 2
 check attached_once_after_restarts "$(attach_counts "$CG" | tr '\n' ' ')" attached_once "$CG"
 
-status=$(stop_meshd "$pid")
+stop_meshd "$pid"
+status=$STOP_STATUS
 check sigterm_after_restarts "exit status $status" test "$status" = 0
 exit 0

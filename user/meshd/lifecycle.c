@@ -256,6 +256,7 @@ int lifecycle_reload(struct lifecycle *lc, const struct mesh_config *old,
 			rollback(lc, i, old, new, diff);
 			return err;
 		}
+		LOG_DEBUG("lifecycle", "component reloaded", "component=%s", c->def->name);
 	}
 	return 0;
 }

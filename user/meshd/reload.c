@@ -60,6 +60,8 @@ static int apply_next(struct meshd *m, struct mesh_config *next)
 	struct mesh_config *old = m->cfg;
 	int err = config_diff(old, next, &diff);
 
+	LOG_DEBUG("config", "new configuration loaded", "generation=%llu changes=%zu",
+		  (unsigned long long)next->generation, diff.n);
 	if (err) {
 		LOG_ERR("config", "cannot diff configurations", "err=%s", log_q(strerror(-err)));
 		goto out;
