@@ -73,6 +73,12 @@ static void fill_daemon(const struct meshd *m, struct expo_daemon *d)
 	memcpy(d->health_transitions, m->health_transitions, sizeof(d->health_transitions));
 	d->rss_bytes = rss_bytes();
 	d->start_time_seconds = start_time_seconds(m);
+	d->counter_name = datapath_counter_name;
+	if (m->dp) {
+		int n = datapath_counters(m->dp, d->datapath_counters, EXPO_COUNTERS_MAX);
+
+		d->n_datapath_counters = n > 0 ? (size_t)n : 0;
+	}
 }
 
 static void serve_metrics(struct metrics *mt, struct http_response *resp)

@@ -16,6 +16,7 @@ enum family {
 	FAM_REJECTS,
 	FAM_BYTES,
 	FAM_PASSTHROUGH,
+	FAM_PANIC,
 	FAM_ACTIVE,
 	FAM_HEALTHY,
 	FAM_CIRCUIT_STATE,
@@ -41,6 +42,9 @@ static const struct {
 	[FAM_PASSTHROUGH] = { "meshd_passthrough_connections_total", "counter",
 			      "Connections to a service address let through untouched (fail "
 			      "open)." },
+	[FAM_PANIC] = { "meshd_panic_connections_total", "counter",
+			"Connections balanced across all backends, healthy or not, because too few "
+			"were healthy (panic threshold)." },
 	[FAM_ACTIVE] = { "meshd_backend_active_connections", "gauge",
 			 "Open connections to a backend." },
 	[FAM_HEALTHY] = { "meshd_backend_healthy", "gauge",
@@ -234,8 +238,11 @@ static void render_svc_family(struct exposition *e, struct strbuf *out, enum fam
 		else if (f == FAM_BYTES) {
 			sample(out, f, x->labels, "direction=\"sent\"", x->st.bytes_sent);
 			sample(out, f, x->labels, "direction=\"received\"", x->st.bytes_received);
-		} else if (f == FAM_PASSTHROUGH)
+		} else if (f == FAM_PASSTHROUGH) {
 			sample(out, f, x->labels, NULL, x->st.passthrough);
+		} else if (f == FAM_PANIC) {
+			sample(out, f, x->labels, NULL, x->st.panic);
+		}
 	}
 }
 
@@ -346,6 +353,25 @@ static void render_daemon_misc(struct strbuf *out, const struct expo_daemon *d)
 	prom_sample_double(out, "process_start_time_seconds", NULL, NULL, d->start_time_seconds);
 }
 
+static void render_datapath_counters(struct strbuf *out, const struct expo_daemon *d)
+{
+	char extra[96];
+	size_t i;
+
+	prom_family(out, "meshd_datapath_events_total", "counter",
+		    "Decisions and outcomes counted by the BPF programs for the whole host, summed "
+		    "over CPUs (connect, redirected, rejected, passthrough, established, ...).");
+	for (i = 0; i < d->n_datapath_counters && i < EXPO_COUNTERS_MAX; i++) {
+		const char *name = d->counter_name ? d->counter_name((int)i) : NULL;
+
+		if (!name || strlen(name) > 64)
+			continue;
+		snprintf(extra, sizeof(extra), "event=\"%s\"", name);
+		prom_sample_u64(out, "meshd_datapath_events_total", NULL, extra,
+				d->datapath_counters[i]);
+	}
+}
+
 int expo_render(struct exposition *e, const struct expo_daemon *d, struct strbuf *out)
 {
 	int i, err = e->err;
@@ -356,6 +382,7 @@ int expo_render(struct exposition *e, const struct expo_daemon *d, struct strbuf
 	render_config(out, d);
 	render_discovery(out, d);
 	render_daemon_misc(out, d);
+	render_datapath_counters(out, d);
 	for (i = 0; i < FAM__COUNT; i++) {
 		prom_family(out, families[i].name, families[i].type, families[i].help);
 		render_svc_family(e, out, (enum family)i);

@@ -11,6 +11,8 @@
 #include "common/strbuf.h"
 #include "datapath/datapath.h"
 
+#define EXPO_COUNTERS_MAX 32
+
 /* Daemon-level values (struct meshd and /proc), copied so this module does not depend on meshd. */
 struct expo_daemon {
 	const char *version;
@@ -23,7 +25,11 @@ struct expo_daemon {
 	uint64_t mtls_handshakes[2][2]; /* [0 inbound, 1 outbound][0 ok, 1 error] */
 	uint64_t health_transitions[2]; /* [0] to unhealthy, [1] to healthy */
 	uint64_t rss_bytes;		/* 0 = unknown (omitted) */
-	double start_time_seconds;	/* unix seconds */
+	/* Datapath-wide counters (enum mesh_counter) and their names; n = 0 when unavailable. */
+	uint64_t datapath_counters[EXPO_COUNTERS_MAX];
+	size_t n_datapath_counters;
+	const char *(*counter_name)(int counter);
+	double start_time_seconds; /* unix seconds */
 };
 
 struct exposition;
