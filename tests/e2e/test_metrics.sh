@@ -69,6 +69,11 @@ check prometheus_connections "Prometheus says $(promql "$q") ok connections, wan
 	wait_for 20 promql_is "$q" $N
 check balanced "round robin: $(promql 'meshd_connections_total{service="web",backend="127.0.0.1:'$B1'",result="ok"}') on b1" \
 	test "$(promql 'meshd_connections_total{service="web",backend="127.0.0.1:'$B1'",result="ok"}')" = $((N / 2))
+red=$(metric $MPORT 'meshd_datapath_events_total{event="redirected"}')
+check datapath_redirected "meshd_datapath_events_total{event=redirected} is $red, want >= $N" \
+	test "$red" != none -a "${red:-0}" -ge $N
+check datapath_no_errors "datapath internal errors counted" \
+	metric_is $MPORT 'meshd_datapath_events_total{event="err_internal"}' 0
 check no_failures "failed connections counted" \
 	test "$(metric $MPORT 'meshd_connections_total{service="web",backend="127.0.0.1:'$B1'",result="failed"}')" = 0
 
