@@ -155,6 +155,10 @@ check check_json "check -o json" jqt \
 	sh -c "'$MESHCTL' check --pre -o json --config '$TMP/bad.json'; true"
 kill $MESHD_PID
 wait $MESHD_PID 2>/dev/null
+r=$?
+# Under ASan this also catches leaks in the admin and metrics paths exercised above.
+check meshd_clean_exit "meshd exited $r on SIGTERM: $(grep -m3 -E 'ERROR|Sanitizer' "$TMP/meshd.log")" \
+	test $r = 0
 ctl check --config "$TMP/good.json" >"$TMP/check.out"
 r=$?
 check check_daemon_down "rc $r: $(grep daemon "$TMP/check.out")" \
