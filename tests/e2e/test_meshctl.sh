@@ -153,6 +153,19 @@ check check_config_rc "exit $r" test $r = 1
 check check_json "check -o json" jqt \
 	'.ok == false and any(.checks[]; .name == "config valid" and .ok == false and .hint != null)' \
 	sh -c "'$MESHCTL' check --pre -o json --config '$TMP/bad.json'; true"
+if command -v setpriv >/dev/null; then
+	setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \
+		"$MESHCTL" check --pre >"$TMP/check.out" 2>&1
+	r=$?
+	check check_unprivileged "rc $r: $(grep FAIL "$TMP/check.out")" \
+		grep -q '^\[FAIL\] capabilities: missing CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN' \
+		"$TMP/check.out"
+	check check_unprivileged_probes "a probe blamed the kernel for missing privileges" \
+		grep -q '^\[FAIL\] sockops programs: cannot probe without CAP_BPF' "$TMP/check.out"
+	check check_unprivileged_rc "exit $r" test $r = 1
+else
+	skip check_unprivileged "no setpriv"
+fi
 kill $MESHD_PID
 wait $MESHD_PID 2>/dev/null
 r=$?
