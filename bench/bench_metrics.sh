@@ -4,13 +4,14 @@
 # then measures idle resident memory (VmRSS) and the /metrics scrape time (median of 20 curl
 # scrapes). Prints key=value lines; targets from issue 4: RSS <= 16 MB, scrape <= 50 ms.
 . "$(dirname "$0")/../tests/e2e/lib.sh"
+. "$(dirname "$0")/../tests/e2e/lib_observe.sh"
 if [ "$(id -u)" -ne 0 ]; then
 	echo "bench_metrics=skipped reason=needs_root"
 	exit 0
 fi
 N_SVC=${N_SVC:-1000} N_BE=${N_BE:-10} SCRAPES=${SCRAPES:-20}
 MPORT=20030
-CG=$(make_cgroup bench)
+observe_cgroup bench
 
 python3 - "$N_SVC" "$N_BE" "$CG" "$PIN" "$TMP" "$MPORT" >"$TMP/meshd.json" <<'PY'
 import json, sys

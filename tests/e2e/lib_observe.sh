@@ -1,6 +1,13 @@
 # Helpers shared by the metrics and meshctl suites (sourced after lib.sh): a per-test meshd config
 # (own pin path, cgroup, state dir, admin socket, metrics port), starting meshd, reading metrics.
 
+# observe_cgroup NAME: makes this test's child cgroup and sets CG. make_cgroup's own cleanup is
+# registered inside the $(...) subshell and lost, so it is registered again here, in this shell.
+observe_cgroup() {
+	CG=$(make_cgroup "$1")
+	defer "kill_cgroup '$CG'; rmdir '$CG'"
+}
+
 # observe_config FILE METRICS_PORT SERVICES_JSON [PIN_PATH]: writes a static-discovery config for
 # this test (health checks off unless the services say otherwise). The cgroup is $CG, the admin
 # socket $ADMIN_SOCK (default $TMP/run/admin.sock).

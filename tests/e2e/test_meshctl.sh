@@ -8,7 +8,7 @@
 need_root
 
 MPORT=20020 B1=20021 B2=20022 B3=20023
-CG=$(make_cgroup meshctl)
+observe_cgroup meshctl
 backend b1 $B1 && backend b2 $B2 && backend b3 $B3 || { fail setup "backends did not start"; exit 1; }
 SERVICES="[
   { \"name\": \"web\", \"vip\": \"127.77.4.20\", \"port\": 80,

@@ -8,7 +8,7 @@ need_root
 
 MPORT=20010 PPORT=20011 B1=20012 B2=20013
 VIP=127.77.4.10 N=20
-CG=$(make_cgroup metrics)
+observe_cgroup metrics
 backend b1 $B1 && backend b2 $B2 || { fail setup "backends did not start"; exit 1; }
 observe_config "$TMP/meshd.json" $MPORT "[
   { \"name\": \"web\", \"vip\": \"$VIP\", \"port\": 80,
@@ -119,7 +119,8 @@ check promtool_after_traffic "promtool: $(promtool check metrics <"$TMP/after.tx
 spawn blocker python3 -c 'import socket, time
 s = socket.socket(); s.bind(("127.0.0.1", 20014)); s.listen(); time.sleep(60)'
 wait_for 5 port_open 127.0.0.1 20014
-CG=$(make_cgroup busy) ADMIN_SOCK=$TMP/run2/admin.sock
+observe_cgroup busy
+ADMIN_SOCK=$TMP/run2/admin.sock
 observe_config "$TMP/busy.json" 20014 "[]" "$PIN-busy"
 defer "'$MESHD' --cleanup --config '$TMP/busy.json'; rm -rf '$PIN-busy'"
 timeout 20 "$MESHD" --config "$TMP/busy.json" >"$TMP/busy.log" 2>&1
