@@ -5,7 +5,18 @@
 # registered inside the $(...) subshell and lost, so it is registered again here, in this shell.
 observe_cgroup() {
 	CG=$(make_cgroup "$1")
-	defer "kill_cgroup '$CG'; rmdir '$CG'"
+	defer "kill_cgroup '$CG'; rmdir_retry '$CG'"
+}
+
+# rmdir_retry DIR: a cgroup whose last tasks are still exiting refuses rmdir (EBUSY) briefly.
+rmdir_retry() {
+	local i
+	for i in $(seq 1 30); do
+		rmdir "$1" 2>/dev/null && return 0
+		[ -d "$1" ] || return 0
+		sleep 0.1
+	done
+	return 1
 }
 
 # observe_config FILE METRICS_PORT SERVICES_JSON [PIN_PATH]: writes a static-discovery config for
