@@ -33,7 +33,7 @@ print(json.dumps({
 PY
 
 start=$(date +%s%N)
-spawn meshd "$MESHD" --config "$TMP/meshd.json"
+spawn meshd env MESH_LOG__LEVEL=${BENCH_LOG_LEVEL:-info} "$MESHD" --config "$TMP/meshd.json"
 pid=$SPAWNED_PID
 defer "'$MESHD' --cleanup --config '$TMP/meshd.json'"
 ready() { curl -sf -o /dev/null "http://127.0.0.1:$MPORT/readyz"; }
@@ -76,3 +76,6 @@ echo "scrape_median_ms=$median_ms"
 echo "scrape_max_ms=$max_ms"
 echo "scrape_limit_ms=50"
 echo "scrape_ok=$(ok "$median_ms" 50)"
+if [ "${BENCH_LOG_LEVEL:-}" = debug ]; then
+	grep 'msg=scrape' "$TMP/meshd.log" | tail -5 >&2
+fi

@@ -176,4 +176,11 @@ TEST(endpoint_formatting)
 
 	inet_pton(AF_INET6, "::1", &ep.addr.v6);
 	CHECK_STR_EQ(expo_endpoint(&ep, buf, sizeof(buf)), "[::1]:443");
+	ep.family = AF_INET;
+	inet_pton(AF_INET, "10.0.200.255", &ep.addr.v4);
+	ep.port = 65535;
+	CHECK_STR_EQ(expo_endpoint(&ep, buf, sizeof(buf)), "10.0.200.255:65535");
+	inet_pton(AF_INET, "0.0.0.0", &ep.addr.v4);
+	ep.port = 0;
+	CHECK_STR_EQ(expo_endpoint(&ep, buf, sizeof(buf)), "0.0.0.0:0");
 }

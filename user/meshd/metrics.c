@@ -83,6 +83,7 @@ static void fill_daemon(const struct meshd *m, struct expo_daemon *d)
 
 static void serve_metrics(struct metrics *mt, struct http_response *resp)
 {
+	uint64_t t0 = evloop_now_ns(), t1;
 	struct expo_daemon d;
 	int err = 0;
 
@@ -91,6 +92,7 @@ static void serve_metrics(struct metrics *mt, struct http_response *resp)
 	if (err)
 		LOG_WARN("metrics", "datapath stats unavailable", "err=%s", log_q(strerror(-err)));
 	fill_daemon(mt->m, &d);
+	t1 = evloop_now_ns();
 	err = expo_render(mt->expo, &d, &resp->body);
 	if (err) {
 		strbuf_reset(&resp->body);
@@ -100,6 +102,9 @@ static void serve_metrics(struct metrics *mt, struct http_response *resp)
 	}
 	resp->content_type = PROM_CONTENT_TYPE;
 	mt->scrapes++;
+	LOG_DEBUG("metrics", "scrape", "collect_us=%llu render_us=%llu bytes=%zu",
+		  (unsigned long long)(t1 - t0) / 1000,
+		  (unsigned long long)(evloop_now_ns() - t1) / 1000, resp->body.len);
 }
 
 static void metrics_handle(const struct http_request *req, struct http_response *resp, void *arg)
