@@ -66,6 +66,18 @@ check pipelined "two pipelined requests: want hello then abc" \
 n=$(curl -s "$URL/big?bytes=8000000" | wc -c)
 check large_response "8 MB body arrived as $n bytes" test "$n" = 8000000
 
+out=$(curl -s "$URL/stream?chunks=30")
+check streamed_chunked "streamed body: $(grep -c '^piece' <<<"$out") pieces, ${#out} bytes" \
+	test "$(grep -c '^piece' <<<"$out")" = 30 -a "${#out}" = 2999999 -a \
+	"$(grep '^piece' <<<"$out" | tail -1 | cut -c1-8)" = "piece 29"
+check streamed_header "no chunked Transfer-Encoding" \
+	grep -qi '^transfer-encoding: chunked' <<<"$(curl -s -D - -o /dev/null "$URL/stream?chunks=2")"
+check streamed_head "HEAD of a stream returned a body" \
+	test -z "$(curl -s -I "$URL/stream?chunks=3" | sed '1,/^\r$/d')"
+out=$(curl -s "$URL/stream?chunks=1" "$URL/hello")
+check streamed_keep_alive "request after a stream on the same connection" \
+	test "$(tail -1 <<<"$out")" = hello
+
 # A client that sends half a request is cut off after the 700 ms deadline.
 start=$(date +%s%N)
 out=$(raw $PORT 'GET /hello HTTP/1.1\r\nHost: x')

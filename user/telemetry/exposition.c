@@ -422,23 +422,40 @@ static void render_datapath_counters(struct strbuf *out, const struct expo_daemo
 	}
 }
 
-int expo_render(struct exposition *e, const struct expo_daemon *d, struct strbuf *out)
+int expo_render_part(struct exposition *e, const struct expo_daemon *d, int part,
+		     struct strbuf *out)
 {
-	int i, err = e->err;
 	size_t j;
 
-	/* One allocation for the whole scrape: ~900 bytes per backend, ~500 per service. */
-	strbuf_reserve(out, 16384 + e->n_bes * 1024 + e->n_svcs * 512);
-	render_config(out, d);
-	render_discovery(out, d);
-	render_daemon_misc(out, d);
-	render_datapath_counters(out, d);
-	for (i = 0; i < FAM__COUNT; i++) {
-		prom_family(out, families[i].name, families[i].type, families[i].help);
-		render_svc_family(e, out, (enum family)i);
+	if (e->err)
+		return e->err;
+	if (part == 0) {
+		render_config(out, d);
+		render_discovery(out, d);
+		render_daemon_misc(out, d);
+		render_datapath_counters(out, d);
+	} else if (part <= FAM__COUNT) {
+		enum family f = (enum family)(part - 1);
+
+		prom_family(out, families[f].name, families[f].type, families[f].help);
+		render_svc_family(e, out, f);
 		for (j = 0; j < e->n_bes; j++)
-			render_be_sample(out, (enum family)i, &e->bes[j]);
+			render_be_sample(out, f, &e->bes[j]);
 	}
+	if (strbuf_error(out))
+		return strbuf_error(out);
+	return part < FAM__COUNT ? 1 : 0;
+}
+
+int expo_render(struct exposition *e, const struct expo_daemon *d, struct strbuf *out)
+{
+	int part = 0, rc;
+
+	/* One allocation for the whole text: ~900 bytes per backend, ~500 per service. */
+	strbuf_reserve(out, 16384 + e->n_bes * 1024 + e->n_svcs * 512);
+	do
+		rc = expo_render_part(e, d, part++, out);
+	while (rc == 1);
 	expo_clear(e);
-	return err ? err : strbuf_error(out);
+	return rc;
 }

@@ -47,6 +47,12 @@ void expo_backend(const struct datapath_backend_stats *b, void *arg);
  * the collected samples for the next scrape. Returns 0 or -ENOMEM. */
 int expo_render(struct exposition *e, const struct expo_daemon *d, struct strbuf *out);
 
+/* Streaming form of expo_render: appends part `part` (0 = daemon families, then one collected
+ * family per part) to `out`. Returns 1 when more parts follow, 0 after the last, or -ENOMEM. The
+ * collected samples stay until expo_free. */
+int expo_render_part(struct exposition *e, const struct expo_daemon *d, int part,
+		     struct strbuf *out);
+
 /* Formats `ip:port` (`[ip6]:port` for IPv6) into `buf`; returns buf. */
 const char *expo_endpoint(const struct config_endpoint *ep, char *buf, size_t len);
 
