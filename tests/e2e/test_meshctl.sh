@@ -153,6 +153,16 @@ check check_config_rc "exit $r" test $r = 1
 check check_json "check -o json" jqt \
 	'.ok == false and any(.checks[]; .name == "config valid" and .ok == false and .hint != null)' \
 	sh -c "'$MESHCTL' check --pre -o json --config '$TMP/bad.json'; true"
+# Scrapes, one abandoned mid-stream, before the leak-checked exit below.
+python3 - $MPORT <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+s.recv(100)
+s.close()
+PY
+check scrape_after_abandoned_stream "meshd stopped answering after a client left mid-scrape" \
+	curl -sf -o /dev/null "http://127.0.0.1:$MPORT/metrics"
 if command -v setpriv >/dev/null; then
 	setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \
 		"$MESHCTL" check --pre >"$TMP/check.out" 2>&1
