@@ -5,8 +5,9 @@
 # and comes back (a half-open probe closes the breaker). Everything it starts is removed on exit.
 #
 # Uses config/demo.json. Overrides: MESH_BUILD (build dir), MESH_CGROUP (cgroup to attach to;
-# default <cgroup2 mount>/meshd-demo), DEMO_CONFIG (another config file), DEMO_PAUSE (seconds
-# between steps, default 1). Needs root.
+# default <cgroup2 mount>/meshd-demo), MESH_TELEMETRY__METRICS_LISTEN (or any MESH_* override),
+# DEMO_CONFIG (another config file), DEMO_PAUSE (seconds between steps, default 1),
+# DEMO_LOCK_WAIT (seconds to wait for another demo run). Needs root.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${MESH_BUILD:-build}
@@ -25,7 +26,10 @@ say() { printf '    %s\n' "$*"; }
 ok() { printf '    %s✔ %s%s\n' "$G" "$*" "$N"; }
 die() {
 	printf '%sdemo failed: %s%s\n' "$R" "$*" "$N" >&2
-	[ -f "${LOG:-}" ] && { echo "--- last meshd log lines:" >&2; tail -n 15 "$LOG" >&2; }
+	if [ -n "${MESHD_PID:-}" ]; then
+		echo "--- last meshd log lines ($LOG):" >&2
+		tail -n 15 "$LOG" >&2
+	fi
 	exit 1
 }
 
@@ -52,6 +56,11 @@ trap 'exit 130' INT TERM
 [ -x "$MESHD" ] || die "$MESHD not built (run make)"
 [ -f "$CONFIG" ] || die "$CONFIG not found"
 command -v jq >/dev/null || die "jq is missing (scripts/install-deps.sh installs it)"
+# One demo at a time per host: it owns fixed ports, a pin path and a cgroup. DEMO_LOCK_WAIT
+# seconds to wait for another run to finish (default 0: say so and stop).
+exec 9>/tmp/meshd-demo.lock
+flock -w "${DEMO_LOCK_WAIT:-0}" 9 || die "another demo is running on this host (lock /tmp/meshd-demo.lock)"
+DEMO_START=$SECONDS
 CG2=$(awk '$3 == "cgroup2" {print $2; exit}' /proc/mounts)
 [ -n "$CG2" ] || die "no cgroup2 mount in /proc/mounts"
 
@@ -73,6 +82,16 @@ STATE=$(jq -r '.state_dir' "$CONFIG")
 SOCK=$(jq -r '.admin.socket' "$CONFIG")
 [ ${#PORTS[@]} -ge 3 ] || die "$CONFIG: the demo wants 3 backends in .services[0]"
 LOG=$STATE/meshd.log
+for p in "${PORTS[@]}"; do
+	if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+		die "port $p is already in use; the demo's backends need 127.0.0.1:${PORTS[*]}"
+	fi
+done
+METRICS=${MESH_TELEMETRY__METRICS_LISTEN:-$(jq -r '.telemetry.metrics_listen' "$CONFIG")}
+if (exec 3<>"/dev/tcp/${METRICS%:*}/${METRICS##*:}") 2>/dev/null; then
+	die "$METRICS (metrics) is already in use; pick another with MESH_TELEMETRY__METRICS_LISTEN=127.0.0.1:PORT"
+fi
+OPEN_FOR=$(jq -r '.services[0].circuit_breaker.open_duration // .circuit_breaker.open_duration // "30s"' "$CONFIG")
 HC_TYPE=$(jq -r '.services[0].load_balancer.health_check.type // .load_balancer.health_check.type // "none"' "$CONFIG")
 
 # client N: N connections from inside the demo cgroup to the service address; prints one backend
@@ -137,7 +156,8 @@ declare -a BACKEND_PID
 step "1. Setting up: a cgroup for the client app, three backends, meshd"
 "$MESHD" --cleanup --config "$CONFIG" >/dev/null 2>&1 # leftovers of an interrupted run
 mkdir -p "$STATE"
-if [ ! -d "$CG" ]; then
+# Removed on exit if we made it, or if it is the demo's own (left by an interrupted run).
+if [ ! -d "$CG" ] || [ "$(basename "$CG")" = meshd-demo ]; then
 	mkdir -p "$CG" || die "cannot create cgroup $CG"
 	CREATED_CG=$CG
 fi
@@ -194,8 +214,9 @@ step "4. backend-2 comes back"
 mark=$(log_lines)
 start_backend 2
 wait_until 5 port_open "${PORTS[1]}" || die "backend-2 did not restart"
-say "after the breaker's open duration a half-open probe lets one real connection through;"
-say "it succeeds, so the breaker closes (health checks, if on, also see it pass again)"
+say "after open_duration ($OPEN_FOR) the breaker turns half-open and lets a probe connection"
+say "through; the probe succeeds, so the breaker closes. The health check, which had marked"
+say "backend-2 down too, lets it back after its healthy_threshold of passed checks."
 wait_until 40 seen backend-2 || die "backend-2 never received traffic again"
 ok "backend-2 receives connections again"
 say "next 30 connections:"
@@ -208,3 +229,4 @@ log_since "$mark"
 
 step "Demo complete: balancing, a circuit opening and closing, all in the kernel"
 say "try it yourself: sudo $MESHD --config $CONFIG, then look at $MESHCTL services / circuits"
+echo "demo took $((SECONDS - DEMO_START))s"

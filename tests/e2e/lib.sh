@@ -21,9 +21,15 @@ _DEFERRED=()
 # defer CMD: run CMD (a string, eval'd) at exit, last registered first.
 defer() { _DEFERRED+=("$1"); }
 _run_deferred() {
-	local i
+	local i cg
 	for ((i = ${#_DEFERRED[@]} - 1; i >= 0; i--)); do
 		eval "${_DEFERRED[$i]}" >/dev/null 2>&1 || true
+	done
+	# make_cgroup usually runs in $(...), where its defer is lost: sweep by this test's prefix.
+	for cg in "$CG2/$TEST_ID"-*; do
+		[ -d "$cg" ] || continue
+		kill_cgroup "$cg"
+		rmdir "$cg" 2>/dev/null
 	done
 	rm -rf "$TMP"
 }
@@ -51,7 +57,8 @@ need_root() {
 }
 
 # make_cgroup NAME: creates a child cgroup of the cgroup2 mount for this test, prints its path.
-# On exit, processes still in it (ours by construction) are killed and it is removed.
+# On exit, processes still in it (ours by construction) are killed and it is removed (also when
+# called in a subshell: the exit handler sweeps every $CG2/$TEST_ID-* cgroup).
 make_cgroup() {
 	local cg=$CG2/$TEST_ID-$1
 	mkdir -p "$cg"

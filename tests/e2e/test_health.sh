@@ -5,7 +5,8 @@
 #    (logged, counted) and receives no new connects; it comes back after healthy_threshold passes.
 #  - tcp: killing a backend marks it unhealthy.
 #  - reload: adding a backend keeps the others' state; switching checks off clears the flag.
-#  - checks are not application traffic: connection counters only see the client's connects.
+#  - checks are not application traffic: connection counters only see the client's connects,
+#    although meshd itself runs in the attached cgroup.
 . "$(dirname "$0")/lib.sh"
 need_root
 if [ ! -x "$MESHD" ]; then
@@ -20,7 +21,8 @@ defer "kill_cgroup '$CG'; rmdir '$CG'" # make_cgroup ran in a subshell: its defe
 LOG=$TMP/meshd.log
 CONF=$TMP/meshd.json
 
-# write_config HTTP_TYPE EXTRA_BACKEND: the service under test with http (or none) checks.
+# write_config HTTP_TYPE EXTRA_BACKEND: the service under test with http (or none) checks, every
+# $INTERVAL (default 200ms).
 write_config() {
 	local type=$1 extra=${2:-}
 	cat >"$CONF" <<EOF
@@ -35,7 +37,7 @@ write_config() {
   "load_balancer": {
     "algorithm": "round_robin",
     "panic_threshold": 0.2,
-    "health_check": { "type": "$type", "interval": "200ms", "timeout": "150ms",
+    "health_check": { "type": "$type", "interval": "${INTERVAL:-200ms}", "timeout": "150ms",
                       "unhealthy_threshold": 2, "healthy_threshold": 3, "http_path": "/health" }
   },
   "discovery": { "backend": "static" },
@@ -96,10 +98,18 @@ backend "t$T1" $T1
 T1_PID=$SPAWNED_PID
 backend "t$T2" $T2
 
+# start_meshd LOGFILE: meshd inside the attached cgroup itself (as when attached to the root
+# cgroup): its checks then pass through connect4 and sockops and must still be neither redirected
+# nor counted. Not through in_cgroup: a backgrounded function would leave $! naming a subshell.
+start_meshd() {
+	bash -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CG" "$MESHD" --config "$CONF" >"$1" 2>&1 &
+	MESHD_PID=$!
+	defer "kill -TERM $MESHD_PID; wait $MESHD_PID"
+}
+defer "'$MESHD' --cleanup --config '$CONF'"
+
 write_config http
-"$MESHD" --config "$CONF" >"$LOG" 2>&1 &
-MESHD_PID=$!
-defer "kill -TERM $MESHD_PID; wait $MESHD_PID; '$MESHD' --cleanup --config '$CONF'"
+start_meshd "$LOG"
 
 if ! within 10 seen $VIP_HTTP 3 b$P1; then
 	fail started "no connect through $VIP_HTTP reached a backend: $(tail -n 5 "$LOG")"
@@ -166,6 +176,15 @@ else
 	n=$(echo "$metrics" | awk '/^meshd_connections_total\{/ && /service="db"/ {s += $NF} END {print s + 0}')
 	check checks_not_counted_as_traffic "db connections counted: $n, client made 10" \
 		test "$n" -eq 10
+	# Transitions: web b2 down and up, db t1 down, web b3 down (switching checks off later
+	# clears b3's flag without a transition).
+	down=$(echo "$metrics" | awk '/^meshd_health_transitions_total\{to="unhealthy"\}/ {print $NF}')
+	up=$(echo "$metrics" | awk '/^meshd_health_transitions_total\{to="healthy"\}/ {print $NF}')
+	check transitions_counted "to unhealthy=${down:-none} (want 3), to healthy=${up:-none} (want 1)" \
+		test "${down:-x}" = 3 -a "${up:-x}" = 1
+	check dead_backend_exported_unhealthy "no meshd_backend_healthy 0 sample for db $T1" \
+		grep -q "^meshd_backend_healthy{service=\"db\",backend=\"127.0.0.1:$T1\"} 0" \
+		<<<"$metrics"
 fi
 check meshd_still_running "meshd exited: $(tail -n 3 "$LOG")" kill -0 $MESHD_PID
 kill -TERM $MESHD_PID
@@ -173,4 +192,28 @@ wait $MESHD_PID
 rc=$?
 check meshd_stops_cleanly "exit $rc: $(grep -m1 -A4 -e Sanitizer -e 'level=error' "$LOG")" \
 	test "$rc" -eq 0
+
+# --- restart: a backend the last run flagged down stays down --------------------------------
+# Checks back on: b3 (still failing) goes down again; then meshd stops and a new one starts with
+# a slow interval. Were the flag reset on start, b3 would take connects for two 3 s intervals.
+LOG=$TMP/meshd-1b.log
+start_meshd "$LOG"
+write_config http ", { \"address\": \"127.0.0.1\", \"port\": $P4 }"
+within 10 grep -qs "health checks started" "$LOG"
+kill -HUP $MESHD_PID
+within 5 health_logged web $P3 false
+kill -TERM $MESHD_PID
+wait $MESHD_PID
+LOG=$TMP/meshd-2.log
+INTERVAL=3s write_config http ", { \"address\": \"127.0.0.1\", \"port\": $P4 }"
+start_meshd "$LOG"
+if within 10 grep -qs '"meshd running"' "$LOG"; then
+	out=$(through_vip $VIP_HTTP 16)
+	check restart_keeps_backend_down "b$P3 chosen right after the restart: $(echo $out)" \
+		bash -c "! echo '$out' | grep -qx b$P3 && echo '$out' | grep -qx b$P4"
+	check restart_says_why "no 'stays unhealthy' line" \
+		grep -q "backend stays unhealthy from the previous run.*backend=127.0.0.1:$P3" "$LOG"
+else
+	fail restart_keeps_backend_down "meshd did not start again: $(tail -n 3 "$LOG")"
+fi
 exit $SUITE_FAILED

@@ -9,7 +9,7 @@ if [ ! -x "$PROBE" ]; then
 	skip all "build $PROBE first (make unit-bins)"
 	exit 0
 fi
-P_OK=21101 P_CLOSED=21102 P_SILENT=21103 P_GARBAGE=21104
+P_OK=21101 P_CLOSED=21102 P_SILENT=21103 P_GARBAGE=21104 P_V6=21105
 
 echo ok >"$TMP/health"
 backend ok $P_OK --health-file "$TMP/health"
@@ -23,6 +23,10 @@ s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(16)
 while True:
     c, _ = s.accept(); c.sendall(b"SSH-2.0-nope\r\n"); c.close()' $P_GARBAGE
+echo ok >"$TMP/health-v6"
+spawn v6 python3 "$ROOT/tests/e2e/servers/backend.py" --name v6 --port $P_V6 --addr ::1 \
+	--health-file "$TMP/health-v6"
+wait_for 5 port_open ::1 $P_V6
 wait_for 5 port_open 127.0.0.1 $P_SILENT
 wait_for 5 port_open 127.0.0.1 $P_GARBAGE
 
@@ -44,6 +48,7 @@ echo fail >"$TMP/health"
 expect http_503_is_unhealthy 1 "fail http status 503" http 127.0.0.1:$P_OK /health
 expect tcp_open_port_is_healthy_even_when_http_fails 0 "ok connected" tcp 127.0.0.1:$P_OK
 expect http_path_is_sent 0 "ok http status 200" http 127.0.0.1:$P_OK /other
+expect ipv6_http_is_healthy 0 "ok http status 200" http "[::1]:$P_V6" /health
 expect tcp_refused_is_unhealthy 1 "fail connect: Connection refused" tcp 127.0.0.1:$P_CLOSED
 expect http_refused_is_unhealthy 1 "fail connect: Connection refused" http 127.0.0.1:$P_CLOSED
 expect non_http_answer_is_unhealthy 1 "fail not an HTTP/1.x status line" \

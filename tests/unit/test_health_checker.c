@@ -384,3 +384,52 @@ TEST(unknown_service_is_healthy)
 	CHECK(health_checker_healthy(NULL, "nope", &backends[0].endpoint));
 	health_checker_free(c);
 }
+
+TEST(assumed_state_from_a_previous_run_needs_healthy_threshold)
+{
+	struct health_checker *c = setup();
+
+	sync1(c, &hc_http, 0, 2);
+	CHECK_INT_EQ(health_checker_assume(c, "web", &backends[1].endpoint, false), 0);
+	CHECK_INT_EQ(health_checker_assume(c, "web", &backends[5].endpoint, false), -ENOENT);
+	CHECK_INT_EQ(health_checker_assume(c, "api", &backends[0].endpoint, false), -ENOENT);
+	CHECK(!healthy(c, 1));
+	/* Still down after one pass; back after healthy_threshold (2), with one transition. */
+	advance(100 * MS);
+	CHECK(!healthy(c, 1));
+	CHECK_INT_EQ(F.changes, 0);
+	advance(100 * MS);
+	CHECK(healthy(c, 1));
+	CHECK_INT_EQ(F.changes, 1);
+	/* Once checked, its own results win over any assumption. */
+	CHECK_INT_EQ(health_checker_assume(c, "web", &backends[1].endpoint, false), -ENOENT);
+	CHECK(healthy(c, 1));
+	health_checker_free(c);
+}
+
+TEST(many_services_found_by_name_after_removals)
+{
+	struct health_checker *c = setup();
+	char name[32];
+
+	health_checker_begin(c);
+	for (int i = 0; i < 3000; i++) {
+		snprintf(name, sizeof(name), "svc-%d", i);
+		CHECK_INT_EQ(health_checker_service(c, name, &hc_http, backends + i % 8, 1), 0);
+	}
+	health_checker_end(c);
+	CHECK_INT_EQ(health_checker_count(c), 3000);
+	/* Keep the even ones; take svc-1000's backend down by assumption to tell it apart. */
+	health_checker_begin(c);
+	for (int i = 0; i < 3000; i += 2) {
+		snprintf(name, sizeof(name), "svc-%d", i);
+		health_checker_service(c, name, &hc_http, backends + i % 8, 1);
+	}
+	health_checker_end(c);
+	CHECK_INT_EQ(health_checker_count(c), 1500);
+	CHECK_INT_EQ(health_checker_assume(c, "svc-1000", &backends[0].endpoint, false), 0);
+	CHECK_INT_EQ(health_checker_assume(c, "svc-1001", &backends[1].endpoint, false), -ENOENT);
+	CHECK(!health_checker_healthy(c, "svc-1000", &backends[0].endpoint));
+	CHECK(health_checker_healthy(c, "svc-1002", &backends[2].endpoint));
+	health_checker_free(c);
+}

@@ -15,6 +15,8 @@
 #define SUBSYS "health"
 #define MIN_INTERVAL_NS 10000000ull /* 10 ms: a zero interval must not spin the loop */
 #define DEFAULT_TIMEOUT_NS 1000000000ull
+#define SERVICE_BUCKETS                                                                            \
+	1024 /* power of two; lookups by name stay O(1) with thousands of services */
 
 struct checked_service;
 
@@ -35,13 +37,15 @@ struct checked_service {
 	struct config_health_check hc; /* http_path owned */
 	struct target *targets;
 	bool seen;
-	struct checked_service *next;
+	struct checked_service *next;  /* all services, for sync passes */
+	struct checked_service *hnext; /* same name bucket */
 };
 
 struct health_checker {
 	struct evloop *loop;
 	struct health_checker_hooks hooks;
 	struct checked_service *services;
+	struct checked_service *buckets[SERVICE_BUCKETS];
 	uint64_t rng; /* xorshift64 state */
 };
 
@@ -67,14 +71,33 @@ static uint64_t check_interval(const struct checked_service *s)
 	return s->hc.interval_ns > MIN_INTERVAL_NS ? s->hc.interval_ns : MIN_INTERVAL_NS;
 }
 
+/* FNV-1a. */
+static size_t name_bucket(const char *name)
+{
+	uint32_t h = 2166136261u;
+
+	while (*name)
+		h = (h ^ (uint8_t)*name++) * 16777619u;
+	return h & (SERVICE_BUCKETS - 1);
+}
+
 static struct checked_service *find_service(const struct health_checker *c, const char *name)
 {
 	struct checked_service *s;
 
-	for (s = c->services; s; s = s->next)
+	for (s = c->buckets[name_bucket(name)]; s; s = s->hnext)
 		if (strcmp(s->name, name) == 0)
 			return s;
 	return NULL;
+}
+
+static void bucket_unlink(struct health_checker *c, struct checked_service *s)
+{
+	struct checked_service **pp = &c->buckets[name_bucket(s->name)];
+
+	while (*pp != s)
+		pp = &(*pp)->hnext;
+	*pp = s->hnext;
 }
 
 static struct target *find_target(const struct checked_service *s, const struct config_endpoint *ep)
@@ -250,6 +273,8 @@ static struct checked_service *service_get(struct health_checker *c, const char 
 	s->c = c;
 	s->next = c->services;
 	c->services = s;
+	s->hnext = c->buckets[name_bucket(name)];
+	c->buckets[name_bucket(name)] = s;
 	return s;
 }
 
@@ -332,6 +357,7 @@ void health_checker_end(struct health_checker *c)
 	while ((s = *sp)) {
 		if (!s->seen) {
 			*sp = s->next;
+			bucket_unlink(c, s);
 			service_free(s, true);
 			continue;
 		}
@@ -354,6 +380,18 @@ bool health_checker_healthy(const struct health_checker *c, const char *service,
 	const struct target *t = s ? find_target(s, backend) : NULL;
 
 	return t ? t->st.healthy : true;
+}
+
+int health_checker_assume(struct health_checker *c, const char *service,
+			  const struct config_endpoint *backend, bool healthy)
+{
+	struct checked_service *s = find_service(c, service);
+	struct target *t = s ? find_target(s, backend) : NULL;
+
+	if (!t || t->st.checks)
+		return -ENOENT;
+	t->st.healthy = healthy;
+	return 0;
 }
 
 size_t health_checker_count(const struct health_checker *c)

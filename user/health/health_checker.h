@@ -59,6 +59,13 @@ void health_checker_end(struct health_checker *c);
 bool health_checker_healthy(const struct health_checker *c, const char *service,
 			    const struct config_endpoint *backend);
 
+/* Takes `healthy` as the state of a checked backend that has not been checked yet, e.g. the flag a
+ * previous meshd left in the pinned datapath, so a restart neither re-admits a backend known to
+ * be down nor waits for it to fail again. Returns 0, or -ENOENT when the backend has no check or
+ * has been checked already (its own results win). */
+int health_checker_assume(struct health_checker *c, const char *service,
+			  const struct config_endpoint *backend, bool healthy);
+
 /* Number of (service, backend) checks currently configured. */
 size_t health_checker_count(const struct health_checker *c);
 

@@ -134,9 +134,21 @@ static void on_sync_timer(struct evloop *loop, void *arg)
 	}
 }
 
+static void on_pinned_backend(const struct datapath_backend_stats *b, void *arg)
+{
+	struct health *h = arg;
+	char ep[64];
+
+	if (b->healthy || health_checker_assume(h->checker, b->service, &b->backend, false))
+		return;
+	LOG_INFO(SUBSYS, "backend stays unhealthy from the previous run", "service=%s backend=%s",
+		 b->service, config_endpoint_str(&b->backend, ep, sizeof(ep)));
+}
+
 /* Component start: creates the checks for the running config and discovery state, each first
- * check jittered over its interval, and a one-second resync with discovery. Needs m->loop and
- * m->cfg. Returns 0 or -errno. */
+ * check jittered over its interval, and a one-second resync with discovery. Backends an adopted
+ * datapath has flagged down stay down until they pass healthy_threshold checks. Needs m->loop
+ * and m->cfg. Returns 0 or -errno. */
 int health_start(struct meshd *m)
 {
 	struct health *h = calloc(1, sizeof(*h));
@@ -157,6 +169,8 @@ int health_start(struct meshd *m)
 	}
 	m->health = h;
 	on_sync_timer(m->loop, h);
+	if (m->dp && datapath_adopted(m->dp))
+		datapath_stats(m->dp, NULL, on_pinned_backend, h);
 	LOG_INFO(SUBSYS, "health checks started", "checks=%zu", health_checker_count(h->checker));
 	return 0;
 }

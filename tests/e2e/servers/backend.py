@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Test backend: on every TCP connection it writes its name and a newline, then serves what the
-client sends until EOF. A request starting with "GET " is answered as HTTP/1.1: `/health` returns
-200 unless the file given by --health-file contains "fail" (then 503); any other path returns the
-name. Threaded so clients can hold many long-lived connections."""
+"""Test backend: on every TCP connection it writes its name and a newline, then echoes what the
+client sends until EOF. With --health-file it also speaks HTTP/1.1: a connection whose first bytes
+(within 50 ms of accept) are "GET " gets an HTTP answer instead: `/health` returns 200 unless the
+file contains "fail" (then 503); any other path returns the name. Without --health-file the name is
+written at once. Threaded so clients can hold many long-lived connections."""
 import argparse
+import select
 import socket
 import socketserver
 import sys
@@ -15,10 +17,10 @@ class Handler(socketserver.BaseRequestHandler):
         sock = self.request
         sock.settimeout(30)
         try:
-            first = sock.recv(4096, socket.MSG_PEEK)
-            if first.startswith(b"GET "):
-                self.http(sock)
-                return
+            if srv.health_file and select.select([sock], [], [], 0.05)[0]:
+                if sock.recv(4096, socket.MSG_PEEK).startswith(b"GET "):
+                    self.http(sock)
+                    return
             sock.sendall(srv.name.encode() + b"\n")
             while True:
                 data = sock.recv(65536)
