@@ -153,6 +153,17 @@ check check_config_rc "exit $r" test $r = 1
 check check_json "check -o json" jqt \
 	'.ok == false and any(.checks[]; .name == "config valid" and .ok == false and .hint != null)' \
 	sh -c "'$MESHCTL' check --pre -o json --config '$TMP/bad.json'; true"
+# Moving admin.socket by a reload sent over the old socket: the answer still arrives, the new
+# socket serves, the old path goes away.
+cp "$TMP/good.json" "$TMP/meshd.json"
+sed -i "s|$TMP/run/admin.sock|$TMP/run3/admin.sock|" "$TMP/meshd.json"
+out=$(ctl reload 2>&1)
+check socket_move_answered "reload over the old socket said: $out" grep -q "reloaded" <<<"$out"
+SOCK=$TMP/run3/admin.sock
+check socket_move_serves "new socket" jqt '.ready == true' ctl status -o json
+gone() { test ! -e "$TMP/run/admin.sock"; }
+check socket_move_old_removed "old socket still there" wait_for 5 gone
+
 # Scrapes, one abandoned mid-stream, before the leak-checked exit below.
 python3 - $MPORT <<'PY'
 import socket, sys
