@@ -120,7 +120,8 @@ sed -i "s/127.0.0.1:$MPORT/127.0.0.1:20015/" "$TMP/meshd.json"
 kill -HUP $MESHD_PID
 healthz_on() { curl -sf -o /dev/null "http://127.0.0.1:$1/healthz"; }
 check listen_moved "nothing on the new metrics port" wait_for 5 healthz_on 20015
-check old_listener_closed "old metrics port still answers" bash -c "! port_open() { (exec 3<>/dev/tcp/127.0.0.1/$MPORT) 2>/dev/null; }; ! port_open"
+port_closed() { ! port_open 127.0.0.1 "$1"; }
+check old_listener_closed "old metrics port still answers" port_closed $MPORT
 check moved_generation "generation after the move" metric_is 20015 meshd_config_generation 3
 
 # A taken metrics port stops a starting meshd, which exits non-zero naming the component.
