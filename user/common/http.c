@@ -1,7 +1,8 @@
 /* HTTP server and client behind http.h. The server is nonblocking on the event loop: one listener
  * (TCP or unix), per-connection read buffer bounded by the header and body limits, one response in
- * flight per connection (pipelined requests wait), and a deadline timer that closes idle or slow
- * peers. The client is blocking, for meshctl. Framing is in http_parse.c. */
+ * flight per connection (pipelined requests wait), bodies sent whole or streamed as chunks, and a
+ * deadline timer that closes idle or slow peers. The client is blocking, for meshctl. Framing is
+ * in http_parse.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>

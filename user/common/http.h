@@ -114,7 +114,7 @@ unsigned http_server_conns(const struct http_server *srv);
 /* Blocking client: sends one request over the unix socket `path` and reads the whole response
  * within `timeout_ms`. On success returns 0 with `*status` and a malloc'd NUL-terminated `*body`
  * (caller frees). Returns -errno (ENOENT/ECONNREFUSED: no daemon, ETIMEDOUT, EPROTO for a bad
- * response). */
+ * response). Chunked bodies are not decoded: the admin API always sends Content-Length. */
 int http_unix_request(const char *path, const char *method, const char *target, const char *body,
 		      size_t body_len, unsigned timeout_ms, int *status, char **resp_body,
 		      size_t *resp_len);
