@@ -22,11 +22,15 @@ struct metrics {
 	struct http_server *srv;
 	struct config_endpoint listen;
 	uint64_t scrapes;
+	unsigned in_flight; /* scrapes holding a snapshot (a few MB each at 10,000 backends) */
 };
+
+#define SCRAPES_IN_FLIGHT_MAX 4
 
 /* One /metrics response in flight: the snapshot taken when the request arrived, rendered one
  * family per chunk as the socket drains (http_response streaming). */
 struct scrape {
+	struct metrics *mt;
 	struct exposition *e;
 	struct expo_daemon d;
 	int part;
@@ -109,6 +113,7 @@ static void scrape_release(void *state)
 	LOG_DEBUG("metrics", "scrape", "collect_us=%llu render_us=%llu total_us=%llu bytes=%zu",
 		  (unsigned long long)s->collect_ns / 1000, (unsigned long long)s->render_ns / 1000,
 		  (unsigned long long)(evloop_now_ns() - s->started_ns) / 1000, s->bytes);
+	s->mt->in_flight--;
 	expo_free(s->e);
 	free(s);
 }
@@ -116,9 +121,15 @@ static void scrape_release(void *state)
 /* Takes the snapshot now; the text is produced chunk by chunk while it is sent. */
 static void serve_metrics(struct metrics *mt, struct http_response *resp)
 {
-	struct scrape *s = calloc(1, sizeof(*s));
+	struct scrape *s;
 	int err = 0;
 
+	if (mt->in_flight >= SCRAPES_IN_FLIGHT_MAX) {
+		resp->status = 503;
+		strbuf_puts(&resp->body, "too many concurrent scrapes\n");
+		return;
+	}
+	s = calloc(1, sizeof(*s));
 	if (s)
 		s->e = expo_new(datapath_reject_reason_name);
 	if (!s || !s->e) {
@@ -127,6 +138,8 @@ static void serve_metrics(struct metrics *mt, struct http_response *resp)
 		strbuf_puts(&resp->body, "out of memory\n");
 		return;
 	}
+	s->mt = mt;
+	mt->in_flight++;
 	s->started_ns = evloop_now_ns();
 	if (mt->m->dp)
 		err = datapath_stats(mt->m->dp, expo_service, expo_backend, s->e);
