@@ -5,17 +5,20 @@
 # registered inside the $(...) subshell and lost, so it is registered again here, in this shell.
 observe_cgroup() {
 	CG=$(make_cgroup "$1")
-	defer "kill_cgroup '$CG'; rmdir_retry '$CG'"
+	defer "remove_cgroup '$CG'"
 }
 
-# rmdir_retry DIR: a cgroup whose last tasks are still exiting refuses rmdir (EBUSY) briefly.
-rmdir_retry() {
-	local i
-	for i in $(seq 1 30); do
-		rmdir "$1" 2>/dev/null && return 0
+# remove_cgroup DIR: kills what is left in it (ours by construction) and removes it, retrying
+# for up to 10 s while exiting tasks keep it busy.
+remove_cgroup() {
+	local i pid
+	for ((i = 0; i < 100; i++)); do
 		[ -d "$1" ] || return 0
+		for pid in $(cat "$1/cgroup.procs" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
+		rmdir "$1" 2>/dev/null && return 0
 		sleep 0.1
 	done
+	echo "could not remove cgroup $1" >&2
 	return 1
 }
 
