@@ -4,13 +4,14 @@
 # then measures idle resident memory (VmRSS) and the /metrics scrape time (median of 20 curl
 # scrapes). Prints key=value lines; targets from issue 4: RSS <= 16 MB, scrape <= 50 ms.
 . "$(dirname "$0")/../tests/e2e/lib.sh"
+. "$(dirname "$0")/../tests/e2e/lib_observe.sh"
 if [ "$(id -u)" -ne 0 ]; then
 	echo "bench_metrics=skipped reason=needs_root"
 	exit 0
 fi
 N_SVC=${N_SVC:-1000} N_BE=${N_BE:-10} SCRAPES=${SCRAPES:-20}
 MPORT=20030
-CG=$(make_cgroup bench)
+observe_cgroup bench
 
 python3 - "$N_SVC" "$N_BE" "$CG" "$PIN" "$TMP" "$MPORT" >"$TMP/meshd.json" <<'PY'
 import json, sys
@@ -32,7 +33,7 @@ print(json.dumps({
 PY
 
 start=$(date +%s%N)
-spawn meshd "$MESHD" --config "$TMP/meshd.json"
+spawn meshd env MESH_LOG__LEVEL=${BENCH_LOG_LEVEL:-info} "$MESHD" --config "$TMP/meshd.json"
 pid=$SPAWNED_PID
 defer "'$MESHD' --cleanup --config '$TMP/meshd.json'"
 ready() { curl -sf -o /dev/null "http://127.0.0.1:$MPORT/readyz"; }
@@ -58,6 +59,16 @@ max_ms=$(awk 'END {printf "%.1f", 1000 * $1}' "$TMP/times")
 sleep 1
 rss_after=$(rss_kb)
 
+# Admin API at the same scale: median of 5 meshctl calls per read command.
+admin_ms() {
+	local i
+	for ((i = 0; i < 5; i++)); do
+		local t0=$(date +%s%N)
+		"$MESHCTL" --socket "$TMP/run/admin.sock" -o json "$@" >/dev/null || return 1
+		echo $((($(date +%s%N) - t0) / 100000))
+	done | sort -n | awk 'NR == 3 {printf "%.1f", $1 / 10}'
+}
+
 ok() { awk -v v="$1" -v l="$2" 'BEGIN {print (v <= l) ? "yes" : "no"}'; }
 echo "services=$N_SVC"
 echo "backends_configured=$((N_SVC * N_BE))"
@@ -75,3 +86,10 @@ echo "scrape_median_ms=$median_ms"
 echo "scrape_max_ms=$max_ms"
 echo "scrape_limit_ms=50"
 echo "scrape_ok=$(ok "$median_ms" 50)"
+echo "admin_status_ms=$(admin_ms status)"
+echo "admin_services_ms=$(admin_ms services)"
+echo "admin_backends_ms=$(admin_ms backends svc-500)"
+echo "admin_circuits_ms=$(admin_ms circuits)"
+if [ "${BENCH_LOG_LEVEL:-}" = debug ]; then
+	grep 'msg=scrape' "$TMP/meshd.log" | tail -5 >&2
+fi

@@ -8,7 +8,7 @@
 need_root
 
 MPORT=20020 B1=20021 B2=20022 B3=20023
-CG=$(make_cgroup meshctl)
+observe_cgroup meshctl
 backend b1 $B1 && backend b2 $B2 && backend b3 $B3 || { fail setup "backends did not start"; exit 1; }
 SERVICES="[
   { \"name\": \"web\", \"vip\": \"127.77.4.20\", \"port\": 80,
@@ -153,8 +153,46 @@ check check_config_rc "exit $r" test $r = 1
 check check_json "check -o json" jqt \
 	'.ok == false and any(.checks[]; .name == "config valid" and .ok == false and .hint != null)' \
 	sh -c "'$MESHCTL' check --pre -o json --config '$TMP/bad.json'; true"
+# Moving admin.socket by a reload sent over the old socket: the answer still arrives, the new
+# socket serves, the old path goes away.
+cp "$TMP/good.json" "$TMP/meshd.json"
+sed -i "s|$TMP/run/admin.sock|$TMP/run3/admin.sock|" "$TMP/meshd.json"
+out=$(ctl reload 2>&1)
+check socket_move_answered "reload over the old socket said: $out" grep -q "reloaded" <<<"$out"
+SOCK=$TMP/run3/admin.sock
+check socket_move_serves "new socket" jqt '.ready == true' ctl status -o json
+gone() { test ! -e "$TMP/run/admin.sock"; }
+check socket_move_old_removed "old socket still there" wait_for 5 gone
+
+# Scrapes, one abandoned mid-stream, before the leak-checked exit below.
+python3 - $MPORT <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+s.recv(100)
+s.close()
+PY
+check scrape_after_abandoned_stream "meshd stopped answering after a client left mid-scrape" \
+	curl -sf -o /dev/null "http://127.0.0.1:$MPORT/metrics"
+if command -v setpriv >/dev/null; then
+	setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \
+		"$MESHCTL" check --pre >"$TMP/check.out" 2>&1
+	r=$?
+	check check_unprivileged "rc $r: $(grep FAIL "$TMP/check.out")" \
+		grep -q '^\[FAIL\] capabilities: missing CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN' \
+		"$TMP/check.out"
+	check check_unprivileged_probes "a probe blamed the kernel for missing privileges" \
+		grep -q '^\[FAIL\] sockops programs: cannot probe without CAP_BPF' "$TMP/check.out"
+	check check_unprivileged_rc "exit $r" test $r = 1
+else
+	skip check_unprivileged "no setpriv"
+fi
 kill $MESHD_PID
 wait $MESHD_PID 2>/dev/null
+r=$?
+# Under ASan this also catches leaks in the admin and metrics paths exercised above.
+check meshd_clean_exit "meshd exited $r on SIGTERM: $(grep -m3 -E 'ERROR|Sanitizer' "$TMP/meshd.log")" \
+	test $r = 0
 ctl check --config "$TMP/good.json" >"$TMP/check.out"
 r=$?
 check check_daemon_down "rc $r: $(grep daemon "$TMP/check.out")" \

@@ -8,7 +8,7 @@ need_root
 
 MPORT=20010 PPORT=20011 B1=20012 B2=20013
 VIP=127.77.4.10 N=20
-CG=$(make_cgroup metrics)
+observe_cgroup metrics
 backend b1 $B1 && backend b2 $B2 || { fail setup "backends did not start"; exit 1; }
 observe_config "$TMP/meshd.json" $MPORT "[
   { \"name\": \"web\", \"vip\": \"$VIP\", \"port\": 80,
@@ -69,6 +69,11 @@ check prometheus_connections "Prometheus says $(promql "$q") ok connections, wan
 	wait_for 20 promql_is "$q" $N
 check balanced "round robin: $(promql 'meshd_connections_total{service="web",backend="127.0.0.1:'$B1'",result="ok"}') on b1" \
 	test "$(promql 'meshd_connections_total{service="web",backend="127.0.0.1:'$B1'",result="ok"}')" = $((N / 2))
+red=$(metric $MPORT 'meshd_datapath_events_total{event="redirected"}')
+check datapath_redirected "meshd_datapath_events_total{event=redirected} is $red, want >= $N" \
+	test "$red" != none -a "${red:-0}" -ge $N
+check datapath_no_errors "datapath internal errors counted" \
+	metric_is $MPORT 'meshd_datapath_events_total{event="err_internal"}' 0
 check no_failures "failed connections counted" \
 	test "$(metric $MPORT 'meshd_connections_total{service="web",backend="127.0.0.1:'$B1'",result="failed"}')" = 0
 
@@ -110,11 +115,21 @@ curl -s $URL/metrics >"$TMP/after.txt"
 check promtool_after_traffic "promtool: $(promtool check metrics <"$TMP/after.txt" 2>&1 | head -3)" \
 	promtool check metrics <"$TMP/after.txt"
 
+# Moving telemetry.metrics_listen on reload: the new port serves, the old one is closed.
+sed -i "s/127.0.0.1:$MPORT/127.0.0.1:20015/" "$TMP/meshd.json"
+kill -HUP $MESHD_PID
+healthz_on() { curl -sf -o /dev/null "http://127.0.0.1:$1/healthz"; }
+check listen_moved "nothing on the new metrics port" wait_for 5 healthz_on 20015
+port_closed() { ! port_open 127.0.0.1 "$1"; }
+check old_listener_closed "old metrics port still answers" port_closed $MPORT
+check moved_generation "generation after the move" metric_is 20015 meshd_config_generation 3
+
 # A taken metrics port stops a starting meshd, which exits non-zero naming the component.
 spawn blocker python3 -c 'import socket, time
 s = socket.socket(); s.bind(("127.0.0.1", 20014)); s.listen(); time.sleep(60)'
 wait_for 5 port_open 127.0.0.1 20014
-CG=$(make_cgroup busy) ADMIN_SOCK=$TMP/run2/admin.sock
+observe_cgroup busy
+ADMIN_SOCK=$TMP/run2/admin.sock
 observe_config "$TMP/busy.json" 20014 "[]" "$PIN-busy"
 defer "'$MESHD' --cleanup --config '$TMP/busy.json'; rm -rf '$PIN-busy'"
 timeout 20 "$MESHD" --config "$TMP/busy.json" >"$TMP/busy.log" 2>&1

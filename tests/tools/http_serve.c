@@ -2,6 +2,7 @@
  * limits, timeouts, pipelining and unix-socket handling without a daemon.
  *   http_serve (--tcp IP:PORT | --unix PATH) [--timeout-ms N] [--max-conns N]
  * Routes: GET /hello -> "hello"; POST /echo -> the body; GET /big?bytes=N -> N bytes of 'x';
+ * GET /stream?chunks=N -> N streamed pieces "piece <i>\n" of 100,000 bytes each (chunked);
  * anything else 404. Prints "listening" once ready; SIGTERM stops it cleanly. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -14,6 +15,26 @@
 #include "common/http.h"
 
 static struct evloop *loop;
+
+struct stream {
+	int next, n;
+};
+
+static int stream_produce(void *state, struct strbuf *body)
+{
+	struct stream *st = state;
+
+	strbuf_printf(body, "piece %d\n", st->next);
+	while (body->len < 99999)
+		strbuf_putc(body, '.');
+	strbuf_putc(body, '\n');
+	return ++st->next < st->n ? 1 : 0;
+}
+
+static void stream_release(void *state)
+{
+	free(state);
+}
 
 static void handle(const struct http_request *req, struct http_response *resp, void *arg)
 {
@@ -31,6 +52,16 @@ static void handle(const struct http_request *req, struct http_response *resp, v
 			memset(resp->body.data, 'x', n);
 			resp->body.len = n;
 		}
+	} else if (!strcmp(req->path, "/stream") &&
+		   !http_query_get(req->query, "chunks", v, sizeof(v))) {
+		struct stream *st = calloc(1, sizeof(*st));
+
+		if (!st)
+			return;
+		st->n = atoi(v);
+		resp->produce = stream_produce;
+		resp->release = stream_release;
+		resp->state = st;
 	} else {
 		resp->status = 404;
 		strbuf_puts(&resp->body, "not found\n");

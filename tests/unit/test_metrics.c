@@ -14,6 +14,12 @@ static const char *reason_name(int r)
 	return r >= 0 && r < 4 ? names[r] : "unknown";
 }
 
+static const char *counter_name(int c)
+{
+	static const char *const names[] = { "connect", NULL, "redirected" };
+	return c >= 0 && c < 3 ? names[c] : NULL;
+}
+
 TEST(label_values_are_escaped)
 {
 	struct strbuf l = STRBUF_INIT, out = STRBUF_INIT;
@@ -55,9 +61,11 @@ static struct datapath_backend_stats backend(const char *svc, const char *ip, ui
 static char *render_sample(struct expo_daemon *d)
 {
 	struct exposition *e = expo_new(reason_name);
-	struct datapath_service_stats s = {
-		.service = "api", .bytes_sent = 100, .bytes_received = 2000, .passthrough = 4
-	};
+	struct datapath_service_stats s = { .service = "api",
+					    .bytes_sent = 100,
+					    .bytes_received = 2000,
+					    .passthrough = 4,
+					    .panic = 6 };
 	struct datapath_backend_stats b1 = backend("api", "127.0.0.1", 8081);
 	struct datapath_backend_stats b2 = backend("api", "127.0.0.1", 8082);
 	struct strbuf out = STRBUF_INIT;
@@ -81,7 +89,12 @@ static char *render_sample(struct expo_daemon *d)
 
 TEST(exposition_has_backend_and_service_samples)
 {
-	struct expo_daemon d = { .version = "1.2.3", .config_generation = 4, .reloads = { 3, 1 } };
+	struct expo_daemon d = { .version = "1.2.3",
+				 .config_generation = 4,
+				 .reloads = { 3, 1 },
+				 .n_datapath_counters = 3,
+				 .counter_name = counter_name,
+				 .datapath_counters = { 10, 20, 30 } };
 	char *t = render_sample(&d);
 
 	CHECK_CONTAINS(t, "meshd_build_info{version=\"1.2.3\"} 1\n");
@@ -109,6 +122,10 @@ TEST(exposition_has_backend_and_service_samples)
 	CHECK_CONTAINS(t, "meshd_backend_connect_latency_seconds{service=\"api\","
 			  "backend=\"127.0.0.1:8082\"} 0.00025\n");
 	CHECK_CONTAINS(t, "meshd_discovery_sync_total{backend=\"static\",result=\"ok\"} 0\n");
+	CHECK_CONTAINS(t, "meshd_panic_connections_total{service=\"api\"} 6\n");
+	CHECK_CONTAINS(t, "meshd_datapath_events_total{event=\"connect\"} 10\n");
+	CHECK_CONTAINS(t, "meshd_datapath_events_total{event=\"redirected\"} 30\n");
+	CHECK(!strstr(t, "event=\"(null)\""));
 	CHECK_CONTAINS(t,
 		       "meshd_mtls_handshakes_total{direction=\"outbound\",result=\"error\"} 0\n");
 	free(t);
@@ -159,4 +176,11 @@ TEST(endpoint_formatting)
 
 	inet_pton(AF_INET6, "::1", &ep.addr.v6);
 	CHECK_STR_EQ(expo_endpoint(&ep, buf, sizeof(buf)), "[::1]:443");
+	ep.family = AF_INET;
+	inet_pton(AF_INET, "10.0.200.255", &ep.addr.v4);
+	ep.port = 65535;
+	CHECK_STR_EQ(expo_endpoint(&ep, buf, sizeof(buf)), "10.0.200.255:65535");
+	inet_pton(AF_INET, "0.0.0.0", &ep.addr.v4);
+	ep.port = 0;
+	CHECK_STR_EQ(expo_endpoint(&ep, buf, sizeof(buf)), "0.0.0.0:0");
 }

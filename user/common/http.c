@@ -1,7 +1,8 @@
 /* HTTP server and client behind http.h. The server is nonblocking on the event loop: one listener
  * (TCP or unix), per-connection read buffer bounded by the header and body limits, one response in
- * flight per connection (pipelined requests wait), and a deadline timer that closes idle or slow
- * peers. The client is blocking, for meshctl. Framing is in http_parse.c. */
+ * flight per connection (pipelined requests wait), bodies sent whole or streamed as chunks, and a
+ * deadline timer that closes idle or slow peers. The client is blocking, for meshctl. Framing is
+ * in http_parse.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -28,6 +29,10 @@ struct http_conn {
 	size_t rlen, rcap;
 	struct strbuf head, body; /* response in flight: head then body */
 	size_t woff;		  /* bytes of head+body already written */
+	/* Set while a chunked body streams (see struct http_response). */
+	int (*produce)(void *state, struct strbuf *body);
+	void (*release)(void *state);
+	void *state;
 	bool writing;
 	bool close_after;
 	uint64_t deadline_ns;
@@ -46,10 +51,21 @@ struct http_server {
 	struct http_conn *conns;
 };
 
+/* Ends a streamed body: its producer state is released exactly once. */
+static void stream_end(struct http_conn *c)
+{
+	if (c->release)
+		c->release(c->state);
+	c->produce = NULL;
+	c->release = NULL;
+	c->state = NULL;
+}
+
 static void conn_close(struct http_conn *c)
 {
 	struct http_server *srv = c->srv;
 
+	stream_end(c);
 	evloop_del_fd(srv->loop, c->fd);
 	evloop_del_timer(srv->loop, c->timer);
 	close(c->fd);
@@ -87,32 +103,69 @@ static void conn_timer(struct evloop *loop, void *arg)
 		conn_close(c);
 }
 
-/* Writes what it can of head+body. Returns 1 when all is written, 0 to wait, -errno. */
+/* Queues the next piece of a streamed body as one chunk (the size line in `head`, the data and
+ * CRLF in `body`), plus the terminating chunk after the last piece. Returns 1 when something was
+ * queued, 0 when the response is complete, or -errno. */
+static int conn_next_chunk(struct http_conn *c)
+{
+	int rc;
+
+	if (!c->produce)
+		return 0;
+	strbuf_reset(&c->head);
+	strbuf_reset(&c->body);
+	c->woff = 0;
+	rc = c->produce(c->state, &c->body);
+	if (rc >= 0 && strbuf_error(&c->body))
+		rc = strbuf_error(&c->body);
+	if (rc < 0) {
+		stream_end(c);
+		return rc;
+	}
+	if (c->body.len) {
+		strbuf_printf(&c->head, "%zx\r\n", c->body.len);
+		strbuf_puts(&c->body, "\r\n");
+	}
+	if (rc == 0) {
+		strbuf_puts(&c->body, "0\r\n\r\n");
+		stream_end(c);
+	}
+	return strbuf_error(&c->head) ? strbuf_error(&c->head) : 1;
+}
+
+/* Writes what it can of head+body, then of the following chunks of a streamed body. Returns 1
+ * when the whole response is written, 0 to wait for the socket, or -errno. */
 static int conn_flush(struct http_conn *c)
 {
-	while (c->woff < c->head.len + c->body.len) {
-		struct iovec iov[2];
-		struct msghdr msg = { .msg_iov = iov };
-		ssize_t n;
+	for (;;) {
+		int more;
 
-		if (c->woff < c->head.len) {
-			iov[msg.msg_iovlen].iov_base = c->head.data + c->woff;
-			iov[msg.msg_iovlen++].iov_len = c->head.len - c->woff;
-		}
-		if (c->body.len) {
-			size_t off = c->woff > c->head.len ? c->woff - c->head.len : 0;
+		while (c->woff < c->head.len + c->body.len) {
+			struct iovec iov[2];
+			struct msghdr msg = { .msg_iov = iov };
+			ssize_t n;
 
-			iov[msg.msg_iovlen].iov_base = c->body.data + off;
-			iov[msg.msg_iovlen++].iov_len = c->body.len - off;
+			if (c->woff < c->head.len) {
+				iov[msg.msg_iovlen].iov_base = c->head.data + c->woff;
+				iov[msg.msg_iovlen++].iov_len = c->head.len - c->woff;
+			}
+			if (c->body.len) {
+				size_t off = c->woff > c->head.len ? c->woff - c->head.len : 0;
+
+				iov[msg.msg_iovlen].iov_base = c->body.data + off;
+				iov[msg.msg_iovlen++].iov_len = c->body.len - off;
+			}
+			/* sendmsg, not writev: MSG_NOSIGNAL, a peer gone must not SIGPIPE us. */
+			n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+			if (n < 0)
+				return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+			c->woff += (size_t)n;
+			conn_touch(c);
 		}
-		/* sendmsg, not writev: MSG_NOSIGNAL, a peer gone must not SIGPIPE the daemon. */
-		n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
-		if (n < 0)
-			return errno == EAGAIN || errno == EINTR ? 0 : -errno;
-		c->woff += (size_t)n;
-		conn_touch(c);
+		more = conn_next_chunk(c);
+		if (more <= 0)
+			return more < 0 ? more : 1;
 	}
-	return 1;
 }
 
 static void conn_respond(struct http_conn *c, struct http_response *resp, bool keep_alive,
@@ -122,11 +175,24 @@ static void conn_respond(struct http_conn *c, struct http_response *resp, bool k
 	strbuf_free(&c->body);
 	c->close_after = !keep_alive || resp->close;
 	http_format_head(resp, !c->close_after, &c->head);
-	if (head_only)
-		strbuf_free(&resp->body);
-	c->body = resp->body;
 	c->woff = 0;
 	c->writing = true;
+	if (head_only) {
+		strbuf_free(&resp->body);
+		if (resp->release)
+			resp->release(resp->state);
+		return;
+	}
+	c->body = resp->body;
+	if (resp->produce) {
+		c->produce = resp->produce;
+		c->release = resp->release;
+		c->state = resp->state;
+		if (c->body.len) { /* the first piece, framed as a chunk */
+			strbuf_printf(&c->head, "%zx\r\n", c->body.len);
+			strbuf_puts(&c->body, "\r\n");
+		}
+	}
 }
 
 static void conn_error(struct http_conn *c, int status)
@@ -184,6 +250,7 @@ static int conn_advance(struct http_conn *c)
 		if (err == 0)
 			return evloop_mod_fd(c->srv->loop, c->fd, EPOLLOUT);
 		c->writing = false;
+		strbuf_free(&c->body); /* a big response's memory is not kept while idle */
 		if (c->close_after)
 			return -ECONNRESET;
 	}

@@ -61,15 +61,26 @@ int http_query_get(const char *query, const char *key, char *out, size_t out_len
 const char *http_status_text(int status);
 
 /* What a handler fills in. `body` starts empty; status defaults to 200, content type to
- * text/plain. Setting `close` ends the connection after the response. */
+ * text/plain. Setting `close` ends the connection after the response.
+ *
+ * Streaming (large bodies, e.g. /metrics at 10,000 backends): set `produce` and the body goes out
+ * with chunked transfer encoding, piece by piece as the socket drains, so the whole body never
+ * sits in memory. After `body` is sent, `produce(state, body)` is called with `body` emptied to
+ * append the next piece; it returns 1 while more follows, 0 when that was the last (possibly
+ * empty) piece, or -errno to abort the connection. `release(state)` runs exactly once when the
+ * response is done or the connection closes, including for HEAD (where produce never runs). */
 struct http_response {
 	int status;
 	const char *content_type; /* static string */
 	struct strbuf body;
 	bool close;
+	int (*produce)(void *state, struct strbuf *body);
+	void (*release)(void *state);
+	void *state;
 };
 
-/* Serialises the status line and headers for `resp` (Content-Length from its body) to `out`. */
+/* Serialises the status line and headers for `resp` (Content-Length from its body, or chunked
+ * Transfer-Encoding when it streams) to `out`. */
 void http_format_head(const struct http_response *resp, bool keep_alive, struct strbuf *out);
 
 /* Called on the loop thread once per complete request. Must not block. */
@@ -103,7 +114,7 @@ unsigned http_server_conns(const struct http_server *srv);
 /* Blocking client: sends one request over the unix socket `path` and reads the whole response
  * within `timeout_ms`. On success returns 0 with `*status` and a malloc'd NUL-terminated `*body`
  * (caller frees). Returns -errno (ENOENT/ECONNREFUSED: no daemon, ETIMEDOUT, EPROTO for a bad
- * response). */
+ * response). Chunked bodies are not decoded: the admin API always sends Content-Length. */
 int http_unix_request(const char *path, const char *method, const char *target, const char *body,
 		      size_t body_len, unsigned timeout_ms, int *status, char **resp_body,
 		      size_t *resp_len);

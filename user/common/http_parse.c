@@ -389,10 +389,13 @@ const char *http_status_text(int status)
 
 void http_format_head(const struct http_response *resp, bool keep_alive, struct strbuf *out)
 {
-	strbuf_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n",
-		      resp->status, http_status_text(resp->status),
-		      resp->content_type ? resp->content_type : "text/plain; charset=utf-8",
-		      resp->body.len);
+	strbuf_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n", resp->status,
+		      http_status_text(resp->status),
+		      resp->content_type ? resp->content_type : "text/plain; charset=utf-8");
+	if (resp->produce)
+		strbuf_puts(out, "Transfer-Encoding: chunked\r\n");
+	else
+		strbuf_printf(out, "Content-Length: %zu\r\n", resp->body.len);
 	if (!keep_alive)
 		strbuf_puts(out, "Connection: close\r\n");
 	strbuf_puts(out, "Cache-Control: no-store\r\n\r\n");

@@ -68,11 +68,34 @@ static void check_btf(struct checks *cs)
 	    "/sys/kernel/btf/vmlinux %s", ok ? "readable" : strerror(errno));
 }
 
-static void probe_result(struct checks *cs, const char *name, int rc)
+/* Effective capability bits of this process (from /proc/self/status). */
+static unsigned long long effective_caps(void)
 {
-	add(cs, name, rc == 1,
-	    rc < 0 ? "run as root (the probe loads a test program)"
-		   : "use a kernel with CONFIG_CGROUP_BPF=y and CONFIG_BPF_SYSCALL=y",
+	unsigned long long eff = 0;
+	char line[256];
+	FILE *f = fopen("/proc/self/status", "re");
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "CapEff: %llx", &eff) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return eff;
+}
+
+#define CAP_NET_ADMIN_ 12
+#define CAP_SYS_ADMIN_ 21
+#define CAP_BPF_ 39
+
+static void probe_result(struct checks *cs, const char *name, int rc, bool privileged)
+{
+	/* Unprivileged, the kernel refuses every load: that says nothing about support. */
+	if (rc != 1 && !privileged) {
+		add(cs, name, false, "run `meshctl check` as root (the probe loads a test program)",
+		    "cannot probe without CAP_BPF or CAP_SYS_ADMIN");
+		return;
+	}
+	add(cs, name, rc == 1, "use a kernel with CONFIG_CGROUP_BPF=y and CONFIG_BPF_SYSCALL=y",
 	    "%s",
 	    rc == 1   ? "supported"
 	    : rc == 0 ? "not supported"
@@ -81,13 +104,16 @@ static void probe_result(struct checks *cs, const char *name, int rc)
 
 static void check_bpf_features(struct checks *cs)
 {
+	unsigned long long eff = effective_caps();
+	bool priv = (eff >> CAP_BPF_ & 1) || (eff >> CAP_SYS_ADMIN_ & 1);
+
 	libbpf_set_print(NULL);
 	probe_result(cs, "cgroup sock_addr programs",
-		     libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, NULL));
+		     libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, NULL), priv);
 	probe_result(cs, "sockops programs",
-		     libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SOCK_OPS, NULL));
+		     libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SOCK_OPS, NULL), priv);
 	probe_result(cs, "socket storage maps",
-		     libbpf_probe_bpf_map_type(BPF_MAP_TYPE_SK_STORAGE, NULL));
+		     libbpf_probe_bpf_map_type(BPF_MAP_TYPE_SK_STORAGE, NULL), priv);
 }
 
 /* Loads --config (or defaults + environment when none); returns it or NULL (check failed). */
@@ -173,17 +199,19 @@ static void check_cgroup(struct checks *cs, const char *cgroup)
 	char mount[4096];
 	struct statfs st;
 	bool have = cgroup2_mount(mount, sizeof(mount)), ok;
+	int err;
 
 	add(cs, "cgroup v2 mounted", have, "mount cgroup2: `mount -t cgroup2 none /sys/fs/cgroup`",
 	    "%s", have ? mount : "no cgroup2 mount in /proc/mounts");
-	ok = statfs(cgroup, &st) == 0 && (unsigned long)st.f_type == CGROUP2_MAGIC_;
+	err = statfs(cgroup, &st) < 0 ? errno : 0;
+	ok = !err && (unsigned long)st.f_type == CGROUP2_MAGIC_;
 	add(cs, "cgroup path is cgroup v2", ok,
 	    have ? "set \"cgroup\" (MESH_CGROUP) to a directory under the cgroup2 mount above"
 		 : "mount cgroup2 first",
 	    "%s: %s", cgroup,
-	    ok		      ? "cgroup2"
-	    : errno == ENOENT ? "missing"
-			      : "not a cgroup2 directory");
+	    ok	  ? "cgroup2"
+	    : err ? strerror(err)
+		  : "not a cgroup2 directory");
 }
 
 static void check_caps(struct checks *cs)
@@ -191,17 +219,13 @@ static void check_caps(struct checks *cs)
 	static const struct {
 		int bit;
 		const char *name;
-	} caps[] = { { 39, "CAP_BPF" }, { 12, "CAP_NET_ADMIN" }, { 21, "CAP_SYS_ADMIN" } };
-	unsigned long long eff = 0;
-	char line[256], missing[128] = "";
-	FILE *f = fopen("/proc/self/status", "re");
+	} caps[] = { { CAP_BPF_, "CAP_BPF" },
+		     { CAP_NET_ADMIN_, "CAP_NET_ADMIN" },
+		     { CAP_SYS_ADMIN_, "CAP_SYS_ADMIN" } };
+	unsigned long long eff = effective_caps();
+	char missing[128] = "";
 	size_t i;
 
-	while (f && fgets(line, sizeof(line), f))
-		if (sscanf(line, "CapEff: %llx", &eff) == 1)
-			break;
-	if (f)
-		fclose(f);
 	for (i = 0; i < sizeof(caps) / sizeof(caps[0]); i++)
 		if (!(eff >> caps[i].bit & 1))
 			snprintf(missing + strlen(missing), sizeof(missing) - strlen(missing),

@@ -28,6 +28,7 @@ struct snap {
 	cJSON *services;  /* object: name -> aggregate counters */
 	cJSON *backends;  /* array of backend objects */
 	bool circuits;	  /* backend objects in /v1/circuits shape */
+	cJSON *last;	  /* last aggregate looked up: backends arrive grouped by service */
 };
 
 static const char *const circuit_names[] = { "closed", "open", "half_open" };
@@ -43,13 +44,17 @@ static const char *algorithm_name(enum mesh_lb_algorithm a)
 
 static cJSON *svc_agg(struct snap *s, const char *name)
 {
-	cJSON *o = cJSON_GetObjectItemCaseSensitive(s->services, name);
+	cJSON *o;
 
+	if (s->last && !strcmp(s->last->string, name))
+		return s->last;
+	o = cJSON_GetObjectItemCaseSensitive(s->services, name);
 	if (o)
-		return o;
+		return s->last = o;
 	o = cJSON_AddObjectToObject(s->services, name);
 	if (!o)
 		return NULL;
+	s->last = o;
 	cJSON_AddNumberToObject(o, "backends", 0);
 	cJSON_AddNumberToObject(o, "healthy_backends", 0);
 	cJSON_AddNumberToObject(o, "open_circuits", 0);

@@ -1,7 +1,8 @@
 /* The metrics component: an HTTP listener on telemetry.metrics_listen serving /metrics (the
  * Prometheus exposition of the daemon counters and the datapath's per-service and per-backend
  * stats, read with batch lookups by datapath_stats), /healthz (alive) and /readyz (ready).
- * Runs on the event-loop thread; a scrape is built synchronously from a fresh snapshot. */
+ * Runs on the event-loop thread. A scrape takes one snapshot when the request arrives and sends
+ * it one metric family per HTTP chunk, so a 9 MB exposition never sits in memory whole. */
 #include <errno.h>
 #include <malloc.h>
 #include <stdio.h>
@@ -20,8 +21,21 @@ struct metrics {
 	struct meshd *m;
 	struct http_server *srv;
 	struct config_endpoint listen;
-	struct exposition *expo;
 	uint64_t scrapes;
+	unsigned in_flight; /* scrapes holding a snapshot (a few MB each at 10,000 backends) */
+};
+
+#define SCRAPES_IN_FLIGHT_MAX 4
+
+/* One /metrics response in flight: the snapshot taken when the request arrived, rendered one
+ * family per chunk as the socket drains (http_response streaming). */
+struct scrape {
+	struct metrics *mt;
+	struct exposition *e;
+	struct expo_daemon d;
+	int part;
+	uint64_t started_ns, collect_ns, render_ns;
+	size_t bytes;
 };
 
 static const char *discovery_name(enum config_discovery d)
@@ -73,26 +87,70 @@ static void fill_daemon(const struct meshd *m, struct expo_daemon *d)
 	memcpy(d->health_transitions, m->health_transitions, sizeof(d->health_transitions));
 	d->rss_bytes = rss_bytes();
 	d->start_time_seconds = start_time_seconds(m);
+	d->counter_name = datapath_counter_name;
+	if (m->dp) {
+		int n = datapath_counters(m->dp, d->datapath_counters, EXPO_COUNTERS_MAX);
+
+		d->n_datapath_counters = n > 0 ? (size_t)n : 0;
+	}
 }
 
+static int scrape_produce(void *state, struct strbuf *body)
+{
+	struct scrape *s = state;
+	uint64_t t0 = evloop_now_ns();
+	int rc = expo_render_part(s->e, &s->d, s->part++, body);
+
+	s->render_ns += evloop_now_ns() - t0;
+	s->bytes += body->len;
+	return rc;
+}
+
+static void scrape_release(void *state)
+{
+	struct scrape *s = state;
+
+	LOG_DEBUG("metrics", "scrape", "collect_us=%llu render_us=%llu total_us=%llu bytes=%zu",
+		  (unsigned long long)s->collect_ns / 1000, (unsigned long long)s->render_ns / 1000,
+		  (unsigned long long)(evloop_now_ns() - s->started_ns) / 1000, s->bytes);
+	s->mt->in_flight--;
+	expo_free(s->e);
+	free(s);
+}
+
+/* Takes the snapshot now; the text is produced chunk by chunk while it is sent. */
 static void serve_metrics(struct metrics *mt, struct http_response *resp)
 {
-	struct expo_daemon d;
+	struct scrape *s;
 	int err = 0;
 
-	if (mt->m->dp)
-		err = datapath_stats(mt->m->dp, expo_service, expo_backend, mt->expo);
-	if (err)
-		LOG_WARN("metrics", "datapath stats unavailable", "err=%s", log_q(strerror(-err)));
-	fill_daemon(mt->m, &d);
-	err = expo_render(mt->expo, &d, &resp->body);
-	if (err) {
-		strbuf_reset(&resp->body);
-		resp->status = 500;
+	if (mt->in_flight >= SCRAPES_IN_FLIGHT_MAX) {
+		resp->status = 503;
+		strbuf_puts(&resp->body, "too many concurrent scrapes\n");
+		return;
+	}
+	s = calloc(1, sizeof(*s));
+	if (s)
+		s->e = expo_new(datapath_reject_reason_name);
+	if (!s || !s->e) {
+		free(s);
+		resp->status = 503;
 		strbuf_puts(&resp->body, "out of memory\n");
 		return;
 	}
+	s->mt = mt;
+	mt->in_flight++;
+	s->started_ns = evloop_now_ns();
+	if (mt->m->dp)
+		err = datapath_stats(mt->m->dp, expo_service, expo_backend, s->e);
+	if (err)
+		LOG_WARN("metrics", "datapath stats unavailable", "err=%s", log_q(strerror(-err)));
+	fill_daemon(mt->m, &s->d);
+	s->collect_ns = evloop_now_ns() - s->started_ns;
 	resp->content_type = PROM_CONTENT_TYPE;
+	resp->produce = scrape_produce;
+	resp->release = scrape_release;
+	resp->state = s;
 	mt->scrapes++;
 }
 
@@ -151,13 +209,11 @@ int metrics_start(struct meshd *m)
 
 	if (!mt)
 		return -ENOMEM;
-	/* A scrape of 10,000 backends builds megabytes of text: serve such buffers from mmap so
-	 * they go back to the kernel when freed instead of pinning the heap (idle RSS target). */
+	/* A scrape of 10,000 backends allocates megabytes (the snapshot, one family's chunk):
+	 * serve such buffers from mmap so they go back to the kernel when freed instead of
+	 * pinning the heap (idle RSS target). */
 	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
 	mt->m = m;
-	mt->expo = expo_new(datapath_reject_reason_name);
-	if (!mt->expo)
-		goto err_free;
 	mt->listen = m->cfg->metrics_listen;
 	mt->srv = listen_on(mt, &mt->listen);
 	if (!mt->srv)
@@ -166,8 +222,7 @@ int metrics_start(struct meshd *m)
 	return 0;
 
 err_free:
-	err = errno ? -errno : -ENOMEM;
-	expo_free(mt->expo);
+	err = -errno;
 	free(mt);
 	return err;
 }
@@ -180,7 +235,6 @@ void metrics_stop(struct meshd *m)
 	if (!mt)
 		return;
 	http_server_free(mt->srv);
-	expo_free(mt->expo);
 	free(mt);
 	m->metrics = NULL;
 }

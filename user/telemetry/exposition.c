@@ -16,6 +16,7 @@ enum family {
 	FAM_REJECTS,
 	FAM_BYTES,
 	FAM_PASSTHROUGH,
+	FAM_PANIC,
 	FAM_ACTIVE,
 	FAM_HEALTHY,
 	FAM_CIRCUIT_STATE,
@@ -41,6 +42,9 @@ static const struct {
 	[FAM_PASSTHROUGH] = { "meshd_passthrough_connections_total", "counter",
 			      "Connections to a service address let through untouched (fail "
 			      "open)." },
+	[FAM_PANIC] = { "meshd_panic_connections_total", "counter",
+			"Connections balanced across all backends, healthy or not, because too few "
+			"were healthy (panic threshold)." },
 	[FAM_ACTIVE] = { "meshd_backend_active_connections", "gauge",
 			 "Open connections to a backend." },
 	[FAM_HEALTHY] = { "meshd_backend_healthy", "gauge",
@@ -110,15 +114,38 @@ void expo_free(struct exposition *e)
 	free(e);
 }
 
+/* Writes `v` in decimal at `p`; returns the end. */
+static char *put_uint(char *p, unsigned v)
+{
+	char tmp[10];
+	int n = 0;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	while (n)
+		*p++ = tmp[--n];
+	return p;
+}
+
 const char *expo_endpoint(const struct config_endpoint *ep, char *buf, size_t len)
 {
-	char ip[INET6_ADDRSTRLEN] = "?";
+	char ip[INET6_ADDRSTRLEN] = "?", *p = buf;
+	const unsigned char *b = (const unsigned char *)&ep->addr.v4;
+	int i;
 
+	/* IPv4 by hand: inet_ntop and snprintf cost more than the rest of a backend's samples. */
+	if (ep->family == AF_INET && len >= sizeof("255.255.255.255:65535")) {
+		for (i = 0; i < 4; i++) {
+			p = put_uint(p, b[i]);
+			*p++ = i < 3 ? '.' : ':';
+		}
+		*put_uint(p, ep->port) = '\0';
+		return buf;
+	}
 	inet_ntop(ep->family, &ep->addr, ip, sizeof(ip));
-	if (ep->family == AF_INET6)
-		snprintf(buf, len, "[%s]:%u", ip, ep->port);
-	else
-		snprintf(buf, len, "%s:%u", ip, ep->port);
+	snprintf(buf, len, ep->family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, ep->port);
 	return buf;
 }
 
@@ -138,21 +165,48 @@ static int grow(void **arr, size_t *cap, size_t n, size_t size)
 	return 0;
 }
 
-/* Renders the label list into `dst` (LABELS_MAX bytes). Returns 0, or -ENAMETOOLONG. */
+/* Appends `key="value"` (value escaped as prom_label does) at *p, within `end`. */
+static int put_label(char **p, char *end, const char *key, const char *value)
+{
+	char *q = *p;
+
+	for (; *key && q < end; key++)
+		*q++ = *key;
+	if (end - q < 2)
+		return -ENAMETOOLONG;
+	*q++ = '=';
+	*q++ = '"';
+	for (; *value && end - q >= 2; value++) {
+		char c = *value == '\n' ? 'n' : *value;
+
+		if (*value == '\\' || *value == '"' || *value == '\n')
+			*q++ = '\\';
+		*q++ = c;
+	}
+	if (*value || q >= end)
+		return -ENAMETOOLONG;
+	*q++ = '"';
+	*p = q;
+	return 0;
+}
+
+/* Renders the label list into `dst` (LABELS_MAX bytes, NUL-terminated): once per object per
+ * scrape, without allocating. Returns 0, or -ENAMETOOLONG. */
 static int render_labels(char *dst, const char *service, const char *backend)
 {
-	struct strbuf l = STRBUF_INIT;
-	int err = 0;
+	char *p = dst, *end = dst + LABELS_MAX - 1;
+	int err = put_label(&p, end, "service", service);
 
-	prom_label(&l, "service", service);
-	if (backend)
-		prom_label(&l, "backend", backend);
-	if (strbuf_error(&l) || l.len >= LABELS_MAX)
-		err = strbuf_error(&l) ? strbuf_error(&l) : -ENAMETOOLONG;
-	else
-		memcpy(dst, l.data, l.len + 1);
-	strbuf_free(&l);
-	return err;
+	if (!err && backend) {
+		if (p >= end)
+			return -ENAMETOOLONG;
+		*p++ = ',';
+		err = put_label(&p, end, "backend", backend);
+	}
+	if (err)
+		return err;
+	*p = '\0';
+	return 0;
 }
 
 void expo_service(const struct datapath_service_stats *s, void *arg)
@@ -234,8 +288,11 @@ static void render_svc_family(struct exposition *e, struct strbuf *out, enum fam
 		else if (f == FAM_BYTES) {
 			sample(out, f, x->labels, "direction=\"sent\"", x->st.bytes_sent);
 			sample(out, f, x->labels, "direction=\"received\"", x->st.bytes_received);
-		} else if (f == FAM_PASSTHROUGH)
+		} else if (f == FAM_PASSTHROUGH) {
 			sample(out, f, x->labels, NULL, x->st.passthrough);
+		} else if (f == FAM_PANIC) {
+			sample(out, f, x->labels, NULL, x->st.panic);
+		}
 	}
 }
 
@@ -346,22 +403,59 @@ static void render_daemon_misc(struct strbuf *out, const struct expo_daemon *d)
 	prom_sample_double(out, "process_start_time_seconds", NULL, NULL, d->start_time_seconds);
 }
 
-int expo_render(struct exposition *e, const struct expo_daemon *d, struct strbuf *out)
+static void render_datapath_counters(struct strbuf *out, const struct expo_daemon *d)
 {
-	int i, err = e->err;
+	char extra[96];
+	size_t i;
+
+	prom_family(out, "meshd_datapath_events_total", "counter",
+		    "Decisions and outcomes counted by the BPF programs for the whole host, summed "
+		    "over CPUs (connect, redirected, rejected, passthrough, established, ...).");
+	for (i = 0; i < d->n_datapath_counters && i < EXPO_COUNTERS_MAX; i++) {
+		const char *name = d->counter_name ? d->counter_name((int)i) : NULL;
+
+		if (!name || strlen(name) > 64)
+			continue;
+		snprintf(extra, sizeof(extra), "event=\"%s\"", name);
+		prom_sample_u64(out, "meshd_datapath_events_total", NULL, extra,
+				d->datapath_counters[i]);
+	}
+}
+
+int expo_render_part(struct exposition *e, const struct expo_daemon *d, int part,
+		     struct strbuf *out)
+{
 	size_t j;
 
-	/* One allocation for the whole scrape: ~900 bytes per backend, ~500 per service. */
-	strbuf_reserve(out, 16384 + e->n_bes * 1024 + e->n_svcs * 512);
-	render_config(out, d);
-	render_discovery(out, d);
-	render_daemon_misc(out, d);
-	for (i = 0; i < FAM__COUNT; i++) {
-		prom_family(out, families[i].name, families[i].type, families[i].help);
-		render_svc_family(e, out, (enum family)i);
+	if (e->err)
+		return e->err;
+	if (part == 0) {
+		render_config(out, d);
+		render_discovery(out, d);
+		render_daemon_misc(out, d);
+		render_datapath_counters(out, d);
+	} else if (part <= FAM__COUNT) {
+		enum family f = (enum family)(part - 1);
+
+		prom_family(out, families[f].name, families[f].type, families[f].help);
+		render_svc_family(e, out, f);
 		for (j = 0; j < e->n_bes; j++)
-			render_be_sample(out, (enum family)i, &e->bes[j]);
+			render_be_sample(out, f, &e->bes[j]);
 	}
+	if (strbuf_error(out))
+		return strbuf_error(out);
+	return part < FAM__COUNT ? 1 : 0;
+}
+
+int expo_render(struct exposition *e, const struct expo_daemon *d, struct strbuf *out)
+{
+	int part = 0, rc;
+
+	/* One allocation for the whole text: ~900 bytes per backend, ~500 per service. */
+	strbuf_reserve(out, 16384 + e->n_bes * 1024 + e->n_svcs * 512);
+	do
+		rc = expo_render_part(e, d, part++, out);
+	while (rc == 1);
 	expo_clear(e);
-	return err ? err : strbuf_error(out);
+	return rc;
 }

@@ -11,6 +11,8 @@
 #include "common/strbuf.h"
 #include "datapath/datapath.h"
 
+#define EXPO_COUNTERS_MAX 32
+
 /* Daemon-level values (struct meshd and /proc), copied so this module does not depend on meshd. */
 struct expo_daemon {
 	const char *version;
@@ -23,7 +25,11 @@ struct expo_daemon {
 	uint64_t mtls_handshakes[2][2]; /* [0 inbound, 1 outbound][0 ok, 1 error] */
 	uint64_t health_transitions[2]; /* [0] to unhealthy, [1] to healthy */
 	uint64_t rss_bytes;		/* 0 = unknown (omitted) */
-	double start_time_seconds;	/* unix seconds */
+	/* Datapath-wide counters (enum mesh_counter) and their names; n = 0 when unavailable. */
+	uint64_t datapath_counters[EXPO_COUNTERS_MAX];
+	size_t n_datapath_counters;
+	const char *(*counter_name)(int counter);
+	double start_time_seconds; /* unix seconds */
 };
 
 struct exposition;
@@ -40,6 +46,12 @@ void expo_backend(const struct datapath_backend_stats *b, void *arg);
 /* Appends the whole exposition (daemon families, then the collected ones) to `out` and empties
  * the collected samples for the next scrape. Returns 0 or -ENOMEM. */
 int expo_render(struct exposition *e, const struct expo_daemon *d, struct strbuf *out);
+
+/* Streaming form of expo_render: appends part `part` (0 = daemon families, then one collected
+ * family per part) to `out`. Returns 1 when more parts follow, 0 after the last, or -ENOMEM. The
+ * collected samples stay until expo_free. */
+int expo_render_part(struct exposition *e, const struct expo_daemon *d, int part,
+		     struct strbuf *out);
 
 /* Formats `ip:port` (`[ip6]:port` for IPv6) into `buf`; returns buf. */
 const char *expo_endpoint(const struct config_endpoint *ep, char *buf, size_t len);
