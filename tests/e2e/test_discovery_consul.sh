@@ -141,7 +141,7 @@ check consul_down_keeps_backends "served by '$(served_by t4)' fail=$(failed t4)"
 
 # 6. Restart while Consul is down, with the pinned datapath removed so that only the persisted
 #    state can bring the backends back.
-stop_meshd "$MESHD_PID" >/dev/null
+stop_meshd "$MESHD_PID"
 "$MESHD" --cleanup --config "$CONF" >"$TMP/cleanup.log" 2>&1
 start_meshd meshd2 "$CONF" || fail restart "meshd did not restart: $(tail -n 3 "$TMP/meshd2.log")"
 check restart_restores_persisted_state "$(grep -m1 discovery "$TMP/meshd2.log")" \
@@ -165,8 +165,8 @@ if grep -q "$TOKEN" "$TMP"/meshd*.log; then
 else
 	pass token_never_logged
 fi
-stop_meshd "$MESHD_PID" >"$TMP/stop.status" # not in $(...): wait needs the parent shell
-status=$(cat "$TMP/stop.status")
+stop_meshd "$MESHD_PID"
+status=$STOP_STATUS
 check clean_exit_on_sigterm "exit status $status (sanitizer report?): $(grep -m1 -i 'sanitizer' "$TMP/meshd2.log")" \
 	test "$status" = 0
 
@@ -181,7 +181,7 @@ if start_meshd meshd3 "$CONF"; then
 	check corrupt_state_then_consul_serves "served by '$(served_by t6)' fail=$(failed t6)" \
 		test "$(served_by t6)" = "c1,c2,c3" -a "$(failed t6)" = 0
 	rotate_token
-	stop_meshd "$MESHD_PID" >/dev/null
+	stop_meshd "$MESHD_PID"
 else
 	fail corrupt_state_ignored "meshd did not start: $(tail -n 3 "$TMP/meshd3.log")"
 fi

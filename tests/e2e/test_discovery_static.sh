@@ -62,8 +62,8 @@ check reload_removes_deleted_service "$(grep -m1 'service removed' "$TMP/meshd1.
 check removed_vip_not_redirected "still answered by '$(one_connect $VIP2)'" \
 	test -z "$(one_connect $VIP2)"
 check api_still_served_after_removal "api: $(names_via $VIP 4)" test "$(names_via $VIP 4)" = "s1 s4 "
-stop_meshd "$MESHD_PID" >"$TMP/stop.status" # not in $(...): wait needs the parent shell
-status=$(cat "$TMP/stop.status")
+stop_meshd "$MESHD_PID"
+status=$STOP_STATUS
 check clean_exit_on_sigterm "exit status $status: $(grep -m1 -i 'sanitizer' "$TMP/meshd1.log")" \
 	test "$status" = 0
 

@@ -146,6 +146,44 @@ TEST(config_secret_files)
 	rmdir(dir);
 }
 
+/* Moving a secret file is a change (reload must act on it), shown redacted. */
+TEST(config_diff_sees_moved_secret_redacted)
+{
+	char dir[] = "/tmp/meshd-config-test-XXXXXX", moved[300], *j1, *j2;
+	struct mesh_config *a, *b;
+	struct config_diff d = { 0 };
+	size_t hits = 0;
+
+	if (!mkdtemp(dir)) {
+		test_fail(__FILE__, __LINE__, "mkdtemp");
+		return;
+	}
+	j1 = fmt_json(TOP("\"discovery\":{\"consul\":{\"token_file\":\"%s\"}}"),
+		      secret_file(dir, 0600));
+	snprintf(moved, sizeof(moved), "%s/token2", dir);
+	link(secret_file(dir, 0600), moved);
+	j2 = fmt_json(TOP("\"discovery\":{\"consul\":{\"token_file\":\"%s\"}}"), moved);
+	a = MUST_LOAD(j1, NULL);
+	b = MUST_LOAD(j2, NULL);
+	CHECK_INT_EQ(config_diff(a, b, &d), 0);
+	for (size_t i = 0; i < d.n; i++) {
+		if (strcmp(d.changes[i].path, "discovery.consul.token_file"))
+			continue;
+		hits++;
+		CHECK_STR_EQ(d.changes[i].old_value, "<redacted>");
+		CHECK_STR_EQ(d.changes[i].new_value, "<redacted>");
+	}
+	CHECK_INT_EQ(hits, 1);
+	config_diff_free(&d);
+	config_free(a);
+	config_free(b);
+	free(j1);
+	free(j2);
+	unlink(moved);
+	unlink(secret_file(dir, 0600));
+	rmdir(dir);
+}
+
 TEST(config_diff_lists_changed_paths)
 {
 	struct mesh_config *a = MUST_LOAD(MINIMAL, NULL), *b;

@@ -224,9 +224,11 @@ int config_show(const struct mesh_config *cfg, bool json, FILE *out)
 	return walk(&cfg_root_desc, cfg, root_node(cfg), "", show_leaf, out);
 }
 
-/* Leaves of one config as (path, value) pairs, for diffing. */
+/* Leaves of one config as (path, value) pairs, for diffing. Values are raw so that a changed
+ * secret path is seen as a change; `secret` marks those that must be redacted in the output. */
 struct leaves {
 	char **path, **value;
+	bool *secret;
 	size_t n, cap;
 };
 
@@ -241,19 +243,21 @@ static int collect_leaf(void *ctx, const struct cfg_key *k, const void *base, co
 	if (l->n == l->cap) {
 		size_t cap = l->cap ? 2 * l->cap : 256;
 		char **p = realloc(l->path, cap * sizeof(*p)), **v;
+		bool *sec;
 
 		if (p)
 			l->path = p;
 		v = p ? realloc(l->value, cap * sizeof(*v)) : NULL;
-		if (!v)
+		if (v)
+			l->value = v;
+		sec = v ? realloc(l->secret, cap * sizeof(*sec)) : NULL;
+		if (!sec)
 			return -ENOMEM;
-		l->value = v;
+		l->secret = sec;
 		l->cap = cap;
 	}
-	if ((k->flags & CF_SECRET) && *(char *const *)((const char *)base + k->off))
-		snprintf(val, sizeof(val), REDACTED);
-	else
-		cfg_render(k, base, val, sizeof(val));
+	l->secret[l->n] = (k->flags & CF_SECRET) && *(char *const *)((const char *)base + k->off);
+	cfg_render(k, base, val, sizeof(val));
 	l->path[l->n] = strdup(path);
 	l->value[l->n] = strdup(val);
 	if (!l->path[l->n] || !l->value[l->n]) {
@@ -275,9 +279,11 @@ static void leaves_free(struct leaves *l)
 	}
 	free(l->path);
 	free(l->value);
+	free(l->secret);
 }
 
-static int add_change(struct config_diff *d, const char *path, const char *o, const char *n)
+static int add_change(struct config_diff *d, const char *path, const char *o, const char *n,
+		      bool secret)
 {
 	struct config_change *c = realloc(d->changes, (d->n + 1) * sizeof(*c));
 
@@ -286,8 +292,8 @@ static int add_change(struct config_diff *d, const char *path, const char *o, co
 	d->changes = c;
 	c = &c[d->n];
 	c->path = strdup(path);
-	c->old_value = strdup(o);
-	c->new_value = strdup(n);
+	c->old_value = strdup(secret && strcmp(o, "(none)") ? REDACTED : o);
+	c->new_value = strdup(secret && strcmp(n, "(none)") ? REDACTED : n);
 	d->n++;
 	return c->path && c->old_value && c->new_value ? 0 : -ENOMEM;
 }
@@ -310,13 +316,14 @@ static int diff_leaves(const struct leaves *a, const struct leaves *b, struct co
 	for (j = 0, err = 0; !err && j < b->n; j++) {
 		i = blobset_find(&set, b->path[j], strlen(b->path[j]));
 		if (i == SIZE_MAX)
-			err = add_change(out, b->path[j], "(none)", b->value[j]);
+			err = add_change(out, b->path[j], "(none)", b->value[j], b->secret[j]);
 		else if ((seen[i] = true) && strcmp(a->value[i], b->value[j]))
-			err = add_change(out, b->path[j], a->value[i], b->value[j]);
+			err = add_change(out, b->path[j], a->value[i], b->value[j],
+					 a->secret[i] || b->secret[j]);
 	}
 	for (i = 0; !err && i < a->n; i++)
 		if (!seen[i])
-			err = add_change(out, a->path[i], a->value[i], "(none)");
+			err = add_change(out, a->path[i], a->value[i], "(none)", a->secret[i]);
 	free(set.slots);
 	free(seen);
 	return err;
