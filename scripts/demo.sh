@@ -185,8 +185,7 @@ pause
 
 # --- 3. failure -----------------------------------------------------------------------------
 step "3. backend-2 crashes (kill -9): its connects now fail"
-kill -9 "${BACKEND_PID[2]}"
-wait "${BACKEND_PID[2]}" 2>/dev/null
+{ kill -9 "${BACKEND_PID[2]}" && wait "${BACKEND_PID[2]}"; } 2>/dev/null
 say "the datapath sees each refused connect (sockops) and feeds backend-2's circuit breaker;"
 say "after a few consecutive failures the breaker opens and connect() skips backend-2"
 mark=$(log_lines)

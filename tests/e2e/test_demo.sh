@@ -30,7 +30,7 @@ took=$(sed -n 's/^demo took \([0-9]*\)s$/\1/p' "$TMP/demo.out")
 check finishes_within_60s "took ${took:-?}s" test "${took:-999}" -lt 60
 for line in "1. Setting up" "answers on 127.77.0.10:80" "spread over all three backends" \
 	"backend-2 crashes" "backend-2 is out" "backend-2 receives connections again" \
-	"Demo complete" "cleaned up"; do
+	"Demo complete" "cleaned up" "from=closed to=open" "from=half_open to=closed"; do
 	case=$(echo "shows_$line" | tr -c 'a-zA-Z0-9\n' '_' | tr 'A-Z' 'a-z' | sed 's/__*/_/g; s/_$//')
 	check "$case" "no '$line' in the output" grep -qF "$line" "$TMP/demo.out"
 done

@@ -2,10 +2,12 @@
  * enough to live beside it: config (load at start, file watch), log, datapath (open or adopt,
  * prune, readiness) and mtls (a placeholder until the mTLS issue). Also the service apply hooks
  * discovery calls. Discovery, health, metrics and admin live in their own files. Loop thread. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -102,6 +104,51 @@ static int prune_services(struct meshd *m)
 	return err;
 }
 
+static const char *const circuit_names[] = { "closed", "open", "half_open" };
+
+/* One ring-buffer event: breaker transitions are what an operator needs to see (warn when a
+ * backend is ejected); rejects can come by the thousand, so they stay at debug (counted anyway). */
+static void log_event(const struct datapath_event *ev, void *arg)
+{
+	char be[INET6_ADDRSTRLEN + 8];
+
+	config_endpoint_str(&ev->backend, be, sizeof(be));
+	if (ev->type == MESH_EV_CIRCUIT && ev->from <= 2 && ev->to <= 2) {
+		if (ev->to == DATAPATH_CIRCUIT_OPEN)
+			LOG_WARN("breaker", "circuit changed",
+				 "service=%s backend=%s from=%s to=%s", log_q(ev->service), be,
+				 circuit_names[ev->from], circuit_names[ev->to]);
+		else
+			LOG_INFO("breaker", "circuit changed",
+				 "service=%s backend=%s from=%s to=%s", log_q(ev->service), be,
+				 circuit_names[ev->from], circuit_names[ev->to]);
+	} else if (ev->type == MESH_EV_REJECT) {
+		LOG_DEBUG("datapath", "connect rejected", "service=%s reason=%s",
+			  log_q(ev->service), datapath_reject_reason_name(ev->reason));
+	}
+}
+
+static void on_events(struct evloop *loop, int fd, uint32_t events, void *arg)
+{
+	struct meshd *m = arg;
+
+	if (m->dp)
+		datapath_drain_events(m->dp, log_event, m);
+}
+
+/* Events are best effort: without them the datapath still works and counts everything. */
+static void watch_events(struct meshd *m)
+{
+	int fd = datapath_event_fd(m->dp);
+
+	if (fd < 0 || evloop_add_fd(m->loop, fd, EPOLLIN, on_events, m) < 0) {
+		LOG_WARN("datapath", "cannot watch datapath events; transitions will not be logged",
+			 "err=%s", log_q(strerror(fd < 0 ? -fd : errno)));
+		return;
+	}
+	m->events_fd = fd;
+}
+
 static int dp_comp_start(struct meshd *m)
 {
 	struct datapath_opts opts = { .pin_path = m->cfg->bpf_pin_path, .cgroup = m->cfg->cgroup };
@@ -120,6 +167,7 @@ static int dp_comp_start(struct meshd *m)
 	}
 	/* datapath_open() has logged whether it adopted or loaded. */
 	prune_services(m); /* stale services are untidy, not fatal */
+	watch_events(m);
 	m->ready = true;
 	return 0;
 }
@@ -131,6 +179,9 @@ static void dp_comp_stop(struct meshd *m)
 	bool fresh = m->dp && !datapath_adopted(m->dp);
 
 	m->ready = false;
+	if (m->events_fd >= 0)
+		evloop_del_fd(m->loop, m->events_fd);
+	m->events_fd = -1;
 	datapath_close(m->dp);
 	m->dp = NULL;
 	if (m->start_failed && fresh) {

@@ -45,6 +45,7 @@ struct meshd {
 				[2]; /* [direction: 0 inbound, 1 outbound][result: 0 ok, 1 error] */
 	uint64_t health_transitions[2]; /* [0] to unhealthy, [1] to healthy */
 	bool ready;			/* datapath attached and config loaded */
+	int events_fd; /* datapath ring-buffer epoll fd watched by the loop, -1 when none */
 
 	struct lifecycle *lifecycle; /* component engine (lifecycle.h) */
 	bool start_failed;	     /* set while a failed start unwinds (stop hooks clean up) */

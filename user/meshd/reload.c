@@ -4,6 +4,7 @@
  * config file changes (debounced). Loop thread only: SIGHUP, `meshctl reload` and the watch all
  * arrive there. */
 #include <errno.h>
+#include <malloc.h>
 #include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,6 +103,8 @@ int meshd_reload(struct meshd *m)
 	} else {
 		m->reloads[MESHD_RELOAD_OK]++;
 	}
+	/* A load frees a whole config's worth of small blocks: hand them back to the kernel. */
+	malloc_trim(0);
 	sdnotify("READY=1\nSTATUS=running, config generation %llu",
 		 (unsigned long long)m->cfg->generation);
 	return err;
