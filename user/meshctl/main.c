@@ -16,6 +16,8 @@ static const struct ctl_cmd commands[] = {
 	{ "reload", cmd_reload, "reload the config file (validate, then apply or keep old)" },
 	{ "check", cmd_check,
 	  "preflight: kernel, BTF, cgroup BPF, bpffs, cgroup v2, caps, config" },
+	{ "uninstall", cmd_uninstall,
+	  "remove the pinned datapath and admin socket (meshd must be stopped)" },
 	{ 0 },
 };
 
@@ -31,7 +33,8 @@ static void usage(FILE *out)
 		"\noptions:\n"
 		"  -s, --socket PATH   admin socket (default $MESH_ADMIN__SOCKET or %s)\n"
 		"  -o, --output FMT    table (default) or json; every read command takes it\n"
-		"  -c, --config FILE   config file for check (default $MESH_CONFIG)\n"
+		"  -c, --config FILE   config file for check and uninstall (default $MESH_CONFIG;\n"
+		"                      uninstall falls back to /etc/meshd/meshd.json)\n"
 		"      --pre           check: skip the daemon check (before installing)\n"
 		"  -t, --timeout MS    admin request timeout (default 5000)\n"
 		"  -h, --help          this help\n",

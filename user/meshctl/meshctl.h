@@ -64,5 +64,6 @@ int cmd_circuits(struct ctl *c, int argc, char **argv);
 int cmd_config(struct ctl *c, int argc, char **argv);
 int cmd_reload(struct ctl *c, int argc, char **argv);
 int cmd_check(struct ctl *c, int argc, char **argv);
+int cmd_uninstall(struct ctl *c, int argc, char **argv);
 
 #endif
