@@ -1,6 +1,8 @@
 /* Regression test for common/evloop.c: the id evloop_add_timer() returns must name the timer it
  * added even when the new timer sifts up past earlier ones (it used to return the id of whatever
  * timer ended in the new slot, so cancelling a short timer cancelled a long one instead). */
+#include <stdint.h>
+
 #include "common/evloop.h"
 #include "test.h"
 
@@ -31,5 +33,54 @@ TEST(cancel_uses_the_id_of_the_timer_added)
 	CHECK_INT_EQ(evloop_run(loop), 0);
 	CHECK_INT_EQ(short_fired, 0);
 	CHECK_INT_EQ(long_fired, 1);
+	evloop_free(loop);
+}
+
+#define N_RANDOM 3000
+
+static int fired[N_RANDOM];
+static uint64_t fire_order_deadline[N_RANDOM];
+static int n_fire_order;
+static uint64_t deadline_of[N_RANDOM];
+
+static void on_fire_slot(struct evloop *loop, void *arg)
+{
+	int i = (int)(intptr_t)arg;
+
+	fired[i]++;
+	fire_order_deadline[n_fire_order++] = deadline_of[i];
+}
+
+/* Thousands of timers with random deadlines, a random half cancelled (while the heap keeps
+ * reshuffling), some cancelled twice, plus unknown ids: exactly the others fire, each once, in
+ * deadline order. Exercises the id -> heap position index under churn. */
+TEST(random_cancels_fire_exactly_the_rest_in_order)
+{
+	struct evloop *loop = evloop_new();
+	static int64_t ids[N_RANDOM];
+	static bool cancelled[N_RANDOM];
+	uint64_t seed = 42;
+
+	CHECK(loop);
+	for (int i = 0; i < N_RANDOM; i++) {
+		deadline_of[i] = (test_rand(&seed) % 30) * MS;
+		ids[i] = evloop_add_timer(loop, deadline_of[i], on_fire_slot, (void *)(intptr_t)i);
+		CHECK(ids[i] > 0);
+		/* interleave cancels with adds so removals hit every heap depth */
+		if (i > 10 && test_rand(&seed) % 2) {
+			int v = (int)(test_rand(&seed) % (uint32_t)i);
+			evloop_del_timer(loop, ids[v]);
+			evloop_del_timer(loop, ids[v]); /* second cancel: ignored */
+			cancelled[v] = true;
+		}
+	}
+	evloop_del_timer(loop, 999999999);
+	evloop_del_timer(loop, -1);
+	evloop_add_timer(loop, 80 * MS, on_stop, NULL);
+	CHECK_INT_EQ(evloop_run(loop), 0);
+	for (int i = 0; i < N_RANDOM; i++)
+		CHECK_INT_EQ(fired[i], cancelled[i] ? 0 : 1);
+	for (int k = 1; k < n_fire_order; k++)
+		CHECK(fire_order_deadline[k - 1] <= fire_order_deadline[k]);
 	evloop_free(loop);
 }

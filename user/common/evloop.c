@@ -1,5 +1,5 @@
 /* Event loop behind evloop.h: one epoll set, a binary min-heap of one-shot timers ordered by
- * (deadline, id), and an eventfd that wakes the loop for evloop_post() and evloop_stop() from
+ * (deadline, id) with an id -> heap position index (so cancelling is O(log n)), and an eventfd that wakes the loop for evloop_post() and evloop_stop() from
  * other threads. Everything except evloop_post()/evloop_stop() runs on the loop thread only;
  * the post queue is the only state shared across threads and sits behind a mutex. */
 #include <errno.h>
@@ -28,6 +28,12 @@ struct timer {
 	void *arg;
 };
 
+/* Where timer `id` sits in the heap. */
+struct timer_pos {
+	int64_t id;
+	size_t idx;
+};
+
 struct post {
 	struct post *next;
 	evloop_post_cb cb;
@@ -41,6 +47,8 @@ struct evloop {
 	size_t n_fds; /* capacity of fds[], indexed by fd */
 	struct timer *heap;
 	size_t n_timers, cap_timers;
+	struct timer_pos *pos; /* open addressing, linear probing; id 0 = empty slot */
+	size_t pos_mask;       /* capacity - 1 (a power of two, >= 2 * cap_timers) */
 	int64_t next_timer_id;
 	pthread_mutex_t post_lock;
 	struct post *post_head, **post_tail; /* FIFO, under post_lock */
@@ -105,6 +113,7 @@ void evloop_free(struct evloop *loop)
 	close(loop->wakefd);
 	close(loop->epfd);
 	free(loop->heap);
+	free(loop->pos);
 	free(loop->fds);
 	free(loop);
 }
@@ -182,24 +191,106 @@ static bool timer_before(const struct timer *a, const struct timer *b)
 	return a->when_ns < b->when_ns || (a->when_ns == b->when_ns && a->id < b->id);
 }
 
-static void timer_swap(struct timer *h, size_t i, size_t j)
-{
-	struct timer t = h[i];
+/* --- id -> position index --------------------------------------------------------------------- */
 
-	h[i] = h[j];
-	h[j] = t;
+static size_t pos_hash(const struct evloop *loop, int64_t id)
+{
+	return ((uint64_t)id * 0x9e3779b97f4a7c15ull >> 17) & loop->pos_mask;
 }
 
-static void sift_up(struct timer *h, size_t i)
+/* Slot holding `id`, or the empty slot where it would go. */
+static size_t pos_slot(const struct evloop *loop, int64_t id)
 {
+	size_t i = pos_hash(loop, id);
+
+	while (loop->pos[i].id && loop->pos[i].id != id)
+		i = (i + 1) & loop->pos_mask;
+	return i;
+}
+
+static void pos_set(struct evloop *loop, int64_t id, size_t idx)
+{
+	struct timer_pos *p = &loop->pos[pos_slot(loop, id)];
+
+	p->id = id;
+	p->idx = idx;
+}
+
+/* Deletes `id` with backward shifting, so probes never need tombstones. */
+static void pos_del(struct evloop *loop, int64_t id)
+{
+	size_t hole = pos_slot(loop, id), i = hole;
+
+	if (!loop->pos[hole].id)
+		return;
+	for (;;) {
+		i = (i + 1) & loop->pos_mask;
+		if (!loop->pos[i].id)
+			break;
+		/* Move entry i into the hole unless its home lies cyclically in (hole, i]. */
+		size_t home = pos_hash(loop, loop->pos[i].id);
+		if (((i - home) & loop->pos_mask) >= ((i - hole) & loop->pos_mask)) {
+			loop->pos[hole] = loop->pos[i];
+			hole = i;
+		}
+	}
+	loop->pos[hole].id = 0;
+}
+
+/* Grows the heap and the index together; the index stays at most half full. */
+static int timers_grow(struct evloop *loop)
+{
+	size_t cap = loop->cap_timers ? loop->cap_timers * 2 : 16;
+	struct timer *h = realloc(loop->heap, cap * sizeof(*h));
+	struct timer_pos *pos;
+
+	if (!h)
+		return -ENOMEM;
+	loop->heap = h;
+	pos = calloc(cap * 2, sizeof(*pos));
+	if (!pos)
+		return -ENOMEM;
+	free(loop->pos);
+	loop->pos = pos;
+	loop->pos_mask = cap * 2 - 1;
+	loop->cap_timers = cap;
+	for (size_t i = 0; i < loop->n_timers; i++)
+		pos_set(loop, h[i].id, i);
+	return 0;
+}
+
+/* --- the heap ---------------------------------------------------------------------------------- */
+
+/* Puts `t` at heap index `i` and records where it went. */
+static void heap_put(struct evloop *loop, size_t i, struct timer t)
+{
+	loop->heap[i] = t;
+	pos_set(loop, t.id, i);
+}
+
+static void timer_swap(struct evloop *loop, size_t i, size_t j)
+{
+	struct timer t = loop->heap[i];
+
+	heap_put(loop, i, loop->heap[j]);
+	heap_put(loop, j, t);
+}
+
+static void sift_up(struct evloop *loop, size_t i)
+{
+	struct timer *h = loop->heap;
+
 	while (i > 0 && timer_before(&h[i], &h[(i - 1) / 2])) {
-		timer_swap(h, i, (i - 1) / 2);
+		timer_swap(loop, i, (i - 1) / 2);
 		i = (i - 1) / 2;
 	}
 }
 
-static void sift_down(struct timer *h, size_t n, size_t i)
+static void sift_down(struct evloop *loop, size_t i)
 {
+	struct timer *h = loop->heap;
+	size_t n = loop->n_timers;
+
 	for (;;) {
 		size_t l = 2 * i + 1, r = l + 1, min = i;
 
@@ -209,7 +300,7 @@ static void sift_down(struct timer *h, size_t n, size_t i)
 			min = r;
 		if (min == i)
 			return;
-		timer_swap(h, i, min);
+		timer_swap(loop, i, min);
 		i = min;
 	}
 }
@@ -217,49 +308,41 @@ static void sift_down(struct timer *h, size_t n, size_t i)
 /* Removes heap entry `i`, keeping the heap ordered. */
 static void heap_remove(struct evloop *loop, size_t i)
 {
-	struct timer *h = loop->heap;
-
+	pos_del(loop, loop->heap[i].id);
 	loop->n_timers--;
 	if (i == loop->n_timers)
 		return;
-	h[i] = h[loop->n_timers];
-	sift_down(h, loop->n_timers, i);
-	sift_up(h, i);
+	heap_put(loop, i, loop->heap[loop->n_timers]);
+	sift_down(loop, i);
+	sift_up(loop, i);
 }
 
 int64_t evloop_add_timer(struct evloop *loop, uint64_t delay_ns, evloop_timer_cb cb, void *arg)
 {
-	struct timer *t;
+	struct timer t;
 
 	if (!cb)
 		return -EINVAL;
-	if (loop->n_timers == loop->cap_timers) {
-		size_t cap = loop->cap_timers ? loop->cap_timers * 2 : 16;
-		struct timer *h = realloc(loop->heap, cap * sizeof(*h));
-
-		if (!h)
-			return -ENOMEM;
-		loop->heap = h;
-		loop->cap_timers = cap;
-	}
-	t = &loop->heap[loop->n_timers];
-	t->when_ns = evloop_now_ns() + delay_ns;
-	t->id = ++loop->next_timer_id;
-	t->cb = cb;
-	t->arg = arg;
-	/* sift_up may move another timer into *t: return the id we assigned, not t->id. */
-	sift_up(loop->heap, loop->n_timers++);
-	return loop->next_timer_id;
+	if (loop->n_timers == loop->cap_timers && timers_grow(loop))
+		return -ENOMEM;
+	t.when_ns = evloop_now_ns() + delay_ns;
+	t.id = ++loop->next_timer_id;
+	t.cb = cb;
+	t.arg = arg;
+	heap_put(loop, loop->n_timers, t);
+	sift_up(loop, loop->n_timers++);
+	return t.id;
 }
 
 void evloop_del_timer(struct evloop *loop, int64_t id)
 {
-	for (size_t i = 0; i < loop->n_timers; i++) {
-		if (loop->heap[i].id == id) {
-			heap_remove(loop, i);
-			return;
-		}
-	}
+	size_t slot;
+
+	if (id <= 0 || !loop->pos)
+		return;
+	slot = pos_slot(loop, id);
+	if (loop->pos[slot].id == id)
+		heap_remove(loop, loop->pos[slot].idx);
 }
 
 /* Fires every timer due now. Timers added by the callbacks wait for the next round, so a
