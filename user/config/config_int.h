@@ -151,6 +151,16 @@ void cfg_apply_env_var(struct mesh_config *cfg, const char *var, struct config_e
 /* Cross-field validation of a loaded, merged config. */
 void cfg_validate(const struct mesh_config *cfg, struct config_errors *errs);
 
+/* A parse arena (config_json.c): between begin and end, every cJSON allocation of the calling
+ * thread comes from `a`, freeing such memory is a no-op, and end releases all of it at once.
+ * Trees parsed in between must not be used after end. Arenas nest (end restores the previous). */
+struct cfg_arena {
+	struct cfg_arena_block *head;
+	struct cfg_arena *prev;
+};
+void cfg_arena_begin(struct cfg_arena *a);
+void cfg_arena_end(struct cfg_arena *a);
+
 /* Version migration: one step upgrades a parsed document from version `from` to `from + 1`. */
 typedef int (*cfg_migrate_fn)(struct cJSON *root, struct config_errors *errs);
 /* Test hooks: pretend the current version is `v` and register a step. Not thread-safe. */

@@ -603,14 +603,17 @@ static struct mesh_config *load_buf(const char *json, size_t len, const char *so
 				    char *const *envp, struct config_errors *errs)
 {
 	struct mesh_config *cfg = NULL;
+	struct cfg_arena arena;
 	const char *end = NULL;
 	cJSON *root;
 
 	if (!json)
 		return load_tree(NULL, source, envp, errs);
+	cfg_arena_begin(&arena);
 	root = cJSON_ParseWithLengthOpts(json, len, &end, false);
 	if (!root) {
 		json_error(json, len, end, errs);
+		cfg_arena_end(&arena);
 		return NULL;
 	}
 	while (end < json + len && (*end == ' ' || *end == '\n' || *end == '\t' || *end == '\r'))
@@ -622,7 +625,7 @@ static struct mesh_config *load_buf(const char *json, size_t len, const char *so
 			 cJSON_IsArray(root) ? "array" : "scalar");
 	else
 		cfg = load_tree(root, source, envp, errs);
-	cJSON_Delete(root);
+	cfg_arena_end(&arena); /* the whole tree at once */
 	return cfg;
 }
 
