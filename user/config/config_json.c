@@ -3,8 +3,8 @@
  * and key strings for 10,000 services) is dropped in a few free() calls instead of node by node.
  * Outside a load, and on every other thread, the hooks are plain malloc/free, so the other
  * modules' cJSON use is unchanged. The hooks are installed before main, before any thread.
- * Blocks are mapped with MAP_POPULATE: the tree fills them anyway, and faulting them in with one
- * call is cheaper than a page fault per 4 KiB. */
+ * Blocks are faulted in with one call (the tree fills them anyway), and the big ones are backed
+ * by transparent huge pages where the kernel allows. */
 #include <cjson/cJSON.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,6 +16,7 @@
 #define ARENA_FIRST_BLOCK (64u << 10)
 #define ARENA_MAX_BLOCK (4u << 20)
 #define ARENA_ALIGN _Alignof(max_align_t)
+#define HUGE_PAGE (2u << 20)
 
 /* A mapping of `size` bytes: this header, then `cap` bytes handed out from the start. */
 struct cfg_arena_block {
@@ -26,6 +27,33 @@ struct cfg_arena_block {
 
 /* The arena of the load running on this thread, or NULL. */
 static _Thread_local struct cfg_arena *active;
+
+/* A block of `size` bytes, faulted in. Blocks of whole huge pages are aligned to one and asked
+ * to be backed by them: a 10,000-service tree spans ~35 MB, and walking it over 4 KiB pages
+ * costs a TLB miss every few nodes. Both madvise calls are best effort (THP may be off;
+ * MADV_POPULATE_WRITE needs Linux 5.14, else pages fault in on use). */
+static void *map_block(size_t size)
+{
+	const int prot = PROT_READ | PROT_WRITE, flags = MAP_PRIVATE | MAP_ANONYMOUS;
+	size_t head;
+	char *p, *q;
+
+	if (size % HUGE_PAGE) {
+		p = mmap(NULL, size, prot, flags | MAP_POPULATE, -1, 0);
+		return p == MAP_FAILED ? NULL : p;
+	}
+	p = mmap(NULL, size + HUGE_PAGE, prot, flags, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	q = (char *)(((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+	head = (size_t)(q - p);
+	if (head)
+		munmap(p, head);
+	munmap(q + size, HUGE_PAGE - head);
+	madvise(q, size, MADV_HUGEPAGE);
+	madvise(q, size, MADV_POPULATE_WRITE);
+	return q;
+}
 
 static void *arena_alloc(struct cfg_arena *a, size_t n)
 {
@@ -41,9 +69,8 @@ static void *arena_alloc(struct cfg_arena *a, size_t n)
 			size = ARENA_MAX_BLOCK;
 		if (size < sizeof(*b) + n)
 			size = sizeof(*b) + n;
-		b = mmap(NULL, size, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-		if (b == MAP_FAILED)
+		b = map_block(size);
+		if (!b)
 			return NULL;
 		b->next = a->head;
 		b->used = 0;
