@@ -124,6 +124,11 @@ const struct cfg_key *cfg_find_key(const struct cfg_desc *d, const char *path, s
 /* True when `path` is a section of `d` (a proper prefix of keys, e.g. "load_balancer.retry"). */
 bool cfg_is_section(const struct cfg_desc *d, const char *path);
 
+enum { CFG_IS_UNKNOWN, CFG_IS_KEY, CFG_IS_SECTION };
+/* What the `n` bytes at `path` name in `d`: a key (its index in *idx), a section or nothing. One
+ * hash lookup; the loader calls it for every member of the file. */
+int cfg_classify(const struct cfg_desc *d, const char *path, size_t n, size_t *idx);
+
 /* Origin records of the elements of root list `key` (NULL when the list was never given). */
 struct cfg_node *cfg_root_list(const struct mesh_config *cfg, const char *key);
 

@@ -397,6 +397,7 @@ static void apply_object(struct loader *ld, const struct cfg_desc *d, void *base
 	const char *rel = p->buf + p->rel, *seen[MAX_SECTIONS];
 	size_t idx, n, n_seen = 0;
 	const cJSON *m;
+	int kind;
 
 	for (m = obj->child; m; m = m->next) {
 		const char *name = m->string ? m->string : "";
@@ -410,9 +411,10 @@ static void apply_object(struct loader *ld, const struct cfg_desc *d, void *base
 		if (len)
 			p->buf[len] = '.';
 		memcpy(p->buf + at, name, n + 1);
-		if (cfg_find_key(d, rel, &idx)) {
+		kind = cfg_classify(d, rel, at + n - p->rel, &idx);
+		if (kind == CFG_IS_KEY) {
 			apply_member(ld, d, idx, base, node, m, p->buf);
-		} else if (cfg_is_section(d, rel)) {
+		} else if (kind == CFG_IS_SECTION) {
 			if (seen_before(seen, &n_seen, name))
 				cfg_errf(ld->errs,
 					 "%s: duplicate key (got a second object, expected one)",
