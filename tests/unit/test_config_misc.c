@@ -1,6 +1,7 @@
 /* Config parsers, secret files, diff, versions and migrations, `config show -o json` round trip,
  * admin JSON redaction and the env/docs listings. Secret tests use files under a mkdtemp dir. */
 #include <cjson/cJSON.h>
+#include <arpa/inet.h>
 #include <errno.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -77,6 +78,38 @@ TEST(config_parse_endpoints)
 	CHECK_INT_EQ(config_parse_url("http://[::1]:8500"), 0);
 	CHECK_INT_EQ(config_parse_url("consul:8500"), -EINVAL);
 	CHECK_INT_EQ(config_parse_url("http://a b"), -EINVAL);
+}
+
+/* The IPv4 fast path accepts exactly what inet_pton does, with the same bytes. */
+TEST(config_parse_address_matches_inet_pton)
+{
+	const char *cases[] = { "127.0.0.1",  "0.0.0.0",   "255.255.255.255", "256.1.1.1",
+				"1.2.3",      "1.2.3.4.5", "01.2.3.4",	      "1.2.3.04",
+				"1..2.3",     ".1.2.3",	   "1.2.3.",	      "1.2.3.4 ",
+				" 1.2.3.4",   "1.2.3.-4",  "1.2.3.4a",	      "1000.1.1.1",
+				"10.0.0.0",   "::1",	   "::ffff:1.2.3.4",  "",
+				"1.2.3.2555", "0.00.0.0" };
+	struct config_endpoint ep;
+	struct in_addr want4;
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		bool v4 = inet_pton(AF_INET, cases[i], &want4) == 1;
+		struct in6_addr want6;
+		bool v6 = !v4 && inet_pton(AF_INET6, cases[i], &want6) == 1;
+
+		memset(&ep, 0, sizeof(ep));
+		CHECK_INT_EQ(config_parse_address(cases[i], &ep), v4 || v6 ? 0 : -EINVAL);
+		if (v4) {
+			CHECK_INT_EQ(ep.family, AF_INET);
+			CHECK(!memcmp(&ep.addr.v4, &want4, sizeof(want4)));
+		}
+		if (v6)
+			CHECK_INT_EQ(ep.family, AF_INET6);
+	}
+	CHECK_INT_EQ(config_parse_endpoint("10.20.30.40:80", &ep), 0);
+	CHECK_INT_EQ(ntohl(ep.addr.v4.s_addr), 0x0a141e28);
+	CHECK_INT_EQ(config_parse_endpoint("10.20.30.040:80", &ep), -EINVAL);
 }
 
 /* Writes a secret file with `mode` under a fresh temp dir; returns its path (static buffer). */

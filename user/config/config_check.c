@@ -116,17 +116,24 @@ static uint64_t dur(const struct policy_keys *pk, const void *base, size_t idx)
 	return *(const uint64_t *)((const char *)base + pk->d->keys[idx].off);
 }
 
+/* "services[<si>]." or "" for the root; only formatted when a problem is reported. */
+static const char *policy_prefix(size_t si, char *buf, size_t len)
+{
+	if (si == SIZE_MAX)
+		return "";
+	snprintf(buf, len, "services[%zu].", si);
+	return buf;
+}
+
 /* Checks a policy of the root (`si` SIZE_MAX) or of service `si`; a service only when it
  * overrides one side of a rule, so a bad global value is reported once. */
 static void check_policy(const struct policy_keys *pk, const void *base, const uint8_t *origin,
 			 size_t si, const struct config_load_balancer *lb,
 			 struct config_errors *errs)
 {
-	char a[32], b[32], prefix[40] = "";
+	char a[32], b[32], prefix[40];
 	size_t i;
 
-	if (si != SIZE_MAX)
-		snprintf(prefix, sizeof(prefix), "services[%zu].", si);
 	for (i = 0; i < N_PAIRS; i++) {
 		const struct pair_rule *r = &pair_rules[i];
 		uint64_t lo = dur(pk, base, pk->lo[i]), hi = dur(pk, base, pk->hi[i]);
@@ -137,7 +144,8 @@ static void check_policy(const struct policy_keys *pk, const void *base, const u
 			continue;
 		if (lo < hi || (!r->strict && lo == hi))
 			continue;
-		cfg_errf(errs, "%s%s: must be %s %s (got %s, expected %s %s)", prefix, r->lo,
+		cfg_errf(errs, "%s%s: must be %s %s (got %s, expected %s %s)",
+			 policy_prefix(si, prefix, sizeof(prefix)), r->lo,
 			 r->strict ? "below" : "at most", r->hi, cfg_duration_str(lo, a, sizeof(a)),
 			 r->strict ? "less than" : "at most", cfg_duration_str(hi, b, sizeof(b)));
 	}
@@ -148,7 +156,8 @@ static void check_policy(const struct policy_keys *pk, const void *base, const u
 		cfg_errf(errs,
 			 "%sload_balancer.health_check.http_path: required for http checks (got "
 			 "\"%.64s\", expected a path starting with /)",
-			 prefix, lb->health_check.http_path ? lb->health_check.http_path : "");
+			 policy_prefix(si, prefix, sizeof(prefix)),
+			 lb->health_check.http_path ? lb->health_check.http_path : "");
 }
 
 static void dup_backend(const struct config_service *svc, size_t si, size_t i, size_t prev,

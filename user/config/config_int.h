@@ -124,6 +124,11 @@ const struct cfg_key *cfg_find_key(const struct cfg_desc *d, const char *path, s
 /* True when `path` is a section of `d` (a proper prefix of keys, e.g. "load_balancer.retry"). */
 bool cfg_is_section(const struct cfg_desc *d, const char *path);
 
+enum { CFG_IS_UNKNOWN, CFG_IS_KEY, CFG_IS_SECTION };
+/* What the `n` bytes at `path` name in `d`: a key (its index in *idx), a section or nothing. One
+ * hash lookup; the loader calls it for every member of the file. */
+int cfg_classify(const struct cfg_desc *d, const char *path, size_t n, size_t *idx);
+
 /* Origin records of the elements of root list `key` (NULL when the list was never given). */
 struct cfg_node *cfg_root_list(const struct mesh_config *cfg, const char *key);
 
@@ -150,6 +155,16 @@ void cfg_apply_env_var(struct mesh_config *cfg, const char *var, struct config_e
 
 /* Cross-field validation of a loaded, merged config. */
 void cfg_validate(const struct mesh_config *cfg, struct config_errors *errs);
+
+/* A parse arena (config_json.c): between begin and end, every cJSON allocation of the calling
+ * thread comes from `a`, freeing such memory is a no-op, and end releases all of it at once.
+ * Trees parsed in between must not be used after end. Arenas nest (end restores the previous). */
+struct cfg_arena {
+	struct cfg_arena_block *head;
+	struct cfg_arena *prev;
+};
+void cfg_arena_begin(struct cfg_arena *a);
+void cfg_arena_end(struct cfg_arena *a);
 
 /* Version migration: one step upgrades a parsed document from version `from` to `from + 1`. */
 typedef int (*cfg_migrate_fn)(struct cJSON *root, struct config_errors *errs);

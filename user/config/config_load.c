@@ -397,6 +397,7 @@ static void apply_object(struct loader *ld, const struct cfg_desc *d, void *base
 	const char *rel = p->buf + p->rel, *seen[MAX_SECTIONS];
 	size_t idx, n, n_seen = 0;
 	const cJSON *m;
+	int kind;
 
 	for (m = obj->child; m; m = m->next) {
 		const char *name = m->string ? m->string : "";
@@ -410,9 +411,10 @@ static void apply_object(struct loader *ld, const struct cfg_desc *d, void *base
 		if (len)
 			p->buf[len] = '.';
 		memcpy(p->buf + at, name, n + 1);
-		if (cfg_find_key(d, rel, &idx)) {
+		kind = cfg_classify(d, rel, at + n - p->rel, &idx);
+		if (kind == CFG_IS_KEY) {
 			apply_member(ld, d, idx, base, node, m, p->buf);
-		} else if (cfg_is_section(d, rel)) {
+		} else if (kind == CFG_IS_SECTION) {
 			if (seen_before(seen, &n_seen, name))
 				cfg_errf(ld->errs,
 					 "%s: duplicate key (got a second object, expected one)",
@@ -603,14 +605,17 @@ static struct mesh_config *load_buf(const char *json, size_t len, const char *so
 				    char *const *envp, struct config_errors *errs)
 {
 	struct mesh_config *cfg = NULL;
+	struct cfg_arena arena;
 	const char *end = NULL;
 	cJSON *root;
 
 	if (!json)
 		return load_tree(NULL, source, envp, errs);
+	cfg_arena_begin(&arena);
 	root = cJSON_ParseWithLengthOpts(json, len, &end, false);
 	if (!root) {
 		json_error(json, len, end, errs);
+		cfg_arena_end(&arena);
 		return NULL;
 	}
 	while (end < json + len && (*end == ' ' || *end == '\n' || *end == '\t' || *end == '\r'))
@@ -622,7 +627,7 @@ static struct mesh_config *load_buf(const char *json, size_t len, const char *so
 			 cJSON_IsArray(root) ? "array" : "scalar");
 	else
 		cfg = load_tree(root, source, envp, errs);
-	cJSON_Delete(root);
+	cfg_arena_end(&arena); /* the whole tree at once */
 	return cfg;
 }
 

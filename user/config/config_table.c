@@ -355,24 +355,39 @@ __attribute__((constructor)) static void build_tables(void)
 	index_desc(&cfg_root_desc);
 }
 
-static int16_t lookup(const struct cfg_desc *d, const char *path)
+/* The index of `d`; the loader asks for the same description member after member, so the last
+ * answer is remembered per thread. */
+static const struct key_index *index_of(const struct cfg_desc *d)
 {
-	size_t i, n = strlen(path), slot;
-	uint64_t h = hash_str(path, n);
+	static _Thread_local const struct key_index *last;
+	size_t i;
 
+	if (last && last->desc == d)
+		return last;
 	for (i = 0; i < MAX_DESCS && indexes[i].desc != d; i++)
 		;
 	if (i == MAX_DESCS)
+		return NULL;
+	last = &indexes[i];
+	return last;
+}
+
+static int16_t lookup(const struct cfg_desc *d, const char *path, size_t n)
+{
+	const struct key_index *ix = index_of(d);
+	size_t slot;
+
+	if (!ix)
 		return -1;
-	slot = probe(&indexes[i], path, n, h);
-	if (!indexes[i].slots[slot].hash)
+	slot = probe(ix, path, n, hash_str(path, n));
+	if (!ix->slots[slot].hash)
 		return -1;
-	return indexes[i].slots[slot].idx;
+	return ix->slots[slot].idx;
 }
 
 const struct cfg_key *cfg_find_key(const struct cfg_desc *d, const char *path, size_t *idx)
 {
-	int16_t k = lookup(d, path);
+	int16_t k = lookup(d, path, strlen(path));
 
 	if (k < 0)
 		return NULL;
@@ -383,5 +398,14 @@ const struct cfg_key *cfg_find_key(const struct cfg_desc *d, const char *path, s
 
 bool cfg_is_section(const struct cfg_desc *d, const char *path)
 {
-	return lookup(d, path) == SECTION;
+	return lookup(d, path, strlen(path)) == SECTION;
+}
+
+int cfg_classify(const struct cfg_desc *d, const char *path, size_t n, size_t *idx)
+{
+	int16_t k = lookup(d, path, n);
+
+	if (k >= 0)
+		*idx = (size_t)k;
+	return k >= 0 ? CFG_IS_KEY : k == SECTION ? CFG_IS_SECTION : CFG_IS_UNKNOWN;
 }

@@ -111,9 +111,37 @@ static int parse_port(const char *s, uint16_t *port)
 	return 0;
 }
 
+/* The dotted quads inet_pton accepts (four numbers 0..255, no leading zeros), without its
+ * per-character table walk: the loader parses one per backend. Anything else goes on to
+ * inet_pton, so the accepted forms stay exactly its own. */
+static bool parse_ipv4(const char *s, struct in_addr *out)
+{
+	uint8_t b[4];
+	int i, v, digits;
+
+	for (i = 0; i < 4; i++) {
+		if (i && *s++ != '.')
+			return false;
+		for (v = 0, digits = 0; *s >= '0' && *s <= '9'; s++, digits++) {
+			if (digits && !v)
+				return false; /* a leading zero */
+			v = v * 10 + (*s - '0');
+			if (v > 255)
+				return false;
+		}
+		if (!digits)
+			return false;
+		b[i] = (uint8_t)v;
+	}
+	if (*s)
+		return false;
+	memcpy(out, b, sizeof(b));
+	return true;
+}
+
 int config_parse_address(const char *s, struct config_endpoint *ep)
 {
-	if (s && inet_pton(AF_INET, s, &ep->addr.v4) == 1) {
+	if (s && (parse_ipv4(s, &ep->addr.v4) || inet_pton(AF_INET, s, &ep->addr.v4) == 1)) {
 		ep->family = AF_INET;
 		return 0;
 	}
@@ -149,7 +177,7 @@ int config_parse_endpoint(const char *s, struct config_endpoint *ep)
 			return -EINVAL;
 		memcpy(host, s, n);
 		host[n] = '\0';
-		if (inet_pton(AF_INET, host, &tmp.addr.v4) != 1)
+		if (!parse_ipv4(host, &tmp.addr.v4) && inet_pton(AF_INET, host, &tmp.addr.v4) != 1)
 			return -EINVAL;
 		tmp.family = AF_INET;
 	}
