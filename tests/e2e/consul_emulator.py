@@ -2,7 +2,7 @@
 """Consul HTTP API emulator for the end-to-end tests (no Consul binary is installable here).
 
 It models one Consul CE agent that is also the server of its datacenter, after the reference
-fixtures in /work/shared/consul/ (README.md, *.json, errors.json): a catalog with one node (the
+fixtures in shared/consul/ (beside the checkout) (README.md, *.json, errors.json): a catalog with one node (the
 agent) holding service instances and checks, a Raft-like index bumped on every write, blocking
 queries (?index=&wait=, jitter, X-Consul-Index never 0), ?passing computed over ALL checks of an
 instance including node checks (serfHealth, node maintenance), the setMeta headers, plain-text

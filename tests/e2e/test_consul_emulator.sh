@@ -5,7 +5,15 @@
 . "$(dirname "$0")/lib.sh"
 
 PORT=22510
-FIXTURES=${CONSUL_FIXTURES:-/work/shared/consul}
+# shared/ sits beside the checkout (CI clones main next to it); /work/shared on dev machines.
+FIXTURES=${CONSUL_FIXTURES:-}
+for d in "$ROOT/../shared/consul" /work/shared/consul; do
+	[ -z "$FIXTURES" ] && [ -f "$d/README.md" ] && FIXTURES=$(cd "$d" && pwd)
+done
+if [ -z "$FIXTURES" ]; then
+	skip all "Consul fixtures not found beside the checkout (set CONSUL_FIXTURES)"
+	exit 0
+fi
 EMU=$ROOT/tests/e2e/consul_emulator.py
 
 spawn emulator python3 "$EMU" --port $PORT --acl-token root-token --reap-interval 0.5
