@@ -102,6 +102,31 @@ wait_for() {
 	return 1
 }
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+# wait_until SECONDS CMD...: like wait_for, but bounded by wall time (for slow commands).
+wait_until() {
+	local end=$((SECONDS + $1))
+	shift
+	until "$@"; do
+		[ "$SECONDS" -lt "$end" ] || return 1
+		sleep 0.1
+	done
+}
+
+# through_vip VIP N: N connects to VIP:80 from inside the test cgroup $CG; prints each backend's
+# name (the first line it sends) or ERR, one per line.
+through_vip() {
+	in_cgroup "$CG" python3 - "$1" "$2" <<'PY'
+import socket, sys
+for _ in range(int(sys.argv[2])):
+    try:
+        s = socket.create_connection((sys.argv[1], 80), timeout=1)
+        s.sendall(b"hi\n")  # a --health-file backend waits briefly for an HTTP request
+        print(s.makefile().readline().strip() or "ERR")
+        s.close()
+    except OSError:
+        print("ERR")
+PY
+}
 
 # backend NAME PORT [ARGS]: starts the test backend server on 127.0.0.1:PORT answering NAME.
 backend() {

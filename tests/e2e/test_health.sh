@@ -53,31 +53,6 @@ write_config() {
 EOF
 }
 
-# through_vip VIP N: N connects from inside the test cgroup; prints each backend's name (first
-# line it sends) or ERR, one per line.
-through_vip() {
-	in_cgroup "$CG" python3 - "$1" "$2" <<'EOF'
-import socket, sys
-for _ in range(int(sys.argv[2])):
-    try:
-        s = socket.create_connection((sys.argv[1], 80), timeout=1)
-        s.sendall(b"hi\n")  # the backend speaks once spoken to
-        print(s.makefile().readline().strip() or "ERR")
-        s.close()
-    except OSError:
-        print("ERR")
-EOF
-}
-# within SECONDS CMD...: polls CMD until it succeeds or SECONDS of wall time pass (the commands
-# here take a while each, so a count of tries would not bound the time).
-within() {
-	local end=$((SECONDS + $1))
-	shift
-	until "$@"; do
-		[ "$SECONDS" -lt "$end" ] || return 1
-		sleep 0.1
-	done
-}
 # seen VIP N NAME: true when NAME answered any of N connects.
 seen() { through_vip "$1" "$2" | grep -x "$3" >/dev/null; }
 # health_logged SERVICE PORT BOOL: the transition line is in meshd's log.
@@ -111,7 +86,7 @@ defer "'$MESHD' --cleanup --config '$CONF'"
 write_config http
 start_meshd "$LOG"
 
-if ! within 10 seen $VIP_HTTP 3 b$P1; then
+if ! wait_until 10 seen $VIP_HTTP 3 b$P1; then
 	fail started "no connect through $VIP_HTTP reached a backend: $(tail -n 5 "$LOG")"
 	exit 1
 fi
@@ -122,7 +97,7 @@ check balances_over_all_three "got: $(echo $out)" \
 # --- http: port open, /health failing -------------------------------------------------------
 echo fail >"$TMP/health-$P2"
 check http_failure_marks_unhealthy "no transition logged: $(grep health "$LOG" | tail -n 3)" \
-	within 5 health_logged web $P2 false
+	wait_until 5 health_logged web $P2 false
 check transition_reason_logged "no reason=\"http status 503\"" \
 	grep -q "backend=127.0.0.1:$P2 healthy=false reason=\"http status 503\"" "$LOG"
 check port_still_open "backend $P2 port closed" port_open 127.0.0.1 $P2
@@ -134,16 +109,16 @@ check unhealthy_gets_no_new_connects "b$P2 still chosen or errors: $(echo $out)"
 echo ok >"$TMP/health-$P2"
 t0=$(date +%s%N)
 check recovers_after_healthy_threshold "no healthy=true for $P2" \
-	within 5 health_logged web $P2 true
+	wait_until 5 health_logged web $P2 true
 ms=$((($(date +%s%N) - t0) / 1000000))
 # 3 passes 200 ms apart cannot complete in less than ~400 ms.
 check recovery_waits_for_threshold "recovered after ${ms}ms" test "$ms" -ge 300
-check recovered_gets_connects "b$P2 not chosen again" within 3 seen $VIP_HTTP 12 b$P2
+check recovered_gets_connects "b$P2 not chosen again" wait_until 3 seen $VIP_HTTP 12 b$P2
 
 # --- tcp: killing the backend ---------------------------------------------------------------
 { kill -9 "$T1_PID" && wait "$T1_PID"; } 2>/dev/null
 check tcp_killed_backend_marked_unhealthy "no transition for $T1" \
-	within 5 health_logged db $T1 false
+	wait_until 5 health_logged db $T1 false
 check tcp_reason_is_refused "reason not refused" \
 	bash -c "grep 'backend=127.0.0.1:$T1 healthy=false' '$LOG' | grep -q 'Connection refused'"
 out=$(through_vip $VIP_TCP 10)
@@ -152,10 +127,10 @@ check tcp_traffic_goes_to_survivor "got: $(echo $out)" \
 
 # --- reload: add a backend, state of the others kept ----------------------------------------
 echo fail >"$TMP/health-$P3"
-within 5 health_logged web $P3 false
+wait_until 5 health_logged web $P3 false
 write_config http ", { \"address\": \"127.0.0.1\", \"port\": $P4 }"
 kill -HUP $MESHD_PID
-check reload_adds_backend "b$P4 never chosen" within 5 seen $VIP_HTTP 12 b$P4
+check reload_adds_backend "b$P4 never chosen" wait_until 5 seen $VIP_HTTP 12 b$P4
 sleep 0.5
 check reload_keeps_unhealthy_state "b$P3 flipped or chosen after reload" \
 	bash -c "[ $(count_logged web $P3 true) -eq 0 ] && ! echo '$(through_vip $VIP_HTTP 16)' | grep -qx b$P3"
@@ -164,7 +139,7 @@ check reload_keeps_unhealthy_state "b$P3 flipped or chosen after reload" \
 write_config none ", { \"address\": \"127.0.0.1\", \"port\": $P4 }"
 kill -HUP $MESHD_PID
 check checks_off_clears_unhealthy_flag "b$P3 not chosen after checks were switched off" \
-	within 5 seen $VIP_HTTP 12 b$P3
+	wait_until 5 seen $VIP_HTTP 12 b$P3
 
 # --- checks are not application traffic -----------------------------------------------------
 metrics=$(curl -s --max-time 2 "http://$METRICS/metrics" || true)
@@ -199,15 +174,15 @@ check meshd_stops_cleanly "exit $rc: $(grep -m1 -A4 -e Sanitizer -e 'level=error
 LOG=$TMP/meshd-1b.log
 start_meshd "$LOG"
 write_config http ", { \"address\": \"127.0.0.1\", \"port\": $P4 }"
-within 10 grep -qs "health checks started" "$LOG"
+wait_until 10 grep -qs "health checks started" "$LOG"
 kill -HUP $MESHD_PID
-within 5 health_logged web $P3 false
+wait_until 5 health_logged web $P3 false
 kill -TERM $MESHD_PID
 wait $MESHD_PID
 LOG=$TMP/meshd-2.log
 INTERVAL=3s write_config http ", { \"address\": \"127.0.0.1\", \"port\": $P4 }"
 start_meshd "$LOG"
-if within 10 grep -qs '"meshd running"' "$LOG"; then
+if wait_until 10 grep -qs '"meshd running"' "$LOG"; then
 	out=$(through_vip $VIP_HTTP 16)
 	check restart_keeps_backend_down "b$P3 chosen right after the restart: $(echo $out)" \
 		bash -c "! echo '$out' | grep -qx b$P3 && echo '$out' | grep -qx b$P4"

@@ -39,29 +39,7 @@ cat >"$CONF" <<EOF
 }
 EOF
 
-# through_vip N: N connects from inside the test cgroup; prints each backend's name or ERR.
-through_vip() {
-	in_cgroup "$CG" python3 - "$VIP" "$1" <<'EOF'
-import socket, sys
-for _ in range(int(sys.argv[2])):
-    try:
-        s = socket.create_connection((sys.argv[1], 80), timeout=1)
-        s.sendall(b"hi\n")  # the backend speaks once spoken to
-        print(s.makefile().readline().strip() or "ERR")
-        s.close()
-    except OSError:
-        print("ERR")
-EOF
-}
-within() {
-	local end=$((SECONDS + $1))
-	shift
-	until "$@"; do
-		[ "$SECONDS" -lt "$end" ] || return 1
-		sleep 0.1
-	done
-}
-seen() { through_vip 9 | grep -x "$1" >/dev/null; }
+seen() { through_vip "$VIP" 9 | grep -x "$1" >/dev/null; }
 logged() { grep 'msg="backend health changed"' "$LOG" | grep "backend=127.0.0.1:$1 " | grep -q "healthy=$2"; }
 register() { # ID PORT
 	curl -sf -X PUT "http://127.0.0.1:$CPORT/v1/agent/service/register" -d "{\"ID\":\"$1\",
@@ -85,21 +63,21 @@ register h2 21302
 bash -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CG" "$MESHD" --config "$CONF" >"$LOG" 2>&1 &
 MESHD_PID=$!
 defer "kill -TERM $MESHD_PID; wait $MESHD_PID; '$MESHD' --cleanup --config '$CONF'"
-if ! within 10 seen h21302; then
+if ! wait_until 10 seen h21302; then
 	fail started "no connect through $VIP reached h21302: $(tail -n 5 "$LOG")"
 	exit 1
 fi
 
 echo fail >"$TMP/health-21302"
 check discovered_backend_is_checked "no transition for h21302: $(grep -c 'health check' "$LOG")" \
-	within 5 logged 21302 false
-out=$(through_vip 8)
+	wait_until 5 logged 21302 false
+out=$(through_vip "$VIP" 8)
 check unhealthy_discovered_backend_gets_no_connects "got: $(echo $out)" \
 	bash -c "[ \"\$(echo '$out' | sort -u)\" = h21301 ]"
 
 register h3 21303
-check new_registration_gets_checks "no transition for h21303" within 5 logged 21303 false
-out=$(through_vip 8)
+check new_registration_gets_checks "no transition for h21303" wait_until 5 logged 21303 false
+out=$(through_vip "$VIP" 8)
 check failing_new_backend_kept_out "got: $(echo $out)" \
 	bash -c "[ \"\$(echo '$out' | sort -u)\" = h21301 ]"
 
@@ -112,6 +90,6 @@ check deregistered_backend_not_checked "still checked: $n1 -> $n2 check lines" \
 	test "$n1" -gt 0 -a "$n1" -eq "$n2"
 
 echo ok >"$TMP/health-21303"
-check registered_backend_recovers "h21303 never chosen after /health passed" within 5 seen h21303
+check registered_backend_recovers "h21303 never chosen after /health passed" wait_until 5 seen h21303
 check meshd_still_running "meshd exited: $(tail -n 3 "$LOG")" kill -0 $MESHD_PID
 exit $SUITE_FAILED
