@@ -49,6 +49,18 @@ check() {
 	if "$@"; then pass "$name"; else fail "$name" "$why"; fi
 }
 
+# need_built PATH...: the suite's binaries and files; `make test` builds them all, so one missing
+# is a failure (never a skip that would hide a broken build).
+need_built() {
+	local p
+	for p in "$@"; do
+		if [ ! -e "$p" ]; then
+			fail all "missing $p (make all unit-bins)"
+			exit 1
+		fi
+	done
+}
+
 need_root() {
 	if [ "$(id -u)" -ne 0 ]; then
 		skip "${1:-all}" "needs root"

@@ -10,10 +10,7 @@ WATCH=$TOOLS/consul_watch
 URL=http://127.0.0.1:$PORT
 TOKEN=root-token-$$
 
-if [ ! -x "$WATCH" ]; then
-	skip all "build $WATCH first (make unit-bins)"
-	exit 0
-fi
+need_built "$WATCH"
 
 start_emulator() {
 	spawn emulator python3 "$EMU" --port $PORT --acl-token "$TOKEN" --data-file "$TMP/catalog.json" \

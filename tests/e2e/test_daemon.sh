@@ -7,10 +7,7 @@
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.sh"
 need_root
-[ -x "$MESHD" ] || {
-	skip all "meshd not built"
-	exit 0
-}
+need_built "$MESHD"
 
 CG=$(make_cgroup daemon)
 VIP=127.77.3.10

@@ -4,10 +4,7 @@
 # verify`, the installed default config valid, an edited config kept by a second install and by
 # uninstall.
 . "$(dirname "$0")/lib.sh"
-[ -x "$MESHD" ] || {
-	skip all "meshd not built"
-	exit 0
-}
+need_built "$MESHD"
 
 DEST=$TMP/root
 UNIT=$DEST/etc/systemd/system/meshd.service

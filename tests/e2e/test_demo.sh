@@ -3,10 +3,7 @@
 # stage of the story, and leaves nothing behind (processes, pinned datapath, cgroup).
 . "$(dirname "$0")/lib.sh"
 need_root
-if [ ! -x "$MESHD" ] || [ ! -f "$ROOT/config/demo.json" ]; then
-	skip all "needs $MESHD and config/demo.json"
-	exit 0
-fi
+need_built "$MESHD" "$ROOT/config/demo.json"
 CONFIG=$ROOT/config/demo.json
 DEMO_PIN=$(jq -r '.bpf_pin_path' "$CONFIG")
 DEMO_CG=$CG2/meshd-demo

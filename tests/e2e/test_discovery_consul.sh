@@ -7,10 +7,7 @@
 # Ports 22201-22204 (backends), 22530 (emulator), 22596 (metrics); VIP 127.77.6.30.
 . "$(dirname "$0")/lib.sh"
 need_root
-if [ ! -x "$MESHD" ] || [ ! -x "$TOOLS/mesh_client" ]; then
-	skip all "meshd or tests/tools/mesh_client not built"
-	exit 0
-fi
+need_built "$MESHD" "$TOOLS/mesh_client"
 . "$(dirname "$0")/daemon_lib.sh"
 
 CG=$(make_cgroup consul)

@@ -5,10 +5,7 @@
 # Ports 22301-22304 (backends), 22397 (metrics); VIPs 127.77.6.40-41.
 . "$(dirname "$0")/lib.sh"
 need_root
-if [ ! -x "$MESHD" ] || [ ! -f "$(dirname "$0")/daemon_lib.sh" ]; then
-	skip all "meshd or daemon_lib.sh not available"
-	exit 0
-fi
+need_built "$MESHD"
 . "$(dirname "$0")/daemon_lib.sh"
 
 CG=$(make_cgroup static)

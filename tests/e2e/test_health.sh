@@ -9,10 +9,7 @@
 #    although meshd itself runs in the attached cgroup.
 . "$(dirname "$0")/lib.sh"
 need_root
-if [ ! -x "$MESHD" ]; then
-	skip all "build $MESHD first"
-	exit 0
-fi
+need_built "$MESHD"
 
 VIP_HTTP=127.77.5.10 VIP_TCP=127.77.5.11 METRICS=127.0.0.1:21990
 P1=21201 P2=21202 P3=21203 P4=21204 T1=21211 T2=21212
@@ -143,24 +140,21 @@ check checks_off_clears_unhealthy_flag "b$P3 not chosen after checks were switch
 
 # --- checks are not application traffic -----------------------------------------------------
 metrics=$(curl -s --max-time 2 "http://$METRICS/metrics" || true)
-if [ -z "$metrics" ]; then
-	skip checks_not_counted_as_traffic "no metrics endpoint on $METRICS"
-else
-	# db got exactly the 10 client connects above (the client made no other); its checks,
-	# five per second per backend since the start, must not show up.
-	n=$(echo "$metrics" | awk '/^meshd_connections_total\{/ && /service="db"/ {s += $NF} END {print s + 0}')
-	check checks_not_counted_as_traffic "db connections counted: $n, client made 10" \
-		test "$n" -eq 10
-	# Transitions: web b2 down and up, db t1 down, web b3 down (switching checks off later
-	# clears b3's flag without a transition).
-	down=$(echo "$metrics" | awk '/^meshd_health_transitions_total\{to="unhealthy"\}/ {print $NF}')
-	up=$(echo "$metrics" | awk '/^meshd_health_transitions_total\{to="healthy"\}/ {print $NF}')
-	check transitions_counted "to unhealthy=${down:-none} (want 3), to healthy=${up:-none} (want 1)" \
-		test "${down:-x}" = 3 -a "${up:-x}" = 1
-	check dead_backend_exported_unhealthy "no meshd_backend_healthy 0 sample for db $T1" \
-		grep -q "^meshd_backend_healthy{service=\"db\",backend=\"127.0.0.1:$T1\"} 0" \
-		<<<"$metrics"
-fi
+check metrics_endpoint_answers "no metrics from $METRICS" test -n "$metrics"
+# db got exactly the 10 client connects above (the client made no other); its checks,
+# five per second per backend since the start, must not show up.
+n=$(echo "$metrics" | awk '/^meshd_connections_total\{/ && /service="db"/ {s += $NF} END {print s + 0}')
+check checks_not_counted_as_traffic "db connections counted: $n, client made 10" \
+	test "$n" -eq 10
+# Transitions: web b2 down and up, db t1 down, web b3 down (switching checks off later
+# clears b3's flag without a transition).
+down=$(echo "$metrics" | awk '/^meshd_health_transitions_total\{to="unhealthy"\}/ {print $NF}')
+up=$(echo "$metrics" | awk '/^meshd_health_transitions_total\{to="healthy"\}/ {print $NF}')
+check transitions_counted "to unhealthy=${down:-none} (want 3), to healthy=${up:-none} (want 1)" \
+	test "${down:-x}" = 3 -a "${up:-x}" = 1
+check dead_backend_exported_unhealthy "no meshd_backend_healthy 0 sample for db $T1" \
+	grep -q "^meshd_backend_healthy{service=\"db\",backend=\"127.0.0.1:$T1\"} 0" \
+	<<<"$metrics"
 check meshd_still_running "meshd exited: $(tail -n 3 "$LOG")" kill -0 $MESHD_PID
 kill -TERM $MESHD_PID
 wait $MESHD_PID

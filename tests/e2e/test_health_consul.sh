@@ -7,10 +7,7 @@
 . "$(dirname "$0")/lib.sh"
 need_root
 EMU=$ROOT/tests/e2e/consul_emulator.py
-if [ ! -x "$MESHD" ] || [ ! -f "$EMU" ]; then
-	skip all "needs $MESHD and the Consul emulator"
-	exit 0
-fi
+need_built "$MESHD" "$EMU"
 
 VIP=127.77.5.20 CPORT=21530
 CG=$(make_cgroup hconsul)

@@ -5,10 +5,7 @@
 . "$(dirname "$0")/lib.sh"
 
 PROBE=$TOOLS/health_probe
-if [ ! -x "$PROBE" ]; then
-	skip all "build $PROBE first (make unit-bins)"
-	exit 0
-fi
+need_built "$PROBE"
 P_OK=21101 P_CLOSED=21102 P_SILENT=21103 P_GARBAGE=21104 P_V6=21105
 
 echo ok >"$TMP/health"

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # meshctl uninstall: refuses while meshd runs (datapath untouched), and once meshd is stopped
 # removes the pinned datapath and the admin socket so the VIP is no longer redirected.
-# Ports 19041-19042, 19095; VIP 127.77.3.40.
+# Ports 19041-19042, 19097; VIP 127.77.3.40.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.sh"
 need_root
 
 CG=$(make_cgroup uninstall)
 VIP=127.77.3.40
-MPORT=19095
+MPORT=19097
 backend u1 19041 || fail setup "backend did not start"
 daemon_config "$TMP/meshd.json" "19041"
 one_connect() { in_cgroup "$CG" python3 -c "import socket,sys

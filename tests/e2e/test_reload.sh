@@ -8,10 +8,7 @@
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.sh"
 need_root
-[ -x "$MESHD" ] || {
-	skip all "meshd not built"
-	exit 0
-}
+need_built "$MESHD" "$MESHCTL"
 
 CG=$(make_cgroup reload)
 VIP=127.77.3.20
@@ -106,22 +103,14 @@ else
 fi
 
 # --- meshctl reload and the error counter (admin and metrics components) -------------------------
-if grep -q 'admin API not built' "$TMP/meshd.log" || [ ! -x "$MESHCTL" ]; then
-	skip meshctl_reload "admin API not built"
-else
-	mark=$(wc -l <"$TMP/meshd.log")
-	"$MESHCTL" --socket "$TMP/admin.sock" reload >"$TMP/ctl.out" 2>&1
-	status=$?
-	check meshctl_reload "exit $status: $(cat "$TMP/ctl.out")" \
-		test "$status" = 0 -a -n "$(new_lines "$mark" | grep 'reloading configuration')"
-fi
-if grep -q 'metrics endpoint not built' "$TMP/meshd.log"; then
-	skip reload_error_counted "metrics endpoint not built"
-else
-	metrics=$(curl -s "http://127.0.0.1:$MPORT/metrics")
-	check reload_error_counted "$(echo "$metrics" | grep reloads_total)" grep -Eq \
-		'^meshd_config_reloads_total\{result="error"\} 2(\.0)?$' <<<"$metrics"
-fi
+mark=$(wc -l <"$TMP/meshd.log")
+"$MESHCTL" --socket "$TMP/admin.sock" reload >"$TMP/ctl.out" 2>&1
+status=$?
+check meshctl_reload "exit $status: $(cat "$TMP/ctl.out")" \
+	test "$status" = 0 -a -n "$(new_lines "$mark" | grep 'reloading configuration')"
+metrics=$(curl -s "http://127.0.0.1:$MPORT/metrics")
+check reload_error_counted "$(echo "$metrics" | grep reloads_total)" grep -Eq \
+	'^meshd_config_reloads_total\{result="error"\} 2(\.0)?$' <<<"$metrics"
 
 stop_meshd "$PID"
 status=$STOP_STATUS
