@@ -167,4 +167,16 @@ else
 		fail unit_capabilities_suffice "caps=$caps stop=$first/$STOP_STATUS cleanup=$cleaned fail=$(result capped .fail) $(grep -m1 level=error "$TMP/capped.log" "$TMP/capped2.log")"
 	fi
 fi
+
+# --- asking for mTLS, which this build lacks, is said loudly -----------------------------------
+daemon_config "$TMP/mtls.json" "19001" \
+	".services[0].mtls = true | .mtls = {enabled: true, ca_file: \"$TMP/ca.pem\", cert_dir: \"$TMP\"}"
+if start_meshd mtls "$TMP/mtls.json"; then
+	check mtls_request_warned "no warning that traffic stays plaintext" \
+		grep -q 'level=warn subsys=mtls msg="mTLS is not implemented' "$TMP/mtls.log"
+	stop_meshd "$MESHD_PID"
+else
+	fail mtls_request_warned "meshd did not start: $(tail -n 3 "$TMP/mtls.log")"
+fi
+"$MESHD" --cleanup --config "$TMP/mtls.json" >/dev/null 2>&1
 exit 0

@@ -211,10 +211,18 @@ static int dp_comp_reload(struct meshd *m, const struct mesh_config *old,
 
 /* --- mtls ------------------------------------------------------------------------------------- */
 
+/* The mTLS proxy is a later issue. Asking for it must not pass quietly: say loudly that traffic
+ * stays plaintext (refusing to start would make the production preset unusable meanwhile). */
 static int mtls_comp_start(struct meshd *m)
 {
-	LOG_DEBUG("mtls", "mTLS proxy not built yet (a later issue); services run in plaintext",
-		  "enabled=%d", m->cfg->mtls.enabled);
+	size_t wanted = 0;
+
+	for (size_t i = 0; i < m->cfg->n_services; i++)
+		wanted += m->cfg->services[i].mtls;
+	if (m->cfg->mtls.enabled || wanted)
+		LOG_WARN("mtls",
+			 "mTLS is not implemented in this build; connections stay plaintext",
+			 "mtls_enabled=%d services_with_mtls=%zu", m->cfg->mtls.enabled, wanted);
 	return 0;
 }
 
