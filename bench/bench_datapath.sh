@@ -33,26 +33,40 @@ incg "$BENCH" rtt 127.77.2.99 18000 127.0.0.1 18910 "$RTT_N"
 # (2) connect4 cost as the services map grows. Each size: populate, then 5 batches of
 # CONN_N/5 connects to service 0 (10 backends, least_request); a batch's cost is delta
 # run_time_ns / delta run_cnt. Reported: the lowest batch (other load on the machine only ever
-# adds time) and the mean of all batches.
-prog=$(bpftool -j link show pinned "$PIN/link_connect4" | sed -n 's/.*"prog_id":\([0-9]*\).*/\1/p')
-prog_stat() { bpftool -j prog show id "$prog" | sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"; }
+# adds time) and the mean of all batches. Also reported, so that cost moved out of connect4 is
+# not cost hidden: all our programs' run time per connect in the lowest batch (connect4, the
+# sockops callbacks of the connection's life, sock_release).
+link_prog() { bpftool -j link show pinned "$PIN/$1" | sed -n 's/.*"prog_id":\([0-9]*\).*/\1/p'; }
+prog=$(link_prog link_connect4)
+others=$(link_prog link_sockops)
+[ -e "$PIN/link_sock_release" ] && others="$others $(link_prog link_sock_release)"
+prog_stat() { bpftool -j prog show id "${2:-$prog}" | sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"; }
+others_ns() {
+	local id sum=0
+	for id in $others; do sum=$((sum + $(prog_stat run_time_ns "$id"))); done
+	echo $sum
+}
 sysctl -q kernel.bpf_stats_enabled=1
 costs=()
 for n in 10 100 1000 10000; do
 	"$BENCH" populate "$PIN" "$n" 18900 >/dev/null || { echo "error=populate $n failed"; exit 1; }
 	incg "$BENCH" connects 127.77.2.100 18000 1000 >/dev/null # warm up
-	best=0 sum=0
+	best=0 sum=0 total=0
 	for batch in 1 2 3 4 5; do
-		t0=$(prog_stat run_time_ns) c0=$(prog_stat run_cnt)
+		t0=$(prog_stat run_time_ns) c0=$(prog_stat run_cnt) o0=$(others_ns)
 		incg "$BENCH" connects 127.77.2.100 18000 $((CONN_N / 5)) >/dev/null
-		t1=$(prog_stat run_time_ns) c1=$(prog_stat run_cnt)
+		t1=$(prog_stat run_time_ns) c1=$(prog_stat run_cnt) o1=$(others_ns)
 		cost=$(((t1 - t0) / (c1 - c0)))
 		sum=$((sum + cost))
-		((best == 0 || cost < best)) && best=$cost
+		if ((best == 0 || cost < best)); then
+			best=$cost
+			total=$(((t1 - t0 + o1 - o0) / (c1 - c0)))
+		fi
 	done
 	costs+=("$best")
 	echo "connect4_avg_ns_${n}_services=$best"
 	echo "connect4_mean_ns_${n}_services=$((sum / 5))"
+	echo "bpf_total_ns_per_connect_${n}_services=$total"
 done
 sysctl -q kernel.bpf_stats_enabled="$old_stats"
 min=${costs[0]} max=${costs[0]}

@@ -85,6 +85,13 @@ struct {
 } mesh_sockets SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MESH_HANDOFF_SLOTS);
+	__type(key, __u32);
+	__type(value, struct mesh_handoff);
+} mesh_handoff SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, MESH_EVENTS_BYTES);
 } mesh_events SEC(".maps");
@@ -105,6 +112,32 @@ struct {
 	__type(key, __u32);
 	__type(value, struct lb_cand);
 } mesh_scratch SEC(".maps");
+
+/* Per-CPU splitmix64 state: balancing draws without a helper call per connect. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} mesh_rng SEC(".maps");
+
+/* A random seed for one connect's draws (bpf_get_prandom_u32() costs a helper call, ~50 ns
+ * here). splitmix64 over a per-CPU counter that starts at a random point: consecutive seeds
+ * are independent, unlike consecutive outputs of the xorshift that lb_rand_next() draws with. */
+static __always_inline __u32 lb_seed(void)
+{
+	__u32 zero = 0;
+	__u64 *st = bpf_map_lookup_elem(&mesh_rng, &zero), z;
+
+	if (!st)
+		return bpf_get_prandom_u32();
+	if (!*st)
+		*st = (__u64)bpf_get_prandom_u32() << 32 | bpf_get_prandom_u32();
+	z = *st += 0x9e3779b97f4a7c15ULL;
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return (__u32)(z ^ (z >> 31));
+}
 
 static __always_inline void count(__u32 idx)
 {
@@ -141,14 +174,20 @@ static __always_inline void emit(__u32 type, __u32 service_id, __u32 backend_id,
 		count(MESH_CNT_EVENT_DROP);
 }
 
-/* Counts and reports a breaker transition (from != to). */
+/* Counts and reports a breaker transition (from != to), and keeps the service's count of
+ * breakers out of closed that lets connects skip the backend scan. */
 static __always_inline void circuit_changed(__u32 service_id, __u32 backend_id, __u8 from, __u8 to)
 {
+	struct mesh_svc_state *ss = bpf_map_lookup_elem(&mesh_svc_state, &service_id);
 	struct mesh_be_stats *bst = be_stats(backend_id);
 	__u32 i = to;
 
 	if (from == to)
 		return;
+	if (ss && from == MESH_CIRCUIT_CLOSED)
+		__sync_fetch_and_add(&ss->not_closed, 1);
+	else if (ss && to == MESH_CIRCUIT_CLOSED)
+		__sync_fetch_and_add(&ss->not_closed, -1);
 	asm volatile("" : "+r"(i)); /* keep the bound check for the verifier */
 	if (bst && i < MESH_CIRCUIT__COUNT)
 		bst->transitions[i] += 1;
@@ -172,7 +211,8 @@ struct gather_state {
 	__u32 healthy;	  /* backends with the health flag (and a usable family) */
 	__s32 probe_slot; /* first ejected backend due for a half-open probe, or -1 */
 	__u32 v4;
-	__u32 panic; /* take every backend, ignoring health and breakers */
+	__u32 panic;	  /* take every backend, ignoring health and breakers */
+	__u32 not_closed; /* breakers seen out of closed (first pass) */
 };
 
 /* Looks at backend slot `i` and adds it to the candidates when healthy and closed, or open but
@@ -192,6 +232,8 @@ static __always_inline void gather_backend(const struct mesh_svc *svc, struct lb
 	bs = bpf_map_lookup_elem(&mesh_be_state, &id);
 	if (!be || !bs)
 		return;
+	if (!g->panic && bs->br.state != MESH_CIRCUIT_CLOSED)
+		g->not_closed++;
 	if (g->v4 && !is_v4mapped(be->addr)) {
 		count(MESH_CNT_FAMILY);
 		return;
@@ -298,7 +340,7 @@ static __always_inline struct lb_maglev *pick_inputs(const struct mesh_svc *svc,
 		maglev = bpf_map_lookup_elem(&mesh_maglev, &key);
 		c->key = bpf_get_current_cgroup_id();
 	} else {
-		c->seed = bpf_get_prandom_u32();
+		c->seed = lb_seed();
 	}
 	return maglev;
 }
@@ -317,9 +359,80 @@ static __always_inline int panic_mode(const struct mesh_svc *svc, const struct l
 	return 1;
 }
 
+/* Whether the backend in `slot` may take normal traffic, for the no-scan path (health and family
+ * are vouched for by MESH_SVC_F_UNIFORM). Sets *active to its active count. */
+static __always_inline int slot_closed(const struct mesh_svc *svc, __u32 slot, __u32 *active)
+{
+	__u32 id = svc->backend_ids[lb_idx(slot)];
+	struct mesh_be_state *bs = bpf_map_lookup_elem(&mesh_be_state, &id);
+
+	if (!bs || bs->br.state != MESH_CIRCUIT_CLOSED)
+		return 0;
+	*active = bs->active > 0 ? (__u32)bs->active : 0;
+	return 1;
+}
+
+/* least_request without the scan: the same draws lb_pick_least() makes over a full candidate
+ * set, reading only the drawn backends. */
+static __always_inline int least_fast(const struct mesh_svc *svc, __u32 n)
+{
+	__u32 seed = lb_seed(), first = lb_least_first(n, &seed), best = first;
+	__u32 choices = lb_least_choices(svc->choice_count), best_active, active;
+
+	if (!slot_closed(svc, first, &best_active))
+		return -1;
+	if (n == 1)
+		return 0;
+	for (__u32 k = 1; k < LB_MAX_CHOICES && k < choices; k++) {
+		__u32 i = lb_least_next(n, first, &seed);
+
+		if (!slot_closed(svc, i, &active))
+			return -1;
+		if (active < best_active) {
+			best = i;
+			best_active = active;
+		}
+	}
+	return (int)best;
+}
+
+/* The common case: every backend healthy and every breaker closed, so the candidates would be
+ * all slots in order and the algorithm can draw from the slots directly, reading only what it
+ * draws. Same choices as lb_pick() over the scanned set. Returns the slot, or -1 when the
+ * service needs the scan (weighted, or a drawn breaker tripped before not_closed showed it). */
+static __always_inline int choose_fast(const struct mesh_svc *svc, struct mesh_svc_state *ss)
+{
+	__u32 n = svc->n_backends, slot, seed, active;
+
+	if (n == 0 || n > MESH_MAX_BACKENDS_PER_SVC)
+		return -1;
+	switch (svc->algorithm) {
+	case MESH_LB_LEAST_REQUEST:
+		return least_fast(svc, n);
+	case MESH_LB_ROUND_ROBIN:
+		slot = (__u32)(__sync_fetch_and_add(&ss->rr, 1) % n);
+		break;
+	case MESH_LB_MAGLEV: {
+		__u32 key = svc->service_id * 2 + (svc->generation & 1);
+
+		slot = lb_maglev_first(bpf_map_lookup_elem(&mesh_maglev, &key), n,
+				       bpf_get_current_cgroup_id());
+		break;
+	}
+	case MESH_LB_RANDOM:
+		seed = lb_seed();
+		slot = lb_rand_next(&seed) % n;
+		break;
+	default:
+		return -1;
+	}
+	return slot < n && slot_closed(svc, slot, &active) ? (int)slot : -1;
+}
+
 /* Chooses a slot for this connect. Returns the slot (sets *probe), -1 with *reason set when no
  * backend is usable, or -2 on an internal error. */
-static __always_inline int choose(const struct mesh_svc *svc, int v4, int *probe, int *reason)
+static __always_inline int choose(const struct mesh_svc *svc, struct mesh_svc_state *ss, int v4,
+				  int *probe, int *reason)
 {
 	struct gather_state g = {
 		.cap = svc->n_backends * svc->max_ejection_percent / 100,
@@ -328,11 +441,26 @@ static __always_inline int choose(const struct mesh_svc *svc, int v4, int *probe
 	};
 	__u32 zero = 0;
 	struct lb_cand *c;
+	__s32 not_closed;
+	int slot;
 
+	if (!ss)
+		return -2;
+	not_closed = ss->not_closed;
+	if ((svc->flags & MESH_SVC_F_UNIFORM) && not_closed == 0) {
+		slot = choose_fast(svc, ss);
+		if (slot >= 0)
+			return slot;
+	}
+	count(MESH_CNT_SCAN);
 	c = bpf_map_lookup_elem(&mesh_scratch, &zero);
 	if (!c)
 		return -2;
 	gather(svc, c, &g, 0);
+	/* The count is a hint kept by transitions; a scan seeing every breaker closed settles
+	 * it (unless a transition changed it meanwhile). */
+	if (not_closed && !g.not_closed)
+		__sync_val_compare_and_swap(&ss->not_closed, not_closed, 0);
 	if (g.probe_slot >= 0 && try_probe(svc, g.probe_slot, g.now)) {
 		*probe = 1;
 		return g.probe_slot;
@@ -369,14 +497,10 @@ static __always_inline int no_backend(struct bpf_sock_addr *ctx, const struct me
 	return VERDICT_REJECT;
 }
 
-static __always_inline int over_limit(const struct mesh_svc *svc)
+static __always_inline int over_limit(const struct mesh_svc *svc, const struct mesh_svc_state *ss)
 {
-	struct mesh_svc_state *ss;
-
-	if (!svc->max_connections)
-		return 0;
-	ss = bpf_map_lookup_elem(&mesh_svc_state, &svc->service_id);
-	return ss && ss->epoch == svc->epoch && ss->active >= (__s64)svc->max_connections;
+	return svc->max_connections && ss && ss->epoch == svc->epoch &&
+	       ss->active >= (__s64)svc->max_connections;
 }
 
 /* Rewrites the destination to backend `id` and records the decision on the socket. */
@@ -417,21 +541,76 @@ static __always_inline int redirect(struct bpf_sock_addr *ctx, const struct mesh
 	return VERDICT_OK;
 }
 
-/* A socket redirected by an earlier, failed connect() now connects elsewhere: drop the old
- * decision so getpeername and sockops leave it alone. */
+static __always_inline struct mesh_handoff *handoff_slot(__u64 cookie)
+{
+	__u32 i = (__u32)cookie & (MESH_HANDOFF_SLOTS - 1);
+
+	return bpf_map_lookup_elem(&mesh_handoff, &i);
+}
+
+/* Frees the socket's hand-off slot if it holds one. */
+static __always_inline void handoff_release(__u64 cookie)
+{
+	struct mesh_handoff *h = handoff_slot(cookie);
+
+	if (h && h->cookie == cookie)
+		__sync_val_compare_and_swap(&h->cookie, cookie, 0);
+}
+
+/* A decision already counted active stays: the socket is connecting or connected. The kernel
+ * runs connect programs only on a closed socket, whose close has released the count, so this
+ * guards against a path not seen rather than a known one. */
+static __always_inline int reentry(const struct mesh_sock *ms)
+{
+	if (!(ms->flags & MESH_SK_F_ACTIVE))
+		return 0;
+	count(MESH_CNT_REENTRY);
+	return 1;
+}
+
+/* Where this connect's decision goes, or NULL to leave the connect alone. Creating socket
+ * storage costs more than all the rest of the connect program (~700 ns: two allocations,
+ * charged to a memory cgroup), so the decision goes to a hand-off slot picked by the socket's
+ * cookie, and sockops moves it into storage at TCP_CONNECT_CB later in the same connect(). A
+ * slot held by another socket (in flight, or whose connect failed before reaching TCP) sends
+ * this one the slow way: storage now. A socket that connected before may have storage
+ * already; it is found at TCP_CONNECT_CB, so fresh sockets (nearly all) skip the lookup. */
+static __always_inline struct mesh_sock *decision(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx), seen;
+	struct mesh_handoff *h = handoff_slot(cookie);
+	struct mesh_sock *ms;
+
+	if (h) {
+		seen = h->cookie;
+		if (seen == cookie ||
+		    (seen == 0 && __sync_val_compare_and_swap(&h->cookie, 0, cookie) == 0))
+			return &h->sock;
+	}
+	count(MESH_CNT_HANDOFF_BUSY);
+	ms = bpf_sk_storage_get(&mesh_sockets, ctx->sk, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!ms)
+		count(MESH_CNT_ERR_STORAGE);
+	return ms && !reentry(ms) ? ms : 0;
+}
+
+/* This connect() leaves the destination alone: drop what an earlier, failed connect() of the
+ * socket decided, so getpeername and sockops leave it alone too. Off the redirect path. */
 static __always_inline void forget(struct bpf_sock_addr *ctx)
 {
 	struct mesh_sock *ms = bpf_sk_storage_get(&mesh_sockets, ctx->sk, 0, 0);
 
 	if (ms && !(ms->flags & MESH_SK_F_ACTIVE))
 		ms->flags = 0;
+	handoff_release(bpf_get_socket_cookie(ctx));
 }
 
 static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_svc_key *key, int v4)
 {
 	int probe = 0, reason = 0, slot;
-	struct mesh_sock *sk;
+	struct mesh_svc_state *ss;
 	struct mesh_svc *svc;
+	struct mesh_sock *ms;
 
 	count(MESH_CNT_CONNECT);
 	svc = bpf_map_lookup_elem(&mesh_services, key);
@@ -440,29 +619,25 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_s
 		forget(ctx);
 		return VERDICT_OK;
 	}
-	sk = bpf_sk_storage_get(&mesh_sockets, ctx->sk, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!sk) {
-		count(MESH_CNT_ERR_STORAGE);
-		return VERDICT_OK;
-	}
-	if (sk->flags & MESH_SK_F_ACTIVE) {
-		/* connect() again on a connecting or connected socket: the kernel answers
-		 * EALREADY/EISCONN; keep the first decision. */
-		count(MESH_CNT_REENTRY);
-		return VERDICT_OK;
-	}
-	sk->flags = 0; /* until redirect(): reject and passthrough leave no decision behind */
-	if (over_limit(svc))
+	ss = bpf_map_lookup_elem(&mesh_svc_state, &svc->service_id);
+	if (over_limit(svc, ss)) {
+		forget(ctx);
 		return no_backend(ctx, svc, MESH_REJECT_MAX_CONN);
-	slot = choose(svc, v4, &probe, &reason);
+	}
+	slot = choose(svc, ss, v4, &probe, &reason);
+	if (slot < 0)
+		forget(ctx);
 	if (slot == -1)
 		return no_backend(ctx, svc, reason);
 	if (slot < 0) {
 		count(MESH_CNT_ERR_INTERNAL);
 		return VERDICT_OK;
 	}
-	sk->vip = *key;
-	return redirect(ctx, svc, sk, svc->backend_ids[slot & LB_MASK], v4, probe);
+	ms = decision(ctx);
+	if (!ms)
+		return VERDICT_OK;
+	ms->vip = *key;
+	return redirect(ctx, svc, ms, svc->backend_ids[slot & LB_MASK], v4, probe);
 }
 
 static __always_inline int tcp_socket(struct bpf_sock_addr *ctx)
@@ -658,6 +833,24 @@ static __always_inline void on_close(struct bpf_sock_ops *skops, struct mesh_soc
 	}
 }
 
+/* TCP_CONNECT_CB: moves a decision connect4/6 left in the hand-off slot into socket storage. */
+static __always_inline void take_decision(struct bpf_sock_ops *skops)
+{
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct mesh_handoff *h = handoff_slot(cookie);
+	struct bpf_sock *sk = skops->sk;
+	struct mesh_sock *ms;
+
+	if (!h || h->cookie != cookie || !sk)
+		return; /* not a service connect, or decided straight into storage */
+	ms = bpf_sk_storage_get(&mesh_sockets, sk, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!ms)
+		count(MESH_CNT_ERR_STORAGE);
+	else if (!reentry(ms))
+		*ms = h->sock;
+	__sync_val_compare_and_swap(&h->cookie, cookie, 0);
+}
+
 SEC("sockops")
 int mesh_sockops(struct bpf_sock_ops *skops)
 {
@@ -667,6 +860,8 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
 	    (op != BPF_SOCK_OPS_STATE_CB || skops->args[1] != BPF_TCP_CLOSE))
 		return 1; /* before the storage lookup: most callbacks are of no interest */
+	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB)
+		take_decision(skops);
 	ms = service_sock(skops->sk);
 	if (!ms)
 		return 1;
@@ -676,6 +871,16 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 		on_established(skops, ms);
 	else
 		on_close(skops, ms);
+	return 1;
+}
+
+/* A socket whose connect() failed before reaching TCP may still hold a hand-off slot: free it
+ * when the socket goes. */
+SEC("cgroup/sock_release")
+int mesh_sock_release(struct bpf_sock *sk)
+{
+	if (sk->type == SOCK_STREAM && sk->protocol == IPPROTO_TCP)
+		handoff_release(bpf_get_socket_cookie(sk));
 	return 1;
 }
 

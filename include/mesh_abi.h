@@ -13,7 +13,7 @@
 #include <linux/types.h>
 #endif
 
-#define MESH_ABI_VERSION 2
+#define MESH_ABI_VERSION 3
 
 enum mesh_lb_algorithm {
 	MESH_LB_RANDOM = 0,
@@ -36,6 +36,7 @@ enum mesh_no_healthy_policy {
 #define MESH_SVC_NAME_MAX 64
 #define MESH_MAGLEV_M 4093 /* prime, ~64x the largest backend set */
 #define MESH_EVENTS_BYTES (256 * 1024)
+#define MESH_HANDOFF_SLOTS 8192 /* power of two: connect -> sockops hand-off (mesh_handoff) */
 
 /* Errnos the application sees on a decided reject (positive values, as in errno.h). */
 #define MESH_ERRNO_NO_HEALTHY 113 /* EHOSTUNREACH */
@@ -76,6 +77,8 @@ enum mesh_counter {
 	MESH_CNT_FAMILY = 14,	   /* IPv6-only backend skipped for an IPv4 connect */
 	MESH_CNT_EVENT_DROP = 15,  /* ring buffer full */
 	MESH_CNT_REENTRY = 16,	   /* connect() again on a socket already counted: untouched */
+	MESH_CNT_SCAN = 17, /* decided by scanning every backend (some unhealthy or not closed) */
+	MESH_CNT_HANDOFF_BUSY = 18, /* hand-off slot taken: socket storage created in connect */
 	MESH_CNT__COUNT,
 };
 
@@ -101,6 +104,9 @@ struct mesh_breaker_cfg {
 _Static_assert(sizeof(struct mesh_breaker_cfg) == 40, "mesh_breaker_cfg layout");
 
 #define MESH_SVC_F_PASSTHROUGH 0x1 /* no usable backend: leave the destination untouched */
+/* Every backend healthy and of the VIP's family (kept by userspace): with no breaker out of
+ * closed (mesh_svc_state.not_closed == 0) a connect picks without scanning the backends. */
+#define MESH_SVC_F_UNIFORM 0x2
 
 /* mesh_services value: one service, replaced whole by one update (atomic for readers). */
 struct mesh_svc {
@@ -125,7 +131,9 @@ struct mesh_svc_state {
 	__u64 rr;     /* round-robin cursor */
 	__s64 active; /* connections counted active (SYN sent .. closed) */
 	__u32 epoch;  /* bumped by userspace when the id is (re)allocated */
-	__u32 pad;
+	/* Backends whose breaker is not closed: +1/-1 on transitions (kernel), so a hint: a scan
+	 * that finds every breaker closed sets it back to 0. */
+	__s32 not_closed;
 };
 _Static_assert(sizeof(struct mesh_svc_state) == 24, "mesh_svc_state layout");
 
@@ -220,6 +228,18 @@ struct mesh_sock {
 };
 _Static_assert(sizeof(struct mesh_sock) == 40, "mesh_sock layout");
 
+/* mesh_handoff value (ARRAY, MESH_HANDOFF_SLOTS, indexed by socket cookie): connect4/6 leave
+ * their decision here and sockops moves it into mesh_sockets at TCP_CONNECT_CB, in the same
+ * connect() call, so the costly storage allocation is not on the connect program. A slot is
+ * held from the claim (compare-and-swap of `cookie` from 0) until that callback, the socket's
+ * next connect() or its release; a socket finding its slot held uses mesh_sockets directly. */
+struct mesh_handoff {
+	__u64 cookie; /* socket cookie of the holder; 0 = free */
+	struct mesh_sock sock;
+	__u64 pad[2];
+};
+_Static_assert(sizeof(struct mesh_handoff) == 64, "mesh_handoff layout");
+
 enum mesh_event_type {
 	MESH_EV_CIRCUIT = 1, /* a breaker changed state */
 	MESH_EV_REJECT = 2,  /* a connect was rejected */
@@ -252,6 +272,7 @@ _Static_assert(sizeof(struct mesh_abi_info) == 16, "mesh_abi_info layout");
 		 sizeof(struct mesh_backend) * 7 + sizeof(struct mesh_sock) * 11 +                 \
 		 sizeof(struct mesh_be_stats) * 13 + sizeof(struct mesh_svc_stats) * 17 +          \
 		 MESH_MAX_BACKENDS_PER_SVC * 19 + MESH_MAGLEV_M * 23 + MESH_MAX_SERVICES +         \
-		 MESH_MAX_BACKENDS + MESH_CNT__COUNT * 29))
+		 MESH_MAX_BACKENDS + MESH_CNT__COUNT * 29 + sizeof(struct mesh_handoff) * 31 +     \
+		 MESH_HANDOFF_SLOTS))
 
 #endif

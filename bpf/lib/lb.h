@@ -87,18 +87,35 @@ static __always_inline int lb_pick_index(const struct lb_cand *c, __u32 i)
 	return c->slot[lb_idx(i % c->n)];
 }
 
+/* least_request's draws among n (>= 2 for lb_least_next) candidates: the first, then the
+ * others, each different from the first. The connect program's no-scan path makes the same
+ * draws over the slots themselves, so both paths balance alike. */
+static __always_inline __u32 lb_least_first(__u32 n, __u32 *seed)
+{
+	return lb_rand_next(seed) % n;
+}
+
+static __always_inline __u32 lb_least_next(__u32 n, __u32 first, __u32 *seed)
+{
+	return (first + 1 + lb_rand_next(seed) % (n - 1)) % n;
+}
+
+static __always_inline __u32 lb_least_choices(__u32 choices)
+{
+	return choices < 2 ? 2 : choices > LB_MAX_CHOICES ? LB_MAX_CHOICES : choices;
+}
+
 /* Power of `choices` random choices over active connections (Envoy least_request). The second
  * draw differs from the first, so with two or more candidates the busiest one never wins. */
 static __always_inline int lb_pick_least(const struct lb_cand *c, __u32 choices, __u32 *seed)
 {
-	__u32 first = lb_rand_next(seed) % c->n, best = first;
+	__u32 first = lb_least_first(c->n, seed), best = first;
 
 	if (c->n == 1)
 		return c->slot[0];
-	if (choices < 2)
-		choices = 2;
+	choices = lb_least_choices(choices);
 	for (__u32 k = 1; k < LB_MAX_CHOICES && k < choices; k++) {
-		__u32 i = (first + 1 + lb_rand_next(seed) % (c->n - 1)) % c->n;
+		__u32 i = lb_least_next(c->n, first, seed);
 
 		if (c->active[lb_idx(i)] < c->active[lb_idx(best)])
 			best = i;
@@ -128,6 +145,17 @@ struct lb_maglev {
 
 /* Maglev: the table maps hash(caller) to a slot. If that slot is not usable right now, the
  * next entries are tried (they are a pseudo-random permutation of slots), then plain hashing. */
+/* The maglev table's first choice for `key`: the slot to use when every backend is usable. */
+static __always_inline __u32 lb_maglev_first(const struct lb_maglev *table, __u32 n, __u64 key)
+{
+	__u32 h = lb_hash64(key), e = h % MESH_MAGLEV_M;
+
+	asm volatile("" : "+r"(e)); /* keep the check below for the verifier */
+	if (!table || e >= MESH_MAGLEV_M)
+		return h % n;
+	return table->slot[e];
+}
+
 static __always_inline int lb_pick_maglev(const struct lb_cand *c, const struct lb_maglev *table,
 					  __u64 key)
 {

@@ -18,8 +18,8 @@ VIP=127.77.2.10
 
 # --- attachment ----------------------------------------------------------------------------
 n=$(bpftool cgroup tree "$CG" | grep -c ' mesh_')
-expect attached_five_programs "bpftool cgroup tree shows $n mesh programs" \
-	'[ "$n" -eq 5 ]'
+expect attached_six_programs "bpftool cgroup tree shows $n mesh programs (connect4/6, getpeername4/6, sockops, sock_release)" \
+	'[ "$n" -eq 6 ]'
 
 # --- round_robin: exactly even, also under 4 concurrent threads ------------------------------
 dp set --name rr --vip $VIP:80 --alg round_robin --backend $B1 --backend $B2 --backend $B3
@@ -150,7 +150,7 @@ expect reconnect_after_failed_vip_connect "getpeername=$peer" '[ "$peer" = 127.0
 out=$(dp --cgroup "$CG" open)
 n=$(bpftool cgroup tree "$CG" | grep -c ' mesh_')
 expect adopt_without_double_attach "$out, $n programs attached" \
-	'[ "$out" = "adopted=1" ] && [ "$n" -eq 5 ]'
+	'[ "$out" = "adopted=1" ] && [ "$n" -eq 6 ]'
 expect adopt_recovers_services "services after adoption: $(dp stats | grep -c '^service')" \
 	'[ "$(svc_field rr vip)" = "$VIP:80" ] && [ "$(svc_field mg backends)" = 4 ]'
 dp --cgroup "$CG" set --name rr --vip $VIP:80 --alg round_robin --backend $B1 --backend $B2 \
@@ -164,7 +164,7 @@ bpftool map update pinned "$PIN/mesh_abi" key 0 0 0 0 value 0x63 0 0 0 0 0 0 0 0
 out=$(dp --cgroup "$CG" open 2>"$TMP/abi.err")
 n=$(bpftool cgroup tree "$CG" | grep -c ' mesh_')
 expect abi_mismatch_rebuilds "$out, $n programs, services $(dp stats | grep -c '^service')" \
-	'[ "$out" = "adopted=0" ] && [ "$n" -eq 5 ] && [ "$(dp stats | grep -c ^service)" -eq 0 ]'
+	'[ "$out" = "adopted=0" ] && [ "$n" -eq 6 ] && [ "$(dp stats | grep -c ^service)" -eq 0 ]'
 dp set --name rr --vip $VIP:80 --alg round_robin --backend $B1 --backend $B2
 out=$(client -n 100 $VIP 80)
 expect rebuilt_datapath_works "b1=$(kv backend.b1 <<<"$out") b2=$(kv backend.b2 <<<"$out")" \

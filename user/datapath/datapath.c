@@ -33,6 +33,7 @@ const char *const dp_map_names[DP_MAP__COUNT] = {
 	[DP_MAP_EVENTS] = "mesh_events",
 	[DP_MAP_MAGLEV] = "mesh_maglev",
 	[DP_MAP_SCRATCH] = "mesh_scratch",
+	[DP_MAP_HANDOFF] = "mesh_handoff",
 };
 
 /* Programs and the names their links are pinned under. */
@@ -42,7 +43,7 @@ static const struct {
 } dp_links[] = {
 	{ "mesh_connect4", "link_connect4" },	  { "mesh_connect6", "link_connect6" },
 	{ "mesh_getpeername4", "link_getpeer4" }, { "mesh_getpeername6", "link_getpeer6" },
-	{ "mesh_sockops", "link_sockops" },
+	{ "mesh_sockops", "link_sockops" },	  { "mesh_sock_release", "link_sock_release" },
 };
 #define DP_N_LINKS (sizeof(dp_links) / sizeof(dp_links[0]))
 

@@ -24,6 +24,7 @@ enum dp_map {
 	DP_MAP_EVENTS,
 	DP_MAP_MAGLEV,
 	DP_MAP_SCRATCH,
+	DP_MAP_HANDOFF,
 	DP_MAP__COUNT,
 };
 

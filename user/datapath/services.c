@@ -256,6 +256,37 @@ static int assign_backends(struct datapath *dp, const struct config_service *svc
 	return err;
 }
 
+/* MESH_SVC_F_UNIFORM: every backend healthy and reachable by every connect to the VIP (those to
+ * an IPv4 VIP are IPv4: v4-mapped backends only), so the kernel may pick without scanning. */
+static __u8 uniform_flag(const struct datapath *dp, const struct mesh_svc *v,
+			 const struct mesh_svc_key *vip)
+{
+	bool v4 = addr_is_v4mapped(vip->addr);
+
+	for (__u32 i = 0; i < v->n_backends; i++) {
+		const struct mesh_backend *be = &dp->be[v->backend_ids[i]];
+
+		if (!(be->flags & MESH_BE_F_HEALTHY) || (v4 && !addr_is_v4mapped(be->addr)))
+			return 0;
+	}
+	return MESH_SVC_F_UNIFORM;
+}
+
+/* Rewrites a published service whose uniform flag no longer matches its backends' health (same
+ * generation: the backend set is unchanged). */
+static int refresh_uniform(struct datapath *dp, struct dp_service *s)
+{
+	struct mesh_svc v = s->val;
+
+	v.flags = (__u8)((v.flags & ~MESH_SVC_F_UNIFORM) | uniform_flag(dp, &v, &s->key));
+	if (v.flags == s->val.flags)
+		return 0;
+	if (bpf_map_update_elem(dp->fd[DP_MAP_SERVICES], &s->key, &v, BPF_EXIST))
+		return -errno;
+	s->val = v;
+	return 0;
+}
+
 /* Writes the maglev table the next generation of service `v` will read. */
 static int write_maglev(struct datapath *dp, const struct mesh_svc *v)
 {
@@ -356,6 +387,7 @@ int datapath_service_set(struct datapath *dp, const struct config_service *svc)
 	v.epoch = old.val.epoch;
 	v.generation = old.val.generation + 1;
 	err = assign_backends(dp, svc, (__u32)id, old.used ? &old.val : NULL, &v);
+	v.flags |= uniform_flag(dp, &v, &key);
 	if (!err)
 		err = write_maglev(dp, &v);
 	if (!err)
@@ -427,6 +459,7 @@ int datapath_backend_set_health(struct datapath *dp, const char *service,
 	struct mesh_backend probe = { 0 };
 	int id = dp_find_service(dp, service);
 	__u32 be;
+	int err;
 
 	if (id < 0)
 		return -ENOENT;
@@ -434,11 +467,16 @@ int datapath_backend_set_health(struct datapath *dp, const char *service,
 	be = find_backend(dp, &dp->svcs[id].val, &probe);
 	if (!be)
 		return -ENOENT;
-	if (healthy)
+	/* Going down, the service stops picking without a scan before the backend is marked;
+	 * coming up, the backend is marked first. */
+	if (healthy) {
 		dp->be[be].flags |= MESH_BE_F_HEALTHY;
-	else
-		dp->be[be].flags &= (__u8)~MESH_BE_F_HEALTHY;
-	return be_write(dp, be);
+		err = be_write(dp, be);
+		return err ? err : refresh_uniform(dp, &dp->svcs[id]);
+	}
+	dp->be[be].flags &= (__u8)~MESH_BE_F_HEALTHY;
+	err = refresh_uniform(dp, &dp->svcs[id]);
+	return err ? err : be_write(dp, be);
 }
 
 /* Loads one service and its backends from the pinned maps into the mirror. */

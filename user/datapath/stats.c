@@ -306,6 +306,8 @@ const char *datapath_counter_name(int counter)
 		[MESH_CNT_FAMILY] = "family_mismatch",
 		[MESH_CNT_EVENT_DROP] = "event_drop",
 		[MESH_CNT_REENTRY] = "reentry",
+		[MESH_CNT_SCAN] = "scan",
+		[MESH_CNT_HANDOFF_BUSY] = "handoff_busy",
 	};
 
 	return counter >= 0 && counter < MESH_CNT__COUNT ? names[counter] : NULL;
