@@ -21,9 +21,13 @@ struct {
 	__type(value, struct mesh_abi_info);
 } mesh_abi SEC(".maps");
 
+/* Sized (and so bucketed) for MESH_SVC_HASH_ENTRIES, 4x the services there can be: the lookup on
+ * every connect rarely walks a chain. Not preallocated: only the services present take memory,
+ * and a replaced value is freed after an RCU grace period, never reused under a reader. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MESH_MAX_SERVICES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, MESH_SVC_HASH_ENTRIES);
 	__type(key, struct mesh_svc_key);
 	__type(value, struct mesh_svc);
 } mesh_services SEC(".maps");

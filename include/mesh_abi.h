@@ -31,6 +31,7 @@ enum mesh_no_healthy_policy {
 
 /* Capacities. Backend id 0 is never used ("no backend"). */
 #define MESH_MAX_SERVICES 16384
+#define MESH_SVC_HASH_ENTRIES (4 * MESH_MAX_SERVICES) /* mesh_services buckets: load <= 1/4 */
 #define MESH_MAX_BACKENDS 131072
 #define MESH_MAX_BACKENDS_PER_SVC 64 /* power of two: the BPF side masks indexes with it */
 #define MESH_SVC_NAME_MAX 64
@@ -273,6 +274,6 @@ _Static_assert(sizeof(struct mesh_abi_info) == 16, "mesh_abi_info layout");
 		 sizeof(struct mesh_be_stats) * 13 + sizeof(struct mesh_svc_stats) * 17 +          \
 		 MESH_MAX_BACKENDS_PER_SVC * 19 + MESH_MAGLEV_M * 23 + MESH_MAX_SERVICES +         \
 		 MESH_MAX_BACKENDS + MESH_CNT__COUNT * 29 + sizeof(struct mesh_handoff) * 31 +     \
-		 MESH_HANDOFF_SLOTS))
+		 MESH_HANDOFF_SLOTS + MESH_SVC_HASH_ENTRIES * 37))
 
 #endif

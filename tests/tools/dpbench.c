@@ -2,8 +2,10 @@
  *   serve PORT COUNT          1-byte echo servers on 127.0.0.1:PORT..PORT+COUNT-1 (one thread each)
  *   rtt VIP PORT DADDR DPORT N  connect + 1-byte request/response + close, alternating through the
  *                             VIP and directly to the backend; prints medians, p99s and ratios
- *   connects ADDR PORT N      N plain connect + close (drives the connect4 program)
- *   populate PIN N BASEPORT   writes N services of 10 backends each (127.0.0.1:BASEPORT+0..9)
+ *   connects ADDR PORT N      N plain connect + close by reset (drives the connect4 program)
+ *   populate PIN N BASEPORT [FROM]
+ *                             writes services FROM..N-1 (default 0) of 10 backends each
+ *                             (127.0.0.1:BASEPORT+0..9) and removes any from N on
  * Results are key=value lines. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -77,8 +79,13 @@ static int cmd_serve(int port, int count)
 }
 
 /* One connect + 1-byte request/response + close; returns its duration or 0 on error. */
-static uint64_t one_rtt(const struct sockaddr_in *a, int with_data)
+/* Connects to `a`, with a 1-byte request/response if `with_data`, and closes; a close with
+ * `rst` resets the connection instead, leaving no TIME_WAIT socket behind (a run of many
+ * thousand connects would otherwise fill the host with them, and slow what it measures).
+ * Returns the time taken, 0 on failure. */
+static uint64_t one_rtt(const struct sockaddr_in *a, int with_data, int rst)
 {
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
 	uint64_t t0 = now_ns();
 	int one = 1, fd = socket(AF_INET, SOCK_STREAM, 0);
 	char b = 'x';
@@ -91,6 +98,8 @@ static uint64_t one_rtt(const struct sockaddr_in *a, int with_data)
 		close(fd);
 		return 0;
 	}
+	if (rst)
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	close(fd);
 	return now_ns() - t0;
 }
@@ -116,11 +125,11 @@ static int cmd_rtt(const char *vip, int vport, const char *dip, int dport, int n
 	if (!tv || !td)
 		return 1;
 	for (int i = 0; i < 200; i++) /* warm up both paths */
-		one_rtt(&v, 1), one_rtt(&d, 1);
+		one_rtt(&v, 1, 0), one_rtt(&d, 1, 0);
 	for (int i = 0; i < n; i++) {
 		/* Alternate which goes first so neither path always follows the other. */
-		uint64_t a = i & 1 ? one_rtt(&d, 1) : one_rtt(&v, 1);
-		uint64_t b = i & 1 ? one_rtt(&v, 1) : one_rtt(&d, 1);
+		uint64_t a = i & 1 ? one_rtt(&d, 1, 0) : one_rtt(&v, 1, 0);
+		uint64_t b = i & 1 ? one_rtt(&v, 1, 0) : one_rtt(&d, 1, 0);
 		uint64_t x = i & 1 ? b : a, y = i & 1 ? a : b;
 
 		if (x)
@@ -152,13 +161,13 @@ static int cmd_connects(const char *ip, int port, int n)
 	int failed = 0;
 
 	for (int i = 0; i < n; i++)
-		failed += one_rtt(&a, 0) == 0;
+		failed += one_rtt(&a, 0, 1) == 0;
 	printf("connects=%d\nconnect_failed=%d\n", n, failed);
 	return 0;
 }
 
 /* Service i: VIP 127.77.2.(100 + i / 1000), port 18000 + i % 1000, 10 local backends. */
-static int cmd_populate(const char *pin, int n, int baseport)
+static int cmd_populate(const char *pin, int n, int baseport, int from)
 {
 	struct datapath_opts opts = { .pin_path = pin };
 	struct config_backend be[BENCH_BACKENDS];
@@ -183,7 +192,7 @@ static int cmd_populate(const char *pin, int n, int baseport)
 							       .open_duration_ns = 30000000000ull,
 							       .max_ejection_percent = 50 };
 	svc.vip.family = AF_INET;
-	for (int i = 0; i < n && !err; i++) {
+	for (int i = from; i < n && !err; i++) {
 		char ip[32];
 
 		snprintf(name, sizeof(name), "bench-%d", i);
@@ -191,6 +200,11 @@ static int cmd_populate(const char *pin, int n, int baseport)
 		inet_pton(AF_INET, ip, &svc.vip.addr.v4);
 		svc.vip.port = (uint16_t)(18000 + i % 1000);
 		err = datapath_service_set(dp, &svc);
+	}
+	for (int i = n; !err; i++) { /* shrink: services from an earlier, larger populate */
+		snprintf(name, sizeof(name), "bench-%d", i);
+		if (datapath_service_del(dp, name))
+			break;
 	}
 	datapath_close(dp);
 	printf("services=%d\n", err ? -1 : n);
@@ -206,8 +220,9 @@ int main(int argc, char **argv)
 		return cmd_rtt(argv[2], atoi(argv[3]), argv[4], atoi(argv[5]), atoi(argv[6]));
 	if (argc == 5 && !strcmp(argv[1], "connects"))
 		return cmd_connects(argv[2], atoi(argv[3]), atoi(argv[4]));
-	if (argc == 5 && !strcmp(argv[1], "populate"))
-		return cmd_populate(argv[2], atoi(argv[3]), atoi(argv[4]));
+	if ((argc == 5 || argc == 6) && !strcmp(argv[1], "populate"))
+		return cmd_populate(argv[2], atoi(argv[3]), atoi(argv[4]),
+				    argc == 6 ? atoi(argv[5]) : 0);
 	fprintf(stderr, "usage: dpbench serve|rtt|connects|populate ...\n");
 	return 2;
 }
