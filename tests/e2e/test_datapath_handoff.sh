@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # The connect program's cheap paths, attached for real: a service whose backends are all healthy
-# and closed is balanced without scanning them (counter `scan` stays put), an unhealthy backend
-# or a breaker out of closed brings the scan back until it is over, and a stale not-closed count
-# settles after one scan. Decisions travel to sockops through the hand-off slots: with every
-# slot taken, connects fall back to socket storage created in connect (`handoff_busy`) and stay
-# exact; a slot held by a connect that failed before reaching TCP is freed by the socket's next
-# connect or by its release.
-# Ports 18031-18039 (18039 never listens), VIPs 127.77.2.40-49.
+# and closed is balanced without scanning them (counter `scan` stays put); an unhealthy backend,
+# an IPv6 backend behind an IPv4 VIP or a breaker out of closed brings the scan back while it
+# lasts, and a stale not-closed count settles after one scan. Decisions travel to sockops
+# through the hand-off slots: with every slot taken, connects fall back to socket storage
+# created in connect (`handoff_busy`) and stay exact; a slot held by a connect that failed
+# before reaching TCP is freed by the socket's next connect or by its release.
+# Ports 18031-18039 (18034 on ::1, 18039 never listens), VIPs 127.77.2.40-49.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/datapath_lib.sh"
 
 dp_setup hof
 for i in 1 2 3; do backend "b$i" "1803$i" || fail setup "backend b$i did not start"; done
+spawn backend-v6 python3 "$ROOT/tests/e2e/servers/backend.py" --name v6 --port 18034 --addr ::1
+wait_for 5 port_open ::1 18034 || fail setup "backend v6 did not start"
 B1=127.0.0.1:18031 B2=127.0.0.1:18032 B3=127.0.0.1:18033 DEAD=127.0.0.1:18039
 HANDOFF=$PIN/mesh_handoff
 
@@ -69,6 +71,13 @@ scan0=$(counter scan)
 out=$(client -n 20 127.77.2.40 80)
 expect healthy_again_no_scan "b2=$(kv backend.b2 <<<"$out") scan=+$(delta scan "$scan0")" \
 	'[ "$(kv backend.b2 <<<"$out")" -eq 10 ] && [ "$(delta scan "$scan0")" -eq 0 ]'
+
+# --- an IPv6 backend behind an IPv4 VIP: never drawn for an IPv4 connect, so always a scan -----
+dp set --name mixed --vip 127.77.2.44:80 --alg round_robin --backend $B1 --backend '[::1]:18034'
+scan0=$(counter scan)
+out=$(client -n 20 127.77.2.44 80)
+expect mixed_family_means_scan "ok=$(kv ok <<<"$out") b1=$(kv backend.b1 <<<"$out") scan=+$(delta scan "$scan0")" \
+	'[ "$(kv ok <<<"$out")" -eq 20 ] && [ "$(kv backend.b1 <<<"$out")" -eq 20 ] && [ "$(delta scan "$scan0")" -eq 20 ]'
 
 # --- a breaker out of closed: scan; its backend removed while open, one scan settles it -------
 dp set --name trip --vip 127.77.2.42:80 --alg round_robin --backend $B1 --backend $DEAD \
