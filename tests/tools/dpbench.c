@@ -3,11 +3,15 @@
  *   rtt VIP PORT DADDR DPORT N  connect + 1-byte request/response + close, alternating through the
  *                             VIP and directly to the backend; prints medians, p99s and ratios
  *   connects ADDR PORT N      N plain connect + close by reset (drives the connect4 program)
+ *   cost ADDR PORT N CHUNK PROG_ID...
+ *                             N such connects; per chunk, the first program's run time per
+ *                             run and all the programs' (ns)
  *   populate PIN N BASEPORT [FROM]
  *                             writes services FROM..N-1 (default 0) of 10 backends each
  *                             (127.0.0.1:BASEPORT+0..9) and removes any from N on
  * Results are key=value lines. */
 #include <arpa/inet.h>
+#include <bpf/bpf.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -166,6 +170,52 @@ static int cmd_connects(const char *ip, int port, int n)
 	return 0;
 }
 
+/* Run time and runs so far of the programs `ids` (kernel.bpf_stats_enabled must be on). */
+static int prog_stats(const unsigned *ids, int n, uint64_t *run_ns, uint64_t *runs)
+{
+	*run_ns = *runs = 0;
+	for (int i = 0; i < n; i++) {
+		struct bpf_prog_info info = { 0 };
+		__u32 len = sizeof(info);
+		int fd = bpf_prog_get_fd_by_id(ids[i]), err;
+
+		if (fd < 0)
+			return -errno;
+		err = bpf_obj_get_info_by_fd(fd, &info, &len);
+		close(fd);
+		if (err)
+			return -errno;
+		*run_ns += info.run_time_ns;
+		if (i == 0)
+			*runs = info.run_cnt;
+	}
+	return 0;
+}
+
+/* N connects by reset in chunks of CHUNK. Prints one line per chunk, `chunk=C A`: the first
+ * program's run time per run (C) and all the programs' run time per run of the first (A), in ns.
+ * Reading the counters in-process, between chunks, keeps other processes from running between
+ * them. */
+static int cmd_cost(const char *ip, int port, int n, int chunk, const unsigned *ids, int n_ids)
+{
+	struct sockaddr_in a = addr4(ip, port);
+	uint64_t t0, r0, t1, r1, f0, f1;
+
+	if (chunk <= 0 || n_ids <= 0)
+		return 2;
+	for (int done = 0; done + chunk <= n; done += chunk) {
+		if (prog_stats(ids, 1, &t0, &r0) || prog_stats(ids, n_ids, &f0, &r0))
+			return 1;
+		for (int i = 0; i < chunk; i++)
+			one_rtt(&a, 0, 1);
+		if (prog_stats(ids, 1, &t1, &r1) || prog_stats(ids, n_ids, &f1, &r1) || r1 == r0)
+			return 1;
+		printf("chunk=%llu %llu\n", (unsigned long long)((t1 - t0) / (r1 - r0)),
+		       (unsigned long long)((f1 - f0) / (r1 - r0)));
+	}
+	return 0;
+}
+
 /* Service i: VIP 127.77.2.(100 + i / 1000), port 18000 + i % 1000, 10 local backends. */
 static int cmd_populate(const char *pin, int n, int baseport, int from)
 {
@@ -220,6 +270,14 @@ int main(int argc, char **argv)
 		return cmd_rtt(argv[2], atoi(argv[3]), argv[4], atoi(argv[5]), atoi(argv[6]));
 	if (argc == 5 && !strcmp(argv[1], "connects"))
 		return cmd_connects(argv[2], atoi(argv[3]), atoi(argv[4]));
+	if (argc >= 7 && argc <= 16 && !strcmp(argv[1], "cost")) {
+		unsigned ids[10];
+
+		for (int i = 6; i < argc; i++)
+			ids[i - 6] = (unsigned)atoi(argv[i]);
+		return cmd_cost(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), ids,
+				argc - 6);
+	}
 	if ((argc == 5 || argc == 6) && !strcmp(argv[1], "populate"))
 		return cmd_populate(argv[2], atoi(argv[3]), atoi(argv[4]),
 				    argc == 6 ? atoi(argv[5]) : 0);
