@@ -363,74 +363,86 @@ static __always_inline int panic_mode(const struct mesh_svc *svc, const struct l
 	return 1;
 }
 
-/* Whether the backend in `slot` may take normal traffic, for the no-scan path (health and family
- * are vouched for by MESH_SVC_F_UNIFORM). Sets *active to its active count. */
-static __always_inline int slot_closed(const struct mesh_svc *svc, __u32 slot, __u32 *active)
+/* Whether the backend in `slot` may take normal traffic, for the no-scan path (family is vouched
+ * for by MESH_SVC_F_SAME_FAMILY). Sets *active to its active count. */
+static __always_inline int slot_usable(const struct mesh_svc *svc, __u32 slot, __u32 *active)
 {
 	__u32 id = svc->backend_ids[lb_idx(slot)];
 	struct mesh_be_state *bs = bpf_map_lookup_elem(&mesh_be_state, &id);
 
-	if (!bs || bs->br.state != MESH_CIRCUIT_CLOSED)
+	if (!bs || bs->br.state != MESH_CIRCUIT_CLOSED || !(svc->healthy_mask >> lb_idx(slot) & 1))
 		return 0;
 	*active = bs->active > 0 ? (__u32)bs->active : 0;
 	return 1;
 }
 
-/* least_request without the scan: the same draws lb_pick_least() makes over a full candidate
- * set, reading only the drawn backends. */
-static __always_inline int least_fast(const struct mesh_svc *svc, __u32 n)
+/* The slot of the j-th healthy backend (j < n_healthy): the j-th candidate the scan would list
+ * with every breaker closed. */
+static __always_inline __u32 healthy_slot(const struct mesh_svc *svc, __u32 j)
 {
-	__u32 seed = lb_seed(), first = lb_least_first(n, &seed), best = first;
-	__u32 choices = lb_least_choices(svc->choice_count), best_active, active;
+	return svc->healthy_slots[lb_idx(j)];
+}
 
-	if (!slot_closed(svc, first, &best_active))
+/* least_request without the scan: the draws lb_pick_least() makes over the healthy backends,
+ * reading only the drawn ones. */
+static __always_inline int least_fast(const struct mesh_svc *svc, __u32 k)
+{
+	__u32 seed = lb_seed(), choices = lb_least_choices(svc->choice_count);
+	__u32 first = lb_least_first(k, &seed), best = healthy_slot(svc, first), best_active,
+	      active;
+
+	if (!slot_usable(svc, best, &best_active))
 		return -1;
-	if (n == 1)
-		return 0;
-	for (__u32 k = 1; k < LB_MAX_CHOICES && k < choices; k++) {
-		__u32 i = lb_least_next(n, first, &seed);
+	if (k == 1)
+		return (int)best;
+	for (__u32 c = 1; c < LB_MAX_CHOICES && c < choices; c++) {
+		__u32 slot = healthy_slot(svc, lb_least_next(k, first, &seed));
 
-		if (!slot_closed(svc, i, &active))
+		if (!slot_usable(svc, slot, &active))
 			return -1;
 		if (active < best_active) {
-			best = i;
+			best = slot;
 			best_active = active;
 		}
 	}
 	return (int)best;
 }
 
-/* The common case: every backend healthy and every breaker closed, so the candidates would be
- * all slots in order and the algorithm can draw from the slots directly, reading only what it
- * draws. Same choices as lb_pick() over the scanned set. Returns the slot, or -1 when the
- * service needs the scan (weighted, or a drawn breaker tripped before not_closed showed it). */
+/* The common case: no breaker out of closed and every backend of the VIP's family. Then the
+ * scan's candidates would be exactly the healthy slots in order (svc->healthy_mask), so the
+ * algorithm draws among them directly, reading only the backends it draws: the same choices
+ * lb_pick() makes over the scanned set. Returns the slot, or -1 when the service needs the
+ * scan: weighted; no healthy backend, or too few (panic); maglev's first choice unhealthy (the
+ * scan tries the next entries); a drawn breaker that tripped before not_closed showed it. */
 static __always_inline int choose_fast(const struct mesh_svc *svc, struct mesh_svc_state *ss)
 {
-	__u32 n = svc->n_backends, slot, seed, active;
+	__u32 n = svc->n_backends, k = svc->n_healthy, slot, seed, active;
 
-	if (n == 0 || n > MESH_MAX_BACKENDS_PER_SVC)
+	if (n > MESH_MAX_BACKENDS_PER_SVC || k == 0 || k > n || k * 100 < n * svc->panic_percent)
 		return -1;
 	switch (svc->algorithm) {
 	case MESH_LB_LEAST_REQUEST:
-		return least_fast(svc, n);
+		return least_fast(svc, k);
+	case MESH_LB_RANDOM:
+		seed = lb_seed();
+		slot = healthy_slot(svc, lb_rand_next(&seed) % k);
+		break;
 	case MESH_LB_ROUND_ROBIN:
-		slot = (__u32)(__sync_fetch_and_add(&ss->rr, 1) % n);
+		slot = healthy_slot(svc, (__u32)(__sync_fetch_and_add(&ss->rr, 1) % k));
 		break;
 	case MESH_LB_MAGLEV: {
 		__u32 key = svc->service_id * 2 + (svc->generation & 1);
+		struct lb_maglev *table = bpf_map_lookup_elem(&mesh_maglev, &key);
+		__u64 caller = bpf_get_current_cgroup_id();
 
-		slot = lb_maglev_first(bpf_map_lookup_elem(&mesh_maglev, &key), n,
-				       bpf_get_current_cgroup_id());
+		slot = table ? lb_maglev_first(table, n, caller)
+			     : healthy_slot(svc, lb_hash64(caller) % k);
 		break;
 	}
-	case MESH_LB_RANDOM:
-		seed = lb_seed();
-		slot = lb_rand_next(&seed) % n;
-		break;
 	default:
 		return -1;
 	}
-	return slot < n && slot_closed(svc, slot, &active) ? (int)slot : -1;
+	return slot < n && slot_usable(svc, slot, &active) ? (int)slot : -1;
 }
 
 /* Chooses a slot for this connect. Returns the slot (sets *probe), -1 with *reason set when no
@@ -451,7 +463,7 @@ static __always_inline int choose(const struct mesh_svc *svc, struct mesh_svc_st
 	if (!ss)
 		return -2;
 	not_closed = ss->not_closed;
-	if ((svc->flags & MESH_SVC_F_UNIFORM) && not_closed == 0) {
+	if ((svc->flags & MESH_SVC_F_SAME_FAMILY) && not_closed == 0) {
 		slot = choose_fast(svc, ss);
 		if (slot >= 0)
 			return slot;

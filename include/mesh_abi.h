@@ -78,7 +78,7 @@ enum mesh_counter {
 	MESH_CNT_FAMILY = 14,	   /* IPv6-only backend skipped for an IPv4 connect */
 	MESH_CNT_EVENT_DROP = 15,  /* ring buffer full */
 	MESH_CNT_REENTRY = 16,	   /* connect() again on a socket already counted: untouched */
-	MESH_CNT_SCAN = 17, /* decided by scanning every backend (some unhealthy or not closed) */
+	MESH_CNT_SCAN = 17, /* decided by scanning every backend (docs/datapath.md: no-scan path) */
 	MESH_CNT_HANDOFF_BUSY = 18, /* hand-off slot taken: socket storage created in connect */
 	MESH_CNT__COUNT,
 };
@@ -105,9 +105,10 @@ struct mesh_breaker_cfg {
 _Static_assert(sizeof(struct mesh_breaker_cfg) == 40, "mesh_breaker_cfg layout");
 
 #define MESH_SVC_F_PASSTHROUGH 0x1 /* no usable backend: leave the destination untouched */
-/* Every backend healthy and of the VIP's family (kept by userspace): with no breaker out of
- * closed (mesh_svc_state.not_closed == 0) a connect picks without scanning the backends. */
-#define MESH_SVC_F_UNIFORM 0x2
+/* Every backend reachable by every connect to the VIP (an IPv4 VIP's are IPv4: v4-mapped
+ * backends only; kept by userspace): with no breaker out of closed (mesh_svc_state.not_closed
+ * == 0) a connect may pick without scanning the backends. */
+#define MESH_SVC_F_SAME_FAMILY 0x2
 
 /* mesh_services value: one service, replaced whole by one update (atomic for readers). */
 struct mesh_svc {
@@ -121,11 +122,15 @@ struct mesh_svc {
 	__u32 max_connections;	   /* 0 = unlimited */
 	__u8 max_ejection_percent; /* 0..100 of n_backends the breaker may take out */
 	__u8 panic_percent;	   /* 0..100: below this share usable, balance across all */
-	__u16 pad;
+	__u8 n_healthy;		   /* backends with MESH_BE_F_HEALTHY (kept by userspace) */
+	__u8 pad;
 	struct mesh_breaker_cfg breaker;
+	__u64 healthy_mask; /* bit s: the backend in slot s is healthy (kept by userspace) */
+	__u8 healthy_slots
+	    [MESH_MAX_BACKENDS_PER_SVC]; /* the first n_healthy: those slots, in order */
 	__u32 backend_ids[MESH_MAX_BACKENDS_PER_SVC];
 };
-_Static_assert(sizeof(struct mesh_svc) == 64 + 4 * MESH_MAX_BACKENDS_PER_SVC, "mesh_svc layout");
+_Static_assert(sizeof(struct mesh_svc) == 72 + 5 * MESH_MAX_BACKENDS_PER_SVC, "mesh_svc layout");
 
 /* mesh_svc_state value (ARRAY by service_id): runtime state the kernel updates with atomics. */
 struct mesh_svc_state {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The connect program's cheap paths, attached for real: a service whose backends are all healthy
-# and closed is balanced without scanning them (counter `scan` stays put); an unhealthy backend,
-# an IPv6 backend behind an IPv4 VIP or a breaker out of closed brings the scan back while it
-# lasts, and a stale not-closed count settles after one scan. Decisions travel to sockops
+# and closed is balanced without scanning them (counter `scan` stays put), unhealthy backends are
+# drawn around (until the panic threshold); an IPv6 backend behind an IPv4 VIP or a breaker out
+# of closed brings the scan back while it lasts, and a stale not-closed count settles after one
+# scan. Decisions travel to sockops
 # through the hand-off slots: with every slot taken, connects fall back to socket storage
 # created in connect (`handoff_busy`) and stay exact; a slot held by a connect that failed
 # before reaching TCP is freed by the socket's next connect or by its release.
@@ -60,17 +61,36 @@ for alg in random least_request maglev; do
 	dp del --name "fast-$alg"
 done
 
-# --- an unhealthy backend: scanned (and skipped) until it is healthy again ------------------
+# --- unhealthy backends: drawn around without a scan, unless so few are healthy that the
+# scan's panic threshold applies. round_robin stays exactly even over the healthy; random and
+# least_request never pick the unhealthy one and share evenly (300 connects: 150 +- 5 sd = 43).
 dp health --name fast --backend $B2 down
 scan0=$(counter scan)
 out=$(client -n 20 127.77.2.40 80)
-expect unhealthy_backend_means_scan "b1=$(kv backend.b1 <<<"$out") scan=+$(delta scan "$scan0")" \
-	'[ "$(kv backend.b1 <<<"$out")" -eq 20 ] && [ "$(delta scan "$scan0")" -eq 20 ]'
+expect unhealthy_backend_skipped_without_scan "b1=$(kv backend.b1 <<<"$out") scan=+$(delta scan "$scan0")" \
+	'[ "$(kv backend.b1 <<<"$out")" -eq 20 ] && [ "$(delta scan "$scan0")" -eq 0 ]'
 dp health --name fast --backend $B2 up
-scan0=$(counter scan)
 out=$(client -n 20 127.77.2.40 80)
-expect healthy_again_no_scan "b2=$(kv backend.b2 <<<"$out") scan=+$(delta scan "$scan0")" \
-	'[ "$(kv backend.b2 <<<"$out")" -eq 10 ] && [ "$(delta scan "$scan0")" -eq 0 ]'
+expect healthy_again_gets_its_share "b2=$(kv backend.b2 <<<"$out")" '[ "$(kv backend.b2 <<<"$out")" -eq 10 ]'
+for alg in round_robin random least_request; do
+	dp set --name "part-$alg" --vip 127.77.2.45:80 --alg "$alg" --backend $B1 --backend $B2 \
+		--backend $B3 --panic 0.5
+	dp health --name "part-$alg" --backend $B2 down
+	scan0=$(counter scan)
+	out=$(client -n 300 127.77.2.45 80)
+	lo=107 hi=193
+	[ $alg = round_robin ] && lo=150 hi=150
+	expect "${alg}_skips_unhealthy_without_scan" \
+		"b1=$(kv backend.b1 <<<"$out") b2=$(kv backend.b2 <<<"$out") b3=$(kv backend.b3 <<<"$out") scan=+$(delta scan "$scan0")" \
+		'[ "$(kv backend.b2 <<<"$out")" -eq 0 ] && within "$(kv backend.b1 <<<"$out")" $lo $hi && [ "$(kv ok <<<"$out")" -eq 300 ] && [ "$(delta scan "$scan0")" -eq 0 ]'
+	dp health --name "part-$alg" --backend $B3 down
+	scan0=$(counter scan) panic0=$(svc_field "part-$alg" panic)
+	out=$(client -n 60 127.77.2.45 80)
+	expect "${alg}_below_panic_threshold_scans" \
+		"b2=$(kv backend.b2 <<<"$out") b3=$(kv backend.b3 <<<"$out") scan=+$(delta scan "$scan0") panic=+$(($(svc_field "part-$alg" panic) - panic0))" \
+		'[ "$(kv backend.b2 <<<"$out")" -gt 0 ] && [ "$(kv backend.b3 <<<"$out")" -gt 0 ] && [ "$(delta scan "$scan0")" -eq 60 ] && [ $(($(svc_field "part-$alg" panic) - panic0)) -eq 60 ]'
+	dp del --name "part-$alg"
+done
 
 # --- an IPv6 backend behind an IPv4 VIP: never drawn for an IPv4 connect, so always a scan -----
 dp set --name mixed --vip 127.77.2.44:80 --alg round_robin --backend $B1 --backend '[::1]:18034'

@@ -256,30 +256,37 @@ static int assign_backends(struct datapath *dp, const struct config_service *svc
 	return err;
 }
 
-/* MESH_SVC_F_UNIFORM: every backend healthy and reachable by every connect to the VIP (those to
- * an IPv4 VIP are IPv4: v4-mapped backends only), so the kernel may pick without scanning. */
-static __u8 uniform_flag(const struct datapath *dp, const struct mesh_svc *v,
-			 const struct mesh_svc_key *vip)
+/* What the kernel's no-scan path needs to know of a service's backends: which are healthy (and
+ * how many), and MESH_SVC_F_SAME_FAMILY when every backend is reachable by every connect to the VIP (those
+ * to an IPv4 VIP are IPv4: v4-mapped backends only). */
+static void backend_summary(const struct datapath *dp, struct mesh_svc *v,
+			    const struct mesh_svc_key *vip)
 {
-	bool v4 = addr_is_v4mapped(vip->addr);
+	bool v4 = addr_is_v4mapped(vip->addr), same = true;
 
+	v->n_healthy = 0;
+	v->healthy_mask = 0;
 	for (__u32 i = 0; i < v->n_backends; i++) {
 		const struct mesh_backend *be = &dp->be[v->backend_ids[i]];
 
-		if (!(be->flags & MESH_BE_F_HEALTHY) || (v4 && !addr_is_v4mapped(be->addr)))
-			return 0;
+		if (be->flags & MESH_BE_F_HEALTHY) {
+			v->healthy_slots[v->n_healthy++] = (__u8)i;
+			v->healthy_mask |= 1ULL << i;
+		}
+		same = same && (!v4 || addr_is_v4mapped(be->addr));
 	}
-	return MESH_SVC_F_UNIFORM;
+	v->flags =
+	    (__u8)((v->flags & ~MESH_SVC_F_SAME_FAMILY) | (same ? MESH_SVC_F_SAME_FAMILY : 0));
 }
 
-/* Rewrites a published service whose uniform flag no longer matches its backends' health (same
- * generation: the backend set is unchanged). */
-static int refresh_uniform(struct datapath *dp, struct dp_service *s)
+/* Rewrites a published service whose health summary changed (same generation: the backend set
+ * is unchanged). */
+static int refresh_summary(struct datapath *dp, struct dp_service *s)
 {
 	struct mesh_svc v = s->val;
 
-	v.flags = (__u8)((v.flags & ~MESH_SVC_F_UNIFORM) | uniform_flag(dp, &v, &s->key));
-	if (v.flags == s->val.flags)
+	backend_summary(dp, &v, &s->key);
+	if (v.flags == s->val.flags && v.healthy_mask == s->val.healthy_mask)
 		return 0;
 	if (bpf_map_update_elem(dp->fd[DP_MAP_SERVICES], &s->key, &v, BPF_EXIST))
 		return -errno;
@@ -387,7 +394,7 @@ int datapath_service_set(struct datapath *dp, const struct config_service *svc)
 	v.epoch = old.val.epoch;
 	v.generation = old.val.generation + 1;
 	err = assign_backends(dp, svc, (__u32)id, old.used ? &old.val : NULL, &v);
-	v.flags |= uniform_flag(dp, &v, &key);
+	backend_summary(dp, &v, &key);
 	if (!err)
 		err = write_maglev(dp, &v);
 	if (!err)
@@ -467,15 +474,15 @@ int datapath_backend_set_health(struct datapath *dp, const char *service,
 	be = find_backend(dp, &dp->svcs[id].val, &probe);
 	if (!be)
 		return -ENOENT;
-	/* Going down, the service stops picking without a scan before the backend is marked;
-	 * coming up, the backend is marked first. */
+	/* Going down, the service's healthy count drops before the backend is marked; coming up,
+	 * the backend is marked first. */
 	if (healthy) {
 		dp->be[be].flags |= MESH_BE_F_HEALTHY;
 		err = be_write(dp, be);
-		return err ? err : refresh_uniform(dp, &dp->svcs[id]);
+		return err ? err : refresh_summary(dp, &dp->svcs[id]);
 	}
 	dp->be[be].flags &= (__u8)~MESH_BE_F_HEALTHY;
-	err = refresh_uniform(dp, &dp->svcs[id]);
+	err = refresh_summary(dp, &dp->svcs[id]);
 	return err ? err : be_write(dp, be);
 }
 
