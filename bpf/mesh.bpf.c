@@ -409,7 +409,7 @@ static __always_inline int least_fast(const struct mesh_svc *svc, __u32 k)
 }
 
 /* The common case: no breaker out of closed and every backend of the VIP's family. Then the
- * scan's candidates would be exactly the healthy slots in order (svc->healthy_mask), so the
+ * scan's candidates would be exactly the healthy slots in order (svc->healthy_slots), so the
  * algorithm draws among them directly, reading only the backends it draws: the same choices
  * lb_pick() makes over the scanned set. Returns the slot, or -1 when the service needs the
  * scan: weighted; no healthy backend, or too few (panic); maglev's first choice unhealthy (the

@@ -63,8 +63,12 @@ TEST(random_cancels_fire_exactly_the_rest_in_order)
 
 	CHECK(loop);
 	for (int i = 0; i < N_RANDOM; i++) {
-		deadline_of[i] = (test_rand(&seed) % 30) * MS;
-		ids[i] = evloop_add_timer(loop, deadline_of[i], on_fire_slot, (void *)(intptr_t)i);
+		uint64_t delay = (test_rand(&seed) % 30) * MS;
+
+		/* Absolute: adding thousands of timers takes milliseconds under ASan on a busy
+		 * host, so a later timer with a shorter delay may be due after an earlier one. */
+		deadline_of[i] = evloop_now_ns() + delay;
+		ids[i] = evloop_add_timer(loop, delay, on_fire_slot, (void *)(intptr_t)i);
 		CHECK(ids[i] > 0);
 		/* interleave cancels with adds so removals hit every heap depth */
 		if (i > 10 && test_rand(&seed) % 2) {
