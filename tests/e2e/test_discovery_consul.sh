@@ -43,7 +43,8 @@ served_by() { sed -n 's/^backend\.\(.*\)=.*/\1/p' "$TMP/$1.out" | sort | paste -
 failed() { sed -n 's/^failed=//p' "$TMP/$1.out"; }
 
 # 10. Token rotation: Consul now wants another token. Meanwhile meshd keeps serving (its queries
-#     get 403); a reload pointing token_file at the new token restarts the watcher with it.
+#     get 403); a reload pointing token_file at the new token restarts the watcher with it, and
+#     so does a reload after the token is rewritten in place (11).
 rotate_token() {
 	kill_wait "$CONSUL_PID"
 	TOKEN=rotated-token-$$
@@ -73,6 +74,20 @@ rotate_token() {
 	consul_put /v1/agent/service/deregister/c3
 	check reload_picks_up_rotated_token "$(grep 'backends changed' "$TMP/meshd3.log" | tail -n 1)" \
 		wait_for 10 grep -q 'backends=3->2' "$TMP/meshd3.log"
+	# 11. Rotation in place: the same token_file gets the new token; the config file does not
+	#     change, yet the reload restarts the watcher with it.
+	kill_wait "$CONSUL_PID"
+	TOKEN=in-place-token-$$
+	: >"$TMP/consul-requests.log"
+	start_consul || fail token_rotation_in_place "emulator did not restart"
+	wait_for 15 grep -q 'token=bad' "$TMP/consul-requests.log"
+	printf '%s\n' "$TOKEN" >"$TMP/token2"
+	kill -HUP "$MESHD_PID"
+	wait_for 5 grep -q 'msg="secret file changed" key=discovery.consul.token_file' "$TMP/meshd3.log"
+	consul_put /v1/agent/service/deregister/c2
+	check reload_picks_up_token_rotated_in_place \
+		"$(grep -E 'secret file changed|backends changed' "$TMP/meshd3.log" | tail -n 2 | tr '\n' ' ')" \
+		wait_for 10 grep -q 'backends=2->1' "$TMP/meshd3.log"
 }
 
 for i in 1 2 3; do backend "c$i" "2220$i" || fail setup "backend c$i did not start"; done

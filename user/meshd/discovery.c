@@ -292,6 +292,15 @@ int discovery_reload(struct meshd *m, const struct mesh_config *old, const struc
 	return err;
 }
 
+bool discovery_files_changed(const struct meshd *m)
+{
+	const struct mesh_config *cfg = m->cfg;
+
+	/* Same settings on both sides: what is left to differ is the token file's content. */
+	return m->discovery && cfg && cfg->discovery == CONFIG_DISCOVERY_CONSUL &&
+	       !discovery_consul_same(m->discovery, &cfg->consul, &cfg->consul);
+}
+
 const struct config_service *discovery_service(const struct meshd *m, const char *name)
 {
 	const struct state_entry *e;

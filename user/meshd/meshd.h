@@ -103,6 +103,9 @@ int discovery_start(struct meshd *m);
 void discovery_stop(struct meshd *m);
 int discovery_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
 		     const struct config_diff *diff);
+/* True when a file the running configuration names changed behind it (a Consul token rotated in
+ * place): a reload then reaches the components although no key changed. */
+bool discovery_files_changed(const struct meshd *m);
 /* The backend set discovery currently knows for a service (static: from the config; consul: last
  * sync or persisted state). NULL when unknown. Valid until the next loop iteration. */
 const struct config_service *discovery_service(const struct meshd *m, const char *name);

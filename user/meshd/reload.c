@@ -67,11 +67,13 @@ static int apply_next(struct meshd *m, struct mesh_config *next)
 		LOG_ERR("config", "cannot diff configurations", "err=%s", log_q(strerror(-err)));
 		goto out;
 	}
-	if (!diff.n) {
+	if (!diff.n && !discovery_files_changed(m)) {
 		LOG_INFO("config", "configuration unchanged", "generation=%llu",
 			 (unsigned long long)old->generation);
 		goto out;
 	}
+	if (!diff.n)
+		LOG_INFO("config", "secret file changed", "key=discovery.consul.token_file");
 	err = lifecycle_reload(m->lifecycle, old, next, &diff);
 	if (err)
 		goto out;
