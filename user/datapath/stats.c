@@ -55,28 +55,34 @@ int dp_read_array(const struct datapath *dp, enum dp_map m, __u32 n, size_t vsiz
 	return err;
 }
 
-static void sum_svc(const struct mesh_svc_stats *pc, int ncpus, struct mesh_svc_stats *sum)
+/* Sums entry `i` of a per-CPU table of u64 counters read by read_tables() into `sum` (`size`
+ * bytes, a whole number of u64). */
+static void sum_cpus(const void *percpu, size_t i, int ncpus, void *sum, size_t size)
 {
-	const __u64 *src = (const __u64 *)pc;
-	__u64 *dst = (__u64 *)sum;
-	size_t words = sizeof(*sum) / sizeof(__u64);
+	const __u64 *src = (const __u64 *)((const char *)percpu + i * (size_t)ncpus * size);
+	size_t words = size / sizeof(__u64);
+	__u64 *dst = sum;
 
-	memset(sum, 0, sizeof(*sum));
+	memset(sum, 0, size);
 	for (int c = 0; c < ncpus; c++)
 		for (size_t w = 0; w < words; w++)
 			dst[w] += src[c * words + w];
 }
 
-static void sum_be(const struct mesh_be_stats *pc, int ncpus, struct mesh_be_stats *sum)
+/* Reads the first `n` entries of a per-CPU stats map and of the matching state array into new
+ * buffers (freed by the caller, also on error). */
+static int read_tables(struct datapath *dp, __u32 n, enum dp_map stats_map, size_t stats_size,
+		       void **stats, enum dp_map state_map, size_t state_size, __u64 state_flags,
+		       void **state)
 {
-	const __u64 *src = (const __u64 *)pc;
-	__u64 *dst = (__u64 *)sum;
-	size_t words = sizeof(*sum) / sizeof(__u64);
+	int err;
 
-	memset(sum, 0, sizeof(*sum));
-	for (int c = 0; c < ncpus; c++)
-		for (size_t w = 0; w < words; w++)
-			dst[w] += src[c * words + w];
+	*stats = calloc(n + 1, (size_t)dp->ncpus * stats_size);
+	*state = calloc(n + 1, state_size);
+	if (!*stats || !*state)
+		return -ENOMEM;
+	err = dp_read_array(dp, stats_map, n, stats_size, *stats, 0);
+	return err ? err : dp_read_array(dp, state_map, n, state_size, *state, state_flags);
 }
 
 static void report_service(const struct datapath *dp, __u32 sid, const struct mesh_svc_stats *sum,
@@ -138,23 +144,18 @@ static void report_backend(const struct datapath *dp, const struct dp_service *s
 static int stats_services(struct datapath *dp,
 			  void (*cb)(const struct datapath_service_stats *s, void *arg), void *arg)
 {
-	size_t pc = (size_t)dp->ncpus * sizeof(struct mesh_svc_stats);
-	struct mesh_svc_state *state = calloc(dp->svc_hi + 1, sizeof(*state));
-	struct mesh_svc_stats *stats = calloc(dp->svc_hi + 1, pc), sum;
-	int err = -ENOMEM;
+	struct mesh_svc_state *state;
+	struct mesh_svc_stats sum;
+	void *stats;
+	int err = read_tables(dp, dp->svc_hi, DP_MAP_SVC_STATS, sizeof(sum), &stats,
+			      DP_MAP_SVC_STATE, sizeof(*state), 0, (void **)&state);
 
-	if (!state || !stats)
-		goto out;
-	err = dp_read_array(dp, DP_MAP_SVC_STATS, dp->svc_hi, sizeof(sum), stats, 0);
-	if (!err)
-		err = dp_read_array(dp, DP_MAP_SVC_STATE, dp->svc_hi, sizeof(*state), state, 0);
 	for (__u32 i = 0; !err && i < dp->svc_hi; i++) {
 		if (!dp->svcs[i].used)
 			continue;
-		sum_svc((struct mesh_svc_stats *)((char *)stats + i * pc), dp->ncpus, &sum);
+		sum_cpus(stats, i, dp->ncpus, &sum, sizeof(sum));
 		report_service(dp, i, &sum, &state[i], cb, arg);
 	}
-out:
 	free(state);
 	free(stats);
 	return err;
@@ -163,17 +164,12 @@ out:
 static int stats_backends(struct datapath *dp,
 			  void (*cb)(const struct datapath_backend_stats *b, void *arg), void *arg)
 {
-	size_t pc = (size_t)dp->ncpus * sizeof(struct mesh_be_stats);
-	struct mesh_be_state *state = calloc(dp->be_hi + 1, sizeof(*state));
-	struct mesh_be_stats *stats = calloc(dp->be_hi + 1, pc), sum;
-	int err = -ENOMEM;
+	struct mesh_be_state *state;
+	struct mesh_be_stats sum;
+	void *stats;
+	int err = read_tables(dp, dp->be_hi, DP_MAP_BE_STATS, sizeof(sum), &stats, DP_MAP_BE_STATE,
+			      sizeof(*state), BPF_F_LOCK, (void **)&state);
 
-	if (!state || !stats)
-		goto out;
-	err = dp_read_array(dp, DP_MAP_BE_STATS, dp->be_hi, sizeof(sum), stats, 0);
-	if (!err)
-		err = dp_read_array(dp, DP_MAP_BE_STATE, dp->be_hi, sizeof(*state), state,
-				    BPF_F_LOCK);
 	for (__u32 i = 0; !err && i < dp->svc_hi; i++) {
 		const struct dp_service *s = &dp->svcs[i];
 
@@ -182,11 +178,10 @@ static int stats_backends(struct datapath *dp,
 
 			if (id >= dp->be_hi)
 				continue;
-			sum_be((struct mesh_be_stats *)((char *)stats + id * pc), dp->ncpus, &sum);
+			sum_cpus(stats, id, dp->ncpus, &sum, sizeof(sum));
 			report_backend(dp, s, id, &sum, &state[id], cb, arg);
 		}
 	}
-out:
 	free(state);
 	free(stats);
 	return err;
