@@ -191,6 +191,25 @@ TEST(post_from_another_thread_runs_on_loop_in_order)
 	evloop_free(t.loop);
 }
 
+static void count_post(void *arg)
+{
+	(*(int *)arg)++;
+}
+
+/* A post the loop never got to run still runs when the loop is freed, so whatever it carries is
+ * released (the Consul watcher's results, for one). */
+TEST(pending_posts_run_at_free)
+{
+	struct evloop *loop = evloop_new();
+	int ran = 0;
+
+	CHECK(loop);
+	CHECK_INT_EQ(evloop_post(loop, count_post, &ran), 0);
+	CHECK_INT_EQ(evloop_post(loop, count_post, &ran), 0);
+	evloop_free(loop);
+	CHECK_INT_EQ(ran, 2);
+}
+
 static void *stop_from_thread(void *arg)
 {
 	usleep(5000);

@@ -97,18 +97,16 @@ err_free:
 	return NULL;
 }
 
-/* Frees the loop. Pending posts are dropped without running; registered fds are not closed (the
- * loop does not own them). Accepts NULL. */
+static void run_posts(struct evloop *loop);
+
+/* Frees the loop. Posts still pending run first, so their callbacks release what they carry (no
+ * thread may post meanwhile); registered fds are not closed (the loop does not own them).
+ * Accepts NULL. */
 void evloop_free(struct evloop *loop)
 {
-	struct post *p, *next;
-
 	if (!loop)
 		return;
-	for (p = loop->post_head; p; p = next) {
-		next = p->next;
-		free(p);
-	}
+	run_posts(loop);
 	pthread_mutex_destroy(&loop->post_lock);
 	close(loop->wakefd);
 	close(loop->epfd);
