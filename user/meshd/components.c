@@ -281,6 +281,7 @@ int meshd_apply_service(struct meshd *m, const struct config_service *svc)
 	}
 	LOG_DEBUG("datapath", "service written", "service=%s backends=%zu", log_q(svc->name),
 		  svc->n_backends);
+	health_backends_changed(m);
 	return 0;
 }
 
@@ -299,5 +300,6 @@ int meshd_remove_service(struct meshd *m, const char *name)
 		return err;
 	}
 	LOG_INFO("datapath", "service removed", "service=%s", log_q(name));
+	health_backends_changed(m);
 	return 0;
 }

@@ -1,6 +1,7 @@
 /* meshd's health component: feeds the health checker (health/health_checker.h) with every
  * service whose effective load_balancer.health_check.type is tcp or http and its backends from
- * discovery, re-read every second and on reload; turns each transition into a counter
+ * discovery, re-read whenever a service's backends are written (health_backends_changed()) and
+ * on reload; turns each transition into a counter
  * (m->health_transitions) and a write of the backend's health flag into the datapath. Runs on the
  * event-loop thread only.
  *
@@ -17,13 +18,12 @@
 #include "meshd/meshd.h"
 
 #define SUBSYS "health"
-#define SYNC_INTERVAL_NS 1000000000ull
 
 struct health {
 	struct meshd *m;
 	struct health_checker *checker;
 	const struct mesh_config *cfg; /* config of the sync in progress (VIP lookups) */
-	int64_t sync_timer;
+	int64_t sync_timer;	       /* a sync is due on the next loop iteration */
 };
 
 static void set_flag(struct meshd *m, const char *service, const struct config_endpoint *be,
@@ -124,11 +124,20 @@ static void on_sync_timer(struct evloop *loop, void *arg)
 {
 	struct health *h = arg;
 
+	(void)loop;
 	h->sync_timer = 0;
 	health_sync(h, h->m->cfg);
-	h->sync_timer = evloop_add_timer(loop, SYNC_INTERVAL_NS, on_sync_timer, h);
+}
+
+void health_backends_changed(struct meshd *m)
+{
+	struct health *h = m->health;
+
+	if (!h || h->sync_timer)
+		return; /* not running, or a sync already due: one sync serves a burst of changes */
+	h->sync_timer = evloop_add_timer(m->loop, 0, on_sync_timer, h);
 	if (h->sync_timer < 0) {
-		LOG_WARN(SUBSYS, "cannot arm health sync timer; checks follow reloads only",
+		LOG_WARN(SUBSYS, "cannot schedule health check sync; checks follow the next change",
 			 "err=%s", log_q(strerror((int)-h->sync_timer)));
 		h->sync_timer = 0;
 	}
@@ -146,7 +155,7 @@ static void on_pinned_backend(const struct datapath_backend_stats *b, void *arg)
 }
 
 /* Component start: creates the checks for the running config and discovery state, each first
- * check jittered over its interval, and a one-second resync with discovery. Backends an adopted
+ * check jittered over its interval. Backends an adopted
  * datapath has flagged down stay down until they pass healthy_threshold checks. Needs m->loop
  * and m->cfg. Returns 0 or -errno. */
 int health_start(struct meshd *m)
@@ -168,7 +177,7 @@ int health_start(struct meshd *m)
 		return -ENOMEM;
 	}
 	m->health = h;
-	on_sync_timer(m->loop, h);
+	health_sync(h, m->cfg);
 	if (m->dp && datapath_adopted(m->dp))
 		datapath_stats(m->dp, NULL, on_pinned_backend, h);
 	LOG_INFO(SUBSYS, "health checks started", "checks=%zu", health_checker_count(h->checker));

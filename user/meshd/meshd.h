@@ -85,6 +85,9 @@ int health_start(struct meshd *m);
 void health_stop(struct meshd *m);
 int health_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
 		  const struct config_diff *diff);
+/* A service's backend set was written to (or removed from) the datapath: the checks follow on
+ * the next loop iteration, once for a burst of such calls. */
+void health_backends_changed(struct meshd *m);
 /* Health state of one backend as the checks see it (true when no check is configured). */
 bool health_backend_healthy(const struct meshd *m, const char *service,
 			    const struct config_endpoint *backend);
