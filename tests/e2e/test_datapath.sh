@@ -159,6 +159,49 @@ out=$(client -n 300 $VIP 80)
 expect adopted_datapath_keeps_balancing "b1=$(kv backend.b1 <<<"$out") ok=$(kv ok <<<"$out")" \
 	'[ "$(kv ok <<<"$out")" -eq 300 ] && [ "$(kv backend.b1 <<<"$out")" -eq 100 ]'
 
+# --- upgrade with the same layout: a link running other code gets this build's program in
+# place (bpf_link_update), same link, never detached. "Other code" here: a connect4 program that
+# leaves every connect alone, swapped into the pinned link the way an older meshd left it.
+cat >"$TMP/other.bpf.c" <<'BPF'
+__attribute__((section("cgroup/connect4"), used)) int other_connect4(void *ctx)
+{
+	return 1;
+}
+char _license[] __attribute__((section("license"), used)) = "GPL";
+BPF
+link_of() { bpftool -j link show pinned "$PIN/link_connect4" | jq -r ".$1"; }
+prog_name() { bpftool -j prog show id "$(link_of prog_id)" | jq -r .name; }
+link0=$(link_of id)
+if clang -O2 -target bpf -c "$TMP/other.bpf.c" -o "$TMP/other.bpf.o" &&
+	bpftool prog load "$TMP/other.bpf.o" "$PIN/test_other_connect4" type cgroup/connect4 &&
+	python3 - "$PIN/link_connect4" "$PIN/test_other_connect4" <<'PY'; then
+import ctypes, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+def bpf(cmd, attr):
+    buf = ctypes.create_string_buffer(attr, 128)
+    fd = libc.syscall(321, cmd, buf, 128)  # SYS_bpf on x86_64
+    if fd < 0:
+        sys.exit("bpf(%d): errno %d" % (cmd, ctypes.get_errno()))
+    return fd
+def obj_get(path):  # BPF_OBJ_GET
+    p = ctypes.create_string_buffer(path.encode())
+    return bpf(7, struct.pack("QII", ctypes.addressof(p), 0, 0))
+link, prog = obj_get(sys.argv[1]), obj_get(sys.argv[2])
+bpf(29, struct.pack("IIII", link, prog, 0, 0))  # BPF_LINK_UPDATE
+PY
+	before=$(prog_name)
+	out=$(client -n 20 --timeout 500 $VIP 80)
+	swapped_refused=$(kv errno.ECONNREFUSED <<<"$out")
+	dp --cgroup "$CG" open >/dev/null
+	out=$(client -n 300 $VIP 80)
+	expect upgrade_replaces_program_in_place \
+		"before=$before (refused $swapped_refused) after=$(prog_name) link $link0 -> $(link_of id) b1=$(kv backend.b1 <<<"$out")" \
+		'[ "$before" = other_connect4 ] && [ "$swapped_refused" -eq 20 ] && [ "$(prog_name)" = mesh_connect4 ] && [ "$(link_of id)" = "$link0" ] && [ "$(kv backend.b1 <<<"$out")" -eq 100 ]'
+else
+	fail upgrade_replaces_program_in_place "could not swap a program into the link"
+fi
+rm -f "$PIN/test_other_connect4"
+
 # --- ABI mismatch: a pinned datapath of another layout is rebuilt, never misread ------------
 bpftool map update pinned "$PIN/mesh_abi" key 0 0 0 0 value 0x63 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0
 out=$(dp --cgroup "$CG" open 2>"$TMP/abi.err")

@@ -159,8 +159,34 @@ static uint64_t link_cgroup_id(int fd)
 	return info.cgroup.cgroup_id;
 }
 
-/* Attaches one program unless its pinned link already attaches it to this cgroup. A link to
- * another cgroup (the configured cgroup changed) is detached first. */
+/* Whether the program a link runs has the same instructions (tag: a hash that ignores map
+ * references) as `prog_fd`. */
+static bool link_runs(int link_fd, int prog_fd)
+{
+	struct bpf_link_info link = { 0 };
+	struct bpf_prog_info cur = { 0 }, want = { 0 };
+	__u32 len = sizeof(link);
+	int cur_fd;
+	bool same;
+
+	if (bpf_obj_get_info_by_fd(link_fd, &link, &len))
+		return false;
+	cur_fd = bpf_prog_get_fd_by_id(link.prog_id);
+	if (cur_fd < 0)
+		return false;
+	len = sizeof(cur);
+	same = !bpf_obj_get_info_by_fd(cur_fd, &cur, &len);
+	close(cur_fd);
+	len = sizeof(want);
+	same = same && !bpf_obj_get_info_by_fd(prog_fd, &want, &len) &&
+	       !memcmp(cur.tag, want.tag, sizeof(cur.tag));
+	return same;
+}
+
+/* Attaches one program unless its pinned link already attaches it to this cgroup. A link that
+ * runs other code (a meshd upgrade with the same map layout) gets this binary's program in place
+ * (bpf_link_update: never detached, no connect missed); a link to another cgroup (the
+ * configured cgroup changed) is detached first. */
 static int attach_one(struct datapath *dp, size_t i, int cg_fd, uint64_t cg_id)
 {
 	struct bpf_program *prog;
@@ -171,13 +197,22 @@ static int attach_one(struct datapath *dp, size_t i, int cg_fd, uint64_t cg_id)
 	err = pin_file(path, sizeof(path), dp->pin_path, dp_links[i].link);
 	if (err)
 		return err;
+	prog = bpf_object__find_program_by_name(dp->skel->obj, dp_links[i].prog);
+	if (!prog)
+		return -ENOENT;
 	fd = bpf_obj_get(path);
 	if (fd >= 0) {
 		uint64_t id = link_cgroup_id(fd);
 
 		if (id == cg_id) {
+			err = 0;
+			if (!link_runs(fd, bpf_program__fd(prog))) {
+				err = bpf_link_update(fd, bpf_program__fd(prog), NULL) ? -errno : 0;
+				LOG_INFO(DP_SUBSYS, "program replaced in place", "link=%s err=%d",
+					 dp_links[i].link, err);
+			}
 			close(fd);
-			return 0;
+			return err;
 		}
 		LOG_WARN(DP_SUBSYS, "pinned link attached elsewhere, replacing",
 			 "link=%s cgroup_id=%llu", dp_links[i].link, (unsigned long long)id);
@@ -185,9 +220,6 @@ static int attach_one(struct datapath *dp, size_t i, int cg_fd, uint64_t cg_id)
 		close(fd);
 		unlink(path);
 	}
-	prog = bpf_object__find_program_by_name(dp->skel->obj, dp_links[i].prog);
-	if (!prog)
-		return -ENOENT;
 	link = bpf_program__attach_cgroup(prog, cg_fd);
 	if (!link)
 		return -errno;
