@@ -13,6 +13,7 @@
 
 #define VERDICT_OK 1
 #define VERDICT_REJECT 0
+#define AF_INET 2 /* not in vmlinux.h (a macro) */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -611,14 +612,16 @@ static __always_inline struct mesh_sock *decision(struct bpf_sock_addr *ctx)
 }
 
 /* This connect() leaves the destination alone: drop what an earlier, failed connect() of the
- * socket decided, so getpeername and sockops leave it alone too. Off the redirect path. */
+ * socket decided, so getpeername and sockops leave it alone too. Off the redirect path. A
+ * hand-off slot such a connect may still hold is not looked at here (the cookie would cost a
+ * non-service connect ~100 ns): take_decision() only applies a decision whose backend is where
+ * the socket is connecting, and frees the slot either way. */
 static __always_inline void forget(struct bpf_sock_addr *ctx)
 {
 	struct mesh_sock *ms = bpf_sk_storage_get(&mesh_sockets, ctx->sk, 0, 0);
 
 	if (ms && !(ms->flags & MESH_SK_F_ACTIVE))
 		ms->flags = 0;
-	handoff_release(bpf_get_socket_cookie(ctx));
 }
 
 static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_svc_key *key, int v4)
@@ -638,11 +641,14 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_s
 	ss = bpf_map_lookup_elem(&mesh_svc_state, &svc->service_id);
 	if (over_limit(svc, ss)) {
 		forget(ctx);
+		handoff_release(bpf_get_socket_cookie(ctx));
 		return no_backend(ctx, svc, MESH_REJECT_MAX_CONN);
 	}
 	slot = choose(svc, ss, v4, &probe, &reason);
-	if (slot < 0)
+	if (slot < 0) {
 		forget(ctx);
+		handoff_release(bpf_get_socket_cookie(ctx));
+	}
 	if (slot == -1)
 		return no_backend(ctx, svc, reason);
 	if (slot < 0) {
@@ -849,7 +855,28 @@ static __always_inline void on_close(struct bpf_sock_ops *skops, struct mesh_soc
 	}
 }
 
-/* TCP_CONNECT_CB: moves a decision connect4/6 left in the hand-off slot into socket storage. */
+/* Whether the socket is connecting to the backend of a hand-off decision. */
+static __always_inline int connecting_to(struct bpf_sock *sk, const struct mesh_sock *d)
+{
+	/* Every field read up front: the verifier refuses the variable offsets the compiler
+	 * makes of reads in different branches. */
+	__u32 id = d->backend_id, family = sk->family, v4 = sk->dst_ip4, w0 = sk->dst_ip6[0];
+	__u32 w1 = sk->dst_ip6[1], w2 = sk->dst_ip6[2], w3 = sk->dst_ip6[3];
+	__u16 port = sk->dst_port;
+	struct mesh_backend *be = bpf_map_lookup_elem(&mesh_backends, &id);
+	const __u32 *a;
+
+	if (!be || port != be->port)
+		return 0;
+	a = (const __u32 *)be->addr;
+	if (family == AF_INET)
+		return is_v4mapped(be->addr) && v4 == a[3];
+	return w0 == a[0] && w1 == a[1] && w2 == a[2] && w3 == a[3];
+}
+
+/* TCP_CONNECT_CB: moves a decision connect4/6 left in the hand-off slot into socket storage.
+ * A decision for another destination is one a connect that failed before TCP left behind (the
+ * socket now connects elsewhere, not through a service): dropped. */
 static __always_inline void take_decision(struct bpf_sock_ops *skops)
 {
 	__u64 cookie = bpf_get_socket_cookie(skops);
@@ -859,11 +886,13 @@ static __always_inline void take_decision(struct bpf_sock_ops *skops)
 
 	if (!h || h->cookie != cookie || !sk)
 		return; /* not a service connect, or decided straight into storage */
-	ms = bpf_sk_storage_get(&mesh_sockets, sk, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!ms)
-		count(MESH_CNT_ERR_STORAGE);
-	else if (!reentry(ms))
-		*ms = h->sock;
+	if (connecting_to(sk, &h->sock)) {
+		ms = bpf_sk_storage_get(&mesh_sockets, sk, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!ms)
+			count(MESH_CNT_ERR_STORAGE);
+		else if (!reentry(ms))
+			*ms = h->sock;
+	}
 	__sync_val_compare_and_swap(&h->cookie, cookie, 0);
 }
 
