@@ -640,12 +640,12 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_s
 	}
 	ss = bpf_map_lookup_elem(&mesh_svc_state, &svc->service_id);
 	if (over_limit(svc, ss)) {
-		forget(ctx);
-		handoff_release(bpf_get_socket_cookie(ctx));
-		return no_backend(ctx, svc, MESH_REJECT_MAX_CONN);
+		slot = -1;
+		reason = MESH_REJECT_MAX_CONN;
+	} else {
+		slot = choose(svc, ss, v4, &probe, &reason);
 	}
-	slot = choose(svc, ss, v4, &probe, &reason);
-	if (slot < 0) {
+	if (slot < 0) { /* a service connect left alone: nothing of an earlier one may stay */
 		forget(ctx);
 		handoff_release(bpf_get_socket_cookie(ctx));
 	}

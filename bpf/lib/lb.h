@@ -89,7 +89,7 @@ static __always_inline int lb_pick_index(const struct lb_cand *c, __u32 i)
 
 /* least_request's draws among n (>= 2 for lb_least_next) candidates: the first, then the
  * others, each different from the first. The connect program's no-scan path makes the same
- * draws over the slots themselves, so both paths balance alike. */
+ * draws over the healthy slots, so both paths balance alike. */
 static __always_inline __u32 lb_least_first(__u32 n, __u32 *seed)
 {
 	return lb_rand_next(seed) % n;
@@ -143,8 +143,6 @@ struct lb_maglev {
 	__u8 slot[MESH_MAGLEV_M];
 };
 
-/* Maglev: the table maps hash(caller) to a slot. If that slot is not usable right now, the
- * next entries are tried (they are a pseudo-random permutation of slots), then plain hashing. */
 /* The maglev table's first choice for `key`: the slot to use when every backend is usable. */
 static __always_inline __u32 lb_maglev_first(const struct lb_maglev *table, __u32 n, __u64 key)
 {
@@ -155,6 +153,9 @@ static __always_inline __u32 lb_maglev_first(const struct lb_maglev *table, __u3
 		return h % n;
 	return table->slot[e];
 }
+
+/* Maglev: the table maps hash(caller) to a slot. If that slot is not usable right now, the
+ * next entries are tried (they are a pseudo-random permutation of slots), then plain hashing. */
 
 static __always_inline int lb_pick_maglev(const struct lb_cand *c, const struct lb_maglev *table,
 					  __u64 key)
