@@ -19,7 +19,6 @@
 
 static const char *const alg_names[MESH_LB__COUNT] = { "random", "round_robin", "least_request",
 						       "weighted", "maglev" };
-static const char *const circuit_names[3] = { "closed", "open", "half_open" };
 
 static int usage(void)
 {
@@ -283,7 +282,7 @@ static void print_be(const struct datapath_backend_stats *b, void *arg)
 		     "consecutive=%u to_closed=%llu to_open=%llu to_half_open=%llu "
 		     "open_until_ns=%llu latency_ns=%llu\n",
 	       o->json && o->n++ ? "," : "", b->service, addr, b->backend_id, b->weight, b->healthy,
-	       circuit_names[b->circuit % 3], (unsigned long long)b->active,
+	       datapath_circuit_name((int)b->circuit), (unsigned long long)b->active,
 	       (unsigned long long)b->selected, (unsigned long long)b->conn_ok,
 	       (unsigned long long)b->conn_failed, (unsigned long long)b->probes, b->trips,
 	       b->consecutive_failures, (unsigned long long)b->transitions_to[0],
@@ -322,8 +321,8 @@ static void print_event(const struct datapath_event *ev, void *arg)
 
 	if (ev->type == MESH_EV_CIRCUIT)
 		printf("event=circuit service=%s backend=%s from=%s to=%s\n", ev->service,
-		       ep_str(&ev->backend, addr, sizeof(addr)), circuit_names[ev->from % 3],
-		       circuit_names[ev->to % 3]);
+		       ep_str(&ev->backend, addr, sizeof(addr)), datapath_circuit_name(ev->from),
+		       datapath_circuit_name(ev->to));
 	else
 		printf("event=reject service=%s reason=%s\n", ev->service,
 		       datapath_reject_reason_name(ev->reason));

@@ -105,6 +105,8 @@ int datapath_drain_events(struct datapath *dp,
 
 /* Names of reject reasons for metrics labels. */
 const char *datapath_reject_reason_name(int reason);
+/* Name of a breaker state (enum datapath_circuit): "closed", "open", "half_open"; "unknown". */
+const char *datapath_circuit_name(int circuit);
 
 /* Global decision counters (enum mesh_counter), summed over CPUs into out[0..n). Returns the
  * number of counters written or -errno. */

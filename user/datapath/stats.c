@@ -281,6 +281,18 @@ const char *datapath_reject_reason_name(int reason)
 	return reason >= 0 && reason < MESH_REJECT__COUNT ? names[reason] : "unknown";
 }
 
+const char *datapath_circuit_name(int circuit)
+{
+	static const char *const names[] = {
+		[DATAPATH_CIRCUIT_CLOSED] = "closed",
+		[DATAPATH_CIRCUIT_OPEN] = "open",
+		[DATAPATH_CIRCUIT_HALF_OPEN] = "half_open",
+	};
+
+	return circuit >= 0 && circuit < (int)(sizeof(names) / sizeof(names[0])) ? names[circuit]
+										 : "unknown";
+}
+
 const char *datapath_counter_name(int counter)
 {
 	static const char *const names[MESH_CNT__COUNT] = {

@@ -31,7 +31,6 @@ struct snap {
 	cJSON *last;	  /* last aggregate looked up: backends arrive grouped by service */
 };
 
-static const char *const circuit_names[] = { "closed", "open", "half_open" };
 static const char *const discovery_names[] = { "static", "consul", "dns" }; /* config_discovery */
 
 static const char *algorithm_name(enum mesh_lb_algorithm a)
@@ -95,7 +94,7 @@ static void circuit_fields(cJSON *o, const struct datapath_backend_stats *b)
 
 	if (b->circuit != DATAPATH_CIRCUIT_CLOSED && b->open_until_ns > now)
 		remaining = (double)(b->open_until_ns - now) / 1e9;
-	cJSON_AddStringToObject(o, "circuit", circuit_names[b->circuit % 3]);
+	cJSON_AddStringToObject(o, "circuit", datapath_circuit_name((int)b->circuit));
 	cJSON_AddNumberToObject(o, "consecutive_failures", b->consecutive_failures);
 	cJSON_AddNumberToObject(o, "open_remaining_seconds", remaining);
 	cJSON_AddNumberToObject(o, "transitions_to_open", (double)b->transitions_to[1]);

@@ -104,8 +104,6 @@ static int prune_services(struct meshd *m)
 	return err;
 }
 
-static const char *const circuit_names[] = { "closed", "open", "half_open" };
-
 /* One ring-buffer event: breaker transitions are what an operator needs to see (warn when a
  * backend is ejected); rejects can come by the thousand, so they stay at debug (counted anyway). */
 static void log_event(const struct datapath_event *ev, void *arg)
@@ -113,15 +111,15 @@ static void log_event(const struct datapath_event *ev, void *arg)
 	char be[INET6_ADDRSTRLEN + 8];
 
 	config_endpoint_str(&ev->backend, be, sizeof(be));
-	if (ev->type == MESH_EV_CIRCUIT && ev->from <= 2 && ev->to <= 2) {
+	if (ev->type == MESH_EV_CIRCUIT) {
 		if (ev->to == DATAPATH_CIRCUIT_OPEN)
 			LOG_WARN("breaker", "circuit changed",
 				 "service=%s backend=%s from=%s to=%s", log_q(ev->service), be,
-				 circuit_names[ev->from], circuit_names[ev->to]);
+				 datapath_circuit_name(ev->from), datapath_circuit_name(ev->to));
 		else
 			LOG_INFO("breaker", "circuit changed",
 				 "service=%s backend=%s from=%s to=%s", log_q(ev->service), be,
-				 circuit_names[ev->from], circuit_names[ev->to]);
+				 datapath_circuit_name(ev->from), datapath_circuit_name(ev->to));
 	} else if (ev->type == MESH_EV_REJECT) {
 		LOG_DEBUG("datapath", "connect rejected", "service=%s reason=%s",
 			  log_q(ev->service), datapath_reject_reason_name(ev->reason));
