@@ -257,8 +257,8 @@ static int assign_backends(struct datapath *dp, const struct config_service *svc
 }
 
 /* What the kernel's no-scan path needs to know of a service's backends: which are healthy (and
- * how many), and MESH_SVC_F_SAME_FAMILY when every backend is reachable by every connect to the VIP (those
- * to an IPv4 VIP are IPv4: v4-mapped backends only). */
+ * how many), and MESH_SVC_F_SAME_FAMILY when every backend is reachable by every connect to the
+ * VIP (those to an IPv4 VIP are IPv4: v4-mapped backends only). */
 static void backend_summary(const struct datapath *dp, struct mesh_svc *v,
 			    const struct mesh_svc_key *vip)
 {
@@ -394,9 +394,10 @@ int datapath_service_set(struct datapath *dp, const struct config_service *svc)
 	v.epoch = old.val.epoch;
 	v.generation = old.val.generation + 1;
 	err = assign_backends(dp, svc, (__u32)id, old.used ? &old.val : NULL, &v);
-	backend_summary(dp, &v, &key);
-	if (!err)
+	if (!err) {
+		backend_summary(dp, &v, &key);
 		err = write_maglev(dp, &v);
+	}
 	if (!err)
 		err = publish(dp, s, &old, &v, &key);
 	if (err) {
@@ -474,6 +475,8 @@ int datapath_backend_set_health(struct datapath *dp, const char *service,
 	be = find_backend(dp, &dp->svcs[id].val, &probe);
 	if (!be)
 		return -ENOENT;
+	if (!(dp->be[be].flags & MESH_BE_F_HEALTHY) == !healthy)
+		return 0; /* as it is: meshd re-asserts every backend after each service write */
 	/* Going down, the service's healthy count drops before the backend is marked; coming up,
 	 * the backend is marked first. */
 	if (healthy) {

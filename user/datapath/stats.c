@@ -144,11 +144,11 @@ static void report_backend(const struct datapath *dp, const struct dp_service *s
 static int stats_services(struct datapath *dp,
 			  void (*cb)(const struct datapath_service_stats *s, void *arg), void *arg)
 {
-	struct mesh_svc_state *state;
 	struct mesh_svc_stats sum;
-	void *stats;
+	void *stats, *states;
 	int err = read_tables(dp, dp->svc_hi, DP_MAP_SVC_STATS, sizeof(sum), &stats,
-			      DP_MAP_SVC_STATE, sizeof(*state), 0, (void **)&state);
+			      DP_MAP_SVC_STATE, sizeof(struct mesh_svc_state), 0, &states);
+	const struct mesh_svc_state *state = states;
 
 	for (__u32 i = 0; !err && i < dp->svc_hi; i++) {
 		if (!dp->svcs[i].used)
@@ -156,7 +156,7 @@ static int stats_services(struct datapath *dp,
 		sum_cpus(stats, i, dp->ncpus, &sum, sizeof(sum));
 		report_service(dp, i, &sum, &state[i], cb, arg);
 	}
-	free(state);
+	free(states);
 	free(stats);
 	return err;
 }
@@ -164,11 +164,11 @@ static int stats_services(struct datapath *dp,
 static int stats_backends(struct datapath *dp,
 			  void (*cb)(const struct datapath_backend_stats *b, void *arg), void *arg)
 {
-	struct mesh_be_state *state;
 	struct mesh_be_stats sum;
-	void *stats;
+	void *stats, *states;
 	int err = read_tables(dp, dp->be_hi, DP_MAP_BE_STATS, sizeof(sum), &stats, DP_MAP_BE_STATE,
-			      sizeof(*state), BPF_F_LOCK, (void **)&state);
+			      sizeof(struct mesh_be_state), BPF_F_LOCK, &states);
+	const struct mesh_be_state *state = states;
 
 	for (__u32 i = 0; !err && i < dp->svc_hi; i++) {
 		const struct dp_service *s = &dp->svcs[i];
@@ -182,7 +182,7 @@ static int stats_backends(struct datapath *dp,
 			report_backend(dp, s, id, &sum, &state[id], cb, arg);
 		}
 	}
-	free(state);
+	free(states);
 	free(stats);
 	return err;
 }
