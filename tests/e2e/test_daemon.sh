@@ -139,15 +139,17 @@ late_failure admin_socket_unusable_fails_start admin "$TMP/noadmin.json"
 # --- the unit's capability set is enough: start, serve, adopt, clean up with exactly it ----------
 caps=$(sed -n 's/^CapabilityBoundingSet=//p' "$ROOT/config/meshd.service" | tr 'A-Z' 'a-z' |
 	sed 's/cap_/+/g; s/ /,/g')
-if ! command -v setpriv >/dev/null || [ -z "$caps" ]; then
-	skip unit_capabilities_suffice "setpriv missing or no CapabilityBoundingSet in the unit"
+if [ -z "$caps" ]; then
+	fail unit_capabilities_suffice "no CapabilityBoundingSet in config/meshd.service"
+elif ! command -v setpriv >/dev/null; then
+	skip unit_capabilities_suffice "setpriv missing"
 else
 	capped=(setpriv --bounding-set "-all,$caps" --inh-caps -all "$MESHD")
 	"${capped[@]}" --config "$TMP/meshd.json" >"$TMP/capped.log" 2>&1 &
 	pid=$!
 	defer "kill -9 $pid 2>/dev/null"
 	wait_for 10 meshd_ready capped "$pid"
-	client capped 1 0
+	client capped-client 1 0
 	wait "$CLIENT_PID"
 	stop_meshd "$pid"
 	first=$STOP_STATUS
@@ -158,13 +160,17 @@ else
 	stop_meshd "$pid"
 	"${capped[@]}" --cleanup --config "$TMP/meshd.json" >/dev/null 2>&1
 	cleaned=$?
-	if [ "$first" = 0 ] && [ "$(result capped .fail)" = 0 ] &&
-		[ "$(result capped '.backends | length')" = 3 ] &&
+	setpriv --bounding-set "-all,$caps" --inh-caps -all "$MESHCTL" check --pre \
+		--config "$TMP/meshd.json" >"$TMP/capped-check.out" 2>&1
+	check unit_capabilities_pass_meshctl_check "$(grep capabilities "$TMP/capped-check.out")" \
+		grep -q '^\[ok\] *capabilities' "$TMP/capped-check.out"
+	if [ "$first" = 0 ] && [ "$(result capped-client .fail)" = 0 ] &&
+		[ "$(result capped-client '.backends | length')" = 3 ] &&
 		grep -q 'msg="adopted pinned datapath"' "$TMP/capped2.log" && [ "$STOP_STATUS" = 0 ] &&
 		[ "$cleaned" = 0 ] && nothing_attached "$CG" && [ ! -e "$PIN" ]; then
 		pass unit_capabilities_suffice
 	else
-		fail unit_capabilities_suffice "caps=$caps stop=$first/$STOP_STATUS cleanup=$cleaned fail=$(result capped .fail) $(grep -m1 level=error "$TMP/capped.log" "$TMP/capped2.log")"
+		fail unit_capabilities_suffice "caps=$caps stop=$first/$STOP_STATUS cleanup=$cleaned fail=$(result capped-client .fail) $(grep -m1 level=error "$TMP/capped.log" "$TMP/capped2.log")"
 	fi
 fi
 

@@ -179,7 +179,7 @@ if command -v setpriv >/dev/null; then
 		"$MESHCTL" check --pre >"$TMP/check.out" 2>&1
 	r=$?
 	check check_unprivileged "rc $r: $(grep FAIL "$TMP/check.out")" \
-		grep -q '^\[FAIL\] capabilities: missing CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN' \
+		grep -q '^\[FAIL\] capabilities: missing CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN' \
 		"$TMP/check.out"
 	check check_unprivileged_probes "a probe blamed the kernel for missing privileges" \
 		grep -q '^\[FAIL\] sockops programs: cannot probe without CAP_BPF' "$TMP/check.out"

@@ -85,6 +85,7 @@ static unsigned long long effective_caps(void)
 
 #define CAP_NET_ADMIN_ 12
 #define CAP_SYS_ADMIN_ 21
+#define CAP_PERFMON_ 38
 #define CAP_BPF_ 39
 
 static void probe_result(struct checks *cs, const char *name, int rc, bool privileged)
@@ -220,8 +221,8 @@ static void check_caps(struct checks *cs)
 		int bit;
 		const char *name;
 	} caps[] = { { CAP_BPF_, "CAP_BPF" },
-		     { CAP_NET_ADMIN_, "CAP_NET_ADMIN" },
-		     { CAP_SYS_ADMIN_, "CAP_SYS_ADMIN" } };
+		     { CAP_PERFMON_, "CAP_PERFMON" },
+		     { CAP_NET_ADMIN_, "CAP_NET_ADMIN" } };
 	unsigned long long eff = effective_caps();
 	char missing[128] = "";
 	size_t i;
@@ -231,9 +232,9 @@ static void check_caps(struct checks *cs)
 			snprintf(missing + strlen(missing), sizeof(missing) - strlen(missing),
 				 "%s%s", *missing ? ", " : "", caps[i].name);
 	add(cs, "capabilities", !*missing,
-	    "run as root, or grant CAP_BPF CAP_NET_ADMIN CAP_SYS_ADMIN (AmbientCapabilities= in "
-	    "meshd.service)",
-	    "%s%s", *missing ? "missing " : "CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN effective",
+	    "run as root, or grant CAP_BPF CAP_PERFMON CAP_NET_ADMIN (AmbientCapabilities= in "
+	    "meshd.service, as config/meshd.service does)",
+	    "%s%s", *missing ? "missing " : "CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN effective",
 	    missing);
 }
 
