@@ -32,20 +32,22 @@ incg "$BENCH" rtt 127.77.2.99 18000 127.0.0.1 18910 "$RTT_N"
 
 # (2) connect4 cost as the services map grows: 10, 100, 1000 and 10000 services of 10 backends
 # each. The map grows and shrinks through the sizes four times (service 0 is written once, so
-# every size measures the same service, wherever its hash chain puts it), so that each size is
-# measured in eight spells apart in time. Per visit, `dpbench cost` makes connects to service 0 (10
+# every size measures the same service, wherever its hash chain puts it): 10 and 10000 are
+# visited at the turns (twice in a row there), 100 and 1000 on the way up and down, so each size
+# gets 8 visits spread over the run. Per visit, `dpbench cost` makes connects to service 0 (10
 # backends, least_request) in chunks of CHUNK and reads the programs' run time between chunks;
-# a chunk's cost is delta run_time_ns / delta run_cnt of connect4. On a shared VM, load from
-# elsewhere comes in bursts that add 30-150% to whatever runs meanwhile, so a size's figure is
-# the 10th percentile of its chunks (bursts only ever add time; a low percentile rather than the
-# minimum, so one lucky chunk does not decide it either); the lowest chunk and the mean over
-# chunks are printed beside it. When the host is busy throughout, the mean and even the 10th
-# percentile rise with it while the lowest chunk stays near the program's own cost. Also printed, so that cost moved out of connect4 is not cost hidden: all our programs' run
-# time per connect in that chunk (connect4, the sockops callbacks of the connection's life,
-# sock_release).
+# a chunk's cost is delta run_time_ns / delta run_cnt of connect4 (an average over the chunk).
+# On a shared VM, load from elsewhere comes in bursts that add 30-150% to whatever runs
+# meanwhile, so a size's figure (connect4_avg_ns) is the 10th percentile of its chunks' averages
+# (bursts only ever add time; a low percentile rather than the minimum, so one lucky chunk does
+# not decide it either); the lowest chunk and the mean over chunks are printed beside it. When
+# the host is busy throughout, the mean and even the 10th percentile rise with it while the
+# lowest chunk stays near the program's own cost. Also printed, so that cost moved out of
+# connect4 is not cost hidden: all our programs' run time per connect in that chunk (connect4,
+# the sockops callbacks of the connection's life, sock_release).
 SIZES=(10 100 1000 10000)
 VISITS=()
-for pass in 1 2 3 4; do VISITS+=(10 100 1000 10000 10000 1000 100 10); done
+for _ in 1 2 3 4; do VISITS+=(10 100 1000 10000 10000 1000 100 10); done
 CHUNK=250
 link_prog() { bpftool -j link show pinned "$PIN/$1" | sed -n 's/.*"prog_id":\([0-9]*\).*/\1/p'; }
 progs="$(link_prog link_connect4) $(link_prog link_sockops) $(link_prog link_sock_release)"
@@ -58,11 +60,13 @@ for n in "${VISITS[@]}"; do
 		size=$n
 	fi
 	# shellcheck disable=SC2086 # program ids, one word each
-	incg "$BENCH" cost 127.77.2.100 18000 $((CONN_N / 8)) $CHUNK $progs |
-		sed -n 's/^chunk=//p' >>"$TMP/chunks-$n" || { echo "error=cost run failed"; exit 1; }
+	incg "$BENCH" cost 127.77.2.100 18000 $((CONN_N / 8)) $CHUNK $progs >"$TMP/cost.out" ||
+		{ echo "error=cost run failed: $(head -c 200 "$TMP/cost.out")"; exit 1; }
+	sed -n 's/^chunk=//p' "$TMP/cost.out" >>"$TMP/chunks-$n"
 done
 costs=()
 for n in "${SIZES[@]}"; do
+	[ -s "$TMP/chunks-$n" ] || { echo "error=no cost chunks for $n services"; exit 1; }
 	# "p10 mean all-at-p10 min" over the size's chunks
 	read -r p10 mean all low < <(sort -n "$TMP/chunks-$n" | awk '{ c[NR] = $1; a[NR] = $2; s += $1 }
 		END { i = int(NR / 10) + 1; printf "%d %d %d %d\n", c[i], s / NR, a[i], c[1] }')

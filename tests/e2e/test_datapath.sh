@@ -216,10 +216,12 @@ expect rebuilt_datapath_works "b1=$(kv backend.b1 <<<"$out") b2=$(kv backend.b2 
 # --- del and prune: a removed service's address is untouched again -------------------------
 dp set --name x1 --vip 127.77.2.15:80 --alg random --backend $B1
 dp set --name x2 --vip 127.77.2.16:80 --alg random --backend $B1
+before=$(client -n 5 --timeout 500 127.77.2.15 80)
 dp del --name x1
 out=$(client -n 5 --timeout 500 127.77.2.15 80)
-expect deleted_service_untouched "refused=$(kv errno.ECONNREFUSED <<<"$out")" \
-	'[ "$(kv errno.ECONNREFUSED <<<"$out")" -eq 5 ]'
+expect deleted_service_untouched \
+	"before del: b1=$(kv backend.b1 <<<"$before"); after: refused=$(kv errno.ECONNREFUSED <<<"$out")" \
+	'[ "$(kv backend.b1 <<<"$before")" -eq 5 ] && [ "$(kv errno.ECONNREFUSED <<<"$out")" -eq 5 ]'
 dp prune --keep rr
 expect prune_keeps_only_named "services: $(dp stats | awk '$1 == "service" { print $2 }' | tr '\n' ' ')" \
 	'[ "$(dp stats | grep -c ^service)" -eq 1 ] && [ "$(svc_field rr vip)" = "$VIP:80" ]'

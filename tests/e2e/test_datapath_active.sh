@@ -21,13 +21,15 @@ all_zero() {
 dp set --name act --vip $VIP:80 --alg least_request --backend $A1 --backend $A2 --backend $A3 \
 	--backend $DEAD --consecutive 0 --error-rate 0
 
-# P2C picks 2 of the 4 backends; the dead one is in the pair half the time and then always wins
-# (its connects fail at once, so its active count stays 0): expect ~1000 failed, ~1000 ok
-# (binomial, sd ~22). The bounds only ask for plenty of both, 9 sd away from the mean.
+# P2C picks 2 of the 4 backends; the dead one is in the pair half the time. Its connects fail at
+# once, so its active count stays 0: it wins against a live backend holding a connection, and
+# ties with an idle one (the first draw wins a tie). So P(dead) lies between 1/4 (live ones
+# always idle) and 1/2 (always busy): 500..1000 of 2000 fail, sd <= 22. The bounds only ask for
+# plenty of both, 8 sd beyond the worst case.
 out=$(client -n 2000 -t 4 --timeout 3000 $VIP 80)
 ok1=$(kv ok <<<"$out") failed1=$(kv failed <<<"$out")
 expect normal_close_and_failed_connects "ok=$ok1 failed=$failed1" \
-	'[ "$ok1" -ge 800 ] && [ "$failed1" -ge 800 ] && [ $((ok1 + failed1)) -eq 2000 ]'
+	'[ "$ok1" -ge 800 ] && [ "$failed1" -ge 350 ] && [ $((ok1 + failed1)) -eq 2000 ]'
 expect zero_after_close_and_failures "service active=$(svc_field act active)" \
 	'wait_value 10 0 svc_field act active && all_zero act'
 

@@ -482,10 +482,12 @@ TEST(config_unreadable_file)
 		CHECK_CONTAINS(e.msgs[0], "/nonexistent/meshd.json: cannot read the config file");
 	config_errors_free(&e);
 	CHECK(config_load("/tmp", no_env, &e) == NULL);
+	CHECK_INT_EQ(e.n, 1);
 	if (e.n)
 		CHECK_CONTAINS(e.msgs[0], "/tmp: cannot read the config file (got a directory");
 	config_errors_free(&e);
 	CHECK(config_load("/dev/null", no_env, &e) == NULL);
+	CHECK_INT_EQ(e.n, 1);
 	if (e.n)
 		CHECK_CONTAINS(e.msgs[0], "(got not a regular file");
 	config_errors_free(&e);
