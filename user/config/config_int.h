@@ -121,8 +121,6 @@ int cfg_is_dns_label(const char *s);
 size_t cfg_edit_distance(const char *a, const char *b);
 /* The key of `d` at `path` (and its index), or NULL. Hash lookup, tables indexed at startup. */
 const struct cfg_key *cfg_find_key(const struct cfg_desc *d, const char *path, size_t *idx);
-/* True when `path` is a section of `d` (a proper prefix of keys, e.g. "load_balancer.retry"). */
-bool cfg_is_section(const struct cfg_desc *d, const char *path);
 
 enum { CFG_IS_UNKNOWN, CFG_IS_KEY, CFG_IS_SECTION };
 /* What the `n` bytes at `path` name in `d`: a key (its index in *idx), a section or nothing. One

@@ -355,21 +355,13 @@ __attribute__((constructor)) static void build_tables(void)
 	index_desc(&cfg_root_desc);
 }
 
-/* The index of `d`; the loader asks for the same description member after member, so the last
- * answer is remembered per thread. */
+/* The index of `d` (a scan of at most MAX_DESCS pointers). */
 static const struct key_index *index_of(const struct cfg_desc *d)
 {
-	static _Thread_local const struct key_index *last;
-	size_t i;
-
-	if (last && last->desc == d)
-		return last;
-	for (i = 0; i < MAX_DESCS && indexes[i].desc != d; i++)
-		;
-	if (i == MAX_DESCS)
-		return NULL;
-	last = &indexes[i];
-	return last;
+	for (size_t i = 0; i < MAX_DESCS; i++)
+		if (indexes[i].desc == d)
+			return &indexes[i];
+	return NULL;
 }
 
 static int16_t lookup(const struct cfg_desc *d, const char *path, size_t n)
@@ -394,11 +386,6 @@ const struct cfg_key *cfg_find_key(const struct cfg_desc *d, const char *path, s
 	if (idx)
 		*idx = (size_t)k;
 	return &d->keys[k];
-}
-
-bool cfg_is_section(const struct cfg_desc *d, const char *path)
-{
-	return lookup(d, path, strlen(path)) == SECTION;
 }
 
 int cfg_classify(const struct cfg_desc *d, const char *path, size_t n, size_t *idx)
