@@ -5,6 +5,7 @@
  * applies verdicts. Fail open: unknown destinations and internal errors leave connect() alone. */
 #include "vmlinux.h"
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 
 #include "mesh_abi.h"
@@ -22,62 +23,60 @@ struct {
 	__type(value, struct mesh_abi_info);
 } mesh_abi SEC(".maps");
 
-/* Sized (and so bucketed) for MESH_SVC_HASH_ENTRIES, 4x the services there can be: the lookup on
+/* Capacities (max_entries of the sized maps) are set by userspace before load; the values here
+ * are the defaults. mesh_services is bucketed for 4x the services there can be, so the lookup on
  * every connect rarely walks a chain. Not preallocated: only the services present take memory,
  * and a replaced value is freed after an RCU grace period, never reused under a reader. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, MESH_SVC_HASH_ENTRIES);
+	__uint(max_entries, 4 * MESH_DEF_SERVICES);
 	__type(key, struct mesh_svc_key);
 	__type(value, struct mesh_svc);
 } mesh_services SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MESH_MAX_SERVICES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, MESH_DEF_SERVICES);
 	__type(key, __u32);
 	__type(value, struct mesh_svc_name);
 } mesh_svc_names SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, MESH_MAX_SERVICES);
+	__uint(max_entries, MESH_DEF_SERVICES);
 	__type(key, __u32);
 	__type(value, struct mesh_svc_state);
 } mesh_svc_state SEC(".maps");
 
+/* Every service's backend lists, a range per service (mesh_svc.slot_base). Userspace reuses a
+ * range only after an RCU grace period, so a connect still holding the previous service value
+ * never reads a range that was handed to someone else. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, MESH_MAX_BACKENDS);
+	__uint(max_entries, MESH_SLOTS_PER_BACKEND *MESH_DEF_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct mesh_slot);
+} mesh_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MESH_DEF_BACKENDS);
 	__type(key, __u32);
 	__type(value, struct mesh_backend);
 } mesh_backends SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, MESH_MAX_BACKENDS);
+	__uint(max_entries, MESH_DEF_BACKENDS);
 	__type(key, __u32);
 	__type(value, struct mesh_be_state);
 } mesh_be_state SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, MESH_MAX_BACKENDS);
-	__type(key, __u32);
-	__type(value, struct mesh_be_stats);
-} mesh_be_stats SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, MESH_MAX_SERVICES);
-	__type(key, __u32);
-	__type(value, struct mesh_svc_stats);
-} mesh_svc_stats SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, MESH_CNT__COUNT);
+	__uint(max_entries, MESH_COUNTERS_MAX);
 	__type(key, __u32);
 	__type(value, __u64);
 } mesh_counters SEC(".maps");
@@ -101,14 +100,15 @@ struct {
 	__uint(max_entries, MESH_EVENTS_BYTES);
 } mesh_events SEC(".maps");
 
-/* Key: service_id * 2 + (generation & 1), so a service update writes the table of the next
- * generation while connects still read the current one. */
+/* Maglev tables in chunks (a table of up to MESH_MAGLEV_M_MAX entries is 17 chunks). The table
+ * id is service_id * 2 + (generation & 1), so a backend set update writes the table of the
+ * next generation while connects still read the current one. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, MESH_MAX_SERVICES * 2);
-	__type(key, __u32);
-	__type(value, struct lb_maglev);
+	__uint(max_entries, 2 * MESH_DEF_SERVICES);
+	__type(key, struct mesh_maglev_key);
+	__type(value, struct mesh_maglev_chunk);
 } mesh_maglev SEC(".maps");
 
 struct {
@@ -152,14 +152,16 @@ static __always_inline void count(__u32 idx)
 		*v += 1;
 }
 
-static __always_inline struct mesh_svc_stats *svc_stats(__u32 service_id)
+#define ADD(field, n) __sync_fetch_and_add(&(field), (n))
+
+static __always_inline struct mesh_svc_state *svc_state(__u32 service_id)
 {
-	return bpf_map_lookup_elem(&mesh_svc_stats, &service_id);
+	return bpf_map_lookup_elem(&mesh_svc_state, &service_id);
 }
 
-static __always_inline struct mesh_be_stats *be_stats(__u32 backend_id)
+static __always_inline struct mesh_be_state *be_state(__u32 backend_id)
 {
-	return bpf_map_lookup_elem(&mesh_be_stats, &backend_id);
+	return bpf_map_lookup_elem(&mesh_be_state, &backend_id);
 }
 
 static __always_inline void emit(__u32 type, __u32 service_id, __u32 backend_id, __u8 from, __u8 to,
@@ -180,22 +182,22 @@ static __always_inline void emit(__u32 type, __u32 service_id, __u32 backend_id,
 }
 
 /* Counts and reports a breaker transition (from != to), and keeps the service's count of
- * breakers out of closed that lets connects skip the backend scan. */
+ * breakers out of closed that tells connects whether drawing around open ones is exact. */
 static __always_inline void circuit_changed(__u32 service_id, __u32 backend_id, __u8 from, __u8 to)
 {
-	struct mesh_svc_state *ss = bpf_map_lookup_elem(&mesh_svc_state, &service_id);
-	struct mesh_be_stats *bst = be_stats(backend_id);
+	struct mesh_svc_state *ss = svc_state(service_id);
+	struct mesh_be_state *bs = be_state(backend_id);
 	__u32 i = to;
 
 	if (from == to)
 		return;
 	if (ss && from == MESH_CIRCUIT_CLOSED)
-		__sync_fetch_and_add(&ss->not_closed, 1);
+		ADD(ss->not_closed, 1);
 	else if (ss && to == MESH_CIRCUIT_CLOSED)
-		__sync_fetch_and_add(&ss->not_closed, -1);
+		ADD(ss->not_closed, -1);
 	asm volatile("" : "+r"(i)); /* keep the bound check for the verifier */
-	if (bst && i < MESH_CIRCUIT__COUNT)
-		bst->transitions[i] += 1;
+	if (bs && i < MESH_CIRCUIT__COUNT)
+		ADD(bs->transitions[i], 1);
 	emit(MESH_EV_CIRCUIT, service_id, backend_id, from, to, 0);
 }
 
@@ -205,6 +207,23 @@ static __always_inline int is_v4mapped(const __u8 *a)
 
 	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff);
 }
+
+/* Entry `i` of the service's backend lists (mesh_slots). */
+static __always_inline struct mesh_slot *slot_at(const struct mesh_svc *svc, __u32 i)
+{
+	__u32 idx = svc->slot_base + i;
+
+	return bpf_map_lookup_elem(&mesh_slots, &idx);
+}
+
+static __always_inline __u32 slot_backend(const struct mesh_svc *svc, __u32 slot)
+{
+	struct mesh_slot *s = slot_at(svc, slot);
+
+	return s ? s->backend_id : 0;
+}
+
+/* --- the scan: every backend looked at (rare cases, see choose()) ---------------------------- */
 
 #define GATHER_CHUNK 8 /* backend slots per gather_chunk() call */
 
@@ -218,6 +237,7 @@ struct gather_state {
 	__u32 v4;
 	__u32 panic;	  /* take every backend, ignoring health and breakers */
 	__u32 not_closed; /* breakers seen out of closed (first pass) */
+	__u32 pad;
 };
 
 /* Looks at backend slot `i` and adds it to the candidates when healthy and closed, or open but
@@ -230,11 +250,9 @@ static __always_inline void gather_backend(const struct mesh_svc *svc, struct lb
 	__u32 id, active;
 	int peek;
 
-	if (i >= MESH_MAX_BACKENDS_PER_SVC)
-		return;
-	id = svc->backend_ids[lb_idx(i)];
+	id = slot_backend(svc, i);
 	be = bpf_map_lookup_elem(&mesh_backends, &id);
-	bs = bpf_map_lookup_elem(&mesh_be_state, &id);
+	bs = be_state(id);
 	if (!be || !bs)
 		return;
 	if (!g->panic && bs->br.state != MESH_CIRCUIT_CLOSED)
@@ -248,9 +266,8 @@ static __always_inline void gather_backend(const struct mesh_svc *svc, struct lb
 		if (!(be->flags & MESH_BE_F_HEALTHY))
 			return;
 		g->healthy++;
-		/* The clock costs a helper call (~50 ns a connect) and only a breaker that is not
-		 * closed needs it. Seen closed here, it counts as closed even if it trips meanwhile,
-		 * so breaker_peek() never runs with the clock unread. */
+		/* The clock costs a helper call and only a breaker that is not closed needs it.
+		 * Seen closed here, it counts as closed even if it trips meanwhile. */
 		peek = BREAKER_PASS;
 		if (bs->br.state != MESH_CIRCUIT_CLOSED) {
 			if (!g->now)
@@ -270,10 +287,8 @@ static __always_inline void gather_backend(const struct mesh_svc *svc, struct lb
 }
 
 /* Gathers slots [first, first + GATHER_CHUNK). A global function: the verifier checks it once,
- * not once per path of the connect program (inlined there, the 64-slot loop made the program
- * too big to load). Several slots per call because each BPF-to-BPF call and return costs (with
- * return thunks, as under the SRSO mitigation): 8 slots a call measured ~50 ns less per connect
- * with 10 backends than one call per slot; larger chunks cost verifier time, not run time. */
+ * not once per path of the connect program. Several slots per call because each BPF-to-BPF
+ * call and return costs (return thunks under the SRSO mitigation). */
 __noinline int gather_chunk(const struct mesh_svc *svc, struct lb_cand *c, struct gather_state *g,
 			    __u32 first)
 {
@@ -295,7 +310,8 @@ static __always_inline void gather(const struct mesh_svc *svc, struct lb_cand *c
 	__u32 n = svc->n_backends;
 
 	c->n = 0;
-	c->mask = 0;
+	for (__u32 w = 0; w < MESH_MAX_BACKENDS_PER_SVC / 64; w++)
+		c->mask[w] = 0;
 	g->panic = panic;
 	for (__u32 i = 0; i < MESH_MAX_BACKENDS_PER_SVC; i += GATHER_CHUNK) {
 		if (i >= n)
@@ -304,11 +320,10 @@ static __always_inline void gather(const struct mesh_svc *svc, struct lb_cand *c
 	}
 }
 
-/* Asks the breaker of `slot` for a half-open probe token. Returns 1 when granted. */
-static __always_inline int try_probe(const struct mesh_svc *svc, __u32 slot, __u64 now)
+/* Asks the breaker of backend `id` for a half-open probe token. Returns 1 when granted. */
+static __always_inline int try_probe(const struct mesh_svc *svc, __u32 id, __u64 now)
 {
-	__u32 id = svc->backend_ids[slot & LB_MASK];
-	struct mesh_be_state *bs = bpf_map_lookup_elem(&mesh_be_state, &id);
+	struct mesh_be_state *bs = be_state(id);
 	__u8 from, to;
 	int v;
 
@@ -323,152 +338,91 @@ static __always_inline int try_probe(const struct mesh_svc *svc, __u32 slot, __u
 	return v == BREAKER_PROBE;
 }
 
-/* Fills the per-connect inputs only the service's algorithm reads (each helper call costs on
- * every connect) and returns its maglev table, if any. */
-static __always_inline struct lb_maglev *pick_inputs(const struct mesh_svc *svc, struct lb_cand *c)
+/* The key maglev hashes: who sticks to one backend (load_balancer.hash_key). */
+static __always_inline __u64 maglev_key(const struct mesh_svc *svc)
 {
-	struct lb_maglev *maglev = 0;
-	struct mesh_svc_state *ss;
+	return svc->hash_key == MESH_HASH_PROCESS ? bpf_get_current_pid_tgid() >> 32
+						  : bpf_get_current_cgroup_id();
+}
 
+/* Slot in entry `e` of the service's maglev table, or -1 without a table. */
+static __always_inline int maglev_entry(const struct mesh_svc *svc, __u32 e)
+{
+	struct mesh_maglev_key k = {
+		.table = svc->service_id * 2 + (svc->generation & 1),
+		.chunk = e / MESH_MAGLEV_CHUNK,
+	};
+	struct mesh_maglev_chunk *t = bpf_map_lookup_elem(&mesh_maglev, &k);
+	__u32 i = e % MESH_MAGLEV_CHUNK;
+
+	asm volatile("" : "+r"(i)); /* keep the bound check for the verifier */
+	if (!t || i >= MESH_MAGLEV_CHUNK)
+		return -1;
+	return t->slot[i];
+}
+
+/* Fills the per-connect inputs only the service's algorithm reads (each helper call costs on
+ * every connect). */
+static __always_inline void pick_inputs(const struct mesh_svc *svc, struct mesh_svc_state *ss,
+					struct lb_cand *c)
+{
 	c->algorithm = svc->algorithm;
 	c->choice_count = svc->choice_count;
 	c->seed = 0;
 	c->key = 0;
 	c->rr = 0;
+	c->n_maglev = 0;
 	if (svc->algorithm == MESH_LB_ROUND_ROBIN) {
-		ss = bpf_map_lookup_elem(&mesh_svc_state, &svc->service_id);
-		if (ss)
-			c->rr = __sync_fetch_and_add(&ss->rr, 1);
+		c->rr = ADD(ss->rr, 1);
 	} else if (svc->algorithm == MESH_LB_MAGLEV) {
-		__u32 key = svc->service_id * 2 + (svc->generation & 1);
+		__u32 h, m = svc->maglev_m;
 
-		maglev = bpf_map_lookup_elem(&mesh_maglev, &key);
-		c->key = bpf_get_current_cgroup_id();
+		c->key = maglev_key(svc);
+		h = lb_hash64(c->key);
+		for (__u32 j = 0; j < LB_MAGLEV_PROBE && m; j++) {
+			int s = maglev_entry(svc, (h + j) % m);
+
+			if (s < 0)
+				break;
+			c->maglev[j & (LB_MAGLEV_PROBE - 1)] = (__u16)s;
+			c->n_maglev = j + 1;
+		}
 	} else {
 		c->seed = lb_seed();
 	}
-	return maglev;
+}
+
+static __always_inline void count_panic(const struct mesh_svc *svc, struct mesh_svc_state *ss)
+{
+	count(MESH_CNT_PANIC);
+	ADD(ss->panic, 1);
 }
 
 /* Too few usable backends left: balance across all of them rather than black-hole. */
-static __always_inline int panic_mode(const struct mesh_svc *svc, const struct lb_cand *c)
+static __always_inline int panic_mode(const struct mesh_svc *svc, struct mesh_svc_state *ss,
+				      const struct lb_cand *c)
 {
-	struct mesh_svc_stats *st;
-
 	if (!svc->panic_percent || c->n * 100 >= (__u32)svc->n_backends * svc->panic_percent)
 		return 0;
-	count(MESH_CNT_PANIC);
-	st = svc_stats(svc->service_id);
-	if (st)
-		st->panic += 1;
+	count_panic(svc, ss);
 	return 1;
 }
 
-/* Whether the backend in `slot` may take normal traffic, for the no-scan path (family is vouched
- * for by MESH_SVC_F_SAME_FAMILY). Sets *active to its active count. */
-static __always_inline int slot_usable(const struct mesh_svc *svc, __u32 slot, __u32 *active)
-{
-	__u32 id = svc->backend_ids[lb_idx(slot)];
-	struct mesh_be_state *bs = bpf_map_lookup_elem(&mesh_be_state, &id);
-
-	if (!bs || bs->br.state != MESH_CIRCUIT_CLOSED || !(svc->healthy_mask >> lb_idx(slot) & 1))
-		return 0;
-	*active = bs->active > 0 ? (__u32)bs->active : 0;
-	return 1;
-}
-
-/* The slot of the j-th healthy backend (j < n_healthy): the j-th candidate the scan would list
- * with every breaker closed. */
-static __always_inline __u32 healthy_slot(const struct mesh_svc *svc, __u32 j)
-{
-	return svc->healthy_slots[lb_idx(j)];
-}
-
-/* least_request without the scan: the draws lb_pick_least() makes over the healthy backends,
- * reading only the drawn ones. */
-static __always_inline int least_fast(const struct mesh_svc *svc, __u32 k)
-{
-	__u32 seed = lb_seed(), choices = lb_least_choices(svc->choice_count);
-	__u32 first = lb_least_first(k, &seed), best = healthy_slot(svc, first), best_active,
-	      active;
-
-	if (!slot_usable(svc, best, &best_active))
-		return -1;
-	if (k == 1)
-		return (int)best;
-	for (__u32 c = 1; c < LB_MAX_CHOICES && c < choices; c++) {
-		__u32 slot = healthy_slot(svc, lb_least_next(k, first, &seed));
-
-		if (!slot_usable(svc, slot, &active))
-			return -1;
-		if (active < best_active) {
-			best = slot;
-			best_active = active;
-		}
-	}
-	return (int)best;
-}
-
-/* The common case: no breaker out of closed and every backend of the VIP's family. Then the
- * scan's candidates would be exactly the healthy slots in order (svc->healthy_slots), so the
- * algorithm draws among them directly, reading only the backends it draws: the same choices
- * lb_pick() makes over the scanned set. Returns the slot, or -1 when the service needs the
- * scan: weighted; no healthy backend, or too few (panic); maglev's first choice unhealthy (the
- * scan tries the next entries); a drawn breaker that tripped before not_closed showed it. */
-static __always_inline int choose_fast(const struct mesh_svc *svc, struct mesh_svc_state *ss)
-{
-	__u32 n = svc->n_backends, k = svc->n_healthy, slot, seed, active;
-
-	if (n > MESH_MAX_BACKENDS_PER_SVC || k == 0 || k > n || k * 100 < n * svc->panic_percent)
-		return -1;
-	switch (svc->algorithm) {
-	case MESH_LB_LEAST_REQUEST:
-		return least_fast(svc, k);
-	case MESH_LB_RANDOM:
-		seed = lb_seed();
-		slot = healthy_slot(svc, lb_rand_next(&seed) % k);
-		break;
-	case MESH_LB_ROUND_ROBIN:
-		slot = healthy_slot(svc, (__u32)(__sync_fetch_and_add(&ss->rr, 1) % k));
-		break;
-	case MESH_LB_MAGLEV: {
-		__u32 key = svc->service_id * 2 + (svc->generation & 1);
-		struct lb_maglev *table = bpf_map_lookup_elem(&mesh_maglev, &key);
-		__u64 caller = bpf_get_current_cgroup_id();
-
-		slot = table ? lb_maglev_first(table, n, caller)
-			     : healthy_slot(svc, lb_hash64(caller) % k);
-		break;
-	}
-	default:
-		return -1;
-	}
-	return slot < n && slot_usable(svc, slot, &active) ? (int)slot : -1;
-}
-
-/* Chooses a slot for this connect. Returns the slot (sets *probe), -1 with *reason set when no
- * backend is usable, or -2 on an internal error. */
-static __always_inline int choose(const struct mesh_svc *svc, struct mesh_svc_state *ss, int v4,
-				  int *probe, int *reason)
+/* The scan: candidates are the healthy backends whose breaker is closed, open ones beyond the
+ * ejection cap, and a probe for an ejected backend that is due one. Returns a backend id (sets
+ * *probe), -1 with *reason set when none is usable, -2 on an internal error. */
+static __always_inline int scan(const struct mesh_svc *svc, struct mesh_svc_state *ss, int v4,
+				__s32 not_closed, int *probe, int *reason)
 {
 	struct gather_state g = {
-		.cap = svc->n_backends * svc->max_ejection_percent / 100,
+		.cap = (__u32)svc->n_backends * svc->max_ejection_percent / 100,
 		.probe_slot = -1,
 		.v4 = v4,
 	};
 	__u32 zero = 0;
 	struct lb_cand *c;
-	__s32 not_closed;
 	int slot;
 
-	if (!ss)
-		return -2;
-	not_closed = ss->not_closed;
-	if ((svc->flags & MESH_SVC_F_SAME_FAMILY) && not_closed == 0) {
-		slot = choose_fast(svc, ss);
-		if (slot >= 0)
-			return slot;
-	}
 	count(MESH_CNT_SCAN);
 	c = bpf_map_lookup_elem(&mesh_scratch, &zero);
 	if (!c)
@@ -478,11 +432,15 @@ static __always_inline int choose(const struct mesh_svc *svc, struct mesh_svc_st
 	 * it (unless a transition changed it meanwhile). */
 	if (not_closed && !g.not_closed)
 		__sync_val_compare_and_swap(&ss->not_closed, not_closed, 0);
-	if (g.probe_slot >= 0 && try_probe(svc, g.probe_slot, g.now)) {
-		*probe = 1;
-		return g.probe_slot;
+	if (g.probe_slot >= 0) {
+		__u32 id = slot_backend(svc, (__u32)g.probe_slot);
+
+		if (id && try_probe(svc, id, g.now)) {
+			*probe = 1;
+			return (int)id;
+		}
 	}
-	if (panic_mode(svc, c))
+	if (panic_mode(svc, ss, c))
 		gather(svc, c, &g, 1);
 	if (c->n == 0) {
 		*reason = svc->n_backends == 0 ? MESH_REJECT_NO_BACKEND
@@ -490,27 +448,252 @@ static __always_inline int choose(const struct mesh_svc *svc, struct mesh_svc_st
 					       : MESH_REJECT_CIRCUIT_OPEN;
 		return -1;
 	}
-	return lb_pick(c, pick_inputs(svc, c));
+	pick_inputs(svc, ss, c);
+	slot = lb_pick(c);
+	return slot < 0 ? -2 : (int)slot_backend(svc, (__u32)slot);
 }
 
-/* Fails the connect by decision, or lets it through under the passthrough policy. */
-static __always_inline int no_backend(struct bpf_sock_addr *ctx, const struct mesh_svc *svc,
-				      int reason)
-{
-	struct mesh_svc_stats *st = svc_stats(svc->service_id);
+/* --- the no-scan path: draw, and draw again around open breakers ---------------------------- */
 
+/* One connect's draws. */
+struct draw {
+	__u64 now;    /* clock, read at the first breaker found not closed */
+	__u32 active; /* active count of the backend last found usable */
+	__u32 all;    /* panic: draw over every backend, usable or not */
+	__u32 probe;  /* the backend last found usable was granted a half-open probe */
+	__u32 pad;
+};
+
+/* Whether backend `id` may take this connect: a closed breaker, or an open one whose half-open
+ * probe this connect becomes. Sets d->active and d->probe. */
+static __always_inline int usable(const struct mesh_svc *svc, __u32 id, struct draw *d)
+{
+	struct mesh_be_state *bs = be_state(id);
+
+	if (!bs)
+		return 0;
+	d->active = bs->active > 0 ? (__u32)bs->active : 0;
+	d->probe = 0;
+	if (d->all || bs->br.state == MESH_CIRCUIT_CLOSED)
+		return 1;
+	count(MESH_CNT_REDRAW);
+	if (!d->now)
+		d->now = bpf_ktime_get_ns();
+	if (breaker_peek(&bs->br, &svc->breaker, d->now) != BREAKER_PROBE ||
+	    !try_probe(svc, id, d->now))
+		return 0;
+	d->probe = 1;
+	return 1;
+}
+
+/* The backend of draw `j` (< k): the j-th healthy backend, or in panic the j-th of all. */
+static __always_inline __u32 drawn(const struct mesh_svc *svc, __u32 j, const struct draw *d)
+{
+	struct mesh_slot *s = slot_at(svc, j);
+
+	return !s ? 0 : d->all ? s->backend_id : s->healthy_id;
+}
+
+/* round_robin: each draw takes the next cursor value, so a backend whose breaker is open passes
+ * its turns on and every usable backend gets exactly one connect per cycle. */
+static __always_inline int draw_rr(const struct mesh_svc *svc, struct mesh_svc_state *ss, __u32 k,
+				   struct draw *d)
+{
+	for (__u32 t = 0; t < MESH_MAX_DRAWS; t++) {
+		__u32 id = drawn(svc, (__u32)(ADD(ss->rr, 1) % k), d);
+
+		if (id && usable(svc, id, d))
+			return (int)id;
+	}
+	return -1;
+}
+
+static __always_inline int draw_random(const struct mesh_svc *svc, __u32 k, struct draw *d)
+{
+	__u32 seed = lb_seed();
+
+	for (__u32 t = 0; t < MESH_MAX_DRAWS; t++) {
+		__u32 id = drawn(svc, lb_rand_next(&seed) % k, d);
+
+		if (id && usable(svc, id, d))
+			return (int)id;
+	}
+	return -1;
+}
+
+/* weighted: a uniform cell of the alias table over the healthy backends, then the cell's coin. */
+static __always_inline int draw_weighted(const struct mesh_svc *svc, __u32 k, struct draw *d)
+{
+	__u32 seed = lb_seed();
+
+	for (__u32 t = 0; t < MESH_MAX_DRAWS; t++) {
+		struct mesh_slot *s = slot_at(svc, lb_rand_next(&seed) % k);
+		__u32 id;
+
+		if (!s)
+			return -1;
+		id =
+		    lb_alias_keep(s->alias_prob, lb_rand_next(&seed)) ? s->healthy_id : s->alias_id;
+		if (id && usable(svc, id, d))
+			return (int)id;
+	}
+	return -1;
+}
+
+/* least_request: lb_pick_least()'s draws (the first uniform, the others distinct from it),
+ * each drawn again while it lands on a backend that cannot take the connect. */
+static __always_inline int draw_least(const struct mesh_svc *svc, __u32 k, struct draw *d)
+{
+	__u32 seed = lb_seed(), choices = lb_least_choices(svc->choice_count), first = 0;
+	__u32 best = 0, best_active = 0, best_probe = 0, id;
+	__u32 t;
+
+	for (t = 0; t < MESH_MAX_DRAWS && !best; t++) {
+		first = lb_least_first(k, &seed);
+		id = drawn(svc, first, d);
+		if (id && usable(svc, id, d)) {
+			best = id;
+			best_active = d->active;
+			best_probe = d->probe;
+		}
+	}
+	if (!best)
+		return -1;
+	for (__u32 c = 1; c < LB_MAX_CHOICES && c < choices && k > 1 && !best_probe; c++) {
+		for (t = 0; t < MESH_MAX_DRAWS; t++) {
+			id = drawn(svc, lb_least_next(k, first, &seed), d);
+			if (id && usable(svc, id, d))
+				break;
+		}
+		if (t == MESH_MAX_DRAWS || d->probe)
+			break; /* a probe is a connect of its own backend's: keep the first */
+		if (d->active < best_active) {
+			best = id;
+			best_active = d->active;
+		}
+	}
+	d->probe = best_probe;
+	return (int)best;
+}
+
+/* maglev: the table's entries for the caller's hash, as the scan would try them; then plain
+ * hashing over the healthy backends. */
+static __always_inline int draw_maglev(const struct mesh_svc *svc, __u32 k, struct draw *d)
+{
+	__u64 key = maglev_key(svc);
+	__u32 h = lb_hash64(key), m = svc->maglev_m, id;
+	struct mesh_backend *be;
+
+	for (__u32 j = 0; j < LB_MAGLEV_PROBE && m; j++) {
+		int s = maglev_entry(svc, (h + j) % m);
+
+		if (s < 0 || (__u32)s >= svc->n_backends)
+			break;
+		id = slot_backend(svc, (__u32)s);
+		be = bpf_map_lookup_elem(&mesh_backends, &id);
+		if (be && (d->all || (be->flags & MESH_BE_F_HEALTHY)) && usable(svc, id, d))
+			return (int)id;
+	}
+	for (__u32 t = 0; t < MESH_MAX_DRAWS; t++) {
+		id = drawn(svc, (h + t) % k, d);
+		if (id && usable(svc, id, d))
+			return (int)id;
+	}
+	return -1;
+}
+
+/* The common case, whatever the size of the service: draws among the healthy backends (kept in
+ * order by userspace), reading only the drawn ones; a draw landing on an open breaker is drawn
+ * again, so the choice is the scan's over the usable set. Below the panic threshold (known
+ * without breakers out of closed) it draws over every backend. Returns a backend id, -1 with
+ * *reason set when nothing is usable, or -3 when the scan must decide. */
+static __always_inline int choose_fast(const struct mesh_svc *svc, struct mesh_svc_state *ss,
+				       __s32 not_closed, int *probe, int *reason)
+{
+	__u32 n = svc->n_backends, k = svc->n_healthy, open = not_closed > 0 ? not_closed : 0;
+	struct draw d = {};
+	int id;
+
+	if (n == 0) {
+		*reason = MESH_REJECT_NO_BACKEND;
+		return -1;
+	}
+	if (k > n || n > MESH_MAX_BACKENDS_PER_SVC)
+		return -3;
+	/* Drawing around open breakers is the scan's choice only while every one of them is
+	 * ejected (within the cap) and the healthy ones left keep the service above the panic
+	 * threshold; otherwise the scan decides. */
+	if (open && (open > n * svc->max_ejection_percent / 100 ||
+		     (k > open ? k - open : 0) * 100 < n * svc->panic_percent))
+		return -3;
+	if (k * 100 < n * svc->panic_percent || (k == 0 && svc->panic_percent)) {
+		if (svc->algorithm == MESH_LB_WEIGHTED)
+			return -3; /* the alias table is over the healthy backends only */
+		count_panic(svc, ss);
+		d.all = 1;
+		k = n;
+	} else if (k == 0) {
+		*reason = MESH_REJECT_NO_HEALTHY;
+		return -1;
+	}
+	switch (svc->algorithm) {
+	case MESH_LB_ROUND_ROBIN:
+		id = draw_rr(svc, ss, k, &d);
+		break;
+	case MESH_LB_LEAST_REQUEST:
+		id = draw_least(svc, k, &d);
+		break;
+	case MESH_LB_WEIGHTED:
+		id = draw_weighted(svc, k, &d);
+		break;
+	case MESH_LB_MAGLEV:
+		id = draw_maglev(svc, k, &d);
+		break;
+	default:
+		id = draw_random(svc, k, &d);
+	}
+	if (id <= 0)
+		return -3; /* every draw unusable: let the scan look at all of them */
+	*probe = d.probe;
+	return id;
+}
+
+/* Chooses a backend for this connect. Returns its id (sets *probe), -1 with *reason set when no
+ * backend is usable, or -2 on an internal error. */
+static __always_inline int choose(const struct mesh_svc *svc, struct mesh_svc_state *ss, int v4,
+				  int *probe, int *reason)
+{
+	__s32 not_closed;
+	int id = -3;
+
+	if (!ss)
+		return -2;
+	not_closed = ss->not_closed;
+	if (svc->flags & MESH_SVC_F_SAME_FAMILY)
+		id = choose_fast(svc, ss, not_closed, probe, reason);
+	if (id != -3)
+		return id;
+	return scan(svc, ss, v4, not_closed, probe, reason);
+}
+
+/* Fails the connect by decision, or lets it through under the passthrough policy. Without
+ * bpf_set_retval (kernels before 5.18) a reject surfaces as EPERM. */
+static __always_inline int no_backend(struct bpf_sock_addr *ctx, const struct mesh_svc *svc,
+				      struct mesh_svc_state *ss, int reason)
+{
 	if (reason != MESH_REJECT_MAX_CONN && (svc->flags & MESH_SVC_F_PASSTHROUGH)) {
 		count(MESH_CNT_PASSTHROUGH);
-		if (st)
-			st->passthrough += 1;
+		if (ss)
+			ADD(ss->passthrough, 1);
 		return VERDICT_OK;
 	}
 	count(MESH_CNT_REJECTED);
-	if (st && reason < 8)
-		st->rejects[reason & 7] += 1;
+	if (ss && reason >= 0 && reason < MESH_REJECT__COUNT)
+		ADD(ss->rejects[reason & 3], 1);
 	emit(MESH_EV_REJECT, svc->service_id, 0, 0, 0, reason);
-	bpf_set_retval(reason == MESH_REJECT_MAX_CONN ? -MESH_ERRNO_MAX_CONN
-						      : -MESH_ERRNO_NO_HEALTHY);
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_set_retval))
+		bpf_set_retval(reason == MESH_REJECT_MAX_CONN ? -MESH_ERRNO_MAX_CONN
+							      : -MESH_ERRNO_NO_HEALTHY);
 	return VERDICT_REJECT;
 }
 
@@ -522,11 +705,11 @@ static __always_inline int over_limit(const struct mesh_svc *svc, const struct m
 
 /* Rewrites the destination to backend `id` and records the decision on the socket. */
 static __always_inline int redirect(struct bpf_sock_addr *ctx, const struct mesh_svc *svc,
-				    struct mesh_sock *sk, __u32 id, int v4, int probe)
+				    struct mesh_svc_state *ss, struct mesh_sock *sk, __u32 id,
+				    int v4, int probe)
 {
 	struct mesh_backend *be = bpf_map_lookup_elem(&mesh_backends, &id);
-	struct mesh_svc_stats *st = svc_stats(svc->service_id);
-	struct mesh_be_stats *bst = be_stats(id);
+	struct mesh_be_state *bs = be_state(id);
 
 	if (!be) {
 		count(MESH_CNT_ERR_INTERNAL);
@@ -549,11 +732,12 @@ static __always_inline int redirect(struct bpf_sock_addr *ctx, const struct mesh
 	count(MESH_CNT_REDIRECTED);
 	if (probe)
 		count(MESH_CNT_PROBE);
-	if (st)
-		st->redirected += 1;
-	if (bst) {
-		bst->selected += 1;
-		bst->probes += probe;
+	if (ss)
+		ADD(ss->redirected, 1);
+	if (bs) {
+		ADD(bs->selected, 1);
+		if (probe)
+			ADD(bs->probes, 1);
 	}
 	return VERDICT_OK;
 }
@@ -626,7 +810,7 @@ static __always_inline void forget(struct bpf_sock_addr *ctx)
 
 static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_svc_key *key, int v4)
 {
-	int probe = 0, reason = 0, slot;
+	int probe = 0, reason = 0, id;
 	struct mesh_svc_state *ss;
 	struct mesh_svc *svc;
 	struct mesh_sock *ms;
@@ -638,20 +822,20 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_s
 		forget(ctx);
 		return VERDICT_OK;
 	}
-	ss = bpf_map_lookup_elem(&mesh_svc_state, &svc->service_id);
+	ss = svc_state(svc->service_id);
 	if (over_limit(svc, ss)) {
-		slot = -1;
+		id = -1;
 		reason = MESH_REJECT_MAX_CONN;
 	} else {
-		slot = choose(svc, ss, v4, &probe, &reason);
+		id = choose(svc, ss, v4, &probe, &reason);
 	}
-	if (slot < 0) { /* a service connect left alone: nothing of an earlier one may stay */
+	if (id <= 0) { /* a service connect left alone: nothing of an earlier one may stay */
 		forget(ctx);
 		handoff_release(bpf_get_socket_cookie(ctx));
 	}
-	if (slot == -1)
-		return no_backend(ctx, svc, reason);
-	if (slot < 0) {
+	if (id == -1)
+		return no_backend(ctx, svc, ss, reason);
+	if (id <= 0) {
 		count(MESH_CNT_ERR_INTERNAL);
 		return VERDICT_OK;
 	}
@@ -659,7 +843,7 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_s
 	if (!ms)
 		return VERDICT_OK;
 	ms->vip = *key;
-	return redirect(ctx, svc, ms, svc->backend_ids[slot & LB_MASK], v4, probe);
+	return redirect(ctx, svc, ss, ms, (__u32)id, v4, probe);
 }
 
 static __always_inline int tcp_socket(struct bpf_sock_addr *ctx)
@@ -745,13 +929,12 @@ static __always_inline struct mesh_be_state *sock_backend(const struct mesh_sock
 		count(MESH_CNT_STALE);
 		return 0;
 	}
-	return bpf_map_lookup_elem(&mesh_be_state, &id);
+	return be_state(id);
 }
 
 static __always_inline struct mesh_svc_state *sock_service(const struct mesh_sock *ms)
 {
-	__u32 id = ms->service_id;
-	struct mesh_svc_state *ss = bpf_map_lookup_elem(&mesh_svc_state, &id);
+	struct mesh_svc_state *ss = svc_state(ms->service_id);
 
 	return ss && ss->epoch == ms->svc_epoch ? ss : 0;
 }
@@ -768,20 +951,20 @@ static __always_inline void on_connect(struct bpf_sock_ops *skops, struct mesh_s
 		return;
 	ms->flags |= MESH_SK_F_ACTIVE;
 	if (bs)
-		__sync_fetch_and_add(&bs->active, 1);
+		ADD(bs->active, 1);
 	if (ss)
-		__sync_fetch_and_add(&ss->active, 1);
+		ADD(ss->active, 1);
 }
 
-/* Feeds one outcome to the backend's breaker; `ok` with the handshake RTT in ns. */
 static __always_inline __u64 ewma(__u64 avg, __u64 sample)
 {
 	return avg ? avg - avg / 8 + sample / 8 : sample;
 }
 
-static __always_inline void outcome(const struct mesh_sock *ms, int ok, __u64 rtt_ns)
+/* Feeds one outcome to the backend's breaker; `ok` with the handshake RTT in ns. */
+static __always_inline void outcome(const struct mesh_sock *ms, struct mesh_be_state *bs, int ok,
+				    __u64 rtt_ns)
 {
-	struct mesh_be_state *bs = sock_backend(ms);
 	struct mesh_svc *svc = bpf_map_lookup_elem(&mesh_services, (void *)&ms->vip);
 	int probe = !!(ms->flags & MESH_SK_F_PROBE);
 	__u8 from, to;
@@ -811,47 +994,46 @@ static __always_inline void outcome(const struct mesh_sock *ms, int ok, __u64 rt
 
 static __always_inline void on_established(struct bpf_sock_ops *skops, struct mesh_sock *ms)
 {
-	struct mesh_be_stats *bst = be_stats(ms->backend_id);
+	struct mesh_be_state *bs;
 
 	if (ms->flags & MESH_SK_F_DONE)
 		return;
 	ms->flags |= MESH_SK_F_DONE | MESH_SK_F_ESTABLISHED;
 	count(MESH_CNT_ESTABLISHED);
-	if (bst)
-		bst->ok += 1;
-	outcome(ms, 1, (__u64)(skops->srtt_us >> 3) * 1000);
+	bs = sock_backend(ms);
+	if (bs)
+		ADD(bs->ok, 1);
+	outcome(ms, bs, 1, (__u64)(skops->srtt_us >> 3) * 1000);
 }
 
 static __always_inline void on_close(struct bpf_sock_ops *skops, struct mesh_sock *ms)
 {
-	struct mesh_be_stats *bst = be_stats(ms->backend_id);
-	struct mesh_svc_stats *st = svc_stats(ms->service_id);
+	struct mesh_be_state *bs = sock_backend(ms);
+	struct mesh_svc_state *ss = sock_service(ms);
+	__u64 sent = skops->bytes_acked, received = skops->bytes_received;
 
 	if (!(ms->flags & MESH_SK_F_DONE)) {
 		ms->flags |= MESH_SK_F_DONE;
 		count(MESH_CNT_FAILED);
-		if (bst)
-			bst->failed += 1;
-		outcome(ms, 0, 0);
+		if (bs)
+			ADD(bs->failed, 1);
+		outcome(ms, bs, 0, 0);
 	}
 	if (ms->flags & MESH_SK_F_ACTIVE) {
-		struct mesh_svc_state *ss = sock_service(ms);
-		struct mesh_be_state *bs = sock_backend(ms);
-
 		ms->flags &= ~MESH_SK_F_ACTIVE;
 		if (bs)
-			__sync_fetch_and_add(&bs->active, -1);
+			ADD(bs->active, -1);
 		if (ss)
-			__sync_fetch_and_add(&ss->active, -1);
+			ADD(ss->active, -1);
 		count(MESH_CNT_CLOSED);
 	}
-	if (bst) {
-		bst->bytes_sent += skops->bytes_acked;
-		bst->bytes_received += skops->bytes_received;
+	if (bs) {
+		ADD(bs->bytes_sent, sent);
+		ADD(bs->bytes_received, received);
 	}
-	if (st) {
-		st->bytes_sent += skops->bytes_acked;
-		st->bytes_received += skops->bytes_received;
+	if (ss) {
+		ADD(ss->bytes_sent, sent);
+		ADD(ss->bytes_received, received);
 	}
 }
 
@@ -927,6 +1109,44 @@ int mesh_sock_release(struct bpf_sock *sk)
 	if (sk->type == SOCK_STREAM && sk->protocol == IPPROTO_TCP)
 		handoff_release(bpf_get_socket_cookie(sk));
 	return 1;
+}
+
+/* Input of mesh_adjust, written by userspace before each run. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mesh_adjust);
+} mesh_adjust_in SEC(".maps");
+
+/* Run by userspace (BPF_PROG_RUN), never attached: adds deltas to active counts with the same
+ * atomics sockops uses, so an upgrade can hand counts over while live sockets keep moving them
+ * (user/datapath/migrate.c). */
+SEC("syscall")
+int mesh_adjust(void *ctx)
+{
+	__u32 zero = 0;
+	struct mesh_adjust *a = bpf_map_lookup_elem(&mesh_adjust_in, &zero);
+
+	if (!a)
+		return 0;
+	for (__u32 i = 0; i < MESH_ADJUST_MAX && i < a->n; i++) {
+		__u32 id = a->e[i].id;
+		__s64 delta = a->e[i].delta;
+
+		if (a->kind == 0) {
+			struct mesh_be_state *bs = be_state(id);
+
+			if (bs)
+				ADD(bs->active, delta);
+		} else {
+			struct mesh_svc_state *ss = svc_state(id);
+
+			if (ss)
+				ADD(ss->active, delta);
+		}
+	}
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -13,7 +13,7 @@
 #include <linux/types.h>
 #endif
 
-#define MESH_ABI_VERSION 3
+#define MESH_ABI_VERSION 4
 
 enum mesh_lb_algorithm {
 	MESH_LB_RANDOM = 0,
@@ -29,15 +29,29 @@ enum mesh_no_healthy_policy {
 	MESH_NO_HEALTHY_PASSTHROUGH = 1,
 };
 
-/* Capacities. Backend id 0 is never used ("no backend"). */
-#define MESH_MAX_SERVICES 16384
-#define MESH_SVC_HASH_ENTRIES (4 * MESH_MAX_SERVICES) /* mesh_services buckets: load <= 1/4 */
-#define MESH_MAX_BACKENDS 131072
-#define MESH_MAX_BACKENDS_PER_SVC 64 /* power of two: the BPF side masks indexes with it */
+/* What maglev hashes to pick a backend: who sticks to one backend. */
+enum mesh_hash_key {
+	MESH_HASH_CGROUP = 0,  /* the caller's cgroup id: every process of a cgroup */
+	MESH_HASH_PROCESS = 1, /* the caller's process id (tgid) */
+};
+
+/* Capacities. The service and backend counts are chosen when the maps are created
+ * (datapath_opts; recorded in mesh_abi); these defaults apply when none is given. Backend id 0
+ * is never used ("no backend"). */
+#define MESH_DEF_SERVICES 16384
+#define MESH_DEF_BACKENDS 131072
+#define MESH_MAX_SERVICES_CAP (1u << 20) /* largest capacity datapath_opts accepts */
+#define MESH_MAX_BACKENDS_CAP (1u << 22)
+#define MESH_MAX_BACKENDS_PER_SVC 1024 /* power of two: the BPF side masks indexes with it */
+#define MESH_SLOTS_PER_BACKEND 2       /* mesh_slots entries per backend of capacity */
 #define MESH_SVC_NAME_MAX 64
-#define MESH_MAGLEV_M 4093 /* prime, ~64x the largest backend set */
+#define MESH_MAGLEV_CHUNK 4096	/* u16 entries per mesh_maglev value */
+#define MESH_MAGLEV_M_MIN 4093	/* smallest maglev table (prime) */
+#define MESH_MAGLEV_M_MAX 65537 /* largest (prime, >= 64 x MESH_MAX_BACKENDS_PER_SVC) */
 #define MESH_EVENTS_BYTES (256 * 1024)
 #define MESH_HANDOFF_SLOTS 8192 /* power of two: connect -> sockops hand-off (mesh_handoff) */
+#define MESH_COUNTERS_MAX 64	/* mesh_counters entries: room for counters added later */
+#define MESH_MAX_DRAWS 8	/* draws the no-scan path makes before it scans */
 
 /* Errnos the application sees on a decided reject (positive values, as in errno.h). */
 #define MESH_ERRNO_NO_HEALTHY 113 /* EHOSTUNREACH */
@@ -80,14 +94,16 @@ enum mesh_counter {
 	MESH_CNT_REENTRY = 16,	   /* connect() again on a socket already counted: untouched */
 	MESH_CNT_SCAN = 17, /* decided by scanning every backend (docs/datapath.md: no-scan path) */
 	MESH_CNT_HANDOFF_BUSY = 18, /* hand-off slot taken: socket storage created in connect */
+	MESH_CNT_REDRAW = 19,	    /* a draw landed on a backend whose breaker is not closed */
 	MESH_CNT__COUNT,
 };
+_Static_assert(MESH_CNT__COUNT <= MESH_COUNTERS_MAX, "mesh_counters too small");
 
 /* mesh_services key. `addr` is IPv6, IPv4 as v4-mapped (::ffff:a.b.c.d). */
 struct mesh_svc_key {
 	__u8 addr[16];
 	__u16 port; /* network byte order */
-	__u8 proto; /* IPPROTO_TCP */
+	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
 	__u8 pad;
 };
 _Static_assert(sizeof(struct mesh_svc_key) == 20, "mesh_svc_key layout");
@@ -106,33 +122,61 @@ _Static_assert(sizeof(struct mesh_breaker_cfg) == 40, "mesh_breaker_cfg layout")
 
 #define MESH_SVC_F_PASSTHROUGH 0x1 /* no usable backend: leave the destination untouched */
 /* Every backend reachable by every connect to the VIP (an IPv4 VIP's are IPv4: v4-mapped
- * backends only; kept by userspace): with no breaker out of closed (mesh_svc_state.not_closed
- * == 0) a connect may pick without scanning the backends. */
+ * backends only; kept by userspace): a connect may draw without scanning the backends. */
 #define MESH_SVC_F_SAME_FAMILY 0x2
 
-/* mesh_services value: one service, replaced whole by one update (atomic for readers). */
+/* mesh_services value: one service, replaced whole by one update (atomic for readers). Its
+ * backends are the entries [slot_base, slot_base + n_backends) of mesh_slots, written before
+ * the value that points at them is published. */
 struct mesh_svc {
-	__u32 service_id; /* index into the per-service arrays, < MESH_MAX_SERVICES */
-	__u32 generation; /* bumped on every update; its low bit selects the maglev table */
-	__u32 epoch;	  /* copy of mesh_svc_state.epoch when the id was allocated */
-	__u8 algorithm;	  /* enum mesh_lb_algorithm */
-	__u8 flags;	  /* MESH_SVC_F_* */
+	__u32 service_id; /* index into mesh_svc_state, < the service capacity */
+	__u32
+	    generation; /* bumped on every backend set change; its low bit selects the maglev table */
+	__u32 epoch;	/* copy of mesh_svc_state.epoch when the id was allocated */
+	__u32 slot_base; /* first mesh_slots entry of this service */
+	__u16 n_backends;
+	__u16 n_healthy;       /* backends with MESH_BE_F_HEALTHY (kept by userspace) */
+	__u32 max_connections; /* active connections of the service; 0 = unlimited */
+	__u32 maglev_m;	       /* maglev table size (prime); 0 when not maglev */
+	__u8 algorithm;	       /* enum mesh_lb_algorithm */
+	__u8 flags;	       /* MESH_SVC_F_* */
 	__u8 choice_count;
-	__u8 n_backends;
-	__u32 max_connections;	   /* 0 = unlimited */
 	__u8 max_ejection_percent; /* 0..100 of n_backends the breaker may take out */
 	__u8 panic_percent;	   /* 0..100: below this share usable, balance across all */
-	__u8 n_healthy;		   /* backends with MESH_BE_F_HEALTHY (kept by userspace) */
-	__u8 pad;
+	__u8 hash_key;		   /* enum mesh_hash_key (maglev) */
+	__u16 pad;
+	__u32 pad2;
 	struct mesh_breaker_cfg breaker;
-	__u64 healthy_mask; /* bit s: the backend in slot s is healthy (kept by userspace) */
-	__u8 healthy_slots
-	    [MESH_MAX_BACKENDS_PER_SVC]; /* the first n_healthy: those slots, in order */
-	__u32 backend_ids[MESH_MAX_BACKENDS_PER_SVC];
 };
-_Static_assert(sizeof(struct mesh_svc) == 72 + 5 * MESH_MAX_BACKENDS_PER_SVC, "mesh_svc layout");
+_Static_assert(sizeof(struct mesh_svc) == 80, "mesh_svc layout");
 
-/* mesh_svc_state value (ARRAY by service_id): runtime state the kernel updates with atomics. */
+/* mesh_slots value (ARRAY; a service owns a range of entries, see mesh_svc.slot_base). Entry j
+ * of a service carries three lists at once: its j-th backend (configured order), its j-th
+ * healthy backend (j < n_healthy), and, for `weighted`, the alias-method cell j over the
+ * healthy backends (Vose): entry j is kept with probability alias_prob / 2^32, else alias_id. */
+struct mesh_slot {
+	__u32 backend_id;
+	__u32 healthy_id;
+	__u32 alias_prob;
+	__u32 alias_id;
+};
+_Static_assert(sizeof(struct mesh_slot) == 16, "mesh_slot layout");
+
+/* mesh_maglev key: one chunk of a service's table (table = service_id * 2 + generation & 1). */
+struct mesh_maglev_key {
+	__u32 table;
+	__u32 chunk; /* entries [chunk * MESH_MAGLEV_CHUNK, +MESH_MAGLEV_CHUNK) */
+};
+_Static_assert(sizeof(struct mesh_maglev_key) == 8, "mesh_maglev_key layout");
+
+/* mesh_maglev value: slot numbers (index into the service's backends). */
+struct mesh_maglev_chunk {
+	__u16 slot[MESH_MAGLEV_CHUNK];
+};
+_Static_assert(sizeof(struct mesh_maglev_chunk) == 2 * MESH_MAGLEV_CHUNK, "maglev chunk layout");
+
+/* mesh_svc_state value (ARRAY by service_id): runtime state and counters the kernel updates
+ * with atomics; userspace resets it when the id is allocated. */
 struct mesh_svc_state {
 	__u64 rr;     /* round-robin cursor */
 	__s64 active; /* connections counted active (SYN sent .. closed) */
@@ -140,8 +184,17 @@ struct mesh_svc_state {
 	/* Backends whose breaker is not closed: +1/-1 on transitions (kernel), so a hint: a scan
 	 * that finds every breaker closed sets it back to 0. */
 	__s32 not_closed;
+	__u64 redirected;
+	__u64 passthrough;
+	__u64 panic;
+	__u64 rejects[MESH_REJECT__COUNT]; /* indexed by enum mesh_reject_reason */
+	__u64 bytes_sent;		   /* TCP: bytes_acked at close; UDP: datagram payload */
+	__u64 bytes_received;
+	__u64 dgrams_sent; /* UDP services */
+	__u64 dgrams_received;
+	__u64 pad[2];
 };
-_Static_assert(sizeof(struct mesh_svc_state) == 24, "mesh_svc_state layout");
+_Static_assert(sizeof(struct mesh_svc_state) == 128, "mesh_svc_state layout");
 
 #define MESH_BE_F_HEALTHY 0x1
 
@@ -173,40 +226,24 @@ struct mesh_breaker {
 };
 _Static_assert(sizeof(struct mesh_breaker) == 48, "mesh_breaker layout");
 
-/* mesh_be_state value (ARRAY by backend id): runtime state written by the kernel. */
+/* mesh_be_state value (ARRAY by backend id): runtime state and counters written by the kernel
+ * (counters with atomics); userspace resets it when the id is allocated. */
 struct mesh_be_state {
 	struct bpf_spin_lock lock; /* guards `br` (see breaker_success_lockless) */
 	__u32 pad;
 	struct mesh_breaker br;
 	__s64 active;	       /* atomics, outside the lock */
 	__u64 latency_ewma_ns; /* handshake RTT, EWMA weight 1/8 (a statistic: racy) */
-};
-_Static_assert(sizeof(struct mesh_be_state) == 72, "mesh_be_state layout");
-
-/* mesh_be_stats value (PERCPU_ARRAY by backend id). */
-struct mesh_be_stats {
-	__u64 selected; /* connects sent to it */
-	__u64 ok;	/* established */
-	__u64 failed;	/* failed before established */
+	__u64 selected;	       /* connects sent to it */
+	__u64 ok;	       /* established */
+	__u64 failed;	       /* failed before established */
 	__u64 probes;
 	__u64 bytes_sent; /* bytes_acked at close */
 	__u64 bytes_received;
 	__u64 transitions[MESH_CIRCUIT__COUNT]; /* indexed by the state entered */
-	__u64 pad;
+	__u64 drained;				/* connections closed by a drain */
 };
-_Static_assert(sizeof(struct mesh_be_stats) == 80, "mesh_be_stats layout");
-
-/* mesh_svc_stats value (PERCPU_ARRAY by service_id). */
-struct mesh_svc_stats {
-	__u64 redirected;
-	__u64 passthrough;
-	__u64 panic;
-	__u64 rejects[8]; /* indexed by enum mesh_reject_reason */
-	__u64 bytes_sent;
-	__u64 bytes_received;
-	__u64 pad;
-};
-_Static_assert(sizeof(struct mesh_svc_stats) == 112, "mesh_svc_stats layout");
+_Static_assert(sizeof(struct mesh_be_state) == 152, "mesh_be_state layout");
 
 /* mesh_svc_names value (HASH by service_id): lets a restarted daemon recover names. Userspace
  * only. */
@@ -223,7 +260,8 @@ _Static_assert(sizeof(struct mesh_svc_name) == 88, "mesh_svc_name layout");
 #define MESH_SK_F_PROBE 0x8   /* half-open probe */
 #define MESH_SK_F_ESTABLISHED 0x10
 
-/* mesh_sockets value (SK_STORAGE): what connect() decided, for getpeername and sockops. */
+/* mesh_sockets value (SK_STORAGE): what connect() decided, for getpeername and sockops.
+ * Unchanged since ABI 3: an upgrade keeps this map, so live sockets keep their decisions. */
 struct mesh_sock {
 	struct mesh_svc_key vip;
 	__u32 service_id;
@@ -238,7 +276,8 @@ _Static_assert(sizeof(struct mesh_sock) == 40, "mesh_sock layout");
  * their decision here and sockops moves it into mesh_sockets at TCP_CONNECT_CB, in the same
  * connect() call, so the costly storage allocation is not on the connect program. A slot is
  * held from the claim (compare-and-swap of `cookie` from 0) until that callback, the socket's
- * next connect() or its release; a socket finding its slot held uses mesh_sockets directly. */
+ * next connect() or its release; a socket finding its slot held uses mesh_sockets directly.
+ * Unchanged since ABI 3 (kept across upgrades, as mesh_sockets). */
 struct mesh_handoff {
 	__u64 cookie; /* socket cookie of the holder; 0 = free */
 	struct mesh_sock sock;
@@ -264,21 +303,39 @@ struct mesh_event {
 };
 _Static_assert(sizeof(struct mesh_event) == 24, "mesh_event layout");
 
+/* Input of mesh_adjust (a BPF_PROG_TYPE_SYSCALL program userspace runs): adds `delta` to the
+ * active count of each listed backend (kind 0) or service (kind 1) with the same atomics the
+ * kernel uses, so counts that live sockets keep changing can be corrected exactly. */
+#define MESH_ADJUST_MAX 64
+struct mesh_adjust {
+	__u32 kind; /* 0 backends, 1 services */
+	__u32 n;
+	struct {
+		__u32 id;
+		__s32 delta;
+	} e[MESH_ADJUST_MAX];
+};
+_Static_assert(sizeof(struct mesh_adjust) == 8 + 8 * MESH_ADJUST_MAX, "mesh_adjust layout");
+
 /* mesh_abi value (ARRAY, one entry): written last on a fresh load, checked on adoption. */
 struct mesh_abi_info {
 	__u32 version; /* MESH_ABI_VERSION */
 	__u32 layout;  /* MESH_ABI_LAYOUT */
 	__u64 created_ns;
+	__u32 max_services; /* capacities the maps were created with */
+	__u32 max_backends;
+	__u32 max_slots;
+	__u32 pad;
 };
-_Static_assert(sizeof(struct mesh_abi_info) == 16, "mesh_abi_info layout");
+_Static_assert(sizeof(struct mesh_abi_info) == 32, "mesh_abi_info layout");
 
-/* Fingerprint of sizes and capacities: catches a layout change without a version bump. */
+/* Fingerprint of sizes and fixed capacities: catches a layout change without a version bump. */
 #define MESH_ABI_LAYOUT                                                                            \
 	((__u32)(sizeof(struct mesh_svc) * 3 + sizeof(struct mesh_be_state) * 5 +                  \
 		 sizeof(struct mesh_backend) * 7 + sizeof(struct mesh_sock) * 11 +                 \
-		 sizeof(struct mesh_be_stats) * 13 + sizeof(struct mesh_svc_stats) * 17 +          \
-		 MESH_MAX_BACKENDS_PER_SVC * 19 + MESH_MAGLEV_M * 23 + MESH_MAX_SERVICES +         \
-		 MESH_MAX_BACKENDS + MESH_CNT__COUNT * 29 + sizeof(struct mesh_handoff) * 31 +     \
-		 MESH_HANDOFF_SLOTS + MESH_SVC_HASH_ENTRIES * 37))
+		 sizeof(struct mesh_slot) * 13 + sizeof(struct mesh_svc_state) * 17 +              \
+		 MESH_MAX_BACKENDS_PER_SVC * 19 + MESH_MAGLEV_CHUNK * 23 +                         \
+		 MESH_COUNTERS_MAX * 29 + sizeof(struct mesh_handoff) * 31 + MESH_HANDOFF_SLOTS +  \
+		 sizeof(struct mesh_abi_info) * 37))
 
 #endif

@@ -1,7 +1,8 @@
 /* Backend selection as pure functions: given the usable candidates of one service (gathered by
- * the connect program), a random seed, the round-robin cursor and, for maglev, the lookup table,
- * return the chosen slot (index into mesh_svc.backend_ids). Compiled into the BPF object and into
- * tests/unit/test_lb.c. Loops are bounded by MESH_MAX_BACKENDS_PER_SVC for the verifier. */
+ * the connect program's scan), a random seed, the round-robin cursor and, for maglev, the slots
+ * of the table entries the caller's hash probes, return the chosen slot (index into the
+ * service's backends). Also the draws the no-scan path shares with it. Compiled into the BPF
+ * object and into tests/unit/test_lb.c. Loops are bounded by MESH_MAX_BACKENDS_PER_SVC. */
 #ifndef MESH_LIB_LB_H
 #define MESH_LIB_LB_H
 
@@ -10,6 +11,8 @@
 #endif
 
 #define LB_MASK (MESH_MAX_BACKENDS_PER_SVC - 1)
+#define LB_MAX_CHOICES 8   /* least_request draws at most this many candidates */
+#define LB_MAGLEV_PROBE 16 /* table entries tried before maglev falls back to hashing */
 
 /* Index into the candidate arrays. The empty asm hides the value's known range from the
  * compiler so the mask survives for the verifier, which does not follow `%`. */
@@ -18,8 +21,6 @@ static __always_inline __u32 lb_idx(__u32 i)
 	asm volatile("" : "+r"(i));
 	return i & LB_MASK;
 }
-#define LB_MAX_CHOICES 8   /* least_request draws at most this many candidates */
-#define LB_MAGLEV_PROBE 16 /* table entries tried before maglev falls back to hashing */
 
 /* In BPF, lb_pick() is a global function: the verifier checks it once, on its own, instead of
  * once per path through the connect program (which made loading take seconds). */
@@ -35,13 +36,14 @@ struct lb_cand {
 	__u32 n;
 	__u8 algorithm; /* enum mesh_lb_algorithm */
 	__u8 choice_count;
-	__u16 pad;
-	__u64 mask; /* bit s set when slot s is a candidate */
-	__u64 rr;   /* round-robin cursor value for this connect */
-	__u64 key;  /* maglev key: the caller's cgroup id */
-	__u32 seed; /* random seed */
-	__u32 pad2;
-	__u8 slot[MESH_MAX_BACKENDS_PER_SVC];
+	__u16 n_maglev; /* entries in maglev[] */
+	__u64 rr;	/* round-robin cursor value for this connect */
+	__u64 key;	/* maglev key: the caller's cgroup or process id */
+	__u32 seed;	/* random seed */
+	__u32 pad;
+	__u16 maglev[LB_MAGLEV_PROBE];		    /* slots of table entries h, h+1, ... */
+	__u64 mask[MESH_MAX_BACKENDS_PER_SVC / 64]; /* bit s set when slot s is a candidate */
+	__u16 slot[MESH_MAX_BACKENDS_PER_SVC];
 	__u32 weight[MESH_MAX_BACKENDS_PER_SVC];
 	__u32 active[MESH_MAX_BACKENDS_PER_SVC];
 };
@@ -78,8 +80,13 @@ static __always_inline void lb_cand_add(struct lb_cand *c, __u32 slot, __u32 wei
 	c->slot[lb_idx(i)] = slot;
 	c->weight[lb_idx(i)] = weight ? weight : 1;
 	c->active[lb_idx(i)] = active;
-	c->mask |= 1ULL << (slot & LB_MASK);
+	c->mask[lb_idx(slot) / 64] |= 1ULL << (slot & 63);
 	c->n = i + 1;
+}
+
+static __always_inline int lb_cand_has(const struct lb_cand *c, __u32 slot)
+{
+	return c->mask[lb_idx(slot) / 64] >> (slot & 63) & 1;
 }
 
 static __always_inline int lb_pick_index(const struct lb_cand *c, __u32 i)
@@ -138,49 +145,29 @@ static __always_inline int lb_pick_weighted(const struct lb_cand *c, __u32 rnd)
 	return c->slot[0];
 }
 
-/* A service's maglev lookup table (mesh_maglev value). */
-struct lb_maglev {
-	__u8 slot[MESH_MAGLEV_M];
-};
-
-/* The maglev table's first choice for `key`: the slot to use when every backend is usable. */
-static __always_inline __u32 lb_maglev_first(const struct lb_maglev *table, __u32 n, __u64 key)
+/* Maglev: the table maps hash(caller) to a slot. If that slot is not a candidate right now,
+ * the next entries are tried (they are a pseudo-random permutation of slots; the caller read
+ * them into c->maglev), then plain hashing over the candidates. */
+static __always_inline int lb_pick_maglev(const struct lb_cand *c)
 {
-	__u32 h = lb_hash64(key), e = h % MESH_MAGLEV_M;
+	for (__u32 j = 0; j < LB_MAGLEV_PROBE && j < c->n_maglev; j++) {
+		__u32 s = c->maglev[j];
 
-	asm volatile("" : "+r"(e)); /* keep the check below for the verifier */
-	if (!table || e >= MESH_MAGLEV_M)
-		return h % n;
-	return table->slot[e];
-}
-
-/* Maglev: the table maps hash(caller) to a slot. If that slot is not usable right now, the
- * next entries are tried (they are a pseudo-random permutation of slots), then plain hashing. */
-
-static __always_inline int lb_pick_maglev(const struct lb_cand *c, const struct lb_maglev *table,
-					  __u64 key)
-{
-	__u32 h = lb_hash64(key);
-
-	if (table) {
-		for (__u32 j = 0; j < LB_MAGLEV_PROBE; j++) {
-			__u32 e = (h + j) % MESH_MAGLEV_M, s;
-
-			asm volatile("" : "+r"(e)); /* keep the check below for the verifier */
-			if (e >= MESH_MAGLEV_M)
-				break;
-			s = lb_idx(table->slot[e]);
-
-			if (c->mask & (1ULL << s))
-				return s;
-		}
+		if (s < MESH_MAX_BACKENDS_PER_SVC && lb_cand_has(c, s))
+			return s;
 	}
-	return lb_pick_index(c, h);
+	return lb_pick_index(c, lb_hash64(c->key));
 }
 
-/* Chooses a slot among the candidates with c->algorithm, or -1 when there are none. `maglev`
- * may be NULL (no table yet: plain hashing). */
-LB_ENTRY int lb_pick(const struct lb_cand *c, const struct lb_maglev *maglev)
+/* Alias method (Vose): cell `j` of a table over k entries keeps its own entry with probability
+ * prob / 2^32, else gives its alias. Userspace builds the cells (user/datapath/alias.c). */
+static __always_inline int lb_alias_keep(__u32 prob, __u32 rnd)
+{
+	return rnd < prob || prob == 0xffffffffu;
+}
+
+/* Chooses a slot among the candidates with c->algorithm, or -1 when there are none. */
+LB_ENTRY int lb_pick(const struct lb_cand *c)
 {
 	__u32 seed;
 
@@ -195,7 +182,7 @@ LB_ENTRY int lb_pick(const struct lb_cand *c, const struct lb_maglev *maglev)
 	case MESH_LB_WEIGHTED:
 		return lb_pick_weighted(c, lb_rand_next(&seed));
 	case MESH_LB_MAGLEV:
-		return lb_pick_maglev(c, maglev, c->key);
+		return lb_pick_maglev(c);
 	default:
 		return lb_pick_index(c, lb_rand_next(&seed));
 	}

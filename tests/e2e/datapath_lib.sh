@@ -15,7 +15,8 @@ dp_setup() {
 	fi
 	CG=$(make_cgroup "$1")
 	defer "'$DPTOOL' --pin '$PIN' cleanup"
-	if ! dp --cgroup "$CG" open >/dev/null; then
+	# shellcheck disable=SC2086 # DP_OPEN_ARGS: capacities, one word each
+	if ! dp --cgroup "$CG" ${DP_OPEN_ARGS:-} open >/dev/null; then
 		fail setup "datapath did not load"
 		exit 1
 	fi

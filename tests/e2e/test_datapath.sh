@@ -203,7 +203,7 @@ fi
 rm -f "$PIN/test_other_connect4"
 
 # --- ABI mismatch: a pinned datapath of another layout is rebuilt, never misread ------------
-bpftool map update pinned "$PIN/mesh_abi" key 0 0 0 0 value 0x63 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0
+bpftool map update pinned "$PIN/mesh_abi" key 0 0 0 0 value 0x63 $(printf "0 %.0s" $(seq 31))
 out=$(dp --cgroup "$CG" open 2>"$TMP/abi.err")
 n=$(bpftool cgroup tree "$CG" | grep -c ' mesh_')
 expect abi_mismatch_rebuilds "$out, $n programs, services $(dp stats | grep -c '^service')" \

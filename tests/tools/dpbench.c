@@ -6,9 +6,10 @@
  *   cost ADDR PORT N CHUNK PROG_ID...
  *                             N such connects; per chunk, the first program's run time per
  *                             run and all the programs' (ns)
- *   populate PIN N BASEPORT [FROM]
- *                             writes services FROM..N-1 (default 0) of 10 backends each
- *                             (127.0.0.1:BASEPORT+0..9) and removes any from N on
+ *   populate PIN N BASEPORT [FROM [BACKENDS]]
+ *                             writes services FROM..N-1 (default 0) of BACKENDS (10) backends
+ *                             each (127.0.0.1:BASEPORT+0..9, then 127.1.x.y:BASEPORT) and
+ *                             removes any from N on
  * Results are key=value lines. */
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
@@ -27,6 +28,7 @@
 #include "datapath/datapath.h"
 
 #define BENCH_BACKENDS 10
+#define BENCH_MAX_BACKENDS MESH_MAX_BACKENDS_PER_SVC
 
 static uint64_t now_ns(void)
 {
@@ -216,23 +218,40 @@ static int cmd_cost(const char *ip, int port, int n, int chunk, const unsigned *
 	return 0;
 }
 
-/* Service i: VIP 127.77.2.(100 + i / 1000), port 18000 + i % 1000, 10 local backends. */
-static int cmd_populate(const char *pin, int n, int baseport, int from)
+/* Service i: VIP 127.77.(2 + i / 65536).(100 + i / 1000 % 100)... see vip_of(); backends
+ * 127.0.0.1:baseport+0..9 and beyond ten 127.1.(b / 256).(b % 256):baseport. */
+static void vip_of(int i, struct config_endpoint *vip)
+{
+	char ip[32];
+
+	snprintf(ip, sizeof(ip), "127.77.%d.%d", 2 + i / 100000, 100 + i / 1000 % 100);
+	vip->family = AF_INET;
+	inet_pton(AF_INET, ip, &vip->addr.v4);
+	vip->port = (uint16_t)(18000 + i % 1000);
+}
+
+static int cmd_populate(const char *pin, int n, int baseport, int from, int nb)
 {
 	struct datapath_opts opts = { .pin_path = pin };
-	struct config_backend be[BENCH_BACKENDS];
-	struct config_service svc = { .backends = be, .n_backends = BENCH_BACKENDS };
+	static struct config_backend be[BENCH_MAX_BACKENDS];
+	struct config_service svc = { .backends = be, .n_backends = (size_t)nb };
 	struct datapath *dp = datapath_open(&opts);
 	char name[32];
 	int err = 0;
 
-	if (!dp)
+	if (!dp || nb < 1 || nb > BENCH_MAX_BACKENDS)
 		return 1;
-	for (int b = 0; b < BENCH_BACKENDS; b++) {
+	for (int b = 0; b < nb; b++) {
+		char ip[32];
+
 		be[b] = (struct config_backend){ .weight = 1 };
 		be[b].endpoint.family = AF_INET;
-		be[b].endpoint.port = (uint16_t)(baseport + b);
-		inet_pton(AF_INET, "127.0.0.1", &be[b].endpoint.addr.v4);
+		be[b].endpoint.port = (uint16_t)(baseport + (b < BENCH_BACKENDS ? b : 0));
+		if (b < BENCH_BACKENDS)
+			snprintf(ip, sizeof(ip), "127.0.0.1");
+		else
+			snprintf(ip, sizeof(ip), "127.1.%d.%d", b / 256, b % 256);
+		inet_pton(AF_INET, ip, &be[b].endpoint.addr.v4);
 	}
 	svc.name = name;
 	svc.load_balancer = (struct config_load_balancer){ .algorithm = MESH_LB_LEAST_REQUEST,
@@ -241,14 +260,9 @@ static int cmd_populate(const char *pin, int n, int baseport, int from)
 	svc.circuit_breaker = (struct config_circuit_breaker){ .consecutive_failures = 5,
 							       .open_duration_ns = 30000000000ull,
 							       .max_ejection_percent = 50 };
-	svc.vip.family = AF_INET;
 	for (int i = from; i < n && !err; i++) {
-		char ip[32];
-
 		snprintf(name, sizeof(name), "bench-%d", i);
-		snprintf(ip, sizeof(ip), "127.77.2.%d", 100 + i / 1000);
-		inet_pton(AF_INET, ip, &svc.vip.addr.v4);
-		svc.vip.port = (uint16_t)(18000 + i % 1000);
+		vip_of(i, &svc.vip);
 		err = datapath_service_set(dp, &svc);
 	}
 	for (int i = n; !err; i++) { /* shrink: services from an earlier, larger populate */
@@ -278,9 +292,10 @@ int main(int argc, char **argv)
 		return cmd_cost(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), ids,
 				argc - 6);
 	}
-	if ((argc == 5 || argc == 6) && !strcmp(argv[1], "populate"))
+	if (argc >= 5 && argc <= 7 && !strcmp(argv[1], "populate"))
 		return cmd_populate(argv[2], atoi(argv[3]), atoi(argv[4]),
-				    argc == 6 ? atoi(argv[5]) : 0);
+				    argc >= 6 ? atoi(argv[5]) : 0,
+				    argc == 7 ? atoi(argv[6]) : BENCH_BACKENDS);
 	fprintf(stderr, "usage: dpbench serve|rtt|connects|populate ...\n");
 	return 2;
 }

@@ -15,7 +15,7 @@
 #include "common/log.h"
 #include "datapath/datapath.h"
 
-#define MAX_BACKENDS 64
+#define MAX_BACKENDS MESH_MAX_BACKENDS_PER_SVC
 
 static const char *const alg_names[MESH_LB__COUNT] = { "random", "round_robin", "least_request",
 						       "weighted", "maglev" };
@@ -24,12 +24,14 @@ static int usage(void)
 {
 	fprintf(
 	    stderr,
-	    "usage: dptool --pin DIR [--cgroup CG] [-v] COMMAND\n"
+	    "usage: dptool --pin DIR [--cgroup CG] [--max-services N] [--max-backends N] [-v] "
+	    "COMMAND\n"
 	    "  open                     load or adopt, attach to --cgroup\n"
 	    "  set --name N --vip ADDR:PORT [--alg A] [--backend ADDR:PORT[@W]]...\n"
 	    "      [--consecutive N] [--error-rate F] [--volume N] [--window D] [--open D]\n"
 	    "      [--max-open D] [--probes N] [--max-conn N] [--max-ejection PCT]\n"
-	    "      [--panic F] [--choices N] [--policy reject|passthrough]\n"
+	    "      [--panic F] [--choices N] [--policy reject|passthrough] [--proto tcp|udp]\n"
+	    "      [--hash-key cgroup|process] [--backends-from FILE]\n"
 	    "  del --name N | prune [--keep N]... | health --name N --backend ADDR:PORT up|down\n"
 	    "  stats [-o json] | counters | events [--wait MS] | cleanup\n");
 	return 2;
@@ -124,6 +126,32 @@ static void service_defaults(struct config_service *svc)
 	};
 }
 
+/* Backends one per line (ADDR:PORT[@W]) from FILE: services too big for a command line. */
+static int backends_from(struct config_service *svc, const char *file, struct config_backend *bes)
+{
+	char line[160];
+	FILE *f = fopen(file, "r");
+	int err = f ? 0 : -errno;
+
+	while (!err && f && fgets(line, sizeof(line), f)) {
+		struct config_backend *b = &bes[svc->n_backends];
+
+		line[strcspn(line, "\r\n")] = 0;
+		if (!line[0])
+			continue;
+		if (svc->n_backends == MAX_BACKENDS)
+			err = -E2BIG;
+		else {
+			b->weight = 1;
+			svc->n_backends++;
+			err = parse_ep(line, &b->endpoint, &b->weight);
+		}
+	}
+	if (f)
+		fclose(f);
+	return err;
+}
+
 static int set_option(struct config_service *svc, int opt, const char *arg,
 		      struct config_backend *bes)
 {
@@ -184,21 +212,42 @@ static int set_option(struct config_service *svc, int opt, const char *arg,
 		lb->no_healthy_backend = !strcmp(arg, "passthrough") ? MESH_NO_HEALTHY_PASSTHROUGH
 								     : MESH_NO_HEALTHY_REJECT;
 		return 0;
+	case 'p':
+		svc->protocol = !strcmp(arg, "udp") ? IPPROTO_UDP : IPPROTO_TCP;
+		return 0;
+	case 'K':
+		lb->hash_key = !strcmp(arg, "process") ? MESH_HASH_PROCESS : MESH_HASH_CGROUP;
+		return 0;
+	case 'F':
+		return backends_from(svc, arg, bes);
 	}
 	return -EINVAL;
 }
 
 static const struct option set_opts[] = {
-	{ "name", 1, 0, 'n' },	       { "vip", 1, 0, 'V' },
-	{ "alg", 1, 0, 'a' },	       { "backend", 1, 0, 'b' },
-	{ "consecutive", 1, 0, 'C' },  { "error-rate", 1, 0, 'E' },
-	{ "volume", 1, 0, 'U' },       { "window", 1, 0, 'W' },
-	{ "open", 1, 0, 'O' },	       { "max-open", 1, 0, 'M' },
-	{ "probes", 1, 0, 'P' },       { "max-conn", 1, 0, 'X' },
-	{ "max-ejection", 1, 0, 'J' }, { "panic", 1, 0, 'T' },
-	{ "choices", 1, 0, 'H' },      { "policy", 1, 0, 'L' },
-	{ "keep", 1, 0, 'k' },	       { "wait", 1, 0, 'w' },
-	{ "output", 1, 0, 'o' },       { 0, 0, 0, 0 },
+	{ "name", 1, 0, 'n' },
+	{ "vip", 1, 0, 'V' },
+	{ "alg", 1, 0, 'a' },
+	{ "backend", 1, 0, 'b' },
+	{ "consecutive", 1, 0, 'C' },
+	{ "error-rate", 1, 0, 'E' },
+	{ "volume", 1, 0, 'U' },
+	{ "window", 1, 0, 'W' },
+	{ "open", 1, 0, 'O' },
+	{ "max-open", 1, 0, 'M' },
+	{ "probes", 1, 0, 'P' },
+	{ "max-conn", 1, 0, 'X' },
+	{ "max-ejection", 1, 0, 'J' },
+	{ "panic", 1, 0, 'T' },
+	{ "choices", 1, 0, 'H' },
+	{ "policy", 1, 0, 'L' },
+	{ "keep", 1, 0, 'k' },
+	{ "wait", 1, 0, 'w' },
+	{ "output", 1, 0, 'o' },
+	{ "proto", 1, 0, 'p' },
+	{ "hash-key", 1, 0, 'K' },
+	{ "backends-from", 1, 0, 'F' },
+	{ 0, 0, 0, 0 },
 };
 
 static int cmd_set(struct datapath *dp, int argc, char **argv)
@@ -297,6 +346,7 @@ static int cmd_stats(struct datapath *dp, int argc, char **argv)
 
 	if (o.json)
 		printf("[");
+	fflush(stdout);
 	err = datapath_stats(dp, print_svc, print_be, &o);
 	if (o.json)
 		printf("]\n");
@@ -387,6 +437,10 @@ int main(int argc, char **argv)
 			opts.pin_path = argv[i + 1];
 		else if (!strcmp(argv[i], "--cgroup"))
 			opts.cgroup = argv[i + 1];
+		else if (!strcmp(argv[i], "--max-services"))
+			opts.max_services = (uint32_t)strtoul(argv[i + 1], NULL, 10);
+		else if (!strcmp(argv[i], "--max-backends"))
+			opts.max_backends = (uint32_t)strtoul(argv[i + 1], NULL, 10);
 		else if (!strcmp(argv[i], "-v"))
 			verbose = true, i--;
 		else

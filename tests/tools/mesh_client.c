@@ -16,7 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define MAX_NAMES 64
+#define MAX_NAMES 2048
 #define MAX_ERRNO 256
 #define MAX_HOLD 100000
 

@@ -12,17 +12,22 @@
 #define PICKS 30000
 
 /* lb_pick() with the per-connect inputs filled in. */
-static int pick(const struct lb_cand *in, __u8 alg, __u64 rr, __u32 seed, const uint8_t *table,
+static int pick(const struct lb_cand *in, __u8 alg, __u64 rr, __u32 seed, const uint16_t *table,
 		__u64 key)
 {
-	struct lb_cand c = *in;
+	static struct lb_cand c;
 
+	c = *in;
 	c.algorithm = alg;
 	c.choice_count = 2;
 	c.rr = rr;
 	c.seed = seed;
 	c.key = key;
-	return lb_pick(&c, (const struct lb_maglev *)table);
+	c.n_maglev = 0;
+	/* As the connect program does: the slots of the entries the key's hash probes. */
+	for (__u32 j = 0; table && j < LB_MAGLEV_PROBE; j++)
+		c.maglev[c.n_maglev++] = table[(lb_hash64(key) + j) % MESH_MAGLEV_M_MIN];
+	return lb_pick(&c);
 }
 
 static struct lb_cand cands(__u32 n)
@@ -142,7 +147,7 @@ TEST(lb_least_request_single_candidate)
 	CHECK_INT_EQ(pick(&c, MESH_LB_LEAST_REQUEST, 0, 3, NULL, 0), 5);
 }
 
-static void fill_table(uint8_t *table, __u32 n)
+static void fill_table(uint16_t *table, __u32 n)
 {
 	char keys[16][32];
 	const char *kp[16];
@@ -151,12 +156,12 @@ static void fill_table(uint8_t *table, __u32 n)
 		snprintf(keys[i], sizeof(keys[i]), "10.0.0.%u:80", i + 1);
 		kp[i] = keys[i];
 	}
-	CHECK_INT_EQ(maglev_fill(table, MESH_MAGLEV_M, kp, n), 0);
+	CHECK_INT_EQ(maglev_fill(table, MESH_MAGLEV_M_MIN, kp, n), 0);
 }
 
 TEST(lb_maglev_is_sticky_per_caller)
 {
-	static uint8_t table[MESH_MAGLEV_M];
+	static uint16_t table[MESH_MAGLEV_M_MIN];
 	struct lb_cand c = cands(5);
 	uint64_t rs = 1;
 
@@ -171,7 +176,7 @@ TEST(lb_maglev_is_sticky_per_caller)
 
 TEST(lb_maglev_skips_unusable_slot)
 {
-	static uint8_t table[MESH_MAGLEV_M];
+	static uint16_t table[MESH_MAGLEV_M_MIN];
 	struct lb_cand all = cands(4), some = { 0 };
 	int moved = 0;
 

@@ -85,6 +85,7 @@ struct config_retry {
 
 struct config_load_balancer {
 	enum mesh_lb_algorithm algorithm; /* include/mesh_abi.h */
+	enum mesh_hash_key hash_key;	  /* maglev: who sticks to one backend */
 	uint32_t choice_count;
 	enum mesh_no_healthy_policy no_healthy_backend;
 	double panic_threshold; /* 0..1 */
@@ -114,6 +115,7 @@ struct config_backend {
 struct config_service {
 	char *name;
 	struct config_endpoint vip; /* address and port the apps connect to */
+	int protocol;		    /* IPPROTO_TCP or IPPROTO_UDP (0 counts as TCP) */
 	struct config_backend *backends;
 	size_t n_backends;
 	struct config_load_balancer load_balancer;

@@ -25,15 +25,17 @@ const char *const dp_map_names[DP_MAP__COUNT] = {
 	[DP_MAP_SERVICES] = "mesh_services",
 	[DP_MAP_SVC_NAMES] = "mesh_svc_names",
 	[DP_MAP_SVC_STATE] = "mesh_svc_state",
+	[DP_MAP_SLOTS] = "mesh_slots",
 	[DP_MAP_BACKENDS] = "mesh_backends",
 	[DP_MAP_BE_STATE] = "mesh_be_state",
-	[DP_MAP_BE_STATS] = "mesh_be_stats",
-	[DP_MAP_SVC_STATS] = "mesh_svc_stats",
 	[DP_MAP_COUNTERS] = "mesh_counters",
 	[DP_MAP_EVENTS] = "mesh_events",
 	[DP_MAP_MAGLEV] = "mesh_maglev",
 	[DP_MAP_SCRATCH] = "mesh_scratch",
 	[DP_MAP_HANDOFF] = "mesh_handoff",
+	[DP_MAP_SOCKETS] = "mesh_sockets",
+	[DP_MAP_RNG] = "mesh_rng",
+	[DP_MAP_ADJUST] = "mesh_adjust_in",
 };
 
 /* Programs and the names their links are pinned under. */
@@ -41,9 +43,11 @@ static const struct {
 	const char *prog;
 	const char *link;
 } dp_links[] = {
+	/* sockops first: an upgrade (migrate.c) moves the counting to the new maps before the
+	 * connect programs start deciding from them. */
+	{ "mesh_sockops", "link_sockops" },	  { "mesh_sock_release", "link_sock_release" },
 	{ "mesh_connect4", "link_connect4" },	  { "mesh_connect6", "link_connect6" },
 	{ "mesh_getpeername4", "link_getpeer4" }, { "mesh_getpeername6", "link_getpeer6" },
-	{ "mesh_sockops", "link_sockops" },	  { "mesh_sock_release", "link_sock_release" },
 };
 #define DP_N_LINKS (sizeof(dp_links) / sizeof(dp_links[0]))
 
@@ -54,9 +58,10 @@ static int pin_file(char *buf, size_t len, const char *dir, const char *name)
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
-/* Reads the pinned ABI record. Returns 1 when it matches this build, 0 when nothing is pinned,
- * -ESTALE when something is pinned but of another layout (or unreadable). */
-static int abi_check(const char *pin_path)
+/* Reads the pinned ABI record. Returns 1 when it matches this build (and, when `dp` asks for
+ * capacities, has them; readers take any), 0 when nothing is pinned, -ESTALE when something is
+ * pinned but of another layout or capacity (or unreadable). */
+static int abi_check(const char *pin_path, struct datapath *dp, bool any_capacity, __u32 *version)
 {
 	struct mesh_abi_info info = { 0 };
 	char path[PATH_MAX];
@@ -73,8 +78,24 @@ static int abi_check(const char *pin_path)
 			return -ENAMETOOLONG;
 		return access(path, F_OK) == 0 ? -ESTALE : 0; /* half-built pins: rebuild */
 	}
-	err = bpf_map_lookup_elem(fd, &zero, &info);
+	err = bpf_map_lookup_elem(fd, &zero, &info); /* a v3 record is the first 16 bytes */
 	close(fd);
+	*version = err ? 0 : info.version;
+	if (!err && info.version == MESH_ABI_VERSION && info.layout == MESH_ABI_LAYOUT &&
+	    any_capacity) {
+		dp->max_services = info.max_services;
+		dp->max_backends = info.max_backends;
+		dp->max_slots = info.max_slots;
+		return 1;
+	}
+	if (!err && info.version == MESH_ABI_VERSION && info.layout == MESH_ABI_LAYOUT &&
+	    (info.max_services != dp->max_services || info.max_backends != dp->max_backends)) {
+		LOG_WARN(DP_SUBSYS, "pinned datapath has other capacities, rebuilding",
+			 "path=%s services=%u backends=%u want_services=%u want_backends=%u",
+			 log_q(pin_path), info.max_services, info.max_backends, dp->max_services,
+			 dp->max_backends);
+		return -ESTALE;
+	}
 	if (err || info.version != MESH_ABI_VERSION || info.layout != MESH_ABI_LAYOUT) {
 		LOG_WARN(DP_SUBSYS, "pinned datapath has another ABI, rebuilding",
 			 "path=%s version=%u layout=%u want_version=%u want_layout=%u",
@@ -87,7 +108,13 @@ static int abi_check(const char *pin_path)
 
 static int abi_write(struct datapath *dp)
 {
-	struct mesh_abi_info info = { .version = MESH_ABI_VERSION, .layout = MESH_ABI_LAYOUT };
+	struct mesh_abi_info info = {
+		.version = MESH_ABI_VERSION,
+		.layout = MESH_ABI_LAYOUT,
+		.max_services = dp->max_services,
+		.max_backends = dp->max_backends,
+		.max_slots = dp->max_slots,
+	};
 	struct timespec ts;
 	__u32 zero = 0;
 
@@ -98,9 +125,33 @@ static int abi_write(struct datapath *dp)
 	return 0;
 }
 
+/* Sets the capacities of the sized maps before load. */
+static int size_maps(struct datapath *dp)
+{
+	struct mesh_bpf *o = dp->skel;
+	int err = 0;
+
+	err = err ?: bpf_map__set_max_entries(o->maps.mesh_services, 4 * dp->max_services);
+	err = err ?: bpf_map__set_max_entries(o->maps.mesh_svc_names, dp->max_services);
+	err = err ?: bpf_map__set_max_entries(o->maps.mesh_svc_state, dp->max_services);
+	err = err ?: bpf_map__set_max_entries(o->maps.mesh_maglev, 2 * dp->max_services);
+	err = err ?: bpf_map__set_max_entries(o->maps.mesh_backends, dp->max_backends);
+	err = err ?: bpf_map__set_max_entries(o->maps.mesh_be_state, dp->max_backends);
+	err = err ?: bpf_map__set_max_entries(o->maps.mesh_slots, dp->max_slots);
+	return err;
+}
+
+/* Whether a map keeps its pin across an upgrade from an older layout: the per-socket maps,
+ * whose layout has not changed, so live sockets keep their decisions (migrate.c). */
+static bool kept_on_upgrade(const char *name)
+{
+	return !strcmp(name, "mesh_sockets") || !strcmp(name, "mesh_handoff");
+}
+
 /* Opens the skeleton with every map pinned by name under pin_path (libbpf reuses existing pins
- * and pins new maps at load), then loads it. */
-static int load_object(struct datapath *dp)
+ * and pins new maps at load), then loads it. For an upgrade (`upgrade`), only the maps kept on
+ * upgrade are pinned now; migrate.c pins the others once the old ones are handed over. */
+static int load_object(struct datapath *dp, bool upgrade)
 {
 	char path[PATH_MAX];
 	struct bpf_map *map;
@@ -109,8 +160,13 @@ static int load_object(struct datapath *dp)
 	dp->skel = mesh_bpf__open();
 	if (!dp->skel)
 		return -errno;
+	err = size_maps(dp);
+	if (err)
+		return err;
 	bpf_object__for_each_map(map, dp->skel->obj)
 	{
+		if (upgrade && !kept_on_upgrade(bpf_map__name(map)))
+			continue;
 		err = pin_file(path, sizeof(path), dp->pin_path, bpf_map__name(map));
 		if (!err)
 			err = bpf_map__set_pin_path(map, path);
@@ -126,6 +182,7 @@ static int load_object(struct datapath *dp)
 			return -ENOENT;
 		dp->fd[i] = bpf_map__fd(map);
 	}
+	dp->adjust_fd = bpf_program__fd(dp->skel->progs.mesh_adjust);
 	return 0;
 }
 
@@ -252,7 +309,7 @@ static int attach_all(struct datapath *dp, const char *cgroup)
 	return err;
 }
 
-static struct datapath *dp_alloc(const char *pin_path)
+static struct datapath *dp_alloc(const struct datapath_opts *opts)
 {
 	struct datapath *dp = calloc(1, sizeof(*dp));
 
@@ -260,13 +317,13 @@ static struct datapath *dp_alloc(const char *pin_path)
 		return NULL;
 	for (int i = 0; i < DP_MAP__COUNT; i++)
 		dp->fd[i] = -1;
-	dp->pin_path = strdup(pin_path);
-	dp->svcs = calloc(MESH_MAX_SERVICES, sizeof(*dp->svcs));
-	dp->be = calloc(MESH_MAX_BACKENDS, sizeof(*dp->be));
-	dp->be_used = calloc(MESH_MAX_BACKENDS, 1);
+	dp->barrier_fd = dp->barrier_inner_fd = dp->adjust_fd = -1;
+	dp->pin_path = strdup(opts->pin_path);
+	dp->max_services = opts->max_services ? opts->max_services : MESH_DEF_SERVICES;
+	dp->max_backends = opts->max_backends ? opts->max_backends : MESH_DEF_BACKENDS;
 	dp->ncpus = libbpf_num_possible_cpus();
 	dp->be_cursor = 1;
-	if (!dp->pin_path || !dp->svcs || !dp->be || !dp->be_used || dp->ncpus <= 0) {
+	if (!dp->pin_path || dp->ncpus <= 0) {
 		datapath_close(dp);
 		errno = ENOMEM;
 		return NULL;
@@ -274,23 +331,61 @@ static struct datapath *dp_alloc(const char *pin_path)
 	return dp;
 }
 
-/* Makes pin_path usable: adopts a matching pinned datapath, rebuilds a mismatched one (only
- * when `create`: readers neither rebuild nor create). Returns 1 when adopting, 0 for a fresh
- * load, or -errno. */
-static int prepare_pins(const char *pin_path, bool create)
+/* The userspace mirror, once the capacities are known. */
+static int alloc_mirror(struct datapath *dp)
 {
-	int st = abi_check(pin_path);
+	if (dp->max_services > MESH_MAX_SERVICES_CAP || dp->max_backends > MESH_MAX_BACKENDS_CAP ||
+	    dp->max_services < 1 || dp->max_backends < 2)
+		return -EINVAL;
+	dp->max_slots = MESH_SLOTS_PER_BACKEND * dp->max_backends;
+	dp->svcs = calloc(dp->max_services, sizeof(*dp->svcs));
+	dp->be = calloc(dp->max_backends, sizeof(*dp->be));
+	dp->be_used = calloc(dp->max_backends, 1);
+	if (!dp->svcs || !dp->be || !dp->be_used)
+		return -ENOMEM;
+	if (dp_index_init(&dp->by_name, dp->max_services) ||
+	    dp_index_init(&dp->by_key, dp->max_services))
+		return -ENOMEM;
+	return dp_slots_init(dp);
+}
 
+/* Makes pin_path usable: adopts a matching pinned datapath, upgrades one of an older layout it
+ * knows (migrate.c), rebuilds any other (only when `create`: readers neither rebuild nor
+ * create). Returns 1 when adopting, 2 when upgrading, 0 for a fresh load, or -errno. */
+static int prepare_pins(struct datapath *dp, bool create)
+{
+	__u32 version = 0;
+	int st = abi_check(dp->pin_path, dp, !create, &version);
+
+	if (st == -ESTALE && create && version == 3) {
+		LOG_INFO(DP_SUBSYS, "upgrading the pinned datapath", "path=%s from_version=%u",
+			 log_q(dp->pin_path), version);
+		return 2;
+	}
 	if (st == -ESTALE && create) {
-		st = datapath_cleanup(pin_path);
+		st = datapath_cleanup(dp->pin_path);
 		if (st)
 			return st;
 	}
 	if (st <= 0 && !create)
 		return st ? st : -ENOENT;
-	if (st == 0 && mkdir(pin_path, 0700) && errno != EEXIST)
+	if (st == 0 && mkdir(dp->pin_path, 0700) && errno != EEXIST)
 		return -errno;
 	return st;
+}
+
+/* The maps of an older layout handed over to the ones just loaded, the programs swapped in
+ * place between the copy and the count correction (migrate.c). */
+static int upgrade(struct datapath *dp, const char *cgroup)
+{
+	struct dp_migration *m = NULL;
+	int err = dp_migrate_begin(dp, &m);
+
+	err = err ?: attach_all(dp, cgroup);
+	err = err ?: dp_migrate_end(dp, m, dp->skel->obj);
+	err = err ?: abi_write(dp);
+	dp_migrate_free(m);
+	return err;
 }
 
 struct datapath *datapath_open(const struct datapath_opts *opts)
@@ -299,28 +394,45 @@ struct datapath *datapath_open(const struct datapath_opts *opts)
 	int st, err;
 
 	log_route_libbpf();
-	dp = dp_alloc(opts->pin_path);
+	dp = dp_alloc(opts);
 	if (!dp)
 		return NULL;
-	st = prepare_pins(opts->pin_path, opts->cgroup != NULL);
-	if (st < 0) {
-		err = st;
+	st = prepare_pins(dp, opts->cgroup != NULL);
+	err = st < 0 ? st : alloc_mirror(dp);
+	if (err)
 		goto err_close;
-	}
 	dp->adopted = st == 1;
-	err = opts->cgroup ? load_object(dp) : open_pinned_maps(dp);
+	err = opts->cgroup ? load_object(dp, st == 2) : open_pinned_maps(dp);
 	if (err) {
 		LOG_ERR(DP_SUBSYS, "loading BPF object failed", "pin=%s err=%s",
 			log_q(dp->pin_path), strerror(-err));
 		goto err_close;
 	}
-	err = dp->adopted ? dp_services_load(dp) : abi_write(dp);
+	if (st == 1)
+		err = dp_services_load(dp);
+	else if (st == 2)
+		err = upgrade(dp, opts->cgroup);
+	else
+		err = abi_write(dp);
 	if (!err && opts->cgroup)
 		err = attach_all(dp, opts->cgroup);
+	if (err && st == 2) {
+		/* The upgrade could not carry the old layout over: start afresh, as before there
+		 * was an upgrade path (live sockets stay connected but are no longer counted). */
+		LOG_WARN(DP_SUBSYS, "rebuilding the pinned datapath instead", "pin=%s",
+			 log_q(dp->pin_path));
+		datapath_close(dp);
+		err = datapath_cleanup(opts->pin_path);
+		return err ? (errno = -err, NULL) : datapath_open(opts);
+	}
 	if (err)
 		goto err_close;
-	LOG_INFO(DP_SUBSYS, dp->adopted ? "adopted pinned datapath" : "loaded datapath",
-		 "pin=%s cgroup=%s", log_q(dp->pin_path), log_q(opts->cgroup ? opts->cgroup : "-"));
+	LOG_INFO(DP_SUBSYS,
+		 st == 1   ? "adopted pinned datapath"
+		 : st == 2 ? "upgraded pinned datapath"
+			   : "loaded datapath",
+		 "pin=%s cgroup=%s services=%u backends=%u", log_q(dp->pin_path),
+		 log_q(opts->cgroup ? opts->cgroup : "-"), dp->max_services, dp->max_backends);
 	return dp;
 
 err_close:
@@ -340,9 +452,14 @@ void datapath_close(struct datapath *dp)
 		for (int i = 0; i < DP_MAP__COUNT; i++)
 			if (dp->fd[i] >= 0)
 				close(dp->fd[i]);
+	for (uint32_t i = 0; dp->svcs && i < dp->max_services; i++)
+		free(dp->svcs[i].ids);
 	free(dp->svcs);
 	free(dp->be);
 	free(dp->be_used);
+	dp_index_free(&dp->by_name);
+	dp_index_free(&dp->by_key);
+	dp_slots_free(dp);
 	free(dp->pin_path);
 	free(dp);
 }

@@ -13,9 +13,11 @@
 struct datapath;
 
 struct datapath_opts {
-	const char *pin_path; /* bpffs dir, e.g. /sys/fs/bpf/meshd */
-	const char *cgroup;   /* cgroup v2 dir to attach to; NULL: only open the maps of an
+	const char *pin_path;  /* bpffs dir, e.g. /sys/fs/bpf/meshd */
+	const char *cgroup;    /* cgroup v2 dir to attach to; NULL: only open the maps of an
 			       * already pinned datapath (fast, for tools), -ENOENT if none */
+	uint32_t max_services; /* capacities of the maps (0: MESH_DEF_SERVICES, _BACKENDS); a */
+	uint32_t max_backends; /* pinned datapath with others is rebuilt (readers take any) */
 };
 
 /* Opens the datapath: adopts pinned programs/maps under `pin_path` when present and of the same
@@ -66,6 +68,7 @@ struct datapath_backend_stats {
 	uint64_t selected; /* connects sent to it */
 	uint64_t probes;   /* half-open probes among them */
 	uint64_t bytes_sent, bytes_received;
+	uint64_t drained; /* connections closed by a drain */
 };
 
 /* Per-service snapshot, counters summed over CPUs. */
@@ -82,6 +85,8 @@ struct datapath_service_stats {
 	int64_t active;	     /* connections counted active (SYN sent .. closed) */
 	uint64_t redirected; /* connects sent to a backend */
 	uint64_t panic;	     /* connects balanced across all backends (panic threshold) */
+	int protocol;	     /* IPPROTO_TCP or IPPROTO_UDP */
+	uint64_t datagrams_sent, datagrams_received; /* UDP services */
 };
 
 /* Calls `svc_cb` once per service and `be_cb` once per backend, reading maps with batch lookups.

@@ -1,5 +1,6 @@
 /* Private to the datapath module: the handle's layout, shared by datapath.c (lifecycle),
- * services.c (writing services) and stats.c (reading counters and events). */
+ * services.c (writing services), slots.c (ranges of mesh_slots), migrate.c (upgrades of the
+ * pinned layout) and stats.c (reading counters and events). */
 #ifndef MESH_DATAPATH_INTERNAL_H
 #define MESH_DATAPATH_INTERNAL_H
 
@@ -16,15 +17,17 @@ enum dp_map {
 	DP_MAP_SERVICES,
 	DP_MAP_SVC_NAMES,
 	DP_MAP_SVC_STATE,
+	DP_MAP_SLOTS,
 	DP_MAP_BACKENDS,
 	DP_MAP_BE_STATE,
-	DP_MAP_BE_STATS,
-	DP_MAP_SVC_STATS,
 	DP_MAP_COUNTERS,
 	DP_MAP_EVENTS,
 	DP_MAP_MAGLEV,
 	DP_MAP_SCRATCH,
 	DP_MAP_HANDOFF,
+	DP_MAP_SOCKETS,
+	DP_MAP_RNG,
+	DP_MAP_ADJUST,
 	DP_MAP__COUNT,
 };
 
@@ -34,9 +37,17 @@ struct dp_service {
 	char name[MESH_SVC_NAME_MAX];
 	struct mesh_svc_key key;
 	struct mesh_svc val;
+	__u32 *ids; /* val.n_backends backend ids, in slot order */
+};
+
+/* Open-addressing index of services by name or by address (values: service id + 1). */
+struct dp_index {
+	int32_t *slot; /* 0 empty, -1 deleted, else id + 1 */
+	uint32_t mask;
 };
 
 struct mesh_bpf;
+struct bpf_object;
 struct ring_buffer;
 
 struct datapath {
@@ -46,11 +57,23 @@ struct datapath {
 	int fd[DP_MAP__COUNT];
 	struct ring_buffer *rb;
 	int ncpus;
-	struct dp_service *svcs;	/* MESH_MAX_SERVICES entries */
-	struct mesh_backend *be;	/* MESH_MAX_BACKENDS entries: mirror of mesh_backends */
-	uint8_t *be_used;		/* MESH_MAX_BACKENDS flags */
+	uint32_t max_services, max_backends, max_slots; /* capacities of the maps */
+	struct dp_service *svcs;			/* max_services entries */
+	struct mesh_backend *be;	/* max_backends entries: mirror of mesh_backends */
+	uint8_t *be_used;		/* max_backends flags */
 	uint32_t svc_cursor, be_cursor; /* next id to try: ids are reused as late as possible */
 	uint32_t svc_hi, be_hi;		/* highest id ever used + 1 (stats read up to here) */
+	struct dp_index by_name, by_key;
+	/* mesh_slots ranges (slots.c): a bitmap of entries in use, a next-fit cursor, and ranges
+	 * freed but possibly still read by a connect (reused after an RCU grace period). */
+	uint64_t *slot_map;
+	uint32_t slot_cursor;
+	struct dp_range {
+		uint32_t base, n;
+	} * quarantine;
+	uint32_t n_quarantine, cap_quarantine;
+	int barrier_fd, barrier_inner_fd; /* ARRAY_OF_MAPS: an update waits for running programs */
+	int adjust_fd; /* mesh_adjust (BPF_PROG_TYPE_SYSCALL), -1 when not loaded */
 	void (*ev_cb)(const struct datapath_event *ev, void *arg);
 	void *ev_arg;
 };
@@ -59,13 +82,48 @@ extern const char *const dp_map_names[DP_MAP__COUNT];
 
 /* services.c */
 int dp_services_load(struct datapath *dp);
-void dp_key_from_endpoint(const struct config_endpoint *ep, struct mesh_svc_key *key);
+void dp_key_from_endpoint(const struct config_endpoint *ep, int proto, struct mesh_svc_key *key);
 void dp_endpoint_from_be(const struct mesh_backend *be, struct config_endpoint *ep);
 int dp_find_service(const struct datapath *dp, const char *name);
+int dp_index_init(struct dp_index *ix, uint32_t capacity);
+void dp_index_free(struct dp_index *ix);
+/* Writes the lists of service `s` (mirror filled: val, ids) into a new mesh_slots range and
+ * points s->val.slot_base at it; the caller publishes the value, then retires the old range. */
+int dp_write_tables(struct datapath *dp, struct dp_service *s);
+/* Publishes a service whose mirror (ids, backends, val) is complete, with its name record
+ * and index entries. Used by migrate.c for ids carried over from a previous layout. */
+int dp_adopt_service(struct datapath *dp, __u32 sid, const char *name,
+		     const struct mesh_svc_key *key, const struct mesh_svc *val, const __u32 *ids);
 
-/* stats.c: reads entries [0, n) of an array map with batch lookups into `out` (per-CPU maps:
- * ncpus values of round_up(vsize, 8) bytes per entry). Returns 0 or -errno. */
-int dp_read_array(const struct datapath *dp, enum dp_map m, __u32 n, size_t vsize, void *out,
-		  __u64 elem_flags);
+/* slots.c */
+int dp_slots_init(struct datapath *dp);
+void dp_slots_free(struct datapath *dp);
+/* Takes n consecutive free entries (waiting for a grace period to reuse retired ones if it
+ * must). Returns the first entry or -ENOSPC. */
+int64_t dp_slots_alloc(struct datapath *dp, uint32_t n);
+/* Retires a range: reusable after the next grace period. */
+void dp_slots_retire(struct datapath *dp, uint32_t base, uint32_t n);
+/* Marks a range in use (adoption). */
+void dp_slots_mark(struct datapath *dp, uint32_t base, uint32_t n);
+/* Waits until every BPF program running now has finished (synchronize_rcu in the kernel). */
+int dp_barrier(struct datapath *dp);
+
+/* migrate.c: hands a pinned datapath of an older layout (ABI 3) over to the maps just loaded
+ * (unpinned but for mesh_sockets and mesh_handoff, which keep their layout): begin copies
+ * services, backends, breakers, counters and active counts with their ids and epochs; the
+ * caller then swaps the programs into the pinned links (sockops first); end waits for the old
+ * programs to finish, adds what the old counts moved meanwhile (exact), and moves the pins to
+ * the new maps. Both return 0 or -errno. */
+struct dp_migration;
+int dp_migrate_begin(struct datapath *dp, struct dp_migration **out);
+int dp_migrate_end(struct datapath *dp, struct dp_migration *m, struct bpf_object *obj);
+void dp_migrate_free(struct dp_migration *m);
+/* services.c, for migrate.c: writes the maglev table of a mirrored service. */
+int dp_write_maglev(struct datapath *dp, const struct dp_service *s);
+
+/* stats.c: reads entries [first, first + n) of an array map with batch lookups into `out`
+ * (per-CPU maps: ncpus values of round_up(vsize, 8) bytes per entry). Returns 0 or -errno. */
+int dp_read_array(const struct datapath *dp, int fd, bool percpu, __u32 first, __u32 n,
+		  size_t vsize, void *out, __u64 elem_flags);
 
 #endif

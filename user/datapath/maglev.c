@@ -7,7 +7,7 @@
 
 #include "datapath/maglev.h"
 
-#define MAGLEV_EMPTY 0xff
+#define MAGLEV_EMPTY 0xffff
 
 /* FNV-1a, 64 bit, with a seed folded in first. */
 static uint64_t hash_key(const char *s, uint64_t seed)
@@ -24,7 +24,7 @@ static uint64_t hash_key(const char *s, uint64_t seed)
 	return h;
 }
 
-int maglev_fill(uint8_t *table, uint32_t m, const char *const *keys, uint32_t n)
+int maglev_fill(uint16_t *table, uint32_t m, const char *const *keys, uint32_t n)
 {
 	uint32_t *offset, *skip, *next, filled = 0;
 
@@ -39,7 +39,8 @@ int maglev_fill(uint8_t *table, uint32_t m, const char *const *keys, uint32_t n)
 		offset[i] = hash_key(keys[i], 0x6d61676c) % m;
 		skip[i] = hash_key(keys[i], 0x65763121) % (m - 1) + 1;
 	}
-	memset(table, MAGLEV_EMPTY, m);
+	for (uint32_t e = 0; e < m; e++)
+		table[e] = MAGLEV_EMPTY;
 	while (filled < m) {
 		for (uint32_t i = 0; i < n && filled < m; i++) {
 			uint32_t c = (uint32_t)((offset[i] + (uint64_t)next[i] * skip[i]) % m);
@@ -48,11 +49,25 @@ int maglev_fill(uint8_t *table, uint32_t m, const char *const *keys, uint32_t n)
 				next[i]++;
 				c = (uint32_t)((offset[i] + (uint64_t)next[i] * skip[i]) % m);
 			}
-			table[c] = (uint8_t)i;
+			table[c] = (uint16_t)i;
 			next[i]++;
 			filled++;
 		}
 	}
 	free(offset);
 	return 0;
+}
+
+/* Table sizes, primes, each about twice the last. */
+static const uint32_t maglev_sizes[] = { 4093, 8191, 16381, 32771, 65537 };
+
+uint32_t maglev_size(uint32_t n, uint32_t current)
+{
+	size_t i, last = sizeof(maglev_sizes) / sizeof(maglev_sizes[0]) - 1;
+
+	if (current && (uint64_t)current >= 32ull * n)
+		return current;
+	for (i = 0; i < last && maglev_sizes[i] < 63ull * n; i++)
+		;
+	return maglev_sizes[i] > current ? maglev_sizes[i] : current;
 }

@@ -1,7 +1,9 @@
 /* Writing services into the maps: id allocation for services and backends (reused as late as
  * possible, with epochs so sockets of a previous owner are never counted against a new one),
- * the backend set update that keeps the ids and state of backends that stay, maglev tables,
- * and recovering the userspace mirror from the pinned maps on adoption. */
+ * the backend set update that keeps the ids and state of backends that stay, each service's
+ * backend lists in a mesh_slots range (all backends, the healthy ones, the weighted alias
+ * table), maglev tables, indexes by name and address, and recovering the userspace mirror from
+ * the pinned maps on adoption. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
@@ -12,12 +14,13 @@
 #include <bpf/bpf.h>
 
 #include "common/log.h"
+#include "datapath/alias.h"
 #include "datapath/internal.h"
 #include "datapath/maglev.h"
 
 #define DP_DEFAULT_WINDOW_NS 10000000000ull
 
-void dp_key_from_endpoint(const struct config_endpoint *ep, struct mesh_svc_key *key)
+void dp_key_from_endpoint(const struct config_endpoint *ep, int proto, struct mesh_svc_key *key)
 {
 	memset(key, 0, sizeof(*key));
 	if (ep->family == AF_INET) {
@@ -28,7 +31,7 @@ void dp_key_from_endpoint(const struct config_endpoint *ep, struct mesh_svc_key 
 		memcpy(key->addr, &ep->addr.v6, 16);
 	}
 	key->port = htons(ep->port);
-	key->proto = IPPROTO_TCP;
+	key->proto = (__u8)(proto ? proto : IPPROTO_TCP);
 }
 
 static bool addr_is_v4mapped(const __u8 *a)
@@ -51,43 +54,106 @@ void dp_endpoint_from_be(const struct mesh_backend *be, struct config_endpoint *
 	ep->port = ntohs(be->port);
 }
 
+/* --- indexes by name and by address ------------------------------------------------------- */
+
+static uint64_t fnv(const void *p, size_t n)
+{
+	const unsigned char *s = p;
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	while (n--)
+		h = (h ^ *s++) * 0x100000001b3ull;
+	return h ^ h >> 29;
+}
+
+int dp_index_init(struct dp_index *ix, uint32_t capacity)
+{
+	uint32_t size = 16;
+
+	while (size < 2 * capacity)
+		size *= 2;
+	ix->slot = calloc(size, sizeof(*ix->slot));
+	ix->mask = size - 1;
+	return ix->slot ? 0 : -ENOMEM;
+}
+
+void dp_index_free(struct dp_index *ix)
+{
+	free(ix->slot);
+	ix->slot = NULL;
+}
+
+static bool same(const struct datapath *dp, bool by_name, uint32_t id, const void *what)
+{
+	const struct dp_service *s = &dp->svcs[id];
+
+	return s->used && (by_name ? !strcmp(s->name, what)
+				   : !memcmp(&s->key, what, sizeof(struct mesh_svc_key)));
+}
+
+/* Index slot holding `what`, or -1 with *free_slot set to where it would go. */
+static int64_t ix_probe(const struct datapath *dp, const struct dp_index *ix, bool by_name,
+			const void *what, uint32_t *free_slot)
+{
+	uint64_t h = by_name ? fnv(what, strlen(what)) : fnv(what, sizeof(struct mesh_svc_key));
+	bool have_free = false;
+
+	for (uint32_t i = (uint32_t)h & ix->mask, n = 0; n <= ix->mask;
+	     i = (i + 1) & ix->mask, n++) {
+		int32_t v = ix->slot[i];
+
+		if (v == 0) {
+			if (!have_free)
+				*free_slot = i;
+			return -1;
+		}
+		if (v < 0 && !have_free) {
+			*free_slot = i;
+			have_free = true;
+		} else if (v > 0 && same(dp, by_name, (uint32_t)(v - 1), what)) {
+			return i;
+		}
+	}
+	return -1;
+}
+
+static int ix_find(const struct datapath *dp, bool by_name, const void *what)
+{
+	const struct dp_index *ix = by_name ? &dp->by_name : &dp->by_key;
+	uint32_t free_slot = 0;
+	int64_t i = ix_probe(dp, ix, by_name, what, &free_slot);
+
+	return i < 0 ? -ENOENT : ix->slot[i] - 1;
+}
+
+static void ix_set(struct datapath *dp, bool by_name, const void *what, int32_t id)
+{
+	struct dp_index *ix = by_name ? &dp->by_name : &dp->by_key;
+	uint32_t free_slot = 0;
+	int64_t i = ix_probe(dp, ix, by_name, what, &free_slot);
+
+	if (id < 0) { /* remove */
+		if (i >= 0)
+			ix->slot[i] = -1;
+		return;
+	}
+	ix->slot[i >= 0 ? (uint32_t)i : free_slot] = id + 1;
+}
+
 int dp_find_service(const struct datapath *dp, const char *name)
 {
-	for (uint32_t i = 0; i < dp->svc_hi; i++)
-		if (dp->svcs[i].used && !strcmp(dp->svcs[i].name, name))
-			return (int)i;
-	return -ENOENT;
+	return ix_find(dp, true, name);
 }
 
-static int find_by_key(const struct datapath *dp, const struct mesh_svc_key *key)
-{
-	for (uint32_t i = 0; i < dp->svc_hi; i++)
-		if (dp->svcs[i].used && !memcmp(&dp->svcs[i].key, key, sizeof(*key)))
-			return (int)i;
-	return -ENOENT;
-}
-
-/* Zeroes one entry of a per-CPU array. */
-static int zero_percpu(const struct datapath *dp, int fd, __u32 id, size_t vsize)
-{
-	size_t len = (size_t)dp->ncpus * ((vsize + 7) & ~(size_t)7);
-	void *zero = calloc(1, len);
-	int err;
-
-	if (!zero)
-		return -ENOMEM;
-	err = bpf_map_update_elem(fd, &id, zero, BPF_ANY) ? -errno : 0;
-	free(zero);
-	return err;
-}
+/* --- ids ------------------------------------------------------------------------------------ */
 
 /* Takes a free service id and resets its runtime state and counters (new epoch). */
 static int svc_alloc(struct datapath *dp)
 {
 	struct mesh_svc_state ss = { 0 };
 
-	for (uint32_t n = 0; n < MESH_MAX_SERVICES; n++) {
-		__u32 id = (dp->svc_cursor + n) % MESH_MAX_SERVICES;
+	for (uint32_t n = 0; n < dp->max_services; n++) {
+		__u32 id = (dp->svc_cursor + n) % dp->max_services;
 
 		if (dp->svcs[id].used)
 			continue;
@@ -95,10 +161,10 @@ static int svc_alloc(struct datapath *dp)
 		ss = (struct mesh_svc_state){ .epoch = ss.epoch + 1 };
 		if (bpf_map_update_elem(dp->fd[DP_MAP_SVC_STATE], &id, &ss, BPF_ANY))
 			return -errno;
-		zero_percpu(dp, dp->fd[DP_MAP_SVC_STATS], id, sizeof(struct mesh_svc_stats));
 		dp->svc_cursor = id + 1;
 		if (id + 1 > dp->svc_hi)
 			dp->svc_hi = id + 1;
+		free(dp->svcs[id].ids);
 		memset(&dp->svcs[id], 0, sizeof(dp->svcs[id]));
 		dp->svcs[id].val.epoch = ss.epoch;
 		return (int)id;
@@ -111,14 +177,13 @@ static int be_alloc(struct datapath *dp)
 {
 	struct mesh_be_state bs = { 0 };
 
-	for (uint32_t n = 0; n < MESH_MAX_BACKENDS; n++) {
-		__u32 id = (dp->be_cursor + n) % MESH_MAX_BACKENDS;
+	for (uint32_t n = 0; n < dp->max_backends; n++) {
+		__u32 id = (dp->be_cursor + n) % dp->max_backends;
 
 		if (id == 0 || dp->be_used[id])
 			continue;
 		if (bpf_map_update_elem(dp->fd[DP_MAP_BE_STATE], &id, &bs, BPF_F_LOCK))
 			return -errno;
-		zero_percpu(dp, dp->fd[DP_MAP_BE_STATS], id, sizeof(struct mesh_be_stats));
 		dp->be_used[id] = 1;
 		dp->be[id].epoch++;
 		dp->be_cursor = id + 1;
@@ -151,6 +216,7 @@ static void fill_value(struct mesh_svc *v, const struct config_service *svc)
 						     : cb->error_rate_threshold;
 
 	v->algorithm = (__u8)lb->algorithm;
+	v->hash_key = (__u8)lb->hash_key;
 	v->flags =
 	    lb->no_healthy_backend == MESH_NO_HEALTHY_PASSTHROUGH ? MESH_SVC_F_PASSTHROUGH : 0;
 	v->choice_count = (__u8)(lb->choice_count > 255 ? 255 : lb->choice_count);
@@ -173,27 +239,70 @@ static void be_from_config(struct mesh_backend *be, const struct config_backend 
 {
 	struct mesh_svc_key k;
 
-	dp_key_from_endpoint(&cb->endpoint, &k);
+	dp_key_from_endpoint(&cb->endpoint, IPPROTO_TCP, &k);
 	memcpy(be->addr, k.addr, sizeof(be->addr));
 	be->port = k.port;
 	be->weight = cb->weight ? cb->weight : 1;
 }
 
-/* The id of the backend of service `old` at `be`'s address, or 0. */
-static __u32 find_backend(const struct datapath *dp, const struct mesh_svc *old,
-			  const struct mesh_backend *be)
-{
-	for (__u32 i = 0; i < old->n_backends; i++) {
-		const struct mesh_backend *o = &dp->be[old->backend_ids[i]];
+/* --- a set of backends by address (duplicates, backends that stay) -------------------------- */
 
-		if (!memcmp(o->addr, be->addr, 16) && o->port == be->port)
-			return old->backend_ids[i];
-	}
-	return 0;
+struct be_set {
+	uint32_t mask;
+	int32_t slot[2 * MESH_MAX_BACKENDS_PER_SVC + 2]; /* index + 1 into `bes` */
+	const struct mesh_backend *bes;
+};
+
+static uint32_t be_hash(const struct mesh_backend *be)
+{
+	return (uint32_t)fnv(be->addr, 18); /* addr and port */
 }
 
-static int check_service(const struct config_service *svc)
+static bool be_same(const struct mesh_backend *a, const struct mesh_backend *b)
 {
+	return !memcmp(a->addr, b->addr, 16) && a->port == b->port;
+}
+
+/* Adds bes[i]; returns the index of an equal backend already in the set, or -1. */
+static int be_set_add(struct be_set *s, uint32_t i)
+{
+	uint32_t h = be_hash(&s->bes[i]) & s->mask;
+
+	for (;; h = (h + 1) & s->mask) {
+		if (!s->slot[h]) {
+			s->slot[h] = (int32_t)i + 1;
+			return -1;
+		}
+		if (be_same(&s->bes[s->slot[h] - 1], &s->bes[i]))
+			return s->slot[h] - 1;
+	}
+}
+
+static int be_set_find(const struct be_set *s, const struct mesh_backend *be)
+{
+	for (uint32_t h = be_hash(be) & s->mask; s->slot[h]; h = (h + 1) & s->mask)
+		if (be_same(&s->bes[s->slot[h] - 1], be))
+			return s->slot[h] - 1;
+	return -1;
+}
+
+static struct be_set *be_set_new(const struct mesh_backend *bes, uint32_t n)
+{
+	struct be_set *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->bes = bes;
+	for (s->mask = 1; s->mask + 1 < 2 * n; s->mask = s->mask * 2 + 1)
+		; /* a power of two >= 2n slots, within slot[] */
+	return s;
+}
+
+static int check_service(const struct config_service *svc, struct mesh_backend *bes)
+{
+	struct be_set *set;
+	int err = 0;
+
 	if (!svc->name || !svc->name[0] || strlen(svc->name) >= MESH_SVC_NAME_MAX)
 		return -EINVAL;
 	if (svc->n_backends > MESH_MAX_BACKENDS_PER_SVC)
@@ -202,33 +311,48 @@ static int check_service(const struct config_service *svc)
 		return -EAFNOSUPPORT;
 	if ((unsigned)svc->load_balancer.algorithm >= MESH_LB__COUNT)
 		return -EINVAL;
-	for (size_t i = 0; i < svc->n_backends; i++) {
-		struct mesh_svc_key a, b;
-
-		dp_key_from_endpoint(&svc->backends[i].endpoint, &a);
-		for (size_t j = 0; j < i; j++) {
-			dp_key_from_endpoint(&svc->backends[j].endpoint, &b);
-			if (!memcmp(&a, &b, sizeof(a)))
-				return -EINVAL; /* duplicate backend */
-		}
+	set = be_set_new(bes, (uint32_t)svc->n_backends);
+	if (!set)
+		return -ENOMEM;
+	for (size_t i = 0; i < svc->n_backends && !err; i++) {
+		memset(&bes[i], 0, sizeof(bes[i]));
+		be_from_config(&bes[i], &svc->backends[i]);
+		if (be_set_add(set, (uint32_t)i) >= 0)
+			err = -EINVAL; /* duplicate backend */
 	}
-	return 0;
+	free(set);
+	return err;
 }
 
 /* Maps every configured backend to an id (the old one for backends that stay) and writes its
  * configuration. Newly allocated ids are released on error. */
-static int assign_backends(struct datapath *dp, const struct config_service *svc, __u32 sid,
-			   const struct mesh_svc *old, struct mesh_svc *v)
+static int assign_backends(struct datapath *dp, const struct mesh_backend *bes, uint32_t n,
+			   __u32 sid, const struct dp_service *old, __u32 *ids)
 {
+	struct mesh_backend *olds = NULL;
+	struct be_set *set = NULL;
+	uint32_t done = 0;
 	int err = 0;
 
-	for (size_t i = 0; i < svc->n_backends; i++) {
-		struct mesh_backend be = { 0 };
+	if (old->used && old->val.n_backends) {
+		olds = calloc(old->val.n_backends, sizeof(*olds));
+		set = olds ? be_set_new(olds, old->val.n_backends) : NULL;
+		if (!set) {
+			free(olds);
+			return -ENOMEM;
+		}
+		for (uint32_t i = 0; i < old->val.n_backends; i++) {
+			olds[i] = dp->be[old->ids[i]];
+			be_set_add(set, i);
+		}
+	}
+	for (; done < n && !err; done++) {
+		struct mesh_backend be = bes[done];
+		int o = set ? be_set_find(set, &be) : -1;
 		__u32 id;
 
-		be_from_config(&be, &svc->backends[i]);
-		id = old ? find_backend(dp, old, &be) : 0;
-		if (id) {
+		if (o >= 0) {
+			id = old->ids[o];
 			be.flags = dp->be[id].flags; /* health stays as checked */
 		} else {
 			int r = be_alloc(dp);
@@ -243,180 +367,291 @@ static int assign_backends(struct datapath *dp, const struct config_service *svc
 		be.service_id = sid;
 		be.epoch = dp->be[id].epoch;
 		dp->be[id] = be;
-		v->backend_ids[i] = id;
-		v->n_backends = (__u8)(i + 1);
+		ids[done] = id;
 		err = be_write(dp, id);
-		if (err)
-			break;
 	}
 	if (err)
-		for (__u32 i = 0; i < v->n_backends; i++)
-			if (!old || !find_backend(dp, old, &dp->be[v->backend_ids[i]]))
-				be_free(dp, v->backend_ids[i]);
+		for (uint32_t i = 0; i < done; i++)
+			if (!set || be_set_find(set, &dp->be[ids[i]]) < 0)
+				be_free(dp, ids[i]);
+	free(set);
+	free(olds);
 	return err;
 }
 
-/* What the kernel's no-scan path needs to know of a service's backends: which are healthy (and
- * how many), and MESH_SVC_F_SAME_FAMILY when every backend is reachable by every connect to the
- * VIP (those to an IPv4 VIP are IPv4: v4-mapped backends only). */
-static void backend_summary(const struct datapath *dp, struct mesh_svc *v,
-			    const struct mesh_svc_key *vip)
+/* --- the lists in mesh_slots ---------------------------------------------------------------- */
+
+/* The alias table over the healthy entries of `e` (weighted only). */
+static int fill_alias(const struct datapath *dp, struct mesh_slot *e, uint32_t k)
 {
-	bool v4 = addr_is_v4mapped(vip->addr), same = true;
-
-	v->n_healthy = 0;
-	v->healthy_mask = 0;
-	for (__u32 i = 0; i < v->n_backends; i++) {
-		const struct mesh_backend *be = &dp->be[v->backend_ids[i]];
-
-		if (be->flags & MESH_BE_F_HEALTHY) {
-			v->healthy_slots[v->n_healthy++] = (__u8)i;
-			v->healthy_mask |= 1ULL << i;
-		}
-		same = same && (!v4 || addr_is_v4mapped(be->addr));
-	}
-	v->flags =
-	    (__u8)((v->flags & ~MESH_SVC_F_SAME_FAMILY) | (same ? MESH_SVC_F_SAME_FAMILY : 0));
-}
-
-/* Rewrites a published service whose health summary changed (same generation: the backend set
- * is unchanged). */
-static int refresh_summary(struct datapath *dp, struct dp_service *s)
-{
-	struct mesh_svc v = s->val;
-
-	backend_summary(dp, &v, &s->key);
-	if (v.flags == s->val.flags && v.healthy_mask == s->val.healthy_mask)
-		return 0;
-	if (bpf_map_update_elem(dp->fd[DP_MAP_SERVICES], &s->key, &v, BPF_EXIST))
-		return -errno;
-	s->val = v;
-	return 0;
-}
-
-/* Writes the maglev table the next generation of service `v` will read. */
-static int write_maglev(struct datapath *dp, const struct mesh_svc *v)
-{
-	char keys[MESH_MAX_BACKENDS_PER_SVC][64];
-	const char *kp[MESH_MAX_BACKENDS_PER_SVC];
-	__u32 key = v->service_id * 2 + (v->generation & 1);
-	uint8_t *table;
+	uint32_t *w = calloc(3 * (size_t)k, sizeof(uint32_t));
 	int err;
+
+	if (!w)
+		return -ENOMEM;
+	for (uint32_t j = 0; j < k; j++)
+		w[j] = dp->be[e[j].healthy_id].weight;
+	err = alias_build(w, k, w + k, w + 2 * k);
+	for (uint32_t j = 0; !err && j < k; j++) {
+		e[j].alias_prob = w[k + j];
+		e[j].alias_id = e[w[2 * k + j]].healthy_id;
+	}
+	free(w);
+	return err;
+}
+
+int dp_write_tables(struct datapath *dp, struct dp_service *s)
+{
+	uint32_t n = s->val.n_backends, cnt = n ? n : 1, k = 0;
+	bool v4 = addr_is_v4mapped(s->key.addr), same_family = true;
+	struct mesh_slot *e = calloc(cnt, sizeof(*e));
+	__u32 *keys = calloc(cnt, sizeof(*keys));
+	LIBBPF_OPTS(bpf_map_batch_opts, opts);
+	int64_t base;
+	int err = 0;
+
+	if (!e || !keys) {
+		err = -ENOMEM;
+		goto out;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		const struct mesh_backend *be = &dp->be[s->ids[i]];
+
+		e[i].backend_id = s->ids[i];
+		if (be->flags & MESH_BE_F_HEALTHY)
+			e[k++].healthy_id = s->ids[i];
+		same_family = same_family && (!v4 || addr_is_v4mapped(be->addr));
+	}
+	if (s->val.algorithm == MESH_LB_WEIGHTED && k)
+		err = fill_alias(dp, e, k);
+	base = err ? err : dp_slots_alloc(dp, cnt);
+	if (base < 0) {
+		err = (int)base;
+		goto out;
+	}
+	for (uint32_t i = 0; i < cnt; i++)
+		keys[i] = (__u32)base + i;
+	if (bpf_map_update_batch(dp->fd[DP_MAP_SLOTS], keys, e, &cnt, &opts)) {
+		err = -errno;
+		dp_slots_retire(dp, (uint32_t)base, n);
+		goto out;
+	}
+	s->val.slot_base = (__u32)base;
+	s->val.n_healthy = (__u16)k;
+	s->val.flags = (__u8)((s->val.flags & ~MESH_SVC_F_SAME_FAMILY) |
+			      (same_family ? MESH_SVC_F_SAME_FAMILY : 0));
+out:
+	free(e);
+	free(keys);
+	return err;
+}
+
+/* Deletes the chunks of maglev table `table` from chunk `from` on. */
+static void maglev_drop(struct datapath *dp, __u32 table, __u32 from)
+{
+	for (__u32 c = from; c * MESH_MAGLEV_CHUNK < MESH_MAGLEV_M_MAX; c++) {
+		struct mesh_maglev_key k = { .table = table, .chunk = c };
+
+		bpf_map_delete_elem(dp->fd[DP_MAP_MAGLEV], &k);
+	}
+}
+
+/* Writes the maglev table the generation of service `s` will read. */
+int dp_write_maglev(struct datapath *dp, const struct dp_service *s)
+{
+	const struct mesh_svc *v = &s->val;
+	__u32 table = v->service_id * 2 + (v->generation & 1), m = v->maglev_m;
+	struct mesh_maglev_chunk *chunk;
+	char(*keys)[64] = NULL;
+	const char **kp = NULL;
+	uint16_t *t = NULL;
+	int err = -ENOMEM;
 
 	if (v->algorithm != MESH_LB_MAGLEV || v->n_backends == 0)
 		return 0;
+	keys = calloc(v->n_backends, sizeof(*keys));
+	kp = calloc(v->n_backends, sizeof(*kp));
+	t = calloc((m + MESH_MAGLEV_CHUNK - 1) / MESH_MAGLEV_CHUNK, sizeof(*chunk));
+	if (!keys || !kp || !t)
+		goto out;
 	for (__u32 i = 0; i < v->n_backends; i++) {
-		const struct mesh_backend *be = &dp->be[v->backend_ids[i]];
+		const struct mesh_backend *be = &dp->be[s->ids[i]];
 		char ip[INET6_ADDRSTRLEN];
 
 		inet_ntop(AF_INET6, be->addr, ip, sizeof(ip));
 		snprintf(keys[i], sizeof(keys[i]), "[%s]:%u", ip, ntohs(be->port));
 		kp[i] = keys[i];
 	}
-	table = malloc(MESH_MAGLEV_M);
-	if (!table)
-		return -ENOMEM;
-	err = maglev_fill(table, MESH_MAGLEV_M, kp, v->n_backends);
-	if (!err && bpf_map_update_elem(dp->fd[DP_MAP_MAGLEV], &key, table, BPF_ANY))
-		err = -errno;
-	free(table);
+	err = maglev_fill(t, m, kp, v->n_backends);
+	for (__u32 c = 0; !err && c * MESH_MAGLEV_CHUNK < m; c++) {
+		struct mesh_maglev_key k = { .table = table, .chunk = c };
+
+		chunk = (struct mesh_maglev_chunk *)(t + (size_t)c * MESH_MAGLEV_CHUNK);
+		if (bpf_map_update_elem(dp->fd[DP_MAP_MAGLEV], &k, chunk, BPF_ANY))
+			err = -errno;
+	}
+out:
+	free(t);
+	free(kp);
+	free(keys);
 	return err;
 }
 
-static void release_old(struct datapath *dp, const struct mesh_svc *old, const struct mesh_svc *v)
-{
-	for (__u32 i = 0; i < old->n_backends; i++) {
-		__u32 id = old->backend_ids[i], keep = 0;
+/* --- publishing ----------------------------------------------------------------------------- */
 
-		for (__u32 j = 0; j < v->n_backends && !keep; j++)
-			keep = v->backend_ids[j] == id;
-		if (!keep)
-			be_free(dp, id);
-	}
+static int cmp_u32(const void *a, const void *b)
+{
+	__u32 x = *(const __u32 *)a, y = *(const __u32 *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Frees the ids of `from` that are not in `keep`. */
+static void free_removed(struct datapath *dp, const __u32 *from, __u32 n_from, const __u32 *keep,
+			 __u32 n_keep)
+{
+	__u32 *sorted = calloc(n_keep + 1, sizeof(*sorted));
+
+	if (!sorted)
+		return; /* ids leak until adoption rebuilds the pool: better than freeing live ones */
+	memcpy(sorted, keep, n_keep * sizeof(*keep));
+	qsort(sorted, n_keep, sizeof(*sorted), cmp_u32);
+	for (__u32 i = 0; i < n_from; i++)
+		if (!bsearch(&from[i], sorted, n_keep, sizeof(*sorted), cmp_u32))
+			be_free(dp, from[i]);
+	free(sorted);
+}
+
+static int write_name(struct datapath *dp, const struct dp_service *s)
+{
+	struct mesh_svc_name rec = { 0 };
+	__u32 sid = s->val.service_id;
+
+	snprintf(rec.name, sizeof(rec.name), "%s", s->name);
+	rec.key = s->key;
+	return bpf_map_update_elem(dp->fd[DP_MAP_SVC_NAMES], &sid, &rec, BPF_ANY) ? -errno : 0;
 }
 
 /* Publishes the service value (one hash update: connects see the old or the new set) and its
  * name record, then retires what the previous version used. */
-static int publish(struct datapath *dp, struct dp_service *s, const struct dp_service *old,
-		   const struct mesh_svc *v, const struct mesh_svc_key *key)
+static int publish(struct datapath *dp, struct dp_service *s, const struct dp_service *old)
 {
-	struct mesh_svc_name rec = { 0 };
-	__u32 sid = v->service_id, mkey;
+	__u32 sid = s->val.service_id;
 
-	if (bpf_map_update_elem(dp->fd[DP_MAP_SERVICES], key, v, BPF_ANY))
+	if (bpf_map_update_elem(dp->fd[DP_MAP_SERVICES], &s->key, &s->val, BPF_ANY))
 		return -errno;
-	snprintf(rec.name, sizeof(rec.name), "%s", s->name);
-	rec.key = *key;
-	if (bpf_map_update_elem(dp->fd[DP_MAP_SVC_NAMES], &sid, &rec, BPF_ANY))
+	if (write_name(dp, s))
 		LOG_WARN(DP_SUBSYS, "name record not written", "service=%s", log_q(s->name));
-	if (old->used && memcmp(&old->key, key, sizeof(*key)))
+	if (old->used && memcmp(&old->key, &s->key, sizeof(s->key))) {
 		bpf_map_delete_elem(dp->fd[DP_MAP_SERVICES], &old->key);
-	if (old->used)
-		release_old(dp, &old->val, v);
-	if (v->algorithm != MESH_LB_MAGLEV || v->n_backends == 0) {
-		/* The previous generation's table stays while maglev is on: a connect may still
-		 * hold the old service value. */
-		for (__u32 g = 0; g < 2; g++) {
-			mkey = sid * 2 + g;
-			bpf_map_delete_elem(dp->fd[DP_MAP_MAGLEV], &mkey);
-		}
+		ix_set(dp, false, &old->key, -1);
 	}
-	s->key = *key;
-	s->val = *v;
+	if (old->used) {
+		dp_slots_retire(dp, old->val.slot_base, old->val.n_backends);
+		free_removed(dp, old->ids, old->val.n_backends, s->ids, s->val.n_backends);
+	}
+	/* The previous generation's maglev table stays while maglev is on: a connect may still
+	 * hold the old service value. */
+	if (s->val.algorithm != MESH_LB_MAGLEV || s->val.n_backends == 0) {
+		maglev_drop(dp, sid * 2, 0);
+		maglev_drop(dp, sid * 2 + 1, 0);
+	}
 	s->used = true;
+	ix_set(dp, true, s->name, (int32_t)sid);
+	ix_set(dp, false, &s->key, (int32_t)sid);
+	return 0;
+}
+
+/* Releases what a failed update took: the new range and ids not in the previous version. */
+static void undo_set(struct datapath *dp, struct dp_service *s, const struct dp_service *old,
+		     bool tables_written)
+{
+	if (tables_written)
+		dp_slots_retire(dp, s->val.slot_base, s->val.n_backends);
+	if (s->ids)
+		free_removed(dp, s->ids, s->val.n_backends, old->ids,
+			     old->used ? old->val.n_backends : 0);
+	free(s->ids);
+	*s = *old;
+}
+
+static int set_service(struct datapath *dp, const struct config_service *svc, int id,
+		       const struct mesh_svc_key *key, const struct mesh_backend *bes)
+{
+	struct dp_service old, *s = &dp->svcs[id];
+	bool tables;
+	int err;
+
+	old = *s;
+	snprintf(s->name, sizeof(s->name), "%s", svc->name);
+	s->key = *key;
+	memset(&s->val, 0, sizeof(s->val));
+	fill_value(&s->val, svc);
+	s->val.service_id = (__u32)id;
+	s->val.epoch = old.val.epoch;
+	s->val.generation = old.val.generation + 1;
+	s->val.n_backends = (__u16)svc->n_backends;
+	s->val.slot_base = old.val.slot_base;
+	if (s->val.algorithm == MESH_LB_MAGLEV && svc->n_backends)
+		s->val.maglev_m =
+		    maglev_size((uint32_t)svc->n_backends,
+				old.val.algorithm == MESH_LB_MAGLEV ? old.val.maglev_m : 0);
+	s->ids = calloc(svc->n_backends ? svc->n_backends : 1, sizeof(*s->ids));
+	err = s->ids ? assign_backends(dp, bes, (uint32_t)svc->n_backends, (__u32)id, &old, s->ids)
+		     : -ENOMEM;
+	if (!err)
+		err = dp_write_tables(dp, s);
+	tables = !err;
+	if (!err)
+		err = dp_write_maglev(dp, s);
+	if (!err)
+		err = publish(dp, s, &old);
+	if (err) {
+		undo_set(dp, s, &old, tables);
+		return err;
+	}
+	free(old.ids);
 	return 0;
 }
 
 int datapath_service_set(struct datapath *dp, const struct config_service *svc)
 {
-	struct dp_service old = { 0 }, *s;
+	struct mesh_backend *bes = calloc(svc->n_backends ? svc->n_backends : 1, sizeof(*bes));
 	struct mesh_svc_key key;
-	struct mesh_svc v = { 0 };
-	int id, other, err;
+	int id, other, err, fresh = 0;
 
-	err = check_service(svc);
+	err = bes ? check_service(svc, bes) : -ENOMEM;
 	if (err)
-		return err;
-	dp_key_from_endpoint(&svc->vip, &key);
+		goto out;
+	dp_key_from_endpoint(&svc->vip, svc->protocol, &key);
 	id = dp_find_service(dp, svc->name);
-	other = find_by_key(dp, &key);
+	other = ix_find(dp, false, &key);
+	err = -EEXIST; /* another service owns this address */
 	if (other >= 0 && other != id)
-		return -EEXIST; /* another service owns this address */
-	if (id < 0)
+		goto out;
+	if (id < 0) {
 		id = svc_alloc(dp);
-	if (id < 0)
-		return id;
-	s = &dp->svcs[id];
-	old = *s;
-	snprintf(s->name, sizeof(s->name), "%s", svc->name);
-	fill_value(&v, svc);
-	v.service_id = (__u32)id;
-	v.epoch = old.val.epoch;
-	v.generation = old.val.generation + 1;
-	err = assign_backends(dp, svc, (__u32)id, old.used ? &old.val : NULL, &v);
-	if (!err) {
-		backend_summary(dp, &v, &key);
-		err = write_maglev(dp, &v);
+		fresh = 1;
 	}
-	if (!err)
-		err = publish(dp, s, &old, &v, &key);
-	if (err) {
-		LOG_ERR(DP_SUBSYS, "service update failed", "service=%s err=%s", log_q(svc->name),
-			strerror(-err));
-		if (!old.used)
-			memset(s, 0, sizeof(*s)); /* id returns to the pool */
-		return err;
-	}
-	LOG_DEBUG(DP_SUBSYS, "service written", "service=%s id=%d backends=%zu generation=%u",
-		  log_q(svc->name), id, svc->n_backends, v.generation);
-	return 0;
+	err = id < 0 ? id : set_service(dp, svc, id, &key, bes);
+	if (err && fresh && id >= 0)
+		memset(&dp->svcs[id], 0, sizeof(dp->svcs[id])); /* id returns to the pool */
+out:
+	free(bes);
+	if (err)
+		LOG_ERR(DP_SUBSYS, "service update failed", "service=%s err=%s",
+			log_q(svc->name ? svc->name : ""), strerror(-err));
+	else
+		LOG_DEBUG(DP_SUBSYS, "service written", "service=%s id=%d backends=%zu",
+			  log_q(svc->name), id, svc->n_backends);
+	return err;
 }
 
 int datapath_service_del(struct datapath *dp, const char *name)
 {
 	int id = dp_find_service(dp, name);
 	struct dp_service *s;
-	__u32 sid, mkey;
+	__u32 sid;
 
 	if (id < 0)
 		return -ENOENT;
@@ -425,38 +660,44 @@ int datapath_service_del(struct datapath *dp, const char *name)
 	if (bpf_map_delete_elem(dp->fd[DP_MAP_SERVICES], &s->key) && errno != ENOENT)
 		return -errno;
 	bpf_map_delete_elem(dp->fd[DP_MAP_SVC_NAMES], &sid);
-	for (int g = 0; g < 2; g++) {
-		mkey = sid * 2 + (__u32)g;
-		bpf_map_delete_elem(dp->fd[DP_MAP_MAGLEV], &mkey);
-	}
+	maglev_drop(dp, sid * 2, 0);
+	maglev_drop(dp, sid * 2 + 1, 0);
+	dp_slots_retire(dp, s->val.slot_base, s->val.n_backends);
 	for (__u32 i = 0; i < s->val.n_backends; i++)
-		be_free(dp, s->val.backend_ids[i]);
+		be_free(dp, s->ids[i]);
+	ix_set(dp, true, s->name, -1);
+	ix_set(dp, false, &s->key, -1);
 	LOG_DEBUG(DP_SUBSYS, "service removed", "service=%s", log_q(name));
+	free(s->ids);
 	memset(s, 0, sizeof(*s));
 	return 0;
 }
 
 int datapath_service_prune(struct datapath *dp, const char *const *keep, size_t n_keep)
 {
+	uint8_t *kept = calloc(dp->max_services, 1);
 	int err = 0;
 
-	for (uint32_t i = 0; i < dp->svc_hi; i++) {
-		bool kept = false;
+	if (!kept)
+		return -ENOMEM;
+	for (size_t k = 0; k < n_keep; k++) {
+		int id = dp_find_service(dp, keep[k]);
 
-		if (!dp->svcs[i].used)
-			continue;
-		for (size_t k = 0; k < n_keep && !kept; k++)
-			kept = !strcmp(keep[k], dp->svcs[i].name);
-		if (!kept) {
-			char name[MESH_SVC_NAME_MAX];
-
-			snprintf(name, sizeof(name), "%s", dp->svcs[i].name);
-			int r = datapath_service_del(dp, name);
-
-			if (r && !err)
-				err = r;
-		}
+		if (id >= 0)
+			kept[id] = 1;
 	}
+	for (uint32_t i = 0; i < dp->svc_hi; i++) {
+		char name[MESH_SVC_NAME_MAX];
+		int r;
+
+		if (!dp->svcs[i].used || kept[i])
+			continue;
+		snprintf(name, sizeof(name), "%s", dp->svcs[i].name);
+		r = datapath_service_del(dp, name);
+		if (r && !err)
+			err = r;
+	}
+	free(kept);
 	return err;
 }
 
@@ -466,47 +707,64 @@ int datapath_backend_set_health(struct datapath *dp, const char *service,
 	struct config_backend cb = { .endpoint = *backend };
 	struct mesh_backend probe = { 0 };
 	int id = dp_find_service(dp, service);
-	__u32 be;
+	struct dp_service *s, old;
+	__u32 be = 0;
 	int err;
 
 	if (id < 0)
 		return -ENOENT;
+	s = &dp->svcs[id];
 	be_from_config(&probe, &cb);
-	be = find_backend(dp, &dp->svcs[id].val, &probe);
+	for (__u32 i = 0; i < s->val.n_backends && !be; i++)
+		if (be_same(&dp->be[s->ids[i]], &probe))
+			be = s->ids[i];
 	if (!be)
 		return -ENOENT;
 	if (!(dp->be[be].flags & MESH_BE_F_HEALTHY) == !healthy)
 		return 0; /* as it is: meshd re-asserts every backend after each service write */
-	/* Going down, the service's healthy count drops before the backend is marked; coming up,
-	 * the backend is marked first. */
-	if (healthy) {
-		dp->be[be].flags |= MESH_BE_F_HEALTHY;
-		err = be_write(dp, be);
-		return err ? err : refresh_summary(dp, &dp->svcs[id]);
+	/* Going down, the service's healthy list drops it before the backend is marked; coming
+	 * up, the backend is marked first. */
+	old = *s;
+	dp->be[be].flags ^= MESH_BE_F_HEALTHY;
+	err = healthy ? be_write(dp, be) : 0;
+	if (!err)
+		err = dp_write_tables(dp, s);
+	if (!err && bpf_map_update_elem(dp->fd[DP_MAP_SERVICES], &s->key, &s->val, BPF_EXIST))
+		err = -errno;
+	if (!err) {
+		dp_slots_retire(dp, old.val.slot_base, old.val.n_backends);
+		return healthy ? 0 : be_write(dp, be);
 	}
-	dp->be[be].flags &= (__u8)~MESH_BE_F_HEALTHY;
-	err = refresh_summary(dp, &dp->svcs[id]);
-	return err ? err : be_write(dp, be);
+	if (s->val.slot_base != old.val.slot_base)
+		dp_slots_retire(dp, s->val.slot_base, s->val.n_backends);
+	s->val = old.val;
+	dp->be[be].flags ^= MESH_BE_F_HEALTHY;
+	if (healthy)
+		be_write(dp, be);
+	return err;
 }
 
-/* Loads one service and its backends from the pinned maps into the mirror. */
-static int load_one(struct datapath *dp, __u32 sid, const struct mesh_svc_name *rec)
+/* --- adoption ------------------------------------------------------------------------------- */
+
+int dp_adopt_service(struct datapath *dp, __u32 sid, const char *name,
+		     const struct mesh_svc_key *key, const struct mesh_svc *val, const __u32 *ids)
 {
 	struct dp_service *s = &dp->svcs[sid];
-	struct mesh_svc_state ss = { 0 };
 
-	if (bpf_map_lookup_elem(dp->fd[DP_MAP_SERVICES], &rec->key, &s->val) ||
-	    s->val.service_id != sid || s->val.n_backends > MESH_MAX_BACKENDS_PER_SVC)
-		return -ENOENT;
-	bpf_map_lookup_elem(dp->fd[DP_MAP_SVC_STATE], &sid, &ss);
-	s->val.epoch = ss.epoch;
-	snprintf(s->name, sizeof(s->name), "%.*s", MESH_SVC_NAME_MAX - 1, rec->name);
-	s->key = rec->key;
+	free(s->ids);
+	memset(s, 0, sizeof(*s));
+	s->ids = calloc(val->n_backends ? val->n_backends : 1, sizeof(*s->ids));
+	if (!s->ids)
+		return -ENOMEM;
+	memcpy(s->ids, ids, val->n_backends * sizeof(*ids));
+	snprintf(s->name, sizeof(s->name), "%.*s", MESH_SVC_NAME_MAX - 1, name);
+	s->key = *key;
+	s->val = *val;
 	s->used = true;
-	for (__u32 i = 0; i < s->val.n_backends; i++) {
-		__u32 id = s->val.backend_ids[i];
+	for (__u32 i = 0; i < val->n_backends; i++) {
+		__u32 id = ids[i];
 
-		if (id == 0 || id >= MESH_MAX_BACKENDS)
+		if (id == 0 || id >= dp->max_backends)
 			continue;
 		dp->be_used[id] = 1;
 		if (id + 1 > dp->be_hi)
@@ -514,30 +772,63 @@ static int load_one(struct datapath *dp, __u32 sid, const struct mesh_svc_name *
 	}
 	if (sid + 1 > dp->svc_hi)
 		dp->svc_hi = sid + 1;
+	ix_set(dp, true, s->name, (int32_t)sid);
+	ix_set(dp, false, &s->key, (int32_t)sid);
 	return 0;
+}
+
+/* Loads one service and its backend list from the pinned maps into the mirror. */
+static int load_one(struct datapath *dp, __u32 sid, const struct mesh_svc_name *rec)
+{
+	struct mesh_slot *e = NULL;
+	struct mesh_svc_state ss = { 0 };
+	struct mesh_svc val;
+	__u32 *ids = NULL;
+	int err = -ENOENT;
+
+	if (bpf_map_lookup_elem(dp->fd[DP_MAP_SERVICES], &rec->key, &val) ||
+	    val.service_id != sid || val.n_backends > MESH_MAX_BACKENDS_PER_SVC ||
+	    val.slot_base >= dp->max_slots || val.n_backends > dp->max_slots - val.slot_base)
+		return -ENOENT;
+	e = calloc(val.n_backends + 1, sizeof(*e));
+	ids = calloc(val.n_backends + 1, sizeof(*ids));
+	if (e && ids)
+		err = dp_read_array(dp, dp->fd[DP_MAP_SLOTS], false, val.slot_base, val.n_backends,
+				    sizeof(*e), e, 0);
+	for (__u32 i = 0; !err && i < val.n_backends; i++)
+		ids[i] = e[i].backend_id;
+	bpf_map_lookup_elem(dp->fd[DP_MAP_SVC_STATE], &sid, &ss);
+	val.epoch = ss.epoch;
+	if (!err)
+		err = dp_adopt_service(dp, sid, rec->name, &rec->key, &val, ids);
+	if (!err)
+		dp_slots_mark(dp, val.slot_base, val.n_backends);
+	free(e);
+	free(ids);
+	return err;
 }
 
 int dp_services_load(struct datapath *dp)
 {
 	__u32 key, next, *prev = NULL, n = 0;
 	struct mesh_svc_name rec;
-
 	/* Backend configuration (with epochs) for every id, services from their name records. */
-	int err = dp_read_array(dp, DP_MAP_BACKENDS, MESH_MAX_BACKENDS, sizeof(*dp->be), dp->be, 0);
+	int err = dp_read_array(dp, dp->fd[DP_MAP_BACKENDS], false, 0, dp->max_backends,
+				sizeof(*dp->be), dp->be, 0);
 
 	if (err)
 		return err;
 	while (!bpf_map_get_next_key(dp->fd[DP_MAP_SVC_NAMES], prev, &next)) {
 		key = next;
 		prev = &key;
-		if (key >= MESH_MAX_SERVICES ||
+		if (key >= dp->max_services ||
 		    bpf_map_lookup_elem(dp->fd[DP_MAP_SVC_NAMES], &key, &rec))
 			continue;
 		if (load_one(dp, key, &rec) == 0)
 			n++;
 	}
-	dp->svc_cursor = dp->svc_hi % MESH_MAX_SERVICES;
-	dp->be_cursor = dp->be_hi % MESH_MAX_BACKENDS;
+	dp->svc_cursor = dp->svc_hi % dp->max_services;
+	dp->be_cursor = dp->be_hi % dp->max_backends;
 	LOG_INFO(DP_SUBSYS, "recovered services from pinned maps", "services=%u", n);
 	return 0;
 }

@@ -11,24 +11,19 @@
 #include "common/log.h"
 #include "datapath/internal.h"
 
-#define DP_BATCH 4096
+#define DP_BATCH 4096 /* entries per batch lookup, and per chunk of a stats read */
 
 static size_t round8(size_t n)
 {
 	return (n + 7) & ~(size_t)7;
 }
 
-static bool map_percpu(enum dp_map m)
+int dp_read_array(const struct datapath *dp, int fd, bool percpu, __u32 first, __u32 n,
+		  size_t vsize, void *out, __u64 elem_flags)
 {
-	return m == DP_MAP_BE_STATS || m == DP_MAP_SVC_STATS || m == DP_MAP_COUNTERS;
-}
-
-int dp_read_array(const struct datapath *dp, enum dp_map m, __u32 n, size_t vsize, void *out,
-		  __u64 elem_flags)
-{
-	size_t stride = map_percpu(m) ? (size_t)dp->ncpus * round8(vsize) : vsize;
+	size_t stride = percpu ? (size_t)dp->ncpus * round8(vsize) : vsize;
 	LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = elem_flags);
-	__u32 in = 0, next = 0, done = 0;
+	__u32 in = first - 1, next = 0, done = 0; /* in: the key before the batch (generic) */
 	__u32 *keys;
 	int err = 0;
 
@@ -38,7 +33,8 @@ int dp_read_array(const struct datapath *dp, enum dp_map m, __u32 n, size_t vsiz
 	while (done < n) {
 		__u32 cnt = n - done < DP_BATCH ? n - done : DP_BATCH;
 
-		err = bpf_map_lookup_batch(dp->fd[m], done ? &in : NULL, &next, keys,
+		/* A batch starts at the key after `in`, or at key 0 without one. */
+		err = bpf_map_lookup_batch(fd, first + done ? &in : NULL, &next, keys,
 					   (char *)out + (size_t)done * stride, &cnt, &opts);
 		if (err && errno != ENOENT) {
 			err = -errno;
@@ -55,64 +51,37 @@ int dp_read_array(const struct datapath *dp, enum dp_map m, __u32 n, size_t vsiz
 	return err;
 }
 
-/* Sums entry `i` of a per-CPU table of u64 counters read by read_tables() into `sum` (`size`
- * bytes, a whole number of u64). */
-static void sum_cpus(const void *percpu, size_t i, int ncpus, void *sum, size_t size)
-{
-	const __u64 *src = (const __u64 *)((const char *)percpu + i * (size_t)ncpus * size);
-	size_t words = size / sizeof(__u64);
-	__u64 *dst = sum;
-
-	memset(sum, 0, size);
-	for (int c = 0; c < ncpus; c++)
-		for (size_t w = 0; w < words; w++)
-			dst[w] += src[c * words + w];
-}
-
-/* Reads the first `n` entries of a per-CPU stats map and of the matching state array into new
- * buffers (freed by the caller, also on error). */
-static int read_tables(struct datapath *dp, __u32 n, enum dp_map stats_map, size_t stats_size,
-		       void **stats, enum dp_map state_map, size_t state_size, __u64 state_flags,
-		       void **state)
-{
-	int err;
-
-	*stats = calloc(n + 1, (size_t)dp->ncpus * stats_size);
-	*state = calloc(n + 1, state_size);
-	if (!*stats || !*state)
-		return -ENOMEM;
-	err = dp_read_array(dp, stats_map, n, stats_size, *stats, 0);
-	return err ? err : dp_read_array(dp, state_map, n, state_size, *state, state_flags);
-}
-
-static void report_service(const struct datapath *dp, __u32 sid, const struct mesh_svc_stats *sum,
-			   const struct mesh_svc_state *ss,
+static void report_service(const struct datapath *dp, __u32 sid, const struct mesh_svc_state *ss,
 			   void (*cb)(const struct datapath_service_stats *s, void *arg), void *arg)
 {
 	const struct dp_service *s = &dp->svcs[sid];
+	bool mine = ss->epoch == s->val.epoch;
 	struct datapath_service_stats out = {
 		.service = s->name,
-		.bytes_sent = sum->bytes_sent,
-		.bytes_received = sum->bytes_received,
-		.passthrough = sum->passthrough,
+		.bytes_sent = ss->bytes_sent,
+		.bytes_received = ss->bytes_received,
+		.passthrough = ss->passthrough,
 		.service_id = sid,
 		.algorithm = s->val.algorithm,
 		.n_backends = s->val.n_backends,
-		.active = ss->epoch == s->val.epoch ? ss->active : 0,
-		.redirected = sum->redirected,
-		.panic = sum->panic,
+		.active = mine ? ss->active : 0,
+		.redirected = ss->redirected,
+		.panic = ss->panic,
+		.protocol = s->key.proto,
+		.datagrams_sent = ss->dgrams_sent,
+		.datagrams_received = ss->dgrams_received,
 	};
 	struct mesh_backend vip = { .port = s->key.port };
 
 	memcpy(vip.addr, s->key.addr, 16);
 	dp_endpoint_from_be(&vip, &out.vip);
-	for (int r = 0; r < 8; r++)
-		out.rejects[r] = sum->rejects[r];
+	for (int r = 0; r < MESH_REJECT__COUNT; r++)
+		out.rejects[r] = ss->rejects[r];
 	cb(&out, arg);
 }
 
 static void report_backend(const struct datapath *dp, const struct dp_service *s, __u32 id,
-			   const struct mesh_be_stats *sum, const struct mesh_be_state *st,
+			   const struct mesh_be_state *st,
 			   void (*cb)(const struct datapath_backend_stats *b, void *arg), void *arg)
 {
 	const struct mesh_backend *be = &dp->be[id];
@@ -122,68 +91,65 @@ static void report_backend(const struct datapath *dp, const struct dp_service *s
 		.healthy = be->flags & MESH_BE_F_HEALTHY,
 		.circuit = (enum datapath_circuit)st->br.state,
 		.active = st->active > 0 ? (uint64_t)st->active : 0,
-		.conn_ok = sum->ok,
-		.conn_failed = sum->failed,
+		.conn_ok = st->ok,
+		.conn_failed = st->failed,
 		.latency_ewma_ns = st->latency_ewma_ns,
 		.consecutive_failures = st->br.consecutive,
 		.open_until_ns = st->br.state == MESH_CIRCUIT_OPEN ? st->br.open_until_ns : 0,
 		.backend_id = id,
 		.trips = st->br.trips,
-		.selected = sum->selected,
-		.probes = sum->probes,
-		.bytes_sent = sum->bytes_sent,
-		.bytes_received = sum->bytes_received,
+		.selected = st->selected,
+		.probes = st->probes,
+		.bytes_sent = st->bytes_sent,
+		.bytes_received = st->bytes_received,
+		.drained = st->drained,
 	};
 
 	dp_endpoint_from_be(be, &out.backend);
 	for (int i = 0; i < 3; i++)
-		out.transitions_to[i] = sum->transitions[i];
+		out.transitions_to[i] = st->transitions[i];
 	cb(&out, arg);
 }
 
+/* Reads the service states in chunks (bounded memory whatever the count). */
 static int stats_services(struct datapath *dp,
 			  void (*cb)(const struct datapath_service_stats *s, void *arg), void *arg)
 {
-	struct mesh_svc_stats sum;
-	void *stats, *states;
-	int err = read_tables(dp, dp->svc_hi, DP_MAP_SVC_STATS, sizeof(sum), &stats,
-			      DP_MAP_SVC_STATE, sizeof(struct mesh_svc_state), 0, &states);
-	const struct mesh_svc_state *state = states;
+	struct mesh_svc_state *st = calloc(DP_BATCH, sizeof(*st));
+	int err = st ? 0 : -ENOMEM;
 
-	for (__u32 i = 0; !err && i < dp->svc_hi; i++) {
-		if (!dp->svcs[i].used)
-			continue;
-		sum_cpus(stats, i, dp->ncpus, &sum, sizeof(sum));
-		report_service(dp, i, &sum, &state[i], cb, arg);
+	for (__u32 c = 0; !err && c < dp->svc_hi; c += DP_BATCH) {
+		__u32 n = dp->svc_hi - c < DP_BATCH ? dp->svc_hi - c : DP_BATCH;
+
+		err = dp_read_array(dp, dp->fd[DP_MAP_SVC_STATE], false, c, n, sizeof(*st), st, 0);
+		for (__u32 i = 0; !err && i < n; i++)
+			if (dp->svcs[c + i].used)
+				report_service(dp, c + i, &st[i], cb, arg);
 	}
-	free(states);
-	free(stats);
+	free(st);
 	return err;
 }
 
+/* Reads the backend states in chunks, reporting the backends services use now. */
 static int stats_backends(struct datapath *dp,
 			  void (*cb)(const struct datapath_backend_stats *b, void *arg), void *arg)
 {
-	struct mesh_be_stats sum;
-	void *stats, *states;
-	int err = read_tables(dp, dp->be_hi, DP_MAP_BE_STATS, sizeof(sum), &stats, DP_MAP_BE_STATE,
-			      sizeof(struct mesh_be_state), BPF_F_LOCK, &states);
-	const struct mesh_be_state *state = states;
+	struct mesh_be_state *st = calloc(DP_BATCH, sizeof(*st));
+	int err = st ? 0 : -ENOMEM;
 
-	for (__u32 i = 0; !err && i < dp->svc_hi; i++) {
-		const struct dp_service *s = &dp->svcs[i];
+	for (__u32 c = 0; !err && c < dp->be_hi; c += DP_BATCH) {
+		__u32 n = dp->be_hi - c < DP_BATCH ? dp->be_hi - c : DP_BATCH;
 
-		for (__u32 b = 0; s->used && b < s->val.n_backends; b++) {
-			__u32 id = s->val.backend_ids[b];
+		err = dp_read_array(dp, dp->fd[DP_MAP_BE_STATE], false, c, n, sizeof(*st), st,
+				    BPF_F_LOCK);
+		for (__u32 i = 0; !err && i < n; i++) {
+			__u32 id = c + i, sid = dp->be[id].service_id;
 
-			if (id >= dp->be_hi)
-				continue;
-			sum_cpus(stats, id, dp->ncpus, &sum, sizeof(sum));
-			report_backend(dp, s, id, &sum, &state[id], cb, arg);
+			if (id && dp->be_used[id] && sid < dp->max_services && dp->svcs[sid].used)
+				report_backend(dp, &dp->svcs[sid], id, &st[i], cb, arg);
 		}
 	}
-	free(states);
-	free(stats);
+	free(st);
 	return err;
 }
 
@@ -209,7 +175,8 @@ int datapath_counters(struct datapath *dp, uint64_t *out, size_t n)
 
 	if (!pc)
 		return -ENOMEM;
-	err = dp_read_array(dp, DP_MAP_COUNTERS, MESH_CNT__COUNT, sizeof(__u64), pc, 0);
+	err = dp_read_array(dp, dp->fd[DP_MAP_COUNTERS], true, 0, MESH_CNT__COUNT, sizeof(__u64),
+			    pc, 0);
 	for (size_t i = 0; !err && i < n && i < MESH_CNT__COUNT; i++) {
 		out[i] = 0;
 		for (int c = 0; c < dp->ncpus; c++)
@@ -228,10 +195,10 @@ static int on_event(void *ctx, void *data, size_t len)
 	if (len < sizeof(*e) || !dp->ev_cb)
 		return 0;
 	ev.type = (int)e->type;
-	ev.service = e->service_id < MESH_MAX_SERVICES && dp->svcs[e->service_id].used
+	ev.service = e->service_id < dp->max_services && dp->svcs[e->service_id].used
 			 ? dp->svcs[e->service_id].name
 			 : "";
-	if (e->backend_id && e->backend_id < MESH_MAX_BACKENDS)
+	if (e->backend_id && e->backend_id < dp->max_backends)
 		dp_endpoint_from_be(&dp->be[e->backend_id], &ev.backend);
 	ev.from = (enum datapath_circuit)e->from;
 	ev.to = (enum datapath_circuit)e->to;
@@ -315,6 +282,7 @@ const char *datapath_counter_name(int counter)
 		[MESH_CNT_REENTRY] = "reentry",
 		[MESH_CNT_SCAN] = "scan",
 		[MESH_CNT_HANDOFF_BUSY] = "handoff_busy",
+		[MESH_CNT_REDRAW] = "redraw",
 	};
 
 	return counter >= 0 && counter < MESH_CNT__COUNT ? names[counter] : NULL;

@@ -21,7 +21,8 @@ class Handler(socketserver.BaseRequestHandler):
                 if sock.recv(4096, socket.MSG_PEEK).startswith(b"GET "):
                     self.http(sock)
                     return
-            sock.sendall(srv.name.encode() + b"\n")
+            name = sock.getsockname()[0] if srv.name == "@local" else srv.name
+            sock.sendall(name.encode() + b"\n")
             while True:
                 data = sock.recv(65536)
                 if not data:
