@@ -59,8 +59,16 @@ struct v3_svc_stats {
 	__u64 redirected, passthrough, panic, rejects[8], bytes_sent, bytes_received, pad;
 };
 
-enum v3_map { V3_SERVICES_MAP, V3_NAMES, V3_SVC_STATE, V3_BACKENDS_MAP, V3_BE_STATE, V3_BE_STATS,
-	      V3_SVC_STATS, V3__COUNT };
+enum v3_map {
+	V3_SERVICES_MAP,
+	V3_NAMES,
+	V3_SVC_STATE,
+	V3_BACKENDS_MAP,
+	V3_BE_STATE,
+	V3_BE_STATS,
+	V3_SVC_STATS,
+	V3__COUNT
+};
 static const struct {
 	const char *name;
 	__u32 value_size;
@@ -121,9 +129,11 @@ static int copy_backends(struct datapath *dp, struct dp_migration *m)
 	LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_F_LOCK);
 	int err = !old || !stats || !bs || !keys ? -ENOMEM : 0;
 
-	err = err ?: dp_read_array(dp, m->fd[V3_BACKENDS_MAP], false, 0, n, sizeof(*dp->be), dp->be,
+	err = err
+		  ?: dp_read_array(dp, m->fd[V3_BACKENDS_MAP], false, 0, n, sizeof(*dp->be), dp->be,
 				   0);
-	err = err ?: dp_read_array(dp, m->fd[V3_BE_STATE], false, 0, n, sizeof(*old), old,
+	err = err
+		  ?: dp_read_array(dp, m->fd[V3_BE_STATE], false, 0, n, sizeof(*old), old,
 				   BPF_F_LOCK);
 	err = err ?: dp_read_array(dp, m->fd[V3_BE_STATS], true, 0, n, sizeof(*stats), stats, 0);
 	for (__u32 id = 0; !err && id < n; id++) {
@@ -297,7 +307,7 @@ static int adjust(struct datapath *dp, __u32 kind, const __s64 *was, const __s64
 		}
 		if (a.n == MESH_ADJUST_MAX || (id == n && a.n)) {
 			err = bpf_map_update_elem(dp->fd[DP_MAP_ADJUST], &zero, &a, BPF_ANY) ||
-					      bpf_prog_test_run_opts(dp->adjust_fd, &run)
+				      bpf_prog_test_run_opts(dp->adjust_fd, &run)
 				  ? -errno
 				  : 0;
 			a.n = 0;
@@ -313,9 +323,11 @@ static int final_counts(struct datapath *dp, struct dp_migration *m, __s64 *be, 
 	struct v3_svc_state *ss = calloc(V3_SERVICES, sizeof(*ss));
 	int err = !bs || !ss ? -ENOMEM : 0;
 
-	err = err ?: dp_read_array(dp, m->fd[V3_BE_STATE], false, 0, V3_BACKENDS, sizeof(*bs), bs,
+	err = err
+		  ?: dp_read_array(dp, m->fd[V3_BE_STATE], false, 0, V3_BACKENDS, sizeof(*bs), bs,
 				   BPF_F_LOCK);
-	err = err ?: dp_read_array(dp, m->fd[V3_SVC_STATE], false, 0, V3_SERVICES, sizeof(*ss), ss,
+	err = err
+		  ?: dp_read_array(dp, m->fd[V3_SVC_STATE], false, 0, V3_SERVICES, sizeof(*ss), ss,
 				   0);
 	for (__u32 i = 0; !err && i < V3_BACKENDS; i++)
 		be[i] = bs[i].active;

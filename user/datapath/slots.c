@@ -44,7 +44,7 @@ int dp_slots_init(struct datapath *dp)
 	if (dp->barrier_fd < 0)
 		return -errno;
 	return bpf_map_update_elem(dp->barrier_fd, &zero, &dp->barrier_inner_fd, BPF_ANY) ? -errno
-											 : 0;
+											  : 0;
 }
 
 void dp_slots_free(struct datapath *dp)
@@ -62,7 +62,7 @@ int dp_barrier(struct datapath *dp)
 	__u32 zero = 0;
 
 	return bpf_map_update_elem(dp->barrier_fd, &zero, &dp->barrier_inner_fd, BPF_ANY) ? -errno
-											 : 0;
+											  : 0;
 }
 
 /* First run of n free entries at or after `from` (below `end`), or -1. */
@@ -107,9 +107,9 @@ int64_t dp_slots_alloc(struct datapath *dp, uint32_t n)
 	for (int pass = 0; pass < 2; pass++) {
 		base = find_run(dp, dp->slot_cursor, dp->max_slots, n);
 		if (base < 0)
-			base = find_run(dp, 0, dp->slot_cursor + n < dp->max_slots
-						   ? dp->slot_cursor + n
-						   : dp->max_slots,
+			base = find_run(dp, 0,
+					dp->slot_cursor + n < dp->max_slots ? dp->slot_cursor + n
+									    : dp->max_slots,
 					n);
 		if (base >= 0) {
 			set_bits(dp, (uint32_t)base, n, true);
