@@ -126,12 +126,12 @@ case_show_origins() {
 	show_line services[0].circuit_breaker.window | grep -qE ' 10s +default \(global\)$' ||
 		bad="$bad [$(show_line services[0].circuit_breaker.window)]"
 	check show_origins "unexpected:$bad" test -z "$bad"
-	run env -i PATH="$PATH" MESH_CONFIG="$DEMO" MESH_PRESET=production \
-		MESH_MTLS__CA_FILE=/etc/meshd/ca.pem MESH_MTLS__CERT_DIR=/etc/meshd/certs \
+	jq 'del(.load_balancer.health_check.interval)' "$DEMO" >"$TMP/preset.json"
+	run env -i PATH="$PATH" MESH_CONFIG="$TMP/preset.json" MESH_PRESET=production \
 		"$MESHD" config show
 	check show_preset_origin "rc=$RC [$(show_line log.format)] $ERR" \
 		bash -c '[ "$0" -eq 0 ] && grep -qE "^log.format +logfmt +file$" "$1" &&
-			grep -qE "^mtls.strict_inbound +true +preset$" "$1"' "$RC" "$TMP/out"
+			grep -qE "^load_balancer.health_check.interval +2s +preset$" "$1"' "$RC" "$TMP/out"
 }
 
 case_show_json_round_trip() {
@@ -163,7 +163,8 @@ case_show_json_round_trip() {
 case_secrets() {
 	echo "tok-$$-very-secret" >"$TMP/token"
 	chmod 0600 "$TMP/token"
-	jq --arg t "$TMP/token" '.discovery.consul.token_file = $t' "$DEMO" >"$TMP/secret.json"
+	jq --arg t "$TMP/token" '.discovery = { backend: "consul",
+		consul: { address: "http://127.0.0.1:8500", token_file: $t } }' "$DEMO" >"$TMP/secret.json"
 	run env -i PATH="$PATH" "$MESHD" config show --config "$TMP/secret.json"
 	local line
 	line=$(show_line discovery.consul.token_file)
@@ -179,6 +180,47 @@ case_secrets() {
 	run env -i PATH="$PATH" "$MESHD" validate "$TMP/dir.json"
 	check secret_not_regular "rc=$RC out=$OUT" \
 		bash -c '[ "$0" -eq 1 ] && [[ "$1" == *"secret file is not a regular file"* ]]' "$RC" "$OUT"
+}
+
+# Every key `config show -o json` lists under not_supported_yet, set to something else than its
+# default (globally and in a service), is refused by validate with a line naming it; the list
+# comes from meshd itself, so a key added to it later must be added here too or this fails.
+case_validate_not_yet() {
+	jq '.services[0] += { mtls: true,
+		load_balancer: { retry: { connect_attempts: 4, backoff_base: "50ms",
+			backoff_max: "1s", budget_percent: 30 } } }
+	    | .load_balancer.retry = { connect_attempts: 5, backoff_base: "30ms",
+			backoff_max: "2s", budget_percent: 40 }
+	    | .discovery.backend = "dns"
+	    | .discovery.dns = { servers: ["127.0.0.1:53"],
+			services: [ { name: .services[0].name, srv: "_a._tcp.example.test" } ] }
+	    | .mtls = { enabled: true, trust_domain: "example.test",
+			outbound_listen: "127.0.0.1:15101", inbound_listen: "127.0.0.1:15108",
+			cert_source: "builtin_ca", ca_file: "/etc/ca.pem", cert_dir: "/etc/certs",
+			strict_inbound: true }
+	    | .identities = [ { cgroup: "/web.slice", service: .services[0].name } ]
+	    | .authorization = { default_action: "allow",
+			rules: [ { source: "*", destination: "*", action: "deny" } ] }' \
+		"$DEMO" >"$TMP/notyet.json"
+	run env -i PATH="$PATH" "$MESHD" config show --config "$DEMO" -o json
+	jq -r '.not_supported_yet | keys[]' "$TMP/out" >"$TMP/notyet.keys"
+	run env -i PATH="$PATH" "$MESHD" validate "$TMP/notyet.json"
+	local k missing="" n
+	n=$(wc -l <"$TMP/notyet.keys")
+	while read -r k; do
+		grep -qF -- "$k: not supported yet: " "$TMP/out" || missing="$missing $k"
+	done <"$TMP/notyet.keys"
+	if [ "$RC" -ne 1 ] || [ "$n" -lt 20 ] || [ -n "$missing" ]; then
+		fail validate_not_yet "rc=$RC keys=$n not named:$missing; got: $(head -c 600 "$TMP/out")"
+	else
+		pass validate_not_yet
+	fi
+	run env -i PATH="$PATH" MESH_MTLS__ENABLED=true MESH_SERVICES__API__MTLS=1 \
+		"$MESHD" validate "$DEMO"
+	check validate_not_yet_env "rc=$RC out=$OUT" bash -c '[ "$0" -eq 1 ] &&
+		grep -q "^mtls.enabled: not supported yet in MESH_MTLS__ENABLED: the mTLS proxy" "$1" &&
+		grep -q "^services\[0\].mtls: not supported yet in MESH_SERVICES__API__MTLS: " "$1"' \
+		"$RC" "$TMP/out"
 }
 
 case_env_listing() {
@@ -198,6 +240,7 @@ case_env_listing() {
 
 case_docs_current
 case_validate_examples
+case_validate_not_yet
 case_validate_problems
 case_validate_env_problem
 case_validate_unreadable

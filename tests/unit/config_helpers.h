@@ -74,6 +74,28 @@ static inline struct mesh_config *must_load(const char *json, char *const *env, 
 }
 #define MUST_LOAD(json, env) must_load(json, env, __FILE__, __LINE__)
 
+/* Loads `json` with `env` and expects exactly `n` problems, each one a key refused as `not
+ * supported yet` (the rest of the config is valid). When the feature lands, the case becomes a
+ * MUST_LOAD. */
+static inline void expect_only_not_yet(const char *json, char *const *env, size_t n,
+				       const char *file, int line)
+{
+	struct config_errors e = { 0 };
+	struct mesh_config *c = load_env(json, env, &e);
+	size_t i, refused = 0;
+
+	for (i = 0; i < e.n; i++)
+		refused += strstr(e.msgs[i], ": not supported yet") != NULL;
+	if (c || e.n != n || refused != n) {
+		dump_errs(&e);
+		test_fail(file, line, "want %zu not-supported-yet problems only, got %zu (%zu)", n,
+			  e.n, refused);
+	}
+	config_free(c);
+	config_errors_free(&e);
+}
+#define EXPECT_ONLY_NOT_YET(json, env, n) expect_only_not_yet(json, env, n, __FILE__, __LINE__)
+
 /* Builds a config text from a printf format (caller frees). */
 static inline char *fmt_json(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static inline char *fmt_json(const char *fmt, ...)

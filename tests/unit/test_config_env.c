@@ -10,15 +10,15 @@ TEST(config_env_every_type)
 		"MESH_CONFIG_WATCH=true",				  /* bool */
 		"MESH_CIRCUIT_BREAKER__CONSECUTIVE_FAILURES=7",		  /* integer */
 		"MESH_LOAD_BALANCER__PANIC_THRESHOLD=0.25",		  /* ratio */
-		"MESH_LOAD_BALANCER__RETRY__BUDGET_PERCENT=35",		  /* percent */
+		"MESH_CIRCUIT_BREAKER__MAX_EJECTION_PERCENT=35",	  /* percent */
 		"MESH_CIRCUIT_BREAKER__WINDOW=1m30s",			  /* duration */
 		"MESH_NODE__NAME=node-7",				  /* string */
 		"MESH_STATE_DIR=/tmp/meshd-state",			  /* path */
+		"MESH_DISCOVERY__BACKEND=consul",			  /* enum */
 		"MESH_DISCOVERY__CONSUL__ADDRESS=https://127.0.0.1:8501", /* url */
 		"MESH_TELEMETRY__METRICS_LISTEN=[::1]:9100",		  /* endpoint */
 		"MESH_LOG__LEVEL=debug",				  /* enum */
 		"MESH_DISCOVERY__CONSUL__SERVICES=api",			  /* string list */
-		"MESH_DISCOVERY__DNS__SERVERS=127.0.0.1:53, [::1]:5353",  /* endpoint list */
 		NULL,
 	};
 	struct mesh_config *c = MUST_LOAD(MINIMAL, env);
@@ -29,7 +29,7 @@ TEST(config_env_every_type)
 	CHECK(c->config_watch);
 	CHECK_INT_EQ(c->circuit_breaker.consecutive_failures, 7);
 	CHECK(c->load_balancer.panic_threshold == 0.25);
-	CHECK_INT_EQ(c->load_balancer.retry.budget_percent, 35);
+	CHECK_INT_EQ(c->circuit_breaker.max_ejection_percent, 35);
 	CHECK_INT_EQ(c->circuit_breaker.window_ns, 90000000000ull);
 	CHECK_STR_EQ(c->node_name, "node-7");
 	CHECK_STR_EQ(c->state_dir, "/tmp/meshd-state");
@@ -38,22 +38,18 @@ TEST(config_env_every_type)
 	CHECK_INT_EQ(c->log_level, CONFIG_LOG_DEBUG);
 	CHECK_INT_EQ(c->consul.n_services, 1);
 	CHECK_STR_EQ(c->consul.services[0], "api");
-	CHECK_INT_EQ(c->dns.n_servers, 2);
-	CHECK_INT_EQ(c->dns.servers[1].port, 5353);
-	CHECK_INT_EQ(c->dns.servers[1].family, AF_INET6);
 	/* the service inherits the env-set global breaker value */
 	CHECK_INT_EQ(c->services[0].circuit_breaker.consecutive_failures, 7);
 	CHECK_ORIGIN(c, "circuit_breaker.window", "1m30s", "env");
-	CHECK_ORIGIN(c, "discovery.dns.servers", "127.0.0.1:53,[::1]:5353", "env");
 	config_free(c);
 }
 
 TEST(config_env_bool_forms)
 {
-	char *t[] = { "MESH_MTLS__STRICT_INBOUND=1", NULL }, *f[] = { "MESH_CONFIG_WATCH=0", NULL };
+	char *t[] = { "MESH_CONFIG_WATCH=1", NULL }, *f[] = { "MESH_CONFIG_WATCH=0", NULL };
 	struct mesh_config *c = MUST_LOAD(MINIMAL, t);
 
-	CHECK(c && c->mtls.strict_inbound);
+	CHECK(c && c->config_watch);
 	config_free(c);
 	c = MUST_LOAD(TOP("\"config_watch\":true"), f);
 	CHECK(c && !c->config_watch);
@@ -163,10 +159,10 @@ TEST(config_service_inherits_key_by_key)
 {
 	const char *j =
 	    "{\"version\":1,\"load_balancer\":{\"algorithm\":\"weighted\","
-	    "\"retry\":{\"backoff_max\":\"1s\"}},\"circuit_breaker\":{\"window\":\"20s\"},"
+	    "\"health_check\":{\"interval\":\"10s\"}},\"circuit_breaker\":{\"window\":\"20s\"},"
 	    "\"services\":[{\"name\":\"api\",\"vip\":\"127.77.0.10\",\"port\":80,"
 	    "\"backends\":[{\"address\":\"127.0.0.1\",\"port\":8081,\"weight\":5}],"
-	    "\"load_balancer\":{\"retry\":{\"backoff_base\":\"500ms\"}},"
+	    "\"load_balancer\":{\"health_check\":{\"timeout\":\"2s\"}},"
 	    "\"circuit_breaker\":{\"consecutive_failures\":2}}]}";
 	struct mesh_config *c = MUST_LOAD(j, NULL);
 	const struct config_service *s;
@@ -175,13 +171,13 @@ TEST(config_service_inherits_key_by_key)
 		return;
 	s = &c->services[0];
 	CHECK_INT_EQ(s->load_balancer.algorithm, MESH_LB_WEIGHTED);
-	CHECK_INT_EQ(s->load_balancer.retry.backoff_base_ns, 500000000ull);
-	CHECK_INT_EQ(s->load_balancer.retry.backoff_max_ns, 1000000000ull);
+	CHECK_INT_EQ(s->load_balancer.health_check.timeout_ns, 2000000000ull);
+	CHECK_INT_EQ(s->load_balancer.health_check.interval_ns, 10000000000ull);
 	CHECK_INT_EQ(s->circuit_breaker.consecutive_failures, 2);
 	CHECK_INT_EQ(s->circuit_breaker.window_ns, 20000000000ull);
 	CHECK_INT_EQ(s->circuit_breaker.open_duration_ns, 30000000000ull);
 	CHECK_INT_EQ(s->backends[0].weight, 5);
-	CHECK_INT_EQ(c->load_balancer.retry.backoff_base_ns, 25000000ull);
+	CHECK_INT_EQ(c->load_balancer.health_check.timeout_ns, 1000000000ull);
 	CHECK_ORIGIN(c, "services[0].circuit_breaker.window", "20s", "file");
 	CHECK_ORIGIN(c, "services[0].circuit_breaker.open_duration", "30s", "default");
 	config_free(c);
@@ -190,7 +186,7 @@ TEST(config_service_inherits_key_by_key)
 TEST(config_precedence)
 {
 	char *env_json[] = { "MESH_LOG__FORMAT=json", NULL },
-	     *env_prod[] = { "MESH_PRESET=production", "MESH_MTLS__ENABLED=false", NULL };
+	     *env_prod[] = { "MESH_PRESET=production", "MESH_CONFIG_WATCH=false", NULL };
 	struct mesh_config *c;
 
 	/* default */
@@ -199,14 +195,12 @@ TEST(config_precedence)
 	CHECK_ORIGIN(c, "log.format", "logfmt", "default");
 	config_free(c);
 	/* preset over default */
-	c = MUST_LOAD(TOP("\"preset\":\"production\",\"mtls\":{\"enabled\":false}"), NULL);
+	c = MUST_LOAD(TOP("\"preset\":\"production\""), NULL);
 	CHECK(c && c->log_format == CONFIG_LOG_JSON);
 	CHECK_ORIGIN(c, "log.format", "json", "preset");
 	config_free(c);
 	/* file over preset */
-	c = MUST_LOAD(TOP("\"preset\":\"production\",\"mtls\":{\"enabled\":false},"
-			  "\"log\":{\"format\":\"logfmt\"}"),
-		      NULL);
+	c = MUST_LOAD(TOP("\"preset\":\"production\",\"log\":{\"format\":\"logfmt\"}"), NULL);
 	CHECK(c && c->log_format == CONFIG_LOG_LOGFMT);
 	CHECK_ORIGIN(c, "log.format", "logfmt", "file");
 	config_free(c);
@@ -219,7 +213,7 @@ TEST(config_precedence)
 	c = MUST_LOAD(MINIMAL, env_prod);
 	CHECK(c && c->preset == CONFIG_PRESET_PRODUCTION && c->log_format == CONFIG_LOG_JSON);
 	CHECK_ORIGIN(c, "preset", "production", "env");
-	CHECK_ORIGIN(c, "mtls.enabled", "false", "env");
+	CHECK_ORIGIN(c, "config_watch", "false", "env");
 	config_free(c);
 }
 
@@ -227,21 +221,18 @@ TEST(config_presets)
 {
 	struct mesh_config *d = MUST_LOAD(MINIMAL, NULL), *p;
 
-	p = MUST_LOAD(TOP("\"preset\":\"production\",\"mtls\":{\"ca_file\":\"/etc/meshd/ca.pem\","
-			  "\"cert_dir\":\"/etc/meshd/certs\"}"),
-		      NULL);
+	p = MUST_LOAD(TOP("\"preset\":\"production\""), NULL);
 	if (!d || !p)
 		goto out;
 	CHECK_INT_EQ(d->preset, CONFIG_PRESET_DEVELOPMENT);
 	CHECK(!d->mtls.enabled && !d->mtls.strict_inbound);
 	CHECK_INT_EQ(d->load_balancer.health_check.interval_ns, 5000000000ull);
 	CHECK_INT_EQ(p->preset, CONFIG_PRESET_PRODUCTION);
-	CHECK(p->mtls.enabled && p->mtls.strict_inbound);
+	CHECK(!p->mtls.enabled && !p->mtls.strict_inbound);
 	CHECK_INT_EQ(p->log_format, CONFIG_LOG_JSON);
 	CHECK_INT_EQ(p->load_balancer.health_check.interval_ns, 2000000000ull);
 	CHECK_INT_EQ(p->load_balancer.health_check.timeout_ns, 500000000ull);
 	CHECK_INT_EQ(p->circuit_breaker.open_duration_ns, 15000000000ull);
-	CHECK_INT_EQ(p->load_balancer.retry.connect_attempts, 2);
 	/* services inherit the preset's values too */
 	CHECK_INT_EQ(p->services[0].load_balancer.health_check.timeout_ns, 500000000ull);
 	CHECK_ORIGIN(p, "load_balancer.health_check.timeout", "500ms", "preset");
@@ -252,20 +243,24 @@ out:
 	config_free(p);
 }
 
-TEST(config_production_requires_mtls_material)
+/* A preset may only change keys that are built: the production preset of a key refused as not
+ * supported yet would make the preset itself invalid. */
+TEST(config_presets_turn_on_nothing_unbuilt)
 {
 	char *env[] = { "MESH_PRESET=production", NULL };
 
-	EXPECT_ERR(TOP("\"preset\":\"production\""), NULL, "mtls.ca_file", "required");
-	EXPECT_ERR(MINIMAL, env, "mtls.cert_dir", "required");
+	config_free(MUST_LOAD(TOP("\"preset\":\"production\""), NULL));
+	config_free(MUST_LOAD(MINIMAL, env));
 }
 
 TEST(config_env_list_replaces_file_list)
 {
-	char *env[] = { "MESH_DISCOVERY__DNS__SERVERS=", NULL };
+	char *env[] = { "MESH_DISCOVERY__CONSUL__SERVICES=", NULL };
 	struct mesh_config *c =
-	    MUST_LOAD(TOP("\"discovery\":{\"dns\":{\"servers\":[\"127.0.0.1:53\"]}}"), env);
+	    MUST_LOAD(TOP("\"discovery\":{\"backend\":\"consul\",\"consul\":{\"address\":"
+			  "\"http://127.0.0.1:8500\",\"services\":[\"api\"]}}"),
+		      env);
 
-	CHECK(c && c->dns.n_servers == 0);
+	CHECK(c && c->consul.n_services == 0);
 	config_free(c);
 }

@@ -137,17 +137,23 @@ TEST(config_secret_files)
 		test_fail(__FILE__, __LINE__, "mkdtemp");
 		return;
 	}
-	j = fmt_json(TOP("\"discovery\":{\"consul\":{\"token_file\":\"%s/missing\"}}"), dir);
+	j = fmt_json(TOP("\"discovery\":{\"backend\":\"consul\",\"consul\":{\"address\":\"http://"
+			 "127.0.0.1:8500\",\"token_file\":\"%s/missing\"}}"),
+		     dir);
 	EXPECT_ERR(j, NULL, "discovery.consul.token_file", "No such file or directory");
 	free(j);
-	j = fmt_json(TOP("\"discovery\":{\"consul\":{\"token_file\":\"%s\"}}"), dir);
+	j = fmt_json(TOP("\"discovery\":{\"backend\":\"consul\",\"consul\":{\"address\":\"http://"
+			 "127.0.0.1:8500\",\"token_file\":\"%s\"}}"),
+		     dir);
 	EXPECT_ERR(j, NULL, "discovery.consul.token_file", "secret file is not a regular file");
 	free(j);
-	j = fmt_json(TOP("\"discovery\":{\"consul\":{\"token_file\":\"%s\"}}"),
+	j = fmt_json(TOP("\"discovery\":{\"backend\":\"consul\",\"consul\":{\"address\":\"http://"
+			 "127.0.0.1:8500\",\"token_file\":\"%s\"}}"),
 		     secret_file(dir, 0644));
 	EXPECT_ERR(j, NULL, "discovery.consul.token_file", "secret file is world-readable (got \"");
 	free(j);
-	j = fmt_json(TOP("\"discovery\":{\"consul\":{\"token_file\":\"%s\"}}"),
+	j = fmt_json(TOP("\"discovery\":{\"backend\":\"consul\",\"consul\":{\"address\":\"http://"
+			 "127.0.0.1:8500\",\"token_file\":\"%s\"}}"),
 		     secret_file(dir, 0600));
 	c = MUST_LOAD(j, NULL);
 	if (c) {
@@ -191,11 +197,14 @@ TEST(config_diff_sees_moved_secret_redacted)
 		test_fail(__FILE__, __LINE__, "mkdtemp");
 		return;
 	}
-	j1 = fmt_json(TOP("\"discovery\":{\"consul\":{\"token_file\":\"%s\"}}"),
+	j1 = fmt_json(TOP("\"discovery\":{\"backend\":\"consul\",\"consul\":{\"address\":\"http://"
+			  "127.0.0.1:8500\",\"token_file\":\"%s\"}}"),
 		      secret_file(dir, 0600));
 	snprintf(moved, sizeof(moved), "%s/token2", dir);
 	link(secret_file(dir, 0600), moved);
-	j2 = fmt_json(TOP("\"discovery\":{\"consul\":{\"token_file\":\"%s\"}}"), moved);
+	j2 = fmt_json(TOP("\"discovery\":{\"backend\":\"consul\",\"consul\":{\"address\":\"http://"
+			  "127.0.0.1:8500\",\"token_file\":\"%s\"}}"),
+		      moved);
 	a = MUST_LOAD(j1, NULL);
 	b = MUST_LOAD(j2, NULL);
 	CHECK_INT_EQ(config_diff(a, b, &d), 0);
@@ -312,7 +321,10 @@ TEST(config_show_json_round_trip)
 {
 	char *env[] = { "MESH_LOG__LEVEL=warn",
 			"MESH_SERVICES__API__LOAD_BALANCER__ALGORITHM=maglev",
-			"MESH_DISCOVERY__DNS__SERVERS=127.0.0.1:53", NULL };
+			"MESH_DISCOVERY__BACKEND=consul",
+			"MESH_DISCOVERY__CONSUL__ADDRESS=http://127.0.0.1:8500",
+			"MESH_DISCOVERY__CONSUL__SERVICES=api",
+			NULL };
 	struct mesh_config *a = NULL, *b = NULL;
 	struct config_errors e = { 0 };
 	char *out = NULL, *values = NULL;
@@ -333,6 +345,9 @@ TEST(config_show_json_round_trip)
 	CHECK_STR_EQ(cJSON_GetStringValue(
 			 cJSON_GetObjectItem(cJSON_GetObjectItem(doc, "origins"), "log.level")),
 		     "env");
+	CHECK_CONTAINS(cJSON_GetStringValue(cJSON_GetObjectItem(
+			   cJSON_GetObjectItem(doc, "not_supported_yet"), "services[0].mtls")),
+		       "mTLS");
 	values = cJSON_PrintUnformatted(cJSON_GetObjectItem(doc, "values"));
 	b = MUST_LOAD(values, NULL);
 	if (!b)
@@ -370,6 +385,12 @@ TEST(config_env_and_docs_listings)
 	CHECK_CONTAINS(env, "MESH_DISCOVERY__CONSUL__TOKEN_FILE (path");
 	CHECK_CONTAINS(docs, "## Presets");
 	CHECK_CONTAINS(docs, "| `log.format` | logfmt | json |");
+	CHECK_CONTAINS(docs, "## Not supported yet");
+	CHECK_CONTAINS(docs, "- `mtls.enabled`: anything but `false` (the mTLS proxy");
+	CHECK_CONTAINS(docs, "- `discovery.backend`: `dns` (");
+	CHECK_CONTAINS(docs, "| `discovery.consul.datacenter` | string | node.datacenter |");
+	CHECK_CONTAINS(env, "MESH_MTLS__ENABLED (bool, default false; true or false): Run the mTLS "
+			    "proxy (services opt in with `mtls`). [not supported yet: ");
 	/* every table key appears in the docs */
 	for (i = 0; i < cfg_root_desc.n_keys; i++) {
 		char want[128];

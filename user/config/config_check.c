@@ -387,6 +387,133 @@ static void check_rules(const struct mesh_config *cfg, const struct blobset *nam
 	}
 }
 
+/* Whether key `k` of `base` holds its default; `want` gets the default as problem lines show
+ * it. Compared rendered, so "300s" equals "5m"; lists' default is empty. */
+static bool is_default(const struct cfg_key *k, const void *base, char *want, size_t len)
+{
+	char scratch[sizeof(struct config_endpoint) + sizeof(char *)] = { 0 }, got[4096], def[256];
+	struct config_errors ignore = { 0 };
+	struct cfg_in in = { .text = k->def };
+	struct cfg_key k0 = *k;
+
+	if (k->type >= CT_STRLIST) {
+		snprintf(want, len, "[]");
+		return *(const size_t *)((const char *)base + k->count_off) == 0;
+	}
+	cfg_render(k, base, got, sizeof(got));
+	k0.off = 0;
+	if (k->def_from) /* a root key defaulting to another one's value */
+		k0 = *cfg_find_key(&cfg_root_desc, k->def_from, NULL);
+	else if (in.text)
+		cfg_set(&k0, scratch, &in, k->path, &ignore);
+	config_errors_free(&ignore);
+	cfg_render(&k0, k->def_from ? base : scratch, def, sizeof(def));
+	if (!k->def_from)
+		cfg_free_value(&k0, scratch);
+	snprintf(want, len, !*def ? "unset" : k->type >= CT_STRING ? "\"%s\"" : "%s", def);
+	return !strcmp(got, def);
+}
+
+/* Whether key `k` of `base` holds a value `k->not_yet` refuses; `want` gets what is allowed. */
+static bool not_yet_refused(const struct cfg_key *k, const void *base, char *want, size_t len)
+{
+	char got[128];
+	size_t i, pos;
+
+	if (!k->not_yet_value)
+		return !is_default(k, base, want, len);
+	for (i = pos = 0; k->names && k->names[i] && pos < len; i++)
+		if (strcmp(k->names[i], k->not_yet_value))
+			pos += (size_t)snprintf(want + pos, len - pos, "%s%s",
+						pos ? "|" : "one of ", k->names[i]);
+	return !strcmp(cfg_render(k, base, got, sizeof(got)), k->not_yet_value);
+}
+
+/* The refused value as the problem line shows it: text types quoted, lists by their size. */
+static const char *not_yet_got(const struct cfg_key *k, const void *base, char *buf, size_t len)
+{
+	char val[128];
+
+	if (k->type == CT_LIST) {
+		size_t n = *(const size_t *)((const char *)base + k->count_off);
+
+		snprintf(buf, len, "%zu %s", n, n == 1 ? "entry" : "entries");
+		return buf;
+	}
+	cfg_render(k, base, val, sizeof(val));
+	snprintf(buf, len, k->type >= CT_STRING ? "\"%s\"" : "%s", val);
+	return buf;
+}
+
+/* Keys of one object (`name` NULL: the root, else service `si` of that name) that are not built
+ * yet and hold anything but what they allow. Inherited service values were checked globally. */
+static void check_not_yet_object(const struct cfg_desc *d, const void *base, const uint8_t *origin,
+				 const char *name, size_t si, struct config_errors *errs)
+{
+	char want[256], got[160], var[256], full[200], prefix[40] = "";
+	size_t i;
+
+	if (name)
+		snprintf(prefix, sizeof(prefix), "services[%zu].", si);
+	for (i = 0; i < d->n_keys; i++) {
+		const struct cfg_key *k = &d->keys[i];
+		bool env = origin && origin[i] == ORIGIN_ENV;
+
+		if (!k->not_yet || (origin && (origin[i] & ORIGIN_INHERITED)) ||
+		    !not_yet_refused(k, base, want, sizeof(want)))
+			continue;
+		snprintf(full, sizeof(full), "%s%s%s%s", name ? "services." : "", name ? name : "",
+			 name ? "." : "", k->path);
+		cfg_errf(errs, "%s%s: not supported yet%s%s: %s (got %s, expected %s)", prefix,
+			 k->path, env ? " in " : "",
+			 env ? cfg_env_name("", full, var, sizeof(var)) : "", k->not_yet,
+			 not_yet_got(k, base, got, sizeof(got)), want);
+	}
+}
+
+/* Keys of a discovery backend's section (`discovery.<backend>.*`) set while another backend is
+ * chosen would do nothing: refused, naming the backend that uses them. */
+static void check_unused_discovery(const struct mesh_config *cfg, struct config_errors *errs)
+{
+	const struct cfg_key *sel = cfg_find_key(&cfg_root_desc, "discovery.backend", NULL);
+	const uint8_t *origin = cfg->meta ? cfg->meta->root->origin : NULL;
+	char want[256], got[160], section[64];
+	size_t i, b;
+
+	for (b = 0; sel && origin && sel->names[b]; b++) {
+		if ((int)b == (int)cfg->discovery)
+			continue;
+		snprintf(section, sizeof(section), "discovery.%s.", sel->names[b]);
+		for (i = 0; i < cfg_root_desc.n_keys; i++) {
+			const struct cfg_key *k = &cfg_root_desc.keys[i];
+
+			if (strncmp(k->path, section, strlen(section)) || k->not_yet ||
+			    (origin[i] & ORIGIN_INHERITED) || origin[i] < ORIGIN_FILE ||
+			    is_default(k, cfg, want, sizeof(want)))
+				continue;
+			cfg_errf(errs,
+				 "%s: unused with discovery.backend %s (got %s, expected it only "
+				 "with discovery.backend %s, or %s)",
+				 k->path, sel->names[cfg->discovery],
+				 not_yet_got(k, cfg, got, sizeof(got)), sel->names[b], want);
+		}
+	}
+}
+
+/* Every key the table marks `not_yet`, globally and per service. */
+static void check_not_yet(const struct mesh_config *cfg, struct config_errors *errs)
+{
+	const struct cfg_node *svcs = cfg->meta ? cfg_root_list(cfg, "services") : NULL;
+	size_t i;
+
+	check_not_yet_object(&cfg_root_desc, cfg, cfg->meta ? cfg->meta->root->origin : NULL, NULL,
+			     0, errs);
+	for (i = 0; i < cfg->n_services; i++)
+		check_not_yet_object(&cfg_service_desc, &cfg->services[i],
+				     svcs ? svcs[i].origin : NULL,
+				     cfg->services[i].name ? cfg->services[i].name : "", i, errs);
+}
+
 /* Secrets live in files that only their owner (and group) may read. */
 static void check_secrets(const struct mesh_config *cfg, struct config_errors *errs)
 {
@@ -442,6 +569,8 @@ void cfg_validate(const struct mesh_config *cfg, struct config_errors *errs)
 	check_identities(cfg, &callers, errs);
 	check_rules(cfg, &names, &callers, errs);
 	check_secrets(cfg, errs);
+	check_not_yet(cfg, errs);
+	check_unused_discovery(cfg, errs);
 out:
 	free(names.slots);
 	free(callers.slots);

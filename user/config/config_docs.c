@@ -35,6 +35,8 @@ static const char *default_text(const struct cfg_key *k)
 		return "the global value";
 	if (k->flags & CF_REQUIRED)
 		return "required";
+	if (k->def_from)
+		return k->def_from; /* a key path: "node.datacenter" */
 	if (k->def)
 		return k->def;
 	return k->type >= CT_STRLIST ? "[]" : "unset";
@@ -51,10 +53,12 @@ static int env_lines(FILE *out, const struct cfg_desc *d, const char *prefix)
 		if (k->flags & CF_NOENV || k->type == CT_LIST)
 			continue;
 		cfg_env_name(prefix, k->path, name, sizeof(name));
-		if (fprintf(out, "%s (%s, default %s%s%s; %s)%s: %s\n", name, type_name(k),
+		if (fprintf(out, "%s (%s, default %s%s%s; %s)%s: %s%s%s%s\n", name, type_name(k),
 			    default_text(k), k->prod ? ", production " : "", k->prod ? k->prod : "",
 			    cfg_rule(k, rule, sizeof(rule)),
-			    k->flags & CF_SECRET ? " [secret]" : "", k->doc) < 0)
+			    k->flags & CF_SECRET ? " [secret]" : "", k->doc,
+			    k->not_yet ? " [not supported yet: " : "", k->not_yet ? k->not_yet : "",
+			    k->not_yet ? "]" : "") < 0)
 			return -EIO;
 	}
 	return 0;
@@ -87,9 +91,23 @@ static const char *cell(const char *s, char *buf, size_t len)
 	return buf;
 }
 
+/* " **Not supported yet** ..." after the doc of a key that is not built, else "". */
+static const char *not_yet_note(const struct cfg_key *k, char *buf, size_t len)
+{
+	if (!k->not_yet)
+		return "";
+	if (k->not_yet_value)
+		snprintf(buf, len, " **Not supported yet**: `%s` is refused (%s).",
+			 k->not_yet_value, k->not_yet);
+	else
+		snprintf(buf, len, " **Not supported yet** (%s): only the default is accepted.",
+			 k->not_yet);
+	return buf;
+}
+
 static int key_table(FILE *out, const struct cfg_desc *d, const char *elem, const char *prefix)
 {
-	char name[256], rule[200], c[400];
+	char name[256], rule[200], c[400], note[200];
 	size_t i;
 
 	fprintf(out, "| Key | Type | Default | Production | Rule | Environment | Description |\n"
@@ -104,7 +122,8 @@ static int key_table(FILE *out, const struct cfg_desc *d, const char *elem, cons
 		fprintf(out, "| `%s%s` | %s | %s | %s | %s | %s | %s%s%s |\n", elem, k->path,
 			type_name(k), default_text(k), text_or(k->prod, "="),
 			cell(cfg_rule(k, rule, sizeof(rule)), c, sizeof(c)), env ? name : "-",
-			k->doc, k->flags & CF_SECRET ? " **Secret**: path only." : "", "");
+			k->doc, k->flags & CF_SECRET ? " **Secret**: path only." : "",
+			not_yet_note(k, note, sizeof(note)));
 	}
 	return fprintf(out, "\n") < 0 ? -EIO : 0;
 }
@@ -169,7 +188,9 @@ static const char doc_rules[] =
     "- `discovery.backend` consul needs `discovery.consul.address`; dns needs\n"
     "  `discovery.dns.servers` and `discovery.dns.services`; names in\n"
     "  `discovery.consul.services` and `discovery.dns.services[].name` are entries of\n"
-    "  `services`;\n"
+    "  `services`; a key of another backend's section (`discovery.consul.*` with\n"
+    "  `discovery.backend` static, ...) set to anything but its default would do nothing\n"
+    "  and is refused as `unused with discovery.backend <backend>`;\n"
     "- with `mtls.enabled`: `cert_source` files needs `mtls.ca_file` and `mtls.cert_dir`;\n"
     "  `cert_source` consul needs `discovery.consul.address`; `trust_domain` is a lowercase\n"
     "  domain; inbound and outbound listeners differ. A service with `mtls: true` needs\n"
@@ -204,9 +225,46 @@ static int preset_section(FILE *out)
 			fprintf(out, "| `%s` | %s | %s |\n", k->path, text_or(k->def, "unset"),
 				k->prod);
 	}
-	return fprintf(out, "\nProduction turns mTLS on, so `mtls.ca_file` and `mtls.cert_dir`\n"
-			    "become required (with `cert_source` files). Both presets keep\n"
-			    "`authorization.default_action` at `deny`.\n\n") < 0
+	return fprintf(out, "\nNo preset turns on anything that is not supported yet (next "
+			    "section).\n\n") < 0
+		   ? -EIO
+		   : 0;
+}
+
+/* The keys of `d` (elements written `elem`) that are not built yet, one bullet each. */
+static void not_yet_list(FILE *out, const struct cfg_desc *d, const char *elem)
+{
+	size_t i;
+
+	for (i = 0; i < d->n_keys; i++) {
+		const struct cfg_key *k = &d->keys[i];
+
+		if (!k->not_yet || (k->flags & CF_INHERIT))
+			continue;
+		if (k->not_yet_value)
+			fprintf(out, "- `%s%s`: `%s` (%s)\n", elem, k->path, k->not_yet_value,
+				k->not_yet);
+		else if (k->type < CT_STRLIST && !k->def)
+			fprintf(out, "- `%s%s`: any value (%s)\n", elem, k->path, k->not_yet);
+		else
+			fprintf(out, "- `%s%s`: anything but `%s` (%s)\n", elem, k->path,
+				k->type >= CT_STRLIST ? "[]" : k->def, k->not_yet);
+	}
+}
+
+static int not_yet_section(FILE *out)
+{
+	fprintf(
+	    out,
+	    "## Not supported yet\n\n"
+	    "These keys are part of the format but what they configure is not built yet.\n"
+	    "Validation refuses them (rather than accepting a setting that would do\n"
+	    "nothing) with the rule `not supported yet` and the reason:\n\n"
+	    "    <json.path>: not supported yet: <reason> (got <value>, expected <allowed>)\n\n");
+	not_yet_list(out, &cfg_root_desc, "");
+	not_yet_list(out, &cfg_service_desc, "services[].");
+	return fprintf(out, "\nA service's override of a global key above is refused the same "
+			    "way.\n\n") < 0
 		   ? -EIO
 		   : 0;
 }
@@ -248,6 +306,8 @@ int config_print_docs(FILE *out)
 
 	fputs(doc_intro, out);
 	err = preset_section(out);
+	if (!err)
+		err = not_yet_section(out);
 	if (!err && fputs(doc_rules, out) < 0)
 		err = -EIO;
 	if (!err && fprintf(out, "## Keys\n\nIn the tables, `=` in the Production column means the "

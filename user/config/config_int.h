@@ -51,6 +51,12 @@ struct cfg_key {
 	unsigned flags;
 	const struct cfg_desc *sub; /* CT_LIST: element description */
 	const char *doc;
+	/* Not built yet: validation refuses the key with the rule `not supported yet` and this
+	 * reason, docs and `config show` say so. Any value but the default is refused, or only
+	 * `not_yet_value` (an enum name) when set. Building the feature = deleting the line. */
+	const char *not_yet;
+	const char *not_yet_value;
+	const char *def_from;	 /* no `def`: the default is the value of this root key */
 	size_t src_idx, src_off; /* CF_INHERIT: index and offset of the global key */
 };
 

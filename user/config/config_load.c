@@ -527,6 +527,31 @@ static struct mesh_config *config_new(void)
 	return cfg;
 }
 
+/* Root keys whose default is another key's value (`def_from`, e.g. discovery.consul.datacenter
+ * from node.datacenter) take it when nothing set them; their origin is the source's, marked
+ * ORIGIN_INHERITED so `config show` names the source. */
+static void derive_defaults(struct mesh_config *cfg, struct config_errors *errs)
+{
+	uint8_t *origin = cfg->meta->root->origin;
+	const struct cfg_key *src;
+	size_t i, si;
+	char val[4096];
+
+	for (i = 0; i < cfg_root_desc.n_keys; i++) {
+		const struct cfg_key *k = &cfg_root_desc.keys[i];
+		struct cfg_in in = { .text = val };
+
+		if (!k->def_from || origin[i] > ORIGIN_PRESET)
+			continue;
+		src = cfg_find_key(&cfg_root_desc, k->def_from, &si);
+		if (!src)
+			continue;
+		cfg_render(src, cfg, val, sizeof(val));
+		if (!cfg_set(k, cfg, &in, k->path, errs))
+			origin[i] = origin[si] | ORIGIN_INHERITED;
+	}
+}
+
 /* Defaults that depend on other values: the node name (host name) and registration IDs (the
  * registered name). */
 static void finalize(struct mesh_config *cfg)
@@ -572,6 +597,7 @@ static struct mesh_config *load_tree(cJSON *root, const char *source, char *cons
 		cfg_apply_env_var(ld.cfg, envp[i], errs);
 	if (merge_services(&ld))
 		cfg_errf(errs, "(config): out of memory (got ENOMEM, expected memory)");
+	derive_defaults(ld.cfg, errs);
 	finalize(ld.cfg);
 	cfg_validate(ld.cfg, errs);
 	if (errs->n != n0 || (source && !(ld.cfg->source_path = strdup(source)))) {

@@ -63,7 +63,7 @@ static int show_leaf(void *ctx, const struct cfg_key *k, const void *base, const
 		     uint8_t origin)
 {
 	bool list = k->type == CT_LIST || k->type == CT_STRLIST || k->type == CT_EPLIST;
-	char val[4096], shown[4100];
+	char val[4096], shown[4100], note[80] = "";
 
 	cfg_render(k, base, val, sizeof(val));
 	if (k->type == CT_LIST || (list && !*val))
@@ -74,9 +74,16 @@ static int show_leaf(void *ctx, const struct cfg_key *k, const void *base, const
 		snprintf(shown, sizeof(shown), "\"%s\"", val);
 	else
 		snprintf(shown, sizeof(shown), "%s", val);
-	if (fprintf((FILE *)ctx, "%-60s %-24s %s%s%s\n", path, shown, cfg_origin_name(origin),
-		    origin & ORIGIN_INHERITED ? " (global)" : "",
-		    k->flags & CF_SECRET ? " secret" : "") < 0)
+	if (k->not_yet)
+		snprintf(note, sizeof(note), " (%s%snot supported yet)",
+			 k->not_yet_value ? k->not_yet_value : "", k->not_yet_value ? ": " : "");
+	if (fprintf((FILE *)ctx, "%-60s %-24s %s%s%s%s%s%s\n", path, shown, cfg_origin_name(origin),
+		    !(origin & ORIGIN_INHERITED) ? ""
+		    : k->def_from		 ? " (from "
+						 : " (global)",
+		    origin & ORIGIN_INHERITED && k->def_from ? k->def_from : "",
+		    origin & ORIGIN_INHERITED && k->def_from ? ")" : "",
+		    k->flags & CF_SECRET ? " secret" : "", note) < 0)
 		return -EIO;
 	return 0;
 }
@@ -186,17 +193,21 @@ static int origin_leaf(void *ctx, const struct cfg_key *k, const void *base, con
 		return -ENOMEM;
 	if ((k->flags & CF_SECRET) && !cJSON_AddItemToArray(o[1], cJSON_CreateString(path)))
 		return -ENOMEM;
+	if (k->not_yet && !cJSON_AddStringToObject(o[2], path, k->not_yet))
+		return -ENOMEM;
 	return 0;
 }
 
-/* {"values": <loadable config>, "origins": {path: origin}, "secrets": [paths]}. */
+/* {"values": <loadable config>, "origins": {path: origin}, "secrets": [paths],
+ * "not_supported_yet": {path: reason}}. */
 static int show_json(const struct mesh_config *cfg, FILE *out)
 {
-	cJSON *doc = cJSON_CreateObject(), *o[2] = { cJSON_CreateObject(), cJSON_CreateArray() };
+	cJSON *doc = cJSON_CreateObject(),
+	      *o[3] = { cJSON_CreateObject(), cJSON_CreateArray(), cJSON_CreateObject() };
 	int err = -ENOMEM;
 	char *s = NULL;
 
-	if (!doc || !o[0] || !o[1] ||
+	if (!doc || !o[0] || !o[1] || !o[2] ||
 	    !cJSON_AddItemToObject(doc, "values", object_json(&cfg_root_desc, cfg, false)))
 		goto out;
 	err = walk(&cfg_root_desc, cfg, root_node(cfg), "", origin_leaf, o);
@@ -204,12 +215,14 @@ static int show_json(const struct mesh_config *cfg, FILE *out)
 		goto out;
 	cJSON_AddItemToObject(doc, "origins", o[0]);
 	cJSON_AddItemToObject(doc, "secrets", o[1]);
-	o[0] = o[1] = NULL;
+	cJSON_AddItemToObject(doc, "not_supported_yet", o[2]);
+	o[0] = o[1] = o[2] = NULL;
 	s = cJSON_Print(doc);
 	err = s && fprintf(out, "%s\n", s) >= 0 ? 0 : -EIO;
 out:
 	cJSON_Delete(o[0]);
 	cJSON_Delete(o[1]);
+	cJSON_Delete(o[2]);
 	cJSON_Delete(doc);
 	cJSON_free(s);
 	return err;
