@@ -85,6 +85,72 @@ TEST(config_env_bad_values_name_the_variable)
 	EXPECT_ERR(MINIMAL, nl, "log.level", "unknown value in MESH_LOG__LEVEL (got \"de?bug\"");
 }
 
+/* Numbers from the environment follow the file's JSON grammar: what strtod alone would take
+ * (hex, a plus sign, spaces, leading zeros, inf, nan, a bare dot) is refused, naming the
+ * variable; what JSON allows (exponents, -0, fractions of ratios) is taken as in the file. */
+TEST(config_env_numbers_as_strict_as_the_file)
+{
+	static const char *const bad[] = { "0x10", " 5", "5 ",	"+5",  "010", "5.",  ".5",   "inf",
+					   "nan",  "1e", "1e+", "--1", "",    "5\t", "0x1p3" };
+	static const struct {
+		const char *text;
+		unsigned want;
+	} good[] = { { "16", 16 }, { "1e1", 10 }, { "2E1", 20 }, { "7.0", 7 }, { "1000e-2", 10 } };
+	char var[64], *env[] = { var, NULL };
+	struct mesh_config *c;
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(var, sizeof(var), "MESH_CIRCUIT_BREAKER__CONSECUTIVE_FAILURES=%s", bad[i]);
+		EXPECT_ERR(MINIMAL, env, "circuit_breaker.consecutive_failures",
+			   "not a number in MESH_CIRCUIT_BREAKER__CONSECUTIVE_FAILURES");
+	}
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		snprintf(var, sizeof(var), "MESH_CIRCUIT_BREAKER__CONSECUTIVE_FAILURES=%s",
+			 good[i].text);
+		c = MUST_LOAD(MINIMAL, env);
+		CHECK(c && c->circuit_breaker.consecutive_failures == good[i].want);
+		config_free(c);
+	}
+	snprintf(var, sizeof(var), "MESH_LOAD_BALANCER__PANIC_THRESHOLD=.25");
+	EXPECT_ERR(MINIMAL, env, "load_balancer.panic_threshold", "not a number in");
+	snprintf(var, sizeof(var), "MESH_LOAD_BALANCER__PANIC_THRESHOLD=-0");
+	c = MUST_LOAD(MINIMAL, env);
+	CHECK(c && c->load_balancer.panic_threshold == 0);
+	config_free(c);
+}
+
+/* A variable given twice in the environment is refused like a key given twice in the file. */
+TEST(config_env_duplicate_variable)
+{
+	char *env[] = { "MESH_LOG__LEVEL=debug", "PATH=/bin", "MESH_LOG__LEVEL=warn", NULL },
+	     *other[] = { "PATH=/bin", "PATH=/usr/bin", "MESH_LOG__LEVEL=warn", NULL };
+	struct mesh_config *c;
+
+	EXPECT_ERR(MINIMAL, env, "MESH_LOG__LEVEL",
+		   "duplicate variable (got a second value \"warn\", expected one)");
+	c = MUST_LOAD(MINIMAL, other); /* not ours: no opinion */
+	CHECK(c && c->log_level == CONFIG_LOG_WARN);
+	config_free(c);
+}
+
+/* cJSON turns \u0000 into a NUL that would cut a name or value ("api\u0000x" loading as
+ * "api"): refused wherever it is, while an escaped backslash before u0000 is plain text. */
+TEST(config_json_nul_refused)
+{
+	struct mesh_config *c;
+
+	EXPECT_ERR("{\"version\":1,\"services\":[{\"name\":\"api\\u0000x\",\"vip\":\"127.77.0.10\","
+		   "\"port\":80,\"backends\":[{\"address\":\"127.0.0.1\",\"port\":8081}]}]}",
+		   NULL, "(root)", "NUL character in a string at line 1 column 38 (got \"\\u0000x");
+	EXPECT_ERR(TOP("\"log\\u0000x\":{}"), NULL, "(root)", "NUL character in a string");
+	EXPECT_ERR(TOP("\"node\":{\"name\":\"a\\u0000\"}"), NULL, "(root)",
+		   "expected text without");
+	c = MUST_LOAD(TOP("\"node\":{\"name\":\"a\\\\u0000\"}"), NULL);
+	CHECK(c && !strcmp(c->node_name, "a\\u0000"));
+	config_free(c);
+}
+
 TEST(config_env_unknown_variables)
 {
 	char *typo[] = { "MESH_LOG__LEVL=debug", NULL }, *sec[] = { "MESH_LOG__COLOR=1", NULL },

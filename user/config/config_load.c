@@ -571,6 +571,32 @@ static void finalize(struct mesh_config *cfg)
 
 extern char **environ;
 
+/* Length of the name part of a `NAME=value` entry. */
+static size_t env_name_len(const char *var)
+{
+	return strcspn(var, "=");
+}
+
+/* A MESH_* variable given twice (possible in an execve() environment) is refused like a key
+ * given twice in the file, instead of the last one silently winning. */
+static bool env_duplicate(char *const *envp, size_t i, struct config_errors *errs)
+{
+	size_t n = env_name_len(envp[i]), j;
+
+	if (strncmp(envp[i], "MESH_", 5))
+		return false;
+	for (j = 0; j < i; j++)
+		if (env_name_len(envp[j]) == n && !strncmp(envp[j], envp[i], n)) {
+			cfg_errf(errs,
+				 "%.*s: duplicate variable (got a second value \"%.64s\", expected "
+				 "one)",
+				 (int)(n > 200 ? 200 : n), envp[i],
+				 envp[i][n] ? envp[i] + n + 1 : "");
+			return true;
+		}
+	return false;
+}
+
 /* The whole pipeline on a parsed document (`root` NULL: no file). Consumes nothing. */
 static struct mesh_config *load_tree(cJSON *root, const char *source, char *const *envp,
 				     struct config_errors *errs)
@@ -594,7 +620,8 @@ static struct mesh_config *load_tree(cJSON *root, const char *source, char *cons
 		apply_object(&ld, &cfg_root_desc, ld.cfg, ld.cfg->meta->root, root, &rootpath, 0);
 	defaults_free_all(&ld);
 	for (i = 0; envp[i]; i++)
-		cfg_apply_env_var(ld.cfg, envp[i], errs);
+		if (!env_duplicate(envp, i, errs))
+			cfg_apply_env_var(ld.cfg, envp[i], errs);
 	if (merge_services(&ld))
 		cfg_errf(errs, "(config): out of memory (got ENOMEM, expected memory)");
 	derive_defaults(ld.cfg, errs);
@@ -608,8 +635,9 @@ static struct mesh_config *load_tree(cJSON *root, const char *source, char *cons
 	return ld.cfg;
 }
 
-/* Reports where cJSON stopped, as line and column. */
-static void json_error(const char *json, size_t len, const char *at, struct config_errors *errs)
+/* Reports a problem of the document at `at` (where cJSON stopped, ...), as line and column. */
+static void json_error(const char *json, size_t len, const char *at, const char *what,
+		       const char *expected, struct config_errors *errs)
 {
 	size_t line = 1, col = 1,
 	       off = at && at >= json && at <= json + len ? (size_t)(at - json) : 0;
@@ -621,10 +649,28 @@ static void json_error(const char *json, size_t len, const char *at, struct conf
 			col = 0;
 		}
 	}
-	cfg_errf(errs,
-		 "(root): invalid JSON at line %zu column %zu (got \"%.20s\", expected a JSON "
-		 "object)",
-		 line, col, off < len ? json + off : "end of input");
+	cfg_errf(errs, "(root): %s at line %zu column %zu (got \"%.20s\", expected %s)", what, line,
+		 col, off < len ? json + off : "end of input", expected);
+}
+
+/* Offset of the first `\u0000` escape inside a JSON string, or `len`. cJSON decodes it into a
+ * NUL that cuts the C string ("api\u0000x" would load as "api"), so such a document is refused
+ * before parsing. A scan with string and escape state: `\\u0000` is not a NUL. */
+static size_t nul_escape(const char *json, size_t len)
+{
+	bool in_str = false;
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		if (json[i] == '"') {
+			in_str = !in_str;
+		} else if (in_str && json[i] == '\\') {
+			if (i + 5 < len && json[i + 1] == 'u' && !memcmp(json + i + 2, "0000", 4))
+				return i;
+			i++; /* the escaped character */
+		}
+	}
+	return len;
 }
 
 static struct mesh_config *load_buf(const char *json, size_t len, const char *source,
@@ -637,17 +683,22 @@ static struct mesh_config *load_buf(const char *json, size_t len, const char *so
 
 	if (!json)
 		return load_tree(NULL, source, envp, errs);
+	if (nul_escape(json, len) < len) {
+		json_error(json, len, json + nul_escape(json, len), "NUL character in a string",
+			   "text without \\u0000", errs);
+		return NULL;
+	}
 	cfg_arena_begin(&arena);
 	root = cJSON_ParseWithLengthOpts(json, len, &end, false);
 	if (!root) {
-		json_error(json, len, end, errs);
+		json_error(json, len, end, "invalid JSON", "a JSON object", errs);
 		cfg_arena_end(&arena);
 		return NULL;
 	}
 	while (end < json + len && (*end == ' ' || *end == '\n' || *end == '\t' || *end == '\r'))
 		end++;
 	if (end < json + len && *end)
-		json_error(json, len, end, errs);
+		json_error(json, len, end, "invalid JSON", "a JSON object", errs);
 	else if (!cJSON_IsObject(root))
 		cfg_errf(errs, "(root): wrong type (got a JSON %s, expected a JSON object)",
 			 cJSON_IsArray(root) ? "array" : "scalar");

@@ -11,6 +11,12 @@
 
 #include "config/config_int.h"
 
+/* A control character: never part of a value, replaced in problem lines. The one definition. */
+static bool is_control(unsigned char c)
+{
+	return c < ' ' || c == 0x7f;
+}
+
 /* Stands in for a problem line that could not be allocated, so that running out of memory
  * still fails the load instead of silently dropping the problem. Never freed. */
 static char oom_line[] = "(config): out of memory while reporting a problem (got ENOMEM, "
@@ -28,7 +34,7 @@ void cfg_errf(struct config_errors *errs, const char *fmt, ...)
 	if (n < 0)
 		line = oom_line;
 	for (char *c = line; line != oom_line && *c; c++)
-		if ((unsigned char)*c < ' ' || *c == 0x7f)
+		if (is_control((unsigned char)*c))
 			*c = '?'; /* values and key names from the input: one problem, one line */
 	msgs = realloc(errs->msgs, (errs->n + 1) * sizeof(*msgs));
 	if (!msgs) {
@@ -100,21 +106,52 @@ static int parse_bool(const struct cfg_in *in, bool *v)
 	return 0;
 }
 
+/* Skips a run of decimal digits; returns how many there were. */
+static size_t digits(const char **s)
+{
+	const char *p = *s;
+
+	while (**s >= '0' && **s <= '9')
+		(*s)++;
+	return (size_t)(*s - p);
+}
+
+/* Whether `s` is exactly a JSON number (RFC 8259): -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?.
+ * Text values (MESH_* variables) follow the file's grammar: no hex, no sign +, no whitespace,
+ * no leading zeros, no inf or nan, which strtod alone would all accept. */
+static bool json_number(const char *s)
+{
+	if (*s == '-')
+		s++;
+	if (*s == '0')
+		s++;
+	else if (!digits(&s))
+		return false;
+	if (*s == '.' && (s++, !digits(&s)))
+		return false;
+	if (*s == 'e' || *s == 'E') {
+		s++;
+		if (*s == '+' || *s == '-')
+			s++;
+		if (!digits(&s))
+			return false;
+	}
+	return *s == '\0';
+}
+
 static int parse_number(const struct cfg_in *in, double *v)
 {
-	char *end;
-
 	if (in->json) {
 		if (!cJSON_IsNumber(in->json))
 			return -EINVAL;
 		*v = in->json->valuedouble;
 		return 0;
 	}
-	errno = 0;
-	*v = strtod(in->text, &end);
-	if (errno || end == in->text || *end || !isfinite(*v))
+	if (!json_number(in->text))
 		return -EINVAL;
-	return 0;
+	errno = 0;
+	*v = strtod(in->text, NULL);
+	return errno || !isfinite(*v) ? -EINVAL : 0;
 }
 
 static int set_number(const struct cfg_key *k, void *dst, const struct cfg_in *in, const char *path,
@@ -140,12 +177,19 @@ static int set_number(const struct cfg_key *k, void *dst, const struct cfg_in *i
 	return 0;
 }
 
-static bool has_control(const char *s)
+/* Length of `s`, scanning at most `max` + 1 bytes; *ctl tells whether a control character came
+ * first. One pass for both rules of a string value. */
+static size_t text_scan(const char *s, size_t max, bool *ctl)
 {
-	for (; *s; s++)
-		if ((unsigned char)*s < ' ' || *s == 0x7f)
-			return true;
-	return false;
+	size_t n;
+
+	for (n = 0; s[n] && n <= max; n++)
+		if (is_control((unsigned char)s[n])) {
+			*ctl = true;
+			return n;
+		}
+	*ctl = false;
+	return n;
 }
 
 static int set_string(const struct cfg_key *k, void *dst, const char *s, const struct cfg_in *in,
@@ -154,9 +198,11 @@ static int set_string(const struct cfg_key *k, void *dst, const char *s, const s
 	char *copy = NULL;
 
 	if (*s) {
-		if (strlen(s) > 4096)
+		bool ctl;
+
+		if (text_scan(s, 4096, &ctl) > 4096)
 			return bad(k, in, path, errs, "too long");
-		if (has_control(s))
+		if (ctl)
 			return bad(k, in, path, errs, "contains a control character");
 		if (k->type == CT_PATH && s[0] != '/')
 			return bad(k, in, path, errs, "not an absolute path");
