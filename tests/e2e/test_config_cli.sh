@@ -29,13 +29,42 @@ case_docs_current() {
 	fi
 }
 
+# The shipped configs are valid files (--offline), and valid on this host once their cgroup and
+# pin path are this host's (the cgroup2 mount, a directory under bpffs).
 case_validate_examples() {
 	local f bad=""
 	for f in config/meshd.json config/production.json config/demo.json; do
-		run env -i PATH="$PATH" "$MESHD" validate "$f"
+		run env -i PATH="$PATH" "$MESHD" validate --offline "$f"
 		[ "$RC" -eq 0 ] && [ "$OUT" = "configuration is valid" ] || bad="$bad $f(rc=$RC)"
+		run env -i PATH="$PATH" MESH_CGROUP="$CG2" MESH_BPF_PIN_PATH="$PIN/x" \
+			"$MESHD" validate "$f"
+		[ "$RC" -eq 0 ] && [ "$OUT" = "configuration is valid" ] || bad="$bad $f(host rc=$RC)"
 	done
-	check validate_examples "not valid:$bad" test -z "$bad"
+	check validate_examples "not valid:$bad $OUT" test -z "$bad"
+}
+
+# What the config asks of the host: an existing cgroup v2 directory, a pin path on bpffs (or
+# missing below it). meshd used to start, attach nothing and fail with EBADF instead.
+case_validate_host() {
+	local bad="" fs
+	mkdir -p "$TMP/plain"
+	run env -i PATH="$PATH" MESH_CGROUP="$TMP/missing" "$MESHD" validate "$DEMO"
+	[ "$RC" -eq 1 ] && grep -qx "cgroup: not a cgroup v2 directory: No such file or directory (got \"$TMP/missing\", expected an existing directory of the cgroup2 filesystem)" "$TMP/out" ||
+		bad="$bad [missing: $OUT]"
+	fs=$(stat -f -c %T "$TMP/plain")
+	run env -i PATH="$PATH" MESH_CGROUP="$TMP/plain" MESH_BPF_PIN_PATH="$PIN/x" \
+		"$MESHD" validate "$DEMO"
+	[ "$RC" -eq 1 ] && [ "$(wc -l <"$TMP/out")" -eq 1 ] &&
+		grep -q "^cgroup: not a cgroup v2 directory: on .*, not cgroup2; the cgroup2 mount is $CG2 (got" "$TMP/out" ||
+		bad="$bad [not cgroup2 ($fs): $OUT]"
+	run env -i PATH="$PATH" MESH_CGROUP="$CG2" MESH_BPF_PIN_PATH="$TMP/plain/pin" \
+		"$MESHD" validate "$DEMO"
+	[ "$RC" -eq 1 ] && grep -q "^bpf_pin_path: not on a bpf filesystem: $TMP/plain is on " "$TMP/out" ||
+		bad="$bad [pin path: $OUT]"
+	run env -i PATH="$PATH" MESH_CGROUP="$TMP/missing" MESH_BPF_PIN_PATH="$TMP/plain/pin" \
+		"$MESHD" validate --offline "$DEMO"
+	[ "$RC" -eq 0 ] || bad="$bad [--offline: $OUT]"
+	check validate_host "$bad" test -z "$bad"
 }
 
 case_validate_problems() {
@@ -104,6 +133,7 @@ case_usage() {
 	local bad=""
 	run "$MESHD" validate;			 [ "$RC" -eq 2 ] || bad="$bad validate:$RC"
 	run "$MESHD" validate a b;		 [ "$RC" -eq 2 ] || bad="$bad 'validate a b':$RC"
+	run "$MESHD" validate --offline;	 [ "$RC" -eq 2 ] || bad="$bad 'validate --offline':$RC"
 	run "$MESHD" config;			 [ "$RC" -eq 2 ] || bad="$bad config:$RC"
 	run "$MESHD" config frobnicate;		 [ "$RC" -eq 2 ] || bad="$bad frobnicate:$RC"
 	run "$MESHD" config show -o yaml;	 [ "$RC" -eq 2 ] || bad="$bad '-o yaml':$RC"
@@ -240,6 +270,7 @@ case_env_listing() {
 
 case_docs_current
 case_validate_examples
+case_validate_host
 case_validate_not_yet
 case_validate_problems
 case_validate_env_problem

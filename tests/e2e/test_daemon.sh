@@ -100,16 +100,19 @@ else
 fi
 
 # --- a component that cannot start: exits non-zero naming it, leaves nothing -------------------
-# datapath: the cgroup does not exist.
-daemon_config "$TMP/nocg.json" "19001" ".cgroup = \"$CG/does-not-exist\""
-timeout 10 "$MESHD" --config "$TMP/nocg.json" >"$TMP/nocg.out" 2>&1
+# datapath: the pin path is on bpffs (validation passes) but is a pinned map, not a directory.
+cleanup_pin
+bpftool map create "$PIN" type array key 4 value 4 entries 1 name meshtest_notdir
+defer "rm -f '$PIN'"
+timeout 10 "$MESHD" --config "$TMP/meshd.json" >"$TMP/nocg.out" 2>&1
 status=$?
-if [ "$status" != 0 ] && grep -q 'component datapath failed to start' "$TMP/nocg.out" &&
-	[ ! -e "$PIN" ]; then
+if [ "$status" != 0 ] && grep -q 'component datapath failed to start: Not a directory' "$TMP/nocg.out" &&
+	[ -f "$PIN" ] && nothing_attached "$CG"; then
 	pass failed_start_names_datapath
 else
-	fail failed_start_names_datapath "exit $status, pin left: $(ls "$PIN" 2>&1 | head -1)"
+	fail failed_start_names_datapath "exit $status, $(tail -n 2 "$TMP/nocg.out"), attached: $(attach_counts "$CG")"
 fi
+rm -f "$PIN"
 
 # A component after the datapath fails: meshd names it, and the datapath this run loaded is
 # removed again (nothing attached, nothing pinned).
@@ -174,22 +177,39 @@ else
 	fi
 fi
 
+# refused_start CASE CONFIG LINE...: meshd with CONFIG exits non-zero printing each LINE (a
+# regex) before touching anything: nothing attached to $CG, nothing pinned.
+refused_start() {
+	local name=$1 config=$2 pid rc line missing=""
+	shift 2
+	cleanup_pin
+	"$MESHD" --config "$config" >"$TMP/$name.log" 2>&1 &
+	pid=$!
+	defer "kill -9 $pid 2>/dev/null"
+	wait_for 10 eval '! kill -0 '"$pid"' 2>/dev/null'
+	wait "$pid" 2>/dev/null
+	rc=$?
+	for line in "$@"; do grep -q -- "$line" "$TMP/$name.log" || missing="$missing [$line]"; done
+	if [ "$rc" -ne 0 ] && [ -z "$missing" ] && nothing_attached "$CG" && [ ! -e "$PIN" ]; then
+		pass "$name"
+	else
+		fail "$name" "rc=$rc missing:$missing pinned=$([ -e "$PIN" ] && echo yes) $(tail -n 3 "$TMP/$name.log")"
+	fi
+}
+
 # --- asking for mTLS, which this build lacks, is refused before anything is touched ------------
 daemon_config "$TMP/mtls.json" "19001" \
 	".services[0].mtls = true | .mtls = {enabled: true, ca_file: \"$TMP/ca.pem\", cert_dir: \"$TMP\"}"
-cleanup_pin
-"$MESHD" --config "$TMP/mtls.json" >"$TMP/mtls.log" 2>&1 &
-mpid=$!
-defer "kill -9 $mpid 2>/dev/null"
-wait_for 10 eval '! kill -0 '"$mpid"' 2>/dev/null'
-wait "$mpid" 2>/dev/null
-mrc=$?
-if [ "$mrc" -ne 0 ] && grep -q '^mtls.enabled: not supported yet: ' "$TMP/mtls.log" &&
-	grep -q '^services\[0\].mtls: not supported yet: ' "$TMP/mtls.log" &&
-	nothing_attached "$CG" && [ ! -e "$PIN" ]; then
-	pass mtls_request_refused
-else
-	fail mtls_request_refused "rc=$mrc pinned=$([ -e "$PIN" ] && echo yes) $(tail -n 3 "$TMP/mtls.log")"
-fi
+refused_start mtls_request_refused "$TMP/mtls.json" '^mtls.enabled: not supported yet: ' \
+	'^services\[0\].mtls: not supported yet: '
+
+# --- a cgroup that is missing or not cgroup v2 is said before the datapath starts --------------
+daemon_config "$TMP/nocg.json" "19001" ".cgroup = \"$TMP/nocg\""
+refused_start missing_cgroup_refused "$TMP/nocg.json" \
+	"^cgroup: not a cgroup v2 directory: No such file or directory (got \"$TMP/nocg\""
+mkdir -p "$TMP/plaindir"
+daemon_config "$TMP/v1.json" "19001" ".cgroup = \"$TMP/plaindir\""
+refused_start non_cgroup2_refused "$TMP/v1.json" \
+	"^cgroup: not a cgroup v2 directory: on .*, not cgroup2; the cgroup2 mount is $CG2"
 "$MESHD" --cleanup --config "$TMP/mtls.json" >/dev/null 2>&1
 exit 0

@@ -74,6 +74,36 @@ check config_show_json "config show -o json lacks the services" jqt \
 	ctl config show -o json
 check config_show_human "config show is not JSON" jqt '.admin.socket != null' ctl config show
 
+# meshctl finds meshd as meshd finds its config: -c FILE or MESH_CONFIG name it, and its
+# admin.socket is where meshd listens (it used to look only at --socket and the default).
+byconf() { "$MESHCTL" -c "$TMP/meshd.json" "$@"; }
+byenv() { env MESH_CONFIG="$TMP/meshd.json" "$MESHCTL" "$@"; }
+check socket_from_config_option "meshctl -c FILE status did not reach meshd" \
+	jqt ".pid == $MESHD_PID" byconf status -o json
+check socket_from_mesh_config "MESH_CONFIG=FILE meshctl status did not reach meshd" \
+	jqt ".pid == $MESHD_PID" byenv status -o json
+bad=""
+for cmd in services "backends web" circuits "config show"; do
+	# shellcheck disable=SC2086
+	byconf $cmd -o json >/dev/null 2>&1 || bad="$bad -c:$cmd"
+	# shellcheck disable=SC2086
+	byenv $cmd -o json >/dev/null 2>&1 || bad="$bad env:$cmd"
+done
+check socket_from_config_every_command "failed:$bad" test -z "$bad"
+byenv check >"$TMP/check.out" 2>&1
+r=$?
+check check_reads_mesh_config "meshctl check with MESH_CONFIG (rc $r): $(grep FAIL "$TMP/check.out")" \
+	bash -c '[ "$0" = 0 ] && grep -q "^\[ok\] *config valid: $1" "$2" &&
+		grep -q "^\[ok\] *daemon reachable: meshd .*, pid $3," "$2"' \
+	"$r" "$TMP/meshd.json" "$TMP/check.out" "$MESHD_PID"
+echo '{ "version": 1, "admin": { "socket": "relative" } }' >"$TMP/badsock.json"
+"$MESHCTL" -c "$TMP/badsock.json" status >/dev/null 2>"$TMP/err"
+r=$?
+check socket_from_invalid_config "rc $r: $(cat "$TMP/err")" bash -c '[ "$0" = 1 ] &&
+	grep -q "admin.socket: not an absolute path" "$1" &&
+	grep -q "cannot tell where meshd listens: the config .*badsock.json is invalid" "$1"' \
+	"$r" "$TMP/err"
+
 # Active connections from real traffic appear in backends, services and status.
 in_cgroup "$CG" python3 -c '
 import os, socket, sys, time

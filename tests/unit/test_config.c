@@ -642,3 +642,60 @@ TEST(config_consul_datacenter_from_node)
 	CHECK_ORIGIN(c, "discovery.consul.datacenter", "eu-2", "env");
 	config_free(c);
 }
+
+/* `n` services named s0.. on distinct VIPs with `per` backends each, as JSON (caller frees). */
+static char *many_services(size_t n, size_t per)
+{
+	char *p = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&p, &len);
+	size_t i, j;
+
+	fprintf(f, "{\"version\":1,\"services\":[");
+	for (i = 0; i < n; i++) {
+		fprintf(
+		    f,
+		    "%s{\"name\":\"s%zu\",\"vip\":\"127.%zu.%zu.%zu\",\"port\":80,\"backends\":[",
+		    i ? "," : "", i, 100 + i / 65536, i / 256 % 256, i % 256);
+		for (j = 0; j < per; j++)
+			fprintf(f, "%s{\"address\":\"127.0.0.1\",\"port\":%zu}", j ? "," : "",
+				1 + j);
+		fprintf(f, "]}");
+	}
+	fprintf(f, "]}");
+	fclose(f);
+	return p;
+}
+
+/* The datapath's limits (include/mesh_abi.h) are validation rules naming the limit: a config
+ * beyond them used to validate and then fail to start (E2BIG, ENOSPC). */
+TEST(config_datapath_limits)
+{
+	char *j = many_services(1, MESH_MAX_BACKENDS_PER_SVC + 1), want[160];
+	size_t per = MESH_MAX_BACKENDS_PER_SVC, n = (MESH_DEF_BACKENDS + per - 1) / per;
+
+	snprintf(want, sizeof(want),
+		 "too many backends for one service (got %u, expected at most %u",
+		 MESH_MAX_BACKENDS_PER_SVC + 1, MESH_MAX_BACKENDS_PER_SVC);
+	EXPECT_ERR(j, NULL, "services[0].backends", want);
+	free(j);
+	j = many_services(1, MESH_MAX_BACKENDS_PER_SVC);
+	config_free(MUST_LOAD(j, NULL));
+	free(j);
+	j = many_services(MESH_DEF_SERVICES + 1, 1);
+	snprintf(want, sizeof(want),
+		 "too many services for the datapath (got %u, expected at most %u, "
+		 "MESH_DEF_SERVICES)",
+		 MESH_DEF_SERVICES + 1, MESH_DEF_SERVICES);
+	EXPECT_ERR(j, NULL, "services", want);
+	free(j);
+	j = many_services(MESH_DEF_SERVICES, 1);
+	config_free(MUST_LOAD(j, NULL));
+	free(j);
+	/* the total, when the per-service and service limits allow reaching it */
+	if (n <= MESH_DEF_SERVICES) {
+		j = many_services(n, per);
+		EXPECT_ERR(j, NULL, "services", "too many backends for the datapath (got ");
+		free(j);
+	}
+}

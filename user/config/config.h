@@ -266,6 +266,22 @@ int config_print_docs(FILE *out);
  * replaced by "<redacted>", for the admin API. Caller frees; NULL with errno ENOMEM. */
 char *config_to_json(const struct mesh_config *cfg);
 
+/* The config file `make install` writes, which meshctl reads when given none. */
+#define CONFIG_INSTALLED_PATH "/etc/meshd/meshd.json"
+
+/* Host checks (config_host.c): what `cfg` asks of this machine. Appends one problem line per
+ * failure (`cgroup`: an existing cgroup v2 directory; `bpf_pin_path`: on bpffs, or missing below
+ * a bpffs mount) and returns how many. Not part of config_load(): meshd runs them before it
+ * starts anything, `meshd validate` unless --offline. */
+size_t config_check_host(const struct mesh_config *cfg, struct config_errors *errs);
+/* The pieces, for `meshctl check`: 0 when fine, else -errno with the reason in `why`
+ * ("on tmpfs, not cgroup2; the cgroup2 mount is /sys/fs/cgroup/unified"). For the pin path,
+ * `why` also says which existing directory was looked at when it is fine. */
+int config_host_cgroup(const char *path, char *why, size_t len);
+int config_host_pin_path(const char *path, char *why, size_t len);
+/* The first cgroup2 mount point (from /proc/mounts) into `out`; -ENOENT when there is none. */
+int config_host_cgroup2_mount(char *out, size_t len);
+
 /* Parsers shared with other modules. Return 0 or -EINVAL. */
 int config_parse_duration(const char *s, uint64_t *ns);
 int config_parse_endpoint(const char *s, struct config_endpoint *ep);

@@ -546,6 +546,35 @@ static void check_secrets(const struct mesh_config *cfg, struct config_errors *e
 	}
 }
 
+/* What the datapath holds (include/mesh_abi.h): the services and backends (over all services;
+ * backend id 0 is never used) of the maps meshd creates (MESH_DEF_*), and backends per service.
+ * A config beyond them used to validate and then fail to start (E2BIG, ENOSPC); the problem
+ * names the limit. */
+static void check_limits(const struct mesh_config *cfg, struct config_errors *errs)
+{
+	size_t i, total = 0;
+
+	if (cfg->n_services > MESH_DEF_SERVICES)
+		cfg_errf(errs,
+			 "services: too many services for the datapath (got %zu, expected at most "
+			 "%u, MESH_DEF_SERVICES)",
+			 cfg->n_services, (unsigned)MESH_DEF_SERVICES);
+	for (i = 0; i < cfg->n_services; i++) {
+		total += cfg->services[i].n_backends;
+		if (cfg->services[i].n_backends > MESH_MAX_BACKENDS_PER_SVC)
+			cfg_errf(errs,
+				 "services[%zu].backends: too many backends for one service (got "
+				 "%zu, expected at most %u, MESH_MAX_BACKENDS_PER_SVC)",
+				 i, cfg->services[i].n_backends,
+				 (unsigned)MESH_MAX_BACKENDS_PER_SVC);
+	}
+	if (total > MESH_DEF_BACKENDS - 1)
+		cfg_errf(errs,
+			 "services: too many backends for the datapath (got %zu in all services, "
+			 "expected at most %u, MESH_DEF_BACKENDS - 1)",
+			 total, (unsigned)MESH_DEF_BACKENDS - 1);
+}
+
 void cfg_validate(const struct mesh_config *cfg, struct config_errors *errs)
 {
 	struct blobset names = { 0 }, callers = { 0 };
@@ -571,6 +600,7 @@ void cfg_validate(const struct mesh_config *cfg, struct config_errors *errs)
 	check_secrets(cfg, errs);
 	check_not_yet(cfg, errs);
 	check_unused_discovery(cfg, errs);
+	check_limits(cfg, errs);
 out:
 	free(names.slots);
 	free(callers.slots);

@@ -168,7 +168,8 @@ static const char doc_intro[] =
 
 static const char doc_rules[] =
     "## Validation\n\n"
-    "`meshd validate FILE` (which also applies the environment) prints `configuration is\n"
+    "`meshd validate [--offline] FILE` (which also applies the environment) prints `configuration "
+    "is\n"
     "valid` and exits 0, or prints every problem found, one per line on standard output,\n"
     "and exits 1. Usage errors exit 2. Each problem reads\n\n"
     "    <json.path>: <what is wrong> (got <value>, expected <rule>)\n\n"
@@ -197,6 +198,12 @@ static const char doc_rules[] =
     "  `cert_source` consul needs `discovery.consul.address`; `trust_domain` is a lowercase\n"
     "  domain; inbound and outbound listeners differ. A service with `mtls: true` needs\n"
     "  `mtls.enabled`;\n"
+    "- the datapath's limits (include/mesh_abi.h): at most `MESH_DEF_SERVICES` services,\n"
+    "  `MESH_MAX_BACKENDS_PER_SVC` backends per service and `MESH_DEF_BACKENDS` - 1 in all;\n"
+    "  the problem line names the limit and its value;\n"
+    "- on this host (`meshd validate` unless `--offline`, and meshd before it starts):\n"
+    "  `cgroup` is an existing directory of the cgroup2 filesystem; `bpf_pin_path` is on\n"
+    "  bpffs, or missing below a bpffs mount (meshd creates it);\n"
     "- `identities[].cgroup` values are unique; `authorization.rules[].source` is `*`, a\n"
     "  service of `identities` or a name of `services`; `destination` is `*` or a name of\n"
     "  `services`.\n\n"

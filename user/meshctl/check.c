@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/statfs.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -16,8 +15,6 @@
 #include "config/config.h"
 #include "meshctl/meshctl.h"
 
-#define BPF_FS_MAGIC_ 0xcafe4a11
-#define CGROUP2_MAGIC_ 0x63677270
 #define MAX_CHECKS 16
 
 struct result {
@@ -117,7 +114,8 @@ static void check_bpf_features(struct checks *cs)
 		     libbpf_probe_bpf_map_type(BPF_MAP_TYPE_SK_STORAGE, NULL), priv);
 }
 
-/* Loads --config (or defaults + environment when none); returns it or NULL (check failed). */
+/* Loads the config meshd would (ctl_config_path) with the environment, then what it asks of
+ * this host; returns it, or NULL (check failed, every problem under it). */
 static struct mesh_config *check_config(struct checks *cs, const char *path)
 {
 	struct config_errors errs = { 0 };
@@ -140,79 +138,29 @@ static struct mesh_config *check_config(struct checks *cs, const char *path)
 	return NULL;
 }
 
-/* statfs() of `path` or, when it does not exist yet, of its nearest existing ancestor. */
-static int statfs_existing(const char *path, struct statfs *st, char *at, size_t len)
-{
-	char *slash;
-
-	snprintf(at, len, "%s", path);
-	while (statfs(at, st) < 0) {
-		if (errno != ENOENT)
-			return -errno;
-		slash = strrchr(at, '/');
-		if (!slash)
-			return -ENOENT;
-		if (slash == at)
-			slash[1] = '\0';
-		else
-			*slash = '\0';
-	}
-	return 0;
-}
-
 static void check_bpffs(struct checks *cs, const char *pin)
 {
 	static const char *hint = "mount bpffs (`mount -t bpf bpf /sys/fs/bpf` or `make bpffs`), "
 				  "or set bpf_pin_path to a directory on a bpf filesystem";
-	struct statfs st;
-	char at[4096];
-	int err = statfs_existing(pin, &st, at, sizeof(at));
-	bool ok = !err && (unsigned long)st.f_type == BPF_FS_MAGIC_;
+	char why[4200];
+	int err = config_host_pin_path(pin, why, sizeof(why));
 
-	if (err)
-		add(cs, "bpffs mounted", false, hint, "pin path %s: %s", pin, strerror(-err));
-	else
-		add(cs, "bpffs mounted", ok, hint, "pin path %s: %s (filesystem of %s)", pin,
-		    ok ? "on bpffs" : "not on a bpf filesystem", at);
-}
-
-/* First cgroup2 mount point from /proc/mounts into `out`; false when none. */
-static bool cgroup2_mount(char *out, size_t len)
-{
-	char dev[256], dir[4096], type[64];
-	FILE *f = fopen("/proc/mounts", "re");
-	bool found = false;
-
-	if (!f)
-		return false;
-	while (!found && fscanf(f, "%255s %4095s %63s %*[^\n]", dev, dir, type) == 3) {
-		if (!strcmp(type, "cgroup2")) {
-			snprintf(out, len, "%s", dir);
-			found = true;
-		}
-	}
-	fclose(f);
-	return found;
+	add(cs, "bpffs mounted", !err, hint, "pin path %s: %s (%s)", pin,
+	    err ? "not on a bpf filesystem" : "on bpffs", why);
 }
 
 static void check_cgroup(struct checks *cs, const char *cgroup)
 {
-	char mount[4096];
-	struct statfs st;
-	bool have = cgroup2_mount(mount, sizeof(mount)), ok;
-	int err;
+	char mount[4096], why[4200];
+	bool have = config_host_cgroup2_mount(mount, sizeof(mount)) == 0;
+	int err = config_host_cgroup(cgroup, why, sizeof(why));
 
 	add(cs, "cgroup v2 mounted", have, "mount cgroup2: `mount -t cgroup2 none /sys/fs/cgroup`",
 	    "%s", have ? mount : "no cgroup2 mount in /proc/mounts");
-	err = statfs(cgroup, &st) < 0 ? errno : 0;
-	ok = !err && (unsigned long)st.f_type == CGROUP2_MAGIC_;
-	add(cs, "cgroup path is cgroup v2", ok,
+	add(cs, "cgroup path is cgroup v2", !err,
 	    have ? "set \"cgroup\" (MESH_CGROUP) to a directory under the cgroup2 mount above"
 		 : "mount cgroup2 first",
-	    "%s: %s", cgroup,
-	    ok	  ? "cgroup2"
-	    : err ? strerror(err)
-		  : "not a cgroup2 directory");
+	    "%s: %s", cgroup, err ? why : "cgroup2");
 }
 
 static void check_caps(struct checks *cs)
@@ -238,18 +186,24 @@ static void check_caps(struct checks *cs)
 	    missing);
 }
 
-static void check_daemon(struct checks *cs, const struct ctl *c)
+/* GET /v1/status on `socket`: --socket, else admin.socket of the config checked above. */
+static void check_daemon(struct checks *cs, const struct ctl *c, const char *socket)
 {
 	char *body = NULL;
 	int status = 0, err;
 	cJSON *j;
 
-	err = http_unix_request(c->socket, "GET", "/v1/status", NULL, 0, c->timeout_ms, &status,
-				&body, NULL);
+	if (!socket) {
+		add(cs, "daemon reachable", false, "fix the config, or pass --socket",
+		    "cannot tell where meshd listens: the config is invalid");
+		return;
+	}
+	err = http_unix_request(socket, "GET", "/v1/status", NULL, 0, c->timeout_ms, &status, &body,
+				NULL);
 	if (err || status != 200) {
 		add(cs, "daemon reachable", false,
 		    "start meshd (`systemctl start meshd`), or pass --socket; --pre skips this",
-		    "%s: %s", c->socket, err ? strerror(-err) : "unexpected answer");
+		    "%s: %s", socket, err ? strerror(-err) : "unexpected answer");
 		free(body);
 		return;
 	}
@@ -312,7 +266,6 @@ int cmd_check(struct ctl *c, int argc, char **argv)
 {
 	struct checks *cs = calloc(1, sizeof(*cs));
 	struct mesh_config *cfg;
-	struct ctl daemon = *c;
 	bool all_ok = true;
 	int i, rc = ctl_no_extra_args(argc, argv, 0);
 
@@ -323,14 +276,14 @@ int cmd_check(struct ctl *c, int argc, char **argv)
 	check_kernel(cs);
 	check_btf(cs);
 	check_bpf_features(cs);
-	cfg = check_config(cs, c->config);
-	check_bpffs(cs, cfg ? cfg->bpf_pin_path : "/sys/fs/bpf/meshd");
-	check_cgroup(cs, cfg ? cfg->cgroup : "/sys/fs/cgroup");
+	cfg = check_config(cs, ctl_config_path(c));
+	if (cfg) {
+		check_bpffs(cs, cfg->bpf_pin_path);
+		check_cgroup(cs, cfg->cgroup);
+	}
 	check_caps(cs);
-	if (!c->socket_set && cfg && cfg->admin_socket)
-		daemon.socket = cfg->admin_socket;
 	if (!c->pre)
-		check_daemon(cs, &daemon);
+		check_daemon(cs, c, c->socket ? c->socket : cfg ? cfg->admin_socket : NULL);
 	for (i = 0; i < cs->n; i++)
 		all_ok = all_ok && cs->r[i].ok;
 	rc = c->json ? print_json(cs, all_ok) : (print_human(cs), CTL_OK);

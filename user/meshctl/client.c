@@ -5,8 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/http.h"
+#include "config/config.h"
 #include "meshctl/meshctl.h"
 
 static void vreport(const char *fmt, va_list ap)
@@ -68,6 +70,45 @@ int ctl_dispatch(const struct ctl_cmd *table, const char *what, struct ctl *c, i
 	return found->fn(c, argc, argv);
 }
 
+const char *ctl_config_path(const struct ctl *c)
+{
+	if (c->config)
+		return c->config;
+	return access(CONFIG_INSTALLED_PATH, F_OK) == 0 ? CONFIG_INSTALLED_PATH : NULL;
+}
+
+struct mesh_config *ctl_load_config(const struct ctl *c, bool quiet)
+{
+	struct config_errors errs = { 0 };
+	struct mesh_config *cfg = config_load(ctl_config_path(c), NULL, &errs);
+
+	for (size_t i = 0; !cfg && !quiet && i < errs.n; i++)
+		fprintf(stderr, "  %s\n", errs.msgs[i]);
+	config_errors_free(&errs);
+	return cfg;
+}
+
+const char *ctl_socket(struct ctl *c)
+{
+	struct mesh_config *cfg;
+	const char *path = ctl_config_path(c);
+
+	if (c->socket)
+		return c->socket;
+	cfg = ctl_load_config(c, false);
+	if (!cfg) {
+		ctl_err("cannot tell where meshd listens: the config %s is invalid (see above); "
+			"fix it or pass --socket",
+			path ? path : "(defaults and MESH_* environment)");
+		return NULL;
+	}
+	c->socket = c->socket_owned = strdup(cfg->admin_socket);
+	config_free(cfg);
+	if (!c->socket)
+		ctl_err("out of memory");
+	return c->socket;
+}
+
 static int transport_error(const struct ctl *c, int err)
 {
 	if (err == -ENOENT || err == -ECONNREFUSED)
@@ -92,12 +133,14 @@ static int http_error(const char *target, int status, const char *body)
 	return CTL_FAIL;
 }
 
-int ctl_request(const struct ctl *c, const char *method, const char *target, char **raw,
-		cJSON **json, bool keep_error, int *status_out)
+int ctl_request(struct ctl *c, const char *method, const char *target, char **raw, cJSON **json,
+		bool keep_error, int *status_out)
 {
 	char *body = NULL;
 	int status = 0, err;
 
+	if (!ctl_socket(c))
+		return CTL_FAIL;
 	err = http_unix_request(c->socket, method, target, NULL, 0, c->timeout_ms, &status, &body,
 				NULL);
 	if (err)
@@ -123,7 +166,7 @@ int ctl_request(const struct ctl *c, const char *method, const char *target, cha
 	return CTL_OK;
 }
 
-int ctl_get(const struct ctl *c, const char *target, cJSON **json)
+int ctl_get(struct ctl *c, const char *target, cJSON **json)
 {
 	char *raw = NULL;
 	int rc;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config/config.h"
 #include "meshctl/meshctl.h"
 
 static const struct ctl_cmd commands[] = {
@@ -25,20 +26,21 @@ static void usage(FILE *out)
 {
 	const struct ctl_cmd *t;
 
-	fprintf(out, "usage: meshctl [--socket PATH] [-o json] COMMAND [ARGS]\n\n"
+	fprintf(out, "usage: meshctl [--socket PATH | --config FILE] [-o json] COMMAND [ARGS]\n\n"
 		     "commands (any unique prefix works):\n");
 	for (t = commands; t->name; t++)
 		fprintf(out, "  %-10s %s\n", t->name, t->help);
 	fprintf(out,
 		"\noptions:\n"
-		"  -s, --socket PATH   admin socket (default $MESH_ADMIN__SOCKET or %s)\n"
+		"  -s, --socket PATH   admin socket (default: admin.socket of the config below)\n"
 		"  -o, --output FMT    table (default) or json; every read command takes it\n"
-		"  -c, --config FILE   config file for check and uninstall (default $MESH_CONFIG;\n"
-		"                      uninstall falls back to /etc/meshd/meshd.json)\n"
+		"  -c, --config FILE   meshd's config, read as meshd reads it, MESH_* included\n"
+		"                      (default $MESH_CONFIG, else %s if present,\n"
+		"                      else the built-in defaults)\n"
 		"      --pre           check: skip the daemon check (before installing)\n"
 		"  -t, --timeout MS    admin request timeout (default 5000)\n"
 		"  -h, --help          this help\n",
-		MESHCTL_DEFAULT_SOCKET);
+		CONFIG_INSTALLED_PATH);
 }
 
 static int parse_output(struct ctl *c, const char *v)
@@ -71,7 +73,6 @@ static int parse_opts(struct ctl *c, int argc, char **argv)
 		switch (o) {
 		case 's':
 			c->socket = optarg;
-			c->socket_set = true;
 			break;
 		case 'o':
 			if (parse_output(c, optarg))
@@ -101,12 +102,10 @@ static int parse_opts(struct ctl *c, int argc, char **argv)
 int main(int argc, char **argv)
 {
 	struct ctl c = { .timeout_ms = 5000 };
-	const char *env = getenv("MESH_ADMIN__SOCKET");
+	const char *env = getenv("MESH_CONFIG");
 	int rc;
 
-	c.socket = env && *env ? env : MESHCTL_DEFAULT_SOCKET;
-	c.socket_set = env && *env;
-	c.config = getenv("MESH_CONFIG");
+	c.config = env && *env ? env : NULL;
 	opterr = 0;
 	rc = parse_opts(&c, argc, argv);
 	if (rc)
@@ -115,5 +114,7 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return CTL_USAGE;
 	}
-	return ctl_dispatch(commands, "command", &c, argc - optind, argv + optind);
+	rc = ctl_dispatch(commands, "command", &c, argc - optind, argv + optind);
+	free(c.socket_owned);
+	return rc;
 }

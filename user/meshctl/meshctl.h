@@ -7,7 +7,7 @@
 #include <cjson/cJSON.h>
 #include <stdbool.h>
 
-#define MESHCTL_DEFAULT_SOCKET "/run/meshd/admin.sock"
+struct mesh_config;
 
 enum ctl_exit {
 	CTL_OK = 0,
@@ -16,8 +16,8 @@ enum ctl_exit {
 };
 
 struct ctl {
-	const char *socket; /* --socket, MESH_ADMIN__SOCKET, or the default */
-	bool socket_set;    /* from --socket or the environment (check then ignores the config) */
+	const char *socket; /* --socket, else admin.socket of the config (ctl_socket) */
+	char *socket_owned; /* the latter, once looked up */
 	const char *config; /* --config, MESH_CONFIG, or NULL */
 	bool json;	    /* -o json */
 	bool pre;	    /* check --pre: skip the daemon check */
@@ -41,14 +41,24 @@ int ctl_usage_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Fails with usage when a command got more positional arguments than `max`. */
 int ctl_no_extra_args(int argc, char **argv, int max);
 
+/* The config file meshctl reads, as meshd would: --config, MESH_CONFIG, else the installed
+ * /etc/meshd/meshd.json when it exists, else NULL (built-in defaults). */
+const char *ctl_config_path(const struct ctl *c);
+/* Loads that config with the MESH_* environment, as meshd would; on failure prints every
+ * problem to stderr (unless `quiet`) and returns NULL. Caller frees with config_free. */
+struct mesh_config *ctl_load_config(const struct ctl *c, bool quiet);
+/* The admin socket meshd listens on: --socket, else `admin.socket` of the config above
+ * (MESH_ADMIN__SOCKET included). Looked up once; NULL after reporting why it cannot be known. */
+const char *ctl_socket(struct ctl *c);
+
 /* Sends METHOD target to the daemon; on a 2xx answer stores the body (caller frees) in `*raw` and
  * its parse in `*json` (caller deletes; either out may be NULL). Non-2xx answers and transport
  * failures are reported through ctl_err. Returns CTL_OK or CTL_FAIL. With `keep_error`, a
  * non-2xx JSON body is still handed back (reload reports its errors that way). */
-int ctl_request(const struct ctl *c, const char *method, const char *target, char **raw,
-		cJSON **json, bool keep_error, int *status);
+int ctl_request(struct ctl *c, const char *method, const char *target, char **raw, cJSON **json,
+		bool keep_error, int *status);
 /* ctl_request GET; with -o json prints the raw body and returns with *json = NULL. */
-int ctl_get(const struct ctl *c, const char *target, cJSON **json);
+int ctl_get(struct ctl *c, const char *target, cJSON **json);
 
 /* Accessors that tolerate missing keys: "" / 0 / false. */
 const char *ctl_str(const cJSON *o, const char *key);

@@ -12,8 +12,6 @@
 #include "datapath/datapath.h"
 #include "meshctl/meshctl.h"
 
-#define DEFAULT_CONFIG "/etc/meshd/meshd.json"
-
 /* True when something accepts connections on the unix socket at `path`. */
 static bool daemon_listening(const char *path)
 {
@@ -31,31 +29,17 @@ static bool daemon_listening(const char *path)
 	return ok;
 }
 
-static struct mesh_config *load_config(const char *path)
-{
-	struct config_errors errs = { 0 };
-	struct mesh_config *cfg = config_load(path, NULL, &errs);
-
-	if (!cfg) {
-		for (size_t i = 0; i < errs.n; i++)
-			fprintf(stderr, "  %s\n", errs.msgs[i]);
-		ctl_err("config %s is invalid: cannot tell what to remove", path);
-	}
-	config_errors_free(&errs);
-	return cfg;
-}
-
 int cmd_uninstall(struct ctl *c, int argc, char **argv)
 {
-	const char *path = c->config ? c->config : DEFAULT_CONFIG;
 	struct mesh_config *cfg;
 	int rc = ctl_no_extra_args(argc, argv, 0), err;
 
 	if (rc)
 		return rc;
-	cfg = load_config(path);
+	cfg = ctl_load_config(c, false);
 	if (!cfg)
-		return CTL_FAIL;
+		return ctl_err("config %s is invalid: cannot tell what to remove",
+			       ctl_config_path(c) ? ctl_config_path(c) : "(defaults)");
 	if (daemon_listening(cfg->admin_socket)) {
 		rc = ctl_err("meshd is running (admin socket %s): stop it first, e.g. "
 			     "systemctl stop meshd",

@@ -1,5 +1,6 @@
-/* `meshd validate FILE` and `meshd config show|env|docs`: offline views of the configuration,
- * run in the CLI process (no daemon). Problems found by validate go to stdout, one per line;
+/* `meshd validate FILE` and `meshd config show|env|docs`: views of the configuration run in the
+ * CLI process (no daemon); validate also checks what the config asks of this host unless given
+ * --offline. Problems found by validate go to stdout, one per line;
  * usage errors go to stderr. Exit codes: 0 ok, 1 invalid configuration or I/O error, 2 usage. */
 #include <getopt.h>
 #include <stdio.h>
@@ -15,7 +16,7 @@ static int usage_err(const char *fmt, const char *arg)
 {
 	fprintf(stderr, "meshd: ");
 	fprintf(stderr, fmt, arg);
-	fprintf(stderr, "\nusage: meshd validate FILE\n"
+	fprintf(stderr, "\nusage: meshd validate [--offline] FILE\n"
 			"       meshd config show [--config FILE] [-o json|text]\n"
 			"       meshd config env\n"
 			"       meshd config docs\n");
@@ -30,14 +31,21 @@ static void print_errors(FILE *out, const struct config_errors *errs)
 		fprintf(out, "%s\n", errs->msgs[i]);
 }
 
+/* `meshd validate [--offline] FILE`: the file and environment, then (unless --offline, for a
+ * config meant for another machine) what it asks of this host: cgroup v2, bpffs. */
 int cmd_validate(int argc, char **argv)
 {
 	struct config_errors errs = { 0 };
+	bool offline = argc == 3 && !strcmp(argv[1], "--offline");
 	struct mesh_config *cfg;
 
-	if (argc != 2 || argv[1][0] == '-')
-		return usage_err("validate takes exactly one FILE%s", "");
-	cfg = config_load(argv[1], environ, &errs);
+	if (argc != 2 + offline || argv[argc - 1][0] == '-')
+		return usage_err("validate takes exactly one FILE (and --offline)%s", "");
+	cfg = config_load(argv[argc - 1], environ, &errs);
+	if (cfg && !offline && config_check_host(cfg, &errs)) {
+		config_free(cfg);
+		cfg = NULL;
+	}
 	if (!cfg) {
 		print_errors(stdout, &errs);
 		config_errors_free(&errs);

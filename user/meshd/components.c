@@ -21,12 +21,17 @@ _Static_assert((int)CONFIG_LOG_JSON == (int)LOG_FORMAT_JSON, "log format enums d
 
 /* --- config ----------------------------------------------------------------------------------- */
 
-/* Loads m->config_path; every problem goes to stderr, one per line, like `meshd validate`. */
+/* Loads m->config_path and checks what it asks of this host (cgroup v2, bpffs) before anything
+ * is touched; every problem goes to stderr, one per line, like `meshd validate`. */
 static int config_comp_start(struct meshd *m)
 {
 	struct config_errors errs = { 0 };
 
 	m->cfg = config_load(m->config_path, NULL, &errs);
+	if (m->cfg && config_check_host(m->cfg, &errs)) {
+		config_free(m->cfg);
+		m->cfg = NULL;
+	}
 	if (!m->cfg) {
 		for (size_t i = 0; i < errs.n; i++)
 			fprintf(stderr, "%s\n", errs.msgs[i]);

@@ -9,7 +9,7 @@
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: meshd [--config FILE] [--cleanup]\n"
-		     "       meshd validate FILE\n"
+		     "       meshd validate [--offline] FILE\n"
 		     "       meshd config show --config FILE [-o json]\n"
 		     "       meshd config env\n"
 		     "       meshd config docs\n"
