@@ -89,27 +89,69 @@ ms=$((($(date +%s%N) - start) / 1000000))
 check slow_client_timeout "half request held ${ms} ms (want closed after ~700)" \
 	test -z "$out" -a "$ms" -ge 600 -a "$ms" -lt 2900
 
-# Connection cap: 4 idle connections fill it; the 5th is closed at once; later ones work again.
-python3 - "$PORT" >"$TMP/cap.out" <<'PY' &
+# Each byte used to restart the deadline: one byte every 200 ms held a half request forever.
+# The whole request must now arrive within the 700 ms deadline, however it trickles.
+python3 - "$PORT" >"$TMP/trickle.out" <<'PY'
 import socket, sys, time
-port = int(sys.argv[1])
-idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
-time.sleep(0.2)
-s = socket.create_connection(("127.0.0.1", port), timeout=2)
-s.sendall(b"GET /hello HTTP/1.1\r\n\r\n")
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+start = time.time()
 try:
-    print("extra:", "closed" if s.recv(100) == b"" else "served")
-except ConnectionResetError:
-    print("extra: closed")
-except socket.timeout:
-    print("extra: timeout")
-time.sleep(1.0)
+    for c in b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100:
+        s.send(bytes([c]))
+        s.settimeout(0.2)
+        try:
+            if s.recv(100) == b"":
+                break
+        except socket.timeout:
+            pass
+except OSError:
+    pass
+print("closed after %.1f s" % (time.time() - start))
 PY
-cap_pid=$!
-wait $cap_pid
-check max_conns "5th connection over a cap of 4 was served" grep -q "extra: closed" "$TMP/cap.out"
+secs=$(awk '{print $3}' "$TMP/trickle.out")
+check trickle_does_not_extend_deadline "$(cat "$TMP/trickle.out") (want ~0.7, trickling for 20 s)" \
+	awk -v s="$secs" 'BEGIN { exit !(s >= 0.5 && s < 5) }'
+
+# Connection cap: 4 connections fill it. A 5th evicts the one idle longest (it is served, the
+# oldest idle one is closed); with 4 half requests, the oldest of those goes the same way.
+# cap_test MODE: opens 4 connections (MODE idle: silent; partial: half a request each), then a
+# 5th that asks for /hello; prints which of the 4 were closed and what the 5th got.
+cap_test() {
+	python3 - "$PORT" "$1" <<'PY'
+import select, socket, sys, time
+port, mode = int(sys.argv[1]), sys.argv[2]
+held = []
+for _ in range(4):
+    h = socket.create_connection(("127.0.0.1", port))
+    if mode == "partial":
+        h.sendall(b"GET /hello HTTP/1.1\r\n")
+    held.append(h)
+    time.sleep(0.05)  # distinct ages: the first is the oldest
+s = socket.create_connection(("127.0.0.1", port), timeout=2)
+s.sendall(b"GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n")
+try:
+    got = b"".join(iter(lambda: s.recv(100), b""))
+    fifth = "served" if got.endswith(b"hello\n") else "closed"
+except (ConnectionResetError, socket.timeout):
+    fifth = "closed"
+# which were closed, well before the 700 ms deadline of the youngest
+closed = []
+readable = select.select(held, [], [], 0.1)[0]
+for i, h in enumerate(held):
+    try:
+        if h in readable and h.recv(100) == b"":
+            closed.append(str(i))
+    except ConnectionResetError:
+        closed.append(str(i))
+print("fifth=%s closed=%s" % (fifth, ",".join(closed) or "none"))
+PY
+}
+out=$(cap_test idle)
+check max_conns_evicts_oldest_idle "$out" test "$out" = "fifth=served closed=0"
+out=$(cap_test partial)
+check max_conns_evicts_oldest_partial "$out" test "$out" = "fifth=served closed=0"
 hello_ok() { test "$(curl -s $URL/hello)" = hello; }
-check serves_after_cap "not serving after idle connections expired" wait_for 3 hello_ok
+check serves_after_cap "not serving after the capped connections" wait_for 3 hello_ok
 
 # A client that leaves in the middle of a 20 MB stream: no SIGPIPE, the stream state is released
 # (a leak fails the exit status under ASan), and the server keeps serving.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # /metrics and the admin API at 1,000 services x 10 backends: the exposition stays valid for
-# promtool and complete, stalled scrapers are capped (each holds a snapshot) and released when
-# they leave, and meshctl's JSON covers every service.
+# promtool and complete, stalled scrapers are capped (each holds a snapshot) and give way to a
+# new scrape, and meshctl's JSON covers every service.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_observe.sh"
 need_root
@@ -33,31 +33,35 @@ check every_backend_exported "$n backends in meshd_backend_healthy, want 10000" 
 n=$(grep -c '^meshd_passthrough_connections_total{' "$TMP/metrics.txt")
 check every_service_exported "$n services, want 1000" test "$n" = 1000
 
-# Four scrapers that send a request and never read hold their snapshots; a fifth is refused
-# with 503 until they leave.
-python3 - $MPORT >"$TMP/stall.out" <<'PY'
-import socket, sys, time, urllib.request, urllib.error
-port = int(sys.argv[1])
-stalled = []
-for _ in range(4):
-    s = socket.create_connection(("127.0.0.1", port))
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-    stalled.append(s)
-time.sleep(0.5)
-def status():
-    try:
-        return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).status
-    except urllib.error.HTTPError as e:
-        return e.code
-print("fifth", status())
-for s in stalled:
-    s.close()
-time.sleep(0.5)
-print("after", status())
-PY
-check stalled_scrapes_capped "$(cat "$TMP/stall.out")" grep -q "fifth 503" "$TMP/stall.out"
-check capped_scrapes_released "$(cat "$TMP/stall.out")" grep -q "after 200" "$TMP/stall.out"
+# Four scrapers that send a request and never read hold the four snapshots; a fifth scrape is
+# answered all the same: the scraper stalled longest loses its snapshot (its connection is
+# closed), the other three keep theirs until they leave. Synchronised on the server's sockets:
+# a stalled scrape is an established connection of the metrics port with bytes queued.
+stalled() { ss -tnH state established "( sport = :$MPORT )" | awk '$2 > 0' | wc -l; }
+stalled_at_least() { test "$(stalled)" -ge "$1"; }
+# scrape_ok: /metrics answers 200 within 10 s (a 503 while no scraper has stalled long enough is
+# retried).
+scrape_ok() {
+	local end=$((SECONDS + 10))
+	until curl -sf -o /dev/null --max-time 10 "$URL/metrics"; do
+		[ "$SECONDS" -lt "$end" ] || return 1
+		sleep 0.2
+	done
+}
+python3 "$ROOT/tests/e2e/servers/http_attack.py" noread "127.0.0.1:$MPORT" 4 \
+	"$TMP/stall.ready" "$TMP/stall.stop" 60 >"$TMP/stall.log" 2>&1 &
+stall_pid=$!
+defer "touch '$TMP/stall.stop'; kill $stall_pid 2>/dev/null"
+if wait_for 20 stalled_at_least 4; then
+	check stalled_scrape_gives_way "a fifth scrape was not answered with 4 stalled" scrape_ok
+	check stalled_scrape_one_dropped "$(stalled) stalled scrapes left, want 3" \
+		wait_for 5 eval 'test "$(stalled)" = 3'
+else
+	fail stalled_scrape_gives_way "the scrapers never stalled: $(ss -tnH "( sport = :$MPORT )" | head -3)"
+fi
+touch "$TMP/stall.stop"
+wait "$stall_pid"
+check capped_scrapes_released "no 200 once the stalled scrapers left" scrape_ok
 rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$MESHD_PID/status")
 case "$MESH_BUILD" in
 *asan*) skip rss_after_stalls "sanitizer build" ;;

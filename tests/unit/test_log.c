@@ -49,3 +49,27 @@ TEST(level_filters_debug)
 	char *line = capture(LOG_FORMAT_LOGFMT, LOG_LEVEL_DEBUG, "hidden", "k", "v");
 	CHECK_STR_EQ(line, "");
 }
+
+/* The rate limiter lets `burst` lines through per interval, counts the rest, and hands that
+ * count to the next line that goes out (then starts again from zero). */
+TEST(log_ratelimit_counts_what_it_holds_back)
+{
+	struct log_ratelimit rl = LOG_RATELIMIT_INIT(1000, 2);
+	uint64_t t = 5000000000ull, ms = 1000000;
+	unsigned long supp = 99;
+	int i, allowed = 0;
+
+	CHECK(log_ratelimit(&rl, t, &supp));
+	CHECK_INT_EQ(supp, 0);
+	CHECK(log_ratelimit(&rl, t + 1 * ms, &supp));
+	for (i = 0; i < 10; i++)
+		allowed += log_ratelimit(&rl, t + 2 * ms + (uint64_t)i, &supp);
+	CHECK_INT_EQ(allowed, 0);
+	CHECK(!log_ratelimit(&rl, t + 999 * ms, &supp));
+	/* a new window: the next line reports the 11 held back */
+	CHECK(log_ratelimit(&rl, t + 1000 * ms, &supp));
+	CHECK_INT_EQ(supp, 11);
+	CHECK(log_ratelimit(&rl, t + 1001 * ms, &supp));
+	CHECK_INT_EQ(supp, 0);
+	CHECK(!log_ratelimit(&rl, t + 1002 * ms, &supp));
+}

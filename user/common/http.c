@@ -1,8 +1,10 @@
 /* HTTP server and client behind http.h. The server is nonblocking on the event loop: one listener
  * (TCP or unix), per-connection read buffer bounded by the header and body limits, one response in
- * flight per connection (pipelined requests wait), bodies sent whole or streamed as chunks, and a
- * deadline timer that closes idle or slow peers. The client is blocking, for meshctl. Framing is
- * in http_parse.c. */
+ * flight per connection (pipelined requests wait), bodies sent whole or streamed as chunks.
+ * Anyone who can connect is assumed hostile: each phase of a connection (idle, receiving one
+ * request, sending one response) has a whole deadline that no trickle of bytes extends, and a
+ * full server evicts its idlest connection for a new one instead of refusing it. The client is
+ * blocking, for meshctl. Framing is in http_parse.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -10,8 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -20,6 +24,17 @@
 
 #define CONN_BUF_MAX (HTTP_HEADER_MAX + HTTP_BODY_MAX)
 #define CLIENT_RESP_MAX (64u << 20)
+/* A response whose peer has taken no byte for this long may be evicted for a new connection. */
+#define STALLED_MS 500
+/* A connection younger than this is never evicted: its request is on its way. */
+#define MIN_AGE_MS 100
+
+/* What a connection is doing; its deadline is the start of that plus the server's timeout. */
+enum conn_phase {
+	CONN_IDLE = 0,	  /* no byte of a request yet (new, or kept alive between requests) */
+	CONN_READING = 1, /* part of a request received */
+	CONN_WRITING = 2, /* answering */
+};
 
 struct http_conn {
 	struct http_server *srv;
@@ -35,7 +50,9 @@ struct http_conn {
 	void *state;
 	bool writing;
 	bool close_after;
-	uint64_t deadline_ns;
+	uint64_t accepted_ns;
+	uint64_t since_ns;   /* start of the current phase (conn_phase) */
+	uint64_t blocked_ns; /* writing: since when the peer takes no bytes; 0 = it does */
 	int64_t timer;
 };
 
@@ -49,7 +66,12 @@ struct http_server {
 	http_handler_fn handler;
 	void *arg;
 	struct http_conn *conns;
+	bool paused;		     /* full: new connections wait in the listen backlog */
+	int64_t resume_timer;	     /* while paused: look for an evictable connection again */
+	struct log_ratelimit log_rl; /* waiting and evicted connections: caused at will */
 };
+
+static void server_resume(struct http_server *srv);
 
 /* Ends a streamed body: its producer state is released exactly once. */
 static void stream_end(struct http_conn *c)
@@ -76,31 +98,52 @@ static void conn_close(struct http_conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	srv->n_conns--;
+	if (srv->paused)
+		server_resume(srv);
 	strbuf_free(&c->head);
 	strbuf_free(&c->body);
 	free(c->rbuf);
 	free(c);
 }
 
-static void conn_touch(struct http_conn *c)
+static enum conn_phase conn_phase(const struct http_conn *c)
 {
-	c->deadline_ns = evloop_now_ns() + c->srv->timeout_ns;
+	return c->writing ? CONN_WRITING : c->rlen ? CONN_READING : CONN_IDLE;
+}
+
+/* A new phase starts now: its whole deadline runs from here. Bytes arriving or leaving within a
+ * phase never extend it (one byte a second must not hold a connection forever). */
+static void conn_phase_start(struct http_conn *c)
+{
+	c->since_ns = evloop_now_ns();
+	c->blocked_ns = 0;
 }
 
 static void conn_timer(struct evloop *loop, void *arg)
 {
 	struct http_conn *c = arg;
-	uint64_t now = evloop_now_ns();
+	uint64_t now = evloop_now_ns(), deadline = c->since_ns + c->srv->timeout_ns;
 
 	c->timer = 0;
-	if (now >= c->deadline_ns) {
-		LOG_DEBUG("http", "connection timed out", "server=%s", c->srv->name);
+	if (now >= deadline) {
+		LOG_DEBUG("http", "connection timed out", "server=%s phase=%s", c->srv->name,
+			  (const char *[]){ "idle", "request", "response" }[conn_phase(c)]);
 		conn_close(c);
 		return;
 	}
-	c->timer = evloop_add_timer(loop, c->deadline_ns - now, conn_timer, c);
+	c->timer = evloop_add_timer(loop, deadline - now, conn_timer, c);
 	if (c->timer < 0)
 		conn_close(c);
+}
+
+/* Frames the piece of a streamed body now in `body` as one chunk: its size line goes into `head`
+ * (sent first), CRLF after the data; an empty piece is no chunk. */
+static void chunk_frame(struct http_conn *c)
+{
+	if (!c->body.len)
+		return;
+	strbuf_printf(&c->head, "%zx\r\n", c->body.len);
+	strbuf_puts(&c->body, "\r\n");
 }
 
 /* Queues the next piece of a streamed body as one chunk (the size line in `head`, the data and
@@ -122,10 +165,7 @@ static int conn_next_chunk(struct http_conn *c)
 		stream_end(c);
 		return rc;
 	}
-	if (c->body.len) {
-		strbuf_printf(&c->head, "%zx\r\n", c->body.len);
-		strbuf_puts(&c->body, "\r\n");
-	}
+	chunk_frame(c);
 	if (rc == 0) {
 		strbuf_puts(&c->body, "0\r\n\r\n");
 		stream_end(c);
@@ -157,10 +197,15 @@ static int conn_flush(struct http_conn *c)
 			}
 			/* sendmsg, not writev: MSG_NOSIGNAL, a peer gone must not SIGPIPE us. */
 			n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
-			if (n < 0)
-				return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+			if (n < 0 && errno != EAGAIN && errno != EINTR)
+				return -errno;
+			if (n < 0) {
+				if (!c->blocked_ns)
+					c->blocked_ns = evloop_now_ns();
+				return 0;
+			}
 			c->woff += (size_t)n;
-			conn_touch(c);
+			c->blocked_ns = 0;
 		}
 		more = conn_next_chunk(c);
 		if (more <= 0)
@@ -177,6 +222,7 @@ static void conn_respond(struct http_conn *c, struct http_response *resp, bool k
 	http_format_head(resp, !c->close_after, &c->head);
 	c->woff = 0;
 	c->writing = true;
+	conn_phase_start(c);
 	if (head_only) {
 		strbuf_free(&resp->body);
 		if (resp->release)
@@ -188,10 +234,7 @@ static void conn_respond(struct http_conn *c, struct http_response *resp, bool k
 		c->produce = resp->produce;
 		c->release = resp->release;
 		c->state = resp->state;
-		if (c->body.len) { /* the first piece, framed as a chunk */
-			strbuf_printf(&c->head, "%zx\r\n", c->body.len);
-			strbuf_puts(&c->body, "\r\n");
-		}
+		chunk_frame(c); /* the first piece, after the response head */
 	}
 }
 
@@ -250,6 +293,7 @@ static int conn_advance(struct http_conn *c)
 		if (err == 0)
 			return evloop_mod_fd(c->srv->loop, c->fd, EPOLLOUT);
 		c->writing = false;
+		conn_phase_start(c);   /* idle, or the next pipelined request */
 		strbuf_free(&c->body); /* a big response's memory is not kept while idle */
 		if (c->close_after)
 			return -ECONNRESET;
@@ -279,8 +323,9 @@ static int conn_read(struct http_conn *c)
 			return -ECONNRESET;
 		if (n < 0)
 			return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+		if (!c->rlen && !c->writing)
+			conn_phase_start(c); /* the first byte of a request */
 		c->rlen += (size_t)n;
-		conn_touch(c);
 	}
 }
 
@@ -305,30 +350,150 @@ static void conn_event(struct evloop *loop, int fd, uint32_t events, void *arg)
 		conn_close(c);
 }
 
+/* Whether bytes from the peer wait unread: its request is being delivered right now (this loop
+ * turn handles the listener first), so it is no idler. */
+static bool has_input(const struct http_conn *c)
+{
+	int n = 0;
+
+	return !c->writing && ioctl(c->fd, FIONREAD, &n) == 0 && n > 0;
+}
+
+/* The connection to give up for a new one on a full server: of those idle or receiving a request,
+ * the one in that state longest (an old slow trickle or idler before a client that just
+ * connected) and with no bytes waiting, else the response whose peer stopped reading longest
+ * ago (at least `min_blocked_ns`). Never one younger than MIN_AGE_MS: its request is on its
+ * way, and a flood of connects must not push it out. */
+static struct http_conn *eviction_victim(const struct http_server *srv, uint64_t min_blocked_ns)
+{
+	struct http_conn *c, *best = NULL;
+	uint64_t now = evloop_now_ns(), best_at = 0, at;
+	bool best_writing = true;
+
+	for (c = srv->conns; c; c = c->next) {
+		if (now - c->accepted_ns < (uint64_t)MIN_AGE_MS * 1000000 || has_input(c))
+			continue;
+		at = c->writing ? c->blocked_ns : c->since_ns;
+		if (c->writing && (!at || now - at < min_blocked_ns))
+			continue;
+		if (!best || (best_writing && !c->writing) ||
+		    (best_writing == c->writing && at < best_at)) {
+			best = c;
+			best_writing = c->writing;
+			best_at = at;
+		}
+	}
+	return best;
+}
+
+bool http_server_shed_stalled(struct http_server *srv, unsigned min_blocked_ms)
+{
+	struct http_conn *c, *best = NULL;
+	uint64_t now = evloop_now_ns();
+
+	for (c = srv->conns; c; c = c->next)
+		if (c->writing && c->produce && c->blocked_ns &&
+		    now - c->blocked_ns >= (uint64_t)min_blocked_ms * 1000000 &&
+		    (!best || c->blocked_ns < best->blocked_ns))
+			best = c;
+	if (!best)
+		return false;
+	LOG_WARN_RL(&srv->log_rl, now, "http", "dropped a response its client does not read",
+		    "server=%s blocked_ms=%llu", srv->name,
+		    (unsigned long long)(now - best->blocked_ns) / 1000000);
+	conn_close(best);
+	return true;
+}
+
+static void resume_timer(struct evloop *loop, void *arg)
+{
+	struct http_server *srv = arg;
+
+	srv->resume_timer = 0;
+	server_resume(srv);
+}
+
+/* Full with nothing to evict: stop accepting, so new connections wait in the kernel's listen
+ * backlog, in order, instead of being accepted and closed (which only makes a flooding client
+ * reconnect faster than a real one). Accepting resumes when a connection closes, or after
+ * MIN_AGE_MS when one may have become evictable. */
+static void server_pause(struct http_server *srv)
+{
+	if (srv->paused)
+		return;
+	srv->paused = true;
+	evloop_mod_fd(srv->loop, srv->fd, 0);
+	srv->resume_timer =
+	    evloop_add_timer(srv->loop, (uint64_t)MIN_AGE_MS * 1000000, resume_timer, srv);
+	LOG_WARN_RL(&srv->log_rl, evloop_now_ns(), "http",
+		    "connection limit reached: new connections wait", "server=%s conns=%u",
+		    srv->name, srv->n_conns);
+}
+
+static void server_resume(struct http_server *srv)
+{
+	if (srv->resume_timer > 0)
+		evloop_del_timer(srv->loop, srv->resume_timer);
+	srv->resume_timer = 0;
+	srv->paused = false;
+	evloop_mod_fd(srv->loop, srv->fd, EPOLLIN);
+}
+
+/* Room for the connection waiting on the listener: free below the limit, else by evicting a
+ * victim. False when everything is busy (the caller pauses). */
+static bool make_room(struct http_server *srv)
+{
+	struct http_conn *victim;
+
+	if (srv->n_conns < srv->max_conns)
+		return true;
+	victim = eviction_victim(srv, (uint64_t)STALLED_MS * 1000000);
+	if (!victim)
+		return false;
+	LOG_WARN_RL(&srv->log_rl, evloop_now_ns(), "http",
+		    "connection limit reached: evicted the oldest idle or slow connection",
+		    "server=%s conns=%u evicted=%s", srv->name, srv->n_conns,
+		    (const char *[]){ "idle", "request", "response" }[conn_phase(victim)]);
+	conn_close(victim);
+	return true;
+}
+
+/* Whether a connection waits on listening socket `fd` (the callback accepts several in a row). */
+static bool pending(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	return poll(&p, 1, 0) == 1;
+}
+
 static void server_accept(struct evloop *loop, int fd, uint32_t events, void *arg)
 {
 	struct http_server *srv = arg;
 
 	for (;;) {
-		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		struct http_conn *c;
+		int cfd;
 
-		if (cfd < 0) {
-			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-				LOG_WARN("http", "accept failed", "server=%s err=%s", srv->name,
-					 log_q(strerror(errno)));
+		if (srv->n_conns >= srv->max_conns && pending(fd) && !make_room(srv)) {
+			server_pause(srv);
 			return;
 		}
-		c = srv->n_conns < srv->max_conns ? calloc(1, sizeof(*c)) : NULL;
+		cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (cfd < 0) {
+			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+				LOG_WARN_RL(&srv->log_rl, evloop_now_ns(), "http", "accept failed",
+					    "server=%s err=%s", srv->name, log_q(strerror(errno)));
+			return;
+		}
+		c = calloc(1, sizeof(*c));
 		if (!c) {
-			LOG_WARN("http", "connection refused", "server=%s conns=%u", srv->name,
-				 srv->n_conns);
 			close(cfd);
 			continue;
 		}
 		c->srv = srv;
 		c->fd = cfd;
-		conn_touch(c);
+		c->accepted_ns = evloop_now_ns();
+		conn_phase_start(c);
 		c->timer = evloop_add_timer(loop, srv->timeout_ns, conn_timer, c);
 		if (c->timer < 0 || evloop_add_fd(loop, cfd, EPOLLIN, conn_event, c) < 0) {
 			if (c->timer > 0)
@@ -359,6 +524,7 @@ static struct http_server *server_new(struct evloop *loop, int fd,
 	srv->name = opts && opts->name ? opts->name : "http";
 	srv->timeout_ns = (uint64_t)(opts && opts->timeout_ms ? opts->timeout_ms : 10000) * 1000000;
 	srv->max_conns = opts && opts->max_conns ? opts->max_conns : 64;
+	srv->log_rl = (struct log_ratelimit)LOG_RATELIMIT_INIT(10000, 5);
 	srv->handler = handler;
 	srv->arg = arg;
 	err = evloop_add_fd(loop, fd, EPOLLIN, server_accept, srv);
@@ -537,6 +703,9 @@ void http_server_free(struct http_server *srv)
 {
 	if (!srv)
 		return;
+	srv->paused = false; /* closing connections must not resume accepting */
+	if (srv->resume_timer > 0)
+		evloop_del_timer(srv->loop, srv->resume_timer);
 	while (srv->conns)
 		conn_close(srv->conns);
 	evloop_del_fd(srv->loop, srv->fd);
@@ -615,12 +784,62 @@ static int client_recv(int fd, struct strbuf *sb, uint64_t deadline_ns)
 	}
 }
 
-static int client_exchange(int fd, const char *method, const char *target, const char *body,
-			   size_t body_len, uint64_t deadline_ns, struct strbuf *resp)
+/* Connects `fd` (blocking) to `sun` by `deadline_ns`, then makes it nonblocking. A unix socket
+ * whose backlog is full (a flood of connects) fails a nonblocking connect at once with EAGAIN;
+ * a blocking one waits for room, bounded here by SO_SNDTIMEO. Returns 0 or -errno. */
+static int client_connect(int fd, const struct sockaddr_un *sun, uint64_t deadline_ns)
 {
-	struct strbuf req = STRBUF_INIT;
+	uint64_t now = evloop_now_ns(), left = deadline_ns > now ? deadline_ns - now : 1000;
+	struct timeval tv = { .tv_sec = (time_t)(left / 1000000000),
+			      .tv_usec = (suseconds_t)(left % 1000000000 / 1000) };
+
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
+		return -errno;
+	if (connect(fd, (const struct sockaddr *)sun, sizeof(*sun)) < 0)
+		return errno == EAGAIN || errno == EINPROGRESS ? -ETIMEDOUT : -errno;
+	return fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0 ? -errno : 0;
+}
+
+/* One exchange: connects to `sun`, sends `req`, reads the whole answer into `resp` by
+ * `deadline_ns`. A server at its connection limit may close a new connection without reading it:
+ * EPIPE while sending, or ECONNRESET (a unix socket closed with our bytes unread) before a byte
+ * of answer. Nothing was processed then, so that is tried again until the deadline. */
+static int client_exchange(const struct sockaddr_un *sun, const struct strbuf *req,
+			   uint64_t deadline_ns, struct strbuf *resp)
+{
+	int fd, err;
+
+	for (;;) {
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return -errno;
+		err = client_connect(fd, sun, deadline_ns);
+		if (!err)
+			err = client_send(fd, req->data, req->len, deadline_ns);
+		if (!err)
+			err = client_recv(fd, resp, deadline_ns);
+		close(fd);
+		if ((err != -EPIPE && err != -ECONNRESET) || resp->len ||
+		    evloop_now_ns() >= deadline_ns)
+			return err;
+		poll(NULL, 0, 10);
+	}
+}
+
+int http_unix_request(const char *path, const char *method, const char *target, const char *body,
+		      size_t body_len, unsigned timeout_ms, int *status, char **resp_body,
+		      size_t *resp_len)
+{
+	uint64_t deadline = evloop_now_ns() + (uint64_t)timeout_ms * 1000000;
+	struct strbuf req = STRBUF_INIT, resp = STRBUF_INIT;
+	struct sockaddr_un sun;
+	const char *b;
+	size_t blen;
 	int err;
 
+	err = unix_addr(path, &sun);
+	if (err)
+		return err;
 	strbuf_printf(&req,
 		      "%s %s HTTP/1.1\r\nHost: meshd\r\nUser-Agent: meshctl/%s\r\n"
 		      "Connection: close\r\nContent-Length: %zu\r\n\r\n",
@@ -629,35 +848,7 @@ static int client_exchange(int fd, const char *method, const char *target, const
 		strbuf_append(&req, body, body_len);
 	err = strbuf_error(&req);
 	if (!err)
-		err = client_send(fd, req.data, req.len, deadline_ns);
-	strbuf_free(&req);
-	if (!err)
-		err = client_recv(fd, resp, deadline_ns);
-	return err;
-}
-
-int http_unix_request(const char *path, const char *method, const char *target, const char *body,
-		      size_t body_len, unsigned timeout_ms, int *status, char **resp_body,
-		      size_t *resp_len)
-{
-	uint64_t deadline = evloop_now_ns() + (uint64_t)timeout_ms * 1000000;
-	struct strbuf resp = STRBUF_INIT;
-	struct sockaddr_un sun;
-	const char *b;
-	size_t blen;
-	int fd, err;
-
-	err = unix_addr(path, &sun);
-	if (err)
-		return err;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-		err = -errno;
-		goto out;
-	}
-	err = client_exchange(fd, method, target, body, body_len, deadline, &resp);
+		err = client_exchange(&sun, &req, deadline, &resp);
 	if (err)
 		goto out;
 	err = http_parse_response(resp.data ? resp.data : "", resp.len, status, &b, &blen);
@@ -675,7 +866,7 @@ int http_unix_request(const char *path, const char *method, const char *target, 
 	if (resp_len)
 		*resp_len = blen;
 out:
+	strbuf_free(&req);
 	strbuf_free(&resp);
-	close(fd);
 	return err;
 }

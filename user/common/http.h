@@ -89,9 +89,16 @@ typedef void (*http_handler_fn)(const struct http_request *req, struct http_resp
 
 struct http_server;
 
+/* Every connection is one of: idle (nothing of a request yet), receiving a request, sending a
+ * response. Each lasts at most `timeout_ms` from its start, however the bytes trickle in or out:
+ * a request must arrive whole, a response be taken whole, within it. When `max_conns` are open,
+ * a new connection evicts the one idle or receiving a request longest, else the response whose
+ * peer stopped reading longest ago (over 500 ms), never one younger than 100 ms; when there is
+ * none, new connections wait in the listen backlog (accepting pauses) until one closes or ages.
+ * Evictions and waits are logged rate-limited. */
 struct http_server_opts {
 	const char *name;    /* for logs: "metrics", "admin" */
-	unsigned timeout_ms; /* idle/read/write deadline per connection; 0 = 10000 */
+	unsigned timeout_ms; /* deadline of each phase of a connection; 0 = 10000 */
 	unsigned max_conns;  /* concurrent connections; 0 = 64 */
 };
 
@@ -110,6 +117,11 @@ struct http_server *http_server_listen_unix(struct evloop *loop, const char *pat
 void http_server_free(struct http_server *srv);
 /* Number of open client connections (tests, status). */
 unsigned http_server_conns(const struct http_server *srv);
+/* Closes the connection whose streamed response has waited longest, at least `min_blocked_ms`,
+ * for a peer that takes no bytes (its `release` runs). For a handler short of a per-response
+ * resource (metrics snapshots) before it refuses a request. Returns true when one was closed;
+ * never the connection being answered (it is not sending yet). */
+bool http_server_shed_stalled(struct http_server *srv, unsigned min_blocked_ms);
 
 /* Blocking client: sends one request over the unix socket `path` and reads the whole response
  * within `timeout_ms`. On success returns 0 with `*status` and a malloc'd NUL-terminated `*body`

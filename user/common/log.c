@@ -191,3 +191,21 @@ void log_route_libbpf(void)
 {
 	libbpf_set_print(libbpf_print);
 }
+
+bool log_ratelimit(struct log_ratelimit *rl, uint64_t now_ns, unsigned long *suppressed)
+{
+	uint64_t interval = (uint64_t)rl->interval_ms * 1000000;
+
+	if (!rl->window_start_ns || now_ns - rl->window_start_ns >= interval) {
+		rl->window_start_ns = now_ns ? now_ns : 1;
+		rl->in_window = 0;
+	}
+	if (rl->in_window >= rl->burst) {
+		rl->suppressed++;
+		return false;
+	}
+	rl->in_window++;
+	*suppressed = rl->suppressed;
+	rl->suppressed = 0;
+	return true;
+}

@@ -5,6 +5,7 @@
 #define MESH_LOG_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 enum log_level {
@@ -37,6 +38,34 @@ const char *log_q(const char *s);
 
 /* Routes libbpf's messages through the logger (warnings as WARN, info/debug as DEBUG). */
 void log_route_libbpf(void);
+
+/* A rate limiter for lines an outsider can cause at will (a refused connection, a timed-out
+ * peer): at most `burst` lines per `interval_ms`, the rest counted and reported with the next
+ * line that goes out. One per call site, e.g. a static or a struct member initialised with
+ * LOG_RATELIMIT_INIT. Not thread-safe: use it from one thread (the event loop). */
+struct log_ratelimit {
+	unsigned interval_ms;
+	unsigned burst;
+	uint64_t window_start_ns;
+	unsigned in_window;
+	unsigned long suppressed;
+};
+#define LOG_RATELIMIT_INIT(interval_ms_, burst_)                                                   \
+	{                                                                                          \
+		.interval_ms = (interval_ms_), .burst = (burst_)                                   \
+	}
+/* True when a line may be emitted now (CLOCK_MONOTONIC `now_ns`); then `*suppressed` gets how
+ * many were held back since the last line that went out (say it in that line). */
+bool log_ratelimit(struct log_ratelimit *rl, uint64_t now_ns, unsigned long *suppressed);
+
+/* LOG_WARN through a rate limiter; `kv` gets ` suppressed=N` appended. */
+#define LOG_WARN_RL(rl, now_ns, subsys, msg, kv, ...)                                              \
+	do {                                                                                       \
+		unsigned long _supp;                                                               \
+		if (log_enabled(LOG_LEVEL_WARN) && log_ratelimit(rl, now_ns, &_supp))              \
+			log_emit(LOG_LEVEL_WARN, subsys, msg, kv " suppressed=%lu", __VA_ARGS__,   \
+				 _supp);                                                           \
+	} while (0)
 
 #define LOG_ERR(subsys, msg, ...)                                                                  \
 	do {                                                                                       \

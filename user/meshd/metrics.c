@@ -26,6 +26,8 @@ struct metrics {
 };
 
 #define SCRAPES_IN_FLIGHT_MAX 4
+/* A scrape whose client has taken no byte for this long gives its snapshot up for a new one. */
+#define SCRAPE_STALLED_MS 200
 
 /* One /metrics response in flight: the snapshot taken when the request arrived, rendered one
  * family per chunk as the socket drains (http_response streaming). */
@@ -124,6 +126,11 @@ static void serve_metrics(struct metrics *mt, struct http_response *resp)
 	struct scrape *s;
 	int err = 0;
 
+	/* Clients that stopped reading must not hold every snapshot (and so /metrics) until their
+	 * response deadline: the one stalled longest is dropped for this one. */
+	while (mt->in_flight >= SCRAPES_IN_FLIGHT_MAX &&
+	       http_server_shed_stalled(mt->srv, SCRAPE_STALLED_MS))
+		;
 	if (mt->in_flight >= SCRAPES_IN_FLIGHT_MAX) {
 		resp->status = 503;
 		strbuf_puts(&resp->body, "too many concurrent scrapes\n");
