@@ -436,7 +436,8 @@ static void server_resume(struct http_server *srv)
 		evloop_del_timer(srv->loop, srv->resume_timer);
 	srv->resume_timer = 0;
 	srv->paused = false;
-	evloop_mod_fd(srv->loop, srv->fd, EPOLLIN);
+	if (srv->fd >= 0)
+		evloop_mod_fd(srv->loop, srv->fd, EPOLLIN);
 }
 
 /* Room for the connection waiting on the listener: free below the limit, else by evicting a
@@ -699,6 +700,23 @@ err_close:
 	return NULL;
 }
 
+void http_server_stop_listening(struct http_server *srv)
+{
+	if (!srv || srv->fd < 0)
+		return;
+	if (srv->resume_timer > 0)
+		evloop_del_timer(srv->loop, srv->resume_timer);
+	srv->resume_timer = 0;
+	srv->paused = false;
+	evloop_del_fd(srv->loop, srv->fd);
+	close(srv->fd);
+	srv->fd = -1;
+	if (srv->unix_path)
+		unlink(srv->unix_path);
+	free(srv->unix_path);
+	srv->unix_path = NULL;
+}
+
 void http_server_free(struct http_server *srv)
 {
 	if (!srv)
@@ -706,13 +724,10 @@ void http_server_free(struct http_server *srv)
 	srv->paused = false; /* closing connections must not resume accepting */
 	if (srv->resume_timer > 0)
 		evloop_del_timer(srv->loop, srv->resume_timer);
+	srv->resume_timer = 0;
 	while (srv->conns)
 		conn_close(srv->conns);
-	evloop_del_fd(srv->loop, srv->fd);
-	close(srv->fd);
-	if (srv->unix_path)
-		unlink(srv->unix_path);
-	free(srv->unix_path);
+	http_server_stop_listening(srv);
 	free(srv);
 }
 

@@ -113,8 +113,14 @@ struct http_server *http_server_listen_tcp(struct evloop *loop, const struct con
 struct http_server *http_server_listen_unix(struct evloop *loop, const char *path,
 					    const struct http_server_opts *opts,
 					    http_handler_fn handler, void *arg);
-/* Closes the listener and every connection; unlinks a unix socket it created. Accepts NULL. */
+/* Closes the listener and every connection; unlinks a unix socket it created. Accepts NULL.
+ * Must not run inside a handler of `srv` (it frees the connection being answered): retire a
+ * server with http_server_stop_listening and free it later, from a timer. */
 void http_server_free(struct http_server *srv);
+/* Stops accepting: closes the listening socket and removes a unix socket's path (so another
+ * server may bind it at once), while open connections are still served until
+ * http_server_free. Safe inside a handler of `srv`. Idempotent; accepts NULL. */
+void http_server_stop_listening(struct http_server *srv);
 /* Number of open client connections (tests, status). */
 unsigned http_server_conns(const struct http_server *srv);
 /* Closes the connection whose streamed response has waited longest, at least `min_blocked_ms`,

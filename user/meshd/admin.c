@@ -13,12 +13,20 @@
 #include "meshd/meshd.h"
 #include "telemetry/exposition.h"
 
+/* A listener left behind by a socket move: it accepts nothing more and serves the connections
+ * it has (a POST /v1/reload that moved the socket gets its answer) until its timer frees it. */
+struct retired {
+	struct admin *a;
+	struct http_server *srv;
+	int64_t timer;
+	struct retired *next;
+};
+
 struct admin {
 	struct meshd *m;
 	struct http_server *srv;
 	char *path;
-	struct http_server *retired; /* previous listener after a socket move, freed by a timer */
-	int64_t retire_timer;
+	struct retired *retired; /* every earlier listener not freed yet */
 };
 
 /* One datapath snapshot: per-service aggregates and (optionally filtered) backend objects. */
@@ -478,6 +486,23 @@ err_free:
 	return err;
 }
 
+/* Frees retired listener `r` (unlinked from its admin's list first). */
+static void retired_free(struct retired *r)
+{
+	struct retired **p = &r->a->retired;
+
+	while (*p != r)
+		p = &(*p)->next;
+	*p = r->next;
+	http_server_free(r->srv);
+	free(r);
+}
+
+static void retired_expire(struct evloop *loop, void *arg)
+{
+	retired_free(arg);
+}
+
 /* Closes the socket (and removes its path) and every client connection. Safe when not started. */
 void admin_stop(struct meshd *m)
 {
@@ -485,50 +510,45 @@ void admin_stop(struct meshd *m)
 
 	if (!a)
 		return;
-	if (a->retired)
-		evloop_del_timer(m->loop, a->retire_timer);
-	http_server_free(a->retired);
+	while (a->retired) {
+		evloop_del_timer(m->loop, a->retired->timer);
+		retired_free(a->retired);
+	}
 	http_server_free(a->srv);
 	free(a->path);
 	free(a);
 	m->admin = NULL;
 }
 
-static void retire_old(struct evloop *loop, void *arg)
-{
-	struct admin *a = arg;
-
-	http_server_free(a->retired);
-	a->retired = NULL;
-}
-
 /* Moves the socket when admin.socket changed; the new one is created first, so on failure
- * (-errno) the old one keeps serving. */
+ * (-errno) the old one keeps serving. The old listener stops at once (its path goes, so a later
+ * move may take it back) but keeps its connections for 2 s: this may run inside a POST
+ * /v1/reload on it, or on an older retired one, and freeing a server inside its own handler was
+ * a use-after-free (two moves within 2 s, the second requested over the first socket). */
 int admin_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
 		 const struct config_diff *diff)
 {
 	struct admin *a = m->admin;
 	struct http_server *srv;
+	struct retired *r;
 	char *path;
 
 	if (!a || !strcmp(a->path, new->admin_socket))
 		return 0;
 	path = strdup(new->admin_socket);
-	if (!path)
-		return -ENOMEM;
-	srv = listen_at(a, path);
+	r = calloc(1, sizeof(*r));
+	srv = path && r ? listen_at(a, path) : NULL;
 	if (!srv) {
+		int err = path && r ? -errno : -ENOMEM;
+
 		free(path);
-		return -errno;
+		free(r);
+		return err;
 	}
-	/* This may run inside a POST /v1/reload on the old listener: free it later, once that
-	 * response has gone out. */
-	if (a->retired) {
-		evloop_del_timer(m->loop, a->retire_timer);
-		http_server_free(a->retired);
-	}
-	a->retired = a->srv;
-	a->retire_timer = evloop_add_timer(m->loop, 2000000000ull, retire_old, a);
+	http_server_stop_listening(a->srv);
+	*r = (struct retired){ .a = a, .srv = a->srv, .next = a->retired };
+	r->timer = evloop_add_timer(m->loop, 2000000000ull, retired_expire, r);
+	a->retired = r;
 	free(a->path);
 	a->srv = srv;
 	a->path = path;
