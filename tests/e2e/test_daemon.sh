@@ -135,8 +135,11 @@ wait_for 5 port_open 127.0.0.1 19094
 MPORT=19094 daemon_config "$TMP/busy.json" "19001"
 late_failure metrics_port_in_use_fails_start metrics "$TMP/busy.json"
 
-touch "$TMP/not-a-dir"
-daemon_config "$TMP/noadmin.json" "19001" ".admin.socket = \"$TMP/not-a-dir/admin.sock\""
+# admin: another process already listens on the socket path (validation cannot know that).
+spawn busysock python3 -c 'import socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1); time.sleep(300)' "$TMP/busy.sock"
+wait_for 5 test -S "$TMP/busy.sock"
+daemon_config "$TMP/noadmin.json" "19001" ".admin.socket = \"$TMP/busy.sock\""
 late_failure admin_socket_unusable_fails_start admin "$TMP/noadmin.json"
 
 # --- the unit's capability set is enough: start, serve, adopt, clean up with exactly it ----------

@@ -21,6 +21,7 @@
 
 #include "common/http.h"
 #include "common/log.h"
+#include "common/pathperm.h"
 
 #define CONN_BUF_MAX (HTTP_HEADER_MAX + HTTP_BODY_MAX)
 #define CLIENT_RESP_MAX (64u << 20)
@@ -633,6 +634,19 @@ static int remove_stale(const char *path, const struct sockaddr_un *sun)
 	return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
 }
 
+/* A socket where another user may write could be removed and replaced by theirs, which would then
+ * answer our clients: the directory (and those above) must be root's or ours alone. */
+static int private_parent(const char *path)
+{
+	char why[4200];
+	int err = pathperm_private_parent(path, geteuid(), why, sizeof(why));
+
+	if (err)
+		LOG_ERR("http", "refusing a unix socket in a directory others can change",
+			"socket=%s why=%s", log_q(path), log_q(why));
+	return err;
+}
+
 static int unix_listen_fd(const char *path)
 {
 	struct sockaddr_un sun;
@@ -641,7 +655,11 @@ static int unix_listen_fd(const char *path)
 
 	err = unix_addr(path, &sun);
 	if (!err)
+		err = private_parent(path);
+	if (!err)
 		err = mkdir_parents(path);
+	if (!err)
+		err = private_parent(path); /* what exists now, ours or not */
 	if (!err)
 		err = remove_stale(path, &sun);
 	if (err)
@@ -815,6 +833,18 @@ static int client_connect(int fd, const struct sockaddr_un *sun, uint64_t deadli
 	return fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0 ? -errno : 0;
 }
 
+/* Whether the process listening on connected unix socket `fd` runs as root or as us. Another
+ * user's socket (left where meshd's should be) must not have its answers believed. */
+static int peer_trusted(int fd)
+{
+	struct ucred cr;
+	socklen_t len = sizeof(cr);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
+		return -errno;
+	return cr.uid == 0 || cr.uid == geteuid() ? 0 : -EPERM;
+}
+
 /* One exchange: connects to `sun`, sends `req`, reads the whole answer into `resp` by
  * `deadline_ns`. A server at its connection limit may close a new connection without reading it:
  * EPIPE while sending, or ECONNRESET (a unix socket closed with our bytes unread) before a byte
@@ -829,6 +859,8 @@ static int client_exchange(const struct sockaddr_un *sun, const struct strbuf *r
 		if (fd < 0)
 			return -errno;
 		err = client_connect(fd, sun, deadline_ns);
+		if (!err)
+			err = peer_trusted(fd);
 		if (!err)
 			err = client_send(fd, req->data, req->len, deadline_ns);
 		if (!err)

@@ -109,7 +109,8 @@ struct http_server *http_server_listen_tcp(struct evloop *loop, const struct con
 					   http_handler_fn handler, void *arg);
 /* Listens on a unix socket at `path`: missing parent directories are created mode 0700, a stale
  * socket left by a dead process is replaced (a live one gives EADDRINUSE, a non-socket file
- * EEXIST), and the socket is made mode 0600 owned by the caller (root for meshd). */
+ * EEXIST), and the socket is made mode 0600 owned by the caller (root for meshd). A directory
+ * someone else could write to (common/pathperm.h) is refused with EPERM, logged with why. */
 struct http_server *http_server_listen_unix(struct evloop *loop, const char *path,
 					    const struct http_server_opts *opts,
 					    http_handler_fn handler, void *arg);
@@ -132,7 +133,9 @@ bool http_server_shed_stalled(struct http_server *srv, unsigned min_blocked_ms);
 /* Blocking client: sends one request over the unix socket `path` and reads the whole response
  * within `timeout_ms`. On success returns 0 with `*status` and a malloc'd NUL-terminated `*body`
  * (caller frees). Returns -errno (ENOENT/ECONNREFUSED: no daemon, ETIMEDOUT, EPROTO for a bad
- * response). Chunked bodies are not decoded: the admin API always sends Content-Length. */
+ * response, EPERM when the listening process runs neither as root nor as the caller: someone
+ * else's socket, whose answers are not read). Chunked bodies are not decoded: the admin API
+ * always sends Content-Length. */
 int http_unix_request(const char *path, const char *method, const char *target, const char *body,
 		      size_t body_len, unsigned timeout_ms, int *status, char **resp_body,
 		      size_t *resp_len);

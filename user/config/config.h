@@ -271,7 +271,8 @@ char *config_to_json(const struct mesh_config *cfg);
 
 /* Host checks (config_host.c): what `cfg` asks of this machine. Appends one problem line per
  * failure (`cgroup`: an existing cgroup v2 directory; `bpf_pin_path`: on bpffs, or missing below
- * a bpffs mount) and returns how many. Not part of config_load(): meshd runs them before it
+ * a bpffs mount; `admin.socket`: in a directory only root or we can change, common/pathperm.h)
+ * and returns how many. Not part of config_load(): meshd runs them before it
  * starts anything, `meshd validate` unless --offline. */
 size_t config_check_host(const struct mesh_config *cfg, struct config_errors *errs);
 /* The pieces, for `meshctl check`: 0 when fine, else -errno with the reason in `why`

@@ -1,6 +1,7 @@
 /* Host checks: what a loaded config asks of this machine, beyond the file itself. The `cgroup`
  * directory must exist on the cgroup v2 filesystem and `bpf_pin_path` must be on bpffs (or be
- * missing below a bpffs mount, meshd creates it). Run by `meshd validate` (unless --offline), by
+ * missing below a bpffs mount, meshd creates it), and `admin.socket` must sit where only root (or
+ * meshd's user) can change it. Run by `meshd validate` (unless --offline), by
  * meshd before it starts anything, and by `meshctl check`; never by config_load() itself, so
  * loading stays free of the host (tests, fuzzing, meshctl on another machine). */
 #include <errno.h>
@@ -8,7 +9,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <unistd.h>
 
+#include "common/pathperm.h"
 #include "config/config_int.h"
 
 #define BPF_FS_MAGIC_ 0xcafe4a11
@@ -120,5 +123,11 @@ size_t config_check_host(const struct mesh_config *cfg, struct config_errors *er
 			 "directory on bpffs, or a missing one below a bpffs mount such as "
 			 "/sys/fs/bpf)",
 			 why, cfg->bpf_pin_path);
+	if (cfg->admin_socket &&
+	    pathperm_private_parent(cfg->admin_socket, geteuid(), why, sizeof(why)))
+		cfg_errf(errs,
+			 "admin.socket: in a directory others can change: %s (got \"%s\", expected "
+			 "a directory only root or this user can write to, e.g. /run/meshd)",
+			 why, cfg->admin_socket);
 	return errs->n - n0;
 }

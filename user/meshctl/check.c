@@ -12,10 +12,11 @@
 #include <unistd.h>
 
 #include "common/http.h"
+#include "common/pathperm.h"
 #include "config/config.h"
 #include "meshctl/meshctl.h"
 
-#define MAX_CHECKS 16
+#define MAX_CHECKS 32
 
 struct result {
 	char name[64];
@@ -163,6 +164,17 @@ static void check_cgroup(struct checks *cs, const char *cgroup)
 	    "%s: %s", cgroup, err ? why : "cgroup2");
 }
 
+static void check_admin_dir(struct checks *cs, const char *socket)
+{
+	char why[4200];
+	int err = pathperm_private_parent(socket, geteuid(), why, sizeof(why));
+
+	add(cs, "admin socket directory private", !err,
+	    "put admin.socket in a directory only root can write to (meshd creates a missing one "
+	    "0700), e.g. /run/meshd/admin.sock",
+	    "%s%s%s", socket, err ? ": " : "", err ? why : "");
+}
+
 static void check_caps(struct checks *cs)
 {
 	static const struct {
@@ -280,6 +292,7 @@ int cmd_check(struct ctl *c, int argc, char **argv)
 	if (cfg) {
 		check_bpffs(cs, cfg->bpf_pin_path);
 		check_cgroup(cs, cfg->cgroup);
+		check_admin_dir(cs, cfg->admin_socket);
 	}
 	check_caps(cs);
 	if (!c->pre)

@@ -114,6 +114,11 @@ static int transport_error(const struct ctl *c, int err)
 	if (err == -ENOENT || err == -ECONNREFUSED)
 		return ctl_err("cannot reach meshd at %s: %s (is meshd running? see --socket)",
 			       c->socket, strerror(-err));
+	if (err == -EPERM)
+		return ctl_err(
+		    "refusing to talk to %s: the process listening there runs neither as "
+		    "root nor as you (another user's socket?); nothing it says is shown",
+		    c->socket);
 	if (err == -EACCES)
 		return ctl_err("cannot reach meshd at %s: %s (the socket is root-only: use sudo)",
 			       c->socket, strerror(-err));
