@@ -34,19 +34,35 @@ die() {
 }
 
 # --- cleanup: everything this script started or made, on any exit ---------------------------
+# Says "cleaned up" only after checking it: every process gone, nothing pinned, the cgroup
+# removed; else names what is left (and the exit status says so).
 cleanup() {
-	local pid
+	local rc=$? pid i left=""
 	set +e
 	for pid in "${PIDS[@]}"; do
 		kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+		kill -0 "$pid" 2>/dev/null && left="$left process $pid;"
 	done
-	[ -x "$MESHD" ] && [ -f "$CONFIG" ] && "$MESHD" --cleanup --config "$CONFIG" >/dev/null 2>&1
-	if [ -n "$CREATED_CG" ] && [ -d "$CREATED_CG" ]; then
-		for pid in $(cat "$CREATED_CG/cgroup.procs" 2>/dev/null); do kill -9 "$pid"; done
-		sleep 0.2
-		rmdir "$CREATED_CG" 2>/dev/null
+	if [ -x "$MESHD" ] && [ -f "$CONFIG" ]; then
+		"$MESHD" --cleanup --config "$CONFIG" >/dev/null 2>&1 ||
+			left="$left datapath (meshd --cleanup failed);"
+		[ -n "${PIN:-}" ] && [ -e "$PIN" ] && left="$left pinned datapath $PIN;"
 	fi
-	printf '%s    cleaned up: processes stopped, datapath detached, cgroup removed%s\n' "$D" "$N"
+	if [ -n "$CREATED_CG" ]; then
+		for ((i = 0; i < 50; i++)); do
+			[ -d "$CREATED_CG" ] || break
+			for pid in $(cat "$CREATED_CG/cgroup.procs" 2>/dev/null); do kill -9 "$pid"; done
+			rmdir "$CREATED_CG" 2>/dev/null || sleep 0.1
+		done
+		[ -d "$CREATED_CG" ] && left="$left cgroup $CREATED_CG;"
+	fi
+	if [ -z "$left" ]; then
+		printf '%s    cleaned up: processes stopped, datapath detached, cgroup removed%s\n' "$D" "$N"
+	else
+		printf '%sdemo cleanup incomplete, left behind:%s%s\n' "$R" "$left" "$N" >&2
+		[ "$rc" -ne 0 ] || rc=1
+	fi
+	exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -79,6 +95,7 @@ VIP=$(jq -r '.services[0].vip' "$CONFIG")
 VPORT=$(jq -r '.services[0].port' "$CONFIG")
 PORTS=($(jq -r '.services[0].backends[].port' "$CONFIG"))
 STATE=$(jq -r '.state_dir' "$CONFIG")
+PIN=${MESH_BPF_PIN_PATH:-$(jq -r '.bpf_pin_path' "$CONFIG")}
 SOCK=$(jq -r '.admin.socket' "$CONFIG")
 [ ${#PORTS[@]} -ge 3 ] || die "$CONFIG: the demo wants 3 backends in .services[0]"
 LOG=$STATE/meshd.log

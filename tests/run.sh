@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the unit binaries and the end-to-end suites, prints each case's PASS/FAIL/SKIP line and
-# ends with one line `N passed, N failed, N skipped`. Exits 1 when anything failed.
+# ends with one line `N passed, N failed, N skipped`. Exits 1 when anything failed. A suite that
+# exits non-zero without a FAIL line, or prints no result line at all, counts as one failure.
 #   tests/run.sh [unit|e2e|all] [filter]
 set -u
 cd "$(dirname "$0")/.."
@@ -25,6 +26,10 @@ run_suite() {
 	grep -E '^(PASS|FAIL|SKIP) ' "$out"
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
 		echo "FAIL $name: exited with status $rc (see $out.err)"
+		f=$((f + 1))
+	elif [ $((p + f + s)) -eq 0 ]; then
+		# a suite that ran nothing (an early exit 0, a wrong filter inside) proves nothing
+		echo "FAIL $name: printed no PASS, FAIL or SKIP line (see $out.err)"
 		f=$((f + 1))
 	fi
 	if [ "$f" -ne 0 ]; then

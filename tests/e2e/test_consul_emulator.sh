@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# Self-tests of the Consul API emulator against the reference fixtures in /work/shared/consul
+# Self-tests of the Consul API emulator against the reference fixtures in ../shared/consul
 # (shape, key order, headers, errors, blocking, ?passing, ACLs, checks), so the client tests run
 # against something that behaves like Consul. Real process, real HTTP on 127.0.0.1.
 . "$(dirname "$0")/lib.sh"
 
 PORT=22510
-# shared/ sits beside the checkout (CI clones main next to it); /work/shared on dev machines.
+# shared/consul sits beside the checkout, in its parent directory (CI clones the repository next
+# to it). For a git worktree the checkout is the main repository it belongs to. Without the
+# fixtures this suite fails: skipping would let the emulator drift from real Consul unseen.
 FIXTURES=${CONSUL_FIXTURES:-}
-for d in "$ROOT/../shared/consul" /work/shared/consul; do
+common=$(git -C "$ROOT" rev-parse --path-format=absolute --git-common-dir 2>/dev/null)
+for d in "$ROOT/../shared/consul" ${common:+"$(dirname "$common")/../shared/consul"}; do
 	[ -z "$FIXTURES" ] && [ -f "$d/README.md" ] && FIXTURES=$(cd "$d" && pwd)
 done
-if [ -z "$FIXTURES" ]; then
-	skip all "Consul fixtures not found beside the checkout (set CONSUL_FIXTURES)"
-	exit 0
+if [ -z "$FIXTURES" ] || [ ! -f "$FIXTURES/README.md" ]; then
+	fail fixtures "Consul fixtures not found at ${FIXTURES:-$ROOT/../shared/consul} (beside the checkout; CONSUL_FIXTURES names another place)"
+	exit 1
 fi
 EMU=$ROOT/tests/e2e/consul_emulator.py
 

@@ -9,6 +9,15 @@
 . "$(dirname "$0")/datapath_lib.sh"
 
 dp_setup brk
+
+# The breaker's timing is read, not slept on: open_until_ns is CLOCK_MONOTONIC (the clock of
+# bpf_ktime_get_ns), compared with stamps taken around the connects that trip it.
+now_ms() { python3 -c 'import time; print(time.monotonic_ns() // 1000000)'; }
+open_until_ms() { echo $(($(be_field "$1" "$2" open_until_ns) / 1000000)); }
+# open_expired SERVICE ADDR: the open period is over (the next connect may probe).
+open_expired() { [ "$(now_ms)" -ge "$(open_until_ms "$1" "$2")" ]; }
+# opened_for LO HI: the circuit tripped between stamps T0 and T1 (ms) for LO..HI ms.
+opened_for() { [ $((UNTIL - T0)) -ge "$1" ] && [ $((UNTIL - T1)) -le "$2" ]; }
 for i in 1 2 3; do backend "b$i" "1801$i" || fail setup "backend b$i did not start"; done
 B3PID=$SPAWNED_PID
 B1=127.0.0.1:18011 B2=127.0.0.1:18012 B3=127.0.0.1:18013 D1=127.0.0.1:18018 D2=127.0.0.1:18019
@@ -18,7 +27,9 @@ dp set --name api --vip 127.77.2.20:80 --alg round_robin --backend $B1 --backend
 	--backend $B3 --consecutive 3 --open 2s --max-open 20s
 kill "$B3PID"
 wait_for 5 bash -c '! (exec 3<>/dev/tcp/127.0.0.1/18013) 2>/dev/null'
+T0=$(now_ms)
 out=$(client -n 90 127.77.2.20 80)
+T1=$(now_ms) UNTIL=$(open_until_ms api $B3)
 expect kill_backend_costs_consecutive_failures \
 	"failed=$(kv failed <<<"$out") circuit=$(be_field api $B3 circuit)" \
 	'[ "$(kv failed <<<"$out")" -eq 3 ] && [ "$(kv ok <<<"$out")" -eq 87 ] && [ "$(be_field api $B3 circuit)" = open ]'
@@ -27,23 +38,28 @@ expect transition_event_open "events: $ev" \
 	'grep -q "event=circuit service=api backend=$B3 from=closed to=open" <<<"$ev"'
 
 # --- after open_duration (2s, +1/8 jitter) exactly one probe goes to b3; it fails: reopen ---
-sleep 2.4
+expect open_for_open_duration "open until +$((UNTIL - T0)) ms of the first connect, +$((UNTIL - T1)) ms of the last" \
+	'opened_for 2000 2250'
+wait_for 5 open_expired api $B3
+T0=$(now_ms)
 out=$(client -n 30 127.77.2.20 80)
+T1=$(now_ms) UNTIL=$(open_until_ms api $B3)
 expect one_probe_after_open_duration \
 	"failed=$(kv failed <<<"$out") probes=$(be_field api $B3 probes)" \
 	'[ "$(kv failed <<<"$out")" -eq 1 ] && [ "$(be_field api $B3 probes)" -eq 1 ]'
 expect failed_probe_reopens "circuit=$(be_field api $B3 circuit) trips=$(be_field api $B3 trips)" \
 	'[ "$(be_field api $B3 circuit)" = open ] && [ "$(be_field api $B3 trips)" -eq 2 ]'
 
-# --- reopened for longer (4s..4.5s): no probe 2.6s later ------------------------------------
-sleep 2.6
+# --- reopened for longer (4s..4.5s): no probe meanwhile -------------------------------------
+expect reopened_for_longer "reopened until +$((UNTIL - T0)) ms of the probing connects' start" \
+	'opened_for 4000 4500'
 out=$(client -n 30 127.77.2.20 80)
-expect reopened_for_longer "failed=$(kv failed <<<"$out") probes=$(be_field api $B3 probes)" \
-	'[ "$(kv failed <<<"$out")" -eq 0 ] && [ "$(be_field api $B3 probes)" -eq 1 ]'
+expect no_probe_while_reopened "failed=$(kv failed <<<"$out") probes=$(be_field api $B3 probes)" \
+	'! open_expired api $B3 && [ "$(kv failed <<<"$out")" -eq 0 ] && [ "$(be_field api $B3 probes)" -eq 1 ]'
 
 # --- b3 back: the next probe succeeds, the breaker closes and b3 gets traffic again ---------
 backend b3 18013 || fail setup "backend b3 did not restart"
-sleep 2.2
+wait_for 6 open_expired api $B3
 out=$(client -n 30 127.77.2.20 80)
 expect probe_success_closes "circuit=$(be_field api $B3 circuit) b3=$(kv backend.b3 <<<"$out")" \
 	'[ "$(be_field api $B3 circuit)" = closed ] && [ "$(kv failed <<<"$out")" -eq 0 ] && [ "$(kv backend.b3 <<<"$out")" -ge 9 ]'

@@ -40,4 +40,17 @@ check no_backends_left "ports still open:$leftover" test -z "$leftover"
 check no_pinned_datapath_left "$DEMO_PIN still exists" test ! -e "$DEMO_PIN"
 check no_cgroup_left "$DEMO_CG still exists" test ! -e "$DEMO_CG"
 [ "$SUITE_FAILED" -eq 0 ] || sed 's/^/  demo| /' "$TMP/demo.out" >&2
+
+# The "cleaned up" line is a claim: when something is left (here a child cgroup the demo did not
+# make keeps its cgroup from being removed), the demo says what and exits non-zero instead.
+mkdir -p "$DEMO_CG/held-by-test"
+defer "rmdir '$DEMO_CG/held-by-test' '$DEMO_CG'"
+timeout --kill-after=5 200 env MESH_BUILD="$MESH_BUILD" MESH_CGROUP="$DEMO_CG" DEMO_LOCK_WAIT=100 \
+	DEMO_PAUSE=0 MESH_TELEMETRY__METRICS_LISTEN=127.0.0.1:21996 \
+	"$ROOT/scripts/demo.sh" >"$TMP/demo2.out" 2>&1
+rc=$?
+check cleanup_line_only_when_true "rc=$rc: $(tail -n 3 "$TMP/demo2.out" | tr '\n' ' ')" \
+	bash -c '[ "$0" -ne 0 ] && ! grep -qF "cleaned up" "$1" &&
+		grep -qF "demo cleanup incomplete, left behind: cgroup $2;" "$1"' "$rc" "$TMP/demo2.out" "$DEMO_CG"
+check incomplete_cleanup_still_unpins "$DEMO_PIN still exists" test ! -e "$DEMO_PIN"
 exit $SUITE_FAILED
