@@ -1,5 +1,6 @@
 /* Unit tests for the Prometheus writer (common/prom.c) and meshd's exposition built from snapshot
  * structs (telemetry/exposition.c): names, labels, escaping, family grouping. */
+#include <errno.h>
 #include <arpa/inet.h>
 #include <stdlib.h>
 
@@ -32,6 +33,25 @@ TEST(label_values_are_escaped)
 			       "18446744073709551615\n");
 	strbuf_free(&l);
 	strbuf_free(&out);
+}
+
+/* The fixed-buffer label writer escapes exactly as prom_label (one escaper behind both) and
+ * appends nothing when the list would not fit. */
+TEST(label_buffer_same_as_strbuf)
+{
+	struct strbuf l = STRBUF_INIT;
+	char buf[64] = "", small[16] = "k=\"v\"";
+
+	prom_label(&l, "service", "a\"b\\c\nd");
+	prom_label(&l, "backend", "127.0.0.1:80");
+	CHECK_INT_EQ(prom_label_buf(buf, sizeof(buf), "service", "a\"b\\c\nd"), 0);
+	CHECK_INT_EQ(prom_label_buf(buf, sizeof(buf), "backend", "127.0.0.1:80"), 0);
+	CHECK_STR_EQ(buf, l.data);
+	CHECK_INT_EQ(prom_label_buf(small, sizeof(small), "x", "123456"), -ENAMETOOLONG);
+	CHECK_STR_EQ(small, "k=\"v\"");
+	CHECK_INT_EQ(prom_label_buf(small, sizeof(small), "x", "1234"), 0);
+	CHECK_STR_EQ(small, "k=\"v\",x=\"1234\"");
+	strbuf_free(&l);
 }
 
 TEST(family_header_and_unlabelled_sample)
@@ -175,12 +195,12 @@ TEST(endpoint_formatting)
 	char buf[64];
 
 	inet_pton(AF_INET6, "::1", &ep.addr.v6);
-	CHECK_STR_EQ(expo_endpoint(&ep, buf, sizeof(buf)), "[::1]:443");
+	CHECK_STR_EQ(config_endpoint_str(&ep, buf, sizeof(buf)), "[::1]:443");
 	ep.family = AF_INET;
 	inet_pton(AF_INET, "10.0.200.255", &ep.addr.v4);
 	ep.port = 65535;
-	CHECK_STR_EQ(expo_endpoint(&ep, buf, sizeof(buf)), "10.0.200.255:65535");
+	CHECK_STR_EQ(config_endpoint_str(&ep, buf, sizeof(buf)), "10.0.200.255:65535");
 	inet_pton(AF_INET, "0.0.0.0", &ep.addr.v4);
 	ep.port = 0;
-	CHECK_STR_EQ(expo_endpoint(&ep, buf, sizeof(buf)), "0.0.0.0:0");
+	CHECK_STR_EQ(config_endpoint_str(&ep, buf, sizeof(buf)), "0.0.0.0:0");
 }

@@ -1,23 +1,39 @@
 /* Prometheus text format writer behind prom.h. Escaping follows the 0.0.4 rules: label values
  * escape backslash, double quote and newline; HELP text escapes backslash and newline. */
+#include <errno.h>
 #include <math.h>
 #include <stdbool.h>
 #include <string.h>
 
 #include "common/prom.h"
 
-static void put_escaped(struct strbuf *sb, const char *s, bool quote)
+/* The one escaper: writes `s` escaped (backslash, newline, and with `quote` the double quote) into
+ * `dst`, at most `cap` bytes (no NUL), and returns the length the whole of it needs. */
+static size_t escape(char *dst, size_t cap, const char *s, bool quote)
 {
-	const char *run = s;
+	size_t n = 0;
 
 	for (; *s; s++) {
-		if (*s != '\\' && *s != '\n' && !(quote && *s == '"'))
-			continue;
-		strbuf_append(sb, run, (size_t)(s - run));
-		strbuf_puts(sb, *s == '\\' ? "\\\\" : *s == '\n' ? "\\n" : "\\\"");
-		run = s + 1;
+		bool esc = *s == '\\' || *s == '\n' || (quote && *s == '"');
+
+		if (esc && n < cap)
+			dst[n] = '\\';
+		n += esc;
+		if (n < cap)
+			dst[n] = *s == '\n' ? 'n' : *s;
+		n++;
 	}
-	strbuf_append(sb, run, (size_t)(s - run));
+	return n;
+}
+
+static void put_escaped(struct strbuf *sb, const char *s, bool quote)
+{
+	size_t n = escape(NULL, 0, s, quote);
+
+	if (strbuf_reserve(sb, n))
+		return;
+	sb->len += escape(sb->data + sb->len, n, s, quote);
+	sb->data[sb->len] = '\0';
 }
 
 void prom_family(struct strbuf *sb, const char *name, const char *type, const char *help)
@@ -31,6 +47,25 @@ void prom_family(struct strbuf *sb, const char *name, const char *type, const ch
 	strbuf_putc(sb, ' ');
 	strbuf_puts(sb, type);
 	strbuf_putc(sb, '\n');
+}
+
+int prom_label_buf(char *dst, size_t len, const char *key, const char *value)
+{
+	size_t pos = strlen(dst), kl = strlen(key), vl = escape(NULL, 0, value, true);
+	bool comma = pos > 0;
+
+	if (pos + comma + kl + 3 + vl >= len)
+		return -ENAMETOOLONG;
+	if (comma)
+		dst[pos++] = ',';
+	memcpy(dst + pos, key, kl);
+	pos += kl;
+	dst[pos++] = '=';
+	dst[pos++] = '"';
+	pos += escape(dst + pos, vl, value, true);
+	dst[pos++] = '"';
+	dst[pos] = '\0';
+	return 0;
 }
 
 void prom_label(struct strbuf *labels, const char *key, const char *value)
@@ -75,17 +110,9 @@ static int put_name_labels(struct strbuf *sb, const char *name, const char *labe
 void prom_sample_u64(struct strbuf *sb, const char *name, const char *labels, const char *extra,
 		     uint64_t v)
 {
-	char tmp[20];
-	size_t i = sizeof(tmp);
-
-	if (put_name_labels(sb, name, labels, extra, sizeof(tmp) + 1))
+	if (put_name_labels(sb, name, labels, extra, 20 + 1))
 		return;
-	do {
-		tmp[--i] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	memcpy(sb->data + sb->len, tmp + i, sizeof(tmp) - i);
-	sb->len += sizeof(tmp) - i;
+	sb->len += fmt_u64(sb->data + sb->len, v);
 	sb->data[sb->len++] = '\n';
 	sb->data[sb->len] = '\0';
 }

@@ -15,6 +15,10 @@ void prom_family(struct strbuf *sb, const char *name, const char *type, const ch
 /* Appends `key="value"` to a label list, preceded by a comma when the list is not empty. The
  * value is escaped (backslash, double quote, newline). */
 void prom_label(struct strbuf *labels, const char *key, const char *value);
+/* The same into a fixed NUL-terminated buffer of `len` bytes (what it holds is kept), without
+ * allocating: per-object label lists rendered once per scrape. Returns 0, or -ENAMETOOLONG
+ * (nothing appended) when it does not fit. */
+int prom_label_buf(char *dst, size_t len, const char *key, const char *value);
 /* Appends one sample `name{labels,extra} value\n`. `labels` and `extra` are rendered label lists
  * (from prom_label, or literals like `result="ok"`); either may be NULL or "". */
 void prom_sample_u64(struct strbuf *sb, const char *name, const char *labels, const char *extra,

@@ -70,7 +70,7 @@ void strbuf_putc(struct strbuf *sb, char c)
 	strbuf_append(sb, &c, 1);
 }
 
-void strbuf_put_u64(struct strbuf *sb, uint64_t v)
+size_t fmt_u64(char *dst, uint64_t v)
 {
 	char tmp[20];
 	size_t i = sizeof(tmp);
@@ -79,7 +79,15 @@ void strbuf_put_u64(struct strbuf *sb, uint64_t v)
 		tmp[--i] = (char)('0' + v % 10);
 		v /= 10;
 	} while (v);
-	strbuf_append(sb, tmp + i, sizeof(tmp) - i);
+	memcpy(dst, tmp + i, sizeof(tmp) - i);
+	return sizeof(tmp) - i;
+}
+
+void strbuf_put_u64(struct strbuf *sb, uint64_t v)
+{
+	char tmp[20];
+
+	strbuf_append(sb, tmp, fmt_u64(tmp, v));
 }
 
 void strbuf_vprintf(struct strbuf *sb, const char *fmt, va_list ap)

@@ -31,6 +31,9 @@ void strbuf_puts(struct strbuf *sb, const char *s);
 void strbuf_putc(struct strbuf *sb, char c);
 /* Appends a decimal unsigned integer without going through printf (hot path of /metrics). */
 void strbuf_put_u64(struct strbuf *sb, uint64_t v);
+/* Writes `v` in decimal at `dst` (room for 20 bytes; no NUL) and returns the length: the one
+ * integer formatter behind strbuf_put_u64, Prometheus samples and endpoint text. */
+size_t fmt_u64(char *dst, uint64_t v);
 void strbuf_printf(struct strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void strbuf_vprintf(struct strbuf *sb, const char *fmt, va_list ap);
 /* Takes ownership of the text (never NULL unless the buffer failed: then NULL, errno ENOMEM);

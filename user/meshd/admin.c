@@ -11,7 +11,6 @@
 #include "common/http.h"
 #include "common/log.h"
 #include "meshd/meshd.h"
-#include "telemetry/exposition.h"
 
 /* A listener left behind by a socket move: it accepts nothing more and serves the connections
  * it has (a POST /v1/reload that moved the socket gets its answer) until its timer frees it. */
@@ -128,7 +127,7 @@ static void snap_backend(const struct datapath_backend_stats *b, void *arg)
 	if (!o || !cJSON_AddItemToArray(s->backends, o))
 		return;
 	cJSON_AddStringToObject(o, "service", b->service);
-	cJSON_AddStringToObject(o, "address", expo_endpoint(&b->backend, ep, sizeof(ep)));
+	cJSON_AddStringToObject(o, "address", config_endpoint_str(&b->backend, ep, sizeof(ep)));
 	if (!s->circuits) {
 		cJSON_AddNumberToObject(o, "weight", b->weight);
 		cJSON_AddBoolToObject(o, "healthy", b->healthy);
@@ -253,7 +252,7 @@ static cJSON *service_object(const char *name, const struct config_service *svc,
 
 	cJSON_AddStringToObject(o, "name", name);
 	if (svc) {
-		cJSON_AddStringToObject(o, "vip", expo_endpoint(&svc->vip, ep, sizeof(ep)));
+		cJSON_AddStringToObject(o, "vip", config_endpoint_str(&svc->vip, ep, sizeof(ep)));
 		cJSON_AddStringToObject(o, "algorithm",
 					algorithm_name(svc->load_balancer.algorithm));
 		cJSON_AddBoolToObject(o, "mtls", svc->mtls);
@@ -301,8 +300,8 @@ static void config_backends(const struct config_service *svc, cJSON *arr)
 		cJSON *o = cJSON_CreateObject();
 
 		cJSON_AddStringToObject(o, "service", svc->name);
-		cJSON_AddStringToObject(o, "address",
-					expo_endpoint(&svc->backends[i].endpoint, ep, sizeof(ep)));
+		cJSON_AddStringToObject(
+		    o, "address", config_endpoint_str(&svc->backends[i].endpoint, ep, sizeof(ep)));
 		cJSON_AddNumberToObject(o, "weight", svc->backends[i].weight);
 		cJSON_AddItemToArray(arr, o);
 	}

@@ -199,11 +199,11 @@ static struct http_server *listen_on(struct metrics *mt, const struct config_end
 		int err = errno;
 
 		LOG_ERR("metrics", "cannot listen", "addr=%s err=%s",
-			expo_endpoint(ep, buf, sizeof(buf)), log_q(strerror(err)));
+			config_endpoint_str(ep, buf, sizeof(buf)), log_q(strerror(err)));
 		errno = err;
 		return NULL;
 	}
-	LOG_INFO("metrics", "listening", "addr=%s", expo_endpoint(ep, buf, sizeof(buf)));
+	LOG_INFO("metrics", "listening", "addr=%s", config_endpoint_str(ep, buf, sizeof(buf)));
 	return srv;
 }
 

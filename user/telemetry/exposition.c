@@ -2,7 +2,6 @@
  * object at a time from datapath_stats() but Prometheus wants each family's samples together, so
  * each collected family has its own buffer, concatenated after its HELP/TYPE at render time.
  * Runs on the event-loop thread during a scrape. */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,41 +113,6 @@ void expo_free(struct exposition *e)
 	free(e);
 }
 
-/* Writes `v` in decimal at `p`; returns the end. */
-static char *put_uint(char *p, unsigned v)
-{
-	char tmp[10];
-	int n = 0;
-
-	do {
-		tmp[n++] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	while (n)
-		*p++ = tmp[--n];
-	return p;
-}
-
-const char *expo_endpoint(const struct config_endpoint *ep, char *buf, size_t len)
-{
-	char ip[INET6_ADDRSTRLEN] = "?", *p = buf;
-	const unsigned char *b = (const unsigned char *)&ep->addr.v4;
-	int i;
-
-	/* IPv4 by hand: inet_ntop and snprintf cost more than the rest of a backend's samples. */
-	if (ep->family == AF_INET && len >= sizeof("255.255.255.255:65535")) {
-		for (i = 0; i < 4; i++) {
-			p = put_uint(p, b[i]);
-			*p++ = i < 3 ? '.' : ':';
-		}
-		*put_uint(p, ep->port) = '\0';
-		return buf;
-	}
-	inet_ntop(ep->family, &ep->addr, ip, sizeof(ip));
-	snprintf(buf, len, ep->family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, ep->port);
-	return buf;
-}
-
 /* Makes room for one more element of `size` bytes in *arr. Returns 0 or -ENOMEM. */
 static int grow(void **arr, size_t *cap, size_t n, size_t size)
 {
@@ -165,48 +129,17 @@ static int grow(void **arr, size_t *cap, size_t n, size_t size)
 	return 0;
 }
 
-/* Appends `key="value"` (value escaped as prom_label does) at *p, within `end`. */
-static int put_label(char **p, char *end, const char *key, const char *value)
-{
-	char *q = *p;
-
-	for (; *key && q < end; key++)
-		*q++ = *key;
-	if (end - q < 2)
-		return -ENAMETOOLONG;
-	*q++ = '=';
-	*q++ = '"';
-	for (; *value && end - q >= 2; value++) {
-		char c = *value == '\n' ? 'n' : *value;
-
-		if (*value == '\\' || *value == '"' || *value == '\n')
-			*q++ = '\\';
-		*q++ = c;
-	}
-	if (*value || q >= end)
-		return -ENAMETOOLONG;
-	*q++ = '"';
-	*p = q;
-	return 0;
-}
-
 /* Renders the label list into `dst` (LABELS_MAX bytes, NUL-terminated): once per object per
  * scrape, without allocating. Returns 0, or -ENAMETOOLONG. */
 static int render_labels(char *dst, const char *service, const char *backend)
 {
-	char *p = dst, *end = dst + LABELS_MAX - 1;
-	int err = put_label(&p, end, "service", service);
+	int err;
 
-	if (!err && backend) {
-		if (p >= end)
-			return -ENAMETOOLONG;
-		*p++ = ',';
-		err = put_label(&p, end, "backend", backend);
-	}
-	if (err)
-		return err;
-	*p = '\0';
-	return 0;
+	dst[0] = '\0';
+	err = prom_label_buf(dst, LABELS_MAX, "service", service);
+	if (!err && backend)
+		err = prom_label_buf(dst, LABELS_MAX, "backend", backend);
+	return err;
 }
 
 void expo_service(const struct datapath_service_stats *s, void *arg)
@@ -233,7 +166,7 @@ void expo_backend(const struct datapath_backend_stats *b, void *arg)
 	if (e->err || (e->err = grow((void **)&e->bes, &e->cap_bes, e->n_bes, sizeof(*x))))
 		return;
 	x = &e->bes[e->n_bes];
-	if (render_labels(x->labels, b->service, expo_endpoint(&b->backend, ep, sizeof(ep))))
+	if (render_labels(x->labels, b->service, config_endpoint_str(&b->backend, ep, sizeof(ep))))
 		return;
 	x->st = *b;
 	x->st.service = NULL;

@@ -53,7 +53,4 @@ int expo_render(struct exposition *e, const struct expo_daemon *d, struct strbuf
 int expo_render_part(struct exposition *e, const struct expo_daemon *d, int part,
 		     struct strbuf *out);
 
-/* Formats `ip:port` (`[ip6]:port` for IPv6) into `buf`; returns buf. */
-const char *expo_endpoint(const struct config_endpoint *ep, char *buf, size_t len);
-
 #endif
