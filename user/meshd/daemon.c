@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "install/uninstall.h"
 #include "meshd/commands.h"
 #include "meshd/components.h"
 #include "meshd/lifecycle.h"
@@ -153,7 +154,7 @@ int cmd_cleanup(const char *config_path)
 {
 	struct config_errors errs = { 0 };
 	struct mesh_config *cfg = config_load(config_path, NULL, &errs);
-	int err, rc = 0;
+	int rc;
 
 	if (!cfg) {
 		for (size_t i = 0; i < errs.n; i++)
@@ -163,19 +164,7 @@ int cmd_cleanup(const char *config_path)
 		return 1;
 	}
 	config_errors_free(&errs);
-	err = datapath_cleanup(cfg->bpf_pin_path);
-	if (err && err != -ENOENT) {
-		fprintf(stderr, "meshd: cannot remove the datapath at %s: %s\n", cfg->bpf_pin_path,
-			strerror(-err));
-		rc = 1;
-	} else {
-		printf("removed datapath %s (detached from %s)\n", cfg->bpf_pin_path, cfg->cgroup);
-	}
-	if (unlink(cfg->admin_socket) == 0)
-		printf("removed admin socket %s\n", cfg->admin_socket);
-	else if (errno != ENOENT)
-		fprintf(stderr, "meshd: cannot remove %s: %s\n", cfg->admin_socket,
-			strerror(errno));
+	rc = uninstall_host(cfg, "meshd", stdout, stderr);
 	config_free(cfg);
-	return rc;
+	return rc ? 1 : 0;
 }
