@@ -27,9 +27,7 @@ _run_deferred() {
 	done
 	# make_cgroup usually runs in $(...), where its defer is lost: sweep by this test's prefix.
 	for cg in "$CG2/$TEST_ID"-*; do
-		[ -d "$cg" ] || continue
-		kill_cgroup "$cg"
-		rmdir "$cg" 2>/dev/null
+		[ -d "$cg" ] && remove_cgroup "$cg"
 	done
 	rm -rf "$TMP"
 }
@@ -70,11 +68,12 @@ need_root() {
 
 # make_cgroup NAME: creates a child cgroup of the cgroup2 mount for this test, prints its path.
 # On exit, processes still in it (ours by construction) are killed and it is removed (also when
-# called in a subshell: the exit handler sweeps every $CG2/$TEST_ID-* cgroup).
+# called in a subshell, as in CG=$(make_cgroup x): the exit handler sweeps every
+# $CG2/$TEST_ID-* cgroup).
 make_cgroup() {
 	local cg=$CG2/$TEST_ID-$1
 	mkdir -p "$cg"
-	defer "kill_cgroup '$cg'; rmdir '$cg'"
+	defer "remove_cgroup '$cg'"
 	echo "$cg"
 }
 kill_cgroup() {
@@ -85,6 +84,19 @@ kill_cgroup() {
 		[ -z "$(cat "$cg/cgroup.procs")" ] && return 0
 		sleep 0.1
 	done
+}
+# remove_cgroup DIR: kills what is left in it (ours by construction) and removes it, retrying
+# for up to 10 s while exiting tasks keep it busy.
+remove_cgroup() {
+	local i
+	for ((i = 0; i < 100; i++)); do
+		[ -d "$1" ] || return 0
+		kill_cgroup "$1"
+		rmdir "$1" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	echo "could not remove cgroup $1" >&2
+	return 1
 }
 # in_cgroup CG CMD...: runs CMD inside cgroup CG (foreground).
 in_cgroup() {

@@ -1,26 +1,8 @@
 # Helpers shared by the metrics and meshctl suites (sourced after lib.sh): a per-test meshd config
 # (own pin path, cgroup, state dir, admin socket, metrics port), starting meshd, reading metrics.
 
-# observe_cgroup NAME: makes this test's child cgroup and sets CG. make_cgroup's own cleanup is
-# registered inside the $(...) subshell and lost, so it is registered again here, in this shell.
-observe_cgroup() {
-	CG=$(make_cgroup "$1")
-	defer "remove_cgroup '$CG'"
-}
-
-# remove_cgroup DIR: kills what is left in it (ours by construction) and removes it, retrying
-# for up to 10 s while exiting tasks keep it busy.
-remove_cgroup() {
-	local i pid
-	for ((i = 0; i < 100; i++)); do
-		[ -d "$1" ] || return 0
-		for pid in $(cat "$1/cgroup.procs" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
-		rmdir "$1" 2>/dev/null && return 0
-		sleep 0.1
-	done
-	echo "could not remove cgroup $1" >&2
-	return 1
-}
+# observe_cgroup NAME: makes this test's child cgroup and sets CG (removed on exit by lib.sh).
+observe_cgroup() { CG=$(make_cgroup "$1"); }
 
 # observe_config FILE METRICS_PORT SERVICES_JSON [PIN_PATH]: writes a static-discovery config for
 # this test (health checks off unless the services say otherwise). The cgroup is $CG, the admin
