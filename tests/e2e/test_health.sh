@@ -83,7 +83,10 @@ defer "'$MESHD' --cleanup --config '$CONF'"
 write_config http
 start_meshd "$LOG"
 
-if ! wait_until 10 seen $VIP_HTTP 3 b$P1; then
+# Loading the datapath takes seconds on a busy host: wait for meshd to say it runs, then for
+# traffic, rather than giving both one short bound.
+running() { grep -q 'msg="meshd running"' "$LOG"; }
+if ! wait_until 60 running || ! wait_until 10 seen $VIP_HTTP 3 b$P1; then
 	fail started "no connect through $VIP_HTTP reached a backend: $(tail -n 5 "$LOG")"
 	exit 1
 fi

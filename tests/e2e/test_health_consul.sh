@@ -60,7 +60,10 @@ register h2 21302
 bash -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CG" "$MESHD" --config "$CONF" >"$LOG" 2>&1 &
 MESHD_PID=$!
 defer "kill -TERM $MESHD_PID; wait $MESHD_PID; '$MESHD' --cleanup --config '$CONF'"
-if ! wait_until 10 seen h21302; then
+# Loading the datapath takes seconds on a busy host: wait for meshd to say it runs, then for
+# traffic, rather than giving both one short bound.
+running() { grep -q 'msg="meshd running"' "$LOG"; }
+if ! wait_until 60 running || ! wait_until 10 seen h21302; then
 	fail started "no connect through $VIP reached h21302: $(tail -n 5 "$LOG")"
 	exit 1
 fi
