@@ -2,8 +2,10 @@
 # Datapath benchmark (root): attaches the datapath to a temporary child cgroup and measures, in
 # one run, (1) connect + 1-byte request/response + close through a VIP against the same directly
 # to its backend, interleaved, as median and p99 ratios; (2) the average cost of the connect4
-# program (kernel.bpf_stats_enabled: run_time_ns / run_cnt) with 10, 100, 1000 and 10000
-# services of 10 backends each. Prints key=value lines. Restores bpf_stats_enabled; cleans up.
+# program (kernel.bpf_stats_enabled: run_time_ns / run_cnt) with 10, 100, 1,000, 10,000 and
+# 100,000 services of 10 backends each; (3) the same cost with one service of 2, 10, 100 and
+# 1,024 backends. Beside each cost, all our programs' run time per connection. Prints key=value
+# lines. Restores bpf_stats_enabled; cleans up.
 #   bench/bench_datapath.sh [RTT_SAMPLES] [CONNECTS_PER_SIZE]
 . "$(dirname "$0")/../tests/e2e/lib.sh"
 need_root
@@ -19,9 +21,12 @@ CG=$(make_cgroup bench)
 defer "'$DPTOOL' --pin '$PIN' cleanup"
 old_stats=$(sysctl -n kernel.bpf_stats_enabled)
 defer "sysctl -q kernel.bpf_stats_enabled=$old_stats"
-"$DPTOOL" --pin "$PIN" --cgroup "$CG" open >/dev/null || { echo "error=datapath did not load"; exit 1; }
+"$DPTOOL" --pin "$PIN" --cgroup "$CG" --max-services 100000 --max-backends 1100000 open \
+	>/dev/null || { echo "error=datapath did not load"; exit 1; }
 spawn bench-servers "$BENCH" serve 18900 11
 wait_for 5 port_open 127.0.0.1 18910 || { echo "error=servers did not start"; exit 1; }
+spawn bench-many "$BENCH" serve-many 18900 1024
+wait_for 5 port_open 127.1.3.255 18900 || { echo "error=servers did not start"; exit 1; }
 incg() { bash -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$CG" "$@"; }
 
 echo "kernel=$(uname -r) cpus=$(nproc)"
@@ -30,28 +35,55 @@ echo "kernel=$(uname -r) cpus=$(nproc)"
 	--backend 127.0.0.1:18910
 incg "$BENCH" rtt 127.77.2.99 18000 127.0.0.1 18910 "$RTT_N"
 
-# (2) connect4 cost as the services map grows: 10, 100, 1000 and 10000 services of 10 backends
-# each. The map grows and shrinks through the sizes four times (service 0 is written once, so
-# every size measures the same service, wherever its hash chain puts it): 10 and 10000 are
-# visited at the turns (twice in a row there), 100 and 1000 on the way up and down, so each size
-# gets 8 visits spread over the run. Per visit, `dpbench cost` makes connects to service 0 (10
-# backends, least_request) in chunks of CHUNK and reads the programs' run time between chunks;
-# a chunk's cost is delta run_time_ns / delta run_cnt of connect4 (an average over the chunk).
-# On a shared VM, load from elsewhere comes in bursts that add 30-150% to whatever runs
-# meanwhile, so a size's figure (connect4_avg_ns) is the 10th percentile of its chunks' averages
-# (bursts only ever add time; a low percentile rather than the minimum, so one lucky chunk does
-# not decide it either); the lowest chunk and the mean over chunks are printed beside it. When
-# the host is busy throughout, the mean and even the 10th percentile rise with it while the
-# lowest chunk stays near the program's own cost. Also printed, so that cost moved out of
-# connect4 is not cost hidden: all our programs' run time per connect in that chunk (connect4,
-# the sockops callbacks of the connection's life, sock_release).
-SIZES=(10 100 1000 10000)
-VISITS=()
-for _ in 1 2 3 4; do VISITS+=(10 100 1000 10000 10000 1000 100 10); done
+# (2) connect4 cost as the services map grows: 10 .. 100,000 services of 10 backends each. The
+# map grows and shrinks through the sizes four times (service 0 is written once, so every size
+# measures the same service, wherever its hash chain puts it): the smallest and largest sizes
+# are visited at the turns (twice in a row there), the others on the way up and down, so each
+# size gets 8 visits spread over the run. Per visit, `dpbench cost` makes connects to service 0
+# (least_request) in chunks of CHUNK and reads the programs' run time between chunks; a chunk's
+# cost is delta run_time_ns / delta run_cnt of connect4 (an average over the chunk). On a shared
+# VM, load from elsewhere comes in bursts that add 30-150% to whatever runs meanwhile, so a
+# size's figure (connect4_avg_ns) is the 10th percentile of its chunks' averages (bursts only
+# ever add time; a low percentile rather than the minimum, so one lucky chunk does not decide it
+# either); the lowest chunk and the mean over chunks are printed beside it. Also printed, so that
+# cost moved out of connect4 is not cost hidden: all our programs' run time per connect in that
+# chunk (connect4, the sockops callbacks of the connection's life, sock_release).
 CHUNK=250
 link_prog() { bpftool -j link show pinned "$PIN/$1" | sed -n 's/.*"prog_id":\([0-9]*\).*/\1/p'; }
 progs="$(link_prog link_connect4) $(link_prog link_sockops) $(link_prog link_sock_release)"
 sysctl -q kernel.bpf_stats_enabled=1
+
+# measure LABEL N: one visit: N / 8 connects to service 0, chunks appended to chunks-LABEL.
+measure() {
+	# shellcheck disable=SC2086 # program ids, one word each
+	incg "$BENCH" cost 127.77.2.100 18000 $(($2 / 8)) $CHUNK $progs >"$TMP/cost.out" ||
+		{ echo "error=cost run failed: $(head -c 200 "$TMP/cost.out")"; exit 1; }
+	sed -n 's/^chunk=//p' "$TMP/cost.out" >>"$TMP/chunks-$1"
+}
+
+# report PREFIX LABEL...: the figures of each label; sets MAXMIN to "max min" of the p10s.
+report() {
+	local prefix=$1 n p10 mean all low min= max=
+	shift
+	for n in "$@"; do
+		[ -s "$TMP/chunks-$n" ] || { echo "error=no cost chunks for $n"; exit 1; }
+		# "p10 mean all-at-p10 min" over the label's chunks
+		read -r p10 mean all low < <(sort -n "$TMP/chunks-$n" | awk '{ c[NR] = $1; a[NR] = $2; s += $1 }
+			END { i = int(NR / 10) + 1; printf "%d %d %d %d\n", c[i], s / NR, a[i], c[1] }')
+		echo "connect4_avg_ns_${n}_${prefix}=$p10"
+		echo "connect4_min_ns_${n}_${prefix}=$low"
+		echo "connect4_mean_ns_${n}_${prefix}=$mean"
+		echo "bpf_total_ns_per_connect_${n}_${prefix}=$all"
+		[ -z "$min" ] || ((p10 < min)) && min=$p10
+		[ -z "$max" ] || ((p10 > max)) && max=$p10
+	done
+	echo "connect4_avg_ns_max_${prefix}=$max"
+	echo "connect4_flatness_max_over_min_${prefix}=$(awk -v a="$max" -v b="$min" 'BEGIN { printf "%.3f", a / b }')"
+}
+
+SIZES=(10 100 1000 10000 100000)
+VISITS=()
+for _ in 1 2 3 4; do VISITS+=(10 100 1000 10000 100000 100000 10000 1000 100 10); done
 size=0
 for n in "${VISITS[@]}"; do
 	if ((n != size)); then
@@ -59,28 +91,20 @@ for n in "${VISITS[@]}"; do
 			{ echo "error=populate $n failed"; exit 1; }
 		size=$n
 	fi
-	# shellcheck disable=SC2086 # program ids, one word each
-	incg "$BENCH" cost 127.77.2.100 18000 $((CONN_N / 8)) $CHUNK $progs >"$TMP/cost.out" ||
-		{ echo "error=cost run failed: $(head -c 200 "$TMP/cost.out")"; exit 1; }
-	sed -n 's/^chunk=//p' "$TMP/cost.out" >>"$TMP/chunks-$n"
+	measure "$n" "$CONN_N"
 done
-costs=()
-for n in "${SIZES[@]}"; do
-	[ -s "$TMP/chunks-$n" ] || { echo "error=no cost chunks for $n services"; exit 1; }
-	# "p10 mean all-at-p10 min" over the size's chunks
-	read -r p10 mean all low < <(sort -n "$TMP/chunks-$n" | awk '{ c[NR] = $1; a[NR] = $2; s += $1 }
-		END { i = int(NR / 10) + 1; printf "%d %d %d %d\n", c[i], s / NR, a[i], c[1] }')
-	costs+=("$p10")
-	echo "connect4_avg_ns_${n}_services=$p10"
-	echo "connect4_min_ns_${n}_services=$low"
-	echo "connect4_mean_ns_${n}_services=$mean"
-	echo "bpf_total_ns_per_connect_${n}_services=$all"
+report services "${SIZES[@]}"
+
+# (3) connect4 cost by backends per service: service 0 alone, with 2, 10, 100 and 1,024
+# backends (beyond ten: 127.1.x.y:18900, served by serve-many), visited in turn 4 times.
+"$BENCH" populate "$PIN" 1 18900 >/dev/null
+BACKENDS=(2 10 100 1024)
+for _ in 1 2 3 4; do
+	for b in "${BACKENDS[@]}"; do
+		"$BENCH" populate "$PIN" 1 18900 0 "$b" >/dev/null ||
+			{ echo "error=populate of $b backends failed"; exit 1; }
+		measure "b$b" $((CONN_N * 2))
+	done
 done
 sysctl -q kernel.bpf_stats_enabled="$old_stats"
-min=${costs[0]} max=${costs[0]}
-for c in "${costs[@]}"; do
-	((c < min)) && min=$c
-	((c > max)) && max=$c
-done
-echo "connect4_avg_ns_max=$max"
-echo "connect4_flatness_max_over_min=$(awk -v a="$max" -v b="$min" 'BEGIN { printf "%.3f", a / b }')"
+report backends "${BACKENDS[@]/#/b}"

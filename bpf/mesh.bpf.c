@@ -14,7 +14,9 @@
 
 #define VERDICT_OK 1
 #define VERDICT_REJECT 0
-#define AF_INET 2 /* not in vmlinux.h (a macro) */
+#define AF_INET 2 /* not in vmlinux.h (macros) */
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -118,6 +120,23 @@ struct {
 	__type(value, struct lb_cand);
 } mesh_scratch SEC(".maps");
 
+/* UDP: each unconnected socket's backend per service address (sticky while usable), and for
+ * every backend a UDP socket sent to, the service address its replies are shown as. LRU: a
+ * flow forgotten under pressure is balanced again. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MESH_UDP_FLOWS);
+	__type(key, struct mesh_udp_key);
+	__type(value, struct mesh_udp_flow);
+} mesh_udp_fwd SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MESH_UDP_FLOWS);
+	__type(key, struct mesh_udp_rkey);
+	__type(value, struct mesh_udp_rev);
+} mesh_udp_rev SEC(".maps");
+
 /* Per-CPU splitmix64 state: balancing draws without a helper call per connect. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -153,6 +172,14 @@ static __always_inline void count(__u32 idx)
 }
 
 #define ADD(field, n) __sync_fetch_and_add(&(field), (n))
+/* Adds 1 to a counter of backend `id`'s state. */
+#define ADD_BE(id, field)                                                                          \
+	do {                                                                                       \
+		__u32 id_ = (__u32)(id);                                                           \
+		struct mesh_be_state *bs_ = bpf_map_lookup_elem(&mesh_be_state, &id_);             \
+		if (bs_)                                                                           \
+			ADD(bs_->field, 1);                                                        \
+	} while (0)
 
 static __always_inline struct mesh_svc_state *svc_state(__u32 service_id)
 {
@@ -496,9 +523,15 @@ static __always_inline __u32 drawn(const struct mesh_svc *svc, __u32 j, const st
 
 /* round_robin: each draw takes the next cursor value, so a backend whose breaker is open passes
  * its turns on and every usable backend gets exactly one connect per cycle. */
-static __always_inline int draw_rr(const struct mesh_svc *svc, struct mesh_svc_state *ss, __u32 k,
-				   struct draw *d)
+__noinline int draw_rr(const struct mesh_svc *svc, __u32 k, struct draw *d)
 {
+	struct mesh_svc_state *ss;
+
+	if (!svc || !d || !k)
+		return -1;
+	ss = svc_state(svc->service_id);
+	if (!ss)
+		return -1;
 	for (__u32 t = 0; t < MESH_MAX_DRAWS; t++) {
 		__u32 id = drawn(svc, (__u32)(ADD(ss->rr, 1) % k), d);
 
@@ -508,10 +541,12 @@ static __always_inline int draw_rr(const struct mesh_svc *svc, struct mesh_svc_s
 	return -1;
 }
 
-static __always_inline int draw_random(const struct mesh_svc *svc, __u32 k, struct draw *d)
+__noinline int draw_random(const struct mesh_svc *svc, __u32 k, struct draw *d)
 {
 	__u32 seed = lb_seed();
 
+	if (!svc || !d || !k)
+		return -1;
 	for (__u32 t = 0; t < MESH_MAX_DRAWS; t++) {
 		__u32 id = drawn(svc, lb_rand_next(&seed) % k, d);
 
@@ -522,10 +557,12 @@ static __always_inline int draw_random(const struct mesh_svc *svc, __u32 k, stru
 }
 
 /* weighted: a uniform cell of the alias table over the healthy backends, then the cell's coin. */
-static __always_inline int draw_weighted(const struct mesh_svc *svc, __u32 k, struct draw *d)
+__noinline int draw_weighted(const struct mesh_svc *svc, __u32 k, struct draw *d)
 {
 	__u32 seed = lb_seed();
 
+	if (!svc || !d || !k)
+		return -1;
 	for (__u32 t = 0; t < MESH_MAX_DRAWS; t++) {
 		struct mesh_slot *s = slot_at(svc, lb_rand_next(&seed) % k);
 		__u32 id;
@@ -542,12 +579,15 @@ static __always_inline int draw_weighted(const struct mesh_svc *svc, __u32 k, st
 
 /* least_request: lb_pick_least()'s draws (the first uniform, the others distinct from it),
  * each drawn again while it lands on a backend that cannot take the connect. */
-static __always_inline int draw_least(const struct mesh_svc *svc, __u32 k, struct draw *d)
+__noinline int draw_least(const struct mesh_svc *svc, __u32 k, struct draw *d)
 {
-	__u32 seed = lb_seed(), choices = lb_least_choices(svc->choice_count), first = 0;
+	__u32 seed = lb_seed(), choices, first = 0;
 	__u32 best = 0, best_active = 0, best_probe = 0, id;
 	__u32 t;
 
+	if (!svc || !d || !k)
+		return -1;
+	choices = lb_least_choices(svc->choice_count);
 	for (t = 0; t < MESH_MAX_DRAWS && !best; t++) {
 		first = lb_least_first(k, &seed);
 		id = drawn(svc, first, d);
@@ -578,12 +618,15 @@ static __always_inline int draw_least(const struct mesh_svc *svc, __u32 k, struc
 
 /* maglev: the table's entries for the caller's hash, as the scan would try them; then plain
  * hashing over the healthy backends. */
-static __always_inline int draw_maglev(const struct mesh_svc *svc, __u32 k, struct draw *d)
+__noinline int draw_maglev(const struct mesh_svc *svc, __u32 k, struct draw *d)
 {
-	__u64 key = maglev_key(svc);
-	__u32 h = lb_hash64(key), m = svc->maglev_m, id;
 	struct mesh_backend *be;
+	__u32 h, m, id;
 
+	if (!svc || !d || !k)
+		return -1;
+	h = lb_hash64(maglev_key(svc));
+	m = svc->maglev_m;
 	for (__u32 j = 0; j < LB_MAGLEV_PROBE && m; j++) {
 		int s = maglev_entry(svc, (h + j) % m);
 
@@ -601,6 +644,10 @@ static __always_inline int draw_maglev(const struct mesh_svc *svc, __u32 k, stru
 	}
 	return -1;
 }
+
+/* Each draw_*() is a global function: the verifier checks it once on its own, instead of once
+ * per path through every program that balances (TCP and UDP, four hooks), which would not fit
+ * its limit; the call costs a few ns. They return a backend id, or -1 when every draw failed. */
 
 /* The common case, whatever the size of the service: draws among the healthy backends (kept in
  * order by userspace), reading only the drawn ones; a draw landing on an open breaker is drawn
@@ -638,7 +685,7 @@ static __always_inline int choose_fast(const struct mesh_svc *svc, struct mesh_s
 	}
 	switch (svc->algorithm) {
 	case MESH_LB_ROUND_ROBIN:
-		id = draw_rr(svc, ss, k, &d);
+		id = draw_rr(svc, k, &d);
 		break;
 	case MESH_LB_LEAST_REQUEST:
 		id = draw_least(svc, k, &d);
@@ -703,17 +750,14 @@ static __always_inline int over_limit(const struct mesh_svc *svc, const struct m
 	       ss->active >= (__s64)svc->max_connections;
 }
 
-/* Rewrites the destination to backend `id` and records the decision on the socket. */
-static __always_inline int redirect(struct bpf_sock_addr *ctx, const struct mesh_svc *svc,
-				    struct mesh_svc_state *ss, struct mesh_sock *sk, __u32 id,
-				    int v4, int probe)
+/* Writes backend `id` as the destination. Returns the backend, or NULL (internal error). */
+static __always_inline struct mesh_backend *rewrite(struct bpf_sock_addr *ctx, __u32 id, int v4)
 {
 	struct mesh_backend *be = bpf_map_lookup_elem(&mesh_backends, &id);
-	struct mesh_be_state *bs = be_state(id);
 
 	if (!be) {
 		count(MESH_CNT_ERR_INTERNAL);
-		return VERDICT_OK;
+		return 0;
 	}
 	if (v4) {
 		ctx->user_ip4 = *(__u32 *)&be->addr[12];
@@ -724,6 +768,19 @@ static __always_inline int redirect(struct bpf_sock_addr *ctx, const struct mesh
 		ctx->user_ip6[3] = *(__u32 *)&be->addr[12];
 	}
 	ctx->user_port = be->port;
+	return be;
+}
+
+/* Rewrites the destination to backend `id` and records the decision on the socket. */
+static __always_inline int redirect(struct bpf_sock_addr *ctx, const struct mesh_svc *svc,
+				    struct mesh_svc_state *ss, struct mesh_sock *sk, __u32 id,
+				    int v4, int probe)
+{
+	struct mesh_backend *be = rewrite(ctx, id, v4);
+	struct mesh_be_state *bs = be_state(id);
+
+	if (!be)
+		return VERDICT_OK;
 	sk->service_id = svc->service_id;
 	sk->svc_epoch = svc->epoch;
 	sk->backend_id = id;
@@ -846,40 +903,238 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_s
 	return redirect(ctx, svc, ss, ms, (__u32)id, v4, probe);
 }
 
+/* --- UDP: balanced at connect (connected sockets) and per datagram at sendmsg (unconnected,
+ * sticky per socket and service address); replies and the peer name show the VIP ---------- */
+
+/* The key of a backend as a UDP socket's peer. */
+static __always_inline void udp_rkey(struct mesh_udp_rkey *rk, __u64 cookie, const __u8 *addr,
+				     __u16 port)
+{
+	rk->cookie = cookie;
+	__builtin_memcpy(rk->addr, addr, 16);
+	rk->port = port;
+}
+
+/* Remembers that replies from backend `be` to this socket are to show the VIP. */
+static __always_inline void udp_remember(__u64 cookie, const struct mesh_backend *be,
+					 const struct mesh_svc_key *vip, __u32 service_id)
+{
+	struct mesh_udp_rkey rk = {};
+	struct mesh_udp_rev rev = { .vip = *vip, .service_id = service_id };
+
+	udp_rkey(&rk, cookie, be->addr, be->port);
+	bpf_map_update_elem(&mesh_udp_rev, &rk, &rev, BPF_ANY);
+}
+
+/* Whether the backend of a UDP flow can still take its datagrams: the same id allocation,
+ * healthy, breaker closed, and (for v4 sockets) IPv4. */
+static __always_inline int flow_usable(const struct mesh_udp_flow *f, int v4)
+{
+	__u32 id = f->backend_id;
+	struct mesh_backend *be = bpf_map_lookup_elem(&mesh_backends, &id);
+	struct mesh_be_state *bs = be_state(id);
+
+	return be && bs && be->epoch == f->be_epoch && (be->flags & MESH_BE_F_HEALTHY) &&
+	       bs->br.state == MESH_CIRCUIT_CLOSED && (!v4 || is_v4mapped(be->addr));
+}
+
+/* Chooses a backend for a UDP datagram or connect and writes it; an unconnected socket keeps
+ * its earlier choice for this service address while that backend is usable. */
+static __always_inline int udp_balance(struct bpf_sock_addr *ctx, struct mesh_svc_key *key, int v4,
+				       int connected)
+{
+	struct mesh_udp_key fk = {};
+	struct mesh_udp_flow *f = 0, nf;
+	int probe = 0, reason = 0, id;
+	struct mesh_svc_state *ss;
+	struct mesh_backend *be;
+	struct mesh_svc *svc;
+
+	if (!key)
+		return VERDICT_OK;
+	fk.vip = *key;
+	svc = bpf_map_lookup_elem(&mesh_services, key);
+	if (!svc)
+		return VERDICT_OK;
+	ss = svc_state(svc->service_id);
+	fk.cookie = bpf_get_socket_cookie(ctx);
+	if (!connected)
+		f = bpf_map_lookup_elem(&mesh_udp_fwd, &fk);
+	if (f && f->service_id == svc->service_id && flow_usable(f, v4)) {
+		count(MESH_CNT_UDP_STICKY);
+		id = (int)f->backend_id;
+	} else {
+		id = choose(svc, ss, v4, &probe, &reason);
+		if (id == -1)
+			return no_backend(ctx, svc, ss, reason);
+		if (id <= 0) {
+			count(MESH_CNT_ERR_INTERNAL);
+			return VERDICT_OK;
+		}
+		f = 0;
+	}
+	be = rewrite(ctx, (__u32)id, v4);
+	if (!be)
+		return VERDICT_OK;
+	count(connected ? MESH_CNT_UDP_CONNECT : MESH_CNT_UDP_SENDMSG);
+	if (f)
+		return VERDICT_OK;
+	nf = (struct mesh_udp_flow){ (__u32)id, be->epoch, svc->service_id, svc->generation };
+	if (!connected)
+		bpf_map_update_elem(&mesh_udp_fwd, &fk, &nf, BPF_ANY);
+	udp_remember(fk.cookie, be, key, svc->service_id);
+	if (ss)
+		ADD(ss->redirected, 1);
+	ADD_BE(id, selected);
+	return VERDICT_OK;
+}
+
+/* udp_balance() for the v4 and for the v6 hooks: global functions, verified once per program
+ * on their own and kept out of the TCP connect path (each hook may write only its family's
+ * address fields, hence one per family). */
+__noinline int udp_balance4(struct bpf_sock_addr *ctx, struct mesh_svc_key *key, int connected)
+{
+	return udp_balance(ctx, key, 1, connected);
+}
+
+__noinline int udp_balance6(struct bpf_sock_addr *ctx, struct mesh_svc_key *key, int connected)
+{
+	return udp_balance(ctx, key, 0, connected);
+}
+
+static __always_inline int udp_socket(struct bpf_sock_addr *ctx)
+{
+	return ctx->type == SOCK_DGRAM && ctx->protocol == IPPROTO_UDP;
+}
+
 static __always_inline int tcp_socket(struct bpf_sock_addr *ctx)
 {
 	return ctx->type == SOCK_STREAM && ctx->protocol == IPPROTO_TCP;
 }
 
-SEC("cgroup/connect4")
-int mesh_connect4(struct bpf_sock_addr *ctx)
+/* The service key of the destination of a v4 or v6 sock_addr hook. */
+static __always_inline void dest_key(struct bpf_sock_addr *ctx, struct mesh_svc_key *key, int v4,
+				     __u8 proto)
+{
+	if (v4) {
+		key->addr[10] = 0xff;
+		key->addr[11] = 0xff;
+		*(__u32 *)&key->addr[12] = ctx->user_ip4;
+	} else {
+		*(__u32 *)&key->addr[0] = ctx->user_ip6[0];
+		*(__u32 *)&key->addr[4] = ctx->user_ip6[1];
+		*(__u32 *)&key->addr[8] = ctx->user_ip6[2];
+		*(__u32 *)&key->addr[12] = ctx->user_ip6[3];
+	}
+	key->port = (__u16)ctx->user_port;
+	key->proto = proto;
+}
+
+static __always_inline int connect_hook(struct bpf_sock_addr *ctx, int v4)
 {
 	struct mesh_svc_key key = {};
 
-	if (!tcp_socket(ctx))
-		return VERDICT_OK;
-	key.addr[10] = 0xff;
-	key.addr[11] = 0xff;
-	*(__u32 *)&key.addr[12] = ctx->user_ip4;
-	key.port = (__u16)ctx->user_port;
-	key.proto = IPPROTO_TCP;
-	return mesh_connect(ctx, &key, 1);
+	if (tcp_socket(ctx)) {
+		dest_key(ctx, &key, v4, IPPROTO_TCP);
+		return mesh_connect(ctx, &key, v4);
+	}
+	if (udp_socket(ctx)) {
+		dest_key(ctx, &key, v4, IPPROTO_UDP);
+		return (v4 ? udp_balance4(ctx, &key, 1) : udp_balance6(ctx, &key, 1))
+			   ? VERDICT_OK
+			   : VERDICT_REJECT;
+	}
+	return VERDICT_OK;
+}
+
+SEC("cgroup/connect4")
+int mesh_connect4(struct bpf_sock_addr *ctx)
+{
+	return connect_hook(ctx, 1);
 }
 
 SEC("cgroup/connect6")
 int mesh_connect6(struct bpf_sock_addr *ctx)
 {
+	return connect_hook(ctx, 0);
+}
+
+/* Unconnected UDP: every datagram with a destination. */
+static __always_inline int sendmsg_hook(struct bpf_sock_addr *ctx, int v4)
+{
 	struct mesh_svc_key key = {};
 
-	if (!tcp_socket(ctx))
+	if (!udp_socket(ctx))
 		return VERDICT_OK;
-	*(__u32 *)&key.addr[0] = ctx->user_ip6[0];
-	*(__u32 *)&key.addr[4] = ctx->user_ip6[1];
-	*(__u32 *)&key.addr[8] = ctx->user_ip6[2];
-	*(__u32 *)&key.addr[12] = ctx->user_ip6[3];
-	key.port = (__u16)ctx->user_port;
-	key.proto = IPPROTO_TCP;
-	return mesh_connect(ctx, &key, 0);
+	dest_key(ctx, &key, v4, IPPROTO_UDP);
+	return (v4 ? udp_balance4(ctx, &key, 0) : udp_balance6(ctx, &key, 0)) ? VERDICT_OK
+									      : VERDICT_REJECT;
+}
+
+SEC("cgroup/sendmsg4")
+int mesh_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return sendmsg_hook(ctx, 1);
+}
+
+SEC("cgroup/sendmsg6")
+int mesh_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return sendmsg_hook(ctx, 0);
+}
+
+/* The VIP a UDP socket's peer (a reply's source, or its connected peer) is to be shown as, when
+ * the datapath sent it there. */
+static __always_inline struct mesh_udp_rev *udp_peer(struct bpf_sock_addr *ctx, int v4)
+{
+	struct mesh_svc_key peer = {};
+	struct mesh_udp_rkey rk = {};
+	struct mesh_udp_rev *rev;
+
+	dest_key(ctx, &peer, v4, IPPROTO_UDP);
+	udp_rkey(&rk, bpf_get_socket_cookie(ctx), peer.addr, peer.port);
+	rev = bpf_map_lookup_elem(&mesh_udp_rev, &rk);
+	if (rev)
+		count(MESH_CNT_UDP_REVERSE);
+	return rev;
+}
+
+static __always_inline void show_vip(struct bpf_sock_addr *ctx, const struct mesh_svc_key *vip,
+				     int v4)
+{
+	if (v4) {
+		ctx->user_ip4 = *(__u32 *)&vip->addr[12];
+	} else {
+		ctx->user_ip6[0] = *(__u32 *)&vip->addr[0];
+		ctx->user_ip6[1] = *(__u32 *)&vip->addr[4];
+		ctx->user_ip6[2] = *(__u32 *)&vip->addr[8];
+		ctx->user_ip6[3] = *(__u32 *)&vip->addr[12];
+	}
+	ctx->user_port = vip->port;
+}
+
+static __always_inline int recvmsg_hook(struct bpf_sock_addr *ctx, int v4)
+{
+	struct mesh_udp_rev *rev;
+
+	if (!udp_socket(ctx))
+		return VERDICT_OK;
+	rev = udp_peer(ctx, v4);
+	if (rev)
+		show_vip(ctx, &rev->vip, v4);
+	return VERDICT_OK;
+}
+
+SEC("cgroup/recvmsg4")
+int mesh_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	return recvmsg_hook(ctx, 1);
+}
+
+SEC("cgroup/recvmsg6")
+int mesh_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	return recvmsg_hook(ctx, 0);
 }
 
 static __always_inline struct mesh_sock *service_sock(struct bpf_sock *sk)
@@ -892,31 +1147,35 @@ static __always_inline struct mesh_sock *service_sock(struct bpf_sock *sk)
 	return ms && (ms->flags & MESH_SK_F_SERVICE) ? ms : 0;
 }
 
+/* The application sees the service address it connected to: TCP from the socket's decision,
+ * UDP from the backends the socket was sent to. */
+static __always_inline int getpeername_hook(struct bpf_sock_addr *ctx, int v4)
+{
+	struct mesh_sock *ms;
+	struct mesh_udp_rev *rev;
+
+	if (udp_socket(ctx)) {
+		rev = udp_peer(ctx, v4);
+		if (rev)
+			show_vip(ctx, &rev->vip, v4);
+		return VERDICT_OK;
+	}
+	ms = service_sock(ctx->sk);
+	if (ms)
+		show_vip(ctx, &ms->vip, v4);
+	return VERDICT_OK;
+}
+
 SEC("cgroup/getpeername4")
 int mesh_getpeername4(struct bpf_sock_addr *ctx)
 {
-	struct mesh_sock *ms = service_sock(ctx->sk);
-
-	if (ms) {
-		ctx->user_ip4 = *(__u32 *)&ms->vip.addr[12];
-		ctx->user_port = ms->vip.port;
-	}
-	return VERDICT_OK;
+	return getpeername_hook(ctx, 1);
 }
 
 SEC("cgroup/getpeername6")
 int mesh_getpeername6(struct bpf_sock_addr *ctx)
 {
-	struct mesh_sock *ms = service_sock(ctx->sk);
-
-	if (ms) {
-		ctx->user_ip6[0] = *(__u32 *)&ms->vip.addr[0];
-		ctx->user_ip6[1] = *(__u32 *)&ms->vip.addr[4];
-		ctx->user_ip6[2] = *(__u32 *)&ms->vip.addr[8];
-		ctx->user_ip6[3] = *(__u32 *)&ms->vip.addr[12];
-		ctx->user_port = ms->vip.port;
-	}
-	return VERDICT_OK;
+	return getpeername_hook(ctx, 0);
 }
 
 /* The backend state of a socket's decision, or NULL when its id was reallocated since. */
@@ -1099,6 +1358,68 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 	else
 		on_close(skops, ms);
 	return 1;
+}
+
+/* UDP traffic of the services, per service: datagrams and payload bytes both ways, counted on
+ * the packets of sockets the datapath sent to a backend (mesh_udp_rev). Other packets leave at
+ * the protocol check. */
+static __always_inline int udp_count(struct __sk_buff *skb, int egress)
+{
+	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+	struct mesh_udp_rkey rk = {};
+	struct mesh_udp_rev *rev;
+	struct mesh_svc_state *ss;
+	struct udphdr *uh;
+	__u64 len;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data;
+
+		if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_UDP || ip->ihl != 5)
+			return 1;
+		uh = (void *)(ip + 1);
+		rk.addr[10] = 0xff;
+		rk.addr[11] = 0xff;
+		*(__u32 *)&rk.addr[12] = egress ? ip->daddr : ip->saddr;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data;
+
+		if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_UDP)
+			return 1;
+		uh = (void *)(ip6 + 1);
+		__builtin_memcpy(rk.addr, egress ? &ip6->daddr : &ip6->saddr, 16);
+	} else {
+		return 1;
+	}
+	if ((void *)(uh + 1) > end)
+		return 1;
+	rk.port = egress ? uh->dest : uh->source;
+	rk.cookie = bpf_get_socket_cookie(skb);
+	rev = bpf_map_lookup_elem(&mesh_udp_rev, &rk);
+	ss = rev ? svc_state(rev->service_id) : 0;
+	if (!ss)
+		return 1;
+	len = bpf_ntohs(uh->len) > sizeof(*uh) ? bpf_ntohs(uh->len) - sizeof(*uh) : 0;
+	if (egress) {
+		ADD(ss->dgrams_sent, 1);
+		ADD(ss->bytes_sent, len);
+	} else {
+		ADD(ss->dgrams_received, 1);
+		ADD(ss->bytes_received, len);
+	}
+	return 1;
+}
+
+SEC("cgroup_skb/egress")
+int mesh_skb_out(struct __sk_buff *skb)
+{
+	return udp_count(skb, 1);
+}
+
+SEC("cgroup_skb/ingress")
+int mesh_skb_in(struct __sk_buff *skb)
+{
+	return udp_count(skb, 0);
 }
 
 /* A socket whose connect() failed before reaching TCP may still hold a hand-off slot: free it

@@ -52,6 +52,7 @@ enum mesh_hash_key {
 #define MESH_HANDOFF_SLOTS 8192 /* power of two: connect -> sockops hand-off (mesh_handoff) */
 #define MESH_COUNTERS_MAX 64	/* mesh_counters entries: room for counters added later */
 #define MESH_MAX_DRAWS 8	/* draws the no-scan path makes before it scans */
+#define MESH_UDP_FLOWS 65536	/* mesh_udp_fwd / mesh_udp_rev entries (LRU) */
 
 /* Errnos the application sees on a decided reject (positive values, as in errno.h). */
 #define MESH_ERRNO_NO_HEALTHY 113 /* EHOSTUNREACH */
@@ -95,6 +96,10 @@ enum mesh_counter {
 	MESH_CNT_SCAN = 17, /* decided by scanning every backend (docs/datapath.md: no-scan path) */
 	MESH_CNT_HANDOFF_BUSY = 18, /* hand-off slot taken: socket storage created in connect */
 	MESH_CNT_REDRAW = 19,	    /* a draw landed on a backend whose breaker is not closed */
+	MESH_CNT_UDP_CONNECT = 20,  /* UDP connect()s to a service balanced */
+	MESH_CNT_UDP_SENDMSG = 21,  /* unconnected UDP datagrams to a service balanced */
+	MESH_CNT_UDP_STICKY = 22,   /* ... of which went to their flow's backend */
+	MESH_CNT_UDP_REVERSE = 23,  /* replies (recvmsg) and peers (getpeername) shown as the VIP */
 	MESH_CNT__COUNT,
 };
 _Static_assert(MESH_CNT__COUNT <= MESH_COUNTERS_MAX, "mesh_counters too small");
@@ -303,6 +308,40 @@ struct mesh_event {
 };
 _Static_assert(sizeof(struct mesh_event) == 24, "mesh_event layout");
 
+/* mesh_udp_fwd key (LRU_HASH): a UDP socket and the service address it sends to. */
+struct mesh_udp_key {
+	__u64 cookie; /* socket cookie */
+	struct mesh_svc_key vip;
+	__u32 pad;
+};
+_Static_assert(sizeof(struct mesh_udp_key) == 32, "mesh_udp_key layout");
+
+/* mesh_udp_fwd value: the backend of that flow, kept while it is usable. */
+struct mesh_udp_flow {
+	__u32 backend_id;
+	__u32 be_epoch;
+	__u32 service_id;
+	__u32 generation; /* of the service when chosen */
+};
+_Static_assert(sizeof(struct mesh_udp_flow) == 16, "mesh_udp_flow layout");
+
+/* mesh_udp_rev key (LRU_HASH): a UDP socket and a backend it was sent to. */
+struct mesh_udp_rkey {
+	__u64 cookie;
+	__u8 addr[16]; /* backend address, IPv4 as v4-mapped */
+	__u16 port;    /* network byte order */
+	__u16 pad;
+	__u32 pad2;
+};
+_Static_assert(sizeof(struct mesh_udp_rkey) == 32, "mesh_udp_rkey layout");
+
+/* mesh_udp_rev value: the service address replies from that backend are shown as. */
+struct mesh_udp_rev {
+	struct mesh_svc_key vip;
+	__u32 service_id;
+};
+_Static_assert(sizeof(struct mesh_udp_rev) == 24, "mesh_udp_rev layout");
+
 /* Input of mesh_adjust (a BPF_PROG_TYPE_SYSCALL program userspace runs): adds `delta` to the
  * active count of each listed backend (kind 0) or service (kind 1) with the same atomics the
  * kernel uses, so counts that live sockets keep changing can be corrected exactly. */
@@ -336,6 +375,7 @@ _Static_assert(sizeof(struct mesh_abi_info) == 32, "mesh_abi_info layout");
 		 sizeof(struct mesh_slot) * 13 + sizeof(struct mesh_svc_state) * 17 +              \
 		 MESH_MAX_BACKENDS_PER_SVC * 19 + MESH_MAGLEV_CHUNK * 23 +                         \
 		 MESH_COUNTERS_MAX * 29 + sizeof(struct mesh_handoff) * 31 + MESH_HANDOFF_SLOTS +  \
-		 sizeof(struct mesh_abi_info) * 37))
+		 sizeof(struct mesh_abi_info) * 37 + sizeof(struct mesh_udp_flow) * 41 +           \
+		 sizeof(struct mesh_udp_rev) * 43 + MESH_UDP_FLOWS))
 
 #endif

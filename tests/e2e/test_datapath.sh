@@ -18,8 +18,8 @@ VIP=127.77.2.10
 
 # --- attachment ----------------------------------------------------------------------------
 n=$(bpftool cgroup tree "$CG" | grep -c ' mesh_')
-expect attached_six_programs "bpftool cgroup tree shows $n mesh programs (connect4/6, getpeername4/6, sockops, sock_release)" \
-	'[ "$n" -eq 6 ]'
+expect attached_twelve_programs "bpftool cgroup tree shows $n mesh programs (connect4/6, getpeername4/6, sockops, sock_release, sendmsg4/6, recvmsg4/6, skb in/out)" \
+	'[ "$n" -eq 12 ]'
 
 # --- round_robin: exactly even, also under 4 concurrent threads ------------------------------
 dp set --name rr --vip $VIP:80 --alg round_robin --backend $B1 --backend $B2 --backend $B3
@@ -88,18 +88,27 @@ expect maglev_removal_moves_about_one_nth "moved $moved callers ($on_removed wer
 	'[ "$others_moved" -le 3 ] && [ "$moved" -le $((on_removed + 3)) ] && ! grep -q " b4\$" "$TMP/mg2"'
 
 # --- updates while connecting: every connect sees a whole backend set, old or new ------------
+# The two sets are disjoint ({b1,b2} and {b3,b4}) and another service (b5) is rewritten at the
+# same time, so its backend lists keep moving through mesh_slots: a connect that read a list
+# half written, or one handed to the other service, would reach b5 or fail.
 dp set --name upd --vip 127.77.2.14:80 --alg round_robin --backend $B1 --backend $B2
+dp set --name decoy --vip 127.77.2.17:80 --alg round_robin --backend 127.0.0.1:18005
 client_bg "$TMP/upd.out" -n 4000 -t 2 127.77.2.14 80
 for i in $(seq 1 40); do
 	kill -0 "$BG_PID" 2>/dev/null || break
-	if ((i % 2)); then set_b="--backend $B2 --backend $B3"; else set_b="--backend $B1 --backend $B2"; fi
+	if ((i % 2)); then set_b="--backend $B3 --backend 127.0.0.1:18004"; else set_b="--backend $B1 --backend $B2"; fi
 	dp set --name upd --vip 127.77.2.14:80 --alg round_robin $set_b
+	dp set --name decoy --vip 127.77.2.17:80 --alg round_robin --backend 127.0.0.1:18005 \
+		$( ((i % 2)) && echo --backend 127.0.0.1:18004)
 	sleep 0.02
 done
 wait "$BG_PID"
+a=$(($(kv backend.b1 <"$TMP/upd.out") + $(kv backend.b2 <"$TMP/upd.out")))
+b=$(($(kv backend.b3 <"$TMP/upd.out") + $(kv backend.b4 <"$TMP/upd.out")))
 expect updates_never_half_written \
-	"ok=$(kv ok <"$TMP/upd.out") failed=$(kv failed <"$TMP/upd.out") err_internal=$(counter err_internal) updates=$i" \
-	'[ "$(kv ok <"$TMP/upd.out")" -eq 4000 ] && [ "$(counter err_internal)" -eq 0 ] && [ "$i" -ge 10 ]'
+	"ok=$(kv ok <"$TMP/upd.out") set1=$a set2=$b b5=$(kv backend.b5 <"$TMP/upd.out") err_internal=$(counter err_internal) updates=$i" \
+	'[ "$(kv ok <"$TMP/upd.out")" -eq 4000 ] && [ $((a + b)) -eq 4000 ] && [ "$a" -gt 0 ] && [ "$b" -gt 0 ] && [ "$(kv backend.b5 <"$TMP/upd.out")" -eq 0 ] && [ "$(counter err_internal)" -eq 0 ] && [ "$i" -ge 10 ]'
+dp del --name decoy
 
 # --- IPv6 and v4-mapped: destination rewritten, getpeername shows the VIP --------------------
 dp set --name v6 --vip '[::1]:18100' --alg round_robin --backend '[::1]:18006' \
@@ -150,7 +159,7 @@ expect reconnect_after_failed_vip_connect "getpeername=$peer" '[ "$peer" = 127.0
 out=$(dp --cgroup "$CG" open)
 n=$(bpftool cgroup tree "$CG" | grep -c ' mesh_')
 expect adopt_without_double_attach "$out, $n programs attached" \
-	'[ "$out" = "adopted=1" ] && [ "$n" -eq 6 ]'
+	'[ "$out" = "adopted=1" ] && [ "$n" -eq 12 ]'
 expect adopt_recovers_services "services after adoption: $(dp stats | grep -c '^service')" \
 	'[ "$(svc_field rr vip)" = "$VIP:80" ] && [ "$(svc_field mg backends)" = 4 ]'
 dp --cgroup "$CG" set --name rr --vip $VIP:80 --alg round_robin --backend $B1 --backend $B2 \
@@ -207,7 +216,7 @@ bpftool map update pinned "$PIN/mesh_abi" key 0 0 0 0 value 0x63 $(printf "0 %.0
 out=$(dp --cgroup "$CG" open 2>"$TMP/abi.err")
 n=$(bpftool cgroup tree "$CG" | grep -c ' mesh_')
 expect abi_mismatch_rebuilds "$out, $n programs, services $(dp stats | grep -c '^service')" \
-	'[ "$out" = "adopted=0" ] && [ "$n" -eq 6 ] && [ "$(dp stats | grep -c ^service)" -eq 0 ]'
+	'[ "$out" = "adopted=0" ] && [ "$n" -eq 12 ] && [ "$(dp stats | grep -c ^service)" -eq 0 ]'
 dp set --name rr --vip $VIP:80 --alg round_robin --backend $B1 --backend $B2
 out=$(client -n 100 $VIP 80)
 expect rebuilt_datapath_works "b1=$(kv backend.b1 <<<"$out") b2=$(kv backend.b2 <<<"$out")" \

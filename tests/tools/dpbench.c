@@ -1,5 +1,7 @@
 /* dpbench: the C side of bench/bench_datapath.sh (a tool, so bench/run.sh does not run it bare).
  *   serve PORT COUNT          1-byte echo servers on 127.0.0.1:PORT..PORT+COUNT-1 (one thread each)
+ *   serve-many PORT COUNT     listeners on 127.1.x.y:PORT for backends 10..COUNT-1 of populate,
+ *                             accepting and closing (one epoll thread)
  *   rtt VIP PORT DADDR DPORT N  connect + 1-byte request/response + close, alternating through the
  *                             VIP and directly to the backend; prints medians, p99s and ratios
  *   connects ADDR PORT N      N plain connect + close by reset (drives the connect4 program)
@@ -20,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -81,6 +84,44 @@ static int cmd_serve(int port, int count)
 	printf("serving=%d\n", count);
 	fflush(stdout);
 	pause();
+	return 0;
+}
+
+/* Listeners for populate's backends beyond the tenth; every connection is accepted and closed. */
+static int cmd_serve_many(int port, int count)
+{
+	int ep = epoll_create1(0), n = 0;
+
+	for (int b = BENCH_BACKENDS; b < count; b++) {
+		char ip[32];
+		struct sockaddr_in a;
+		struct epoll_event ev = { .events = EPOLLIN };
+		int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+
+		snprintf(ip, sizeof(ip), "127.1.%d.%d", b / 256, b % 256);
+		a = addr4(ip, port);
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, (struct sockaddr *)&a, sizeof(a)) || listen(fd, 4096)) {
+			perror("bind/listen");
+			return 1;
+		}
+		ev.data.fd = fd;
+		epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+		n++;
+	}
+	printf("serving=%d\n", n);
+	fflush(stdout);
+	for (;;) {
+		struct epoll_event evs[64];
+		int k = epoll_wait(ep, evs, 64, -1);
+
+		for (int i = 0; i < k; i++) {
+			int c;
+
+			while ((c = accept(evs[i].data.fd, NULL, NULL)) >= 0)
+				close(c);
+		}
+	}
 	return 0;
 }
 
@@ -278,6 +319,8 @@ static int cmd_populate(const char *pin, int n, int baseport, int from, int nb)
 int main(int argc, char **argv)
 {
 	log_setup(LOG_LEVEL_WARN, LOG_FORMAT_LOGFMT, 2);
+	if (argc == 4 && !strcmp(argv[1], "serve-many"))
+		return cmd_serve_many(atoi(argv[2]), atoi(argv[3]));
 	if (argc == 4 && !strcmp(argv[1], "serve"))
 		return cmd_serve(atoi(argv[2]), atoi(argv[3]));
 	if (argc == 7 && !strcmp(argv[1], "rtt"))

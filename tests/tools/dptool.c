@@ -213,7 +213,7 @@ static int set_option(struct config_service *svc, int opt, const char *arg,
 								     : MESH_NO_HEALTHY_REJECT;
 		return 0;
 	case 'p':
-		svc->protocol = !strcmp(arg, "udp") ? IPPROTO_UDP : IPPROTO_TCP;
+		svc->protocol = !strcmp(arg, "udp") ? CONFIG_PROTO_UDP : CONFIG_PROTO_TCP;
 		return 0;
 	case 'K':
 		lb->hash_key = !strcmp(arg, "process") ? MESH_HASH_PROCESS : MESH_HASH_CGROUP;
@@ -299,15 +299,17 @@ static void print_svc(const struct datapath_service_stats *s, void *arg)
 	    o->json
 		? "%s{\"kind\":\"service\",\"name\":\"%s\",\"vip\":\"%s\",\"id\":%u,"
 		  "\"algorithm\":\"%s\",\"backends\":%u,\"active\":%lld,\"redirected\":%llu,"
-		  "\"passthrough\":%llu,\"panic\":%llu,\"bytes_sent\":%llu,\"bytes_received\":%llu"
+		  "\"passthrough\":%llu,\"panic\":%llu,\"bytes_sent\":%llu,\"bytes_received\":%llu,"
+		  "\"protocol\":\"%s\",\"datagrams_sent\":%llu,\"datagrams_received\":%llu"
 		: "%sservice name=%s vip=%s id=%u algorithm=%s backends=%u active=%lld "
 		  "redirected=%llu passthrough=%llu panic=%llu bytes_sent=%llu "
-		  "bytes_received=%llu",
+		  "bytes_received=%llu protocol=%s datagrams_sent=%llu datagrams_received=%llu",
 	    o->json && o->n++ ? "," : "", s->service, vip, s->service_id,
 	    alg_names[s->algorithm % MESH_LB__COUNT], s->n_backends, (long long)s->active,
 	    (unsigned long long)s->redirected, (unsigned long long)s->passthrough,
 	    (unsigned long long)s->panic, (unsigned long long)s->bytes_sent,
-	    (unsigned long long)s->bytes_received);
+	    (unsigned long long)s->bytes_received, s->protocol == IPPROTO_UDP ? "udp" : "tcp",
+	    (unsigned long long)s->datagrams_sent, (unsigned long long)s->datagrams_received);
 	for (int r = 0; r < MESH_REJECT__COUNT; r++)
 		printf(o->json ? ",\"rejects_%s\":%llu" : " rejects_%s=%llu",
 		       datapath_reject_reason_name(r), (unsigned long long)s->rejects[r]);
@@ -325,18 +327,20 @@ static void print_be(const struct datapath_backend_stats *b, void *arg)
 		     "\"weight\":%u,\"healthy\":%d,\"circuit\":\"%s\",\"active\":%llu,"
 		     "\"selected\":%llu,\"ok\":%llu,\"failed\":%llu,\"probes\":%llu,\"trips\":%u,"
 		     "\"consecutive\":%u,\"to_closed\":%llu,\"to_open\":%llu,"
-		     "\"to_half_open\":%llu,\"open_until_ns\":%llu,\"latency_ns\":%llu}"
+		     "\"to_half_open\":%llu,\"open_until_ns\":%llu,\"latency_ns\":%llu,"
+		     "\"drained\":%llu}"
 		   : "%sbackend service=%s addr=%s id=%u weight=%u healthy=%d circuit=%s "
 		     "active=%llu selected=%llu ok=%llu failed=%llu probes=%llu trips=%u "
 		     "consecutive=%u to_closed=%llu to_open=%llu to_half_open=%llu "
-		     "open_until_ns=%llu latency_ns=%llu\n",
+		     "open_until_ns=%llu latency_ns=%llu drained=%llu\n",
 	       o->json && o->n++ ? "," : "", b->service, addr, b->backend_id, b->weight, b->healthy,
 	       datapath_circuit_name((int)b->circuit), (unsigned long long)b->active,
 	       (unsigned long long)b->selected, (unsigned long long)b->conn_ok,
 	       (unsigned long long)b->conn_failed, (unsigned long long)b->probes, b->trips,
 	       b->consecutive_failures, (unsigned long long)b->transitions_to[0],
 	       (unsigned long long)b->transitions_to[1], (unsigned long long)b->transitions_to[2],
-	       (unsigned long long)b->open_until_ns, (unsigned long long)b->latency_ewma_ns);
+	       (unsigned long long)b->open_until_ns, (unsigned long long)b->latency_ewma_ns,
+	       (unsigned long long)b->drained);
 }
 
 static int cmd_stats(struct datapath *dp, int argc, char **argv)

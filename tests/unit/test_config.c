@@ -247,7 +247,7 @@ TEST(config_duplicates)
 	EXPECT_ERR(TWO("api", "127.77.0.11", "80"), NULL, "services[1].name",
 		   "duplicate service name (got \"api\", expected a name not used by services[0])");
 	EXPECT_ERR(TWO("web", "127.77.0.10", "80"), NULL, "services[1].vip",
-		   "VIP and port already used (got 127.77.0.10:80");
+		   "VIP, port and protocol already used (got 127.77.0.10:80");
 	c = MUST_LOAD(TWO("web", "127.77.0.10", "81"), NULL);
 	config_free(c);
 	EXPECT_ERR(SVCB("[{\"address\":\"127.0.0.1\",\"port\":1},"
@@ -685,7 +685,7 @@ TEST(config_datapath_limits)
 	j = many_services(MESH_DEF_SERVICES + 1, 1);
 	snprintf(want, sizeof(want),
 		 "too many services for the datapath (got %u, expected at most %u, "
-		 "MESH_DEF_SERVICES)",
+		 "datapath.max_services)",
 		 MESH_DEF_SERVICES + 1, MESH_DEF_SERVICES);
 	EXPECT_ERR(j, NULL, "services", want);
 	free(j);

@@ -38,6 +38,13 @@ enum config_health_type {
 	CONFIG_HEALTH_NONE = 0,
 	CONFIG_HEALTH_TCP = 1,
 	CONFIG_HEALTH_HTTP = 2,
+	CONFIG_HEALTH_UDP = 3, /* a datagram with udp_payload; any reply = healthy */
+	CONFIG_HEALTH_DNS = 4, /* a DNS query for dns_name; any DNS answer = healthy */
+};
+
+enum config_protocol {
+	CONFIG_PROTO_TCP = 0,
+	CONFIG_PROTO_UDP = 1,
 };
 
 enum config_discovery {
@@ -74,6 +81,8 @@ struct config_health_check {
 	uint32_t unhealthy_threshold;
 	uint32_t healthy_threshold;
 	char *http_path;
+	char *udp_payload; /* udp checks */
+	char *dns_name;	   /* dns checks */
 };
 
 struct config_retry {
@@ -115,7 +124,7 @@ struct config_backend {
 struct config_service {
 	char *name;
 	struct config_endpoint vip; /* address and port the apps connect to */
-	int protocol;		    /* IPPROTO_TCP or IPPROTO_UDP (0 counts as TCP) */
+	enum config_protocol protocol;
 	struct config_backend *backends;
 	size_t n_backends;
 	struct config_load_balancer load_balancer;
@@ -186,8 +195,10 @@ struct mesh_config {
 
 	char *node_name;
 	char *node_datacenter;
-	char *cgroup;	    /* cgroup v2 path the datapath attaches to */
-	char *bpf_pin_path; /* bpffs directory for pinned programs and maps */
+	char *cgroup;			/* cgroup v2 path the datapath attaches to */
+	char *bpf_pin_path;		/* bpffs directory for pinned programs and maps */
+	uint32_t datapath_max_services; /* capacities of the datapath maps */
+	uint32_t datapath_max_backends;
 	char *state_dir;
 	bool config_watch; /* reload when the config file changes */
 

@@ -66,7 +66,7 @@ struct ep_key {
 	uint8_t addr[16];
 	uint16_t port;
 	uint8_t family;
-	uint8_t pad;
+	uint8_t proto; /* services: enum config_protocol (TCP and UDP may share a VIP:port) */
 };
 
 static struct ep_key ep_key(const struct config_endpoint *ep)
@@ -199,6 +199,32 @@ out:
 		free(keys);
 }
 
+/* A UDP service has no connections: its backends are checked with datagrams (udp, dns) or not
+ * at all; a TCP service's checks connect. */
+static void check_protocol(const struct config_service *svc, size_t i, struct config_errors *errs)
+{
+	static const char *const names[] = { "none", "tcp", "http", "udp", "dns" };
+	enum config_health_type t = svc->load_balancer.health_check.type;
+	bool udp_check = t == CONFIG_HEALTH_UDP || t == CONFIG_HEALTH_DNS;
+
+	if (svc->protocol == CONFIG_PROTO_UDP &&
+	    (t == CONFIG_HEALTH_TCP || t == CONFIG_HEALTH_HTTP))
+		cfg_errf(errs,
+			 "services[%zu].load_balancer.health_check.type: a udp service cannot be "
+			 "checked with %s (got %s, expected udp, dns or none)",
+			 i, names[t], names[t]);
+	if (svc->protocol == CONFIG_PROTO_TCP && udp_check)
+		cfg_errf(errs,
+			 "services[%zu].load_balancer.health_check.type: a tcp service cannot be "
+			 "checked with %s (got %s, expected tcp, http or none)",
+			 i, names[t], names[t]);
+	if (svc->protocol == CONFIG_PROTO_UDP && svc->mtls)
+		cfg_errf(errs,
+			 "services[%zu].mtls: mTLS carries TCP only (got true with protocol udp, "
+			 "expected false)",
+			 i);
+}
+
 static void check_service(const struct mesh_config *cfg, size_t i, const uint8_t *origin,
 			  const struct policy_keys *pk, struct config_errors *errs)
 {
@@ -212,6 +238,7 @@ static void check_service(const struct mesh_config *cfg, size_t i, const uint8_t
 		    "services[%zu].backends: no backends (got 0, expected at least one backend "
 		    "with discovery.backend static)",
 		    i);
+	check_protocol(svc, i, errs);
 	if (svc->mtls && !cfg->mtls.enabled)
 		cfg_errf(errs,
 			 "services[%zu].mtls: mTLS requested but mtls.enabled is false (got true, "
@@ -248,13 +275,14 @@ static void check_services(const struct mesh_config *cfg, struct blobset *names,
 			    "name not used by services[%zu])",
 			    i, svc->name, prev);
 		vips[i] = ep_key(&svc->vip);
+		vips[i].proto = (uint8_t)svc->protocol;
 		if (!vips[i].family || !vips[i].port)
 			continue;
 		prev = blobset_add(&vipset, &vips[i], sizeof(vips[i]), i);
 		if (prev != SIZE_MAX)
 			cfg_errf(errs,
-				 "services[%zu].vip: VIP and port already used (got %s, expected a "
-				 "VIP:port not used by services[%zu])",
+				 "services[%zu].vip: VIP, port and protocol already used (got %s, "
+				 "expected a VIP:port not used by services[%zu])",
 				 i, config_endpoint_str(&svc->vip, ep, sizeof(ep)), prev);
 	}
 	free(vipset.slots);
@@ -546,19 +574,19 @@ static void check_secrets(const struct mesh_config *cfg, struct config_errors *e
 	}
 }
 
-/* What the datapath holds (include/mesh_abi.h): the services and backends (over all services;
- * backend id 0 is never used) of the maps meshd creates (MESH_DEF_*), and backends per service.
- * A config beyond them used to validate and then fail to start (E2BIG, ENOSPC); the problem
- * names the limit. */
+/* What the datapath holds: the services and backends (over all services; backend id 0 is never
+ * used) of the maps meshd creates (datapath.max_services, datapath.max_backends), and backends
+ * per service (include/mesh_abi.h). A config beyond them used to validate and then fail to start
+ * (E2BIG, ENOSPC); the problem names the limit. Discovered backends are not known here. */
 static void check_limits(const struct mesh_config *cfg, struct config_errors *errs)
 {
 	size_t i, total = 0;
 
-	if (cfg->n_services > MESH_DEF_SERVICES)
+	if (cfg->n_services > cfg->datapath_max_services)
 		cfg_errf(errs,
 			 "services: too many services for the datapath (got %zu, expected at most "
-			 "%u, MESH_DEF_SERVICES)",
-			 cfg->n_services, (unsigned)MESH_DEF_SERVICES);
+			 "%u, datapath.max_services)",
+			 cfg->n_services, cfg->datapath_max_services);
 	for (i = 0; i < cfg->n_services; i++) {
 		total += cfg->services[i].n_backends;
 		if (cfg->services[i].n_backends > MESH_MAX_BACKENDS_PER_SVC)
@@ -568,11 +596,11 @@ static void check_limits(const struct mesh_config *cfg, struct config_errors *er
 				 i, cfg->services[i].n_backends,
 				 (unsigned)MESH_MAX_BACKENDS_PER_SVC);
 	}
-	if (total > MESH_DEF_BACKENDS - 1)
+	if (cfg->datapath_max_backends && total > cfg->datapath_max_backends - 1)
 		cfg_errf(errs,
 			 "services: too many backends for the datapath (got %zu in all services, "
-			 "expected at most %u, MESH_DEF_BACKENDS - 1)",
-			 total, (unsigned)MESH_DEF_BACKENDS - 1);
+			 "expected at most %u, datapath.max_backends - 1)",
+			 total, cfg->datapath_max_backends - 1);
 }
 
 void cfg_validate(const struct mesh_config *cfg, struct config_errors *errs)

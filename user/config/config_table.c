@@ -21,7 +21,9 @@ static const char *const log_formats[] = { "logfmt", "json", NULL };
 static const char *const lb_algorithms[] = { "random",	 "round_robin", "least_request",
 					     "weighted", "maglev",	NULL };
 static const char *const no_healthy[] = { "reject", "passthrough", NULL };
-static const char *const health_types[] = { "none", "tcp", "http", NULL };
+static const char *const hash_keys[] = { "cgroup", "process", NULL };
+static const char *const health_types[] = { "none", "tcp", "http", "udp", "dns", NULL };
+static const char *const protocols[] = { "tcp", "udp", NULL };
 static const char *const discoveries[] = { "static", "consul", "dns", NULL };
 static const char *const cert_sources[] = { "files", "consul", "builtin_ca", NULL };
 static const char *const actions[] = { "deny", "allow", NULL };
@@ -105,6 +107,14 @@ static const struct cfg_key root_keys[] = {
 	  .doc = "cgroup v2 directory the datapath attaches to." },
 	{ "bpf_pin_path", CT_PATH, R(bpf_pin_path), .def = "/sys/fs/bpf/meshd",
 	  .doc = "bpffs directory for pinned programs and maps." },
+	{ "datapath.max_services", CT_UINT, R(datapath_max_services), .def = "16384", .min = 1,
+	  .max = MESH_MAX_SERVICES_CAP,
+	  .doc = "Services the datapath maps hold (memory: docs/datapath.md); a change rebuilds "
+		 "them at the next start." },
+	{ "datapath.max_backends", CT_UINT, R(datapath_max_backends), .def = "131072", .min = 2,
+	  .max = MESH_MAX_BACKENDS_CAP,
+	  .doc = "Backends, over all services, the datapath maps hold; a change rebuilds them at "
+		 "the next start." },
 	{ "state_dir", CT_PATH, R(state_dir), .def = "/var/lib/meshd",
 	  .doc = "Directory for persistent state (last known discovery state)." },
 	{ "config_watch", CT_BOOL, R(config_watch), .def = "false",
@@ -120,6 +130,10 @@ static const struct cfg_key root_keys[] = {
 
 	{ "load_balancer.algorithm", CT_ENUM, R(load_balancer.algorithm), .def = "least_request",
 	  .names = lb_algorithms, .doc = "Backend selection algorithm." },
+	{ "load_balancer.hash_key", CT_ENUM, R(load_balancer.hash_key), .def = "cgroup",
+	  .names = hash_keys,
+	  .doc = "What `maglev` hashes: `cgroup` (every process of a calling cgroup sticks to one "
+		 "backend) or `process` (each process does)." },
 	{ "load_balancer.choice_count", CT_UINT, R(load_balancer.choice_count), .def = "2",
 	  .min = 1, .max = 16, .doc = "Backends sampled per pick by `least_request`." },
 	{ "load_balancer.no_healthy_backend", CT_ENUM, R(load_balancer.no_healthy_backend),
@@ -144,6 +158,13 @@ static const struct cfg_key root_keys[] = {
 	{ "load_balancer.health_check.http_path", CT_STRING,
 	  R(load_balancer.health_check.http_path), .def = "/health",
 	  .doc = "Request path for `http` checks (2xx/3xx = healthy)." },
+	{ "load_balancer.health_check.udp_payload", CT_STRING,
+	  R(load_balancer.health_check.udp_payload), .def = "ping",
+	  .doc = "Datagram `udp` checks send; any reply is healthy (the backend must answer)." },
+	{ "load_balancer.health_check.dns_name", CT_STRING, R(load_balancer.health_check.dns_name),
+	  .def = "health.mesh.local",
+	  .doc = "Name `dns` checks query (type A); any DNS answer, NXDOMAIN included, is "
+		 "healthy." },
 	{ "load_balancer.retry.connect_attempts", CT_UINT, R(load_balancer.retry.connect_attempts),
 	  .def = "3", .min = 1, .max = 10,
 	  .doc = "Connection attempts per request, first included.", .not_yet = NOT_YET_RETRY },
@@ -177,8 +198,9 @@ static const struct cfg_key root_keys[] = {
 	{ "circuit_breaker.half_open_probes", CT_UINT, R(circuit_breaker.half_open_probes),
 	  .def = "1", .min = 1, .max = 100, .doc = "Trial connects let through while half-open." },
 	{ "circuit_breaker.max_connections", CT_UINT, R(circuit_breaker.max_connections),
-	  .def = "1024", .min = 1, .max = 1000000,
-	  .doc = "Active connections per backend before connects are rejected." },
+	  .def = "1024", .min = 0, .max = 1000000,
+	  .doc = "Active connections to the service (all its backends, from this host) before "
+		 "connects are refused with ECONNREFUSED; 0 = unlimited." },
 	{ "circuit_breaker.max_ejection_percent", CT_UINT, R(circuit_breaker.max_ejection_percent),
 	  .def = "50", .min = 0, .max = 100,
 	  .doc = "Most backends of a service that may be ejected at once (percent)." },
@@ -247,7 +269,7 @@ const struct cfg_desc cfg_root_desc = { "config", root_keys, ARRAY_SIZE(root_key
 					sizeof(struct mesh_config) };
 
 #define S(field) .off = offsetof(struct config_service, field)
-#define N_SERVICE_OWN 5
+#define N_SERVICE_OWN 6
 #define N_POLICY_MAX 40
 
 static struct cfg_key service_keys[N_SERVICE_OWN + N_POLICY_MAX] = {
@@ -257,6 +279,9 @@ static struct cfg_key service_keys[N_SERVICE_OWN + N_POLICY_MAX] = {
 	  .doc = "Virtual IP the applications connect to." },
 	{ "port", CT_PORT, S(vip.port), .flags = CF_REQUIRED | CF_NOENV, .min = 1, .max = 65535,
 	  .doc = "Virtual port the applications connect to." },
+	{ "protocol", CT_ENUM, S(protocol), .def = "tcp", .names = protocols, .flags = CF_NOENV,
+	  .doc = "`tcp`, or `udp` (balanced per connect and per datagram; health checks `udp`, "
+		 "`dns` or `none`)." },
 	{ "backends", CT_LIST, S(backends),
 	  .count_off = offsetof(struct config_service, n_backends), .flags = CF_NOENV,
 	  .sub = &backend_desc, .doc = "Static backends (discovery.backend static)." },

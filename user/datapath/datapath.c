@@ -48,6 +48,9 @@ static const struct {
 	{ "mesh_sockops", "link_sockops" },	  { "mesh_sock_release", "link_sock_release" },
 	{ "mesh_connect4", "link_connect4" },	  { "mesh_connect6", "link_connect6" },
 	{ "mesh_getpeername4", "link_getpeer4" }, { "mesh_getpeername6", "link_getpeer6" },
+	{ "mesh_sendmsg4", "link_sendmsg4" },	  { "mesh_sendmsg6", "link_sendmsg6" },
+	{ "mesh_recvmsg4", "link_recvmsg4" },	  { "mesh_recvmsg6", "link_recvmsg6" },
+	{ "mesh_skb_out", "link_skb_out" },	  { "mesh_skb_in", "link_skb_in" },
 };
 #define DP_N_LINKS (sizeof(dp_links) / sizeof(dp_links[0]))
 

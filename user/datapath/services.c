@@ -623,7 +623,8 @@ int datapath_service_set(struct datapath *dp, const struct config_service *svc)
 	err = bes ? check_service(svc, bes) : -ENOMEM;
 	if (err)
 		goto out;
-	dp_key_from_endpoint(&svc->vip, svc->protocol, &key);
+	dp_key_from_endpoint(&svc->vip,
+			     svc->protocol == CONFIG_PROTO_UDP ? IPPROTO_UDP : IPPROTO_TCP, &key);
 	id = dp_find_service(dp, svc->name);
 	other = ix_find(dp, false, &key);
 	err = -EEXIST; /* another service owns this address */

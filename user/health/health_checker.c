@@ -34,7 +34,7 @@ struct target {
 struct checked_service {
 	struct health_checker *c;
 	char *name;
-	struct config_health_check hc; /* http_path owned */
+	struct config_health_check hc; /* strings owned */
 	struct target *targets;
 	bool seen;
 	struct checked_service *next;  /* all services, for sync passes */
@@ -145,6 +145,7 @@ static void on_check_timer(struct evloop *loop, void *arg)
 		.target = t->ep,
 		.timeout_ns = s->hc.timeout_ns ? s->hc.timeout_ns : DEFAULT_TIMEOUT_NS,
 		.http_path = s->hc.http_path,
+		.payload = s->hc.type == CONFIG_HEALTH_DNS ? s->hc.dns_name : s->hc.udp_payload,
 	};
 	char ep[64];
 
@@ -225,19 +226,31 @@ static int target_sync(struct checked_service *s, const struct config_endpoint *
 	return 0;
 }
 
+static void check_strings_free(struct config_health_check *hc)
+{
+	free(hc->http_path);
+	free(hc->udp_payload);
+	free(hc->dns_name);
+}
+
 /* Applies new settings. Counters and health stay; pending checks are re-spread over a changed
  * interval; a probe in flight finishes with the settings it started with. */
 static int service_retune(struct checked_service *s, const struct config_health_check *hc)
 {
 	bool interval_changed = s->hc.interval_ns != hc->interval_ns;
-	char *path = NULL;
+	struct config_health_check copy = *hc;
 	struct target *t;
 
-	if (hc->http_path && !(path = strdup(hc->http_path)))
+	copy.http_path = hc->http_path ? strdup(hc->http_path) : NULL;
+	copy.udp_payload = hc->udp_payload ? strdup(hc->udp_payload) : NULL;
+	copy.dns_name = hc->dns_name ? strdup(hc->dns_name) : NULL;
+	if ((hc->http_path && !copy.http_path) || (hc->udp_payload && !copy.udp_payload) ||
+	    (hc->dns_name && !copy.dns_name)) {
+		check_strings_free(&copy);
 		return -ENOMEM;
-	free(s->hc.http_path);
-	s->hc = *hc;
-	s->hc.http_path = path;
+	}
+	check_strings_free(&s->hc);
+	s->hc = copy;
 	if (!interval_changed)
 		return 0;
 	for (t = s->targets; t; t = t->next)
@@ -254,7 +267,7 @@ static void service_free(struct checked_service *s, bool dropped)
 		next = t->next;
 		target_free(t, dropped);
 	}
-	free(s->hc.http_path);
+	check_strings_free(&s->hc);
 	free(s->name);
 	free(s);
 }

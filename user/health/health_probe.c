@@ -1,5 +1,5 @@
-/* One TCP or HTTP health probe as a small state machine on the event loop: connecting -> (http:
- * sending the request -> reading the status line) -> verdict. A one-shot timer bounds the whole
+/* One TCP, HTTP, UDP or DNS health probe as a small state machine on the event loop:
+ * connecting -> (http, udp, dns: sending the request -> reading the answer) -> verdict. A one-shot timer bounds the whole
  * probe. Sockets are closed with an RST (linger 0), as HAProxy does, so frequent checks leave no
  * TIME_WAIT behind. Runs on the event-loop thread only. */
 #include <errno.h>
@@ -37,7 +37,7 @@ struct health_probe {
 	void *arg;
 	char req[512];
 	size_t req_len, req_off;
-	char resp[256]; /* only the status line matters */
+	char resp[512]; /* http: the status line; udp, dns: the first datagram */
 	size_t resp_len;
 	char reason[96];
 };
@@ -108,13 +108,40 @@ static void probe_judge_response(struct health_probe *p)
 	probe_finish(p, status >= 200 && status < 300, p->reason);
 }
 
+static bool datagram(const struct health_probe *p)
+{
+	return p->type == CONFIG_HEALTH_UDP || p->type == CONFIG_HEALTH_DNS;
+}
+
+/* A datagram answered: udp takes any; dns one with the query's id and the answer bit. */
+static void probe_judge_datagram(struct health_probe *p, size_t n)
+{
+	const unsigned char *r = (const unsigned char *)p->resp;
+
+	if (p->type == CONFIG_HEALTH_UDP) {
+		snprintf(p->reason, sizeof(p->reason), "reply of %zu bytes", n);
+		probe_finish(p, true, p->reason);
+		return;
+	}
+	if (n < 12 || memcmp(r, p->req, 2) || !(r[2] & 0x80)) {
+		probe_finish(p, false, "not a DNS answer to the query");
+		return;
+	}
+	snprintf(p->reason, sizeof(p->reason), "dns rcode %d", r[3] & 0x0f);
+	probe_finish(p, true, p->reason);
+}
+
 static void probe_read(struct health_probe *p)
 {
 	ssize_t n = recv(p->fd, p->resp + p->resp_len, sizeof(p->resp) - p->resp_len, 0);
 
 	if (n < 0) {
 		if (errno != EAGAIN && errno != EINTR)
-			probe_fail_errno(p, "recv", errno);
+			probe_fail_errno(p, "recv", errno); /* udp: ECONNREFUSED from ICMP */
+		return;
+	}
+	if (datagram(p)) {
+		probe_judge_datagram(p, (size_t)n);
 		return;
 	}
 	if (n == 0) {
@@ -177,6 +204,35 @@ static void on_io(struct evloop *loop, int fd, uint32_t events, void *arg)
 		probe_read(p);
 		break;
 	}
+}
+
+/* A DNS query (RFC 1035): header with a fresh id and RD, one question `name` IN A. */
+static int probe_build_dns(struct health_probe *p, const char *name)
+{
+	static uint16_t next_id;
+	unsigned char *q = (unsigned char *)p->req;
+	size_t off = 12;
+	uint16_t id = (uint16_t)(++next_id * 40503u + (uintptr_t)p);
+
+	memset(q, 0, 12);
+	q[0] = (unsigned char)(id >> 8);
+	q[1] = (unsigned char)id;
+	q[2] = 0x01; /* RD */
+	q[5] = 1;    /* one question */
+	while (name && *name) {
+		size_t len = strcspn(name, ".");
+
+		if (len == 0 || len > 63 || off + len + 1 + 5 >= sizeof(p->req))
+			return -EINVAL;
+		q[off++] = (unsigned char)len;
+		memcpy(q + off, name, len);
+		off += len;
+		name += len + (name[len] == '.');
+	}
+	q[off++] = 0;
+	memcpy(q + off, "\0\1\0\1", 4); /* type A, class IN */
+	p->req_len = off + 4;
+	return 0;
 }
 
 static int probe_build_request(struct health_probe *p, const struct health_probe_opts *opts)
@@ -251,10 +307,18 @@ struct health_probe *health_probe_start(struct evloop *loop, const struct health
 				    .timeout_ns = opts->timeout_ns,
 				    .cb = cb,
 				    .arg = arg };
-	err = opts->type == CONFIG_HEALTH_HTTP ? probe_build_request(p, opts) : 0;
+	err = opts->type == CONFIG_HEALTH_HTTP	? probe_build_request(p, opts)
+	      : opts->type == CONFIG_HEALTH_DNS ? probe_build_dns(p, opts->payload)
+						: 0;
+	if (!err && opts->type == CONFIG_HEALTH_UDP) {
+		p->req_len = (size_t)snprintf(p->req, sizeof(p->req), "%s",
+					      opts->payload ? opts->payload : "");
+		p->req_len = p->req_len < sizeof(p->req) ? p->req_len : sizeof(p->req) - 1;
+	}
 	if (err)
 		goto err_free;
-	p->fd = socket(opts->target.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	p->fd = socket(opts->target.family,
+		       (datagram(p) ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (p->fd < 0)
 		goto err_errno;
 	p->timer = evloop_add_timer(loop, opts->timeout_ns, on_timeout, p);

@@ -1,6 +1,8 @@
 /* One active health probe against one backend, run on the event loop (no threads, no blocking
  * calls): a nonblocking TCP connect, and for the http type a `GET <path> HTTP/1.1` whose status
- * line decides (2xx healthy). A timer bounds the whole probe. It reports exactly one result
+ * line decides (2xx healthy); for UDP services a datagram (udp: the configured payload, any
+ * reply healthy; dns: a query, any DNS answer with its id healthy), on a connected UDP socket so
+ * an ICMP port unreachable fails it at once. A timer bounds the whole probe. It reports exactly one result
  * through its callback, from the loop, unless cancelled first. */
 #ifndef MESH_HEALTH_PROBE_H
 #define MESH_HEALTH_PROBE_H
@@ -17,10 +19,11 @@
 #define HEALTH_PROBE_MARK 0x4d48434bu
 
 struct health_probe_opts {
-	enum config_health_type type; /* CONFIG_HEALTH_TCP or CONFIG_HEALTH_HTTP */
+	enum config_health_type type; /* CONFIG_HEALTH_TCP, _HTTP, _UDP or _DNS */
 	struct config_endpoint target;
 	uint64_t timeout_ns;   /* whole probe: connect + request + status line */
 	const char *http_path; /* http only; "/" when NULL or empty; copied */
+	const char *payload;   /* udp: the datagram; dns: the name queried; copied */
 };
 
 /* `ok` is the verdict; `reason` a short human text ("connected", "http status 200", "connect:

@@ -47,6 +47,11 @@ static struct result *add(struct checks *cs, const char *name, bool ok, const ch
 	return r;
 }
 
+/* The oldest kernel the programs load on: they need BPF atomic fetch-and-add (5.12); what
+ * came later is probed below, one feature at a time, with its fallback when there is one. */
+#define KERNEL_FLOOR_MAJOR 5
+#define KERNEL_FLOOR_MINOR 12
+
 static void check_kernel(struct checks *cs)
 {
 	struct utsname u;
@@ -54,8 +59,11 @@ static void check_kernel(struct checks *cs)
 
 	uname(&u);
 	sscanf(u.release, "%d.%d", &major, &minor);
-	add(cs, "kernel version", major > 5 || (major == 5 && minor >= 10),
-	    "upgrade to Linux 5.10 or newer", "%s (need >= 5.10)", u.release);
+	add(cs, "kernel version",
+	    major > KERNEL_FLOOR_MAJOR ||
+		(major == KERNEL_FLOOR_MAJOR && minor >= KERNEL_FLOOR_MINOR),
+	    "upgrade to Linux 5.12 or newer (5.18 or newer for reject errnos)",
+	    "%s (need >= %d.%d)", u.release, KERNEL_FLOOR_MAJOR, KERNEL_FLOOR_MINOR);
 }
 
 static void check_btf(struct checks *cs)
@@ -86,33 +94,111 @@ static unsigned long long effective_caps(void)
 #define CAP_PERFMON_ 38
 #define CAP_BPF_ 39
 
-static void probe_result(struct checks *cs, const char *name, int rc, bool privileged)
+/* Every BPF feature bpf/mesh.bpf.c uses, and what happens without it. */
+enum feat_kind { FEAT_PROG = 0, FEAT_MAP = 1, FEAT_HELPER = 2 };
+static const struct bpf_feature {
+	const char *name;
+	enum feat_kind kind;
+	int type;	     /* program or map type; for a helper, the program type using it */
+	int helper;	     /* enum bpf_func_id */
+	const char *without; /* NULL: required; else what runs without it */
+} features[] = {
+	{ "cgroup sock_addr programs", FEAT_PROG, BPF_PROG_TYPE_CGROUP_SOCK_ADDR, 0, NULL },
+	{ "sockops programs", FEAT_PROG, BPF_PROG_TYPE_SOCK_OPS, 0, NULL },
+	{ "cgroup sock programs", FEAT_PROG, BPF_PROG_TYPE_CGROUP_SOCK, 0, NULL },
+	{ "syscall programs", FEAT_PROG, BPF_PROG_TYPE_SYSCALL, 0,
+	  "an ABI 3 datapath is rebuilt instead of upgraded in place" },
+	{ "hash maps", FEAT_MAP, BPF_MAP_TYPE_HASH, 0, NULL },
+	{ "array maps", FEAT_MAP, BPF_MAP_TYPE_ARRAY, 0, NULL },
+	{ "per-CPU array maps", FEAT_MAP, BPF_MAP_TYPE_PERCPU_ARRAY, 0, NULL },
+	{ "socket storage maps", FEAT_MAP, BPF_MAP_TYPE_SK_STORAGE, 0, NULL },
+	{ "ring buffers", FEAT_MAP, BPF_MAP_TYPE_RINGBUF, 0, NULL },
+	{ "array-of-maps", FEAT_MAP, BPF_MAP_TYPE_ARRAY_OF_MAPS, 0, NULL },
+	{ "bpf_get_socket_cookie", FEAT_HELPER, BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+	  BPF_FUNC_get_socket_cookie, NULL },
+	{ "bpf_sk_storage_get", FEAT_HELPER, BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+	  BPF_FUNC_sk_storage_get, NULL },
+	{ "bpf_ringbuf_output", FEAT_HELPER, BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+	  BPF_FUNC_ringbuf_output, NULL },
+	{ "bpf_get_current_cgroup_id", FEAT_HELPER, BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+	  BPF_FUNC_get_current_cgroup_id, NULL },
+	{ "bpf_get_current_pid_tgid", FEAT_HELPER, BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+	  BPF_FUNC_get_current_pid_tgid, NULL },
+	{ "bpf_spin_lock", FEAT_HELPER, BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_spin_lock, NULL },
+	{ "bpf_ktime_get_ns", FEAT_HELPER, BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_ktime_get_ns,
+	  NULL },
+	{ "bpf_set_retval", FEAT_HELPER, BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_set_retval,
+	  "rejected connects fail with EPERM instead of EHOSTUNREACH/ECONNREFUSED" },
+	{ "bpf_sock_ops_cb_flags_set", FEAT_HELPER, BPF_PROG_TYPE_SOCK_OPS,
+	  BPF_FUNC_sock_ops_cb_flags_set, NULL },
+	{ "bpf_sk_storage_get (sockops)", FEAT_HELPER, BPF_PROG_TYPE_SOCK_OPS,
+	  BPF_FUNC_sk_storage_get, NULL },
+	{ "bpf_get_socket_cookie (sock)", FEAT_HELPER, BPF_PROG_TYPE_CGROUP_SOCK,
+	  BPF_FUNC_get_socket_cookie, NULL },
+};
+
+static int probe_feature(const struct bpf_feature *f)
 {
-	/* Unprivileged, the kernel refuses every load: that says nothing about support. */
-	if (rc != 1 && !privileged) {
-		add(cs, name, false, "run `meshctl check` as root (the probe loads a test program)",
-		    "cannot probe without CAP_BPF or CAP_SYS_ADMIN");
-		return;
+	switch (f->kind) {
+	case FEAT_PROG:
+		return libbpf_probe_bpf_prog_type((enum bpf_prog_type)f->type, NULL);
+	case FEAT_MAP:
+		return libbpf_probe_bpf_map_type((enum bpf_map_type)f->type, NULL);
+	default:
+		return libbpf_probe_bpf_helper((enum bpf_prog_type)f->type,
+					       (enum bpf_func_id)f->helper, NULL);
 	}
-	add(cs, name, rc == 1, "use a kernel with CONFIG_CGROUP_BPF=y and CONFIG_BPF_SYSCALL=y",
-	    "%s",
-	    rc == 1   ? "supported"
-	    : rc == 0 ? "not supported"
-		      : strerror(-rc));
 }
 
+/* Appends "; NAME[: WHY]" to buf (no separator first). */
+static void append(char *buf, size_t len, const char *name, const char *why)
+{
+	size_t used = strlen(buf);
+
+	snprintf(buf + used, len - used, "%s%s%s%s", used ? "; " : "", name, why ? ": " : "",
+		 why ? why : "");
+}
+
+/* One line per kind of feature: what is missing (a failure), and what runs without the
+ * features that have a fallback. */
 static void check_bpf_features(struct checks *cs)
 {
+	static const char *const kinds[] = { "BPF program types", "BPF map types", "BPF helpers" };
 	unsigned long long eff = effective_caps();
 	bool priv = (eff >> CAP_BPF_ & 1) || (eff >> CAP_SYS_ADMIN_ & 1);
 
 	libbpf_set_print(NULL);
-	probe_result(cs, "cgroup sock_addr programs",
-		     libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, NULL), priv);
-	probe_result(cs, "sockops programs",
-		     libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SOCK_OPS, NULL), priv);
-	probe_result(cs, "socket storage maps",
-		     libbpf_probe_bpf_map_type(BPF_MAP_TYPE_SK_STORAGE, NULL), priv);
+	for (int k = FEAT_PROG; k <= FEAT_HELPER; k++) {
+		char missing[400] = "", fallback[400] = "";
+		int n = 0;
+
+		for (size_t i = 0; i < sizeof(features) / sizeof(features[0]); i++) {
+			const struct bpf_feature *f = &features[i];
+
+			if ((int)f->kind != k)
+				continue;
+			n++;
+			if (probe_feature(f) == 1)
+				continue;
+			if (f->without)
+				append(fallback, sizeof(fallback), f->name, f->without);
+			else
+				append(missing, sizeof(missing), f->name, NULL);
+		}
+		if (!priv && (missing[0] || fallback[0]))
+			add(cs, kinds[k], false,
+			    "run `meshctl check` as root (the probe loads test programs)",
+			    "cannot probe without CAP_BPF or CAP_SYS_ADMIN");
+		else if (missing[0])
+			add(cs, kinds[k], false,
+			    "use a newer kernel with CONFIG_CGROUP_BPF=y and CONFIG_BPF_SYSCALL=y "
+			    "(docs/datapath.md lists each feature)",
+			    "missing: %s", missing);
+		else if (fallback[0])
+			add(cs, kinds[k], true, NULL, "%d probed; without %s", n, fallback);
+		else
+			add(cs, kinds[k], true, NULL, "%d probed, all supported", n);
+	}
 }
 
 /* Loads the config meshd would (ctl_config_path) with the environment, then what it asks of

@@ -90,6 +90,9 @@ static void snap_service(const struct datapath_service_stats *st, void *arg)
 	for (i = 0; i < 8; i++)
 		rejected += st->rejects[i];
 	add_to(o, "rejected_total", (double)rejected);
+	/* The service's own count: it keeps connections to backends removed since (the sum over
+	 * the backends listed now would drop them). */
+	add_to(o, "active_connections", (double)(st->active > 0 ? st->active : 0));
 	add_to(o, "bytes_sent_total", (double)st->bytes_sent);
 	add_to(o, "bytes_received_total", (double)st->bytes_received);
 }
@@ -119,7 +122,6 @@ static void snap_backend(const struct datapath_backend_stats *b, void *arg)
 		add_to(agg, "backends", 1);
 		add_to(agg, "healthy_backends", b->healthy);
 		add_to(agg, "open_circuits", b->circuit == DATAPATH_CIRCUIT_OPEN);
-		add_to(agg, "active_connections", (double)b->active);
 	}
 	if (!s->backends || (s->only && strcmp(s->only, b->service)))
 		return;

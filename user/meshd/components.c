@@ -154,7 +154,12 @@ static void watch_events(struct meshd *m)
 
 static int dp_comp_start(struct meshd *m)
 {
-	struct datapath_opts opts = { .pin_path = m->cfg->bpf_pin_path, .cgroup = m->cfg->cgroup };
+	struct datapath_opts opts = {
+		.pin_path = m->cfg->bpf_pin_path,
+		.cgroup = m->cfg->cgroup,
+		.max_services = m->cfg->datapath_max_services,
+		.max_backends = m->cfg->datapath_max_backends,
+	};
 	bool existed = access(opts.pin_path, F_OK) == 0;
 	int err;
 
@@ -207,6 +212,14 @@ static int dp_comp_reload(struct meshd *m, const struct mesh_config *old,
 	if (strcmp(old->bpf_pin_path, new->bpf_pin_path) != 0) {
 		LOG_ERR("config", "bpf_pin_path cannot change on reload; restart meshd",
 			"old=%s new=%s", log_q(old->bpf_pin_path), log_q(new->bpf_pin_path));
+		return -EINVAL;
+	}
+	if (old->datapath_max_services != new->datapath_max_services ||
+	    old->datapath_max_backends != new->datapath_max_backends) {
+		LOG_ERR("config", "datapath capacities cannot change on reload; restart meshd",
+			"old_services=%u new_services=%u old_backends=%u new_backends=%u",
+			old->datapath_max_services, new->datapath_max_services,
+			old->datapath_max_backends, new->datapath_max_backends);
 		return -EINVAL;
 	}
 	return 0;

@@ -2,6 +2,7 @@
  * object at a time from datapath_stats() but Prometheus wants each family's samples together, so
  * each collected family has its own buffer, concatenated after its HELP/TYPE at render time.
  * Runs on the event-loop thread during a scrape. */
+#include <netinet/in.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@ enum family {
 	FAM_BYTES,
 	FAM_PASSTHROUGH,
 	FAM_PANIC,
+	FAM_DATAGRAMS,
 	FAM_ACTIVE,
 	FAM_HEALTHY,
 	FAM_CIRCUIT_STATE,
@@ -44,6 +46,10 @@ static const struct {
 	[FAM_PANIC] = { "meshd_panic_connections_total", "counter",
 			"Connections balanced across all backends, healthy or not, because too few "
 			"were healthy (panic threshold)." },
+	[FAM_DATAGRAMS] = { "meshd_udp_datagrams_total", "counter",
+			    "Datagrams of a UDP service, by direction (sent by the client, "
+			    "received "
+			    "by the client); their payload bytes are in meshd_bytes_total." },
 	[FAM_ACTIVE] = { "meshd_backend_active_connections", "gauge",
 			 "Open connections to a backend." },
 	[FAM_HEALTHY] = { "meshd_backend_healthy", "gauge",
@@ -225,6 +231,10 @@ static void render_svc_family(struct exposition *e, struct strbuf *out, enum fam
 			sample(out, f, x->labels, NULL, x->st.passthrough);
 		} else if (f == FAM_PANIC) {
 			sample(out, f, x->labels, NULL, x->st.panic);
+		} else if (f == FAM_DATAGRAMS && x->st.protocol == IPPROTO_UDP) {
+			sample(out, f, x->labels, "direction=\"sent\"", x->st.datagrams_sent);
+			sample(out, f, x->labels, "direction=\"received\"",
+			       x->st.datagrams_received);
 		}
 	}
 }
