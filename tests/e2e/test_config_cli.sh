@@ -88,7 +88,7 @@ case_validate_problems() {
 		'services[1].circuit_breaker.window: invalid duration (got "10 s", expected a duration like 250ms, 10s, 5m, 1h in 1s..1h)'
 		'services[1].backends[0].port: missing required key (got nothing, expected an integer in 1..65535)'
 		'circuit_breaker.open_duration: must be at most circuit_breaker.max_open_duration (got 10m, expected at most 5m)'
-		'services[1].vip: VIP and port already used (got 127.77.0.10:80, expected a VIP:port not used by services[0])'
+		'services[1].vip: VIP, port and protocol already used (got 127.77.0.10:80, expected a VIP:port not used by services[0])'
 	)
 	local line missing=""
 	for line in "${want[@]}"; do

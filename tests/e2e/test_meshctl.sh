@@ -249,7 +249,7 @@ if command -v setpriv >/dev/null; then
 		grep -q '^\[FAIL\] capabilities: missing CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN' \
 		"$TMP/check.out"
 	check check_unprivileged_probes "a probe blamed the kernel for missing privileges" \
-		grep -q '^\[FAIL\] sockops programs: cannot probe without CAP_BPF' "$TMP/check.out"
+		grep -q '^\[FAIL\] BPF program types: cannot probe without CAP_BPF' "$TMP/check.out"
 	check check_unprivileged_rc "exit $r" test $r = 1
 else
 	skip check_unprivileged "no setpriv"

@@ -260,6 +260,8 @@ const char *datapath_circuit_name(int circuit)
 										 : "unknown";
 }
 
+_Static_assert(MESH_CNT__COUNT == 24, "name every counter below");
+
 const char *datapath_counter_name(int counter)
 {
 	static const char *const names[MESH_CNT__COUNT] = {
@@ -283,6 +285,10 @@ const char *datapath_counter_name(int counter)
 		[MESH_CNT_SCAN] = "scan",
 		[MESH_CNT_HANDOFF_BUSY] = "handoff_busy",
 		[MESH_CNT_REDRAW] = "redraw",
+		[MESH_CNT_UDP_CONNECT] = "udp_connect",
+		[MESH_CNT_UDP_SENDMSG] = "udp_sendmsg",
+		[MESH_CNT_UDP_STICKY] = "udp_sticky",
+		[MESH_CNT_UDP_REVERSE] = "udp_reverse",
 	};
 
 	return counter >= 0 && counter < MESH_CNT__COUNT ? names[counter] : NULL;
