@@ -1315,6 +1315,28 @@ static __always_inline int connecting_to(struct bpf_sock *sk, const struct mesh_
 	return w0 == a[0] && w1 == a[1] && w2 == a[2] && w3 == a[3];
 }
 
+/* An MPTCP socket (`mptcpize run`, IPPROTO_MPTCP) connects through its first subflow, a TCP
+ * socket: connect4/6 and sockops see the subflow, while the application's getpeername() asks
+ * the MPTCP socket. The decision is copied onto the MPTCP socket too, for getpeername only (the
+ * subflow keeps the counts: sockops follows its states). Needs bpf_skc_to_mptcp_sock (5.19+,
+ * CAP_PERFMON); elsewhere MPTCP applications see the backend (docs/datapath.md). */
+static __always_inline void mptcp_share(struct bpf_sock *sk, const struct mesh_sock *d)
+{
+	struct mptcp_sock *msk;
+	struct mesh_sock *ms;
+
+	if (!bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_skc_to_mptcp_sock))
+		return;
+	msk = bpf_skc_to_mptcp_sock(sk);
+	if (!msk)
+		return;
+	ms = bpf_sk_storage_get(&mesh_sockets, msk, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (ms && !(ms->flags & MESH_SK_F_ACTIVE)) {
+		*ms = *d;
+		ms->flags = MESH_SK_F_SERVICE;
+	}
+}
+
 /* TCP_CONNECT_CB: moves a decision connect4/6 left in the hand-off slot into socket storage.
  * A decision for another destination is one a connect that failed before TCP left behind (the
  * socket now connects elsewhere, not through a service): dropped. */
@@ -1333,6 +1355,8 @@ static __always_inline void take_decision(struct bpf_sock_ops *skops)
 			count(MESH_CNT_ERR_STORAGE);
 		else if (!reentry(ms))
 			*ms = h->sock;
+		if (skops->is_fullsock)
+			mptcp_share(sk, &h->sock);
 	}
 	__sync_val_compare_and_swap(&h->cookie, cookie, 0);
 }

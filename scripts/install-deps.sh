@@ -8,6 +8,7 @@ PKGS=(
 	libcjson-dev libcurl4-openssl-dev libclang-rt-14-dev clang-format
 	python3 curl iproute2 iptables openssl procps psmisc
 	prometheus dnsmasq haproxy stunnel4 wrk iperf3 jq systemd util-linux
+	bind9-dnsutils dnsperf mptcpize
 )
 
 missing() {

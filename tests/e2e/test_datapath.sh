@@ -128,6 +128,19 @@ out=$(client -n 100 ::1 18101)
 expect ipv6_vip_to_ipv4_backends "b1=$(kv backend.b1 <<<"$out") b2=$(kv backend.b2 <<<"$out")" \
 	'[ "$(kv backend.b1 <<<"$out")" -eq 50 ] && [ "$(kv backend.b2 <<<"$out")" -eq 50 ] && [ "$(kv peer_mismatch <<<"$out")" -eq 0 ]'
 
+# --- MPTCP (mptcpize: IPPROTO_MPTCP sockets): balanced through the first subflow, and the
+# MPTCP socket's getpeername shows the VIP; the subflow's counts return to zero -------------
+need_built "$(command -v mptcpize)"
+out=$(in_cgroup "$CG" mptcpize run python3 -c 'import socket
+for _ in range(6):
+    s = socket.socket()
+    s.connect(("127.77.2.10", 80))
+    name = s.makefile().readline().strip()
+    print(s.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL), name, "%s:%d" % s.getpeername())
+    s.close()')
+expect mptcp_getpeername_is_vip "$(tr '\n' ' ' <<<"$out")" \
+	'[ "$(grep -c "^262 b[123] $VIP:80$" <<<"$out")" -eq 6 ] && [ "$(cut -d" " -f2 <<<"$out" | sort -u | wc -l)" -eq 3 ] && wait_value 5 0 svc_field rr active'
+
 # --- untouched: outside the cgroup, and non-service destinations inside it -------------------
 out=$("$CLIENT" -n 20 --timeout 500 $VIP 80)
 expect outside_cgroup_untouched "outside: ok=$(kv ok <<<"$out") refused=$(kv errno.ECONNREFUSED <<<"$out")" \
