@@ -15,6 +15,7 @@
 #define VERDICT_OK 1
 #define VERDICT_REJECT 0
 #define AF_INET 2 /* not in vmlinux.h (macros) */
+#define AF_INET6 10
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 
@@ -331,11 +332,16 @@ __noinline int gather_chunk(const struct mesh_svc *svc, struct lb_cand *c, struc
 	return 0;
 }
 
-static __always_inline void gather(const struct mesh_svc *svc, struct lb_cand *c,
-				   struct gather_state *g, __u32 panic)
+/* A global function too: the loop leaves at a different slot for every backend count, and
+ * inlined, everything after it was verified once per exit (seconds of load time at 1,024). */
+__noinline int gather(const struct mesh_svc *svc, struct lb_cand *c, struct gather_state *g,
+		      __u32 panic)
 {
-	__u32 n = svc->n_backends;
+	__u32 n;
 
+	if (!svc || !c || !g)
+		return 0;
+	n = svc->n_backends;
 	c->n = 0;
 	for (__u32 w = 0; w < MESH_MAX_BACKENDS_PER_SVC / 64; w++)
 		c->mask[w] = 0;
@@ -345,6 +351,7 @@ static __always_inline void gather(const struct mesh_svc *svc, struct lb_cand *c
 			break;
 		gather_chunk(svc, c, g, i);
 	}
+	return 0;
 }
 
 /* Asks the breaker of backend `id` for a half-open probe token. Returns 1 when granted. */
@@ -388,6 +395,29 @@ static __always_inline int maglev_entry(const struct mesh_svc *svc, __u32 e)
 	return t->slot[i];
 }
 
+/* Reads the slots of the LB_MAGLEV_PROBE table entries the caller's hash probes into c->maglev
+ * (a global function: the loop's exits would multiply the verification of what follows). */
+__noinline int maglev_probe(const struct mesh_svc *svc, struct lb_cand *c)
+{
+	__u32 h, m;
+
+	if (!svc || !c)
+		return 0;
+	c->n_maglev = 0;
+	c->key = maglev_key(svc);
+	h = lb_hash64(c->key);
+	m = svc->maglev_m;
+	for (__u32 j = 0; j < LB_MAGLEV_PROBE && m; j++) {
+		int s = maglev_entry(svc, (h + j) % m);
+
+		if (s < 0)
+			break;
+		c->maglev[j & (LB_MAGLEV_PROBE - 1)] = (__u16)s;
+		c->n_maglev = j + 1;
+	}
+	return 0;
+}
+
 /* Fills the per-connect inputs only the service's algorithm reads (each helper call costs on
  * every connect). */
 static __always_inline void pick_inputs(const struct mesh_svc *svc, struct mesh_svc_state *ss,
@@ -402,18 +432,7 @@ static __always_inline void pick_inputs(const struct mesh_svc *svc, struct mesh_
 	if (svc->algorithm == MESH_LB_ROUND_ROBIN) {
 		c->rr = ADD(ss->rr, 1);
 	} else if (svc->algorithm == MESH_LB_MAGLEV) {
-		__u32 h, m = svc->maglev_m;
-
-		c->key = maglev_key(svc);
-		h = lb_hash64(c->key);
-		for (__u32 j = 0; j < LB_MAGLEV_PROBE && m; j++) {
-			int s = maglev_entry(svc, (h + j) % m);
-
-			if (s < 0)
-				break;
-			c->maglev[j & (LB_MAGLEV_PROBE - 1)] = (__u16)s;
-			c->n_maglev = j + 1;
-		}
+		maglev_probe(svc, c);
 	} else {
 		c->seed = lb_seed();
 	}
@@ -491,8 +510,30 @@ struct draw {
 	__u32 pad;
 };
 
-/* Whether backend `id` may take this connect: a closed breaker, or an open one whose half-open
- * probe this connect becomes. Sets d->active and d->probe. */
+/* A drawn backend whose breaker is not closed: this connect becomes its half-open probe when
+ * one is due and the breaker grants it (sets d->probe), else it is drawn again. A global
+ * function: the lock and the event are verified once, not once per draw of every loop. */
+__noinline int probe_drawn(const struct mesh_svc *svc, __u32 id, struct draw *d)
+{
+	struct mesh_be_state *bs;
+
+	if (!svc || !d)
+		return 0;
+	bs = be_state(id);
+	count(MESH_CNT_REDRAW);
+	if (!bs)
+		return 0;
+	if (!d->now)
+		d->now = bpf_ktime_get_ns();
+	if (breaker_peek(&bs->br, &svc->breaker, d->now) != BREAKER_PROBE ||
+	    !try_probe(svc, id, d->now))
+		return 0;
+	d->probe = 1;
+	return 1;
+}
+
+/* Whether backend `id` may take this connect: a closed breaker (the common case, inline), or
+ * an open one whose half-open probe this connect becomes. Sets d->active and d->probe. */
 static __always_inline int usable(const struct mesh_svc *svc, __u32 id, struct draw *d)
 {
 	struct mesh_be_state *bs = be_state(id);
@@ -503,14 +544,7 @@ static __always_inline int usable(const struct mesh_svc *svc, __u32 id, struct d
 	d->probe = 0;
 	if (d->all || bs->br.state == MESH_CIRCUIT_CLOSED)
 		return 1;
-	count(MESH_CNT_REDRAW);
-	if (!d->now)
-		d->now = bpf_ktime_get_ns();
-	if (breaker_peek(&bs->br, &svc->breaker, d->now) != BREAKER_PROBE ||
-	    !try_probe(svc, id, d->now))
-		return 0;
-	d->probe = 1;
-	return 1;
+	return probe_drawn(svc, id, d);
 }
 
 /* The backend of draw `j` (< k): the j-th healthy backend, or in panic the j-th of all. */
@@ -579,6 +613,22 @@ __noinline int draw_weighted(const struct mesh_svc *svc, __u32 k, struct draw *d
 
 /* least_request: lb_pick_least()'s draws (the first uniform, the others distinct from it),
  * each drawn again while it lands on a backend that cannot take the connect. */
+/* One of least_request's later draws: distinct from `first`, drawn again while unusable.
+ * Returns the backend id, or 0. */
+static __always_inline int least_next(const struct mesh_svc *svc, __u32 k, __u32 first, __u32 *seed,
+				      struct draw *d)
+{
+	if (k < 2)
+		return 0;
+	for (__u32 t = 0; t < MESH_MAX_DRAWS; t++) {
+		__u32 id = drawn(svc, lb_least_next(k, first, seed), d);
+
+		if (id && usable(svc, id, d))
+			return (int)id;
+	}
+	return 0;
+}
+
 __noinline int draw_least(const struct mesh_svc *svc, __u32 k, struct draw *d)
 {
 	__u32 seed = lb_seed(), choices, first = 0;
@@ -600,12 +650,8 @@ __noinline int draw_least(const struct mesh_svc *svc, __u32 k, struct draw *d)
 	if (!best)
 		return -1;
 	for (__u32 c = 1; c < LB_MAX_CHOICES && c < choices && k > 1 && !best_probe; c++) {
-		for (t = 0; t < MESH_MAX_DRAWS; t++) {
-			id = drawn(svc, lb_least_next(k, first, &seed), d);
-			if (id && usable(svc, id, d))
-				break;
-		}
-		if (t == MESH_MAX_DRAWS || d->probe)
+		id = (__u32)least_next(svc, k, first, &seed, d);
+		if (!id || d->probe)
 			break; /* a probe is a connect of its own backend's: keep the first */
 		if (d->active < best_active) {
 			best = id;
@@ -706,13 +752,17 @@ static __always_inline int choose_fast(const struct mesh_svc *svc, struct mesh_s
 }
 
 /* Chooses a backend for this connect. Returns its id (sets *probe), -1 with *reason set when no
- * backend is usable, or -2 on an internal error. */
-static __always_inline int choose(const struct mesh_svc *svc, struct mesh_svc_state *ss, int v4,
-				  int *probe, int *reason)
+ * backend is usable, or -2 on an internal error. A global function: verified once per program
+ * instead of once per path of its callers (TCP and UDP), which took seconds to load. */
+__noinline int choose(const struct mesh_svc *svc, int v4, int *probe, int *reason)
 {
+	struct mesh_svc_state *ss;
 	__s32 not_closed;
 	int id = -3;
 
+	if (!svc || !probe || !reason)
+		return -2;
+	ss = svc_state(svc->service_id);
 	if (!ss)
 		return -2;
 	not_closed = ss->not_closed;
@@ -884,7 +934,7 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_s
 		id = -1;
 		reason = MESH_REJECT_MAX_CONN;
 	} else {
-		id = choose(svc, ss, v4, &probe, &reason);
+		id = choose(svc, v4, &probe, &reason);
 	}
 	if (id <= 0) { /* a service connect left alone: nothing of an earlier one may stay */
 		forget(ctx);
@@ -950,8 +1000,6 @@ static __always_inline int udp_balance(struct bpf_sock_addr *ctx, struct mesh_sv
 	struct mesh_backend *be;
 	struct mesh_svc *svc;
 
-	if (!key)
-		return VERDICT_OK;
 	fk.vip = *key;
 	svc = bpf_map_lookup_elem(&mesh_services, key);
 	if (!svc)
@@ -964,7 +1012,7 @@ static __always_inline int udp_balance(struct bpf_sock_addr *ctx, struct mesh_sv
 		count(MESH_CNT_UDP_STICKY);
 		id = (int)f->backend_id;
 	} else {
-		id = choose(svc, ss, v4, &probe, &reason);
+		id = choose(svc, v4, &probe, &reason);
 		if (id == -1)
 			return no_backend(ctx, svc, ss, reason);
 		if (id <= 0) {
@@ -987,19 +1035,6 @@ static __always_inline int udp_balance(struct bpf_sock_addr *ctx, struct mesh_sv
 		ADD(ss->redirected, 1);
 	ADD_BE(id, selected);
 	return VERDICT_OK;
-}
-
-/* udp_balance() for the v4 and for the v6 hooks: global functions, verified once per program
- * on their own and kept out of the TCP connect path (each hook may write only its family's
- * address fields, hence one per family). */
-__noinline int udp_balance4(struct bpf_sock_addr *ctx, struct mesh_svc_key *key, int connected)
-{
-	return udp_balance(ctx, key, 1, connected);
-}
-
-__noinline int udp_balance6(struct bpf_sock_addr *ctx, struct mesh_svc_key *key, int connected)
-{
-	return udp_balance(ctx, key, 0, connected);
 }
 
 static __always_inline int udp_socket(struct bpf_sock_addr *ctx)
@@ -1040,9 +1075,7 @@ static __always_inline int connect_hook(struct bpf_sock_addr *ctx, int v4)
 	}
 	if (udp_socket(ctx)) {
 		dest_key(ctx, &key, v4, IPPROTO_UDP);
-		return (v4 ? udp_balance4(ctx, &key, 1) : udp_balance6(ctx, &key, 1))
-			   ? VERDICT_OK
-			   : VERDICT_REJECT;
+		return udp_balance(ctx, &key, v4, 1);
 	}
 	return VERDICT_OK;
 }
@@ -1067,8 +1100,7 @@ static __always_inline int sendmsg_hook(struct bpf_sock_addr *ctx, int v4)
 	if (!udp_socket(ctx))
 		return VERDICT_OK;
 	dest_key(ctx, &key, v4, IPPROTO_UDP);
-	return (v4 ? udp_balance4(ctx, &key, 0) : udp_balance6(ctx, &key, 0)) ? VERDICT_OK
-									      : VERDICT_REJECT;
+	return udp_balance(ctx, &key, v4, 0);
 }
 
 SEC("cgroup/sendmsg4")
@@ -1491,6 +1523,59 @@ int mesh_adjust(void *ctx)
 				ADD(ss->active, delta);
 		}
 	}
+	return 0;
+}
+
+/* --- drains: closing the connections of removed backends --------------------------------- */
+
+/* Backends to drain in the current pass, written by userspace before it reads the iterator. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MESH_DRAIN_MAX);
+	__type(key, struct mesh_drain_key);
+	__type(value, __u64);
+} mesh_drain SEC(".maps");
+
+extern int bpf_sock_destroy(struct sock_common *sk) __ksym;
+
+/* Walks every TCP socket of the network namespace reading the iterator and aborts those whose
+ * decision names a backend being drained (the peer gets a reset, the application
+ * ECONNABORTED; sockops sees the close and releases the counts). Not attached: userspace creates
+ * an iterator from it per drain pass. Loaded only where bpf_sock_destroy exists (6.5+). */
+SEC("iter/tcp")
+int mesh_drain_iter(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct mesh_drain_key k = {};
+	struct mesh_svc_state *ss;
+	struct mesh_be_state *bs;
+	struct tcp_sock *tp;
+	struct mesh_sock *ms;
+	__u64 *n;
+
+	/* Reading a field also puts struct sock_common itself in the object's BTF: libbpf matches
+	 * the kfunc's prototype against the kernel's and refuses a forward declaration. */
+	if (!skc || (skc->skc_family != AF_INET && skc->skc_family != AF_INET6))
+		return 0;
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0;
+	ms = bpf_sk_storage_get(&mesh_sockets, tp, 0, 0);
+	if (!ms || !(ms->flags & MESH_SK_F_SERVICE))
+		return 0;
+	k.backend_id = ms->backend_id;
+	k.be_epoch = ms->be_epoch;
+	n = bpf_map_lookup_elem(&mesh_drain, &k);
+	if (!n || bpf_sock_destroy(skc))
+		return 0;
+	ADD(*n, 1);
+	count(MESH_CNT_DRAINED);
+	ss = sock_service(ms);
+	if (ss)
+		ADD(ss->drained, 1);
+	bs = sock_backend(ms);
+	if (bs)
+		ADD(bs->drained, 1);
 	return 0;
 }
 

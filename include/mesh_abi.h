@@ -53,6 +53,7 @@ enum mesh_hash_key {
 #define MESH_COUNTERS_MAX 64	/* mesh_counters entries: room for counters added later */
 #define MESH_MAX_DRAWS 8	/* draws the no-scan path makes before it scans */
 #define MESH_UDP_FLOWS 65536	/* mesh_udp_fwd / mesh_udp_rev entries (LRU) */
+#define MESH_DRAIN_MAX 4096	/* backends one drain pass closes connections of */
 
 /* Errnos the application sees on a decided reject (positive values, as in errno.h). */
 #define MESH_ERRNO_NO_HEALTHY 113 /* EHOSTUNREACH */
@@ -100,6 +101,7 @@ enum mesh_counter {
 	MESH_CNT_UDP_SENDMSG = 21,  /* unconnected UDP datagrams to a service balanced */
 	MESH_CNT_UDP_STICKY = 22,   /* ... of which went to their flow's backend */
 	MESH_CNT_UDP_REVERSE = 23,  /* replies (recvmsg) and peers (getpeername) shown as the VIP */
+	MESH_CNT_DRAINED = 24,	    /* connections closed by a drain (bpf_sock_destroy) */
 	MESH_CNT__COUNT,
 };
 _Static_assert(MESH_CNT__COUNT <= MESH_COUNTERS_MAX, "mesh_counters too small");
@@ -197,7 +199,8 @@ struct mesh_svc_state {
 	__u64 bytes_received;
 	__u64 dgrams_sent; /* UDP services */
 	__u64 dgrams_received;
-	__u64 pad[2];
+	__u64 drained; /* connections closed by a drain */
+	__u64 pad;
 };
 _Static_assert(sizeof(struct mesh_svc_state) == 128, "mesh_svc_state layout");
 
@@ -341,6 +344,14 @@ struct mesh_udp_rev {
 	__u32 service_id;
 };
 _Static_assert(sizeof(struct mesh_udp_rev) == 24, "mesh_udp_rev layout");
+
+/* mesh_drain key: a backend (id and the epoch of its allocation) whose connections the drain
+ * iterator closes; the value counts them. */
+struct mesh_drain_key {
+	__u32 backend_id;
+	__u32 be_epoch;
+};
+_Static_assert(sizeof(struct mesh_drain_key) == 8, "mesh_drain_key layout");
 
 /* Input of mesh_adjust (a BPF_PROG_TYPE_SYSCALL program userspace runs): adds `delta` to the
  * active count of each listed backend (kind 0) or service (kind 1) with the same atomics the

@@ -93,7 +93,7 @@ expect maglev_removal_moves_about_one_nth "moved $moved callers ($on_removed wer
 # half written, or one handed to the other service, would reach b5 or fail.
 dp set --name upd --vip 127.77.2.14:80 --alg round_robin --backend $B1 --backend $B2
 dp set --name decoy --vip 127.77.2.17:80 --alg round_robin --backend 127.0.0.1:18005
-client_bg "$TMP/upd.out" -n 4000 -t 2 127.77.2.14 80
+client_bg "$TMP/upd.out" -n 8000 -t 2 127.77.2.14 80
 for i in $(seq 1 40); do
 	kill -0 "$BG_PID" 2>/dev/null || break
 	if ((i % 2)); then set_b="--backend $B3 --backend 127.0.0.1:18004"; else set_b="--backend $B1 --backend $B2"; fi
@@ -107,7 +107,7 @@ a=$(($(kv backend.b1 <"$TMP/upd.out") + $(kv backend.b2 <"$TMP/upd.out")))
 b=$(($(kv backend.b3 <"$TMP/upd.out") + $(kv backend.b4 <"$TMP/upd.out")))
 expect updates_never_half_written \
 	"ok=$(kv ok <"$TMP/upd.out") set1=$a set2=$b b5=$(kv backend.b5 <"$TMP/upd.out") err_internal=$(counter err_internal) updates=$i" \
-	'[ "$(kv ok <"$TMP/upd.out")" -eq 4000 ] && [ $((a + b)) -eq 4000 ] && [ "$a" -gt 0 ] && [ "$b" -gt 0 ] && [ "$(kv backend.b5 <"$TMP/upd.out")" -eq 0 ] && [ "$(counter err_internal)" -eq 0 ] && [ "$i" -ge 10 ]'
+	'[ "$(kv ok <"$TMP/upd.out")" -eq 8000 ] && [ $((a + b)) -eq 8000 ] && [ "$a" -gt 0 ] && [ "$b" -gt 0 ] && [ "$(kv backend.b5 <"$TMP/upd.out")" -eq 0 ] && [ "$(counter err_internal)" -eq 0 ] && [ "$i" -ge 10 ]'
 dp del --name decoy
 
 # --- IPv6 and v4-mapped: destination rewritten, getpeername shows the VIP --------------------

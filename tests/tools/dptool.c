@@ -33,6 +33,7 @@ static int usage(void)
 	    "      [--panic F] [--choices N] [--policy reject|passthrough] [--proto tcp|udp]\n"
 	    "      [--hash-key cgroup|process] [--backends-from FILE]\n"
 	    "  del --name N | prune [--keep N]... | health --name N --backend ADDR:PORT up|down\n"
+	    "  drain --name N --backend ADDR:PORT  close that backend's connections now\n"
 	    "  stats [-o json] | counters | events [--wait MS] | cleanup\n");
 	return 2;
 }
@@ -284,6 +285,28 @@ static int cmd_health(struct datapath *dp, int argc, char **argv)
 	return err ? die("health", err) : 0;
 }
 
+static int cmd_drain(struct datapath *dp, int argc, char **argv)
+{
+	struct config_endpoint ep = { 0 };
+	const char *name = NULL;
+	uint64_t closed = 0;
+	int opt, err;
+
+	while ((opt = getopt_long(argc, argv, "", set_opts, NULL)) != -1) {
+		if (opt == 'n')
+			name = optarg;
+		else if (opt != 'b' || parse_ep(optarg, &ep, NULL))
+			return usage();
+	}
+	if (!name || !ep.family)
+		return usage();
+	err = datapath_drain_backend(dp, name, &ep, &closed);
+	if (err)
+		return die("drain", err);
+	printf("closed=%llu\n", (unsigned long long)closed);
+	return 0;
+}
+
 struct out {
 	bool json;
 	int n;
@@ -300,16 +323,19 @@ static void print_svc(const struct datapath_service_stats *s, void *arg)
 		? "%s{\"kind\":\"service\",\"name\":\"%s\",\"vip\":\"%s\",\"id\":%u,"
 		  "\"algorithm\":\"%s\",\"backends\":%u,\"active\":%lld,\"redirected\":%llu,"
 		  "\"passthrough\":%llu,\"panic\":%llu,\"bytes_sent\":%llu,\"bytes_received\":%llu,"
-		  "\"protocol\":\"%s\",\"datagrams_sent\":%llu,\"datagrams_received\":%llu"
+		  "\"protocol\":\"%s\",\"datagrams_sent\":%llu,\"datagrams_received\":%llu,"
+		  "\"drained\":%llu"
 		: "%sservice name=%s vip=%s id=%u algorithm=%s backends=%u active=%lld "
 		  "redirected=%llu passthrough=%llu panic=%llu bytes_sent=%llu "
-		  "bytes_received=%llu protocol=%s datagrams_sent=%llu datagrams_received=%llu",
+		  "bytes_received=%llu protocol=%s datagrams_sent=%llu datagrams_received=%llu "
+		  "drained=%llu",
 	    o->json && o->n++ ? "," : "", s->service, vip, s->service_id,
 	    alg_names[s->algorithm % MESH_LB__COUNT], s->n_backends, (long long)s->active,
 	    (unsigned long long)s->redirected, (unsigned long long)s->passthrough,
 	    (unsigned long long)s->panic, (unsigned long long)s->bytes_sent,
 	    (unsigned long long)s->bytes_received, s->protocol == IPPROTO_UDP ? "udp" : "tcp",
-	    (unsigned long long)s->datagrams_sent, (unsigned long long)s->datagrams_received);
+	    (unsigned long long)s->datagrams_sent, (unsigned long long)s->datagrams_received,
+	    (unsigned long long)s->drained);
 	for (int r = 0; r < MESH_REJECT__COUNT; r++)
 		printf(o->json ? ",\"rejects_%s\":%llu" : " rejects_%s=%llu",
 		       datapath_reject_reason_name(r), (unsigned long long)s->rejects[r]);
@@ -420,6 +446,8 @@ static int run(struct datapath *dp, int argc, char **argv)
 	}
 	if (!strcmp(cmd, "health"))
 		return cmd_health(dp, argc, argv);
+	if (!strcmp(cmd, "drain"))
+		return cmd_drain(dp, argc, argv);
 	if (!strcmp(cmd, "stats"))
 		return cmd_stats(dp, argc, argv);
 	if (!strcmp(cmd, "counters"))

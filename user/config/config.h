@@ -100,6 +100,7 @@ struct config_load_balancer {
 	double panic_threshold; /* 0..1 */
 	struct config_health_check health_check;
 	struct config_retry retry;
+	uint64_t close_removed_after_ns; /* 0: connections to removed backends stay open */
 };
 
 struct config_circuit_breaker {
@@ -112,6 +113,7 @@ struct config_circuit_breaker {
 	uint32_t half_open_probes;
 	uint32_t max_connections;
 	uint32_t max_ejection_percent; /* 0..100 */
+	bool close_on_open;	       /* close a backend's connections when its breaker opens */
 };
 
 struct config_backend {

@@ -165,6 +165,10 @@ static const struct cfg_key root_keys[] = {
 	  .def = "health.mesh.local",
 	  .doc = "Name `dns` checks query (type A); any DNS answer, NXDOMAIN included, is "
 		 "healthy." },
+	{ "load_balancer.close_removed_after", CT_DURATION, R(load_balancer.close_removed_after_ns),
+	  .def = "0s", .min = 0, .max = 24 * HOUR,
+	  .doc = "Established connections to a backend removed from the service (discovery, "
+		 "reload) are closed this long after it left; 0 leaves them open." },
 	{ "load_balancer.retry.connect_attempts", CT_UINT, R(load_balancer.retry.connect_attempts),
 	  .def = "3", .min = 1, .max = 10,
 	  .doc = "Connection attempts per request, first included.", .not_yet = NOT_YET_RETRY },
@@ -201,6 +205,9 @@ static const struct cfg_key root_keys[] = {
 	  .def = "1024", .min = 0, .max = 1000000,
 	  .doc = "Active connections to the service (all its backends, from this host) before "
 		 "connects are refused with ECONNREFUSED; 0 = unlimited." },
+	{ "circuit_breaker.close_on_open", CT_BOOL, R(circuit_breaker.close_on_open),
+	  .def = "false",
+	  .doc = "Close a backend's established connections when its breaker opens." },
 	{ "circuit_breaker.max_ejection_percent", CT_UINT, R(circuit_breaker.max_ejection_percent),
 	  .def = "50", .min = 0, .max = 100,
 	  .doc = "Most backends of a service that may be ejected at once (percent)." },

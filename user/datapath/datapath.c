@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
 #include "common/log.h"
@@ -36,6 +37,7 @@ const char *const dp_map_names[DP_MAP__COUNT] = {
 	[DP_MAP_SOCKETS] = "mesh_sockets",
 	[DP_MAP_RNG] = "mesh_rng",
 	[DP_MAP_ADJUST] = "mesh_adjust_in",
+	[DP_MAP_DRAIN] = "mesh_drain",
 };
 
 /* Programs and the names their links are pinned under. */
@@ -144,6 +146,23 @@ static int size_maps(struct datapath *dp)
 	return err;
 }
 
+/* Programs for features a kernel may lack are not loaded there (so the rest loads): drains need
+ * the bpf_sock_destroy kfunc (6.5), the upgrade's count correction syscall programs (5.14). */
+static void optional_programs(struct datapath *dp)
+{
+	struct btf *vmlinux = btf__load_vmlinux_btf();
+	bool destroy =
+	    vmlinux && btf__find_by_name_kind(vmlinux, "bpf_sock_destroy", BTF_KIND_FUNC) > 0;
+
+	btf__free(vmlinux);
+	if (!destroy) {
+		LOG_WARN(DP_SUBSYS, "kernel without bpf_sock_destroy: drains are off", "%s", "");
+		bpf_program__set_autoload(dp->skel->progs.mesh_drain_iter, false);
+	}
+	if (libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SYSCALL, NULL) != 1)
+		bpf_program__set_autoload(dp->skel->progs.mesh_adjust, false);
+}
+
 /* Whether a map keeps its pin across an upgrade from an older layout: the per-socket maps,
  * whose layout has not changed, so live sockets keep their decisions (migrate.c). */
 static bool kept_on_upgrade(const char *name)
@@ -166,6 +185,7 @@ static int load_object(struct datapath *dp, bool upgrade)
 	err = size_maps(dp);
 	if (err)
 		return err;
+	optional_programs(dp);
 	bpf_object__for_each_map(map, dp->skel->obj)
 	{
 		if (upgrade && !kept_on_upgrade(bpf_map__name(map)))
@@ -186,6 +206,8 @@ static int load_object(struct datapath *dp, bool upgrade)
 		dp->fd[i] = bpf_map__fd(map);
 	}
 	dp->adjust_fd = bpf_program__fd(dp->skel->progs.mesh_adjust);
+	if (bpf_program__autoload(dp->skel->progs.mesh_drain_iter))
+		dp->drain_prog = dp->skel->progs.mesh_drain_iter;
 	return 0;
 }
 
@@ -463,6 +485,7 @@ void datapath_close(struct datapath *dp)
 	dp_index_free(&dp->by_name);
 	dp_index_free(&dp->by_key);
 	dp_slots_free(dp);
+	free(dp->drains);
 	free(dp->pin_path);
 	free(dp);
 }

@@ -87,6 +87,7 @@ struct datapath_service_stats {
 	uint64_t panic;	     /* connects balanced across all backends (panic threshold) */
 	int protocol;	     /* IPPROTO_TCP or IPPROTO_UDP */
 	uint64_t datagrams_sent, datagrams_received; /* UDP services */
+	uint64_t drained;			     /* connections closed by drains */
 };
 
 /* Calls `svc_cb` once per service and `be_cb` once per backend, reading maps with batch lookups.
@@ -112,6 +113,18 @@ int datapath_drain_events(struct datapath *dp,
 const char *datapath_reject_reason_name(int reason);
 /* Name of a breaker state (enum datapath_circuit): "closed", "open", "half_open"; "unknown". */
 const char *datapath_circuit_name(int circuit);
+
+/* Drains (kernels with bpf_sock_destroy, 6.5+; sockets of meshd's network namespace). A backend
+ * that leaves its service (service set or removed) with close_removed_after set is scheduled;
+ * datapath_drain_due() closes the established connections of those now due and sets *next_ns to
+ * the next due time (CLOCK_MONOTONIC, 0 for none) and *closed to the connections closed.
+ * datapath_drain_backend() closes a current backend's connections now (close_on_open). Both
+ * return 0 or -errno (-EOPNOTSUPP without the kernel feature, -ENOENT for an unknown backend). */
+int datapath_drain_due(struct datapath *dp, uint64_t *next_ns, uint64_t *closed);
+int datapath_drain_backend(struct datapath *dp, const char *service,
+			   const struct config_endpoint *backend, uint64_t *closed);
+/* Whether `service` asked for its backends' connections to be closed when a breaker opens. */
+bool datapath_service_closes_on_open(const struct datapath *dp, const char *service);
 
 /* Global decision counters (enum mesh_counter), summed over CPUs into out[0..n). Returns the
  * number of counters written or -errno. */

@@ -28,6 +28,7 @@ enum dp_map {
 	DP_MAP_SOCKETS,
 	DP_MAP_RNG,
 	DP_MAP_ADJUST,
+	DP_MAP_DRAIN,
 	DP_MAP__COUNT,
 };
 
@@ -37,7 +38,15 @@ struct dp_service {
 	char name[MESH_SVC_NAME_MAX];
 	struct mesh_svc_key key;
 	struct mesh_svc val;
-	__u32 *ids; /* val.n_backends backend ids, in slot order */
+	__u32 *ids;		 /* val.n_backends backend ids, in slot order */
+	uint64_t close_after_ns; /* close connections to removed backends after this; 0 never */
+	bool close_on_open;	 /* ... and to a backend whose breaker opened */
+};
+
+/* A removed backend whose connections are to be closed at `due_ns` (CLOCK_MONOTONIC). */
+struct dp_drain {
+	uint32_t id, epoch, sid;
+	uint64_t due_ns;
 };
 
 /* Open-addressing index of services by name or by address (values: service id + 1). */
@@ -48,6 +57,7 @@ struct dp_index {
 
 struct mesh_bpf;
 struct bpf_object;
+struct bpf_program;
 struct ring_buffer;
 
 struct datapath {
@@ -74,6 +84,9 @@ struct datapath {
 	uint32_t n_quarantine, cap_quarantine;
 	int barrier_fd, barrier_inner_fd; /* ARRAY_OF_MAPS: an update waits for running programs */
 	int adjust_fd; /* mesh_adjust (BPF_PROG_TYPE_SYSCALL), -1 when not loaded */
+	struct bpf_program *drain_prog; /* mesh_drain_iter, NULL when not loaded */
+	struct dp_drain *drains;	/* pending, in no order */
+	uint32_t n_drains, cap_drains;
 	void (*ev_cb)(const struct datapath_event *ev, void *arg);
 	void *ev_arg;
 };
@@ -120,6 +133,10 @@ int dp_migrate_end(struct datapath *dp, struct dp_migration *m, struct bpf_objec
 void dp_migrate_free(struct dp_migration *m);
 /* services.c, for migrate.c: writes the maglev table of a mirrored service. */
 int dp_write_maglev(struct datapath *dp, const struct dp_service *s);
+
+/* drain.c: schedules closing the connections of backend `id` (its current epoch, service `sid`)
+ * `after_ns` from now; 0 does nothing. */
+void dp_drain_schedule(struct datapath *dp, __u32 id, __u32 sid, uint64_t after_ns);
 
 /* stats.c: reads entries [first, first + n) of an array map with batch lookups into `out`
  * (per-CPU maps: ncpus values of round_up(vsize, 8) bytes per entry). Returns 0 or -errno. */

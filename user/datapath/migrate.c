@@ -282,6 +282,8 @@ int dp_migrate_begin(struct datapath *dp, struct dp_migration **out)
 		m->fd[i] = -1;
 	if (dp->max_services < V3_SERVICES || dp->max_backends < V3_BACKENDS)
 		return -ENOSPC; /* the old ids must fit */
+	if (dp->adjust_fd < 0)
+		return -EOPNOTSUPP; /* no syscall programs: the caller rebuilds instead */
 	m->be_active = calloc(V3_BACKENDS, sizeof(*m->be_active));
 	m->svc_active = calloc(V3_SERVICES, sizeof(*m->svc_active));
 	if (!m->be_active || !m->svc_active)

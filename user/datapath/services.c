@@ -506,9 +506,10 @@ static int cmp_u32(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Frees the ids of `from` that are not in `keep`. */
+/* Frees the ids of `from` that are not in `keep`, scheduling a drain of their connections
+ * `drain_ns` from now (0: none). */
 static void free_removed(struct datapath *dp, const __u32 *from, __u32 n_from, const __u32 *keep,
-			 __u32 n_keep)
+			 __u32 n_keep, uint64_t drain_ns)
 {
 	__u32 *sorted = calloc(n_keep + 1, sizeof(*sorted));
 
@@ -516,9 +517,12 @@ static void free_removed(struct datapath *dp, const __u32 *from, __u32 n_from, c
 		return; /* ids leak until adoption rebuilds the pool: better than freeing live ones */
 	memcpy(sorted, keep, n_keep * sizeof(*keep));
 	qsort(sorted, n_keep, sizeof(*sorted), cmp_u32);
-	for (__u32 i = 0; i < n_from; i++)
-		if (!bsearch(&from[i], sorted, n_keep, sizeof(*sorted), cmp_u32))
-			be_free(dp, from[i]);
+	for (__u32 i = 0; i < n_from; i++) {
+		if (bsearch(&from[i], sorted, n_keep, sizeof(*sorted), cmp_u32))
+			continue;
+		dp_drain_schedule(dp, from[i], dp->be[from[i]].service_id, drain_ns);
+		be_free(dp, from[i]);
+	}
 	free(sorted);
 }
 
@@ -548,7 +552,8 @@ static int publish(struct datapath *dp, struct dp_service *s, const struct dp_se
 	}
 	if (old->used) {
 		dp_slots_retire(dp, old->val.slot_base, old->val.n_backends);
-		free_removed(dp, old->ids, old->val.n_backends, s->ids, s->val.n_backends);
+		free_removed(dp, old->ids, old->val.n_backends, s->ids, s->val.n_backends,
+			     s->close_after_ns);
 	}
 	/* The previous generation's maglev table stays while maglev is on: a connect may still
 	 * hold the old service value. */
@@ -570,7 +575,7 @@ static void undo_set(struct datapath *dp, struct dp_service *s, const struct dp_
 		dp_slots_retire(dp, s->val.slot_base, s->val.n_backends);
 	if (s->ids)
 		free_removed(dp, s->ids, s->val.n_backends, old->ids,
-			     old->used ? old->val.n_backends : 0);
+			     old->used ? old->val.n_backends : 0, 0);
 	free(s->ids);
 	*s = *old;
 }
@@ -592,6 +597,8 @@ static int set_service(struct datapath *dp, const struct config_service *svc, in
 	s->val.generation = old.val.generation + 1;
 	s->val.n_backends = (__u16)svc->n_backends;
 	s->val.slot_base = old.val.slot_base;
+	s->close_after_ns = svc->load_balancer.close_removed_after_ns;
+	s->close_on_open = svc->circuit_breaker.close_on_open;
 	if (s->val.algorithm == MESH_LB_MAGLEV && svc->n_backends)
 		s->val.maglev_m =
 		    maglev_size((uint32_t)svc->n_backends,
@@ -664,8 +671,10 @@ int datapath_service_del(struct datapath *dp, const char *name)
 	maglev_drop(dp, sid * 2, 0);
 	maglev_drop(dp, sid * 2 + 1, 0);
 	dp_slots_retire(dp, s->val.slot_base, s->val.n_backends);
-	for (__u32 i = 0; i < s->val.n_backends; i++)
+	for (__u32 i = 0; i < s->val.n_backends; i++) {
+		dp_drain_schedule(dp, s->ids[i], sid, s->close_after_ns);
 		be_free(dp, s->ids[i]);
+	}
 	ix_set(dp, true, s->name, -1);
 	ix_set(dp, false, &s->key, -1);
 	LOG_DEBUG(DP_SUBSYS, "service removed", "service=%s", log_q(name));

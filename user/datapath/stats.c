@@ -70,6 +70,7 @@ static void report_service(const struct datapath *dp, __u32 sid, const struct me
 		.protocol = s->key.proto,
 		.datagrams_sent = ss->dgrams_sent,
 		.datagrams_received = ss->dgrams_received,
+		.drained = mine ? ss->drained : 0,
 	};
 	struct mesh_backend vip = { .port = s->key.port };
 
@@ -260,7 +261,7 @@ const char *datapath_circuit_name(int circuit)
 										 : "unknown";
 }
 
-_Static_assert(MESH_CNT__COUNT == 24, "name every counter below");
+_Static_assert(MESH_CNT__COUNT == 25, "name every counter below");
 
 const char *datapath_counter_name(int counter)
 {
@@ -289,6 +290,7 @@ const char *datapath_counter_name(int counter)
 		[MESH_CNT_UDP_SENDMSG] = "udp_sendmsg",
 		[MESH_CNT_UDP_STICKY] = "udp_sticky",
 		[MESH_CNT_UDP_REVERSE] = "udp_reverse",
+		[MESH_CNT_DRAINED] = "drained",
 	};
 
 	return counter >= 0 && counter < MESH_CNT__COUNT ? names[counter] : NULL;

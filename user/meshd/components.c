@@ -109,12 +109,30 @@ static int prune_services(struct meshd *m)
 	return err;
 }
 
+/* A breaker opened on a service that closes its connections then (close_on_open). */
+static void drain_opened(struct meshd *m, const struct datapath_event *ev)
+{
+	char be[INET6_ADDRSTRLEN + 8];
+	uint64_t closed = 0;
+	int err;
+
+	if (!datapath_service_closes_on_open(m->dp, ev->service))
+		return;
+	err = datapath_drain_backend(m->dp, ev->service, &ev->backend, &closed);
+	LOG_INFO("datapath", "closed the connections of a backend whose breaker opened",
+		 "service=%s backend=%s closed=%llu err=%d", log_q(ev->service),
+		 config_endpoint_str(&ev->backend, be, sizeof(be)), (unsigned long long)closed,
+		 err);
+}
+
 /* One ring-buffer event: breaker transitions are what an operator needs to see (warn when a
  * backend is ejected); rejects can come by the thousand, so they stay at debug (counted anyway). */
 static void log_event(const struct datapath_event *ev, void *arg)
 {
 	char be[INET6_ADDRSTRLEN + 8];
 
+	if (ev->type == MESH_EV_CIRCUIT && ev->to == DATAPATH_CIRCUIT_OPEN)
+		drain_opened(arg, ev);
 	config_endpoint_str(&ev->backend, be, sizeof(be));
 	if (ev->type == MESH_EV_CIRCUIT) {
 		if (ev->to == DATAPATH_CIRCUIT_OPEN)
@@ -152,6 +170,28 @@ static void watch_events(struct meshd *m)
 	m->events_fd = fd;
 }
 
+/* Closes the connections of removed backends whose drain time came, and waits for the next. */
+static void on_drain_timer(struct evloop *loop, void *arg)
+{
+	struct meshd *m = arg;
+	uint64_t next = 0, closed = 0, now = evloop_now_ns();
+
+	m->drain_timer = 0;
+	if (m->dp)
+		datapath_drain_due(m->dp, &next, &closed);
+	if (next)
+		m->drain_timer =
+		    evloop_add_timer(loop, next > now ? next - now : 0, on_drain_timer, m);
+}
+
+/* After the datapath changed: a removed backend may have a drain due earlier than the timer. */
+void meshd_drain_reschedule(struct meshd *m)
+{
+	if (m->drain_timer > 0)
+		evloop_del_timer(m->loop, m->drain_timer);
+	m->drain_timer = evloop_add_timer(m->loop, 0, on_drain_timer, m);
+}
+
 static int dp_comp_start(struct meshd *m)
 {
 	struct datapath_opts opts = {
@@ -187,6 +227,9 @@ static void dp_comp_stop(struct meshd *m)
 	bool fresh = m->dp && !datapath_adopted(m->dp);
 
 	m->ready = false;
+	if (m->drain_timer > 0)
+		evloop_del_timer(m->loop, m->drain_timer);
+	m->drain_timer = 0;
 	if (m->events_fd >= 0)
 		evloop_del_fd(m->loop, m->events_fd);
 	m->events_fd = -1;
@@ -298,6 +341,7 @@ int meshd_apply_service(struct meshd *m, const struct config_service *svc)
 	LOG_DEBUG("datapath", "service written", "service=%s backends=%zu", log_q(svc->name),
 		  svc->n_backends);
 	health_backends_changed(m);
+	meshd_drain_reschedule(m);
 	return 0;
 }
 
@@ -317,5 +361,6 @@ int meshd_remove_service(struct meshd *m, const char *name)
 	}
 	LOG_INFO("datapath", "service removed", "service=%s", log_q(name));
 	health_backends_changed(m);
+	meshd_drain_reschedule(m);
 	return 0;
 }

@@ -45,7 +45,8 @@ struct meshd {
 				[2]; /* [direction: 0 inbound, 1 outbound][result: 0 ok, 1 error] */
 	uint64_t health_transitions[2]; /* [0] to unhealthy, [1] to healthy */
 	bool ready;			/* datapath attached and config loaded */
-	int events_fd; /* datapath ring-buffer epoll fd watched by the loop, -1 when none */
+	int events_fd;	     /* datapath ring-buffer epoll fd watched by the loop, -1 when none */
+	int64_t drain_timer; /* next drain of removed backends' connections, 0 when none */
 
 	struct lifecycle *lifecycle; /* component engine (lifecycle.h) */
 	bool start_failed;	     /* set while a failed start unwinds (stop hooks clean up) */
@@ -79,6 +80,8 @@ int meshd_reload(struct meshd *m);
 int meshd_apply_service(struct meshd *m, const struct config_service *svc);
 /* Removes a service that discovery no longer knows. Returns 0 or -errno. lifecycle.c */
 int meshd_remove_service(struct meshd *m, const char *name);
+/* Runs the drains of removed backends' connections that are due now, and times the next. */
+void meshd_drain_reschedule(struct meshd *m);
 
 /* Component hooks implemented by their modules (referenced from lifecycle.c's table). */
 int health_start(struct meshd *m);

@@ -18,6 +18,7 @@ enum family {
 	FAM_PASSTHROUGH,
 	FAM_PANIC,
 	FAM_DATAGRAMS,
+	FAM_DRAINED,
 	FAM_ACTIVE,
 	FAM_HEALTHY,
 	FAM_CIRCUIT_STATE,
@@ -50,6 +51,11 @@ static const struct {
 			    "Datagrams of a UDP service, by direction (sent by the client, "
 			    "received "
 			    "by the client); their payload bytes are in meshd_bytes_total." },
+	[FAM_DRAINED] = { "meshd_drained_connections_total", "counter",
+			  "Established connections closed by the datapath because their backend "
+			  "left "
+			  "the service (close_removed_after) or its breaker opened "
+			  "(close_on_open)." },
 	[FAM_ACTIVE] = { "meshd_backend_active_connections", "gauge",
 			 "Open connections to a backend." },
 	[FAM_HEALTHY] = { "meshd_backend_healthy", "gauge",
@@ -231,6 +237,8 @@ static void render_svc_family(struct exposition *e, struct strbuf *out, enum fam
 			sample(out, f, x->labels, NULL, x->st.passthrough);
 		} else if (f == FAM_PANIC) {
 			sample(out, f, x->labels, NULL, x->st.panic);
+		} else if (f == FAM_DRAINED) {
+			sample(out, f, x->labels, NULL, x->st.drained);
 		} else if (f == FAM_DATAGRAMS && x->st.protocol == IPPROTO_UDP) {
 			sample(out, f, x->labels, "direction=\"sent\"", x->st.datagrams_sent);
 			sample(out, f, x->labels, "direction=\"received\"",
