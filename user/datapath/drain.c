@@ -32,14 +32,15 @@ void dp_drain_schedule(struct datapath *dp, __u32 id, __u32 sid, uint64_t after_
 		struct dp_drain *d = realloc(dp->drains, cap * sizeof(*d));
 
 		if (!d) {
-			LOG_WARN(DP_SUBSYS, "drain not scheduled: out of memory", "backend_id=%u", id);
+			LOG_WARN(DP_SUBSYS, "drain not scheduled: out of memory", "backend_id=%u",
+				 id);
 			return;
 		}
 		dp->drains = d;
 		dp->cap_drains = cap;
 	}
-	dp->drains[dp->n_drains++] = (struct dp_drain){ id, dp->be[id].epoch, sid,
-							mono_ns() + after_ns };
+	dp->drains[dp->n_drains++] =
+	    (struct dp_drain){ id, dp->be[id].epoch, sid, mono_ns() + after_ns };
 }
 
 /* Runs the iterator once over every TCP socket. */
