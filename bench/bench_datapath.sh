@@ -4,7 +4,9 @@
 # to its backend, interleaved, as median and p99 ratios; (2) the average cost of the connect4
 # program (kernel.bpf_stats_enabled: run_time_ns / run_cnt) with 10, 100, 1,000, 10,000 and
 # 100,000 services of 10 backends each; (3) the same cost with one service of 2, 10, 100 and
-# 1,024 backends. Beside each cost, all our programs' run time per connection. Prints key=value
+# 1,024 backends. Beside each cost, all our programs' run time per connection; (4) UDP: DNS
+# queries per second through a VIP against the same directly to the dnsmasq behind it (dnsperf,
+# alternating, 3 runs each), and the sendmsg4 program's cost per datagram. Prints key=value
 # lines. Restores bpf_stats_enabled; cleans up.
 #   bench/bench_datapath.sh [RTT_SAMPLES] [CONNECTS_PER_SIZE]
 . "$(dirname "$0")/../tests/e2e/lib.sh"
@@ -48,9 +50,13 @@ incg "$BENCH" rtt 127.77.2.99 18000 127.0.0.1 18910 "$RTT_N"
 # either); the lowest chunk and the mean over chunks are printed beside it. Also printed, so that
 # cost moved out of connect4 is not cost hidden: all our programs' run time per connect in that
 # chunk (connect4, the sockops callbacks of the connection's life, sock_release).
+"$DPTOOL" --pin "$PIN" del --name rtt # (2) fills the service capacity exactly
 CHUNK=250
 link_prog() { bpftool -j link show pinned "$PIN/$1" | sed -n 's/.*"prog_id":\([0-9]*\).*/\1/p'; }
+# Every program a TCP connection runs: connect4, sockops, sock_release and the cgroup_skb pair
+# (which sees every packet, and leaves at once for TCP).
 progs="$(link_prog link_connect4) $(link_prog link_sockops) $(link_prog link_sock_release)"
+progs="$progs $(link_prog link_skb_out) $(link_prog link_skb_in)"
 sysctl -q kernel.bpf_stats_enabled=1
 
 # measure LABEL N: one visit: N / 8 connects to service 0, chunks appended to chunks-LABEL.
@@ -106,5 +112,32 @@ for _ in 1 2 3 4; do
 		measure "b$b" $((CONN_N * 2))
 	done
 done
-sysctl -q kernel.bpf_stats_enabled="$old_stats"
 report backends "${BACKENDS[@]/#/b}"
+
+# (4) UDP: dnsperf through a VIP against directly, the same dnsmasq, alternating.
+"$BENCH" populate "$PIN" 0 18900 >/dev/null
+if command -v dnsperf >/dev/null && command -v dnsmasq >/dev/null; then
+	spawn bench-dns dnsmasq --keep-in-foreground --conf-file=/dev/null --port=18953 \
+		--listen-address=127.0.0.1 --bind-interfaces --no-resolv --no-hosts --pid-file= \
+		--address=/svc.test/198.18.0.1 --cache-size=0
+	"$DPTOOL" --pin "$PIN" set --name udp --vip 127.77.2.98:53 --proto udp --alg round_robin \
+		--backend 127.0.0.1:18953
+	for _ in $(seq 1 1000); do echo "svc.test A"; done >"$TMP/queries"
+	qps() { # qps SERVER PORT: dnsperf's queries per second over 5 s, from the cgroup
+		incg dnsperf -s "$1" -p "$2" -d "$TMP/queries" -l 5 -c 4 -q 64 2>/dev/null |
+			awk '/Queries per second/ { print int($4) }'
+	}
+	vip=() direct=()
+	for _ in 1 2 3; do
+		direct+=("$(qps 127.0.0.1 18953)")
+		vip+=("$(qps 127.77.2.98 53)")
+	done
+	med() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
+	echo "udp_qps_direct=${direct[*]}"
+	echo "udp_qps_vip=${vip[*]}"
+	echo "udp_qps_ratio_median=$(awk -v a="$(med "${vip[@]}")" -v b="$(med "${direct[@]}")" 'BEGIN { printf "%.3f", a / b }')"
+	send=$(link_prog link_sendmsg4)
+	incg "$BENCH" datagrams 127.77.2.98 53 20000 "$send" | sed -n 's/^prog_ns_per_run=/udp_sendmsg4_ns_per_datagram=/p'
+	echo "udp_skb_out_ns_per_packet=$(bpftool -j prog show id "$(link_prog link_skb_out)" | jq '.run_time_ns / .run_cnt | floor')"
+fi
+sysctl -q kernel.bpf_stats_enabled="$old_stats"

@@ -87,6 +87,26 @@ others_moved=$(join "$TMP/mg1" "$TMP/mg2" | awk '$2 != "b4" && $2 != $3' | wc -l
 expect maglev_removal_moves_about_one_nth "moved $moved callers ($on_removed were on b4, $others_moved others)" \
 	'[ "$others_moved" -le 3 ] && [ "$moved" -le $((on_removed + 3)) ] && ! grep -q " b4\$" "$TMP/mg2"'
 
+# --- maglev hash_key: cgroup (default) sends every process of a cgroup to one backend; process
+# makes each process stick on its own, so 20 processes of one cgroup spread over the four --------
+hash_round() { # prints one line per process: its backend, or MIXED
+	local i out names
+	for i in $(seq 1 20); do
+		out=$(client -n 3 127.77.2.12 80)
+		names=$(grep '^backend\.' <<<"$out" | cut -d= -f1)
+		if [ "$(wc -l <<<"$names")" -eq 1 ]; then echo "${names#backend.}"; else echo MIXED; fi
+	done
+}
+dp set --name mg --vip 127.77.2.12:80 --alg maglev --hash-key process --backend $B1 --backend $B2 \
+	--backend $B3 --backend 127.0.0.1:18005
+hash_round >"$TMP/hk-process"
+dp set --name mg --vip 127.77.2.12:80 --alg maglev --backend $B1 --backend $B2 --backend $B3 \
+	--backend 127.0.0.1:18005
+hash_round >"$TMP/hk-cgroup"
+expect maglev_hash_key_process_sticks_per_process \
+	"process: $(sort "$TMP/hk-process" | uniq -c | tr '\n' ' '); cgroup: $(sort "$TMP/hk-cgroup" | uniq -c | tr '\n' ' ')" \
+	'! grep -q MIXED "$TMP/hk-process" && [ "$(sort -u "$TMP/hk-process" | wc -l)" -ge 3 ] && [ "$(sort -u "$TMP/hk-cgroup" | wc -l)" -eq 1 ]'
+
 # --- updates while connecting: every connect sees a whole backend set, old or new ------------
 # The two sets are disjoint ({b1,b2} and {b3,b4}) and another service (b5) is rewritten at the
 # same time, so its backend lists keep moving through mesh_slots: a connect that read a list

@@ -5,6 +5,9 @@
  *   rtt VIP PORT DADDR DPORT N  connect + 1-byte request/response + close, alternating through the
  *                             VIP and directly to the backend; prints medians, p99s and ratios
  *   connects ADDR PORT N      N plain connect + close by reset (drives the connect4 program)
+ *   datagrams ADDR PORT N PROG_ID...
+ *                             N datagrams from one unconnected UDP socket (sendto); prints the
+ *                             first program's run time per run (drives sendmsg4)
  *   cost ADDR PORT N CHUNK PROG_ID...
  *                             N such connects; per chunk, the first program's run time per
  *                             run and all the programs' (ns)
@@ -213,6 +216,26 @@ static int cmd_connects(const char *ip, int port, int n)
 	return 0;
 }
 
+static int prog_stats(const unsigned *ids, int n, uint64_t *run_ns, uint64_t *runs);
+
+static int cmd_datagrams(const char *ip, int port, int n, const unsigned *ids, int n_ids)
+{
+	struct sockaddr_in a = addr4(ip, port);
+	uint64_t t0, r0, t1, r1;
+	int fd = socket(AF_INET, SOCK_DGRAM, 0), failed = 0;
+
+	if (fd < 0 || n_ids < 1 || prog_stats(ids, 1, &t0, &r0))
+		return 1;
+	for (int i = 0; i < n; i++)
+		failed += sendto(fd, "x", 1, 0, (const struct sockaddr *)&a, sizeof(a)) != 1;
+	if (prog_stats(ids, 1, &t1, &r1) || r1 == r0)
+		return 1;
+	close(fd);
+	printf("datagrams=%d\ndatagram_failed=%d\nprog_ns_per_run=%llu\n", n, failed,
+	       (unsigned long long)((t1 - t0) / (r1 - r0)));
+	return 0;
+}
+
 /* Run time and runs so far of the programs `ids` (kernel.bpf_stats_enabled must be on). */
 static int prog_stats(const unsigned *ids, int n, uint64_t *run_ns, uint64_t *runs)
 {
@@ -334,6 +357,13 @@ int main(int argc, char **argv)
 			ids[i - 6] = (unsigned)atoi(argv[i]);
 		return cmd_cost(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), ids,
 				argc - 6);
+	}
+	if (argc >= 6 && argc <= 10 && !strcmp(argv[1], "datagrams")) {
+		unsigned ids[5];
+
+		for (int i = 5; i < argc; i++)
+			ids[i - 5] = (unsigned)atoi(argv[i]);
+		return cmd_datagrams(argv[2], atoi(argv[3]), atoi(argv[4]), ids, argc - 5);
 	}
 	if (argc >= 5 && argc <= 7 && !strcmp(argv[1], "populate"))
 		return cmd_populate(argv[2], atoi(argv[3]), atoi(argv[4]),
