@@ -1180,18 +1180,13 @@ static __always_inline struct mesh_sock *service_sock(struct bpf_sock *sk)
 }
 
 /* The application sees the service address it connected to: TCP from the socket's decision,
- * UDP from the backends the socket was sent to. */
+ * UDP from the backends the socket was sent to (as for a reply's source). */
 static __always_inline int getpeername_hook(struct bpf_sock_addr *ctx, int v4)
 {
 	struct mesh_sock *ms;
-	struct mesh_udp_rev *rev;
 
-	if (udp_socket(ctx)) {
-		rev = udp_peer(ctx, v4);
-		if (rev)
-			show_vip(ctx, &rev->vip, v4);
-		return VERDICT_OK;
-	}
+	if (udp_socket(ctx))
+		return recvmsg_hook(ctx, v4);
 	ms = service_sock(ctx->sk);
 	if (ms)
 		show_vip(ctx, &ms->vip, v4);

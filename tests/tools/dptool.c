@@ -267,19 +267,27 @@ static int cmd_set(struct datapath *dp, int argc, char **argv)
 	return err ? die("set", err) : 0;
 }
 
+/* --name N --backend ADDR:PORT, the arguments of health and drain. Returns 0 or -EINVAL. */
+static int name_backend(int argc, char **argv, const char **name, struct config_endpoint *ep)
+{
+	int opt;
+
+	while ((opt = getopt_long(argc, argv, "", set_opts, NULL)) != -1) {
+		if (opt == 'n')
+			*name = optarg;
+		else if (opt != 'b' || parse_ep(optarg, ep, NULL))
+			return -EINVAL;
+	}
+	return *name && ep->family ? 0 : -EINVAL;
+}
+
 static int cmd_health(struct datapath *dp, int argc, char **argv)
 {
 	struct config_endpoint ep = { 0 };
 	const char *name = NULL;
-	int opt, err;
+	int err;
 
-	while ((opt = getopt_long(argc, argv, "", set_opts, NULL)) != -1) {
-		if (opt == 'n')
-			name = optarg;
-		else if (opt != 'b' || parse_ep(optarg, &ep, NULL))
-			return usage();
-	}
-	if (!name || !ep.family || optind >= argc)
+	if (name_backend(argc, argv, &name, &ep) || optind >= argc)
 		return usage();
 	err = datapath_backend_set_health(dp, name, &ep, !strcmp(argv[optind], "up"));
 	return err ? die("health", err) : 0;
@@ -290,15 +298,9 @@ static int cmd_drain(struct datapath *dp, int argc, char **argv)
 	struct config_endpoint ep = { 0 };
 	const char *name = NULL;
 	uint64_t closed = 0;
-	int opt, err;
+	int err;
 
-	while ((opt = getopt_long(argc, argv, "", set_opts, NULL)) != -1) {
-		if (opt == 'n')
-			name = optarg;
-		else if (opt != 'b' || parse_ep(optarg, &ep, NULL))
-			return usage();
-	}
-	if (!name || !ep.family)
+	if (name_backend(argc, argv, &name, &ep))
 		return usage();
 	err = datapath_drain_backend(dp, name, &ep, &closed);
 	if (err)
