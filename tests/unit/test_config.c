@@ -343,22 +343,65 @@ TEST(config_mtls_material)
 		   "required when mtls.enabled is true and mtls.cert_source is files");
 	EXPECT_ERR(TOP("\"mtls\":{\"enabled\":true}"), NULL, "mtls.cert_dir", "required");
 	EXPECT_ERR(TOP("\"mtls\":{\"enabled\":true,\"cert_source\":\"consul\"}"), NULL,
-		   "discovery.consul.address", "required when mtls.cert_source is consul");
+		   "mtls.cert_source", "not supported yet (got \"consul\"");
+	EXPECT_ERR(TOP("\"mtls\":{\"enabled\":true,\"cert_source\":\"builtin_ca\","
+		       "\"ca_file\":\"/etc/ca.pem\"}"),
+		   NULL, "mtls.ca_key_file",
+		   "required when mtls.enabled is true and mtls.cert_source is builtin_ca");
+	EXPECT_ERR(TOP("\"mtls\":{\"enabled\":true,\"ca_file\":\"/etc/ca.pem\","
+		       "\"cert_dir\":\"/etc/certs\",\"outbound_listen\":\"[::1]:15001\"}"),
+		   NULL, "mtls.outbound_listen", "not an IPv4 address with a port");
 	EXPECT_ERR(TOP("\"mtls\":{\"enabled\":true,\"cert_source\":\"builtin_ca\","
 		       "\"trust_domain\":\"Mesh Local\"}"),
 		   NULL, "mtls.trust_domain", "invalid trust domain");
 	EXPECT_ERR(SVC(",\"mtls\":true"), NULL, "services[0].mtls",
 		   "mTLS requested but mtls.enabled is false");
-	EXPECT_ONLY_NOT_YET(TOP("\"mtls\":{\"enabled\":true,\"ca_file\":\"/etc/ca.pem\","
-				"\"cert_dir\":\"/etc/certs\"}"),
-			    NULL, 3);
+	config_free(MUST_LOAD(TOP("\"mtls\":{\"enabled\":true,\"ca_file\":\"/etc/ca.pem\","
+				  "\"cert_dir\":\"/etc/certs\"}"),
+			      NULL));
+}
+
+/* A service follows mtls.enabled unless it says otherwise: `mtls: false` opts it out. */
+TEST(config_service_mtls_follows_enabled)
+{
+	const char *on = "\"mtls\":{\"enabled\":true,\"ca_file\":\"/etc/ca.pem\","
+			 "\"cert_dir\":\"/etc/certs\"}";
+	char json[1024];
+	struct mesh_config *c;
+
+	snprintf(json, sizeof(json),
+		 "{\"version\":1,%s,\"services\":[{\"name\":\"a\",\"vip\":\"127.77.0.1\","
+		 "\"port\":80,\"backends\":[{\"address\":\"127.0.0.1\",\"port\":81}]},"
+		 "{\"name\":\"b\",\"vip\":\"127.77.0.2\",\"port\":80,\"mtls\":false,"
+		 "\"backends\":[{\"address\":\"127.0.0.1\",\"port\":82}]}]}",
+		 on);
+	c = MUST_LOAD(json, NULL);
+	if (c) {
+		CHECK(c->services[0].mtls);
+		CHECK(!c->services[1].mtls);
+	}
+	config_free(c);
+	c = MUST_LOAD(TOP("\"mtls\":{\"enabled\":false}"), NULL);
+	if (c)
+		CHECK(!c->services[0].mtls);
+	config_free(c);
 }
 
 TEST(config_identities_and_rules)
 {
-	EXPECT_ERR(
-	    TOP("\"authorization\":{\"rules\":[{\"source\":\"web\",\"destination\":\"api\"}]}"),
-	    NULL, "authorization.rules[0].source", "unknown service (got \"web\"");
+	struct mesh_config *c;
+
+	EXPECT_ERR(TOP("\"authorization\":{\"rules\":[{\"source\":\"Web!\",\"destination\":"
+		       "\"api\"}]}"),
+		   NULL, "authorization.rules[0].source", "invalid service name (got \"Web!\"");
+	EXPECT_ERR(TOP("\"identities\":[{\"cgroup\":\"/a\",\"service\":\"web\"},"
+		       "{\"cgroup\":\"/a/b\",\"service\":\"db\"}]"),
+		   NULL, "identities[1].cgroup", "inside identities[0].cgroup");
+	EXPECT_ERR(TOP("\"identities\":[{\"cgroup\":\"/a\",\"service\":\"web\",\"ports\":[80]},"
+		       "{\"cgroup\":\"/b\",\"service\":\"db\",\"ports\":[81,80]}]"),
+		   NULL, "identities[1].ports[1]", "port already serves identities[0].service");
+	EXPECT_ERR(TOP("\"identities\":[{\"cgroup\":\"/a\",\"service\":\"web\",\"ports\":[0]}]"),
+		   NULL, "identities[0].ports[0]", "out of range");
 	EXPECT_ERR(
 	    TOP("\"authorization\":{\"rules\":[{\"source\":\"api\",\"destination\":\"db\"}]}"),
 	    NULL, "authorization.rules[0].destination", "unknown service (got \"db\"");
@@ -367,12 +410,23 @@ TEST(config_identities_and_rules)
 		   NULL, "identities[1].cgroup", "duplicate cgroup");
 	EXPECT_ERR(TOP("\"identities\":[{\"cgroup\":\"/a\",\"service\":\"Web\"}]"), NULL,
 		   "identities[0].service", "invalid name");
-	/* Valid but refused until authorization is built: only the two refusals. */
-	EXPECT_ONLY_NOT_YET(TOP("\"identities\":[{\"cgroup\":\"/system.slice/web.service\","
-				"\"service\":\"web\"}],\"authorization\":{\"rules\":["
-				"{\"source\":\"web\",\"destination\":\"api\"},"
-				"{\"source\":\"*\",\"destination\":\"*\",\"action\":\"deny\"}]}"),
-			    NULL, 2);
+	/* Sources are remote identities: any service name goes (here "billing", unknown). */
+	c = MUST_LOAD(TOP("\"identities\":[{\"cgroup\":\"/system.slice/web.service\","
+			  "\"service\":\"web\",\"ports\":[8080,8081]},{\"cgroup\":\"/a\","
+			  "\"service\":\"web\"}],\"authorization\":{\"rules\":["
+			  "{\"source\":\"billing\",\"destination\":\"web\"},"
+			  "{\"source\":\"*\",\"destination\":\"*\",\"action\":\"deny\"}]}"),
+		      NULL);
+	if (c) {
+		CHECK_INT_EQ(c->identities[0].n_ports, 2);
+		CHECK_INT_EQ(c->identities[0].ports[1], 8081);
+		CHECK_INT_EQ(c->identities[1].n_ports, 0);
+		CHECK_INT_EQ(c->n_authz_rules, 2);
+		CHECK_INT_EQ(c->authz_rules[0].action, CONFIG_ACTION_ALLOW);
+		CHECK_INT_EQ(c->authz_rules[1].action, CONFIG_ACTION_DENY);
+		CHECK_INT_EQ(c->authz_default, CONFIG_ACTION_DENY);
+	}
+	config_free(c);
 }
 
 TEST(config_all_problems_at_once)

@@ -64,6 +64,12 @@ enum config_action {
 	CONFIG_ACTION_ALLOW = 1,
 };
 
+/* What connect() to an mTLS service does for a caller whose cgroup has no identity. */
+enum config_no_identity {
+	CONFIG_NO_IDENTITY_REFUSE = 0,	    /* fails with EACCES, counted */
+	CONFIG_NO_IDENTITY_PASSTHROUGH = 1, /* plaintext straight to the backend, counted */
+};
+
 /* An IPv4 or IPv6 address with a port. `family` is AF_INET or AF_INET6. */
 struct config_endpoint {
 	int family;
@@ -90,6 +96,7 @@ struct config_retry {
 	uint64_t backoff_base_ns;
 	uint64_t backoff_max_ns;
 	uint32_t budget_percent;
+	uint32_t min_retries_per_second; /* budget floor (Linkerd's minRetriesPerSecond) */
 };
 
 struct config_load_balancer {
@@ -119,6 +126,9 @@ struct config_circuit_breaker {
 struct config_backend {
 	struct config_endpoint endpoint;
 	uint32_t weight;
+	/* Port of the mTLS inbound listener on the backend's host; 0 = the port of
+	 * mtls.inbound_listen. Not a config key: discovery sets it (Consul meta `mesh-port`). */
+	uint16_t mesh_port;
 };
 
 /* One service. `load_balancer` and `circuit_breaker` are the effective values: the global blocks
@@ -172,13 +182,23 @@ struct config_mtls {
 	struct config_endpoint inbound_listen;
 	enum config_cert_source cert_source;
 	char *ca_file;
+	char *ca_key_file; /* secret: builtin_ca's signing key */
 	char *cert_dir;
+	uint64_t cert_ttl_ns; /* builtin_ca leaf lifetime */
 	bool strict_inbound;
+	enum config_no_identity no_identity;
+	uint32_t workers; /* proxy threads; 0 = one per CPU */
+	uint32_t pool_max_streams;
+	uint64_t pool_idle_timeout_ns;
+	uint64_t connect_timeout_ns;
+	uint64_t drain_timeout_ns;
 };
 
 struct config_identity {
 	char *cgroup;
 	char *service;
+	uint16_t *ports; /* local ports serving `service` (host byte order) */
+	size_t n_ports;
 };
 
 struct config_authz_rule {

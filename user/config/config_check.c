@@ -340,6 +340,29 @@ static bool valid_domain(const char *s)
 	return i > 0 && i < 256 && s[0] != '.' && s[i - 1] != '.';
 }
 
+/* Where the certificates come from decides which files are needed. */
+static void check_cert_source(const struct config_mtls *m, struct config_errors *errs)
+{
+	const char *files = "when mtls.enabled is true and mtls.cert_source is files";
+	const char *builtin = "when mtls.enabled is true and mtls.cert_source is builtin_ca";
+
+	switch (m->cert_source) {
+	case CONFIG_CERT_FILES:
+		need(errs, m->ca_file, "mtls.ca_file", files, "an absolute path");
+		need(errs, m->cert_dir, "mtls.cert_dir", files, "an absolute path");
+		break;
+	case CONFIG_CERT_BUILTIN_CA:
+		need(errs, m->ca_file, "mtls.ca_file", builtin, "an absolute path");
+		need(errs, m->ca_key_file, "mtls.ca_key_file", builtin, "an absolute path");
+		break;
+	case CONFIG_CERT_CONSUL:
+		cfg_errf(errs,
+			 "mtls.cert_source: not supported yet (got \"consul\", expected files "
+			 "or builtin_ca)");
+		break;
+	}
+}
+
 static void check_mtls(const struct mesh_config *cfg, struct config_errors *errs)
 {
 	const struct config_mtls *m = &cfg->mtls;
@@ -347,21 +370,23 @@ static void check_mtls(const struct mesh_config *cfg, struct config_errors *errs
 
 	if (!m->enabled)
 		return;
-	if (m->cert_source == CONFIG_CERT_FILES) {
-		need(errs, m->ca_file, "mtls.ca_file",
-		     "when mtls.enabled is true and mtls.cert_source is files", "an absolute path");
-		need(errs, m->cert_dir, "mtls.cert_dir",
-		     "when mtls.enabled is true and mtls.cert_source is files", "an absolute path");
-	}
-	if (m->cert_source == CONFIG_CERT_CONSUL)
-		need(errs, cfg->consul.address, "discovery.consul.address",
-		     "when mtls.cert_source is consul", "an http:// or https:// URL");
+	check_cert_source(m, errs);
 	if (!m->trust_domain || !valid_domain(m->trust_domain))
 		cfg_errf(
 		    errs,
 		    "mtls.trust_domain: invalid trust domain (got \"%s\", expected a lowercase "
 		    "domain like mesh.local)",
 		    m->trust_domain ? m->trust_domain : "");
+	/* connect4 rewrites an IPv4 destination (IPv6 sockets reach it v4-mapped). */
+	if (m->outbound_listen.family != AF_INET || !m->outbound_listen.port)
+		cfg_errf(errs,
+			 "mtls.outbound_listen: not an IPv4 address with a port (got %s, expected "
+			 "an IPv4 ip:port such as 127.0.0.1:15001)",
+			 config_endpoint_str(&m->outbound_listen, ep, sizeof(ep)));
+	if (!m->inbound_listen.port)
+		cfg_errf(errs,
+			 "mtls.inbound_listen: no port (got %s, expected ip:port with a port)",
+			 config_endpoint_str(&m->inbound_listen, ep, sizeof(ep)));
 	if (!memcmp(&m->outbound_listen, &m->inbound_listen, sizeof(m->inbound_listen)))
 		cfg_errf(errs,
 			 "mtls.inbound_listen: same as mtls.outbound_listen (got %s, expected a "
@@ -369,7 +394,57 @@ static void check_mtls(const struct mesh_config *cfg, struct config_errors *errs
 			 config_endpoint_str(&m->inbound_listen, ep, sizeof(ep)));
 }
 
-static void check_identities(const struct mesh_config *cfg, struct blobset *callers,
+/* True when cgroup path `inner` lies strictly below `outer`. */
+static bool cgroup_below(const char *inner, const char *outer)
+{
+	size_t n = strlen(outer);
+
+	while (n > 1 && outer[n - 1] == '/')
+		n--;
+	return !strncmp(inner, outer, n) && inner[n] == '/' && inner[n + 1];
+}
+
+/* An identity covers its cgroup's whole subtree, so a nested one could never apply. */
+static void check_nesting(const struct mesh_config *cfg, size_t i, struct config_errors *errs)
+{
+	const struct config_identity *id = &cfg->identities[i];
+
+	for (size_t j = 0; j < cfg->n_identities; j++) {
+		const char *outer = cfg->identities[j].cgroup;
+
+		if (j != i && id->cgroup && outer && cgroup_below(id->cgroup, outer))
+			cfg_errf(errs,
+				 "identities[%zu].cgroup: inside identities[%zu].cgroup, whose "
+				 "identity covers its whole subtree (got \"%s\", expected a cgroup "
+				 "outside \"%s\")",
+				 i, j, id->cgroup, outer);
+	}
+}
+
+/* A port serves one service: the inbound listener decides the destination by it. */
+static void check_ports(const struct mesh_config *cfg, size_t i, struct config_errors *errs)
+{
+	const struct config_identity *id = &cfg->identities[i];
+
+	for (size_t p = 0; p < id->n_ports; p++) {
+		for (size_t j = 0; j < i; j++) {
+			const struct config_identity *o = &cfg->identities[j];
+
+			for (size_t q = 0; q < o->n_ports; q++)
+				if (o->ports[q] == id->ports[p] && id->service && o->service &&
+				    strcmp(o->service, id->service))
+					cfg_errf(
+					    errs,
+					    "identities[%zu].ports[%zu]: port already serves "
+					    "identities[%zu].service \"%s\" (got %u, expected a "
+					    "port of no other service)",
+					    i, p, j, o->service, id->ports[p]);
+		}
+	}
+}
+
+/* Also fills `local` with every identity's service (rules may name them as destinations). */
+static void check_identities(const struct mesh_config *cfg, struct blobset *local,
 			     struct config_errors *errs)
 {
 	struct blobset cgroups;
@@ -381,36 +456,40 @@ static void check_identities(const struct mesh_config *cfg, struct blobset *call
 		const struct config_identity *id = &cfg->identities[i];
 
 		if (id->service)
-			blobset_add(callers, id->service, strlen(id->service), i);
+			blobset_add(local, id->service, strlen(id->service), i);
 		if (id->cgroup &&
 		    (prev = blobset_add(&cgroups, id->cgroup, strlen(id->cgroup), i)) != SIZE_MAX)
 			cfg_errf(errs,
 				 "identities[%zu].cgroup: duplicate cgroup (got \"%s\", expected a "
 				 "cgroup not used by identities[%zu])",
 				 i, id->cgroup, prev);
+		check_nesting(cfg, i, errs);
+		check_ports(cfg, i, errs);
 	}
 	free(cgroups.slots);
 }
 
-static void check_rules(const struct mesh_config *cfg, const struct blobset *names,
-			const struct blobset *callers, struct config_errors *errs)
+/* Sources are remote identities, unknown here: any service name. Destinations are services
+ * this host serves (identities) or calls (services). */
+static void check_rules(const struct mesh_config *cfg, const struct blobset *known,
+			struct config_errors *errs)
 {
 	size_t i;
 
 	for (i = 0; i < cfg->n_authz_rules; i++) {
 		const struct config_authz_rule *r = &cfg->authz_rules[i];
 
-		if (r->source && strcmp(r->source, "*") && !blobset_has(callers, r->source))
+		if (r->source && strcmp(r->source, "*") && !cfg_is_dns_label(r->source))
 			cfg_errf(errs,
-				 "authorization.rules[%zu].source: unknown service (got \"%.64s\", "
-				 "expected *, a service of identities or the name of an entry of "
-				 "services)",
+				 "authorization.rules[%zu].source: invalid service name (got "
+				 "\"%.64s\", expected * or a lowercase DNS label)",
 				 i, r->source);
 		if (r->destination && strcmp(r->destination, "*") &&
-		    !blobset_has(names, r->destination))
+		    !blobset_has(known, r->destination))
 			cfg_errf(errs,
 				 "authorization.rules[%zu].destination: unknown service (got "
-				 "\"%.64s\", expected * or the name of an entry of services)",
+				 "\"%.64s\", expected *, a service of identities or the name of an "
+				 "entry of services)",
 				 i, r->destination);
 	}
 }
@@ -605,31 +684,31 @@ static void check_limits(const struct mesh_config *cfg, struct config_errors *er
 
 void cfg_validate(const struct mesh_config *cfg, struct config_errors *errs)
 {
-	struct blobset names = { 0 }, callers = { 0 };
+	struct blobset names = { 0 }, known = { 0 };
 	struct policy_keys pk;
 	size_t i;
 
 	policy_keys(&cfg_root_desc, &pk);
 	check_policy(&pk, cfg, NULL, SIZE_MAX, &cfg->load_balancer, errs);
 	if (blobset_init(&names, cfg->n_services) ||
-	    blobset_init(&callers, cfg->n_services + cfg->n_identities)) {
+	    blobset_init(&known, cfg->n_services + cfg->n_identities)) {
 		cfg_errf(errs, "(config): out of memory (got ENOMEM, expected memory)");
 		goto out;
 	}
 	check_services(cfg, &names, errs);
 	for (i = 0; i < cfg->n_services; i++)
 		if (cfg->services[i].name)
-			blobset_add(&callers, cfg->services[i].name, strlen(cfg->services[i].name),
+			blobset_add(&known, cfg->services[i].name, strlen(cfg->services[i].name),
 				    i);
 	check_discovery(cfg, &names, errs);
 	check_mtls(cfg, errs);
-	check_identities(cfg, &callers, errs);
-	check_rules(cfg, &names, &callers, errs);
+	check_identities(cfg, &known, errs);
+	check_rules(cfg, &known, errs);
 	check_secrets(cfg, errs);
 	check_not_yet(cfg, errs);
 	check_unused_discovery(cfg, errs);
 	check_limits(cfg, errs);
 out:
 	free(names.slots);
-	free(callers.slots);
+	free(known.slots);
 }

@@ -17,7 +17,7 @@ static const char *type_name(const struct cfg_key *k)
 		[CT_ENDPOINT] = "endpoint",   [CT_ADDR] = "address",
 		[CT_PORT] = "port",	      [CT_ENUM] = "enum",
 		[CT_STRLIST] = "string list", [CT_EPLIST] = "endpoint list",
-		[CT_LIST] = "object list",
+		[CT_PORTLIST] = "port list",  [CT_LIST] = "object list",
 	};
 
 	return names[k->type];
@@ -28,11 +28,17 @@ static const char *text_or(const char *s, const char *none)
 	return s && *s ? s : none;
 }
 
+/* A service key that copies the global key of the same path (documented once, globally). */
+static bool copies_global(const struct cfg_key *k)
+{
+	return (k->flags & CF_INHERIT) && !strcmp(k->path, cfg_root_desc.keys[k->src_idx].path);
+}
+
 /* Default shown in listings: the table's text, "[]" for lists, "unset" otherwise. */
 static const char *default_text(const struct cfg_key *k)
 {
 	if (k->flags & CF_INHERIT)
-		return "the global value";
+		return copies_global(k) ? "the global value" : cfg_root_desc.keys[k->src_idx].path;
 	if (k->flags & CF_REQUIRED)
 		return "required";
 	if (k->def_from)
@@ -116,7 +122,7 @@ static int key_table(FILE *out, const struct cfg_desc *d, const char *elem, cons
 		const struct cfg_key *k = &d->keys[i];
 		bool env = prefix && !(k->flags & CF_NOENV) && k->type != CT_LIST;
 
-		if (k->flags & CF_INHERIT)
+		if (copies_global(k))
 			continue;
 		cfg_env_name(prefix ? prefix : "", k->path, name, sizeof(name));
 		fprintf(out, "| `%s%s` | %s | %s | %s | %s | %s | %s%s%s |\n", elem, k->path,

@@ -25,6 +25,7 @@ enum cfg_type {
 	CT_ENUM,     /* int, index into key->names */
 	CT_STRLIST,  /* char ** + size_t count */
 	CT_EPLIST,   /* struct config_endpoint * + size_t count */
+	CT_PORTLIST, /* uint16_t * + size_t count, each 1..65535 */
 	CT_LIST,     /* array of objects described by key->sub, + size_t count */
 };
 

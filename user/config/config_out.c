@@ -62,7 +62,7 @@ static const struct cfg_node *root_node(const struct mesh_config *cfg)
 static int show_leaf(void *ctx, const struct cfg_key *k, const void *base, const char *path,
 		     uint8_t origin)
 {
-	bool list = k->type == CT_LIST || k->type == CT_STRLIST || k->type == CT_EPLIST;
+	bool list = k->type >= CT_STRLIST;
 	char val[4096], shown[4100], note[80] = "";
 
 	cfg_render(k, base, val, sizeof(val));
@@ -105,6 +105,12 @@ static cJSON *leaf_json(const struct cfg_key *k, const void *base, bool redact)
 	case CT_RATIO:
 		cfg_render(k, base, buf, sizeof(buf));
 		return cJSON_CreateNumber(strtod(buf, NULL));
+	case CT_PORTLIST:
+		n = *(const size_t *)((const char *)base + k->count_off);
+		arr = cJSON_CreateArray();
+		for (i = 0; arr && i < n; i++)
+			cJSON_AddItemToArray(arr, cJSON_CreateNumber((*(uint16_t *const *)v)[i]));
+		return arr;
 	case CT_STRLIST:
 	case CT_EPLIST:
 		n = *(const size_t *)((const char *)base + k->count_off);

@@ -27,10 +27,9 @@ static const char *const protocols[] = { "tcp", "udp", NULL };
 static const char *const discoveries[] = { "static", "consul", "dns", NULL };
 static const char *const cert_sources[] = { "files", "consul", "builtin_ca", NULL };
 static const char *const actions[] = { "deny", "allow", NULL };
+static const char *const no_identity[] = { "refuse", "passthrough", NULL };
 
 /* Reasons of keys that are not built yet (struct cfg_key.not_yet). */
-#define NOT_YET_MTLS "the mTLS proxy is not built; connections stay plaintext"
-#define NOT_YET_RETRY "connect retries are not built; each connect() is tried once"
 #define NOT_YET_DNS "DNS SRV discovery is not built"
 
 #define R(field) .off = offsetof(struct mesh_config, field)
@@ -77,6 +76,10 @@ static const struct cfg_key identity_keys[] = {
 	{ "service", CT_STRING, offsetof(struct config_identity, service),
 	  .flags = CF_REQUIRED | CF_DNSNAME,
 	  .doc = "Service identity (SPIFFE ID path) of processes in that cgroup." },
+	{ "ports", CT_PORTLIST, offsetof(struct config_identity, ports),
+	  .count_off = offsetof(struct config_identity, n_ports), .min = 1, .max = 65535,
+	  .doc = "Local ports on which this host serves `service`: the only targets the mTLS "
+		 "inbound listener forwards to." },
 };
 
 static const struct cfg_desc identity_desc = { "identity", identity_keys, ARRAY_SIZE(identity_keys),
@@ -84,7 +87,8 @@ static const struct cfg_desc identity_desc = { "identity", identity_keys, ARRAY_
 
 static const struct cfg_key rule_keys[] = {
 	{ "source", CT_STRING, offsetof(struct config_authz_rule, source), .flags = CF_REQUIRED,
-	  .doc = "Calling service identity, or `*`." },
+	  .doc = "Calling service (any service name: remote identities are not known locally), "
+		 "or `*`." },
 	{ "destination", CT_STRING, offsetof(struct config_authz_rule, destination),
 	  .flags = CF_REQUIRED, .doc = "Called service, or `*`." },
 	{ "action", CT_ENUM, offsetof(struct config_authz_rule, action), .def = "allow",
@@ -170,17 +174,23 @@ static const struct cfg_key root_keys[] = {
 	  .doc = "Established connections to a backend removed from the service (discovery, "
 		 "reload) are closed this long after it left; 0 leaves them open." },
 	{ "load_balancer.retry.connect_attempts", CT_UINT, R(load_balancer.retry.connect_attempts),
-	  .def = "3", .min = 1, .max = 10,
-	  .doc = "Connection attempts per request, first included.", .not_yet = NOT_YET_RETRY },
+	  .def = "3", .prod = "2", .min = 1, .max = 10,
+	  .doc = "Backends an mTLS connection tries before the application sees a failure, "
+		 "first included." },
 	{ "load_balancer.retry.backoff_base", CT_DURATION, R(load_balancer.retry.backoff_base_ns),
 	  .def = "25ms", .min = 1 * MS, .max = 10 * SEC,
-	  .doc = "First retry delay; doubles per attempt.", .not_yet = NOT_YET_RETRY },
+	  .doc = "First retry delay; doubles per attempt." },
 	{ "load_balancer.retry.backoff_max", CT_DURATION, R(load_balancer.retry.backoff_max_ns),
-	  .def = "250ms", .min = 1 * MS, .max = MIN, .doc = "Upper bound of the retry delay.",
-	  .not_yet = NOT_YET_RETRY },
+	  .def = "250ms", .prod = "100ms", .min = 1 * MS, .max = MIN,
+	  .doc = "Upper bound of the retry delay." },
 	{ "load_balancer.retry.budget_percent", CT_UINT, R(load_balancer.retry.budget_percent),
-	  .def = "20", .min = 0, .max = 100, .doc = "Retries allowed as a percentage of requests.",
-	  .not_yet = NOT_YET_RETRY },
+	  .def = "20", .prod = "10", .min = 0, .max = 100,
+	  .doc = "mTLS connect retries allowed as a percentage of the service's connections in "
+		 "the last 10 s (Linkerd's retry budget)." },
+	{ "load_balancer.retry.min_retries_per_second", CT_UINT,
+	  R(load_balancer.retry.min_retries_per_second), .def = "10", .min = 0, .max = 10000,
+	  .doc = "Retries always allowed per second on top of budget_percent, so a quiet "
+		 "service can still retry." },
 
 	{ "circuit_breaker.consecutive_failures", CT_UINT, R(circuit_breaker.consecutive_failures),
 	  .def = "5", .min = 1, .max = 1000,
@@ -242,34 +252,57 @@ static const struct cfg_key root_keys[] = {
 	{ "services", CT_LIST, RL(services, n_services), .flags = CF_NOENV,
 	  .sub = &cfg_service_desc, .doc = "Services reachable through a virtual IP." },
 
-	{ "mtls.enabled", CT_BOOL, R(mtls.enabled), .def = "false",
-	  .doc = "Run the mTLS proxy (services opt in with `mtls`).", .not_yet = NOT_YET_MTLS },
+	{ "mtls.enabled", CT_BOOL, R(mtls.enabled), .def = "false", .prod = "true",
+	  .doc = "Run the mTLS proxy; every service then uses it unless it sets `mtls: false`." },
 	{ "mtls.trust_domain", CT_STRING, R(mtls.trust_domain), .def = "mesh.local",
-	  .doc = "SPIFFE trust domain (spiffe://<domain>/<service>).", .not_yet = NOT_YET_MTLS },
+	  .doc = "SPIFFE trust domain: identities are "
+		 "spiffe://<domain>/ns/default/dc/<node.datacenter>/svc/<service>." },
 	{ "mtls.outbound_listen", CT_ENDPOINT, R(mtls.outbound_listen), .def = "127.0.0.1:15001",
-	  .doc = "Local listener receiving redirected app connections.", .not_yet = NOT_YET_MTLS },
+	  .doc = "Local IPv4 listener receiving redirected app connections." },
 	{ "mtls.inbound_listen", CT_ENDPOINT, R(mtls.inbound_listen), .def = "0.0.0.0:15008",
-	  .doc = "Listener for mTLS connections from other nodes.", .not_yet = NOT_YET_MTLS },
+	  .doc = "Listener for mTLS connections from other nodes; its port is the one callers "
+		 "dial on every backend host." },
 	{ "mtls.cert_source", CT_ENUM, R(mtls.cert_source), .def = "files", .names = cert_sources,
-	  .doc = "Where certificates come from.", .not_yet = NOT_YET_MTLS },
+	  .doc = "Where certificates come from: `files` or `builtin_ca` (`consul` is not "
+		 "supported yet)." },
 	{ "mtls.ca_file", CT_PATH, R(mtls.ca_file),
-	  .doc = "Trusted CA bundle (required with cert_source files).", .not_yet = NOT_YET_MTLS },
+	  .doc = "Trusted CA bundle (PEM); with builtin_ca it also holds the signing CA's "
+		 "certificate." },
+	{ "mtls.ca_key_file", CT_PATH, R(mtls.ca_key_file), .flags = CF_SECRET,
+	  .doc = "Signing key of the CA in ca_file (required with cert_source builtin_ca)." },
 	{ "mtls.cert_dir", CT_PATH, R(mtls.cert_dir),
-	  .doc = "Directory of <service>.crt/<service>.key (required with cert_source files).",
-	  .not_yet = NOT_YET_MTLS },
-	{ "mtls.strict_inbound", CT_BOOL, R(mtls.strict_inbound), .def = "false",
-	  .doc = "Refuse plaintext inbound connections to mTLS services.",
-	  .not_yet = NOT_YET_MTLS },
+	  .doc = "Directory of <service>.crt/<service>.key (required with cert_source files)." },
+	{ "mtls.cert_ttl", CT_DURATION, R(mtls.cert_ttl_ns), .def = "24h", .min = 10 * SEC,
+	  .max = 365 * 24 * HOUR,
+	  .doc = "Lifetime of leaf certificates builtin_ca issues; renewed at about half." },
+	{ "mtls.strict_inbound", CT_BOOL, R(mtls.strict_inbound), .def = "false", .prod = "true",
+	  .doc = "Refuse plaintext connections from other hosts to the ports of `identities`." },
+	{ "mtls.no_identity", CT_ENUM, R(mtls.no_identity), .def = "refuse", .names = no_identity,
+	  .doc = "A caller whose cgroup has no identity: connect() fails (`refuse`) or goes "
+		 "plaintext to the backend (`passthrough`)." },
+	{ "mtls.workers", CT_UINT, R(mtls.workers), .def = "0", .min = 0, .max = 256,
+	  .doc = "Proxy threads (each with its own listeners); 0 = one per CPU." },
+	{ "mtls.pool_max_streams", CT_UINT, R(mtls.pool_max_streams), .def = "100", .min = 1,
+	  .max = 10000,
+	  .doc = "Proxied connections carried at once by one pooled TLS connection." },
+	{ "mtls.pool_idle_timeout", CT_DURATION, R(mtls.pool_idle_timeout_ns), .def = "60s",
+	  .min = 100 * MS, .max = HOUR,
+	  .doc = "A pooled TLS connection with no stream is closed after this long." },
+	{ "mtls.connect_timeout", CT_DURATION, R(mtls.connect_timeout_ns), .def = "2s",
+	  .min = 10 * MS, .max = MIN,
+	  .doc = "Time allowed for the TCP connect plus TLS handshake to a remote meshd, and "
+		 "for the connect to a local backend." },
+	{ "mtls.drain_timeout", CT_DURATION, R(mtls.drain_timeout_ns), .def = "5m", .min = 1 * SEC,
+	  .max = 24 * HOUR,
+	  .doc = "How long a meshd replaced by an upgrade keeps serving its live proxied "
+		 "connections." },
 
 	{ "identities", CT_LIST, RL(identities, n_identities), .flags = CF_NOENV,
-	  .sub = &identity_desc, .doc = "Service identity of local cgroups.",
-	  .not_yet = NOT_YET_MTLS },
+	  .sub = &identity_desc, .doc = "Service identity of local cgroups." },
 	{ "authorization.default_action", CT_ENUM, R(authz_default), .def = "deny",
-	  .names = actions, .doc = "Action when no rule matches an mTLS connection.",
-	  .not_yet = NOT_YET_MTLS },
+	  .names = actions, .doc = "Action when no rule matches an mTLS connection." },
 	{ "authorization.rules", CT_LIST, RL(authz_rules, n_authz_rules), .flags = CF_NOENV,
-	  .sub = &rule_desc, .doc = "Allow/deny rules, first match wins.",
-	  .not_yet = NOT_YET_MTLS },
+	  .sub = &rule_desc, .doc = "Allow/deny rules, first match wins." },
 };
 
 const struct cfg_desc cfg_root_desc = { "config", root_keys, ARRAY_SIZE(root_keys),
@@ -292,13 +325,26 @@ static struct cfg_key service_keys[N_SERVICE_OWN + N_POLICY_MAX] = {
 	{ "backends", CT_LIST, S(backends),
 	  .count_off = offsetof(struct config_service, n_backends), .flags = CF_NOENV,
 	  .sub = &backend_desc, .doc = "Static backends (discovery.backend static)." },
-	{ "mtls", CT_BOOL, S(mtls), .def = "false",
-	  .doc = "Carry this service's connections over mTLS (needs mtls.enabled).",
-	  .not_yet = NOT_YET_MTLS },
+	{ "mtls", CT_BOOL, S(mtls),
+	  .doc = "Carry this service's connections over mTLS (needs mtls.enabled); `false` "
+		 "opts the service out when mtls.enabled is true." },
 };
 
 struct cfg_desc cfg_service_desc = { "service", service_keys, N_SERVICE_OWN,
 				     sizeof(struct config_service) };
+
+/* Makes a service's own key default to the global key `path` (the service `mtls` follows
+ * mtls.enabled, so `false` is how a service opts out). */
+static void inherit_from(struct cfg_key *k, const char *path)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(root_keys); i++) {
+		if (strcmp(root_keys[i].path, path))
+			continue;
+		k->flags |= CF_INHERIT;
+		k->src_idx = i;
+		k->src_off = root_keys[i].off;
+	}
+}
 
 /* Copies the global load_balancer.* and circuit_breaker.* keys into the service table with
  * offsets moved into struct config_service, so a service can override each of them. */
@@ -323,6 +369,7 @@ static void build_service_keys(void)
 		k.src_off = root_keys[i].off;
 		service_keys[n++] = k;
 	}
+	inherit_from(&service_keys[N_SERVICE_OWN - 1], "mtls.enabled");
 	_Static_assert(N_SERVICE_OWN + N_POLICY_MAX <= 64, "origin bytes per service");
 	d->n_keys = n;
 }

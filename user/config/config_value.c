@@ -299,7 +299,7 @@ static struct cfg_key elem_key(const struct cfg_key *k)
 {
 	struct cfg_key e = *k;
 
-	e.type = k->type == CT_EPLIST ? CT_ENDPOINT : CT_STRING;
+	e.type = k->type == CT_EPLIST ? CT_ENDPOINT : k->type == CT_PORTLIST ? CT_PORT : CT_STRING;
 	e.off = 0;
 	return e;
 }
@@ -316,7 +316,9 @@ static void free_items(const struct cfg_key *k, char *arr, size_t n)
 static int set_list(const struct cfg_key *k, void *base, const struct cfg_in *in, const char *path,
 		    struct config_errors *errs)
 {
-	size_t esz = k->type == CT_EPLIST ? sizeof(struct config_endpoint) : sizeof(char *);
+	size_t esz = k->type == CT_EPLIST     ? sizeof(struct config_endpoint)
+		     : k->type == CT_PORTLIST ? sizeof(uint16_t)
+					      : sizeof(char *);
 	struct cfg_key ek = elem_key(k);
 	char **items = NULL, *copy = NULL, epath[512];
 	size_t i, n = 0;
@@ -384,6 +386,7 @@ int cfg_set(const struct cfg_key *k, void *base, const struct cfg_in *in, const 
 		return set_number(k, dst, in, path, errs);
 	case CT_STRLIST:
 	case CT_EPLIST:
+	case CT_PORTLIST:
 		return set_list(k, base, in, path, errs);
 	case CT_LIST:
 		return bad(k, in, path, errs, "cannot be set here");
@@ -449,6 +452,9 @@ const char *cfg_rule(const struct cfg_key *k, char *buf, size_t len)
 		       buf;
 	case CT_EPLIST:
 		return snprintf(buf, len, "a list of ip:port (env: comma-separated)"), buf;
+	case CT_PORTLIST:
+		return snprintf(buf, len, "a list of ports in 1..65535 (env: comma-separated)"),
+		       buf;
 	case CT_LIST:
 		return snprintf(buf, len, "a list of %s objects", k->sub->name), buf;
 	}
@@ -463,10 +469,15 @@ static const char *render_list(const struct cfg_key *k, const void *base, char *
 
 	buf[0] = '\0';
 	for (i = 0; i < n && pos < len; i++) {
-		const char *s = k->type == CT_STRLIST
-				    ? ((char *const *)arr)[i]
-				    : config_endpoint_str((const struct config_endpoint *)arr + i,
-							  ep, sizeof(ep));
+		const char *s = ep;
+
+		if (k->type == CT_STRLIST)
+			s = ((char *const *)arr)[i];
+		else if (k->type == CT_PORTLIST)
+			snprintf(ep, sizeof(ep), "%u", ((const uint16_t *)arr)[i]);
+		else
+			config_endpoint_str((const struct config_endpoint *)arr + i, ep,
+					    sizeof(ep));
 		pos += (size_t)snprintf(buf + pos, len - pos, "%s%s", i ? "," : "", s);
 	}
 	return buf;
@@ -508,6 +519,7 @@ const char *cfg_render(const struct cfg_key *k, const void *base, char *buf, siz
 		return snprintf(buf, len, "%s", enum_name(k, *(const int *)v)), buf;
 	case CT_STRLIST:
 	case CT_EPLIST:
+	case CT_PORTLIST:
 		return render_list(k, base, buf, len);
 	case CT_LIST:
 		return snprintf(buf, len, "%zu items",
@@ -539,6 +551,7 @@ void cfg_free_value(const struct cfg_key *k, void *base)
 			cfg_free_object(k->sub, (char *)*p + i * k->sub->size);
 		break;
 	case CT_EPLIST:
+	case CT_PORTLIST:
 		break;
 	default:
 		return;
