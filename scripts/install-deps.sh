@@ -5,9 +5,9 @@ set -euo pipefail
 
 PKGS=(
 	make gcc clang llvm pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev libssl-dev
-	libcjson-dev libcurl4-openssl-dev libclang-rt-14-dev clang-format
+	libcjson-dev libcurl4-openssl-dev libnghttp2-dev libclang-rt-14-dev clang-format
 	python3 curl iproute2 iptables openssl procps psmisc
-	prometheus dnsmasq haproxy stunnel4 wrk iperf3 jq systemd util-linux
+	prometheus dnsmasq haproxy stunnel4 wrk iperf3 jq systemd util-linux tcpdump
 	bind9-dnsutils dnsperf mptcpize
 )
 

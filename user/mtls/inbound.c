@@ -1,0 +1,267 @@
+/* The inbound side: TLS connections from other meshds on mtls.inbound_listen. The handshake
+ * verifies the caller's chain and SPIFFE ID (tls.c); SNI picks the local service whose
+ * certificate is presented. Each CONNECT stream is checked (wire.h), must target a port of that
+ * service (identities[].ports) on an address of this host (never an arbitrary address: no open
+ * relay), passes authorization, and is then connected to the local backend; the answer's status
+ * tells the caller whether the backend was reachable. A policy change closes established
+ * streams the new policy denies. Worker thread only. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "mtls/proxy.h"
+
+#define ACCEPT_BATCH 64
+
+void inbound_accept(struct evloop *loop, int fd, uint32_t events, void *arg)
+{
+	struct worker *w = arg;
+	SSL_CTX *dispatch = certs_dispatch_ctx(w->certs);
+
+	for (int i = 0; i < ACCEPT_BATCH && w->accepting; i++) {
+		int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (c < 0) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				LOG_WARN("mtls", "cannot accept", "err=%s", log_q(strerror(errno)));
+			break;
+		}
+		if (!tunnel_accept(w, c, dispatch))
+			close(c);
+	}
+	SSL_CTX_free(dispatch);
+}
+
+struct leg *inbound_stream(struct tunnel *t, int32_t sid)
+{
+	struct leg *l = leg_new(t->w, LEG_INBOUND, -1);
+
+	if (!l)
+		return NULL;
+	wire_request_init(&l->req);
+	leg_bind(l, t, sid);
+	link_add(&t->w->inbound, &l->inode);
+	snprintf(l->source_id, sizeof(l->source_id), "%s", t->peer.id_str);
+	snprintf(l->source, sizeof(l->source), "%s", t->peer.id.service);
+	snprintf(l->destination, sizeof(l->destination), "%s", t->peer.service);
+	return l;
+}
+
+/* Answers the CONNECT with an error and ends the leg (the caller cancels its stream). */
+static void respond_error(struct leg *l, int status, const char *detail)
+{
+	struct tunnel *t = l->t;
+	char code[4];
+	const char *reason = wire_status_reason(status);
+	nghttp2_nv nv[2] = {
+		{ (uint8_t *)":status", (uint8_t *)code, 7, 3, NGHTTP2_NV_FLAG_NONE },
+		{ (uint8_t *)WIRE_REASON_HEADER, (uint8_t *)reason, sizeof(WIRE_REASON_HEADER) - 1,
+		  strlen(reason), NGHTTP2_NV_FLAG_NONE },
+	};
+
+	snprintf(code, sizeof(code), "%03d", status);
+	LOG_DEBUG("mtls", "inbound CONNECT refused", "status=%d reason=%s source=%s detail=%s",
+		  status, reason, log_q(l->source_id), log_q(detail));
+	if (t && l->stream_open && t->state == T_READY) {
+		nghttp2_submit_response(t->h2, l->sid, nv, 2, NULL);
+		nghttp2_session_set_stream_user_data(t->h2, l->sid, NULL);
+	}
+	l->stream_open = false;
+	link_del(&l->tnode);
+	l->t = NULL;
+	leg_close(l, true);
+	if (t)
+		tunnel_flush(t);
+}
+
+static void respond_ok(struct leg *l)
+{
+	nghttp2_nv nv[1] = {
+		{ (uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE },
+	};
+	nghttp2_data_provider prov = leg_provider(l);
+
+	if (nghttp2_submit_response(l->t->h2, l->sid, nv, 1, &prov)) {
+		leg_close(l, true);
+		return;
+	}
+	leg_establish(l);
+}
+
+static void log_deny(struct leg *l)
+{
+	struct worker *w = l->w;
+
+	if (!authz_limiter_allow(&w->deny_log, l->source_id, l->destination, evloop_now_ns()))
+		return;
+	LOG_WARN("authz", "connection denied", "source=%s destination=%s destination_service=%s",
+		 log_q(l->source_id), log_q(l->destination), l->destination);
+}
+
+/* Authorization of the leg's caller for its destination; counts and logs a deny. */
+static bool authorized(struct leg *l)
+{
+	struct authz_decision d = authz_decide(l->w->policy, l->source, l->destination);
+	bool allow = d.action == AUTHZ_ALLOW;
+
+	STAT_ADD(l->w->st.authz[allow], 1);
+	worker_count_pair(l->w, l->source_id, l->destination, allow);
+	if (!allow)
+		log_deny(l);
+	return allow;
+}
+
+static socklen_t to_sockaddr(const struct config_endpoint *ep, uint16_t port,
+			     struct sockaddr_storage *ss)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (ep->family == AF_INET6) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+
+		s6->sin6_family = AF_INET6;
+		s6->sin6_addr = ep->addr.v6;
+		s6->sin6_port = htons(port);
+		return sizeof(*s6);
+	}
+	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+
+	s4->sin_family = AF_INET;
+	s4->sin_addr = ep->addr.v4;
+	s4->sin_port = htons(port);
+	return sizeof(*s4);
+}
+
+static void on_connect_timeout(struct evloop *loop, void *arg)
+{
+	struct leg *l = arg;
+
+	l->timer = 0;
+	leg_enter(l);
+	respond_error(l, WIRE_BACKEND_TIMEOUT, "backend connect timed out");
+	leg_leave(l);
+}
+
+/* Connects to the local backend. Binding the target address first proves it is an address of
+ * this host (EADDRNOTAVAIL otherwise) and makes it the source, so strict_inbound's "from this
+ * host" test passes. Returns 0, or the status to answer. */
+static int connect_backend(struct leg *l)
+{
+	const struct config_endpoint *ep = &l->req.target;
+	struct sockaddr_storage ss;
+	uint32_t mark = MESH_SOCKET_MARK;
+	socklen_t len;
+	int fd = socket(ep->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return WIRE_UNAVAILABLE;
+	setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark));
+	len = to_sockaddr(ep, 0, &ss);
+	if (bind(fd, (struct sockaddr *)&ss, len) < 0) {
+		close(fd);
+		return errno == EADDRNOTAVAIL ? WIRE_NOT_SERVED : WIRE_UNAVAILABLE;
+	}
+	len = to_sockaddr(ep, ep->port, &ss);
+	if (connect(fd, (struct sockaddr *)&ss, len) < 0 && errno != EINPROGRESS) {
+		close(fd);
+		return WIRE_BACKEND_FAILED;
+	}
+	sock_nodelay(fd);
+	l->fd = fd;
+	if (leg_watch(l))
+		return WIRE_UNAVAILABLE;
+	l->state = L_REQUESTED;
+	l->timer = evloop_add_timer(l->w->loop, l->w->snap->connect_ns, on_connect_timeout, l);
+	return 0;
+}
+
+void inbound_request(struct leg *l)
+{
+	const char *owner;
+	char detail[128];
+	int status;
+
+	if (wire_request_finish(&l->req)) {
+		respond_error(l, WIRE_BAD_REQUEST, l->req.why);
+		return;
+	}
+	owner = snap_port_service(l->w->snap, l->req.target.port);
+	if (!owner || strcmp(owner, l->destination)) {
+		snprintf(detail, sizeof(detail), "port %u is not a port of service %s",
+			 l->req.target.port, l->destination);
+		respond_error(l, WIRE_NOT_SERVED, detail);
+		return;
+	}
+	if (!authorized(l)) {
+		respond_error(l, WIRE_DENIED, "authorization");
+		return;
+	}
+	status = connect_backend(l);
+	if (status)
+		respond_error(l, status, "backend connect");
+}
+
+void inbound_connected(struct leg *l, uint32_t events)
+{
+	int soerr = 0;
+	socklen_t len = sizeof(soerr);
+
+	if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+		return;
+	evloop_del_timer(l->w->loop, l->timer);
+	l->timer = 0;
+	if (getsockopt(l->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+		soerr = errno;
+	if (soerr) {
+		respond_error(l, soerr == ETIMEDOUT ? WIRE_BACKEND_TIMEOUT : WIRE_BACKEND_FAILED,
+			      strerror(soerr));
+		return;
+	}
+	if (!l->t || !l->stream_open) {
+		leg_close(l, true);
+		return;
+	}
+	respond_ok(l);
+}
+
+void inbound_recheck(struct worker *w)
+{
+	struct leg **deny = NULL;
+	size_t n = 0, cap = 0;
+
+	/* Collect first (held), close after: closing one may end others' streams. */
+	for (struct link *k = w->inbound.next; k != &w->inbound; k = k->next) {
+		struct leg *l = link_entry(k, struct leg, inode);
+
+		if (l->dead || (l->state != L_ESTABLISHED && l->state != L_REQUESTED) ||
+		    authz_decide(w->policy, l->source, l->destination).action == AUTHZ_ALLOW)
+			continue;
+		if (n == cap) {
+			struct leg **p = realloc(deny, (cap = cap ? 2 * cap : 16) * sizeof(*p));
+
+			if (!p)
+				break;
+			deny = p;
+		}
+		leg_enter(l);
+		deny[n++] = l;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct leg *l = deny[i];
+
+		if (!l->dead) {
+			STAT_ADD(w->st.authz_closed, 1);
+			LOG_INFO("authz", "connection closed by a policy change",
+				 "source=%s destination=%s", log_q(l->source_id), l->destination);
+			l->reset = true;
+			leg_close(l, true);
+		}
+		leg_leave(l);
+	}
+	free(deny);
+}

@@ -1,0 +1,391 @@
+/* Legs: one proxied connection, an application socket (outbound) or a backend socket (inbound)
+ * bridged to one HTTP/2 CONNECT stream. Bytes read from the socket go straight into nghttp2's
+ * DATA frame buffer (the data provider reads the socket); bytes from the stream are written to
+ * the socket at once, and only what the socket cannot take is copied and queued, unconsumed, so
+ * HTTP/2 flow control stops the peer when the application is slow. End of input becomes
+ * END_STREAM and END_STREAM becomes shutdown(SHUT_WR) (half-close both ways); a socket error
+ * becomes RST_STREAM(CONNECT_ERROR) and RST_STREAM becomes a TCP reset (RFC 9113 8.5).
+ * Worker thread only; the socket is edge-triggered. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "mtls/proxy.h"
+
+#define FD_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
+
+int sock_nodelay(int fd)
+{
+	int one = 1;
+
+	return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+void sock_close_reset(int fd)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+}
+
+static enum mtls_dir dir_of(const struct leg *l)
+{
+	return l->role == LEG_OUTBOUND ? MTLS_OUTBOUND : MTLS_INBOUND;
+}
+
+static void on_leg_fd(struct evloop *loop, int fd, uint32_t events, void *arg);
+
+struct leg *leg_new(struct worker *w, enum leg_role role, int fd)
+{
+	struct leg *l = calloc(1, sizeof(*l));
+
+	if (!l)
+		return NULL;
+	l->w = w;
+	l->role = role;
+	l->fd = fd;
+	l->sid = -1;
+	l->wq_tail = &l->wq;
+	l->started_ns = evloop_now_ns();
+	link_init(&l->tnode);
+	link_init(&l->inode);
+	STAT_ADD(w->n_legs, 1);
+	STAT_ADD(w->st.conns_total[dir_of(l)], 1);
+	STAT_ADD(w->st.conns_active[dir_of(l)], 1);
+	return l;
+}
+
+/* Watches the socket (once). 0 or -errno. */
+int leg_watch(struct leg *l)
+{
+	int err;
+
+	if (l->fd_registered || l->fd < 0)
+		return 0;
+	err = evloop_add_fd(l->w->loop, l->fd, FD_EVENTS, on_leg_fd, l);
+	l->fd_registered = !err;
+	return err;
+}
+
+static void leg_free(struct leg *l)
+{
+	struct chunk *c, *next;
+
+	evloop_del_timer(l->w->loop, l->timer);
+	link_del(&l->tnode);
+	link_del(&l->inode);
+	for (c = l->wq; c; c = next) {
+		next = c->next;
+		free(c);
+	}
+	STAT_ADD(l->w->n_legs, -1);
+	STAT_ADD(l->w->st.conns_active[dir_of(l)], -1);
+	free(l);
+}
+
+void leg_enter(struct leg *l)
+{
+	l->busy++;
+}
+
+void leg_leave(struct leg *l)
+{
+	if (--l->busy == 0 && l->dead)
+		leg_free(l);
+}
+
+void leg_bind(struct leg *l, struct tunnel *t, int32_t sid)
+{
+	link_del(&l->tnode);
+	l->t = t;
+	l->sid = sid;
+	l->stream_open = true;
+	link_add(&t->legs, &l->tnode);
+}
+
+/* Gives flow-control credit back for `n` bytes delivered to (or discarded for) the socket. */
+static void consume(struct leg *l, size_t n)
+{
+	if (!l->t || !n || l->t->state != T_READY)
+		return;
+	if (l->stream_open)
+		nghttp2_session_consume(l->t->h2, l->sid, n);
+	else
+		nghttp2_session_consume_connection(l->t->h2, n);
+}
+
+static void reset_stream(struct leg *l)
+{
+	if (l->t && l->stream_open && l->t->state == T_READY)
+		nghttp2_submit_rst_stream(l->t->h2, NGHTTP2_FLAG_NONE, l->sid,
+					  NGHTTP2_CONNECT_ERROR);
+}
+
+static void detach_stream(struct leg *l, uint32_t code)
+{
+	struct tunnel *t = l->t;
+
+	if (t && l->stream_open && t->state == T_READY) {
+		nghttp2_submit_rst_stream(t->h2, NGHTTP2_FLAG_NONE, l->sid, code);
+		nghttp2_session_set_stream_user_data(t->h2, l->sid, NULL);
+	}
+	l->stream_open = false;
+	link_del(&l->tnode);
+	l->t = NULL;
+	if (t)
+		tunnel_flush(t);
+}
+
+void leg_close(struct leg *l, bool reset)
+{
+	size_t queued = l->wq_bytes;
+
+	if (l->dead)
+		return;
+	leg_enter(l);
+	l->dead = true;
+	l->state = L_DONE;
+	if (l->fd >= 0) {
+		if (l->fd_registered)
+			evloop_del_fd(l->w->loop, l->fd);
+		if (reset || l->reset)
+			sock_close_reset(l->fd);
+		else
+			close(l->fd);
+		l->fd = -1;
+	}
+	consume(l, queued); /* never delivered: release the window */
+	detach_stream(l, reset || l->reset ? NGHTTP2_CONNECT_ERROR : NGHTTP2_CANCEL);
+	leg_leave(l);
+}
+
+/* A closed stream with everything delivered ends the leg: normally FINs went both ways; a
+ * stream the peer ended before we did (RST_STREAM NO_ERROR) cannot carry the rest: reset. */
+static void maybe_finish(struct leg *l)
+{
+	if (l->state == L_ESTABLISHED && !l->stream_open && !l->wq)
+		leg_close(l, !(l->fd_eof && l->peer_eof));
+}
+
+static void shut_writes(struct leg *l)
+{
+	if (l->wr_shut || l->wq || !l->peer_eof || l->fd < 0)
+		return;
+	shutdown(l->fd, SHUT_WR);
+	l->wr_shut = true;
+}
+
+/* --- stream -> socket --------------------------------------------------------------------------- */
+
+static int queue_copy(struct leg *l, const uint8_t *data, size_t len)
+{
+	struct chunk *c = malloc(sizeof(*c) + len);
+
+	if (!c)
+		return -ENOMEM;
+	c->next = NULL;
+	c->len = len;
+	c->off = 0;
+	memcpy(c->data, data, len);
+	*l->wq_tail = c;
+	l->wq_tail = &c->next;
+	l->wq_bytes += len;
+	return 0;
+}
+
+static void delivered(struct leg *l, size_t n)
+{
+	l->bytes_down += n;
+	STAT_ADD(l->w->st.bytes[dir_of(l)][1], n);
+	consume(l, n);
+}
+
+/* The socket failed under a write: the application or backend is gone. */
+static void write_failed(struct leg *l)
+{
+	l->reset = true;
+	reset_stream(l);
+	leg_close(l, true);
+}
+
+void leg_data(struct leg *l, const uint8_t *data, size_t len)
+{
+	ssize_t n = 0;
+
+	if (!l->wq) {
+		n = send(l->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0 && errno != EAGAIN && errno != EINTR) {
+			consume(l, len);
+			write_failed(l);
+			return;
+		}
+		if (n < 0)
+			n = 0;
+		delivered(l, (size_t)n);
+		if ((size_t)n == len)
+			return;
+	}
+	if (queue_copy(l, data + n, len - (size_t)n)) {
+		consume(l, len - (size_t)n);
+		write_failed(l);
+	}
+}
+
+/* Writes queued chunks until the socket is full. */
+static void drain(struct leg *l)
+{
+	while (l->wq) {
+		struct chunk *c = l->wq;
+		ssize_t n = send(l->fd, c->data + c->off, c->len - c->off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (n < 0) {
+			write_failed(l);
+			return;
+		}
+		c->off += (size_t)n;
+		l->wq_bytes -= (size_t)n;
+		delivered(l, (size_t)n);
+		if (c->off < c->len)
+			return;
+		l->wq = c->next;
+		if (!l->wq)
+			l->wq_tail = &l->wq;
+		free(c);
+	}
+	shut_writes(l);
+	maybe_finish(l);
+}
+
+void leg_peer_eof(struct leg *l)
+{
+	l->peer_eof = true;
+	shut_writes(l);
+	maybe_finish(l);
+}
+
+/* --- socket -> stream --------------------------------------------------------------------------- */
+
+ssize_t leg_read_cb(struct leg *l, uint8_t *buf, size_t len, uint32_t *flags)
+{
+	ssize_t n;
+
+	if (l->state != L_ESTABLISHED || l->fd < 0) {
+		l->deferred = true;
+		return NGHTTP2_ERR_DEFERRED;
+	}
+	n = read(l->fd, buf, len);
+	if (n > 0) {
+		l->bytes_up += (uint64_t)n;
+		STAT_ADD(l->w->st.bytes[dir_of(l)][0], (uint64_t)n);
+		return n;
+	}
+	if (n == 0) {
+		*flags |= NGHTTP2_DATA_FLAG_EOF;
+		l->fd_eof = true;
+		return 0;
+	}
+	if (errno == EAGAIN || errno == EINTR) {
+		l->deferred = true;
+		return NGHTTP2_ERR_DEFERRED;
+	}
+	/* Reset by the application or backend: tell the peer, then close with a reset. */
+	l->reset = true;
+	reset_stream(l);
+	l->deferred = true;
+	return NGHTTP2_ERR_DEFERRED;
+}
+
+static ssize_t read_cb(nghttp2_session *h2, int32_t sid, uint8_t *buf, size_t len,
+		       uint32_t *flags, nghttp2_data_source *src, void *arg)
+{
+	return leg_read_cb(src->ptr, buf, len, flags);
+}
+
+nghttp2_data_provider leg_provider(struct leg *l)
+{
+	nghttp2_data_provider p = { .source.ptr = l, .read_callback = read_cb };
+
+	return p;
+}
+
+void leg_establish(struct leg *l)
+{
+	l->state = L_ESTABLISHED;
+	if (leg_watch(l)) {
+		leg_close(l, true);
+		return;
+	}
+	l->deferred = false;
+	if (l->t && l->stream_open)
+		nghttp2_session_resume_data(l->t->h2, l->sid);
+	if (l->t)
+		tunnel_flush(l->t);
+}
+
+static void on_leg_fd(struct evloop *loop, int fd, uint32_t events, void *arg)
+{
+	struct leg *l = arg;
+
+	leg_enter(l);
+	if (l->role == LEG_INBOUND && l->state == L_REQUESTED) {
+		inbound_connected(l, events);
+	} else if (l->state == L_ESTABLISHED) {
+		if (l->wq && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+			drain(l);
+		if (!l->dead && l->deferred && l->stream_open && l->t &&
+		    (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+			l->deferred = false;
+			nghttp2_session_resume_data(l->t->h2, l->sid);
+			tunnel_flush(l->t);
+		}
+		if (!l->dead && l->reset)
+			leg_close(l, true);
+	}
+	leg_leave(l);
+}
+
+/* --- stream end and tunnel failure -------------------------------------------------------------- */
+
+void leg_stream_closed(struct leg *l, uint32_t code)
+{
+	leg_enter(l);
+	l->stream_open = false;
+	if (l->state == L_ESTABLISHED) {
+		if (code != NGHTTP2_NO_ERROR || l->reset)
+			leg_close(l, true);
+		else
+			maybe_finish(l);
+	} else if (l->role == LEG_OUTBOUND && l->state == L_REQUESTED) {
+		link_del(&l->tnode);
+		l->t = NULL;
+		/* Refused before any answer (GOAWAY, stream limit): the backend was not tried. */
+		outbound_attempt_failed(l, code == NGHTTP2_REFUSED_STREAM ? "refused_stream"
+									   : "stream_reset",
+					code != NGHTTP2_REFUSED_STREAM);
+	} else {
+		leg_close(l, true);
+	}
+	leg_leave(l);
+}
+
+void leg_tunnel_failed(struct leg *l, const char *reason)
+{
+	leg_enter(l);
+	link_del(&l->tnode);
+	l->t = NULL;
+	l->stream_open = false;
+	if (l->role == LEG_OUTBOUND && l->state != L_ESTABLISHED && l->state != L_DONE)
+		outbound_attempt_failed(l, reason ? reason : "tunnel_failed", true);
+	else
+		leg_close(l, true);
+	leg_leave(l);
+}

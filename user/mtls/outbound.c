@@ -1,0 +1,381 @@
+/* The outbound side: an application connection redirected by connect4 arrives on
+ * mtls.outbound_listen; the datapath's record (keyed by the client's 4-tuple) names the service,
+ * the backend connect4 chose and the caller's identity. Each attempt opens one CONNECT stream
+ * over a pooled TLS connection to the backend host's meshd. An attempt that fails before the
+ * first application byte (the socket is not read before the remote answers 200) feeds that
+ * backend's breaker and, within `load_balancer.retry` (attempts, jittered exponential backoff,
+ * budget), moves to another backend; the application sees a failure (a reset) only when every
+ * attempt failed. Worker thread only. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "mtls/proxy.h"
+
+#define ACCEPT_BATCH 64
+#define MAX_BACKENDS 1024
+
+static void start_attempt(struct leg *l);
+
+static void from_sockaddr(const struct sockaddr_storage *ss, struct config_endpoint *ep)
+{
+	memset(ep, 0, sizeof(*ep));
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+
+		ep->family = AF_INET6;
+		ep->addr.v6 = s6->sin6_addr;
+		ep->port = ntohs(s6->sin6_port);
+	} else {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+
+		ep->family = AF_INET;
+		ep->addr.v4 = s4->sin_addr;
+		ep->port = ntohs(s4->sin_port);
+	}
+}
+
+static void refuse(struct leg *l, enum mtls_refusal why)
+{
+	STAT_ADD(l->w->st.refused[why], 1);
+	leg_close(l, true);
+}
+
+static const struct snap_service *service_of(const struct leg *l)
+{
+	return snap_service(l->w->snap, &l->orig.vip);
+}
+
+/* --- the per-service budget (shared by workers) ------------------------------------------------- */
+
+static void budget_deposit(struct leg *l)
+{
+	const struct snap_service *s = service_of(l);
+
+	if (!s || !s->budget)
+		return;
+	pthread_mutex_lock(l->w->snap->budget_lock);
+	retry_budget_deposit(s->budget, evloop_now_ns());
+	pthread_mutex_unlock(l->w->snap->budget_lock);
+}
+
+static bool budget_withdraw(struct leg *l)
+{
+	const struct snap_service *s = service_of(l);
+	bool ok;
+
+	if (!s || !s->budget)
+		return false;
+	pthread_mutex_lock(l->w->snap->budget_lock);
+	ok = retry_budget_withdraw(s->budget, evloop_now_ns());
+	pthread_mutex_unlock(l->w->snap->budget_lock);
+	return ok;
+}
+
+/* --- accepting ------------------------------------------------------------------------------------ */
+
+static void outbound_new(struct worker *w, int fd, const struct sockaddr_storage *peer)
+{
+	const struct snap *s = w->snap;
+	struct config_endpoint client, local;
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	const struct snap_service *svc;
+	const char *ident;
+	struct leg *l = leg_new(w, LEG_OUTBOUND, fd);
+
+	if (!l) {
+		sock_close_reset(fd);
+		return;
+	}
+	sock_nodelay(fd);
+	from_sockaddr(peer, &client);
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0 || !s->dp.take_orig ||
+	    s->dp.take_orig(s->dp.ctx, &client, (from_sockaddr(&ss, &local), &local), &l->orig)) {
+		refuse(l, MTLS_REFUSE_NO_ORIG);
+		return;
+	}
+	svc = snap_service(s, &l->orig.vip);
+	ident = snap_identity(s, l->orig.identity);
+	if (!svc || !ident) {
+		refuse(l, svc ? MTLS_REFUSE_NO_IDENTITY : MTLS_REFUSE_NO_SERVICE);
+		return;
+	}
+	snprintf(l->service, sizeof(l->service), "%s", svc->name);
+	snprintf(l->identity, sizeof(l->identity), "%s", ident);
+	l->target = l->orig.backend;
+	l->target_id = l->orig.backend_id;
+	l->target_epoch = l->orig.backend_epoch;
+	l->target_probe = l->orig.probe;
+	l->attempt = 1;
+	l->tried[0] = l->target_id;
+	budget_deposit(l);
+	start_attempt(l);
+}
+
+void outbound_accept(struct evloop *loop, int fd, uint32_t events, void *arg)
+{
+	struct worker *w = arg;
+
+	for (int i = 0; i < ACCEPT_BATCH && w->accepting; i++) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		int c = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (c < 0) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				LOG_WARN("mtls", "cannot accept", "err=%s", log_q(strerror(errno)));
+			return;
+		}
+		outbound_new(w, c, &ss);
+	}
+}
+
+/* --- attempts ----------------------------------------------------------------------------------- */
+
+static void on_response_timeout(struct evloop *loop, void *arg)
+{
+	struct leg *l = arg;
+
+	l->timer = 0;
+	leg_enter(l);
+	outbound_attempt_failed(l, "response_timeout", true);
+	leg_leave(l);
+}
+
+/* The CONNECT's headers. Adding one more (e.g. W3C `traceparent` for issue 12) is one line in
+ * this array (and its count). */
+static size_t connect_headers(const struct leg *l, char *authority, nghttp2_nv *nv)
+{
+#define NV(n, v, vl)                                                                               \
+	(nghttp2_nv)                                                                               \
+	{                                                                                          \
+		(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NONE          \
+	}
+	size_t k = 0;
+
+	nv[k++] = NV(":method", "CONNECT", 7);
+	nv[k++] = NV(":authority", authority, strlen(authority));
+	return k;
+#undef NV
+}
+
+static void submit(struct leg *l, struct tunnel *t)
+{
+	char authority[64];
+	nghttp2_nv nv[4];
+	nghttp2_data_provider prov = leg_provider(l);
+	int32_t sid;
+	size_t n;
+
+	wire_format_authority(&l->target, authority, sizeof(authority));
+	n = connect_headers(l, authority, nv);
+	sid = nghttp2_submit_request(t->h2, NULL, nv, n, &prov, l);
+	if (sid < 0) {
+		outbound_attempt_failed(l, nghttp2_strerror(sid), false);
+		return;
+	}
+	t->streams++;
+	leg_bind(l, t, sid);
+	l->state = L_REQUESTED;
+	tunnel_flush(t);
+}
+
+void outbound_tunnel_ready(struct leg *l)
+{
+	struct tunnel *t = l->t;
+
+	link_del(&l->tnode);
+	t->n_waiting--;
+	submit(l, t);
+}
+
+static uint16_t mesh_port(const struct leg *l)
+{
+	return l->w->snap->inbound_port; /* a backend's own `mesh-port` (Consul meta) would win */
+}
+
+static void start_attempt(struct leg *l)
+{
+	const struct snap *s = l->w->snap;
+	struct pool_key key = { .identity = l->orig.identity };
+	const char *why = NULL;
+	struct tunnel *t;
+
+	snprintf(key.identity_name, sizeof(key.identity_name), "%s", l->identity);
+	snprintf(key.service, sizeof(key.service), "%s", l->service);
+	key.peer = l->target;
+	key.peer.port = mesh_port(l);
+	memcpy(key.addr_bytes, &l->target.addr, l->target.family == AF_INET6 ? 16 : 4);
+	l->status = 0;
+	l->resp_reason[0] = '\0';
+	l->attempt_ns = evloop_now_ns();
+	l->timer = evloop_add_timer(l->w->loop, 2 * s->connect_ns + 1000000000ull,
+				    on_response_timeout, l);
+	t = pool_get(l->w, &key, &why);
+	if (!t) {
+		if (why && !strcmp(why, TLS_R_NO_IDENTITY)) {
+			STAT_ADD(l->w->st.handshakes[MTLS_OUTBOUND][RS_NO_IDENTITY_CERT], 1);
+			refuse(l, MTLS_REFUSE_NO_CERT);
+		} else {
+			outbound_attempt_failed(l, why ? why : "no tunnel", true);
+		}
+		return;
+	}
+	if (t->state == T_READY) {
+		submit(l, t);
+		return;
+	}
+	l->t = t;
+	t->n_waiting++;
+	link_add(&t->waiting, &l->tnode);
+	l->state = L_PENDING;
+}
+
+static void feed_breaker(struct leg *l, bool ok)
+{
+	const struct snap *s = l->w->snap;
+
+	if (s->dp.outcome && l->target_id)
+		s->dp.outcome(s->dp.ctx, &l->orig.vip, l->target_id, l->target_epoch, ok,
+			      l->target_probe, evloop_now_ns() - l->attempt_ns);
+}
+
+void outbound_response(struct leg *l, int status, const char *reason)
+{
+	evloop_del_timer(l->w->loop, l->timer);
+	l->timer = 0;
+	if (status == WIRE_OK) {
+		feed_breaker(l, true);
+		if (l->attempt > 1)
+			STAT_ADD(l->w->st.retries[0], 1);
+		leg_establish(l);
+		return;
+	}
+	if (wire_status_retriable(status)) {
+		outbound_attempt_failed(l, *reason ? reason : wire_status_reason(status), true);
+		return;
+	}
+	if (status == WIRE_DENIED) {
+		STAT_ADD(l->w->st.refused[MTLS_REFUSE_DENIED], 1);
+		LOG_DEBUG("mtls", "connection denied by the remote meshd",
+			  "service=%s identity=%s", l->service, l->identity);
+	}
+	leg_close(l, true);
+}
+
+/* --- retries ------------------------------------------------------------------------------------ */
+
+static bool tried(const struct leg *l, uint32_t id)
+{
+	for (unsigned i = 0; i < l->attempt && i < MAX_ATTEMPTS; i++)
+		if (l->tried[i] == id)
+			return true;
+	return false;
+}
+
+/* Another backend: an untried usable one at random, else a tried usable one (a transient failure
+ * may pass), else none. */
+static bool pick_next(struct leg *l)
+{
+	static __thread struct mtls_backend be[MAX_BACKENDS];
+	const struct snap *s = l->w->snap;
+	int n = s->dp.backends ? s->dp.backends(s->dp.ctx, &l->orig.vip, be, MAX_BACKENDS) : 0;
+	int fresh = 0, usable = 0, pick = -1;
+
+	for (int i = 0; i < n; i++) {
+		fresh += be[i].usable && !tried(l, be[i].id);
+		usable += be[i].usable;
+	}
+	if (!usable)
+		return false;
+	for (int i = 0, k = (int)(worker_rand(l->w) % (unsigned)(fresh ? fresh : usable)); i < n;
+	     i++) {
+		if (!be[i].usable || (fresh && tried(l, be[i].id)))
+			continue;
+		if (k-- == 0) {
+			pick = i;
+			break;
+		}
+	}
+	l->target = be[pick].addr;
+	l->target_id = be[pick].id;
+	l->target_epoch = be[pick].epoch;
+	l->target_probe = false;
+	return true;
+}
+
+static void on_backoff(struct evloop *loop, void *arg)
+{
+	struct leg *l = arg;
+
+	l->timer = 0;
+	leg_enter(l);
+	start_attempt(l);
+	leg_leave(l);
+}
+
+static void give_up(struct leg *l, int retry_result, const char *why)
+{
+	STAT_ADD(l->w->st.failed, 1);
+	if (retry_result >= 0)
+		STAT_ADD(l->w->st.retries[retry_result], 1);
+	LOG_DEBUG("mtls", "connection failed", "service=%s attempts=%u last=%s", l->service,
+		  l->attempt, log_q(why));
+	leg_close(l, true);
+}
+
+/* Leaves the tunnel the attempt used: a waiting slot or an open stream. */
+static void leave_tunnel(struct leg *l)
+{
+	struct tunnel *t = l->t;
+
+	if (!t)
+		return;
+	if (l->state == L_PENDING && !l->stream_open) {
+		link_del(&l->tnode);
+		t->n_waiting--;
+	} else if (l->stream_open && t->state == T_READY) {
+		nghttp2_submit_rst_stream(t->h2, NGHTTP2_FLAG_NONE, l->sid, NGHTTP2_CANCEL);
+		nghttp2_session_set_stream_user_data(t->h2, l->sid, NULL);
+		tunnel_flush(t);
+	}
+	link_del(&l->tnode);
+	l->stream_open = false;
+	l->t = NULL;
+}
+
+void outbound_attempt_failed(struct leg *l, const char *why, bool breaker_failure)
+{
+	const struct snap_service *svc = service_of(l);
+	uint64_t delay;
+
+	if (l->dead)
+		return;
+	evloop_del_timer(l->w->loop, l->timer);
+	l->timer = 0;
+	leave_tunnel(l);
+	l->state = L_PENDING;
+	if (breaker_failure)
+		feed_breaker(l, false);
+	if (!svc || l->attempt >= svc->retry.connect_attempts || l->attempt >= MAX_ATTEMPTS) {
+		give_up(l, svc && svc->retry.connect_attempts > 1 ? 1 : -1, why);
+		return;
+	}
+	if (!budget_withdraw(l)) {
+		give_up(l, 2, why);
+		return;
+	}
+	if (!pick_next(l)) {
+		give_up(l, 1, why);
+		return;
+	}
+	l->tried[l->attempt++] = l->target_id;
+	delay = retry_backoff_ns(svc->retry.backoff_base_ns, svc->retry.backoff_max_ns,
+				 l->attempt - 1, worker_rand(l->w));
+	l->timer = evloop_add_timer(l->w->loop, delay, on_backoff, l);
+}
