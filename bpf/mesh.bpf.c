@@ -915,12 +915,19 @@ static __always_inline void forget(struct bpf_sock_addr *ctx)
 		ms->flags = 0;
 }
 
+static __always_inline void outcome(const struct mesh_sock *ms, struct mesh_be_state *bs, int ok,
+				    __u64 rtt_ns);
+static __always_inline struct mesh_be_state *sock_backend(const struct mesh_sock *ms);
+
+#include "mesh_mtls.h"
+
 static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_svc_key *key, int v4)
 {
-	int probe = 0, reason = 0, id;
+	int probe = 0, reason = 0, id, mt, rc;
 	struct mesh_svc_state *ss;
 	struct mesh_svc *svc;
 	struct mesh_sock *ms;
+	__u32 identity = 0;
 
 	count(MESH_CNT_CONNECT);
 	svc = bpf_map_lookup_elem(&mesh_services, key);
@@ -928,6 +935,12 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_s
 		count(MESH_CNT_NOT_SERVICE);
 		forget(ctx);
 		return VERDICT_OK;
+	}
+	mt = mtls_verdict(ctx, svc, &identity);
+	if (mt == MTLS_REFUSE) {
+		forget(ctx);
+		handoff_release(bpf_get_socket_cookie(ctx));
+		return mtls_refuse(ctx);
 	}
 	ss = svc_state(svc->service_id);
 	if (over_limit(svc, ss)) {
@@ -950,7 +963,10 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_s
 	if (!ms)
 		return VERDICT_OK;
 	ms->vip = *key;
-	return redirect(ctx, svc, ss, ms, (__u32)id, v4, probe);
+	rc = redirect(ctx, svc, ss, ms, (__u32)id, v4, probe);
+	if (mt == MTLS_DIVERT && (ms->flags & MESH_SK_F_SERVICE))
+		mtls_divert(ctx, ms, v4, identity);
+	return rc;
 }
 
 /* --- UDP: balanced at connect (connected sockets) and per datagram at sendmsg (unconnected,
@@ -1285,6 +1301,10 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, struct me
 	if (ms->flags & MESH_SK_F_DONE)
 		return;
 	ms->flags |= MESH_SK_F_DONE | MESH_SK_F_ESTABLISHED;
+	if (ms->flags & MESH_SK_F_MTLS) { /* meshd reports the backend's outcome */
+		mtls_record(skops, ms);
+		return;
+	}
 	count(MESH_CNT_ESTABLISHED);
 	bs = sock_backend(ms);
 	if (bs)
@@ -1298,13 +1318,14 @@ static __always_inline void on_close(struct bpf_sock_ops *skops, struct mesh_soc
 	struct mesh_svc_state *ss = sock_service(ms);
 	__u64 sent = skops->bytes_acked, received = skops->bytes_received;
 
-	if (!(ms->flags & MESH_SK_F_DONE)) {
-		ms->flags |= MESH_SK_F_DONE;
+	/* A diverted connect that failed reached meshd's listener, not the backend. */
+	if (!(ms->flags & MESH_SK_F_DONE) && !(ms->flags & MESH_SK_F_MTLS)) {
 		count(MESH_CNT_FAILED);
 		if (bs)
 			ADD(bs->failed, 1);
 		outcome(ms, bs, 0, 0);
 	}
+	ms->flags |= MESH_SK_F_DONE;
 	if (ms->flags & MESH_SK_F_ACTIVE) {
 		ms->flags &= ~MESH_SK_F_ACTIVE;
 		if (bs)
@@ -1334,6 +1355,8 @@ static __always_inline int connecting_to(struct bpf_sock *sk, const struct mesh_
 	struct mesh_backend *be = bpf_map_lookup_elem(&mesh_backends, &id);
 	const __u32 *a;
 
+	if (d->flags & MESH_SK_F_MTLS)
+		return mtls_connecting(family, v4, w0, w1, w2, w3, port);
 	if (!be || port != be->port)
 		return 0;
 	a = (const __u32 *)be->addr;

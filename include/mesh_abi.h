@@ -54,10 +54,18 @@ enum mesh_hash_key {
 #define MESH_MAX_DRAWS 8	/* draws the no-scan path makes before it scans */
 #define MESH_UDP_FLOWS 65536	/* mesh_udp_fwd / mesh_udp_rev entries (LRU) */
 #define MESH_DRAIN_MAX 4096	/* backends one drain pass closes connections of */
+/* mTLS (bpf/mesh_mtls.h). Its maps are additions: an adopted datapath gets them created, so they
+ * change no layout above. */
+#define MESH_MTLS_ORIG_ENTRIES 65536 /* redirected connections not yet accepted by meshd */
+#define MESH_MAX_IDENTITY_CGROUPS 4096
+#define MESH_MAX_STRICT_PORTS 1024
+#define MESH_CGROUP_DEPTH_MAX 16 /* ancestors looked at for a caller's identity */
+#define MESH_SOCKET_MARK 0x4d4d544c /* SO_MARK of meshd's proxy sockets ("MMTL"): never redirected */
 
 /* Errnos the application sees on a decided reject (positive values, as in errno.h). */
 #define MESH_ERRNO_NO_HEALTHY 113 /* EHOSTUNREACH */
 #define MESH_ERRNO_MAX_CONN 111	  /* ECONNREFUSED */
+#define MESH_ERRNO_NO_IDENTITY 13 /* EACCES: mTLS service, caller without identity, refuse */
 
 enum mesh_circuit_state {
 	MESH_CIRCUIT_CLOSED = 0,
@@ -102,6 +110,14 @@ enum mesh_counter {
 	MESH_CNT_UDP_STICKY = 22,   /* ... of which went to their flow's backend */
 	MESH_CNT_UDP_REVERSE = 23,  /* replies (recvmsg) and peers (getpeername) shown as the VIP */
 	MESH_CNT_DRAINED = 24,	    /* connections closed by a drain (bpf_sock_destroy) */
+	MESH_CNT_MTLS = 25,	    /* sent to meshd's mTLS outbound listener */
+	MESH_CNT_MTLS_REFUSED = 26, /* mTLS service, caller without identity, refused (EACCES) */
+	MESH_CNT_MTLS_PLAIN = 27,   /* mTLS service, caller without identity: plaintext */
+	MESH_CNT_MTLS_MESHD = 28,   /* mTLS service, meshd's own socket: left alone */
+	MESH_CNT_MTLS_ORIG = 29,    /* original destinations recorded for meshd */
+	MESH_CNT_MTLS_ORIG_ERR = 30, /* original destination could not be recorded */
+	MESH_CNT_STRICT_DROP = 31,  /* plaintext SYN from another host to a strict port, refused */
+	MESH_CNT_OUTCOME = 32,	    /* connect outcomes fed by meshd (mTLS attempts) */
 	MESH_CNT__COUNT,
 };
 _Static_assert(MESH_CNT__COUNT <= MESH_COUNTERS_MAX, "mesh_counters too small");
@@ -131,6 +147,8 @@ _Static_assert(sizeof(struct mesh_breaker_cfg) == 40, "mesh_breaker_cfg layout")
 /* Every backend reachable by every connect to the VIP (an IPv4 VIP's are IPv4: v4-mapped
  * backends only; kept by userspace): a connect may draw without scanning the backends. */
 #define MESH_SVC_F_SAME_FAMILY 0x2
+/* Connections go through meshd's mTLS proxy (services[].mtls, effective mtls.enabled). */
+#define MESH_SVC_F_MTLS 0x4
 
 /* mesh_services value: one service, replaced whole by one update (atomic for readers). Its
  * backends are the entries [slot_base, slot_base + n_backends) of mesh_slots, written before
@@ -269,6 +287,10 @@ _Static_assert(sizeof(struct mesh_svc_name) == 88, "mesh_svc_name layout");
 #define MESH_SK_F_DONE 0x4    /* outcome (ok or failed) reported */
 #define MESH_SK_F_PROBE 0x8   /* half-open probe */
 #define MESH_SK_F_ESTABLISHED 0x10
+/* Sent to meshd's outbound listener (meshd feeds the breaker). The caller's identity (24 bits of
+ * the mesh_idents value) sits in the flags' upper bits: mesh_sock keeps its ABI 3 layout. */
+#define MESH_SK_F_MTLS 0x20
+#define MESH_SK_IDENTITY_SHIFT 8
 
 /* mesh_sockets value (SK_STORAGE): what connect() decided, for getpeername and sockops.
  * Unchanged since ABI 3: an upgrade keeps this map, so live sockets keep their decisions. */
@@ -354,6 +376,53 @@ struct mesh_drain_key {
 	__u32 be_epoch;
 };
 _Static_assert(sizeof(struct mesh_drain_key) == 8, "mesh_drain_key layout");
+/* mesh_mtls_cfg value (ARRAY, one entry): how connect4/6 reach meshd's mTLS proxy. */
+struct mesh_mtls_cfg {
+	__u32 outbound_ip4;  /* network byte order; IPv6 sockets use it v4-mapped */
+	__u16 outbound_port; /* network byte order */
+	__u8 enabled;	     /* 0: mTLS services connect plaintext, as any service */
+	__u8 no_identity;    /* enum config_no_identity: 0 refuse, 1 passthrough */
+};
+_Static_assert(sizeof(struct mesh_mtls_cfg) == 8, "mesh_mtls_cfg layout");
+
+/* mesh_mtls_orig key: a redirected connection as meshd's accept() sees it. Addresses are IPv6,
+ * IPv4 as v4-mapped; ports in network byte order. */
+struct mesh_mtls_key {
+	__u8 client[16]; /* the application socket's local address */
+	__u8 local[16];	 /* the outbound listener's address */
+	__u16 client_port;
+	__u16 local_port;
+	__u32 pad;
+};
+_Static_assert(sizeof(struct mesh_mtls_key) == 40, "mesh_mtls_key layout");
+
+#define MESH_ORIG_F_PROBE 0x1
+
+/* mesh_mtls_orig value (LRU_HASH): what connect4 decided, written at ACTIVE_ESTABLISHED (before
+ * meshd's accept() returns), taken by meshd. */
+struct mesh_mtls_orig {
+	struct mesh_svc_key vip;
+	__u8 backend[16];
+	__u16 backend_port; /* network byte order */
+	__u8 flags;	    /* MESH_ORIG_F_* */
+	__u8 pad;
+	__u32 backend_id;
+	__u32 be_epoch;
+	__u32 identity; /* 24 bits (see MESH_SK_IDENTITY_SHIFT) */
+};
+_Static_assert(sizeof(struct mesh_mtls_orig) == 52, "mesh_mtls_orig layout");
+
+/* mesh_outcome program input (BPF_PROG_TEST_RUN data): one connect outcome meshd saw. */
+struct mesh_outcome {
+	struct mesh_svc_key vip;
+	__u32 backend_id;
+	__u32 be_epoch;
+	__u8 ok;
+	__u8 probe;
+	__u16 pad;
+	__u64 rtt_ns;
+};
+_Static_assert(sizeof(struct mesh_outcome) == 40, "mesh_outcome layout");
 
 /* Input of mesh_adjust (a BPF_PROG_TYPE_SYSCALL program userspace runs): adds `delta` to the
  * active count of each listed backend (kind 0) or service (kind 1) with the same atomics the

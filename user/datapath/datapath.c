@@ -38,6 +38,10 @@ const char *const dp_map_names[DP_MAP__COUNT] = {
 	[DP_MAP_RNG] = "mesh_rng",
 	[DP_MAP_ADJUST] = "mesh_adjust_in",
 	[DP_MAP_DRAIN] = "mesh_drain",
+	[DP_MAP_MTLS_CFG] = "mesh_mtls_cfg",
+	[DP_MAP_IDENTS] = "mesh_idents",
+	[DP_MAP_MTLS_ORIG] = "mesh_mtls_orig",
+	[DP_MAP_STRICT] = "mesh_strict",
 };
 
 /* Programs and the names their links are pinned under. */
@@ -223,7 +227,7 @@ static int open_pinned_maps(struct datapath *dp)
 		if (err)
 			return err;
 		dp->fd[i] = bpf_obj_get(path);
-		if (dp->fd[i] < 0)
+		if (dp->fd[i] < 0 && (errno != ENOENT || i < DP_MAP_FIRST_OPTIONAL))
 			return -errno;
 	}
 	return 0;

@@ -132,4 +132,48 @@ int datapath_counters(struct datapath *dp, uint64_t *out, size_t n);
 /* Name of one enum mesh_counter value (snake_case), or NULL. */
 const char *datapath_counter_name(int counter);
 
+/* --- mTLS (user/datapath/mtls.c) --------------------------------------------------------------- */
+
+/* How connect4/6 reach meshd's mTLS proxy. `enabled` false: mTLS services connect plaintext. */
+struct datapath_mtls_cfg {
+	bool enabled;
+	struct config_endpoint outbound; /* IPv4 */
+	int no_identity;		 /* enum config_no_identity */
+};
+int datapath_mtls_set(struct datapath *dp, const struct datapath_mtls_cfg *cfg);
+/* Replaces the cgroup id -> identity map with ids[i] -> identities[i]. 0 or -errno. */
+int datapath_mtls_identities(struct datapath *dp, const uint64_t *cgroup_ids,
+			     const uint32_t *identities, size_t n);
+/* mtls.strict_inbound: refuses plaintext connections from other hosts to `ports` (n = 0: off,
+ * the program is detached). The sk_lookup program is attached to meshd's network namespace.
+ * 0 or -errno. */
+int datapath_mtls_strict(struct datapath *dp, const uint16_t *ports, size_t n);
+
+/* A thread-safe handle for the proxy threads (its own descriptors: it outlives a datapath
+ * close). */
+struct datapath_mtls;
+struct datapath_mtls *datapath_mtls_open(struct datapath *dp);
+void datapath_mtls_close(struct datapath_mtls *h);
+
+struct datapath_mtls_orig {
+	struct config_endpoint vip, backend;
+	uint32_t backend_id, backend_epoch, identity;
+	bool probe;
+};
+/* Takes the record connect4 left for the connection client -> local. 0 or -ENOENT. */
+int datapath_mtls_take_orig(struct datapath_mtls *h, const struct config_endpoint *client,
+			    const struct config_endpoint *local, struct datapath_mtls_orig *out);
+/* Feeds one connect outcome to a backend's breaker (the same logic sockops runs). */
+int datapath_mtls_outcome(struct datapath_mtls *h, const struct config_endpoint *vip,
+			  uint32_t backend_id, uint32_t backend_epoch, bool ok, bool probe,
+			  uint64_t rtt_ns);
+struct datapath_mtls_backend {
+	struct config_endpoint addr;
+	uint32_t id, epoch;
+	bool usable; /* healthy and breaker not open */
+};
+/* The backends of the service at `vip`; returns how many (<= max) or -errno. */
+int datapath_mtls_backends(struct datapath_mtls *h, const struct config_endpoint *vip,
+			   struct datapath_mtls_backend *out, size_t max);
+
 #endif

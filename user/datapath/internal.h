@@ -29,8 +29,13 @@ enum dp_map {
 	DP_MAP_RNG,
 	DP_MAP_ADJUST,
 	DP_MAP_DRAIN,
+	DP_MAP_MTLS_CFG, /* the mTLS maps: additions, absent from pins made before them */
+	DP_MAP_IDENTS,
+	DP_MAP_MTLS_ORIG,
+	DP_MAP_STRICT,
 	DP_MAP__COUNT,
 };
+#define DP_MAP_FIRST_OPTIONAL DP_MAP_MTLS_CFG
 
 /* Userspace mirror of one service (index = service_id). */
 struct dp_service {
@@ -137,6 +142,8 @@ int dp_write_maglev(struct datapath *dp, const struct dp_service *s);
 /* drain.c: schedules closing the connections of backend `id` (its current epoch, service `sid`)
  * `after_ns` from now; 0 does nothing. */
 void dp_drain_schedule(struct datapath *dp, __u32 id, __u32 sid, uint64_t after_ns);
+/* mtls.c: attaches (on) or detaches the strict_inbound program. 0 or -errno. */
+int dp_strict_attach(struct datapath *dp, bool on);
 
 /* stats.c: reads entries [first, first + n) of an array map with batch lookups into `out`
  * (per-CPU maps: ncpus values of round_up(vsize, 8) bytes per entry). Returns 0 or -errno. */

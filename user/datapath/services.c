@@ -218,7 +218,9 @@ static void fill_value(struct mesh_svc *v, const struct config_service *svc)
 	v->algorithm = (__u8)lb->algorithm;
 	v->hash_key = (__u8)lb->hash_key;
 	v->flags =
-	    lb->no_healthy_backend == MESH_NO_HEALTHY_PASSTHROUGH ? MESH_SVC_F_PASSTHROUGH : 0;
+	    (__u8)((lb->no_healthy_backend == MESH_NO_HEALTHY_PASSTHROUGH ? MESH_SVC_F_PASSTHROUGH
+									  : 0) |
+		   (svc->mtls ? MESH_SVC_F_MTLS : 0));
 	v->choice_count = (__u8)(lb->choice_count > 255 ? 255 : lb->choice_count);
 	v->max_connections = cb->max_connections;
 	v->max_ejection_percent =

@@ -291,6 +291,14 @@ const char *datapath_counter_name(int counter)
 		[MESH_CNT_UDP_STICKY] = "udp_sticky",
 		[MESH_CNT_UDP_REVERSE] = "udp_reverse",
 		[MESH_CNT_DRAINED] = "drained",
+		[MESH_CNT_MTLS] = "mtls",
+		[MESH_CNT_MTLS_REFUSED] = "mtls_no_identity_refused",
+		[MESH_CNT_MTLS_PLAIN] = "mtls_no_identity_plaintext",
+		[MESH_CNT_MTLS_MESHD] = "mtls_meshd_socket",
+		[MESH_CNT_MTLS_ORIG] = "mtls_orig_recorded",
+		[MESH_CNT_MTLS_ORIG_ERR] = "mtls_orig_error",
+		[MESH_CNT_STRICT_DROP] = "strict_inbound_refused",
+		[MESH_CNT_OUTCOME] = "mtls_outcome",
 	};
 
 	return counter >= 0 && counter < MESH_CNT__COUNT ? names[counter] : NULL;

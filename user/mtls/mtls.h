@@ -50,7 +50,8 @@ struct mtls_datapath {
 
 struct mtls;
 
-/* Hash of a service name as the datapath's identity map stores it (32-bit FNV-1a). */
+/* Hash of a service name as the datapath's identity map stores it (FNV-1a folded to 24 bits,
+ * never 0). */
 uint32_t mtls_identity_hash(const char *service);
 
 /* Builds the proxy for `cfg` (mtls.enabled must be true): certificate store and source,

@@ -48,7 +48,8 @@ uint32_t mtls_identity_hash(const char *service)
 
 	for (; *service; service++)
 		h = (h ^ (unsigned char)*service) * 16777619u;
-	return h ? h : 1; /* 0 means "no identity" in the datapath */
+	h = (h ^ (h >> 24)) & 0xffffff; /* 24 bits: it rides in the socket's flags */
+	return h ? h : 1;		/* 0 means "no identity" in the datapath */
 }
 
 /* --- lookups ---------------------------------------------------------------------------------- */
