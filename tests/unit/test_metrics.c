@@ -146,8 +146,8 @@ TEST(exposition_has_backend_and_service_samples)
 	CHECK_CONTAINS(t, "meshd_datapath_events_total{event=\"connect\"} 10\n");
 	CHECK_CONTAINS(t, "meshd_datapath_events_total{event=\"redirected\"} 30\n");
 	CHECK(!strstr(t, "event=\"(null)\""));
-	CHECK_CONTAINS(t,
-		       "meshd_mtls_handshakes_total{direction=\"outbound\",result=\"error\"} 0\n");
+	CHECK_CONTAINS(t, "meshd_mtls_handshakes_total{direction=\"outbound\",result=\"ok\","
+			  "reason=\"ok\"} 0\n");
 	free(t);
 }
 

@@ -1,6 +1,6 @@
 /* meshd's one component table (name, dependencies, start/stop/reload) and the components small
  * enough to live beside it: config (load at start, file watch), log, datapath (open or adopt,
- * prune, readiness) and mtls (a placeholder until the mTLS issue). Also the service apply hooks
+ * prune, readiness). mtls lives in mtls_comp.c. Also the service apply hooks
  * discovery calls. Discovery, health, metrics and admin live in their own files. Loop thread. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -268,23 +268,6 @@ static int dp_comp_reload(struct meshd *m, const struct mesh_config *old,
 	return 0;
 }
 
-/* --- mtls ------------------------------------------------------------------------------------- */
-
-/* The mTLS proxy is a later issue. Asking for it must not pass quietly: say loudly that traffic
- * stays plaintext (refusing to start would make the production preset unusable meanwhile). */
-static int mtls_comp_start(struct meshd *m)
-{
-	size_t wanted = 0;
-
-	for (size_t i = 0; i < m->cfg->n_services; i++)
-		wanted += m->cfg->services[i].mtls;
-	if (m->cfg->mtls.enabled || wanted)
-		LOG_WARN("mtls",
-			 "mTLS is not implemented in this build; connections stay plaintext",
-			 "mtls_enabled=%d services_with_mtls=%zu", m->cfg->mtls.enabled, wanted);
-	return 0;
-}
-
 /* --- the table -------------------------------------------------------------------------------- */
 
 static const struct meshd_component components[] = {
@@ -298,7 +281,7 @@ static const struct meshd_component components[] = {
 	  discovery_start,
 	  discovery_stop,
 	  discovery_reload },
-	{ "mtls", { "datapath", "discovery" }, mtls_comp_start, NULL, NULL },
+	{ "mtls", { "datapath", "discovery" }, mtls_comp_start, mtls_comp_stop, mtls_comp_reload },
 	{ "metrics", { "datapath" }, metrics_start, metrics_stop, metrics_reload },
 	/* Last: once `meshctl status` answers, everything else is up. */
 	{ "admin",

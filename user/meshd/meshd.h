@@ -18,6 +18,8 @@ struct health;	  /* user/meshd/health_checks.c */
 struct discovery; /* user/meshd/discovery.c */
 struct metrics;	  /* user/meshd/metrics.c */
 struct admin;	  /* user/meshd/admin.c */
+struct mtls;	  /* user/mtls/mtls.h */
+struct mtls_glue; /* user/meshd/mtls_comp.c */
 
 struct lifecycle;    /* user/meshd/lifecycle.h */
 struct config_watch; /* user/meshd/reload.c */
@@ -36,13 +38,13 @@ struct meshd {
 	struct discovery *discovery;
 	struct metrics *metrics;
 	struct admin *admin;
+	struct mtls *mtls; /* NULL when mtls.enabled is false */
+	struct mtls_glue *mtls_glue;
 
-	uint64_t started_at_ns;	       /* evloop_now_ns() at start */
-	uint64_t reloads[2];	       /* indexed by enum meshd_reload_result */
-	uint64_t discovery_sync[2];    /* [0] ok, [1] error */
-	double discovery_last_sync_ts; /* unix seconds of the last successful sync, 0 = never */
-	uint64_t mtls_handshakes[2]
-				[2]; /* [direction: 0 inbound, 1 outbound][result: 0 ok, 1 error] */
+	uint64_t started_at_ns;		/* evloop_now_ns() at start */
+	uint64_t reloads[2];		/* indexed by enum meshd_reload_result */
+	uint64_t discovery_sync[2];	/* [0] ok, [1] error */
+	double discovery_last_sync_ts;	/* unix seconds of the last successful sync, 0 = never */
 	uint64_t health_transitions[2]; /* [0] to unhealthy, [1] to healthy */
 	bool ready;			/* datapath attached and config loaded */
 	int events_fd;	     /* datapath ring-buffer epoll fd watched by the loop, -1 when none */
@@ -104,6 +106,11 @@ int admin_start(struct meshd *m);
 void admin_stop(struct meshd *m);
 int admin_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
 		 const struct config_diff *diff);
+
+int mtls_comp_start(struct meshd *m);
+void mtls_comp_stop(struct meshd *m);
+int mtls_comp_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
+		     const struct config_diff *diff);
 
 int discovery_start(struct meshd *m);
 void discovery_stop(struct meshd *m);

@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/prom.h"
 #include "meshd/meshd.h"
+#include "telemetry/expo_mtls.h"
 #include "telemetry/exposition.h"
 
 struct metrics {
@@ -85,7 +86,6 @@ static void fill_daemon(const struct meshd *m, struct expo_daemon *d)
 	d->discovery = discovery_name(m->cfg ? m->cfg->discovery : CONFIG_DISCOVERY_STATIC);
 	memcpy(d->discovery_sync, m->discovery_sync, sizeof(d->discovery_sync));
 	d->discovery_last_sync_ts = m->discovery_last_sync_ts;
-	memcpy(d->mtls_handshakes, m->mtls_handshakes, sizeof(d->mtls_handshakes));
 	memcpy(d->health_transitions, m->health_transitions, sizeof(d->health_transitions));
 	d->rss_bytes = rss_bytes();
 	d->start_time_seconds = start_time_seconds(m);
@@ -117,6 +117,7 @@ static void scrape_release(void *state)
 		  (unsigned long long)(evloop_now_ns() - s->started_ns) / 1000, s->bytes);
 	s->mt->in_flight--;
 	expo_free(s->e);
+	expo_mtls_free((struct expo_mtls *)s->d.mtls);
 	free(s);
 }
 
@@ -153,6 +154,8 @@ static void serve_metrics(struct metrics *mt, struct http_response *resp)
 	if (err)
 		LOG_WARN("metrics", "datapath stats unavailable", "err=%s", log_q(strerror(-err)));
 	fill_daemon(mt->m, &s->d);
+	if (mt->m->mtls)
+		s->d.mtls = expo_mtls_collect(mt->m->mtls);
 	s->collect_ns = evloop_now_ns() - s->started_ns;
 	resp->content_type = PROM_CONTENT_TYPE;
 	resp->produce = scrape_produce;

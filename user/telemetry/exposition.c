@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/prom.h"
+#include "telemetry/expo_mtls.h"
 #include "telemetry/exposition.h"
 
 enum family {
@@ -326,19 +327,7 @@ static void render_discovery(struct strbuf *out, const struct expo_daemon *d)
 
 static void render_daemon_misc(struct strbuf *out, const struct expo_daemon *d)
 {
-	static const char *const mtls[2][2] = {
-		{ "direction=\"inbound\",result=\"ok\"", "direction=\"inbound\",result=\"error\"" },
-		{ "direction=\"outbound\",result=\"ok\"",
-		  "direction=\"outbound\",result=\"error\"" },
-	};
-	int i, j;
-
-	prom_family(out, "meshd_mtls_handshakes_total", "counter",
-		    "TLS handshakes of the mTLS proxy by direction and result.");
-	for (i = 0; i < 2; i++)
-		for (j = 0; j < 2; j++)
-			prom_sample_u64(out, "meshd_mtls_handshakes_total", NULL, mtls[i][j],
-					d->mtls_handshakes[i][j]);
+	expo_mtls_render(out, d->mtls);
 	prom_family(out, "meshd_health_transitions_total", "counter",
 		    "Backend health-check state changes by new state.");
 	prom_sample_u64(out, "meshd_health_transitions_total", NULL, "to=\"unhealthy\"",

@@ -13,6 +13,8 @@
 
 #define EXPO_COUNTERS_MAX 32
 
+struct expo_mtls;
+
 /* Daemon-level values (struct meshd and /proc), copied so this module does not depend on meshd. */
 struct expo_daemon {
 	const char *version;
@@ -22,14 +24,14 @@ struct expo_daemon {
 	const char *discovery;		/* discovery backend label: static, consul, dns */
 	uint64_t discovery_sync[2];	/* [0] ok, [1] error */
 	double discovery_last_sync_ts;	/* unix seconds, 0 = never */
-	uint64_t mtls_handshakes[2][2]; /* [0 inbound, 1 outbound][0 ok, 1 error] */
 	uint64_t health_transitions[2]; /* [0] to unhealthy, [1] to healthy */
 	uint64_t rss_bytes;		/* 0 = unknown (omitted) */
 	/* Datapath-wide counters (enum mesh_counter) and their names; n = 0 when unavailable. */
 	uint64_t datapath_counters[EXPO_COUNTERS_MAX];
 	size_t n_datapath_counters;
 	const char *(*counter_name)(int counter);
-	double start_time_seconds; /* unix seconds */
+	double start_time_seconds;    /* unix seconds */
+	const struct expo_mtls *mtls; /* telemetry/expo_mtls.h; NULL: mTLS off */
 };
 
 struct exposition;

@@ -1,0 +1,217 @@
+/* meshd's `mtls` component: glues the mTLS proxy (user/mtls/) to the datapath. Starts the proxy
+ * when mtls.enabled, hands it the datapath's thread-safe handle (original destinations, breaker
+ * outcomes, backend sets), keeps the caller identities resolved into the datapath's identity map,
+ * writes the redirect settings and strict_inbound's ports. A reload is planned first (the proxy's
+ * plan can fail and changes nothing), then applied. Loop thread. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "meshd/meshd.h"
+#include "mtls/identity.h"
+#include "mtls/mtls.h"
+
+struct mtls_glue {
+	struct datapath_mtls *h;
+	struct identity_watch *idw;
+};
+
+/* --- the proxy's datapath callbacks (proxy threads) -------------------------------------------- */
+
+static int take_orig(void *ctx, const struct config_endpoint *client,
+		     const struct config_endpoint *local, struct mtls_orig *out)
+{
+	struct datapath_mtls_orig o;
+	int err = datapath_mtls_take_orig(ctx, client, local, &o);
+
+	if (err)
+		return err;
+	out->vip = o.vip;
+	out->backend = o.backend;
+	out->backend_id = o.backend_id;
+	out->backend_epoch = o.backend_epoch;
+	out->identity = o.identity;
+	out->probe = o.probe;
+	return 0;
+}
+
+static void outcome(void *ctx, const struct config_endpoint *vip, uint32_t backend_id,
+		    uint32_t backend_epoch, bool ok, bool probe, uint64_t rtt_ns)
+{
+	datapath_mtls_outcome(ctx, vip, backend_id, backend_epoch, ok, probe, rtt_ns);
+}
+
+static int backends(void *ctx, const struct config_endpoint *vip, struct mtls_backend *out,
+		    size_t max)
+{
+	struct datapath_mtls_backend be[64];
+	int n = datapath_mtls_backends(ctx, vip, be, max < 64 ? max : 64);
+
+	for (int i = 0; i < n; i++) {
+		out[i].addr = be[i].addr;
+		out[i].id = be[i].id;
+		out[i].epoch = be[i].epoch;
+		out[i].usable = be[i].usable;
+	}
+	return n;
+}
+
+/* --- datapath settings (main loop) --------------------------------------------------------------- */
+
+static int apply_identities(void *ctx, const uint64_t *ids, const uint32_t *idents, size_t n)
+{
+	struct meshd *m = ctx;
+
+	return m->dp ? datapath_mtls_identities(m->dp, ids, idents, n) : -ENODEV;
+}
+
+/* Every port of every identity: strict_inbound's ports. */
+static int strict_ports(const struct mesh_config *cfg, uint16_t **out)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < cfg->n_identities; i++)
+		n += cfg->identities[i].n_ports;
+	*out = calloc(n + 1, sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	n = 0;
+	for (size_t i = 0; i < cfg->n_identities; i++)
+		for (size_t j = 0; j < cfg->identities[i].n_ports; j++)
+			(*out)[n++] = cfg->identities[i].ports[j];
+	return (int)n;
+}
+
+static int set_datapath(struct meshd *m, const struct mesh_config *cfg)
+{
+	struct datapath_mtls_cfg dc = {
+		.enabled = cfg->mtls.enabled,
+		.outbound = cfg->mtls.outbound_listen,
+		.no_identity = (int)cfg->mtls.no_identity,
+	};
+	uint16_t *ports = NULL;
+	int n = 0, err;
+
+	if (cfg->mtls.enabled && cfg->mtls.strict_inbound)
+		n = strict_ports(cfg, &ports);
+	if (n < 0)
+		return n;
+	err = datapath_mtls_strict(m->dp, ports, (size_t)n);
+	free(ports);
+	if (!err)
+		err = datapath_mtls_set(m->dp, &dc);
+	if (err)
+		LOG_ERR("mtls", "cannot write the mTLS settings to the datapath", "err=%s",
+			log_q(strerror(-err)));
+	return err;
+}
+
+static void glue_free(struct mtls_glue *g)
+{
+	if (!g)
+		return;
+	identity_watch_free(g->idw);
+	datapath_mtls_close(g->h);
+	free(g);
+}
+
+static int start_proxy(struct meshd *m, const struct mesh_config *cfg)
+{
+	struct mtls_glue *g = calloc(1, sizeof(*g));
+	struct mtls_datapath dp = { .take_orig = take_orig, .outcome = outcome,
+				    .backends = backends };
+
+	if (!g)
+		return -ENOMEM;
+	g->h = datapath_mtls_open(m->dp);
+	if (!g->h)
+		goto err;
+	dp.ctx = g->h;
+	m->mtls = mtls_start(m->loop, cfg, &dp);
+	if (!m->mtls)
+		goto err;
+	g->idw = identity_watch_new(m->loop, cfg, apply_identities, m);
+	if (!g->idw) {
+		LOG_ERR("mtls", "cannot resolve identity cgroups", "err=%s",
+			log_q(strerror(errno)));
+		goto err;
+	}
+	m->mtls_glue = g;
+	return 0;
+err:
+	mtls_stop(m->mtls, false);
+	m->mtls = NULL;
+	glue_free(g);
+	return -EINVAL;
+}
+
+static void stop_proxy(struct meshd *m, bool release)
+{
+	mtls_stop(m->mtls, release);
+	m->mtls = NULL;
+	glue_free(m->mtls_glue);
+	m->mtls_glue = NULL;
+}
+
+/* --- component hooks ------------------------------------------------------------------------------ */
+
+int mtls_comp_start(struct meshd *m)
+{
+	int err;
+
+	if (!m->dp)
+		return -ENODEV;
+	if (m->cfg->mtls.enabled && (err = start_proxy(m, m->cfg)))
+		return err;
+	err = set_datapath(m, m->cfg);
+	if (err)
+		stop_proxy(m, false);
+	return err;
+}
+
+/* Graceful stop keeps the redirect and the listening sockets (fd store): mTLS connections wait
+ * in the listen queue for the next meshd instead of going plaintext. */
+void mtls_comp_stop(struct meshd *m)
+{
+	stop_proxy(m, false);
+}
+
+static int reload_running(struct meshd *m, const struct mesh_config *new)
+{
+	struct mtls_plan *p = mtls_plan(m->mtls, new);
+	struct identity_watch *idw;
+
+	if (!p)
+		return -EINVAL;
+	idw = identity_watch_new(m->loop, new, apply_identities, m);
+	if (!idw) {
+		mtls_abort(p);
+		return -ENOMEM;
+	}
+	mtls_commit(m->mtls, p);
+	identity_watch_free(m->mtls_glue->idw);
+	m->mtls_glue->idw = idw;
+	return 0;
+}
+
+int mtls_comp_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
+		     const struct config_diff *diff)
+{
+	int err = 0;
+
+	if (new->mtls.enabled && !m->mtls)
+		err = start_proxy(m, new);
+	else if (new->mtls.enabled)
+		err = reload_running(m, new);
+	else if (m->mtls)
+		stop_proxy(m, true);
+	if (!err)
+		err = set_datapath(m, new);
+	return err;
+}
+
+struct mtls *meshd_mtls(const struct meshd *m)
+{
+	return m->mtls;
+}
