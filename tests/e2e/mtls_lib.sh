@@ -1,0 +1,151 @@
+# Helpers for the mTLS suites (test_mtls*.sh), sourced after lib.sh: two hosts as network
+# namespaces joined by a veth pair (198.18.<n>.1 = host a, .2 = host b; no route out), a CA and
+# SPIFFE certificates made with openssl (never committed), one meshd per host with its own cgroup,
+# pin path, state dir, admin socket and metrics port, and clients run inside a host's identity
+# cgroup. Everything is undone on exit. VIPs 127.77.9.0/24; backend port 8080 on host b.
+MTLS_NET=$((($$ % 200) + 20))
+HA=mt$$a
+HB=mt$$b
+IP_A=198.18.$MTLS_NET.1
+IP_B=198.18.$MTLS_NET.2
+VIP=127.77.9.10
+TD=mesh.local
+
+# hosts_up: the two namespaces and the veth pair between them.
+hosts_up() {
+	ip netns add "$HA" && defer "ip netns del '$HA'"
+	ip netns add "$HB" && defer "ip netns del '$HB'"
+	ip link add "v$$a" netns "$HA" type veth peer name "v$$b" netns "$HB" || return 1
+	ip -n "$HA" addr add "$IP_A/24" dev "v$$a"
+	ip -n "$HB" addr add "$IP_B/24" dev "v$$b"
+	for h in "$HA" "$HB"; do
+		ip -n "$h" link set lo up
+	done
+	ip -n "$HA" link set "v$$a" up
+	ip -n "$HB" link set "v$$b" up
+	wait_for 5 link_up
+}
+link_up() { ip -n "$HA" -br link show "v$$a" | grep -q UP; }
+
+# in_host HOST CMD...: runs CMD in HOST's network namespace (nsenter keeps /sys and bpffs).
+in_host() {
+	local h=$1
+	shift
+	nsenter --net="/run/netns/$h" "$@"
+}
+# in_host_cg HOST CGROUP CMD...: same, inside cgroup CGROUP.
+in_host_cg() {
+	local h=$1 cg=$2
+	shift 2
+	nsenter --net="/run/netns/$h" bash -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$cg" "$@"
+}
+
+# --- certificates (openssl, ECDSA P-256) -----------------------------------------------------
+
+# gen_ca DIR NAME [TRUST_DOMAIN] [DAYS]: DIR/NAME.crt and DIR/NAME.key.
+gen_ca() {
+	local dir=$1 name=$2 td=${3:-$TD} days=${4:-30}
+	mkdir -p "$dir"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days "$days" \
+		-keyout "$dir/$name.key" -out "$dir/$name.crt" -subj "/CN=$name" \
+		-addext "basicConstraints=critical,CA:TRUE" \
+		-addext "keyUsage=critical,keyCertSign,cRLSign" \
+		-addext "subjectAltName=URI:spiffe://$td" 2>/dev/null
+}
+
+# gen_leaf CADIR CA OUTDIR SERVICE [SPIFFE_ID] [DAYS|-expired]: OUTDIR/SERVICE.crt/.key signed by
+# CADIR/CA; SPIFFE_ID defaults to the service's ID in $TD, dc1.
+gen_leaf() {
+	local cadir=$1 ca=$2 out=$3 svc=$4
+	local id=${5:-spiffe://$TD/ns/default/dc/dc1/svc/$svc} days=${6:-30}
+	local ext=$out/.$svc.ext csr=$out/.$svc.csr
+	mkdir -p "$out"
+	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$out/$svc.key.new" \
+		-out "$csr" -subj "/CN=$svc" 2>/dev/null || return 1
+	printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n%s\n%s\n' \
+		"extendedKeyUsage=serverAuth,clientAuth" "subjectAltName=URI:$id" >"$ext"
+	# -days -1: not after one day ago (expired)
+	[ "$days" = -expired ] && days=-1
+	openssl x509 -req -in "$csr" -CA "$cadir/$ca.crt" -CAkey "$cadir/$ca.key" \
+		-CAcreateserial -days "$days" -extfile "$ext" -out "$out/$svc.crt.new" \
+		2>/dev/null || return 1
+	chmod 600 "$out/$svc.key.new"
+	mv "$out/$svc.key.new" "$out/$svc.key"
+	mv "$out/$svc.crt.new" "$out/$svc.crt"
+	rm -f "$csr" "$ext"
+}
+
+# cert_serial FILE: the serial of a certificate, lowercase hex without leading zeros.
+cert_serial() {
+	openssl x509 -in "$1" -noout -serial | sed 's/serial=//; s/^0*//' | tr 'A-F' 'a-f'
+}
+
+# --- meshd per host -------------------------------------------------------------------------
+
+# host_config FILE HOST JQ_FILTER: a base config for HOST (a or b) edited by JQ_FILTER. The
+# datapath attaches to $CG_<HOST>; admin, state and certs live in $TMP/<host>/.
+host_config() {
+	local file=$1 h=$2 filter=${3:-.} cg
+	cg=$(eval echo "\$CG_$h")
+	mkdir -p "$TMP/$h/state"
+	jq -n --arg cg "$cg" --arg pin "$PIN-$h" --arg dir "$TMP/$h" --arg td "$TD" '{
+		version: 1,
+		node: { name: "node-\($dir | split("/") | last)", datacenter: "dc1" },
+		cgroup: $cg,
+		bpf_pin_path: $pin,
+		state_dir: ($dir + "/state"),
+		log: { level: "info", format: "logfmt" },
+		admin: { socket: ($dir + "/admin.sock") },
+		telemetry: { metrics_listen: "127.0.0.1:9464" },
+		discovery: { backend: "static" },
+		services: [],
+		load_balancer: { health_check: { type: "none" } },
+		mtls: { enabled: true, trust_domain: $td, cert_source: "files",
+			ca_file: ($dir + "/certs/ca.pem"), cert_dir: ($dir + "/certs"),
+			workers: 2, outbound_listen: "127.0.0.1:15001",
+			inbound_listen: "0.0.0.0:15008" },
+		identities: [],
+		authorization: { default_action: "deny", rules: [] }
+	}' | jq "$filter" >"$file.tmp" && mv "$file.tmp" "$file"
+}
+
+# start_host HOST CONFIG [ENV=VALUE...]: starts meshd in HOST's namespace (log $TMP/HOST.log,
+# appended across restarts); sets PID_<HOST>. Returns 1 when it did not come up.
+start_host() {
+	local h=$1 config=$2 ns
+	shift 2
+	ns=$(eval echo "\$H$(echo "$h" | tr a-z A-Z)")
+	nsenter --net="/run/netns/$ns" env "$@" "$MESHD" --config "$config" >>"$TMP/$h.log" 2>&1 &
+	eval "PID_$h=$!"
+	defer "kill -9 $! 2>/dev/null; wait $! 2>/dev/null"
+	defer "nsenter --net=/run/netns/$ns '$MESHD' --cleanup --config '$config'"
+	wait_for 15 host_ready "$h" "$!"
+}
+host_ready() {
+	[ "$(grep -c 'msg="meshd running"' "$TMP/$1.log")" -gt "${READY_SEEN:-0}" ] && return 0
+	kill -0 "$2" 2>/dev/null || return 2
+	return 1
+}
+
+# metric HOST PATTERN: sum of the samples matching PATTERN (grep -E) on HOST's /metrics.
+metric() {
+	local ns
+	ns=$(eval echo "\$H$(echo "$1" | tr a-z A-Z)")
+	in_host "$ns" curl -s --max-time 5 http://127.0.0.1:9464/metrics |
+		grep -E "^$2" | awk '{ s += $NF } END { printf "%d\n", s }'
+}
+# ctl HOST ARGS...: meshctl against HOST's admin socket.
+ctl() {
+	local h=$1
+	shift
+	"$MESHCTL" --socket "$TMP/$h/admin.sock" "$@"
+}
+
+# backend_b NAME PORT: the test backend on host b ($IP_B:PORT) speaking HTTP and echo.
+backend_b() {
+	local name=$1 port=$2
+	spawn "backend-$name" nsenter --net="/run/netns/$HB" python3 \
+		"$ROOT/tests/e2e/servers/backend.py" --name "$name" --port "$port" --addr "$IP_B" \
+		--health-file /dev/null
+	wait_for 5 in_host "$HB" bash -c "exec 3<>/dev/tcp/$IP_B/$port" 2>/dev/null
+}
