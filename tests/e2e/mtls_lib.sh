@@ -149,3 +149,126 @@ backend_b() {
 		--health-file /dev/null
 	wait_for 5 in_host "$HB" bash -c "exec 3<>/dev/tcp/$IP_B/$port" 2>/dev/null
 }
+
+# The Python client (run inside a host's cgroup): one mode per check, JSON on stdout.
+#   many VIP PORT N            N connections in a row: name line, echo; counts ok/fail
+#   peer VIP PORT              getpeername() of a connection
+#   halfclose VIP PORT         send, shutdown(SHUT_WR), read to EOF: the echo and a clean EOF
+#   read VIP PORT              send a line, read: "reset" when the peer resets, else the data
+#   hold VIP PORT STOPFILE     one connection pinging every 100 ms until STOPFILE; how it ended
+#   stream VIP PORT STOPFILE   streams data both ways until STOPFILE; bytes and how it ended
+cat >"$TMP/mc.py" <<'PY'
+import json, os, socket, sys, time
+
+mode, vip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+def conn():
+    s = socket.create_connection((vip, port), timeout=5)
+    f = s.makefile("rb")
+    name = f.readline().decode().strip()
+    return s, f, name
+
+def ended(e):
+    return "reset" if isinstance(e, ConnectionResetError) else type(e).__name__ + ":" + str(e)
+
+if mode == "many":
+    ok, fail, errs = 0, 0, []
+    for i in range(int(sys.argv[4])):
+        try:
+            s, f, name = conn()
+            s.sendall(b"x%d\n" % i)
+            if f.readline() == b"x%d\n" % i and name:
+                ok += 1
+            else:
+                fail += 1
+            s.close()
+        except OSError as e:
+            fail += 1
+            errs.append(ended(e))
+    print(json.dumps({"ok": ok, "fail": fail, "errors": errs[:5]}))
+elif mode == "peer":
+    s, f, name = conn()
+    print(json.dumps({"peer": list(s.getpeername()), "name": name}))
+elif mode == "halfclose":
+    s, f, name = conn()
+    s.sendall(b"half-closed\n")
+    s.shutdown(socket.SHUT_WR)
+    data = f.read()
+    print(json.dumps({"name": name, "data": data.decode(), "eof": True}))
+elif mode == "read":
+    try:
+        s = socket.create_connection((vip, port), timeout=5)
+        s.sendall(b"hello\n")
+        data = s.recv(100)
+        r = "eof" if not data else "data"
+        s.recv(100)
+    except OSError as e:
+        r = ended(e)
+    print(json.dumps({"result": r}))
+elif mode == "abort":
+    s = socket.create_connection((vip, port), timeout=5)
+    s.sendall(b"watch\n")
+    ack = s.recv(100)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    s.close()
+    print(json.dumps({"ack": ack.decode()}))
+elif mode in ("hold", "stream"):
+    stop = sys.argv[4]
+    s, f, name = conn()
+    s.settimeout(5)
+    sent = got = 0
+    end = "stopped"
+    chunk = b"y" * 16384 + b"\n"
+    try:
+        while not os.path.exists(stop):
+            msg = chunk if mode == "stream" else b"ping\n"
+            s.sendall(msg)
+            back = f.readline()
+            if back != msg:
+                end = "bad echo" if back else "eof"
+                break
+            sent += len(msg)
+            got += len(back)
+            if mode == "hold":
+                time.sleep(0.1)
+    except OSError as e:
+        end = ended(e)
+    print(json.dumps({"name": name, "end": end, "sent": sent, "got": got}))
+PY
+
+# mc HOST CGROUP MODE ARGS...: the Python client in HOST, cgroup CGROUP.
+mc() {
+	local h=$1 cg=$2
+	shift 2
+	in_host_cg "$h" "$cg" python3 "$TMP/mc.py" "$@"
+}
+
+# rst_server_b PORT OUT: on host b, a server that answers "reset-me" with a TCP reset, and for
+# "watch" acknowledges then writes to OUT how the client's side ended (reset or eof).
+rst_server_b() {
+	cat >"$TMP/rst.py" <<'PY'
+import socket, struct, sys, threading
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((sys.argv[1], int(sys.argv[2])))
+srv.listen(64)
+def handle(c):
+    line = c.recv(100)
+    if line.startswith(b"watch"):
+        c.sendall(b"ok\n")
+        try:
+            r = "eof" if not c.recv(100) else "data"
+        except ConnectionResetError:
+            r = "reset"
+        open(sys.argv[3], "w").write(r)
+        c.close()
+        return
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=handle, args=(c,), daemon=True).start()
+PY
+	spawn rst nsenter --net="/run/netns/$HB" python3 "$TMP/rst.py" "$IP_B" "$1" "$2"
+	wait_for 5 in_host "$HB" bash -c "exec 3<>/dev/tcp/$IP_B/$1" 2>/dev/null
+}

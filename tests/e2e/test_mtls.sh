@@ -17,23 +17,28 @@ hosts_up || {
 }
 CG_a=$(make_cgroup a)
 CG_b=$(make_cgroup b)
-mkdir -p "$CG_a/web/child" "$CG_a/anon" "$CG_b/api"
-defer "rmdir '$CG_a/web/child' '$CG_a/web' '$CG_a/anon' '$CG_b/api'"
+mkdir -p "$CG_a/web/child" "$CG_a/anon" "$CG_b/api" "$CG_b/rst"
+defer "rmdir '$CG_a/web/child' '$CG_a/web' '$CG_a/anon' '$CG_b/api' '$CG_b/rst'"
 gen_ca "$TMP/ca" root && mkdir -p "$TMP/a/certs" "$TMP/b/certs" &&
 	cp "$TMP/ca/root.crt" "$TMP/a/certs/ca.pem" && cp "$TMP/ca/root.crt" "$TMP/b/certs/ca.pem" &&
-	gen_leaf "$TMP/ca" root "$TMP/a/certs" web && gen_leaf "$TMP/ca" root "$TMP/b/certs" api || {
+	gen_leaf "$TMP/ca" root "$TMP/a/certs" web && gen_leaf "$TMP/ca" root "$TMP/b/certs" api &&
+	gen_leaf "$TMP/ca" root "$TMP/b/certs" rst || {
 	fail setup "openssl could not make the certificates"
 	exit 1
 }
 backend_b api 8080 || fail setup "backend did not start"
+rst_server_b 8081 "$TMP/rstseen" || fail setup "reset server did not start"
 
 host_config "$TMP/a.json" a "
 	.services = [{ name: \"api\", vip: \"$VIP\", port: 80, mtls: true,
-		backends: [{ address: \"$IP_B\", port: 8080 }] }] |
+		backends: [{ address: \"$IP_B\", port: 8080 }] },
+		{ name: \"rst\", vip: \"127.77.9.11\", port: 80, mtls: true,
+		backends: [{ address: \"$IP_B\", port: 8081 }] }] |
 	.identities = [{ cgroup: \"${CG_a#"$CG2"}/web\", service: \"web\" }]"
 host_config "$TMP/b.json" b "
-	.identities = [{ cgroup: \"${CG_b#"$CG2"}/api\", service: \"api\", ports: [8080] }] |
-	.authorization.rules = [{ source: \"web\", destination: \"api\", action: \"allow\" }]"
+	.identities = [{ cgroup: \"${CG_b#"$CG2"}/api\", service: \"api\", ports: [8080] },
+		{ cgroup: \"${CG_b#"$CG2"}/rst\", service: \"rst\", ports: [8081] }] |
+	.authorization.rules = [{ source: \"web\", destination: \"*\", action: \"allow\" }]"
 start_host a "$TMP/a.json" || {
 	fail start_a "meshd a did not start: $(tail -n 5 "$TMP/a.log")"
 	exit 1
@@ -43,5 +48,90 @@ start_host b "$TMP/b.json" || {
 	exit 1
 }
 
-out=$(in_host_cg "$HA" "$CG_a/web" curl -s --max-time 5 "http://$VIP/hello")
+# --- the mesh path -----------------------------------------------------------------------------
+MARK="mesh-secret-$$"
+in_host "$HB" tcpdump -i "v$$b" -U -s 0 -w "$TMP/cap.pcap" tcp port 15008 >"$TMP/tcpdump.log" 2>&1 &
+TCPDUMP=$!
+defer "kill -9 $TCPDUMP 2>/dev/null"
+wait_for 5 grep -q listening "$TMP/tcpdump.log" 2>/dev/null
+out=$(in_host_cg "$HA" "$CG_a/web" curl -s --max-time 5 "http://$VIP/$MARK")
 check curl_through_vip "got '$out'" test "$out" = api
+many=$(mc "$HA" "$CG_a/web" many "$VIP" 80 40)
+check python_client_through_vip "$many" test "$(echo "$many" | jq .ok)" = 40
+kill -TERM "$TCPDUMP"
+wait "$TCPDUMP" 2>/dev/null
+check capture_never_shows_the_request "request string found in clear on the veth" \
+	test "$(grep -ac "$MARK" "$TMP/cap.pcap")" = 0
+tsh() { tshark -r "$TMP/cap.pcap" -d tcp.port==15008,tls "$@" 2>/dev/null; }
+plain=$(tsh -Y 'tcp.len > 0 && !tls && !tcp.reassembled_in && !tcp.analysis.retransmission' | wc -l)
+version=$(tsh -Y 'tls.handshake.type == 2' -T fields -e tls.handshake.extensions.supported_version | sort -u)
+appdata=$(tsh -Y 'tls.record.opaque_type == 23 || tls.record.content_type == 23' | wc -l)
+check capture_only_tls13_records "non-TLS segments=$plain server version=$version app records=$appdata" \
+	test "$plain" = 0 -a "$version" = 0x0304 -a "$appdata" -gt 10
+
+hs=$(metric a 'meshd_mtls_handshakes_total\{direction="outbound",result="ok"')
+conns=$(metric a 'meshd_mtls_connections_total\{direction="outbound"')
+check connections_share_pooled_tunnels "handshakes=$hs for connections=$conns (2 workers)" \
+	test "$hs" -ge 1 -a "$hs" -le 2 -a "$conns" -ge 41
+src="spiffe://$TD/ns/default/dc/dc1/svc/web"
+allowed=$(metric b "meshd_authz_decisions_total\\{source=\"$src\",destination=\"api\",result=\"allow\"")
+check b_metrics_name_caller "allow decisions for $src: $allowed" test "$allowed" -ge 41
+check b_log_names_caller "no 'peer connected' line with $src in b's log" \
+	grep -q "peer connected.*peer_id=$src" "$TMP/b.log"
+peer=$(mc "$HA" "$CG_a/web" peer "$VIP" 80)
+check getpeername_shows_vip "$peer" test "$(echo "$peer" | jq -c .peer)" = "[\"$VIP\",80]"
+
+# --- half-close and resets ------------------------------------------------------------------------
+half=$(mc "$HA" "$CG_a/web" halfclose "$VIP" 80)
+check half_close_crosses_the_tunnel "$half" test "$(echo "$half" | jq -r .data)" = "half-closed"
+
+r=$(mc "$HA" "$CG_a/web" read 127.77.9.11 80)
+check backend_reset_reaches_app "$r" test "$(echo "$r" | jq -r .result)" = reset
+r=$(mc "$HA" "$CG_a/web" abort 127.77.9.11 80)
+wait_for 5 test -s "$TMP/rstseen"
+check app_reset_reaches_backend "client: $r, backend saw: $(cat "$TMP/rstseen" 2>/dev/null)" \
+	test "$(cat "$TMP/rstseen" 2>/dev/null)" = reset
+
+# --- identities -----------------------------------------------------------------------------------
+out=$(in_host_cg "$HA" "$CG_a/web/child" curl -s --max-time 5 "http://$VIP/child")
+check child_cgroup_inherits_identity "got '$out'" test "$out" = api
+in_host_cg "$HA" "$CG_a/anon" curl -s --max-time 5 "http://$VIP/anon" >/dev/null 2>&1
+rc=$?
+refused=$(metric a 'meshd_rejects_total\{service="api",reason="no_identity"')
+check no_identity_refused "curl exit $rc, no_identity rejects $refused" test "$rc" = 7 -a "$refused" -ge 1
+
+# no_identity passthrough: the same caller goes plaintext to the backend, counted.
+host_config "$TMP/a.json" a "$(jq -c . "$TMP/a.json") | .mtls.no_identity = \"passthrough\""
+reloaded=$(ctl a reload 2>&1)
+out=$(in_host_cg "$HA" "$CG_a/anon" curl -s --max-time 5 "http://$VIP/anon")
+plain=$(metric a 'meshd_datapath_events_total\{event="mtls_no_identity_plaintext"')
+check no_identity_passthrough "reload: $reloaded; got '$out', plaintext connects $plain" \
+	test "$out" = api -a "$plain" -ge 1
+
+# --- authorization ---------------------------------------------------------------------------------
+b_rules() {
+	jq ".authorization.rules = $1" "$TMP/b.json" >"$TMP/b.json.new" && mv "$TMP/b.json.new" "$TMP/b.json"
+	ctl b reload >/dev/null 2>&1
+}
+in_host_cg "$HA" "$CG_a/web" python3 "$TMP/mc.py" hold "$VIP" 80 "$TMP/hold.stop" >"$TMP/hold.json" &
+HOLD=$!
+defer "kill -9 $HOLD 2>/dev/null"
+wait_for 5 test "$(metric b 'meshd_mtls_connections_active\{direction="inbound"')" -ge 1
+b_rules '[{ source: "web", destination: "api", action: "deny" }, { source: "*", destination: "*", action: "allow" }]'
+in_host_cg "$HA" "$CG_a/web" curl -s --max-time 5 "http://$VIP/denied" >/dev/null 2>&1
+rc=$?
+denied=$(metric b "meshd_authz_decisions_total\\{source=\"$src\",destination=\"api\",result=\"deny\"")
+check deny_refuses "curl exit $rc (56 = reset), deny decisions $denied" test "$rc" = 56 -a "$denied" -ge 1
+dst="spiffe://$TD/ns/default/dc/dc1/svc/api"
+check deny_logged_with_both_ids "no deny line naming $src and $dst" \
+	grep -q "connection denied.*source=$src.*destination_id=$dst" "$TMP/b.log"
+wait "$HOLD"
+closed=$(metric b 'meshd_authz_closed_total')
+check policy_change_closes_established "held connection: $(cat "$TMP/hold.json"); closed=$closed" \
+	test "$(jq -r .end "$TMP/hold.json")" = reset -a "$closed" -ge 1
+b_rules '[{ source: "web", destination: "*", action: "allow" }]'
+out=$(in_host_cg "$HA" "$CG_a/web" curl -s --max-time 5 "http://$VIP/again")
+check allowed_after_live_change "got '$out'" test "$out" = api
+
+[ -n "${MTLS_DEBUG:-}" ] && cp "$TMP"/*.log "$TMP"/*.pcap "$MTLS_DEBUG/" 2>/dev/null
+exit 0

@@ -40,12 +40,18 @@ void inbound_accept(struct evloop *loop, int fd, uint32_t events, void *arg)
 
 struct leg *inbound_stream(struct tunnel *t, int32_t sid)
 {
-	struct leg *l = leg_new(t->w, LEG_INBOUND, -1);
+	struct sref *s = sref_new(t);
+	struct leg *l = s ? leg_new(t->w, LEG_INBOUND, -1) : NULL;
 
-	if (!l)
+	if (!l) {
+		if (s)
+			sref_free(s);
 		return NULL;
+	}
+	s->sid = sid;
+	nghttp2_session_set_stream_user_data(t->h2, sid, s);
 	wire_request_init(&l->req);
-	leg_bind(l, t, sid);
+	leg_bind(l, t, s);
 	link_add(&t->w->inbound, &l->inode);
 	snprintf(l->source_id, sizeof(l->source_id), "%s", t->peer.id_str);
 	snprintf(l->source, sizeof(l->source), "%s", t->peer.id.service);
@@ -68,13 +74,9 @@ static void respond_error(struct leg *l, int status, const char *detail)
 	snprintf(code, sizeof(code), "%03d", status);
 	LOG_DEBUG("mtls", "inbound CONNECT refused", "status=%d reason=%s source=%s detail=%s",
 		  status, reason, log_q(l->source_id), log_q(detail));
-	if (t && l->stream_open && t->state == T_READY) {
+	if (t && l->sref && t->state == T_READY)
 		nghttp2_submit_response(t->h2, l->sid, nv, 2, NULL);
-		nghttp2_session_set_stream_user_data(t->h2, l->sid, NULL);
-	}
-	l->stream_open = false;
-	link_del(&l->tnode);
-	l->t = NULL;
+	leg_unbind(l, NO_RST); /* the answer ends our side; the caller cancels its own */
 	leg_close(l, true);
 	if (t)
 		tunnel_flush(t);
@@ -85,7 +87,7 @@ static void respond_ok(struct leg *l)
 	nghttp2_nv nv[1] = {
 		{ (uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE },
 	};
-	nghttp2_data_provider prov = leg_provider(l);
+	nghttp2_data_provider prov = leg_provider(l->sref);
 
 	if (nghttp2_submit_response(l->t->h2, l->sid, nv, 1, &prov)) {
 		leg_close(l, true);
@@ -97,11 +99,15 @@ static void respond_ok(struct leg *l)
 static void log_deny(struct leg *l)
 {
 	struct worker *w = l->w;
+	char dst[SPIFFE_ID_MAX];
 
 	if (!authz_limiter_allow(&w->deny_log, l->source_id, l->destination, evloop_now_ns()))
 		return;
-	LOG_WARN("authz", "connection denied", "source=%s destination=%s destination_service=%s",
-		 log_q(l->source_id), log_q(l->destination), l->destination);
+	if (spiffe_service_id(w->snap->trust_domain, w->snap->dc, l->destination, dst,
+			      sizeof(dst)) < 0)
+		dst[0] = '\0';
+	LOG_WARN("authz", "connection denied", "source=%s destination_id=%s destination=%s",
+		 log_q(l->source_id), log_q(dst), l->destination);
 }
 
 /* Authorization of the leg's caller for its destination; counts and logs a deny. */
@@ -222,7 +228,7 @@ void inbound_connected(struct leg *l, uint32_t events)
 			      strerror(soerr));
 		return;
 	}
-	if (!l->t || !l->stream_open) {
+	if (!l->t || !l->sref) {
 		leg_close(l, true);
 		return;
 	}

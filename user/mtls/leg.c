@@ -100,52 +100,81 @@ void leg_leave(struct leg *l)
 		leg_free(l);
 }
 
-void leg_bind(struct leg *l, struct tunnel *t, int32_t sid)
+struct sref *sref_new(struct tunnel *t)
+{
+	struct sref *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->sid = -1;
+	link_add(&t->srefs, &s->node);
+	return s;
+}
+
+void sref_free(struct sref *s)
+{
+	link_del(&s->node);
+	free(s);
+}
+
+void leg_bind(struct leg *l, struct tunnel *t, struct sref *s)
 {
 	link_del(&l->tnode);
 	l->t = t;
-	l->sid = sid;
-	l->stream_open = true;
+	l->sref = s;
+	l->sid = s->sid;
+	s->l = l;
 	link_add(&t->legs, &l->tnode);
 }
 
-/* Gives flow-control credit back for `n` bytes delivered to (or discarded for) the socket. */
+/* Gives flow-control credit back for `n` queued bytes delivered to (or dropped for) the socket. */
 static void consume(struct leg *l, size_t n)
 {
-	if (!l->t || !n || l->t->state != T_READY)
+	struct tunnel *t = l->t;
+
+	if (n > l->unconsumed)
+		n = l->unconsumed;
+	l->unconsumed -= n;
+	if (!t || !n || t->state != T_READY)
 		return;
-	if (l->stream_open)
-		nghttp2_session_consume(l->t->h2, l->sid, n);
+	if (l->sref)
+		nghttp2_session_consume(t->h2, l->sid, n);
 	else
-		nghttp2_session_consume_connection(l->t->h2, n);
+		nghttp2_session_consume_connection(t->h2, n);
+}
+
+void leg_unbind(struct leg *l, uint32_t code)
+{
+	struct tunnel *t = l->t;
+	bool rst = false;
+
+	if (t && t->state == T_READY && l->unconsumed) {
+		nghttp2_session_consume_connection(t->h2, l->unconsumed);
+		l->unconsumed = 0;
+	}
+	if (l->sref) {
+		l->sref->l = NULL;
+		if (code != NO_RST && t && t->state == T_READY) {
+			nghttp2_submit_rst_stream(t->h2, NGHTTP2_FLAG_NONE, l->sid, code);
+			rst = true;
+		}
+		l->sref = NULL;
+	}
+	link_del(&l->tnode);
+	l->t = NULL;
+	if (rst)
+		tunnel_flush(t);
 }
 
 static void reset_stream(struct leg *l)
 {
-	if (l->t && l->stream_open && l->t->state == T_READY)
+	if (l->t && l->sref && l->t->state == T_READY)
 		nghttp2_submit_rst_stream(l->t->h2, NGHTTP2_FLAG_NONE, l->sid,
 					  NGHTTP2_CONNECT_ERROR);
 }
 
-static void detach_stream(struct leg *l, uint32_t code)
-{
-	struct tunnel *t = l->t;
-
-	if (t && l->stream_open && t->state == T_READY) {
-		nghttp2_submit_rst_stream(t->h2, NGHTTP2_FLAG_NONE, l->sid, code);
-		nghttp2_session_set_stream_user_data(t->h2, l->sid, NULL);
-	}
-	l->stream_open = false;
-	link_del(&l->tnode);
-	l->t = NULL;
-	if (t)
-		tunnel_flush(t);
-}
-
 void leg_close(struct leg *l, bool reset)
 {
-	size_t queued = l->wq_bytes;
-
 	if (l->dead)
 		return;
 	leg_enter(l);
@@ -160,8 +189,7 @@ void leg_close(struct leg *l, bool reset)
 			close(l->fd);
 		l->fd = -1;
 	}
-	consume(l, queued); /* never delivered: release the window */
-	detach_stream(l, reset || l->reset ? NGHTTP2_CONNECT_ERROR : NGHTTP2_CANCEL);
+	leg_unbind(l, reset || l->reset ? NGHTTP2_CONNECT_ERROR : NGHTTP2_CANCEL);
 	leg_leave(l);
 }
 
@@ -169,7 +197,7 @@ void leg_close(struct leg *l, bool reset)
  * stream the peer ended before we did (RST_STREAM NO_ERROR) cannot carry the rest: reset. */
 static void maybe_finish(struct leg *l)
 {
-	if (l->state == L_ESTABLISHED && !l->stream_open && !l->wq)
+	if (l->state == L_ESTABLISHED && !l->sref && !l->wq)
 		leg_close(l, !(l->fd_eof && l->peer_eof));
 }
 
@@ -196,14 +224,24 @@ static int queue_copy(struct leg *l, const uint8_t *data, size_t len)
 	*l->wq_tail = c;
 	l->wq_tail = &c->next;
 	l->wq_bytes += len;
+	l->unconsumed += len;
 	return 0;
 }
 
-static void delivered(struct leg *l, size_t n)
+/* `n` bytes reached the socket; `queued` when they came from the queue (else straight from a
+ * DATA frame, whose credit is returned at once). */
+static void delivered(struct leg *l, size_t n, bool queued)
 {
 	l->bytes_down += n;
 	STAT_ADD(l->w->st.bytes[dir_of(l)][1], n);
-	consume(l, n);
+	if (queued) {
+		consume(l, n);
+	} else if (l->t && l->t->state == T_READY && n) {
+		if (l->sref)
+			nghttp2_session_consume(l->t->h2, l->sid, n);
+		else
+			nghttp2_session_consume_connection(l->t->h2, n);
+	}
 }
 
 /* The socket failed under a write: the application or backend is gone. */
@@ -221,18 +259,18 @@ void leg_data(struct leg *l, const uint8_t *data, size_t len)
 	if (!l->wq) {
 		n = send(l->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n < 0 && errno != EAGAIN && errno != EINTR) {
-			consume(l, len);
+			nghttp2_session_consume(l->t->h2, l->sid, len);
 			write_failed(l);
 			return;
 		}
 		if (n < 0)
 			n = 0;
-		delivered(l, (size_t)n);
+		delivered(l, (size_t)n, false);
 		if ((size_t)n == len)
 			return;
 	}
 	if (queue_copy(l, data + n, len - (size_t)n)) {
-		consume(l, len - (size_t)n);
+		nghttp2_session_consume(l->t->h2, l->sid, len - (size_t)n);
 		write_failed(l);
 	}
 }
@@ -253,7 +291,7 @@ static void drain(struct leg *l)
 		}
 		c->off += (size_t)n;
 		l->wq_bytes -= (size_t)n;
-		delivered(l, (size_t)n);
+		delivered(l, (size_t)n, true);
 		if (c->off < c->len)
 			return;
 		l->wq = c->next;
@@ -307,12 +345,16 @@ ssize_t leg_read_cb(struct leg *l, uint8_t *buf, size_t len, uint32_t *flags)
 static ssize_t read_cb(nghttp2_session *h2, int32_t sid, uint8_t *buf, size_t len,
 		       uint32_t *flags, nghttp2_data_source *src, void *arg)
 {
-	return leg_read_cb(src->ptr, buf, len, flags);
+	struct sref *s = src->ptr;
+
+	if (!s->l)
+		return NGHTTP2_ERR_DEFERRED; /* left by its leg: a reset is on its way */
+	return leg_read_cb(s->l, buf, len, flags);
 }
 
-nghttp2_data_provider leg_provider(struct leg *l)
+nghttp2_data_provider leg_provider(struct sref *s)
 {
-	nghttp2_data_provider p = { .source.ptr = l, .read_callback = read_cb };
+	nghttp2_data_provider p = { .source.ptr = s, .read_callback = read_cb };
 
 	return p;
 }
@@ -325,7 +367,7 @@ void leg_establish(struct leg *l)
 		return;
 	}
 	l->deferred = false;
-	if (l->t && l->stream_open)
+	if (l->t && l->sref)
 		nghttp2_session_resume_data(l->t->h2, l->sid);
 	if (l->t)
 		tunnel_flush(l->t);
@@ -341,7 +383,7 @@ static void on_leg_fd(struct evloop *loop, int fd, uint32_t events, void *arg)
 	} else if (l->state == L_ESTABLISHED) {
 		if (l->wq && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
 			drain(l);
-		if (!l->dead && l->deferred && l->stream_open && l->t &&
+		if (!l->dead && l->deferred && l->sref && l->t &&
 		    (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
 			l->deferred = false;
 			nghttp2_session_resume_data(l->t->h2, l->sid);
@@ -355,18 +397,34 @@ static void on_leg_fd(struct evloop *loop, int fd, uint32_t events, void *arg)
 
 /* --- stream end and tunnel failure -------------------------------------------------------------- */
 
+void sref_closed(struct sref *s, uint32_t code)
+{
+	struct leg *l = s->l;
+
+	sref_free(s);
+	if (!l)
+		return;
+	leg_enter(l);
+	if (l->t && l->t->state == T_READY && l->unconsumed) {
+		/* Queued bytes of a closed stream: their credit goes back to the connection. */
+		nghttp2_session_consume_connection(l->t->h2, l->unconsumed);
+		l->unconsumed = 0;
+	}
+	l->sref = NULL;
+	leg_stream_closed(l, code);
+	leg_leave(l);
+}
+
 void leg_stream_closed(struct leg *l, uint32_t code)
 {
 	leg_enter(l);
-	l->stream_open = false;
 	if (l->state == L_ESTABLISHED) {
 		if (code != NGHTTP2_NO_ERROR || l->reset)
 			leg_close(l, true);
 		else
 			maybe_finish(l);
 	} else if (l->role == LEG_OUTBOUND && l->state == L_REQUESTED) {
-		link_del(&l->tnode);
-		l->t = NULL;
+		leg_unbind(l, NO_RST);
 		/* Refused before any answer (GOAWAY, stream limit): the backend was not tried. */
 		outbound_attempt_failed(l, code == NGHTTP2_REFUSED_STREAM ? "refused_stream"
 									   : "stream_reset",
@@ -380,9 +438,13 @@ void leg_stream_closed(struct leg *l, uint32_t code)
 void leg_tunnel_failed(struct leg *l, const char *reason)
 {
 	leg_enter(l);
+	l->unconsumed = 0;
+	if (l->sref) {
+		l->sref->l = NULL;
+		l->sref = NULL;
+	}
 	link_del(&l->tnode);
 	l->t = NULL;
-	l->stream_open = false;
 	if (l->role == LEG_OUTBOUND && l->state != L_ESTABLISHED && l->state != L_DONE)
 		outbound_attempt_failed(l, reason ? reason : "tunnel_failed", true);
 	else

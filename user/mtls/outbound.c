@@ -166,21 +166,27 @@ static size_t connect_headers(const struct leg *l, char *authority, nghttp2_nv *
 
 static void submit(struct leg *l, struct tunnel *t)
 {
+	struct sref *s = sref_new(t);
 	char authority[64];
 	nghttp2_nv nv[4];
-	nghttp2_data_provider prov = leg_provider(l);
-	int32_t sid;
+	nghttp2_data_provider prov;
 	size_t n;
 
+	if (!s) {
+		outbound_attempt_failed(l, "out of memory", false);
+		return;
+	}
+	prov = leg_provider(s);
 	wire_format_authority(&l->target, authority, sizeof(authority));
 	n = connect_headers(l, authority, nv);
-	sid = nghttp2_submit_request(t->h2, NULL, nv, n, &prov, l);
-	if (sid < 0) {
-		outbound_attempt_failed(l, nghttp2_strerror(sid), false);
+	s->sid = nghttp2_submit_request(t->h2, NULL, nv, n, &prov, s);
+	if (s->sid < 0) {
+		sref_free(s);
+		outbound_attempt_failed(l, "cannot submit the CONNECT", false);
 		return;
 	}
 	t->streams++;
-	leg_bind(l, t, sid);
+	leg_bind(l, t, s);
 	l->state = L_REQUESTED;
 	tunnel_flush(t);
 }
@@ -190,6 +196,7 @@ void outbound_tunnel_ready(struct leg *l)
 	struct tunnel *t = l->t;
 
 	link_del(&l->tnode);
+	l->t = NULL;
 	t->n_waiting--;
 	submit(l, t);
 }
@@ -329,24 +336,15 @@ static void give_up(struct leg *l, int retry_result, const char *why)
 	leg_close(l, true);
 }
 
-/* Leaves the tunnel the attempt used: a waiting slot or an open stream. */
+/* Leaves the tunnel the attempt used: a waiting slot or a stream (cancelled). */
 static void leave_tunnel(struct leg *l)
 {
-	struct tunnel *t = l->t;
-
-	if (!t)
-		return;
-	if (l->state == L_PENDING && !l->stream_open) {
+	if (l->t && !l->sref) {
+		l->t->n_waiting--;
 		link_del(&l->tnode);
-		t->n_waiting--;
-	} else if (l->stream_open && t->state == T_READY) {
-		nghttp2_submit_rst_stream(t->h2, NGHTTP2_FLAG_NONE, l->sid, NGHTTP2_CANCEL);
-		nghttp2_session_set_stream_user_data(t->h2, l->sid, NULL);
-		tunnel_flush(t);
+		l->t = NULL;
 	}
-	link_del(&l->tnode);
-	l->stream_open = false;
-	l->t = NULL;
+	leg_unbind(l, NGHTTP2_CANCEL);
 }
 
 void outbound_attempt_failed(struct leg *l, const char *why, bool breaker_failure)

@@ -184,12 +184,22 @@ struct pool_key {
 	uint8_t addr_bytes[16];	     /* peer address only, for comparing (no padding) */
 };
 
+/* What nghttp2 holds for one stream (its user data and its data source): the leg using it, or
+ * NULL once the leg left it (a retry, a close). Freed when the stream closes or its tunnel goes,
+ * so nghttp2 never reaches a freed leg. */
+struct sref {
+	struct link node; /* tunnel->srefs */
+	struct leg *l;
+	int32_t sid;
+};
+
 struct tunnel {
 	struct worker *w;
 	struct link node;  /* worker->tunnels */
 	struct link pnode; /* worker->pool (client only) */
 	struct link legs;  /* legs using this tunnel */
 	struct link waiting; /* client: legs waiting for READY */
+	struct link srefs;   /* every stream's struct sref */
 	bool client;
 	enum tunnel_state state;
 	int fd;
@@ -260,12 +270,13 @@ struct leg {
 	bool peer_eof;	   /* END_STREAM received: shut down writes once drained */
 	bool wr_shut;
 	bool deferred;	   /* data provider waits for the fd */
-	bool stream_open;  /* sid valid and not closed */
+	struct sref *sref; /* the stream it uses, NULL when none */
 	bool reset;	   /* close the fd with RST */
 	bool dead;
 	int busy;
 	struct chunk *wq, **wq_tail;
 	size_t wq_bytes;
+	size_t unconsumed; /* queued bytes whose flow-control credit is not yet returned */
 	uint64_t bytes_up, bytes_down; /* up: fd -> stream; down: stream -> fd */
 	int64_t timer;
 	uint64_t started_ns;
@@ -291,12 +302,19 @@ struct leg {
 struct leg *leg_new(struct worker *w, enum leg_role role, int fd);
 /* Watches the leg's socket (edge-triggered, once). 0 or -errno. */
 int leg_watch(struct leg *l);
-/* The data provider reading the leg's socket into DATA frames. */
-nghttp2_data_provider leg_provider(struct leg *l);
+/* The data provider reading the socket of the leg on stream `s` into DATA frames. */
+nghttp2_data_provider leg_provider(struct sref *s);
 void leg_enter(struct leg *l);
 void leg_leave(struct leg *l);
-/* Attaches the leg to stream `sid` of `t`. */
-void leg_bind(struct leg *l, struct tunnel *t, int32_t sid);
+/* A stream reference for `t` (linked into t->srefs), or NULL. */
+struct sref *sref_new(struct tunnel *t);
+void sref_free(struct sref *s);
+/* Attaches the leg to the stream of `s` on `t`. */
+void leg_bind(struct leg *l, struct tunnel *t, struct sref *s);
+#define NO_RST UINT32_MAX
+/* Leaves its stream (sending RST_STREAM `code` unless NO_RST; credit for what is queued is
+ * returned) and its tunnel. */
+void leg_unbind(struct leg *l, uint32_t code);
 /* Relaying starts (after 200): watch the fd, resume the stream's data. */
 void leg_establish(struct leg *l);
 /* Ends the leg: closes the fd (with RST when `reset`), cancels or resets the stream. */
@@ -306,6 +324,8 @@ ssize_t leg_read_cb(struct leg *l, uint8_t *buf, size_t len, uint32_t *flags);
 void leg_data(struct leg *l, const uint8_t *data, size_t len);
 void leg_peer_eof(struct leg *l);
 void leg_stream_closed(struct leg *l, uint32_t error_code);
+/* The stream of `s` closed: frees `s`, tells its leg. */
+void sref_closed(struct sref *s, uint32_t error_code);
 /* The tunnel under it failed: outbound may retry, inbound resets. */
 void leg_tunnel_failed(struct leg *l, const char *reason);
 

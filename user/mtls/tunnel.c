@@ -34,6 +34,8 @@ static void tunnel_free(struct tunnel *t)
 {
 	evloop_del_timer(t->w->loop, t->timer);
 	link_del(&t->node);
+	while (!link_empty(&t->srefs))
+		sref_free(link_entry(t->srefs.next, struct sref, node));
 	if (t->ssl)
 		SSL_free(t->ssl);
 	nghttp2_session_del(t->h2);
@@ -103,8 +105,8 @@ void tunnel_fail(struct tunnel *t, const char *reason, const char *detail)
 		return;
 	tunnel_enter(t);
 	if (!t->confirmed) {
-		count_handshake(t, reason);
 		log_failure(t, reason, detail);
+		count_handshake(t, reason);
 	} else if (reason && strcmp(reason, TLS_R_CLOSED)) {
 		log_failure(t, reason, detail);
 	}
@@ -259,24 +261,23 @@ void tunnel_goaway(struct tunnel *t)
 
 static struct leg *leg_of(nghttp2_session *h2, int32_t sid)
 {
-	return nghttp2_session_get_stream_user_data(h2, sid);
+	struct sref *s = nghttp2_session_get_stream_user_data(h2, sid);
+
+	return s ? s->l : NULL;
 }
 
 static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *f, void *arg)
 {
 	struct tunnel *t = arg;
-	struct leg *l;
 
 	if (t->client || f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
-	l = inbound_stream(t, f->hd.stream_id);
-	if (!l) {
+	if (!inbound_stream(t, f->hd.stream_id)) {
 		nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, f->hd.stream_id,
 					  NGHTTP2_REFUSED_STREAM);
 		return 0;
 	}
 	t->streams++;
-	nghttp2_session_set_stream_user_data(h2, f->hd.stream_id, l);
 	return 0;
 }
 
@@ -322,17 +323,23 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *f, void *arg)
 		t->goaway = true;
 		return 0;
 	case NGHTTP2_HEADERS:
-		if (l)
+		if (l) {
+			leg_enter(l);
 			on_headers_frame(t, f, l);
+			leg_leave(l);
+		}
 		break;
 	case NGHTTP2_DATA:
 		break;
 	default:
 		return 0;
 	}
-	l = leg_of(h2, f->hd.stream_id); /* the handlers above may have detached it */
-	if (l && (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
+	l = leg_of(h2, f->hd.stream_id); /* the handlers above may have left the stream */
+	if (l && (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+		leg_enter(l);
 		leg_peer_eof(l);
+		leg_leave(l);
+	}
 	return 0;
 }
 
@@ -341,25 +348,28 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t sid, const 
 {
 	struct leg *l = leg_of(h2, sid);
 
-	if (l && l->state == L_ESTABLISHED)
+	if (l && l->state == L_ESTABLISHED) {
+		leg_enter(l);
 		leg_data(l, data, len);
-	else
+		leg_leave(l);
+	} else {
 		nghttp2_session_consume(h2, sid, len); /* nobody to take it: discard */
+	}
 	return 0;
 }
 
 static int on_stream_close(nghttp2_session *h2, int32_t sid, uint32_t error_code, void *arg)
 {
 	struct tunnel *t = arg;
-	struct leg *l = leg_of(h2, sid);
+	struct sref *s = nghttp2_session_get_stream_user_data(h2, sid);
 
 	if (t->streams)
 		t->streams--;
 	if (!t->streams)
 		t->idle_since_ns = evloop_now_ns();
-	if (l) {
+	if (s) {
 		nghttp2_session_set_stream_user_data(h2, sid, NULL);
-		leg_stream_closed(l, error_code);
+		sref_closed(s, error_code);
 	}
 	if (t->goaway && !t->streams && t->client)
 		nghttp2_session_terminate_session(h2, NGHTTP2_NO_ERROR);
@@ -557,6 +567,7 @@ static struct tunnel *tunnel_new(struct worker *w, int fd, bool client, SSL_CTX 
 	t->created_ns = evloop_now_ns();
 	link_init(&t->legs);
 	link_init(&t->waiting);
+	link_init(&t->srefs);
 	link_init(&t->pnode);
 	t->certs = certs_ref(w->certs);
 	t->peer.store = t->certs;
