@@ -58,9 +58,9 @@ struct authz_decision authz_decide(const struct authz_policy *p, const char *sou
 struct authz_limiter {
 	uint64_t interval_ns;
 	uint32_t burst;
-	uint32_t tokens;	/* lines left in the current second */
-	uint64_t second_start;	/* start of the current second */
-	uint64_t suppressed;	/* lines not logged since the last one that was */
+	uint32_t tokens;       /* lines left in the current second */
+	uint64_t second_start; /* start of the current second */
+	uint64_t suppressed;   /* lines not logged since the last one that was */
 	struct {
 		uint64_t hash; /* of the pair; 0 = empty */
 		uint64_t last_ns;

@@ -110,8 +110,8 @@ static X509 *root_cert(EVP_PKEY *key, const char *trust_domain, uint64_t ttl_s)
 	return x;
 }
 
-int ca_create(const char *cert_path, const char *key_path, const char *trust_domain,
-	      uint64_t ttl_s, int force, char *why, size_t wlen)
+int ca_create(const char *cert_path, const char *key_path, const char *trust_domain, uint64_t ttl_s,
+	      int force, char *why, size_t wlen)
 {
 	EVP_PKEY *key;
 	X509 *x;

@@ -14,8 +14,8 @@ struct ca;
 /* Creates a CA for `trust_domain` valid `ttl_s` seconds: the key goes to `key_path` (mode
  * 0600, refused if it exists unless `force`), the certificate to `cert_path` (0644). Returns 0
  * or -errno with a phrase in `why`. */
-int ca_create(const char *cert_path, const char *key_path, const char *trust_domain,
-	      uint64_t ttl_s, int force, char *why, size_t wlen);
+int ca_create(const char *cert_path, const char *key_path, const char *trust_domain, uint64_t ttl_s,
+	      int force, char *why, size_t wlen);
 
 /* Loads the signing CA: the key in `key_path` and the CA certificate of `bundle_path` whose
  * public key it is. NULL with a phrase in `why`. */

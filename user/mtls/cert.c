@@ -64,7 +64,7 @@ err:
 	return NULL;
 }
 
-STACK_OF(X509) *cert_parse_chain(const char *pem, size_t len, int *err, char *why, size_t wlen)
+STACK_OF(X509) * cert_parse_chain(const char *pem, size_t len, int *err, char *why, size_t wlen)
 {
 	BIO *bio = BIO_new_mem_buf(pem, len > INT_MAX ? INT_MAX : (int)len);
 	STACK_OF(X509) *sk = sk_X509_new_null();
@@ -114,12 +114,12 @@ EVP_PKEY *cert_parse_key(const char *pem, size_t len, char *why, size_t wlen)
 	return key;
 }
 
-STACK_OF(X509) *cert_load_chain(const char *path, int *err, char *why, size_t wlen)
+STACK_OF(X509) * cert_load_chain(const char *path, int *err, char *why, size_t wlen)
 {
 	char inner[128];
 	size_t len;
 	char *pem = cert_read_file(path, &len);
-	STACK_OF(X509) *sk;
+	STACK_OF(X509) * sk;
 
 	if (!pem) {
 		*err = -errno;
@@ -189,7 +189,7 @@ int cert_spiffe_id(X509 *x, struct spiffe_id *id, const char **why)
 
 	if (err) {
 		if (why)
-			*why = err == -ENOENT ? "no SPIFFE ID (URI SAN)"
+			*why = err == -ENOENT	? "no SPIFFE ID (URI SAN)"
 			       : err == -ENOSPC ? "SPIFFE ID too long"
 						: "not exactly one spiffe:// URI SAN";
 		return err;
@@ -282,7 +282,7 @@ static int finish_tmp(BIO *bio, bool ok, const char *tmp, const char *path)
 	return err;
 }
 
-int cert_write_chain(const char *path, X509 *leaf, STACK_OF(X509) *rest, mode_t mode)
+int cert_write_chain(const char *path, X509 *leaf, STACK_OF(X509) * rest, mode_t mode)
 {
 	char tmp[PATH_MAX];
 	BIO *bio = open_tmp(path, tmp, sizeof(tmp), mode);

@@ -31,11 +31,11 @@ char *cert_read_file(const char *path, size_t *len);
 /* Every CERTIFICATE block of `pem` (other blocks are skipped). Returns the stack (caller frees
  * with sk_X509_pop_free(s, X509_free)), or NULL with -EINVAL / -ENOMEM in *err and a phrase in
  * why ("no certificate", "bad certificate 2"). */
-STACK_OF(X509) *cert_parse_chain(const char *pem, size_t len, int *err, char *why, size_t wlen);
+STACK_OF(X509) * cert_parse_chain(const char *pem, size_t len, int *err, char *why, size_t wlen);
 /* The first private key of `pem`, or NULL (why says so). */
 EVP_PKEY *cert_parse_key(const char *pem, size_t len, char *why, size_t wlen);
 /* The same from files; `why` names the file. */
-STACK_OF(X509) *cert_load_chain(const char *path, int *err, char *why, size_t wlen);
+STACK_OF(X509) * cert_load_chain(const char *path, int *err, char *why, size_t wlen);
 EVP_PKEY *cert_load_key(const char *path, char *why, size_t wlen);
 
 /* The SPIFFE ID of `x`: its single URI SAN, which must start with spiffe://. Returns 0 and
@@ -54,7 +54,7 @@ int cert_is_ca(X509 *x);
 
 /* Writes PEM text of the certificates / the key to `path` atomically (temp file + rename) with
  * `mode`; an existing file is replaced. Returns 0 or -errno. */
-int cert_write_chain(const char *path, X509 *leaf, STACK_OF(X509) *rest, mode_t mode);
+int cert_write_chain(const char *path, X509 *leaf, STACK_OF(X509) * rest, mode_t mode);
 int cert_write_key(const char *path, EVP_PKEY *key, mode_t mode);
 
 /* Last OpenSSL error as text ("" when none), and clears the queue. */

@@ -24,7 +24,7 @@ struct root {
 struct ident {
 	char *service, *source, *error;
 	X509 *leaf;
-	STACK_OF(X509) *chain;
+	STACK_OF(X509) * chain;
 	EVP_PKEY *key;
 	struct cert_info info;
 	SSL_CTX *client, *server;
@@ -185,7 +185,7 @@ static int64_t retain_until(const struct certs *s, const struct root *r, int64_t
 }
 
 /* The new root list: the bundle's CA certificates, then the old roots it dropped (retained). */
-static int merge_roots(struct certs *s, STACK_OF(X509) *in, int64_t now, struct root **out,
+static int merge_roots(struct certs *s, STACK_OF(X509) * in, int64_t now, struct root **out,
 		       size_t *n)
 {
 	struct root *r = calloc((size_t)sk_X509_num(in) + s->n_roots + 1, sizeof(*r));
@@ -246,7 +246,7 @@ static void swap_roots(struct certs *s, struct root *r, size_t n, X509_STORE *st
 	rebuild_all(s);
 }
 
-int certs_set_roots(struct certs *s, STACK_OF(X509) *roots, int64_t now, char *why, size_t wlen)
+int certs_set_roots(struct certs *s, STACK_OF(X509) * roots, int64_t now, char *why, size_t wlen)
 {
 	struct root *r = NULL;
 	X509_STORE *st;
@@ -364,13 +364,13 @@ static int check_leaf(struct certs *s, const char *service, X509 *leaf, EVP_PKEY
 }
 
 /* Verifies `leaf` + `chain` against the store; notes the root it reached. */
-static int verify_chain(struct certs *s, X509 *leaf, STACK_OF(X509) *chain, int64_t not_after,
+static int verify_chain(struct certs *s, X509 *leaf, STACK_OF(X509) * chain, int64_t not_after,
 			char *why, size_t wlen)
 {
 	X509_STORE_CTX *ctx = X509_STORE_CTX_new();
-	STACK_OF(X509) *built;
-	int ok = ctx && X509_STORE_CTX_init(ctx, s->store, leaf, chain) &&
-		 X509_verify_cert(ctx) == 1;
+	STACK_OF(X509) * built;
+	int ok =
+	    ctx && X509_STORE_CTX_init(ctx, s->store, leaf, chain) && X509_verify_cert(ctx) == 1;
 
 	if (ok) {
 		built = X509_STORE_CTX_get0_chain(ctx);
@@ -387,12 +387,12 @@ static int verify_chain(struct certs *s, X509 *leaf, STACK_OF(X509) *chain, int6
 	return ok ? 0 : -EINVAL;
 }
 
-static STACK_OF(X509) *dup_chain(STACK_OF(X509) *chain)
+static STACK_OF(X509) * dup_chain(STACK_OF(X509) * chain)
 {
 	return chain ? X509_chain_up_ref(chain) : sk_X509_new_null();
 }
 
-static int install(struct certs *s, struct ident *id, X509 *leaf, STACK_OF(X509) *chain,
+static int install(struct certs *s, struct ident *id, X509 *leaf, STACK_OF(X509) * chain,
 		   EVP_PKEY *key, const char *source, const struct cert_info *ci)
 {
 	struct ident next = *id;
@@ -426,7 +426,7 @@ static int install(struct certs *s, struct ident *id, X509 *leaf, STACK_OF(X509)
 	return 0;
 }
 
-int certs_set_identity(struct certs *s, const char *service, X509 *leaf, STACK_OF(X509) *chain,
+int certs_set_identity(struct certs *s, const char *service, X509 *leaf, STACK_OF(X509) * chain,
 		       EVP_PKEY *key, const char *source, int64_t now, char *why, size_t wlen)
 {
 	struct cert_info ci;

@@ -33,12 +33,12 @@ void certs_unref(struct certs *s); /* accepts NULL */
  * longer verify keeps its contexts and is reported in the log by the caller through the return
  * value. Returns 0, or -EINVAL when `roots` holds no CA certificate (why says so; nothing
  * changes). */
-int certs_set_roots(struct certs *s, STACK_OF(X509) *roots, int64_t now, char *why, size_t wlen);
+int certs_set_roots(struct certs *s, STACK_OF(X509) * roots, int64_t now, char *why, size_t wlen);
 /* Installs `service`'s certificate (`leaf` + `chain`, may be NULL, with `key`; all borrowed) from
  * `source`. Checked first: key matches, SPIFFE ID is this mesh's ID for the service, valid at
  * `now`, chain verifies against the trust bundle. On failure nothing changes: the running
  * certificate stays. Returns 0 or -EINVAL/-EKEYEXPIRED/-ENOMEM with `why`. */
-int certs_set_identity(struct certs *s, const char *service, X509 *leaf, STACK_OF(X509) *chain,
+int certs_set_identity(struct certs *s, const char *service, X509 *leaf, STACK_OF(X509) * chain,
 		       EVP_PKEY *key, const char *source, int64_t now, char *why, size_t wlen);
 /* Records a failed update of `service` (kept for meshctl); NULL clears it. */
 void certs_set_error(struct certs *s, const char *service, const char *error);
@@ -60,12 +60,12 @@ const char *certs_trust_domain(const struct certs *s);
 
 /* One identity or root, for listings (valid during the callback). */
 struct certs_entry {
-	bool root;	       /* a trust root (else an identity) */
-	const char *service;   /* identities */
-	const char *source;    /* identities: "files", "builtin_ca" */
-	const char *error;     /* identities: last failed update, NULL when none */
-	bool has_cert;	       /* identities: a certificate is installed */
-	struct cert_info info; /* when has_cert / for roots */
+	bool root;		/* a trust root (else an identity) */
+	const char *service;	/* identities */
+	const char *source;	/* identities: "files", "builtin_ca" */
+	const char *error;	/* identities: last failed update, NULL when none */
+	bool has_cert;		/* identities: a certificate is installed */
+	struct cert_info info;	/* when has_cert / for roots */
 	int64_t retained_until; /* roots: 0 = in the bundle, else unix time it is dropped */
 	uint64_t generation;	/* identities: bumped on each installed certificate */
 };

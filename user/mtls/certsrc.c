@@ -124,8 +124,8 @@ static void watch_dir_of(struct filewatch *w, const char *path)
 
 	snprintf(copy, sizeof(copy), "%s", path);
 	if (inotify_add_watch(w->fd, dirname(copy), WATCH_MASK) < 0)
-		LOG_WARN("mtls", "cannot watch a certificate directory; polling it", "path=%s err=%s",
-			 log_q(path), log_q(strerror(errno)));
+		LOG_WARN("mtls", "cannot watch a certificate directory; polling it",
+			 "path=%s err=%s", log_q(path), log_q(strerror(errno)));
 }
 
 int filewatch_add_dir(struct filewatch *w, const char *dir)

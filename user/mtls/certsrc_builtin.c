@@ -89,8 +89,9 @@ static int issue(struct leaf_state *l, char *why, size_t wlen)
 		cert_get_info(leaf, &ci);
 		l->not_after = ci.not_after;
 		l->ca_serial = b->ca_gen;
-		LOG_INFO("mtls", "identity certificate issued", "service=%s serial=%s not_after=%lld",
-			 log_q(l->service), ci.serial, (long long)ci.not_after);
+		LOG_INFO("mtls", "identity certificate issued",
+			 "service=%s serial=%s not_after=%lld", log_q(l->service), ci.serial,
+			 (long long)ci.not_after);
 	}
 	X509_free(leaf);
 	EVP_PKEY_free(key);

@@ -31,7 +31,7 @@ struct files_src {
 static int load_bundle(struct files_src *f, char *why, size_t wlen)
 {
 	unsigned char d[32];
-	STACK_OF(X509) *roots;
+	STACK_OF(X509) * roots;
 	int err = certsrc_file_digest(f->ca_file, d);
 	char inner[256];
 
@@ -45,8 +45,8 @@ static int load_bundle(struct files_src *f, char *why, size_t wlen)
 	if (roots)
 		err = certs_set_roots(f->store, roots, certsrc_now(), inner, sizeof(inner));
 	if (!err) {
-		LOG_INFO("mtls", "trust bundle loaded", "file=%s certificates=%d", log_q(f->ca_file),
-			 sk_X509_num(roots));
+		LOG_INFO("mtls", "trust bundle loaded", "file=%s certificates=%d",
+			 log_q(f->ca_file), sk_X509_num(roots));
 		memcpy(f->ca_digest, d, 32);
 		f->ca_loaded = true;
 	} else {
@@ -56,8 +56,7 @@ static int load_bundle(struct files_src *f, char *why, size_t wlen)
 	return err;
 }
 
-static void pair_paths(const struct files_src *f, const char *svc, char *crt, char *key,
-		       size_t len)
+static void pair_paths(const struct files_src *f, const char *svc, char *crt, char *key, size_t len)
 {
 	snprintf(crt, len, "%s/%s.crt", f->cert_dir, svc);
 	snprintf(key, len, "%s/%s.key", f->cert_dir, svc);
@@ -110,8 +109,8 @@ static void load_pair(struct files_src *f, size_t i)
 		return;
 	}
 	*p = now;
-	LOG_INFO("mtls", "identity certificate loaded", "service=%s file=%s",
-		 log_q(f->services[i]), log_q(crt));
+	LOG_INFO("mtls", "identity certificate loaded", "service=%s file=%s", log_q(f->services[i]),
+		 log_q(crt));
 }
 
 static void reload(void *arg)
@@ -120,8 +119,8 @@ static void reload(void *arg)
 	char why[512];
 
 	if (load_bundle(f, why, sizeof(why)))
-		LOG_WARN("mtls", "cannot reload the trust bundle; the running one stays", "error=%s",
-			 log_q(why));
+		LOG_WARN("mtls", "cannot reload the trust bundle; the running one stays",
+			 "error=%s", log_q(why));
 	for (size_t i = 0; i < f->n; i++)
 		load_pair(f, i);
 }

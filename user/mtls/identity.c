@@ -70,7 +70,8 @@ static void resolve(struct identity_watch *w)
 
 		if (id != w->ids[i]) {
 			if (w->applied)
-				LOG_INFO("mtls", id ? "identity cgroup resolved" : "identity cgroup gone",
+				LOG_INFO("mtls",
+					 id ? "identity cgroup resolved" : "identity cgroup gone",
 					 "cgroup=%s cgroup_id=%llu", log_q(w->paths[i]),
 					 (unsigned long long)id);
 			w->ids[i] = id;

@@ -14,8 +14,8 @@
 #include "config/config.h"
 
 /* Called with the current (cgroup id, identity hash) pairs whenever they change. */
-typedef int (*identity_apply_fn)(void *ctx, const uint64_t *cgroup_ids,
-				 const uint32_t *identities, size_t n);
+typedef int (*identity_apply_fn)(void *ctx, const uint64_t *cgroup_ids, const uint32_t *identities,
+				 size_t n);
 
 struct identity_watch;
 

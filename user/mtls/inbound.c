@@ -28,7 +28,8 @@ void inbound_accept(struct evloop *loop, int fd, uint32_t events, void *arg)
 		int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (c < 0) {
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM)
 				LOG_WARN("mtls", "cannot accept", "err=%s", log_q(strerror(errno)));
 			break;
 		}

@@ -280,8 +280,8 @@ static void drain(struct leg *l)
 {
 	while (l->wq) {
 		struct chunk *c = l->wq;
-		ssize_t n = send(l->fd, c->data + c->off, c->len - c->off,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t n =
+		    send(l->fd, c->data + c->off, c->len - c->off, MSG_NOSIGNAL | MSG_DONTWAIT);
 
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			return;
@@ -342,8 +342,8 @@ ssize_t leg_read_cb(struct leg *l, uint8_t *buf, size_t len, uint32_t *flags)
 	return NGHTTP2_ERR_DEFERRED;
 }
 
-static ssize_t read_cb(nghttp2_session *h2, int32_t sid, uint8_t *buf, size_t len,
-		       uint32_t *flags, nghttp2_data_source *src, void *arg)
+static ssize_t read_cb(nghttp2_session *h2, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,
+		       nghttp2_data_source *src, void *arg)
 {
 	struct sref *s = src->ptr;
 
@@ -426,9 +426,9 @@ void leg_stream_closed(struct leg *l, uint32_t code)
 	} else if (l->role == LEG_OUTBOUND && l->state == L_REQUESTED) {
 		leg_unbind(l, NO_RST);
 		/* Refused before any answer (GOAWAY, stream limit): the backend was not tried. */
-		outbound_attempt_failed(l, code == NGHTTP2_REFUSED_STREAM ? "refused_stream"
-									   : "stream_reset",
-					code != NGHTTP2_REFUSED_STREAM);
+		outbound_attempt_failed(
+		    l, code == NGHTTP2_REFUSED_STREAM ? "refused_stream" : "stream_reset",
+		    code != NGHTTP2_REFUSED_STREAM);
 	} else {
 		leg_close(l, true);
 	}

@@ -141,8 +141,8 @@ static void close_listeners(struct listeners *ls, bool release)
 	memset(ls, 0, sizeof(*ls));
 }
 
-static int open_listeners(struct listeners *ls, const struct config_mtls *c, size_t n,
-			  char *why, size_t wlen)
+static int open_listeners(struct listeners *ls, const struct config_mtls *c, size_t n, char *why,
+			  size_t wlen)
 {
 	char ep[64];
 	int err;
@@ -207,7 +207,8 @@ static void cert_key(const struct mesh_config *cfg, char *buf, size_t len)
 	pos = (size_t)snprintf(buf, len, "%d|%s|%s|%s|%s|%s|%s|%llu", (int)c->cert_source,
 			       c->trust_domain, cfg->node_datacenter ? cfg->node_datacenter : "",
 			       c->ca_file ? c->ca_file : "", c->ca_key_file ? c->ca_key_file : "",
-			       c->cert_dir ? c->cert_dir : "", "", (unsigned long long)c->cert_ttl_ns);
+			       c->cert_dir ? c->cert_dir : "", "",
+			       (unsigned long long)c->cert_ttl_ns);
 	for (size_t i = 0; i < n && pos < len; i++)
 		pos += (size_t)snprintf(buf + pos, len - pos, "|%s", svcs[i]);
 }
@@ -246,14 +247,14 @@ static int open_certs(struct evloop *loop, const struct mesh_config *cfg, struct
 static struct authz_policy *build_policy(const struct mesh_config *cfg)
 {
 	struct authz_rule *r = calloc(cfg->n_authz_rules + 1, sizeof(*r));
-	struct authz_policy *p = authz_policy_new(
-	    cfg->authz_default == CONFIG_ACTION_ALLOW ? AUTHZ_ALLOW : AUTHZ_DENY);
+	struct authz_policy *p =
+	    authz_policy_new(cfg->authz_default == CONFIG_ACTION_ALLOW ? AUTHZ_ALLOW : AUTHZ_DENY);
 
 	for (size_t i = 0; r && p && i < cfg->n_authz_rules; i++) {
 		r[i].source = cfg->authz_rules[i].source;
 		r[i].destination = cfg->authz_rules[i].destination;
-		r[i].action = cfg->authz_rules[i].action == CONFIG_ACTION_ALLOW ? AUTHZ_ALLOW
-										: AUTHZ_DENY;
+		r[i].action =
+		    cfg->authz_rules[i].action == CONFIG_ACTION_ALLOW ? AUTHZ_ALLOW : AUTHZ_DENY;
 	}
 	if (!r || !p || authz_policy_set_layer(p, AUTHZ_LAYER_CONFIG, r, cfg->n_authz_rules)) {
 		authz_policy_unref(p);
@@ -284,7 +285,8 @@ static char **cgroup_lists(const struct mesh_config *cfg, size_t *n)
 		for (size_t j = 0, pos = strlen(svcs[i]) + 1; j < cfg->n_identities; j++) {
 			if (strcmp(cfg->identities[j].service, svcs[i]))
 				continue;
-			pos += (size_t)sprintf(out[i] + pos, "%s%s", pos > strlen(svcs[i]) + 1 ? "," : "",
+			pos += (size_t)sprintf(out[i] + pos, "%s%s",
+					       pos > strlen(svcs[i]) + 1 ? "," : "",
 					       cfg->identities[j].cgroup);
 		}
 	}
@@ -542,8 +544,11 @@ void mtls_drain(struct mtls *m, uint64_t timeout_ns, void (*done)(void *arg), vo
 const char *mtls_refusal_name(int r)
 {
 	static const char *const names[MTLS_REFUSE__COUNT] = {
-		"no_original_destination", "not_an_mtls_service", "unknown_identity",
-		"no_certificate", "denied",
+		"no_original_destination",
+		"not_an_mtls_service",
+		"unknown_identity",
+		"no_certificate",
+		"denied",
 	};
 
 	return r >= 0 && r < MTLS_REFUSE__COUNT ? names[r] : NULL;

@@ -92,7 +92,7 @@ struct mtls_stats {
 	const char *reason_names[MTLS_REASONS_MAX]; /* NULL past the last */
 	uint64_t connections_total[2];
 	int64_t connections_active[2];
-	uint64_t bytes[2][2]; /* [dir][0 = to the peer meshd, 1 = from it] */
+	uint64_t bytes[2][2];	   /* [dir][0 = to the peer meshd, 1 = from it] */
 	uint64_t pool_connections; /* outbound pooled TLS connections */
 	uint64_t inbound_tunnels;  /* TLS connections from other hosts */
 	uint64_t retries[3];	   /* [0] retried, [1] exhausted (attempts), [2] budget denied */
@@ -131,7 +131,7 @@ struct mtls_identity {
 	const char *spiffe_id;
 	const char *serial;
 	const char *source;
-	const char *error; /* last failed update, or NULL */
+	const char *error;   /* last failed update, or NULL */
 	const char *cgroups; /* comma-separated cgroups mapped to it, "" for roots */
 	bool has_cert;
 	int64_t not_before, not_after; /* unix seconds */

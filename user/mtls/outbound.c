@@ -127,7 +127,8 @@ void outbound_accept(struct evloop *loop, int fd, uint32_t events, void *arg)
 		int c = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (c < 0) {
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM)
 				LOG_WARN("mtls", "cannot accept", "err=%s", log_q(strerror(errno)));
 			return;
 		}
@@ -152,10 +153,7 @@ static void on_response_timeout(struct evloop *loop, void *arg)
 static size_t connect_headers(const struct leg *l, char *authority, nghttp2_nv *nv)
 {
 #define NV(n, v, vl)                                                                               \
-	(nghttp2_nv)                                                                               \
-	{                                                                                          \
-		(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NONE          \
-	}
+	(nghttp2_nv){ (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NONE }
 	size_t k = 0;
 
 	nv[k++] = NV(":method", "CONNECT", 7);
@@ -221,8 +219,8 @@ static void start_attempt(struct leg *l)
 	l->status = 0;
 	l->resp_reason[0] = '\0';
 	l->attempt_ns = evloop_now_ns();
-	l->timer = evloop_add_timer(l->w->loop, 2 * s->connect_ns + 1000000000ull,
-				    on_response_timeout, l);
+	l->timer =
+	    evloop_add_timer(l->w->loop, 2 * s->connect_ns + 1000000000ull, on_response_timeout, l);
 	t = pool_get(l->w, &key, &why);
 	if (!t) {
 		if (why && !strcmp(why, TLS_R_NO_IDENTITY)) {
@@ -269,8 +267,8 @@ void outbound_response(struct leg *l, int status, const char *reason)
 	}
 	if (status == WIRE_DENIED) {
 		STAT_ADD(l->w->st.refused[MTLS_REFUSE_DENIED], 1);
-		LOG_DEBUG("mtls", "connection denied by the remote meshd",
-			  "service=%s identity=%s", l->service, l->identity);
+		LOG_DEBUG("mtls", "connection denied by the remote meshd", "service=%s identity=%s",
+			  l->service, l->identity);
 	}
 	leg_close(l, true);
 }

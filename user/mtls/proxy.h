@@ -23,11 +23,11 @@
 #include "mtls/wire.h"
 
 #define NAME_MAX_ 64
-#define STAGE_BYTES 16384	   /* send staging: one TLS record */
-#define DATA_FRAME_PAYLOAD 16375   /* + 9-byte header = one full TLS record */
-#define READ_BYTES (16384 + 512)   /* one TLS record of plaintext, with slack */
-#define STREAM_WINDOW (4u << 20)   /* per stream: one stream is not throttled */
-#define CONN_WINDOW (32u << 20)	   /* per tunnel */
+#define STAGE_BYTES 16384	 /* send staging: one TLS record */
+#define DATA_FRAME_PAYLOAD 16375 /* + 9-byte header = one full TLS record */
+#define READ_BYTES (16384 + 512) /* one TLS record of plaintext, with slack */
+#define STREAM_WINDOW (4u << 20) /* per stream: one stream is not throttled */
+#define CONN_WINDOW (32u << 20)	 /* per tunnel */
 #define MAX_ATTEMPTS 10
 
 /* Doubly linked list node. */
@@ -38,7 +38,7 @@ void link_init(struct link *head);
 void link_add(struct link *head, struct link *n);
 void link_del(struct link *n);
 bool link_empty(const struct link *head);
-#define link_entry(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define link_entry(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* --- the snapshot: settings and tables every worker reads ------------------------------------- */
 
@@ -195,9 +195,9 @@ struct sref {
 
 struct tunnel {
 	struct worker *w;
-	struct link node;  /* worker->tunnels */
-	struct link pnode; /* worker->pool (client only) */
-	struct link legs;  /* legs using this tunnel */
+	struct link node;    /* worker->tunnels */
+	struct link pnode;   /* worker->pool (client only) */
+	struct link legs;    /* legs using this tunnel */
 	struct link waiting; /* client: legs waiting for READY */
 	struct link srefs;   /* every stream's struct sref */
 	bool client;
@@ -212,9 +212,9 @@ struct tunnel {
 	unsigned n_waiting;  /* client: legs in `waiting` */
 	bool goaway;	     /* no new streams on it */
 	bool in_flush;
-	bool in_recv;	     /* inside nghttp2_session_mem_recv: flush afterwards */
-	int busy;	     /* re-entrancy guard: freed when 0 and closed */
-	uint8_t *pend;	     /* TLS plaintext SSL_write could not take yet */
+	bool in_recv;  /* inside nghttp2_session_mem_recv: flush afterwards */
+	int busy;      /* re-entrancy guard: freed when 0 and closed */
+	uint8_t *pend; /* TLS plaintext SSL_write could not take yet */
 	size_t pend_len, pend_off;
 	int64_t timer;
 	uint64_t created_ns, idle_since_ns;
@@ -266,8 +266,8 @@ struct leg {
 	int32_t sid;
 	int fd;
 	bool fd_registered;
-	bool fd_eof;	   /* read EOF: END_STREAM sent */
-	bool peer_eof;	   /* END_STREAM received: shut down writes once drained */
+	bool fd_eof;   /* read EOF: END_STREAM sent */
+	bool peer_eof; /* END_STREAM received: shut down writes once drained */
 	bool wr_shut;
 	bool deferred;	   /* data provider waits for the fd */
 	struct sref *sref; /* the stream it uses, NULL when none */

@@ -14,8 +14,8 @@
 #define RETRY_SLOTS 10 /* the window in 1 s slots */
 
 struct retry_budget {
-	uint32_t percent;     /* 0..100 */
-	uint32_t min_per_sec; /* floor, in retries per second of the window */
+	uint32_t percent;		  /* 0..100 */
+	uint32_t min_per_sec;		  /* floor, in retries per second of the window */
 	uint64_t slot_start[RETRY_SLOTS]; /* start of the slot's second, ns; 0 = unused */
 	uint32_t requests[RETRY_SLOTS];
 	uint32_t retries[RETRY_SLOTS];

@@ -67,7 +67,8 @@ static int ep_cmp(const struct config_endpoint *a, const struct config_endpoint 
 
 static int svc_cmp(const void *a, const void *b)
 {
-	return ep_cmp(&((const struct snap_service *)a)->vip, &((const struct snap_service *)b)->vip);
+	return ep_cmp(&((const struct snap_service *)a)->vip,
+		      &((const struct snap_service *)b)->vip);
 }
 
 static int port_cmp(const void *a, const void *b)
@@ -77,7 +78,8 @@ static int port_cmp(const void *a, const void *b)
 
 static int ident_cmp(const void *a, const void *b)
 {
-	uint32_t x = ((const struct snap_identity *)a)->hash, y = ((const struct snap_identity *)b)->hash;
+	uint32_t x = ((const struct snap_identity *)a)->hash,
+		 y = ((const struct snap_identity *)b)->hash;
 
 	return x < y ? -1 : x > y;
 }
@@ -164,8 +166,10 @@ static int add_identities(struct snap *s, const struct mesh_config *cfg, char *w
 			if (s->idents[j].hash == h)
 				seen = s->idents[j].service;
 		if (seen && strcmp(seen, id->service)) {
-			snprintf(why, wlen, "identities[%zu].service: \"%s\" and \"%s\" have the same "
-				 "identity hash; rename one", i, id->service, seen);
+			snprintf(why, wlen,
+				 "identities[%zu].service: \"%s\" and \"%s\" have the same "
+				 "identity hash; rename one",
+				 i, id->service, seen);
 			return -EINVAL;
 		}
 		if (!seen) {

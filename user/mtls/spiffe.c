@@ -8,8 +8,7 @@
 
 static bool domain_char(char c)
 {
-	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||
-	       c == '_';
+	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_';
 }
 
 /* Path segment characters of the SPIFFE spec: letters, digits, '.', '-', '_'. */
@@ -93,8 +92,8 @@ static int copy_seg(char *dst, const char *s, size_t len, const char **why, cons
 }
 
 /* Checks the Consul shape of the segments and copies the three values. */
-static int service_path(const char *seg[6], const size_t seglen[6], size_t n,
-			struct spiffe_id *out, const char **why)
+static int service_path(const char *seg[6], const size_t seglen[6], size_t n, struct spiffe_id *out,
+			const char **why)
 {
 	if (n != 6 || !seg_is(seg[0], seglen[0], "ns") || !seg_is(seg[2], seglen[2], "dc") ||
 	    !seg_is(seg[4], seglen[4], "svc"))
@@ -116,7 +115,7 @@ int spiffe_parse(const char *uri, size_t len, struct spiffe_id *out, const char 
 		return fail(why, "scheme is not spiffe://");
 	while (d < len && uri[d] != '/') {
 		if (!domain_char(uri[d]))
-			return fail(why, uri[d] == ':' ? "port in the trust domain"
+			return fail(why, uri[d] == ':'	 ? "port in the trust domain"
 					 : uri[d] == '@' ? "user info in the URI"
 							 : "invalid character in the trust domain");
 		d++;

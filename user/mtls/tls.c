@@ -136,8 +136,7 @@ static int ctx_common(SSL_CTX *ctx, bool server)
 					   "TLS_CHACHA20_POLY1305_SHA256") ||
 	    !SSL_CTX_set1_groups_list(ctx, "X25519:P-256"))
 		return -EINVAL;
-	SSL_CTX_set_verify(ctx,
-			   SSL_VERIFY_PEER | (server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | (server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
 			   verify_cb);
 	SSL_CTX_set_verify_depth(ctx, 8);
 	if (server)
@@ -145,7 +144,7 @@ static int ctx_common(SSL_CTX *ctx, bool server)
 	return 0;
 }
 
-SSL_CTX *tls_ctx_new(bool server, X509 *leaf, STACK_OF(X509) *chain, EVP_PKEY *key,
+SSL_CTX *tls_ctx_new(bool server, X509 *leaf, STACK_OF(X509) * chain, EVP_PKEY *key,
 		     X509_STORE *roots)
 {
 	SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());

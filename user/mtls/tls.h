@@ -23,9 +23,9 @@ struct tls_peer {
 	char service[SPIFFE_SEGMENT_MAX + 1]; /* client: destination; server: SNI-selected */
 	bool server;
 	/* Results. */
-	struct spiffe_id id;		/* the peer's, once verified */
-	char id_str[SPIFFE_ID_MAX];	/* "" until then */
-	const char *reason;		/* first failure token, NULL when none */
+	struct spiffe_id id;		  /* the peer's, once verified */
+	char id_str[SPIFFE_ID_MAX];	  /* "" until then */
+	const char *reason;		  /* first failure token, NULL when none */
 	char detail[SPIFFE_ID_MAX + 160]; /* human detail of that failure */
 };
 
@@ -52,7 +52,7 @@ int tls_init(void);
 
 /* A context presenting `leaf` (+ `chain`, may be NULL) with `key`, verifying peers against
  * `roots` (up-referenced). `server` selects the accepting role. NULL with errno. */
-SSL_CTX *tls_ctx_new(bool server, X509 *leaf, STACK_OF(X509) *chain, EVP_PKEY *key,
+SSL_CTX *tls_ctx_new(bool server, X509 *leaf, STACK_OF(X509) * chain, EVP_PKEY *key,
 		     X509_STORE *roots);
 /* The accepting context before SNI is known: its servername callback asks `select(arg, name)`
  * for the service's server context (a new reference, or NULL for an unknown name). */

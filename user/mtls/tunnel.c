@@ -123,7 +123,7 @@ void tunnel_fail(struct tunnel *t, const char *reason, const char *detail)
 		t->fd = -1;
 	}
 	while (!link_empty(&t->waiting) || !link_empty(&t->legs)) {
-		n = link_empty(&t->waiting) ? t->waiting.next : t->legs.next;
+		n = !link_empty(&t->waiting) ? t->waiting.next : t->legs.next;
 		leg_tunnel_failed(link_entry(n, struct leg, tnode), reason);
 	}
 	tunnel_leave(t);
@@ -296,7 +296,8 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *f, const uint8_t 
 	}
 	if (namelen == 7 && !memcmp(name, ":status", 7) && valuelen == 3)
 		l->status = (value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0');
-	else if (namelen == strlen(WIRE_REASON_HEADER) && !memcmp(name, WIRE_REASON_HEADER, namelen))
+	else if (namelen == strlen(WIRE_REASON_HEADER) &&
+		 !memcmp(name, WIRE_REASON_HEADER, namelen))
 		snprintf(l->resp_reason, sizeof(l->resp_reason), "%.*s", (int)valuelen, value);
 	return 0;
 }
@@ -502,7 +503,8 @@ static void read_tls(struct tunnel *t)
 		err = SSL_get_error(t->ssl, n);
 		if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
 			return;
-		if (err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && !ERR_peek_error())) {
+		if (err == SSL_ERROR_ZERO_RETURN ||
+		    (err == SSL_ERROR_SYSCALL && !ERR_peek_error())) {
 			ERR_clear_error();
 			tunnel_fail(t, TLS_R_CLOSED, "peer closed the connection");
 			return;

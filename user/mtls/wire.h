@@ -14,7 +14,7 @@
 
 #define WIRE_ALPN "h2"
 #define WIRE_REASON_HEADER "mesh-reason"
-#define WIRE_MAX_HEADERS 16	  /* regular headers accepted on a CONNECT */
+#define WIRE_MAX_HEADERS 16	   /* regular headers accepted on a CONNECT */
 #define WIRE_MAX_HEADER_BYTES 4096 /* names + values, all headers */
 #define WIRE_TRACEPARENT_MAX 128
 
