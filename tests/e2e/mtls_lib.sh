@@ -115,6 +115,8 @@ start_host() {
 	local h=$1 config=$2 ns
 	shift 2
 	ns=$(eval echo "\$H$(echo "$h" | tr a-z A-Z)")
+	touch "$TMP/$h.log"
+	READY_SEEN=$(grep -c 'msg="meshd running"' "$TMP/$h.log")
 	nsenter --net="/run/netns/$ns" env "$@" "$MESHD" --config "$config" >>"$TMP/$h.log" 2>&1 &
 	eval "PID_$h=$!"
 	defer "kill -9 $! 2>/dev/null; wait $! 2>/dev/null"

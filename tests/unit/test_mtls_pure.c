@@ -74,10 +74,11 @@ TEST(spiffe_refuses_what_the_spec_forbids)
 		CHECK_CONTAINS(why, bad[i].why);
 	}
 	/* A NUL or any byte past `len` is data, not an end. */
-	CHECK_INT_EQ(spiffe_parse("spiffe://mesh.local/ns/default/dc/dc1/svc/api\0x", 47, &id, NULL),
-		     -EINVAL);
-	CHECK_INT_EQ(spiffe_parse("spiffe://mesh.local/ns/default/dc/dc1/svc/apiXYZ", 45, &id, NULL),
-		     0);
+	CHECK_INT_EQ(
+	    spiffe_parse("spiffe://mesh.local/ns/default/dc/dc1/svc/api\0x", 47, &id, NULL),
+	    -EINVAL);
+	CHECK_INT_EQ(
+	    spiffe_parse("spiffe://mesh.local/ns/default/dc/dc1/svc/apiXYZ", 45, &id, NULL), 0);
 }
 
 static struct authz_policy *policy(enum authz_action def, const struct authz_rule *r, size_t n)
@@ -233,8 +234,7 @@ TEST(retry_backoff_doubles_caps_and_jitters_within_half)
 
 static int add(struct wire_request *r, const char *n, const char *v)
 {
-	return wire_request_header(r, (const uint8_t *)n, strlen(n), (const uint8_t *)v,
-				   strlen(v));
+	return wire_request_header(r, (const uint8_t *)n, strlen(n), (const uint8_t *)v, strlen(v));
 }
 
 TEST(wire_accepts_a_plain_connect_to_ip_port)
@@ -245,9 +245,8 @@ TEST(wire_accepts_a_plain_connect_to_ip_port)
 	wire_request_init(&r);
 	CHECK_INT_EQ(add(&r, ":method", "CONNECT"), 0);
 	CHECK_INT_EQ(add(&r, ":authority", "198.18.0.2:8080"), 0);
-	CHECK_INT_EQ(add(&r, "traceparent",
-			 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-		     0);
+	CHECK_INT_EQ(
+	    add(&r, "traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), 0);
 	CHECK_INT_EQ(wire_request_finish(&r), 0);
 	CHECK_INT_EQ(r.target.family, AF_INET);
 	CHECK_INT_EQ(r.target.port, 8080);

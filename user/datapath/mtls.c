@@ -83,7 +83,8 @@ int dp_strict_attach(struct datapath *dp, bool on)
 		return err;
 	fd = bpf_obj_get(path);
 	if (fd >= 0 && on) {
-		err = bpf_link_update(fd, bpf_program__fd(dp->skel->progs.mesh_strict_inbound), NULL);
+		err =
+		    bpf_link_update(fd, bpf_program__fd(dp->skel->progs.mesh_strict_inbound), NULL);
 		close(fd);
 		return err ? -errno : 0;
 	}
@@ -204,10 +205,12 @@ int datapath_mtls_outcome(struct datapath_mtls *h, const struct config_endpoint 
 			  uint32_t backend_id, uint32_t backend_epoch, bool ok, bool probe,
 			  uint64_t rtt_ns)
 {
-	struct mesh_outcome o = { .backend_id = backend_id, .be_epoch = backend_epoch,
-				  .ok = ok, .probe = probe, .rtt_ns = rtt_ns };
-	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = &o, .data_size_in = sizeof(o),
-		    .repeat = 1);
+	struct mesh_outcome o = { .backend_id = backend_id,
+				  .be_epoch = backend_epoch,
+				  .ok = ok,
+				  .probe = probe,
+				  .rtt_ns = rtt_ns };
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = &o, .data_size_in = sizeof(o), .repeat = 1);
 
 	dp_key_from_endpoint(vip, IPPROTO_TCP, &o.vip);
 	if (bpf_prog_test_run_opts(h->outcome, &opts))

@@ -19,6 +19,11 @@ static const struct ctl_cmd commands[] = {
 	  "preflight: kernel, BTF, cgroup BPF, bpffs, cgroup v2, caps, config" },
 	{ "uninstall", cmd_uninstall,
 	  "remove the pinned datapath and admin socket (meshd must be stopped)" },
+	{ "identities", cmd_identities,
+	  "mTLS identities: cgroups, certificate serial, SPIFFE ID, expiry; trust roots" },
+	{ "pool", cmd_pool, "pooled mTLS connections to other hosts and their streams" },
+	{ "ca", cmd_ca, "ca init: create the built-in CA (key mode 0600)" },
+	{ "cert", cmd_cert, "cert issue SERVICE: write a certificate pair for cert_source files" },
 	{ 0 },
 };
 
@@ -38,6 +43,10 @@ static void usage(FILE *out)
 		"                      (default $MESH_CONFIG, else %s if present,\n"
 		"                      else the built-in defaults)\n"
 		"      --pre           check: skip the daemon check (before installing)\n"
+		"      --ca-cert PATH  ca/cert: the CA certificate (default mtls.ca_file)\n"
+		"      --ca-key PATH   ca/cert: the CA key (default mtls.ca_key_file)\n"
+		"      --out DIR       cert issue: where SERVICE.crt/.key go (default mtls.cert_dir)\n"
+		"      --trust-domain D, --datacenter DC, --ttl DURATION, --force\n"
 		"  -t, --timeout MS    admin request timeout (default 5000)\n"
 		"  -h, --help          this help\n",
 		CONFIG_INSTALLED_PATH);
@@ -63,6 +72,13 @@ static int parse_opts(struct ctl *c, int argc, char **argv)
 		{ "config", required_argument, NULL, 'c' },
 		{ "pre", no_argument, NULL, 'P' },
 		{ "timeout", required_argument, NULL, 't' },
+		{ "ca-cert", required_argument, NULL, 1 },
+		{ "ca-key", required_argument, NULL, 2 },
+		{ "out", required_argument, NULL, 3 },
+		{ "trust-domain", required_argument, NULL, 4 },
+		{ "datacenter", required_argument, NULL, 5 },
+		{ "ttl", required_argument, NULL, 6 },
+		{ "force", no_argument, NULL, 7 },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -88,6 +104,27 @@ static int parse_opts(struct ctl *c, int argc, char **argv)
 			c->timeout_ms = (unsigned)strtoul(optarg, &end, 10);
 			if (*end || !c->timeout_ms)
 				return ctl_usage_err("bad --timeout '%s' (milliseconds)", optarg);
+			break;
+		case 1:
+			c->ca_cert = optarg;
+			break;
+		case 2:
+			c->ca_key = optarg;
+			break;
+		case 3:
+			c->out_dir = optarg;
+			break;
+		case 4:
+			c->trust_domain = optarg;
+			break;
+		case 5:
+			c->datacenter = optarg;
+			break;
+		case 6:
+			c->ttl = optarg;
+			break;
+		case 7:
+			c->force = true;
 			break;
 		case 'h':
 			usage(stdout);

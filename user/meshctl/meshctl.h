@@ -22,6 +22,11 @@ struct ctl {
 	bool json;	    /* -o json */
 	bool pre;	    /* check --pre: skip the daemon check */
 	unsigned timeout_ms;
+	/* ca init / cert issue (defaults from the config file's mtls keys) */
+	const char *ca_cert, *ca_key; /* --ca-cert, --ca-key */
+	const char *out_dir;	      /* --out */
+	const char *trust_domain, *datacenter, *ttl;
+	bool force;
 };
 
 struct ctl_cmd {
@@ -75,5 +80,9 @@ int cmd_config(struct ctl *c, int argc, char **argv);
 int cmd_reload(struct ctl *c, int argc, char **argv);
 int cmd_check(struct ctl *c, int argc, char **argv);
 int cmd_uninstall(struct ctl *c, int argc, char **argv);
+int cmd_identities(struct ctl *c, int argc, char **argv);
+int cmd_pool(struct ctl *c, int argc, char **argv);
+int cmd_ca(struct ctl *c, int argc, char **argv);
+int cmd_cert(struct ctl *c, int argc, char **argv);
 
 #endif

@@ -418,6 +418,10 @@ static void route_get(struct meshd *m, const struct http_request *req, struct ht
 		get_circuits(m, resp);
 	else if (!strcmp(req->path, "/v1/config"))
 		get_config(m, resp);
+	else if (!strcmp(req->path, "/v1/mtls/identities"))
+		reply_json(resp, 200, meshd_mtls_json(m, "identities"));
+	else if (!strcmp(req->path, "/v1/mtls/pool"))
+		reply_json(resp, 200, meshd_mtls_json(m, "pool"));
 	else if (service_backends_path(req->path, name, sizeof(name)))
 		get_backends(m, name, resp);
 	else if (strcmp(req->path, "/v1/backends"))

@@ -112,6 +112,11 @@ void mtls_comp_stop(struct meshd *m);
 int mtls_comp_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
 		     const struct config_diff *diff);
 
+/* JSON for GET /v1/mtls/identities (`what` "identities") or /v1/mtls/pool ("pool"); the
+ * caller deletes it. NULL on ENOMEM. mtls_comp.c */
+struct cJSON;
+struct cJSON *meshd_mtls_json(struct meshd *m, const char *what);
+
 int discovery_start(struct meshd *m);
 void discovery_stop(struct meshd *m);
 int discovery_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,

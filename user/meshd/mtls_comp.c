@@ -3,9 +3,11 @@
  * outcomes, backend sets), keeps the caller identities resolved into the datapath's identity map,
  * writes the redirect settings and strict_inbound's ports. A reload is planned first (the proxy's
  * plan can fail and changes nothing), then applied. Loop thread. */
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
 #include "meshd/meshd.h"
@@ -119,7 +121,8 @@ static void glue_free(struct mtls_glue *g)
 static int start_proxy(struct meshd *m, const struct mesh_config *cfg)
 {
 	struct mtls_glue *g = calloc(1, sizeof(*g));
-	struct mtls_datapath dp = { .take_orig = take_orig, .outcome = outcome,
+	struct mtls_datapath dp = { .take_orig = take_orig,
+				    .outcome = outcome,
 				    .backends = backends };
 
 	if (!g)
@@ -211,7 +214,101 @@ int mtls_comp_reload(struct meshd *m, const struct mesh_config *old, const struc
 	return err;
 }
 
-struct mtls *meshd_mtls(const struct meshd *m)
+
+/* --- admin API (GET /v1/mtls/identities, /v1/mtls/pool) ------------------------------------------ */
+
+static void add_time(cJSON *o, const char *key, int64_t t)
 {
-	return m->mtls;
+	char buf[32];
+	struct tm tm;
+	time_t tt = (time_t)t;
+
+	if (!t || !gmtime_r(&tt, &tm)) {
+		cJSON_AddNullToObject(o, key);
+		return;
+	}
+	strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	cJSON_AddStringToObject(o, key, buf);
+}
+
+static void identity_json(const struct mtls_identity *id, void *arg)
+{
+	cJSON *arr = cJSON_GetObjectItem(arg, id->root ? "roots" : "identities");
+	cJSON *o = cJSON_CreateObject();
+
+	if (!o || !cJSON_AddItemToArray(arr, o))
+		return;
+	if (!id->root) {
+		cJSON_AddStringToObject(o, "service", id->service);
+		cJSON_AddStringToObject(o, "source", id->source);
+		cJSON_AddStringToObject(o, "cgroups", id->cgroups);
+		cJSON_AddBoolToObject(o, "has_certificate", id->has_cert);
+	}
+	cJSON_AddStringToObject(o, "spiffe_id", id->spiffe_id);
+	cJSON_AddStringToObject(o, "serial", id->serial);
+	add_time(o, "not_before", id->has_cert ? id->not_before : 0);
+	add_time(o, "not_after", id->has_cert ? id->not_after : 0);
+	cJSON_AddNumberToObject(o, "not_after_unix", (double)id->not_after);
+	if (id->root)
+		add_time(o, "retained_until", id->retained_until);
+	if (id->error)
+		cJSON_AddStringToObject(o, "error", id->error);
+}
+
+static void pool_json(const struct mtls_pool_entry *e, void *arg)
+{
+	cJSON *o = cJSON_CreateObject();
+	char ep[64];
+
+	if (!o || !cJSON_AddItemToArray(arg, o))
+		return;
+	cJSON_AddStringToObject(o, "identity", e->identity);
+	cJSON_AddStringToObject(o, "service", e->service);
+	cJSON_AddStringToObject(o, "peer", config_endpoint_str(&e->peer, ep, sizeof(ep)));
+	cJSON_AddNumberToObject(o, "streams", e->streams);
+	cJSON_AddNumberToObject(o, "max_streams", e->max_streams);
+	cJSON_AddStringToObject(o, "state", !e->ready ? "connecting" : e->draining ? "draining"
+										   : "ready");
+	cJSON_AddNumberToObject(o, "worker", e->worker);
+	cJSON_AddNumberToObject(o, "age_seconds", (double)e->age_ns / 1e9);
+}
+
+static void stats_json(cJSON *o, struct mtls *mt)
+{
+	struct mtls_stats st;
+	cJSON *d;
+
+	mtls_stats(mt, &st);
+	for (int dir = 0; dir < 2; dir++) {
+		d = cJSON_AddObjectToObject(o, dir == MTLS_INBOUND ? "inbound" : "outbound");
+		cJSON_AddNumberToObject(d, "connections_active", (double)st.connections_active[dir]);
+		cJSON_AddNumberToObject(d, "connections_total", (double)st.connections_total[dir]);
+		cJSON_AddNumberToObject(d, "handshakes_ok", (double)st.handshakes[dir][0]);
+	}
+	cJSON_AddNumberToObject(o, "pool_connections", (double)st.pool_connections);
+	cJSON_AddNumberToObject(o, "inbound_tunnels", (double)st.inbound_tunnels);
+}
+
+cJSON *meshd_mtls_json(struct meshd *m, const char *what)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if (!o)
+		return NULL;
+	cJSON_AddBoolToObject(o, "enabled", m->mtls != NULL);
+	cJSON_AddStringToObject(o, "trust_domain", m->cfg->mtls.trust_domain);
+	if (!strcmp(what, "identities")) {
+		cJSON_AddArrayToObject(o, "identities");
+		cJSON_AddArrayToObject(o, "roots");
+		if (m->mtls)
+			mtls_identities(m->mtls, identity_json, o);
+	} else {
+		cJSON *arr = cJSON_AddArrayToObject(o, "pool");
+
+		if (m->mtls) {
+			mtls_pool(m->mtls, pool_json, arr);
+			stats_json(cJSON_AddObjectToObject(o, "stats"), m->mtls);
+		}
+	}
+	return o;
 }

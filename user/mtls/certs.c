@@ -43,7 +43,30 @@ struct certs {
 	struct ident *ids;
 	size_t n_ids;
 	SSL_CTX *dispatch;
+	void (*on_change)(void *arg, const char *service);
+	void *on_change_arg;
 };
+
+void certs_on_change(struct certs *s, void (*cb)(void *arg, const char *service), void *arg)
+{
+	pthread_mutex_lock(&s->lock);
+	s->on_change = cb;
+	s->on_change_arg = arg;
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void changed(struct certs *s, const char *service)
+{
+	void (*cb)(void *, const char *);
+	void *arg;
+
+	pthread_mutex_lock(&s->lock);
+	cb = s->on_change;
+	arg = s->on_change_arg;
+	pthread_mutex_unlock(&s->lock);
+	if (cb)
+		cb(arg, service);
+}
 
 static SSL_CTX *select_server(void *arg, const char *service)
 {
@@ -268,6 +291,8 @@ int certs_set_roots(struct certs *s, STACK_OF(X509) * roots, int64_t now, char *
 		swap_roots(s, r, n, st);
 	}
 	pthread_mutex_unlock(&s->lock);
+	if (!err)
+		changed(s, NULL);
 	return err;
 }
 
@@ -292,6 +317,8 @@ int certs_expire_roots(struct certs *s, int64_t now)
 	else
 		free_roots(r, kept);
 	pthread_mutex_unlock(&s->lock);
+	if (st)
+		changed(s, NULL);
 	return st ? (int)dropped : 0;
 }
 
@@ -444,6 +471,8 @@ int certs_set_identity(struct certs *s, const char *service, X509 *leaf, STACK_O
 			snprintf(why, wlen, "out of memory");
 	}
 	pthread_mutex_unlock(&s->lock);
+	if (!err)
+		changed(s, service);
 	return err;
 }
 

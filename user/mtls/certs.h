@@ -58,6 +58,11 @@ void certs_note_peer(struct certs *s, X509 *root, X509 *leaf);
 
 const char *certs_trust_domain(const struct certs *s);
 
+/* Calls `cb(arg, service)` after a new certificate for `service` was installed, or
+ * `cb(arg, NULL)` after the trust roots changed; on the thread that made the change (the main
+ * loop: sources run there). One listener; NULL removes it. */
+void certs_on_change(struct certs *s, void (*cb)(void *arg, const char *service), void *arg);
+
 /* One identity or root, for listings (valid during the callback). */
 struct certs_entry {
 	bool root;		/* a trust root (else an identity) */

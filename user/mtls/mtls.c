@@ -60,6 +60,7 @@ struct mtls_plan {
 	char cert_key[4096];
 	char **id_cgroups;
 	size_t n_id_cgroups;
+	bool retire; /* a new store: tunnels of the old take no new streams */
 };
 
 /* --- listeners ---------------------------------------------------------------------------------- */
@@ -326,6 +327,17 @@ static void on_tick(struct evloop *loop, void *arg)
 	}
 }
 
+/* New certificate material: tunnels made with the old take no new streams (live ones go on). */
+static void on_certs_changed(void *arg, const char *service)
+{
+	struct mtls *m = arg;
+
+	LOG_INFO("mtls", "certificate material changed; new connections use it",
+		 "identity=%s", service ? service : "(trust roots)");
+	for (size_t i = 0; i < m->n_workers; i++)
+		worker_retire(m->workers[i], service);
+}
+
 static int start_workers(struct mtls *m, size_t n)
 {
 	m->workers = calloc(n, sizeof(*m->workers));
@@ -383,6 +395,7 @@ struct mtls *mtls_start(struct evloop *loop, const struct mesh_config *cfg,
 		goto err;
 	}
 	m->tick = evloop_add_timer(loop, TICK_NS, on_tick, m);
+	certs_on_change(m->certs, on_certs_changed, m);
 	LOG_INFO("mtls", "mTLS proxy running", "workers=%zu outbound=%d inbound=%d identities=%zu",
 		 m->n_workers, (int)m->ls.out_ep.port, (int)m->ls.in_ep.port, m->n_id_cgroups);
 	return m;
@@ -397,6 +410,8 @@ void mtls_stop(struct mtls *m, bool release)
 {
 	if (!m)
 		return;
+	if (m->certs)
+		certs_on_change(m->certs, NULL, NULL);
 	evloop_del_timer(m->loop, m->tick);
 	evloop_del_timer(m->loop, m->drain_timer);
 	for (size_t i = 0; i < m->n_workers; i++)
@@ -470,7 +485,10 @@ err:
 
 void mtls_commit(struct mtls *m, struct mtls_plan *p)
 {
+	p->retire = p->certs != NULL;
 	if (p->certs) {
+		certs_on_change(m->certs, NULL, NULL);
+		certs_on_change(p->certs, on_certs_changed, m);
 		certsrc_close(m->src);
 		certs_unref(m->certs);
 		m->certs = p->certs;
@@ -489,8 +507,11 @@ void mtls_commit(struct mtls *m, struct mtls_plan *p)
 	m->id_cgroups = p->id_cgroups;
 	m->n_id_cgroups = p->n_id_cgroups;
 	p->id_cgroups = NULL;
-	for (size_t i = 0; i < m->n_workers; i++)
+	for (size_t i = 0; i < m->n_workers; i++) {
 		worker_update(m->workers[i], m->snap, m->certs, m->policy);
+		if (p->retire)
+			worker_retire(m->workers[i], NULL);
+	}
 	if (p->ls.n_out) {
 		struct listeners old = m->ls;
 

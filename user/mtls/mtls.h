@@ -159,3 +159,18 @@ int mtls_check_material(const struct mesh_config *cfg,
 			void *arg);
 
 #endif
+
+/* --- offline PKI for meshctl (any thread) ------------------------------------------------------- */
+
+/* `meshctl ca init`: a new ECDSA P-256 CA for `trust_domain`, valid `ttl_s`; the key at
+ * `key_path` with mode 0600 (an existing file is kept unless `force`). 0 or -errno with `why`. */
+int mtls_ca_init(const char *cert_path, const char *key_path, const char *trust_domain,
+		 uint64_t ttl_s, bool force, char *why, size_t wlen);
+/* `meshctl cert issue`: signs a leaf for `service` (SPIFFE ID in `trust_domain`, datacenter
+ * `dc`) with the CA of `ca_cert` / `ca_key`, valid `ttl_s`, and writes `dir`/SERVICE.crt (0644)
+ * and `dir`/SERVICE.key (0600) for cert_source files. Fills `serial` (hex) and the ID. 0 or
+ * -errno with `why`. */
+int mtls_cert_issue(const char *ca_cert, const char *ca_key, const char *service,
+		    const char *trust_domain, const char *dc, uint64_t ttl_s, const char *dir,
+		    char *serial, size_t slen, char *spiffe_id, size_t ilen, char *why,
+		    size_t wlen);

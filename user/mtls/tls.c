@@ -57,6 +57,7 @@ static int check_leaf(X509_STORE_CTX *x, struct tls_peer *p)
 	X509 *leaf = X509_STORE_CTX_get_current_cert(x);
 	STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(x);
 	char detail[2 * SPIFFE_ID_MAX + 64];
+	struct cert_info ci;
 	struct spiffe_id id;
 	const char *why = NULL;
 
@@ -78,6 +79,8 @@ static int check_leaf(X509_STORE_CTX *x, struct tls_peer *p)
 		return 0;
 	}
 	p->id = id;
+	if (cert_get_info(leaf, &ci) == 0)
+		snprintf(p->serial, sizeof(p->serial), "%s", ci.serial);
 	if (p->store && chain && sk_X509_num(chain) > 1)
 		certs_note_peer(p->store, sk_X509_value(chain, sk_X509_num(chain) - 1), leaf);
 	return 1;

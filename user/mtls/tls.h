@@ -25,6 +25,7 @@ struct tls_peer {
 	/* Results. */
 	struct spiffe_id id;		  /* the peer's, once verified */
 	char id_str[SPIFFE_ID_MAX];	  /* "" until then */
+	char serial[80];		  /* of its certificate, "" until verified */
 	const char *reason;		  /* first failure token, NULL when none */
 	char detail[SPIFFE_ID_MAX + 160]; /* human detail of that failure */
 };

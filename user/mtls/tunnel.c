@@ -436,9 +436,10 @@ static void log_ready(struct tunnel *t)
 	if (t->client)
 		config_endpoint_str(&t->key.peer, peer, sizeof(peer));
 	LOG_INFO("mtls", t->client ? "tunnel connected" : "peer connected",
-		 "direction=%s peer_id=%s service=%s%s%s", t->client ? "outbound" : "inbound",
-		 log_q(t->peer.id_str), t->client ? t->key.service : t->peer.service,
-		 t->client ? " peer=" : "", t->client ? peer : "");
+		 "direction=%s peer_id=%s peer_serial=%s service=%s%s%s",
+		 t->client ? "outbound" : "inbound", log_q(t->peer.id_str), t->peer.serial,
+		 t->client ? t->key.service : t->peer.service, t->client ? " peer=" : "",
+		 t->client ? peer : "");
 }
 
 static void handshake_done(struct tunnel *t)

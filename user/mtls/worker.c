@@ -301,6 +301,50 @@ int worker_drain(struct worker *w)
 	return evloop_post(w->loop, drain_msg, w);
 }
 
+struct retire_msg {
+	struct worker *w;
+	char service[NAME_MAX_]; /* "" = every tunnel */
+};
+
+/* Tunnels made with a certificate (or roots) since replaced take no new streams; their live
+ * streams go on, and new connections make new tunnels with the new material. */
+static void retire_msg(void *arg)
+{
+	struct retire_msg *m = arg;
+	struct link *n, *next;
+
+	for (n = m->w->tunnels.next; n != &m->w->tunnels; n = next) {
+		struct tunnel *t = link_entry(n, struct tunnel, node);
+		const char *svc = t->client ? t->key.identity_name : t->peer.service;
+
+		next = n->next;
+		if (m->service[0] && strcmp(svc, m->service))
+			continue;
+		tunnel_enter(t);
+		if (t->state == T_READY)
+			tunnel_goaway(t);
+		else
+			t->goaway = true; /* still connecting: used by who waits, by no one else */
+		tunnel_leave(t);
+	}
+	free(m);
+}
+
+int worker_retire(struct worker *w, const char *service)
+{
+	struct retire_msg *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		return -ENOMEM;
+	m->w = w;
+	snprintf(m->service, sizeof(m->service), "%s", service ? service : "");
+	if (!w->started) {
+		retire_msg(m);
+		return 0;
+	}
+	return evloop_post(w->loop, retire_msg, m);
+}
+
 /* Ends everything on the worker's thread, then its loop. */
 static void stop_msg(void *arg)
 {

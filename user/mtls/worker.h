@@ -14,6 +14,8 @@ int worker_update(struct worker *w, struct snap *snap, struct certs *certs,
 int worker_listen(struct worker *w, const int *out, size_t n_out, const int *in, size_t n_in);
 /* Stops accepting and sends GOAWAY on inbound tunnels; live connections go on. */
 int worker_drain(struct worker *w);
+/* Tunnels using `service`'s certificate (NULL: every tunnel) take no new streams. 0 or -errno. */
+int worker_retire(struct worker *w, const char *service);
 /* Proxied connections the worker holds (relaxed). */
 unsigned worker_connections(struct worker *w);
 /* Calls cb for each pooled tunnel of the worker, on its thread (the caller waits). */

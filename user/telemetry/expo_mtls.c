@@ -85,8 +85,9 @@ static void handshakes(struct strbuf *out, const struct mtls_stats *st)
 		    "it failed: unknown_ca, expired, spiffe_id, trust_domain, not_tls, ...).");
 	for (int d = 0; d < 2; d++) {
 		for (int r = 0; r < MTLS_REASONS_MAX && st->reason_names[r]; r++) {
-			snprintf(extra, sizeof(extra), "direction=\"%s\",result=\"%s\",reason=\"%s\"",
-				 dirs[d], r ? "error" : "ok", st->reason_names[r]);
+			snprintf(extra, sizeof(extra),
+				 "direction=\"%s\",result=\"%s\",reason=\"%s\"", dirs[d],
+				 r ? "error" : "ok", st->reason_names[r]);
 			prom_sample_u64(out, "meshd_mtls_handshakes_total", NULL, extra,
 					st->handshakes[d][r]);
 		}
@@ -107,9 +108,10 @@ static void per_dir(struct strbuf *out, const char *name, const char *type, cons
 
 static void connections(struct strbuf *out, const struct mtls_stats *st)
 {
-	uint64_t active[2] = { st->connections_active[0] > 0 ? (uint64_t)st->connections_active[0] : 0,
-			       st->connections_active[1] > 0 ? (uint64_t)st->connections_active[1]
-							     : 0 };
+	uint64_t active[2] = {
+		st->connections_active[0] > 0 ? (uint64_t)st->connections_active[0] : 0,
+		st->connections_active[1] > 0 ? (uint64_t)st->connections_active[1] : 0
+	};
 	uint64_t tunnels[2] = { st->inbound_tunnels, st->pool_connections };
 	char extra[96];
 
@@ -121,8 +123,9 @@ static void connections(struct strbuf *out, const struct mtls_stats *st)
 	per_dir(out, "meshd_mtls_tunnels", "gauge",
 		"TLS connections to other meshds (outbound: the pool) and from them (inbound).",
 		tunnels);
-	prom_family(out, "meshd_mtls_bytes_total", "counter",
-		    "Payload bytes of proxied connections, sent to or received from the peer meshd.");
+	prom_family(
+	    out, "meshd_mtls_bytes_total", "counter",
+	    "Payload bytes of proxied connections, sent to or received from the peer meshd.");
 	for (int d = 0; d < 2; d++) {
 		for (int w = 0; w < 2; w++) {
 			snprintf(extra, sizeof(extra), "direction=\"%s\",way=\"%s\"", dirs[d],
@@ -145,8 +148,9 @@ static void retries(struct strbuf *out, const struct mtls_stats *st)
 		snprintf(extra, sizeof(extra), "result=\"%s\"", results[i]);
 		prom_sample_u64(out, "meshd_mtls_retries_total", NULL, extra, st->retries[i]);
 	}
-	prom_family(out, "meshd_mtls_failed_total", "counter",
-		    "Outbound mTLS connections that failed after every attempt (the app got a reset).");
+	prom_family(
+	    out, "meshd_mtls_failed_total", "counter",
+	    "Outbound mTLS connections that failed after every attempt (the app got a reset).");
 	prom_sample_u64(out, "meshd_mtls_failed_total", NULL, NULL, st->failed);
 	prom_family(out, "meshd_mtls_refused_total", "counter",
 		    "Outbound mTLS connections refused before any attempt, by reason.");
@@ -160,9 +164,10 @@ static void authz(struct strbuf *out, const struct expo_mtls *x)
 {
 	struct strbuf l = STRBUF_INIT;
 
-	prom_family(out, "meshd_authz_decisions_total", "counter",
-		    "Authorization decisions on inbound mTLS connections by result, caller SPIFFE ID "
-		    "(source) and local service (destination).");
+	prom_family(
+	    out, "meshd_authz_decisions_total", "counter",
+	    "Authorization decisions on inbound mTLS connections by result, caller SPIFFE ID "
+	    "(source) and local service (destination).");
 	if (!x || !x->n_pairs) {
 		prom_sample_u64(out, "meshd_authz_decisions_total", NULL, "result=\"allow\"", 0);
 		prom_sample_u64(out, "meshd_authz_decisions_total", NULL, "result=\"deny\"", 0);

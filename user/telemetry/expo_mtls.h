@@ -14,12 +14,12 @@ struct expo_mtls {
 	struct expo_mtls_cert {
 		char *identity;
 		double not_after; /* unix seconds */
-	} *certs;
+	} * certs;
 	size_t n_certs;
 	struct expo_mtls_pair {
 		char *source, *destination;
 		uint64_t allowed, denied;
-	} *pairs;
+	} * pairs;
 	size_t n_pairs;
 };
 
