@@ -136,6 +136,9 @@ metric() {
 	in_host "$ns" curl -s --max-time 5 http://127.0.0.1:9464/metrics |
 		grep -E "^$2" | awk '{ s += $NF } END { printf "%d\n", s }'
 }
+# wait_metric SECONDS HOST PATTERN N: until the sum of PATTERN on HOST reaches N.
+wait_metric() { wait_for "$1" metric_ge "$2" "$3" "$4"; }
+metric_ge() { [ "$(metric "$1" "$2")" -ge "$3" ]; }
 # ctl HOST ARGS...: meshctl against HOST's admin socket.
 ctl() {
 	local h=$1
@@ -159,6 +162,7 @@ backend_b() {
 #   read VIP PORT              send a line, read: "reset" when the peer resets, else the data
 #   hold VIP PORT STOPFILE     one connection pinging every 100 ms until STOPFILE; how it ended
 #   stream VIP PORT STOPFILE   streams data both ways until STOPFILE; bytes and how it ended
+#   loop VIP PORT STOPFILE     new connections in a loop until STOPFILE; counts ok/fail
 cat >"$TMP/mc.py" <<'PY'
 import json, os, socket, sys, time
 
@@ -207,6 +211,25 @@ elif mode == "read":
     except OSError as e:
         r = ended(e)
     print(json.dumps({"result": r}))
+elif mode == "loop":
+    stop, ok, fail, errs, slowest = sys.argv[4], 0, 0, [], 0.0
+    while not os.path.exists(stop):
+        t0 = time.time()
+        try:
+            s, f, name = conn()
+            s.sendall(b"loop\n")
+            if f.readline() == b"loop\n" and name:
+                ok += 1
+            else:
+                fail += 1
+                errs.append("bad echo")
+            s.close()
+        except OSError as e:
+            fail += 1
+            errs.append(ended(e))
+        slowest = max(slowest, time.time() - t0)
+        time.sleep(0.02)
+    print(json.dumps({"ok": ok, "fail": fail, "errors": errs[:5], "slowest": round(slowest, 3)}))
 elif mode == "abort":
     s = socket.create_connection((vip, port), timeout=5)
     s.sendall(b"watch\n")
@@ -274,3 +297,17 @@ PY
 	spawn rst nsenter --net="/run/netns/$HB" python3 "$TMP/rst.py" "$IP_B" "$1" "$2"
 	wait_for 5 in_host "$HB" bash -c "exec 3<>/dev/tcp/$IP_B/$1" 2>/dev/null
 }
+
+# bg_mc NAME HOST CGROUP MODE ARGS...: the client in the background, JSON to $TMP/NAME.json.
+bg_mc() {
+	local name=$1 h=$2 cg=$3
+	shift 3
+	in_host_cg "$h" "$cg" python3 "$TMP/mc.py" "$@" >"$TMP/$name.json" 2>&1 &
+	eval "BG_$name=$!"
+	defer "kill -9 $! 2>/dev/null"
+}
+# log_count HOST PATTERN: lines of HOST's log matching PATTERN.
+log_count() { grep -c -- "$2" "$TMP/$1.log"; }
+# wait_log SECONDS HOST PATTERN N: until HOST's log has N lines matching PATTERN.
+wait_log() { wait_for "$1" log_has "$2" "$3" "$4"; }
+log_has() { [ "$(log_count "$1" "$2")" -ge "$3" ]; }

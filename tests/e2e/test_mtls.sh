@@ -116,7 +116,7 @@ b_rules() {
 in_host_cg "$HA" "$CG_a/web" python3 "$TMP/mc.py" hold "$VIP" 80 "$TMP/hold.stop" >"$TMP/hold.json" &
 HOLD=$!
 defer "kill -9 $HOLD 2>/dev/null"
-wait_for 5 test "$(metric b 'meshd_mtls_connections_active\{direction="inbound"')" -ge 1
+wait_metric 5 b 'meshd_mtls_connections_active\{direction="inbound"' 1
 b_rules '[{ source: "web", destination: "api", action: "deny" }, { source: "*", destination: "*", action: "allow" }]'
 in_host_cg "$HA" "$CG_a/web" curl -s --max-time 5 "http://$VIP/denied" >/dev/null 2>&1
 rc=$?

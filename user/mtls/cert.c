@@ -217,7 +217,11 @@ int cert_get_info(X509 *x, struct cert_info *out)
 	if (cert_spiffe_uri(x, out->spiffe_id, sizeof(out->spiffe_id)))
 		out->spiffe_id[0] = '\0';
 	if (hex) {
-		snprintf(out->serial, sizeof(out->serial), "%s", hex);
+		const char *h = hex;
+
+		while (h[0] == '0' && h[1]) /* an integer: no leading zeros */
+			h++;
+		snprintf(out->serial, sizeof(out->serial), "%s", h);
 		for (char *c = out->serial; *c; c++)
 			*c = (char)(*c >= 'A' && *c <= 'F' ? *c - 'A' + 'a' : *c);
 	} else {

@@ -128,7 +128,8 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
 /* Settings every context shares. */
 static int ctx_common(SSL_CTX *ctx, bool server)
 {
-	long opts = SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION;
+	long opts = SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+		    SSL_OP_IGNORE_UNEXPECTED_EOF; /* HTTP/2 frames its own ends */
 
 	SSL_CTX_set_options(ctx, opts);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
