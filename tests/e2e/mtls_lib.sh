@@ -212,7 +212,7 @@ elif mode == "read":
         r = ended(e)
     print(json.dumps({"result": r}))
 elif mode == "loop":
-    stop, ok, fail, errs, slowest = sys.argv[4], 0, 0, [], 0.0
+    stop, ok, fail, refused, errs, slowest = sys.argv[4], 0, 0, 0, [], 0.0
     while not os.path.exists(stop):
         t0 = time.time()
         try:
@@ -224,12 +224,16 @@ elif mode == "loop":
                 fail += 1
                 errs.append("bad echo")
             s.close()
+        except ConnectionRefusedError as e:
+            refused += 1
+            errs.append(ended(e))
         except OSError as e:
             fail += 1
             errs.append(ended(e))
         slowest = max(slowest, time.time() - t0)
         time.sleep(0.02)
-    print(json.dumps({"ok": ok, "fail": fail, "errors": errs[:5], "slowest": round(slowest, 3)}))
+    print(json.dumps({"ok": ok, "fail": fail, "refused": refused, "errors": errs[:5],
+                      "slowest": round(slowest, 3)}))
 elif mode == "abort":
     s = socket.create_connection((vip, port), timeout=5)
     s.sendall(b"watch\n")
@@ -311,3 +315,6 @@ log_count() { grep -c -- "$2" "$TMP/$1.log"; }
 # wait_log SECONDS HOST PATTERN N: until HOST's log has N lines matching PATTERN.
 wait_log() { wait_for "$1" log_has "$2" "$3" "$4"; }
 log_has() { [ "$(log_count "$1" "$2")" -ge "$3" ]; }
+
+# pid_of_latest HOST: the pid the last "meshd running" line of HOST's log names.
+pid_of_latest() { grep 'msg="meshd running"' "$TMP/$1.log" | tail -n1 | sed 's/.* pid=\([0-9]*\).*/\1/'; }

@@ -1,5 +1,5 @@
 /* uninstall_host() behind uninstall.h: the datapath through datapath_cleanup(), then the admin
- * socket. Each step reports once, here, where the paths are known. */
+ * socket, then the mTLS listener holder. Each step reports once, here, where the paths are known. */
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
@@ -7,6 +7,7 @@
 #include "config/config.h"
 #include "datapath/datapath.h"
 #include "install/uninstall.h"
+#include "mtls/fdstore.h"
 
 static int remove_datapath(const struct mesh_config *cfg, const char *prog, FILE *out, FILE *err)
 {
@@ -42,5 +43,8 @@ int uninstall_host(const struct mesh_config *cfg, const char *prog, FILE *out, F
 {
 	int rc = remove_datapath(cfg, prog, out, err), rc2 = remove_socket(cfg, prog, out, err);
 
+	/* The mTLS listening sockets' holder (mtls/fdstore.h): its sockets close with it. */
+	if (cfg->state_dir && fdstore_shutdown(cfg->state_dir) == 0)
+		fprintf(out, "stopped the listener holder of %s\n", cfg->state_dir);
 	return rc ? rc : rc2;
 }

@@ -19,6 +19,7 @@
 #include "meshd/lifecycle.h"
 #include "meshd/meshd.h"
 #include "meshd/sdnotify.h"
+#include "meshd/upgrade.h"
 
 #define BACKOFF_BASE_NS (1000ull * 1000000ull)
 #define BACKOFF_MAX_NS (30000ull * 1000000ull)
@@ -29,8 +30,16 @@ static void on_signal(struct evloop *loop, int fd, uint32_t events, void *arg)
 	struct meshd *m = arg;
 
 	while (read(fd, &si, sizeof(si)) == sizeof(si)) {
+		if (si.ssi_signo == SIGHUP && m->upgrade) {
+			LOG_WARN("config", "reload ignored: an upgrade is under way", NULL);
+			continue;
+		}
 		if (si.ssi_signo == SIGHUP) {
 			meshd_reload(m);
+			continue;
+		}
+		if (si.ssi_signo == SIGUSR2) {
+			meshd_upgrade(m);
 			continue;
 		}
 		LOG_INFO("meshd", "stopping", "signal=%s", log_q(strsignal((int)si.ssi_signo)));
@@ -50,6 +59,7 @@ static int signals_setup(void)
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGUSR2);
 	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
 		return -errno;
 	fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -100,6 +110,7 @@ static int serve(struct meshd *m)
 
 	sdnotify("READY=1\nSTATUS=running, config generation %llu\nMAINPID=%ld",
 		 (unsigned long long)m->cfg->generation, (long)getpid());
+	upgrade_notify_ready();
 	if (sdnotify_watchdog_ns())
 		on_watchdog(m->loop, m);
 	/* Start-up parsing leaves megabytes of freed heap behind; idle RSS should not carry it. */
@@ -135,6 +146,7 @@ int cmd_run(const char *config_path)
 		goto err_loop;
 	err = serve(&m);
 	lifecycle_stop(m.lifecycle);
+	upgrade_finish(&m);
 	lifecycle_free(m.lifecycle);
 	LOG_INFO("meshd", "meshd stopped; the datapath stays attached", NULL);
 	evloop_free(m.loop);

@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "meshd/commands.h"
+#include "meshd/upgrade.h"
+#include "mtls/fdstore.h"
 
 static void usage(FILE *out)
 {
@@ -29,6 +31,9 @@ int main(int argc, char **argv)
 	const char *config = getenv("MESH_CONFIG");
 	int cleanup = 0, c;
 
+	upgrade_init(argv);
+	if (argc > 2 && strcmp(argv[1], "fdstore") == 0) /* the listener holder (mtls/fdstore.h) */
+		return fdstore_holder_main(argv[2]);
 	if (argc > 1 && strcmp(argv[1], "validate") == 0)
 		return cmd_validate(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "config") == 0)

@@ -20,6 +20,7 @@ struct metrics;	  /* user/meshd/metrics.c */
 struct admin;	  /* user/meshd/admin.c */
 struct mtls;	  /* user/mtls/mtls.h */
 struct mtls_glue; /* user/meshd/mtls_comp.c */
+struct upgrade;	  /* user/meshd/upgrade.c */
 
 struct lifecycle;    /* user/meshd/lifecycle.h */
 struct config_watch; /* user/meshd/reload.c */
@@ -40,6 +41,7 @@ struct meshd {
 	struct admin *admin;
 	struct mtls *mtls; /* NULL when mtls.enabled is false */
 	struct mtls_glue *mtls_glue;
+	struct upgrade *upgrade; /* a hand-over to a new meshd is under way */
 
 	uint64_t started_at_ns;		/* evloop_now_ns() at start */
 	uint64_t reloads[2];		/* indexed by enum meshd_reload_result */

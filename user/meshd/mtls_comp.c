@@ -7,10 +7,13 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "common/log.h"
 #include "meshd/meshd.h"
+#include "meshd/upgrade.h"
+#include "mtls/fdstore.h"
 #include "mtls/identity.h"
 #include "mtls/mtls.h"
 
@@ -127,6 +130,8 @@ static int start_proxy(struct meshd *m, const struct mesh_config *cfg)
 
 	if (!g)
 		return -ENOMEM;
+	mkdir(cfg->state_dir, 0700);
+	fdstore_init(cfg->state_dir, upgrade_self_exe());
 	g->h = datapath_mtls_open(m->dp);
 	if (!g->h)
 		goto err;
