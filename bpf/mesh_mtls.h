@@ -257,8 +257,7 @@ int mesh_strict_inbound(struct bpf_sk_lookup *ctx)
 		l[1] = ctx->local_ip6[1];
 		l[2] = ctx->local_ip6[2];
 		l[3] = ctx->local_ip6[3];
-		if (loopback6(r) ||
-		    (r[0] == l[0] && r[1] == l[1] && r[2] == l[2] && r[3] == l[3]))
+		if (loopback6(r) || (r[0] == l[0] && r[1] == l[1] && r[2] == l[2] && r[3] == l[3]))
 			return SK_PASS_;
 	}
 	count(MESH_CNT_STRICT_DROP);
