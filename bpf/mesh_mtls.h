@@ -72,15 +72,17 @@ static __always_inline __u32 mtls_caller_identity(void)
 	return 0;
 }
 
-/* What a connect to `svc` does about mTLS; looked at before the backend is chosen, so a refused
- * connect takes no probe token and moves no cursor. */
-static __always_inline int mtls_verdict(struct bpf_sock_addr *ctx, const struct mesh_svc *svc,
-					__u32 *identity)
+/* What a connect to a service with `svc_flags` does about mTLS: MTLS_OFF, MTLS_REFUSE, or
+ * MTLS_DIVERT | identity << 8. A global function: the verifier checks it once, not once per
+ * path of the connect program (inlined, the ancestor loop made the program too big to load).
+ * Looked at before the backend is chosen, so a refused connect takes no probe token. */
+__noinline int mtls_verdict_of(struct bpf_sock_addr *ctx, __u32 svc_flags)
 {
 	const struct mesh_mtls_cfg *cfg;
 	struct bpf_sock *sk;
+	__u32 identity;
 
-	if (!(svc->flags & MESH_SVC_F_MTLS))
+	if (!ctx || !(svc_flags & MESH_SVC_F_MTLS))
 		return MTLS_OFF;
 	cfg = mtls_cfg();
 	if (!cfg || !cfg->enabled)
@@ -90,13 +92,25 @@ static __always_inline int mtls_verdict(struct bpf_sock_addr *ctx, const struct 
 		count(MESH_CNT_MTLS_MESHD);
 		return MTLS_OFF;
 	}
-	*identity = mtls_caller_identity();
-	if (*identity)
-		return MTLS_DIVERT;
+	identity = mtls_caller_identity();
+	if (identity)
+		return (int)(MTLS_DIVERT | (identity & 0xffffff) << 8);
 	if (cfg->no_identity == 0)
 		return MTLS_REFUSE;
 	count(MESH_CNT_MTLS_PLAIN);
 	return MTLS_OFF;
+}
+
+static __always_inline int mtls_verdict(struct bpf_sock_addr *ctx, const struct mesh_svc *svc,
+					__u32 *identity)
+{
+	int v;
+
+	if (!(svc->flags & MESH_SVC_F_MTLS)) /* the common case: no call at all */
+		return MTLS_OFF;
+	v = mtls_verdict_of(ctx, svc->flags);
+	*identity = (__u32)v >> 8;
+	return v & 0xff;
 }
 
 /* After redirect() wrote the chosen backend: send the connect to meshd's outbound listener. */

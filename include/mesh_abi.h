@@ -60,7 +60,8 @@ enum mesh_hash_key {
 #define MESH_MAX_IDENTITY_CGROUPS 4096
 #define MESH_MAX_STRICT_PORTS 1024
 #define MESH_CGROUP_DEPTH_MAX 16 /* ancestors looked at for a caller's identity */
-#define MESH_SOCKET_MARK 0x4d4d544c /* SO_MARK of meshd's proxy sockets ("MMTL"): never redirected */
+#define MESH_SOCKET_MARK                                                                           \
+	0x4d4d544c /* SO_MARK of meshd's proxy sockets ("MMTL"): never redirected */
 
 /* Errnos the application sees on a decided reject (positive values, as in errno.h). */
 #define MESH_ERRNO_NO_HEALTHY 113 /* EHOSTUNREACH */

@@ -97,7 +97,7 @@ out=$(in_host_cg "$HA" "$CG_a/web/child" curl -s --max-time 5 "http://$VIP/child
 check child_cgroup_inherits_identity "got '$out'" test "$out" = api
 in_host_cg "$HA" "$CG_a/anon" curl -s --max-time 5 "http://$VIP/anon" >/dev/null 2>&1
 rc=$?
-refused=$(metric a 'meshd_rejects_total\{service="api",reason="no_identity"')
+refused=$(metric a 'meshd_datapath_events_total\{event="mtls_no_identity_refused"')
 check no_identity_refused "curl exit $rc, no_identity rejects $refused" test "$rc" = 7 -a "$refused" -ge 1
 
 # no_identity passthrough: the same caller goes plaintext to the backend, counted.

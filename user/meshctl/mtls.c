@@ -14,8 +14,8 @@
 
 static int print_identities(const cJSON *j)
 {
-	static const char *const h[] = { "SERVICE",   "SPIFFE_ID", "SERIAL", "NOT_AFTER",
-					 "SOURCE",    "CGROUPS",   "ERROR" };
+	static const char *const h[] = { "SERVICE", "SPIFFE_ID", "SERIAL", "NOT_AFTER",
+					 "SOURCE",  "CGROUPS",	 "ERROR" };
 	struct table *t = table_new(7, h);
 	const cJSON *o;
 	int rc = 0;
@@ -24,9 +24,9 @@ static int print_identities(const cJSON *j)
 		return ctl_err("out of memory");
 	cJSON_ArrayForEach(o, cJSON_GetObjectItem(j, "identities"))
 	{
-		const char *row[] = { ctl_str(o, "service"),   ctl_str(o, "spiffe_id"),
-				      ctl_str(o, "serial"),    ctl_str(o, "not_after"),
-				      ctl_str(o, "source"),    ctl_str(o, "cgroups"),
+		const char *row[] = { ctl_str(o, "service"), ctl_str(o, "spiffe_id"),
+				      ctl_str(o, "serial"),  ctl_str(o, "not_after"),
+				      ctl_str(o, "source"),  ctl_str(o, "cgroups"),
 				      ctl_str(o, "error") };
 
 		rc = rc ? rc : table_add_row(t, row);
@@ -34,10 +34,16 @@ static int print_identities(const cJSON *j)
 	cJSON_ArrayForEach(o, cJSON_GetObjectItem(j, "roots"))
 	{
 		char src[64];
-		const char *row[] = { "(root)", ctl_str(o, "spiffe_id"), ctl_str(o, "serial"),
-				      ctl_str(o, "not_after"), src, "", "" };
+		const char *row[] = { "(root)",
+				      ctl_str(o, "spiffe_id"),
+				      ctl_str(o, "serial"),
+				      ctl_str(o, "not_after"),
+				      src,
+				      "",
+				      "" };
 
-		snprintf(src, sizeof(src), "%s%s", *ctl_str(o, "retained_until") ? "retained until " : "bundle",
+		snprintf(src, sizeof(src), "%s%s",
+			 *ctl_str(o, "retained_until") ? "retained until " : "bundle",
 			 ctl_str(o, "retained_until"));
 		rc = rc ? rc : table_add_row(t, row);
 	}
@@ -75,7 +81,7 @@ int cmd_identities(struct ctl *c, int argc, char **argv)
 
 static int print_pool(const cJSON *j)
 {
-	static const char *const h[] = { "IDENTITY", "SERVICE", "PEER",	  "STREAMS",
+	static const char *const h[] = { "IDENTITY", "SERVICE", "PEER", "STREAMS",
 					 "STATE",    "WORKER",	"AGE" };
 	struct table *t = table_new(7, h);
 	const cJSON *o;
@@ -87,9 +93,12 @@ static int print_pool(const cJSON *j)
 	cJSON_ArrayForEach(o, cJSON_GetObjectItem(j, "pool"))
 	{
 		char streams[32], worker[16], age[32];
-		const char *row[] = { ctl_str(o, "identity"), ctl_str(o, "service"),
-				      ctl_str(o, "peer"),     streams,
-				      ctl_str(o, "state"),    worker,
+		const char *row[] = { ctl_str(o, "identity"),
+				      ctl_str(o, "service"),
+				      ctl_str(o, "peer"),
+				      streams,
+				      ctl_str(o, "state"),
+				      worker,
 				      ctl_duration(ctl_num(o, "age_seconds"), age, sizeof(age)) };
 
 		snprintf(streams, sizeof(streams), "%.0f/%.0f", ctl_num(o, "streams"),
@@ -174,8 +183,9 @@ int cmd_ca(struct ctl *c, int argc, char **argv)
 	int rc;
 
 	if (argc < 2 || strcmp(argv[1], "init"))
-		return ctl_usage_err("usage: meshctl ca init [--config FILE] [--ca-cert PATH] "
-				     "[--ca-key PATH] [--trust-domain D] [--ttl DURATION] [--force]");
+		return ctl_usage_err(
+		    "usage: meshctl ca init [--config FILE] [--ca-cert PATH] "
+		    "[--ca-key PATH] [--trust-domain D] [--ttl DURATION] [--force]");
 	if ((rc = ctl_no_extra_args(argc - 1, argv + 1, 0)))
 		return rc;
 	cfg = pki_config(c, &rc);
@@ -214,8 +224,9 @@ int cmd_cert(struct ctl *c, int argc, char **argv)
 	int rc;
 
 	if (argc < 3 || strcmp(argv[1], "issue"))
-		return ctl_usage_err("usage: meshctl cert issue SERVICE [--config FILE] "
-				     "[--ca-cert PATH] [--ca-key PATH] [--out DIR] [--ttl DURATION]");
+		return ctl_usage_err(
+		    "usage: meshctl cert issue SERVICE [--config FILE] "
+		    "[--ca-cert PATH] [--ca-key PATH] [--out DIR] [--ttl DURATION]");
 	if ((rc = ctl_no_extra_args(argc - 2, argv + 2, 0)))
 		return rc;
 	cfg = pki_config(c, &rc);

@@ -219,7 +219,6 @@ int mtls_comp_reload(struct meshd *m, const struct mesh_config *old, const struc
 	return err;
 }
 
-
 /* --- admin API (GET /v1/mtls/identities, /v1/mtls/pool) ------------------------------------------ */
 
 static void add_time(cJSON *o, const char *key, int64_t t)
@@ -272,8 +271,10 @@ static void pool_json(const struct mtls_pool_entry *e, void *arg)
 	cJSON_AddStringToObject(o, "peer", config_endpoint_str(&e->peer, ep, sizeof(ep)));
 	cJSON_AddNumberToObject(o, "streams", e->streams);
 	cJSON_AddNumberToObject(o, "max_streams", e->max_streams);
-	cJSON_AddStringToObject(o, "state", !e->ready ? "connecting" : e->draining ? "draining"
-										   : "ready");
+	cJSON_AddStringToObject(o, "state",
+				!e->ready     ? "connecting"
+				: e->draining ? "draining"
+					      : "ready");
 	cJSON_AddNumberToObject(o, "worker", e->worker);
 	cJSON_AddNumberToObject(o, "age_seconds", (double)e->age_ns / 1e9);
 }
@@ -286,7 +287,8 @@ static void stats_json(cJSON *o, struct mtls *mt)
 	mtls_stats(mt, &st);
 	for (int dir = 0; dir < 2; dir++) {
 		d = cJSON_AddObjectToObject(o, dir == MTLS_INBOUND ? "inbound" : "outbound");
-		cJSON_AddNumberToObject(d, "connections_active", (double)st.connections_active[dir]);
+		cJSON_AddNumberToObject(d, "connections_active",
+					(double)st.connections_active[dir]);
 		cJSON_AddNumberToObject(d, "connections_total", (double)st.connections_total[dir]);
 		cJSON_AddNumberToObject(d, "handshakes_ok", (double)st.handshakes[dir][0]);
 	}

@@ -66,7 +66,9 @@ static int recv_fds(int sock, char *text, size_t tlen, int *fds, size_t max)
 {
 	char cbuf[CMSG_SPACE(sizeof(int) * FDSTORE_MAX)];
 	struct iovec iov = { .iov_base = text, .iov_len = tlen - 1 };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+	struct msghdr msg = { .msg_iov = &iov,
+			      .msg_iovlen = 1,
+			      .msg_control = cbuf,
 			      .msg_controllen = sizeof(cbuf) };
 	ssize_t r = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
 	int n = 0;

@@ -332,8 +332,8 @@ static void on_certs_changed(void *arg, const char *service)
 {
 	struct mtls *m = arg;
 
-	LOG_INFO("mtls", "certificate material changed; new connections use it",
-		 "identity=%s", service ? service : "(trust roots)");
+	LOG_INFO("mtls", "certificate material changed; new connections use it", "identity=%s",
+		 service ? service : "(trust roots)");
 	for (size_t i = 0; i < m->n_workers; i++)
 		worker_retire(m->workers[i], service);
 }

@@ -21,8 +21,7 @@ int mtls_ca_init(const char *cert_path, const char *key_path, const char *trust_
 
 int mtls_cert_issue(const char *ca_cert, const char *ca_key, const char *service,
 		    const char *trust_domain, const char *dc, uint64_t ttl_s, const char *dir,
-		    char *serial, size_t slen, char *spiffe_id, size_t ilen, char *why,
-		    size_t wlen)
+		    char *serial, size_t slen, char *spiffe_id, size_t ilen, char *why, size_t wlen)
 {
 	char crt[PATH_MAX], key[PATH_MAX];
 	struct ca *ca = ca_load(ca_cert, ca_key, why, wlen);
