@@ -173,6 +173,7 @@ fuzz: deps $(FUZZ_BINS)
 	$(Q)set -e; for f in $(FUZZ_BINS); do \
 		n=$$(basename $$f); c=tests/fuzz/corpus/$${n#fuzz_}; w=$(BUILD)/fuzz/work/$$n; \
 		mkdir -p $$w; echo "fuzz $$n for $(FUZZ_TIME)s (seeds: $$c)"; \
+		s=tests/fuzz/seed_$${n#fuzz_}.sh; if [ -x $$s ]; then $$s $$w; fi; \
 		$$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 $$w $$c 2>&1 | tail -n 3; \
 	done
 
