@@ -29,9 +29,8 @@ static void check_cert(X509 *x)
 	struct spiffe_id id;
 	char uri[SPIFFE_ID_MAX + 64];
 
-	if (cert_get_info(x, &ci) == 0 &&
-	    (memchr(ci.serial, 0, sizeof(ci.serial)) == NULL ||
-	     memchr(ci.spiffe_id, 0, sizeof(ci.spiffe_id)) == NULL))
+	if (cert_get_info(x, &ci) == 0 && (memchr(ci.serial, 0, sizeof(ci.serial)) == NULL ||
+					   memchr(ci.spiffe_id, 0, sizeof(ci.spiffe_id)) == NULL))
 		abort();
 	if (cert_spiffe_uri(x, uri, sizeof(uri)) == 0)
 		check_spiffe(uri, strlen(uri));
@@ -41,7 +40,7 @@ static void check_cert(X509 *x)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char why[128];
-	STACK_OF(X509) *sk;
+	STACK_OF(X509) * sk;
 	EVP_PKEY *key;
 	int err;
 
