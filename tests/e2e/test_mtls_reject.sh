@@ -122,5 +122,19 @@ n=$(metric a 'meshd_mtls_handshakes_total\{direction="outbound",result="error",r
 check server_with_wrong_spiffe_id_refused "curl exit $rc, outbound spiffe_id failures $n" \
 	test "$rc" != 0 -a "$n" -ge 1
 check no_crash_a "meshd a exited" kill -0 "$PID_a"
+# --- meshctl check reads the same material ---------------------------------------------------------
+mcheck() { # CERT_DIR: meshctl check of host a's config with another cert_dir
+	jq ".mtls.cert_dir = \"$1\"" "$TMP/a.json" >"$TMP/check.json"
+	"$MESHCTL" check --pre --config "$TMP/check.json" 2>&1 | grep mTLS
+}
+out=$(mcheck "$TMP/a/certs")
+check meshctl_check_material_ok "$out" \
+	test "$(echo "$out" | grep -c '^\[ok\]')" = 2 -a "$(echo "$out" | grep -c FAIL)" = 0
+out=$(mcheck "$C/expired")
+check meshctl_check_expired "$out" grep -q 'FAIL.*certificate of web.*expired' <<<"$out"
+out=$(mcheck "$C/wrongca")
+check meshctl_check_wrong_ca "$out" grep -q 'FAIL.*certificate of web.*not signed by the trust bundle' <<<"$out"
+out=$(mcheck "$C/badid")
+check meshctl_check_wrong_id "$out" grep -q "FAIL.*certificate of web.*SPIFFE ID" <<<"$out"
 [ -n "${MTLS_DEBUG:-}" ] && cp "$TMP"/*.log "$MTLS_DEBUG/" 2>/dev/null
 exit 0

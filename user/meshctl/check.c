@@ -15,8 +15,9 @@
 #include "common/pathperm.h"
 #include "config/config.h"
 #include "meshctl/meshctl.h"
+#include "mtls/mtls.h"
 
-#define MAX_CHECKS 32
+#define MAX_CHECKS 64
 
 struct result {
 	char name[64];
@@ -360,6 +361,12 @@ static int print_json(const struct checks *cs, bool all_ok)
 	return CTL_OK;
 }
 
+static void mtls_line(bool ok, const char *what, const char *detail, void *arg)
+{
+	add(arg, what, ok, "fix the file named, or see docs/mtls.md (troubleshooting)", "%s",
+	    detail);
+}
+
 int cmd_check(struct ctl *c, int argc, char **argv)
 {
 	struct checks *cs = calloc(1, sizeof(*cs));
@@ -381,6 +388,8 @@ int cmd_check(struct ctl *c, int argc, char **argv)
 		check_admin_dir(cs, cfg->admin_socket);
 	}
 	check_caps(cs);
+	if (cfg)
+		mtls_check_material(cfg, mtls_line, cs);
 	if (!c->pre)
 		check_daemon(cs, c, c->socket ? c->socket : cfg ? cfg->admin_socket : NULL);
 	for (i = 0; i < cs->n; i++)
