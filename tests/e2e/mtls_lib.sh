@@ -121,7 +121,7 @@ start_host() {
 	eval "PID_$h=$!"
 	defer "kill -9 $! 2>/dev/null; wait $! 2>/dev/null"
 	defer "nsenter --net=/run/netns/$ns '$MESHD' --cleanup --config '$config'"
-	wait_for 15 host_ready "$h" "$!"
+	wait_for 60 host_ready "$h" "$!"
 }
 host_ready() {
 	[ "$(grep -c 'msg="meshd running"' "$TMP/$1.log")" -gt "${READY_SEEN:-0}" ] && return 0

@@ -9,7 +9,7 @@
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/mtls_lib.sh"
 need_root
-need_built "$MESHD" "$MESHCTL"
+need_built "$MESHD" "$MESHCTL" "$TOOLS/mtlsbench"
 
 hosts_up || {
 	fail setup "cannot build the two hosts"
@@ -17,27 +17,31 @@ hosts_up || {
 }
 CG_a=$(make_cgroup a)
 CG_b=$(make_cgroup b)
-mkdir -p "$CG_a/web/child" "$CG_a/anon" "$CG_b/api" "$CG_b/rst"
-defer "rmdir '$CG_a/web/child' '$CG_a/web' '$CG_a/anon' '$CG_b/api' '$CG_b/rst'"
+mkdir -p "$CG_a/web/child" "$CG_a/anon" "$CG_b/api" "$CG_b/rst" "$CG_b/bulk"
+defer "rmdir '$CG_a/web/child' '$CG_a/web' '$CG_a/anon' '$CG_b/api' '$CG_b/rst' '$CG_b/bulk'"
 gen_ca "$TMP/ca" root && mkdir -p "$TMP/a/certs" "$TMP/b/certs" &&
 	cp "$TMP/ca/root.crt" "$TMP/a/certs/ca.pem" && cp "$TMP/ca/root.crt" "$TMP/b/certs/ca.pem" &&
 	gen_leaf "$TMP/ca" root "$TMP/a/certs" web && gen_leaf "$TMP/ca" root "$TMP/b/certs" api &&
-	gen_leaf "$TMP/ca" root "$TMP/b/certs" rst || {
+	gen_leaf "$TMP/ca" root "$TMP/b/certs" rst && gen_leaf "$TMP/ca" root "$TMP/b/certs" bulk || {
 	fail setup "openssl could not make the certificates"
 	exit 1
 }
 backend_b api 8080 || fail setup "backend did not start"
 rst_server_b 8081 "$TMP/rstseen" || fail setup "reset server did not start"
+spawn sink nsenter --net="/run/netns/$HB" "$TOOLS/mtlsbench" server "$IP_B:9000"
 
 host_config "$TMP/a.json" a "
 	.services = [{ name: \"api\", vip: \"$VIP\", port: 80, mtls: true,
 		backends: [{ address: \"$IP_B\", port: 8080 }] },
 		{ name: \"rst\", vip: \"127.77.9.11\", port: 80, mtls: true,
-		backends: [{ address: \"$IP_B\", port: 8081 }] }] |
+		backends: [{ address: \"$IP_B\", port: 8081 }] },
+		{ name: \"bulk\", vip: \"127.77.9.12\", port: 80, mtls: true,
+		backends: [{ address: \"$IP_B\", port: 9000 }] }] |
 	.identities = [{ cgroup: \"${CG_a#"$CG2"}/web\", service: \"web\" }]"
 host_config "$TMP/b.json" b "
 	.identities = [{ cgroup: \"${CG_b#"$CG2"}/api\", service: \"api\", ports: [8080] },
-		{ cgroup: \"${CG_b#"$CG2"}/rst\", service: \"rst\", ports: [8081] }] |
+		{ cgroup: \"${CG_b#"$CG2"}/rst\", service: \"rst\", ports: [8081] },
+		{ cgroup: \"${CG_b#"$CG2"}/bulk\", service: \"bulk\", ports: [9000] }] |
 	.authorization.rules = [{ source: \"web\", destination: \"*\", action: \"allow\" }]"
 start_host a "$TMP/a.json" || {
 	fail start_a "meshd a did not start: $(tail -n 5 "$TMP/a.log")"
@@ -91,6 +95,11 @@ r=$(mc "$HA" "$CG_a/web" abort 127.77.9.11 80)
 wait_for 5 test -s "$TMP/rstseen"
 check app_reset_reaches_backend "client: $r, backend saw: $(cat "$TMP/rstseen" 2>/dev/null)" \
 	test "$(cat "$TMP/rstseen" 2>/dev/null)" = reset
+
+# A bulk one-way stream far beyond the flow-control windows, then a half-close: the sink must see
+# every byte and the end (credit returned as the backend drains; a stall would time out).
+bulk=$(in_host_cg "$HA" "$CG_a/web" timeout 30 "$TOOLS/mtlsbench" stream 127.77.9.12:80 2)
+check bulk_stream_flow_control_and_eof "exit $?: $bulk" test -n "$(echo "$bulk" | grep stream_bytes)"
 
 # --- identities -----------------------------------------------------------------------------------
 out=$(in_host_cg "$HA" "$CG_a/web/child" curl -s --max-time 5 "http://$VIP/child")

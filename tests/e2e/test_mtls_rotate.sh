@@ -86,7 +86,7 @@ wait "$BG_stream" "$BG_loop"
 check files_stream_survives "$(cat "$TMP/stream.json") loop: $(cat "$TMP/loop.json")" \
 	test "$(jq -r .end "$TMP/stream.json")" = stopped -a "$(jq .got "$TMP/stream.json")" -gt 1000000
 check files_no_failed_connect "$(cat "$TMP/loop.json")" \
-	test "$(jq .fail "$TMP/loop.json")" = 0 -a "$(jq .ok "$TMP/loop.json")" -gt 10
+	test "$(jq .fail "$TMP/loop.json")" = 0 -a "$(jq .ok "$TMP/loop.json")" -ge 3
 
 # --- builtin_ca ----------------------------------------------------------------------------------
 kill -TERM "$PID_a" "$PID_b"
@@ -113,6 +113,6 @@ wait "$BG_stream" "$BG_loop"
 check builtin_stream_survives "$(cat "$TMP/stream.json")" \
 	test "$(jq -r .end "$TMP/stream.json")" = stopped -a "$(jq .got "$TMP/stream.json")" -gt 1000000
 check builtin_no_failed_connect "$(cat "$TMP/loop.json")" \
-	test "$(jq .fail "$TMP/loop.json")" = 0 -a "$(jq .ok "$TMP/loop.json")" -gt 10
+	test "$(jq .fail "$TMP/loop.json")" = 0 -a "$(jq .ok "$TMP/loop.json")" -ge 3
 [ -n "${MTLS_DEBUG:-}" ] && cp "$TMP"/*.log "$MTLS_DEBUG/" 2>/dev/null
 exit 0

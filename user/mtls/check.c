@@ -33,7 +33,7 @@ static void say(struct checker *c, bool ok, const char *what, const char *detail
 static X509_STORE *bundle(struct checker *c, const char *path)
 {
 	char why[512], detail[640];
-	STACK_OF(X509) *sk;
+	STACK_OF(X509) * sk;
 	X509_STORE *st;
 	int err, cas = 0;
 
@@ -60,7 +60,7 @@ static X509_STORE *bundle(struct checker *c, const char *path)
 	return st;
 }
 
-static const char *verify(X509_STORE *st, X509 *leaf, STACK_OF(X509) *chain)
+static const char *verify(X509_STORE *st, X509 *leaf, STACK_OF(X509) * chain)
 {
 	X509_STORE_CTX *ctx = X509_STORE_CTX_new();
 	const char *why = NULL;
@@ -79,7 +79,7 @@ static const char *pair_problem(const struct mesh_config *cfg, const char *svc, 
 {
 	static char why[512];
 	char want[SPIFFE_ID_MAX];
-	STACK_OF(X509) *chain;
+	STACK_OF(X509) * chain;
 	struct cert_info ci;
 	struct stat sb;
 	EVP_PKEY *pk;

@@ -146,23 +146,24 @@ static void consume(struct leg *l, size_t n)
 void leg_unbind(struct leg *l, uint32_t code)
 {
 	struct tunnel *t = l->t;
-	bool rst = false;
+	bool flush = false;
 
 	if (t && t->state == T_READY && l->unconsumed) {
 		nghttp2_session_consume_connection(t->h2, l->unconsumed);
 		l->unconsumed = 0;
+		flush = true;
 	}
 	if (l->sref) {
 		l->sref->l = NULL;
 		if (code != NO_RST && t && t->state == T_READY) {
 			nghttp2_submit_rst_stream(t->h2, NGHTTP2_FLAG_NONE, l->sid, code);
-			rst = true;
+			flush = true;
 		}
 		l->sref = NULL;
 	}
 	link_del(&l->tnode);
 	l->t = NULL;
-	if (rst)
+	if (flush)
 		tunnel_flush(t);
 }
 
@@ -316,7 +317,8 @@ ssize_t leg_read_cb(struct leg *l, uint8_t *buf, size_t len, uint32_t *flags)
 {
 	ssize_t n;
 
-	if (l->state != L_ESTABLISHED || l->fd < 0) {
+	if (l->state != L_ESTABLISHED || l->fd < 0 || l->drained) {
+		l->drained = false;
 		l->deferred = true;
 		return NGHTTP2_ERR_DEFERRED;
 	}
@@ -324,6 +326,9 @@ ssize_t leg_read_cb(struct leg *l, uint8_t *buf, size_t len, uint32_t *flags)
 	if (n > 0) {
 		l->bytes_up += (uint64_t)n;
 		STAT_ADD(l->w->st.bytes[dir_of(l)][0], (uint64_t)n);
+		/* A short read emptied the socket: wait for the next edge rather than read(2)
+		 * again for EAGAIN (edge-triggered: any later arrival wakes us). */
+		l->drained = (size_t)n < len && !l->rdhup;
 		return n;
 	}
 	if (n == 0) {
@@ -378,11 +383,23 @@ static void on_leg_fd(struct evloop *loop, int fd, uint32_t events, void *arg)
 	struct leg *l = arg;
 
 	leg_enter(l);
+	/* The peer's FIN came with this edge: read to the end, no new edge will say so. */
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		l->rdhup = true;
+	/* New bytes: the next read must happen even if the stream is blocked by flow control now
+	 * (this edge will not come again). */
+	if (events & EPOLLIN)
+		l->drained = false;
 	if (l->role == LEG_INBOUND && l->state == L_REQUESTED) {
 		inbound_connected(l, events);
 	} else if (l->state == L_ESTABLISHED) {
-		if (l->wq && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+		if (l->wq && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
 			drain(l);
+			/* What drained was consumed: send the WINDOW_UPDATE it may have queued, or
+			 * the peer, out of window, waits forever. */
+			if (!l->dead && l->t)
+				tunnel_flush(l->t);
+		}
 		if (!l->dead && l->deferred && l->sref && l->t &&
 		    (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
 			l->deferred = false;

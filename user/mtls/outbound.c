@@ -94,8 +94,13 @@ static void outbound_new(struct worker *w, int fd, const struct sockaddr_storage
 	}
 	sock_nodelay(fd);
 	from_sockaddr(peer, &client);
-	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0 || !s->dp.take_orig ||
-	    s->dp.take_orig(s->dp.ctx, &client, (from_sockaddr(&ss, &local), &local), &l->orig)) {
+	local = s->outbound;
+	/* The listener's own address, unless it is a wildcard: then ask the socket. */
+	if (!local.addr.v4.s_addr) {
+		if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
+			from_sockaddr(&ss, &local);
+	}
+	if (!s->dp.take_orig || s->dp.take_orig(s->dp.ctx, &client, &local, &l->orig)) {
 		refuse(l, MTLS_REFUSE_NO_ORIG);
 		return;
 	}

@@ -65,7 +65,8 @@ struct snap {
 	int refs;
 	char trust_domain[SPIFFE_DOMAIN_MAX + 1];
 	char dc[SPIFFE_SEGMENT_MAX + 1];
-	uint16_t inbound_port; /* dialled on every backend host */
+	uint16_t inbound_port;		 /* dialled on every backend host */
+	struct config_endpoint outbound; /* mtls.outbound_listen */
 	uint32_t max_streams;
 	uint64_t idle_ns, connect_ns;
 	struct snap_service *services; /* sorted by vip */
@@ -270,6 +271,8 @@ struct leg {
 	bool peer_eof; /* END_STREAM received: shut down writes once drained */
 	bool wr_shut;
 	bool deferred;	   /* data provider waits for the fd */
+	bool drained;	   /* the last read was short: defer the next without a read(2) */
+	bool rdhup;	   /* the peer's FIN has been seen: always read to the end */
 	struct sref *sref; /* the stream it uses, NULL when none */
 	bool reset;	   /* close the fd with RST */
 	bool dead;

@@ -203,6 +203,7 @@ struct snap *snap_build(const struct mesh_config *cfg, const struct mtls_datapat
 	snprintf(s->trust_domain, sizeof(s->trust_domain), "%s", cfg->mtls.trust_domain);
 	snprintf(s->dc, sizeof(s->dc), "%s", cfg->node_datacenter ? cfg->node_datacenter : "dc1");
 	s->inbound_port = cfg->mtls.inbound_listen.port;
+	s->outbound = cfg->mtls.outbound_listen;
 	s->max_streams = cfg->mtls.pool_max_streams;
 	s->idle_ns = cfg->mtls.pool_idle_timeout_ns;
 	s->connect_ns = cfg->mtls.connect_timeout_ns;

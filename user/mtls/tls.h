@@ -1,6 +1,5 @@
 /* TLS settings of the tunnel, in one place: TLS 1.3 only, ALPN "h2", ECDSA certificates, no
- * session resumption (every connection verifies the peer afresh), partial writes, buffers
- * released when idle. Builds the SSL_CTXs the certificate store hands out, verifies peers
+ * session resumption (every connection verifies the peer afresh), partial writes, read-ahead. Builds the SSL_CTXs the certificate store hands out, verifies peers
  * (chain against the trust bundle, then the SPIFFE ID: trust domain, namespace, and on the client
  * the destination service), and turns a failed handshake into a short reason token for metrics
  * and logs. Contexts are immutable once built; any thread. */

@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# The mTLS path against its baselines, side by side in one run, on two hosts (network
+# namespaces joined by a veth): the plain VIP path (datapath only), the mTLS path (meshd on each
+# host), an haproxy TLS pair and a stunnel4 pair, all with the same ECDSA P-256 certificates,
+# TLS 1.3, TLS_AES_128_GCM_SHA256 and X25519. The same client and echo server (mtlsbench) for
+# every contender. Figures (issue 9's targets):
+#   added latency on a held connection, 1 KB request/response, mTLS vs plain VIP:
+#     p50 <= +40 us, p99 <= +150 us
+#   new connections (connect + 1 B request/response + close), warm pool: p50 <= 0.1 x
+#     haproxy pair and stunnel pair
+#   single-connection throughput >= 1.0 x haproxy pair and stunnel pair
+#   new tunnel handshakes per second >= 0.9 x haproxy
+#   memory per proxied connection on each side: active <= 48 KB, idle <= 16 KB
+# Prints key=value lines. Root only (namespaces, cgroups, BPF).
+SUITE=bench_mtls
+. "$(dirname "$0")/../tests/e2e/lib.sh"
+. "$(dirname "$0")/../tests/e2e/mtls_lib.sh"
+if [ "$(id -u)" -ne 0 ]; then
+	echo "bench_mtls=skipped reason=needs_root"
+	exit 0
+fi
+B=$TOOLS/mtlsbench
+RR=${RR:-20000} CRR=${CRR:-2000} CRR_TLS=${CRR_TLS:-400} SECS=${SECS:-5} CONNS=${CONNS:-1000}
+need_built "$B" "$MESHD"
+for t in haproxy stunnel4; do
+	command -v "$t" >/dev/null || { echo "bench_mtls=skipped reason=no_$t"; exit 0; }
+done
+
+hosts_up || { echo "bench_mtls=failed reason=hosts"; exit 1; }
+CG_a=$(make_cgroup a)
+CG_b=$(make_cgroup b)
+mkdir -p "$CG_a/web" "$CG_b/api"
+defer "rmdir '$CG_a/web' '$CG_b/api'"
+C=$TMP/certs
+gen_ca "$C" root && mkdir -p "$TMP/a/certs" "$TMP/b/certs" &&
+	cp "$C/root.crt" "$TMP/a/certs/ca.pem" && cp "$C/root.crt" "$TMP/b/certs/ca.pem" &&
+	gen_leaf "$C" root "$TMP/a/certs" web && gen_leaf "$C" root "$TMP/b/certs" api || exit 1
+cat "$TMP/a/certs/web.crt" "$TMP/a/certs/web.key" >"$TMP/a/web.pem"
+cat "$TMP/b/certs/api.crt" "$TMP/b/certs/api.key" >"$TMP/b/api.pem"
+
+spawn server nsenter --net="/run/netns/$HB" "$B" server "$IP_B:9000"
+wait_for 5 grep -q listening "$TMP/server.log"
+
+# --- meshd on both hosts ---------------------------------------------------------------------------
+host_config "$TMP/a.json" a "
+	.log.level = \"info\" |
+	.services = [{ name: \"api\", vip: \"$VIP\", port: 80, mtls: true,
+		backends: [{ address: \"$IP_B\", port: 9000 }] },
+		{ name: \"plain\", vip: \"127.77.9.20\", port: 80, mtls: false,
+		backends: [{ address: \"$IP_B\", port: 9000 }] }] |
+	.mtls.workers = 0 |
+	.identities = [{ cgroup: \"${CG_a#"$CG2"}/web\", service: \"web\" }]"
+host_config "$TMP/b.json" b "
+	.log.level = \"info\" | .mtls.workers = 0 |
+	.identities = [{ cgroup: \"${CG_b#"$CG2"}/api\", service: \"api\", ports: [9000] }] |
+	.authorization.rules = [{ source: \"web\", destination: \"api\", action: \"allow\" }]"
+start_host a "$TMP/a.json" && start_host b "$TMP/b.json" || { echo "bench_mtls=failed reason=meshd: $(tail -n 3 "$TMP/a.log" "$TMP/b.log" | tr "\n" " ")"; exit 1; }
+
+# --- haproxy pair ---------------------------------------------------------------------------------
+tls13="ssl-min-ver TLSv1.3 ciphersuites TLS_AES_128_GCM_SHA256"
+cat >"$TMP/hb.cfg" <<CFG
+global
+	maxconn 4000
+defaults
+	mode tcp
+	timeout connect 5s
+	timeout client 60s
+	timeout server 60s
+frontend tls
+	bind $IP_B:7443 ssl crt $TMP/b/api.pem ca-file $C/root.crt verify required $tls13 curves X25519
+	default_backend app
+backend app
+	server app $IP_B:9000
+CFG
+cat >"$TMP/ha.cfg" <<CFG
+global
+	maxconn 4000
+defaults
+	mode tcp
+	timeout connect 5s
+	timeout client 60s
+	timeout server 60s
+frontend plain
+	bind 127.0.0.1:7001
+	default_backend tls
+backend tls
+	server b $IP_B:7443 ssl crt $TMP/a/web.pem ca-file $C/root.crt verify required sni str(api) $tls13
+CFG
+spawn haproxy_b nsenter --net="/run/netns/$HB" haproxy -db -f "$TMP/hb.cfg"
+spawn haproxy_a nsenter --net="/run/netns/$HA" haproxy -db -f "$TMP/ha.cfg"
+
+# --- stunnel pair ---------------------------------------------------------------------------------
+st_common="foreground = yes
+pid =
+sslVersionMin = TLSv1.3
+ciphersuites = TLS_AES_128_GCM_SHA256
+curves = X25519
+CAfile = $C/root.crt
+verifyChain = yes
+socket = l:TCP_NODELAY=1
+socket = r:TCP_NODELAY=1"
+printf '%s\ncert = %s\nkey = %s\n[b]\naccept = %s:7444\nconnect = %s:9000\n' "$st_common" \
+	"$TMP/b/certs/api.crt" "$TMP/b/certs/api.key" "$IP_B" "$IP_B" >"$TMP/sb.conf"
+printf '%s\ncert = %s\nkey = %s\n[a]\nclient = yes\naccept = 127.0.0.1:7002\nconnect = %s:7444\n' \
+	"$st_common" "$TMP/a/certs/web.crt" "$TMP/a/certs/web.key" "$IP_B" >"$TMP/sa.conf"
+spawn stunnel_b nsenter --net="/run/netns/$HB" stunnel4 "$TMP/sb.conf"
+spawn stunnel_a nsenter --net="/run/netns/$HA" stunnel4 "$TMP/sa.conf"
+up() { in_host "$HA" bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+wait_for 10 up 7001 && wait_for 10 up 7002 || { echo "bench_mtls=failed reason=haproxy_or_stunnel: $(cat "$TMP"/haproxy_*.log | tail -n 12 | tr "\n" " ")"; exit 1; }
+
+# --- measurements ----------------------------------------------------------------------------------
+MTLS=$VIP:80 PLAIN=127.77.9.20:80 HAP=127.0.0.1:7001 STN=127.0.0.1:7002
+bench() { in_host_cg "$HA" "$CG_a/web" "$B" "$@"; }
+val() { sed -n "s/.*$1=\\([0-9.]*\\).*/\\1/p" <<<"$2" | head -n1; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }'; }
+verdict() { awk -v x="$1" -v op="$2" -v t="$3" 'BEGIN { ok = op == "<=" ? x <= t : x >= t;
+	print ok ? "met" : "missed" }'; }
+
+bench rr "$MTLS" 1024 2000 >/dev/null # warm the pool
+for c in plain mtls haproxy stunnel; do
+	ep=$(eval echo "\$$(echo $c | tr a-z A-Z | sed 's/HAPROXY/HAP/; s/STUNNEL/STN/')")
+	out=$(bench rr "$ep" 1024 "$RR")
+	eval "rr50_$c=$(val rr_p50_us "$out") rr99_$c=$(val rr_p99_us "$out")"
+	echo "rr_1k_${c}_p50_us=$(val rr_p50_us "$out") rr_1k_${c}_p99_us=$(val rr_p99_us "$out") failed=$(val rr_failed "$out")"
+done
+add50=$(awk -v a="$rr50_mtls" -v b="$rr50_plain" 'BEGIN { printf "%.1f", a - b }')
+add99=$(awk -v a="$rr99_mtls" -v b="$rr99_plain" 'BEGIN { printf "%.1f", a - b }')
+echo "added_latency_p50_us=$add50 target=40 $(verdict "$add50" '<=' 40)"
+echo "added_latency_p99_us=$add99 target=150 $(verdict "$add99" '<=' 150)"
+
+for c in mtls haproxy stunnel; do
+	ep=$(eval echo "\$$(echo $c | tr a-z A-Z | sed 's/HAPROXY/HAP/; s/STUNNEL/STN/')")
+	n=$CRR
+	[ "$c" = mtls ] || n=$CRR_TLS
+	out=$(bench crr "$ep" "$n")
+	eval "crr50_$c=$(val crr_p50_us "$out")"
+	echo "crr_${c}_p50_us=$(val crr_p50_us "$out") crr_${c}_p99_us=$(val crr_p99_us "$out") failed=$(val crr_failed "$out")"
+done
+r=$(ratio "$crr50_mtls" "$crr50_haproxy")
+echo "new_conn_p50_vs_haproxy=$r target=0.1 $(verdict "$r" '<=' 0.1)"
+r=$(ratio "$crr50_mtls" "$crr50_stunnel")
+echo "new_conn_p50_vs_stunnel=$r target=0.1 $(verdict "$r" '<=' 0.1)"
+
+for c in mtls haproxy stunnel; do
+	ep=$(eval echo "\$$(echo $c | tr a-z A-Z | sed 's/HAPROXY/HAP/; s/STUNNEL/STN/')")
+	out=$(bench stream "$ep" "$SECS")
+	eval "tp_$c=$(val stream_MBps "$out")"
+	echo "throughput_${c}_MBps=$(val stream_MBps "$out")"
+done
+r=$(ratio "$tp_mtls" "$tp_haproxy")
+echo "throughput_vs_haproxy=$r target=1.0 $(verdict "$r" '>=' 1.0)"
+r=$(ratio "$tp_mtls" "$tp_stunnel")
+echo "throughput_vs_stunnel=$r target=1.0 $(verdict "$r" '>=' 1.0)"
+
+hs() { in_host "$HA" "$B" hs "$1" "$SECS" 2 "$C/root.crt" "$TMP/a/certs/web.crt" "$TMP/a/certs/web.key" api; }
+out=$(hs "$IP_B:15008")
+hs_mtls=$(val handshakes_per_s "$out")
+out2=$(hs "$IP_B:7443")
+hs_hap=$(val handshakes_per_s "$out2")
+r=$(ratio "$hs_mtls" "$hs_hap")
+echo "handshakes_per_s_mtls=$hs_mtls handshakes_per_s_haproxy=$hs_hap failed=$(val handshakes_failed "$out")/$(val handshakes_failed "$out2")"
+echo "handshakes_vs_haproxy=$r target=0.9 $(verdict "$r" '>=' 0.9)"
+
+# --- memory per proxied connection -------------------------------------------------------------------
+rss() { awk '/^VmRSS/ { print $2 * 1024 }' "/proc/$1/status"; }
+pa=$(pid_of_latest a) pb=$(pid_of_latest b)
+malloc_settle() { sleep 1; }
+malloc_settle
+a0=$(rss "$pa") b0=$(rss "$pb")
+bench hold "$MTLS" "$CONNS" "$TMP/hold.stop" >"$TMP/hold.out" &
+HOLD=$!
+defer "touch '$TMP/hold.stop'; kill -9 $HOLD 2>/dev/null"
+wait_for 60 grep -q held "$TMP/hold.out"
+malloc_settle
+a1=$(rss "$pa") b1=$(rss "$pb")
+touch "$TMP/hold.stop"
+wait "$HOLD"
+per() { awk -v x="$1" -v y="$2" -v n="$CONNS" 'BEGIN { printf "%.0f", (x - y) / n }'; }
+echo "idle_bytes_per_conn_a=$(per "$a1" "$a0") idle_bytes_per_conn_b=$(per "$b1" "$b0") target=16384 $(verdict "$(per "$a1" "$a0")" '<=' 16384)/$(verdict "$(per "$b1" "$b0")" '<=' 16384) held=$(cat "$TMP/hold.out")"
+malloc_settle
+a0=$(rss "$pa") b0=$(rss "$pb")
+bench busy "$MTLS" "$CONNS" "$SECS" >"$TMP/busy.out" &
+BUSY=$!
+amax=0 bmax=0
+while kill -0 "$BUSY" 2>/dev/null; do
+	a=$(rss "$pa") b=$(rss "$pb")
+	[ "$a" -gt "$amax" ] && amax=$a
+	[ "$b" -gt "$bmax" ] && bmax=$b
+	sleep 0.2
+done
+echo "active_bytes_per_conn_a=$(per "$amax" "$a0") active_bytes_per_conn_b=$(per "$bmax" "$b0") target=49152 $(verdict "$(per "$amax" "$a0")" '<=' 49152)/$(verdict "$(per "$bmax" "$b0")" '<=' 49152) $(cat "$TMP/busy.out")"
+echo "note=shared 2-vCPU machine; figures are indicative, rerun on a quiet host"
+exit 0
