@@ -176,9 +176,10 @@ a1=$(rss "$pa") b1=$(rss "$pb")
 touch "$TMP/hold.stop"
 wait "$HOLD"
 per() { awk -v x="$1" -v y="$2" -v n="$CONNS" 'BEGIN { printf "%.0f", (x - y) / n }'; }
+# Active is measured against the same fresh baseline (freed memory stays in the heap, so a new
+# baseline would hide what the idle connections left): an upper bound.
 echo "idle_bytes_per_conn_a=$(per "$a1" "$a0") idle_bytes_per_conn_b=$(per "$b1" "$b0") target=16384 $(verdict "$(per "$a1" "$a0")" '<=' 16384)/$(verdict "$(per "$b1" "$b0")" '<=' 16384) held=$(cat "$TMP/hold.out")"
 malloc_settle
-a0=$(rss "$pa") b0=$(rss "$pb")
 bench busy "$MTLS" "$CONNS" "$SECS" >"$TMP/busy.out" &
 BUSY=$!
 amax=0 bmax=0

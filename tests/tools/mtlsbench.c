@@ -12,6 +12,7 @@
  * Latencies print as p50_us/p99_us, rates as per-second figures: key=value lines. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
@@ -327,8 +328,10 @@ static void *hs_loop(void *arg)
 			 * it (meshd sends SETTINGS, haproxy nothing: a short wait, then on). */
 			struct pollfd p = { .fd = fd, .events = POLLIN };
 
-			if (poll(&p, 1, 5) > 0)
+			if (poll(&p, 1, 5) > 0) {
+				fcntl(fd, F_SETFL, O_NONBLOCK); /* tickets only: do not wait */
 				SSL_peek(ssl, &c, 1);
+			}
 			a->done++;
 		} else {
 			a->failed++;
@@ -348,7 +351,8 @@ static SSL_CTX *hs_ctx(const char *ca, const char *cert, const char *key)
 
 	if (!ctx || !SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) ||
 	    !SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256") ||
-	    !SSL_CTX_set1_groups_list(ctx, "X25519") || !SSL_CTX_load_verify_locations(ctx, ca, NULL) ||
+	    !SSL_CTX_set1_groups_list(ctx, "X25519") ||
+	    !SSL_CTX_load_verify_locations(ctx, ca, NULL) ||
 	    !SSL_CTX_use_certificate_chain_file(ctx, cert) ||
 	    !SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM))
 		return NULL;
@@ -402,7 +406,8 @@ int main(int argc, char **argv)
 	if (argc == 5 && !strcmp(argv[1], "busy"))
 		return busy(argv[2], atoi(argv[3]), atof(argv[4]));
 	if (argc == 9 && !strcmp(argv[1], "hs"))
-		return hs(argv[2], atof(argv[3]), atoi(argv[4]), argv[5], argv[6], argv[7], argv[8]);
+		return hs(argv[2], atof(argv[3]), atoi(argv[4]), argv[5], argv[6], argv[7],
+			  argv[8]);
 	fprintf(stderr, "usage: see the comment at the top of tests/tools/mtlsbench.c\n");
 	return 2;
 }
