@@ -2,6 +2,10 @@
  * (default < preset < file < env), the two presets, and the origin `config show` reports. */
 #include "config_helpers.h"
 
+/* What the production preset (mTLS on, cert_source files) needs named. */
+#define MTLS_MATERIAL "\"mtls\":{\"ca_file\":\"/etc/ca.pem\",\"cert_dir\":\"/etc/certs\"}"
+#define MTLS_ENV "MESH_MTLS__CA_FILE=/etc/ca.pem", "MESH_MTLS__CERT_DIR=/etc/certs"
+
 #define TOP(extra) "{\"version\":1,\"services\":[" BASE_SERVICE "]," extra "}"
 
 TEST(config_env_every_type)
@@ -252,7 +256,7 @@ TEST(config_service_inherits_key_by_key)
 TEST(config_precedence)
 {
 	char *env_json[] = { "MESH_LOG__FORMAT=json", NULL },
-	     *env_prod[] = { "MESH_PRESET=production", "MESH_CONFIG_WATCH=false", NULL };
+	     *env_prod[] = { "MESH_PRESET=production", "MESH_CONFIG_WATCH=false", MTLS_ENV, NULL };
 	struct mesh_config *c;
 
 	/* default */
@@ -261,12 +265,13 @@ TEST(config_precedence)
 	CHECK_ORIGIN(c, "log.format", "logfmt", "default");
 	config_free(c);
 	/* preset over default */
-	c = MUST_LOAD(TOP("\"preset\":\"production\""), NULL);
+	c = MUST_LOAD(TOP("\"preset\":\"production\"," MTLS_MATERIAL), NULL);
 	CHECK(c && c->log_format == CONFIG_LOG_JSON);
 	CHECK_ORIGIN(c, "log.format", "json", "preset");
 	config_free(c);
 	/* file over preset */
-	c = MUST_LOAD(TOP("\"preset\":\"production\",\"log\":{\"format\":\"logfmt\"}"), NULL);
+	c = MUST_LOAD(
+	    TOP("\"preset\":\"production\",\"log\":{\"format\":\"logfmt\"}," MTLS_MATERIAL), NULL);
 	CHECK(c && c->log_format == CONFIG_LOG_LOGFMT);
 	CHECK_ORIGIN(c, "log.format", "logfmt", "file");
 	config_free(c);
@@ -287,14 +292,15 @@ TEST(config_presets)
 {
 	struct mesh_config *d = MUST_LOAD(MINIMAL, NULL), *p;
 
-	p = MUST_LOAD(TOP("\"preset\":\"production\""), NULL);
+	p = MUST_LOAD(TOP("\"preset\":\"production\"," MTLS_MATERIAL), NULL);
 	if (!d || !p)
 		goto out;
 	CHECK_INT_EQ(d->preset, CONFIG_PRESET_DEVELOPMENT);
 	CHECK(!d->mtls.enabled && !d->mtls.strict_inbound);
 	CHECK_INT_EQ(d->load_balancer.health_check.interval_ns, 5000000000ull);
 	CHECK_INT_EQ(p->preset, CONFIG_PRESET_PRODUCTION);
-	CHECK(!p->mtls.enabled && !p->mtls.strict_inbound);
+	CHECK(p->mtls.enabled && p->mtls.strict_inbound); /* production turns mTLS on */
+	CHECK(p->services[0].mtls);
 	CHECK_INT_EQ(p->log_format, CONFIG_LOG_JSON);
 	CHECK_INT_EQ(p->load_balancer.health_check.interval_ns, 2000000000ull);
 	CHECK_INT_EQ(p->load_balancer.health_check.timeout_ns, 500000000ull);
@@ -310,13 +316,16 @@ out:
 }
 
 /* A preset may only change keys that are built: the production preset of a key refused as not
- * supported yet would make the preset itself invalid. */
+ * supported yet would make the preset itself invalid. (Production turns mTLS on, so it needs the
+ * certificate material named.) */
 TEST(config_presets_turn_on_nothing_unbuilt)
 {
-	char *env[] = { "MESH_PRESET=production", NULL };
+	char *env[] = { "MESH_PRESET=production", MTLS_ENV, NULL };
 
-	config_free(MUST_LOAD(TOP("\"preset\":\"production\""), NULL));
+	config_free(MUST_LOAD(TOP("\"preset\":\"production\"," MTLS_MATERIAL), NULL));
 	config_free(MUST_LOAD(MINIMAL, env));
+	EXPECT_ERR(TOP("\"preset\":\"production\""), NULL, "mtls.ca_file",
+		   "required when mtls.enabled is true");
 }
 
 TEST(config_env_list_replaces_file_list)

@@ -35,21 +35,22 @@ static void usage(FILE *out)
 		     "commands (any unique prefix works):\n");
 	for (t = commands; t->name; t++)
 		fprintf(out, "  %-10s %s\n", t->name, t->help);
-	fprintf(out,
-		"\noptions:\n"
-		"  -s, --socket PATH   admin socket (default: admin.socket of the config below)\n"
-		"  -o, --output FMT    table (default) or json; every read command takes it\n"
-		"  -c, --config FILE   meshd's config, read as meshd reads it, MESH_* included\n"
-		"                      (default $MESH_CONFIG, else %s if present,\n"
-		"                      else the built-in defaults)\n"
-		"      --pre           check: skip the daemon check (before installing)\n"
-		"      --ca-cert PATH  ca/cert: the CA certificate (default mtls.ca_file)\n"
-		"      --ca-key PATH   ca/cert: the CA key (default mtls.ca_key_file)\n"
-		"      --out DIR       cert issue: where SERVICE.crt/.key go (default mtls.cert_dir)\n"
-		"      --trust-domain D, --datacenter DC, --ttl DURATION, --force\n"
-		"  -t, --timeout MS    admin request timeout (default 5000)\n"
-		"  -h, --help          this help\n",
-		CONFIG_INSTALLED_PATH);
+	fprintf(
+	    out,
+	    "\noptions:\n"
+	    "  -s, --socket PATH   admin socket (default: admin.socket of the config below)\n"
+	    "  -o, --output FMT    table (default) or json; every read command takes it\n"
+	    "  -c, --config FILE   meshd's config, read as meshd reads it, MESH_* included\n"
+	    "                      (default $MESH_CONFIG, else %s if present,\n"
+	    "                      else the built-in defaults)\n"
+	    "      --pre           check: skip the daemon check (before installing)\n"
+	    "      --ca-cert PATH  ca/cert: the CA certificate (default mtls.ca_file)\n"
+	    "      --ca-key PATH   ca/cert: the CA key (default mtls.ca_key_file)\n"
+	    "      --out DIR       cert issue: where SERVICE.crt/.key go (default mtls.cert_dir)\n"
+	    "      --trust-domain D, --datacenter DC, --ttl DURATION, --force\n"
+	    "  -t, --timeout MS    admin request timeout (default 5000)\n"
+	    "  -h, --help          this help\n",
+	    CONFIG_INSTALLED_PATH);
 }
 
 static int parse_output(struct ctl *c, const char *v)
