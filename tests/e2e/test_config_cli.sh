@@ -156,7 +156,10 @@ case_show_origins() {
 	show_line services[0].circuit_breaker.window | grep -qE ' 10s +default \(global\)$' ||
 		bad="$bad [$(show_line services[0].circuit_breaker.window)]"
 	check show_origins "unexpected:$bad" test -z "$bad"
-	jq 'del(.load_balancer.health_check.interval)' "$DEMO" >"$TMP/preset.json"
+	# production turns mTLS on, which needs the CA and certificate paths (existence is checked at
+	# start, not here).
+	jq 'del(.load_balancer.health_check.interval) | .mtls.ca_file = "/etc/mesh/ca.pem"
+	    | .mtls.cert_dir = "/etc/mesh/certs"' "$DEMO" >"$TMP/preset.json"
 	run env -i PATH="$PATH" MESH_CONFIG="$TMP/preset.json" MESH_PRESET=production \
 		"$MESHD" config show
 	check show_preset_origin "rc=$RC [$(show_line log.format)] $ERR" \
@@ -213,10 +216,12 @@ case_secrets() {
 }
 
 # Every key `config show -o json` lists under not_supported_yet, set to something else than its
-# default (globally and in a service), is refused by validate with a line naming it; the list
-# comes from meshd itself, so a key added to it later must be added here too or this fails.
+# default, is refused by validate with a line naming it; the list comes from meshd itself, so a
+# key added to it later must be added here too or this fails. The mTLS, identity, authorization
+# and retry keys are implemented (issue 9): set in the same file they draw no complaint.
 case_validate_not_yet() {
-	jq '.services[0] += { mtls: true,
+	install -m 0600 /dev/null "$TMP/ca.key"
+	jq --arg key "$TMP/ca.key" '.services[0] += { mtls: true,
 		load_balancer: { retry: { connect_attempts: 4, backoff_base: "50ms",
 			backoff_max: "1s", budget_percent: 30 } } }
 	    | .load_balancer.retry = { connect_attempts: 5, backoff_base: "30ms",
@@ -226,8 +231,8 @@ case_validate_not_yet() {
 			services: [ { name: .services[0].name, srv: "_a._tcp.example.test" } ] }
 	    | .mtls = { enabled: true, trust_domain: "example.test",
 			outbound_listen: "127.0.0.1:15101", inbound_listen: "127.0.0.1:15108",
-			cert_source: "builtin_ca", ca_file: "/etc/ca.pem", cert_dir: "/etc/certs",
-			strict_inbound: true }
+			cert_source: "builtin_ca", ca_file: "/etc/ca.pem", ca_key_file: $key,
+			cert_dir: "/etc/certs", strict_inbound: true }
 	    | .identities = [ { cgroup: "/web.slice", service: .services[0].name } ]
 	    | .authorization = { default_action: "allow",
 			rules: [ { source: "*", destination: "*", action: "deny" } ] }' \
@@ -235,21 +240,22 @@ case_validate_not_yet() {
 	run env -i PATH="$PATH" "$MESHD" config show --config "$DEMO" -o json
 	jq -r '.not_supported_yet | keys[]' "$TMP/out" >"$TMP/notyet.keys"
 	run env -i PATH="$PATH" "$MESHD" validate "$TMP/notyet.json"
-	local k missing="" n
+	local k missing="" n other
 	n=$(wc -l <"$TMP/notyet.keys")
 	while read -r k; do
 		grep -qF -- "$k: not supported yet: " "$TMP/out" || missing="$missing $k"
 	done <"$TMP/notyet.keys"
-	if [ "$RC" -ne 1 ] || [ "$n" -lt 20 ] || [ -n "$missing" ]; then
-		fail validate_not_yet "rc=$RC keys=$n not named:$missing; got: $(head -c 600 "$TMP/out")"
+	other=$(grep -v ": not supported yet: " "$TMP/out" | head -c 400)
+	if [ "$RC" -ne 1 ] || [ "$n" -lt 1 ] || [ -n "$missing" ] || [ -n "$other" ] ||
+		grep -qE "^(mtls|identities|authorization|load_balancer.retry|services\[0\].(mtls|load_balancer))" \
+			"$TMP/out"; then
+		fail validate_not_yet "rc=$RC keys=$n not named:$missing other:$other; got: $(head -c 600 "$TMP/out")"
 	else
 		pass validate_not_yet
 	fi
-	run env -i PATH="$PATH" MESH_MTLS__ENABLED=true MESH_SERVICES__API__MTLS=1 \
-		"$MESHD" validate "$DEMO"
+	run env -i PATH="$PATH" MESH_DISCOVERY__BACKEND=dns "$MESHD" validate "$DEMO"
 	check validate_not_yet_env "rc=$RC out=$OUT" bash -c '[ "$0" -eq 1 ] &&
-		grep -q "^mtls.enabled: not supported yet in MESH_MTLS__ENABLED: the mTLS proxy" "$1" &&
-		grep -q "^services\[0\].mtls: not supported yet in MESH_SERVICES__API__MTLS: " "$1"' \
+		grep -q "^discovery.backend: not supported yet in MESH_DISCOVERY__BACKEND: " "$1"' \
 		"$RC" "$TMP/out"
 }
 
