@@ -26,15 +26,7 @@ for t in haproxy stunnel4; do
 	command -v "$t" >/dev/null || { echo "bench_mtls=skipped reason=no_$t"; exit 0; }
 done
 
-hosts_up || { echo "bench_mtls=failed reason=hosts"; exit 1; }
-CG_a=$(make_cgroup a)
-CG_b=$(make_cgroup b)
-mkdir -p "$CG_a/web" "$CG_b/api"
-defer "rmdir '$CG_a/web' '$CG_b/api'"
-C=$TMP/certs
-gen_ca "$C" root && mkdir -p "$TMP/a/certs" "$TMP/b/certs" &&
-	cp "$C/root.crt" "$TMP/a/certs/ca.pem" && cp "$C/root.crt" "$TMP/b/certs/ca.pem" &&
-	gen_leaf "$C" root "$TMP/a/certs" web && gen_leaf "$C" root "$TMP/b/certs" api || exit 1
+two_hosts root api
 cat "$TMP/a/certs/web.crt" "$TMP/a/certs/web.key" >"$TMP/a/web.pem"
 cat "$TMP/b/certs/api.crt" "$TMP/b/certs/api.key" >"$TMP/b/api.pem"
 

@@ -40,6 +40,36 @@ in_host_cg() {
 	nsenter --net="/run/netns/$h" bash -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$cg" "$@"
 }
 
+# two_hosts CA SERVICE...: the hosts, cgroups $CG_a/web (identity web) and $CG_b/SERVICE, a CA
+# named CA in $C (= $TMP/certs) trusted by both hosts, a leaf for web on host a and one per
+# SERVICE on host b. Exits the suite on failure.
+two_hosts() {
+	local ca=$1 svc
+	shift
+	hosts_up || {
+		fail setup "cannot build the two hosts"
+		exit 1
+	}
+	CG_a=$(make_cgroup a)
+	CG_b=$(make_cgroup b)
+	C=$TMP/certs
+	mkdir -p "$CG_a/web" "$TMP/a/certs" "$TMP/b/certs"
+	defer "rmdir '$CG_a/web'"
+	gen_ca "$C" "$ca" && cp "$C/$ca.crt" "$TMP/a/certs/ca.pem" &&
+		cp "$C/$ca.crt" "$TMP/b/certs/ca.pem" && gen_leaf "$C" "$ca" "$TMP/a/certs" web || {
+		fail setup "openssl could not make the certificates"
+		exit 1
+	}
+	for svc in "$@"; do
+		mkdir -p "$CG_b/$svc"
+		defer "rmdir '$CG_b/$svc'"
+		gen_leaf "$C" "$ca" "$TMP/b/certs" "$svc" || {
+			fail setup "openssl could not make the certificate of $svc"
+			exit 1
+		}
+	done
+}
+
 # --- certificates (openssl, ECDSA P-256) -----------------------------------------------------
 
 # gen_ca DIR NAME [TRUST_DOMAIN] [DAYS]: DIR/NAME.crt and DIR/NAME.key.

@@ -11,21 +11,9 @@
 need_root
 need_built "$MESHD" "$MESHCTL" "$TOOLS/mtlsbench"
 
-hosts_up || {
-	fail setup "cannot build the two hosts"
-	exit 1
-}
-CG_a=$(make_cgroup a)
-CG_b=$(make_cgroup b)
-mkdir -p "$CG_a/web/child" "$CG_a/anon" "$CG_b/api" "$CG_b/rst" "$CG_b/bulk"
-defer "rmdir '$CG_a/web/child' '$CG_a/web' '$CG_a/anon' '$CG_b/api' '$CG_b/rst' '$CG_b/bulk'"
-gen_ca "$TMP/ca" root && mkdir -p "$TMP/a/certs" "$TMP/b/certs" &&
-	cp "$TMP/ca/root.crt" "$TMP/a/certs/ca.pem" && cp "$TMP/ca/root.crt" "$TMP/b/certs/ca.pem" &&
-	gen_leaf "$TMP/ca" root "$TMP/a/certs" web && gen_leaf "$TMP/ca" root "$TMP/b/certs" api &&
-	gen_leaf "$TMP/ca" root "$TMP/b/certs" rst && gen_leaf "$TMP/ca" root "$TMP/b/certs" bulk || {
-	fail setup "openssl could not make the certificates"
-	exit 1
-}
+two_hosts root api rst bulk
+mkdir -p "$CG_a/web/child" "$CG_a/anon"
+defer "rmdir '$CG_a/web/child' '$CG_a/anon'"
 backend_b api 8080 || fail setup "backend did not start"
 rst_server_b 8081 "$TMP/rstseen" || fail setup "reset server did not start"
 spawn sink nsenter --net="/run/netns/$HB" "$TOOLS/mtlsbench" server "$IP_B:9000"

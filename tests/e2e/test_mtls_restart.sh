@@ -10,21 +10,7 @@
 need_root
 need_built "$MESHD" "$MESHCTL"
 
-hosts_up || {
-	fail setup "cannot build the two hosts"
-	exit 1
-}
-CG_a=$(make_cgroup a)
-CG_b=$(make_cgroup b)
-mkdir -p "$CG_a/web" "$CG_b/api"
-defer "rmdir '$CG_a/web' '$CG_b/api'"
-C=$TMP/certs
-gen_ca "$C" root && mkdir -p "$TMP/a/certs" "$TMP/b/certs" &&
-	cp "$C/root.crt" "$TMP/a/certs/ca.pem" && cp "$C/root.crt" "$TMP/b/certs/ca.pem" &&
-	gen_leaf "$C" root "$TMP/a/certs" web && gen_leaf "$C" root "$TMP/b/certs" api || {
-	fail setup "openssl could not make the certificates"
-	exit 1
-}
+two_hosts root api
 backend_b api 8080 || fail setup "backend did not start"
 host_config "$TMP/a.json" a "
 	.services = [{ name: \"api\", vip: \"$VIP\", port: 80, mtls: true,

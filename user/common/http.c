@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/http.h"
+#include "common/sockaddr.h"
 #include "common/log.h"
 #include "common/pathperm.h"
 
@@ -538,31 +539,12 @@ static struct http_server *server_new(struct evloop *loop, int fd,
 	return srv;
 }
 
-static socklen_t endpoint_sockaddr(const struct config_endpoint *ep, struct sockaddr_storage *ss)
-{
-	memset(ss, 0, sizeof(*ss));
-	if (ep->family == AF_INET6) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-
-		s6->sin6_family = AF_INET6;
-		s6->sin6_addr = ep->addr.v6;
-		s6->sin6_port = htons(ep->port);
-		return sizeof(*s6);
-	}
-	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-
-	s4->sin_family = AF_INET;
-	s4->sin_addr = ep->addr.v4;
-	s4->sin_port = htons(ep->port);
-	return sizeof(*s4);
-}
-
 struct http_server *http_server_listen_tcp(struct evloop *loop, const struct config_endpoint *ep,
 					   const struct http_server_opts *opts,
 					   http_handler_fn handler, void *arg)
 {
 	struct sockaddr_storage ss;
-	socklen_t sl = endpoint_sockaddr(ep, &ss);
+	socklen_t sl = sockaddr_from_endpoint(ep, &ss);
 	struct http_server *srv;
 	int fd, one = 1, err;
 

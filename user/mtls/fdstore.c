@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/sockaddr.h"
 #include "mtls/fdstore.h"
 
 #define MSG_MAX 256
@@ -237,21 +238,13 @@ static size_t take_inherited(const char *name, const char *ep, int *fds, size_t 
 		if (inherited[i].fd < 0 || strcmp(inherited[i].name, name))
 			continue;
 		/* Bound elsewhere (the config moved the listener): not ours to serve. */
-		struct sockaddr_storage ss;
+		struct sockaddr_storage ss = { 0 };
 		socklen_t len = sizeof(ss);
-		struct config_endpoint got = { 0 };
+		struct config_endpoint got;
 		char txt[64];
 
-		if (!getsockname(inherited[i].fd, (struct sockaddr *)&ss, &len) &&
-		    ss.ss_family == AF_INET) {
-			got.family = AF_INET;
-			got.addr.v4 = ((struct sockaddr_in *)&ss)->sin_addr;
-			got.port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-		} else if (ss.ss_family == AF_INET6) {
-			got.family = AF_INET6;
-			got.addr.v6 = ((struct sockaddr_in6 *)&ss)->sin6_addr;
-			got.port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-		}
+		getsockname(inherited[i].fd, (struct sockaddr *)&ss, &len);
+		sockaddr_to_endpoint(&ss, &got);
 		if (n < max && !strcmp(ep_text(&got, txt, sizeof(txt)), ep))
 			fds[n++] = inherited[i].fd;
 		else

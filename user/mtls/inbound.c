@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/sockaddr.h"
 #include "mtls/proxy.h"
 
 #define ACCEPT_BATCH 64
@@ -124,26 +125,6 @@ static bool authorized(struct leg *l)
 	return allow;
 }
 
-static socklen_t to_sockaddr(const struct config_endpoint *ep, uint16_t port,
-			     struct sockaddr_storage *ss)
-{
-	memset(ss, 0, sizeof(*ss));
-	if (ep->family == AF_INET6) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-
-		s6->sin6_family = AF_INET6;
-		s6->sin6_addr = ep->addr.v6;
-		s6->sin6_port = htons(port);
-		return sizeof(*s6);
-	}
-	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-
-	s4->sin_family = AF_INET;
-	s4->sin_addr = ep->addr.v4;
-	s4->sin_port = htons(port);
-	return sizeof(*s4);
-}
-
 static void on_connect_timeout(struct evloop *loop, void *arg)
 {
 	struct leg *l = arg;
@@ -160,6 +141,7 @@ static void on_connect_timeout(struct evloop *loop, void *arg)
 static int connect_backend(struct leg *l)
 {
 	const struct config_endpoint *ep = &l->req.target;
+	struct config_endpoint local;
 	struct sockaddr_storage ss;
 	uint32_t mark = MESH_SOCKET_MARK;
 	socklen_t len;
@@ -168,12 +150,14 @@ static int connect_backend(struct leg *l)
 	if (fd < 0)
 		return WIRE_UNAVAILABLE;
 	setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark));
-	len = to_sockaddr(ep, 0, &ss);
+	local = *ep;
+	local.port = 0;
+	len = sockaddr_from_endpoint(&local, &ss);
 	if (bind(fd, (struct sockaddr *)&ss, len) < 0) {
 		close(fd);
 		return errno == EADDRNOTAVAIL ? WIRE_NOT_SERVED : WIRE_UNAVAILABLE;
 	}
-	len = to_sockaddr(ep, ep->port, &ss);
+	len = sockaddr_from_endpoint(ep, &ss);
 	if (connect(fd, (struct sockaddr *)&ss, len) < 0 && errno != EINPROGRESS) {
 		close(fd);
 		return WIRE_BACKEND_FAILED;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/sockaddr.h"
 #include "mtls/certsrc.h"
 #include "mtls/fdstore.h"
 #include "mtls/proxy.h"
@@ -67,29 +68,14 @@ struct mtls_plan {
 
 static int listen_socket(const struct config_endpoint *ep)
 {
-	struct sockaddr_storage ss = { 0 };
+	struct sockaddr_storage ss;
 	int fd = socket(ep->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
-	socklen_t len;
+	socklen_t len = sockaddr_from_endpoint(ep, &ss);
 
 	if (fd < 0)
 		return -errno;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-	if (ep->family == AF_INET6) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-
-		s6->sin6_family = AF_INET6;
-		s6->sin6_addr = ep->addr.v6;
-		s6->sin6_port = htons(ep->port);
-		len = sizeof(*s6);
-	} else {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-
-		s4->sin_family = AF_INET;
-		s4->sin_addr = ep->addr.v4;
-		s4->sin_port = htons(ep->port);
-		len = sizeof(*s4);
-	}
 	if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 4096) < 0) {
 		int err = -errno;
 

@@ -14,30 +14,13 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/sockaddr.h"
 #include "mtls/proxy.h"
 
 #define ACCEPT_BATCH 64
 #define MAX_BACKENDS 1024
 
 static void start_attempt(struct leg *l);
-
-static void from_sockaddr(const struct sockaddr_storage *ss, struct config_endpoint *ep)
-{
-	memset(ep, 0, sizeof(*ep));
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
-
-		ep->family = AF_INET6;
-		ep->addr.v6 = s6->sin6_addr;
-		ep->port = ntohs(s6->sin6_port);
-	} else {
-		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
-
-		ep->family = AF_INET;
-		ep->addr.v4 = s4->sin_addr;
-		ep->port = ntohs(s4->sin_port);
-	}
-}
 
 static void refuse(struct leg *l, enum mtls_refusal why)
 {
@@ -93,12 +76,12 @@ static void outbound_new(struct worker *w, int fd, const struct sockaddr_storage
 		return;
 	}
 	sock_nodelay(fd);
-	from_sockaddr(peer, &client);
+	sockaddr_to_endpoint(peer, &client);
 	local = s->outbound;
 	/* The listener's own address, unless it is a wildcard: then ask the socket. */
 	if (!local.addr.v4.s_addr) {
 		if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
-			from_sockaddr(&ss, &local);
+			sockaddr_to_endpoint(&ss, &local);
 	}
 	if (!s->dp.take_orig || s->dp.take_orig(s->dp.ctx, &client, &local, &l->orig)) {
 		refuse(l, MTLS_REFUSE_NO_ORIG);

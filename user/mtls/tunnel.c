@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/sockaddr.h"
 #include "mtls/proxy.h"
 
 #define FD_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
@@ -79,13 +80,8 @@ static void log_failure(struct tunnel *t, const char *reason, const char *detail
 
 	if (t->client)
 		config_endpoint_str(&t->key.peer, peer, sizeof(peer));
-	else if (t->fd >= 0 && !getpeername(t->fd, (struct sockaddr *)&ss, &len) &&
-		 ss.ss_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
-
-		ep.family = AF_INET;
-		ep.addr.v4 = in->sin_addr;
-		ep.port = ntohs(in->sin_port);
+	else if (t->fd >= 0 && !getpeername(t->fd, (struct sockaddr *)&ss, &len)) {
+		sockaddr_to_endpoint(&ss, &ep);
 		config_endpoint_str(&ep, peer, sizeof(peer));
 	}
 	snprintf(local, sizeof(local), "%s", t->client ? t->key.service : t->peer.service);
@@ -605,29 +601,10 @@ static int tunnel_socket(const struct config_endpoint *peer)
 	return fd;
 }
 
-static socklen_t to_sockaddr(const struct config_endpoint *ep, struct sockaddr_storage *ss)
-{
-	memset(ss, 0, sizeof(*ss));
-	if (ep->family == AF_INET6) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-
-		s6->sin6_family = AF_INET6;
-		s6->sin6_addr = ep->addr.v6;
-		s6->sin6_port = htons(ep->port);
-		return sizeof(*s6);
-	}
-	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-
-	s4->sin_family = AF_INET;
-	s4->sin_addr = ep->addr.v4;
-	s4->sin_port = htons(ep->port);
-	return sizeof(*s4);
-}
-
 struct tunnel *tunnel_connect(struct worker *w, const struct pool_key *key, SSL_CTX *ctx)
 {
 	struct sockaddr_storage ss;
-	socklen_t len = to_sockaddr(&key->peer, &ss);
+	socklen_t len = sockaddr_from_endpoint(&key->peer, &ss);
 	int fd = tunnel_socket(&key->peer);
 	struct tunnel *t;
 
