@@ -159,6 +159,7 @@ pa=$(pid_of_latest a) pb=$(pid_of_latest b)
 malloc_settle() { sleep 1; }
 malloc_settle
 a0=$(rss "$pa") b0=$(rss "$pb")
+: >"$TMP/hold.out"
 bench hold "$MTLS" "$CONNS" "$TMP/hold.stop" >"$TMP/hold.out" &
 HOLD=$!
 defer "touch '$TMP/hold.stop'; kill -9 $HOLD 2>/dev/null"
@@ -170,7 +171,7 @@ wait "$HOLD"
 per() { awk -v x="$1" -v y="$2" -v n="$CONNS" 'BEGIN { printf "%.0f", (x - y) / n }'; }
 # Active is measured against the same fresh baseline (freed memory stays in the heap, so a new
 # baseline would hide what the idle connections left): an upper bound.
-echo "idle_bytes_per_conn_a=$(per "$a1" "$a0") idle_bytes_per_conn_b=$(per "$b1" "$b0") target=16384 $(verdict "$(per "$a1" "$a0")" '<=' 16384)/$(verdict "$(per "$b1" "$b0")" '<=' 16384) held=$(cat "$TMP/hold.out")"
+echo "idle_bytes_per_conn_a=$(per "$a1" "$a0") idle_bytes_per_conn_b=$(per "$b1" "$b0") target=16384 $(verdict "$(per "$a1" "$a0")" '<=' 16384)/$(verdict "$(per "$b1" "$b0")" '<=' 16384) $(cat "$TMP/hold.out")"
 malloc_settle
 bench busy "$MTLS" "$CONNS" "$SECS" >"$TMP/busy.out" &
 BUSY=$!
