@@ -117,8 +117,8 @@ enum mesh_counter {
 	MESH_CNT_MTLS_MESHD = 28,   /* mTLS service, meshd's own socket: left alone */
 	MESH_CNT_MTLS_ORIG = 29,    /* original destinations recorded for meshd */
 	MESH_CNT_MTLS_ORIG_ERR = 30, /* original destination could not be recorded */
-	MESH_CNT_STRICT_DROP = 31,  /* plaintext SYN from another host to a strict port, refused */
-	MESH_CNT_OUTCOME = 32,	    /* connect outcomes fed by meshd (mTLS attempts) */
+	MESH_CNT_STRICT_DROP = 31,   /* plaintext SYN from another host to a strict port, refused */
+	MESH_CNT_OUTCOME = 32,	     /* connect outcomes fed by meshd (mTLS attempts) */
 	MESH_CNT__COUNT,
 };
 _Static_assert(MESH_CNT__COUNT <= MESH_COUNTERS_MAX, "mesh_counters too small");
