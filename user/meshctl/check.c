@@ -136,6 +136,12 @@ static const struct bpf_feature {
 	  BPF_FUNC_sk_storage_get, NULL },
 	{ "bpf_get_socket_cookie (sock)", FEAT_HELPER, BPF_PROG_TYPE_CGROUP_SOCK,
 	  BPF_FUNC_get_socket_cookie, NULL },
+	/* mTLS (bpf/mesh_mtls.h) */
+	{ "LRU hash maps", FEAT_MAP, BPF_MAP_TYPE_LRU_HASH, 0, NULL },
+	{ "bpf_get_current_ancestor_cgroup_id", FEAT_HELPER, BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+	  BPF_FUNC_get_current_ancestor_cgroup_id, NULL },
+	{ "tc programs (test run)", FEAT_PROG, BPF_PROG_TYPE_SCHED_CLS, 0, NULL },
+	{ "sk_lookup programs", FEAT_PROG, BPF_PROG_TYPE_SK_LOOKUP, 0, NULL },
 };
 
 static int probe_feature(const struct bpf_feature *f)
