@@ -191,6 +191,7 @@ backend_b() {
 #   halfclose VIP PORT         send, shutdown(SHUT_WR), read to EOF: the echo and a clean EOF
 #   read VIP PORT              send a line, read: "reset" when the peer resets, else the data
 #   hold VIP PORT STOPFILE     one connection pinging every 100 ms until STOPFILE; how it ended
+#                              (STOPFILE.ready appears once the first ping came back)
 #   stream VIP PORT STOPFILE   streams data both ways until STOPFILE; bytes and how it ended
 #   loop VIP PORT STOPFILE     new connections in a loop until STOPFILE; counts ok/fail
 cat >"$TMP/mc.py" <<'PY'
@@ -288,6 +289,8 @@ elif mode in ("hold", "stream"):
                 break
             sent += len(msg)
             got += len(back)
+            if sent == len(msg):  # the first echo came back: the path is up end to end
+                open(stop + ".ready", "w").close()
             if mode == "hold":
                 time.sleep(0.1)
     except OSError as e:

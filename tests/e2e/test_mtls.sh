@@ -113,7 +113,8 @@ b_rules() {
 in_host_cg "$HA" "$CG_a/web" python3 "$TMP/mc.py" hold "$VIP" 80 "$TMP/hold.stop" >"$TMP/hold.json" &
 HOLD=$!
 defer "kill -9 $HOLD 2>/dev/null"
-wait_metric 5 b 'meshd_mtls_connections_active\{direction="inbound"' 1
+# The first ping's echo, not B's inbound count (up before the backend's first line is back).
+wait_for 10 test -e "$TMP/hold.stop.ready" || fail hold_connected "$(cat "$TMP/hold.json")"
 b_rules '[{ source: "web", destination: "api", action: "deny" }, { source: "*", destination: "*", action: "allow" }]'
 in_host_cg "$HA" "$CG_a/web" curl -s --max-time 5 "http://$VIP/denied" >/dev/null 2>&1
 rc=$?
