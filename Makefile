@@ -2,7 +2,8 @@
 #
 # Layout it relies on (add files, not rules):
 #   bpf/*.bpf.c            -> $(BUILD)/bpf/*.bpf.o + $(BUILD)/*.skel.h
-#   user/<module>/*.c      -> $(BUILD)/libmesh.a   (every module except meshd/ and meshctl/)
+#   user/<module>/*.c      -> $(BUILD)/libmesh.a   (every module except meshd/ and meshctl/;
+#   user/<module>/*/*.c       one level of sub-folders too, e.g. user/discovery/consul/)
 #   user/meshd/*.c         -> $(BUILD)/meshd
 #   user/meshctl/*.c       -> $(BUILD)/meshctl
 #   tests/unit/test_*.c    -> $(BUILD)/tests/unit/test_*   (each linked with tests/unit/test_main.c)
@@ -31,7 +32,7 @@ Q := @
 msg = @printf '  %-8s %s\n' "$(1)" "$(2)";
 endif
 
-PKGS      := libbpf libelf zlib openssl libcjson libcurl libnghttp2
+PKGS      := libbpf libelf zlib openssl libcjson libcurl libnghttp2 libcares
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -54,7 +55,7 @@ BPF_SRCS   := $(wildcard bpf/*.bpf.c)
 BPF_OBJS   := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.bpf.o,$(BPF_SRCS))
 SKELS      := $(patsubst bpf/%.bpf.c,$(BUILD)/%.skel.h,$(BPF_SRCS))
 
-LIB_SRCS   := $(filter-out user/meshd/% user/meshctl/%,$(wildcard user/*/*.c))
+LIB_SRCS   := $(filter-out user/meshd/% user/meshctl/%,$(wildcard user/*/*.c user/*/*/*.c))
 LIB_OBJS   := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRCS))
 MESHD_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard user/meshd/*.c))
 CTL_OBJS   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard user/meshctl/*.c))
@@ -127,8 +128,21 @@ test: deps bpffs
 	$(Q)$(MAKE) --no-print-directory all unit-bins
 	$(Q)MESH_BUILD=$(BUILD) tests/run.sh
 
+# meshd with its test-only fault injection points live (user/meshd/faults.c, MESHD_FAULTS): the
+# reload suites break each component in turn. Never installed.
+$(BUILD)/user/meshd/faults_test.o: user/meshd/faults.c | $(SKELS)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) -DMESHD_FAULTS -c $< -o $@
+
+$(BUILD)/tests/meshd_faults: $(filter-out $(BUILD)/user/meshd/faults.o,$(MESHD_OBJS)) \
+		$(BUILD)/user/meshd/faults_test.o $(BUILD)/libmesh.a
+	$(call msg,LD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
 .PHONY: unit-bins
-unit-bins: $(UNIT_BINS) $(TOOL_BINS)
+unit-bins: $(UNIT_BINS) $(TOOL_BINS) $(BUILD)/tests/meshd_faults
 
 unit: unit-bins
 	$(Q)MESH_BUILD=$(BUILD) tests/run.sh unit

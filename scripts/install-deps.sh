@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(
 	make gcc clang llvm pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev libssl-dev
-	libcjson-dev libcurl4-openssl-dev libnghttp2-dev libclang-rt-14-dev clang-format
+	libcjson-dev libcurl4-openssl-dev libnghttp2-dev libc-ares-dev libclang-rt-14-dev clang-format
 	python3 curl iproute2 iptables openssl procps psmisc
 	prometheus dnsmasq haproxy stunnel4 wrk iperf3 jq systemd util-linux tcpdump tshark
 	bind9-dnsutils dnsperf mptcpize python3-h2

@@ -3,8 +3,9 @@
 # test cgroup, and bpftool checks. Every meshd started here is registered for kill + --cleanup.
 
 # The client: connects to VIP:PORT in a loop (until DURATION seconds pass or STOPFILE exists),
-# sending a line and reading the backend's name and the echo on each connection, while HOLD long-lived connections echo a
-# ping every 200 ms. Writes a JSON summary to OUT.
+# sending a line and reading the backend's name and the echo on each connection, while HOLD
+# long-lived connections echo a ping every 200 ms. Writes a JSON summary to OUT, and the running
+# counts to OUT.progress every 200 ms (tests wait on those instead of sleeping).
 cat >"$TMP/client.py" <<'EOF'
 import collections, json, os, socket, sys, time
 
@@ -55,6 +56,9 @@ while time.time() < end and not (stopfile and os.path.exists(stopfile)):
     if time.time() - last > 0.2:
         ping(held)
         last = time.time()
+        with open(out + ".progress.tmp", "w") as f:
+            json.dump({"ok": res["ok"], "fail": res["fail"], "backends": res["backends"]}, f)
+        os.rename(out + ".progress.tmp", out + ".progress")
     time.sleep(0.004)
 res["held_alive"] = ping(held)
 with open(out, "w") as f:
@@ -125,6 +129,21 @@ client() {
 }
 # result NAME JQ: evaluates JQ on a client's summary.
 result() { jq -r "$2" "$TMP/$1.json" 2>/dev/null; }
+# progress NAME JQ: evaluates JQ on a running client's counts ({ok, fail, backends}).
+progress() { jq -r "$2" "$TMP/$1.json.progress" 2>/dev/null; }
+# connects_at_least NAME N [BACKEND]: the running client NAME made N connects (to BACKEND).
+connects_at_least() {
+	local n q=.ok
+	[ -n "${3:-}" ] && q=".backends[\"$3\"] // 0"
+	n=$(progress "$1" "$q")
+	[ "${n:-0}" -ge "$2" ]
+}
+# connects_grow NAME BY: waits (10 s at most) until client NAME made BY more connects than now.
+connects_grow() {
+	local base
+	base=$(progress "$1" .ok)
+	wait_for 10 connects_at_least "$1" $((${base:-0} + $2))
+}
 
 # attach_counts CG: "attach_type count" lines for the programs attached to CG.
 attach_counts() {

@@ -21,6 +21,8 @@ _DEFERRED=()
 # defer CMD: run CMD (a string, eval'd) at exit, last registered first.
 defer() { _DEFERRED+=("$1"); }
 _run_deferred() {
+	# KEEP_TMP=DIR keeps a copy of the suite's files (logs, configs) for debugging.
+	[ -n "${KEEP_TMP:-}" ] && cp -r "$TMP" "$KEEP_TMP"
 	local i cg
 	for ((i = ${#_DEFERRED[@]} - 1; i >= 0; i--)); do
 		eval "${_DEFERRED[$i]}" >/dev/null 2>&1 || true

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Hot reload end to end with the real meshd: a valid change (a new backend) applied live while a
 # client connects in a loop and holds connections (no connect fails, none drops), one audit line
-# per changed key, an invalid file rejected with every error logged and the old config still
-# serving, a key that needs a restart rejected, a log level change applied at once, the config
-# file watch, `meshctl reload` and the reload error counter. Ports 19011-19019, 19095; VIP
-# 127.77.3.20.
+# per changed service (not per key), one per added or removed service, an invalid file rejected
+# with every error logged and the old config still serving, a key that needs a restart rejected,
+# a log level change applied at once, the config file watch, `meshctl reload` and the reload
+# error counter. Every step waits on what the daemon or the client shows, never on a sleep.
+# Ports 19011-19019, 19095; VIPs 127.77.3.20-22.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.sh"
 need_root
@@ -35,11 +36,12 @@ reload_and_wait() {
 
 # --- a valid change applied live ---------------------------------------------------------------
 client live 30 5 "$TMP/live.stop"
-sleep 1.5
+wait_for 10 connects_at_least live 20 || fail valid_change_applied_live "client made no connects"
 daemon_config "$CONF" "19011 19012 19013"
 mark=$(wc -l <"$TMP/meshd.log")
 reload_and_wait 'msg="configuration reloaded"'
-sleep 1.5
+wait_for 10 connects_at_least live 10 r3 || fail valid_change_applied_live "r3 never chosen"
+connects_grow live 20
 touch "$TMP/live.stop"
 wait "$CLIENT_PID"
 r3=$(result live '.backends.r3 // 0')
@@ -48,10 +50,31 @@ if [ "$(result live .fail)" = 0 ] && [ "$(result live .held_alive)" = 5 ] && [ "
 else
 	fail valid_change_applied_live "fail=$(result live .fail) held_alive=$(result live .held_alive)/5 r3=$r3 errors=$(result live '.errors | join(";")')"
 fi
-audit=$(new_lines "$mark" | grep 'msg="config changed" path=')
-check audit_line_per_changed_key "audit lines: $audit" since "$mark" 'msg="config changed" path=.*new=.*19013'
+audit=$(new_lines "$mark" | grep -e 'msg="config changed"' -e 'msg="service ')
+check audit_line_per_changed_service "audit lines: $audit" \
+	test "$audit" != "" -a "$(echo "$audit" | grep -c .)" = 1 -a \
+	"$(echo "$audit" | grep -c 'msg="service changed" service=api keys=backends')" = 1
 check generation_bumped "$(new_lines "$mark" | grep -m1 'configuration reloaded')" \
 	since "$mark" 'msg="configuration reloaded" generation=2'
+
+# --- two services added, then removed: one audit line each ---------------------------------------
+two='.services += [{name: "extra1", vip: "127.77.3.21", port: 80,
+	backends: [{address: "127.0.0.1", port: 19011}]},
+	{name: "extra2", vip: "127.77.3.22", port: 80, backends: [{address: "127.0.0.1", port: 19012}]}]'
+daemon_config "$CONF" "19011 19012 19013" "$two"
+mark=$(wc -l <"$TMP/meshd.log")
+reload_and_wait 'msg="configuration reloaded"'
+audit=$(new_lines "$mark" | grep -e 'msg="config changed"' -e 'msg="service ')
+check audit_line_per_added_service "audit lines: $audit" \
+	test "$(echo "$audit" | grep -c .)" = 2 -a \
+	"$(echo "$audit" | grep -c 'msg="service added" service=extra[12] vip=127.77.3.2[12]:80 backends=1')" = 2
+daemon_config "$CONF" "19011 19012 19013"
+mark=$(wc -l <"$TMP/meshd.log")
+reload_and_wait 'msg="configuration reloaded"'
+audit=$(new_lines "$mark" | grep -e 'msg="config changed"' -e 'msg="service ')
+check audit_line_per_removed_service "audit lines: $audit" \
+	test "$(echo "$audit" | grep -c .)" = 2 -a \
+	"$(echo "$audit" | grep -c 'msg="service removed" service=extra[12]')" = 2
 
 
 # --- an invalid change is rejected; the running config stays ------------------------------------
@@ -84,8 +107,7 @@ check restart_only_key_keeps_attachment "$(attach_counts "$CG" | tr '\n' ' ')" a
 daemon_config "$CONF" "19011 19012 19013" '.log.level = "debug"'
 mark=$(wc -l <"$TMP/meshd.log")
 reload_and_wait 'msg="configuration reloaded"'
-kill -HUP "$PID" # an unchanged reload logs at debug too now
-sleep 0.5
+reload_and_wait 'msg="configuration unchanged"' # an unchanged reload logs at debug too now
 check log_level_change_applies "no debug lines after switching to debug" since "$mark" 'level=debug'
 
 # --- the config file watch ----------------------------------------------------------------------

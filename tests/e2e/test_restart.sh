@@ -2,7 +2,8 @@
 # Restart and crash safety with the real meshd: SIGKILL it while a client in the cgroup connects
 # through the VIP in a loop and holds long-lived connections, start a new one, kill and restart
 # again: zero failed connects, zero dropped connections, balancing throughout, each restart
-# adopts the pinned datapath and `bpftool cgroup tree` shows every program attached once.
+# adopts the pinned datapath and `bpftool cgroup tree` shows every program attached once. Each step
+# waits on the client's running counts (it connected N more times), never on a sleep.
 # Ports 19021-19029, 19096; VIP 127.77.3.30.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.sh"
@@ -22,12 +23,13 @@ start_meshd meshd0 "$CONF" || {
 pid=$MESHD_PID
 
 client crash 60 20 "$TMP/crash.stop"
-sleep 1
+wait_for 10 connects_at_least crash 30 || fail client_runs "no connects: $(cat "$TMP/crash.log")"
 adopted=0
 for round in 1 2; do
 	kill -9 "$pid"
 	wait "$pid" 2>/dev/null
-	sleep 1 # the client keeps connecting with no meshd at all
+	# The client keeps connecting with no meshd at all.
+	connects_grow crash 30 || fail "no_meshd_$round" "the client stalled without meshd"
 	if start_meshd "meshd$round" "$CONF"; then
 		pid=$MESHD_PID
 		grep -q 'msg="adopted pinned datapath"' "$TMP/meshd$round.log" && adopted=$((adopted + 1))
@@ -35,7 +37,7 @@ for round in 1 2; do
 		fail "restart_$round" "meshd did not come back: $(tail -n 3 "$TMP/meshd$round.log")"
 		break
 	fi
-	sleep 1
+	connects_grow crash 30 || fail "after_restart_$round" "the client stalled after the restart"
 done
 touch "$TMP/crash.stop"
 wait "$CLIENT_PID"

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "consul/consul.h"
+#include "discovery/consul/consul.h"
 #include "test.h"
 
 #define CORPUS "tests/fuzz/corpus/consul/"
@@ -58,9 +58,10 @@ TEST(parse_fixture_all_instances_keeps_only_fully_passing)
 	if (!json)
 		return;
 	CHECK_INT_EQ(consul_parse_health(json, len, &h, why, sizeof(why)), 0);
-	/* web-2 has a warning check, web-3 a critical one: only web-1 is passing. */
+	/* web-2 has a warning check, web-3 a critical one: only web-1 is passing. Instances that
+	 * are not passing are left out, not counted as unusable. */
 	CHECK_INT_EQ(h.n, 1);
-	CHECK_INT_EQ(h.skipped, 2);
+	CHECK_INT_EQ(h.skipped, 0);
 	CHECK_STR_EQ(ip(&h.backends[0]), "10.0.1.11");
 	CHECK_INT_EQ(h.backends[0].endpoint.port, 8080);
 	CHECK_INT_EQ(h.backends[0].weight, 10);
@@ -123,7 +124,10 @@ TEST(parse_skips_bad_entries_and_duplicates)
 	CHECK_INT_EQ(parse_str(json, &h), 0);
 	CHECK_INT_EQ(h.n, 1);
 	CHECK_INT_EQ(h.backends[0].endpoint.port, 6);
-	CHECK_INT_EQ(h.skipped, 10);
+	/* Unusable: the hostname, ports 0, 70000 and 1.5, weight 0, 42, null, {} (the duplicate and
+	 * the instance with a critical check are left out without counting). */
+	CHECK_INT_EQ(h.skipped, 8);
+	CHECK_STR_EQ(h.skip_reason, "address is not an IP address");
 	free(h.backends);
 }
 

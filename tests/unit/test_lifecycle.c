@@ -1,9 +1,13 @@
 /* Unit tests for meshd/lifecycle.c with fake components: dependency order independent of table
  * order, unknown dependencies and cycles rejected, a failing start unwinding exactly what started
- * in reverse, reload rollback, and restart of a failed component with backoff on a real evloop
- * (millisecond delays). Each fake records "+name" (start), "-name" (stop), "~name" (reload). */
+ * in reverse, the reload transaction (rollback by reverse reload or by `end`, a component that
+ * needs several steps, an injected fault after a component applied), and restart of a failed
+ * component with backoff on a real evloop (millisecond delays). Each fake records "+name"
+ * (start), "-name" (stop), "~name" (reload), and discovery's `end` hook "^discovery" (commit) or
+ * "!discovery" (abort). */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "meshd/lifecycle.h"
 #include "test.h"
@@ -14,6 +18,8 @@ static char trace[512];
 static const char *fail_start;	/* component whose start fails */
 static const char *fail_reload; /* component whose reload fails */
 static int fail_start_times;	/* how many more starts of fail_start fail (-1: always) */
+static int discovery_steps;	/* how many more times discovery's reload asks to go on later */
+static const char *fault_after; /* component after whose reload the fault hook fails */
 
 static void note(char op, const char *name)
 {
@@ -34,12 +40,26 @@ static int fake_start(const char *name)
 	return 0;
 }
 
-static int fake_reload(const char *name, const struct config_diff *diff)
+static int fake_reload(const char *name, const struct config_plan *plan)
 {
 	note('~', name);
 	if (fail_reload && strcmp(fail_reload, name) == 0)
 		return -EINVAL;
+	if (!strcmp(name, "discovery") && discovery_steps > 0) {
+		discovery_steps--;
+		return -EINPROGRESS;
+	}
 	return 0;
+}
+
+static void fake_discovery_end(struct meshd *m, bool commit)
+{
+	note(commit ? '^' : '!', "discovery");
+}
+
+static int fake_fault(const char *component)
+{
+	return fault_after && !strcmp(fault_after, component) ? -EIO : 0;
 }
 
 #define FAKE(n)                                                                                    \
@@ -52,9 +72,9 @@ static int fake_reload(const char *name, const struct config_diff *diff)
 		note('-', #n);                                                                     \
 	}                                                                                          \
 	static int fake_##n##_reload(struct meshd *m, const struct mesh_config *o,                 \
-				     const struct mesh_config *nw, const struct config_diff *d)    \
+				     const struct mesh_config *nw, const struct config_plan *p)    \
 	{                                                                                          \
-		return fake_reload(#n, d);                                                         \
+		return fake_reload(#n, p);                                                         \
 	}
 
 FAKE(config)
@@ -66,7 +86,8 @@ FAKE(admin)
 
 #define COMP(n, ...)                                                                               \
 	{                                                                                          \
-#n, { __VA_ARGS__ }, fake_##n##_start, fake_##n##_stop, fake_##n##_reload          \
+#n, { __VA_ARGS__ }, fake_##n##_start, fake_##n##_stop, fake_##n##_reload,         \
+		      !strcmp(#n, "discovery") ? fake_discovery_end : NULL                         \
 	}
 
 /* Deliberately not in dependency order. */
@@ -76,13 +97,16 @@ static const struct meshd_component table[] = {
 };
 #define N_TABLE (sizeof(table) / sizeof(table[0]))
 
-static const struct lifecycle_opts opts = { .backoff_base_ns = 2 * MS, .backoff_max_ns = 8 * MS };
+static const struct lifecycle_opts opts = { .backoff_base_ns = 2 * MS,
+					    .backoff_max_ns = 8 * MS,
+					    .fault = fake_fault };
 
 static void reset(void)
 {
 	trace[0] = '\0';
-	fail_start = fail_reload = NULL;
+	fail_start = fail_reload = fault_after = NULL;
 	fail_start_times = -1;
+	discovery_steps = 0;
 }
 
 TEST(start_order_follows_dependencies)
@@ -148,20 +172,105 @@ TEST(reload_failure_rolls_back_applied_components)
 {
 	struct meshd m = { 0 };
 	struct lifecycle *lc = lifecycle_new(&m, table, N_TABLE, &opts);
-	struct config_diff diff = { 0 };
+	struct config_plan plan = { 0 };
 
 	reset();
 	lifecycle_start(lc, NULL);
 	trace[0] = '\0';
-	CHECK_INT_EQ(lifecycle_reload(lc, NULL, NULL, &diff), 0);
-	CHECK_STR_EQ(trace, "~config ~log ~datapath ~discovery ~metrics ~admin");
+	CHECK_INT_EQ(lifecycle_reload(lc, NULL, NULL, &plan), 0);
+	CHECK_STR_EQ(trace, "~config ~log ~datapath ~discovery ~metrics ~admin ^discovery");
 	trace[0] = '\0';
-	fail_reload = "discovery";
-	CHECK_INT_EQ(lifecycle_reload(lc, NULL, NULL, &diff), -EINVAL);
-	/* Forward up to the failing one, then the reverse change back down. */
-	CHECK_STR_EQ(trace, "~config ~log ~datapath ~discovery ~datapath ~log ~config");
+	fail_reload = "metrics";
+	CHECK_INT_EQ(lifecycle_reload(lc, NULL, NULL, &plan), -EINVAL);
+	/* Forward up to the failing one, then back down: end(false) for discovery (it keeps its
+	 * own undo), the reverse change for the others. */
+	CHECK_STR_EQ(trace, "~config ~log ~datapath ~discovery ~metrics !discovery ~datapath ~log "
+			    "~config");
 	lifecycle_stop(lc);
 	lifecycle_free(lc);
+}
+
+TEST(reload_fault_after_apply_rolls_back_that_component_too)
+{
+	struct meshd m = { 0 };
+	struct lifecycle *lc = lifecycle_new(&m, table, N_TABLE, &opts);
+	struct config_plan plan = { 0 };
+
+	reset();
+	lifecycle_start(lc, NULL);
+	trace[0] = '\0';
+	fault_after = "datapath";
+	CHECK_INT_EQ(lifecycle_reload(lc, NULL, NULL, &plan), -EIO);
+	CHECK_STR_EQ(trace, "~config ~log ~datapath ~datapath ~log ~config");
+	trace[0] = '\0';
+	fault_after = "admin"; /* the last one: everything applied is undone */
+	CHECK_INT_EQ(lifecycle_reload(lc, NULL, NULL, &plan), -EIO);
+	CHECK_STR_EQ(trace, "~config ~log ~datapath ~discovery ~metrics ~admin ~admin ~metrics "
+			    "!discovery ~datapath ~log ~config");
+	lifecycle_stop(lc);
+	lifecycle_free(lc);
+}
+
+struct done {
+	int calls, err;
+	const char *failed;
+};
+
+static void on_done(void *arg, int err, const char *failed)
+{
+	struct done *d = arg;
+
+	d->calls++;
+	d->err = err;
+	d->failed = failed;
+}
+
+static void stop_when_done(struct evloop *loop, void *arg)
+{
+	struct meshd *m = arg;
+
+	if (!lifecycle_reloading(m->lifecycle))
+		evloop_stop(loop);
+	else
+		evloop_add_timer(loop, MS, stop_when_done, m);
+}
+
+TEST(reload_in_steps_yields_to_the_loop)
+{
+	struct meshd m = { .loop = evloop_new() };
+	struct lifecycle *lc = lifecycle_new(&m, table, N_TABLE, &opts);
+	struct config_plan plan = { 0 };
+	struct done d = { 0 };
+
+	reset();
+	m.lifecycle = lc;
+	lifecycle_start(lc, NULL);
+	trace[0] = '\0';
+	discovery_steps = 3;
+	CHECK_INT_EQ(lifecycle_reload_start(lc, NULL, NULL, &plan, on_done, &d), 0);
+	/* It stopped at discovery and waits for the loop. */
+	CHECK(lifecycle_reloading(lc));
+	CHECK_INT_EQ(d.calls, 0);
+	CHECK_STR_EQ(trace, "~config ~log ~datapath ~discovery");
+	CHECK_INT_EQ(lifecycle_reload_start(lc, NULL, NULL, &plan, on_done, &d), -EBUSY);
+	evloop_add_timer(m.loop, 0, stop_when_done, &m);
+	evloop_run(m.loop);
+	CHECK_INT_EQ(d.calls, 1);
+	CHECK_INT_EQ(d.err, 0);
+	CHECK_STR_EQ(trace, "~config ~log ~datapath ~discovery ~discovery ~discovery ~discovery "
+			    "~metrics ~admin ^discovery");
+	/* Stopping in the middle of a stepped reload undoes it first. */
+	trace[0] = '\0';
+	discovery_steps = 5;
+	memset(&d, 0, sizeof(d));
+	lifecycle_reload_start(lc, NULL, NULL, &plan, on_done, &d);
+	lifecycle_stop(lc);
+	CHECK_INT_EQ(d.calls, 1);
+	CHECK_INT_EQ(d.err, -ECANCELED);
+	CHECK_STR_EQ(trace, "~config ~log ~datapath ~discovery !discovery ~datapath ~log ~config "
+			    "-admin -metrics -discovery -datapath -log -config");
+	lifecycle_free(lc);
+	evloop_free(m.loop);
 }
 
 static void on_deadline(struct evloop *loop, void *arg)

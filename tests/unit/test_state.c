@@ -1,5 +1,6 @@
-/* Unit tests for the persisted discovery state: text round trip, strict rejection of corrupt,
- * truncated and foreign files, atomic save (mode 0600, no temp file left) and load. */
+/* Unit tests for the persisted discovery state: text round trip (version 2 with the source of
+ * each set; version 1 still read), strict rejection of corrupt, truncated and foreign files,
+ * atomic save (mode 0600, no temp file left), load that never blocks (a FIFO is refused). */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
@@ -8,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "state/state.h"
+#include "discovery/state.h"
 #include "test.h"
 
 static struct config_backend be(int family, const char *addr, uint16_t port, uint32_t weight)
@@ -21,24 +22,28 @@ static struct config_backend be(int family, const char *addr, uint16_t port, uin
 	return b;
 }
 
-/* Two discovered services (one with no backends) and one static one that must not be saved. */
-static void make_table(struct state_table *t)
+/* Two discovered sets (one with no backends). */
+static void make_saved(struct state_saved *t)
 {
-	struct config_backend b[2] = { be(AF_INET, "127.0.0.1", 22001, 1),
-				       be(AF_INET6, "::1", 22002, 10) };
-	struct config_service s = { .name = "api" };
+	static struct config_backend b[2];
 
-	t->ents = calloc(3, sizeof(*t->ents));
-	t->n = 3;
-	state_svc_copy(&t->ents[0].svc, &s, b, 2);
-	t->ents[0].discovered = true;
-	t->ents[0].index = 120;
-	s.name = "web";
-	state_svc_copy(&t->ents[1].svc, &s, b, 0);
-	t->ents[1].discovered = true;
-	t->ents[1].index = 7;
-	s.name = "static-one";
-	state_svc_copy(&t->ents[2].svc, &s, b, 1);
+	b[0] = be(AF_INET, "127.0.0.1", 22001, 1);
+	b[1] = be(AF_INET6, "::1", 22002, 10);
+	t->svcs = calloc(2, sizeof(*t->svcs));
+	t->n = 2;
+	t->svcs[0] = (struct state_saved_service){
+		.name = "api", .index = 120, .backends = b, .n_backends = 2
+	};
+	snprintf(t->svcs[0].source, sizeof(t->svcs[0].source), "consul");
+	t->svcs[1] = (struct state_saved_service){ .name = "web", .index = 7, .backends = b };
+	snprintf(t->svcs[1].source, sizeof(t->svcs[1].source), "dns");
+}
+
+static void saved_release(struct state_saved *t)
+{
+	free(t->svcs); /* names and backends are static here */
+	t->svcs = NULL;
+	t->n = 0;
 }
 
 static int parse(const char *text, struct state_saved *out)
@@ -48,32 +53,46 @@ static int parse(const char *text, struct state_saved *out)
 	return state_parse(text, strlen(text), out, why, sizeof(why));
 }
 
-TEST(format_then_parse_round_trips_discovered_only)
+TEST(format_then_parse_round_trips_with_sources)
 {
-	struct state_table t = { 0 };
-	struct state_saved s;
+	struct state_saved t = { 0 }, s;
 	const struct state_saved_service *api;
 	char why[128];
 	size_t len;
 	char *text;
 
-	make_table(&t);
+	make_saved(&t);
 	text = state_format(&t, &len);
 	CHECK(text != NULL);
-	CHECK_CONTAINS(text,
-		       "service api 120 2\nbackend 127.0.0.1 22001 1\nbackend ::1 22002 10\n");
-	CHECK_CONTAINS(text, "end 2\n");
+	CHECK_CONTAINS(text, "meshd-discovery-state 2\nservice api consul 120 2\n"
+			     "backend 127.0.0.1 22001 1\nbackend ::1 22002 10\n");
+	CHECK_CONTAINS(text, "service web dns 7 0\nend 2\n");
 	CHECK_INT_EQ(state_parse(text, len, &s, why, sizeof(why)), 0);
 	CHECK_INT_EQ(s.n, 2);
 	api = state_saved_find(&s, "api");
 	CHECK(api && api->index == 120 && api->n_backends == 2);
-	if (api)
-		CHECK(state_backends_equal(api->backends, 2, t.ents[0].svc.backends, 2));
+	if (api) {
+		CHECK(state_backends_equal(api->backends, 2, t.svcs[0].backends, 2));
+		CHECK_STR_EQ(api->source, "consul");
+	}
 	CHECK(state_saved_find(&s, "web") && state_saved_find(&s, "web")->n_backends == 0);
-	CHECK(state_saved_find(&s, "static-one") == NULL);
+	CHECK_STR_EQ(state_saved_find(&s, "web")->source, "dns");
 	state_saved_free(&s);
 	free(text);
-	state_table_free(&t);
+	saved_release(&t);
+}
+
+TEST(version_1_files_are_consul_sets)
+{
+	const char text[] = "meshd-discovery-state 1\nservice api 120 1\nbackend 127.0.0.1 1 1\n"
+			    "end 1\n";
+	struct state_saved s;
+
+	CHECK_INT_EQ(parse(text, &s), 0);
+	CHECK_INT_EQ(s.n, 1);
+	CHECK_STR_EQ(s.svcs[0].source, "consul");
+	CHECK_INT_EQ(s.svcs[0].index, 120);
+	state_saved_free(&s);
 }
 
 TEST(parse_rejects_foreign_and_other_versions)
@@ -83,9 +102,9 @@ TEST(parse_rejects_foreign_and_other_versions)
 
 	CHECK_INT_EQ(state_parse("{\"json\":1}\n", 11, &s, why, sizeof(why)), -EINVAL);
 	CHECK_STR_EQ(why, "not a meshd discovery state file");
-	CHECK_INT_EQ(state_parse("meshd-discovery-state 2\nend 0\n", 30, &s, why, sizeof(why)),
+	CHECK_INT_EQ(state_parse("meshd-discovery-state 3\nend 0\n", 30, &s, why, sizeof(why)),
 		     -EINVAL);
-	CHECK_STR_EQ(why, "unsupported state version 2");
+	CHECK_STR_EQ(why, "unsupported state version 3");
 	CHECK_INT_EQ(state_parse("", 0, &s, why, sizeof(why)), -EINVAL);
 }
 
@@ -106,6 +125,9 @@ TEST(parse_rejects_truncated_and_corrupt)
 		"meshd-discovery-state 1\nservice api 1 1\nbackend 127.0.0.1 65536 1\nend 1\n",
 		"meshd-discovery-state 1\nservice api 1 99999\nend 1\n",
 		"meshd-discovery-state 1\nbackend 127.0.0.1 1 1\nend 0\n",
+		"meshd-discovery-state 2\nservice api 1 0\nend 1\n",
+		"meshd-discovery-state 2\nservice api Consul 1 0\nend 1\n",
+		"meshd-discovery-state 2\nservice api consul 1 1 0\nend 1\n",
 	};
 	struct state_saved s;
 	size_t i;
@@ -149,7 +171,7 @@ static int count_entries(const char *dir)
 
 TEST(save_is_atomic_private_and_loads_back)
 {
-	struct state_table t = { 0 };
+	struct state_saved t = { 0 };
 	struct state_saved s;
 	char path[128], why[128];
 	struct stat st;
@@ -158,10 +180,10 @@ TEST(save_is_atomic_private_and_loads_back)
 	CHECK(dir != NULL);
 	if (!dir)
 		return;
-	make_table(&t);
+	make_saved(&t);
 	CHECK_INT_EQ(state_load(dir, &s, why, sizeof(why)), -ENOENT);
 	CHECK_INT_EQ(state_save(dir, &t), 0);
-	t.ents[0].index = 121;
+	t.svcs[0].index = 121;
 	CHECK_INT_EQ(state_save(dir, &t), 0);
 	snprintf(path, sizeof(path), "%s/%s", dir, STATE_FILE_NAME);
 	CHECK_INT_EQ(stat(path, &st), 0);
@@ -172,7 +194,28 @@ TEST(save_is_atomic_private_and_loads_back)
 	state_saved_free(&s);
 	unlink(path);
 	rmdir(dir);
-	state_table_free(&t);
+	saved_release(&t);
+}
+
+TEST(load_refuses_a_fifo_without_blocking)
+{
+	struct state_saved s;
+	char path[128], why[128] = "";
+	char *dir = tmpdir();
+
+	CHECK(dir != NULL);
+	if (!dir)
+		return;
+	snprintf(path, sizeof(path), "%s/%s", dir, STATE_FILE_NAME);
+	CHECK_INT_EQ(mkfifo(path, 0600), 0);
+	/* Without O_NONBLOCK this open would wait for a writer forever. */
+	CHECK_INT_EQ(state_load(dir, &s, why, sizeof(why)), -EINVAL);
+	CHECK_CONTAINS(why, "not a regular file");
+	unlink(path);
+	symlink("/etc/hostname", path);
+	CHECK_INT_EQ(state_load(dir, &s, why, sizeof(why)), -EINVAL);
+	unlink(path);
+	rmdir(dir);
 }
 
 TEST(load_reports_corrupt_file)
@@ -198,9 +241,9 @@ TEST(load_reports_corrupt_file)
 
 TEST(save_fails_cleanly_on_unwritable_dir)
 {
-	struct state_table t = { 0 };
+	struct state_saved t = { 0 };
 
-	make_table(&t);
+	make_saved(&t);
 	CHECK(state_save("/proc/self/nonexistent-dir/x", &t) < 0);
-	state_table_free(&t);
+	saved_release(&t);
 }

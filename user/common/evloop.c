@@ -53,7 +53,31 @@ struct evloop {
 	pthread_mutex_t post_lock;
 	struct post *post_head, **post_tail; /* FIFO, under post_lock */
 	bool stop;			     /* written by any thread, atomically */
+	struct evloop_stats stats;	     /* loop thread only */
 };
+
+const uint64_t evloop_hist_le_ns[EVLOOP_HIST_BUCKETS] = {
+	1000000,  2000000,  5000000,   10000000,  15000000,   20000000,
+	30000000, 50000000, 100000000, 250000000, 1000000000, UINT64_MAX,
+};
+
+static void account(struct evloop *loop, uint64_t ns)
+{
+	int b = 0;
+
+	while (ns > evloop_hist_le_ns[b])
+		b++;
+	loop->stats.hist[b]++;
+	loop->stats.iterations++;
+	loop->stats.sum_ns += ns;
+	if (ns > loop->stats.max_ns)
+		loop->stats.max_ns = ns;
+}
+
+void evloop_get_stats(const struct evloop *loop, struct evloop_stats *st)
+{
+	*st = loop->stats;
+}
 
 uint64_t evloop_now_ns(void)
 {
@@ -445,12 +469,16 @@ int evloop_run(struct evloop *loop)
 	while (!__atomic_load_n(&loop->stop, __ATOMIC_ACQUIRE)) {
 		int n = epoll_wait(loop->epfd, ev, MAX_EVENTS, next_timeout_ms(loop));
 
+		uint64_t t0;
+
 		if (n < 0 && errno != EINTR)
 			return -errno;
+		t0 = evloop_now_ns();
 		if (n > 0)
 			dispatch(loop, ev, n);
 		if (!__atomic_load_n(&loop->stop, __ATOMIC_ACQUIRE))
 			run_timers(loop);
+		account(loop, evloop_now_ns() - t0);
 	}
 	__atomic_store_n(&loop->stop, false, __ATOMIC_RELEASE);
 	return 0;

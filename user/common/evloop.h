@@ -33,6 +33,17 @@ int evloop_post(struct evloop *loop, evloop_post_cb cb, void *arg);
 int evloop_run(struct evloop *loop);
 void evloop_stop(struct evloop *loop);
 
+/* How long the loop's iterations took (callbacks only, not the wait in epoll). */
+#define EVLOOP_HIST_BUCKETS 12
+struct evloop_stats {
+	uint64_t iterations;
+	uint64_t max_ns; /* longest iteration since the loop was created */
+	uint64_t sum_ns;
+	uint64_t hist[EVLOOP_HIST_BUCKETS]; /* iterations of at most evloop_hist_le_ns[i] */
+};
+extern const uint64_t evloop_hist_le_ns[EVLOOP_HIST_BUCKETS]; /* last: UINT64_MAX (+Inf) */
+void evloop_get_stats(const struct evloop *loop, struct evloop_stats *st);
+
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t evloop_now_ns(void);
 

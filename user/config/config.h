@@ -284,7 +284,49 @@ struct config_diff {
  * Secret keys show "<redacted>". Caller frees with config_diff_free. Returns 0 or -ENOMEM. */
 int config_diff(const struct mesh_config *old, const struct mesh_config *new,
 		struct config_diff *out);
+/* Same as config_diff() without the leaves of `services` (a reload audits services one line per
+ * service, config_plan()). */
+int config_diff_settings(const struct mesh_config *old, const struct mesh_config *new,
+			 struct config_diff *out);
 void config_diff_free(struct config_diff *d);
+
+/* Number of keys of service `a` whose value differs in `b` (derived from the service key table,
+ * so a new per-service key is compared without anyone listing it), the `backends` list included
+ * only with `with_backends`. Writes their paths comma-separated into `keys` (may be NULL with
+ * len 0; "..." ends a list that does not fit). Pure, no allocation. */
+size_t config_service_changes(const struct config_service *a, const struct config_service *b,
+			      bool with_backends, char *keys, size_t len);
+/* Keys flagged as needing a restart (cgroup, bpf_pin_path, ...) whose value differs between `old`
+ * and `new`: stores up to `max` of their paths (static strings) and returns how many differ. */
+size_t config_restart_changes(const struct mesh_config *old, const struct mesh_config *new,
+			      const char **paths, size_t max);
+
+/* One service added (old NULL), removed (new NULL) or changed between two configs, matched by
+ * name. Pointers into the two configs. `keys` lists the changed keys of a changed service. */
+struct config_service_change {
+	const char *name;
+	const struct config_service *old, *new;
+	char keys[256];
+};
+
+/* What a reload would change: every changed leaf outside `services` (one audit line each), one
+ * entry per added, removed or changed service, and the changed keys that need a restart. */
+struct config_plan {
+	struct config_diff settings;
+	struct config_service_change *services;
+	size_t n_services, cap_services;
+	const char *restart[8];
+	size_t n_restart; /* may exceed the 8 stored */
+};
+/* Builds the plan from `old` to `new` (both must outlive it). Returns 0 or -ENOMEM. Pure: safe on
+ * any thread while neither config is freed. */
+int config_plan(const struct mesh_config *old, const struct mesh_config *new,
+		struct config_plan *out);
+/* The plan from `new` back to `old` (for rolling back a reload). Returns 0 or -ENOMEM. */
+int config_plan_reverse(const struct config_plan *p, struct config_plan *out);
+/* Settings changes plus service changes: 0 when the two configs are equivalent. */
+size_t config_plan_changes(const struct config_plan *p);
+void config_plan_free(struct config_plan *p);
 
 /* Output helpers behind `meshd config show|env|docs`; write to `out`, return 0 or -errno.
  * config_show prints one `PATH VALUE ORIGIN` line per leaf (origin default|preset|file|env,

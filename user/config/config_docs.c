@@ -125,11 +125,14 @@ static int key_table(FILE *out, const struct cfg_desc *d, const char *elem, cons
 		if (copies_global(k))
 			continue;
 		cfg_env_name(prefix ? prefix : "", k->path, name, sizeof(name));
-		fprintf(out, "| `%s%s` | %s | %s | %s | %s | %s | %s%s%s |\n", elem, k->path,
+		fprintf(out, "| `%s%s` | %s | %s | %s | %s | %s | %s%s%s%s |\n", elem, k->path,
 			type_name(k), default_text(k), text_or(k->prod, "="),
 			cell(cfg_rule(k, rule, sizeof(rule)), c, sizeof(c)), env ? name : "-",
 			k->doc, k->flags & CF_SECRET ? " **Secret**: path only." : "",
-			not_yet_note(k, note, sizeof(note)));
+			not_yet_note(k, note, sizeof(note)),
+			k->flags & CF_RESTART
+			    ? " **Restart**: a reload that changes it is refused; restart meshd."
+			    : "");
 	}
 	return fprintf(out, "\n") < 0 ? -EIO : 0;
 }

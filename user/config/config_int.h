@@ -35,6 +35,7 @@ enum cfg_type {
 #define CF_INHERIT 0x08	 /* per-service override of the global key with the same path */
 #define CF_DNSNAME 0x10	 /* lowercase DNS label (strings and string lists) */
 #define CF_SPECIAL 0x20	 /* handled by the loader itself (version) */
+#define CF_RESTART 0x40	 /* applied at start only: a reload that changes it is refused */
 
 struct cfg_desc;
 
@@ -111,6 +112,8 @@ void cfg_errf(struct config_errors *errs, const char *fmt, ...)
 /* Parses `in` per `k` into base+k->off. Reports problems under `path`; returns 0 or -EINVAL. */
 int cfg_set(const struct cfg_key *k, void *base, const struct cfg_in *in, const char *path,
 	    struct config_errors *errs);
+/* True when key `k` has the same value in objects `a` and `b` (lists element by element). */
+bool cfg_value_equal(const struct cfg_key *k, const void *a, const void *b);
 /* Writes the rule a value of `k` must follow ("an integer in 1..100"). */
 const char *cfg_rule(const struct cfg_key *k, char *buf, size_t len);
 /* Renders the value of `k` in `base` as text (strings as is, lists comma-separated). */

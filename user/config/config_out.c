@@ -15,9 +15,10 @@
 typedef int (*leaf_fn)(void *ctx, const struct cfg_key *k, const void *base, const char *path,
 		       uint8_t origin);
 
-/* Calls `fn` for every leaf value below `base`; an empty list is one leaf. Stops on error. */
-static int walk(const struct cfg_desc *d, const void *base, const struct cfg_node *node,
-		const char *elem, leaf_fn fn, void *ctx)
+/* Calls `fn` for every leaf value below `base`; an empty list is one leaf. Lists of `skip`
+ * objects (may be NULL) are left out. Stops on error. */
+static int walk_skip(const struct cfg_desc *d, const void *base, const struct cfg_node *node,
+		     const char *elem, leaf_fn fn, void *ctx, const struct cfg_desc *skip)
 {
 	char path[512], epath[540];
 	size_t i, j;
@@ -30,6 +31,8 @@ static int walk(const struct cfg_desc *d, const void *base, const struct cfg_nod
 		uint8_t origin = node ? node->origin[i] : ORIGIN_UNSET;
 
 		snprintf(path, sizeof(path), "%s%s%s", elem, *elem ? "." : "", k->path);
+		if (k->type == CT_LIST && k->sub == skip)
+			continue;
 		if (k->type == CT_LIST) {
 			arr = *(char *const *)((const char *)base + k->off);
 			n = *(const size_t *)((const char *)base + k->count_off);
@@ -45,12 +48,18 @@ static int walk(const struct cfg_desc *d, const void *base, const struct cfg_nod
 			    node && node->kids[i] ? &node->kids[i][j] : NULL;
 
 			snprintf(epath, sizeof(epath), "%s[%zu]", path, j);
-			err = walk(k->sub, arr + j * k->sub->size, kid, epath, fn, ctx);
+			err = walk_skip(k->sub, arr + j * k->sub->size, kid, epath, fn, ctx, skip);
 			if (err)
 				return err;
 		}
 	}
 	return 0;
+}
+
+static int walk(const struct cfg_desc *d, const void *base, const struct cfg_node *node,
+		const char *elem, leaf_fn fn, void *ctx)
+{
+	return walk_skip(d, base, node, elem, fn, ctx, NULL);
 }
 
 /* Origins of a loaded config; NULL (origins shown as "unset") for one built by hand. */
@@ -348,8 +357,8 @@ static int diff_leaves(const struct leaves *a, const struct leaves *b, struct co
 	return err;
 }
 
-int config_diff(const struct mesh_config *old, const struct mesh_config *new,
-		struct config_diff *out)
+static int diff_skip(const struct mesh_config *old, const struct mesh_config *new,
+		     struct config_diff *out, const struct cfg_desc *skip)
 {
 	struct leaves a = { 0 }, b = { 0 };
 	int err = 0;
@@ -357,9 +366,9 @@ int config_diff(const struct mesh_config *old, const struct mesh_config *new,
 	out->changes = NULL;
 	out->n = 0;
 	if (old)
-		err = walk(&cfg_root_desc, old, NULL, "", collect_leaf, &a);
+		err = walk_skip(&cfg_root_desc, old, NULL, "", collect_leaf, &a, skip);
 	if (!err && new)
-		err = walk(&cfg_root_desc, new, NULL, "", collect_leaf, &b);
+		err = walk_skip(&cfg_root_desc, new, NULL, "", collect_leaf, &b, skip);
 	if (!err)
 		err = diff_leaves(&a, &b, out);
 	leaves_free(&a);
@@ -367,6 +376,18 @@ int config_diff(const struct mesh_config *old, const struct mesh_config *new,
 	if (err)
 		config_diff_free(out);
 	return err;
+}
+
+int config_diff(const struct mesh_config *old, const struct mesh_config *new,
+		struct config_diff *out)
+{
+	return diff_skip(old, new, out, NULL);
+}
+
+int config_diff_settings(const struct mesh_config *old, const struct mesh_config *new,
+			 struct config_diff *out)
+{
+	return diff_skip(old, new, out, &cfg_service_desc);
 }
 
 void config_diff_free(struct config_diff *d)

@@ -472,6 +472,8 @@ err_close:
 
 void datapath_close(struct datapath *dp)
 {
+	if (dp && dp->txn)
+		datapath_txn_abort(dp->txn);
 	if (!dp)
 		return;
 	ring_buffer__free(dp->rb);

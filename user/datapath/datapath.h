@@ -35,6 +35,35 @@ bool datapath_adopted(const struct datapath *dp);
  * a concurrent connect() sees either the old or the new backend set, never a mix. Backends that
  * stay keep their id, breaker state and active counts. Returns 0 or -errno. */
 int datapath_service_set(struct datapath *dp, const struct config_service *svc);
+/* One change of a batch: set `svc` (its name says which service), or remove service `name`
+ * when `svc` is NULL. */
+struct datapath_change {
+	const char *name;
+	const struct config_service *svc;
+};
+
+/* Applies a batch all or nothing (services_txn.c): every change goes in, or the datapath is
+ * back as it was (same backend ids, breaker state and active counts) and -errno is returned.
+ * Sets run before the removes they follow in `ch` only in the order given; within one batch a
+ * service may take the VIP of another that moves or goes (swaps, renames), each VIP written with
+ * one update. Each service at most once per batch. Returns 0 or -errno. */
+int datapath_services_apply(struct datapath *dp, const struct datapath_change *ch, size_t n);
+
+/* The same as a transaction spanning several calls (a reload written a slice per loop
+ * iteration). One transaction at a time: begin returns NULL with errno EBUSY while one is open.
+ * apply writes ch[0..n) all or nothing (on -errno this call's changes are undone, the earlier
+ * ones stay and the transaction stays open); commit ends it (0, or -errno after undoing it all,
+ * e.g. -EEXIST when two services would end up on one VIP); abort undoes everything it wrote. */
+struct datapath_txn;
+struct datapath_txn *datapath_txn_begin(struct datapath *dp);
+int datapath_txn_apply(struct datapath_txn *t, const struct datapath_change *ch, size_t n);
+int datapath_txn_commit(struct datapath_txn *t);
+void datapath_txn_abort(struct datapath_txn *t);
+
+/* Test hook, never called by meshd itself: the `nth` change written from now on (counted within
+ * each transaction) fails with -EIO after it was written, so the undo runs. 0 turns it off. */
+void datapath_test_fail_at(struct datapath *dp, size_t nth);
+
 /* Removes a service by name. Returns 0 or -ENOENT. */
 int datapath_service_del(struct datapath *dp, const char *name);
 /* Removes every service whose name is not in `keep` (after a reload or on adoption). */

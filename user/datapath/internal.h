@@ -46,6 +46,7 @@ struct dp_service {
 	__u32 *ids;		 /* val.n_backends backend ids, in slot order */
 	uint64_t close_after_ns; /* close connections to removed backends after this; 0 never */
 	bool close_on_open;	 /* ... and to a backend whose breaker opened */
+	bool removed;		 /* removed inside an open transaction: id, range, ids held to its end */
 };
 
 /* A removed backend whose connections are to be closed at `due_ns` (CLOCK_MONOTONIC). */
@@ -94,6 +95,8 @@ struct datapath {
 	uint32_t n_drains, cap_drains;
 	void (*ev_cb)(const struct datapath_event *ev, void *arg);
 	void *ev_arg;
+	struct datapath_txn *txn; /* open transaction (services_txn.c), or NULL */
+	size_t fail_at;		  /* test hook: fail the n-th change of a transaction (0 = off) */
 };
 
 extern const char *const dp_map_names[DP_MAP__COUNT];
@@ -112,6 +115,20 @@ int dp_write_tables(struct datapath *dp, struct dp_service *s);
  * and index entries. Used by migrate.c for ids carried over from a previous layout. */
 int dp_adopt_service(struct datapath *dp, __u32 sid, const char *name,
 		     const struct mesh_svc_key *key, const struct mesh_svc *val, const __u32 *ids);
+
+/* services.c, for services_txn.c: index lookups and updates (`by_name` or by VIP key; id -1
+ * removes), the name record, backend writes and maglev table removal. */
+int dp_index_find(const struct datapath *dp, bool by_name, const void *what);
+void dp_index_set(struct datapath *dp, bool by_name, const void *what, int32_t id);
+int dp_write_name(struct datapath *dp, const struct dp_service *s);
+int dp_be_write(struct datapath *dp, __u32 id);
+void dp_maglev_drop(struct datapath *dp, __u32 table, __u32 from);
+
+/* services_txn.c, called while dp->txn is open: service `id` owns a VIP another service takes
+ * over, so it must move or go before the end (0 or -ENOMEM); a range retired meanwhile waits
+ * for the end (an undo may need it back). */
+int dp_txn_displace(struct datapath *dp, __u32 id);
+void dp_txn_defer_range(struct datapath *dp, uint32_t base, uint32_t n);
 
 /* slots.c */
 int dp_slots_init(struct datapath *dp);

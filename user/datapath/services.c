@@ -117,7 +117,7 @@ static int64_t ix_probe(const struct datapath *dp, const struct dp_index *ix, bo
 	return -1;
 }
 
-static int ix_find(const struct datapath *dp, bool by_name, const void *what)
+int dp_index_find(const struct datapath *dp, bool by_name, const void *what)
 {
 	const struct dp_index *ix = by_name ? &dp->by_name : &dp->by_key;
 	uint32_t free_slot = 0;
@@ -126,7 +126,7 @@ static int ix_find(const struct datapath *dp, bool by_name, const void *what)
 	return i < 0 ? -ENOENT : ix->slot[i] - 1;
 }
 
-static void ix_set(struct datapath *dp, bool by_name, const void *what, int32_t id)
+void dp_index_set(struct datapath *dp, bool by_name, const void *what, int32_t id)
 {
 	struct dp_index *ix = by_name ? &dp->by_name : &dp->by_key;
 	uint32_t free_slot = 0;
@@ -142,7 +142,7 @@ static void ix_set(struct datapath *dp, bool by_name, const void *what, int32_t 
 
 int dp_find_service(const struct datapath *dp, const char *name)
 {
-	return ix_find(dp, true, name);
+	return dp_index_find(dp, true, name);
 }
 
 /* --- ids ------------------------------------------------------------------------------------ */
@@ -194,12 +194,15 @@ static int be_alloc(struct datapath *dp)
 	return -ENOSPC;
 }
 
+/* State stays until reuse: closing sockets still count down. Inside a transaction the id stays
+ * taken until it ends (an undo may need it back). */
 static void be_free(struct datapath *dp, __u32 id)
 {
-	dp->be_used[id] = 0; /* state stays until reuse: closing sockets still count down */
+	if (!dp->txn)
+		dp->be_used[id] = 0;
 }
 
-static int be_write(struct datapath *dp, __u32 id)
+int dp_be_write(struct datapath *dp, __u32 id)
 {
 	return bpf_map_update_elem(dp->fd[DP_MAP_BACKENDS], &id, &dp->be[id], BPF_ANY) ? -errno : 0;
 }
@@ -370,7 +373,7 @@ static int assign_backends(struct datapath *dp, const struct mesh_backend *bes, 
 		be.epoch = dp->be[id].epoch;
 		dp->be[id] = be;
 		ids[done] = id;
-		err = be_write(dp, id);
+		err = dp_be_write(dp, id);
 	}
 	if (err)
 		for (uint32_t i = 0; i < done; i++)
@@ -449,7 +452,7 @@ out:
 }
 
 /* Deletes the chunks of maglev table `table` from chunk `from` on. */
-static void maglev_drop(struct datapath *dp, __u32 table, __u32 from)
+void dp_maglev_drop(struct datapath *dp, __u32 table, __u32 from)
 {
 	for (__u32 c = from; c * MESH_MAGLEV_CHUNK < MESH_MAGLEV_M_MAX; c++) {
 		struct mesh_maglev_key k = { .table = table, .chunk = c };
@@ -522,13 +525,14 @@ static void free_removed(struct datapath *dp, const __u32 *from, __u32 n_from, c
 	for (__u32 i = 0; i < n_from; i++) {
 		if (bsearch(&from[i], sorted, n_keep, sizeof(*sorted), cmp_u32))
 			continue;
-		dp_drain_schedule(dp, from[i], dp->be[from[i]].service_id, drain_ns);
+		if (!dp->txn) /* a transaction drains at its end what it really removed */
+			dp_drain_schedule(dp, from[i], dp->be[from[i]].service_id, drain_ns);
 		be_free(dp, from[i]);
 	}
 	free(sorted);
 }
 
-static int write_name(struct datapath *dp, const struct dp_service *s)
+int dp_write_name(struct datapath *dp, const struct dp_service *s)
 {
 	struct mesh_svc_name rec = { 0 };
 	__u32 sid = s->val.service_id;
@@ -546,11 +550,14 @@ static int publish(struct datapath *dp, struct dp_service *s, const struct dp_se
 
 	if (bpf_map_update_elem(dp->fd[DP_MAP_SERVICES], &s->key, &s->val, BPF_ANY))
 		return -errno;
-	if (write_name(dp, s))
+	if (dp_write_name(dp, s))
 		LOG_WARN(DP_SUBSYS, "name record not written", "service=%s", log_q(s->name));
 	if (old->used && memcmp(&old->key, &s->key, sizeof(s->key))) {
-		bpf_map_delete_elem(dp->fd[DP_MAP_SERVICES], &old->key);
-		ix_set(dp, false, &old->key, -1);
+		/* Inside a transaction the key goes at the end, unless another service took it. */
+		if (!dp->txn)
+			bpf_map_delete_elem(dp->fd[DP_MAP_SERVICES], &old->key);
+		if (dp_index_find(dp, false, &old->key) == (int)sid)
+			dp_index_set(dp, false, &old->key, -1);
 	}
 	if (old->used) {
 		dp_slots_retire(dp, old->val.slot_base, old->val.n_backends);
@@ -560,12 +567,12 @@ static int publish(struct datapath *dp, struct dp_service *s, const struct dp_se
 	/* The previous generation's maglev table stays while maglev is on: a connect may still
 	 * hold the old service value. */
 	if (s->val.algorithm != MESH_LB_MAGLEV || s->val.n_backends == 0) {
-		maglev_drop(dp, sid * 2, 0);
-		maglev_drop(dp, sid * 2 + 1, 0);
+		dp_maglev_drop(dp, sid * 2, 0);
+		dp_maglev_drop(dp, sid * 2 + 1, 0);
 	}
 	s->used = true;
-	ix_set(dp, true, s->name, (int32_t)sid);
-	ix_set(dp, false, &s->key, (int32_t)sid);
+	dp_index_set(dp, true, s->name, (int32_t)sid);
+	dp_index_set(dp, false, &s->key, (int32_t)sid);
 	return 0;
 }
 
@@ -635,10 +642,12 @@ int datapath_service_set(struct datapath *dp, const struct config_service *svc)
 	dp_key_from_endpoint(&svc->vip,
 			     svc->protocol == CONFIG_PROTO_UDP ? IPPROTO_UDP : IPPROTO_TCP, &key);
 	id = dp_find_service(dp, svc->name);
-	other = ix_find(dp, false, &key);
+	other = dp_index_find(dp, false, &key);
 	err = -EEXIST; /* another service owns this address */
-	if (other >= 0 && other != id)
+	if (other >= 0 && other != id && !dp->txn)
 		goto out;
+	if (other >= 0 && other != id && (err = dp_txn_displace(dp, (__u32)other)))
+		goto out; /* inside a transaction it may move (a swap): it must before the end */
 	if (id < 0) {
 		id = svc_alloc(dp);
 		fresh = 1;
@@ -667,18 +676,25 @@ int datapath_service_del(struct datapath *dp, const char *name)
 		return -ENOENT;
 	s = &dp->svcs[id];
 	sid = (__u32)id;
+	if (dp->txn) { /* the end deletes what is left; an undo puts it back */
+		dp_index_set(dp, true, s->name, -1);
+		if (dp_index_find(dp, false, &s->key) == id)
+			dp_index_set(dp, false, &s->key, -1);
+		s->removed = true;
+		return 0;
+	}
 	if (bpf_map_delete_elem(dp->fd[DP_MAP_SERVICES], &s->key) && errno != ENOENT)
 		return -errno;
 	bpf_map_delete_elem(dp->fd[DP_MAP_SVC_NAMES], &sid);
-	maglev_drop(dp, sid * 2, 0);
-	maglev_drop(dp, sid * 2 + 1, 0);
+	dp_maglev_drop(dp, sid * 2, 0);
+	dp_maglev_drop(dp, sid * 2 + 1, 0);
 	dp_slots_retire(dp, s->val.slot_base, s->val.n_backends);
 	for (__u32 i = 0; i < s->val.n_backends; i++) {
 		dp_drain_schedule(dp, s->ids[i], sid, s->close_after_ns);
 		be_free(dp, s->ids[i]);
 	}
-	ix_set(dp, true, s->name, -1);
-	ix_set(dp, false, &s->key, -1);
+	dp_index_set(dp, true, s->name, -1);
+	dp_index_set(dp, false, &s->key, -1);
 	LOG_DEBUG(DP_SUBSYS, "service removed", "service=%s", log_q(name));
 	free(s->ids);
 	memset(s, 0, sizeof(*s));
@@ -738,21 +754,24 @@ int datapath_backend_set_health(struct datapath *dp, const char *service,
 	 * up, the backend is marked first. */
 	old = *s;
 	dp->be[be].flags ^= MESH_BE_F_HEALTHY;
-	err = healthy ? be_write(dp, be) : 0;
+	err = healthy ? dp_be_write(dp, be) : 0;
 	if (!err)
 		err = dp_write_tables(dp, s);
-	if (!err && bpf_map_update_elem(dp->fd[DP_MAP_SERVICES], &s->key, &s->val, BPF_EXIST))
+	/* A service whose VIP another one took over in an open transaction writes its key again
+	 * when it moves; the entry there is the other one's now. */
+	if (!err && dp_index_find(dp, false, &s->key) == id &&
+	    bpf_map_update_elem(dp->fd[DP_MAP_SERVICES], &s->key, &s->val, BPF_EXIST))
 		err = -errno;
 	if (!err) {
 		dp_slots_retire(dp, old.val.slot_base, old.val.n_backends);
-		return healthy ? 0 : be_write(dp, be);
+		return healthy ? 0 : dp_be_write(dp, be);
 	}
 	if (s->val.slot_base != old.val.slot_base)
 		dp_slots_retire(dp, s->val.slot_base, s->val.n_backends);
 	s->val = old.val;
 	dp->be[be].flags ^= MESH_BE_F_HEALTHY;
 	if (healthy)
-		be_write(dp, be);
+		dp_be_write(dp, be);
 	return err;
 }
 
@@ -784,8 +803,8 @@ int dp_adopt_service(struct datapath *dp, __u32 sid, const char *name,
 	}
 	if (sid + 1 > dp->svc_hi)
 		dp->svc_hi = sid + 1;
-	ix_set(dp, true, s->name, (int32_t)sid);
-	ix_set(dp, false, &s->key, (int32_t)sid);
+	dp_index_set(dp, true, s->name, (int32_t)sid);
+	dp_index_set(dp, false, &s->key, (int32_t)sid);
 	return 0;
 }
 

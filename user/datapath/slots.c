@@ -125,6 +125,10 @@ int64_t dp_slots_alloc(struct datapath *dp, uint32_t n)
 
 void dp_slots_retire(struct datapath *dp, uint32_t base, uint32_t n)
 {
+	if (dp->txn) { /* an undo may point a service at it again: decided at the end */
+		dp_txn_defer_range(dp, base, n);
+		return;
+	}
 	if (n == 0)
 		n = 1;
 	if (dp->n_quarantine == dp->cap_quarantine) {

@@ -37,8 +37,9 @@ struct checked_service {
 	struct config_health_check hc; /* strings owned */
 	struct target *targets;
 	bool seen;
-	struct checked_service *next;  /* all services, for sync passes */
-	struct checked_service *hnext; /* same name bucket */
+	struct checked_service *next;	/* all services, for sync passes */
+	struct checked_service **pprev; /* where this one is linked from (O(1) unlink) */
+	struct checked_service *hnext;	/* same name bucket */
 };
 
 struct health_checker {
@@ -285,6 +286,9 @@ static struct checked_service *service_get(struct health_checker *c, const char 
 	}
 	s->c = c;
 	s->next = c->services;
+	if (s->next)
+		s->next->pprev = &s->next;
+	s->pprev = &c->services;
 	c->services = s;
 	s->hnext = c->buckets[name_bucket(name)];
 	c->buckets[name_bucket(name)] = s;
@@ -362,28 +366,68 @@ int health_checker_service(struct health_checker *c, const char *name,
 	return 0;
 }
 
+/* Removes the targets of `s` no pass named (calling dropped_unhealthy for unhealthy ones). */
+static void sweep_targets(struct checked_service *s)
+{
+	struct target **tp, *t;
+
+	for (tp = &s->targets; (t = *tp);) {
+		if (t->seen) {
+			tp = &t->next;
+			continue;
+		}
+		*tp = t->next;
+		target_free(t, true);
+	}
+}
+
+static void service_unlink(struct health_checker *c, struct checked_service *s)
+{
+	*s->pprev = s->next;
+	if (s->next)
+		s->next->pprev = s->pprev;
+	bucket_unlink(c, s);
+}
+
 void health_checker_end(struct health_checker *c)
 {
 	struct checked_service **sp = &c->services, *s;
-	struct target **tp, *t;
 
 	while ((s = *sp)) {
 		if (!s->seen) {
-			*sp = s->next;
-			bucket_unlink(c, s);
+			service_unlink(c, s);
 			service_free(s, true);
 			continue;
 		}
-		for (tp = &s->targets; (t = *tp);) {
-			if (t->seen) {
-				tp = &t->next;
-				continue;
-			}
-			*tp = t->next;
-			target_free(t, true);
-		}
+		sweep_targets(s);
 		sp = &s->next;
 	}
+}
+
+int health_checker_set_service(struct health_checker *c, const char *name,
+			       const struct config_health_check *hc,
+			       const struct config_backend *backends, size_t n_backends)
+{
+	struct checked_service *s = find_service(c, name);
+	struct target *t;
+	int err;
+
+	for (t = s ? s->targets : NULL; t; t = t->next)
+		t->seen = false;
+	err = health_checker_service(c, name, hc, backends, n_backends);
+	if (!err)
+		sweep_targets(find_service(c, name));
+	return err;
+}
+
+void health_checker_remove_service(struct health_checker *c, const char *name)
+{
+	struct checked_service *s = find_service(c, name);
+
+	if (!s)
+		return;
+	service_unlink(c, s);
+	service_free(s, true);
 }
 
 bool health_checker_healthy(const struct health_checker *c, const char *service,

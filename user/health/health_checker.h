@@ -55,6 +55,15 @@ int health_checker_service(struct health_checker *c, const char *name,
 /* Ends the pass: removes what was not declared (calling dropped_unhealthy for unhealthy ones). */
 void health_checker_end(struct health_checker *c);
 
+/* One service on its own, outside a pass: checks exactly `backends` with `hc` (as
+ * health_checker_service, then the service's other targets are removed as by end). Returns 0 or
+ * -ENOMEM. */
+int health_checker_set_service(struct health_checker *c, const char *name,
+			       const struct config_health_check *hc,
+			       const struct config_backend *backends, size_t n_backends);
+/* Removes every check of service `name` (dropped_unhealthy for unhealthy ones); unknown: no-op. */
+void health_checker_remove_service(struct health_checker *c, const char *name);
+
 /* Health of one backend as the checks see it; true when it has no check (or is unknown). */
 bool health_checker_healthy(const struct health_checker *c, const char *service,
 			    const struct config_endpoint *backend);

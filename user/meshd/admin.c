@@ -10,6 +10,7 @@
 
 #include "common/http.h"
 #include "common/log.h"
+#include "discovery/discovery.h"
 #include "meshd/meshd.h"
 
 /* A listener left behind by a socket move: it accepts nothing more and serves the connections
@@ -38,7 +39,6 @@ struct snap {
 	cJSON *last;	  /* last aggregate looked up: backends arrive grouped by service */
 };
 
-static const char *const discovery_names[] = { "static", "consul", "dns" }; /* config_discovery */
 
 static const char *algorithm_name(enum mesh_lb_algorithm a)
 {
@@ -220,10 +220,12 @@ static void get_status(struct meshd *m, struct http_response *resp)
 	static const char *const keys[] = { "backends", "healthy_backends", "open_circuits",
 					    "active_connections" };
 	cJSON *o = cJSON_CreateObject(), *r;
+	struct discovery_stats ds;
 	struct snap s;
 	int err = snap_take(&s, m, NULL, SNAP_AGGREGATES);
 	size_t i;
 
+	discovery_get_stats(m->discovery, &ds);
 	cJSON_AddStringToObject(o, "version", MESH_VERSION);
 	cJSON_AddNumberToObject(o, "pid", getpid());
 	cJSON_AddNumberToObject(o, "uptime_seconds",
@@ -231,7 +233,7 @@ static void get_status(struct meshd *m, struct http_response *resp)
 	cJSON_AddNumberToObject(o, "config_generation", (double)m->cfg->generation);
 	add_string_or_null(o, "config_path", m->config_path);
 	add_string_or_null(o, "node", m->cfg->node_name);
-	cJSON_AddStringToObject(o, "discovery", discovery_names[m->cfg->discovery % 3]);
+	cJSON_AddStringToObject(o, "discovery", ds.source);
 	cJSON_AddBoolToObject(o, "ready", m->ready);
 	cJSON_AddBoolToObject(o, "datapath_attached", m->dp != NULL);
 	cJSON_AddBoolToObject(o, "datapath_adopted", m->dp && datapath_adopted(m->dp));
@@ -531,7 +533,7 @@ void admin_stop(struct meshd *m)
  * /v1/reload on it, or on an older retired one, and freeing a server inside its own handler was
  * a use-after-free (two moves within 2 s, the second requested over the first socket). */
 int admin_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
-		 const struct config_diff *diff)
+		 const struct config_plan *plan)
 {
 	struct admin *a = m->admin;
 	struct http_server *srv;

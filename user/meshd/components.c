@@ -1,7 +1,8 @@
-/* meshd's one component table (name, dependencies, start/stop/reload) and the components small
- * enough to live beside it: config (load at start, file watch), log, datapath (open or adopt,
- * prune, readiness). mtls lives in mtls_comp.c. Also the service apply hooks
- * discovery calls. Discovery, health, metrics and admin live in their own files. Loop thread. */
+/* meshd's one component table (name, dependencies, start/stop/reload/end) and the components
+ * small enough to live beside it: config (load at start, file watch), log, datapath (open or
+ * adopt, prune, events, readiness). Discovery, health, mtls (mtls_comp.c), metrics and admin
+ * live in their own files. Which keys need a restart is declared in the config table (reload.c
+ * refuses them), not here. Loop thread. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
@@ -59,7 +60,7 @@ static void config_comp_stop(struct meshd *m)
 }
 
 static int config_comp_reload(struct meshd *m, const struct mesh_config *old,
-			      const struct mesh_config *new, const struct config_diff *diff)
+			      const struct mesh_config *new, const struct config_plan *plan)
 {
 	if (new->config_watch && !old->config_watch)
 		return config_watch_start(m);
@@ -79,7 +80,7 @@ static int log_comp_start(struct meshd *m)
 }
 
 static int log_comp_reload(struct meshd *m, const struct mesh_config *old,
-			   const struct mesh_config *new, const struct config_diff *diff)
+			   const struct mesh_config *new, const struct config_plan *plan)
 {
 	if (old->log_level == new->log_level && old->log_format == new->log_format)
 		return 0;
@@ -109,65 +110,23 @@ static int prune_services(struct meshd *m)
 	return err;
 }
 
-/* A breaker opened on a service that closes its connections then (close_on_open). */
-static void drain_opened(struct meshd *m, const struct datapath_event *ev)
+/* A breaker opened on a service that closes its connections then (close_on_open): an events
+ * subscriber, after the log's. */
+static void drain_opened(const struct datapath_event *ev, void *arg)
 {
+	struct meshd *m = arg;
 	char be[INET6_ADDRSTRLEN + 8];
 	uint64_t closed = 0;
 	int err;
 
-	if (!datapath_service_closes_on_open(m->dp, ev->service))
+	if (ev->type != MESH_EV_CIRCUIT || ev->to != DATAPATH_CIRCUIT_OPEN || !m->dp ||
+	    !datapath_service_closes_on_open(m->dp, ev->service))
 		return;
 	err = datapath_drain_backend(m->dp, ev->service, &ev->backend, &closed);
 	LOG_INFO("datapath", "closed the connections of a backend whose breaker opened",
 		 "service=%s backend=%s closed=%llu err=%d", log_q(ev->service),
 		 config_endpoint_str(&ev->backend, be, sizeof(be)), (unsigned long long)closed,
 		 err);
-}
-
-/* One ring-buffer event: breaker transitions are what an operator needs to see (warn when a
- * backend is ejected); rejects can come by the thousand, so they stay at debug (counted anyway). */
-static void log_event(const struct datapath_event *ev, void *arg)
-{
-	char be[INET6_ADDRSTRLEN + 8];
-
-	if (ev->type == MESH_EV_CIRCUIT && ev->to == DATAPATH_CIRCUIT_OPEN)
-		drain_opened(arg, ev);
-	config_endpoint_str(&ev->backend, be, sizeof(be));
-	if (ev->type == MESH_EV_CIRCUIT) {
-		if (ev->to == DATAPATH_CIRCUIT_OPEN)
-			LOG_WARN("breaker", "circuit changed",
-				 "service=%s backend=%s from=%s to=%s", log_q(ev->service), be,
-				 datapath_circuit_name(ev->from), datapath_circuit_name(ev->to));
-		else
-			LOG_INFO("breaker", "circuit changed",
-				 "service=%s backend=%s from=%s to=%s", log_q(ev->service), be,
-				 datapath_circuit_name(ev->from), datapath_circuit_name(ev->to));
-	} else if (ev->type == MESH_EV_REJECT) {
-		LOG_DEBUG("datapath", "connect rejected", "service=%s reason=%s",
-			  log_q(ev->service), datapath_reject_reason_name(ev->reason));
-	}
-}
-
-static void on_events(struct evloop *loop, int fd, uint32_t events, void *arg)
-{
-	struct meshd *m = arg;
-
-	if (m->dp)
-		datapath_drain_events(m->dp, log_event, m);
-}
-
-/* Events are best effort: without them the datapath still works and counts everything. */
-static void watch_events(struct meshd *m)
-{
-	int fd = datapath_event_fd(m->dp);
-
-	if (fd < 0 || evloop_add_fd(m->loop, fd, EPOLLIN, on_events, m) < 0) {
-		LOG_WARN("datapath", "cannot watch datapath events; transitions will not be logged",
-			 "err=%s", log_q(strerror(fd < 0 ? -fd : errno)));
-		return;
-	}
-	m->events_fd = fd;
 }
 
 /* Closes the connections of removed backends whose drain time came, and waits for the next. */
@@ -187,6 +146,8 @@ static void on_drain_timer(struct evloop *loop, void *arg)
 /* After the datapath changed: a removed backend may have a drain due earlier than the timer. */
 void meshd_drain_reschedule(struct meshd *m)
 {
+	if (!m->dp)
+		return;
 	if (m->drain_timer > 0)
 		evloop_del_timer(m->loop, m->drain_timer);
 	m->drain_timer = evloop_add_timer(m->loop, 0, on_drain_timer, m);
@@ -215,7 +176,8 @@ static int dp_comp_start(struct meshd *m)
 	}
 	/* datapath_open() has logged whether it adopted or loaded. */
 	prune_services(m); /* stale services are untidy, not fatal */
-	watch_events(m);
+	events_start(m);
+	events_subscribe(m, drain_opened, m);
 	m->ready = true;
 	return 0;
 }
@@ -230,9 +192,7 @@ static void dp_comp_stop(struct meshd *m)
 	if (m->drain_timer > 0)
 		evloop_del_timer(m->loop, m->drain_timer);
 	m->drain_timer = 0;
-	if (m->events_fd >= 0)
-		evloop_del_fd(m->loop, m->events_fd);
-	m->events_fd = -1;
+	events_stop(m);
 	datapath_close(m->dp);
 	m->dp = NULL;
 	if (m->start_failed && fresh) {
@@ -242,108 +202,39 @@ static void dp_comp_stop(struct meshd *m)
 	}
 }
 
-static int dp_comp_reload(struct meshd *m, const struct mesh_config *old,
-			  const struct mesh_config *new, const struct config_diff *diff)
-{
-	/* Moving the datapath would detach it: that takes a restart, never a reload. */
-	if (strcmp(old->cgroup, new->cgroup) != 0) {
-		LOG_ERR("config",
-			"cgroup cannot change on reload; restart meshd to move the datapath",
-			"old=%s new=%s", log_q(old->cgroup), log_q(new->cgroup));
-		return -EINVAL;
-	}
-	if (strcmp(old->bpf_pin_path, new->bpf_pin_path) != 0) {
-		LOG_ERR("config", "bpf_pin_path cannot change on reload; restart meshd",
-			"old=%s new=%s", log_q(old->bpf_pin_path), log_q(new->bpf_pin_path));
-		return -EINVAL;
-	}
-	if (old->datapath_max_services != new->datapath_max_services ||
-	    old->datapath_max_backends != new->datapath_max_backends) {
-		LOG_ERR("config", "datapath capacities cannot change on reload; restart meshd",
-			"old_services=%u new_services=%u old_backends=%u new_backends=%u",
-			old->datapath_max_services, new->datapath_max_services,
-			old->datapath_max_backends, new->datapath_max_backends);
-		return -EINVAL;
-	}
-	return 0;
-}
-
 /* --- the table -------------------------------------------------------------------------------- */
 
 static const struct meshd_component components[] = {
-	{ "config", { NULL }, config_comp_start, config_comp_stop, config_comp_reload },
-	{ "log", { "config" }, log_comp_start, NULL, log_comp_reload },
-	{ "datapath", { "config", "log" }, dp_comp_start, dp_comp_stop, dp_comp_reload },
-	/* Health before discovery, so the first backend sets are written with health known. */
-	{ "health", { "datapath" }, health_start, health_stop, health_reload },
+	{ "config", { NULL }, config_comp_start, config_comp_stop, config_comp_reload, NULL },
+	{ "log", { "config" }, log_comp_start, NULL, log_comp_reload, NULL },
+	{ "datapath", { "config", "log" }, dp_comp_start, dp_comp_stop, NULL, NULL },
+	/* Discovery writes the services; health checks follow what it serves. Until health runs,
+	 * backends that stay keep the flag an earlier run left in the pinned maps. */
 	{ "discovery",
-	  { "datapath", "health" },
-	  discovery_start,
-	  discovery_stop,
-	  discovery_reload },
-	{ "mtls", { "datapath", "discovery" }, mtls_comp_start, mtls_comp_stop, mtls_comp_reload },
-	{ "metrics", { "datapath" }, metrics_start, metrics_stop, metrics_reload },
+	  { "datapath" },
+	  discovery_comp_start,
+	  discovery_comp_stop,
+	  discovery_comp_reload,
+	  discovery_comp_end },
+	{ "health", { "datapath", "discovery" }, health_start, health_stop, NULL, NULL },
+	{ "mtls",
+	  { "datapath", "discovery" },
+	  mtls_comp_start,
+	  mtls_comp_stop,
+	  mtls_comp_reload,
+	  NULL },
+	{ "metrics", { "datapath" }, metrics_start, metrics_stop, metrics_reload, NULL },
 	/* Last: once `meshctl status` answers, everything else is up. */
 	{ "admin",
 	  { "discovery", "health", "mtls", "metrics" },
 	  admin_start,
 	  admin_stop,
-	  admin_reload },
+	  admin_reload,
+	  NULL },
 };
 
 const struct meshd_component *meshd_components(size_t *n)
 {
 	*n = sizeof(components) / sizeof(components[0]);
 	return components;
-}
-
-/* --- service apply hooks ---------------------------------------------------------------------- */
-
-int meshd_apply_service(struct meshd *m, const struct config_service *svc)
-{
-	int err;
-
-	if (!m->dp)
-		return -ENODEV;
-	err = datapath_service_set(m->dp, svc);
-	if (err) {
-		LOG_ERR("datapath", "cannot write service", "service=%s err=%s", log_q(svc->name),
-			log_q(strerror(-err)));
-		return err;
-	}
-	/* Backends that stay keep their flag in the map; this re-asserts what the checks know. */
-	for (size_t i = 0; i < svc->n_backends; i++) {
-		const struct config_endpoint *be = &svc->backends[i].endpoint;
-
-		err = datapath_backend_set_health(m->dp, svc->name, be,
-						  health_backend_healthy(m, svc->name, be));
-		if (err)
-			LOG_WARN("datapath", "cannot set backend health", "service=%s err=%s",
-				 log_q(svc->name), log_q(strerror(-err)));
-	}
-	LOG_DEBUG("datapath", "service written", "service=%s backends=%zu", log_q(svc->name),
-		  svc->n_backends);
-	health_backends_changed(m);
-	meshd_drain_reschedule(m);
-	return 0;
-}
-
-int meshd_remove_service(struct meshd *m, const char *name)
-{
-	int err;
-
-	if (!m->dp)
-		return -ENODEV;
-	err = datapath_service_del(m->dp, name);
-	if (err == -ENOENT)
-		return 0;
-	if (err) {
-		LOG_ERR("datapath", "cannot remove service", "service=%s err=%s", log_q(name),
-			log_q(strerror(-err)));
-		return err;
-	}
-	LOG_INFO("datapath", "service removed", "service=%s", log_q(name));
-	health_backends_changed(m);
-	meshd_drain_reschedule(m);
-	return 0;
 }

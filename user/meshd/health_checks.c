@@ -1,9 +1,10 @@
 /* meshd's health component: feeds the health checker (health/health_checker.h) with every
- * service whose effective load_balancer.health_check.type is tcp or http and its backends from
- * discovery, re-read whenever a service's backends are written (health_backends_changed()) and
- * on reload; turns each transition into a counter
- * (m->health_transitions) and a write of the backend's health flag into the datapath. Runs on the
- * event-loop thread only.
+ * service discovery serves whose effective load_balancer.health_check.type is tcp or http, with
+ * the backends discovery serves. It follows discovery service by service: each change the
+ * registry commits (health_service_changed) is synced on a later loop iteration, a budget's worth
+ * per iteration, so a reload of 16,384 services never holds the loop. Each transition becomes a
+ * counter (m->health_transitions) and a write of the backend's health flag into the datapath.
+ * Runs on the event-loop thread only.
  *
  * Checks are never redirected by our own datapath: they connect to backend addresses, and a
  * backend whose address:port is one of our VIPs (what connect4 rewrites) is never probed. Their
@@ -14,16 +15,19 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "discovery/discovery.h"
 #include "health/health_checker.h"
 #include "meshd/meshd.h"
 
 #define SUBSYS "health"
+#define SYNC_BUDGET_NS 5000000ull
 
 struct health {
 	struct meshd *m;
 	struct health_checker *checker;
-	const struct mesh_config *cfg; /* config of the sync in progress (VIP lookups) */
-	int64_t sync_timer;	       /* a sync is due on the next loop iteration */
+	char **dirty; /* services to sync, FIFO from `head` (repeats are harmless) */
+	size_t head, n, cap;
+	int64_t sync_timer; /* a sync is due on the next loop iteration */
 };
 
 static void set_flag(struct meshd *m, const char *service, const struct config_endpoint *be,
@@ -35,7 +39,7 @@ static void set_flag(struct meshd *m, const char *service, const struct config_e
 	if (!m->dp)
 		return;
 	err = datapath_backend_set_health(m->dp, service, be, healthy);
-	/* -ENOENT: discovery has not written this backend yet; meshd_apply_service will, asking
+	/* -ENOENT: discovery has not written this backend yet; it will, asking
 	 * health_backend_healthy() for the flag. */
 	if (err && err != -ENOENT)
 		LOG_WARN(SUBSYS, "cannot write backend health to the datapath",
@@ -62,85 +66,78 @@ static void on_dropped_unhealthy(const char *service, const struct config_endpoi
 
 static bool on_never_probe(const struct config_endpoint *be, void *arg)
 {
-	const struct mesh_config *cfg = ((struct health *)arg)->cfg;
-
-	for (size_t i = 0; i < cfg->n_services; i++) {
-		const struct config_endpoint *vip = &cfg->services[i].vip;
-
-		if (vip->family == be->family && vip->port == be->port &&
-		    memcmp(&vip->addr, &be->addr,
-			   be->family == AF_INET6 ? sizeof(be->addr.v6) : sizeof(be->addr.v4)) == 0)
-			return true;
-	}
-	return false;
+	return discovery_find_vip(((struct health *)arg)->m->discovery, be) != NULL;
 }
 
-static int sync_service(struct health *h, const struct mesh_config *cfg, const char *name)
+/* Brings the checks of one service in line with what discovery serves for it. */
+static int sync_service(struct health *h, const char *name)
 {
-	const struct config_service *own = config_service_find(cfg, name);
-	/* Services known only to discovery use the global block. */
-	const struct config_health_check *hc =
-	    own ? &own->load_balancer.health_check : &cfg->load_balancer.health_check;
-	const struct config_service *src = NULL;
+	const struct config_service *svc = discovery_find(h->m->discovery, name);
+	const struct config_health_check *hc = svc ? &svc->load_balancer.health_check : NULL;
 
-	if (hc->type == CONFIG_HEALTH_NONE)
+	if (!hc || hc->type == CONFIG_HEALTH_NONE) {
+		health_checker_remove_service(h->checker, name);
 		return 0;
-	/* Static backends come from `cfg` itself, so a reload sees the new set before discovery
-	 * has applied it; other backends from what discovery last learned. */
-	if (cfg->discovery != CONFIG_DISCOVERY_STATIC)
-		src = discovery_service(h->m, name);
-	if (!src)
-		src = own;
-	if (!src)
-		return 0;
-	return health_checker_service(h->checker, name, hc, src->backends, src->n_backends);
-}
-
-/* Brings the checks in line with `cfg` and discovery: adds, retunes, removes. */
-static void health_sync(struct health *h, const struct mesh_config *cfg)
-{
-	int err = 0;
-	size_t i;
-
-	h->cfg = cfg;
-	health_checker_begin(h->checker);
-	for (i = 0; i < cfg->n_services; i++)
-		err = err ?: sync_service(h, cfg, cfg->services[i].name);
-	if (cfg->discovery == CONFIG_DISCOVERY_CONSUL)
-		for (i = 0; i < cfg->consul.n_services; i++)
-			err = err ?: sync_service(h, cfg, cfg->consul.services[i]);
-	if (cfg->discovery == CONFIG_DISCOVERY_DNS)
-		for (i = 0; i < cfg->dns.n_services; i++)
-			err = err ?: sync_service(h, cfg, cfg->dns.services[i].name);
-	if (err) {
-		/* Keep every check rather than sweep the ones we could not visit. */
-		LOG_WARN(SUBSYS, "health check sync incomplete", "err=%s", log_q(strerror(-err)));
-		return;
 	}
-	health_checker_end(h->checker);
+	return health_checker_set_service(h->checker, name, hc, svc->backends, svc->n_backends);
 }
+
+static void sync_soon(struct health *h);
 
 static void on_sync_timer(struct evloop *loop, void *arg)
 {
 	struct health *h = arg;
+	uint64_t t0 = evloop_now_ns();
 
-	(void)loop;
 	h->sync_timer = 0;
-	health_sync(h, h->m->cfg);
+	while (h->head < h->n && evloop_now_ns() - t0 < SYNC_BUDGET_NS) {
+		char *name = h->dirty[h->head++];
+		int err = sync_service(h, name);
+
+		if (err)
+			LOG_WARN(SUBSYS, "cannot sync health checks", "service=%s err=%s",
+				 log_q(name), log_q(strerror(-err)));
+		free(name);
+	}
+	if (h->head < h->n) {
+		sync_soon(h);
+		return;
+	}
+	h->head = h->n = 0;
 }
 
-void health_backends_changed(struct meshd *m)
+static void sync_soon(struct health *h)
 {
-	struct health *h = m->health;
-
-	if (!h || h->sync_timer)
-		return; /* not running, or a sync already due: one sync serves a burst of changes */
-	h->sync_timer = evloop_add_timer(m->loop, 0, on_sync_timer, h);
+	if (h->sync_timer)
+		return;
+	h->sync_timer = evloop_add_timer(h->m->loop, 0, on_sync_timer, h);
 	if (h->sync_timer < 0) {
 		LOG_WARN(SUBSYS, "cannot schedule health check sync; checks follow the next change",
 			 "err=%s", log_q(strerror((int)-h->sync_timer)));
 		h->sync_timer = 0;
 	}
+}
+
+void health_service_changed(struct meshd *m, const char *service)
+{
+	struct health *h = m->health;
+	char *name;
+
+	if (!h || !(name = strdup(service)))
+		return;
+	if (h->n == h->cap) {
+		size_t cap = h->cap ? h->cap * 2 : 64;
+		char **d = realloc(h->dirty, cap * sizeof(*d));
+
+		if (!d) {
+			free(name);
+			return;
+		}
+		h->dirty = d;
+		h->cap = cap;
+	}
+	h->dirty[h->n++] = name;
+	sync_soon(h);
 }
 
 static void on_pinned_backend(const struct datapath_backend_stats *b, void *arg)
@@ -154,10 +151,31 @@ static void on_pinned_backend(const struct datapath_backend_stats *b, void *arg)
 		 b->service, config_endpoint_str(&b->backend, ep, sizeof(ep)));
 }
 
-/* Component start: creates the checks for the running config and discovery state, each first
- * check jittered over its interval. Backends an adopted
- * datapath has flagged down stay down until they pass healthy_threshold checks. Needs m->loop
- * and m->cfg. Returns 0 or -errno. */
+/* Every service discovery serves, in one pass. */
+static void sync_all(struct health *h)
+{
+	size_t i, n = discovery_count(h->m->discovery);
+	int err = 0;
+
+	health_checker_begin(h->checker);
+	for (i = 0; !err && i < n; i++) {
+		const struct config_service *svc = discovery_at(h->m->discovery, i);
+		const struct config_health_check *hc = &svc->load_balancer.health_check;
+
+		if (hc->type != CONFIG_HEALTH_NONE)
+			err = health_checker_service(h->checker, svc->name, hc, svc->backends,
+						     svc->n_backends);
+	}
+	if (err) {
+		LOG_WARN(SUBSYS, "health check sync incomplete", "err=%s", log_q(strerror(-err)));
+		return;
+	}
+	health_checker_end(h->checker);
+}
+
+/* Component start: creates the checks for what discovery serves, each first check jittered over
+ * its interval. Backends an adopted datapath has flagged down stay down until they pass
+ * healthy_threshold checks. Needs m->loop and m->discovery. Returns 0 or -errno. */
 int health_start(struct meshd *m)
 {
 	struct health *h = calloc(1, sizeof(*h));
@@ -177,7 +195,7 @@ int health_start(struct meshd *m)
 		return -ENOMEM;
 	}
 	m->health = h;
-	health_sync(h, m->cfg);
+	sync_all(h);
 	if (m->dp && datapath_adopted(m->dp))
 		datapath_stats(m->dp, NULL, on_pinned_backend, h);
 	LOG_INFO(SUBSYS, "health checks started", "checks=%zu", health_checker_count(h->checker));
@@ -194,20 +212,12 @@ void health_stop(struct meshd *m)
 		return;
 	if (h->sync_timer > 0)
 		evloop_del_timer(m->loop, h->sync_timer);
+	for (size_t i = h->head; i < h->n; i++)
+		free(h->dirty[i]);
+	free(h->dirty);
 	health_checker_free(h->checker);
 	free(h);
 	m->health = NULL;
-}
-
-/* Component reload: applies `new` (m->cfg is still `old`): checks for new services or backends
- * start healthy, removed ones stop (clearing an unhealthy flag they set), changed settings
- * retune without resetting any backend's state. Returns 0. */
-int health_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
-		  const struct config_diff *diff)
-{
-	if (m->health)
-		health_sync(m->health, new);
-	return 0;
 }
 
 bool health_backend_healthy(const struct meshd *m, const char *service,

@@ -1,6 +1,7 @@
 /* Lifecycle engine behind lifecycle.h: dependency order (Kahn's algorithm, stable in table
- * order), start with reverse unwind, stop, reload fan-out with rollback, and restart of failed
- * components on an evloop timer with capped exponential backoff. Event-loop thread only. */
+ * order), start with reverse unwind, stop, reload as a transaction over the components (stepped
+ * on the loop while one asks for more time, rolled back as a whole when one fails), and restart
+ * of failed components on an evloop timer with capped exponential backoff. Loop thread only. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,16 @@ struct comp {
 	struct lifecycle *lc;  /* back pointer for timer callbacks */
 };
 
+struct lc_reload {
+	bool active;
+	const struct mesh_config *old, *new;
+	const struct config_plan *plan;
+	size_t next;   /* next component in start order */
+	int64_t timer; /* continuation of a component that asked for more time */
+	lifecycle_reload_done done;
+	void *arg;
+};
+
 #define MAX_DEPS (sizeof(((struct meshd_component *)0)->deps) / sizeof(const char *))
 
 struct lifecycle {
@@ -30,6 +41,7 @@ struct lifecycle {
 	size_t n;
 	struct comp *order; /* components in start order */
 	bool stopping;
+	struct lc_reload *reload; /* the reload in flight (reload.active) */
 };
 
 /* Index of `name` in `tab`, or -1. */
@@ -105,8 +117,9 @@ struct lifecycle *lifecycle_new(struct meshd *m, const struct meshd_component *t
 	if (!lc)
 		return NULL;
 	lc->order = calloc(n ? n : 1, sizeof(*lc->order));
-	if (!lc->order)
-		goto err_free;
+	lc->reload = calloc(1, sizeof(*lc->reload));
+	if (!lc->order || !lc->reload)
+		goto err_order;
 	lc->m = m;
 	lc->n = n;
 	lc->opts = *opts;
@@ -117,8 +130,8 @@ struct lifecycle *lifecycle_new(struct meshd *m, const struct meshd_component *t
 	return lc;
 
 err_order:
+	free(lc->reload);
 	free(lc->order);
-err_free:
 	free(lc);
 	return NULL;
 }
@@ -127,6 +140,7 @@ void lifecycle_free(struct lifecycle *lc)
 {
 	if (!lc)
 		return;
+	free(lc->reload);
 	free(lc->order);
 	free(lc);
 }
@@ -197,68 +211,176 @@ int lifecycle_start(struct lifecycle *lc, const char **failed)
 	return err;
 }
 
+static void reload_cancel(struct lifecycle *lc);
+
 void lifecycle_stop(struct lifecycle *lc)
 {
+	reload_cancel(lc);
 	lc->stopping = true;
 	for (size_t i = lc->n; i-- > 0;)
 		stop_one(lc, &lc->order[i]);
 }
 
-/* The same change set with old and new swapped, for rolling back. `buf` holds n entries. */
-static void reverse_diff(const struct config_diff *diff, struct config_diff *out,
-			 struct config_change *buf)
+/* --- reload: a transaction over the components, stepped on the loop ------------------------- */
+
+static bool reloadable(const struct comp *c)
 {
-	for (size_t i = 0; i < diff->n; i++) {
-		buf[i].path = diff->changes[i].path;
-		buf[i].old_value = diff->changes[i].new_value;
-		buf[i].new_value = diff->changes[i].old_value;
-	}
-	out->changes = buf;
-	out->n = diff->n;
+	return c->state == COMP_UP && !c->restart_timer && c->def->reload;
 }
 
-static void rollback(struct lifecycle *lc, size_t upto, const struct mesh_config *old,
-		     const struct mesh_config *new, const struct config_diff *diff)
+/* Puts components [0, upto) back on the running config, last first: `end(false)` for those that
+ * keep their own undo, the reverse change for the others. */
+static void rollback(struct lifecycle *lc, size_t upto, const struct lc_reload *r)
 {
-	struct config_change *buf = calloc(diff->n ? diff->n : 1, sizeof(*buf));
-	struct config_diff rev;
+	struct config_plan rev;
+	bool have_rev = config_plan_reverse(r->plan, &rev) == 0;
 
-	if (!buf) {
-		LOG_ERR("lifecycle", "no memory to roll back a failed reload", NULL);
-		return;
-	}
-	reverse_diff(diff, &rev, buf);
 	while (upto-- > 0) {
 		struct comp *c = &lc->order[upto];
-
-		if (c->state != COMP_UP || c->restart_timer || !c->def->reload)
-			continue;
-		if (c->def->reload(lc->m, new, old, &rev))
-			LOG_ERR("lifecycle", "rollback failed", "component=%s", c->def->name);
-	}
-	free(buf);
-}
-
-int lifecycle_reload(struct lifecycle *lc, const struct mesh_config *old,
-		     const struct mesh_config *new, const struct config_diff *diff)
-{
-	for (size_t i = 0; i < lc->n; i++) {
-		struct comp *c = &lc->order[i];
 		int err;
 
-		/* A component waiting for a restart picks the new config up when it starts. */
-		if (c->state != COMP_UP || c->restart_timer || !c->def->reload)
+		if (!reloadable(c))
 			continue;
-		err = c->def->reload(lc->m, old, new, diff);
+		if (c->def->end) {
+			c->def->end(lc->m, false);
+			continue;
+		}
+		if (!have_rev) {
+			LOG_ERR("lifecycle", "no memory to roll back a component", "component=%s",
+				c->def->name);
+			continue;
+		}
+		do /* a reverse change is small: finish it here */
+			err = c->def->reload(lc->m, r->new, r->old, &rev);
+		while (err == -EINPROGRESS);
+		if (err)
+			LOG_ERR("lifecycle", "rollback failed", "component=%s err=%s", c->def->name,
+				log_q(strerror(-err)));
+	}
+	if (have_rev)
+		config_plan_free(&rev);
+}
+
+static void reload_finish(struct lifecycle *lc, int err, const char *failed)
+{
+	struct lc_reload *r = lc->reload;
+
+	r->active = false;
+	if (r->done)
+		r->done(r->arg, err, failed);
+}
+
+/* Runs the component reloads from r->next on. Returns -EINPROGRESS when one asked to go on
+ * later, else the reload's result (reload_finish has run). */
+static int reload_step(struct lifecycle *lc)
+{
+	struct lc_reload *r = lc->reload;
+
+	while (r->next < lc->n) {
+		struct comp *c = &lc->order[r->next];
+		bool applied = false;
+		int err;
+
+		if (!reloadable(c)) {
+			r->next++;
+			continue;
+		}
+		err = c->def->reload(lc->m, r->old, r->new, r->plan);
+		if (err == -EINPROGRESS)
+			return err;
+		if (!err && lc->opts.fault && (err = lc->opts.fault(c->def->name)))
+			applied = true; /* injected after the component applied: it is undone too */
 		if (err) {
 			LOG_ERR("lifecycle", "component rejected the new config",
 				"component=%s err=%s", c->def->name, log_q(strerror(-err)));
-			rollback(lc, i, old, new, diff);
+			rollback(lc, r->next + applied, r);
+			reload_finish(lc, err, c->def->name);
 			return err;
 		}
 		LOG_DEBUG("lifecycle", "component reloaded", "component=%s", c->def->name);
+		r->next++;
+	}
+	for (size_t i = 0; i < lc->n; i++)
+		if (reloadable(&lc->order[i]) && lc->order[i].def->end)
+			lc->order[i].def->end(lc->m, true);
+	reload_finish(lc, 0, NULL);
+	return 0;
+}
+
+static void on_reload_timer(struct evloop *loop, void *arg)
+{
+	struct lifecycle *lc = arg;
+
+	lc->reload->timer = 0;
+	if (reload_step(lc) == -EINPROGRESS)
+		lc->reload->timer = evloop_add_timer(loop, 0, on_reload_timer, lc);
+}
+
+int lifecycle_reload_start(struct lifecycle *lc, const struct mesh_config *old,
+			   const struct mesh_config *new, const struct config_plan *plan,
+			   lifecycle_reload_done done, void *arg)
+{
+	struct lc_reload *r = lc->reload;
+	int err;
+
+	if (r->active)
+		return -EBUSY;
+	*r = (struct lc_reload){ true, old, new, plan, 0, 0, done, arg };
+	err = reload_step(lc);
+	if (err != -EINPROGRESS)
+		return 0;
+	r->timer = evloop_add_timer(lc->m->loop, 0, on_reload_timer, lc);
+	if (r->timer < 0) { /* no timer: finish now rather than stall */
+		r->timer = 0;
+		lifecycle_reload_drain(lc);
 	}
 	return 0;
+}
+
+bool lifecycle_reloading(const struct lifecycle *lc)
+{
+	return lc->reload->active;
+}
+
+void lifecycle_reload_drain(struct lifecycle *lc)
+{
+	struct lc_reload *r = lc->reload;
+
+	if (r->timer) {
+		evloop_del_timer(lc->m->loop, r->timer);
+		r->timer = 0;
+	}
+	while (r->active && reload_step(lc) == -EINPROGRESS)
+		;
+}
+
+/* Cancels a reload in flight: every component goes back on the running config. */
+static void reload_cancel(struct lifecycle *lc)
+{
+	struct lc_reload *r = lc->reload;
+
+	if (!r->active)
+		return;
+	if (r->timer)
+		evloop_del_timer(lc->m->loop, r->timer);
+	r->timer = 0;
+	rollback(lc, r->next + 1 <= lc->n ? r->next + 1 : lc->n, r);
+	reload_finish(lc, -ECANCELED, "lifecycle");
+}
+
+static void store_result(void *arg, int err, const char *failed)
+{
+	*(int *)arg = err;
+}
+
+int lifecycle_reload(struct lifecycle *lc, const struct mesh_config *old,
+		     const struct mesh_config *new, const struct config_plan *plan)
+{
+	int result = -EBUSY;
+
+	if (lifecycle_reload_start(lc, old, new, plan, store_result, &result) == 0)
+		lifecycle_reload_drain(lc);
+	return result;
 }
 
 static uint64_t backoff_ns(const struct lifecycle *lc, unsigned int attempts)

@@ -1,8 +1,9 @@
 /* Lifecycle engine: runs a table of meshd components (meshd.h). Starts them in dependency order,
- * unwinds in reverse when one fails to start, stops in reverse, fans a reload out to every
- * running component (rolling back the ones already applied when one fails), and restarts a
- * component that reports a runtime failure with capped exponential backoff while the others keep
- * serving. Event-loop thread only. The table of meshd's real components lives in components.c. */
+ * unwinds in reverse when one fails to start, stops in reverse, runs a reload as a transaction
+ * over every running component (all take the new config, or all are put back on the running
+ * one), and restarts a component that reports a runtime failure with capped exponential backoff
+ * while the others keep serving. Event-loop thread only. The table of meshd's real components
+ * lives in components.c. */
 #ifndef MESHD_LIFECYCLE_H
 #define MESHD_LIFECYCLE_H
 
@@ -16,6 +17,9 @@ struct lifecycle;
 struct lifecycle_opts {
 	uint64_t backoff_base_ns; /* first restart delay after a runtime failure */
 	uint64_t backoff_max_ns;  /* cap for the doubling delay */
+	/* Test builds only (meshd_fault): called after each component applied a reload; a -errno
+	 * makes the reload fail right there, that component included in the rollback. NULL = off. */
+	int (*fault)(const char *component);
 };
 
 /* Builds the engine for `tab[0..n)` (the table must outlive it) and computes the start order.
@@ -36,11 +40,26 @@ int lifecycle_start(struct lifecycle *lc, const char **failed);
 /* Stops every running component in reverse start order and cancels pending restarts. */
 void lifecycle_stop(struct lifecycle *lc);
 
-/* Calls each running component's reload hook in start order. When one fails, the components
- * already reloaded get the reverse change (new -> old) in reverse order, so nothing changes, and
- * the failing hook's -errno is returned. Returns 0 when all applied. */
+/* Called when a reload ends: `err` 0 when every component took the new config (each `end` hook
+ * got commit), else the -errno of component `failed` after every component is back on the old
+ * config (end(false), or the reverse change for components without an `end` hook). */
+typedef void (*lifecycle_reload_done)(void *arg, int err, const char *failed);
+
+/* Starts reloading every running component in start order with `old` -> `new` (`plan` =
+ * config_plan(old, new); all three must stay valid until `done` runs). A component that returns
+ * -EINPROGRESS is called again on a later loop iteration, so a long reload never holds the loop.
+ * `done` may run before this returns. Returns 0, or -EBUSY while another reload is in flight. */
+int lifecycle_reload_start(struct lifecycle *lc, const struct mesh_config *old,
+			   const struct mesh_config *new, const struct config_plan *plan,
+			   lifecycle_reload_done done, void *arg);
+/* True while a reload is in flight. */
+bool lifecycle_reloading(const struct lifecycle *lc);
+/* Runs the reload in flight to its end now (its `done` runs before this returns). */
+void lifecycle_reload_drain(struct lifecycle *lc);
+/* A whole reload, synchronously: start + drain. Returns its result (-EBUSY when another one is in
+ * flight). */
 int lifecycle_reload(struct lifecycle *lc, const struct mesh_config *old,
-		     const struct mesh_config *new, const struct config_diff *diff);
+		     const struct mesh_config *new, const struct config_plan *plan);
 
 /* Marks `name` failed: after a backoff (base * 2^attempts, capped) it is stopped and started
  * again; a failed restart backs off further. Unknown names and repeated reports are ignored.

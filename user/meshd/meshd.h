@@ -15,7 +15,7 @@
 #include "datapath/datapath.h"
 
 struct health;	  /* user/meshd/health_checks.c */
-struct discovery; /* user/meshd/discovery.c */
+struct discovery; /* user/discovery/discovery.h (the registry), run by user/meshd/discovery.c */
 struct metrics;	  /* user/meshd/metrics.c */
 struct admin;	  /* user/meshd/admin.c */
 struct mtls;	  /* user/mtls/mtls.h */
@@ -24,6 +24,7 @@ struct upgrade;	  /* user/meshd/upgrade.c */
 
 struct lifecycle;    /* user/meshd/lifecycle.h */
 struct config_watch; /* user/meshd/reload.c */
+struct reloader;     /* user/meshd/reload.c */
 
 enum meshd_reload_result {
 	MESHD_RELOAD_OK = 0,
@@ -45,29 +46,35 @@ struct meshd {
 
 	uint64_t started_at_ns;		/* evloop_now_ns() at start */
 	uint64_t reloads[2];		/* indexed by enum meshd_reload_result */
-	uint64_t discovery_sync[2];	/* [0] ok, [1] error */
-	double discovery_last_sync_ts;	/* unix seconds of the last successful sync, 0 = never */
 	uint64_t health_transitions[2]; /* [0] to unhealthy, [1] to healthy */
 	bool ready;			/* datapath attached and config loaded */
-	int events_fd;	     /* datapath ring-buffer epoll fd watched by the loop, -1 when none */
 	int64_t drain_timer; /* next drain of removed backends' connections, 0 when none */
 
 	struct lifecycle *lifecycle; /* component engine (lifecycle.h) */
 	bool start_failed;	     /* set while a failed start unwinds (stop hooks clean up) */
 	uint64_t reloaded_at_ns;     /* evloop_now_ns() of the last successful reload, 0 = none */
 	struct config_watch *watch;  /* inotify on the config file when cfg->config_watch */
+	struct reloader *reloader;   /* a reload in flight and one asked for meanwhile */
+	struct events *events;	     /* datapath ring-buffer fan-out (events.c) */
 };
 
-/* A component: start/stop/reload hooks. `reload` gets the running `old` config and the validated
- * `new` one (m->cfg still points at old during the call) and applies only what changed; it
- * returns 0 or -errno (the reload is then reported as an error, the old config stays). */
+/* A component: start/stop hooks and the reload transaction.
+ *
+ * `reload` gets the running `old` config and the validated `new` one (m->cfg still points at
+ * old) with the plan between them, and applies only what changed. It returns 0 when applied,
+ * -EINPROGRESS to be called again on a later loop iteration (a long apply yields to the loop),
+ * or -errno after putting itself back as it was (the reload fails; the old config stays).
+ * When a later component fails, an applied component gets `end(m, false)` when it has that
+ * hook (it kept what it needs to undo), else the reverse reload (new -> old). When every one
+ * applied, each `end` hook gets `end(m, true)`. */
 struct meshd_component {
 	const char *name;
 	const char *deps[6]; /* names of components that must start first; NULL-terminated */
 	int (*start)(struct meshd *m);
 	void (*stop)(struct meshd *m);
 	int (*reload)(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
-		      const struct config_diff *diff);
+		      const struct config_plan *plan);
+	void (*end)(struct meshd *m, bool commit);
 };
 
 /* Reports a runtime failure of component `name` (e.g. discovery lost its backend for good): it is
@@ -75,26 +82,35 @@ struct meshd_component {
  * Call it from the loop thread; repeated reports before the restart are ignored. lifecycle.c */
 void meshd_component_failed(struct meshd *m, const char *name, int err);
 
-/* Reloads from m->config_path: load -> validate -> diff -> apply; logs every problem and every
- * changed key. Returns 0 (applied or nothing changed) or -errno (old config kept). reload.c */
+/* Reloads from m->config_path and waits for the result: load -> validate -> plan -> apply to
+ * every component; logs every problem and one audit line per changed setting or service. A
+ * reload already in flight is finished first. Returns 0 (applied or nothing changed) or -errno
+ * (the running config, datapath included, stays). reload.c */
 int meshd_reload(struct meshd *m);
+/* The same without waiting (SIGHUP, the config file watch): the file is loaded and planned on a
+ * worker thread and applied in steps, so the loop keeps serving meanwhile; a request while one is
+ * in flight runs once it ends. reload.c */
+void meshd_reload_async(struct meshd *m);
+/* Finishes a reload in flight and frees the reloader (at stop). reload.c */
+void meshd_reload_shutdown(struct meshd *m);
 
-/* Writes one service's current backend set (from discovery) into the datapath, combined with the
- * health-check state; discovery calls it on every change. Returns 0 or -errno. lifecycle.c */
-int meshd_apply_service(struct meshd *m, const struct config_service *svc);
-/* Removes a service that discovery no longer knows. Returns 0 or -errno. lifecycle.c */
-int meshd_remove_service(struct meshd *m, const char *name);
-/* Runs the drains of removed backends' connections that are due now, and times the next. */
+/* Runs the drains of removed backends' connections that are due now, and times the next; called
+ * after the datapath changed (a removed backend may be due earlier). components.c */
 void meshd_drain_reschedule(struct meshd *m);
 
-/* Component hooks implemented by their modules (referenced from lifecycle.c's table). */
+/* Fault injection for tests (faults.c): in a test build (tests/meshd_faults, compiled with
+ * MESHD_FAULTS) the points listed in the file $MESHD_FAULTS_FILE fail with -EIO (faults.c lists
+ * them). The meshd binary always returns 0 and reads nothing. */
+int meshd_fault(const char *point);
+/* Arms datapath_test_fail_at() when "datapath.apply@N" is listed (test build only). */
+void meshd_fault_arm_datapath(struct datapath *dp);
+
+/* Component hooks implemented by their modules (referenced from components.c's table). */
 int health_start(struct meshd *m);
 void health_stop(struct meshd *m);
-int health_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
-		  const struct config_diff *diff);
-/* A service's backend set was written to (or removed from) the datapath: the checks follow on
- * the next loop iteration, once for a burst of such calls. */
-void health_backends_changed(struct meshd *m);
+/* Discovery changed what it serves for `service` (written, removed, or put back by an undone
+ * reload): its checks follow on a later loop iteration, a budget's worth at a time. */
+void health_service_changed(struct meshd *m, const char *service);
 /* Health state of one backend as the checks see it (true when no check is configured). */
 bool health_backend_healthy(const struct meshd *m, const char *service,
 			    const struct config_endpoint *backend);
@@ -102,32 +118,37 @@ bool health_backend_healthy(const struct meshd *m, const char *service,
 int metrics_start(struct meshd *m);
 void metrics_stop(struct meshd *m);
 int metrics_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
-		   const struct config_diff *diff);
+		   const struct config_plan *plan);
 
 int admin_start(struct meshd *m);
 void admin_stop(struct meshd *m);
 int admin_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
-		 const struct config_diff *diff);
+		 const struct config_plan *plan);
 
 int mtls_comp_start(struct meshd *m);
 void mtls_comp_stop(struct meshd *m);
 int mtls_comp_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
-		     const struct config_diff *diff);
+		     const struct config_plan *plan);
 
 /* JSON for GET /v1/mtls/identities (`what` "identities") or /v1/mtls/pool ("pool"); the
  * caller deletes it. NULL on ENOMEM. mtls_comp.c */
 struct cJSON;
 struct cJSON *meshd_mtls_json(struct meshd *m, const char *what);
 
-int discovery_start(struct meshd *m);
-void discovery_stop(struct meshd *m);
-int discovery_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
-		     const struct config_diff *diff);
-/* True when a file the running configuration names changed behind it (a Consul token rotated in
- * place): a reload then reaches the components although no key changed. */
-bool discovery_files_changed(const struct meshd *m);
-/* The backend set discovery currently knows for a service (static: from the config; consul: last
- * sync or persisted state). NULL when unknown. Valid until the next loop iteration. */
-const struct config_service *discovery_service(const struct meshd *m, const char *name);
+int discovery_comp_start(struct meshd *m);
+void discovery_comp_stop(struct meshd *m);
+int discovery_comp_reload(struct meshd *m, const struct mesh_config *old,
+			  const struct mesh_config *new, const struct config_plan *plan);
+void discovery_comp_end(struct meshd *m, bool commit);
+
+/* The datapath ring buffer, read once, each record handed to every subscriber (events.c). */
+struct datapath_event;
+typedef void (*meshd_event_fn)(const struct datapath_event *ev, void *arg);
+/* Starts reading the datapath's events (best effort: logs when it cannot). */
+void events_start(struct meshd *m);
+void events_stop(struct meshd *m);
+/* Adds a subscriber; every record read from then on reaches it. Returns 0 or -ENOMEM. */
+int events_subscribe(struct meshd *m, meshd_event_fn fn, void *arg);
+void events_unsubscribe(struct meshd *m, meshd_event_fn fn, void *arg);
 
 #endif

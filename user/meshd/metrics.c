@@ -14,6 +14,7 @@
 #include "common/http.h"
 #include "common/log.h"
 #include "common/prom.h"
+#include "discovery/discovery.h"
 #include "meshd/meshd.h"
 #include "telemetry/expo_mtls.h"
 #include "telemetry/exposition.h"
@@ -24,6 +25,7 @@ struct metrics {
 	struct config_endpoint listen;
 	uint64_t scrapes;
 	unsigned in_flight; /* scrapes holding a snapshot (a few MB each at 10,000 backends) */
+	uint64_t events[2]; /* datapath events read: [0] circuit transitions, [1] rejects */
 };
 
 #define SCRAPES_IN_FLIGHT_MAX 4
@@ -41,16 +43,15 @@ struct scrape {
 	size_t bytes;
 };
 
-static const char *discovery_name(enum config_discovery d)
+/* Events subscriber: datapath records counted by type (the ring buffer is read once, events.c). */
+static void count_event(const struct datapath_event *ev, void *arg)
 {
-	switch (d) {
-	case CONFIG_DISCOVERY_CONSUL:
-		return "consul";
-	case CONFIG_DISCOVERY_DNS:
-		return "dns";
-	default:
-		return "static";
-	}
+	struct metrics *mt = arg;
+
+	if (ev->type == MESH_EV_CIRCUIT)
+		mt->events[0]++;
+	else if (ev->type == MESH_EV_REJECT)
+		mt->events[1]++;
 }
 
 static uint64_t rss_bytes(void)
@@ -76,16 +77,24 @@ static double start_time_seconds(const struct meshd *m)
 	return (double)now.tv_sec + (double)now.tv_nsec / 1e9 - up;
 }
 
-static void fill_daemon(const struct meshd *m, struct expo_daemon *d)
+static void fill_daemon(const struct metrics *mt, struct expo_daemon *d)
 {
+	const struct meshd *m = mt->m;
+	struct discovery_stats ds;
+
 	memset(d, 0, sizeof(*d));
+	discovery_get_stats(m->discovery, &ds);
 	d->version = MESH_VERSION;
 	d->ready = m->ready;
 	d->config_generation = m->cfg ? m->cfg->generation : 0;
 	memcpy(d->reloads, m->reloads, sizeof(d->reloads));
-	d->discovery = discovery_name(m->cfg ? m->cfg->discovery : CONFIG_DISCOVERY_STATIC);
-	memcpy(d->discovery_sync, m->discovery_sync, sizeof(d->discovery_sync));
-	d->discovery_last_sync_ts = m->discovery_last_sync_ts;
+	d->discovery = ds.source;
+	d->discovery_sync[0] = ds.sync_ok;
+	d->discovery_sync[1] = ds.sync_error;
+	d->discovery_last_sync_ts = ds.last_sync_ts;
+	d->discovery_up = ds.up;
+	memcpy(d->datapath_events, mt->events, sizeof(d->datapath_events));
+	evloop_get_stats(m->loop, &d->loop);
 	memcpy(d->health_transitions, m->health_transitions, sizeof(d->health_transitions));
 	d->rss_bytes = rss_bytes();
 	d->start_time_seconds = start_time_seconds(m);
@@ -153,7 +162,7 @@ static void serve_metrics(struct metrics *mt, struct http_response *resp)
 		err = datapath_stats(mt->m->dp, expo_service, expo_backend, s->e);
 	if (err)
 		LOG_WARN("metrics", "datapath stats unavailable", "err=%s", log_q(strerror(-err)));
-	fill_daemon(mt->m, &s->d);
+	fill_daemon(mt, &s->d);
 	if (mt->m->mtls)
 		s->d.mtls = expo_mtls_collect(mt->m->mtls);
 	s->collect_ns = evloop_now_ns() - s->started_ns;
@@ -228,6 +237,7 @@ int metrics_start(struct meshd *m)
 	mt->srv = listen_on(mt, &mt->listen);
 	if (!mt->srv)
 		goto err_free;
+	events_subscribe(m, count_event, mt); /* best effort: the counters stay 0 without it */
 	m->metrics = mt;
 	return 0;
 
@@ -244,6 +254,7 @@ void metrics_stop(struct meshd *m)
 
 	if (!mt)
 		return;
+	events_unsubscribe(m, count_event, mt);
 	http_server_free(mt->srv);
 	free(mt);
 	m->metrics = NULL;
@@ -260,7 +271,7 @@ static bool endpoint_equal(const struct config_endpoint *a, const struct config_
 /* Moves the listener when telemetry.metrics_listen changed: the new one is bound first, so a
  * failure (-errno) leaves the old one serving. */
 int metrics_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
-		   const struct config_diff *diff)
+		   const struct config_plan *plan)
 {
 	struct metrics *mt = m->metrics;
 	struct http_server *srv;

@@ -204,7 +204,7 @@ static int reload_running(struct meshd *m, const struct mesh_config *new)
 }
 
 int mtls_comp_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
-		     const struct config_diff *diff)
+		     const struct config_plan *plan)
 {
 	int err = 0;
 

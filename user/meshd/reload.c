@@ -1,11 +1,18 @@
-/* Hot reload: load -> validate -> diff -> apply to every running component -> swap. The running
- * config is replaced only when every component accepted the new one; otherwise nothing changes
- * and every problem is logged. Also the optional inotify watch that triggers a reload when the
- * config file changes (debounced). Loop thread only: SIGHUP, `meshctl reload` and the watch all
- * arrive there. */
+/* Hot reload: load -> validate -> plan -> apply to every component -> swap. The file is loaded,
+ * validated and planned (config_plan: what changed, which changed keys need a restart) on a
+ * worker thread, so a reload of 16,384 services costs the loop only what its changes cost; the
+ * components then apply it as one transaction (lifecycle.c), in steps when it is large. The
+ * running config is replaced only when every component took the new one; otherwise each is put
+ * back on the running one, the generation stays and the log and
+ * meshd_config_reloads_total{result="error"} say what failed. One audit line per changed setting
+ * and one per added, removed or changed service. Also the optional inotify watch that triggers a
+ * reload when the config file changes (debounced). Loop thread, except load_main(). */
 #include <errno.h>
 #include <malloc.h>
 #include <libgen.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -13,11 +20,13 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "discovery/discovery.h"
 #include "meshd/lifecycle.h"
 #include "meshd/reload.h"
 #include "meshd/sdnotify.h"
 
 #define WATCH_DEBOUNCE_NS (250ull * 1000000ull)
+#define AUDIT_BUDGET_NS 2000000ull
 
 struct config_watch {
 	int fd;		  /* inotify */
@@ -26,78 +35,201 @@ struct config_watch {
 	struct meshd *m;
 };
 
-/* Loads the file again; on failure logs every problem and returns NULL. */
-static struct mesh_config *load_next(struct meshd *m)
-{
-	struct config_errors errs = { 0 };
-	struct mesh_config *next = config_load(m->config_path, NULL, &errs);
+/* One audit line, formatted on the worker thread. */
+struct audit {
+	const char *msg;
+	char *kv;
+};
 
-	if (!next) {
-		for (size_t i = 0; i < errs.n; i++)
-			LOG_ERR("config", "invalid configuration", "error=%s", log_q(errs.msgs[i]));
-		if (!errs.n)
-			LOG_ERR("config", "cannot load configuration", "path=%s err=%s",
-				log_q(m->config_path), log_q(strerror(errno)));
-	}
-	config_errors_free(&errs);
-	return next;
+/* One reload: what the worker loaded and planned, then the apply. */
+struct job {
+	struct meshd *m;
+	uint64_t seq;
+	const struct mesh_config *old; /* the running config (stays until this job ends) */
+	struct mesh_config *next;      /* NULL when the load failed */
+	struct config_errors errs;
+	int load_errno;
+	struct config_plan plan;
+	bool planned;
+	struct audit *audit;
+	size_t n_audit;
+};
+
+struct reloader {
+	struct meshd *m;
+	uint64_t seq;	     /* of the job in flight */
+	struct job *job;     /* in flight: loading (worker) or applying (lifecycle) */
+	pthread_t worker;    /* valid while `loading` */
+	bool loading;	     /* the worker runs; its result is posted */
+	bool again;	     /* a reload was asked for while one was in flight */
+	int result;	     /* of the last finished reload */
+	struct audit *audit; /* lines still to log after a commit, from `audit_at` */
+	size_t n_audit, audit_at;
+	int64_t audit_timer;
+};
+
+static struct reloader *reloader(struct meshd *m)
+{
+	if (!m->reloader && (m->reloader = calloc(1, sizeof(*m->reloader))))
+		m->reloader->m = m;
+	return m->reloader;
 }
 
-/* One audit line per changed key; config_diff() has already redacted secrets. */
-static void log_changes(const struct config_diff *diff)
-{
-	for (size_t i = 0; i < diff->n; i++) {
-		const struct config_change *c = &diff->changes[i];
+/* --- the job: load, plan, audit lines (worker thread or loop) -------------------------------- */
 
-		LOG_INFO("config", "config changed", "path=%s old=%s new=%s", log_q(c->path),
-			 log_q(c->old_value), log_q(c->new_value));
+static void audit_add(struct job *j, const char *msg, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void audit_add(struct job *j, const char *msg, const char *fmt, ...)
+{
+	struct audit *a = realloc(j->audit, (j->n_audit + 1) * sizeof(*a));
+	va_list ap;
+
+	if (!a)
+		return;
+	j->audit = a;
+	va_start(ap, fmt);
+	if (vasprintf(&a[j->n_audit].kv, fmt, ap) >= 0)
+		a[j->n_audit++].msg = msg;
+	va_end(ap);
+}
+
+/* One line per changed setting (config_diff has redacted secrets), one per changed service. */
+static void audit_plan(struct job *j)
+{
+	const struct config_plan *p = &j->plan;
+	char vip[64];
+	size_t i;
+
+	for (i = 0; i < p->settings.n; i++) {
+		const struct config_change *c = &p->settings.changes[i];
+
+		audit_add(j, "config changed", "path=%s old=%s new=%s", log_q(c->path),
+			  log_q(c->old_value), log_q(c->new_value));
+	}
+	for (i = 0; i < p->n_services; i++) {
+		const struct config_service_change *c = &p->services[i];
+
+		if (!c->old)
+			audit_add(j, "service added", "service=%s vip=%s backends=%zu",
+				  log_q(c->name),
+				  config_endpoint_str(&c->new->vip, vip, sizeof(vip)),
+				  c->new->n_backends);
+		else if (!c->new)
+			audit_add(j, "service removed", "service=%s", log_q(c->name));
+		else
+			audit_add(j, "service changed", "service=%s keys=%s", log_q(c->name),
+				  log_q(c->keys));
 	}
 }
 
-/* Applies `next` to the components and swaps it in; takes ownership of `next`. */
-static int apply_next(struct meshd *m, struct mesh_config *next)
+static void job_load(struct job *j)
 {
-	struct config_diff diff = { 0 };
-	struct mesh_config *old = m->cfg;
-	int err = config_diff(old, next, &diff);
-
-	LOG_DEBUG("config", "new configuration loaded", "generation=%llu changes=%zu",
-		  (unsigned long long)next->generation, diff.n);
-	if (err) {
-		LOG_ERR("config", "cannot diff configurations", "err=%s", log_q(strerror(-err)));
-		goto out;
-	}
-	if (!diff.n && !discovery_files_changed(m)) {
-		LOG_INFO("config", "configuration unchanged", "generation=%llu",
-			 (unsigned long long)old->generation);
-		goto out;
-	}
-	if (!diff.n)
-		LOG_INFO("config", "secret file changed", "key=discovery.consul.token_file");
-	err = lifecycle_reload(m->lifecycle, old, next, &diff);
-	if (err)
-		goto out;
-	log_changes(&diff);
-	m->cfg = next;
-	next = old;
-	m->reloaded_at_ns = evloop_now_ns();
-	LOG_INFO("config", "configuration reloaded", "generation=%llu changes=%zu",
-		 (unsigned long long)m->cfg->generation, diff.n);
-out:
-	config_diff_free(&diff);
-	config_free(next);
-	return err;
+	j->next = config_load(j->m->config_path, NULL, &j->errs);
+	j->load_errno = errno;
+	if (!j->next)
+		return;
+	j->planned = config_plan(j->old, j->next, &j->plan) == 0;
+	if (j->planned)
+		audit_plan(j);
 }
 
-int meshd_reload(struct meshd *m)
+static void audit_free(struct audit *a, size_t n)
 {
-	struct mesh_config *next;
-	int err;
+	for (size_t i = 0; i < n; i++)
+		free(a[i].kv);
+	free(a);
+}
 
-	sdnotify("RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)(evloop_now_ns() / 1000));
-	LOG_INFO("config", "reloading configuration", "path=%s", log_q(m->config_path));
-	next = load_next(m);
-	err = next ? apply_next(m, next) : -EINVAL;
+static void job_free(struct job *j)
+{
+	if (!j)
+		return;
+	config_errors_free(&j->errs);
+	if (j->planned)
+		config_plan_free(&j->plan);
+	config_free(j->next);
+	audit_free(j->audit, j->n_audit);
+	free(j);
+}
+
+/* --- logging what happened --------------------------------------------------------------------- */
+
+static void on_audit_timer(struct evloop *loop, void *arg)
+{
+	struct reloader *r = arg;
+	uint64_t t0 = evloop_now_ns();
+
+	r->audit_timer = 0;
+	while (r->audit_at < r->n_audit && evloop_now_ns() - t0 < AUDIT_BUDGET_NS) {
+		const struct audit *a = &r->audit[r->audit_at++];
+
+		LOG_INFO("config", a->msg, "%s", a->kv);
+	}
+	if (r->audit_at < r->n_audit) {
+		r->audit_timer = evloop_add_timer(loop, 0, on_audit_timer, r);
+		if (r->audit_timer > 0)
+			return;
+		r->audit_timer = 0;
+	}
+	audit_free(r->audit, r->n_audit);
+	r->audit = NULL;
+	r->n_audit = r->audit_at = 0;
+}
+
+/* Logs the job's audit lines, a budget's worth per loop iteration (16,384 changed services are
+ * 16,384 lines), after any lines of an earlier reload still waiting. */
+static void audit_emit(struct reloader *r, struct job *j)
+{
+	struct audit *a = realloc(r->audit, (r->n_audit + j->n_audit + 1) * sizeof(*a));
+
+	if (!a)
+		return;
+	memcpy(a + r->n_audit, j->audit, j->n_audit * sizeof(*a));
+	r->audit = a;
+	r->n_audit += j->n_audit;
+	free(j->audit);
+	j->audit = NULL;
+	j->n_audit = 0;
+	if (!r->audit_timer)
+		on_audit_timer(r->m->loop, r);
+}
+
+static void log_load_errors(struct job *j)
+{
+	for (size_t i = 0; i < j->errs.n; i++)
+		LOG_ERR("config", "invalid configuration", "error=%s", log_q(j->errs.msgs[i]));
+	if (!j->errs.n)
+		LOG_ERR("config", "cannot load configuration", "path=%s err=%s",
+			log_q(j->m->config_path), log_q(strerror(j->load_errno)));
+}
+
+/* A changed key that only a restart applies (declared in the config table). */
+static int check_restart(const struct job *j)
+{
+	const struct config_plan *p = &j->plan;
+
+	char msg[128];
+
+	for (size_t i = 0; i < p->n_restart && i < sizeof(p->restart) / sizeof(p->restart[0]);
+	     i++) {
+		snprintf(msg, sizeof(msg), "%s cannot change on reload; restart meshd to apply it",
+			 p->restart[i]);
+		LOG_ERR("config", msg, "key=%s", log_q(p->restart[i]));
+	}
+	return p->n_restart ? -EINVAL : 0;
+}
+
+/* --- the pipeline (loop thread) ---------------------------------------------------------------- */
+
+static void reload_start(struct reloader *r);
+
+static void finish(struct reloader *r, int err)
+{
+	struct meshd *m = r->m;
+
+	job_free(r->job);
+	r->job = NULL;
+	r->result = err;
 	if (err) {
 		m->reloads[MESHD_RELOAD_ERROR]++;
 		LOG_ERR("config", "reload failed; the running configuration stays",
@@ -109,7 +241,209 @@ int meshd_reload(struct meshd *m)
 	malloc_trim(0);
 	sdnotify("READY=1\nSTATUS=running, config generation %llu",
 		 (unsigned long long)m->cfg->generation);
-	return err;
+	if (r->again) {
+		r->again = false;
+		reload_start(r);
+	}
+}
+
+static void on_applied(void *arg, int err, const char *failed)
+{
+	struct reloader *r = arg;
+	struct job *j = r->job;
+	struct meshd *m = r->m;
+
+	if (err) {
+		LOG_ERR("config",
+			"reload not applied; every component is back on the running config",
+			"component=%s err=%s", log_q(failed ? failed : "?"), log_q(strerror(-err)));
+		finish(r, err);
+		return;
+	}
+	audit_emit(r, j);
+	config_free(m->cfg);
+	m->cfg = j->next;
+	j->next = NULL;
+	m->reloaded_at_ns = evloop_now_ns();
+	LOG_INFO("config", "configuration reloaded", "generation=%llu changes=%zu",
+		 (unsigned long long)m->cfg->generation, config_plan_changes(&j->plan));
+	finish(r, 0);
+}
+
+/* The loaded job goes on to the components, or ends here. */
+static void job_loaded(struct reloader *r)
+{
+	struct job *j = r->job;
+	struct meshd *m = r->m;
+	int err;
+
+	if (!j->next) {
+		log_load_errors(j);
+		finish(r, -EINVAL);
+		return;
+	}
+	if (!j->planned) {
+		LOG_ERR("config", "cannot plan the reload", "err=%s", log_q(strerror(ENOMEM)));
+		finish(r, -ENOMEM);
+		return;
+	}
+	LOG_DEBUG("config", "new configuration loaded", "generation=%llu changes=%zu",
+		  (unsigned long long)j->next->generation, config_plan_changes(&j->plan));
+	err = check_restart(j);
+	if (err) {
+		finish(r, err);
+		return;
+	}
+	if (!config_plan_changes(&j->plan) && !discovery_files_changed(m->discovery, m->cfg)) {
+		LOG_INFO("config", "configuration unchanged", "generation=%llu",
+			 (unsigned long long)m->cfg->generation);
+		finish(r, 0);
+		return;
+	}
+	if (!config_plan_changes(&j->plan))
+		LOG_INFO("config", "secret file changed", "key=discovery.consul.token_file");
+	err = lifecycle_reload_start(m->lifecycle, m->cfg, j->next, &j->plan, on_applied, r);
+	if (err)
+		finish(r, err);
+}
+
+/* What the worker posts: which job finished loading (the job itself may be gone by then). */
+struct loaded {
+	struct meshd *m;
+	uint64_t seq;
+};
+
+static void on_loaded(void *arg)
+{
+	struct loaded *l = arg;
+	struct reloader *r = l->m->reloader;
+	bool mine = r && r->loading && r->seq == l->seq;
+
+	free(l);
+	if (!mine)
+		return; /* a synchronous reload collected it already */
+	pthread_join(r->worker, NULL);
+	r->loading = false;
+	job_loaded(r);
+}
+
+static void *load_main(void *arg)
+{
+	struct job *j = arg;
+	struct loaded *l = malloc(sizeof(*l));
+	struct meshd *m = j->m;
+
+	job_load(j);
+	if (l) { /* `j` is not touched after this: the loop may free it as soon as it sees l */
+		l->m = m;
+		l->seq = j->seq;
+	}
+	if (!l || evloop_post(m->loop, on_loaded, l)) {
+		free(l);
+		LOG_ERR("config",
+			"cannot hand the loaded configuration to the loop; a synchronous "
+			"reload or the next signal collects it",
+			NULL);
+	}
+	return NULL;
+}
+
+static struct job *job_new(struct reloader *r)
+{
+	struct job *j = calloc(1, sizeof(*j));
+
+	if (j) {
+		j->m = r->m;
+		j->seq = ++r->seq;
+		j->old = r->m->cfg;
+	}
+	return j;
+}
+
+static void reload_start(struct reloader *r)
+{
+	struct meshd *m = r->m;
+
+	sdnotify("RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)(evloop_now_ns() / 1000));
+	LOG_INFO("config", "reloading configuration", "path=%s", log_q(m->config_path));
+	r->job = job_new(r);
+	if (r->job && pthread_create(&r->worker, NULL, load_main, r->job) == 0) {
+		r->loading = true;
+		return;
+	}
+	if (!r->job) {
+		finish(r, -ENOMEM);
+		return;
+	}
+	job_load(r->job); /* no thread: load here rather than not at all */
+	job_loaded(r);
+}
+
+/* Runs the reload in flight to its end on this thread. */
+static void drain(struct reloader *r)
+{
+	if (r->loading) {
+		pthread_join(r->worker, NULL); /* its post finds the job collected and returns */
+		r->loading = false;
+		job_loaded(r);
+	}
+	if (lifecycle_reloading(r->m->lifecycle))
+		lifecycle_reload_drain(r->m->lifecycle);
+	else if (r->job && !r->loading)
+		finish(r, -ECANCELED); /* nothing left to drive it */
+}
+
+void meshd_reload_async(struct meshd *m)
+{
+	struct reloader *r = reloader(m);
+
+	if (!r) {
+		LOG_ERR("config", "cannot reload", "err=%s", log_q(strerror(ENOMEM)));
+		return;
+	}
+	if (r->job) {
+		r->again = true;
+		LOG_INFO("config", "reload requested while one runs; it follows", NULL);
+		return;
+	}
+	reload_start(r);
+}
+
+int meshd_reload(struct meshd *m)
+{
+	struct reloader *r = reloader(m);
+
+	if (!r)
+		return -ENOMEM;
+	r->again = false; /* this reload reads the file as it is now */
+	while (r->job)
+		drain(r);
+	sdnotify("RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)(evloop_now_ns() / 1000));
+	LOG_INFO("config", "reloading configuration", "path=%s", log_q(m->config_path));
+	r->job = job_new(r);
+	if (!r->job) {
+		finish(r, -ENOMEM);
+		return -ENOMEM;
+	}
+	job_load(r->job);
+	job_loaded(r);
+	drain(r);
+	return r->result;
+}
+
+void meshd_reload_shutdown(struct meshd *m)
+{
+	struct reloader *r = m->reloader;
+
+	if (!r)
+		return;
+	r->again = false;
+	drain(r);
+	if (r->audit_timer)
+		evloop_del_timer(m->loop, r->audit_timer);
+	audit_free(r->audit, r->n_audit);
+	free(r);
+	m->reloader = NULL;
 }
 
 /* --- config file watch ------------------------------------------------------------------------ */
@@ -120,7 +454,7 @@ static void on_watch_timer(struct evloop *loop, void *arg)
 
 	w->timer = 0;
 	LOG_INFO("config", "config file changed", "path=%s", log_q(w->m->config_path));
-	meshd_reload(w->m);
+	meshd_reload_async(w->m);
 }
 
 /* True when the batch of events in `buf` touches the watched file. */

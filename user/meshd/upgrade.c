@@ -79,6 +79,7 @@ static void hand_over(struct upgrade *u)
 	u->glue = m->mtls_glue;
 	m->mtls = NULL;
 	m->mtls_glue = NULL;
+	meshd_reload_shutdown(m);     /* a reload in flight ends before the components stop */
 	lifecycle_stop(m->lifecycle); /* the datapath stays pinned and attached */
 	if (!u->draining) {
 		evloop_stop(m->loop);

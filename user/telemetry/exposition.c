@@ -322,7 +322,44 @@ static void render_discovery(struct strbuf *out, const struct expo_daemon *d)
 		    "Unix time of the last successful discovery sync (0 = never).");
 	prom_sample_double(out, "meshd_discovery_last_sync_timestamp_seconds", l.data, NULL,
 			   d->discovery_last_sync_ts);
+	prom_family(out, "meshd_discovery_up", "gauge",
+		    "1 when the discovery source reaches what it discovers from (last query ok).");
+	prom_sample_u64(out, "meshd_discovery_up", l.data, NULL, d->discovery_up ? 1 : 0);
+	prom_family(out, "meshd_events_read_total", "counter",
+		    "Records read from the datapath's event ring buffer, by type.");
+	prom_sample_u64(out, "meshd_events_read_total", NULL, "type=\"circuit\"",
+			d->datapath_events[0]);
+	prom_sample_u64(out, "meshd_events_read_total", NULL, "type=\"reject\"",
+			d->datapath_events[1]);
 	strbuf_free(&l);
+}
+
+/* How long the event loop's iterations take: a histogram and the longest one. */
+static void render_loop(struct strbuf *out, const struct expo_daemon *d)
+{
+	static const char *const name = "meshd_event_loop_iteration_seconds";
+	uint64_t cum = 0;
+	char le[48], bucket[80];
+
+	prom_family(out, name, "histogram",
+		    "Time the event loop spends per iteration (callbacks, not waiting).");
+	snprintf(bucket, sizeof(bucket), "%s_bucket", name);
+	for (int i = 0; i < EVLOOP_HIST_BUCKETS; i++) {
+		cum += d->loop.hist[i];
+		if (evloop_hist_le_ns[i] == UINT64_MAX)
+			snprintf(le, sizeof(le), "le=\"+Inf\"");
+		else
+			snprintf(le, sizeof(le), "le=\"%g\"", (double)evloop_hist_le_ns[i] / 1e9);
+		prom_sample_u64(out, bucket, NULL, le, cum);
+	}
+	snprintf(bucket, sizeof(bucket), "%s_sum", name);
+	prom_sample_nanos(out, bucket, NULL, NULL, d->loop.sum_ns);
+	snprintf(bucket, sizeof(bucket), "%s_count", name);
+	prom_sample_u64(out, bucket, NULL, NULL, d->loop.iterations);
+	prom_family(out, "meshd_event_loop_iteration_max_seconds", "gauge",
+		    "Longest event-loop iteration since meshd started.");
+	prom_sample_nanos(out, "meshd_event_loop_iteration_max_seconds", NULL, NULL,
+			  d->loop.max_ns);
 }
 
 static void render_daemon_misc(struct strbuf *out, const struct expo_daemon *d)
@@ -334,6 +371,7 @@ static void render_daemon_misc(struct strbuf *out, const struct expo_daemon *d)
 			d->health_transitions[0]);
 	prom_sample_u64(out, "meshd_health_transitions_total", NULL, "to=\"healthy\"",
 			d->health_transitions[1]);
+	render_loop(out, d);
 	if (d->rss_bytes) {
 		prom_family(out, "process_resident_memory_bytes", "gauge",
 			    "Resident memory of meshd.");

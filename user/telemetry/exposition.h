@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/evloop.h"
 #include "common/strbuf.h"
 #include "datapath/datapath.h"
 
@@ -24,6 +25,9 @@ struct expo_daemon {
 	const char *discovery;		/* discovery backend label: static, consul, dns */
 	uint64_t discovery_sync[2];	/* [0] ok, [1] error */
 	double discovery_last_sync_ts;	/* unix seconds, 0 = never */
+	bool discovery_up;		/* the source reaches what it discovers from */
+	uint64_t datapath_events[2];	/* ring-buffer records: [0] circuit, [1] reject */
+	struct evloop_stats loop;	/* iteration times of meshd's event loop */
 	uint64_t health_transitions[2]; /* [0] to unhealthy, [1] to healthy */
 	uint64_t rss_bytes;		/* 0 = unknown (omitted) */
 	/* Datapath-wide counters (enum mesh_counter) and their names; n = 0 when unavailable. */

@@ -12,7 +12,7 @@
 #include <time.h>
 
 #include "common/log.h"
-#include "consul/consul.h"
+#include "discovery/consul/consul.h"
 
 #define NS_PER_MS 1000000ull
 #define URL_MAX 2048
@@ -51,6 +51,7 @@ struct consul_watch {
 	CURLM *multi;
 	pthread_t thread;
 	atomic_bool stop;
+	atomic_size_t writes_left; /* agent writes not done yet */
 	uint64_t rnd;
 	consul_update_cb cb;
 	void *arg;
@@ -223,11 +224,10 @@ static int query_result(struct query *q, CURLcode res, long status, struct consu
 	if (q->failures)
 		LOG_INFO("consul", "query succeeded again", "service=%s failures=%u",
 			 log_q(q->service), q->failures);
-	if (h.skipped)
-		LOG_DEBUG("consul", "entries skipped", "service=%s skipped=%zu", log_q(q->service),
-			  h.skipped);
 	u->backends = h.backends;
 	u->n_backends = h.n;
+	u->skipped = h.skipped;
+	memcpy(u->skip_reason, h.skip_reason, sizeof(u->skip_reason));
 	return 0;
 }
 
@@ -241,6 +241,7 @@ static void write_finish(struct query *q, CURLcode res, long status)
 
 	if (res == CURLE_OK && (status == 200 || (q->kind == QUERY_DEREGISTER && status == 404))) {
 		q->done = true;
+		atomic_fetch_sub(&w->writes_left, 1);
 		LOG_INFO("consul", "agent write done", "op=%s id=%s", what, log_q(q->service));
 		return;
 	}
@@ -422,6 +423,7 @@ static int add_jobs(struct consul_watch *w, const struct consul_watch_opts *o)
 	}
 	for (i = 0; !err && i < o->n_deregs; i++)
 		err = add_job(w, QUERY_DEREGISTER, o->deregs[i], NULL);
+	atomic_store(&w->writes_left, o->n_regs + o->n_deregs);
 	return err;
 }
 
@@ -502,6 +504,11 @@ struct consul_watch *consul_watch_new(const struct consul_watch_opts *o, consul_
 		return NULL;
 	}
 	return w;
+}
+
+bool consul_watch_writes_done(struct consul_watch *w)
+{
+	return atomic_load(&w->writes_left) == 0;
 }
 
 void consul_watch_free(struct consul_watch *w)

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "consul/consul.h"
+#include "discovery/consul/consul.h"
 
 /* Go duration text for Consul: whole seconds when exact, else milliseconds. */
 static void format_duration(uint64_t ns, char *buf, size_t len)

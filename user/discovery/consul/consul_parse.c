@@ -12,7 +12,9 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "consul/consul.h"
+#include "discovery/consul/consul.h"
+
+static const char NOT_PASSING[] = "not passing";
 
 static bool parse_ip(const char *s, struct config_endpoint *ep)
 {
@@ -71,27 +73,31 @@ static const char *entry_address(const cJSON *entry, const cJSON *svc)
 	return cJSON_IsString(a) ? a->valuestring : NULL;
 }
 
-static bool parse_entry(const cJSON *entry, struct config_backend *b)
+/* Parses one health entry into `b`. Returns NULL when usable, else why not ("not passing" for
+ * an instance Consul reports unhealthy: left out, but not a problem of the answer). */
+static const char *parse_entry(const cJSON *entry, struct config_backend *b)
 {
 	const cJSON *svc = cJSON_GetObjectItemCaseSensitive(entry, "Service");
 	const cJSON *weights, *passing;
 	const char *addr;
 	uint32_t port;
 
-	if (!cJSON_IsObject(svc) || !all_checks_passing(entry))
-		return false;
+	if (!cJSON_IsObject(svc))
+		return "entry without a Service object";
+	if (!all_checks_passing(entry))
+		return NOT_PASSING;
 	addr = entry_address(entry, svc);
 	if (!addr || !parse_ip(addr, &b->endpoint))
-		return false;
+		return "address is not an IP address";
 	if (!get_uint(cJSON_GetObjectItemCaseSensitive(svc, "Port"), 1, 65535, &port))
-		return false;
+		return "port is not an integer in 1..65535";
 	b->endpoint.port = (uint16_t)port;
 	b->weight = 1;
 	weights = cJSON_GetObjectItemCaseSensitive(svc, "Weights");
 	passing = cJSON_GetObjectItemCaseSensitive(weights, "Passing");
 	if (passing && !get_uint(passing, 1, 65535, &b->weight))
-		return false;
-	return true;
+		return "Weights.Passing is not an integer in 1..65535";
+	return NULL;
 }
 
 static bool seen(const struct config_backend *b, size_t n, const struct config_backend *x)
@@ -134,11 +140,14 @@ int consul_parse_health(const char *json, size_t len, struct consul_health *out,
 	{
 		struct config_backend *b = &out->backends[out->n];
 
+		const char *why_not;
+
 		memset(b, 0, sizeof(*b));
-		if (parse_entry(entry, b) && !seen(out->backends, out->n, b))
+		why_not = parse_entry(entry, b);
+		if (!why_not && !seen(out->backends, out->n, b))
 			out->n++;
-		else
-			out->skipped++;
+		else if (why_not && why_not != NOT_PASSING && !out->skipped++)
+			snprintf(out->skip_reason, sizeof(out->skip_reason), "%s", why_not);
 	}
 	cJSON_Delete(root);
 	return 0;

@@ -1,9 +1,11 @@
-/* Unit tests for the discovery service table: deep copy, equality over every field that reaches
- * the datapath, canonical backend order. */
+/* Unit tests for the backend-set helpers of the discovery module (deep copy, canonical order,
+ * normalisation) and for config_service_changes(), the table-derived comparison that decides
+ * whether a service changed. */
 #include <arpa/inet.h>
 #include <stdlib.h>
 
-#include "state/state.h"
+#include "config/config.h"
+#include "discovery/state.h"
 #include "test.h"
 
 static struct config_backend be4(const char *ip, uint16_t port, uint32_t weight)
@@ -34,7 +36,7 @@ TEST(svc_copy_is_deep_and_equal)
 	CHECK(dst.name != src.name);
 	CHECK(dst.backends != b);
 	CHECK(dst.load_balancer.health_check.http_path != src.load_balancer.health_check.http_path);
-	CHECK(state_svc_equal(&dst, &src));
+	CHECK_INT_EQ(config_service_changes(&dst, &src, true, NULL, 0), 0);
 	state_svc_release(&dst);
 	CHECK(dst.name == NULL && dst.backends == NULL && dst.n_backends == 0);
 }
@@ -47,28 +49,50 @@ TEST(svc_copy_replaces_backends)
 
 	CHECK_INT_EQ(state_svc_copy(&dst, &src, nb, 2), 0);
 	CHECK_INT_EQ(dst.n_backends, 2);
-	CHECK(!state_svc_equal(&dst, &src));
+	CHECK_INT_EQ(config_service_changes(&dst, &src, true, NULL, 0), 1);
+	CHECK_INT_EQ(config_service_changes(&dst, &src, false, NULL, 0), 0);
 	CHECK(state_backends_equal(dst.backends, 2, nb, 2));
 	state_svc_release(&dst);
 }
 
-TEST(svc_equal_sees_policy_changes)
+TEST(service_changes_see_every_policy_key_and_name_them)
 {
 	struct config_backend b[1] = { be4("127.0.0.1", 22001, 1) };
 	struct config_service a = svc_template(b, 1), c = a;
+	char keys[256];
 
-	CHECK(state_svc_equal(&a, &c));
+	CHECK_INT_EQ(config_service_changes(&a, &c, true, keys, sizeof(keys)), 0);
+	CHECK_STR_EQ(keys, "");
 	c.circuit_breaker.consecutive_failures = 7;
-	CHECK(!state_svc_equal(&a, &c));
+	CHECK_INT_EQ(config_service_changes(&a, &c, true, keys, sizeof(keys)), 1);
+	CHECK_STR_EQ(keys, "circuit_breaker.consecutive_failures");
 	c = a;
 	c.load_balancer.health_check.http_path = "/ready";
-	CHECK(!state_svc_equal(&a, &c));
-	c = a;
 	c.vip.port = 81;
-	CHECK(!state_svc_equal(&a, &c));
+	CHECK_INT_EQ(config_service_changes(&a, &c, true, keys, sizeof(keys)), 2);
+	CHECK_STR_EQ(keys, "port,load_balancer.health_check.http_path");
 	c = a;
 	c.mtls = true;
-	CHECK(!state_svc_equal(&a, &c));
+	c.load_balancer.retry.budget_percent = 3; /* keys nobody listed by hand are seen too */
+	CHECK_INT_EQ(config_service_changes(&a, &c, true, keys, sizeof(keys)), 2);
+	CHECK_STR_EQ(keys, "mtls,load_balancer.retry.budget_percent");
+	c = a;
+	c.vip.addr.v4.s_addr ^= 1;
+	CHECK_INT_EQ(config_service_changes(&a, &c, false, keys, sizeof(keys)), 1);
+	CHECK_STR_EQ(keys, "vip");
+}
+
+TEST(normalize_sorts_and_drops_repeats)
+{
+	struct config_backend b[4] = { be4("127.0.0.2", 1, 1), be4("127.0.0.1", 2, 1),
+				       be4("127.0.0.2", 1, 1), be4("127.0.0.1", 1, 3) };
+
+	CHECK_INT_EQ(state_backends_normalize(b, 4), 3);
+	CHECK_INT_EQ(b[0].endpoint.port, 1);
+	CHECK_INT_EQ(b[0].weight, 3);
+	CHECK_INT_EQ(b[1].endpoint.port, 2);
+	CHECK_INT_EQ(b[2].endpoint.addr.v4.s_addr, be4("127.0.0.2", 1, 1).endpoint.addr.v4.s_addr);
+	CHECK_INT_EQ(state_backends_normalize(b, 0), 0);
 }
 
 TEST(backends_equal_weight_and_order_matter)
@@ -99,22 +123,4 @@ TEST(sort_orders_v4_before_v6_and_by_address_then_port)
 	CHECK_INT_EQ(all[1].endpoint.port, 9);
 	CHECK_INT_EQ(all[2].endpoint.port, 1);
 	CHECK_INT_EQ(all[3].endpoint.family, AF_INET6);
-}
-
-TEST(table_find_and_free)
-{
-	struct state_table t = { 0 };
-	struct config_backend b[1] = { be4("127.0.0.1", 22001, 1) };
-	struct config_service s = svc_template(b, 1);
-
-	t.ents = calloc(2, sizeof(*t.ents));
-	CHECK_INT_EQ(state_svc_copy(&t.ents[0].svc, &s, b, 1), 0);
-	s.name = "web";
-	CHECK_INT_EQ(state_svc_copy(&t.ents[1].svc, &s, b, 1), 0);
-	t.n = 2;
-	CHECK(state_table_find(&t, "web") == &t.ents[1]);
-	CHECK(state_table_find(&t, "nope") == NULL);
-	CHECK(state_table_find(&t, NULL) == NULL);
-	state_table_free(&t);
-	CHECK(t.n == 0 && t.ents == NULL);
 }

@@ -1,12 +1,13 @@
 /* On-disk discovery state: a small line format, written atomically and parsed strictly.
  *
- *   meshd-discovery-state 1
- *   service api 120 2          name, discovery index, backend count
+ *   meshd-discovery-state 2
+ *   service api consul 120 2   name, source, source index, backend count
  *   backend 127.0.0.1 8081 1   address, port, weight
  *   backend ::1 8082 10
  *   end 1                      number of services: a truncated file never parses
  *
- * Anything else (another magic, version, count or a stray line) makes the whole file invalid. */
+ * Version 1 had no source field (every set came from Consul) and is still read. Anything else
+ * (another magic, version, count or a stray line) makes the whole file invalid. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -18,10 +19,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "state/state.h"
+#include "discovery/state.h"
 
 #define STATE_MAGIC "meshd-discovery-state"
-#define STATE_VERSION 1
+#define STATE_VERSION 2
 #define STATE_MAX_FILE (16u << 20)
 #define STATE_MAX_SERVICES 65536
 
@@ -67,28 +68,25 @@ static void format_backend(struct sbuf *b, const struct config_backend *be)
 	sb_printf(b, "backend %s %u %u\n", ip, be->endpoint.port, be->weight);
 }
 
-char *state_format(const struct state_table *t, size_t *len)
+char *state_format(const struct state_saved *s, size_t *len)
 {
 	struct sbuf b = { .cap = 256 };
-	size_t i, j, n = 0;
+	size_t i, j;
 
 	b.p = malloc(b.cap);
 	if (!b.p)
 		return NULL;
 	b.p[0] = '\0';
 	sb_printf(&b, "%s %d\n", STATE_MAGIC, STATE_VERSION);
-	for (i = 0; i < t->n; i++) {
-		const struct state_entry *e = &t->ents[i];
+	for (i = 0; i < s->n; i++) {
+		const struct state_saved_service *e = &s->svcs[i];
 
-		if (!e->discovered || !e->svc.name)
-			continue;
-		sb_printf(&b, "service %s %llu %zu\n", e->svc.name, (unsigned long long)e->index,
-			  e->svc.n_backends);
-		for (j = 0; j < e->svc.n_backends; j++)
-			format_backend(&b, &e->svc.backends[j]);
-		n++;
+		sb_printf(&b, "service %s %s %llu %zu\n", e->name, e->source,
+			  (unsigned long long)e->index, e->n_backends);
+		for (j = 0; j < e->n_backends; j++)
+			format_backend(&b, &e->backends[j]);
 	}
-	sb_printf(&b, "end %zu\n", n);
+	sb_printf(&b, "end %zu\n", s->n);
 	if (b.oom) {
 		free(b.p);
 		errno = ENOMEM;
@@ -187,16 +185,21 @@ static bool parse_backend(struct cursor *c, struct config_backend *b)
 	return true;
 }
 
-/* Parses one `service` line (already split in `c`) and its backend lines into `s`. */
-static int parse_service(struct cursor *c, struct state_saved *out, struct state_saved_service *s)
+/* Parses one `service` line (already split in `c`) and its backend lines into `s`. Version 1
+ * lines have no source field. */
+static int parse_service(struct cursor *c, int version, struct state_saved *out,
+			 struct state_saved_service *s)
 {
+	int f = version == 1 ? 2 : 3; /* field of the index */
 	uint64_t n;
 	size_t i;
 
-	if (c->nf != 4 || !valid_name(c->f[1]) || state_saved_find(out, c->f[1]) ||
-	    !parse_u64(c->f[2], UINT64_MAX, &s->index) ||
-	    !parse_u64(c->f[3], STATE_MAX_BACKENDS, &n))
+	if (c->nf != f + 2 || !valid_name(c->f[1]) || state_saved_find(out, c->f[1]) ||
+	    (version > 1 && (!valid_name(c->f[2]) || strlen(c->f[2]) >= STATE_SOURCE_MAX)) ||
+	    !parse_u64(c->f[f], UINT64_MAX, &s->index) ||
+	    !parse_u64(c->f[f + 1], STATE_MAX_BACKENDS, &n))
 		return -EINVAL;
+	snprintf(s->source, sizeof(s->source), "%s", version == 1 ? "consul" : c->f[2]);
 	s->name = strdup(c->f[1]);
 	s->backends = calloc(n ? n : 1, sizeof(*s->backends));
 	if (!s->name || !s->backends)
@@ -207,7 +210,7 @@ static int parse_service(struct cursor *c, struct state_saved *out, struct state
 	return 0;
 }
 
-static int parse_body(struct cursor *c, struct state_saved *out)
+static int parse_body(struct cursor *c, int version, struct state_saved *out)
 {
 	struct state_saved_service *ns;
 	uint64_t count;
@@ -227,7 +230,7 @@ static int parse_body(struct cursor *c, struct state_saved *out)
 		out->svcs = ns;
 		memset(&ns[out->n], 0, sizeof(*ns));
 		out->n++;
-		err = parse_service(c, out, &ns[out->n - 1]);
+		err = parse_service(c, version, out, &ns[out->n - 1]);
 		if (err)
 			return err;
 	}
@@ -244,11 +247,11 @@ int state_parse(const char *buf, size_t len, struct state_saved *out, char *why,
 		snprintf(why, why_len, "not a meshd discovery state file");
 		return -EINVAL;
 	}
-	if (strcmp(c.f[1], "1") != 0) {
+	if (strcmp(c.f[1], "1") != 0 && strcmp(c.f[1], "2") != 0) {
 		snprintf(why, why_len, "unsupported state version %s", c.f[1]);
 		return -EINVAL;
 	}
-	err = parse_body(&c, out);
+	err = parse_body(&c, c.f[1][0] - '0', out);
 	if (err) {
 		snprintf(why, why_len, "%s at line %u",
 			 err == -ENOMEM ? "out of memory" : "corrupt", c.line);
@@ -310,7 +313,7 @@ static int fsync_dir(const char *dir)
 	return err;
 }
 
-int state_save(const char *dir, const struct state_table *t)
+int state_save(const char *dir, const struct state_saved *t)
 {
 	char path[PATH_MAX], tmp[PATH_MAX];
 	size_t len;
@@ -364,9 +367,14 @@ int state_load(const char *dir, struct state_saved *out, char *why, size_t why_l
 	memset(out, 0, sizeof(*out));
 	if (snprintf(path, sizeof(path), "%s/%s", dir, STATE_FILE_NAME) >= (int)sizeof(path))
 		return -ENAMETOOLONG;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return -errno;
+	/* O_NONBLOCK: opening a FIFO for reading would wait for a writer; the regular-file check
+	 * comes after the open, so the open itself must never block. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0) {
+		if (errno == ELOOP)
+			snprintf(why, why_len, "a symbolic link");
+		return errno == ELOOP ? -EINVAL : -errno;
+	}
 	if (fstat(fd, &st)) {
 		err = -errno;
 		goto out;

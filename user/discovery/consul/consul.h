@@ -1,4 +1,4 @@
-/* Consul client: blocking queries on /v1/health/service/<name> run by one worker thread over
+/* Consul client (part of the discovery module): blocking queries on /v1/health/service/<name> run by one worker thread over
  * libcurl's multi interface (the only libcurl user in the tree), and the pure pieces they are
  * built from (health JSON parsing, X-Consul-Index rules, rate limiting, backoff), kept apart so
  * they can be unit-tested and fuzzed. Wire rules follow /work/shared/consul/README.md. */
@@ -20,7 +20,9 @@
 struct consul_health {
 	struct config_backend *backends; /* malloc'd, caller frees */
 	size_t n;
-	size_t skipped; /* entries left out: not passing, no IP address, bad port, duplicate */
+	size_t skipped; /* unusable entries left out: no IP address, bad port or weight (entries
+			 * not passing and duplicates are left out without counting) */
+	char skip_reason[128]; /* why the first one was left out, "" when none was */
 };
 
 /* Parses the JSON array a health query returns into backends: address from Service.Address,
@@ -115,6 +117,8 @@ struct consul_update {
 	uint64_t index;			 /* index the next query will use (see consul_next_index) */
 	struct config_backend *backends; /* when err == 0: sorted by nobody, caller decides */
 	size_t n_backends;
+	size_t skipped;	       /* listed instances left out (consul_health.skipped) */
+	char skip_reason[128]; /* why the first one was */
 };
 void consul_update_free(struct consul_update *u);
 
@@ -127,6 +131,8 @@ struct consul_watch;
  * Returns the watcher, or NULL + errno. */
 struct consul_watch *consul_watch_new(const struct consul_watch_opts *o, consul_update_cb cb,
 				      void *arg);
+/* True once every agent write (registration, deregistration) has succeeded. Any thread. */
+bool consul_watch_writes_done(struct consul_watch *w);
 /* Stops the thread (wakes it, joins), frees everything. No callback runs after it returns.
  * Accepts NULL. */
 void consul_watch_free(struct consul_watch *w);

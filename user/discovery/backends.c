@@ -1,0 +1,92 @@
+/* Backend sets shared by the registry and the sources: deep copies of config services with
+ * their backends replaced, canonical order, normalisation and equality. Pure. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "discovery/state.h"
+
+int state_svc_copy(struct config_service *dst, const struct config_service *src,
+		   const struct config_backend *backends, size_t n)
+{
+	const char *path = src->load_balancer.health_check.http_path;
+
+	*dst = *src;
+	dst->name = strdup(src->name ? src->name : "");
+	dst->load_balancer.health_check.http_path = path ? strdup(path) : NULL;
+	dst->backends = n ? calloc(n, sizeof(*backends)) : NULL;
+	dst->n_backends = n;
+	if (!dst->name || (path && !dst->load_balancer.health_check.http_path) ||
+	    (n && !dst->backends)) {
+		state_svc_release(dst);
+		return -ENOMEM;
+	}
+	if (n)
+		memcpy(dst->backends, backends, n * sizeof(*backends));
+	return 0;
+}
+
+void state_svc_release(struct config_service *svc)
+{
+	free(svc->name);
+	free(svc->load_balancer.health_check.http_path);
+	free(svc->backends);
+	memset(svc, 0, sizeof(*svc));
+}
+
+static bool endpoint_equal(const struct config_endpoint *a, const struct config_endpoint *b)
+{
+	if (a->family != b->family || a->port != b->port)
+		return false;
+	if (a->family == AF_INET6)
+		return memcmp(&a->addr.v6, &b->addr.v6, sizeof(a->addr.v6)) == 0;
+	return a->addr.v4.s_addr == b->addr.v4.s_addr;
+}
+
+bool state_backends_equal(const struct config_backend *a, size_t na, const struct config_backend *b,
+			  size_t nb)
+{
+	size_t i;
+
+	if (na != nb)
+		return false;
+	for (i = 0; i < na; i++)
+		if (!endpoint_equal(&a[i].endpoint, &b[i].endpoint) || a[i].weight != b[i].weight)
+			return false;
+	return true;
+}
+
+static int backend_cmp(const void *pa, const void *pb)
+{
+	const struct config_endpoint *a = &((const struct config_backend *)pa)->endpoint;
+	const struct config_endpoint *b = &((const struct config_backend *)pb)->endpoint;
+	int r;
+
+	if (a->family != b->family)
+		return a->family < b->family ? -1 : 1;
+	if (a->family == AF_INET6)
+		r = memcmp(&a->addr.v6, &b->addr.v6, sizeof(a->addr.v6));
+	else
+		r = memcmp(&a->addr.v4, &b->addr.v4, sizeof(a->addr.v4));
+	if (r)
+		return r;
+	return (int)a->port - (int)b->port;
+}
+
+void state_backends_sort(struct config_backend *b, size_t n)
+{
+	if (n > 1)
+		qsort(b, n, sizeof(*b), backend_cmp);
+}
+
+size_t state_backends_normalize(struct config_backend *b, size_t n)
+{
+	size_t i, out = 0;
+
+	state_backends_sort(b, n);
+	for (i = 0; i < n; i++)
+		if (!out || backend_cmp(&b[out - 1], &b[i]) != 0)
+			b[out++] = b[i];
+	return out;
+}

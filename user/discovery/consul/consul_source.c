@@ -1,0 +1,489 @@
+/* The Consul source: runs the watcher (consul_watch.c) for discovery.consul, hands each result
+ * from the watcher thread to the loop thread with evloop_post(), and delivers every service's
+ * set to the registry. A failed query never touches the backends, and neither does an answer
+ * that leaves nothing usable while Consul lists instances: the last known set keeps being served
+ * (warned once per episode). Registrations follow the config; switching to another source
+ * deregisters them. Loop thread, except on_watch_update() (watcher thread). */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "discovery/consul/consul.h"
+#include "discovery/source.h"
+
+#define SUBSYS "discovery"
+#define DEREGISTER_GIVE_UP_NS (30ull * 1000000000ull)
+
+/* One watcher and what it registered. Outlives the source while results are queued on the loop:
+ * each queued result holds a reference; `src` becomes NULL once the watcher is stopped. */
+struct consul_sink {
+	atomic_int refs;
+	struct discovery_source *src; /* loop thread only */
+	struct evloop *loop;
+	struct consul_watch *watch;
+	char **reg_ids; /* service IDs this watcher registers */
+	size_t n_reg_ids;
+	uint64_t token_hash; /* FNV-1a of the token it sends: a reload re-reads the file */
+};
+
+struct discovery_source {
+	struct discovery_sink sink;
+	struct evloop *loop;
+	struct consul_sink *cs;
+	const struct config_consul *conf; /* settings cs runs with (the running config's) */
+	bool *kept; /* per watched service: the last answer was unusable (warned once) */
+	char **kept_names;
+	size_t n_kept;
+};
+
+struct posted {
+	struct consul_sink *cs;
+	struct consul_update *u;
+};
+
+static void sink_put(struct consul_sink *s)
+{
+	if (atomic_fetch_sub(&s->refs, 1) != 1)
+		return;
+	for (size_t i = 0; i < s->n_reg_ids; i++)
+		free(s->reg_ids[i]);
+	free(s->reg_ids);
+	free(s);
+}
+
+/* --- results ---------------------------------------------------------------------------------- */
+
+/* Slot remembering whether `service` is in an "unusable answer" episode. */
+static bool *kept_slot(struct discovery_source *src, const char *service)
+{
+	size_t i;
+	char **names;
+	bool *kept;
+
+	for (i = 0; i < src->n_kept; i++)
+		if (!strcmp(src->kept_names[i], service))
+			return &src->kept[i];
+	names = realloc(src->kept_names, (i + 1) * sizeof(*names));
+	if (names)
+		src->kept_names = names;
+	kept = names ? realloc(src->kept, (i + 1) * sizeof(*kept)) : NULL;
+	if (!kept || !(names[i] = strdup(service)))
+		return NULL;
+	src->kept = kept;
+	kept[i] = false;
+	src->n_kept++;
+	return &kept[i];
+}
+
+/* An answer whose instances were all unusable (hostname that did not resolve, port 0, ...)
+ * while Consul lists some: keep serving the last set, and say so once per episode. */
+static void keep_last(struct discovery_source *src, const struct consul_update *u)
+{
+	const struct config_service *cur = src->sink.current(src->sink.arg, u->service);
+	bool *warned = kept_slot(src, u->service);
+
+	if (warned && *warned)
+		return;
+	if (warned)
+		*warned = true;
+	LOG_WARN(SUBSYS, "consul lists instances but none is usable; keeping the last backends",
+		 "service=%s listed=%zu first_problem=%s serving=%zu", log_q(u->service),
+		 u->skipped, log_q(u->skip_reason), cur ? cur->n_backends : 0);
+}
+
+static void apply_update(struct discovery_source *src, struct consul_update *u)
+{
+	bool *warned;
+
+	src->sink.synced(src->sink.arg, u->err == 0);
+	src->sink.up(src->sink.arg, u->err == 0);
+	if (u->err)
+		return;
+	if (!u->n_backends && u->skipped) {
+		keep_last(src, u);
+		return;
+	}
+	warned = kept_slot(src, u->service);
+	if (warned && *warned) {
+		*warned = false;
+		LOG_INFO(SUBSYS, "consul answer usable again", "service=%s backends=%zu",
+			 log_q(u->service), u->n_backends);
+	}
+	if (u->skipped)
+		LOG_WARN(SUBSYS, "consul instances skipped", "service=%s skipped=%zu usable=%zu "
+			 "first_problem=%s", log_q(u->service), u->skipped, u->n_backends,
+			 log_q(u->skip_reason));
+	src->sink.deliver(src->sink.arg, u->service, u->index, u->backends, u->n_backends);
+	u->backends = NULL; /* the registry owns them now */
+}
+
+static void on_posted(void *arg)
+{
+	struct posted *p = arg;
+
+	if (p->cs->src)
+		apply_update(p->cs->src, p->u);
+	consul_update_free(p->u);
+	sink_put(p->cs);
+	free(p);
+}
+
+/* Watcher thread: queue the result for the loop thread. */
+static void on_watch_update(struct consul_update *u, void *arg)
+{
+	struct consul_sink *s = arg;
+	struct posted *p = malloc(sizeof(*p));
+
+	if (!p) {
+		consul_update_free(u);
+		return;
+	}
+	p->cs = s;
+	p->u = u;
+	atomic_fetch_add(&s->refs, 1);
+	if (evloop_post(s->loop, on_posted, p) != 0) {
+		consul_update_free(u);
+		sink_put(s);
+		free(p);
+	}
+}
+
+/* --- registrations ---------------------------------------------------------------------------- */
+
+struct reg_plan {
+	struct consul_registration *regs;
+	size_t n_regs;
+	const char **deregs; /* point into the previous sink's reg_ids */
+	size_t n_deregs;
+};
+
+static const char *reg_id(const struct config_consul_register *r)
+{
+	return r->id && r->id[0] ? r->id : r->name;
+}
+
+static bool cfg_registers(const struct config_consul *c, const char *id)
+{
+	for (size_t i = 0; c && i < c->n_reg; i++)
+		if (strcmp(reg_id(&c->reg[i]), id) == 0)
+			return true;
+	return false;
+}
+
+/* What the new watcher registers (none when `c` is NULL), and which IDs the previous one
+ * registered that are gone now. Records the new IDs in `s`. Returns 0 or -ENOMEM. */
+static int plan_registrations(const struct config_consul *c, const struct consul_sink *prev,
+			      struct consul_sink *s, struct reg_plan *p)
+{
+	size_t i, n_reg = c ? c->n_reg : 0, n_prev = prev ? prev->n_reg_ids : 0;
+
+	memset(p, 0, sizeof(*p));
+	p->regs = calloc(n_reg + 1, sizeof(*p->regs));
+	p->deregs = calloc(n_prev + 1, sizeof(*p->deregs));
+	s->reg_ids = calloc(n_reg + 1, sizeof(*s->reg_ids));
+	if (!p->regs || !p->deregs || !s->reg_ids)
+		return -ENOMEM;
+	for (i = 0; i < n_reg; i++, p->n_regs++) {
+		p->regs[i] = (struct consul_registration){
+			.id = reg_id(&c->reg[i]),
+			.name = c->reg[i].name,
+			.endpoint = c->reg[i].endpoint,
+			.deregister_critical_after_ns = c->deregister_critical_after_ns,
+		};
+		s->reg_ids[i] = strdup(p->regs[i].id);
+		if (!s->reg_ids[i])
+			return -ENOMEM;
+		s->n_reg_ids++;
+	}
+	for (i = 0; i < n_prev; i++)
+		if (!cfg_registers(c, prev->reg_ids[i]))
+			p->deregs[p->n_deregs++] = prev->reg_ids[i];
+	return 0;
+}
+
+static void plan_release(struct reg_plan *p)
+{
+	free(p->regs);
+	free(p->deregs);
+}
+
+/* FNV-1a: enough to notice a rotated token without keeping a second copy of it. */
+static uint64_t token_hash(const char *t)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (; t && *t; t++)
+		h = (h ^ (unsigned char)*t) * 0x100000001b3ull;
+	return h;
+}
+
+static char *read_token(const struct config_consul *c, bool *failed)
+{
+	char *token;
+
+	*failed = false;
+	if (!c->token_file || !c->token_file[0])
+		return NULL;
+	token = consul_read_token(c->token_file);
+	if (!token) {
+		*failed = true;
+		LOG_ERR(SUBSYS, "cannot read discovery.consul.token_file", "path=%s err=%s",
+			log_q(c->token_file), log_q(strerror(errno)));
+	}
+	return token;
+}
+
+static void token_free(char *token)
+{
+	if (token) {
+		explicit_bzero(token, strlen(token));
+		free(token);
+	}
+}
+
+/* A watcher for `c` that watches `services` (none for a cleanup watcher). */
+static struct consul_watch *watch_new(const struct config_consul *c, bool watch_services,
+				      struct consul_sink *s, const struct reg_plan *p)
+{
+	struct consul_watch_opts o = {
+		.address = c->address,
+		.datacenter = c->datacenter,
+		.ca_file = c->ca_file,
+		.services = (const char *const *)c->services,
+		.n_services = watch_services ? c->n_services : 0,
+		.wait_ns = c->wait_ns,
+		.regs = p->regs,
+		.n_regs = p->n_regs,
+		.deregs = p->deregs,
+		.n_deregs = p->n_deregs,
+	};
+	struct consul_watch *w;
+	bool failed;
+	char *token = read_token(c, &failed);
+
+	if (failed)
+		return NULL;
+	o.token = token;
+	s->token_hash = token_hash(token);
+	w = consul_watch_new(&o, on_watch_update, s);
+	if (!w)
+		LOG_ERR(SUBSYS, "cannot start consul watcher", "err=%s", log_q(strerror(errno)));
+	token_free(token);
+	return w;
+}
+
+/* A new watcher for `c`; `prev` (may be NULL) is the one it replaces. */
+static int sink_new(struct discovery_source *src, const struct config_consul *c,
+		    const struct consul_sink *prev, struct consul_sink **out)
+{
+	struct consul_sink *s = calloc(1, sizeof(*s));
+	struct reg_plan plan;
+	int err;
+
+	if (!s)
+		return -ENOMEM;
+	atomic_init(&s->refs, 1);
+	s->src = src;
+	s->loop = src->loop;
+	err = plan_registrations(c, prev, s, &plan);
+	if (!err) {
+		s->watch = watch_new(c, true, s, &plan);
+		err = s->watch ? 0 : -EIO;
+	}
+	plan_release(&plan);
+	if (err) {
+		sink_put(s);
+		return err;
+	}
+	*out = s;
+	return 0;
+}
+
+static void sink_stop(struct consul_sink *s)
+{
+	if (!s)
+		return;
+	consul_watch_free(s->watch); /* joins: no more posts after this */
+	s->watch = NULL;
+	s->src = NULL;
+	sink_put(s);
+}
+
+/* --- switching away: deregistration in the background ----------------------------------------- */
+
+static void *dereg_main(void *arg)
+{
+	struct consul_watch *w = arg;
+	uint64_t start = evloop_now_ns();
+
+	while (!consul_watch_writes_done(w) && evloop_now_ns() - start < DEREGISTER_GIVE_UP_NS)
+		usleep(50000);
+	if (!consul_watch_writes_done(w))
+		LOG_WARN(SUBSYS, "gave up deregistering from consul; the agent reaps them after "
+			 "deregister_critical_after", NULL);
+	consul_watch_free(w);
+	return NULL;
+}
+
+/* The running config selects another source: take our registrations back out of the agent
+ * (retried for a while by a watcher of its own, so the loop never waits for Consul). */
+static void deregister_all(const struct config_consul *c, struct consul_sink *prev)
+{
+	struct consul_sink *s = calloc(1, sizeof(*s));
+	struct reg_plan plan;
+	pthread_t t;
+
+	if (!s || !prev->n_reg_ids)
+		goto out;
+	atomic_init(&s->refs, 1);
+	if (plan_registrations(NULL, prev, s, &plan) == 0) {
+		struct consul_watch *w = watch_new(c, false, s, &plan);
+
+		if (w && pthread_create(&t, NULL, dereg_main, w) == 0)
+			pthread_detach(t);
+		else if (w)
+			consul_watch_free(w);
+	}
+	plan_release(&plan);
+out:
+	if (s)
+		sink_put(s); /* the cleanup watcher posts nothing: it watches no service */
+}
+
+/* --- the source ops --------------------------------------------------------------------------- */
+
+static bool consul_provides(const struct mesh_config *cfg, const char *name)
+{
+	if (cfg->discovery != CONFIG_DISCOVERY_CONSUL)
+		return false;
+	for (size_t i = 0; i < cfg->consul.n_services; i++)
+		if (strcmp(cfg->consul.services[i], name) == 0)
+			return true;
+	return false;
+}
+
+static void src_free(struct discovery_source *src)
+{
+	for (size_t i = 0; i < src->n_kept; i++)
+		free(src->kept_names[i]);
+	free(src->kept_names);
+	free(src->kept);
+	free(src);
+}
+
+static int consul_start(const struct mesh_config *cfg, struct evloop *loop,
+			const struct discovery_sink *sink, struct discovery_source **out)
+{
+	struct discovery_source *src = calloc(1, sizeof(*src));
+	int err;
+
+	if (!src)
+		return -ENOMEM;
+	src->sink = *sink;
+	src->loop = loop;
+	err = sink_new(src, &cfg->consul, NULL, &src->cs);
+	if (err) {
+		src_free(src);
+		return err;
+	}
+	src->conf = &cfg->consul;
+	LOG_INFO(SUBSYS, "consul watcher started", "address=%s services=%zu registrations=%zu",
+		 log_q(cfg->consul.address), cfg->consul.n_services, cfg->consul.n_reg);
+	*out = src;
+	return 0;
+}
+
+static bool str_same(const char *a, const char *b)
+{
+	return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+/* True when the token file now holds something else than what the running watcher sends. */
+static bool token_rotated(const struct consul_sink *s, const char *path)
+{
+	char *token;
+	bool rotated;
+
+	if (!s || !path || !path[0])
+		return false;
+	token = consul_read_token(path);
+	if (!token)
+		return true; /* let the restart report the problem */
+	rotated = token_hash(token) != s->token_hash;
+	token_free(token);
+	return rotated;
+}
+
+/* True when the two settings would run the same watcher. */
+static bool same_settings(const struct config_consul *a, const struct config_consul *b)
+{
+	size_t i;
+
+	if (!str_same(a->address, b->address) || !str_same(a->datacenter, b->datacenter) ||
+	    !str_same(a->token_file, b->token_file) || !str_same(a->ca_file, b->ca_file) ||
+	    a->wait_ns != b->wait_ns || a->n_services != b->n_services ||
+	    a->deregister_critical_after_ns != b->deregister_critical_after_ns ||
+	    a->n_reg != b->n_reg)
+		return false;
+	for (i = 0; i < a->n_services; i++)
+		if (!str_same(a->services[i], b->services[i]))
+			return false;
+	for (i = 0; i < a->n_reg; i++)
+		if (!str_same(reg_id(&a->reg[i]), reg_id(&b->reg[i])) ||
+		    !str_same(a->reg[i].name, b->reg[i].name) ||
+		    memcmp(&a->reg[i].endpoint, &b->reg[i].endpoint, sizeof(a->reg[i].endpoint)))
+			return false;
+	return true;
+}
+
+/* The new watcher replaces the running one only once it could start. */
+static int consul_reload(struct discovery_source *src, const struct mesh_config *old,
+			 const struct mesh_config *new)
+{
+	struct consul_sink *s;
+	int err;
+
+	if (same_settings(&old->consul, &new->consul) &&
+	    !token_rotated(src->cs, new->consul.token_file)) {
+		src->conf = &new->consul;
+		return 0;
+	}
+	err = sink_new(src, &new->consul, src->cs, &s);
+	if (err)
+		return err;
+	sink_stop(src->cs);
+	src->cs = s;
+	src->conf = &new->consul;
+	LOG_INFO(SUBSYS, "consul watcher restarted", "address=%s services=%zu registrations=%zu",
+		 log_q(new->consul.address), new->consul.n_services, new->consul.n_reg);
+	return 0;
+}
+
+static void consul_stop(struct discovery_source *src, bool switched)
+{
+	if (!src)
+		return;
+	if (switched && src->cs && src->cs->n_reg_ids)
+		deregister_all(src->conf, src->cs);
+	sink_stop(src->cs);
+	src_free(src);
+}
+
+static bool consul_files_changed(const struct discovery_source *src, const struct mesh_config *cfg)
+{
+	return token_rotated(src->cs, cfg->consul.token_file);
+}
+
+const struct discovery_source_ops discovery_consul_source = {
+	.name = "consul",
+	.kind = CONFIG_DISCOVERY_CONSUL,
+	.provides = consul_provides,
+	.start = consul_start,
+	.reload = consul_reload,
+	.stop = consul_stop,
+	.files_changed = consul_files_changed,
+};

@@ -1,0 +1,1075 @@
+/* The registry of service -> backends behind discovery.h. It owns one entry per configured
+ * service (policy from the config, backends from the config or from the running source), the
+ * running source, the queue of delivered sets not yet written, the reload transaction and the
+ * persisted state. Every write to the datapath goes through the hooks in batches: deliveries are
+ * flushed a budget's worth per loop iteration; a reload plans its changes once and writes them
+ * in steps inside one transaction that commits or undoes as a whole. Loop thread only. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "discovery/discovery.h"
+#include "discovery/persist.h"
+#include "discovery/registry.h"
+#include "discovery/state.h"
+
+#define SUBSYS "discovery"
+#define DEFAULT_BUDGET_NS 5000000ull
+#define DEFAULT_PERSIST_DELAY_NS 1000000000ull
+#define CHUNK 128 /* changes per hooks.apply call */
+
+/* A running source and the sink it calls (the sink's arg). */
+struct src {
+	struct discovery *d;
+	const struct discovery_source_ops *ops;
+	struct discovery_source *s;
+	bool up; /* last reported by the source */
+};
+
+/* A set delivered while a reload was in flight, replayed when it ends. */
+struct held {
+	struct src *from;
+	char *name;
+	uint64_t index;
+	struct config_backend *backends;
+	size_t n;
+};
+
+/* One planned change of a reload. */
+struct planned {
+	struct reg_entry *e;	    /* existing entry; NULL when the service is added */
+	struct config_service svc; /* new definition (deep copy); empty when removing */
+	const struct discovery_source_ops *from;
+	uint64_t index;
+	bool remove;
+};
+
+struct reload_txn {
+	const struct mesh_config *old, *new;
+	struct planned *p;
+	size_t n, cap, next; /* next: first change not written yet */
+	void *dp;	     /* the hooks' transaction */
+	struct src *new_src; /* started for `new` (the source changes), or NULL */
+	bool src_reloaded;   /* the running source took `new` (reload back on abort) */
+};
+
+struct discovery {
+	struct evloop *loop;
+	struct discovery_hooks h;
+	uint64_t budget_ns, persist_delay_ns;
+	const struct mesh_config *cfg; /* the running config */
+	struct reg_entry **ents;
+	size_t n, cap;
+	struct reg_index by_name, by_vip;
+	struct src *src;
+	struct reg_entry **queue; /* flush queue (FIFO from q_head) */
+	size_t q_head, q_len, q_cap;
+	int64_t flush_timer;
+	struct reload_txn *txn;
+	struct held *held;
+	size_t n_held, cap_held;
+	struct persister *persister;
+	char *state_dir;
+	int64_t persist_timer;
+	uint64_t sync_ok, sync_err;
+	double last_sync_ts;
+};
+
+static const char *source_name(const struct discovery_source_ops *ops)
+{
+	return ops ? ops->name : "config";
+}
+
+/* --- entries and the table -------------------------------------------------------------------- */
+
+static struct reg_entry *find(const struct discovery *d, const char *name)
+{
+	return name ? reg_index_find(&d->by_name, name, strlen(name)) : NULL;
+}
+
+static void entry_clear_pending(struct reg_entry *e)
+{
+	free(e->pending);
+	e->pending = NULL;
+	e->n_pending = 0;
+	e->has_pending = false;
+}
+
+static void entry_free(struct reg_entry *e)
+{
+	if (!e)
+		return;
+	entry_clear_pending(e);
+	state_svc_release(&e->svc);
+	free(e);
+}
+
+/* Appends `e` to the table and both indexes. */
+static int table_add(struct discovery *d, struct reg_entry *e)
+{
+	if (d->n == d->cap) {
+		size_t cap = d->cap ? d->cap * 2 : 64;
+		struct reg_entry **n = realloc(d->ents, cap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		d->ents = n;
+		d->cap = cap;
+	}
+	if (reg_index_add(&d->by_name, e))
+		return -ENOMEM;
+	reg_index_add(&d->by_vip, e); /* -EEXIST only mid-swap; commit re-adds */
+	d->ents[d->n++] = e;
+	return 0;
+}
+
+static void queue_drop(struct discovery *d, const struct reg_entry *e);
+
+/* Takes `e` out of the table and the indexes and frees it. */
+static void table_remove(struct discovery *d, struct reg_entry *e)
+{
+	size_t i;
+
+	for (i = 0; i < d->n && d->ents[i] != e; i++)
+		;
+	if (i == d->n)
+		return;
+	d->ents[i] = d->ents[--d->n];
+	reg_index_del(&d->by_name, e);
+	reg_index_del(&d->by_vip, e);
+	if (e->queued)
+		queue_drop(d, e);
+	entry_free(e);
+}
+
+static void table_free(struct discovery *d)
+{
+	for (size_t i = 0; i < d->n; i++)
+		entry_free(d->ents[i]);
+	free(d->ents);
+	d->ents = NULL;
+	d->n = d->cap = 0;
+	reg_index_free(&d->by_name);
+	reg_index_free(&d->by_vip);
+}
+
+/* --- persistence ------------------------------------------------------------------------------ */
+
+/* Deep copy of every discovered set, for the writer thread. */
+static struct state_saved *snapshot(const struct discovery *d)
+{
+	struct state_saved *s = calloc(1, sizeof(*s));
+	size_t i;
+
+	if (!s || !(s->svcs = calloc(d->n + 1, sizeof(*s->svcs))))
+		goto err;
+	for (i = 0; i < d->n; i++) {
+		const struct reg_entry *e = d->ents[i];
+		struct state_saved_service *o = &s->svcs[s->n];
+
+		if (!e->from || e->from->kind == CONFIG_DISCOVERY_STATIC)
+			continue;
+		o->name = strdup(e->svc.name);
+		o->backends = malloc((e->svc.n_backends + 1) * sizeof(*o->backends));
+		s->n++;
+		if (!o->name || !o->backends)
+			goto err;
+		memcpy(o->backends, e->svc.backends, e->svc.n_backends * sizeof(*o->backends));
+		o->n_backends = e->svc.n_backends;
+		o->index = e->index;
+		snprintf(o->source, sizeof(o->source), "%s", e->from->name);
+	}
+	return s;
+err:
+	if (s)
+		state_saved_free(s);
+	free(s);
+	return NULL;
+}
+
+static void persist_now(struct discovery *d)
+{
+	struct state_saved *s;
+
+	if (!d->state_dir || !d->persister)
+		return;
+	s = snapshot(d);
+	if (!s) {
+		LOG_WARN(SUBSYS, "cannot snapshot discovery state", "err=%s",
+			 log_q(strerror(ENOMEM)));
+		return;
+	}
+	persister_submit(d->persister, d->state_dir, s);
+}
+
+static void on_persist_timer(struct evloop *loop, void *arg)
+{
+	struct discovery *d = arg;
+
+	d->persist_timer = 0;
+	persist_now(d);
+}
+
+/* Rewrites the state file after the coalescing delay (one write for a burst of changes). */
+static void persist_soon(struct discovery *d)
+{
+	if (!d->state_dir || d->persist_timer)
+		return;
+	d->persist_timer = evloop_add_timer(d->loop, d->persist_delay_ns, on_persist_timer, d);
+	if (d->persist_timer < 0) {
+		d->persist_timer = 0;
+		persist_now(d);
+	}
+}
+
+static int set_state_dir(struct discovery *d, const char *dir)
+{
+	char *copy = dir && dir[0] ? strdup(dir) : NULL;
+
+	if (dir && dir[0] && !copy)
+		return -ENOMEM;
+	free(d->state_dir);
+	d->state_dir = copy;
+	return 0;
+}
+
+/* --- writing through the hooks ---------------------------------------------------------------- */
+
+/* One transaction writing `ch[0..n)`, committed when every change went in. */
+static int write_batch(struct discovery *d, const struct discovery_change *ch, size_t n)
+{
+	void *txn = d->h.begin(d->h.arg);
+	int err;
+
+	if (!txn)
+		return errno ? -errno : -ENOMEM;
+	err = d->h.apply(d->h.arg, txn, ch, n);
+	d->h.end(d->h.arg, txn, err == 0);
+	return err;
+}
+
+static void notify(struct discovery *d, const char *name, const struct config_service *svc)
+{
+	if (d->h.changed)
+		d->h.changed(d->h.arg, name, svc);
+}
+
+/* --- the flush queue -------------------------------------------------------------------------- */
+
+static void queue_drop(struct discovery *d, const struct reg_entry *e)
+{
+	for (size_t i = 0; i < d->q_len; i++) {
+		size_t at = (d->q_head + i) % d->q_cap;
+
+		if (d->queue[at] == e)
+			d->queue[at] = NULL; /* skipped when reached */
+	}
+}
+
+static int queue_push(struct discovery *d, struct reg_entry *e)
+{
+	if (e->queued)
+		return 0;
+	if (d->q_len == d->q_cap) {
+		size_t cap = d->q_cap ? d->q_cap * 2 : 64, i;
+		struct reg_entry **q = malloc(cap * sizeof(*q));
+
+		if (!q)
+			return -ENOMEM;
+		for (i = 0; i < d->q_len; i++)
+			q[i] = d->queue[(d->q_head + i) % d->q_cap];
+		free(d->queue);
+		d->queue = q;
+		d->q_cap = cap;
+		d->q_head = 0;
+	}
+	d->queue[(d->q_head + d->q_len++) % d->q_cap] = e;
+	e->queued = true;
+	return 0;
+}
+
+static struct reg_entry *queue_pop(struct discovery *d)
+{
+	while (d->q_len) {
+		struct reg_entry *e = d->queue[d->q_head];
+
+		d->q_head = (d->q_head + 1) % d->q_cap;
+		d->q_len--;
+		if (e) {
+			e->queued = false;
+			return e;
+		}
+	}
+	return NULL;
+}
+
+static void flush_soon(struct discovery *d);
+
+/* The entry's pending set as a new definition in `out`. Returns 1 when it differs from what
+ * is served, 0 when only the index moved (updated here), or -ENOMEM. */
+static int pending_change(struct discovery *d, struct reg_entry *e, struct config_service *out)
+{
+	if (e->from == e->pending_from &&
+	    state_backends_equal(e->svc.backends, e->svc.n_backends, e->pending, e->n_pending)) {
+		if (e->index != e->pending_index)
+			persist_soon(d);
+		e->index = e->pending_index;
+		entry_clear_pending(e);
+		return 0;
+	}
+	return state_svc_copy(out, &e->svc, e->pending, e->n_pending) ? -ENOMEM : 1;
+}
+
+/* Makes a written pending set the served one. */
+static void pending_commit(struct discovery *d, struct reg_entry *e, struct config_service *svc)
+{
+	LOG_INFO(SUBSYS, "backends changed", "service=%s source=%s backends=%zu->%zu index=%llu",
+		 log_q(e->svc.name), source_name(e->pending_from), e->svc.n_backends,
+		 svc->n_backends, (unsigned long long)e->pending_index);
+	state_svc_release(&e->svc);
+	e->svc = *svc;
+	memset(svc, 0, sizeof(*svc));
+	e->from = e->pending_from;
+	e->index = e->pending_index;
+	entry_clear_pending(e);
+	persist_soon(d);
+	notify(d, e->svc.name, &e->svc);
+}
+
+static void flush(struct discovery *d);
+
+static void on_flush_timer(struct evloop *loop, void *arg)
+{
+	struct discovery *d = arg;
+
+	d->flush_timer = 0;
+	flush(d);
+}
+
+static void flush_soon(struct discovery *d)
+{
+	if (d->flush_timer || d->txn)
+		return;
+	d->flush_timer = evloop_add_timer(d->loop, 0, on_flush_timer, d);
+	if (d->flush_timer < 0)
+		d->flush_timer = 0; /* the next delivery tries again */
+}
+
+/* Writes pending sets for at most the budget, then yields to the loop. */
+static void flush(struct discovery *d)
+{
+	uint64_t t0 = evloop_now_ns();
+	struct config_service svcs[CHUNK];
+	struct reg_entry *es[CHUNK];
+
+	while (d->q_len && !d->txn && evloop_now_ns() - t0 < d->budget_ns) {
+		struct discovery_change ch[CHUNK];
+		size_t k = 0, i;
+		int err;
+
+		while (k < CHUNK) {
+			struct reg_entry *e = queue_pop(d);
+			int r;
+
+			if (!e)
+				break;
+			if (!e->has_pending)
+				continue;
+			r = pending_change(d, e, &svcs[k]);
+			if (r < 0) {
+				LOG_WARN(SUBSYS, "cannot stage backends", "service=%s err=%s",
+					 log_q(e->svc.name), log_q(strerror(-r)));
+				entry_clear_pending(e);
+			} else if (r == 1) {
+				es[k++] = e;
+			}
+		}
+		if (!k)
+			continue;
+		for (i = 0; i < k; i++)
+			ch[i] = (struct discovery_change){ es[i]->svc.name, &svcs[i] };
+		err = write_batch(d, ch, k);
+		for (i = 0; i < k; i++) {
+			int one = err;
+
+			if (err && k > 1) /* isolate the set that does not go in */
+				one = write_batch(d, &ch[i], 1);
+			if (one) {
+				LOG_ERR(SUBSYS, "cannot write discovered backends; serving the last set",
+					"service=%s backends=%zu err=%s", log_q(es[i]->svc.name),
+					svcs[i].n_backends, log_q(strerror(-one)));
+				entry_clear_pending(es[i]);
+				state_svc_release(&svcs[i]);
+				continue;
+			}
+			pending_commit(d, es[i], &svcs[i]);
+		}
+	}
+	if (d->q_len)
+		flush_soon(d);
+}
+
+/* --- the sink ---------------------------------------------------------------------------------- */
+
+/* Sorts, deduplicates and caps a delivered set the way every set is treated (live discovery and
+ * persisted state alike). Returns the count to keep. */
+static size_t normalize(const char *name, const char *from, struct config_backend *b, size_t n)
+{
+	n = state_backends_normalize(b, n);
+	if (n > MESH_MAX_BACKENDS_PER_SVC) {
+		/* Serve the first ones (canonical order) rather than never updating the service. */
+		LOG_WARN(SUBSYS, "more backends than the datapath holds, using the first ones",
+			 "service=%s source=%s backends=%zu max=%d", log_q(name), log_q(from), n,
+			 MESH_MAX_BACKENDS_PER_SVC);
+		n = MESH_MAX_BACKENDS_PER_SVC;
+	}
+	return n;
+}
+
+static void hold(struct discovery *d, struct src *s, const char *name, uint64_t index,
+		 struct config_backend *b, size_t n)
+{
+	struct held *h;
+
+	if (d->n_held == d->cap_held) {
+		size_t cap = d->cap_held ? d->cap_held * 2 : 16;
+
+		h = realloc(d->held, cap * sizeof(*h));
+		if (!h)
+			goto drop;
+		d->held = h;
+		d->cap_held = cap;
+	}
+	h = &d->held[d->n_held];
+	h->name = strdup(name);
+	if (!h->name)
+		goto drop;
+	*h = (struct held){ s, h->name, index, b, n };
+	d->n_held++;
+	return;
+drop:
+	LOG_WARN(SUBSYS, "dropping a delivered set (out of memory)", "service=%s", log_q(name));
+	free(b);
+}
+
+static void deliver(struct discovery *d, struct src *s, const char *name, uint64_t index,
+		    struct config_backend *b, size_t n)
+{
+	struct reg_entry *e = find(d, name);
+
+	if (s != d->src || !e || !s->ops->provides(d->cfg, name)) {
+		free(b);
+		return;
+	}
+	n = normalize(name, s->ops->name, b, n);
+	entry_clear_pending(e);
+	e->pending = b;
+	e->n_pending = n;
+	e->pending_index = index;
+	e->pending_from = s->ops;
+	e->has_pending = true;
+	if (queue_push(d, e)) {
+		entry_clear_pending(e);
+		return;
+	}
+	flush_soon(d);
+}
+
+static void sink_deliver(void *arg, const char *name, uint64_t index, struct config_backend *b,
+			 size_t n)
+{
+	struct src *s = arg;
+
+	if (s->d->txn)
+		hold(s->d, s, name, index, b, n);
+	else
+		deliver(s->d, s, name, index, b, n);
+}
+
+static void sink_synced(void *arg, bool ok)
+{
+	struct src *s = arg;
+	struct discovery *d = s->d;
+	struct timespec ts;
+
+	if (ok) {
+		d->sync_ok++;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		d->last_sync_ts = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	} else {
+		d->sync_err++;
+	}
+}
+
+static void sink_up(void *arg, bool up)
+{
+	((struct src *)arg)->up = up;
+}
+
+static const struct config_service *sink_current(void *arg, const char *name)
+{
+	struct reg_entry *e = find(((struct src *)arg)->d, name);
+
+	return e ? &e->svc : NULL;
+}
+
+/* Replays the sets held during a reload: those of the source now running go in. */
+static void replay_held(struct discovery *d)
+{
+	size_t i, n = d->n_held;
+	struct held *h = d->held;
+
+	d->held = NULL;
+	d->n_held = d->cap_held = 0;
+	for (i = 0; i < n; i++) {
+		deliver(d, h[i].from, h[i].name, h[i].index, h[i].backends, h[i].n);
+		free(h[i].name);
+	}
+	free(h);
+}
+
+/* --- sources ---------------------------------------------------------------------------------- */
+
+static int src_start(struct discovery *d, const struct mesh_config *cfg, struct src **out)
+{
+	const struct discovery_source_ops *ops = discovery_source_ops(cfg->discovery);
+	struct src *s;
+	int err;
+
+	if (!ops) {
+		LOG_ERR(SUBSYS, "unknown discovery backend", "backend=%d", (int)cfg->discovery);
+		return -EINVAL;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->d = d;
+	s->ops = ops;
+	struct discovery_sink sink = {
+		.deliver = sink_deliver,
+		.synced = sink_synced,
+		.up = sink_up,
+		.current = sink_current,
+		.arg = s,
+	};
+	err = ops->start(cfg, d->loop, &sink, &s->s);
+	if (err) {
+		free(s);
+		return err;
+	}
+	*out = s;
+	return 0;
+}
+
+static void src_stop(struct src *s, bool switched)
+{
+	if (!s)
+		return;
+	s->ops->stop(s->s, switched);
+	free(s);
+}
+
+/* --- start ------------------------------------------------------------------------------------ */
+
+/* Persisted sets of the source `ops`, read without blocking; empty when there are none. */
+static void load_saved(const struct mesh_config *cfg, struct state_saved *saved)
+{
+	char why[128] = "";
+	int err;
+
+	memset(saved, 0, sizeof(*saved));
+	if (!cfg->state_dir || !cfg->state_dir[0])
+		return;
+	err = state_load(cfg->state_dir, saved, why, sizeof(why));
+	if (err && err != -ENOENT)
+		LOG_WARN(SUBSYS, "ignoring discovery state file", "dir=%s err=%s why=%s",
+			 log_q(cfg->state_dir), log_q(strerror(-err)), log_q(why));
+}
+
+/* A new entry for `svc` with its config backends, or the persisted set of the source when
+ * `saved` has one for it. */
+static struct reg_entry *entry_for(const struct config_service *svc,
+				   const struct discovery_source_ops *ops,
+				   const struct state_saved *saved)
+{
+	const struct state_saved_service *s = saved ? state_saved_find(saved, svc->name) : NULL;
+	struct reg_entry *e = calloc(1, sizeof(*e));
+	const struct config_backend *b = svc->backends;
+	size_t n = svc->n_backends;
+
+	if (!e)
+		return NULL;
+	if (s && !strcmp(s->source, ops->name)) {
+		b = s->backends;
+		n = normalize(svc->name, "state file", s->backends, s->n_backends);
+		e->from = ops;
+		e->index = s->index;
+	}
+	if (state_svc_copy(&e->svc, svc, b, n)) {
+		free(e);
+		return NULL;
+	}
+	if (e->from)
+		LOG_INFO(SUBSYS, "restored persisted backends", "service=%s source=%s backends=%zu",
+			 log_q(svc->name), ops->name, n);
+	return e;
+}
+
+static int build_table(struct discovery *d, const struct mesh_config *cfg,
+		       const struct discovery_source_ops *ops, struct state_saved *saved)
+{
+	for (size_t i = 0; i < cfg->n_services; i++) {
+		const struct config_service *svc = &cfg->services[i];
+		bool provided = ops->provides(cfg, svc->name);
+		struct reg_entry *e = entry_for(svc, ops, provided ? saved : NULL);
+
+		if (!e || table_add(d, e)) {
+			entry_free(e);
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+/* Writes the whole table in one transaction. */
+static int write_table(struct discovery *d)
+{
+	struct discovery_change *ch = calloc(d->n + 1, sizeof(*ch));
+	int err;
+
+	if (!ch)
+		return -ENOMEM;
+	for (size_t i = 0; i < d->n; i++)
+		ch[i] = (struct discovery_change){ d->ents[i]->svc.name, &d->ents[i]->svc };
+	err = write_batch(d, ch, d->n);
+	free(ch);
+	return err;
+}
+
+/* The table with persisted sets when they go in, else (never blocking a start on what an earlier
+ * run left behind) with the config's backends only. */
+static int start_table(struct discovery *d, const struct mesh_config *cfg,
+		       const struct discovery_source_ops *ops)
+{
+	struct state_saved saved;
+	int err;
+
+	load_saved(cfg, &saved);
+	err = build_table(d, cfg, ops, &saved);
+	state_saved_free(&saved);
+	if (!err)
+		err = write_table(d);
+	if (!err || err == -ENOMEM)
+		return err;
+	LOG_WARN(SUBSYS, "cannot write persisted backends; starting from the config's",
+		 "err=%s", log_q(strerror(-err)));
+	table_free(d);
+	err = build_table(d, cfg, ops, NULL);
+	return err ? err : write_table(d);
+}
+
+struct discovery *discovery_new(const struct discovery_opts *o)
+{
+	struct discovery *d = calloc(1, sizeof(*d));
+
+	if (!d)
+		return NULL;
+	d->loop = o->loop;
+	d->h = o->hooks;
+	d->budget_ns = o->budget_ns ? o->budget_ns : DEFAULT_BUDGET_NS;
+	d->persist_delay_ns = o->persist_delay_ns ? o->persist_delay_ns : DEFAULT_PERSIST_DELAY_NS;
+	d->by_vip.by_vip = true;
+	d->persister = persister_new();
+	if (!d->persister) {
+		free(d);
+		return NULL;
+	}
+	return d;
+}
+
+int discovery_start(struct discovery *d, const struct mesh_config *cfg)
+{
+	struct src *s;
+	int err;
+
+	err = set_state_dir(d, cfg->state_dir);
+	if (!err)
+		err = src_start(d, cfg, &s);
+	if (err)
+		return err;
+	d->cfg = cfg;
+	err = start_table(d, cfg, s->ops);
+	if (err) {
+		LOG_ERR(SUBSYS, "cannot write the services", "err=%s", log_q(strerror(-err)));
+		src_stop(s, false);
+		table_free(d);
+		return err;
+	}
+	d->src = s;
+	LOG_INFO(SUBSYS, "discovery started", "backend=%s services=%zu", s->ops->name, d->n);
+	return 0;
+}
+
+static void txn_free(struct reload_txn *t);
+
+void discovery_free(struct discovery *d)
+{
+	if (!d)
+		return;
+	if (d->txn)
+		discovery_reload_end(d, false);
+	src_stop(d->src, false);
+	d->src = NULL;
+	if (d->flush_timer)
+		evloop_del_timer(d->loop, d->flush_timer);
+	if (d->persist_timer) {
+		evloop_del_timer(d->loop, d->persist_timer);
+		persist_now(d);
+	}
+	persister_free(d->persister);
+	replay_held(d); /* frees them: no source any more */
+	table_free(d);
+	free(d->queue);
+	free(d->state_dir);
+	free(d);
+}
+
+/* --- reload ----------------------------------------------------------------------------------- */
+
+static struct planned *plan_add(struct reload_txn *t)
+{
+	if (t->n == t->cap) {
+		size_t cap = t->cap ? t->cap * 2 : 16;
+		struct planned *p = realloc(t->p, cap * sizeof(*p));
+
+		if (!p)
+			return NULL;
+		t->p = p;
+		t->cap = cap;
+	}
+	memset(&t->p[t->n], 0, sizeof(t->p[0]));
+	return &t->p[t->n++];
+}
+
+/* Plans service `svc` of the new config (existing entry `e`, or NULL): discovered backends stay
+ * when the same source still provides it, else the config's. Nothing is planned when what would
+ * be served does not change. */
+static int plan_service(struct reload_txn *t, const struct discovery_source_ops *ops,
+			const struct config_service *svc, struct reg_entry *e)
+{
+	const struct discovery_source_ops *from = NULL;
+	const struct config_backend *b = svc->backends;
+	size_t n = svc->n_backends;
+	uint64_t index = 0;
+	struct planned *p;
+
+	if (e && e->from && e->from == ops && ops->provides(t->new, svc->name)) {
+		from = e->from;
+		b = e->svc.backends;
+		n = e->svc.n_backends;
+		index = e->index;
+	}
+	if (e && e->from == from && state_backends_equal(e->svc.backends, e->svc.n_backends, b, n) &&
+	    !config_service_changes(&e->svc, svc, false, NULL, 0))
+		return 0;
+	p = plan_add(t);
+	if (!p)
+		return -ENOMEM;
+	p->e = e;
+	p->from = from;
+	p->index = index;
+	if (state_svc_copy(&p->svc, svc, b, n)) {
+		t->n--;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static int plan_remove(struct reload_txn *t, struct reg_entry *e)
+{
+	struct planned *p = e ? plan_add(t) : NULL;
+
+	if (!e)
+		return 0;
+	if (!p)
+		return -ENOMEM;
+	p->e = e;
+	p->remove = true;
+	return 0;
+}
+
+/* True when a change of discovery settings may move services between the config and a source. */
+static bool discovery_settings_changed(const struct config_plan *plan)
+{
+	for (size_t i = 0; i < plan->settings.n; i++)
+		if (!strncmp(plan->settings.changes[i].path, "discovery.", 10))
+			return true;
+	return false;
+}
+
+/* Every change the reload makes to the table: the services the plan names and, when discovery
+ * settings changed, every service whose source of backends moves. */
+static int plan_changes(struct discovery *d, struct reload_txn *t, const struct config_plan *plan)
+{
+	const struct discovery_source_ops *ops = t->new_src ? t->new_src->ops : d->src->ops;
+	int err = 0;
+	size_t i;
+
+	for (i = 0; !err && i < plan->n_services; i++) {
+		const struct config_service_change *c = &plan->services[i];
+
+		if (c->new)
+			err = plan_service(t, ops, c->new, find(d, c->name));
+		else
+			err = plan_remove(t, find(d, c->name));
+	}
+	if (err || (!t->new_src && !discovery_settings_changed(plan)))
+		return err;
+	for (i = 0; !err && i < t->new->n_services; i++) {
+		const struct config_service *svc = &t->new->services[i];
+		struct reg_entry *e = find(d, svc->name);
+		size_t j;
+
+		for (j = 0; j < plan->n_services && strcmp(plan->services[j].name, svc->name); j++)
+			;
+		if (e && j == plan->n_services)
+			err = plan_service(t, ops, svc, e);
+	}
+	return err;
+}
+
+/* Switches or reloads the source for `new`: a new source starts beside the running one (which
+ * stops at commit); the same source takes the new settings (and the old ones back on abort). */
+static int prepare_source(struct discovery *d, struct reload_txn *t)
+{
+	int err;
+
+	if (t->new->discovery != t->old->discovery)
+		return src_start(d, t->new, &t->new_src);
+	err = d->src->ops->reload(d->src->s, t->old, t->new);
+	t->src_reloaded = !err;
+	return err;
+}
+
+static void txn_free(struct reload_txn *t)
+{
+	for (size_t i = 0; i < t->n; i++)
+		state_svc_release(&t->p[i].svc);
+	free(t->p);
+	free(t);
+}
+
+/* Puts the source back as it ran before the reload. */
+static void undo_source(struct discovery *d, struct reload_txn *t)
+{
+	if (t->new_src)
+		src_stop(t->new_src, true);
+	t->new_src = NULL;
+	if (t->src_reloaded && d->src->ops->reload(d->src->s, t->new, t->old))
+		LOG_ERR(SUBSYS, "cannot put the discovery source back to the running config",
+			"backend=%s", d->src->ops->name);
+	t->src_reloaded = false;
+}
+
+static int txn_begin(struct discovery *d, const struct mesh_config *old,
+		     const struct mesh_config *new, const struct config_plan *plan)
+{
+	struct reload_txn *t = calloc(1, sizeof(*t));
+	int err;
+
+	if (!t)
+		return -ENOMEM;
+	t->old = old;
+	t->new = new;
+	d->txn = t; /* deliveries are held from here on */
+	err = prepare_source(d, t);
+	err = err ?: plan_changes(d, t, plan);
+	if (!err) {
+		t->dp = d->h.begin(d->h.arg);
+		err = t->dp ? 0 : (errno ? -errno : -ENOMEM);
+	}
+	if (err) {
+		LOG_ERR(SUBSYS, "cannot prepare the reload", "err=%s", log_q(strerror(-err)));
+		undo_source(d, t);
+		d->txn = NULL;
+		txn_free(t);
+		replay_held(d);
+	}
+	return err;
+}
+
+/* Writes the next changes for at most the budget. Returns 0 when all are written,
+ * -EINPROGRESS when more remain, or -errno. */
+static int txn_step(struct discovery *d, struct reload_txn *t)
+{
+	uint64_t t0 = evloop_now_ns();
+
+	while (t->next < t->n) {
+		struct discovery_change ch[CHUNK];
+		size_t k = 0;
+		int err;
+
+		while (k < CHUNK && t->next + k < t->n) {
+			struct planned *p = &t->p[t->next + k];
+
+			ch[k++] = (struct discovery_change){
+				p->remove ? p->e->svc.name : p->svc.name, p->remove ? NULL : &p->svc
+			};
+		}
+		err = d->h.apply(d->h.arg, t->dp, ch, k);
+		if (err)
+			return err;
+		t->next += k;
+		if (t->next < t->n && evloop_now_ns() - t0 >= d->budget_ns)
+			return -EINPROGRESS;
+	}
+	return 0;
+}
+
+int discovery_reload(struct discovery *d, const struct mesh_config *old,
+		     const struct mesh_config *new, const struct config_plan *plan)
+{
+	int err;
+
+	if (!d->txn) {
+		err = txn_begin(d, old, new, plan);
+		if (err)
+			return err;
+	}
+	err = txn_step(d, d->txn);
+	if (err && err != -EINPROGRESS) {
+		LOG_ERR(SUBSYS, "cannot write the reloaded services; undoing", "written=%zu of=%zu err=%s",
+			d->txn->next, d->txn->n, log_q(strerror(-err)));
+		discovery_reload_end(d, false);
+	}
+	return err;
+}
+
+/* Applies the planned changes to the table once the datapath has them. */
+static void commit_table(struct discovery *d, struct reload_txn *t)
+{
+	size_t i;
+
+	for (i = 0; i < t->n; i++) /* VIPs may swap between services: take all out first */
+		if (t->p[i].e)
+			reg_index_del(&d->by_vip, t->p[i].e);
+	for (i = 0; i < t->n; i++) {
+		struct planned *p = &t->p[i];
+		struct reg_entry *e = p->e;
+
+		if (p->remove) {
+			char *name = strdup(e->svc.name);
+
+			table_remove(d, e);
+			notify(d, name, NULL);
+			free(name);
+			p->e = NULL;
+			continue;
+		}
+		if (!e && !(e = calloc(1, sizeof(*e)))) {
+			LOG_ERR(SUBSYS, "out of memory committing a reload", "service=%s",
+				log_q(p->svc.name));
+			continue;
+		}
+		if (p->e)
+			state_svc_release(&e->svc);
+		e->svc = p->svc;
+		memset(&p->svc, 0, sizeof(p->svc));
+		e->from = p->from;
+		e->index = p->index;
+		if (e->has_pending && e->pending_from != e->from)
+			entry_clear_pending(e);
+		if (!p->e && table_add(d, e)) {
+			entry_free(e);
+			continue;
+		}
+		p->e = e;
+	}
+	for (i = 0; i < t->n; i++)
+		if (t->p[i].e && !t->p[i].remove)
+			reg_index_add(&d->by_vip, t->p[i].e);
+}
+
+void discovery_reload_end(struct discovery *d, bool commit)
+{
+	struct reload_txn *t = d->txn;
+	size_t i;
+
+	if (!t)
+		return;
+	if (t->dp)
+		d->h.end(d->h.arg, t->dp, commit);
+	if (commit) {
+		commit_table(d, t);
+		d->cfg = t->new;
+		set_state_dir(d, t->new->state_dir);
+		if (t->new_src) {
+			src_stop(d->src, true);
+			d->src = t->new_src;
+			LOG_INFO(SUBSYS, "discovery backend switched", "backend=%s",
+				 d->src->ops->name);
+		}
+	} else {
+		undo_source(d, t);
+	}
+	d->txn = NULL;
+	for (i = 0; i < t->n; i++) /* health follows what is served now (abort: as before) */
+		if (t->p[i].e && (!commit || !t->p[i].remove))
+			notify(d, t->p[i].e->svc.name, &t->p[i].e->svc);
+	txn_free(t);
+	replay_held(d);
+	persist_soon(d);
+	if (d->q_len)
+		flush_soon(d);
+}
+
+bool discovery_files_changed(const struct discovery *d, const struct mesh_config *cfg)
+{
+	return d->src && d->src->ops->files_changed && d->src->ops->files_changed(d->src->s, cfg);
+}
+
+/* --- readers ---------------------------------------------------------------------------------- */
+
+const struct config_service *discovery_find(const struct discovery *d, const char *name)
+{
+	const struct reg_entry *e = d ? find(d, name) : NULL;
+
+	return e ? &e->svc : NULL;
+}
+
+size_t discovery_count(const struct discovery *d)
+{
+	return d ? d->n : 0;
+}
+
+const struct config_service *discovery_at(const struct discovery *d, size_t i)
+{
+	return d && i < d->n ? &d->ents[i]->svc : NULL;
+}
+
+const struct config_service *discovery_find_vip(const struct discovery *d,
+						const struct config_endpoint *ep)
+{
+	unsigned char key[REG_VIP_KEY];
+	const struct reg_entry *e;
+
+	if (!d)
+		return NULL;
+	e = reg_index_find(&d->by_vip, key, reg_vip_key(ep, key));
+	return e ? &e->svc : NULL;
+}
+
+void discovery_get_stats(const struct discovery *d, struct discovery_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	if (!d)
+		return;
+	st->source = d->src ? d->src->ops->name : "static";
+	st->sync_ok = d->sync_ok;
+	st->sync_error = d->sync_err;
+	st->last_sync_ts = d->last_sync_ts;
+	st->up = d->src && d->src->up;
+	st->pending = d->q_len;
+}

@@ -1,0 +1,65 @@
+/* The one interface every discovery source implements (static.c, consul/, dns/), and the sink
+ * through which a source hands the registry a service's complete backend set. Sources run on
+ * the event-loop thread (a source may use its own threads internally, but calls the sink only
+ * from the loop thread). The registry (registry.c) owns the sources; nothing outside
+ * user/discovery/ sees this header. */
+#ifndef MESH_DISCOVERY_SOURCE_H
+#define MESH_DISCOVERY_SOURCE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/evloop.h"
+#include "config/config.h"
+
+struct discovery_source; /* a running source; its layout is private to the source's files */
+
+/* Where a source reports. Loop thread only. */
+struct discovery_sink {
+	/* The complete backend set of `service` (the registry takes `backends`, malloc'd, in any
+	 * order, duplicates allowed); `index` is the source's version of it (0 = none), persisted
+	 * with the set. A service a source does not provide is ignored. */
+	void (*deliver)(void *arg, const char *service, uint64_t index,
+			struct config_backend *backends, size_t n);
+	/* One synchronisation finished: `ok` false for a failed query (nothing delivered). */
+	void (*synced)(void *arg, bool ok);
+	/* Whether the source can currently reach what it discovers from (meshd_discovery_up). */
+	void (*up)(void *arg, bool up);
+	/* The set the registry serves for `service` (persisted or last delivered; NULL when none).
+	 * Valid until control returns to the loop. */
+	const struct config_service *(*current)(void *arg, const char *service);
+	void *arg;
+};
+
+struct discovery_source_ops {
+	const char *name;	   /* metrics label and logs: "static", "consul", "dns" */
+	enum config_discovery kind; /* the discovery.backend value that selects it */
+	/* True when, under `cfg`, this source provides the backends of service `name` (every other
+	 * service takes `services[].backends` from the config). */
+	bool (*provides)(const struct mesh_config *cfg, const char *name);
+	/* Starts the source for `cfg`; it delivers through `sink` (copied) from the next loop
+	 * iteration on. Returns 0 with *out set, or -errno (logged). */
+	int (*start)(const struct mesh_config *cfg, struct evloop *loop,
+		     const struct discovery_sink *sink, struct discovery_source **out);
+	/* Applies a new config to a running source (`old` is the one it runs with). All or nothing:
+	 * on -errno (logged) it keeps running as it was. Reloading back (new -> old) undoes it. */
+	int (*reload)(struct discovery_source *s, const struct mesh_config *old,
+		      const struct mesh_config *new);
+	/* Stops the source; no sink call happens after it returns. `switched` is true when the
+	 * running config selects another source (undo what only this source did, e.g. Consul
+	 * registrations), false on a daemon stop (registrations outlive a restart). Accepts NULL. */
+	void (*stop)(struct discovery_source *s, bool switched);
+	/* True when a file the source reads changed behind an unchanged config (a rotated token).
+	 * May be NULL. */
+	bool (*files_changed)(const struct discovery_source *s, const struct mesh_config *cfg);
+};
+
+extern const struct discovery_source_ops discovery_static_source; /* static.c */
+extern const struct discovery_source_ops discovery_consul_source; /* consul/consul_source.c */
+extern const struct discovery_source_ops discovery_dns_source;	  /* dns/dns_source.c */
+
+/* The source selected by `kind` (the one table of sources, sources.c), or NULL. */
+const struct discovery_source_ops *discovery_source_ops(enum config_discovery kind);
+
+#endif
