@@ -215,8 +215,8 @@ int config_plan(const struct mesh_config *old, const struct mesh_config *new,
 	if (!err)
 		err = plan_services(old, new, out);
 	if (!err)
-		out->n_restart = config_restart_changes(old, new, out->restart,
-							sizeof(out->restart) / sizeof(out->restart[0]));
+		out->n_restart = config_restart_changes(
+		    old, new, out->restart, sizeof(out->restart) / sizeof(out->restart[0]));
 	if (err)
 		config_plan_free(out);
 	return err;

@@ -41,6 +41,9 @@ struct discovery_opts {
 	struct discovery_hooks hooks;
 	uint64_t budget_ns;	   /* loop time one flush or reload step may take; 0 = 5 ms */
 	uint64_t persist_delay_ns; /* coalescing delay before state_dir is rewritten; 0 = 1 s */
+	/* Tests: the source for each discovery.backend value (source.h), indexed by enum
+	 * config_discovery. NULL = the real ones (sources.c). */
+	const struct discovery_source_ops *const *sources;
 };
 
 /* Creates an empty registry. Returns NULL + errno. */
@@ -83,7 +86,7 @@ const struct config_service *discovery_find_vip(const struct discovery *d,
 						const struct config_endpoint *ep);
 
 struct discovery_stats {
-	const char *source;	 /* "static", "consul", "dns" */
+	const char *source; /* "static", "consul", "dns" */
 	uint64_t sync_ok, sync_error;
 	double last_sync_ts; /* unix seconds of the last successful sync, 0 = never */
 	bool up;	     /* the source reaches what it discovers from */

@@ -39,7 +39,7 @@ struct held {
 
 /* One planned change of a reload. */
 struct planned {
-	struct reg_entry *e;	    /* existing entry; NULL when the service is added */
+	struct reg_entry *e;	   /* existing entry; NULL when the service is added */
 	struct config_service svc; /* new definition (deep copy); empty when removing */
 	const struct discovery_source_ops *from;
 	uint64_t index;
@@ -57,6 +57,7 @@ struct reload_txn {
 
 struct discovery {
 	struct evloop *loop;
+	const struct discovery_source_ops *const *sources; /* tests; NULL = sources.c */
 	struct discovery_hooks h;
 	uint64_t budget_ns, persist_delay_ns;
 	const struct mesh_config *cfg; /* the running config */
@@ -397,7 +398,8 @@ static void flush(struct discovery *d)
 			if (err && k > 1) /* isolate the set that does not go in */
 				one = write_batch(d, &ch[i], 1);
 			if (one) {
-				LOG_ERR(SUBSYS, "cannot write discovered backends; serving the last set",
+				LOG_ERR(SUBSYS,
+					"cannot write discovered backends; serving the last set",
 					"service=%s backends=%zu err=%s", log_q(es[i]->svc.name),
 					svcs[i].n_backends, log_q(strerror(-one)));
 				entry_clear_pending(es[i]);
@@ -534,7 +536,8 @@ static void replay_held(struct discovery *d)
 
 static int src_start(struct discovery *d, const struct mesh_config *cfg, struct src **out)
 {
-	const struct discovery_source_ops *ops = discovery_source_ops(cfg->discovery);
+	const struct discovery_source_ops *ops =
+	    d->sources ? d->sources[cfg->discovery] : discovery_source_ops(cfg->discovery);
 	struct src *s;
 	int err;
 
@@ -663,8 +666,8 @@ static int start_table(struct discovery *d, const struct mesh_config *cfg,
 		err = write_table(d);
 	if (!err || err == -ENOMEM)
 		return err;
-	LOG_WARN(SUBSYS, "cannot write persisted backends; starting from the config's",
-		 "err=%s", log_q(strerror(-err)));
+	LOG_WARN(SUBSYS, "cannot write persisted backends; starting from the config's", "err=%s",
+		 log_q(strerror(-err)));
 	table_free(d);
 	err = build_table(d, cfg, ops, NULL);
 	return err ? err : write_table(d);
@@ -677,6 +680,7 @@ struct discovery *discovery_new(const struct discovery_opts *o)
 	if (!d)
 		return NULL;
 	d->loop = o->loop;
+	d->sources = o->sources;
 	d->h = o->hooks;
 	d->budget_ns = o->budget_ns ? o->budget_ns : DEFAULT_BUDGET_NS;
 	d->persist_delay_ns = o->persist_delay_ns ? o->persist_delay_ns : DEFAULT_PERSIST_DELAY_NS;
@@ -771,7 +775,8 @@ static int plan_service(struct reload_txn *t, const struct discovery_source_ops 
 		n = e->svc.n_backends;
 		index = e->index;
 	}
-	if (e && e->from == from && state_backends_equal(e->svc.backends, e->svc.n_backends, b, n) &&
+	if (e && e->from == from &&
+	    state_backends_equal(e->svc.backends, e->svc.n_backends, b, n) &&
 	    !config_service_changes(&e->svc, svc, false, NULL, 0))
 		return 0;
 	p = plan_add(t);
@@ -914,9 +919,9 @@ static int txn_step(struct discovery *d, struct reload_txn *t)
 		while (k < CHUNK && t->next + k < t->n) {
 			struct planned *p = &t->p[t->next + k];
 
-			ch[k++] = (struct discovery_change){
-				p->remove ? p->e->svc.name : p->svc.name, p->remove ? NULL : &p->svc
-			};
+			ch[k++] =
+			    (struct discovery_change){ p->remove ? p->e->svc.name : p->svc.name,
+						       p->remove ? NULL : &p->svc };
 		}
 		err = d->h.apply(d->h.arg, t->dp, ch, k);
 		if (err)
@@ -940,8 +945,9 @@ int discovery_reload(struct discovery *d, const struct mesh_config *old,
 	}
 	err = txn_step(d, d->txn);
 	if (err && err != -EINPROGRESS) {
-		LOG_ERR(SUBSYS, "cannot write the reloaded services; undoing", "written=%zu of=%zu err=%s",
-			d->txn->next, d->txn->n, log_q(strerror(-err)));
+		LOG_ERR(SUBSYS, "cannot write the reloaded services; undoing",
+			"written=%zu of=%zu err=%s", d->txn->next, d->txn->n,
+			log_q(strerror(-err)));
 		discovery_reload_end(d, false);
 	}
 	return err;

@@ -12,9 +12,9 @@
 
 /* One service as the registry serves it. */
 struct reg_entry {
-	struct config_service svc;		  /* deep copy: config policy, effective backends */
+	struct config_service svc;		 /* deep copy: config policy, effective backends */
 	const struct discovery_source_ops *from; /* source of the backends; NULL = the config */
-	uint64_t index;				  /* that source's version of them */
+	uint64_t index;				 /* that source's version of them */
 	/* A delivered set not written yet (the flush queue holds the entry while `queued`). */
 	struct config_backend *pending;
 	size_t n_pending;

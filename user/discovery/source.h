@@ -33,7 +33,7 @@ struct discovery_sink {
 };
 
 struct discovery_source_ops {
-	const char *name;	   /* metrics label and logs: "static", "consul", "dns" */
+	const char *name;	    /* metrics label and logs: "static", "consul", "dns" */
 	enum config_discovery kind; /* the discovery.backend value that selects it */
 	/* True when, under `cfg`, this source provides the backends of service `name` (every other
 	 * service takes `services[].backends` from the config). */

@@ -111,7 +111,10 @@ void events_start(struct meshd *m)
 	if (!e || events_subscribe(m, log_event, NULL) ||
 	    (fd >= 0 && evloop_add_fd(m->loop, fd, EPOLLIN, on_readable, e) < 0) || fd < 0) {
 		LOG_WARN("datapath", "cannot watch datapath events; transitions will not be logged",
-			 "err=%s", log_q(strerror(fd < 0 ? -fd : errno ? errno : ENOMEM)));
+			 "err=%s",
+			 log_q(strerror(fd < 0	? -fd
+					: errno ? errno
+						: ENOMEM)));
 		return;
 	}
 	e->fd = fd;

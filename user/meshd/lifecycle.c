@@ -281,11 +281,13 @@ static int reload_step(struct lifecycle *lc)
 		bool applied = false;
 		int err;
 
-		if (!reloadable(c)) {
+		if (c->state != COMP_UP || c->restart_timer) {
 			r->next++;
 			continue;
 		}
-		err = c->def->reload(lc->m, r->old, r->new, r->plan);
+		/* A component without a reload hook has nothing to apply (the fault hook still
+		 * sees it, so tests can fail a reload at every step). */
+		err = c->def->reload ? c->def->reload(lc->m, r->old, r->new, r->plan) : 0;
 		if (err == -EINPROGRESS)
 			return err;
 		if (!err && lc->opts.fault && (err = lc->opts.fault(c->def->name)))

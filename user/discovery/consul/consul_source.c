@@ -114,9 +114,10 @@ static void apply_update(struct discovery_source *src, struct consul_update *u)
 			 log_q(u->service), u->n_backends);
 	}
 	if (u->skipped)
-		LOG_WARN(SUBSYS, "consul instances skipped", "service=%s skipped=%zu usable=%zu "
-			 "first_problem=%s", log_q(u->service), u->skipped, u->n_backends,
-			 log_q(u->skip_reason));
+		LOG_WARN(SUBSYS, "consul instances skipped",
+			 "service=%s skipped=%zu usable=%zu "
+			 "first_problem=%s",
+			 log_q(u->service), u->skipped, u->n_backends, log_q(u->skip_reason));
 	src->sink.deliver(src->sink.arg, u->service, u->index, u->backends, u->n_backends);
 	u->backends = NULL; /* the registry owns them now */
 }
@@ -323,8 +324,10 @@ static void *dereg_main(void *arg)
 	while (!consul_watch_writes_done(w) && evloop_now_ns() - start < DEREGISTER_GIVE_UP_NS)
 		usleep(50000);
 	if (!consul_watch_writes_done(w))
-		LOG_WARN(SUBSYS, "gave up deregistering from consul; the agent reaps them after "
-			 "deregister_critical_after", NULL);
+		LOG_WARN(SUBSYS,
+			 "gave up deregistering from consul; the agent reaps them after "
+			 "deregister_critical_after",
+			 NULL);
 	consul_watch_free(w);
 	return NULL;
 }
