@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Static discovery with the real meshd and datapath: every configured service serves its
 # backends; a reload rewrites only the services that changed, adds new ones and removes deleted
-# ones (their VIP stops being redirected); discovery.backend "dns" is refused with a clear error.
+# ones (their VIP stops being redirected). DNS discovery has its own suite (test_discovery_dns).
 # Ports 22301-22304 (backends), 22397 (metrics); VIPs 127.77.6.40-41.
 . "$(dirname "$0")/lib.sh"
 need_root
@@ -58,13 +58,4 @@ status=$STOP_STATUS
 check clean_exit_on_sigterm "exit status $status: $(grep -m1 -i 'sanitizer' "$TMP/meshd1.log")" \
 	test "$status" = 0
 
-# discovery.backend "dns" is refused by validation at start (not supported yet), naming the key.
-daemon_config "$TMP/dns.json" "22301" \
-	'.discovery = { backend: "dns", dns: { servers: ["127.0.0.1:22353"],
-		services: [{ name: "api", srv: "_api._tcp.example.test" }] } }'
-timeout 10 "$MESHD" --config "$TMP/dns.json" >"$TMP/dns.log" 2>&1
-rc=$?
-"$MESHD" --cleanup --config "$TMP/dns.json" >/dev/null 2>&1
-check dns_backend_refused "exit $rc: $(grep -m1 -i dns "$TMP/dns.log")" \
-	test "$rc" -ne 0 -a -n "$(grep '^discovery.backend: not supported yet: ' "$TMP/dns.log")"
 exit 0

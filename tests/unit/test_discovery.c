@@ -20,7 +20,7 @@
 #define MAX_SVCS 512
 
 struct fake_dp {
-	char names[MAX_SVCS][64];	/* committed services */
+	char names[MAX_SVCS][64]; /* committed services */
 	size_t backends[MAX_SVCS];
 	size_t n;
 	struct discovery_change staged[MAX_SVCS]; /* applied in the open transaction */
@@ -56,8 +56,8 @@ static int h_apply(void *arg, void *txn, const struct discovery_change *ch, size
 	for (size_t i = 0; i < n && dp.n_staged < MAX_SVCS; i++) {
 		dp.staged[dp.n_staged] = ch[i];
 		/* the registry's definitions live until the end: keep only what we need */
-		dp.staged[dp.n_staged].svc = ch[i].svc ? (void *)(uintptr_t)(ch[i].svc->n_backends + 1)
-						       : NULL;
+		dp.staged[dp.n_staged].svc =
+		    ch[i].svc ? (void *)(uintptr_t)(ch[i].svc->n_backends + 1) : NULL;
 		dp.staged[dp.n_staged].name = strdup(ch[i].name);
 		dp.n_staged++;
 	}
@@ -179,26 +179,26 @@ static struct mesh_config *make_config(size_t n, bool consul, size_t watched, co
 	struct config_errors errs = { 0 };
 	struct mesh_config *cfg;
 
-	len += (size_t)snprintf(buf + len, cap - len, "{\"version\":1,%s%s\"discovery\":{\"backend\":\"%s\"",
-				extra && strstr(extra, "state_dir")
-				    ? ""
-				    : "\"state_dir\":\"\",", /* no persistence */
-				extra ? extra : "", consul ? "consul" : "static");
+	len += (size_t)snprintf(
+	    buf + len, cap - len, "{\"version\":1,%s%s\"discovery\":{\"backend\":\"%s\"",
+	    extra && strstr(extra, "state_dir") ? "" : "\"state_dir\":\"\",", /* no persistence */
+	    extra ? extra : "", consul ? "consul" : "static");
 	if (consul) {
 		len += (size_t)snprintf(buf + len, cap - len,
 					",\"consul\":{\"address\":\"http://127.0.0.1:1\","
 					"\"services\":[");
 		for (size_t i = 0; i < watched; i++)
-			len += (size_t)snprintf(buf + len, cap - len, "%s\"s%zu\"", i ? "," : "",
-						i);
+			len +=
+			    (size_t)snprintf(buf + len, cap - len, "%s\"s%zu\"", i ? "," : "", i);
 		len += (size_t)snprintf(buf + len, cap - len, "]}");
 	}
 	len += (size_t)snprintf(buf + len, cap - len, "},\"services\":[");
 	for (size_t i = 0; i < n; i++)
-		len += (size_t)snprintf(buf + len, cap - len,
-					"%s{\"name\":\"s%zu\",\"vip\":\"127.77.%zu.%zu\",\"port\":80,"
-					"\"backends\":[{\"address\":\"127.0.0.1\",\"port\":%zu}]}",
-					i ? "," : "", i, 20 + i / 250, 1 + i % 250, 20000 + i);
+		len +=
+		    (size_t)snprintf(buf + len, cap - len,
+				     "%s{\"name\":\"s%zu\",\"vip\":\"127.77.%zu.%zu\",\"port\":80,"
+				     "\"backends\":[{\"address\":\"127.0.0.1\",\"port\":%zu}]}",
+				     i ? "," : "", i, 20 + i / 250, 1 + i % 250, 20000 + i);
 	snprintf(buf + len, cap - len, "]}");
 	cfg = config_load_buf(buf, strlen(buf), (char *const[]){ NULL }, &errs);
 	for (size_t i = 0; i < errs.n; i++)
@@ -379,15 +379,15 @@ TEST(reload_is_written_in_steps_and_commits_as_a_whole)
 	struct evloop *loop = evloop_new();
 	struct discovery *d = registry(loop, 1); /* 1 ns: one chunk per step */
 	struct mesh_config *old = make_config(300, false, 0, NULL);
-	struct mesh_config *new = make_config(
-	    300, false, 0, "\"load_balancer\":{\"algorithm\":\"random\"},");
+	struct mesh_config *new =
+	    make_config(300, false, 0, "\"load_balancer\":{\"algorithm\":\"random\"},");
 	struct config_plan plan;
 	int steps;
 
 	CHECK_INT_EQ(discovery_start(d, old), 0);
 	dp.changed[0] = '\0';
 	steps = reload_steps(d, old, new, &plan);
-	CHECK(steps >= 3); /* 300 changes, 128 per step */
+	CHECK(steps >= 3);	     /* 300 changes, 128 per step */
 	CHECK_INT_EQ(dp.commits, 1); /* only the start's so far */
 	CHECK_INT_EQ(discovery_find(d, "s0")->load_balancer.algorithm, MESH_LB_LEAST_REQUEST);
 	discovery_reload_end(d, true);

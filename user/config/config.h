@@ -173,6 +173,10 @@ struct config_dns {
 	size_t n_servers;
 	struct config_dns_service *services;
 	size_t n_services;
+	uint64_t min_ttl_ns; /* refresh clamps around the record TTL */
+	uint64_t max_ttl_ns;
+	uint64_t hold_nx_ns;	  /* NXDOMAIN/empty answers empty a set after this long */
+	uint64_t hold_timeout_ns; /* failures empty a set after this long; 0 = never */
 };
 
 struct config_mtls {

@@ -318,6 +318,15 @@ static void check_discovery(const struct mesh_config *cfg, const struct blobset 
 		need(errs, cfg->dns.n_services, "discovery.dns.services",
 		     "when discovery.backend is dns", "at least one {name, srv} object");
 	}
+	if (cfg->dns.min_ttl_ns > cfg->dns.max_ttl_ns) {
+		char a[32], b[32];
+
+		cfg_errf(errs,
+			 "discovery.dns.min_ttl: must be at most discovery.dns.max_ttl (got %s, "
+			 "expected at most %s)",
+			 cfg_duration_str(cfg->dns.min_ttl_ns, a, sizeof(a)),
+			 cfg_duration_str(cfg->dns.max_ttl_ns, b, sizeof(b)));
+	}
 	for (i = 0; i < cfg->consul.n_services; i++)
 		check_known(errs, names, cfg->consul.services[i], "discovery.consul.services", i,
 			    "the name of an entry of services");

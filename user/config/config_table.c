@@ -29,8 +29,7 @@ static const char *const cert_sources[] = { "files", "consul", "builtin_ca", NUL
 static const char *const actions[] = { "deny", "allow", NULL };
 static const char *const no_identity[] = { "refuse", "passthrough", NULL };
 
-/* Reasons of keys that are not built yet (struct cfg_key.not_yet). */
-#define NOT_YET_DNS "DNS SRV discovery is not built"
+/* A key that is not built yet names its reason in struct cfg_key.not_yet (none is, today). */
 
 #define R(field) .off = offsetof(struct mesh_config, field)
 #define RL(field, count) R(field), .count_off = offsetof(struct mesh_config, count)
@@ -223,8 +222,7 @@ static const struct cfg_key root_keys[] = {
 	  .doc = "Most backends of a service that may be ejected at once (percent)." },
 
 	{ "discovery.backend", CT_ENUM, R(discovery), .def = "static", .names = discoveries,
-	  .doc = "Where backends come from: `services[].backends`, Consul or DNS SRV.",
-	  .not_yet = NOT_YET_DNS, .not_yet_value = "dns" },
+	  .doc = "Where backends come from: `services[].backends`, Consul or DNS SRV." },
 	{ "discovery.consul.address", CT_URL, R(consul.address),
 	  .doc = "Consul HTTP API URL (required with the consul backend)." },
 	{ "discovery.consul.datacenter", CT_STRING, R(consul.datacenter),
@@ -243,11 +241,23 @@ static const struct cfg_key root_keys[] = {
 	  R(consul.deregister_critical_after_ns), .def = "1m", .min = 1 * MIN, .max = 72 * HOUR,
 	  .doc = "Consul removes a registration critical for this long." },
 	{ "discovery.dns.servers", CT_EPLIST, RL(dns.servers, dns.n_servers),
-	  .doc = "DNS servers (ip:port) for SRV lookups (required with the dns backend).",
-	  .not_yet = NOT_YET_DNS },
+	  .doc = "DNS servers (ip:port) for SRV lookups (required with the dns backend); also used "
+		 "for hostname addresses in Consul answers (else the system resolver)." },
 	{ "discovery.dns.services", CT_LIST, RL(dns.services, dns.n_services), .flags = CF_NOENV,
-	  .sub = &dns_service_desc, .doc = "SRV records resolved into backends.",
-	  .not_yet = NOT_YET_DNS },
+	  .sub = &dns_service_desc, .doc = "SRV records resolved into backends." },
+	{ "discovery.dns.min_ttl", CT_DURATION, R(dns.min_ttl_ns), .def = "1s", .min = 100 * MS,
+	  .max = HOUR,
+	  .doc = "Shortest time between two resolutions of a service (a TTL of 0 means this)." },
+	{ "discovery.dns.max_ttl", CT_DURATION, R(dns.max_ttl_ns), .def = "5m", .min = 100 * MS,
+	  .max = 24 * HOUR, .doc = "Longest time between two resolutions, whatever the TTL." },
+	{ "discovery.dns.hold_nx", CT_DURATION, R(dns.hold_nx_ns), .def = "30s", .min = 0,
+	  .max = 24 * HOUR,
+	  .doc = "NXDOMAIN or empty answers empty a service's backends once they persisted this "
+		 "long." },
+	{ "discovery.dns.hold_timeout", CT_DURATION, R(dns.hold_timeout_ns), .def = "0s", .min = 0,
+	  .max = 7 * 24 * HOUR,
+	  .doc = "Timeouts, SERVFAIL and REFUSED keep the last backends this long, then empty "
+		 "them; 0 keeps them for good." },
 
 	{ "services", CT_LIST, RL(services, n_services), .flags = CF_NOENV,
 	  .sub = &cfg_service_desc, .doc = "Services reachable through a virtual IP." },
