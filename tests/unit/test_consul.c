@@ -65,7 +65,7 @@ TEST(parse_fixture_all_instances_keeps_only_fully_passing)
 	CHECK_STR_EQ(ip(&h.backends[0]), "10.0.1.11");
 	CHECK_INT_EQ(h.backends[0].endpoint.port, 8080);
 	CHECK_INT_EQ(h.backends[0].weight, 10);
-	free(h.backends);
+	consul_health_free(&h);
 	free(json);
 }
 
@@ -81,11 +81,11 @@ TEST(parse_fixture_passing_and_empty)
 		return;
 	CHECK_INT_EQ(consul_parse_health(json, len, &h, why, sizeof(why)), 0);
 	CHECK_INT_EQ(h.n, 1);
-	free(h.backends);
+	consul_health_free(&h);
 	free(json);
 	CHECK_INT_EQ(parse_str("[]", &h), 0);
 	CHECK_INT_EQ(h.n, 0);
-	free(h.backends);
+	consul_health_free(&h);
 }
 
 TEST(parse_falls_back_to_node_address_and_default_weight)
@@ -103,7 +103,7 @@ TEST(parse_falls_back_to_node_address_and_default_weight)
 	CHECK_INT_EQ(h.backends[1].endpoint.family, AF_INET6);
 	CHECK_INT_EQ(h.backends[1].endpoint.port, 22002);
 	CHECK_INT_EQ(h.backends[1].weight, 3);
-	free(h.backends);
+	consul_health_free(&h);
 }
 
 TEST(parse_skips_bad_entries_and_duplicates)
@@ -122,13 +122,19 @@ TEST(parse_skips_bad_entries_and_duplicates)
 			   "42, null, {}]";
 
 	CHECK_INT_EQ(parse_str(json, &h), 0);
-	CHECK_INT_EQ(h.n, 1);
+	/* The instance listed twice stays twice (the registry merges repeats); the host name is
+	 * kept for the caller to resolve. */
+	CHECK_INT_EQ(h.n, 2);
 	CHECK_INT_EQ(h.backends[0].endpoint.port, 6);
-	/* Unusable: the hostname, ports 0, 70000 and 1.5, weight 0, 42, null, {} (the duplicate and
-	 * the instance with a critical check are left out without counting). */
-	CHECK_INT_EQ(h.skipped, 8);
-	CHECK_STR_EQ(h.skip_reason, "address is not an IP address");
-	free(h.backends);
+	CHECK_INT_EQ(h.backends[1].endpoint.port, 6);
+	CHECK_INT_EQ(h.n_named, 1);
+	CHECK_STR_EQ(h.named[0].host, "db.example");
+	CHECK_INT_EQ(h.named[0].port, 1);
+	/* Unusable: ports 0, 70000 and 1.5, weight 0, 42, null, {} (the instance with a critical
+	 * check is left out without counting). */
+	CHECK_INT_EQ(h.skipped, 7);
+	CHECK_STR_EQ(h.skip_reason, "port is not an integer in 1..65535");
+	consul_health_free(&h);
 }
 
 TEST(parse_rejects_non_arrays)
@@ -142,6 +148,67 @@ TEST(parse_rejects_non_arrays)
 	CHECK_STR_EQ(why, "invalid JSON");
 	CHECK_INT_EQ(consul_parse_health("[1,", 3, &h, why, sizeof(why)), -EINVAL);
 	CHECK(h.backends == NULL);
+	CHECK_INT_EQ(consul_parse_health("[{},]", 5, &h, why, sizeof(why)), -EINVAL);
+	CHECK_INT_EQ(consul_parse_health("[{}{}]", 6, &h, why, sizeof(why)), -EINVAL);
+	CHECK_INT_EQ(consul_parse_health("[{\"a\":1}", 8, &h, why, sizeof(why)), -EINVAL);
+	CHECK_INT_EQ(consul_parse_health("[] x", 4, &h, why, sizeof(why)), -EINVAL);
+	CHECK_INT_EQ(consul_parse_health(" [ ] ", 5, &h, why, sizeof(why)), 0);
+	consul_health_free(&h);
+}
+
+/* The same answer fed in pieces of every size parses to the same result; strings holding
+ * brackets, commas and escaped quotes do not fool the element scanner. */
+TEST(stream_in_pieces_matches_whole)
+{
+	const char *json =
+	    "[{\"Node\":{\"Address\":\"127.0.0.1\"},\"Service\":{\"Address\":\"\",\"Port\":1,"
+	    "\"Meta\":{\"k\":\"]},{\\\"x\\\\\"}}},{\"Service\":{\"Address\":\"h.test\","
+	    "\"Port\":2}}, 7 ,{\"Service\":{\"Address\":\"::1\",\"Port\":3}}]";
+	size_t len = strlen(json);
+
+	for (size_t piece = 1; piece <= len; piece++) {
+		struct consul_stream *st = consul_stream_new();
+		struct consul_health h;
+		char why[128] = "";
+
+		for (size_t at = 0; at < len; at += piece)
+			consul_stream_feed(st, json + at, at + piece > len ? len - at : piece);
+		if (consul_stream_finish(st, &h, why, sizeof(why))) {
+			test_fail(__FILE__, __LINE__, "piece %zu: %s", piece, why);
+			consul_stream_free(st);
+			break;
+		}
+		if (h.n != 2 || h.n_named != 1 || h.skipped != 1 ||
+		    h.backends[1].endpoint.family != AF_INET6)
+			test_fail(__FILE__, __LINE__, "piece %zu: n=%zu named=%zu skipped=%zu",
+				  piece, h.n, h.n_named, h.skipped);
+		consul_health_free(&h);
+		consul_stream_free(st);
+	}
+}
+
+/* 100,000 instances: the parser keeps the backends, never the answer. */
+TEST(stream_of_a_large_answer_keeps_only_backends)
+{
+	const char *entry = "{\"Node\":{\"Node\":\"n\",\"Address\":\"10.0.0.1\"},\"Service\":"
+			    "{\"ID\":\"x\",\"Address\":\"10.1.%u.%u\",\"Port\":%u},\"Checks\":[]}";
+	struct consul_stream *st = consul_stream_new();
+	struct consul_health h;
+	char buf[256], why[64];
+
+	consul_stream_feed(st, "[", 1);
+	for (unsigned i = 0; i < 100000; i++) {
+		int n = snprintf(buf, sizeof(buf), entry, (i >> 8) & 255, i & 255, 1 + i % 60000);
+
+		if (i)
+			consul_stream_feed(st, ",", 1);
+		consul_stream_feed(st, buf, (size_t)n);
+	}
+	consul_stream_feed(st, "]", 1);
+	CHECK_INT_EQ(consul_stream_finish(st, &h, why, sizeof(why)), 0);
+	CHECK_INT_EQ(h.n, 100000);
+	consul_health_free(&h);
+	consul_stream_free(st);
 }
 
 TEST(next_index_follows_consul_client_rules)

@@ -143,8 +143,11 @@ TEST(rcodes_and_empty_answers)
 	static const struct {
 		uint16_t rcode, an;
 		enum dns_status want;
-	} cases[] = { { 0, 0, DNS_NODATA },   { 3, 0, DNS_NXDOMAIN }, { 2, 0, DNS_SERVFAIL },
-		      { 5, 0, DNS_REFUSED },  { 4, 0, DNS_ERROR } };
+	} cases[] = { { 0, 0, DNS_NODATA },
+		      { 3, 0, DNS_NXDOMAIN },
+		      { 2, 0, DNS_SERVFAIL },
+		      { 5, 0, DNS_REFUSED },
+		      { 4, 0, DNS_ERROR } };
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		header(&p, cases[i].rcode, 0, "x.test", DNS_TYPE_SRV);
@@ -209,9 +212,10 @@ TEST(backends_come_from_the_lowest_priority_that_resolved)
 	};
 	struct dns_addr one[2] = { addr4("127.0.0.1"), addr4("127.0.0.2") };
 	struct dns_addr two[1] = { addr4("127.0.0.3") }, backup[1] = { addr4("127.0.0.4") };
-	struct dns_resolved r[4] = {
-		{ &srv[0], NULL, 0 }, { &srv[1], one, 2 }, { &srv[2], two, 1 }, { &srv[3], backup, 1 }
-	};
+	struct dns_resolved r[4] = { { &srv[0], NULL, 0 },
+				     { &srv[1], one, 2 },
+				     { &srv[2], two, 1 },
+				     { &srv[3], backup, 1 } };
 	struct config_backend b[8];
 
 	CHECK_INT_EQ(dns_backends(r, 4, b, 8), 3);
@@ -254,8 +258,7 @@ TEST(hold_semantics_follow_haproxy)
 		     DNS_EMPTY);
 	/* A good answer in between starts the count over. */
 	CHECK_INT_EQ(dns_hold_decide(&h, DNS_OK, true, t + 31 * SEC, 30 * SEC, 0), DNS_DELIVER);
-	CHECK_INT_EQ(dns_hold_decide(&h, DNS_NXDOMAIN, false, t + 40 * SEC, 30 * SEC, 0),
-		     DNS_KEEP);
+	CHECK_INT_EQ(dns_hold_decide(&h, DNS_NXDOMAIN, false, t + 40 * SEC, 30 * SEC, 0), DNS_KEEP);
 	CHECK_INT_EQ(dns_hold_decide(&h, DNS_OK, false, t + 69 * SEC, 30 * SEC, 0), DNS_KEEP);
 	CHECK_INT_EQ(dns_hold_decide(&h, DNS_OK, false, t + 70 * SEC, 30 * SEC, 0), DNS_EMPTY);
 	/* hold_timeout set: failures empty the set after it. */

@@ -11,27 +11,49 @@
 
 #include "config/config.h"
 
-#define CONSUL_MAX_BODY (32u << 20)	   /* larger responses are treated as errors */
+#define CONSUL_MAX_BODY (1024u << 20)	   /* larger responses are treated as errors */
 #define CONSUL_MAX_WAIT_NS 600000000000ull /* Consul caps wait at 10 min */
 
 /* ---- pure helpers (consul_parse.c) ---------------------------------------------------------- */
 
+/* An instance whose address is a host name: resolved by the caller (consul_source.c). */
+struct consul_named {
+	char *host;
+	uint16_t port;
+	uint32_t weight;
+};
+
 /* Backends of one /v1/health/service response. */
 struct consul_health {
-	struct config_backend *backends; /* malloc'd, caller frees */
+	struct config_backend *backends; /* instances with an IP address; malloc'd */
 	size_t n;
+	struct consul_named *named; /* instances with a host name */
+	size_t n_named;
 	size_t skipped; /* unusable entries left out: no IP address, bad port or weight (entries
 			 * not passing and duplicates are left out without counting) */
 	char skip_reason[128]; /* why the first one was left out, "" when none was */
 };
 
 /* Parses the JSON array a health query returns into backends: address from Service.Address,
- * falling back to Node.Address when empty (must be an IPv4/IPv6 literal), port from
- * Service.Port, weight from Service.Weights.Passing (1 when absent). An entry with any check not
- * "passing" (the same rule as ?passing, node checks included) is skipped. Returns 0, -EINVAL when
- * the document is not a JSON array (a reason in `why`), or -ENOMEM. Pure: no I/O. */
+ * falling back to Node.Address when empty (an IPv4/IPv6 literal, or a host name kept in `named`
+ * for the caller to resolve), port from Service.Port, weight from Service.Weights.Passing (1
+ * when absent). An entry with any check not "passing" (the same rule as ?passing, node checks
+ * included) is left out; an unusable one is counted in `skipped`. Repeated instances are not
+ * merged here. Returns 0, -EINVAL when the document is not a JSON array (a reason in `why`),
+ * -EMSGSIZE for an entry over 4 MiB, or -ENOMEM. Pure: no I/O. Free with consul_health_free. */
 int consul_parse_health(const char *json, size_t len, struct consul_health *out, char *why,
 			size_t why_len);
+void consul_health_free(struct consul_health *h);
+
+/* The same, fed in pieces as the answer arrives (consul_stream.c): memory is bounded by the
+ * largest entry and the instances kept, not by the answer. feed returns 0 or the error (then
+ * further feeds do nothing); finish checks the array is complete and moves the result out. */
+struct consul_stream;
+struct consul_stream *consul_stream_new(void);
+int consul_stream_feed(struct consul_stream *s, const char *buf, size_t len);
+int consul_stream_finish(struct consul_stream *s, struct consul_health *out, char *why,
+			 size_t why_len);
+void consul_stream_free(struct consul_stream *s);
 
 /* The index for the next blocking query after a response carried X-Consul-Index `hdr` (NULL
  * when absent) while the query used `prev`: the header value, 0 when it went backwards (so the
@@ -117,6 +139,8 @@ struct consul_update {
 	uint64_t index;			 /* index the next query will use (see consul_next_index) */
 	struct config_backend *backends; /* when err == 0: sorted by nobody, caller decides */
 	size_t n_backends;
+	struct consul_named *named; /* instances with a host name, to resolve */
+	size_t n_named;
 	size_t skipped;	       /* listed instances left out (consul_health.skipped) */
 	char skip_reason[128]; /* why the first one was */
 };

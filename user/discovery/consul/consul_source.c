@@ -2,8 +2,10 @@
  * from the watcher thread to the loop thread with evloop_post(), and delivers every service's
  * set to the registry. A failed query never touches the backends, and neither does an answer
  * that leaves nothing usable while Consul lists instances: the last known set keeps being served
- * (warned once per episode). Registrations follow the config; switching to another source
- * deregisters them. Loop thread, except on_watch_update() (watcher thread). */
+ * (warned once per episode). Instances whose address is a host name are resolved (A and AAAA,
+ * with discovery.dns.servers or the system resolver) on the loop before the set is delivered.
+ * Registrations follow the config; switching to another source deregisters them. Loop thread,
+ * except on_watch_update() (watcher thread). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -13,6 +15,7 @@
 
 #include "common/log.h"
 #include "discovery/consul/consul.h"
+#include "discovery/dns/dns.h"
 #include "discovery/source.h"
 
 #define SUBSYS "discovery"
@@ -30,9 +33,14 @@ struct consul_sink {
 	uint64_t token_hash; /* FNV-1a of the token it sends: a reload re-reads the file */
 };
 
+struct pending;
+
 struct discovery_source {
 	struct discovery_sink sink;
 	struct evloop *loop;
+	struct dns_resolver *res; /* host-name instances */
+	struct pending *pending;  /* answers waiting for host names to resolve */
+	bool stopping;
 	struct consul_sink *cs;
 	const struct config_consul *conf; /* settings cs runs with (the running config's) */
 	bool *kept; /* per watched service: the last answer was unusable (warned once) */
@@ -95,14 +103,11 @@ static void keep_last(struct discovery_source *src, const struct consul_update *
 		 u->skipped, log_q(u->skip_reason), cur ? cur->n_backends : 0);
 }
 
-static void apply_update(struct discovery_source *src, struct consul_update *u)
+/* Delivers an answer's set, or keeps the last one when Consul listed nothing usable. */
+static void deliver_or_keep(struct discovery_source *src, struct consul_update *u)
 {
 	bool *warned;
 
-	src->sink.synced(src->sink.arg, u->err == 0);
-	src->sink.up(src->sink.arg, u->err == 0);
-	if (u->err)
-		return;
 	if (!u->n_backends && u->skipped) {
 		keep_last(src, u);
 		return;
@@ -115,19 +120,154 @@ static void apply_update(struct discovery_source *src, struct consul_update *u)
 	}
 	if (u->skipped)
 		LOG_WARN(SUBSYS, "consul instances skipped",
-			 "service=%s skipped=%zu usable=%zu "
-			 "first_problem=%s",
-			 log_q(u->service), u->skipped, u->n_backends, log_q(u->skip_reason));
+			 "service=%s skipped=%zu usable=%zu first_problem=%s", log_q(u->service),
+			 u->skipped, u->n_backends, log_q(u->skip_reason));
 	src->sink.deliver(src->sink.arg, u->service, u->index, u->backends, u->n_backends);
 	u->backends = NULL; /* the registry owns them now */
+	u->n_backends = 0;
+}
+
+/* --- host-name instances ---------------------------------------------------------------------- */
+
+/* An answer whose host names are being resolved; the newest answer of a service supersedes any
+ * older one still resolving. */
+struct pending {
+	struct discovery_source *src;
+	struct consul_update *u;
+	size_t left;	   /* lookups outstanding (+1 while starting them) */
+	size_t unresolved; /* names that gave no address */
+	size_t cap;	   /* of u->backends */
+	bool superseded;
+	struct pending *next;
+};
+
+struct lookup {
+	struct pending *p;
+	size_t idx; /* in p->u->named */
+};
+
+static void pending_done(struct pending *p)
+{
+	struct discovery_source *src = p->src;
+	struct pending **pp = &src->pending;
+	struct consul_update *u = p->u;
+
+	while (*pp != p)
+		pp = &(*pp)->next;
+	*pp = p->next;
+	if (!p->superseded && !src->stopping) {
+		if (p->unresolved && !u->skipped++)
+			snprintf(u->skip_reason, sizeof(u->skip_reason),
+				 "host name did not resolve");
+		u->skipped += p->unresolved ? p->unresolved - 1 : 0;
+		deliver_or_keep(src, u);
+	}
+	consul_update_free(u);
+	free(p);
+}
+
+/* Appends `a`'s addresses with the instance's port and weight. */
+static void add_addrs(struct pending *p, const struct consul_named *nm, const struct dns_answer *a)
+{
+	struct consul_update *u = p->u;
+
+	for (size_t i = 0; i < a->n_addr; i++) {
+		struct config_backend *b;
+
+		if (u->n_backends == p->cap) {
+			size_t cap = p->cap ? p->cap * 2 : 16;
+
+			b = realloc(u->backends, cap * sizeof(*b));
+			if (!b)
+				return;
+			u->backends = b;
+			p->cap = cap;
+		}
+		b = &u->backends[u->n_backends++];
+		memset(b, 0, sizeof(*b));
+		b->endpoint.family = a->addr[i].family;
+		memcpy(&b->endpoint.addr, &a->addr[i].addr, sizeof(b->endpoint.addr));
+		b->endpoint.port = nm->port;
+		b->weight = nm->weight;
+	}
+}
+
+static void on_named(void *arg, enum dns_status st, const struct dns_answer *a)
+{
+	struct lookup *l = arg;
+	struct pending *p = l->p;
+	const struct consul_named *nm = &p->u->named[l->idx];
+
+	free(l);
+	if (st == DNS_OK && a->n_addr)
+		add_addrs(p, nm, a);
+	else if (st != DNS_CANCELLED) {
+		p->unresolved++;
+		LOG_DEBUG(SUBSYS, "consul instance host name did not resolve",
+			  "service=%s host=%s status=%s", log_q(p->u->service), log_q(nm->host),
+			  dns_status_name(st));
+	}
+	if (--p->left == 0)
+		pending_done(p);
+}
+
+/* Resolves the answer's host names, then delivers (takes `u`). */
+static void resolve_named(struct discovery_source *src, struct consul_update *u)
+{
+	struct pending *p = calloc(1, sizeof(*p)), *o;
+
+	if (!p) {
+		consul_update_free(u);
+		return;
+	}
+	for (o = src->pending; o; o = o->next)
+		if (!strcmp(o->u->service, u->service))
+			o->superseded = true;
+	p->src = src;
+	p->u = u;
+	p->cap = u->n_backends;
+	p->left = u->n_named + 1;
+	p->next = src->pending;
+	src->pending = p;
+	for (size_t i = 0; i < u->n_named; i++) {
+		struct lookup *l = malloc(sizeof(*l));
+
+		if (l)
+			*l = (struct lookup){ p, i };
+		if (!l || dns_resolver_addrs(src->res, u->named[i].host, on_named, l)) {
+			free(l);
+			p->unresolved++;
+			p->left--;
+		}
+	}
+	if (--p->left == 0)
+		pending_done(p);
+}
+
+/* Returns true when it took `u`. */
+static bool apply_update(struct discovery_source *src, struct consul_update *u)
+{
+	src->sink.synced(src->sink.arg, u->err == 0);
+	src->sink.up(src->sink.arg, u->err == 0);
+	if (u->err)
+		return false;
+	for (struct pending *o = src->pending; o; o = o->next)
+		if (!strcmp(o->u->service, u->service))
+			o->superseded = true; /* this answer is newer */
+	if (u->n_named) {
+		resolve_named(src, u);
+		return true;
+	}
+	deliver_or_keep(src, u);
+	return false;
 }
 
 static void on_posted(void *arg)
 {
 	struct posted *p = arg;
 
-	if (p->cs->src)
-		apply_update(p->cs->src, p->u);
+	if (p->cs->src && apply_update(p->cs->src, p->u))
+		p->u = NULL;
 	consul_update_free(p->u);
 	sink_put(p->cs);
 	free(p);
@@ -371,6 +511,8 @@ static bool consul_provides(const struct mesh_config *cfg, const char *name)
 
 static void src_free(struct discovery_source *src)
 {
+	src->stopping = true;
+	dns_resolver_free(src->res); /* pending answers finish cancelled, undelivered */
 	for (size_t i = 0; i < src->n_kept; i++)
 		free(src->kept_names[i]);
 	free(src->kept_names);
@@ -388,6 +530,13 @@ static int consul_start(const struct mesh_config *cfg, struct evloop *loop,
 		return -ENOMEM;
 	src->sink = *sink;
 	src->loop = loop;
+	src->res =
+	    dns_resolver_new(loop, &(struct dns_resolver_opts){ .servers = cfg->dns.servers,
+								.n_servers = cfg->dns.n_servers });
+	if (!src->res) {
+		src_free(src);
+		return -errno;
+	}
 	err = sink_new(src, &cfg->consul, NULL, &src->cs);
 	if (err) {
 		src_free(src);
@@ -443,24 +592,45 @@ static bool same_settings(const struct config_consul *a, const struct config_con
 	return true;
 }
 
-/* The new watcher replaces the running one only once it could start. */
+static bool same_servers(const struct config_dns *a, const struct config_dns *b)
+{
+	return a->n_servers == b->n_servers &&
+	       !memcmp(a->servers, b->servers, a->n_servers * sizeof(*a->servers));
+}
+
+/* The new watcher (and resolver) replaces the running one only once it could start. Other
+ * resolver servers restart the watcher too: its fresh read resolves host names again. */
 static int consul_reload(struct discovery_source *src, const struct mesh_config *old,
 			 const struct mesh_config *new)
 {
+	bool servers = same_servers(&old->dns, &new->dns);
+	struct dns_resolver *res = NULL;
 	struct consul_sink *s;
 	int err;
 
-	if (same_settings(&old->consul, &new->consul) &&
+	if (servers && same_settings(&old->consul, &new->consul) &&
 	    !token_rotated(src->cs, new->consul.token_file)) {
 		src->conf = &new->consul;
 		return 0;
 	}
+	if (!servers && !(res = dns_resolver_new(src->loop, &(struct dns_resolver_opts){
+								.servers = new->dns.servers,
+								.n_servers = new->dns.n_servers })))
+		return -errno;
 	err = sink_new(src, &new->consul, src->cs, &s);
-	if (err)
+	if (err) {
+		dns_resolver_free(res);
 		return err;
+	}
 	sink_stop(src->cs);
 	src->cs = s;
 	src->conf = &new->consul;
+	if (res) { /* answers still resolving with the old servers are dropped */
+		src->stopping = true;
+		dns_resolver_free(src->res);
+		src->stopping = false;
+		src->res = res;
+	}
 	LOG_INFO(SUBSYS, "consul watcher restarted", "address=%s services=%zu registrations=%zu",
 		 log_q(new->consul.address), new->consul.n_services, new->consul.n_reg);
 	return 0;
@@ -472,7 +642,7 @@ static void consul_stop(struct discovery_source *src, bool switched)
 		return;
 	if (switched && src->cs && src->cs->n_reg_ids)
 		deregister_all(src->conf, src->cs);
-	sink_stop(src->cs);
+	sink_stop(src->cs); /* no more posts: then the resolver (and what waits on it) goes */
 	src_free(src);
 }
 

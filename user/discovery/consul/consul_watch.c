@@ -31,8 +31,11 @@ struct query {
 	char *put_body; /* registration JSON */
 	bool done;	/* a write that succeeded */
 	CURL *easy;	/* non-NULL while a request is in flight */
-	char *body;
-	size_t body_len;
+	long status;	/* status of the response being received (from its status line) */
+	struct consul_stream *stream; /* a 200 health answer, parsed as it arrives */
+	char err_body[256];	      /* the start of any other body (Consul errors are text) */
+	size_t err_len;
+	size_t body_len;    /* bytes received */
 	char index_hdr[32]; /* last X-Consul-Index value seen, "" when none */
 	bool has_index;
 	uint64_t index; /* index the next query sends (0 = non-blocking) */
@@ -86,24 +89,33 @@ void consul_update_free(struct consul_update *u)
 		return;
 	free(u->service);
 	free(u->backends);
+	for (size_t i = 0; i < u->n_named; i++)
+		free(u->named[i].host);
+	free(u->named);
 	free(u);
 }
 
+/* A health answer goes to the streaming parser as it arrives (never held whole); any other body
+ * keeps only its start, for the log. */
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *arg)
 {
 	struct query *q = arg;
-	size_t n = size * nmemb;
-	char *nb;
+	size_t n = size * nmemb, keep;
 
 	if (q->body_len + n > CONSUL_MAX_BODY)
 		return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
-	nb = realloc(q->body, q->body_len + n + 1);
-	if (!nb)
-		return 0;
-	memcpy(nb + q->body_len, ptr, n);
-	q->body = nb;
 	q->body_len += n;
-	q->body[q->body_len] = '\0';
+	if (q->kind == QUERY_WATCH && q->status == 200) {
+		if (!q->stream && !(q->stream = consul_stream_new()))
+			return 0;
+		consul_stream_feed(q->stream, ptr, n); /* an error is reported at the end */
+		return n;
+	}
+	keep = sizeof(q->err_body) - 1 - q->err_len;
+	keep = n < keep ? n : keep;
+	memcpy(q->err_body + q->err_len, ptr, keep);
+	q->err_len += keep;
+	q->err_body[q->err_len] = '\0';
 	return n;
 }
 
@@ -112,9 +124,15 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *arg)
 	struct query *q = arg;
 	size_t n = size * nmemb;
 
-	if (n >= 5 && strncmp(ptr, "HTTP/", 5) == 0) /* a new response (after 1xx or redirect) */
+	if (n >= 5 && strncmp(ptr, "HTTP/", 5) == 0) { /* a new response (after 1xx, redirect) */
+		const char *sp = memchr(ptr, ' ', n);
+
 		q->has_index = false;
-	else if (consul_header_index(ptr, n, q->index_hdr, sizeof(q->index_hdr)))
+		q->status = sp ? strtol(sp + 1, NULL, 10) : 0;
+		consul_stream_free(q->stream);
+		q->stream = NULL;
+		q->err_len = 0;
+	} else if (consul_header_index(ptr, n, q->index_hdr, sizeof(q->index_hdr)))
 		q->has_index = true;
 	return n;
 }
@@ -168,7 +186,8 @@ static int query_start(struct query *q)
 		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "PUT");
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS, q->put_body ? q->put_body : "");
 	}
-	q->body_len = 0;
+	q->body_len = q->err_len = 0;
+	q->status = 0;
 	q->has_index = false;
 	if (curl_multi_add_handle(w->multi, e) != CURLM_OK) {
 		curl_easy_cleanup(e);
@@ -183,8 +202,8 @@ static const char *error_line(const struct query *q, char *buf, size_t len)
 {
 	size_t i;
 
-	for (i = 0; q->body && i < q->body_len && i + 1 < len && i < 200; i++) {
-		char c = q->body[i];
+	for (i = 0; i < q->err_len && i + 1 < len && i < 200; i++) {
+		char c = q->err_body[i];
 
 		if (c == '\n' || c == '\r')
 			break;
@@ -207,10 +226,14 @@ static int query_result(struct query *q, CURLcode res, long status, struct consu
 	} else if (status != 200) {
 		error_line(q, why, sizeof(why));
 		err = -EPROTO;
+	} else if (!q->stream) {
+		snprintf(why, sizeof(why), "empty body");
+		err = -EINVAL;
 	} else {
-		err =
-		    consul_parse_health(q->body ? q->body : "", q->body_len, &h, why, sizeof(why));
+		err = consul_stream_finish(q->stream, &h, why, sizeof(why));
 	}
+	consul_stream_free(q->stream);
+	q->stream = NULL;
 	if (err) {
 		if (q->failures == 0)
 			LOG_WARN("consul", "query failed, keeping last known backends",
@@ -226,6 +249,8 @@ static int query_result(struct query *q, CURLcode res, long status, struct consu
 			 log_q(q->service), q->failures);
 	u->backends = h.backends;
 	u->n_backends = h.n;
+	u->named = h.named;
+	u->n_named = h.n_named;
 	u->skipped = h.skipped;
 	memcpy(u->skip_reason, h.skip_reason, sizeof(u->skip_reason));
 	return 0;
@@ -290,8 +315,13 @@ static void query_finish(struct query *q, CURLcode res)
 	} else {
 		q->failures = 0;
 		q->index = consul_next_index(q->index, q->has_index ? q->index_hdr : NULL);
-		q->next_ns =
-		    now + consul_bucket_take(&q->bucket, now, w->o.rate_burst, w->o.rate_period_ns);
+		/* An answer with no IP-addressed instance (all unusable, or names still to resolve)
+		 * does not spend the rate limit: the query blocks until the next change anyway, and
+		 * the fix must arrive at once, not up to 15 s later. */
+		q->next_ns = now;
+		if (u->n_backends || (!u->skipped && !u->n_named))
+			q->next_ns += consul_bucket_take(&q->bucket, now, w->o.rate_burst,
+							 w->o.rate_period_ns);
 	}
 	u->index = q->index;
 	w->cb(u, w->arg);
@@ -465,7 +495,7 @@ static void watch_release(struct consul_watch *w)
 
 	for (i = 0; i < w->n; i++) {
 		free(w->q[i].service);
-		free(w->q[i].body);
+		consul_stream_free(w->q[i].stream);
 		free(w->q[i].put_body);
 	}
 	free(w->q);

@@ -14,15 +14,20 @@
 #define MAX_JUMPS 32 /* compression pointers followed for one name */
 
 static const char *const status_names[] = {
-	[DNS_OK] = "ok",	       [DNS_NODATA] = "nodata",	    [DNS_NXDOMAIN] = "nxdomain",
-	[DNS_SERVFAIL] = "servfail",   [DNS_REFUSED] = "refused",   [DNS_TIMEOUT] = "timeout",
-	[DNS_ERROR] = "error",	       [DNS_CANCELLED] = "cancelled",
+	[DNS_OK] = "ok",
+	[DNS_NODATA] = "nodata",
+	[DNS_NXDOMAIN] = "nxdomain",
+	[DNS_SERVFAIL] = "servfail",
+	[DNS_REFUSED] = "refused",
+	[DNS_TIMEOUT] = "timeout",
+	[DNS_ERROR] = "error",
+	[DNS_CANCELLED] = "cancelled",
 };
 
 const char *dns_status_name(enum dns_status s)
 {
 	return (unsigned)s < sizeof(status_names) / sizeof(status_names[0]) ? status_names[s]
-									     : "unknown";
+									    : "unknown";
 }
 
 bool dns_status_is_failure(enum dns_status s)
@@ -180,7 +185,8 @@ int dns_parse_answer(const uint8_t *buf, size_t len, int type, struct dns_answer
 		r.pos += 4;
 	}
 	if (type == DNS_TYPE_SRV)
-		out->srv = calloc(an < DNS_MAX_RECORDS ? an + 1 : DNS_MAX_RECORDS, sizeof(*out->srv));
+		out->srv =
+		    calloc(an < DNS_MAX_RECORDS ? an + 1 : DNS_MAX_RECORDS, sizeof(*out->srv));
 	else
 		out->addr =
 		    calloc(an < DNS_MAX_RECORDS ? an + 1 : DNS_MAX_RECORDS, sizeof(*out->addr));

@@ -121,7 +121,7 @@ static int servers_csv(const struct config_endpoint *eps, size_t n, char *buf, s
 struct dns_resolver *dns_resolver_new(struct evloop *loop, const struct dns_resolver_opts *o)
 {
 	struct dns_resolver *r = calloc(1, sizeof(*r));
-	struct ares_options opts = { 0 };
+	struct ares_options opts = { 0 }; /* lookups: c-ares' default, /etc/hosts then DNS */
 	int mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_FLAGS | ARES_OPT_EDNSPSZ | ARES_OPT_TIMEOUTMS |
 		   ARES_OPT_TRIES;
 	char csv[2048];
@@ -140,14 +140,10 @@ struct dns_resolver *dns_resolver_new(struct evloop *loop, const struct dns_reso
 	opts.ednspsz = EDNS_UDP_SIZE;
 	opts.timeout = o->timeout_ms ? (int)o->timeout_ms : 1000;
 	opts.tries = o->tries ? (int)o->tries : 2;
-	if (o->n_servers) { /* configured servers: DNS only, no hosts file */
-		opts.lookups = (char *)"b";
-		mask |= ARES_OPT_LOOKUPS;
-	}
 	err = ares_init_options(&r->channel, &opts, mask);
 	if (err == ARES_SUCCESS && o->n_servers) {
 		err = servers_csv(o->servers, o->n_servers, csv, sizeof(csv)) ? ARES_EBADSTR
-									       : ARES_SUCCESS;
+									      : ARES_SUCCESS;
 		if (err == ARES_SUCCESS)
 			err = ares_set_servers_ports_csv(r->channel, csv);
 		if (err != ARES_SUCCESS)
