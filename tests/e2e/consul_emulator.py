@@ -107,6 +107,7 @@ class Catalog:
         self.services = {}  # id -> service dict (agent form, internal keys prefixed with _)
         self.checks = {}  # id -> check dict
         self.service_index = {}  # service name -> index of the last write touching it
+        self._ix = None  # (instances by name, checks by service ID, node checks); see lookup()
         self.load()
         with self.cond:
             self.seed()
@@ -128,6 +129,7 @@ class Catalog:
         idx = self.bump()
         for n in names:
             self.service_index[n] = idx
+        self._ix = None
         self.save()
         self.cond.notify_all()
         return idx
@@ -178,21 +180,34 @@ class Catalog:
                 "Meta": {"consul-network-segment": "", "consul-version": "1.17.0"},
                 "CreateIndex": self.node_create, "ModifyIndex": self.node_modify}
 
+    def lookup(self):
+        """Instances by service name and checks by service ID, sorted as memdb returns them,
+        built once per write (every write goes through touch(), which drops them): with 1,000
+        services of 64 instances a query must not scan the whole catalog."""
+        if self._ix is None:
+            by_name, by_sid, node = {}, {}, []
+            for s in self.services.values():
+                by_name.setdefault(s["Service"], []).append(s)
+            for c in self.checks.values():
+                (by_sid.setdefault(c["ServiceID"], []) if c["ServiceID"] else node).append(c)
+            for lst in by_name.values():
+                lst.sort(key=lambda s: s["ID"])
+            for lst in list(by_sid.values()) + [node]:
+                lst.sort(key=lambda c: c["CheckID"])
+            self._ix = (by_name, by_sid, node)
+        return self._ix
+
     def service_checks(self, sid):
         """Node checks first, then the instance's own, each by CheckID (memdb order)."""
-        node = sorted((c for c in self.checks.values() if not c["ServiceID"]),
-                      key=lambda c: c["CheckID"])
-        own = sorted((c for c in self.checks.values() if c["ServiceID"] == sid),
-                     key=lambda c: c["CheckID"])
-        return node + own
+        _, by_sid, node = self.lookup()
+        return node + by_sid.get(sid, [])
 
     @staticmethod
     def public(d):
         return {k: v for k, v in d.items() if not k.startswith("_")}
 
     def instances(self, name):
-        return sorted((s for s in self.services.values() if s["Service"] == name),
-                      key=lambda s: s["ID"])
+        return list(self.lookup()[0].get(name, []))
 
     def result_index(self, name):
         idx = self.service_index.get(name)
@@ -820,7 +835,7 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
-    request_queue_size = 256
+    request_queue_size = 4096  # 1,000 watchers connect at once in the scale test
 
 
 def main():
@@ -838,13 +853,19 @@ def main():
     ap.add_argument("--log-file", default="")
     ap.add_argument("--register", action="append", default=[],
                     help="JSON registration body applied at start (repeatable)")
+    ap.add_argument("--register-file", default="",
+                    help="a JSON array of registration bodies applied at start (scale tests)")
     a = ap.parse_args()
     if a.default_policy is None:
         a.default_policy = "deny" if a.acl_token else "allow"
     cat = Catalog(a)
+    bodies = [json.loads(b) for b in a.register]
+    if a.register_file:
+        with open(a.register_file) as f:
+            bodies += json.load(f)
     with cat.cond:
-        for body in a.register:
-            b = norm_keys(json.loads(body))
+        for body in bodies:
+            b = norm_keys(body)
             checks = ([b["check"]] if b.get("check") else []) + list(b.get("checks") or [])
             cat.add_service(b, checks)
     Checker(cat).start()

@@ -90,7 +90,7 @@ static void h_end(void *arg, void *txn, bool commit)
 		dp.aborts++;
 }
 
-static void h_changed(void *arg, const char *name, const struct config_service *svc)
+static void h_changed(void *arg, const char *name, const struct config_service *svc, bool undone)
 {
 	size_t n = strlen(dp.changed);
 

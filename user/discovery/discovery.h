@@ -31,8 +31,10 @@ struct discovery_hooks {
 	void *(*begin)(void *arg);
 	int (*apply)(void *arg, void *txn, const struct discovery_change *ch, size_t n);
 	void (*end)(void *arg, void *txn, bool commit);
-	/* After a commit: service `name` now serves `svc` (NULL: removed). May be NULL. */
-	void (*changed)(void *arg, const char *name, const struct config_service *svc);
+	/* After a commit: service `name` now serves `svc` (NULL: removed); `undone` when an aborted
+	 * transaction put it back as it was (state such as health flags may need asserting again).
+	 * May be NULL. */
+	void (*changed)(void *arg, const char *name, const struct config_service *svc, bool undone);
 	void *arg;
 };
 

@@ -18,7 +18,9 @@
 #define SUBSYS "discovery"
 #define DEFAULT_BUDGET_NS 5000000ull
 #define DEFAULT_PERSIST_DELAY_NS 1000000000ull
-#define CHUNK 128 /* changes per hooks.apply call */
+#define CHUNK 32	   /* changes per hooks.apply call, at most */
+#define REAP_PER_STEP 4096 /* released definitions freed per loop iteration */
+#define CHUNK_BACKENDS 256 /* ... and about this many backends (each is a map write or more) */
 
 /* A running source and the sink it calls (the sink's arg). */
 struct src {
@@ -48,6 +50,10 @@ struct planned {
 
 struct reload_txn {
 	const struct mesh_config *old, *new;
+	const struct config_plan *plan;
+	size_t plan_at; /* next entry of plan->services to plan */
+	size_t scan_at; /* next service of `new` to check when discovery settings changed */
+	bool scan;	/* ... which they did (or the source switches) */
 	struct planned *p;
 	size_t n, cap, next; /* next: first change not written yet */
 	void *dp;	     /* the hooks' transaction */
@@ -71,6 +77,10 @@ struct discovery {
 	struct reload_txn *txn;
 	struct held *held;
 	size_t n_held, cap_held;
+	struct config_service
+	    *grave; /* definitions a commit replaced, freed a slice per loop turn */
+	size_t n_grave, cap_grave;
+	int64_t reap_timer;
 	struct persister *persister;
 	char *state_dir;
 	int64_t persist_timer;
@@ -154,6 +164,50 @@ static void table_free(struct discovery *d)
 	d->n = d->cap = 0;
 	reg_index_free(&d->by_name);
 	reg_index_free(&d->by_vip);
+}
+
+/* --- the graveyard: a reload of 16,384 services replaces 16,384 definitions (three blocks
+ * each); they are freed a slice per loop iteration, not all in the commit's. ------------------- */
+
+static void on_reap_timer(struct evloop *loop, void *arg)
+{
+	struct discovery *d = arg;
+	size_t n = d->n_grave < REAP_PER_STEP ? d->n_grave : REAP_PER_STEP;
+
+	d->reap_timer = 0;
+	while (n--)
+		state_svc_release(&d->grave[--d->n_grave]);
+	if (d->n_grave) {
+		d->reap_timer = evloop_add_timer(loop, 0, on_reap_timer, d);
+		if (d->reap_timer > 0)
+			return;
+		d->reap_timer = 0;
+		while (d->n_grave)
+			state_svc_release(&d->grave[--d->n_grave]);
+	}
+	free(d->grave);
+	d->grave = NULL;
+	d->cap_grave = 0;
+}
+
+/* Takes `svc` (moved out, zeroed) to be freed later; frees it now when that cannot be. */
+static void bury(struct discovery *d, struct config_service *svc)
+{
+	if (d->n_grave == d->cap_grave) {
+		size_t cap = d->cap_grave ? d->cap_grave * 2 : 256;
+		struct config_service *g = realloc(d->grave, cap * sizeof(*g));
+
+		if (!g) {
+			state_svc_release(svc);
+			return;
+		}
+		d->grave = g;
+		d->cap_grave = cap;
+	}
+	d->grave[d->n_grave++] = *svc;
+	memset(svc, 0, sizeof(*svc));
+	if (!d->reap_timer && (d->reap_timer = evloop_add_timer(d->loop, 0, on_reap_timer, d)) < 0)
+		d->reap_timer = 0;
 }
 
 /* --- persistence ------------------------------------------------------------------------------ */
@@ -251,10 +305,11 @@ static int write_batch(struct discovery *d, const struct discovery_change *ch, s
 	return err;
 }
 
-static void notify(struct discovery *d, const char *name, const struct config_service *svc)
+static void notify(struct discovery *d, const char *name, const struct config_service *svc,
+		   bool undone)
 {
 	if (d->h.changed)
-		d->h.changed(d->h.arg, name, svc);
+		d->h.changed(d->h.arg, name, svc, undone);
 }
 
 /* --- the flush queue -------------------------------------------------------------------------- */
@@ -336,7 +391,7 @@ static void pending_commit(struct discovery *d, struct reg_entry *e, struct conf
 	e->index = e->pending_index;
 	entry_clear_pending(e);
 	persist_soon(d);
-	notify(d, e->svc.name, &e->svc);
+	notify(d, e->svc.name, &e->svc, false);
 }
 
 static void flush(struct discovery *d);
@@ -370,7 +425,9 @@ static void flush(struct discovery *d)
 		size_t k = 0, i;
 		int err;
 
-		while (k < CHUNK) {
+		size_t backends = 0;
+
+		while (k < CHUNK && backends < CHUNK_BACKENDS) {
 			struct reg_entry *e = queue_pop(d);
 			int r;
 
@@ -384,6 +441,7 @@ static void flush(struct discovery *d)
 					 log_q(e->svc.name), log_q(strerror(-r)));
 				entry_clear_pending(e);
 			} else if (r == 1) {
+				backends += svcs[k].n_backends + 1;
 				es[k++] = e;
 			}
 		}
@@ -732,6 +790,11 @@ void discovery_free(struct discovery *d)
 		evloop_del_timer(d->loop, d->persist_timer);
 		persist_now(d);
 	}
+	if (d->reap_timer)
+		evloop_del_timer(d->loop, d->reap_timer);
+	while (d->n_grave)
+		state_svc_release(&d->grave[--d->n_grave]);
+	free(d->grave);
 	persister_free(d->persister);
 	replay_held(d); /* frees them: no source any more */
 	table_free(d);
@@ -789,6 +852,8 @@ static int plan_service(struct reload_txn *t, const struct discovery_source_ops 
 		t->n--;
 		return -ENOMEM;
 	}
+	if (e)
+		e->in_txn = true;
 	return 0;
 }
 
@@ -802,6 +867,7 @@ static int plan_remove(struct reload_txn *t, struct reg_entry *e)
 		return -ENOMEM;
 	p->e = e;
 	p->remove = true;
+	e->in_txn = true;
 	return 0;
 }
 
@@ -814,35 +880,34 @@ static bool discovery_settings_changed(const struct config_plan *plan)
 	return false;
 }
 
-/* Every change the reload makes to the table: the services the plan names and, when discovery
- * settings changed, every service whose source of backends moves. */
-static int plan_changes(struct discovery *d, struct reload_txn *t, const struct config_plan *plan)
+/* Plans the next changes of the reload: the services the plan names, then, when discovery
+ * settings changed, every other service whose source of backends moves. At most `max` services
+ * per call, so planning 16,384 of them yields to the loop like writing them. Returns 1 when
+ * everything is planned, 0 when more remains, or -errno. */
+static int plan_some(struct discovery *d, struct reload_txn *t, size_t max)
 {
 	const struct discovery_source_ops *ops = t->new_src ? t->new_src->ops : d->src->ops;
+	const struct config_plan *plan = t->plan;
 	int err = 0;
-	size_t i;
 
-	for (i = 0; !err && i < plan->n_services; i++) {
-		const struct config_service_change *c = &plan->services[i];
+	for (; !err && max && t->plan_at < plan->n_services; max--, t->plan_at++) {
+		const struct config_service_change *c = &plan->services[t->plan_at];
 
 		if (c->new)
 			err = plan_service(t, ops, c->new, find(d, c->name));
 		else
 			err = plan_remove(t, find(d, c->name));
 	}
-	if (err || (!t->new_src && !discovery_settings_changed(plan)))
-		return err;
-	for (i = 0; !err && i < t->new->n_services; i++) {
-		const struct config_service *svc = &t->new->services[i];
+	for (; !err && t->scan && max && t->scan_at < t->new->n_services; max--, t->scan_at++) {
+		const struct config_service *svc = &t->new->services[t->scan_at];
 		struct reg_entry *e = find(d, svc->name);
-		size_t j;
 
-		for (j = 0; j < plan->n_services && strcmp(plan->services[j].name, svc->name); j++)
-			;
-		if (e && j == plan->n_services)
+		if (e && !e->in_txn)
 			err = plan_service(t, ops, svc, e);
 	}
-	return err;
+	if (err)
+		return err;
+	return t->plan_at == plan->n_services && (!t->scan || t->scan_at == t->new->n_services);
 }
 
 /* Switches or reloads the source for `new`: a new source starts beside the running one (which
@@ -860,8 +925,11 @@ static int prepare_source(struct discovery *d, struct reload_txn *t)
 
 static void txn_free(struct reload_txn *t)
 {
-	for (size_t i = 0; i < t->n; i++)
+	for (size_t i = 0; i < t->n; i++) {
+		if (t->p[i].e)
+			t->p[i].e->in_txn = false;
 		state_svc_release(&t->p[i].svc);
+	}
 	free(t->p);
 	free(t);
 }
@@ -888,9 +956,10 @@ static int txn_begin(struct discovery *d, const struct mesh_config *old,
 		return -ENOMEM;
 	t->old = old;
 	t->new = new;
+	t->plan = plan;
 	d->txn = t; /* deliveries are held from here on */
 	err = prepare_source(d, t);
-	err = err ?: plan_changes(d, t, plan);
+	t->scan = t->new_src || discovery_settings_changed(plan);
 	if (!err) {
 		t->dp = d->h.begin(d->h.arg);
 		err = t->dp ? 0 : (errno ? -errno : -ENOMEM);
@@ -905,32 +974,38 @@ static int txn_begin(struct discovery *d, const struct mesh_config *old,
 	return err;
 }
 
-/* Writes the next changes for at most the budget. Returns 0 when all are written,
- * -EINPROGRESS when more remain, or -errno. */
+/* Plans and writes the next changes for at most the budget. Returns 0 when everything is
+ * written, -EINPROGRESS when more remains, or -errno. */
 static int txn_step(struct discovery *d, struct reload_txn *t)
 {
 	uint64_t t0 = evloop_now_ns();
+	int planned = 0;
 
-	while (t->next < t->n) {
+	for (;;) {
 		struct discovery_change ch[CHUNK];
 		size_t k = 0;
 		int err;
 
-		while (k < CHUNK && t->next + k < t->n) {
+		if (t->next == t->n && planned != 1 && (planned = plan_some(d, t, CHUNK)) < 0)
+			return planned;
+		if (t->next == t->n && planned == 1)
+			return 0;
+		for (size_t backends = 0;
+		     k < CHUNK && backends < CHUNK_BACKENDS && t->next + k < t->n;) {
 			struct planned *p = &t->p[t->next + k];
 
+			backends += p->remove ? 1 : p->svc.n_backends + 1;
 			ch[k++] =
 			    (struct discovery_change){ p->remove ? p->e->svc.name : p->svc.name,
 						       p->remove ? NULL : &p->svc };
 		}
-		err = d->h.apply(d->h.arg, t->dp, ch, k);
+		err = k ? d->h.apply(d->h.arg, t->dp, ch, k) : 0;
 		if (err)
 			return err;
 		t->next += k;
-		if (t->next < t->n && evloop_now_ns() - t0 >= d->budget_ns)
+		if (evloop_now_ns() - t0 >= d->budget_ns)
 			return -EINPROGRESS;
 	}
-	return 0;
 }
 
 int discovery_reload(struct discovery *d, const struct mesh_config *old,
@@ -969,7 +1044,7 @@ static void commit_table(struct discovery *d, struct reload_txn *t)
 			char *name = strdup(e->svc.name);
 
 			table_remove(d, e);
-			notify(d, name, NULL);
+			notify(d, name, NULL, false);
 			free(name);
 			p->e = NULL;
 			continue;
@@ -980,7 +1055,7 @@ static void commit_table(struct discovery *d, struct reload_txn *t)
 			continue;
 		}
 		if (p->e)
-			state_svc_release(&e->svc);
+			bury(d, &e->svc);
 		e->svc = p->svc;
 		memset(&p->svc, 0, sizeof(p->svc));
 		e->from = p->from;
@@ -1023,7 +1098,7 @@ void discovery_reload_end(struct discovery *d, bool commit)
 	d->txn = NULL;
 	for (i = 0; i < t->n; i++) /* health follows what is served now (abort: as before) */
 		if (t->p[i].e && (!commit || !t->p[i].remove))
-			notify(d, t->p[i].e->svc.name, &t->p[i].e->svc);
+			notify(d, t->p[i].e->svc.name, &t->p[i].e->svc, !commit);
 	txn_free(t);
 	replay_held(d);
 	persist_soon(d);

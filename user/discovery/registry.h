@@ -21,6 +21,7 @@ struct reg_entry {
 	uint64_t pending_index;
 	const struct discovery_source_ops *pending_from;
 	bool has_pending, queued;
+	bool in_txn; /* the reload in flight planned a change for it */
 };
 
 struct reg_slot {

@@ -75,12 +75,12 @@ static void dp_end(void *arg, void *txn, bool commit)
 		meshd_drain_reschedule(m); /* removed backends' drains may be due earlier */
 }
 
-static void on_changed(void *arg, const char *name, const struct config_service *svc)
+static void on_changed(void *arg, const char *name, const struct config_service *svc, bool undone)
 {
 	struct meshd *m = arg;
 
-	if (svc && m->dp)
-		assert_health(m, svc); /* after an undo, flags the checks changed meanwhile */
+	if (undone && svc && m->dp)
+		assert_health(m, svc); /* the undo restored flags the checks changed meanwhile */
 	health_service_changed(m, name);
 }
 

@@ -247,6 +247,27 @@ static void finish(struct reloader *r, int err)
 	}
 }
 
+static void *free_main(void *arg)
+{
+	config_free(arg);
+	return NULL;
+}
+
+/* A config of 16,384 services is ~100,000 blocks: freed by a short-lived thread, not the loop. */
+static void free_off_loop(struct mesh_config *cfg)
+{
+	pthread_attr_t a;
+	pthread_t t;
+	bool started;
+
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	started = pthread_create(&t, &a, free_main, cfg) == 0;
+	pthread_attr_destroy(&a);
+	if (!started)
+		config_free(cfg);
+}
+
 static void on_applied(void *arg, int err, const char *failed)
 {
 	struct reloader *r = arg;
@@ -261,7 +282,7 @@ static void on_applied(void *arg, int err, const char *failed)
 		return;
 	}
 	audit_emit(r, j);
-	config_free(m->cfg);
+	free_off_loop(m->cfg);
 	m->cfg = j->next;
 	j->next = NULL;
 	m->reloaded_at_ns = evloop_now_ns();

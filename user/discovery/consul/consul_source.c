@@ -43,8 +43,7 @@ struct discovery_source {
 	bool stopping;
 	struct consul_sink *cs;
 	const struct config_consul *conf; /* settings cs runs with (the running config's) */
-	bool *kept; /* per watched service: the last answer was unusable (warned once) */
-	char **kept_names;
+	char **kept; /* services whose last answer was unusable (warned once per episode) */
 	size_t n_kept;
 };
 
@@ -65,26 +64,43 @@ static void sink_put(struct consul_sink *s)
 
 /* --- results ---------------------------------------------------------------------------------- */
 
-/* Slot remembering whether `service` is in an "unusable answer" episode. */
-static bool *kept_slot(struct discovery_source *src, const char *service)
+/* Index of `service` among those in an "unusable answer" episode, or -1. Episodes are rare:
+ * the list is short, and empty in the normal case. */
+static int kept_find(const struct discovery_source *src, const char *service)
 {
-	size_t i;
-	char **names;
-	bool *kept;
+	for (size_t i = 0; i < src->n_kept; i++)
+		if (!strcmp(src->kept[i], service))
+			return (int)i;
+	return -1;
+}
 
-	for (i = 0; i < src->n_kept; i++)
-		if (!strcmp(src->kept_names[i], service))
-			return &src->kept[i];
-	names = realloc(src->kept_names, (i + 1) * sizeof(*names));
-	if (names)
-		src->kept_names = names;
-	kept = names ? realloc(src->kept, (i + 1) * sizeof(*kept)) : NULL;
-	if (!kept || !(names[i] = strdup(service)))
-		return NULL;
-	src->kept = kept;
-	kept[i] = false;
-	src->n_kept++;
-	return &kept[i];
+/* Starts an episode for `service`; false when it was in one already (or on ENOMEM). */
+static bool kept_start(struct discovery_source *src, const char *service)
+{
+	char **k, *name;
+
+	if (kept_find(src, service) >= 0 || !(name = strdup(service)))
+		return false;
+	k = realloc(src->kept, (src->n_kept + 1) * sizeof(*k));
+	if (!k) {
+		free(name);
+		return false;
+	}
+	src->kept = k;
+	k[src->n_kept++] = name;
+	return true;
+}
+
+/* Ends the episode of `service`; true when it was in one. */
+static bool kept_end(struct discovery_source *src, const char *service)
+{
+	int i = kept_find(src, service);
+
+	if (i < 0)
+		return false;
+	free(src->kept[i]);
+	src->kept[i] = src->kept[--src->n_kept];
+	return true;
 }
 
 /* An answer whose instances were all unusable (hostname that did not resolve, port 0, ...)
@@ -92,12 +108,9 @@ static bool *kept_slot(struct discovery_source *src, const char *service)
 static void keep_last(struct discovery_source *src, const struct consul_update *u)
 {
 	const struct config_service *cur = src->sink.current(src->sink.arg, u->service);
-	bool *warned = kept_slot(src, u->service);
 
-	if (warned && *warned)
+	if (!kept_start(src, u->service))
 		return;
-	if (warned)
-		*warned = true;
 	LOG_WARN(SUBSYS, "consul lists instances but none is usable; keeping the last backends",
 		 "service=%s listed=%zu first_problem=%s serving=%zu", log_q(u->service),
 		 u->skipped, log_q(u->skip_reason), cur ? cur->n_backends : 0);
@@ -106,15 +119,11 @@ static void keep_last(struct discovery_source *src, const struct consul_update *
 /* Delivers an answer's set, or keeps the last one when Consul listed nothing usable. */
 static void deliver_or_keep(struct discovery_source *src, struct consul_update *u)
 {
-	bool *warned;
-
 	if (!u->n_backends && u->skipped) {
 		keep_last(src, u);
 		return;
 	}
-	warned = kept_slot(src, u->service);
-	if (warned && *warned) {
-		*warned = false;
+	if (src->n_kept && kept_end(src, u->service)) {
 		LOG_INFO(SUBSYS, "consul answer usable again", "service=%s backends=%zu",
 			 log_q(u->service), u->n_backends);
 	}
@@ -514,8 +523,7 @@ static void src_free(struct discovery_source *src)
 	src->stopping = true;
 	dns_resolver_free(src->res); /* pending answers finish cancelled, undelivered */
 	for (size_t i = 0; i < src->n_kept; i++)
-		free(src->kept_names[i]);
-	free(src->kept_names);
+		free(src->kept[i]);
 	free(src->kept);
 	free(src);
 }

@@ -13,7 +13,7 @@
 
 #include "discovery/consul/consul.h"
 
-#define CONSUL_MAX_ENTRY (4u << 20)	/* one instance's JSON (Meta can be large) */
+#define CONSUL_MAX_ENTRY (4u << 20)   /* one instance's JSON (Meta can be large) */
 #define CONSUL_MAX_INSTANCES 1000000u /* entries kept per answer */
 
 static const char NOT_PASSING[] = "not passing";
@@ -27,7 +27,7 @@ enum scan_state {
 
 struct consul_stream {
 	enum scan_state st;
-	int depth; /* of {} and [] inside the element */
+	int depth;		 /* of {} and [] inside the element */
 	bool in_str, esc, comma; /* comma: an element may start (after '[' or ',') */
 	size_t elems;		 /* elements started */
 	char *elem;		 /* bytes of the element being read */
@@ -113,9 +113,8 @@ static const char *entry_address(const cJSON *entry, const cJSON *svc)
 /* Port and weight of an instance; NULL when usable, else why not. */
 static const char *port_weight(const cJSON *svc, uint16_t *port, uint32_t *weight)
 {
-	const cJSON *passing =
-	    cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(svc, "Weights"),
-					     "Passing");
+	const cJSON *passing = cJSON_GetObjectItemCaseSensitive(
+	    cJSON_GetObjectItemCaseSensitive(svc, "Weights"), "Passing");
 	uint32_t p;
 
 	if (!get_uint(cJSON_GetObjectItemCaseSensitive(svc, "Port"), 1, 65535, &p))
