@@ -9,8 +9,8 @@
 #  4. An answer of 100,000 instances (from a stub Consul) is parsed with bounded memory: meshd's
 #     peak RSS stays far below the answer's size, and the set is capped to what the datapath
 #     holds per service.
-#  5. A state file with 100 backends for one service and a FIFO at the state path do not stop
-#     meshd from starting (item 11 c).
+#  5. A state file with more backends for one service than the datapath holds and a FIFO at the
+#     state path do not stop meshd from starting (item 11 c).
 # Each part watches its own service (Consul's rate limiter is per service).
 # Ports 22501-22506 (backends), 22530 (emulator), 22531 (stub), 22554 (DNS), 22596 (metrics);
 # VIPs 127.77.6.60-62.
@@ -163,20 +163,21 @@ stop_meshd "$MESHD_PID"
 
 # --- 5. state files that used to stop a start ------------------------------------------------------
 "$MESHD" --cleanup --config "$CONF" >/dev/null 2>&1
+CAP=$(awk '/#define MESH_MAX_BACKENDS_PER_SVC/ {print $3}' "$ROOT/include/mesh_abi.h")
 {
 	echo "meshd-discovery-state 1"
-	echo "service api 7 100"
-	for i in $(seq 1 100); do echo "backend 127.0.0.2 $((30000 + i)) 1"; done
+	echo "service api 7 $((CAP + 36))"
+	for i in $(seq 1 $((CAP + 36))); do echo "backend 127.0.0.2 $((20000 + i)) 1"; done
 	echo "end 1"
 } >"$TMP/state/discovery.state"
 daemon_config "$CONF" "22501" ".discovery = { backend: \"consul\", consul: {
 	address: \"http://127.0.0.1:1\", services: [\"api\"] } } | .services[0].backends = []"
 if start_meshd meshd3 "$CONF"; then
-	check state_with_100_backends_starts "backends: $(backends | tr ',' '\n' | wc -l)" \
-		test "$(backends | tr ',' '\n' | wc -l)" = 64
+	check state_over_the_cap_starts "backends: $(backends | tr ',' '\n' | wc -l) (cap $CAP)" \
+		test "$(backends | tr ',' '\n' | wc -l)" = "$CAP"
 	stop_meshd "$MESHD_PID"
 else
-	fail state_with_100_backends_starts "$(grep -m2 -e error -e failed "$TMP/meshd3.log")"
+	fail state_over_the_cap_starts "$(grep -m2 -e error -e failed "$TMP/meshd3.log")"
 fi
 "$MESHD" --cleanup --config "$CONF" >/dev/null 2>&1
 rm -f "$TMP/state/discovery.state"

@@ -289,10 +289,11 @@ TEST(start_restores_persisted_sets_under_the_live_limits)
 	CHECK(mkdtemp(dir) != NULL);
 	snprintf(path, sizeof(path), "%s/%s", dir, STATE_FILE_NAME);
 	f = fopen(path, "w");
-	/* 100 backends for s0, more than the datapath holds per service: served capped, start
-	 * goes on (it used to fail with E2BIG); s1's set came from dns: not restored. */
-	fprintf(f, "meshd-discovery-state 2\nservice s0 consul 7 100\n");
-	for (int i = 0; i < 100; i++)
+	/* More backends for s0 than the datapath holds per service: served capped, start goes on
+	 * (it used to fail with E2BIG); s1's set came from dns: not restored. */
+	fprintf(f, "meshd-discovery-state 2\nservice s0 consul 7 %d\n",
+		MESH_MAX_BACKENDS_PER_SVC + 36);
+	for (int i = 0; i < MESH_MAX_BACKENDS_PER_SVC + 36; i++)
 		fprintf(f, "backend 127.0.0.2 %d 1\n", 30000 + i);
 	fprintf(f, "service s1 dns 3 1\nbackend 127.0.0.3 1 1\nend 2\n");
 	fclose(f);

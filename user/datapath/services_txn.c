@@ -18,7 +18,7 @@
 /* One service as it was before one change. */
 struct txn_rec {
 	char name[MESH_SVC_NAME_MAX];
-	int id; /* its id then, -1 when it did not exist */
+	int id;			  /* its id then, -1 when it did not exist */
 	struct dp_service before; /* before.ids is not valid: the ids are in t->ids[ids_at..] */
 	size_t ids_at, be_at;	  /* its backend ids and their mirrors, in the pools below */
 };
@@ -290,7 +290,8 @@ static void release_ranges(struct datapath_txn *t)
 	used = calloc((dp->max_slots + 63) / 64 + 1, sizeof(*used));
 	for (__u32 i = 0; used && i < dp->svc_hi; i++)
 		if (dp->svcs[i].used && dp->svcs[i].val.slot_base < dp->max_slots)
-			used[dp->svcs[i].val.slot_base / 64] |= 1ull << (dp->svcs[i].val.slot_base % 64);
+			used[dp->svcs[i].val.slot_base / 64] |= 1ull
+								<< (dp->svcs[i].val.slot_base % 64);
 	for (size_t i = 0; i < t->n_ranges; i++) {
 		uint32_t b = t->ranges[i].base;
 
