@@ -278,27 +278,38 @@ int datapath_txn_apply(struct datapath_txn *t, const struct datapath_change *ch,
 	return 0;
 }
 
-/* Retires the ranges put aside that no service points at any more (one pass over the
- * services, once per transaction). Called with dp->txn cleared. */
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Retires the ranges put aside that no service points at any more. Only a service the
+ * transaction touched can point at one (an undo put it back; a range is set aside only once a
+ * newer one was published), so only their ranges are looked at. Called with dp->txn cleared. */
 static void release_ranges(struct datapath_txn *t)
 {
 	struct datapath *dp = t->dp;
-	uint64_t *used;
+	uint32_t *live = calloc(2 * t->n + 1, sizeof(*live));
+	size_t n = 0;
 
-	if (!t->n_ranges)
-		return;
-	used = calloc((dp->max_slots + 63) / 64 + 1, sizeof(*used));
-	for (__u32 i = 0; used && i < dp->svc_hi; i++)
-		if (dp->svcs[i].used && dp->svcs[i].val.slot_base < dp->max_slots)
-			used[dp->svcs[i].val.slot_base / 64] |= 1ull
-								<< (dp->svcs[i].val.slot_base % 64);
-	for (size_t i = 0; i < t->n_ranges; i++) {
-		uint32_t b = t->ranges[i].base;
+	for (size_t i = 0; live && i < t->n; i++) {
+		int ids[2] = { t->r[i].id, dp_find_service(dp, t->r[i].name) };
 
-		if (!used || b >= dp->max_slots || !(used[b / 64] & (1ull << (b % 64))))
-			dp_slots_retire(dp, b, t->ranges[i].n);
+		for (int k = 0; k < 2; k++)
+			if (ids[k] >= 0 && dp->svcs[ids[k]].used && !dp->svcs[ids[k]].removed)
+				live[n++] = dp->svcs[ids[k]].val.slot_base;
 	}
-	free(used);
+	if (!live) { /* never reused: better than reused while a service points at one */
+		LOG_WARN(DP_SUBSYS, "slot ranges kept for good (out of memory)", NULL);
+		return;
+	}
+	qsort(live, n, sizeof(*live), cmp_u32);
+	for (size_t i = 0; i < t->n_ranges; i++)
+		if (!bsearch(&t->ranges[i].base, live, n, sizeof(*live), cmp_u32))
+			dp_slots_retire(dp, t->ranges[i].base, t->ranges[i].n);
+	free(live);
 }
 
 static void txn_end(struct datapath_txn *t)

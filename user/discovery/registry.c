@@ -20,7 +20,7 @@
 #define DEFAULT_PERSIST_DELAY_NS 1000000000ull
 #define CHUNK 32	   /* changes per hooks.apply call, at most */
 #define REAP_PER_STEP 4096 /* released definitions freed per loop iteration */
-#define CHUNK_BACKENDS 256 /* ... and about this many backends (each is a map write or more) */
+#define CHUNK_BACKENDS 128 /* ... and about this many backends (each is a map write or more) */
 
 /* A running source and the sink it calls (the sink's arg). */
 struct src {
