@@ -113,6 +113,22 @@ check hostname_resolved_by_configured_servers "backends: $(backends dnssvc)" \
 	wait_for 10 backends_are "127.0.0.1:22506" dnssvc
 check hostname_asked_the_configured_server "no query: $(tail -n 2 "$TMP/queries.log")" \
 	grep -q 'web6.mesh.test A ok 1' "$TMP/queries.log"
+
+# --- switching away from consul: registrations go, discovered sets give way -----------------------
+listed() { curl -s "$CURL/v1/agent/services" | jq -e 'has("local-1")' >/dev/null; }
+daemon_config "$CONF" "22501" "$consul_conf | .discovery.dns = { servers: [\"127.0.0.1:22554\"] } |
+	.discovery.consul.register = [{ name: \"local\", id: \"local-1\", address: \"127.0.0.1:22501\" }]"
+kill -HUP "$MESHD_PID"
+check registration_made "$(curl -s "$CURL/v1/agent/services" | jq -c keys)" wait_for 10 listed
+daemon_config "$CONF" "22501" '.discovery = { backend: "static" } |
+	.services += [{ name: "hostsvc", vip: "127.77.6.61", port: 80 },
+		{ name: "dnssvc", vip: "127.77.6.62", port: 80 }] |
+	.services[].backends = [{ address: "127.0.0.1", port: 22501 }]'
+kill -HUP "$MESHD_PID"
+check switch_to_static_deregisters "$(curl -s "$CURL/v1/agent/services" | jq -c keys)" \
+	wait_for 10 bash -c "! curl -s '$CURL/v1/agent/services' | jq -e 'has(\"local-1\")' >/dev/null"
+check switch_to_static_leaves_no_discovered_backends "hostsvc: $(backends hostsvc) dnssvc: $(backends dnssvc)" \
+	test "$(backends hostsvc)" = "127.0.0.1:22501" -a "$(backends dnssvc)" = "127.0.0.1:22501"
 stop_meshd "$MESHD_PID"
 check clean_exit "exit status $STOP_STATUS" test "$STOP_STATUS" = 0
 
