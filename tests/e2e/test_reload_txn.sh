@@ -141,6 +141,25 @@ check swap_moves_traffic "one: $(result one .backends) two: $(result two .backen
 check c_removed_with_its_vip "mesh_services entries: $(bpftool -j map dump pinned "$PIN/mesh_services" | jq length)" \
 	test "$(bpftool -j map dump pinned "$PIN/mesh_services" | jq length)" = 2
 
+# --- a rename under load: the VIP never goes without an owner ---------------------------------------
+VIP=127.77.9.1 client ren 30 0 "$TMP/ren.stop"
+REN=$CLIENT_PID
+wait_for 10 connects_at_least ren 30 || fail rename_under_load "client did not start"
+jq '.services[0].name = "a2"' "$TMP/running.json" >"$CONF"
+mark=$(wc -l <"$TMP/meshd.log")
+kill -HUP "$PID"
+wait_for 10 since "$mark" 'msg="configuration reloaded"' || fail rename_under_load "no reload"
+connects_grow ren 30
+touch "$TMP/ren.stop"
+wait "$REN"
+check rename_under_load_no_failed_connect "fail=$(result ren .fail) $(result ren '.errors | join(";")')" \
+	test "$(result ren .fail)" = 0 -a "$(result ren '.backends.a1 // 0')" -gt 0
+names=$("$TOOLS/dptool" --pin "$PIN" stats -o json | jq -r '[.[] | select(.kind == "service") | "\(.name)=\(.vip)"] | sort | join(",")')
+check rename_in_datapath "services: $names" test "$names" = "a2=127.77.9.1:80,b=127.77.9.2:80"
+check rename_audited "$(new_lines "$mark" | grep -m2 'msg="service')" \
+	bash -c "tail -n +$((mark + 1)) '$TMP/meshd.log' | grep -q 'msg=\"service added\" service=a2' &&
+		tail -n +$((mark + 1)) '$TMP/meshd.log' | grep -q 'msg=\"service removed\" service=a'"
+
 stop_meshd "$PID"
 check stops_cleanly "exit status $STOP_STATUS" test "$STOP_STATUS" = 0
 exit 0

@@ -152,7 +152,21 @@ static void settle_key(struct datapath *dp, const struct mesh_svc_key *key)
 	bpf_map_update_elem(dp->fd[DP_MAP_SERVICES], key, &dp->svcs[owner].val, BPF_ANY);
 }
 
-/* Takes service `id` (created or emptied by the transaction) out of the mirror and the maps. */
+/* Frees service `id`'s name record, maglev tables, range and mirror entry (its key and index
+ * entries are the caller's business). */
+static void release(struct datapath *dp, __u32 id)
+{
+	struct dp_service *s = &dp->svcs[id];
+
+	bpf_map_delete_elem(dp->fd[DP_MAP_SVC_NAMES], &id);
+	dp_maglev_drop(dp, id * 2, 0);
+	dp_maglev_drop(dp, id * 2 + 1, 0);
+	dp_slots_retire(dp, s->val.slot_base, s->val.n_backends);
+	free(s->ids);
+	memset(s, 0, sizeof(*s));
+}
+
+/* Takes service `id` (created by the transaction) out of the mirror, the index and the maps. */
 static void drop(struct datapath *dp, __u32 id)
 {
 	struct dp_service *s = &dp->svcs[id];
@@ -160,12 +174,7 @@ static void drop(struct datapath *dp, __u32 id)
 	dp_index_set(dp, true, s->name, -1);
 	if (dp_index_find(dp, false, &s->key) == (int)id)
 		dp_index_set(dp, false, &s->key, -1);
-	bpf_map_delete_elem(dp->fd[DP_MAP_SVC_NAMES], &id);
-	dp_maglev_drop(dp, id * 2, 0);
-	dp_maglev_drop(dp, id * 2 + 1, 0);
-	dp_slots_retire(dp, s->val.slot_base, s->val.n_backends);
-	free(s->ids);
-	memset(s, 0, sizeof(*s));
+	release(dp, id);
 }
 
 /* Writes back what `r` saved: backends (same ids), the value and its range, name, tables. */
@@ -370,16 +379,8 @@ static void finish_one(struct datapath_txn *t, const struct txn_rec *r)
 	}
 	if (dp_index_find(dp, false, &r->before.key) < 0)
 		bpf_map_delete_elem(dp->fd[DP_MAP_SERVICES], &r->before.key);
-	if (s->used && s->removed) {
-		__u32 id = (__u32)r->id;
-
-		bpf_map_delete_elem(dp->fd[DP_MAP_SVC_NAMES], &id);
-		dp_maglev_drop(dp, id * 2, 0);
-		dp_maglev_drop(dp, id * 2 + 1, 0);
-		dp_slots_retire(dp, s->val.slot_base, s->val.n_backends);
-		free(s->ids);
-		memset(s, 0, sizeof(*s));
-	}
+	if (s->used && s->removed) /* its index entries went with the remove */
+		release(dp, (__u32)r->id);
 }
 
 int datapath_txn_commit(struct datapath_txn *t)
