@@ -98,9 +98,12 @@ static bool object_eq(const struct cfg_desc *d, const void *a, const void *b)
 /* Appends `s` to the comma-separated list in buf (ending in "..." once it is full). */
 static void add_path(char *buf, size_t len, const char *s)
 {
-	size_t n = strlen(buf);
+	size_t n;
 
-	if (!len || (n >= 3 && !strcmp(buf + n - 3, "...")))
+	if (!len)
+		return;
+	n = strlen(buf);
+	if (n >= 3 && !strcmp(buf + n - 3, "..."))
 		return;
 	if (n + strlen(s) + 5 >= len) {
 		snprintf(buf + n, len - n, "%s...", n ? "," : "");
