@@ -39,7 +39,6 @@ struct snap {
 	cJSON *last;	  /* last aggregate looked up: backends arrive grouped by service */
 };
 
-
 static const char *algorithm_name(enum mesh_lb_algorithm a)
 {
 	static const char *const names[] = { "random", "round_robin", "least_request", "weighted",
