@@ -313,6 +313,20 @@ TEST(config_discovery_needs_settings)
 		   "discovery.consul.services",
 		   "unused with discovery.backend static (got \"api\", expected it only with "
 		   "discovery.backend consul, or [])");
+	EXPECT_ERR(TOP("\"discovery\":{\"dns\":{\"min_ttl\":\"2s\"}}"), NULL,
+		   "discovery.dns.min_ttl", "unused with discovery.backend static");
+	EXPECT_ERR(TOP("\"discovery\":{\"backend\":\"dns\",\"dns\":{\"servers\":[\"127.0.0.1:53\"],"
+		       "\"min_ttl\":\"10m\",\"services\":[{\"name\":\"api\",\"srv\":\"_a\"}]}}"),
+		   NULL, "discovery.dns.min_ttl", "must be at most discovery.dns.max_ttl");
+	{ /* the resolver's servers serve Consul host-name instances too */
+		struct mesh_config *c = MUST_LOAD(
+		    TOP("\"discovery\":{\"backend\":\"consul\",\"consul\":{\"address\":"
+			"\"http://127.0.0.1:8500\"},\"dns\":{\"servers\":[\"127.0.0.1:53\"]}}"),
+		    NULL);
+
+		CHECK(c && c->dns.n_servers == 1);
+		config_free(c);
+	}
 	{
 		struct mesh_config *c = MUST_LOAD(
 		    TOP("\"discovery\":{\"backend\":\"consul\",\"consul\":{\"address\":"

@@ -604,8 +604,8 @@ static void check_unused_discovery(const struct mesh_config *cfg, struct config_
 			const struct cfg_key *k = &cfg_root_desc.keys[i];
 
 			if (strncmp(k->path, section, strlen(section)) || k->not_yet ||
-			    (origin[i] & ORIGIN_INHERITED) || origin[i] < ORIGIN_FILE ||
-			    is_default(k, cfg, want, sizeof(want)))
+			    (k->flags & CF_ANY_BACKEND) || (origin[i] & ORIGIN_INHERITED) ||
+			    origin[i] < ORIGIN_FILE || is_default(k, cfg, want, sizeof(want)))
 				continue;
 			cfg_errf(errs,
 				 "%s: unused with discovery.backend %s (got %s, expected it only "

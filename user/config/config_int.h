@@ -29,13 +29,14 @@ enum cfg_type {
 	CT_LIST,     /* array of objects described by key->sub, + size_t count */
 };
 
-#define CF_REQUIRED 0x01 /* must be given (in a list element) */
-#define CF_SECRET 0x02	 /* names a secret file: checked, contents never read or printed */
-#define CF_NOENV 0x04	 /* no MESH_* override */
-#define CF_INHERIT 0x08	 /* per-service override of the global key with the same path */
-#define CF_DNSNAME 0x10	 /* lowercase DNS label (strings and string lists) */
-#define CF_SPECIAL 0x20	 /* handled by the loader itself (version) */
-#define CF_RESTART 0x40	 /* applied at start only: a reload that changes it is refused */
+#define CF_REQUIRED 0x01    /* must be given (in a list element) */
+#define CF_SECRET 0x02	    /* names a secret file: checked, contents never read or printed */
+#define CF_NOENV 0x04	    /* no MESH_* override */
+#define CF_INHERIT 0x08	    /* per-service override of the global key with the same path */
+#define CF_DNSNAME 0x10	    /* lowercase DNS label (strings and string lists) */
+#define CF_SPECIAL 0x20	    /* handled by the loader itself (version) */
+#define CF_RESTART 0x40	    /* applied at start only: a reload that changes it is refused */
+#define CF_ANY_BACKEND 0x80 /* in a discovery.<backend> section, used by other backends too */
 
 struct cfg_desc;
 

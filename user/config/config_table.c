@@ -241,6 +241,7 @@ static const struct cfg_key root_keys[] = {
 	  R(consul.deregister_critical_after_ns), .def = "1m", .min = 1 * MIN, .max = 72 * HOUR,
 	  .doc = "Consul removes a registration critical for this long." },
 	{ "discovery.dns.servers", CT_EPLIST, RL(dns.servers, dns.n_servers),
+	  .flags = CF_ANY_BACKEND,
 	  .doc = "DNS servers (ip:port) for SRV lookups (required with the dns backend); also used "
 		 "for hostname addresses in Consul answers (else the system resolver)." },
 	{ "discovery.dns.services", CT_LIST, RL(dns.services, dns.n_services), .flags = CF_NOENV,
