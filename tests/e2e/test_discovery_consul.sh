@@ -141,7 +141,7 @@ check deregistration_moves_traffic "served by '$(served_by t3)' fail=$(failed t3
 #    loop within about a second of the change).
 STATE=$TMP/state/discovery.state
 check state_persisted "$(cat "$STATE" 2>&1 | tr '\n' ' ')" \
-	wait_for 5 grep -q '^service api consul [0-9]* 2$' "$STATE"
+	wait_for 5 grep -qs '^service api consul [0-9]* 2$' "$STATE"
 check state_file_mode_0600 "mode $(stat -c %a "$STATE" 2>&1)" test "$(stat -c %a "$STATE")" = 600
 
 # 5. Consul down: errors are logged, the last backends keep serving.

@@ -189,7 +189,8 @@ static void restore(struct datapath_txn *t, const struct txn_rec *r)
 		LOG_ERR(DP_SUBSYS, "undo out of memory", "service=%s", log_q(r->name));
 		return;
 	}
-	memcpy(ids, t->ids + r->ids_at, nb * sizeof(*ids));
+	if (nb)
+		memcpy(ids, t->ids + r->ids_at, nb * sizeof(*ids));
 	if (s->used && dp_index_find(dp, false, &s->key) == r->id)
 		dp_index_set(dp, false, &s->key, -1);
 	free(s->ids);

@@ -231,7 +231,9 @@ static struct state_saved *snapshot(const struct discovery *d)
 		s->n++;
 		if (!o->name || !o->backends)
 			goto err;
-		memcpy(o->backends, e->svc.backends, e->svc.n_backends * sizeof(*o->backends));
+		if (e->svc.n_backends) /* an empty set has no array */
+			memcpy(o->backends, e->svc.backends,
+			       e->svc.n_backends * sizeof(*o->backends));
 		o->n_backends = e->svc.n_backends;
 		o->index = e->index;
 		snprintf(o->source, sizeof(o->source), "%s", e->from->name);

@@ -184,7 +184,8 @@ static void audit_emit(struct reloader *r, struct job *j)
 
 	if (!a)
 		return;
-	memcpy(a + r->n_audit, j->audit, j->n_audit * sizeof(*a));
+	if (j->n_audit) /* none when only a secret file changed */
+		memcpy(a + r->n_audit, j->audit, j->n_audit * sizeof(*a));
 	r->audit = a;
 	r->n_audit += j->n_audit;
 	free(j->audit);

@@ -603,7 +603,8 @@ static bool same_settings(const struct config_consul *a, const struct config_con
 static bool same_servers(const struct config_dns *a, const struct config_dns *b)
 {
 	return a->n_servers == b->n_servers &&
-	       !memcmp(a->servers, b->servers, a->n_servers * sizeof(*a->servers));
+	       (!a->n_servers ||
+		!memcmp(a->servers, b->servers, a->n_servers * sizeof(*a->servers)));
 }
 
 /* The new watcher (and resolver) replaces the running one only once it could start. Other
