@@ -46,7 +46,7 @@ struct dp_service {
 	__u32 *ids;		 /* val.n_backends backend ids, in slot order */
 	uint64_t close_after_ns; /* close connections to removed backends after this; 0 never */
 	bool close_on_open;	 /* ... and to a backend whose breaker opened */
-	bool removed;		 /* removed inside an open transaction: id, range, ids held to its end */
+	bool removed; /* removed inside an open transaction: id, range, ids held to its end */
 };
 
 /* A removed backend whose connections are to be closed at `due_ns` (CLOCK_MONOTONIC). */
