@@ -292,6 +292,7 @@ static const struct cfg_key root_keys[] = {
 	  .doc = "A caller whose cgroup has no identity: connect() fails (`refuse`) or goes "
 		 "plaintext to the backend (`passthrough`)." },
 	{ "mtls.workers", CT_UINT, R(mtls.workers), .def = "0", .min = 0, .max = 256,
+	  .flags = CF_RESTART,
 	  .doc = "Proxy threads (each with its own listeners); 0 = one per CPU." },
 	{ "mtls.pool_max_streams", CT_UINT, R(mtls.pool_max_streams), .def = "100", .min = 1,
 	  .max = 10000,

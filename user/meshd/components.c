@@ -222,7 +222,7 @@ static const struct meshd_component components[] = {
 	  mtls_comp_start,
 	  mtls_comp_stop,
 	  mtls_comp_reload,
-	  NULL },
+	  mtls_comp_end },
 	{ "metrics", { "datapath" }, metrics_start, metrics_stop, metrics_reload, NULL },
 	/* Last: once `meshctl status` answers, everything else is up. */
 	{ "admin",

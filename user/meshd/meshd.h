@@ -20,6 +20,7 @@ struct metrics;	  /* user/meshd/metrics.c */
 struct admin;	  /* user/meshd/admin.c */
 struct mtls;	  /* user/mtls/mtls.h */
 struct mtls_glue; /* user/meshd/mtls_comp.c */
+struct mtls_txn;  /* user/meshd/mtls_comp.c */
 struct upgrade;	  /* user/meshd/upgrade.c */
 
 struct lifecycle;    /* user/meshd/lifecycle.h */
@@ -42,7 +43,8 @@ struct meshd {
 	struct admin *admin;
 	struct mtls *mtls; /* NULL when mtls.enabled is false */
 	struct mtls_glue *mtls_glue;
-	struct upgrade *upgrade; /* a hand-over to a new meshd is under way */
+	struct mtls_txn *mtls_txn; /* an mTLS reload applied, not yet committed or undone */
+	struct upgrade *upgrade;   /* a hand-over to a new meshd is under way */
 
 	uint64_t started_at_ns;		/* evloop_now_ns() at start */
 	uint64_t reloads[2];		/* indexed by enum meshd_reload_result */
@@ -129,6 +131,7 @@ int mtls_comp_start(struct meshd *m);
 void mtls_comp_stop(struct meshd *m);
 int mtls_comp_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
 		     const struct config_plan *plan);
+void mtls_comp_end(struct meshd *m, bool commit);
 
 /* JSON for GET /v1/mtls/identities (`what` "identities") or /v1/mtls/pool ("pool"); the
  * caller deletes it. NULL on ENOMEM. mtls_comp.c */

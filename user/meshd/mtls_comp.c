@@ -1,8 +1,10 @@
 /* meshd's `mtls` component: glues the mTLS proxy (user/mtls/) to the datapath. Starts the proxy
  * when mtls.enabled, hands it the datapath's thread-safe handle (original destinations, breaker
  * outcomes, backend sets), keeps the caller identities resolved into the datapath's identity map,
- * writes the redirect settings and strict_inbound's ports. A reload is planned first (the proxy's
- * plan can fail and changes nothing), then applied. Loop thread. */
+ * writes the redirect settings and strict_inbound's ports. A reload is a step of meshd's
+ * all-or-nothing transaction: reload() does everything that can fail (a proxy to start, the
+ * running proxy's plan, the new identities and datapath settings), end() commits it or puts all
+ * of it back as it was. Loop thread. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -185,38 +187,94 @@ void mtls_comp_stop(struct meshd *m)
 	stop_proxy(m, false);
 }
 
-static int reload_running(struct meshd *m, const struct mesh_config *new)
-{
-	struct mtls_plan *p = mtls_plan(m->mtls, new);
-	struct identity_watch *idw;
+/* A reload in flight (applied, not yet committed): what end() commits or undoes. */
+struct mtls_txn {
+	const struct mesh_config *old; /* the running config, to put the datapath back */
+	struct mtls_plan *plan;	       /* the running proxy's next state */
+	struct identity_watch *idw;    /* the new config's identities (already written) */
+	bool started;		       /* this reload started the proxy */
+	bool stop;		       /* this reload turns the proxy off (at commit) */
+};
 
-	if (!p)
-		return -EINVAL;
-	idw = identity_watch_new(m->loop, new, apply_identities, m);
-	if (!idw) {
-		mtls_abort(p);
-		return -ENOMEM;
+static void txn_undo(struct meshd *m, struct mtls_txn *t)
+{
+	if (t->plan) {
+		mtls_abort(t->plan);
+		identity_watch_free(t->idw);
+		/* the new identities were written: the running watch writes its own again */
+		identity_watch_reapply(m->mtls_glue->idw);
 	}
-	mtls_commit(m->mtls, p);
-	identity_watch_free(m->mtls_glue->idw);
-	m->mtls_glue->idw = idw;
-	return 0;
+	set_datapath(m, t->old);
+	if (t->started)
+		stop_proxy(m, true); /* its listeners were opened for this reload only */
+}
+
+/* Does everything that can fail: a proxy to start, the running proxy's plan and identities, the
+ * datapath settings. Turning mTLS off waits for the commit (closing listeners cannot be undone). */
+static int txn_apply(struct meshd *m, struct mtls_txn *t, const struct mesh_config *new)
+{
+	int err = 0;
+
+	if (new->mtls.enabled && !m->mtls) {
+		err = start_proxy(m, new);
+		t->started = !err;
+	} else if (new->mtls.enabled) {
+		t->plan = mtls_plan(m->mtls, new);
+		if (!t->plan)
+			return -EINVAL;
+		t->idw = identity_watch_new(m->loop, new, apply_identities, m);
+		if (!t->idw) {
+			mtls_abort(t->plan);
+			t->plan = NULL;
+			return -ENOMEM;
+		}
+	} else {
+		t->stop = m->mtls != NULL;
+	}
+	if (!err)
+		err = set_datapath(m, new);
+	return err;
 }
 
 int mtls_comp_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
 		     const struct config_plan *plan)
 {
-	int err = 0;
+	struct mtls_txn *t;
+	int err;
 
-	if (new->mtls.enabled && !m->mtls)
-		err = start_proxy(m, new);
-	else if (new->mtls.enabled)
-		err = reload_running(m, new);
-	else if (m->mtls)
+	if (!old->mtls.enabled && !new->mtls.enabled)
+		return 0; /* off before and after: nothing to change */
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->old = old;
+	err = txn_apply(m, t, new);
+	if (err) {
+		txn_undo(m, t);
+		free(t);
+		return err;
+	}
+	m->mtls_txn = t;
+	return 0;
+}
+
+void mtls_comp_end(struct meshd *m, bool commit)
+{
+	struct mtls_txn *t = m->mtls_txn;
+
+	if (!t)
+		return;
+	m->mtls_txn = NULL;
+	if (!commit) {
+		txn_undo(m, t);
+	} else if (t->plan) {
+		mtls_commit(m->mtls, t->plan);
+		identity_watch_free(m->mtls_glue->idw);
+		m->mtls_glue->idw = t->idw;
+	} else if (t->stop) {
 		stop_proxy(m, true);
-	if (!err)
-		err = set_datapath(m, new);
-	return err;
+	}
+	free(t);
 }
 
 /* --- admin API (GET /v1/mtls/identities, /v1/mtls/pool) ------------------------------------------ */

@@ -75,11 +75,11 @@ static void hand_over(struct upgrade *u)
 	uint64_t timeout = m->cfg->mtls.drain_timeout_ns; /* the config goes with the stop */
 
 	LOG_INFO("meshd", "new meshd ready; draining", "new_pid=%ld", (long)u->child);
+	meshd_reload_shutdown(m); /* a reload in flight ends before the components stop */
 	u->draining = m->mtls;
 	u->glue = m->mtls_glue;
 	m->mtls = NULL;
 	m->mtls_glue = NULL;
-	meshd_reload_shutdown(m);     /* a reload in flight ends before the components stop */
 	lifecycle_stop(m->lifecycle); /* the datapath stays pinned and attached */
 	if (!u->draining) {
 		evloop_stop(m->loop);

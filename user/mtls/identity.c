@@ -175,6 +175,14 @@ struct identity_watch *identity_watch_new(struct evloop *loop, const struct mesh
 	return w;
 }
 
+void identity_watch_reapply(struct identity_watch *w)
+{
+	if (!w)
+		return;
+	w->applied = false;
+	resolve(w);
+}
+
 void identity_watch_free(struct identity_watch *w)
 {
 	if (!w)

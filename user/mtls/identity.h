@@ -23,6 +23,9 @@ struct identity_watch;
  * not exist yet are watched for. NULL with errno. */
 struct identity_watch *identity_watch_new(struct evloop *loop, const struct mesh_config *cfg,
 					  identity_apply_fn apply, void *ctx);
+/* Writes the pairs again although nothing changed (another watch wrote its own meanwhile, e.g.
+ * the new config's during a reload that was then undone). Accepts NULL. */
+void identity_watch_reapply(struct identity_watch *w);
 void identity_watch_free(struct identity_watch *w);
 
 /* The cgroup2 mount point (first in /proc/self/mounts) into buf. 0 or -ENOENT. */

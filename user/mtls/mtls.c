@@ -42,7 +42,6 @@ struct mtls {
 	size_t n_workers;
 	char **id_cgroups; /* per identity service: "service\0cgroups" for listings */
 	size_t n_id_cgroups;
-	uint32_t workers_cfg;
 	char cert_key[4096]; /* what the certificate material depends on */
 	int64_t tick;
 	/* drain */
@@ -362,7 +361,6 @@ struct mtls *mtls_start(struct evloop *loop, const struct mesh_config *cfg,
 	pthread_mutex_init(&m->budget_lock, NULL);
 	m->budgets = budget_table_new(&m->budget_lock);
 	m->policy = build_policy(cfg);
-	m->workers_cfg = cfg->mtls.workers;
 	m->id_cgroups = cgroup_lists(cfg, &m->n_id_cgroups);
 	if (!m->budgets || !m->policy)
 		goto err;
@@ -442,10 +440,6 @@ struct mtls_plan *mtls_plan(struct mtls *m, const struct mesh_config *next)
 
 	if (!p)
 		goto err;
-	if (next->mtls.workers != m->workers_cfg) {
-		snprintf(why, sizeof(why), "mtls.workers cannot change on reload; restart meshd");
-		goto err;
-	}
 	p->policy = build_policy(next);
 	p->id_cgroups = cgroup_lists(next, &p->n_id_cgroups);
 	if (!p->policy)

@@ -66,7 +66,8 @@ void mtls_stop(struct mtls *m, bool release);
 /* Reload in two steps so a reload applies or refuses as a whole: mtls_plan() does everything
  * that can fail (new listeners, a new certificate source loading its material) without
  * touching the running proxy; mtls_commit() swaps it in (cannot fail); mtls_abort() drops a plan.
- * A plan for a config needing a restart (mtls.workers) fails with -EINVAL and a logged reason. */
+ * Keys only a restart applies (mtls.workers) are flagged in the config table: a reload that
+ * changes them is refused before any plan. */
 struct mtls_plan;
 struct mtls_plan *mtls_plan(struct mtls *m, const struct mesh_config *next);
 void mtls_commit(struct mtls *m, struct mtls_plan *p);
