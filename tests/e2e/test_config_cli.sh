@@ -219,6 +219,8 @@ case_secrets() {
 # default, is refused by validate with a line naming it; the list comes from meshd itself, so a
 # key added to it later must be added here too or this fails. The mTLS, identity, authorization
 # and retry keys are implemented (issue 9): set in the same file they draw no complaint.
+# Everything built is accepted (DNS SRV discovery, mTLS, identities, authorization, retries); a
+# key the table marks as not built yet is refused naming it, from the file and from the env.
 case_validate_not_yet() {
 	install -m 0600 /dev/null "$TMP/ca.key"
 	jq --arg key "$TMP/ca.key" '.services[0] += { mtls: true,
@@ -236,26 +238,27 @@ case_validate_not_yet() {
 	    | .identities = [ { cgroup: "/web.slice", service: .services[0].name } ]
 	    | .authorization = { default_action: "allow",
 			rules: [ { source: "*", destination: "*", action: "deny" } ] }' \
-		"$DEMO" >"$TMP/notyet.json"
+		"$DEMO" >"$TMP/built.json"
+	run env -i PATH="$PATH" "$MESHD" validate --offline "$TMP/built.json"
+	check validate_built "rc=$RC out=$OUT" test "$RC" -eq 0 -a "$OUT" = "configuration is valid"
+	jq '.mtls.cert_source = "consul"' "$TMP/built.json" >"$TMP/notyet.json"
 	run env -i PATH="$PATH" "$MESHD" config show --config "$DEMO" -o json
 	jq -r '.not_supported_yet | keys[]' "$TMP/out" >"$TMP/notyet.keys"
-	run env -i PATH="$PATH" "$MESHD" validate "$TMP/notyet.json"
+	run env -i PATH="$PATH" "$MESHD" validate --offline "$TMP/notyet.json"
 	local k missing="" n other
 	n=$(wc -l <"$TMP/notyet.keys")
 	while read -r k; do
 		grep -qF -- "$k: not supported yet: " "$TMP/out" || missing="$missing $k"
 	done <"$TMP/notyet.keys"
 	other=$(grep -v ": not supported yet: " "$TMP/out" | head -c 400)
-	if [ "$RC" -ne 1 ] || [ "$n" -lt 1 ] || [ -n "$missing" ] || [ -n "$other" ] ||
-		grep -qE "^(mtls|identities|authorization|load_balancer.retry|services\[0\].(mtls|load_balancer))" \
-			"$TMP/out"; then
+	if [ "$RC" -ne 1 ] || [ "$n" -lt 1 ] || [ -n "$missing" ] || [ -n "$other" ]; then
 		fail validate_not_yet "rc=$RC keys=$n not named:$missing other:$other; got: $(head -c 600 "$TMP/out")"
 	else
 		pass validate_not_yet
 	fi
-	run env -i PATH="$PATH" MESH_DISCOVERY__BACKEND=dns "$MESHD" validate "$DEMO"
+	run env -i PATH="$PATH" MESH_MTLS__CERT_SOURCE=consul "$MESHD" validate --offline "$DEMO"
 	check validate_not_yet_env "rc=$RC out=$OUT" bash -c '[ "$0" -eq 1 ] &&
-		grep -q "^discovery.backend: not supported yet in MESH_DISCOVERY__BACKEND: " "$1"' \
+		grep -q "^mtls.cert_source: not supported yet in MESH_MTLS__CERT_SOURCE: " "$1"' \
 		"$RC" "$TMP/out"
 }
 

@@ -357,7 +357,9 @@ TEST(config_mtls_material)
 		   "required when mtls.enabled is true and mtls.cert_source is files");
 	EXPECT_ERR(TOP("\"mtls\":{\"enabled\":true}"), NULL, "mtls.cert_dir", "required");
 	EXPECT_ERR(TOP("\"mtls\":{\"enabled\":true,\"cert_source\":\"consul\"}"), NULL,
-		   "mtls.cert_source", "not supported yet (got \"consul\"");
+		   "mtls.cert_source",
+		   "not supported yet: certificates from Consul's CA are not built; use files or "
+		   "builtin_ca (got \"consul\", expected one of files|builtin_ca)");
 	EXPECT_ERR(TOP("\"mtls\":{\"enabled\":true,\"cert_source\":\"builtin_ca\","
 		       "\"ca_file\":\"/etc/ca.pem\"}"),
 		   NULL, "mtls.ca_key_file",
@@ -654,7 +656,7 @@ TEST(config_not_yet_keys_refused)
 		snprintf(want, sizeof(want), "not supported yet in %s: ", var);
 		EXPECT_ERR(MINIMAL, env, k->path, want);
 	}
-	CHECK(n >= 1); /* DNS discovery's keys, at least */
+	CHECK(n >= 1); /* mtls.cert_source consul, at least */
 	for (i = 0; i < cfg_service_desc.n_keys; i++) {
 		const struct cfg_key *k = &cfg_service_desc.keys[i];
 

@@ -346,8 +346,10 @@ TEST(config_show_json_round_trip)
 			 cJSON_GetObjectItem(cJSON_GetObjectItem(doc, "origins"), "log.level")),
 		     "env");
 	CHECK_CONTAINS(cJSON_GetStringValue(cJSON_GetObjectItem(
-			   cJSON_GetObjectItem(doc, "not_supported_yet"), "discovery.backend")),
-		       "DNS");
+			   cJSON_GetObjectItem(doc, "not_supported_yet"), "mtls.cert_source")),
+		       "Consul's CA");
+	CHECK(!cJSON_GetObjectItem(cJSON_GetObjectItem(doc, "not_supported_yet"),
+				   "discovery.backend")); /* DNS SRV discovery is built */
 	values = cJSON_PrintUnformatted(cJSON_GetObjectItem(doc, "values"));
 	b = MUST_LOAD(values, NULL);
 	if (!b)
@@ -387,6 +389,7 @@ TEST(config_env_and_docs_listings)
 	CHECK_CONTAINS(docs, "| `log.format` | logfmt | json |");
 	CHECK_CONTAINS(docs, "## Not supported yet");
 	CHECK(!strstr(docs, "- `discovery.backend`: `dns` (")); /* DNS SRV discovery is built */
+	CHECK_CONTAINS(docs, "- `mtls.cert_source`: `consul` (certificates from Consul's CA");
 	CHECK_CONTAINS(docs, "| `discovery.consul.datacenter` | string | node.datacenter |");
 	CHECK_CONTAINS(env, "MESH_MTLS__ENABLED (bool, default false, production true; true or "
 			    "false): Run the mTLS proxy");

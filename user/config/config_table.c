@@ -29,7 +29,8 @@ static const char *const cert_sources[] = { "files", "consul", "builtin_ca", NUL
 static const char *const actions[] = { "deny", "allow", NULL };
 static const char *const no_identity[] = { "refuse", "passthrough", NULL };
 
-/* A key that is not built yet names its reason in struct cfg_key.not_yet (none is, today). */
+/* Reasons of keys that are not built yet (struct cfg_key.not_yet). */
+#define NOT_YET_CONSUL_CA "certificates from Consul's CA are not built; use files or builtin_ca"
 
 #define R(field) .off = offsetof(struct mesh_config, field)
 #define RL(field, count) R(field), .count_off = offsetof(struct mesh_config, count)
@@ -274,8 +275,9 @@ static const struct cfg_key root_keys[] = {
 	  .doc = "Listener for mTLS connections from other nodes; its port is the one callers "
 		 "dial on every backend host." },
 	{ "mtls.cert_source", CT_ENUM, R(mtls.cert_source), .def = "files", .names = cert_sources,
-	  .doc = "Where certificates come from: `files` or `builtin_ca` (`consul` is not "
-		 "supported yet)." },
+	  .doc = "Where certificates come from: `files` (a directory of PEM pairs) or `builtin_ca` "
+		 "(meshd signs its own from `ca_key_file`).",
+	  .not_yet = NOT_YET_CONSUL_CA, .not_yet_value = "consul" },
 	{ "mtls.ca_file", CT_PATH, R(mtls.ca_file),
 	  .doc = "Trusted CA bundle (PEM); with builtin_ca it also holds the signing CA's "
 		 "certificate." },
