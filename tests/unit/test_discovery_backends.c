@@ -2,9 +2,12 @@
  * normalisation) and for config_service_changes(), the table-derived comparison that decides
  * whether a service changed. */
 #include <arpa/inet.h>
+#include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "config/config.h"
+#include "config/config_int.h"
 #include "discovery/state.h"
 #include "test.h"
 
@@ -32,13 +35,55 @@ TEST(svc_copy_is_deep_and_equal)
 	struct config_backend b[2] = { be4("127.0.0.1", 22001, 1), be4("127.0.0.1", 22002, 5) };
 	struct config_service src = svc_template(b, 2), dst;
 
-	CHECK_INT_EQ(state_svc_copy(&dst, &src, b, 2), 0);
+	CHECK_INT_EQ(config_service_copy(&dst, &src, b, 2), 0);
 	CHECK(dst.name != src.name);
 	CHECK(dst.backends != b);
 	CHECK(dst.load_balancer.health_check.http_path != src.load_balancer.health_check.http_path);
 	CHECK_INT_EQ(config_service_changes(&dst, &src, true, NULL, 0), 0);
-	state_svc_release(&dst);
+	config_service_release(&dst);
 	CHECK(dst.name == NULL && dst.backends == NULL && dst.n_backends == 0);
+}
+
+/* Every text key of the per-service table (derived from it) is the copy's own: the registry
+ * keeps its copies after the config they came from is freed (a health check read a freed
+ * dns_name after a reload when only the name and http_path were copied). */
+TEST(svc_copy_owns_every_text_key)
+{
+	struct config_backend b[1] = { be4("127.0.0.1", 22001, 1) };
+	struct config_service src = svc_template(b, 1), dst;
+	size_t i, texts = 0;
+
+	for (i = 0; i < cfg_service_desc.n_keys; i++) {
+		const struct cfg_key *k = &cfg_service_desc.keys[i];
+
+		if (k->type == CT_STRING || k->type == CT_PATH || k->type == CT_URL) {
+			*(char **)((char *)&src + k->off) = strdup(k->path);
+			texts++;
+		} else {
+			/* owned storage the copy does not know about would be shared */
+			CHECK(k->type < CT_STRLIST ||
+			      k->off == offsetof(struct config_service, backends));
+		}
+	}
+	CHECK(texts >= 4); /* name, http_path, udp_payload, dns_name */
+	CHECK_INT_EQ(config_service_copy(&dst, &src, b, 1), 0);
+	for (i = 0; i < cfg_service_desc.n_keys; i++) {
+		const struct cfg_key *k = &cfg_service_desc.keys[i];
+		char **p = (char **)((char *)&src + k->off);
+
+		if (k->type == CT_STRING || k->type == CT_PATH || k->type == CT_URL) {
+			CHECK(*(char **)((char *)&dst + k->off) != *p);
+			free(*p);
+			*p = NULL;
+		}
+	}
+	for (i = 0; i < cfg_service_desc.n_keys; i++) {
+		const struct cfg_key *k = &cfg_service_desc.keys[i];
+
+		if (k->type == CT_STRING || k->type == CT_PATH || k->type == CT_URL)
+			CHECK_STR_EQ(*(char **)((char *)&dst + k->off), k->path);
+	}
+	config_service_release(&dst);
 }
 
 TEST(svc_copy_replaces_backends)
@@ -47,12 +92,12 @@ TEST(svc_copy_replaces_backends)
 	struct config_backend nb[2] = { be4("127.0.0.2", 22001, 1), be4("127.0.0.3", 22001, 1) };
 	struct config_service src = svc_template(b, 1), dst;
 
-	CHECK_INT_EQ(state_svc_copy(&dst, &src, nb, 2), 0);
+	CHECK_INT_EQ(config_service_copy(&dst, &src, nb, 2), 0);
 	CHECK_INT_EQ(dst.n_backends, 2);
 	CHECK_INT_EQ(config_service_changes(&dst, &src, true, NULL, 0), 1);
 	CHECK_INT_EQ(config_service_changes(&dst, &src, false, NULL, 0), 0);
 	CHECK(state_backends_equal(dst.backends, 2, nb, 2));
-	state_svc_release(&dst);
+	config_service_release(&dst);
 }
 
 TEST(service_changes_see_every_policy_key_and_name_them)

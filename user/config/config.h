@@ -271,6 +271,13 @@ void config_free(struct mesh_config *cfg);
 
 /* Looks up a service by name; NULL if absent. */
 const struct config_service *config_service_find(const struct mesh_config *cfg, const char *name);
+/* A deep copy of `src` that outlives its config (every text key of the per-service table is
+ * duplicated, derived from the table), with its backends replaced by `backends[0..n)`. Returns 0
+ * or -ENOMEM (`dst` then holds nothing to release). config_service_release() frees it. */
+int config_service_copy(struct config_service *dst, const struct config_service *src,
+			const struct config_backend *backends, size_t n);
+/* Frees what config_service_copy() allocated and zeroes `svc`. */
+void config_service_release(struct config_service *svc);
 
 /* One changed path between two configs, values rendered as text (secrets redacted). */
 struct config_change {

@@ -569,6 +569,53 @@ void cfg_free_object(const struct cfg_desc *d, void *base)
 		cfg_free_value(&d->keys[i], base);
 }
 
+void config_service_release(struct config_service *svc)
+{
+	cfg_free_object(&cfg_service_desc, svc);
+	memset(svc, 0, sizeof(*svc));
+}
+
+/* Duplicates the text keys of `dst` (a shallow copy) in place; 0 or -ENOMEM (then every text key
+ * holds its own copy or NULL). The per-service table holds no other owned storage but backends. */
+static int service_dup_strings(struct config_service *dst)
+{
+	int err = 0;
+
+	for (size_t i = 0; i < cfg_service_desc.n_keys; i++) {
+		const struct cfg_key *k = &cfg_service_desc.keys[i];
+		char **p = (char **)((char *)dst + k->off);
+
+		if (k->type != CT_STRING && k->type != CT_PATH && k->type != CT_URL)
+			continue;
+		if (*p && !err && !(*p = strdup(*p)))
+			err = -ENOMEM;
+		else if (err)
+			*p = NULL;
+	}
+	return err;
+}
+
+int config_service_copy(struct config_service *dst, const struct config_service *src,
+			const struct config_backend *backends, size_t n)
+{
+	*dst = *src;
+	dst->backends = NULL;
+	dst->n_backends = 0;
+	if (service_dup_strings(dst))
+		goto err;
+	if (n) {
+		dst->backends = calloc(n, sizeof(*backends));
+		if (!dst->backends)
+			goto err;
+		memcpy(dst->backends, backends, n * sizeof(*backends));
+		dst->n_backends = n;
+	}
+	return 0;
+err:
+	config_service_release(dst);
+	return -ENOMEM;
+}
+
 const char *cfg_origin_name(uint8_t origin)
 {
 	static const char *const names[] = { "unset", "default", "preset", "file", "env" };

@@ -1,39 +1,11 @@
-/* Backend sets shared by the registry and the sources: deep copies of config services with
- * their backends replaced, canonical order, normalisation and equality. Pure. */
+/* Backend sets shared by the registry and the sources: canonical order, normalisation and
+ * equality. Pure. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
 #include "discovery/state.h"
-
-int state_svc_copy(struct config_service *dst, const struct config_service *src,
-		   const struct config_backend *backends, size_t n)
-{
-	const char *path = src->load_balancer.health_check.http_path;
-
-	*dst = *src;
-	dst->name = strdup(src->name ? src->name : "");
-	dst->load_balancer.health_check.http_path = path ? strdup(path) : NULL;
-	dst->backends = n ? calloc(n, sizeof(*backends)) : NULL;
-	dst->n_backends = n;
-	if (!dst->name || (path && !dst->load_balancer.health_check.http_path) ||
-	    (n && !dst->backends)) {
-		state_svc_release(dst);
-		return -ENOMEM;
-	}
-	if (n)
-		memcpy(dst->backends, backends, n * sizeof(*backends));
-	return 0;
-}
-
-void state_svc_release(struct config_service *svc)
-{
-	free(svc->name);
-	free(svc->load_balancer.health_check.http_path);
-	free(svc->backends);
-	memset(svc, 0, sizeof(*svc));
-}
 
 static bool endpoint_equal(const struct config_endpoint *a, const struct config_endpoint *b)
 {

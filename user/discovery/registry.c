@@ -113,7 +113,7 @@ static void entry_free(struct reg_entry *e)
 	if (!e)
 		return;
 	entry_clear_pending(e);
-	state_svc_release(&e->svc);
+	config_service_release(&e->svc);
 	free(e);
 }
 
@@ -176,14 +176,14 @@ static void on_reap_timer(struct evloop *loop, void *arg)
 
 	d->reap_timer = 0;
 	while (n--)
-		state_svc_release(&d->grave[--d->n_grave]);
+		config_service_release(&d->grave[--d->n_grave]);
 	if (d->n_grave) {
 		d->reap_timer = evloop_add_timer(loop, 0, on_reap_timer, d);
 		if (d->reap_timer > 0)
 			return;
 		d->reap_timer = 0;
 		while (d->n_grave)
-			state_svc_release(&d->grave[--d->n_grave]);
+			config_service_release(&d->grave[--d->n_grave]);
 	}
 	free(d->grave);
 	d->grave = NULL;
@@ -198,7 +198,7 @@ static void bury(struct discovery *d, struct config_service *svc)
 		struct config_service *g = realloc(d->grave, cap * sizeof(*g));
 
 		if (!g) {
-			state_svc_release(svc);
+			config_service_release(svc);
 			return;
 		}
 		d->grave = g;
@@ -377,7 +377,7 @@ static int pending_change(struct discovery *d, struct reg_entry *e, struct confi
 		entry_clear_pending(e);
 		return 0;
 	}
-	return state_svc_copy(out, &e->svc, e->pending, e->n_pending) ? -ENOMEM : 1;
+	return config_service_copy(out, &e->svc, e->pending, e->n_pending) ? -ENOMEM : 1;
 }
 
 /* Makes a written pending set the served one. */
@@ -386,7 +386,7 @@ static void pending_commit(struct discovery *d, struct reg_entry *e, struct conf
 	LOG_INFO(SUBSYS, "backends changed", "service=%s source=%s backends=%zu->%zu index=%llu",
 		 log_q(e->svc.name), source_name(e->pending_from), e->svc.n_backends,
 		 svc->n_backends, (unsigned long long)e->pending_index);
-	state_svc_release(&e->svc);
+	config_service_release(&e->svc);
 	e->svc = *svc;
 	memset(svc, 0, sizeof(*svc));
 	e->from = e->pending_from;
@@ -463,7 +463,7 @@ static void flush(struct discovery *d)
 					"service=%s backends=%zu err=%s", log_q(es[i]->svc.name),
 					svcs[i].n_backends, log_q(strerror(-one)));
 				entry_clear_pending(es[i]);
-				state_svc_release(&svcs[i]);
+				config_service_release(&svcs[i]);
 				continue;
 			}
 			pending_commit(d, es[i], &svcs[i]);
@@ -670,7 +670,7 @@ static struct reg_entry *entry_for(const struct config_service *svc,
 		e->from = ops;
 		e->index = s->index;
 	}
-	if (state_svc_copy(&e->svc, svc, b, n)) {
+	if (config_service_copy(&e->svc, svc, b, n)) {
 		free(e);
 		return NULL;
 	}
@@ -795,7 +795,7 @@ void discovery_free(struct discovery *d)
 	if (d->reap_timer)
 		evloop_del_timer(d->loop, d->reap_timer);
 	while (d->n_grave)
-		state_svc_release(&d->grave[--d->n_grave]);
+		config_service_release(&d->grave[--d->n_grave]);
 	free(d->grave);
 	persister_free(d->persister);
 	replay_held(d); /* frees them: no source any more */
@@ -850,7 +850,7 @@ static int plan_service(struct reload_txn *t, const struct discovery_source_ops 
 	p->e = e;
 	p->from = from;
 	p->index = index;
-	if (state_svc_copy(&p->svc, svc, b, n)) {
+	if (config_service_copy(&p->svc, svc, b, n)) {
 		t->n--;
 		return -ENOMEM;
 	}
@@ -930,7 +930,7 @@ static void txn_free(struct reload_txn *t)
 	for (size_t i = 0; i < t->n; i++) {
 		if (t->p[i].e)
 			t->p[i].e->in_txn = false;
-		state_svc_release(&t->p[i].svc);
+		config_service_release(&t->p[i].svc);
 	}
 	free(t->p);
 	free(t);

@@ -18,12 +18,6 @@
 
 /* ---- backend sets (backends.c) ------------------------------------------------------------ */
 
-/* Deep-copies `src` into `dst` with its backends replaced by `backends[0..n)`. Returns 0 or
- * -ENOMEM (then `dst` holds nothing to release). */
-int state_svc_copy(struct config_service *dst, const struct config_service *src,
-		   const struct config_backend *backends, size_t n);
-/* Frees what state_svc_copy() allocated and zeroes `svc`. */
-void state_svc_release(struct config_service *svc);
 bool state_backends_equal(const struct config_backend *a, size_t na, const struct config_backend *b,
 			  size_t nb);
 /* Sorts backends into a canonical order (family, address, port) so that sets compare equal
