@@ -23,6 +23,7 @@ BPFTOOL  ?= bpftool
 PREFIX   ?= /usr/local
 SAN      ?=
 FUZZ_TIME ?= 10
+QUICK    ?= 0
 
 ifeq ($(V),1)
 Q :=
@@ -142,7 +143,7 @@ $(BUILD)/tests/meshd_faults: $(filter-out $(BUILD)/user/meshd/faults.o,$(MESHD_O
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 .PHONY: unit-bins
-unit-bins: $(UNIT_BINS) $(TOOL_BINS) $(BUILD)/tests/meshd_faults
+unit-bins: $(UNIT_BINS) $(TOOL_BINS) $(BENCH_BINS) $(BUILD)/tests/meshd_faults
 
 unit: unit-bins
 	$(Q)MESH_BUILD=$(BUILD) tests/run.sh unit
@@ -165,8 +166,8 @@ bpffs:
 demo: deps bpffs all
 	$(Q)MESH_BUILD=$(BUILD) scripts/demo.sh
 
-bench: deps bpffs all $(BENCH_BINS) unit-bins
-	$(Q)MESH_BUILD=$(BUILD) bench/run.sh
+bench: deps bpffs all unit-bins
+	$(Q)MESH_BUILD=$(BUILD) QUICK=$(QUICK) bench/run.sh
 
 # --- fuzzing: libFuzzer + ASan/UBSan, library compiled with clang into its own tree ------------
 FUZZ_CFLAGS := -g -O1 -std=gnu11 -D_GNU_SOURCE -Iinclude -Iuser -Ibpf -I$(BUILD) $(PKG_CFLAGS) \

@@ -417,6 +417,9 @@ class Checker(threading.Thread):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "Consul-Emulator"
+    # Go's net/http sets TCP_NODELAY on every connection; without it the headers and the body,
+    # written apart, wait for the client's delayed ACK (~40 ms on each blocking-query answer).
+    disable_nagle_algorithm = True
 
     # ---- plumbing --------------------------------------------------------------------------
     def log_message(self, fmt, *a):

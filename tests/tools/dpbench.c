@@ -15,9 +15,14 @@
  *                             writes services FROM..N-1 (default 0) of BACKENDS (10) backends
  *                             each (127.0.0.1:BASEPORT+0..9, then 127.1.x.y:BASEPORT) and
  *                             removes any from N on
+ *   propagate PIN VIP:PORT ADDR:PORT URL BODY
+ *                             PUTs BODY to URL (a discovery write, e.g. a Consul registration)
+ *                             and times until the service's backends in the maps include
+ *                             ADDR:PORT (bench/bench_discovery.sh)
  * Results are key=value lines. */
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
+#include <curl/curl.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -32,6 +37,7 @@
 
 #include "common/log.h"
 #include "datapath/datapath.h"
+#include "mesh_abi.h"
 
 #define BENCH_BACKENDS 10
 #define BENCH_MAX_BACKENDS MESH_MAX_BACKENDS_PER_SVC
@@ -328,6 +334,8 @@ static int cmd_populate(const char *pin, int n, int baseport, int from, int nb)
 		snprintf(name, sizeof(name), "bench-%d", i);
 		vip_of(i, &svc.vip);
 		err = datapath_service_set(dp, &svc);
+		if (err)
+			printf("held=%d\nerror=%s\n", i, strerror(-err));
 	}
 	for (int i = n; !err; i++) { /* shrink: services from an earlier, larger populate */
 		snprintf(name, sizeof(name), "bench-%d", i);
@@ -337,6 +345,93 @@ static int cmd_populate(const char *pin, int n, int baseport, int from, int nb)
 	datapath_close(dp);
 	printf("services=%d\n", err ? -1 : n);
 	return err ? 1 : 0;
+}
+
+/* Whether the service at `vip` lists a backend at `be` in the pinned maps (read directly: a
+ * datapath handle's userspace mirror would not see meshd's writes). */
+static int in_maps(const int *fd, const struct mesh_svc_key *vip, const struct config_endpoint *be)
+{
+	struct mesh_svc svc;
+	struct mesh_slot slot;
+	struct mesh_backend b;
+
+	if (bpf_map_lookup_elem(fd[0], vip, &svc))
+		return 0;
+	for (__u32 i = 0; i < svc.n_backends && i < MESH_MAX_BACKENDS_PER_SVC; i++) {
+		__u32 k = svc.slot_base + i;
+
+		if (bpf_map_lookup_elem(fd[1], &k, &slot) ||
+		    bpf_map_lookup_elem(fd[2], &slot.backend_id, &b))
+			continue;
+		if (b.port == htons(be->port) && !memcmp(&b.addr[12], &be->addr.v4, 4))
+			return 1;
+	}
+	return 0;
+}
+
+static int v4_endpoint(const char *s, struct config_endpoint *ep)
+{
+	char ip[64], *colon;
+
+	snprintf(ip, sizeof(ip), "%s", s);
+	colon = strrchr(ip, ':');
+	if (!colon)
+		return -EINVAL;
+	*colon = 0;
+	ep->family = AF_INET;
+	ep->port = (uint16_t)atoi(colon + 1);
+	return inet_pton(AF_INET, ip, &ep->addr.v4) == 1 ? 0 : -EINVAL;
+}
+
+static int http_put(const char *url, const char *body)
+{
+	CURL *c = curl_easy_init();
+	long status = 0;
+	int err;
+
+	if (!c)
+		return -ENOMEM;
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "PUT");
+	curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
+	err = curl_easy_perform(c) == CURLE_OK ? 0 : -EIO;
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(c);
+	return err ? err : status == 200 ? 0 : -EPROTO;
+}
+
+/* Polls the maps every 100 us for up to 10 s. */
+static int cmd_propagate(const char *pin, const char *vip_s, const char *ep, const char *url,
+			 const char *body)
+{
+	struct mesh_svc_key vip = { .addr = { [10] = 0xff, [11] = 0xff }, .proto = IPPROTO_TCP };
+	struct config_endpoint want, v;
+	static const char *const maps[3] = { "mesh_services", "mesh_slots", "mesh_backends" };
+	char path[512];
+	uint64_t t0, deadline;
+	int fd[3], found = 0;
+
+	if (v4_endpoint(vip_s, &v) || v4_endpoint(ep, &want))
+		return 2;
+	memcpy(&vip.addr[12], &v.addr.v4, 4);
+	vip.port = htons(v.port);
+	for (int m = 0; m < 3; m++) {
+		snprintf(path, sizeof(path), "%s/%s", pin, maps[m]);
+		fd[m] = bpf_obj_get(path);
+		if (fd[m] < 0)
+			return fprintf(stderr, "dpbench: no %s pinned at %s\n", maps[m], pin), 1;
+	}
+	t0 = now_ns();
+	deadline = t0 + 10000000000ull;
+	if (http_put(url, body))
+		return fprintf(stderr, "dpbench: PUT %s failed\n", url), 1;
+	while (!(found = in_maps(fd, &vip, &want)) && now_ns() < deadline)
+		usleep(100);
+	if (!found)
+		return fprintf(stderr, "dpbench: %s never reached the maps\n", ep), 1;
+	printf("propagate_ms=%.3f\n", (double)(now_ns() - t0) / 1e6);
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -369,6 +464,8 @@ int main(int argc, char **argv)
 		return cmd_populate(argv[2], atoi(argv[3]), atoi(argv[4]),
 				    argc >= 6 ? atoi(argv[5]) : 0,
 				    argc == 7 ? atoi(argv[6]) : BENCH_BACKENDS);
+	if (argc == 7 && !strcmp(argv[1], "propagate"))
+		return cmd_propagate(argv[2], argv[3], argv[4], argv[5], argv[6]);
 	fprintf(stderr, "usage: dpbench serve|rtt|connects|populate ...\n");
 	return 2;
 }

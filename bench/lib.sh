@@ -1,0 +1,53 @@
+# Shared helpers for benchmark scenarios (bench/bench_*.sh), sourced after tests/e2e/lib.sh (for
+# defer, spawn, make_cgroup, wait_for, $TMP, $PIN, $TOOLS). A scenario prints result lines on
+# stdout and bench/run.sh collects them into build/bench/raw.txt; bench/report.py turns them
+# into build/bench/results.csv, the charts and docs/benchmarks.md. The line protocol (any other
+# output is kept in the scenario's log only):
+#   @meta   metric=M title="..." unit=U better=lower|higher [subject=V] [baselines=B1,B2] [xlabel=..]
+#   @result metric=M variant=V x=X run=R value=N unit=U     one figure of one repeated run
+#   @skip   metric=M variant=V x=X reason=free text to the end of the line
+#   @note   metric=M text=free text (shown beside the metric, and beside a MISS)
+#   @about  text=free text (the scenario's paragraph in docs/benchmarks.md)
+# x is "-" for figures that are not part of a curve (the scale curve uses service counts).
+# Repeats: REPEATS (default 5, 3 with QUICK=1); scenarios scale their sample counts with QUICK.
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then REPEATS=${REPEATS:-3}; else REPEATS=${REPEATS:-5}; fi
+LOADGEN=$TOOLS/loadgen
+DPBENCH=$TOOLS/dpbench
+
+bench_about() { echo "@about text=$*"; }
+# bench_meta KEY=VALUE...: each value quoted, so titles may hold spaces.
+bench_meta() {
+	local a out="@meta"
+	for a in "$@"; do out+=" ${a%%=*}=\"${a#*=}\""; done
+	echo "$out"
+}
+# bench_result METRIC VARIANT X RUN VALUE UNIT
+bench_result() { echo "@result metric=$1 variant=$2 x=$3 run=$4 value=$5 unit=$6"; }
+# bench_skip METRIC VARIANT X REASON...
+bench_skip() {
+	local m=$1 v=$2 x=$3
+	shift 3
+	echo "@skip metric=$m variant=$v x=$x reason=$*"
+}
+bench_note() {
+	local m=$1
+	shift
+	echo "@note metric=$m text=$*"
+}
+# bench_fail WHY: the scenario could not run; run.sh records it and goes on with the next one.
+bench_fail() {
+	echo "@error text=$*"
+	exit 1
+}
+
+# kv FILE KEY: the value of KEY=value in FILE (loadgen/dpbench output), empty when absent.
+kv() { sed -n "s/^$2=//p" "$1" | head -n 1; }
+
+# bench_quick QUICK_VALUE FULL_VALUE: the sample count for this mode.
+bench_quick() { if [ "$QUICK" = 1 ]; then echo "$1"; else echo "$2"; fi; }
+
+# bench_need_root: every scenario attaches BPF or changes iptables.
+bench_need_root() {
+	[ "$(id -u)" -eq 0 ] || bench_fail "needs root"
+}
