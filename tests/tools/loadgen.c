@@ -122,7 +122,8 @@ static void *serve_stream(void *arg)
 			char buf[4096];
 
 			write_full(fd, &first, 1);
-			while ((r = read(fd, buf, sizeof(buf))) > 0 && !write_full(fd, buf, (size_t)r))
+			while ((r = read(fd, buf, sizeof(buf))) > 0 &&
+			       !write_full(fd, buf, (size_t)r))
 				;
 		}
 	}

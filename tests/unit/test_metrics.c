@@ -204,3 +204,40 @@ TEST(endpoint_formatting)
 	ep.port = 0;
 	CHECK_STR_EQ(config_endpoint_str(&ep, buf, sizeof(buf)), "0.0.0.0:0");
 }
+
+/* Two services whose backends arrive after both (as datapath_stats reports them): each tally
+ * goes to its own service, and the state set has one 1 per service. */
+TEST(exposition_service_state)
+{
+	struct exposition *e = expo_new(reason_name);
+	struct datapath_service_stats a = { .service = "a", .panic_percent = 50 };
+	struct datapath_service_stats b = { .service = "b", .panic_percent = 50 };
+	struct datapath_backend_stats a1 = backend("a", "127.0.0.1", 1);
+	struct datapath_backend_stats a2 = backend("a", "127.0.0.1", 2);
+	struct datapath_backend_stats b1 = backend("b", "127.0.0.1", 3);
+	struct datapath_backend_stats b2 = backend("b", "127.0.0.1", 4);
+	struct expo_daemon d = { 0 };
+	struct strbuf out = STRBUF_INIT;
+
+	a1.healthy = a2.healthy = true;	    /* a: healthy */
+	b1.healthy = true;		    /* b: b1 healthy but open, b2 unhealthy:   */
+	b1.circuit = DATAPATH_CIRCUIT_OPEN; /* none usable: 0 < 50% -> panic */
+	expo_service(&a, e);
+	expo_service(&b, e);
+	expo_backend(&a1, e);
+	expo_backend(&a2, e);
+	expo_backend(&b1, e);
+	expo_backend(&b2, e);
+	CHECK_INT_EQ(expo_render(e, &d, &out), 0);
+	CHECK_CONTAINS(out.data, "meshd_service_state{service=\"a\",state=\"healthy\"} 1\n");
+	CHECK_CONTAINS(out.data, "meshd_service_state{service=\"a\",state=\"panic\"} 0\n");
+	CHECK_CONTAINS(out.data, "meshd_service_state{service=\"b\",state=\"panic\"} 1\n");
+	CHECK_CONTAINS(out.data, "meshd_service_state{service=\"b\",state=\"healthy\"} 0\n");
+	CHECK_CONTAINS(out.data, "meshd_service_state{service=\"b\",state=\"down\"} 0\n");
+	CHECK_CONTAINS(out.data, "meshd_service_backends{service=\"a\"} 2\n");
+	CHECK_CONTAINS(out.data, "meshd_service_backends_usable{service=\"a\"} 2\n");
+	CHECK_CONTAINS(out.data, "meshd_service_backends{service=\"b\"} 2\n");
+	CHECK_CONTAINS(out.data, "meshd_service_backends_usable{service=\"b\"} 0\n");
+	strbuf_free(&out);
+	expo_free(e);
+}

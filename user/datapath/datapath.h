@@ -117,6 +117,7 @@ struct datapath_service_stats {
 	int protocol;	     /* IPPROTO_TCP or IPPROTO_UDP */
 	uint64_t datagrams_sent, datagrams_received; /* UDP services */
 	uint64_t drained;			     /* connections closed by drains */
+	uint32_t panic_percent; /* the service's panic threshold, 0..100 (0 = off) */
 };
 
 /* Calls `svc_cb` once per service and `be_cb` once per backend, reading maps with batch lookups.

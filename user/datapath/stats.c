@@ -71,6 +71,7 @@ static void report_service(const struct datapath *dp, __u32 sid, const struct me
 		.datagrams_sent = ss->dgrams_sent,
 		.datagrams_received = ss->dgrams_received,
 		.drained = mine ? ss->drained : 0,
+		.panic_percent = s->val.panic_percent,
 	};
 	struct mesh_backend vip = { .port = s->key.port };
 

@@ -4,15 +4,16 @@
 #include "common/table.h"
 #include "meshctl/meshctl.h"
 
-static const char *const num_keys[] = { "backends", "healthy_backends", "open_circuits",
-					"active_connections", "rejected_total" };
+static const char *const num_keys[] = { "backends",	 "healthy_backends",   "usable_backends",
+					"open_circuits", "active_connections", "rejected_total" };
 #define N_NUM (sizeof(num_keys) / sizeof(num_keys[0]))
 
 static int print_services(const cJSON *arr)
 {
-	static const char *const h[] = { "NAME",    "VIP",  "ALGORITHM", "MTLS",    "BACKENDS",
-					 "HEALTHY", "OPEN", "ACTIVE",	 "REJECTED" };
-	struct table *t = table_new(4 + N_NUM, h);
+	static const char *const h[] = { "NAME",  "VIP",      "ALGORITHM", "MTLS",
+					 "STATE", "BACKENDS", "HEALTHY",   "USABLE",
+					 "OPEN",  "ACTIVE",   "REJECTED" };
+	struct table *t = table_new(5 + N_NUM, h);
 	const cJSON *s;
 	int rc = 0;
 	size_t i;
@@ -20,20 +21,21 @@ static int print_services(const cJSON *arr)
 	if (!t)
 		return ctl_err("out of memory");
 	for (i = 0; i < N_NUM; i++)
-		table_align_right(t, 4 + i);
+		table_align_right(t, 5 + i);
 	cJSON_ArrayForEach(s, arr)
 	{
 		char num[N_NUM][24];
-		const char *row[4 + N_NUM] = {
+		const char *row[5 + N_NUM] = {
 			ctl_str(s, "name"),
 			*ctl_str(s, "vip") ? ctl_str(s, "vip") : NULL,
 			*ctl_str(s, "algorithm") ? ctl_str(s, "algorithm") : NULL,
 			ctl_bool(s, "mtls") ? "on" : "off",
+			*ctl_str(s, "state") ? ctl_str(s, "state") : NULL,
 		};
 
 		for (i = 0; i < N_NUM; i++) {
 			snprintf(num[i], sizeof(num[i]), "%.0f", ctl_num(s, num_keys[i]));
-			row[4 + i] = num[i];
+			row[5 + i] = num[i];
 		}
 		rc = rc ? rc : table_add_row(t, row);
 	}

@@ -8,6 +8,25 @@ static void line(const char *key, const char *fmt_value)
 	printf("%-20s %s\n", key, fmt_value);
 }
 
+/* One line per service not healthy: "api  down (0/2 usable, 0 healthy)". */
+static void print_unhealthy(const cJSON *arr)
+{
+	const cJSON *u;
+	char buf[192];
+
+	if (!cJSON_GetArraySize(arr)) {
+		line("services not healthy", "none");
+		return;
+	}
+	cJSON_ArrayForEach(u, arr)
+	{
+		snprintf(buf, sizeof(buf), "%s %s (%.0f/%.0f usable, %.0f healthy)",
+			 ctl_str(u, "name"), ctl_str(u, "state"), ctl_num(u, "usable_backends"),
+			 ctl_num(u, "backends"), ctl_num(u, "healthy_backends"));
+		line(u == arr->child ? "services not healthy" : "", buf);
+	}
+}
+
 static void print_status(const cJSON *s)
 {
 	char buf[128], dur[32];
@@ -37,6 +56,7 @@ static void print_status(const cJSON *s)
 		 ctl_num(cJSON_GetObjectItem(s, "reloads"), "ok"),
 		 ctl_num(cJSON_GetObjectItem(s, "reloads"), "error"));
 	line("reloads", buf);
+	print_unhealthy(cJSON_GetObjectItem(s, "unhealthy_services"));
 	if (*ctl_str(s, "datapath_error"))
 		line("datapath error", ctl_str(s, "datapath_error"));
 }

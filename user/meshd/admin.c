@@ -11,6 +11,7 @@
 #include "common/http.h"
 #include "common/log.h"
 #include "discovery/discovery.h"
+#include "health/service_state.h"
 #include "meshd/meshd.h"
 
 /* A listener left behind by a socket move: it accepts nothing more and serves the connections
@@ -47,6 +48,13 @@ static const char *algorithm_name(enum mesh_lb_algorithm a)
 	return (unsigned)a < sizeof(names) / sizeof(names[0]) ? names[a] : "unknown";
 }
 
+static double num_field(const cJSON *o, const char *key)
+{
+	const cJSON *n = cJSON_GetObjectItemCaseSensitive(o, key);
+
+	return cJSON_IsNumber(n) ? n->valuedouble : 0;
+}
+
 static cJSON *svc_agg(struct snap *s, const char *name)
 {
 	cJSON *o;
@@ -62,6 +70,7 @@ static cJSON *svc_agg(struct snap *s, const char *name)
 	s->last = o;
 	cJSON_AddNumberToObject(o, "backends", 0);
 	cJSON_AddNumberToObject(o, "healthy_backends", 0);
+	cJSON_AddNumberToObject(o, "usable_backends", 0);
 	cJSON_AddNumberToObject(o, "open_circuits", 0);
 	cJSON_AddNumberToObject(o, "active_connections", 0);
 	return o;
@@ -94,6 +103,7 @@ static void snap_service(const struct datapath_service_stats *st, void *arg)
 	add_to(o, "active_connections", (double)(st->active > 0 ? st->active : 0));
 	add_to(o, "bytes_sent_total", (double)st->bytes_sent);
 	add_to(o, "bytes_received_total", (double)st->bytes_received);
+	add_to(o, "panic_threshold_percent", st->panic_percent);
 }
 
 static void circuit_fields(cJSON *o, const struct datapath_backend_stats *b)
@@ -120,6 +130,7 @@ static void snap_backend(const struct datapath_backend_stats *b, void *arg)
 	if (agg) {
 		add_to(agg, "backends", 1);
 		add_to(agg, "healthy_backends", b->healthy);
+		add_to(agg, "usable_backends", b->healthy && b->circuit == DATAPATH_CIRCUIT_CLOSED);
 		add_to(agg, "open_circuits", b->circuit == DATAPATH_CIRCUIT_OPEN);
 	}
 	if (!s->backends || (s->only && strcmp(s->only, b->service)))
@@ -147,9 +158,29 @@ enum snap_mode {
 	SNAP_CIRCUITS = 2,   /* plus backend objects in circuit shape */
 };
 
+/* Adds "state" to each service aggregate, from the counts the snapshot summed. */
+static void snap_states(struct snap *s)
+{
+	cJSON *agg;
+
+	cJSON_ArrayForEach(agg, s->services)
+	{
+		struct service_health h = {
+			.backends = (uint32_t)num_field(agg, "backends"),
+			.healthy = (uint32_t)num_field(agg, "healthy_backends"),
+			.usable = (uint32_t)num_field(agg, "usable_backends"),
+			.panic_percent = (uint32_t)num_field(agg, "panic_threshold_percent"),
+		};
+
+		cJSON_AddStringToObject(agg, "state", service_state_name(service_health_state(&h)));
+	}
+}
+
 /* Fills `s` from the datapath (no-op without one). Returns 0 or -errno. */
 static int snap_take(struct snap *s, const struct meshd *m, const char *only, enum snap_mode mode)
 {
+	int err;
+
 	memset(s, 0, sizeof(*s));
 	s->m = m;
 	s->only = only;
@@ -158,7 +189,9 @@ static int snap_take(struct snap *s, const struct meshd *m, const char *only, en
 	s->backends = mode != SNAP_AGGREGATES ? cJSON_CreateArray() : NULL;
 	if (!s->services || (mode != SNAP_AGGREGATES && !s->backends))
 		return -ENOMEM;
-	return m->dp ? datapath_stats(m->dp, snap_service, snap_backend, s) : 0;
+	err = m->dp ? datapath_stats(m->dp, snap_service, snap_backend, s) : 0;
+	snap_states(s);
+	return err;
 }
 
 static void snap_free(struct snap *s)
@@ -214,6 +247,29 @@ static void add_string_or_null(cJSON *o, const char *key, const char *v)
 		cJSON_AddNullToObject(o, key);
 }
 
+/* "unhealthy_services": every service not in state healthy, with its counts. */
+static void add_unhealthy(cJSON *o, const cJSON *services)
+{
+	cJSON *arr = cJSON_AddArrayToObject(o, "unhealthy_services");
+	const cJSON *agg;
+
+	cJSON_ArrayForEach(agg, services)
+	{
+		const cJSON *st = cJSON_GetObjectItemCaseSensitive(agg, "state");
+		cJSON *u;
+
+		if (!cJSON_IsString(st) || !strcmp(st->valuestring, "healthy"))
+			continue;
+		u = cJSON_CreateObject();
+		cJSON_AddStringToObject(u, "name", agg->string);
+		cJSON_AddStringToObject(u, "state", st->valuestring);
+		cJSON_AddNumberToObject(u, "backends", num_field(agg, "backends"));
+		cJSON_AddNumberToObject(u, "usable_backends", num_field(agg, "usable_backends"));
+		cJSON_AddNumberToObject(u, "healthy_backends", num_field(agg, "healthy_backends"));
+		cJSON_AddItemToArray(arr, u);
+	}
+}
+
 static void get_status(struct meshd *m, struct http_response *resp)
 {
 	static const char *const keys[] = { "backends", "healthy_backends", "open_circuits",
@@ -242,6 +298,7 @@ static void get_status(struct meshd *m, struct http_response *resp)
 	r = cJSON_AddObjectToObject(o, "reloads");
 	cJSON_AddNumberToObject(r, "ok", (double)m->reloads[MESHD_RELOAD_OK]);
 	cJSON_AddNumberToObject(r, "error", (double)m->reloads[MESHD_RELOAD_ERROR]);
+	add_unhealthy(o, s.services);
 	if (err)
 		cJSON_AddStringToObject(o, "datapath_error", strerror(-err));
 	snap_free(&s);
@@ -263,7 +320,10 @@ static cJSON *service_object(const char *name, const struct config_service *svc,
 	}
 	cJSON_ArrayForEach(n, agg)
 	{
-		cJSON_AddNumberToObject(o, n->string, n->valuedouble);
+		if (cJSON_IsString(n))
+			cJSON_AddStringToObject(o, n->string, n->valuestring);
+		else
+			cJSON_AddNumberToObject(o, n->string, n->valuedouble);
 	}
 	return o;
 }

@@ -1,6 +1,7 @@
 /* The metrics component: an HTTP listener on telemetry.metrics_listen serving /metrics (the
  * Prometheus exposition of the daemon counters and the datapath's per-service and per-backend
- * stats, read with batch lookups by datapath_stats), /healthz (alive) and /readyz (ready).
+ * stats, read with batch lookups by datapath_stats), /healthz (alive) and /readyz (ready; with
+ * ?service=NAME, whether that service has usable backends).
  * Runs on the event-loop thread. A scrape takes one snapshot when the request arrives and sends
  * it one metric family per HTTP chunk, so a 9 MB exposition never sits in memory whole. */
 #include <errno.h>
@@ -15,6 +16,7 @@
 #include "common/log.h"
 #include "common/prom.h"
 #include "discovery/discovery.h"
+#include "health/service_state.h"
 #include "meshd/meshd.h"
 #include "telemetry/expo_mtls.h"
 #include "telemetry/exposition.h"
@@ -173,8 +175,66 @@ static void serve_metrics(struct metrics *mt, struct http_response *resp)
 	mt->scrapes++;
 }
 
+/* One service's health tally, from a datapath snapshot. */
+struct one_service {
+	const char *name;
+	bool found;
+	struct service_health h;
+};
+
+static void one_service_svc(const struct datapath_service_stats *s, void *arg)
+{
+	struct one_service *o = arg;
+
+	if (strcmp(s->service, o->name))
+		return;
+	o->found = true;
+	o->h.panic_percent = s->panic_percent;
+}
+
+static void one_service_be(const struct datapath_backend_stats *b, void *arg)
+{
+	struct one_service *o = arg;
+
+	if (!strcmp(b->service, o->name))
+		service_health_add(&o->h, b->healthy, b->circuit == DATAPATH_CIRCUIT_CLOSED);
+}
+
+/* /readyz?service=NAME: 200 while the service has usable backends (healthy or degraded), 503
+ * in panic or down (or while meshd is not ready), 404 for a service the datapath does not hold.
+ * The body names the state and the counts. */
+static void readyz_service(struct metrics *mt, const char *name, struct http_response *resp)
+{
+	struct one_service o = { .name = name };
+	enum service_state st;
+	int err;
+
+	if (!mt->m->ready || !mt->m->dp) {
+		resp->status = 503;
+		strbuf_puts(&resp->body, "not ready\n");
+		return;
+	}
+	err = datapath_stats(mt->m->dp, one_service_svc, one_service_be, &o);
+	if (err) {
+		resp->status = 503;
+		strbuf_printf(&resp->body, "datapath stats unavailable: %s\n", strerror(-err));
+		return;
+	}
+	if (!o.found) {
+		resp->status = 404;
+		strbuf_puts(&resp->body, "no such service\n");
+		return;
+	}
+	st = service_health_state(&o.h);
+	resp->status = service_state_ready(st) ? 200 : 503;
+	strbuf_printf(&resp->body, "%s (%u/%u backends usable, %u healthy)\n",
+		      service_state_name(st), o.h.usable, o.h.backends, o.h.healthy);
+}
+
 static void metrics_handle(const struct http_request *req, struct http_response *resp, void *arg)
 {
+	char name[MESH_SVC_NAME_MAX + 1];
+	int q;
 	struct metrics *mt = arg;
 
 	if (strcmp(req->path, "/metrics") && strcmp(req->path, "/healthz") &&
@@ -188,10 +248,16 @@ static void metrics_handle(const struct http_request *req, struct http_response 
 		strbuf_puts(&resp->body, "method not allowed\n");
 		return;
 	}
+	q = http_query_get(req->query, "service", name, sizeof(name));
 	if (!strcmp(req->path, "/metrics")) {
 		serve_metrics(mt, resp);
 	} else if (!strcmp(req->path, "/healthz")) {
 		strbuf_puts(&resp->body, "ok\n");
+	} else if (q == 0) {
+		readyz_service(mt, name, resp);
+	} else if (q != -ENOENT) {
+		resp->status = 400;
+		strbuf_puts(&resp->body, "bad service name\n");
 	} else if (mt->m->ready) {
 		strbuf_puts(&resp->body, "ready\n");
 	} else {

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/prom.h"
+#include "health/service_state.h"
 #include "telemetry/expo_mtls.h"
 #include "telemetry/exposition.h"
 
@@ -26,6 +27,9 @@ enum family {
 	FAM_CIRCUIT_TRANSITIONS,
 	FAM_CONSECUTIVE_FAILURES,
 	FAM_LATENCY,
+	FAM_SERVICE_STATE,
+	FAM_SERVICE_BACKENDS,
+	FAM_SERVICE_USABLE,
 	FAM__COUNT,
 };
 
@@ -71,6 +75,14 @@ static const struct {
 				       "input)." },
 	[FAM_LATENCY] = { "meshd_backend_connect_latency_seconds", "gauge",
 			  "Moving average of the connect (handshake) time to a backend." },
+	[FAM_SERVICE_STATE] = { "meshd_service_state", "gauge",
+				"1 for the service's state (healthy, degraded, panic, down: "
+				"docs/health-checks.md), 0 for the others." },
+	[FAM_SERVICE_BACKENDS] = { "meshd_service_backends", "gauge",
+				   "Backends of a service in the datapath." },
+	[FAM_SERVICE_USABLE] = { "meshd_service_backends_usable", "gauge",
+				 "Backends of a service passing health checks with a closed "
+				 "breaker." },
 };
 
 /* Rendered label lists are at most a 63-byte service name and a 47-byte [ip6]:port plus syntax. */
@@ -78,7 +90,9 @@ static const struct {
 
 struct svc_entry {
 	char labels[LABELS_MAX]; /* service="..." */
+	char name[64];		 /* to match its backends, which arrive after every service */
 	struct datapath_service_stats st;
+	struct service_health health;
 };
 
 struct be_entry {
@@ -94,7 +108,8 @@ struct exposition {
 	size_t n_svcs, cap_svcs;
 	struct be_entry *bes;
 	size_t n_bes, cap_bes;
-	int err; /* sticky -ENOMEM while collecting */
+	size_t svc_cursor; /* backends arrive grouped by service, in the services' order */
+	int err;	   /* sticky -ENOMEM while collecting */
 };
 
 struct exposition *expo_new(const char *(*reason_name)(int reason))
@@ -114,7 +129,7 @@ static void expo_clear(struct exposition *e)
 	free(e->bes);
 	e->svcs = NULL;
 	e->bes = NULL;
-	e->n_svcs = e->cap_svcs = e->n_bes = e->cap_bes = 0;
+	e->n_svcs = e->cap_svcs = e->n_bes = e->cap_bes = e->svc_cursor = 0;
 	e->err = 0;
 }
 
@@ -165,9 +180,22 @@ void expo_service(const struct datapath_service_stats *s, void *arg)
 	x = &e->svcs[e->n_svcs];
 	if (render_labels(x->labels, s->service, NULL))
 		return; /* unrenderable name: no series rather than a broken exposition */
+	snprintf(x->name, sizeof(x->name), "%s", s->service);
 	x->st = *s;
 	x->st.service = NULL; /* only valid during the callback */
+	x->health = (struct service_health){ .panic_percent = s->panic_percent };
 	e->n_svcs++;
+}
+
+/* Counts a backend into its service's health: the services came first, in the order their
+ * backends now arrive, so a cursor only moves forward. */
+static void tally_backend(struct exposition *e, const struct datapath_backend_stats *b)
+{
+	while (e->svc_cursor < e->n_svcs && strcmp(e->svcs[e->svc_cursor].name, b->service))
+		e->svc_cursor++;
+	if (e->svc_cursor < e->n_svcs)
+		service_health_add(&e->svcs[e->svc_cursor].health, b->healthy,
+				   b->circuit == DATAPATH_CIRCUIT_CLOSED);
 }
 
 void expo_backend(const struct datapath_backend_stats *b, void *arg)
@@ -178,6 +206,7 @@ void expo_backend(const struct datapath_backend_stats *b, void *arg)
 
 	if (e->err || (e->err = grow((void **)&e->bes, &e->cap_bes, e->n_bes, sizeof(*x))))
 		return;
+	tally_backend(e, b);
 	x = &e->bes[e->n_bes];
 	if (render_labels(x->labels, b->service, config_endpoint_str(&b->backend, ep, sizeof(ep))))
 		return;
@@ -218,6 +247,18 @@ static void render_rejects(struct exposition *e, struct strbuf *out, const struc
 	}
 }
 
+/* One series per state, 1 for the service's own (a state set: alerts select state="down"). */
+static void render_state(struct strbuf *out, const struct svc_entry *x)
+{
+	int cur = service_health_state(&x->health);
+	char extra[32];
+
+	for (int st = 0; st < SERVICE__COUNT; st++) {
+		snprintf(extra, sizeof(extra), "state=\"%s\"", service_state_name(st));
+		sample(out, FAM_SERVICE_STATE, x->labels, extra, st == cur);
+	}
+}
+
 /* The samples of service family `f` for every collected service. */
 static void render_svc_family(struct exposition *e, struct strbuf *out, enum family f)
 {
@@ -244,6 +285,12 @@ static void render_svc_family(struct exposition *e, struct strbuf *out, enum fam
 			sample(out, f, x->labels, "direction=\"sent\"", x->st.datagrams_sent);
 			sample(out, f, x->labels, "direction=\"received\"",
 			       x->st.datagrams_received);
+		} else if (f == FAM_SERVICE_STATE) {
+			render_state(out, x);
+		} else if (f == FAM_SERVICE_BACKENDS) {
+			sample(out, f, x->labels, NULL, x->health.backends);
+		} else if (f == FAM_SERVICE_USABLE) {
+			sample(out, f, x->labels, NULL, x->health.usable);
 		}
 	}
 }
