@@ -103,6 +103,22 @@ struct {
 	__uint(max_entries, MESH_EVENTS_BYTES);
 } mesh_events SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mesh_trace_cfg);
+} mesh_trace SEC(".maps");
+
+/* Start and establishment times of service sockets while tracing is on (mesh_trace_sk). LRU: a
+ * socket never seen closing (tracing switched off meanwhile) is evicted in time. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MESH_TRACE_SOCKETS);
+	__type(key, __u64);
+	__type(value, struct mesh_trace_sk);
+} mesh_trace_sk SEC(".maps");
+
 /* Maglev tables in chunks (a table of up to MESH_MAGLEV_M_MAX entries is 17 chunks). The table
  * id is service_id * 2 + (generation & 1), so a backend set update writes the table of the
  * next generation while connects still read the current one. */
@@ -170,6 +186,15 @@ static __always_inline void count(__u32 idx)
 
 	if (v)
 		*v += 1;
+}
+
+/* Connection tracing's settings, or NULL while it is off. */
+static __always_inline struct mesh_trace_cfg *tracing(void)
+{
+	__u32 zero = 0;
+	struct mesh_trace_cfg *t = bpf_map_lookup_elem(&mesh_trace, &zero);
+
+	return t && t->enabled ? t : 0;
 }
 
 #define ADD(field, n) __sync_fetch_and_add(&(field), (n))
@@ -1241,6 +1266,33 @@ static __always_inline struct mesh_svc_state *sock_service(const struct mesh_soc
 	return ss && ss->epoch == ms->svc_epoch ? ss : 0;
 }
 
+/* While tracing is on, a service socket's start (SYN sent) is kept by its cookie for the close
+ * record; tracing off costs this one array lookup. */
+static __always_inline void trace_start(struct bpf_sock_ops *skops)
+{
+	struct mesh_trace_sk v = { 0 };
+	__u64 cookie;
+
+	if (!tracing())
+		return;
+	cookie = bpf_get_socket_cookie(skops);
+	v.start_ns = bpf_ktime_get_ns();
+	bpf_map_update_elem(&mesh_trace_sk, &cookie, &v, BPF_ANY);
+}
+
+static __always_inline void trace_established(struct bpf_sock_ops *skops)
+{
+	struct mesh_trace_sk *v;
+	__u64 cookie;
+
+	if (!tracing())
+		return;
+	cookie = bpf_get_socket_cookie(skops);
+	v = bpf_map_lookup_elem(&mesh_trace_sk, &cookie);
+	if (v)
+		v->est_ns = bpf_ktime_get_ns();
+}
+
 /* SYN about to be sent: from here on the kernel reports every state change up to CLOSE, so the
  * active counts taken here are released exactly once in on_close(). */
 static __always_inline void on_connect(struct bpf_sock_ops *skops, struct mesh_sock *ms)
@@ -1252,6 +1304,7 @@ static __always_inline void on_connect(struct bpf_sock_ops *skops, struct mesh_s
 	if (ms->flags & MESH_SK_F_ACTIVE)
 		return;
 	ms->flags |= MESH_SK_F_ACTIVE;
+	trace_start(skops);
 	if (bs)
 		ADD(bs->active, 1);
 	if (ss)
@@ -1264,7 +1317,7 @@ static __always_inline __u64 ewma(__u64 avg, __u64 sample)
 }
 
 /* Feeds one outcome to the backend's breaker; `ok` with the handshake RTT in ns. */
-static __always_inline void outcome(const struct mesh_sock *ms, struct mesh_be_state *bs, int ok,
+static __always_inline void outcome(struct mesh_sock *ms, struct mesh_be_state *bs, int ok,
 				    __u64 rtt_ns)
 {
 	struct mesh_svc *svc = bpf_map_lookup_elem(&mesh_services, (void *)&ms->vip);
@@ -1291,6 +1344,8 @@ static __always_inline void outcome(const struct mesh_sock *ms, struct mesh_be_s
 	}
 	to = bs->br.state;
 	bpf_spin_unlock(&bs->lock);
+	if (from != to)
+		ms->flags |= MESH_SK_F_BREAKER;
 	circuit_changed(ms->service_id, ms->backend_id, from, to);
 }
 
@@ -1301,6 +1356,7 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, struct me
 	if (ms->flags & MESH_SK_F_DONE)
 		return;
 	ms->flags |= MESH_SK_F_DONE | MESH_SK_F_ESTABLISHED;
+	trace_established(skops);
 	if (ms->flags & MESH_SK_F_MTLS) { /* meshd reports the backend's outcome */
 		mtls_record(skops, ms);
 		return;
@@ -1310,6 +1366,90 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, struct me
 	if (bs)
 		ADD(bs->ok, 1);
 	outcome(ms, bs, 1, (__u64)(skops->srtt_us >> 3) * 1000);
+}
+
+/* The address words of a sockops context as mesh ABI addresses (IPv4 as v4-mapped). */
+static __always_inline void sockops_addrs(struct bpf_sock_ops *skops, struct mesh_conn_event *e)
+{
+	__u32 family = skops->family, l4 = skops->local_ip4, r4 = skops->remote_ip4;
+
+	if (family == AF_INET) {
+		e->local[10] = e->local[11] = e->remote[10] = e->remote[11] = 0xff;
+		*(__u32 *)&e->local[12] = l4;
+		*(__u32 *)&e->remote[12] = r4;
+	} else {
+		*(__u32 *)&e->local[0] = skops->local_ip6[0];
+		*(__u32 *)&e->local[4] = skops->local_ip6[1];
+		*(__u32 *)&e->local[8] = skops->local_ip6[2];
+		*(__u32 *)&e->local[12] = skops->local_ip6[3];
+		*(__u32 *)&e->remote[0] = skops->remote_ip6[0];
+		*(__u32 *)&e->remote[4] = skops->remote_ip6[1];
+		*(__u32 *)&e->remote[8] = skops->remote_ip6[2];
+		*(__u32 *)&e->remote[12] = skops->remote_ip6[3];
+	}
+	e->local_port = (__u16)skops->local_port;
+	e->remote_port = bpf_ntohs((__u16)(skops->remote_port >> 16));
+}
+
+/* Whether this close gets a record: always for failed connects, half-open probes and connects
+ * that moved the breaker; otherwise when the sample draw says so. Returns the MESH_CONN_F_*
+ * flags, or -1 for no record. */
+static __always_inline int trace_verdict(const struct mesh_trace_cfg *t, const struct mesh_sock *ms)
+{
+	int flags = 0;
+
+	if (ms->flags & MESH_SK_F_PROBE)
+		flags |= MESH_CONN_F_PROBE;
+	if (ms->flags & MESH_SK_F_BREAKER)
+		flags |= MESH_CONN_F_BREAKER;
+	if (flags || !(ms->flags & MESH_SK_F_ESTABLISHED))
+		return flags;
+	return (__u64)lb_seed() < t->sample_threshold ? MESH_CONN_F_SAMPLED : -1;
+}
+
+/* At close, a record for the connection's trace span (mesh_conn_event), for connects seen from
+ * their start while tracing was on (their mesh_trace_sk entry, removed here). */
+static __always_inline void trace_close(struct bpf_sock_ops *skops, struct mesh_sock *ms)
+{
+	struct mesh_trace_cfg *t = tracing();
+	struct mesh_conn_event *e;
+	struct mesh_trace_sk *ts;
+	struct mesh_be_state *bs;
+	__u64 cookie;
+	int flags;
+
+	if (!t)
+		return;
+	cookie = bpf_get_socket_cookie(skops);
+	ts = bpf_map_lookup_elem(&mesh_trace_sk, &cookie);
+	if (!ts)
+		return;
+	flags = trace_verdict(t, ms);
+	e = flags < 0 ? 0 : bpf_ringbuf_reserve(&mesh_events, sizeof(*e), 0);
+	if (!e) {
+		if (flags >= 0)
+			count(MESH_CNT_TRACE_DROP);
+		bpf_map_delete_elem(&mesh_trace_sk, &cookie);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_ns();
+	e->type = MESH_EV_CONN;
+	e->service_id = ms->service_id;
+	e->backend_id = ms->backend_id;
+	e->result = !(ms->flags & MESH_SK_F_ESTABLISHED);
+	bs = sock_backend(ms);
+	e->breaker = bs ? bs->br.state : 0;
+	e->flags = (__u8)flags;
+	e->start_ns = ts->start_ns;
+	e->est_ns = ts->est_ns;
+	e->bytes_sent = skops->bytes_acked;
+	e->bytes_received = skops->bytes_received;
+	sockops_addrs(skops, e);
+	e->vip = ms->vip;
+	bpf_map_delete_elem(&mesh_trace_sk, &cookie);
+	bpf_ringbuf_submit(e, 0);
+	count(MESH_CNT_TRACE_EVENT);
 }
 
 static __always_inline void on_close(struct bpf_sock_ops *skops, struct mesh_sock *ms)
@@ -1342,6 +1482,7 @@ static __always_inline void on_close(struct bpf_sock_ops *skops, struct mesh_soc
 		ADD(ss->bytes_sent, sent);
 		ADD(ss->bytes_received, received);
 	}
+	trace_close(skops, ms);
 }
 
 /* Whether the socket is connecting to the backend of a hand-off decision. */

@@ -50,6 +50,7 @@ enum mesh_hash_key {
 #define MESH_MAGLEV_M_MAX 65537 /* largest (prime, >= 64 x MESH_MAX_BACKENDS_PER_SVC) */
 #define MESH_EVENTS_BYTES (256 * 1024)
 #define MESH_HANDOFF_SLOTS 8192 /* power of two: connect -> sockops hand-off (mesh_handoff) */
+#define MESH_TRACE_SOCKETS 32768 /* service sockets open at once whose start tracing keeps */
 #define MESH_COUNTERS_MAX 64	/* mesh_counters entries: room for counters added later */
 #define MESH_MAX_DRAWS 8	/* draws the no-scan path makes before it scans */
 #define MESH_UDP_FLOWS 65536	/* mesh_udp_fwd / mesh_udp_rev entries (LRU) */
@@ -119,6 +120,8 @@ enum mesh_counter {
 	MESH_CNT_MTLS_ORIG_ERR = 30, /* original destination could not be recorded */
 	MESH_CNT_STRICT_DROP = 31,   /* plaintext SYN from another host to a strict port, refused */
 	MESH_CNT_OUTCOME = 32,	     /* connect outcomes fed by meshd (mTLS attempts) */
+	MESH_CNT_TRACE_EVENT = 33,  /* connection-close records for traces (mesh_conn_event) */
+	MESH_CNT_TRACE_DROP = 34,   /* such records lost: ring buffer full */
 	MESH_CNT__COUNT,
 };
 _Static_assert(MESH_CNT__COUNT <= MESH_COUNTERS_MAX, "mesh_counters too small");
@@ -292,6 +295,8 @@ _Static_assert(sizeof(struct mesh_svc_name) == 88, "mesh_svc_name layout");
  * the mesh_idents value) sits in the flags' upper bits: mesh_sock keeps its ABI 3 layout. */
 #define MESH_SK_F_MTLS 0x20
 #define MESH_SK_IDENTITY_SHIFT 8
+#define MESH_SK_F_BREAKER 0x40 /* its outcome moved the backend's breaker (a new bit: older
+				* programs ignore it, so the layout is unchanged) */
 
 /* mesh_sockets value (SK_STORAGE): what connect() decided, for getpeername and sockops.
  * Unchanged since ABI 3: an upgrade keeps this map, so live sockets keep their decisions. */
@@ -321,6 +326,7 @@ _Static_assert(sizeof(struct mesh_handoff) == 64, "mesh_handoff layout");
 enum mesh_event_type {
 	MESH_EV_CIRCUIT = 1, /* a breaker changed state */
 	MESH_EV_REJECT = 2,  /* a connect was rejected */
+	MESH_EV_CONN = 3,    /* a service connection closed, for its trace span (mesh_conn_event) */
 };
 
 /* mesh_events record. */
@@ -438,6 +444,62 @@ struct mesh_adjust {
 	} e[MESH_ADJUST_MAX];
 };
 _Static_assert(sizeof(struct mesh_adjust) == 8 + 8 * MESH_ADJUST_MAX, "mesh_adjust layout");
+
+/* Connection tracing (added within ABI 4, additively): its maps (mesh_trace, mesh_trace_sk) are
+ * new, so adopting an ABI 4 datapath pinned without them creates and pins them (libbpf refuses
+ * to reuse a pinned map whose sizes differ, so a later change to them fails loudly, not
+ * silently); its counters use spare entries of mesh_counters; its records are a new event type
+ * that older readers skip. Nothing existing changes layout, hence no version bump.
+ *
+ * mesh_trace value (ARRAY, one entry): connection tracing, written by userspace. With `enabled`,
+ * every service connection's close is considered: failed ones, half-open probes and those whose
+ * outcome moved the breaker always produce a mesh_conn_event, the others when a random 32-bit
+ * draw is below `sample_threshold` (sample_ratio x 2^32; 2^32 = all). */
+struct mesh_trace_cfg {
+	__u32 enabled;
+	__u32 pad;
+	__u64 sample_threshold;
+};
+_Static_assert(sizeof(struct mesh_trace_cfg) == 16, "mesh_trace_cfg layout");
+
+#define MESH_CONN_F_PROBE 0x1	/* a half-open probe */
+#define MESH_CONN_F_BREAKER 0x2 /* its outcome moved the breaker */
+#define MESH_CONN_F_SAMPLED 0x4 /* chosen by the sample ratio (else always exported) */
+
+/* mesh_events record of type MESH_EV_CONN: one service connection, at its close. Starts like
+ * mesh_event (ts_ns, type, service_id, backend_id) so a reader can dispatch on `type`. Addresses
+ * are IPv6, IPv4 as v4-mapped; ports in host byte order. */
+struct mesh_conn_event {
+	__u64 ts_ns; /* closed (CLOCK_MONOTONIC) */
+	__u32 type;  /* MESH_EV_CONN */
+	__u32 service_id;
+	__u32 backend_id;
+	__u8 result;  /* 0 established, 1 failed before established */
+	__u8 breaker; /* enum mesh_circuit_state of the backend at close */
+	__u8 flags;   /* MESH_CONN_F_* */
+	__u8 pad;
+	__u64 start_ns; /* SYN sent */
+	__u64 est_ns;	/* established; 0 if never */
+	__u64 bytes_sent;
+	__u64 bytes_received;
+	__u8 local[16];	 /* the client's address */
+	__u8 remote[16]; /* the backend's */
+	__u16 local_port;
+	__u16 remote_port;
+	__u32 pad2;
+	struct mesh_svc_key vip;
+	__u32 pad3;
+};
+_Static_assert(sizeof(struct mesh_conn_event) == 120, "mesh_conn_event layout");
+
+/* mesh_trace_sk value (LRU_HASH by socket cookie, only while tracing is on): when a service
+ * connection started and was established, for its close record. Kept apart from mesh_sock, whose
+ * layout live sockets carry across upgrades; removed at the close. */
+struct mesh_trace_sk {
+	__u64 start_ns; /* SYN sent (CLOCK_MONOTONIC) */
+	__u64 est_ns;	/* established; 0 until then */
+};
+_Static_assert(sizeof(struct mesh_trace_sk) == 16, "mesh_trace_sk layout");
 
 /* mesh_abi value (ARRAY, one entry): written last on a fresh load, checked on adoption. */
 struct mesh_abi_info {

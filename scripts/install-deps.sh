@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs every Debian package the build, the tests, the demo and the benchmarks need.
+# Installs every Debian package the build, the tests, the demo and the benchmarks need, and the
+# npm packages of the test OTLP receiver (tests/otlp, from its package-lock.json).
 # Idempotent. With --if-missing it returns at once when everything is already there.
 set -euo pipefail
 
@@ -9,7 +10,18 @@ PKGS=(
 	python3 curl iproute2 iptables openssl procps psmisc
 	prometheus dnsmasq haproxy stunnel4 wrk iperf3 jq systemd util-linux tcpdump tshark
 	bind9-dnsutils dnsperf mptcpize python3-h2
+	gnuplot-nox nodejs
 )
+# npm comes with nodejs from some sources (whose nodejs conflicts with Debian's npm package).
+command -v npm >/dev/null 2>&1 || PKGS+=(npm)
+OTLP_DIR=$(cd "$(dirname "$0")/../tests/otlp" && pwd)
+
+# The receiver's packages, pinned by tests/otlp/package-lock.json (never committed: node_modules).
+npm_deps() {
+	[ -d "$OTLP_DIR/node_modules/@opentelemetry/otlp-transformer" ] && return 0
+	echo "install-deps: npm packages for tests/otlp"
+	npm ci --prefix "$OTLP_DIR" --no-audit --no-fund --loglevel=error >/dev/null
+}
 
 missing() {
 	local p
@@ -19,6 +31,7 @@ missing() {
 }
 
 if [ "${1:-}" = "--if-missing" ] && [ -z "$(missing)" ]; then
+	npm_deps
 	exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
@@ -33,4 +46,5 @@ apt-get update -qq
 printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
 trap 'rm -f /usr/sbin/policy-rc.d' EXIT
 apt-get install -y -qq --no-install-recommends "${PKGS[@]}" >/dev/null
+npm_deps
 echo "install-deps: done"

@@ -22,9 +22,7 @@ A1=23201 A2=23202 DEAD=23209
 PENDING='{
   "meshd_authz_decisions_total": "mTLS authorization (issue 9, engineer mtls)",
   "meshd_mtls_connections_active": "the mTLS proxy (issue 9, engineer mtls)",
-  "meshd_mtls_cert_expiry_timestamp_seconds": "mTLS identities (issue 9, engineer mtls)",
-  "meshd_trace_spans_exported_total": "connection tracing (issue 12 item 1)",
-  "meshd_trace_spans_dropped_total": "connection tracing (issue 12 item 1)"
+  "meshd_mtls_cert_expiry_timestamp_seconds": "mTLS identities (issue 9, engineer mtls)"
 }'
 
 check rules_check "$(promtool check rules "$RULES" 2>&1 | tail -n 2 | tr '\n' ' ')" \

@@ -211,6 +211,18 @@ struct config_authz_rule {
 	enum config_action action;
 };
 
+enum config_tracing_protocol {
+	CONFIG_TRACING_PROTOBUF = 0, /* http/protobuf */
+	CONFIG_TRACING_JSON = 1,     /* http/json */
+};
+
+/* telemetry.tracing: connection spans over OTLP/HTTP. */
+struct config_tracing {
+	char *endpoint; /* OTLP/HTTP traces URL; NULL = tracing off */
+	enum config_tracing_protocol protocol;
+	double sample_ratio; /* share of successful connections traced, 0..1 */
+};
+
 struct config_meta;
 
 struct mesh_config {
@@ -232,6 +244,7 @@ struct mesh_config {
 	enum config_log_format log_format;
 	char *admin_socket;
 	struct config_endpoint metrics_listen;
+	struct config_tracing tracing;
 
 	struct config_load_balancer load_balancer;     /* global defaults */
 	struct config_circuit_breaker circuit_breaker; /* global defaults */

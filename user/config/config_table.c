@@ -28,6 +28,7 @@ static const char *const discoveries[] = { "static", "consul", "dns", NULL };
 static const char *const cert_sources[] = { "files", "consul", "builtin_ca", NULL };
 static const char *const actions[] = { "deny", "allow", NULL };
 static const char *const no_identity[] = { "refuse", "passthrough", NULL };
+static const char *const tracing_protocols[] = { "http/protobuf", "http/json", NULL };
 
 /* Reasons of keys that are not built yet (struct cfg_key.not_yet). */
 #define NOT_YET_CONSUL_CA "certificates from Consul's CA are not built; use files or builtin_ca"
@@ -131,6 +132,15 @@ static const struct cfg_key root_keys[] = {
 	  .doc = "Unix socket of the admin API (meshctl)." },
 	{ "telemetry.metrics_listen", CT_ENDPOINT, R(metrics_listen), .def = "127.0.0.1:9464",
 	  .doc = "Address of the Prometheus /metrics listener." },
+	{ "telemetry.tracing.endpoint", CT_URL, R(tracing.endpoint),
+	  .doc = "OTLP/HTTP traces URL, e.g. `http://127.0.0.1:4318/v1/traces`; empty: connection "
+		 "tracing off." },
+	{ "telemetry.tracing.protocol", CT_ENUM, R(tracing.protocol), .def = "http/protobuf",
+	  .names = tracing_protocols, .doc = "OTLP encoding: `http/protobuf` or `http/json`." },
+	{ "telemetry.tracing.sample_ratio", CT_RATIO, R(tracing.sample_ratio), .def = "0.01",
+	  .min = 0, .max = 1,
+	  .doc = "Share of successful connections traced (drawn in the datapath); failed, rejected "
+		 "and breaker-affected ones always are." },
 
 	{ "load_balancer.algorithm", CT_ENUM, R(load_balancer.algorithm), .def = "least_request",
 	  .names = lb_algorithms, .doc = "Backend selection algorithm." },

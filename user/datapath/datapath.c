@@ -42,6 +42,8 @@ const char *const dp_map_names[DP_MAP__COUNT] = {
 	[DP_MAP_IDENTS] = "mesh_idents",
 	[DP_MAP_MTLS_ORIG] = "mesh_mtls_orig",
 	[DP_MAP_STRICT] = "mesh_strict",
+	[DP_MAP_TRACE] = "mesh_trace",
+	[DP_MAP_TRACE_SK] = "mesh_trace_sk",
 };
 
 /* Programs and the names their links are pinned under. */

@@ -126,18 +126,34 @@ int datapath_stats(struct datapath *dp,
 		   void (*svc_cb)(const struct datapath_service_stats *s, void *arg),
 		   void (*be_cb)(const struct datapath_backend_stats *b, void *arg), void *arg);
 
-/* Ring-buffer events (breaker transitions, rejects), decoded. */
+/* Ring-buffer events (breaker transitions, rejects, connections closed for traces), decoded. */
 struct datapath_event {
-	int type; /* enum mesh_event_type */
+	int type;	/* enum mesh_event_type */
+	uint64_t ts_ns; /* CLOCK_MONOTONIC */
 	const char *service;
+	struct config_endpoint vip; /* the service's address (family 0 when unknown) */
 	struct config_endpoint backend;
 	enum datapath_circuit from, to;
 	int reason; /* enum mesh_reject_reason for rejects */
+	/* MESH_EV_CONN: one service connection at its close. */
+	struct {
+		struct config_endpoint local, remote; /* the client's and the backend's */
+		bool failed;			      /* never established */
+		bool probe, breaker_moved, sampled;   /* why it was reported */
+		enum datapath_circuit breaker;	      /* the backend's breaker at close */
+		uint64_t start_ns, est_ns;	      /* SYN sent, established (0: never) */
+		uint64_t bytes_sent, bytes_received;  /* by the client */
+	} conn;
 };
 /* File descriptor to poll for events, and the call that drains them into `cb`. */
 int datapath_event_fd(struct datapath *dp);
 int datapath_drain_events(struct datapath *dp,
 			  void (*cb)(const struct datapath_event *ev, void *arg), void *arg);
+
+/* Connection tracing in the datapath: with `enabled`, closes of service connections produce
+ * MESH_EV_CONN events (always for failed ones, probes and breaker-moving ones; others with
+ * probability `sample_ratio`, 0..1). Returns 0 or -errno (-EINVAL for a ratio out of range). */
+int datapath_set_tracing(struct datapath *dp, bool enabled, double sample_ratio);
 
 /* Names of reject reasons for metrics labels. */
 const char *datapath_reject_reason_name(int reason);

@@ -1,6 +1,7 @@
 /* Reading the datapath: per-service and per-backend snapshots from batch lookups of the arrays
  * (per-CPU counters summed here), the global decision counters, and the ring buffer of breaker
  * transitions and rejects decoded with the names of the userspace mirror. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,24 +189,80 @@ int datapath_counters(struct datapath *dp, uint64_t *out, size_t n)
 	return err ? err : (int)(n < MESH_CNT__COUNT ? n : MESH_CNT__COUNT);
 }
 
+/* An ABI address (IPv6, IPv4 v4-mapped) and a host-order port as an endpoint. */
+static void endpoint_of(const __u8 addr[16], __u16 port, struct config_endpoint *ep)
+{
+	struct mesh_backend b = { .port = htons(port) };
+
+	memcpy(b.addr, addr, 16);
+	dp_endpoint_from_be(&b, ep);
+}
+
+static void decode_conn(const struct mesh_conn_event *c, struct datapath_event *ev)
+{
+	struct mesh_backend vip = { .port = c->vip.port };
+
+	memcpy(vip.addr, c->vip.addr, 16);
+	dp_endpoint_from_be(&vip, &ev->vip);
+	endpoint_of(c->local, c->local_port, &ev->conn.local);
+	endpoint_of(c->remote, c->remote_port, &ev->conn.remote);
+	ev->conn.failed = c->result != 0;
+	ev->conn.probe = c->flags & MESH_CONN_F_PROBE;
+	ev->conn.breaker_moved = c->flags & MESH_CONN_F_BREAKER;
+	ev->conn.sampled = c->flags & MESH_CONN_F_SAMPLED;
+	ev->conn.breaker = (enum datapath_circuit)c->breaker;
+	ev->conn.start_ns = c->start_ns;
+	ev->conn.est_ns = c->est_ns;
+	ev->conn.bytes_sent = c->bytes_sent;
+	ev->conn.bytes_received = c->bytes_received;
+}
+
 static int on_event(void *ctx, void *data, size_t len)
 {
 	struct datapath *dp = ctx;
 	const struct mesh_event *e = data;
 	struct datapath_event ev = { 0 };
+	const struct dp_service *s;
 
 	if (len < sizeof(*e) || !dp->ev_cb)
 		return 0;
+	if (e->type == MESH_EV_CONN && len < sizeof(struct mesh_conn_event))
+		return 0;
 	ev.type = (int)e->type;
-	ev.service = e->service_id < dp->max_services && dp->svcs[e->service_id].used
-			 ? dp->svcs[e->service_id].name
-			 : "";
+	ev.ts_ns = e->ts_ns;
+	s = e->service_id < dp->max_services && dp->svcs[e->service_id].used
+		? &dp->svcs[e->service_id]
+		: NULL;
+	ev.service = s ? s->name : "";
+	if (s) {
+		struct mesh_backend vip = { .port = s->key.port };
+
+		memcpy(vip.addr, s->key.addr, 16);
+		dp_endpoint_from_be(&vip, &ev.vip);
+	}
 	if (e->backend_id && e->backend_id < dp->max_backends)
 		dp_endpoint_from_be(&dp->be[e->backend_id], &ev.backend);
-	ev.from = (enum datapath_circuit)e->from;
-	ev.to = (enum datapath_circuit)e->to;
-	ev.reason = e->reason;
+	if (e->type == MESH_EV_CONN) {
+		decode_conn(data, &ev);
+	} else {
+		ev.from = (enum datapath_circuit)e->from;
+		ev.to = (enum datapath_circuit)e->to;
+		ev.reason = e->reason;
+	}
 	dp->ev_cb(&ev, dp->ev_arg);
+	return 0;
+}
+
+int datapath_set_tracing(struct datapath *dp, bool enabled, double sample_ratio)
+{
+	struct mesh_trace_cfg t = { .enabled = enabled };
+	__u32 zero = 0;
+
+	if (sample_ratio < 0 || sample_ratio > 1)
+		return -EINVAL;
+	t.sample_threshold = (__u64)(sample_ratio * 4294967296.0);
+	if (bpf_map_update_elem(dp->fd[DP_MAP_TRACE], &zero, &t, BPF_ANY))
+		return -errno;
 	return 0;
 }
 
@@ -300,6 +357,8 @@ const char *datapath_counter_name(int counter)
 		[MESH_CNT_MTLS_ORIG_ERR] = "mtls_orig_error",
 		[MESH_CNT_STRICT_DROP] = "strict_inbound_refused",
 		[MESH_CNT_OUTCOME] = "mtls_outcome",
+		[MESH_CNT_TRACE_EVENT] = "trace_event",
+		[MESH_CNT_TRACE_DROP] = "trace_drop",
 	};
 
 	return counter >= 0 && counter < MESH_CNT__COUNT ? names[counter] : NULL;

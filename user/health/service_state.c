@@ -14,7 +14,8 @@ enum service_state service_health_state(const struct service_health *h)
 		return SERVICE_DOWN;
 	if (h->usable == h->backends)
 		return SERVICE_HEALTHY;
-	if (h->panic_percent && (uint64_t)h->usable * 100 < (uint64_t)h->backends * h->panic_percent)
+	if (h->panic_percent &&
+	    (uint64_t)h->usable * 100 < (uint64_t)h->backends * h->panic_percent)
 		return SERVICE_PANIC;
 	return h->usable ? SERVICE_DEGRADED : SERVICE_DOWN;
 }

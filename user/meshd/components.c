@@ -223,6 +223,7 @@ static const struct meshd_component components[] = {
 	  mtls_comp_stop,
 	  mtls_comp_reload,
 	  mtls_comp_end },
+	{ "tracing", { "datapath" }, tracing_start, tracing_stop, tracing_reload, NULL },
 	{ "metrics", { "datapath" }, metrics_start, metrics_stop, metrics_reload, NULL },
 	/* Last: once `meshctl status` answers, everything else is up. */
 	{ "admin",

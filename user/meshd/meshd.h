@@ -13,6 +13,7 @@
 #include "common/evloop.h"
 #include "config/config.h"
 #include "datapath/datapath.h"
+#include "telemetry/tracer.h"
 
 struct health;	  /* user/meshd/health_checks.c */
 struct discovery; /* user/discovery/discovery.h (the registry), run by user/meshd/discovery.c */
@@ -22,6 +23,7 @@ struct mtls;	  /* user/mtls/mtls.h */
 struct mtls_glue; /* user/meshd/mtls_comp.c */
 struct mtls_txn;  /* user/meshd/mtls_comp.c */
 struct upgrade;	  /* user/meshd/upgrade.c */
+struct tracing;	  /* user/meshd/tracing.c */
 
 struct lifecycle;    /* user/meshd/lifecycle.h */
 struct config_watch; /* user/meshd/reload.c */
@@ -45,10 +47,12 @@ struct meshd {
 	struct mtls_glue *mtls_glue;
 	struct mtls_txn *mtls_txn; /* an mTLS reload applied, not yet committed or undone */
 	struct upgrade *upgrade;   /* a hand-over to a new meshd is under way */
+	struct tracing *tracing;
 
 	uint64_t started_at_ns;		/* evloop_now_ns() at start */
 	uint64_t reloads[2];		/* indexed by enum meshd_reload_result */
 	uint64_t health_transitions[2]; /* [0] to unhealthy, [1] to healthy */
+	struct tracer_counters trace_counters; /* span exporter, across reloads (atomics) */
 	bool ready;			/* datapath attached and config loaded */
 	int64_t drain_timer; /* next drain of removed backends' connections, 0 when none */
 
@@ -153,5 +157,12 @@ void events_stop(struct meshd *m);
 /* Adds a subscriber; every record read from then on reaches it. Returns 0 or -ENOMEM. */
 int events_subscribe(struct meshd *m, meshd_event_fn fn, void *arg);
 void events_unsubscribe(struct meshd *m, meshd_event_fn fn, void *arg);
+
+int tracing_start(struct meshd *m);
+void tracing_stop(struct meshd *m);
+int tracing_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
+		   const struct config_plan *plan);
+/* One datapath event: connection closes and rejects become spans while tracing is on. */
+void tracing_event(struct meshd *m, const struct datapath_event *ev);
 
 #endif

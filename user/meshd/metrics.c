@@ -79,6 +79,24 @@ static double start_time_seconds(const struct meshd *m)
 	return (double)now.tv_sec + (double)now.tv_nsec / 1e9 - up;
 }
 
+static uint64_t load(const uint64_t *v)
+{
+	return __atomic_load_n(v, __ATOMIC_RELAXED);
+}
+
+static void fill_tracing(const struct meshd *m, struct expo_daemon *d)
+{
+	const struct tracer_counters *c = &m->trace_counters;
+
+	d->trace_exported = load(&c->exported);
+	d->trace_dropped_full = load(&c->dropped_full);
+	d->trace_dropped_error = load(&c->dropped_error);
+	d->trace_exports[0] = load(&c->exports_ok);
+	d->trace_exports[1] = load(&c->exports_error);
+	if (d->n_datapath_counters > MESH_CNT_TRACE_DROP)
+		d->trace_dropped_ringbuf = d->datapath_counters[MESH_CNT_TRACE_DROP];
+}
+
 static void fill_daemon(const struct metrics *mt, struct expo_daemon *d)
 {
 	const struct meshd *m = mt->m;
@@ -106,6 +124,7 @@ static void fill_daemon(const struct metrics *mt, struct expo_daemon *d)
 
 		d->n_datapath_counters = n > 0 ? (size_t)n : 0;
 	}
+	fill_tracing(m, d);
 }
 
 static int scrape_produce(void *state, struct strbuf *body)

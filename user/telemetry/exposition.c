@@ -428,6 +428,28 @@ static void render_daemon_misc(struct strbuf *out, const struct expo_daemon *d)
 	prom_sample_double(out, "process_start_time_seconds", NULL, NULL, d->start_time_seconds);
 }
 
+static void render_tracing(struct strbuf *out, const struct expo_daemon *d)
+{
+	prom_family(out, "meshd_trace_spans_exported_total", "counter",
+		    "Connection spans the OTLP collector accepted.");
+	prom_sample_u64(out, "meshd_trace_spans_exported_total", NULL, NULL, d->trace_exported);
+	prom_family(out, "meshd_trace_spans_dropped_total", "counter",
+		    "Connection spans lost: exporter queue full, export failed after retries, "
+		    "datapath ring buffer full.");
+	prom_sample_u64(out, "meshd_trace_spans_dropped_total", NULL, "reason=\"queue_full\"",
+			d->trace_dropped_full);
+	prom_sample_u64(out, "meshd_trace_spans_dropped_total", NULL, "reason=\"export_failed\"",
+			d->trace_dropped_error);
+	prom_sample_u64(out, "meshd_trace_spans_dropped_total", NULL, "reason=\"ringbuf_full\"",
+			d->trace_dropped_ringbuf);
+	prom_family(out, "meshd_trace_exports_total", "counter",
+		    "OTLP export requests by result (a retried batch counts each attempt).");
+	prom_sample_u64(out, "meshd_trace_exports_total", NULL, "result=\"ok\"",
+			d->trace_exports[0]);
+	prom_sample_u64(out, "meshd_trace_exports_total", NULL, "result=\"error\"",
+			d->trace_exports[1]);
+}
+
 static void render_datapath_counters(struct strbuf *out, const struct expo_daemon *d)
 {
 	char extra[96];
@@ -458,6 +480,7 @@ int expo_render_part(struct exposition *e, const struct expo_daemon *d, int part
 		render_config(out, d);
 		render_discovery(out, d);
 		render_daemon_misc(out, d);
+		render_tracing(out, d);
 		render_datapath_counters(out, d);
 	} else if (part <= FAM__COUNT) {
 		enum family f = (enum family)(part - 1);

@@ -36,6 +36,10 @@ struct expo_daemon {
 	const char *(*counter_name)(int counter);
 	double start_time_seconds;    /* unix seconds */
 	const struct expo_mtls *mtls; /* telemetry/expo_mtls.h; NULL: mTLS off */
+	double start_time_seconds; /* unix seconds */
+	/* Connection tracing: exporter counters, and close records lost in the ring buffer. */
+	uint64_t trace_exported, trace_dropped_full, trace_dropped_error, trace_dropped_ringbuf;
+	uint64_t trace_exports[2]; /* [0] ok, [1] error */
 };
 
 struct exposition;

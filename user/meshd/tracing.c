@@ -1,0 +1,238 @@
+/* The tracing component: connection spans over OTLP (telemetry.tracing.*). It switches the
+ * datapath's sampling on (mesh_trace: the ratio is drawn in BPF at each close), turns the
+ * datapath's connection-close and reject events into one CLIENT span each (attributes after the
+ * OpenTelemetry semantic conventions plus the mesh's own) and hands them to the exporter thread
+ * (user/telemetry/tracer.c). Runs on the event-loop thread; never blocks on the network. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "meshd/meshd.h"
+#include "telemetry/exposition.h"
+#include "telemetry/tracer.h"
+
+struct tracing {
+	struct tracer *tracer;
+	uint64_t rng[2]; /* xorshift128+ for trace and span ids */
+	char host[256];
+};
+
+static uint64_t next_rand(struct tracing *t)
+{
+	uint64_t x = t->rng[0], y = t->rng[1];
+
+	t->rng[0] = y;
+	x ^= x << 23;
+	t->rng[1] = x ^ y ^ (x >> 17) ^ (y >> 26);
+	return t->rng[1] + y;
+}
+
+static void random_id(struct tracing *t, uint8_t *id, size_t n)
+{
+	do {
+		for (size_t i = 0; i < n; i += 8) {
+			uint64_t r = next_rand(t);
+
+			memcpy(id + i, &r, n - i < 8 ? n - i : 8);
+		}
+	} while (!memcmp(id, "\0\0\0\0\0\0\0\0", 8)); /* all-zero ids are invalid */
+}
+
+/* CLOCK_MONOTONIC (the datapath's clock) to Unix nanoseconds. */
+static uint64_t unix_ns(uint64_t mono_ns)
+{
+	struct timespec rt, mt;
+
+	clock_gettime(CLOCK_REALTIME, &rt);
+	clock_gettime(CLOCK_MONOTONIC, &mt);
+	return mono_ns + ((uint64_t)rt.tv_sec * 1000000000ull + (uint64_t)rt.tv_nsec) -
+	       ((uint64_t)mt.tv_sec * 1000000000ull + (uint64_t)mt.tv_nsec);
+}
+
+/* Address and port attributes, e.g. server.address + server.port. */
+static void endpoint_attrs(struct span *s, const char *addr_key, const char *port_key,
+			   const struct config_endpoint *ep)
+{
+	char buf[INET6_ADDRSTRLEN] = "";
+
+	if (!ep->family)
+		return;
+	inet_ntop(ep->family, &ep->addr, buf, sizeof(buf));
+	span_attr_str(s, addr_key, buf);
+	span_attr_int(s, port_key, ep->port);
+}
+
+/* What every connection span carries: the service address as the server (the logical
+ * destination), the transport, the mesh's service. */
+static void common_attrs(struct span *s, const struct datapath_event *ev)
+{
+	snprintf(s->name, sizeof(s->name), "connect %s", ev->service);
+	s->kind = SPAN_KIND_CLIENT;
+	endpoint_attrs(s, "server.address", "server.port", &ev->vip);
+	span_attr_str(s, "network.transport", "tcp");
+	span_attr_str(s, "network.type", ev->vip.family == AF_INET6 ? "ipv6" : "ipv4");
+	span_attr_str(s, "mesh.service", ev->service);
+}
+
+static void conn_span(struct span *s, const struct datapath_event *ev)
+{
+	char be[64];
+
+	common_attrs(s, ev);
+	s->start_unix_ns = unix_ns(ev->conn.start_ns);
+	s->end_unix_ns = unix_ns(ev->ts_ns);
+	endpoint_attrs(s, "network.peer.address", "network.peer.port", &ev->conn.remote);
+	endpoint_attrs(s, "network.local.address", "network.local.port", &ev->conn.local);
+	span_attr_str(s, "mesh.backend", expo_endpoint(&ev->backend, be, sizeof(be)));
+	span_attr_str(s, "mesh.result", ev->conn.failed ? "failed" : "ok");
+	span_attr_str(s, "mesh.breaker.state", datapath_circuit_name((int)ev->conn.breaker));
+	span_attr_bool(s, "mesh.breaker.moved", ev->conn.breaker_moved);
+	span_attr_bool(s, "mesh.probe", ev->conn.probe);
+	span_attr_bool(s, "mesh.sampled", ev->conn.sampled);
+	span_attr_int(s, "mesh.bytes_sent", (int64_t)ev->conn.bytes_sent);
+	span_attr_int(s, "mesh.bytes_received", (int64_t)ev->conn.bytes_received);
+	if (ev->conn.est_ns >= ev->conn.start_ns && ev->conn.est_ns)
+		span_attr_int(s, "mesh.connect_latency_ns",
+			      (int64_t)(ev->conn.est_ns - ev->conn.start_ns));
+	if (ev->conn.failed) {
+		s->status = SPAN_STATUS_ERROR;
+		snprintf(s->status_message, sizeof(s->status_message), "connect failed: %.50s", be);
+	}
+}
+
+static void reject_span(struct span *s, const struct datapath_event *ev)
+{
+	const char *reason = datapath_reject_reason_name(ev->reason);
+
+	common_attrs(s, ev);
+	s->start_unix_ns = s->end_unix_ns = unix_ns(ev->ts_ns);
+	span_attr_str(s, "mesh.result", "rejected");
+	span_attr_str(s, "mesh.reject_reason", reason);
+	s->status = SPAN_STATUS_ERROR;
+	snprintf(s->status_message, sizeof(s->status_message), "rejected: %s", reason);
+}
+
+void tracing_event(struct meshd *m, const struct datapath_event *ev)
+{
+	struct tracing *t = m->tracing;
+	struct span s;
+
+	if (!t || !t->tracer || (ev->type != MESH_EV_CONN && ev->type != MESH_EV_REJECT))
+		return;
+	memset(&s, 0, sizeof(s));
+	random_id(t, s.trace_id, sizeof(s.trace_id));
+	random_id(t, s.span_id, sizeof(s.span_id));
+	if (ev->type == MESH_EV_CONN)
+		conn_span(&s, ev);
+	else
+		reject_span(&s, ev);
+	tracer_submit(t->tracer, &s);
+}
+
+/* A tracer for `cfg` (NULL with tracing off, or on failure: logged, errno set). */
+static struct tracer *new_tracer(struct meshd *m, struct tracing *t, const struct mesh_config *cfg)
+{
+	struct tracer_opts o = {
+		.endpoint = cfg->tracing.endpoint,
+		.json = cfg->tracing.protocol == CONFIG_TRACING_JSON,
+		.resource = { .service_name = "unknown_service",
+			      .host_name = cfg->node_name ? cfg->node_name : t->host,
+			      .version = MESH_VERSION },
+		.counters = &m->trace_counters,
+	};
+	struct tracer *tr;
+
+	if (!cfg->tracing.endpoint) {
+		errno = 0;
+		return NULL;
+	}
+	tr = tracer_new(&o);
+	if (!tr)
+		LOG_ERR("tracing", "cannot start the span exporter", "err=%s",
+			log_q(strerror(errno)));
+	else
+		LOG_INFO("tracing", "exporting connection spans", "endpoint=%s protocol=%s ratio=%g",
+			 log_q(cfg->tracing.endpoint), o.json ? "http/json" : "http/protobuf",
+			 cfg->tracing.sample_ratio);
+	return tr;
+}
+
+/* The datapath's side: sampling on with an exporter, off without. */
+static int set_datapath(struct meshd *m, const struct mesh_config *cfg, bool on)
+{
+	int err = m->dp ? datapath_set_tracing(m->dp, on, cfg->tracing.sample_ratio) : 0;
+
+	if (err)
+		LOG_ERR("tracing", "cannot set the datapath's sampling", "err=%s",
+			log_q(strerror(-err)));
+	return err;
+}
+
+int tracing_start(struct meshd *m)
+{
+	struct tracing *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return -ENOMEM;
+	if (getrandom(t->rng, sizeof(t->rng), 0) != sizeof(t->rng) || !(t->rng[0] | t->rng[1]))
+		t->rng[0] = (uint64_t)time(NULL) | 1;
+	if (gethostname(t->host, sizeof(t->host) - 1))
+		snprintf(t->host, sizeof(t->host), "unknown");
+	t->tracer = new_tracer(m, t, m->cfg);
+	if (!t->tracer && errno) {
+		int err = -errno;
+
+		free(t);
+		return err;
+	}
+	m->tracing = t;
+	return set_datapath(m, m->cfg, t->tracer != NULL);
+}
+
+/* The datapath stays pinned after meshd: with nobody reading, close records would only fill the
+ * ring buffer the breaker events share. */
+void tracing_stop(struct meshd *m)
+{
+	struct tracing *t = m->tracing;
+
+	if (!t)
+		return;
+	if (m->cfg)
+		set_datapath(m, m->cfg, false);
+	tracer_free(t->tracer);
+	free(t);
+	m->tracing = NULL;
+}
+
+static bool same_str(const char *a, const char *b)
+{
+	return a == b || (a && b && !strcmp(a, b));
+}
+
+/* A new endpoint or protocol gets a new exporter (started before the old one goes, so a failure
+ * keeps the old); a new ratio only a datapath write. */
+int tracing_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
+		   const struct config_plan *plan)
+{
+	struct tracing *t = m->tracing;
+	struct tracer *tr = t ? t->tracer : NULL;
+
+	if (!t)
+		return 0;
+	if (!same_str(old->tracing.endpoint, new->tracing.endpoint) ||
+	    old->tracing.protocol != new->tracing.protocol ||
+	    !same_str(old->node_name, new->node_name)) {
+		tr = new_tracer(m, t, new);
+		if (!tr && errno)
+			return -errno;
+		tracer_free(t->tracer);
+		t->tracer = tr;
+	}
+	return set_datapath(m, new, tr != NULL);
+}
