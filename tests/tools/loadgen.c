@@ -8,6 +8,9 @@
  *       rr:     connect + 1 B request/response + close, N per target, targets interleaved
  *       held:   one connection per target, N 1-byte round trips each, interleaved in batches
  *       stream: one connection per target sending B bytes (default 256 MiB), N times
+ *   loadgen http-sink PORT
+ *       an HTTP/1.1 server on 127.0.0.1:PORT answering every request 200 with an empty body
+ *       (keep-alive): an OTLP collector that costs next to nothing, for the tracing benchmark
  *   loadgen breaker VIP:PORT VICTIM_PORT
  *       run inside the mesh cgroup: serves 127.0.0.1:VICTIM_PORT itself, makes serial
  *       connect + 1 B + close through the VIP, closes the victim's listener and counts the
@@ -466,6 +469,75 @@ static int parse_target(const char *s, struct target *t)
 	return inet_pton(AF_INET, eq + 1, &t->addr.sin_addr) == 1 ? 0 : -EINVAL;
 }
 
+/* --- HTTP sink --------------------------------------------------------------------------------*/
+
+/* Reads requests (headers, then Content-Length bytes) and answers each 200 until EOF. */
+static void *sink_conn(void *arg)
+{
+	static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+	int fd = (int)(long)arg;
+	char buf[65536];
+	size_t have = 0;
+
+	for (;;) {
+		char *end = memmem(buf, have, "\r\n\r\n", 4), *cl;
+		size_t head, body = 0;
+		ssize_t r;
+
+		if (!end) {
+			if (have == sizeof(buf))
+				break;
+			r = read(fd, buf + have, sizeof(buf) - have);
+			if (r <= 0)
+				break;
+			have += (size_t)r;
+			continue;
+		}
+		head = (size_t)(end - buf) + 4;
+		cl = memmem(buf, head, "Content-Length:", 15);
+		if (!cl)
+			cl = memmem(buf, head, "content-length:", 15);
+		if (cl)
+			body = strtoul(cl + 15, NULL, 10);
+		for (size_t left = head + body; left;) { /* discard headers and body */
+			size_t n = left < have ? left : have;
+
+			memmove(buf, buf + n, have - n);
+			have -= n;
+			left -= n;
+			if (left && (r = read(fd, buf, sizeof(buf))) > 0)
+				have = (size_t)r;
+			else if (left)
+				goto out;
+		}
+		if (write_full(fd, ok, sizeof(ok) - 1))
+			break;
+	}
+out:
+	close(fd);
+	return NULL;
+}
+
+static int cmd_http_sink(int port)
+{
+	int lfd = listen_on(port);
+	pthread_t th;
+
+	if (lfd < 0)
+		return 1;
+	printf("sink=%d\n", port);
+	fflush(stdout);
+	for (;;) {
+		int fd = accept(lfd, NULL, NULL);
+
+		if (fd >= 0 && pthread_create(&th, NULL, sink_conn, (void *)(long)fd) == 0)
+			pthread_detach(th);
+		else if (fd >= 0)
+			close(fd);
+	}
+	return 0;
+}
+
 /* --- breaker reaction -------------------------------------------------------------------------*/
 
 static int usage(void);
@@ -545,6 +617,7 @@ static int usage(void)
 	fprintf(stderr, "usage: loadgen serve PORT COUNT\n"
 			"       loadgen [--cgroup CG] [-n N] [--warmup W] [--bytes B] "
 			"rr|held|stream NAME=IP:PORT[@cg]...\n"
+			"       loadgen http-sink PORT\n"
 			"       loadgen breaker VIP:PORT VICTIM_PORT\n");
 	return 2;
 }
@@ -598,6 +671,8 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (argc == 4 && !strcmp(argv[1], "serve"))
 		return cmd_serve(atoi(argv[2]), atoi(argv[3]));
+	if (argc == 3 && !strcmp(argv[1], "http-sink"))
+		return cmd_http_sink(atoi(argv[2]));
 	if (argc == 4 && !strcmp(argv[1], "breaker"))
 		return cmd_breaker(argv[2], atoi(argv[3]));
 	while ((opt = getopt_long(argc, argv, "n:", lo, NULL)) != -1) {

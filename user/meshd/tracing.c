@@ -157,9 +157,9 @@ static struct tracer *new_tracer(struct meshd *m, struct tracing *t, const struc
 		LOG_ERR("tracing", "cannot start the span exporter", "err=%s",
 			log_q(strerror(errno)));
 	else
-		LOG_INFO("tracing", "exporting connection spans", "endpoint=%s protocol=%s ratio=%g",
-			 log_q(cfg->tracing.endpoint), o.json ? "http/json" : "http/protobuf",
-			 cfg->tracing.sample_ratio);
+		LOG_INFO("tracing", "exporting connection spans",
+			 "endpoint=%s protocol=%s ratio=%g", log_q(cfg->tracing.endpoint),
+			 o.json ? "http/json" : "http/protobuf", cfg->tracing.sample_ratio);
 	return tr;
 }
 

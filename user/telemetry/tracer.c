@@ -91,7 +91,8 @@ static size_t next_batch(struct tracer *t)
 		if (t->count >= t->o.batch_max || (t->count && now_ns() >= due)) {
 			n = t->count < t->o.batch_max ? t->count : t->o.batch_max;
 			if (n > t->o.queue_max - t->head)
-				n = t->o.queue_max - t->head; /* the rest after the wrap, next time */
+				n = t->o.queue_max -
+				    t->head; /* the rest after the wrap, next time */
 			break;
 		}
 		wait_until(t, t->count ? due : now_ns() + 1000 * NS_PER_MS);
@@ -126,8 +127,9 @@ static size_t discard(char *p, size_t size, size_t n, void *arg)
  * 5xx), or -EPROTO for one that is not (other statuses). */
 static int post(struct tracer *t, CURL *c, const struct strbuf *body)
 {
-	struct curl_slist *h = curl_slist_append(
-	    NULL, t->o.json ? "Content-Type: application/json" : "Content-Type: application/x-protobuf");
+	struct curl_slist *h =
+	    curl_slist_append(NULL, t->o.json ? "Content-Type: application/json"
+					      : "Content-Type: application/x-protobuf");
 	long status = 0;
 	CURLcode rc;
 

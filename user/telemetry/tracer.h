@@ -17,15 +17,15 @@
 /* Counters that outlive one tracer (a reload replaces the tracer, the series go on). Written with
  * atomics by the tracer thread and the submitter, read by the metrics scrape. */
 struct tracer_counters {
-	uint64_t exported;	/* spans the collector accepted */
-	uint64_t dropped_full;	/* spans dropped: queue full */
-	uint64_t dropped_error; /* spans dropped: export failed after its retries */
+	uint64_t exported;		    /* spans the collector accepted */
+	uint64_t dropped_full;		    /* spans dropped: queue full */
+	uint64_t dropped_error;		    /* spans dropped: export failed after its retries */
 	uint64_t exports_ok, exports_error; /* POSTs by outcome (a retried batch counts each) */
 };
 
 struct tracer_opts {
-	const char *endpoint;	      /* OTLP/HTTP URL (copied) */
-	bool json;		      /* OTLP/JSON instead of protobuf */
+	const char *endpoint;	       /* OTLP/HTTP URL (copied) */
+	bool json;		       /* OTLP/JSON instead of protobuf */
 	struct otlp_resource resource; /* strings copied */
 	struct tracer_counters *counters;
 	size_t queue_max;	  /* spans; default 2048 */
