@@ -11,6 +11,7 @@
 #include "mesh_abi.h"
 #include "lib/breaker.h"
 #include "lib/lb.h"
+#include "lib/split.h"
 
 #define VERDICT_OK 1
 #define VERDICT_REJECT 0
