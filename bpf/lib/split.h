@@ -89,8 +89,8 @@ static __always_inline __u64 ewma_cost(__u64 ewma_ns, __u32 active, __u64 unknow
 }
 
 /* Power of two choices over cost: candidates i, j (distinct) from two draws over n >= 2. */
-static __always_inline __u32 ewma_p2c(const __u64 *ewma, const __u32 *active, __u32 n,
-				      __u32 draw1, __u32 draw2, __u64 unknown_ns)
+static __always_inline __u32 ewma_p2c(const __u64 *ewma, const __u32 *active, __u32 n, __u32 draw1,
+				      __u32 draw2, __u64 unknown_ns)
 {
 	__u32 i, j;
 
