@@ -14,7 +14,12 @@ DeregisterCriticalServiceAfter reaper. Standard library only.
 Endpoints: GET /v1/health/service/:name, /v1/catalog/services, /v1/catalog/service/:name,
 /v1/agent/services, /v1/agent/checks, /v1/agent/self, /v1/status/leader, /v1/status/peers;
 PUT /v1/agent/service/register, /v1/agent/service/deregister/:id, /v1/agent/check/pass|warn|fail/:id,
-/v1/agent/check/update/:id, /v1/agent/maintenance, /v1/agent/service/maintenance/:id.
+/v1/agent/check/update/:id, /v1/agent/maintenance, /v1/agent/service/maintenance/:id;
+config entries (service-splitter, service-resolver, service-defaults): PUT /v1/config (?cas=),
+GET /v1/config/:kind/:name and /v1/config/:kind (blocking), DELETE /v1/config/:kind/:name, with
+Consul's normalisation (split weights to 0.01) and validation, resolver Filter expressions
+checked by a go-bexpr subset (==, !=, contains, not contains, in, not in, matches, is empty,
+is not empty, and, or, not, parentheses).
 
 Test control: kill the process to make Consul unavailable; --data-file keeps the catalog (and
 the index) across a restart, like a server's data dir; --log-file records one line per request
@@ -95,6 +100,169 @@ def is_loopback_target(host):
         return host == "localhost"
 
 
+# ---- config entries (agent/structs/config_entry*.go) ------------------------------------------
+_SUBSET_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_BEXPR_TOKEN = re.compile(r'\s*(?:(\(|\))|("(?:[^"\\]|\\.)*"|`[^`]*`)|([A-Za-z0-9_.:/\-\[\]]+)|(==|!=))')
+
+
+class BexprError(ValueError):
+    pass
+
+
+def bexpr_parse(text):
+    """Checks a go-bexpr filter: selector OP value, value in/not in selector, selector is
+    (not) empty, selector (not) contains/matches value, joined by and/or/not and parentheses."""
+    toks, pos = [], 0
+    while pos < len(text):
+        m = _BEXPR_TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            if text[pos:].strip() == "":
+                break
+            raise BexprError(f"1:{pos + 1}: unexpected input {text[pos:pos + 10]!r}")
+        toks.append(next(g for g in m.groups() if g is not None))
+        pos = m.end()
+    i = 0
+
+    def peek(k=0):
+        return toks[i + k] if i + k < len(toks) else None
+
+    def take(*words):
+        nonlocal i
+        for k, w in enumerate(words):
+            if peek(k) != w:
+                return False
+        i += len(words)
+        return True
+
+    def operand():
+        nonlocal i
+        t = peek()
+        if t is None or t in ("(", ")", "==", "!="):
+            raise BexprError(f"expected a selector or value, got {t!r}")
+        i += 1
+        return t
+
+    def match():
+        left = operand()
+        if take("==") or take("!=") or take("contains") or take("matches") or \
+                take("not", "contains") or take("not", "matches"):
+            operand()
+        elif take("in") or take("not", "in"):
+            operand()
+        elif take("is", "empty") or take("is", "not", "empty"):
+            pass
+        else:
+            raise BexprError(f"no operator after {left!r}")
+
+    def primary():
+        if take("("):
+            disj()
+            if not take(")"):
+                raise BexprError("missing )")
+        elif take("not"):
+            primary()
+        else:
+            match()
+
+    def conj():
+        primary()
+        while take("and"):
+            primary()
+
+    def disj():
+        conj()
+        while take("or"):
+            conj()
+
+    if not toks:
+        raise BexprError("empty expression")
+    disj()
+    if i != len(toks):
+        raise BexprError(f"unexpected {toks[i]!r}")
+
+
+def scale_weight(w):
+    return int(round(float(w) * 100.0))
+
+
+def config_splitter(b, name, raw):
+    splits = b.get("splits") or []
+    if not name:
+        raise ApiError(500, "Name is required")
+    if not splits:
+        raise ApiError(500, "no splits configured")
+    out, seen = [], set()
+    for sp in splits:
+        s = {"Weight": scale_weight(sp.get("weight", 0)) / 100.0}
+        for k, canon in (("service", "Service"), ("servicesubset", "ServiceSubset"),
+                         ("namespace", "Namespace"), ("partition", "Partition")):
+            if sp.get(k):
+                s[canon] = sp[k]
+        key = (s.get("Service") or name, s.get("ServiceSubset", ""), s.get("Namespace", ""),
+               s.get("Partition", ""))
+        if key in seen:
+            raise ApiError(500, "split destination occurs more than once: service=%s, subset=%s, "
+                                "namespace=%s, partition=%s" % tuple(json.dumps(x) for x in key))
+        seen.add(key)
+        out.append(s)
+    total = sum(scale_weight(sp["Weight"]) for sp in out)
+    if total != 10000:
+        raise ApiError(500, "the sum of all split weights must be 100, not %f" % (total / 100.0))
+    return {"Splits": out}
+
+
+def raw_field(raw, name):
+    """A top-level field of a raw body under either spelling (CamelCase, snake_case), keeping the
+    keys below it as sent: subset names and Meta keys are user data, never normalised."""
+    for k, v in raw.items():
+        if k.replace("_", "").lower() == name:
+            return v
+    return None
+
+
+def config_resolver(b, name, raw):
+    if not name:
+        raise ApiError(500, "Name is required")
+    out, subsets = {}, {}
+    for sub, d in (raw_field(raw, "subsets") or {}).items():
+        d = norm_keys(d or {})
+        if sub == "":
+            raise ApiError(500, "Subset defined with empty name")
+        if not _SUBSET_RE.match(sub) or len(sub) > 63:
+            raise ApiError(500, f'Subset "{sub}" is invalid: Subset name must be a valid DNS '
+                                f"subdomain element")
+        entry = {}
+        if d.get("filter"):
+            try:
+                bexpr_parse(d["filter"])
+            except BexprError as e:
+                raise ApiError(500, f'Filter for subset "{sub}" is not a valid expression: {e}')
+            entry["Filter"] = d["filter"]
+        if d.get("onlypassing"):
+            entry["OnlyPassing"] = True
+        subsets[sub] = entry
+    default = b.get("defaultsubset") or ""
+    if default and default not in subsets:
+        raise ApiError(500, f'DefaultSubset "{default}" is not a valid subset')
+    if default:
+        out["DefaultSubset"] = default
+    if subsets:
+        out["Subsets"] = subsets
+    if b.get("connecttimeout"):
+        try:
+            parse_go_duration(b["connecttimeout"])
+        except ValueError:
+            raise ApiError(400, f'Request decoding failed: time: invalid duration "{b["connecttimeout"]}"')
+        out["ConnectTimeout"] = b["connecttimeout"]
+    return out
+
+
+def config_defaults(b, name, raw):
+    if not name:
+        raise ApiError(500, "Name is required")
+    return {"Protocol": b["protocol"]} if b.get("protocol") else {}
+
+
 class Catalog:
     """The agent's node, its services and checks, and the index; every access under `cond`."""
 
@@ -108,6 +276,8 @@ class Catalog:
         self.checks = {}  # id -> check dict
         self.service_index = {}  # service name -> index of the last write touching it
         self._ix = None  # (instances by name, checks by service ID, node checks); see lookup()
+        self.config = {}  # "kind/name" -> config entry (canonical form, with Raft indexes)
+        self.config_index = {}  # "kind/name" and "kind" -> index of the last write
         self.load()
         with self.cond:
             self.seed()
@@ -134,11 +304,20 @@ class Catalog:
         self.cond.notify_all()
         return idx
 
+    def touch_config(self, kind, name):
+        """Records a config entry write: new index for the entry and its kind."""
+        idx = self.bump()
+        self.config_index[f"{kind}/{name}"] = self.config_index[kind] = idx
+        self.save()
+        self.cond.notify_all()
+        return idx
+
     def save(self):
         if not self.args.data_file:
             return
         state = {"index": self.index, "services": self.services, "checks": self.checks,
-                 "service_index": self.service_index, "node": [self.node_create, self.node_modify]}
+                 "service_index": self.service_index, "node": [self.node_create, self.node_modify],
+                 "config": self.config, "config_index": self.config_index}
         tmp = self.args.data_file + ".tmp"
         with open(tmp, "w") as f:
             json.dump(state, f)
@@ -156,6 +335,8 @@ class Catalog:
         self.services, self.checks = state["services"], state["checks"]
         self.service_index = state["service_index"]
         self.node_create, self.node_modify = state["node"]
+        self.config = state.get("config", {})
+        self.config_index = state.get("config_index", {})
         now = time.time()
         for c in self.checks.values():  # timers restart with the agent
             c["_next_run"] = now
@@ -793,6 +974,78 @@ class Handler(BaseHTTPRequestHandler):
             cat.service_maintenance(sid, enable, self.q1("reason", ""))
         self.send(200)
 
+    # ---- config entries ----------------------------------------------------------------------
+    CONFIG_BUILDERS = {"service-splitter": config_splitter, "service-resolver": config_resolver,
+                       "service-defaults": config_defaults}
+
+    def config_apply(self):
+        raw = self.body_json()
+        if not isinstance(raw, dict):
+            raise ApiError(400, "Request decoding failed: config entry is not an object")
+        b = norm_keys(raw)
+        kind, name = b.get("kind") or "", b.get("name") or ""
+        if kind not in self.CONFIG_BUILDERS:
+            raise ApiError(400, f"Request decoding failed: invalid config entry kind: {kind}")
+        self.need_write("service:write", name)
+        body = self.CONFIG_BUILDERS[kind](b, name, raw)
+        meta = raw_field(raw, "meta")
+        cat = self.server.cat
+        cas = self.q1("cas")
+        with cat.cond:
+            key = f"{kind}/{name}"
+            old = cat.config.get(key)
+            if cas is not None:
+                if not cas.isdigit():
+                    raise ApiError(400, "Request decoding failed: invalid cas index")
+                want = int(cas)
+                if (want == 0 and old) or (want and (not old or old["ModifyIndex"] != want)):
+                    return self.send_json(False)
+            idx = cat.touch_config(kind, name)
+            entry = {"Kind": kind, "Name": name, **body}
+            if meta:
+                entry["Meta"] = meta
+            entry["CreateIndex"] = old["CreateIndex"] if old else idx
+            entry["ModifyIndex"] = idx
+            cat.config[key] = entry
+            cat.save()
+        self.send_json(True)
+
+    def config_entry(self, kind, name):
+        cat = self.server.cat
+        if kind not in self.CONFIG_BUILDERS:
+            raise ApiError(400, f"invalid config entry kind: {kind}")
+        key = f"{kind}/{name}"
+        if self.command == "DELETE":
+            self.need_write("service:write", name)
+            with cat.cond:
+                if cat.config.pop(key, None) is not None:
+                    cat.touch_config(kind, name)
+            return self.send_json(True)
+        index, wait_s = self.blocking_opts()
+
+        def build():
+            return cat.config.get(key) if self.privileged else None
+
+        entry, idx = self.blocking_read(index, wait_s, lambda: cat.config_index.get(key, 0), build)
+        if entry is None:
+            raise ApiError(404, f'Config entry not found for "{kind}" / "{name}"',
+                           self.meta_headers(idx))
+        self.send_json(entry, self.meta_headers(idx))
+
+    def config_list(self, kind):
+        cat = self.server.cat
+        if kind not in self.CONFIG_BUILDERS:
+            raise ApiError(400, f"invalid config entry kind: {kind}")
+        index, wait_s = self.blocking_opts()
+
+        def build():
+            if not self.privileged:
+                return []
+            return [e for k, e in sorted(cat.config.items()) if k.startswith(kind + "/")]
+
+        body, idx = self.blocking_read(index, wait_s, lambda: cat.config_index.get(kind, 0), build)
+        self.send_json(body, self.meta_headers(idx))
+
     # ---- routing ---------------------------------------------------------------------------
     ROUTES = [
         (re.compile(r"/v1/health/service/(.*)"), ("GET",), "health_service"),
@@ -809,6 +1062,9 @@ class Handler(BaseHTTPRequestHandler):
         (re.compile(r"/v1/agent/check/(pass|warn|fail)/(.+)"), ("PUT",), "check_pass"),
         (re.compile(r"/v1/agent/check/update/(.+)"), ("PUT",), "check_update"),
         (re.compile(r"/v1/agent/maintenance"), ("PUT",), "node_maintenance"),
+        (re.compile(r"/v1/config"), ("PUT",), "config_apply"),
+        (re.compile(r"/v1/config/([^/]+)/(.+)"), ("GET", "DELETE"), "config_entry"),
+        (re.compile(r"/v1/config/([^/]+)"), ("GET",), "config_list"),
     ]
 
     def dispatch(self):

@@ -300,6 +300,138 @@ def _():
     req("PUT", "/v1/agent/service/deregister/reap-1")
     if len(json.loads(body)) != 1:
         return "reaped before the one-minute minimum"
+
+# ---- config entries (service-splitter, service-resolver) -----------------------------------
+SPLITTER = {"Kind": "service-splitter", "Name": "web",
+            "Splits": [{"Weight": 90, "ServiceSubset": "v1"}, {"Weight": 10, "ServiceSubset": "v2"}]}
+RESOLVER = {"Kind": "service-resolver", "Name": "web", "DefaultSubset": "v1",
+            "Subsets": {"v1": {"Filter": "Service.Meta.version == v1"},
+                        "v2": {"Filter": "\"v2\" in Service.Tags and Service.Meta.version != v1"}}}
+
+@case("config_entry_absent_is_404_with_index")
+def _():
+    st, h, body = req("GET", "/v1/config/service-splitter/nosuch")
+    if st != 404 or body != b'Config entry not found for "service-splitter" / "nosuch"':
+        return f"{st} {body!r}"
+    if "x-consul-index" not in h:
+        return "no X-Consul-Index"
+
+@case("config_entry_apply_and_read")
+def _():
+    st, h, body = req("PUT", "/v1/config", SPLITTER)
+    if st != 200 or json.loads(body) is not True:
+        return f"apply: {st} {body!r}"
+    st, h, body = req("GET", "/v1/config/service-splitter/web")
+    got = json.loads(body)
+    want_keys = ["Kind", "Name", "Splits", "CreateIndex", "ModifyIndex"]
+    if st != 200 or list(got) != want_keys or got["Splits"] != SPLITTER["Splits"]:
+        return f"{st} {got}"
+    if int(h["x-consul-index"]) != got["ModifyIndex"]:
+        return f"index header {h['x-consul-index']} != ModifyIndex {got['ModifyIndex']}"
+
+@case("config_entry_snake_case_and_weight_normalised")
+def _():
+    body = {"kind": "service-splitter", "name": "snake",
+            "splits": [{"weight": 33.333, "service_subset": "a"}, {"weight": 66.667, "service_subset": "b"}]}
+    st, h, b = req("PUT", "/v1/config", body)
+    st2, h2, b2 = req("GET", "/v1/config/service-splitter/snake")
+    got = json.loads(b2)["Splits"] if st2 == 200 else None
+    if st != 200 or got != [{"Weight": 33.33, "ServiceSubset": "a"}, {"Weight": 66.67, "ServiceSubset": "b"}]:
+        return f"{st} {b!r} / {got}"
+
+@case("config_entry_splitter_validation")
+def _():
+    bad = [({"Kind": "service-splitter", "Name": "w", "Splits": [{"Weight": 90}]},
+            "the sum of all split weights must be 100, not 90.000000"),
+           ({"Kind": "service-splitter", "Name": "w", "Splits": []}, "no splits configured"),
+           ({"Kind": "service-splitter", "Name": "w", "Splits": [{"Weight": 50, "ServiceSubset": "a"},
+                                                                  {"Weight": 50, "ServiceSubset": "a"}]},
+            'split destination occurs more than once: service="w", subset="a", namespace="", partition=""')]
+    for entry, msg in bad:
+        st, h, body = req("PUT", "/v1/config", entry)
+        if st != 500 or body.decode() != msg:
+            return f"{entry}: {st} {body!r}"
+
+@case("config_entry_resolver_validation")
+def _():
+    st, h, body = req("PUT", "/v1/config", RESOLVER)
+    if st != 200:
+        return f"valid resolver refused: {st} {body!r}"
+    bad = [({"Kind": "service-resolver", "Name": "r", "DefaultSubset": "v9", "Subsets": {"v1": {}}},
+            'DefaultSubset "v9" is not a valid subset'),
+           ({"Kind": "service-resolver", "Name": "r", "Subsets": {"V_1": {}}},
+            'Subset "V_1" is invalid'),
+           ({"Kind": "service-resolver", "Name": "r", "Subsets": {"v1": {"Filter": "Service.Meta.version =="}}},
+            'Filter for subset "v1" is not a valid expression')]
+    for entry, msg in bad:
+        st, h, body = req("PUT", "/v1/config", entry)
+        if st != 500 or not body.decode().startswith(msg):
+            return f"{entry}: {st} {body!r}"
+    st, h, body = req("GET", "/v1/config/service-resolver/web")
+    if json.loads(body)["Subsets"] != RESOLVER["Subsets"]:
+        return f"read back {body!r}"
+
+@case("config_entry_unknown_kind")
+def _():
+    st, h, body = req("PUT", "/v1/config", {"Kind": "no-such-kind", "Name": "x"})
+    if st != 400:
+        return f"{st} {body!r}"
+
+@case("config_entry_cas")
+def _():
+    st, h, body = req("GET", "/v1/config/service-splitter/web")
+    idx = json.loads(body)["ModifyIndex"]
+    st, h, body = req("PUT", f"/v1/config?cas={idx - 1}", SPLITTER)
+    if json.loads(body) is not False:
+        return f"stale cas accepted: {body!r}"
+    st, h, body = req("PUT", f"/v1/config?cas={idx}", SPLITTER)
+    if json.loads(body) is not True:
+        return f"current cas refused: {body!r}"
+    st, h, body = req("PUT", "/v1/config?cas=0", SPLITTER)
+    if json.loads(body) is not False:
+        return "cas=0 replaced an existing entry"
+
+@case("config_entry_blocking_query_wakes_on_change")
+def _():
+    st, h, body = req("GET", "/v1/config/service-splitter/web")
+    idx = int(h["x-consul-index"])
+    got = {}
+    def block():
+        got["r"] = req("GET", f"/v1/config/service-splitter/web?index={idx}&wait=10s")
+    t = threading.Thread(target=block)
+    t0 = time.time()
+    t.start()
+    time.sleep(0.5)
+    if not t.is_alive():
+        return "blocking query returned before any change"
+    changed = {**SPLITTER, "Splits": [{"Weight": 50, "ServiceSubset": "v1"}, {"Weight": 50, "ServiceSubset": "v2"}]}
+    req("PUT", "/v1/config", changed)
+    t.join(5)
+    st, h, body = got.get("r", (0, {}, b""))
+    if st != 200 or json.loads(body)["Splits"][0]["Weight"] != 50 or time.time() - t0 > 5:
+        return f"{st} {body!r}"
+    if int(h["x-consul-index"]) <= idx:
+        return "index did not move"
+
+@case("config_entry_list_and_delete")
+def _():
+    st, h, body = req("GET", "/v1/config/service-splitter")
+    names = [e["Name"] for e in json.loads(body)]
+    if st != 200 or "web" not in names or "snake" not in names:
+        return f"list {st} {names}"
+    st, h, body = req("DELETE", "/v1/config/service-splitter/snake")
+    st2, h2, b2 = req("GET", "/v1/config/service-splitter/snake")
+    if st != 200 or st2 != 404:
+        return f"delete {st}, then read {st2}"
+
+@case("config_entry_acl")
+def _():
+    st, h, body = req("PUT", "/v1/config", SPLITTER, token=False)
+    if st != 403:
+        return f"anonymous write: {st}"
+    st, h, body = req("GET", "/v1/config/service-splitter/web", token=False)
+    if st != 404:
+        return f"anonymous read under deny: {st} {body!r}"
 EOF
 
 while read -r verdict name why; do
