@@ -10,6 +10,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "common/evloop.h"
 #include "common/log.h"
 #include "telemetry/tracer.h"
 
@@ -28,19 +29,9 @@ struct tracer {
 	uint64_t rng;
 };
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-
-static void curl_init_once(void)
-{
-	curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
 static uint64_t now_ns(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	return evloop_now_ns(); /* a plain CLOCK_MONOTONIC read: fine on this thread too */
 }
 
 static void add(uint64_t *counter, uint64_t n)
@@ -282,7 +273,8 @@ struct tracer *tracer_new(const struct tracer_opts *o)
 	t->o.resource = (struct otlp_resource){ t->service_name, t->host_name, t->version };
 	if (getrandom(&t->rng, sizeof(t->rng), 0) != sizeof(t->rng) || !t->rng)
 		t->rng = now_ns() | 1;
-	pthread_once(&curl_once, curl_init_once);
+	/* Reference counted, and called on the loop thread like the Consul client's. */
+	curl_global_init(CURL_GLOBAL_DEFAULT);
 	pthread_mutex_init(&t->mu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
