@@ -622,37 +622,57 @@ static int usage(void)
 	return 2;
 }
 
-static int run_client(const char *cgroup, const char *mode, uint32_t n, uint32_t warmup,
-		      uint64_t bytes)
+static void run_free(struct run *r)
 {
-	struct run r = { 0 };
-	int err = 0;
+	for (int t = 0; t < MAX_TARGETS; t++)
+		free(r->samples[t]);
+}
 
-	for (int t = 0; t < n_targets; t++) {
-		r.samples[t] = calloc(n + HELD_BATCH, sizeof(uint64_t));
-		if (!r.samples[t])
-			return 1;
-		if (targets[t].in_cgroup && !cgroup)
-			return usage();
-	}
-	if (worker_start(&r.workers[0], NULL) || (cgroup && worker_start(&r.workers[1], cgroup)))
+/* Starts the children, runs the schedule, stops them, reports. Returns 0 or 1. */
+static int run_all(struct run *r, const char *cgroup, const char *mode, uint32_t n, uint32_t warmup,
+		   uint64_t bytes)
+{
+	int err;
+
+	if (worker_start(&r->workers[0], NULL) || (cgroup && worker_start(&r->workers[1], cgroup)))
 		return 1;
-	err = schedule(&r, mode, n, warmup, bytes);
+	err = schedule(r, mode, n, warmup, bytes);
 	for (int w = 0; w < 1 + !!cgroup; w++) {
 		struct request quit = { .op = OP_QUIT };
 
-		write_full(r.workers[w].req_fd, &quit, sizeof(quit));
-		waitpid(r.workers[w].pid, NULL, 0);
+		write_full(r->workers[w].req_fd, &quit, sizeof(quit));
+		waitpid(r->workers[w].pid, NULL, 0);
 	}
 	if (err) {
 		fprintf(stderr, "loadgen: a worker died\n");
 		return 1;
 	}
 	if (!strcmp(mode, "stream"))
-		report_stream(&r, bytes);
+		report_stream(r, bytes);
 	else
-		report_latency(&r);
+		report_latency(r);
 	return 0;
+}
+
+static int run_client(const char *cgroup, const char *mode, uint32_t n, uint32_t warmup,
+		      uint64_t bytes)
+{
+	struct run r = { 0 };
+	int rc;
+
+	for (int t = 0; t < n_targets; t++)
+		if (targets[t].in_cgroup && !cgroup)
+			return usage();
+	for (int t = 0; t < n_targets; t++) {
+		r.samples[t] = calloc(n + HELD_BATCH, sizeof(uint64_t));
+		if (!r.samples[t]) {
+			run_free(&r);
+			return 1;
+		}
+	}
+	rc = run_all(&r, cgroup, mode, n, warmup, bytes);
+	run_free(&r);
+	return rc;
 }
 
 int main(int argc, char **argv)
