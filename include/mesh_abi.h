@@ -49,7 +49,7 @@ enum mesh_hash_key {
 #define MESH_MAGLEV_M_MIN 4093	/* smallest maglev table (prime) */
 #define MESH_MAGLEV_M_MAX 65537 /* largest (prime, >= 64 x MESH_MAX_BACKENDS_PER_SVC) */
 #define MESH_EVENTS_BYTES (256 * 1024)
-#define MESH_HANDOFF_SLOTS 8192 /* power of two: connect -> sockops hand-off (mesh_handoff) */
+#define MESH_HANDOFF_SLOTS 8192	 /* power of two: connect -> sockops hand-off (mesh_handoff) */
 #define MESH_TRACE_SOCKETS 32768 /* service sockets open at once whose start tracing keeps */
 #define MESH_COUNTERS_MAX 64	/* mesh_counters entries: room for counters added later */
 #define MESH_MAX_DRAWS 8	/* draws the no-scan path makes before it scans */
@@ -295,8 +295,9 @@ _Static_assert(sizeof(struct mesh_svc_name) == 88, "mesh_svc_name layout");
  * the mesh_idents value) sits in the flags' upper bits: mesh_sock keeps its ABI 3 layout. */
 #define MESH_SK_F_MTLS 0x20
 #define MESH_SK_IDENTITY_SHIFT 8
-#define MESH_SK_F_BREAKER 0x40 /* its outcome moved the backend's breaker (a new bit: older
-				* programs ignore it, so the layout is unchanged) */
+/* Its outcome moved the backend's breaker (a new bit: older programs ignore it, so the layout is
+ * unchanged; bits 8.. hold the mTLS identity). */
+#define MESH_SK_F_BREAKER 0x40
 
 /* mesh_sockets value (SK_STORAGE): what connect() decided, for getpeername and sockops.
  * Unchanged since ABI 3: an upgrade keeps this map, so live sockets keep their decisions. */
