@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # connect4 as a figure of the results pipeline (bench/bench_datapath.sh has the datapath's own
 # wider set, printed as key=value lines). The average cost of the connect4 program (kernel.bpf_stats_enabled: run_time_ns / run_cnt) as
-# the services map grows: 10 to 100,000 services of 10 backends each (DP_SIZES). Sizes the
+# the services map grows: 10 to 100,000 services of 10 backends each (DP_SIZES), and at 1,000
+# services balanced with peak_ewma (variant peak_ewma). Sizes the
 # datapath cannot hold are reported as skipped, with the count it held and the error.
 # Each repeated run goes up and down through the sizes (service 0 is written once, so every size
 # measures the same service, wherever its hash chain puts it), so each size is visited twice a
@@ -90,3 +91,17 @@ for ((run = 1; run <= REPEATS; run++)); do
 	bench_result connect4_flatness mesh - "$run" "$(awk -v a="$hi" -v b="$lo" 'BEGIN { printf "%.3f", a / b }')" ratio
 done
 bench_note connect4_flatness "over the sizes the datapath holds: ${fits[*]}"
+# peak_ewma (issue 12): the same measure at 1,000 services balanced with it (its draws read
+# each drawn backend's latency average).
+"$DPBENCH" populate "$PIN" 1000 18900 0 10 peak_ewma >/dev/null || bench_fail "populate peak_ewma"
+for ((run = 1; run <= REPEATS; run++)); do
+	: >"$TMP/chunks-pe"
+	for _ in 1 2; do
+		# shellcheck disable=SC2086 # program ids, one word each
+		in_cgroup "$CG" "$DPBENCH" cost 127.77.2.100 18000 "$CONN_N" $CHUNK $progs >"$TMP/cost" ||
+			bench_fail "peak_ewma cost run failed"
+		sed -n 's/^chunk=//p' "$TMP/cost" >>"$TMP/chunks-pe"
+	done
+	bench_result connect4_avg peak_ewma 1000 "$run" \
+		"$(sort -n "$TMP/chunks-pe" | awk '{ c[NR] = $1 } END { print c[int(NR / 10) + 1] }')" ns
+done

@@ -111,6 +111,14 @@ struct {
 	__type(value, struct mesh_trace_cfg);
 } mesh_trace SEC(".maps");
 
+/* Peak EWMA of each backend's connect RTT, for peak_ewma services (sized at load). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MESH_DEF_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct mesh_be_ewma);
+} mesh_be_ewma SEC(".maps");
+
 /* Start and establishment times of service sockets while tracing is on (mesh_trace_sk). LRU: a
  * socket never seen closing (tracing switched off meanwhile) is evicted in time. */
 struct {
@@ -688,6 +696,48 @@ __noinline int draw_least(const struct mesh_svc *svc, __u32 k, struct draw *d)
 	return (int)best;
 }
 
+/* What one more connection to backend `id` costs peak_ewma (bpf/lib/split.h). The averages
+ * decay with time between samples (sockops) and while no sample comes (meshd, every second:
+ * datapath_peak_ewma_decay), so the connect program reads no clock. */
+static __always_inline __u64 peak_cost(__u32 id, __u32 active)
+{
+	struct mesh_be_ewma *e = bpf_map_lookup_elem(&mesh_be_ewma, &id);
+
+	return ewma_cost(e ? e->ewma_ns : 0, active, MESH_EWMA_PENALTY_NS);
+}
+
+/* peak_ewma: least_request's two distinct draws (each drawn again while it lands on a backend
+ * that cannot take the connect), the lower cost ewma x (active + 1) wins. */
+static __always_inline int draw_peak(const struct mesh_svc *svc, __u32 k, struct draw *d)
+{
+	__u32 seed = lb_seed(), first = 0, best = 0, best_probe = 0, id = 0, t;
+	__u64 best_cost = 0;
+
+	for (t = 0; t < MESH_MAX_DRAWS && !best; t++) {
+		first = lb_least_first(k, &seed);
+		id = drawn(svc, first, d);
+		if (id && usable(svc, id, d)) {
+			best = id;
+			best_probe = d->probe;
+			best_cost = peak_cost(id, d->active);
+		}
+	}
+	if (!best)
+		return -1;
+	if (k > 1 && !best_probe) {
+		for (t = 0; t < MESH_MAX_DRAWS; t++) {
+			id = drawn(svc, lb_least_next(k, first, &seed), d);
+			if (id && usable(svc, id, d))
+				break;
+		}
+		/* a probe is a connect of its own backend's: keep the first */
+		if (t < MESH_MAX_DRAWS && !d->probe && peak_cost(id, d->active) < best_cost)
+			best = id;
+	}
+	d->probe = best_probe;
+	return (int)best;
+}
+
 /* maglev: the table's entries for the caller's hash, as the scan would try them; then plain
  * hashing over the healthy backends. */
 __noinline int draw_maglev(const struct mesh_svc *svc, __u32 k, struct draw *d)
@@ -767,6 +817,9 @@ static __always_inline int choose_fast(const struct mesh_svc *svc, struct mesh_s
 		break;
 	case MESH_LB_MAGLEV:
 		id = draw_maglev(svc, k, &d);
+		break;
+	case MESH_LB_PEAK_EWMA:
+		id = draw_peak(svc, k, &d);
 		break;
 	default:
 		id = draw_random(svc, k, &d);
@@ -1317,6 +1370,20 @@ static __always_inline __u64 ewma(__u64 avg, __u64 sample)
 	return avg ? avg - avg / 8 + sample / 8 : sample;
 }
 
+/* One handshake RTT into the backend's peak EWMA (a statistic: racy updates are fine). */
+static __always_inline void peak_update(__u32 id, __u64 rtt_ns, __u32 decay_ms, __u64 now)
+{
+	struct mesh_be_ewma *e = bpf_map_lookup_elem(&mesh_be_ewma, &id);
+
+	if (!e)
+		return;
+	e->ewma_ns =
+	    ewma_peak_update(e->ewma_ns, rtt_ns ? rtt_ns : 1,
+			     e->updated_ns && now > e->updated_ns ? now - e->updated_ns : 0,
+			     (__u64)decay_ms * 1000000);
+	e->updated_ns = now;
+}
+
 /* Feeds one outcome to the backend's breaker; `ok` with the handshake RTT in ns. */
 static __always_inline void outcome(struct mesh_sock *ms, struct mesh_be_state *bs, int ok,
 				    __u64 rtt_ns)
@@ -1330,6 +1397,8 @@ static __always_inline void outcome(struct mesh_sock *ms, struct mesh_be_state *
 	if (!bs || !svc || svc->service_id != ms->service_id)
 		return; /* backend or service replaced meanwhile: nothing to judge */
 	now = bpf_ktime_get_ns();
+	if (ok && svc->algorithm == MESH_LB_PEAK_EWMA)
+		peak_update(ms->backend_id, rtt_ns, svc->ewma_decay_ms, now);
 	if (ok && breaker_success_lockless(&bs->br, &svc->breaker, now, probe)) {
 		bs->latency_ewma_ns = ewma(bs->latency_ewma_ns, rtt_ns); /* a statistic: racy ok */
 		return;

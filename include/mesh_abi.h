@@ -21,6 +21,7 @@ enum mesh_lb_algorithm {
 	MESH_LB_LEAST_REQUEST = 2,
 	MESH_LB_WEIGHTED = 3,
 	MESH_LB_MAGLEV = 4,
+	MESH_LB_PEAK_EWMA = 5, /* power of two choices over connect-RTT peak EWMA x (active + 1) */
 	MESH_LB__COUNT,
 };
 
@@ -174,7 +175,7 @@ struct mesh_svc {
 	__u8 panic_percent;	   /* 0..100: below this share usable, balance across all */
 	__u8 hash_key;		   /* enum mesh_hash_key (maglev) */
 	__u16 pad;
-	__u32 pad2;
+	__u32 ewma_decay_ms; /* peak_ewma: time constant of the latency average (was padding) */
 	struct mesh_breaker_cfg breaker;
 };
 _Static_assert(sizeof(struct mesh_svc) == 80, "mesh_svc layout");
@@ -492,6 +493,17 @@ struct mesh_conn_event {
 	__u32 pad3;
 };
 _Static_assert(sizeof(struct mesh_conn_event) == 120, "mesh_conn_event layout");
+
+/* mesh_be_ewma value (ARRAY by backend id; additive within ABI 4 like the tracing maps): the
+ * peak EWMA of a backend's connect RTT (bpf/lib/split.h) and when it was last updated, kept by
+ * sockops for services balanced with peak_ewma. */
+struct mesh_be_ewma {
+	__u64 ewma_ns;
+	__u64 updated_ns; /* CLOCK_MONOTONIC */
+};
+_Static_assert(sizeof(struct mesh_be_ewma) == 16, "mesh_be_ewma layout");
+
+#define MESH_EWMA_PENALTY_NS 1000000000ULL /* cost of a backend with no sample yet but load */
 
 /* mesh_trace_sk value (LRU_HASH by socket cookie, only while tracing is on): when a service
  * connection started and was established, for its close record. Kept apart from mesh_sock, whose

@@ -179,6 +179,8 @@ LB_ENTRY int lb_pick(const struct lb_cand *c)
 		return lb_pick_index(c, (__u32)(c->rr % c->n));
 	case MESH_LB_LEAST_REQUEST:
 		return lb_pick_least(c, c->choice_count, &seed);
+	case MESH_LB_PEAK_EWMA: /* the scan has no latencies at hand: by load, as P2C */
+		return lb_pick_least(c, 2, &seed);
 	case MESH_LB_WEIGHTED:
 		return lb_pick_weighted(c, lb_rand_next(&seed));
 	case MESH_LB_MAGLEV:

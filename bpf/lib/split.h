@@ -81,11 +81,14 @@ static __always_inline __u64 ewma_peak_update(__u64 avg, __u64 sample, __u64 dt_
 }
 
 /* Cost of sending one more connection to a backend: its latency times the connections it would
- * then carry. A backend with no sample yet costs `unknown_ns` (a penalty, so a new backend is
- * tried without taking the whole load at once). */
+ * then carry. A backend with no sample yet costs nothing while idle (so it gets its first
+ * samples) and `unknown_ns` per connection once it has some in flight (Finagle's penalty: a new
+ * backend is tried without taking the whole load at once). */
 static __always_inline __u64 ewma_cost(__u64 ewma_ns, __u32 active, __u64 unknown_ns)
 {
-	return (ewma_ns ? ewma_ns : unknown_ns) * ((__u64)active + 1);
+	if (!ewma_ns)
+		return (__u64)active * unknown_ns;
+	return ewma_ns * ((__u64)active + 1);
 }
 
 /* Power of two choices over cost: candidates i, j (distinct) from two draws over n >= 2. */

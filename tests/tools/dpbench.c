@@ -11,8 +11,9 @@
  *   cost ADDR PORT N CHUNK PROG_ID...
  *                             N such connects; per chunk, the first program's run time per
  *                             run and all the programs' (ns)
- *   populate PIN N BASEPORT [FROM [BACKENDS]]
+ *   populate PIN N BASEPORT [FROM [BACKENDS [ALG]]]
  *                             writes services FROM..N-1 (default 0) of BACKENDS (10) backends
+ *                             (ALG least_request, or peak_ewma)
  *                             each (127.0.0.1:BASEPORT+0..9, then 127.1.x.y:BASEPORT) and
  *                             removes any from N on
  *   propagate PIN VIP:PORT ADDR:PORT URL BODY
@@ -300,7 +301,8 @@ static void vip_of(int i, struct config_endpoint *vip)
 	vip->port = (uint16_t)(18000 + i % 1000);
 }
 
-static int cmd_populate(const char *pin, int n, int baseport, int from, int nb)
+static int cmd_populate(const char *pin, int n, int baseport, int from, int nb,
+			enum mesh_lb_algorithm alg)
 {
 	struct datapath_opts opts = { .pin_path = pin };
 	static struct config_backend be[BENCH_MAX_BACKENDS];
@@ -324,9 +326,10 @@ static int cmd_populate(const char *pin, int n, int baseport, int from, int nb)
 		inet_pton(AF_INET, ip, &be[b].endpoint.addr.v4);
 	}
 	svc.name = name;
-	svc.load_balancer = (struct config_load_balancer){ .algorithm = MESH_LB_LEAST_REQUEST,
+	svc.load_balancer = (struct config_load_balancer){ .algorithm = alg,
 							   .choice_count = 2,
-							   .panic_threshold = 0.5 };
+							   .panic_threshold = 0.5,
+							   .peak_ewma_decay_ns = 10000000000ull };
 	svc.circuit_breaker = (struct config_circuit_breaker){ .consecutive_failures = 5,
 							       .open_duration_ns = 30000000000ull,
 							       .max_ejection_percent = 50 };
@@ -460,10 +463,12 @@ int main(int argc, char **argv)
 			ids[i - 5] = (unsigned)atoi(argv[i]);
 		return cmd_datagrams(argv[2], atoi(argv[3]), atoi(argv[4]), ids, argc - 5);
 	}
-	if (argc >= 5 && argc <= 7 && !strcmp(argv[1], "populate"))
-		return cmd_populate(argv[2], atoi(argv[3]), atoi(argv[4]),
-				    argc >= 6 ? atoi(argv[5]) : 0,
-				    argc == 7 ? atoi(argv[6]) : BENCH_BACKENDS);
+	if (argc >= 5 && argc <= 8 && !strcmp(argv[1], "populate"))
+		return cmd_populate(
+		    argv[2], atoi(argv[3]), atoi(argv[4]), argc >= 6 ? atoi(argv[5]) : 0,
+		    argc >= 7 ? atoi(argv[6]) : BENCH_BACKENDS,
+		    argc == 8 && !strcmp(argv[7], "peak_ewma") ? MESH_LB_PEAK_EWMA
+							       : MESH_LB_LEAST_REQUEST);
 	if (argc == 7 && !strcmp(argv[1], "propagate"))
 		return cmd_propagate(argv[2], argv[3], argv[4], argv[5], argv[6]);
 	fprintf(stderr, "usage: dpbench serve|rtt|connects|populate ...\n");

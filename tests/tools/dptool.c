@@ -17,8 +17,8 @@
 
 #define MAX_BACKENDS MESH_MAX_BACKENDS_PER_SVC
 
-static const char *const alg_names[MESH_LB__COUNT] = { "random", "round_robin", "least_request",
-						       "weighted", "maglev" };
+static const char *const alg_names[MESH_LB__COUNT] = { "random",   "round_robin", "least_request",
+						       "weighted", "maglev",	  "peak_ewma" };
 
 static int usage(void)
 {
@@ -31,7 +31,7 @@ static int usage(void)
 	    "      [--consecutive N] [--error-rate F] [--volume N] [--window D] [--open D]\n"
 	    "      [--max-open D] [--probes N] [--max-conn N] [--max-ejection PCT]\n"
 	    "      [--panic F] [--choices N] [--policy reject|passthrough] [--proto tcp|udp]\n"
-	    "      [--hash-key cgroup|process] [--backends-from FILE]\n"
+	    "      [--hash-key cgroup|process] [--backends-from FILE] [--decay D]\n"
 	    "  del --name N | prune [--keep N]... | health --name N --backend ADDR:PORT up|down\n"
 	    "  drain --name N --backend ADDR:PORT  close that backend's connections now\n"
 	    "  stats [-o json] | counters | events [--wait MS] | cleanup\n");
@@ -114,6 +114,7 @@ static void service_defaults(struct config_service *svc)
 {
 	svc->load_balancer.algorithm = MESH_LB_ROUND_ROBIN;
 	svc->load_balancer.choice_count = 2;
+	svc->load_balancer.peak_ewma_decay_ns = 10000000000ull;
 	svc->load_balancer.panic_threshold = 0.5;
 	svc->circuit_breaker = (struct config_circuit_breaker){
 		.consecutive_failures = 5,
@@ -221,34 +222,22 @@ static int set_option(struct config_service *svc, int opt, const char *arg,
 		return 0;
 	case 'F':
 		return backends_from(svc, arg, bes);
+	case 'Y':
+		lb->peak_ewma_decay_ns = parse_dur(arg);
+		return 0;
 	}
 	return -EINVAL;
 }
 
 static const struct option set_opts[] = {
-	{ "name", 1, 0, 'n' },
-	{ "vip", 1, 0, 'V' },
-	{ "alg", 1, 0, 'a' },
-	{ "backend", 1, 0, 'b' },
-	{ "consecutive", 1, 0, 'C' },
-	{ "error-rate", 1, 0, 'E' },
-	{ "volume", 1, 0, 'U' },
-	{ "window", 1, 0, 'W' },
-	{ "open", 1, 0, 'O' },
-	{ "max-open", 1, 0, 'M' },
-	{ "probes", 1, 0, 'P' },
-	{ "max-conn", 1, 0, 'X' },
-	{ "max-ejection", 1, 0, 'J' },
-	{ "panic", 1, 0, 'T' },
-	{ "choices", 1, 0, 'H' },
-	{ "policy", 1, 0, 'L' },
-	{ "keep", 1, 0, 'k' },
-	{ "wait", 1, 0, 'w' },
-	{ "output", 1, 0, 'o' },
-	{ "proto", 1, 0, 'p' },
-	{ "hash-key", 1, 0, 'K' },
-	{ "backends-from", 1, 0, 'F' },
-	{ 0, 0, 0, 0 },
+	{ "name", 1, 0, 'n' },		{ "vip", 1, 0, 'V' },	      { "alg", 1, 0, 'a' },
+	{ "backend", 1, 0, 'b' },	{ "consecutive", 1, 0, 'C' }, { "error-rate", 1, 0, 'E' },
+	{ "volume", 1, 0, 'U' },	{ "window", 1, 0, 'W' },      { "open", 1, 0, 'O' },
+	{ "max-open", 1, 0, 'M' },	{ "probes", 1, 0, 'P' },      { "max-conn", 1, 0, 'X' },
+	{ "max-ejection", 1, 0, 'J' },	{ "panic", 1, 0, 'T' },	      { "choices", 1, 0, 'H' },
+	{ "policy", 1, 0, 'L' },	{ "keep", 1, 0, 'k' },	      { "wait", 1, 0, 'w' },
+	{ "output", 1, 0, 'o' },	{ "proto", 1, 0, 'p' },	      { "hash-key", 1, 0, 'K' },
+	{ "backends-from", 1, 0, 'F' }, { "decay", 1, 0, 'Y' },	      { 0, 0, 0, 0 },
 };
 
 static int cmd_set(struct datapath *dp, int argc, char **argv)

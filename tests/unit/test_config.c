@@ -181,7 +181,7 @@ TEST(config_bad_enums)
 	EXPECT_ERR(TOP("\"load_balancer\":{\"algorithm\":\"fastest\"}"), NULL,
 		   "load_balancer.algorithm",
 		   "unknown value (got \"fastest\", expected one of "
-		   "random|round_robin|least_request|weighted|maglev)");
+		   "random|round_robin|least_request|weighted|maglev|peak_ewma)");
 	EXPECT_ERR(TOP("\"discovery\":{\"backend\":\"etcd\"}"), NULL, "discovery.backend",
 		   "unknown value");
 	EXPECT_ERR(TOP("\"preset\":\"staging\""), NULL, "preset", "unknown value");

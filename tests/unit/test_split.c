@@ -122,5 +122,7 @@ TEST(p2c_avoids_slow_backend)
 	/* load counts: a fast backend with many connections loses to an idle slower one */
 	active[0] = 100;
 	CHECK_INT_EQ(ewma_p2c(ewma, active, 4, 0, 2, 1000000), 3);
-	CHECK_INT_EQ(ewma_cost(0, 1, 7), 14); /* unknown latency costs the penalty */
+	CHECK_INT_EQ(ewma_cost(0, 1, 7), 7); /* unknown latency with load: the penalty */
+	CHECK_INT_EQ(ewma_cost(0, 0, 7), 0); /* unknown and idle: tried first */
+	CHECK_INT_EQ(ewma_cost(5, 2, 7), 15);
 }

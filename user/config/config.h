@@ -104,7 +104,8 @@ struct config_load_balancer {
 	enum mesh_hash_key hash_key;	  /* maglev: who sticks to one backend */
 	uint32_t choice_count;
 	enum mesh_no_healthy_policy no_healthy_backend;
-	double panic_threshold; /* 0..1 */
+	double panic_threshold;	     /* 0..1 */
+	uint64_t peak_ewma_decay_ns; /* peak_ewma: time constant of the latency average */
 	struct config_health_check health_check;
 	struct config_retry retry;
 	uint64_t close_removed_after_ns; /* 0: connections to removed backends stay open */

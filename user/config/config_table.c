@@ -19,7 +19,8 @@ const char *const cfg_preset_names[] = { "development", "production", NULL };
 static const char *const log_levels[] = { "error", "warn", "info", "debug", NULL };
 static const char *const log_formats[] = { "logfmt", "json", NULL };
 static const char *const lb_algorithms[] = { "random",	 "round_robin", "least_request",
-					     "weighted", "maglev",	NULL };
+					     "weighted", "maglev",	"peak_ewma",
+					     NULL };
 static const char *const no_healthy[] = { "reject", "passthrough", NULL };
 static const char *const hash_keys[] = { "cgroup", "process", NULL };
 static const char *const health_types[] = { "none", "tcp", "http", "udp", "dns", NULL };
@@ -155,6 +156,11 @@ static const struct cfg_key root_keys[] = {
 	  .doc = "With no usable backend: fail connect() (`reject`) or leave it untouched." },
 	{ "load_balancer.panic_threshold", CT_RATIO, R(load_balancer.panic_threshold), .def = "0.5",
 	  .min = 0, .max = 1, .doc = "Below this healthy fraction, balance over all backends." },
+	{ "load_balancer.peak_ewma_decay", CT_DURATION, R(load_balancer.peak_ewma_decay_ns),
+	  .def = "10s", .min = 100 * MS, .max = 1 * HOUR,
+	  .doc =
+	      "`peak_ewma`: time constant of each backend's connect-RTT average (a peak is taken "
+	      "at once, then decays over about this long)." },
 	{ "load_balancer.health_check.type", CT_ENUM, R(load_balancer.health_check.type),
 	  .def = "tcp", .names = health_types, .doc = "Active health check kind." },
 	{ "load_balancer.health_check.interval", CT_DURATION,

@@ -44,6 +44,7 @@ const char *const dp_map_names[DP_MAP__COUNT] = {
 	[DP_MAP_STRICT] = "mesh_strict",
 	[DP_MAP_TRACE] = "mesh_trace",
 	[DP_MAP_TRACE_SK] = "mesh_trace_sk",
+	[DP_MAP_BE_EWMA] = "mesh_be_ewma",
 };
 
 /* Programs and the names their links are pinned under. */
@@ -148,6 +149,7 @@ static int size_maps(struct datapath *dp)
 	err = err ?: bpf_map__set_max_entries(o->maps.mesh_maglev, 2 * dp->max_services);
 	err = err ?: bpf_map__set_max_entries(o->maps.mesh_backends, dp->max_backends);
 	err = err ?: bpf_map__set_max_entries(o->maps.mesh_be_state, dp->max_backends);
+	err = err ?: bpf_map__set_max_entries(o->maps.mesh_be_ewma, dp->max_backends);
 	err = err ?: bpf_map__set_max_entries(o->maps.mesh_slots, dp->max_slots);
 	return err;
 }

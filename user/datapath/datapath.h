@@ -155,6 +155,11 @@ int datapath_drain_events(struct datapath *dp,
  * probability `sample_ratio`, 0..1). Returns 0 or -errno (-EINVAL for a ratio out of range). */
 int datapath_set_tracing(struct datapath *dp, bool enabled, double sample_ratio);
 
+/* Decays the latency averages of peak_ewma services' backends to `now_ns` (CLOCK_MONOTONIC), as
+ * a zero sample would: a backend left alone after a slow spell is tried again in time, without
+ * the connect program reading a clock. meshd calls it every second. Returns 0 or -errno. */
+int datapath_peak_ewma_decay(struct datapath *dp, uint64_t now_ns);
+
 /* Names of reject reasons for metrics labels. */
 const char *datapath_reject_reason_name(int reason);
 /* Name of a breaker state (enum datapath_circuit): "closed", "open", "half_open"; "unknown". */

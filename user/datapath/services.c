@@ -15,6 +15,7 @@
 
 #include "common/log.h"
 #include "datapath/alias.h"
+#include "lib/split.h"
 #include "datapath/internal.h"
 #include "datapath/maglev.h"
 
@@ -176,13 +177,15 @@ static int svc_alloc(struct datapath *dp)
 static int be_alloc(struct datapath *dp)
 {
 	struct mesh_be_state bs = { 0 };
+	struct mesh_be_ewma ew = { 0 };
 
 	for (uint32_t n = 0; n < dp->max_backends; n++) {
 		__u32 id = (dp->be_cursor + n) % dp->max_backends;
 
 		if (id == 0 || dp->be_used[id])
 			continue;
-		if (bpf_map_update_elem(dp->fd[DP_MAP_BE_STATE], &id, &bs, BPF_F_LOCK))
+		if (bpf_map_update_elem(dp->fd[DP_MAP_BE_STATE], &id, &bs, BPF_F_LOCK) ||
+		    bpf_map_update_elem(dp->fd[DP_MAP_BE_EWMA], &id, &ew, BPF_ANY))
 			return -errno;
 		dp->be_used[id] = 1;
 		dp->be[id].epoch++;
@@ -229,6 +232,7 @@ static void fill_value(struct mesh_svc *v, const struct config_service *svc)
 	v->max_ejection_percent =
 	    (__u8)(cb->max_ejection_percent > 100 ? 100 : cb->max_ejection_percent);
 	v->panic_percent = (__u8)lround(panic * 100);
+	v->ewma_decay_ms = (__u32)(lb->peak_ewma_decay_ns / 1000000);
 	v->breaker = (struct mesh_breaker_cfg){
 		.consecutive_failures = cb->consecutive_failures,
 		.error_rate_permille = (__u32)lround(rate * 1000),
@@ -862,4 +866,33 @@ int dp_services_load(struct datapath *dp)
 	dp->be_cursor = dp->be_hi % dp->max_backends;
 	LOG_INFO(DP_SUBSYS, "recovered services from pinned maps", "services=%u", n);
 	return 0;
+}
+
+/* --- peak_ewma upkeep --------------------------------------------------------------------- */
+
+int datapath_peak_ewma_decay(struct datapath *dp, uint64_t now_ns)
+{
+	int err = 0;
+
+	for (uint32_t sid = 0; sid < dp->svc_hi; sid++) {
+		const struct dp_service *s = &dp->svcs[sid];
+		__u64 tau = (__u64)s->val.ewma_decay_ms * 1000000;
+
+		if (!s->used || s->val.algorithm != MESH_LB_PEAK_EWMA)
+			continue;
+		for (uint32_t i = 0; i < s->val.n_backends; i++) {
+			struct mesh_be_ewma e;
+			__u32 id = s->ids[i];
+
+			if (bpf_map_lookup_elem(dp->fd[DP_MAP_BE_EWMA], &id, &e) || !e.ewma_ns ||
+			    now_ns <= e.updated_ns)
+				continue;
+			/* a zero sample: the average decays; never to 0, which means "unknown" */
+			e.ewma_ns = ewma_peak_update(e.ewma_ns, 0, now_ns - e.updated_ns, tau) ?: 1;
+			e.updated_ns = now_ns;
+			if (bpf_map_update_elem(dp->fd[DP_MAP_BE_EWMA], &id, &e, BPF_EXIST))
+				err = -errno;
+		}
+	}
+	return err;
 }

@@ -42,8 +42,8 @@ struct snap {
 
 static const char *algorithm_name(enum mesh_lb_algorithm a)
 {
-	static const char *const names[] = { "random", "round_robin", "least_request", "weighted",
-					     "maglev" };
+	static const char *const names[] = { "random",	 "round_robin", "least_request",
+					     "weighted", "maglev",	"peak_ewma" };
 
 	return (unsigned)a < sizeof(names) / sizeof(names[0]) ? names[a] : "unknown";
 }

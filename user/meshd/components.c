@@ -151,6 +151,23 @@ void meshd_drain_reschedule(struct meshd *m)
 	if (m->drain_timer > 0)
 		evloop_del_timer(m->loop, m->drain_timer);
 	m->drain_timer = evloop_add_timer(m->loop, 0, on_drain_timer, m);
+#define EWMA_DECAY_EVERY_NS 1000000000ull
+
+/* Every second: peak_ewma's latency averages decay while no sample comes (the datapath does
+ * not read a clock on connect). One-shot timers re-armed, dropped when the datapath goes. */
+static void ewma_tick(struct evloop *loop, void *arg)
+{
+	struct meshd *m = arg;
+	int err;
+
+	m->ewma_timer = 0;
+	if (!m->dp)
+		return;
+	err = datapath_peak_ewma_decay(m->dp, evloop_now_ns());
+	if (err)
+		LOG_DEBUG("datapath", "peak_ewma decay incomplete", "err=%s",
+			  log_q(strerror(-err)));
+	m->ewma_timer = evloop_add_timer(loop, EWMA_DECAY_EVERY_NS, ewma_tick, m);
 }
 
 static int dp_comp_start(struct meshd *m)
@@ -178,6 +195,7 @@ static int dp_comp_start(struct meshd *m)
 	prune_services(m); /* stale services are untidy, not fatal */
 	events_start(m);
 	events_subscribe(m, drain_opened, m);
+	m->ewma_timer = evloop_add_timer(m->loop, EWMA_DECAY_EVERY_NS, ewma_tick, m);
 	m->ready = true;
 	return 0;
 }
@@ -192,6 +210,9 @@ static void dp_comp_stop(struct meshd *m)
 	if (m->drain_timer > 0)
 		evloop_del_timer(m->loop, m->drain_timer);
 	m->drain_timer = 0;
+	if (m->ewma_timer > 0)
+		evloop_del_timer(m->loop, m->ewma_timer);
+	m->ewma_timer = 0;
 	events_stop(m);
 	datapath_close(m->dp);
 	m->dp = NULL;
