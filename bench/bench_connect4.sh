@@ -39,12 +39,14 @@ CG=$(make_cgroup bench-dp)
 defer "'$DPTOOL' --pin '$PIN' cleanup"
 old_stats=$(sysctl -n kernel.bpf_stats_enabled)
 defer "sysctl -q kernel.bpf_stats_enabled=$old_stats"
-"$DPTOOL" --pin "$PIN" --cgroup "$CG" open >/dev/null || bench_fail "datapath did not load"
+# Maps sized for the largest size (capacities are chosen at load), as test_datapath_scale does.
+max=${SIZES[-1]}
+"$DPTOOL" --pin "$PIN" --cgroup "$CG" --max-services "$max" --max-backends $((max * 11)) open \
+	>/dev/null || bench_fail "datapath did not load"
 spawn backends "$LOADGEN" serve 18900 10
 wait_for 5 port_open 127.0.0.1 18909 || bench_fail "backends did not start"
 
 # What the datapath holds: populate the largest size once; sizes above what it took are skipped.
-max=${SIZES[-1]}
 "$DPBENCH" populate "$PIN" "$max" 18900 >"$TMP/pop" 2>&1
 held=$(kv "$TMP/pop" held)
 fits=()

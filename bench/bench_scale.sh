@@ -32,7 +32,8 @@ bench_meta metric=iptables_restore_s title="iptables-restore of the N services" 
 
 CG=$(make_cgroup bench-scale)
 defer "'$DPTOOL' --pin '$PIN' cleanup"
-"$DPTOOL" --pin "$PIN" --cgroup "$CG" open >/dev/null || bench_fail "datapath did not load"
+"$DPTOOL" --pin "$PIN" --cgroup "$CG" --max-services "${SIZES[-1]}" \
+	--max-backends $((${SIZES[-1]} * 11)) open >/dev/null || bench_fail "datapath did not load"
 spawn backends "$LOADGEN" serve 18900 10
 wait_for 5 port_open 127.0.0.1 18909 || bench_fail "backends did not start"
 defer "iptables -t nat -F; iptables -t nat -X"
