@@ -89,7 +89,7 @@ static void conn_span(struct span *s, const struct datapath_event *ev)
 	s->end_unix_ns = unix_ns(ev->ts_ns);
 	endpoint_attrs(s, "network.peer.address", "network.peer.port", &ev->conn.remote);
 	endpoint_attrs(s, "network.local.address", "network.local.port", &ev->conn.local);
-	span_attr_str(s, "mesh.backend", expo_endpoint(&ev->backend, be, sizeof(be)));
+	span_attr_str(s, "mesh.backend", config_endpoint_str(&ev->backend, be, sizeof(be)));
 	span_attr_str(s, "mesh.result", ev->conn.failed ? "failed" : "ok");
 	span_attr_str(s, "mesh.breaker.state", datapath_circuit_name((int)ev->conn.breaker));
 	span_attr_bool(s, "mesh.breaker.moved", ev->conn.breaker_moved);
