@@ -319,7 +319,7 @@ const char *datapath_circuit_name(int circuit)
 										 : "unknown";
 }
 
-_Static_assert(MESH_CNT__COUNT == 33, "name every counter below");
+_Static_assert(MESH_CNT__COUNT == 35, "name every counter below");
 
 const char *datapath_counter_name(int counter)
 {

@@ -151,6 +151,8 @@ void meshd_drain_reschedule(struct meshd *m)
 	if (m->drain_timer > 0)
 		evloop_del_timer(m->loop, m->drain_timer);
 	m->drain_timer = evloop_add_timer(m->loop, 0, on_drain_timer, m);
+}
+
 #define EWMA_DECAY_EVERY_NS 1000000000ull
 
 /* Every second: peak_ewma's latency averages decay while no sample comes (the datapath does

@@ -53,11 +53,9 @@ struct meshd {
 	uint64_t reloads[2];		/* indexed by enum meshd_reload_result */
 	uint64_t health_transitions[2]; /* [0] to unhealthy, [1] to healthy */
 	struct tracer_counters trace_counters; /* span exporter, across reloads (atomics) */
-	bool ready;			/* datapath attached and config loaded */
+	bool ready; /* datapath attached and config loaded */
 	int64_t drain_timer; /* next drain of removed backends' connections, 0 when none */
-	bool ready;			       /* datapath attached and config loaded */
-	int events_fd;	    /* datapath ring-buffer epoll fd watched by the loop, -1 when none */
-	int64_t ewma_timer; /* peak_ewma decay timer (components.c), 0 when none */
+	int64_t ewma_timer;  /* peak_ewma decay timer (components.c), 0 when none */
 
 	struct lifecycle *lifecycle; /* component engine (lifecycle.h) */
 	bool start_failed;	     /* set while a failed start unwinds (stop hooks clean up) */
