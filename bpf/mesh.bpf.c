@@ -994,7 +994,7 @@ static __always_inline void forget(struct bpf_sock_addr *ctx)
 		ms->flags = 0;
 }
 
-static __always_inline void outcome(const struct mesh_sock *ms, struct mesh_be_state *bs, int ok,
+static __always_inline void outcome(struct mesh_sock *ms, struct mesh_be_state *bs, int ok,
 				    __u64 rtt_ns);
 static __always_inline struct mesh_be_state *sock_backend(const struct mesh_sock *ms);
 

@@ -52,10 +52,10 @@ enum mesh_hash_key {
 #define MESH_EVENTS_BYTES (256 * 1024)
 #define MESH_HANDOFF_SLOTS 8192	 /* power of two: connect -> sockops hand-off (mesh_handoff) */
 #define MESH_TRACE_SOCKETS 32768 /* service sockets open at once whose start tracing keeps */
-#define MESH_COUNTERS_MAX 64	/* mesh_counters entries: room for counters added later */
-#define MESH_MAX_DRAWS 8	/* draws the no-scan path makes before it scans */
-#define MESH_UDP_FLOWS 65536	/* mesh_udp_fwd / mesh_udp_rev entries (LRU) */
-#define MESH_DRAIN_MAX 4096	/* backends one drain pass closes connections of */
+#define MESH_COUNTERS_MAX 64	 /* mesh_counters entries: room for counters added later */
+#define MESH_MAX_DRAWS 8	 /* draws the no-scan path makes before it scans */
+#define MESH_UDP_FLOWS 65536	 /* mesh_udp_fwd / mesh_udp_rev entries (LRU) */
+#define MESH_DRAIN_MAX 4096	 /* backends one drain pass closes connections of */
 /* mTLS (bpf/mesh_mtls.h). Its maps are additions: an adopted datapath gets them created, so they
  * change no layout above. */
 #define MESH_MTLS_ORIG_ENTRIES 65536 /* redirected connections not yet accepted by meshd */
@@ -121,8 +121,8 @@ enum mesh_counter {
 	MESH_CNT_MTLS_ORIG_ERR = 30, /* original destination could not be recorded */
 	MESH_CNT_STRICT_DROP = 31,   /* plaintext SYN from another host to a strict port, refused */
 	MESH_CNT_OUTCOME = 32,	     /* connect outcomes fed by meshd (mTLS attempts) */
-	MESH_CNT_TRACE_EVENT = 33,  /* connection-close records for traces (mesh_conn_event) */
-	MESH_CNT_TRACE_DROP = 34,   /* such records lost: ring buffer full */
+	MESH_CNT_TRACE_EVENT = 33,   /* connection-close records for traces (mesh_conn_event) */
+	MESH_CNT_TRACE_DROP = 34,    /* such records lost: ring buffer full */
 	MESH_CNT__COUNT,
 };
 _Static_assert(MESH_CNT__COUNT <= MESH_COUNTERS_MAX, "mesh_counters too small");

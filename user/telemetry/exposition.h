@@ -12,7 +12,8 @@
 #include "common/strbuf.h"
 #include "datapath/datapath.h"
 
-#define EXPO_COUNTERS_MAX 32
+/* MESH_COUNTERS_MAX: every datapath counter, the ABI's spare entries included. */
+#define EXPO_COUNTERS_MAX 64
 
 struct expo_mtls;
 
@@ -36,7 +37,6 @@ struct expo_daemon {
 	const char *(*counter_name)(int counter);
 	double start_time_seconds;    /* unix seconds */
 	const struct expo_mtls *mtls; /* telemetry/expo_mtls.h; NULL: mTLS off */
-	double start_time_seconds; /* unix seconds */
 	/* Connection tracing: exporter counters, and close records lost in the ring buffer. */
 	uint64_t trace_exported, trace_dropped_full, trace_dropped_error, trace_dropped_ringbuf;
 	uint64_t trace_exports[2]; /* [0] ok, [1] error */
