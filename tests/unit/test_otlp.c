@@ -134,3 +134,43 @@ TEST(attribute_limit_and_truncation)
 	span_attr_str(&s, "long", longv);
 	CHECK_INT_EQ(strlen(s.attrs[0].v.s), SPAN_STR_MAX - 1);
 }
+
+static size_t count(const char *hay, const char *needle)
+{
+	size_t n = 0;
+
+	for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle))
+		n++;
+	return n;
+}
+
+/* Spans of different service.name go in one ResourceSpans each (first-appearance order); a span
+ * without one falls under the export's default. */
+TEST(one_resource_per_service_name)
+{
+	struct span s[4] = { one_span(), one_span(), one_span(), one_span() };
+	struct strbuf b = STRBUF_INIT;
+	const char *web, *api, *dflt;
+
+	snprintf(s[0].service_name, sizeof(s[0].service_name), "caller");
+	snprintf(s[1].service_name, sizeof(s[1].service_name), "api");
+	snprintf(s[2].service_name, sizeof(s[2].service_name), "caller");
+	snprintf(s[0].name, sizeof(s[0].name), "first");
+	snprintf(s[2].name, sizeof(s[2].name), "third");
+	CHECK_INT_EQ(otlp_encode_json(&res, s, 4, &b), 0);
+	CHECK_INT_EQ((long long)count(b.data, "\"resource\":"), 3);
+	web = strstr(b.data, "{\"stringValue\":\"caller\"}");
+	api = strstr(b.data, "{\"stringValue\":\"api\"}");
+	dflt = strstr(b.data, "{\"stringValue\":\"web\"}"); /* res.service_name */
+	CHECK(web && api && dflt && web < api && api < dflt);
+	/* both "caller" spans sit in the first resource, before "api"'s */
+	CHECK(strstr(b.data, "\"first\"") < api && strstr(b.data, "\"third\"") < api);
+	strbuf_reset(&b);
+	CHECK_INT_EQ(otlp_encode_protobuf(&res, s, 4, &b), 0);
+	CHECK(b.len > 0 && (uint8_t)b.data[0] == 0x0a);
+	CHECK(contains(&b, "caller", 6) && contains(&b, "api", 3));
+	strbuf_free(&b);
+	CHECK_INT_EQ(otlp_encode_json(&res, s, 0, &b), 0);
+	CHECK_STR_EQ(b.data, "{\"resourceSpans\":[]}");
+	strbuf_free(&b);
+}

@@ -192,36 +192,70 @@ static void pb_span(struct strbuf *b, const struct span *s)
 	strbuf_free(&st);
 }
 
-/* ExportTraceServiceRequest { repeated ResourceSpans resource_spans = 1; }
- * ResourceSpans { Resource resource = 1; repeated ScopeSpans scope_spans = 2; }
- * Resource { repeated KeyValue attributes = 1; }
- * ScopeSpans { InstrumentationScope scope = 1; repeated Span spans = 2; }
- * InstrumentationScope { string name = 1; string version = 2; } */
-int otlp_encode_protobuf(const struct otlp_resource *r, const struct span *spans, size_t n,
-			 struct strbuf *out)
+/* The service.name span `i` is exported under. */
+static const char *service_of(const struct otlp_resource *r, const struct span *spans, size_t i)
+{
+	return spans[i].service_name[0] ? spans[i].service_name : r->service_name;
+}
+
+static bool same_service(const struct otlp_resource *r, const struct span *spans, size_t i,
+			 size_t j)
+{
+	const char *a = service_of(r, spans, i), *b = service_of(r, spans, j);
+
+	return !strcmp(a ? a : "", b ? b : "");
+}
+
+/* True when an earlier span has span i's service.name (its ResourceSpans is already out). */
+static bool seen_before(const struct otlp_resource *r, const struct span *spans, size_t i)
+{
+	for (size_t j = 0; j < i; j++)
+		if (same_service(r, spans, i, j))
+			return true;
+	return false;
+}
+
+/* ResourceSpans { Resource resource = 1; repeated ScopeSpans scope_spans = 2; } for the spans
+ * from `first` on that share its service.name. */
+static void pb_resource_spans(struct strbuf *out, const struct otlp_resource *r,
+			      const struct span *spans, size_t n, size_t first)
 {
 	struct strbuf rs = STRBUF_INIT, m = STRBUF_INIT, ss = STRBUF_INIT, sp = STRBUF_INIT;
-	int err;
 
-	pb_str_attr(&m, 1, "service.name", r->service_name);
+	pb_str_attr(&m, 1, "service.name", service_of(r, spans, first));
 	pb_str_attr(&m, 1, "host.name", r->host_name);
 	pb_str_attr(&m, 1, "meshd.version", r->version);
 	pb_message(&rs, 1, &m);
 	pb_string(&m, 1, "datapunk-mesh/meshd");
 	pb_string(&m, 2, r->version ? r->version : "");
 	pb_message(&ss, 1, &m);
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = first; i < n; i++) {
+		if (!same_service(r, spans, first, i))
+			continue;
 		pb_span(&sp, &spans[i]);
 		pb_message(&ss, 2, &sp);
 	}
 	pb_message(&rs, 2, &ss);
 	pb_message(out, 1, &rs);
-	err = rs.err ? rs.err : m.err ? m.err : ss.err ? ss.err : sp.err;
+	if (rs.err || m.err || ss.err || sp.err)
+		out->err = -ENOMEM;
 	strbuf_free(&rs);
 	strbuf_free(&m);
 	strbuf_free(&ss);
 	strbuf_free(&sp);
-	return err ? err : strbuf_error(out);
+}
+
+/* ExportTraceServiceRequest { repeated ResourceSpans resource_spans = 1; }
+ * Resource { repeated KeyValue attributes = 1; }
+ * ScopeSpans { InstrumentationScope scope = 1; repeated Span spans = 2; }
+ * InstrumentationScope { string name = 1; string version = 2; } */
+int otlp_encode_protobuf(const struct otlp_resource *r, const struct span *spans, size_t n,
+			 struct strbuf *out)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!seen_before(r, spans, i))
+			pb_resource_spans(out, r, spans, n, i);
+	return strbuf_error(out);
 }
 
 /* --- OTLP/JSON -------------------------------------------------------------------------------*/
@@ -317,22 +351,44 @@ static void js_span(struct strbuf *b, const struct span *s)
 	strbuf_putc(b, '}');
 }
 
-int otlp_encode_json(const struct otlp_resource *r, const struct span *spans, size_t n,
-		     struct strbuf *out)
+static void js_resource_spans(struct strbuf *out, const struct otlp_resource *r,
+			      const struct span *spans, size_t n, size_t first)
 {
-	strbuf_puts(out, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
-	js_str_attr(out, "service.name", r->service_name, false);
+	bool comma = false;
+
+	strbuf_puts(out, "{\"resource\":{\"attributes\":[");
+	js_str_attr(out, "service.name", service_of(r, spans, first), false);
 	js_str_attr(out, "host.name", r->host_name, true);
 	js_str_attr(out, "meshd.version", r->version, true);
 	strbuf_puts(out, "]},\"scopeSpans\":[{\"scope\":{\"name\":\"datapunk-mesh/meshd\","
 			 "\"version\":");
 	js_string(out, r->version ? r->version : "");
 	strbuf_puts(out, "},\"spans\":[");
-	for (size_t i = 0; i < n; i++) {
-		if (i)
+	for (size_t i = first; i < n; i++) {
+		if (!same_service(r, spans, first, i))
+			continue;
+		if (comma)
 			strbuf_putc(out, ',');
 		js_span(out, &spans[i]);
+		comma = true;
 	}
-	strbuf_puts(out, "]}]}]}");
+	strbuf_puts(out, "]}]}");
+}
+
+int otlp_encode_json(const struct otlp_resource *r, const struct span *spans, size_t n,
+		     struct strbuf *out)
+{
+	bool comma = false;
+
+	strbuf_puts(out, "{\"resourceSpans\":[");
+	for (size_t i = 0; i < n; i++) {
+		if (seen_before(r, spans, i))
+			continue;
+		if (comma)
+			strbuf_putc(out, ',');
+		js_resource_spans(out, r, spans, n, i);
+		comma = true;
+	}
+	strbuf_puts(out, "]}");
 	return strbuf_error(out);
 }

@@ -58,6 +58,8 @@ struct span {
 	char status_message[SPAN_STR_MAX];
 	struct span_attr attrs[SPAN_ATTRS_MAX];
 	size_t n_attrs;
+	char
+	    service_name[SPAN_STR_MAX]; /* its resource's service.name; "" = the export's default */
 };
 
 /* What every span of one export shares: the Resource and the InstrumentationScope. */
@@ -74,9 +76,10 @@ void span_attr_int(struct span *s, const char *key, int64_t value);
 void span_attr_bool(struct span *s, const char *key, bool value);
 void span_attr_double(struct span *s, const char *key, double value);
 
-/* Appends one ExportTraceServiceRequest holding `spans[0..n)` under resource `r` to `out`, as
- * protobuf or as OTLP/JSON (ids in lowercase hex, 64-bit integers as strings, enums as
- * numbers). Returns 0 or -ENOMEM. */
+/* Appends one ExportTraceServiceRequest holding `spans[0..n)` to `out`, as protobuf or as
+ * OTLP/JSON (ids in lowercase hex, 64-bit integers as strings, enums as numbers): one
+ * ResourceSpans per distinct service.name (a span's own, else `r`'s), in order of first
+ * appearance, each with `r`'s host.name and version. Returns 0 or -ENOMEM. */
 int otlp_encode_protobuf(const struct otlp_resource *r, const struct span *spans, size_t n,
 			 struct strbuf *out);
 int otlp_encode_json(const struct otlp_resource *r, const struct span *spans, size_t n,
