@@ -10,7 +10,7 @@
 #  - telemetry.tracing.protocol http/json exports OTLP/JSON that decodes strictly;
 #  - receiver down: connects keep working, spans are dropped and counted (export failed, queue
 #    full), and exports resume once the receiver is back.
-# mTLS client/server spans sharing a trace id wait for the mTLS tunnel (issue 9): skipped.
+# mTLS connections' client and server spans: test_tracing_mtls.sh (two hosts).
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_observe.sh"
 need_root
@@ -177,5 +177,4 @@ recovered() {
 check recovers_after_receiver_returns "$(tail -n 2 "$SPANS")" wait_until 30 recovered
 check exported_counted "$(metric $MPORT meshd_trace_spans_exported_total)" positive metric $MPORT meshd_trace_spans_exported_total
 check every_export_decoded "$(grep '"type":"error"' "$SPANS" | head -n 2)" sh -c "! grep -q '\"type\":\"error\"' '$SPANS'"
-skip mtls_client_server_spans "the mTLS tunnel (issue 9, engineer mtls) is not on this branch"
 exit 0

@@ -240,13 +240,14 @@ static const struct meshd_component components[] = {
 	  discovery_comp_reload,
 	  discovery_comp_end },
 	{ "health", { "datapath", "discovery" }, health_start, health_stop, NULL, NULL },
+	/* Tracing first: the proxy's threads export spans until it stops. */
+	{ "tracing", { "datapath" }, tracing_start, tracing_stop, tracing_reload, NULL },
 	{ "mtls",
-	  { "datapath", "discovery" },
+	  { "datapath", "discovery", "tracing" },
 	  mtls_comp_start,
 	  mtls_comp_stop,
 	  mtls_comp_reload,
 	  mtls_comp_end },
-	{ "tracing", { "datapath" }, tracing_start, tracing_stop, tracing_reload, NULL },
 	{ "metrics", { "datapath" }, metrics_start, metrics_stop, metrics_reload, NULL },
 	/* Last: once `meshctl status` answers, everything else is up. */
 	{ "admin",

@@ -137,7 +137,7 @@ static int serve(struct meshd *m)
 
 int cmd_run(const char *config_path)
 {
-	struct meshd m = { .config_path = config_path };
+	struct meshd m = { .config_path = config_path, .trace_lock = PTHREAD_MUTEX_INITIALIZER };
 	int sigfd, err;
 
 	sigfd = signals_setup();

@@ -7,6 +7,7 @@
 #ifndef MESHD_H
 #define MESHD_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -45,9 +46,10 @@ struct meshd {
 	struct admin *admin;
 	struct mtls *mtls; /* NULL when mtls.enabled is false */
 	struct mtls_glue *mtls_glue;
-	struct mtls_txn *mtls_txn; /* an mTLS reload applied, not yet committed or undone */
-	struct upgrade *upgrade;   /* a hand-over to a new meshd is under way */
-	struct tracing *tracing;
+	struct mtls_txn *mtls_txn;  /* an mTLS reload applied, not yet committed or undone */
+	struct upgrade *upgrade;    /* a hand-over to a new meshd is under way */
+	struct tracing *tracing;    /* m->trace_lock guards it for the mTLS proxy's threads */
+	pthread_mutex_t trace_lock; /* tracing.c */
 
 	uint64_t started_at_ns;		/* evloop_now_ns() at start */
 	uint64_t reloads[2];		/* indexed by enum meshd_reload_result */
@@ -163,6 +165,9 @@ int tracing_start(struct meshd *m);
 void tracing_stop(struct meshd *m);
 int tracing_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
 		   const struct config_plan *plan);
+/* The mTLS proxy's tracing hooks (thread-safe; valid for meshd's life). */
+struct mtls_tracing;
+void tracing_mtls_hooks(struct meshd *m, struct mtls_tracing *out);
 /* One datapath event: connection closes and rejects become spans while tracing is on. */
 void tracing_event(struct meshd *m, const struct datapath_event *ev);
 

@@ -129,6 +129,7 @@ static int start_proxy(struct meshd *m, const struct mesh_config *cfg)
 	struct mtls_datapath dp = { .take_orig = take_orig,
 				    .outcome = outcome,
 				    .backends = backends };
+	struct mtls_tracing tr;
 
 	if (!g)
 		return -ENOMEM;
@@ -138,7 +139,8 @@ static int start_proxy(struct meshd *m, const struct mesh_config *cfg)
 	if (!g->h)
 		goto err;
 	dp.ctx = g->h;
-	m->mtls = mtls_start(m->loop, cfg, &dp);
+	tracing_mtls_hooks(m, &tr);
+	m->mtls = mtls_start(m->loop, cfg, &dp, &tr);
 	if (!m->mtls)
 		goto err;
 	g->idw = identity_watch_new(m->loop, cfg, apply_identities, m);

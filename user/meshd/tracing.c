@@ -1,48 +1,32 @@
 /* The tracing component: connection spans over OTLP (telemetry.tracing.*). It switches the
  * datapath's sampling on (mesh_trace: the ratio is drawn in BPF at each close), turns the
- * datapath's connection-close and reject events into one CLIENT span each (attributes after the
- * OpenTelemetry semantic conventions plus the mesh's own) and hands them to the exporter thread
- * (user/telemetry/tracer.c). Runs on the event-loop thread; never blocks on the network. */
+ * datapath's connection-close and reject events into one CLIENT span each, and the mTLS proxy's
+ * finished connections into a CLIENT span (outbound) or a SERVER span (inbound) joined by the
+ * CONNECT's traceparent (attributes after the OpenTelemetry semantic conventions plus the mesh's
+ * own), and hands them to the exporter thread (user/telemetry/tracer.c). Runs on the event-loop
+ * thread, except the mTLS hooks (proxy threads: m->trace_lock guards what they read); never
+ * blocks on the network. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
 #include "meshd/meshd.h"
+#include "mtls/mtls.h"
 #include "telemetry/exposition.h"
 #include "telemetry/tracer.h"
+#include "telemetry/traceparent.h"
 
 struct tracing {
-	struct tracer *tracer;
-	uint64_t rng[2]; /* xorshift128+ for trace and span ids */
+	struct tracer *tracer; /* written under m->trace_lock */
+	double ratio;	       /* telemetry.tracing.sample_ratio; under m->trace_lock */
+	struct trace_rng rng;  /* loop thread's trace and span ids */
 	char host[256];
 };
-
-static uint64_t next_rand(struct tracing *t)
-{
-	uint64_t x = t->rng[0], y = t->rng[1];
-
-	t->rng[0] = y;
-	x ^= x << 23;
-	t->rng[1] = x ^ y ^ (x >> 17) ^ (y >> 26);
-	return t->rng[1] + y;
-}
-
-static void random_id(struct tracing *t, uint8_t *id, size_t n)
-{
-	do {
-		for (size_t i = 0; i < n; i += 8) {
-			uint64_t r = next_rand(t);
-
-			memcpy(id + i, &r, n - i < 8 ? n - i : 8);
-		}
-	} while (!memcmp(id, "\0\0\0\0\0\0\0\0", 8)); /* all-zero ids are invalid */
-}
 
 /* CLOCK_MONOTONIC (the datapath's clock) to Unix nanoseconds. */
 static uint64_t unix_ns(uint64_t mono_ns)
@@ -126,8 +110,8 @@ void tracing_event(struct meshd *m, const struct datapath_event *ev)
 	if (!t || !t->tracer || (ev->type != MESH_EV_CONN && ev->type != MESH_EV_REJECT))
 		return;
 	memset(&s, 0, sizeof(s));
-	random_id(t, s.trace_id, sizeof(s.trace_id));
-	random_id(t, s.span_id, sizeof(s.span_id));
+	trace_rng_id(&t->rng, s.trace_id, sizeof(s.trace_id));
+	trace_rng_id(&t->rng, s.span_id, sizeof(s.span_id));
 	if (ev->type == MESH_EV_CONN)
 		conn_span(&s, ev);
 	else
@@ -174,25 +158,141 @@ static int set_datapath(struct meshd *m, const struct mesh_config *cfg, bool on)
 	return err;
 }
 
+/* --- mTLS connections (proxy threads) ---------------------------------------------------------- */
+
+static const char *or_unknown(const char *s)
+{
+	return s && *s ? s : "unknown";
+}
+
+/* The mTLS attributes both sides share. */
+static void mtls_common(struct span *s, const struct mtls_trace *r)
+{
+	snprintf(s->name, sizeof(s->name), "connect %s", or_unknown(r->service));
+	s->start_unix_ns = unix_ns(r->start_ns);
+	s->end_unix_ns = unix_ns(r->end_ns);
+	span_attr_str(s, "network.transport", "tcp");
+	span_attr_str(s, "mesh.service", r->service);
+	span_attr_bool(s, "mesh.mtls", true);
+	span_attr_str(s, "mesh.result", r->result);
+	span_attr_int(s, "mesh.bytes_sent", (int64_t)r->bytes_sent);
+	span_attr_int(s, "mesh.bytes_received", (int64_t)r->bytes_received);
+	if (r->established_ns >= r->start_ns && r->established_ns)
+		span_attr_int(s, "mesh.connect_latency_ns",
+			      (int64_t)(r->established_ns - r->start_ns));
+	if (strcmp(r->result, "ok")) {
+		s->status = SPAN_STATUS_ERROR;
+		snprintf(s->status_message, sizeof(s->status_message), "%s%s%.40s", r->result,
+			 r->detail[0] ? ": " : "", r->detail);
+	}
+}
+
+/* Outbound: the caller's CLIENT span, under the caller identity's service.name; the server is
+ * the service address, the peer the backend host's meshd. */
+static void mtls_client_span(struct span *s, const struct mtls_trace *r)
+{
+	char be[64];
+
+	s->kind = SPAN_KIND_CLIENT;
+	snprintf(s->service_name, sizeof(s->service_name), "%s", or_unknown(r->identity));
+	mtls_common(s, r);
+	endpoint_attrs(s, "server.address", "server.port", &r->vip);
+	endpoint_attrs(s, "network.peer.address", "network.peer.port", &r->peer);
+	span_attr_str(s, "network.type", r->vip.family == AF_INET6 ? "ipv6" : "ipv4");
+	if (r->backend.family)
+		span_attr_str(s, "mesh.backend", config_endpoint_str(&r->backend, be, sizeof(be)));
+	span_attr_str(s, "mesh.identity", r->identity);
+	span_attr_int(s, "mesh.attempts", r->attempts);
+	span_attr_bool(s, "mesh.probe", r->probe);
+}
+
+/* Inbound: the SERVER span, on behalf of the local service; the caller is named by its verified
+ * SPIFFE ID, the peer is the calling meshd, the server the local backend. */
+static void mtls_server_span(struct span *s, const struct mtls_trace *r)
+{
+	s->kind = SPAN_KIND_SERVER;
+	snprintf(s->service_name, sizeof(s->service_name), "%s", or_unknown(r->service));
+	mtls_common(s, r);
+	endpoint_attrs(s, "server.address", "server.port", &r->backend);
+	endpoint_attrs(s, "network.peer.address", "network.peer.port", &r->peer);
+	span_attr_str(s, "network.type", r->peer.family == AF_INET6 ? "ipv6" : "ipv4");
+	span_attr_str(s, "mesh.source", r->identity);
+	span_attr_str(s, "mesh.source.spiffe_id", r->caller_id);
+}
+
+static double mtls_ratio(void *ctx)
+{
+	struct meshd *m = ctx;
+	double r = -1;
+
+	pthread_mutex_lock(&m->trace_lock);
+	if (m->tracing && m->tracing->tracer)
+		r = m->tracing->ratio;
+	pthread_mutex_unlock(&m->trace_lock);
+	return r;
+}
+
+static void mtls_span(void *ctx, const struct mtls_trace *r)
+{
+	struct meshd *m = ctx;
+	struct span s;
+
+	memset(&s, 0, sizeof(s));
+	memcpy(s.trace_id, r->trace_id, sizeof(s.trace_id));
+	memcpy(s.span_id, r->span_id, sizeof(s.span_id));
+	memcpy(s.parent_span_id, r->parent_span_id, sizeof(s.parent_span_id));
+	if (r->dir == MTLS_TRACE_OUTBOUND)
+		mtls_client_span(&s, r);
+	else
+		mtls_server_span(&s, r);
+	pthread_mutex_lock(&m->trace_lock);
+	if (m->tracing && m->tracing->tracer)
+		tracer_submit(m->tracing->tracer, &s);
+	pthread_mutex_unlock(&m->trace_lock);
+}
+
+void tracing_mtls_hooks(struct meshd *m, struct mtls_tracing *out)
+{
+	*out = (struct mtls_tracing){ .ctx = m, .ratio = mtls_ratio, .span = mtls_span };
+}
+
+/* --- the component ------------------------------------------------------------------------------ */
+
+/* Swaps in `tr` and `ratio` where the proxy threads look; returns the tracer swapped out. */
+static struct tracer *publish(struct meshd *m, struct tracing *t, struct tracer *tr, double ratio)
+{
+	struct tracer *old;
+
+	pthread_mutex_lock(&m->trace_lock);
+	old = t->tracer;
+	t->tracer = tr;
+	t->ratio = ratio;
+	pthread_mutex_unlock(&m->trace_lock);
+	return old;
+}
+
 int tracing_start(struct meshd *m)
 {
 	struct tracing *t = calloc(1, sizeof(*t));
+	struct tracer *tr;
 
 	if (!t)
 		return -ENOMEM;
-	if (getrandom(t->rng, sizeof(t->rng), 0) != sizeof(t->rng) || !(t->rng[0] | t->rng[1]))
-		t->rng[0] = (uint64_t)time(NULL) | 1;
+	trace_rng_seed(&t->rng);
 	if (gethostname(t->host, sizeof(t->host) - 1))
 		snprintf(t->host, sizeof(t->host), "unknown");
-	t->tracer = new_tracer(m, t, m->cfg);
-	if (!t->tracer && errno) {
+	tr = new_tracer(m, t, m->cfg);
+	if (!tr && errno) {
 		int err = -errno;
 
 		free(t);
 		return err;
 	}
+	publish(m, t, tr, m->cfg->tracing.sample_ratio);
+	pthread_mutex_lock(&m->trace_lock);
 	m->tracing = t;
-	return set_datapath(m, m->cfg, t->tracer != NULL);
+	pthread_mutex_unlock(&m->trace_lock);
+	return set_datapath(m, m->cfg, tr != NULL);
 }
 
 /* The datapath stays pinned after meshd: with nobody reading, close records would only fill the
@@ -205,9 +305,11 @@ void tracing_stop(struct meshd *m)
 		return;
 	if (m->cfg)
 		set_datapath(m, m->cfg, false);
+	pthread_mutex_lock(&m->trace_lock);
+	m->tracing = NULL;
+	pthread_mutex_unlock(&m->trace_lock);
 	tracer_free(t->tracer);
 	free(t);
-	m->tracing = NULL;
 }
 
 static bool same_str(const char *a, const char *b)
@@ -216,12 +318,12 @@ static bool same_str(const char *a, const char *b)
 }
 
 /* A new endpoint or protocol gets a new exporter (started before the old one goes, so a failure
- * keeps the old); a new ratio only a datapath write. */
+ * keeps the old); a new ratio only a datapath write (and the proxy's next draw). */
 int tracing_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new,
 		   const struct config_plan *plan)
 {
 	struct tracing *t = m->tracing;
-	struct tracer *tr = t ? t->tracer : NULL;
+	struct tracer *tr = t ? t->tracer : NULL, *prev;
 
 	if (!t)
 		return 0;
@@ -231,8 +333,9 @@ int tracing_reload(struct meshd *m, const struct mesh_config *old, const struct 
 		tr = new_tracer(m, t, new);
 		if (!tr && errno)
 			return -errno;
-		tracer_free(t->tracer);
-		t->tracer = tr;
 	}
+	prev = publish(m, t, tr, new->tracing.sample_ratio);
+	if (prev != tr)
+		tracer_free(prev);
 	return set_datapath(m, new, tr != NULL);
 }

@@ -74,6 +74,7 @@ static void respond_error(struct leg *l, int status, const char *detail)
 	};
 
 	snprintf(code, sizeof(code), "%03d", status);
+	trace_result(l, reason, detail);
 	LOG_DEBUG("mtls", "inbound CONNECT refused", "status=%d reason=%s source=%s detail=%s",
 		  status, reason, log_q(l->source_id), log_q(detail));
 	if (t && l->sref && t->state == T_READY)
@@ -177,6 +178,7 @@ void inbound_request(struct leg *l)
 	char detail[128];
 	int status;
 
+	trace_inbound_begin(l);
 	if (wire_request_finish(&l->req)) {
 		respond_error(l, WIRE_BAD_REQUEST, l->req.why);
 		return;

@@ -180,6 +180,7 @@ void leg_close(struct leg *l, bool reset)
 		return;
 	leg_enter(l);
 	l->dead = true;
+	trace_end(l);
 	l->state = L_DONE;
 	if (l->fd >= 0) {
 		if (l->fd_registered)
@@ -367,6 +368,7 @@ nghttp2_data_provider leg_provider(struct sref *s)
 void leg_establish(struct leg *l)
 {
 	l->state = L_ESTABLISHED;
+	l->trace.established_ns = evloop_now_ns();
 	if (leg_watch(l)) {
 		leg_close(l, true);
 		return;

@@ -31,6 +31,7 @@ struct listeners {
 struct mtls {
 	struct evloop *loop;
 	struct mtls_datapath dp;
+	struct mtls_tracing tr; /* read by the workers, fixed for the proxy's life */
 	pthread_mutex_t budget_lock;
 	struct budget_table *budgets;
 	struct certs *certs;
@@ -334,6 +335,7 @@ static int start_workers(struct mtls *m, size_t n)
 		if (!w)
 			return -ENOMEM;
 		m->workers[m->n_workers] = w;
+		w->tr = m->tr;
 		worker_update(w, m->snap, m->certs, m->policy);
 	}
 	hand_listeners(m);
@@ -347,7 +349,7 @@ static int start_workers(struct mtls *m, size_t n)
 }
 
 struct mtls *mtls_start(struct evloop *loop, const struct mesh_config *cfg,
-			const struct mtls_datapath *dp)
+			const struct mtls_datapath *dp, const struct mtls_tracing *tr)
 {
 	struct mtls *m = calloc(1, sizeof(*m));
 	char why[512] = "out of memory";
@@ -358,6 +360,8 @@ struct mtls *mtls_start(struct evloop *loop, const struct mesh_config *cfg,
 	m->loop = loop;
 	if (dp)
 		m->dp = *dp;
+	if (tr)
+		m->tr = *tr;
 	pthread_mutex_init(&m->budget_lock, NULL);
 	m->budgets = budget_table_new(&m->budget_lock);
 	m->policy = build_policy(cfg);
@@ -580,6 +584,7 @@ void mtls_stats(struct mtls *m, struct mtls_stats *out)
 		for (int k = 0; k < MTLS_REFUSE__COUNT; k++)
 			out->refused[k] += STAT_GET(s->refused[k]);
 		out->failed += STAT_GET(s->failed);
+		out->traceparent_invalid += STAT_GET(s->traceparent_invalid);
 	}
 }
 

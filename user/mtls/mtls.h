@@ -48,6 +48,38 @@ struct mtls_datapath {
 			size_t max);
 };
 
+/* One proxied connection that ended, for a span (issue 12): the outbound side's CLIENT span and
+ * the inbound side's SERVER span share the trace id the CONNECT's `traceparent` carried. Strings
+ * and the record live for the call only. */
+struct mtls_trace {
+	enum mtls_trace_dir { MTLS_TRACE_INBOUND = 0, MTLS_TRACE_OUTBOUND = 1 } dir;
+	uint8_t trace_id[16], span_id[8];
+	uint8_t parent_span_id[8];  /* inbound: the caller's client span; zero = a root span */
+	const char *service;	    /* the destination service ("" when unknown) */
+	const char *identity;	    /* the caller's identity (outbound: local; inbound: from its
+				    * SPIFFE ID); "" when unknown */
+	const char *caller_id;	    /* inbound: the caller's SPIFFE ID */
+	const char *result;	    /* "ok", "failed", or why not (a refusal, a CONNECT answer) */
+	const char *detail;	    /* the last failure, or "" */
+	struct config_endpoint vip; /* outbound: the service address the app dialled */
+	struct config_endpoint backend; /* the backend (inbound: the local one) */
+	struct config_endpoint peer;	/* the other meshd (outbound: its inbound listener) */
+	uint64_t start_ns, established_ns, end_ns; /* CLOCK_MONOTONIC; established 0 = never */
+	uint64_t bytes_sent, bytes_received;	   /* by the application (outbound) / backend */
+	unsigned attempts;			   /* outbound: backends tried */
+	bool probe;				   /* a half-open breaker probe */
+};
+
+/* Tracing hooks; NULL members (or a NULL struct) mean no spans. Called from proxy threads, so
+ * both must be thread-safe and must not block. */
+struct mtls_tracing {
+	void *ctx;
+	/* The sampling ratio (0..1) while spans are exported, negative while tracing is off. */
+	double (*ratio)(void *ctx);
+	/* A connection ended that is sampled, or failed: export its span. */
+	void (*span)(void *ctx, const struct mtls_trace *t);
+};
+
 struct mtls;
 
 /* Hash of a service name as the datapath's identity map stores it (FNV-1a folded to 24 bits,
@@ -56,9 +88,10 @@ uint32_t mtls_identity_hash(const char *service);
 
 /* Builds the proxy for `cfg` (mtls.enabled must be true): certificate store and source,
  * listeners (taken over from a previous meshd when the fd store has them), worker threads.
- * NULL with errno and one logged reason. */
+ * `tr` (copied; may be NULL) must stay callable until mtls_stop(). NULL with errno and one
+ * logged reason. */
 struct mtls *mtls_start(struct evloop *main_loop, const struct mesh_config *cfg,
-			const struct mtls_datapath *dp);
+			const struct mtls_datapath *dp, const struct mtls_tracing *tr);
 /* Stops accepting, closes every connection and joins the threads. Listening sockets stay in
  * the fd store unless `release` (meshd --cleanup, mTLS turned off). Accepts NULL. */
 void mtls_stop(struct mtls *m, bool release);
@@ -93,14 +126,15 @@ struct mtls_stats {
 	const char *reason_names[MTLS_REASONS_MAX]; /* NULL past the last */
 	uint64_t connections_total[2];
 	int64_t connections_active[2];
-	uint64_t bytes[2][2];	   /* [dir][0 = to the peer meshd, 1 = from it] */
-	uint64_t pool_connections; /* outbound pooled TLS connections */
-	uint64_t inbound_tunnels;  /* TLS connections from other hosts */
-	uint64_t retries[3];	   /* [0] retried, [1] exhausted (attempts), [2] budget denied */
-	uint64_t authz[2];	   /* [0] deny, [1] allow */
-	uint64_t authz_closed;	   /* established connections a policy change closed */
-	uint64_t refused[8];	   /* outbound refusals by enum mtls_refusal */
-	uint64_t failed;	   /* outbound connections failed after every attempt */
+	uint64_t bytes[2][2];	      /* [dir][0 = to the peer meshd, 1 = from it] */
+	uint64_t pool_connections;    /* outbound pooled TLS connections */
+	uint64_t inbound_tunnels;     /* TLS connections from other hosts */
+	uint64_t retries[3];	      /* [0] retried, [1] exhausted (attempts), [2] budget denied */
+	uint64_t authz[2];	      /* [0] deny, [1] allow */
+	uint64_t authz_closed;	      /* established connections a policy change closed */
+	uint64_t refused[8];	      /* outbound refusals by enum mtls_refusal */
+	uint64_t failed;	      /* outbound connections failed after every attempt */
+	uint64_t traceparent_invalid; /* inbound CONNECTs whose traceparent was ignored */
 };
 
 enum mtls_refusal {

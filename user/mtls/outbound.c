@@ -25,6 +25,7 @@ static void start_attempt(struct leg *l);
 static void refuse(struct leg *l, enum mtls_refusal why)
 {
 	STAT_ADD(l->w->st.refused[why], 1);
+	trace_result(l, mtls_refusal_name(why), "refused");
 	leg_close(l, true);
 }
 
@@ -87,6 +88,7 @@ static void outbound_new(struct worker *w, int fd, const struct sockaddr_storage
 		refuse(l, MTLS_REFUSE_NO_ORIG);
 		return;
 	}
+	trace_outbound_begin(l);
 	svc = snap_service(s, &l->orig.vip);
 	ident = snap_identity(s, l->orig.identity);
 	if (!svc || !ident) {
@@ -136,9 +138,9 @@ static void on_response_timeout(struct evloop *loop, void *arg)
 	leg_leave(l);
 }
 
-/* The CONNECT's headers. Adding one more (e.g. W3C `traceparent` for issue 12) is one line in
- * this array (and its count). */
-static size_t connect_headers(const struct leg *l, char *authority, nghttp2_nv *nv)
+/* The CONNECT's headers (at most 3): the W3C `traceparent` of the leg's span when traced. */
+static size_t connect_headers(const struct leg *l, char *authority, char *traceparent,
+			      nghttp2_nv *nv)
 {
 #define NV(n, v, vl)                                                                               \
 	(nghttp2_nv){ (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NONE }
@@ -146,6 +148,8 @@ static size_t connect_headers(const struct leg *l, char *authority, nghttp2_nv *
 
 	nv[k++] = NV(":method", "CONNECT", 7);
 	nv[k++] = NV(":authority", authority, strlen(authority));
+	if (trace_header(l, traceparent, TRACEPARENT_LEN + 1))
+		nv[k++] = NV("traceparent", traceparent, TRACEPARENT_LEN);
 	return k;
 #undef NV
 }
@@ -153,7 +157,7 @@ static size_t connect_headers(const struct leg *l, char *authority, nghttp2_nv *
 static void submit(struct leg *l, struct tunnel *t)
 {
 	struct sref *s = sref_new(t);
-	char authority[64];
+	char authority[64], traceparent[TRACEPARENT_LEN + 1];
 	nghttp2_nv nv[4];
 	nghttp2_data_provider prov;
 	size_t n;
@@ -164,7 +168,7 @@ static void submit(struct leg *l, struct tunnel *t)
 	}
 	prov = leg_provider(s);
 	wire_format_authority(&l->target, authority, sizeof(authority));
-	n = connect_headers(l, authority, nv);
+	n = connect_headers(l, authority, traceparent, nv);
 	s->sid = nghttp2_submit_request(t->h2, NULL, nv, n, &prov, s);
 	if (s->sid < 0) {
 		sref_free(s);
@@ -253,6 +257,7 @@ void outbound_response(struct leg *l, int status, const char *reason)
 		outbound_attempt_failed(l, *reason ? reason : wire_status_reason(status), true);
 		return;
 	}
+	trace_result(l, wire_status_reason(status), *reason ? reason : "");
 	if (status == WIRE_DENIED) {
 		STAT_ADD(l->w->st.refused[MTLS_REFUSE_DENIED], 1);
 		LOG_DEBUG("mtls", "connection denied by the remote meshd", "service=%s identity=%s",
@@ -315,6 +320,7 @@ static void on_backoff(struct evloop *loop, void *arg)
 static void give_up(struct leg *l, int retry_result, const char *why)
 {
 	STAT_ADD(l->w->st.failed, 1);
+	trace_result(l, "failed", why);
 	if (retry_result >= 0)
 		STAT_ADD(l->w->st.retries[retry_result], 1);
 	LOG_DEBUG("mtls", "connection failed", "service=%s attempts=%u last=%s", l->service,

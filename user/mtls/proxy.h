@@ -21,6 +21,7 @@
 #include "mtls/retry.h"
 #include "mtls/tls.h"
 #include "mtls/wire.h"
+#include "telemetry/traceparent.h"
 
 #define NAME_MAX_ 64
 #define STAGE_BYTES 16384	 /* send staging: one TLS record */
@@ -124,6 +125,7 @@ struct wstats {
 	uint64_t authz_closed;
 	uint64_t refused[MTLS_REFUSE__COUNT];
 	uint64_t failed;
+	uint64_t traceparent_invalid; /* inbound: a traceparent that did not parse, ignored */
 	struct {
 		uint64_t hash; /* 0 = empty */
 		char source[SPIFFE_ID_MAX];
@@ -160,6 +162,8 @@ struct worker {
 	int64_t tick;
 	uint64_t rnd; /* xorshift state */
 	struct authz_limiter deny_log;
+	struct mtls_tracing tr; /* the proxy's hooks (fixed) */
+	struct trace_rng trng;	/* trace and span ids, sampling draws */
 	struct wstats st;
 	uint8_t rbuf[READ_BYTES];
 	uint8_t stage[STAGE_BYTES];
@@ -251,6 +255,17 @@ enum leg_state {
 	L_DONE = 3,
 };
 
+/* A leg's span (trace.c): begun when tracing is on, exported at its close when sampled or not
+ * ok. */
+struct leg_trace {
+	bool on;
+	bool sampled;
+	uint8_t trace_id[16], span_id[8], parent_span_id[8];
+	const char *result; /* static text; NULL: decided by the leg's state at close */
+	char detail[48];
+	uint64_t established_ns;
+};
+
 struct chunk {
 	struct chunk *next;
 	size_t len, off;
@@ -283,6 +298,7 @@ struct leg {
 	uint64_t bytes_up, bytes_down; /* up: fd -> stream; down: stream -> fd */
 	int64_t timer;
 	uint64_t started_ns;
+	struct leg_trace trace;
 	/* outbound */
 	struct mtls_orig orig;
 	char service[NAME_MAX_];
@@ -351,6 +367,18 @@ void inbound_request(struct leg *l);
 void inbound_connected(struct leg *l, uint32_t events);
 /* Policy changed: close established legs it denies. */
 void inbound_recheck(struct worker *w);
+
+/* trace.c: connection spans. Outbound begins when the datapath's record is taken, inbound once
+ * the CONNECT's headers are in (its traceparent, when valid, names the trace and the parent). */
+void trace_outbound_begin(struct leg *l);
+void trace_inbound_begin(struct leg *l);
+/* The traceparent for the leg's CONNECT into `buf` (TRACEPARENT_LEN + 1 bytes); false when the
+ * leg is not traced. */
+bool trace_header(const struct leg *l, char *buf, size_t len);
+/* Why the leg ends unless it ends established (first call wins); `result` is static text. */
+void trace_result(struct leg *l, const char *result, const char *detail);
+/* From leg_close, before the leg's state becomes L_DONE: hands the span to the hooks. */
+void trace_end(struct leg *l);
 
 /* pool.c */
 struct tunnel *pool_get(struct worker *w, const struct pool_key *key, const char **why);

@@ -142,6 +142,20 @@ static int pseudo_header(struct wire_request *r, const uint8_t *name, size_t nl,
 	return bad(r, "unexpected pseudo-header");
 }
 
+/* Keeps one traceparent as sent; a second one (W3C: then none is valid), an empty, oversized or
+ * NUL-bearing one makes it unusable. A bad trace context never fails the request. */
+static void take_traceparent(struct wire_request *r, const uint8_t *value, size_t len)
+{
+	if (r->traceparent[0] || r->traceparent_bad || !len || len > WIRE_TRACEPARENT_MAX ||
+	    memchr(value, '\0', len)) {
+		r->traceparent_bad = true;
+		r->traceparent[0] = '\0';
+		return;
+	}
+	memcpy(r->traceparent, value, len);
+	r->traceparent[len] = '\0';
+}
+
 int wire_request_header(struct wire_request *r, const uint8_t *name, size_t namelen,
 			const uint8_t *value, size_t valuelen)
 {
@@ -154,10 +168,8 @@ int wire_request_header(struct wire_request *r, const uint8_t *name, size_t name
 		return pseudo_header(r, name, namelen, value, valuelen);
 	if (++r->n_headers > WIRE_MAX_HEADERS)
 		return bad(r, "too many headers");
-	if (is(name, namelen, "traceparent") && valuelen <= WIRE_TRACEPARENT_MAX) {
-		memcpy(r->traceparent, value, valuelen);
-		r->traceparent[valuelen] = '\0';
-	}
+	if (is(name, namelen, "traceparent"))
+		take_traceparent(r, value, valuelen);
 	return 0;
 }
 

@@ -48,7 +48,10 @@ struct wire_request {
 	unsigned n_headers;
 	size_t header_bytes;
 	struct config_endpoint target;
-	char traceparent[WIRE_TRACEPARENT_MAX + 1]; /* "" when absent (tracing, issue 12) */
+	/* W3C trace context (tracing, issue 12), unchecked: "" when absent or unusable (empty,
+	 * longer than WIRE_TRACEPARENT_MAX, repeated: then traceparent_bad). */
+	char traceparent[WIRE_TRACEPARENT_MAX + 1];
+	bool traceparent_bad;
 };
 
 void wire_request_init(struct wire_request *r);

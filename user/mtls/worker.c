@@ -143,6 +143,7 @@ struct worker *worker_new(struct mtls *px, int index)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	w->rnd = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)(index + 1) * 0x9e3779b97f4a7c15ull;
 	authz_limiter_init(&w->deny_log, 60ull * TICK_NS, 10);
+	trace_rng_seed(&w->trng);
 	return w;
 }
 

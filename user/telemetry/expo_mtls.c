@@ -158,6 +158,11 @@ static void retries(struct strbuf *out, const struct mtls_stats *st)
 		snprintf(extra, sizeof(extra), "reason=\"%s\"", mtls_refusal_name(i));
 		prom_sample_u64(out, "meshd_mtls_refused_total", NULL, extra, st->refused[i]);
 	}
+	prom_family(out, "meshd_mtls_traceparent_invalid_total", "counter",
+		    "Inbound CONNECTs whose W3C traceparent was malformed and ignored (the server "
+		    "span starts a trace of its own).");
+	prom_sample_u64(out, "meshd_mtls_traceparent_invalid_total", NULL, NULL,
+			st->traceparent_invalid);
 }
 
 static void authz(struct strbuf *out, const struct expo_mtls *x)

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """A hand-driven caller of a meshd's mTLS inbound listener, for the refusal tests: mutual TLS
 with the given certificate (or plaintext bytes with --plain), ALPN h2, SNI, then one HTTP/2
-CONNECT to --authority. Prints one JSON line: how the handshake went, the answer's :status and
-mesh-reason, or the error. Needs python3-h2 (Debian's), so run it with /usr/bin/python3."""
+CONNECT to --authority (with any --header NAME=VALUE). Prints one JSON line: how the handshake
+went, the answer's :status and mesh-reason, or the error. Needs python3-h2 (Debian's), so run it
+with /usr/bin/python3."""
 import argparse
 import json
 import socket
@@ -24,6 +25,7 @@ def main():
     ap.add_argument("--key")
     ap.add_argument("--authority", default="")
     ap.add_argument("--plain", action="store_true")
+    ap.add_argument("--header", action="append", default=[], help="NAME=VALUE, repeatable")
     a = ap.parse_args()
     out = {}
     raw = socket.create_connection((a.host, a.port), timeout=5)
@@ -52,7 +54,8 @@ def main():
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, validate_outbound_headers=False))
     conn.initiate_connection()
     sid = conn.get_next_available_stream_id()
-    conn.send_headers(sid, [(":method", "CONNECT"), (":authority", a.authority)])
+    extra = [tuple(h.split("=", 1)) for h in a.header]
+    conn.send_headers(sid, [(":method", "CONNECT"), (":authority", a.authority)] + extra)
     try:
         s.sendall(conn.data_to_send())
         while "status" not in out:
