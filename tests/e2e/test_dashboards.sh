@@ -3,27 +3,25 @@
 # (config/prometheus/meshd-rules.yml) against the real thing:
 #  - promtool check rules and promtool test rules (tests/prometheus/meshd-rules.test.yml);
 #  - the dashboard is well formed (unique panel ids, every panel queries the datasource variable,
-#    every metric it names is documented in docs/metrics.md, or pending);
+#    every metric it names is documented in docs/metrics.md);
 #  - a real Prometheus (Debian's, started here on loopback with its own data dir, the rules
 #    loaded) scrapes a real meshd carrying traffic (connects ok, failed, rejected, a breaker
-#    opening, a reload), and every panel's PromQL, with the dashboard variables set to match
-#    all, returns data. A panel naming a metric meshd does not export yet is listed with the
-#    feature it waits on (PENDING below) and skipped; once the metric exists, an empty panel
-#    fails. A metric neither exported nor pending fails (a typo or a removed metric).
+#    opening, a reload, and mTLS connections: meshd's outbound side to its own inbound listener
+#    on loopback, with a CA and two identities made by openssl, one connection held open), and
+#    every panel's PromQL, with the dashboard variables set to match all, returns data; the
+#    mTLS panels (handshakes, authorization, connections, certificate expiry) return a non-zero
+#    value. A metric meshd does not export fails (a typo or a removed metric).
 . "$(dirname "$0")/lib.sh"
-. "$(dirname "$0")/lib_observe.sh"
+. "$(dirname "$0")/mtls_lib.sh" # certificates and the Python client ($TMP/mc.py)
+. "$(dirname "$0")/lib_observe.sh" # after: its metric() is the one used here
 need_built "$MESHD"
 DASH=$ROOT/config/grafana/meshd.json
 RULES=$ROOT/config/prometheus/meshd-rules.yml
-MPORT=23290 PPORT=23291
+MPORT=23290 PPORT=23291 OUT_PORT=23215 IN_PORT=23216
 A1=23201 A2=23202 DEAD=23209
-
-# Metrics the dashboard or rules use that come with features not on this branch yet.
-PENDING='{
-  "meshd_authz_decisions_total": "mTLS authorization (issue 9, engineer mtls)",
-  "meshd_mtls_connections_active": "the mTLS proxy (issue 9, engineer mtls)",
-  "meshd_mtls_cert_expiry_timestamp_seconds": "mTLS identities (issue 9, engineer mtls)"
-}'
+SECURE=127.77.8.3
+# Panels whose every query must show mTLS traffic (a value other than 0), not just a series.
+MTLS_PANELS='["mTLS handshakes", "Authorization decisions", "mTLS connections", "Certificate expiry"]'
 
 check rules_check "$(promtool check rules "$RULES" 2>&1 | tail -n 2 | tr '\n' ' ')" \
 	promtool check rules "$RULES"
@@ -31,12 +29,11 @@ promtool test rules "$ROOT/tests/prometheus/meshd-rules.test.yml" >"$TMP/ptest" 
 check rules_unit_tests "$(tail -n 20 "$TMP/ptest")" grep -q SUCCESS "$TMP/ptest"
 
 # --- the dashboard's shape -------------------------------------------------------------------
-python3 - "$DASH" "$ROOT/docs/metrics.md" "$RULES" "$PENDING" >"$TMP/shape" 2>&1 <<'PY'
+python3 - "$DASH" "$ROOT/docs/metrics.md" "$RULES" >"$TMP/shape" 2>&1 <<'PY'
 import json, re, sys
 dash = json.load(open(sys.argv[1]))
 doc = open(sys.argv[2]).read()
 rules = open(sys.argv[3]).read()
-pending = json.loads(sys.argv[4])
 panels = [p for p in dash["panels"] if p.get("type") != "row"]
 ids = [p["id"] for p in dash["panels"]]
 problems = []
@@ -49,7 +46,7 @@ for p in panels:
         problems.append("panel %r does not use the datasource variable" % p["title"])
 names = set(re.findall(r"\b(meshd_[a-z_]+|process_[a-z_]+)\b",
                        json.dumps(dash) + rules))
-undocumented = sorted(n for n in names if "`%s`" % n not in doc and n not in pending)
+undocumented = sorted(n for n in names if "`%s`" % n not in doc)
 if undocumented:
     problems.append("not in docs/metrics.md: " + ", ".join(undocumented))
 print("; ".join(problems) if problems else "ok %d panels" % len(panels))
@@ -64,8 +61,14 @@ command -v prometheus >/dev/null || {
 	exit 1
 }
 observe_cgroup dashboards
+CG_SECURE=$(make_cgroup dashboards-secure)
 backend a1 $A1 || fail setup "backend a1 did not start"
 backend a2 $A2 || fail setup "backend a2 did not start"
+C=$TMP/certs
+gen_ca "$C" ca && gen_leaf "$C" ca "$C" web && gen_leaf "$C" ca "$C" secure || {
+	fail setup "openssl could not make the certificates"
+	exit 1
+}
 observe_config "$TMP/meshd.json" $MPORT "[
   { \"name\": \"api\", \"vip\": \"127.77.8.1\", \"port\": 80,
     \"backends\": [ {\"address\":\"127.0.0.1\",\"port\":$A1}, {\"address\":\"127.0.0.1\",\"port\":$A2},
@@ -77,6 +80,19 @@ observe_config "$TMP/meshd.json" $MPORT "[
     \"circuit_breaker\": { \"consecutive_failures\": 1, \"open_duration\": \"60s\",
                            \"max_ejection_percent\": 100 } }
 ]"
+# mTLS: callers in $CG act as `web`; `secure` (served on this host at the port of backend a1) is
+# reached through the outbound listener, a TLS tunnel to the inbound listener, then a1.
+jq --arg cg "${CG#"$CG2"}" --arg scg "${CG_SECURE#"$CG2"}" --arg c "$C" --argjson a1 $A1 '
+	.services += [{ name: "secure", vip: "'$SECURE'", port: 80, mtls: true,
+		backends: [{ address: "127.0.0.1", port: $a1 }] }] |
+	.mtls = { enabled: true, trust_domain: "'$TD'", cert_source: "files",
+		ca_file: ($c + "/ca.crt"), cert_dir: $c, workers: 1,
+		outbound_listen: "127.0.0.1:'$OUT_PORT'", inbound_listen: "127.0.0.1:'$IN_PORT'" } |
+	.identities = [{ cgroup: $cg, service: "web" },
+		{ cgroup: $scg, service: "secure", ports: [$a1] }] |
+	.authorization = { default_action: "deny",
+		rules: [{ source: "web", destination: "secure", action: "allow" }] }' \
+	"$TMP/meshd.json" >"$TMP/m.json" && mv "$TMP/m.json" "$TMP/meshd.json"
 start_meshd "$TMP/meshd.json" $MPORT || {
 	fail start "meshd did not start: $(tail -n 5 "$TMP/meshd.log")"
 	exit 1
@@ -84,8 +100,13 @@ start_meshd "$TMP/meshd.json" $MPORT || {
 traffic() {
 	in_cgroup "$CG" "$TOOLS/mesh_client" -n 30 127.77.8.1 80 >/dev/null 2>&1
 	in_cgroup "$CG" "$TOOLS/mesh_client" -n 5 127.77.8.2 80 >/dev/null 2>&1
+	in_cgroup "$CG" python3 "$TMP/mc.py" many $SECURE 80 10 >"$TMP/mtls.json" 2>&1
 }
 traffic
+check mtls_traffic "$(cat "$TMP/mtls.json")" test "$(jq .ok "$TMP/mtls.json")" = 10
+in_cgroup "$CG" python3 "$TMP/mc.py" hold $SECURE 80 "$TMP/hold.stop" >"$TMP/hold.json" 2>&1 &
+defer "touch '$TMP/hold.stop'; kill -9 $! 2>/dev/null"
+check mtls_connection_held "$(cat "$TMP/hold.json")" wait_for 10 test -e "$TMP/hold.stop.ready"
 kill -HUP "$MESHD_PID"
 rejected() { [ "$(metric $MPORT 'meshd_rejects_total{service="gone",reason="circuit_open"}')" -ge 1 ]; }
 check traffic_rejected "rejected $(metric $MPORT 'meshd_rejects_total{service="gone",reason="circuit_open"}')" \
@@ -118,9 +139,9 @@ check rules_loaded_in_prometheus "$(curl -s "$PROM/api/v1/rules" | head -c 300)"
 	sh -c "curl -s '$PROM/api/v1/rules' | grep -q MeshServiceDown"
 
 curl -s "http://127.0.0.1:$MPORT/metrics" >"$TMP/metrics.txt"
-python3 - "$DASH" "$PROM" "$TMP/metrics.txt" "$PENDING" <<'PY'
+python3 - "$DASH" "$PROM" "$TMP/metrics.txt" "$MTLS_PANELS" <<'PY'
 import json, re, sys, urllib.parse, urllib.request
-dash, prom, exported, pending = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+dash, prom, exported, nonzero = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 have = set(re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{| )", open(exported).read(), re.M))
 subst = {"$__rate_interval": "30s", "$instance": ".*", "$service": ".*"}
 for p in json.load(open(dash))["panels"]:
@@ -133,10 +154,6 @@ for p in json.load(open(dash))["panels"]:
             expr = expr.replace(k, v)
         names = set(re.findall(r"\b(meshd_[a-z_]+|process_[a-z_]+)\b", expr))
         missing = sorted(names - have)
-        if missing and all(n in pending for n in missing):
-            print("SKIP dashboards.%s.%s: waits on %s" % (case, t["refId"], "; ".join(
-                "%s (%s)" % (n, pending[n]) for n in missing)))
-            continue
         if missing:
             print("FAIL dashboards.%s.%s: meshd exports no %s" % (case, t["refId"], ", ".join(missing)))
             continue
@@ -146,8 +163,11 @@ for p in json.load(open(dash))["panels"]:
         except Exception as e:  # an HTTP 400 is a PromQL error
             print("FAIL dashboards.%s.%s: %s: %s" % (case, t["refId"], expr, e))
             continue
-        n = len(res.get("data", {}).get("result", []))
-        if res.get("status") == "success" and n:
+        result = res.get("data", {}).get("result", [])
+        values = [float(r["value"][1]) for r in result]
+        if p["title"] in nonzero and not any(v != 0 for v in values):
+            print("FAIL dashboards.%s.%s: no mTLS traffic in %s: %s" % (case, t["refId"], expr, values))
+        elif res.get("status") == "success" and result:
             print("PASS dashboards.%s.%s" % (case, t["refId"]))
         else:
             print("FAIL dashboards.%s.%s: no data for %s (%s)" % (case, t["refId"], expr, res.get("error", "empty")))
