@@ -153,6 +153,17 @@ start_host() {
 	defer "nsenter --net=/run/netns/$ns '$MESHD' --cleanup --config '$config'"
 	wait_for 60 host_ready "$h" "$!"
 }
+# start_hosts: meshd on host a from $TMP/a.json, then on host b from $TMP/b.json; exits the suite
+# (with the log's tail) when one does not come up.
+start_hosts() {
+	local h
+	for h in a b; do
+		start_host $h "$TMP/$h.json" || {
+			fail "start_$h" "meshd $h did not start: $(tail -n 5 "$TMP/$h.log")"
+			exit 1
+		}
+	done
+}
 host_ready() {
 	[ "$(grep -c 'msg="meshd running"' "$TMP/$1.log")" -gt "${READY_SEEN:-0}" ] && return 0
 	kill -0 "$2" 2>/dev/null || return 2

@@ -31,14 +31,7 @@ host_config "$TMP/b.json" b "
 		{ cgroup: \"${CG_b#"$CG2"}/rst\", service: \"rst\", ports: [8081] },
 		{ cgroup: \"${CG_b#"$CG2"}/bulk\", service: \"bulk\", ports: [9000] }] |
 	.authorization.rules = [{ source: \"web\", destination: \"*\", action: \"allow\" }]"
-start_host a "$TMP/a.json" || {
-	fail start_a "meshd a did not start: $(tail -n 5 "$TMP/a.log")"
-	exit 1
-}
-start_host b "$TMP/b.json" || {
-	fail start_b "meshd b did not start: $(tail -n 5 "$TMP/b.log")"
-	exit 1
-}
+start_hosts
 
 # --- the mesh path -----------------------------------------------------------------------------
 MARK="mesh-secret-$$"
@@ -119,7 +112,10 @@ b_rules '[{ source: "web", destination: "api", action: "deny" }, { source: "*", 
 in_host_cg "$HA" "$CG_a/web" curl -s --max-time 5 "http://$VIP/denied" >/dev/null 2>&1
 rc=$?
 denied=$(metric b "meshd_authz_decisions_total\\{source=\"$src\",destination=\"api\",result=\"deny\"")
-check deny_refuses "curl exit $rc (56 = reset), deny decisions $denied" test "$rc" = 56 -a "$denied" -ge 1
+# The app's socket is reset once B answers 403: curl says 56 (reset while receiving), or 7 when
+# the reset came before it polled its connect's completion (a fast answer on a busy machine).
+check deny_refuses "curl exit $rc (56 or 7 = reset), deny decisions $denied" \
+	test "(" "$rc" = 56 -o "$rc" = 7 ")" -a "$denied" -ge 1
 dst="spiffe://$TD/ns/default/dc/dc1/svc/api"
 check deny_logged_with_both_ids "no deny line naming $src and $dst" \
 	grep -q "connection denied.*source=$src.*destination_id=$dst" "$TMP/b.log"

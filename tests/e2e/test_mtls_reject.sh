@@ -37,14 +37,7 @@ host_config "$TMP/b.json" b "
 	.mtls.inbound_listen = \"$IP_B:15008\" |
 	.identities = [{ cgroup: \"${CG_b#"$CG2"}/api\", service: \"api\", ports: [8080] }] |
 	.authorization.rules = [{ source: \"web\", destination: \"api\", action: \"allow\" }]"
-start_host a "$TMP/a.json" || {
-	fail start_a "meshd a did not start: $(tail -n 5 "$TMP/a.log")"
-	exit 1
-}
-start_host b "$TMP/b.json" || {
-	fail start_b "meshd b did not start: $(tail -n 5 "$TMP/b.log")"
-	exit 1
-}
+start_hosts
 
 # call DIR [H2CONNECT ARGS]: a caller presenting DIR/web.crt from host a; prints its JSON.
 call() {

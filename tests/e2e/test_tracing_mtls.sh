@@ -56,14 +56,7 @@ configs() {
 	.authorization.rules = [{ source: \"web\", destination: \"*\", action: \"allow\" }]"
 }
 configs 1
-start_host a "$TMP/a.json" || {
-	fail start_a "meshd a did not start: $(tail -n 5 "$TMP/a.log")"
-	exit 1
-}
-start_host b "$TMP/b.json" || {
-	fail start_b "meshd b did not start: $(tail -n 5 "$TMP/b.log")"
-	exit 1
-}
+start_hosts
 
 # spans HOST FROM FILTER: span lines of HOST's receiver from line FROM on matching FILTER.
 spans() { tail -n +"$2" "$TMP/spans-$1.jsonl" 2>/dev/null | jq -c "select(.type == \"span\") | select($3)"; }
