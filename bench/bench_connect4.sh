@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # connect4 as a figure of the results pipeline (bench/bench_datapath.sh has the datapath's own
 # wider set, printed as key=value lines). The average cost of the connect4 program (kernel.bpf_stats_enabled: run_time_ns / run_cnt) as
-# the services map grows: 10 to 100,000 services of 10 backends each (DP_SIZES), and at 1,000
+# the services map grows: 10 to 100,000 services of 10 backends each (DP_SIZES; QUICK=1 stops at
+# 10,000), and at 1,000
 # services balanced with peak_ewma (variant peak_ewma). Sizes the
 # datapath cannot hold are reported as skipped, with the count it held and the error.
 # Each repeated run goes up and down through the sizes (service 0 is written once, so every size
@@ -34,6 +35,8 @@ bench_meta metric=bpf_per_connect title="all datapath programs per connect" unit
 	better=lower xlabel=services
 bench_meta metric=connect4_flatness title="connect4 flatness (largest size / smallest)" \
 	unit=ratio better=lower
+bench_sizes mesh connect4_avg "${SIZES[@]}"
+SIZES=("${BENCH_SIZES[@]}")
 
 CG=$(make_cgroup bench-dp)
 defer "'$DPTOOL' --pin '$PIN' cleanup"

@@ -7,14 +7,21 @@
 # 1,024 backends. Beside each cost, all our programs' run time per connection; (4) UDP: DNS
 # queries per second through a VIP against the same directly to the dnsmasq behind it (dnsperf,
 # alternating, 3 runs each), and the sendmsg4 program's cost per datagram. Prints key=value
-# lines. Restores bpf_stats_enabled; cleans up.
+# lines. Restores bpf_stats_enabled; cleans up. QUICK=1 (make bench QUICK=1): one round instead
+# of four, sizes up to 10,000 services, fewer samples, 2 s dnsperf runs.
 #   bench/bench_datapath.sh [RTT_SAMPLES] [CONNECTS_PER_SIZE]
 . "$(dirname "$0")/../tests/e2e/lib.sh"
 need_root
 BENCH=$TOOLS/dpbench
 DPTOOL=$TOOLS/dptool
-RTT_N=${1:-10000}
-CONN_N=${2:-20000}
+if [ "${QUICK:-0}" = 1 ]; then
+	RTT_N=${1:-3000} CONN_N=${2:-8000} ROUNDS=1 DNS_S=2
+	SIZES=(10 100 1000 10000)
+else
+	RTT_N=${1:-10000} CONN_N=${2:-20000} ROUNDS=4 DNS_S=5
+	SIZES=(10 100 1000 10000 100000)
+fi
+MAX=${SIZES[-1]}
 for b in "$BENCH" "$DPTOOL"; do
 	[ -x "$b" ] || { echo "error=missing $b (make unit-bins)"; exit 1; }
 done
@@ -23,7 +30,7 @@ CG=$(make_cgroup bench)
 defer "'$DPTOOL' --pin '$PIN' cleanup"
 old_stats=$(sysctl -n kernel.bpf_stats_enabled)
 defer "sysctl -q kernel.bpf_stats_enabled=$old_stats"
-"$DPTOOL" --pin "$PIN" --cgroup "$CG" --max-services 100000 --max-backends 1100000 open \
+"$DPTOOL" --pin "$PIN" --cgroup "$CG" --max-services "$MAX" --max-backends $((MAX * 11)) open \
 	>/dev/null || { echo "error=datapath did not load"; exit 1; }
 spawn bench-servers "$BENCH" serve 18900 11
 wait_for 5 port_open 127.0.0.1 18910 || { echo "error=servers did not start"; exit 1; }
@@ -87,9 +94,11 @@ report() {
 	echo "connect4_flatness_max_over_min_${prefix}=$(awk -v a="$max" -v b="$min" 'BEGIN { printf "%.3f", a / b }')"
 }
 
-SIZES=(10 100 1000 10000 100000)
 VISITS=()
-for _ in 1 2 3 4; do VISITS+=(10 100 1000 10000 100000 100000 10000 1000 100 10); done
+for ((r = 0; r < ROUNDS; r++)); do
+	for ((i = 0; i < ${#SIZES[@]}; i++)); do VISITS+=("${SIZES[$i]}"); done
+	for ((i = ${#SIZES[@]} - 1; i >= 0; i--)); do VISITS+=("${SIZES[$i]}"); done
+done
 size=0
 for n in "${VISITS[@]}"; do
 	if ((n != size)); then
@@ -105,7 +114,7 @@ report services "${SIZES[@]}"
 # backends (beyond ten: 127.1.x.y:18900, served by serve-many), visited in turn 4 times.
 "$BENCH" populate "$PIN" 1 18900 >/dev/null
 BACKENDS=(2 10 100 1024)
-for _ in 1 2 3 4; do
+for ((r = 0; r < ROUNDS; r++)); do
 	for b in "${BACKENDS[@]}"; do
 		"$BENCH" populate "$PIN" 1 18900 0 "$b" >/dev/null ||
 			{ echo "error=populate of $b backends failed"; exit 1; }
@@ -123,8 +132,8 @@ if command -v dnsperf >/dev/null && command -v dnsmasq >/dev/null; then
 	"$DPTOOL" --pin "$PIN" set --name udp --vip 127.77.2.98:53 --proto udp --alg round_robin \
 		--backend 127.0.0.1:18953
 	for _ in $(seq 1 1000); do echo "svc.test A"; done >"$TMP/queries"
-	qps() { # qps SERVER PORT: dnsperf's queries per second over 5 s, from the cgroup
-		incg dnsperf -s "$1" -p "$2" -d "$TMP/queries" -l 5 -c 4 -q 64 2>/dev/null |
+	qps() { # qps SERVER PORT: dnsperf's queries per second over DNS_S seconds, from the cgroup
+		incg dnsperf -s "$1" -p "$2" -d "$TMP/queries" -l "$DNS_S" -c 4 -q 64 2>/dev/null |
 			awk '/Queries per second/ { print int($4) }'
 	}
 	vip=() direct=()

@@ -20,6 +20,9 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 B=$TOOLS/mtlsbench
+if [ "${QUICK:-0}" = 1 ]; then # make bench QUICK=1: fewer samples, shorter streams
+	RR=${RR:-5000} CRR=${CRR:-500} CRR_TLS=${CRR_TLS:-200} SECS=${SECS:-2}
+fi
 RR=${RR:-20000} CRR=${CRR:-2000} CRR_TLS=${CRR_TLS:-400} SECS=${SECS:-5} CONNS=${CONNS:-1000}
 need_built "$B" "$MESHD"
 for t in haproxy stunnel4; do

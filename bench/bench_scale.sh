@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The scale curve: connect + 1 B request/response + close to one service while the host holds N
-# services (SCALE_SIZES, default 10 1,000 10,000 100,000), through the mesh (N services of 10
+# services (SCALE_SIZES, default 10 1,000 10,000 100,000; QUICK=1 stops at 10,000), through the mesh (N services of 10
 # backends in the BPF maps) and through kube-proxy style iptables rules (N services in
 # KUBE-SERVICES, matched in order for every new connection), with direct connects interleaved
 # as the reference. The measured iptables service sits in the middle of KUBE-SERVICES (kube-proxy
@@ -29,6 +29,8 @@ bench_meta metric=scale_connect_close_p50 title="connect + 1 B req/resp + close 
 	unit=us better=lower subject=mesh baselines=iptables,direct xlabel=services
 bench_meta metric=iptables_restore_s title="iptables-restore of the N services" unit=s \
 	better=lower xlabel=services
+bench_sizes mesh,iptables,direct scale_connect_close_p50 "${SIZES[@]}"
+SIZES=("${BENCH_SIZES[@]}")
 
 CG=$(make_cgroup bench-scale)
 defer "'$DPTOOL' --pin '$PIN' cleanup"

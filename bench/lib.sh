@@ -47,6 +47,27 @@ kv() { sed -n "s/^$2=//p" "$1" | head -n 1; }
 # bench_quick QUICK_VALUE FULL_VALUE: the sample count for this mode.
 bench_quick() { if [ "$QUICK" = 1 ]; then echo "$1"; else echo "$2"; fi; }
 
+# bench_sizes VARIANTS METRIC SIZE...: sets BENCH_SIZES to the service counts this mode measures.
+# QUICK=1 stops at QUICK_MAX_SIZE (10,000: populating 100,000 services, and iptables-restore of
+# as many rules, take minutes); each larger size is reported skipped for every variant in the
+# comma-separated VARIANTS, with why.
+QUICK_MAX_SIZE=10000
+bench_sizes() {
+	local variants=$1 metric=$2 n v
+	shift 2
+	BENCH_SIZES=()
+	for n in "$@"; do
+		if [ "$QUICK" = 1 ] && ((n > QUICK_MAX_SIZE)); then
+			for v in ${variants//,/ }; do
+				bench_skip "$metric" "$v" "$n" "QUICK=1 stops at $QUICK_MAX_SIZE services" \
+					"(the full run measures $n)"
+			done
+		else
+			BENCH_SIZES+=("$n")
+		fi
+	done
+}
+
 # bench_need_root: every scenario attaches BPF or changes iptables.
 bench_need_root() {
 	[ "$(id -u)" -eq 0 ] || bench_fail "needs root"

@@ -49,9 +49,15 @@ for s in "${scenarios[@]}"; do
 	rc=$?
 	grep -v '^@' "$OUT/logs/$s.out" | sed 's/^/   /'
 	sed -n 's/^\(@[a-z]*\) /\1 scenario='"$s"' /p' "$OUT/logs/$s.out" >>"$raw"
-	# A scenario of plain key=value lines (no @result): each numeric value is a figure of one run.
+	# A scenario of plain key=value lines (no @result): each numeric value is a figure of one run
+	# (several may share a line; a `target=` beside a figure is the scenario's own note; a key
+	# printed again, like a per-line `failed=`, keeps its first value).
 	grep -q '^@result' "$OUT/logs/$s.out" ||
-		sed -n 's/^\([a-z][a-z0-9_]*\)=\(-\{0,1\}[0-9][0-9.]*\)$/@result scenario='"$s"' metric=\1 variant=- x=- run=1 value=\2 unit=-/p' \
+		awk -v s="$s" '!/^@/ { for (i = 1; i <= NF; i++) {
+			if ($i !~ /^[a-z][a-z0-9_]*=-?[0-9][0-9.]*$/ || $i ~ /^target=/) continue
+			k = substr($i, 1, index($i, "=") - 1); v = substr($i, index($i, "=") + 1)
+			if (seen[k]++) continue
+			print "@result scenario=" s " metric=" k " variant=- x=- run=1 value=" v " unit=-" } }' \
 			"$OUT/logs/$s.out" >>"$raw"
 	if [ "$rc" -ne 0 ]; then
 		grep -q '^@error' "$OUT/logs/$s.out" ||
