@@ -7,8 +7,8 @@
 #    traceparent carried on the CONNECT); service.name is the caller identity on a, the local
 #    service on b, which names the caller by its verified SPIFFE ID;
 #  - at sample_ratio 0 a good connection exports nothing, a failing one (backend refused on b)
-#    still gives the client span (failed) and the server span of each attempt (backend_failed),
-#    all in one trace;
+#    still gives the client span (failed) and the server span of each attempt (backend_failed,
+#    naming the calling meshd), all in one trace;
 #  - a hand-driven CONNECT: a valid traceparent is joined (its trace id, its parent-id as the
 #    parent); malformed ones are ignored and counted, the server span starting its own trace.
 . "$(dirname "$0")/lib.sh"
@@ -121,8 +121,9 @@ attempts=$(ca '.attributes["mesh.attempts"]')
 s=$(wait_spans b "$fb" "$MTLS and .traceId == \"$(ca .traceId)\"" "${attempts:-1}")
 check server_span_per_failed_attempt "attempts $attempts, server spans: $s" \
 	test "$(echo "$s" | grep -c .)" = "$attempts" -a \
-	"$(echo "$s" | jq -r '[.attributes["mesh.result"], .status.code, .parentSpanId] | @csv' | sort -u)" = \
-	"\"backend_failed\",2,\"$(ca .spanId)\""
+	"$(echo "$s" | jq -r '[.attributes["mesh.result"], .status.code, .parentSpanId,
+		.attributes["network.peer.address"]] | @csv' | sort -u)" = \
+	"\"backend_failed\",2,\"$(ca .spanId)\",\"$IP_A\""
 check failed_client_status "$(ca .status)" test "$(ca '.status.code')" = 2
 check no_ok_span_at_ratio_0 "$(spans a "$fa" "$MTLS and .attributes[\"mesh.result\"] == \"ok\"")" \
 	test -z "$(spans a "$fa" "$MTLS and .attributes[\"mesh.result\"] == \"ok\"")$(spans b "$fb" ".attributes[\"mesh.result\"] == \"ok\"")"

@@ -264,6 +264,8 @@ struct leg_trace {
 	const char *result; /* static text; NULL: decided by the leg's state at close */
 	char detail[48];
 	uint64_t established_ns;
+	struct config_endpoint
+	    peer; /* inbound: the calling meshd (the tunnel may be gone at close) */
 };
 
 struct chunk {

@@ -51,11 +51,15 @@ void trace_inbound_begin(struct leg *l)
 {
 	struct leg_trace *t = &l->trace;
 	struct trace_context c;
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
 	double r = ratio(l->w);
 
 	if (r < 0)
 		return;
 	t->on = true;
+	if (l->t && !getpeername(l->t->fd, (struct sockaddr *)&ss, &len))
+		sockaddr_to_endpoint(&ss, &t->peer);
 	trace_rng_id(&l->w->trng, t->span_id, sizeof(t->span_id));
 	if (caller_context(l, &c)) {
 		memcpy(t->trace_id, c.trace_id, sizeof(t->trace_id));
@@ -104,16 +108,12 @@ static void outbound_record(const struct leg *l, struct mtls_trace *r)
 /* Inbound: the caller's verified identity, the local backend, the calling meshd. */
 static void inbound_record(const struct leg *l, struct mtls_trace *r)
 {
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-
 	r->dir = MTLS_TRACE_INBOUND;
 	r->service = l->destination;
 	r->identity = l->source;
 	r->caller_id = l->source_id;
 	r->backend = l->req.target;
-	if (l->t && l->t->fd >= 0 && !getpeername(l->t->fd, (struct sockaddr *)&ss, &len))
-		sockaddr_to_endpoint(&ss, &r->peer);
+	r->peer = l->trace.peer;
 }
 
 void trace_end(struct leg *l)
