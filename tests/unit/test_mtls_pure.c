@@ -262,6 +262,44 @@ TEST(wire_accepts_a_plain_connect_to_ip_port)
 	CHECK_STR_EQ(buf, "[2001:db8::2]:443");
 }
 
+/* One traceparent is kept as sent (traceparent.c judges it); a repeated, empty, oversized or
+ * NUL-bearing one is unusable; none of them fails the CONNECT. */
+TEST(wire_keeps_one_traceparent_and_never_fails_on_it)
+{
+	static const char tp[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+	char big[WIRE_TRACEPARENT_MAX + 2];
+	struct wire_request r;
+
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	for (int c = 0; c < 4; c++) {
+		wire_request_init(&r);
+		add(&r, ":method", "CONNECT");
+		add(&r, ":authority", "198.18.0.2:8080");
+		if (c == 0) {
+			CHECK_INT_EQ(add(&r, "traceparent", tp), 0);
+			CHECK_INT_EQ(add(&r, "traceparent", tp), 0);
+		} else if (c == 1) {
+			CHECK_INT_EQ(add(&r, "traceparent", ""), 0);
+		} else if (c == 2) {
+			CHECK_INT_EQ(add(&r, "traceparent", big), 0);
+		} else {
+			CHECK_INT_EQ(wire_request_header(&r, (const uint8_t *)"traceparent", 11,
+							 (const uint8_t *)"00-\0x", 6),
+				     0);
+		}
+		CHECK_INT_EQ(wire_request_finish(&r), 0);
+		CHECK(r.traceparent_bad);
+		CHECK_STR_EQ(r.traceparent, "");
+	}
+	wire_request_init(&r);
+	add(&r, ":method", "CONNECT");
+	add(&r, ":authority", "198.18.0.2:8080");
+	add(&r, "traceparent", tp);
+	CHECK_STR_EQ(r.traceparent, tp);
+	CHECK(!r.traceparent_bad);
+}
+
 TEST(wire_refuses_anything_but_a_plain_connect)
 {
 	static const struct {
