@@ -194,7 +194,8 @@ static void mtls_client_span(struct span *s, const struct mtls_trace *r)
 	char be[64];
 
 	s->kind = SPAN_KIND_CLIENT;
-	snprintf(s->service_name, sizeof(s->service_name), "%s", or_unknown(r->identity));
+	snprintf(s->service_name, sizeof(s->service_name), "%s",
+		 r->identity[0] ? r->identity : "unknown_service"); /* OTel's default */
 	mtls_common(s, r);
 	endpoint_attrs(s, "server.address", "server.port", &r->vip);
 	endpoint_attrs(s, "network.peer.address", "network.peer.port", &r->peer);
