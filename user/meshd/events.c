@@ -1,7 +1,8 @@
-/* Events fan-out: the datapath's ring buffer (breaker transitions, rejects) is read once, on the
- * loop, and each decoded record handed to every subscriber in the order they subscribed: the
- * log (here: transitions at warn/info, rejects at debug), the metrics component's counters, and
- * later connection traces. Subscribers must not block. Loop thread only. */
+/* Events fan-out: the datapath's ring buffer (breaker transitions, rejects, sampled connection
+ * closes) is read once, on the loop, and each decoded record handed to every subscriber in the
+ * order they subscribed: the log (here: transitions at warn/info, rejects at debug), the close-on-
+ * open drains, the metrics component's counters and connection traces (tracing.c). Subscribers
+ * must not block. Loop thread only. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>

@@ -51,11 +51,11 @@ struct meshd {
 	struct tracing *tracing;    /* m->trace_lock guards it for the mTLS proxy's threads */
 	pthread_mutex_t trace_lock; /* tracing.c */
 
-	uint64_t started_at_ns;		/* evloop_now_ns() at start */
-	uint64_t reloads[2];		/* indexed by enum meshd_reload_result */
-	uint64_t health_transitions[2]; /* [0] to unhealthy, [1] to healthy */
+	uint64_t started_at_ns;		       /* evloop_now_ns() at start */
+	uint64_t reloads[2];		       /* indexed by enum meshd_reload_result */
+	uint64_t health_transitions[2];	       /* [0] to unhealthy, [1] to healthy */
 	struct tracer_counters trace_counters; /* span exporter, across reloads (atomics) */
-	bool ready; /* datapath attached and config loaded */
+	bool ready;			       /* datapath attached and config loaded */
 	int64_t drain_timer; /* next drain of removed backends' connections, 0 when none */
 	int64_t ewma_timer;  /* peak_ewma decay timer (components.c), 0 when none */
 
@@ -168,7 +168,5 @@ int tracing_reload(struct meshd *m, const struct mesh_config *old, const struct 
 /* The mTLS proxy's tracing hooks (thread-safe; valid for meshd's life). */
 struct mtls_tracing;
 void tracing_mtls_hooks(struct meshd *m, struct mtls_tracing *out);
-/* One datapath event: connection closes and rejects become spans while tracing is on. */
-void tracing_event(struct meshd *m, const struct datapath_event *ev);
 
 #endif

@@ -1,6 +1,7 @@
 /* The tracing component: connection spans over OTLP (telemetry.tracing.*). It switches the
  * datapath's sampling on (mesh_trace: the ratio is drawn in BPF at each close), turns the
- * datapath's connection-close and reject events into one CLIENT span each, and the mTLS proxy's
+ * datapath's connection-close and reject events (a subscriber of the events fan-out, events.c:
+ * the ring buffer has one reader) into one CLIENT span each, and the mTLS proxy's
  * finished connections into a CLIENT span (outbound) or a SERVER span (inbound) joined by the
  * CONNECT's traceparent (attributes after the OpenTelemetry semantic conventions plus the mesh's
  * own), and hands them to the exporter thread (user/telemetry/tracer.c). Runs on the event-loop
@@ -102,12 +103,14 @@ static void reject_span(struct span *s, const struct datapath_event *ev)
 	snprintf(s->status_message, sizeof(s->status_message), "rejected: %s", reason);
 }
 
-void tracing_event(struct meshd *m, const struct datapath_event *ev)
+/* Events subscriber (events.c reads the datapath's ring buffer once, for every subscriber):
+ * connection closes and rejects become spans while tracing is on. */
+static void on_event(const struct datapath_event *ev, void *arg)
 {
-	struct tracing *t = m->tracing;
+	struct tracing *t = arg;
 	struct span s;
 
-	if (!t || !t->tracer || (ev->type != MESH_EV_CONN && ev->type != MESH_EV_REJECT))
+	if (!t->tracer || (ev->type != MESH_EV_CONN && ev->type != MESH_EV_REJECT))
 		return;
 	memset(&s, 0, sizeof(s));
 	trace_rng_id(&t->rng, s.trace_id, sizeof(s.trace_id));
@@ -276,6 +279,7 @@ int tracing_start(struct meshd *m)
 {
 	struct tracing *t = calloc(1, sizeof(*t));
 	struct tracer *tr;
+	int err;
 
 	if (!t)
 		return -ENOMEM;
@@ -284,8 +288,7 @@ int tracing_start(struct meshd *m)
 		snprintf(t->host, sizeof(t->host), "unknown");
 	tr = new_tracer(m, t, m->cfg);
 	if (!tr && errno) {
-		int err = -errno;
-
+		err = -errno;
 		free(t);
 		return err;
 	}
@@ -293,7 +296,12 @@ int tracing_start(struct meshd *m)
 	pthread_mutex_lock(&m->trace_lock);
 	m->tracing = t;
 	pthread_mutex_unlock(&m->trace_lock);
-	return set_datapath(m, m->cfg, tr != NULL);
+	err = events_subscribe(m, on_event, t);
+	if (!err)
+		err = set_datapath(m, m->cfg, tr != NULL);
+	if (err)
+		tracing_stop(m);
+	return err;
 }
 
 /* The datapath stays pinned after meshd: with nobody reading, close records would only fill the
@@ -304,6 +312,7 @@ void tracing_stop(struct meshd *m)
 
 	if (!t)
 		return;
+	events_unsubscribe(m, on_event, t);
 	if (m->cfg)
 		set_datapath(m, m->cfg, false);
 	pthread_mutex_lock(&m->trace_lock);
