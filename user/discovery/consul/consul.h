@@ -88,9 +88,76 @@ void consul_format_wait(uint64_t ns, char *buf, size_t len);
 int consul_health_url(char *buf, size_t len, const char *address, const char *service,
 		      const char *dc, uint64_t index, uint64_t wait_ns);
 
+/* Builds `<address><path>` plus `index` and `wait` for a blocking query (`?` or `&` as `path`
+ * needs; index 0 = non-blocking). `path` must be encoded already. Returns the length or
+ * -ENAMETOOLONG. */
+int consul_get_url(char *buf, size_t len, const char *address, const char *path, uint64_t index,
+		   uint64_t wait_ns);
+
 /* Reads a token file: the contents with surrounding whitespace removed, malloc'd (may be empty),
  * or NULL + errno. The token is a secret: never log it. */
 char *consul_read_token(const char *path);
+
+/* ---- Connect: CA roots, leaf certificates, intentions (consul_connect.c) ------------------- */
+
+/* One root of /v1/agent/connect/ca/roots. */
+struct consul_ca_root {
+	char *id;  /* colon-hex, as Consul names it */
+	char *pem; /* RootCert followed by its IntermediateCerts */
+	bool active;
+};
+
+struct consul_ca_roots {
+	char *trust_domain; /* "<cluster-id>.consul", lowercase */
+	char *active_id;
+	struct consul_ca_root *roots;
+	size_t n;
+};
+
+/* Parses a roots answer: TrustDomain (a lowercase DNS name), ActiveRootID, Roots[] with ID and
+ * RootCert (PEM text; IntermediateCerts appended). At least one root, exactly the active one
+ * marked Active. 0, -EINVAL with a reason in `why`, or -ENOMEM. Free with
+ * consul_ca_roots_free. Pure. */
+int consul_parse_roots(const char *json, size_t len, struct consul_ca_roots *out, char *why,
+		       size_t wlen);
+void consul_ca_roots_free(struct consul_ca_roots *r);
+
+/* One answer of /v1/agent/connect/ca/leaf/<service>. */
+struct consul_leaf {
+	char *service;	   /* Service */
+	char *service_uri; /* ServiceURI (a SPIFFE ID) */
+	char *cert_pem;	   /* CertPEM: the leaf, then any intermediates */
+	char *key_pem;	   /* PrivateKeyPEM: a secret, never logged */
+	uint64_t modify_index;
+};
+
+/* Parses a leaf answer and checks it is `service`'s: Service equal to it and ServiceURI ending
+ * in `/svc/<service>`. 0, -EINVAL (why says what was wrong, never quoting the key), -ENOMEM.
+ * Free with consul_leaf_free (which wipes the key). Pure. */
+int consul_parse_leaf(const char *json, size_t len, const char *service, struct consul_leaf *out,
+		      char *why, size_t wlen);
+void consul_leaf_free(struct consul_leaf *l);
+
+/* One intention that applies to connections from `source` to `destination` ("*" = any). */
+struct consul_intention {
+	char *source, *destination;
+	bool allow; /* L7 intentions (Permissions) deny plain connections, as Consul does */
+	unsigned precedence; /* Consul's (destination, source): 9 exact, exact; 8 exact, any;
+			      * 6 any, exact; 5 any, any */
+};
+
+/* Parses /v1/connect/intentions/match?by=destination&name=<name>: an object whose member
+ * `name` lists the intentions for it. Intentions of another namespace, partition or peer are
+ * left out. The result is in evaluation order: precedence descending, then source, then
+ * destination (exact names before "*" at equal precedence cannot happen: they differ in it).
+ * 0, -EINVAL with why, -ENOMEM. Free with consul_intentions_free. Pure. */
+int consul_parse_intentions(const char *json, size_t len, const char *name,
+			    struct consul_intention **out, size_t *n, char *why, size_t wlen);
+void consul_intentions_free(struct consul_intention *v, size_t n);
+/* Consul's precedence of an intention from `source` to `destination` (default namespace). */
+unsigned consul_intention_precedence(const char *source, const char *destination);
+/* Sorts `v` into evaluation order (see consul_parse_intentions). */
+void consul_intentions_sort(struct consul_intention *v, size_t n);
 
 /* ---- registration (consul_register.c) ------------------------------------------------------ */
 
@@ -129,6 +196,10 @@ struct consul_watch_opts {
 	size_t n_regs;
 	const char *const *deregs; /* service IDs to deregister (unknown IDs count as done) */
 	size_t n_deregs;
+	/* Other blocking reads, each a path with its query (encoded), e.g.
+	 * "/v1/agent/connect/ca/roots": the update carries the raw body. */
+	const char *const *gets;
+	size_t n_gets;
 };
 
 /* One query result, handed to the callback, which owns it (consul_update_free). */
@@ -143,6 +214,8 @@ struct consul_update {
 	size_t n_named;
 	size_t skipped;	       /* listed instances left out (consul_health.skipped) */
 	char skip_reason[128]; /* why the first one was */
+	char *body; /* a `gets` query (service = its path): the 200 answer, NUL-terminated */
+	size_t body_len;
 };
 void consul_update_free(struct consul_update *u);
 

@@ -125,11 +125,25 @@ static int put_str(char *buf, size_t len, size_t *pos, const char *s)
 	return 0;
 }
 
+/* Appends `<sep>index=<i>&wait=<w>` for a blocking query; nothing when index is 0. */
+static int put_blocking(char *buf, size_t len, size_t *pos, char sep, uint64_t index,
+			uint64_t wait_ns)
+{
+	char tail[96], wait[32] = "";
+
+	if (!index)
+		return 0;
+	if (wait_ns)
+		consul_format_wait(wait_ns, wait, sizeof(wait));
+	snprintf(tail, sizeof(tail), "%cindex=%llu%s%s", sep, (unsigned long long)index,
+		 wait_ns ? "&wait=" : "", wait);
+	return put_str(buf, len, pos, tail);
+}
+
 int consul_health_url(char *buf, size_t len, const char *address, const char *service,
 		      const char *dc, uint64_t index, uint64_t wait_ns)
 {
 	size_t pos = 0, alen = strlen(address);
-	char tail[96], wait[32];
 	int err;
 
 	if (!len)
@@ -149,15 +163,27 @@ int consul_health_url(char *buf, size_t len, const char *address, const char *se
 		err = put_str(buf, len, &pos, "&dc=");
 		err = err ?: put_escaped(buf, len, &pos, dc);
 	}
-	if (!err && index) {
-		snprintf(tail, sizeof(tail), "&index=%llu", (unsigned long long)index);
-		err = put_str(buf, len, &pos, tail);
-	}
-	if (!err && index && wait_ns) {
-		consul_format_wait(wait_ns, wait, sizeof(wait));
-		snprintf(tail, sizeof(tail), "&wait=%s", wait);
-		err = put_str(buf, len, &pos, tail);
-	}
+	err = err ?: put_blocking(buf, len, &pos, '&', index, wait_ns);
+	return err ? err : (int)pos;
+}
+
+int consul_get_url(char *buf, size_t len, const char *address, const char *path, uint64_t index,
+		   uint64_t wait_ns)
+{
+	size_t pos = 0, alen = strlen(address);
+	int err;
+
+	if (!len)
+		return -ENAMETOOLONG;
+	while (alen && address[alen - 1] == '/')
+		alen--;
+	if (alen + 1 >= len)
+		return -ENAMETOOLONG;
+	memcpy(buf, address, alen);
+	pos = alen;
+	buf[pos] = '\0';
+	err = put_str(buf, len, &pos, path);
+	err = err ?: put_blocking(buf, len, &pos, strchr(path, '?') ? '&' : '?', index, wait_ns);
 	return err ? err : (int)pos;
 }
 

@@ -17,23 +17,27 @@
 #define NS_PER_MS 1000000ull
 #define URL_MAX 2048
 #define POLL_MAX_MS 1000
+#define GET_BODY_MAX (4u << 20) /* a Connect answer: a few certificates or intentions */
 
 enum query_kind {
 	QUERY_WATCH = 0,      /* blocking health query, forever */
 	QUERY_REGISTER = 1,   /* PUT /v1/agent/service/register, until it succeeds */
 	QUERY_DEREGISTER = 2, /* PUT /v1/agent/service/deregister/:id, until it succeeds */
+	QUERY_GET = 3,	      /* another blocking read, forever; the body goes to the owner */
 };
 
 struct query {
 	struct consul_watch *w;
 	enum query_kind kind;
-	char *service;	/* service name (watch) or service ID (writes) */
+	char *service;	/* service name (watch), service ID (writes) or path (get) */
 	char *put_body; /* registration JSON */
 	bool done;	/* a write that succeeded */
 	CURL *easy;	/* non-NULL while a request is in flight */
 	long status;	/* status of the response being received (from its status line) */
 	struct consul_stream *stream; /* a 200 health answer, parsed as it arrives */
 	char err_body[256];	      /* the start of any other body (Consul errors are text) */
+	char *body;		      /* a 200 answer of a QUERY_GET, whole, NUL-terminated */
+	size_t got;		      /* its length */
 	size_t err_len;
 	size_t body_len;    /* bytes received */
 	char index_hdr[32]; /* last X-Consul-Index value seen, "" when none */
@@ -92,11 +96,26 @@ void consul_update_free(struct consul_update *u)
 	for (size_t i = 0; i < u->n_named; i++)
 		free(u->named[i].host);
 	free(u->named);
+	free(u->body);
 	free(u);
 }
 
-/* A health answer goes to the streaming parser as it arrives (never held whole); any other body
- * keeps only its start, for the log. */
+/* A QUERY_GET answer is kept whole for its owner (at most GET_BODY_MAX bytes). */
+static size_t get_append(struct query *q, const char *ptr, size_t n)
+{
+	char *nb;
+
+	if (q->got + n > GET_BODY_MAX || !(nb = realloc(q->body, q->got + n + 1)))
+		return 0; /* aborts the transfer */
+	memcpy(nb + q->got, ptr, n);
+	q->body = nb;
+	q->got += n;
+	nb[q->got] = '\0';
+	return n;
+}
+
+/* A health answer goes to the streaming parser as it arrives (never held whole); a QUERY_GET
+ * answer is kept whole; any other body keeps only its start, for the log. */
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *arg)
 {
 	struct query *q = arg;
@@ -111,6 +130,8 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *arg)
 		consul_stream_feed(q->stream, ptr, n); /* an error is reported at the end */
 		return n;
 	}
+	if (q->kind == QUERY_GET && q->status == 200)
+		return get_append(q, ptr, n);
 	keep = sizeof(q->err_body) - 1 - q->err_len;
 	keep = n < keep ? n : keep;
 	memcpy(q->err_body + q->err_len, ptr, keep);
@@ -132,6 +153,7 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *arg)
 		consul_stream_free(q->stream);
 		q->stream = NULL;
 		q->err_len = 0;
+		q->got = 0;
 	} else if (consul_header_index(ptr, n, q->index_hdr, sizeof(q->index_hdr)))
 		q->has_index = true;
 	return n;
@@ -148,10 +170,18 @@ static int query_url(struct query *q)
 	case QUERY_DEREGISTER:
 		return consul_agent_url(q->url, sizeof(q->url), w->address,
 					"/v1/agent/service/deregister/", q->service);
+	case QUERY_GET:
+		return consul_get_url(q->url, sizeof(q->url), w->address, q->service, q->index,
+				      w->o.wait_ns);
 	default:
 		return consul_health_url(q->url, sizeof(q->url), w->address, q->service,
 					 w->datacenter, q->index, w->o.wait_ns);
 	}
+}
+
+static bool reads(const struct query *q)
+{
+	return q->kind == QUERY_WATCH || q->kind == QUERY_GET;
 }
 
 static int query_start(struct query *q)
@@ -163,7 +193,7 @@ static int query_start(struct query *q)
 
 	if (query_url(q) < 0)
 		return -ENAMETOOLONG;
-	if (q->kind == QUERY_WATCH && q->index) /* Consul adds up to wait/16 of jitter */
+	if (reads(q) && q->index) /* Consul adds up to wait/16 of jitter */
 		timeout_ns += wait_ns + wait_ns / 16;
 	e = curl_easy_init();
 	if (!e)
@@ -182,7 +212,7 @@ static int query_start(struct query *q)
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout_ns / NS_PER_MS));
 	if (w->ca_file)
 		curl_easy_setopt(e, CURLOPT_CAINFO, w->ca_file);
-	if (q->kind != QUERY_WATCH) {
+	if (!reads(q)) {
 		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "PUT");
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS, q->put_body ? q->put_body : "");
 	}
@@ -226,6 +256,12 @@ static int query_result(struct query *q, CURLcode res, long status, struct consu
 	} else if (status != 200) {
 		error_line(q, why, sizeof(why));
 		err = -EPROTO;
+	} else if (q->kind == QUERY_GET) {
+		u->body = q->body ? q->body : strdup("");
+		u->body_len = q->got;
+		q->body = NULL;
+		q->got = 0;
+		return u->body ? 0 : -ENOMEM;
 	} else if (!q->stream) {
 		snprintf(why, sizeof(why), "empty body");
 		err = -EINVAL;
@@ -294,7 +330,7 @@ static void query_finish(struct query *q, CURLcode res)
 	curl_multi_remove_handle(w->multi, q->easy);
 	curl_easy_cleanup(q->easy);
 	q->easy = NULL;
-	if (q->kind != QUERY_WATCH) {
+	if (!reads(q)) {
 		free(u);
 		write_finish(q, res, status);
 		return;
@@ -436,7 +472,7 @@ static int add_job(struct consul_watch *w, enum query_kind kind, const char *nam
 /* One watch per service, then one job per agent write. */
 static int add_jobs(struct consul_watch *w, const struct consul_watch_opts *o)
 {
-	size_t i, n = o->n_services + o->n_regs + o->n_deregs;
+	size_t i, n = o->n_services + o->n_regs + o->n_deregs + o->n_gets;
 	char *body;
 	int err = 0;
 
@@ -454,6 +490,8 @@ static int add_jobs(struct consul_watch *w, const struct consul_watch_opts *o)
 	for (i = 0; !err && i < o->n_deregs; i++)
 		err = add_job(w, QUERY_DEREGISTER, o->deregs[i], NULL);
 	atomic_store(&w->writes_left, o->n_regs + o->n_deregs);
+	for (i = 0; !err && i < o->n_gets; i++)
+		err = add_job(w, QUERY_GET, o->gets[i], NULL);
 	return err;
 }
 
@@ -496,6 +534,7 @@ static void watch_release(struct consul_watch *w)
 	for (i = 0; i < w->n; i++) {
 		free(w->q[i].service);
 		consul_stream_free(w->q[i].stream);
+		free(w->q[i].body);
 		free(w->q[i].put_body);
 	}
 	free(w->q);
