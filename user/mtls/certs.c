@@ -138,6 +138,20 @@ const char *certs_trust_domain(const struct certs *s)
 	return s->trust_domain;
 }
 
+void certs_get_trust_domain(struct certs *s, char *buf, size_t len)
+{
+	pthread_mutex_lock(&s->lock);
+	snprintf(buf, len, "%s", s->trust_domain);
+	pthread_mutex_unlock(&s->lock);
+}
+
+void certs_set_trust_domain(struct certs *s, const char *trust_domain)
+{
+	pthread_mutex_lock(&s->lock);
+	snprintf(s->trust_domain, sizeof(s->trust_domain), "%s", trust_domain);
+	pthread_mutex_unlock(&s->lock);
+}
+
 /* --- roots ------------------------------------------------------------------------------------ */
 
 static struct root *find_root(struct certs *s, const unsigned char fp[32])

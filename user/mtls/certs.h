@@ -57,6 +57,11 @@ SSL_CTX *certs_dispatch_ctx(struct certs *s);
 void certs_note_peer(struct certs *s, X509 *root, X509 *leaf);
 
 const char *certs_trust_domain(const struct certs *s);
+/* Copies the trust domain into buf (at least SPIFFE_DOMAIN_MAX + 1 bytes). Any thread. */
+void certs_get_trust_domain(struct certs *s, char *buf, size_t len);
+/* Replaces the trust domain (cert_source consul learns it from Consul's roots): identities
+ * installed later and peers verified later must be in it. Main loop. */
+void certs_set_trust_domain(struct certs *s, const char *trust_domain);
 
 /* Calls `cb(arg, service)` after a new certificate for `service` was installed, or
  * `cb(arg, NULL)` after the trust roots changed; on the thread that made the change (the main
@@ -67,7 +72,7 @@ void certs_on_change(struct certs *s, void (*cb)(void *arg, const char *service)
 struct certs_entry {
 	bool root;		/* a trust root (else an identity) */
 	const char *service;	/* identities */
-	const char *source;	/* identities: "files", "builtin_ca" */
+	const char *source;	/* identities: "files", "builtin_ca", "consul" */
 	const char *error;	/* identities: last failed update, NULL when none */
 	bool has_cert;		/* identities: a certificate is installed */
 	struct cert_info info;	/* when has_cert / for roots */

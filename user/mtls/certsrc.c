@@ -19,6 +19,7 @@
 
 extern const struct certsrc_ops certsrc_files_ops;
 extern const struct certsrc_ops certsrc_builtin_ops;
+extern const struct certsrc_ops certsrc_consul_ops;
 
 const struct certsrc_ops *certsrc_find(enum config_cert_source kind)
 {
@@ -27,6 +28,8 @@ const struct certsrc_ops *certsrc_find(enum config_cert_source kind)
 		return &certsrc_files_ops;
 	case CONFIG_CERT_BUILTIN_CA:
 		return &certsrc_builtin_ops;
+	case CONFIG_CERT_CONSUL:
+		return &certsrc_consul_ops;
 	default:
 		return NULL;
 	}

@@ -2,9 +2,9 @@
  * table entry per `mtls.cert_source`; a source loads its material synchronously when opened (so
  * a start or reload with an unreadable bundle fails as a whole), then watches or renews on the
  * main loop and pushes changes into the store. An identity whose certificate cannot be had is
- * logged and shown by `meshctl identities`; its connections fail until it appears. A `consul`
- * source (Connect CA, issue 11) is one more entry here: the proxy only sees the store. Main loop
- * thread only. Also the shared pieces: file change watching and the root expiry timer. */
+ * logged and shown by `meshctl identities`; its connections fail until it appears. The
+ * `consul` source (Connect CA) fetches from the agent: it waits a bounded time for the first
+ * answers at open. The proxy only sees the store. Main loop thread only. Also the shared pieces: file change watching and the root expiry timer. */
 #ifndef MESH_MTLS_CERTSRC_H
 #define MESH_MTLS_CERTSRC_H
 
@@ -23,11 +23,13 @@ struct certsrc {
 };
 
 struct certsrc_cfg {
+	const struct mesh_config *config; /* the rest (consul: discovery.consul's agent keys) */
 	const struct config_mtls *mtls;
 	const char *trust_domain;
 	const char *datacenter;
 	const char *const *services; /* local identities, each once */
 	size_t n_services;
+	bool must_load; /* a reload: fail unless the material could be had now */
 };
 
 struct certsrc_ops {

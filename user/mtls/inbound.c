@@ -102,12 +102,12 @@ static void respond_ok(struct leg *l)
 static void log_deny(struct leg *l)
 {
 	struct worker *w = l->w;
-	char dst[SPIFFE_ID_MAX];
+	char dst[SPIFFE_ID_MAX], td[SPIFFE_DOMAIN_MAX + 1];
 
 	if (!authz_limiter_allow(&w->deny_log, l->source_id, l->destination, evloop_now_ns()))
 		return;
-	if (spiffe_service_id(w->snap->trust_domain, w->snap->dc, l->destination, dst,
-			      sizeof(dst)) < 0)
+	certs_get_trust_domain(w->certs, td, sizeof(td));
+	if (spiffe_service_id(td, w->snap->dc, l->destination, dst, sizeof(dst)) < 0)
 		dst[0] = '\0';
 	LOG_WARN("authz", "connection denied", "source=%s destination_id=%s destination=%s",
 		 log_q(l->source_id), log_q(dst), l->destination);

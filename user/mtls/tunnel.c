@@ -571,7 +571,7 @@ static struct tunnel *tunnel_new(struct worker *w, int fd, bool client, SSL_CTX 
 	t->certs = certs_ref(w->certs);
 	t->peer.store = t->certs;
 	t->peer.server = !client;
-	snprintf(t->peer.trust_domain, sizeof(t->peer.trust_domain), "%s", w->snap->trust_domain);
+	certs_get_trust_domain(t->certs, t->peer.trust_domain, sizeof(t->peer.trust_domain));
 	t->ssl = SSL_new(ctx);
 	if (!t->ssl || !SSL_set_fd(t->ssl, fd)) {
 		certs_unref(t->certs);
