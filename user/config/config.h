@@ -261,6 +261,7 @@ struct mesh_config {
 	struct config_identity *identities;
 	size_t n_identities;
 	enum config_action authz_default;
+	bool authz_intentions; /* Consul intentions feed the authorization rules */
 	struct config_authz_rule *authz_rules;
 	size_t n_authz_rules;
 

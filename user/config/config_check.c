@@ -364,9 +364,59 @@ static void check_cert_source(const struct config_mtls *m, struct config_errors 
 		need(errs, m->ca_file, "mtls.ca_file", builtin, "an absolute path");
 		need(errs, m->ca_key_file, "mtls.ca_key_file", builtin, "an absolute path");
 		break;
-	case CONFIG_CERT_CONSUL: /* refused as not built yet (the table) */
-		break;
+	case CONFIG_CERT_CONSUL:
+		break; /* the agent's address: check_consul_agent() */
 	}
+}
+
+/* Whether the mTLS side reads the Consul agent (Connect CA, intentions). */
+static bool mtls_uses_consul(const struct mesh_config *cfg)
+{
+	return cfg->mtls.enabled &&
+	       (cfg->mtls.cert_source == CONFIG_CERT_CONSUL || cfg->authz_intentions);
+}
+
+/* The keys of `discovery.consul` that say how to reach the agent. */
+static bool agent_key(const char *path)
+{
+	static const char *const keys[] = {
+		"discovery.consul.address",    "discovery.consul.datacenter",
+		"discovery.consul.token_file", "discovery.consul.ca_file",
+		"discovery.consul.wait",       NULL
+	};
+
+	for (size_t i = 0; keys[i]; i++)
+		if (!strcmp(path, keys[i]))
+			return true;
+	return false;
+}
+
+/* The origin of root key `path` (ORIGIN_DEFAULT when unknown). */
+static int origin_of(const struct mesh_config *cfg, const char *path)
+{
+	for (size_t i = 0; cfg->meta && i < cfg_root_desc.n_keys; i++)
+		if (!strcmp(cfg_root_desc.keys[i].path, path))
+			return cfg->meta->root->origin[i] & ~ORIGIN_INHERITED;
+	return ORIGIN_DEFAULT;
+}
+
+/* Connect CA and intentions need the agent; Consul's CA names the trust domain itself. */
+static void check_consul_agent(const struct mesh_config *cfg, struct config_errors *errs)
+{
+	const char *why = cfg->mtls.cert_source == CONFIG_CERT_CONSUL
+			      ? "when mtls.cert_source is consul"
+			      : "when authorization.intentions is true";
+
+	if (!mtls_uses_consul(cfg))
+		return;
+	need(errs, cfg->consul.address != NULL, "discovery.consul.address", why,
+	     "the Consul agent's URL, e.g. http://127.0.0.1:8500");
+	if (cfg->mtls.cert_source == CONFIG_CERT_CONSUL &&
+	    origin_of(cfg, "mtls.trust_domain") >= ORIGIN_FILE)
+		cfg_errf(errs,
+			 "mtls.trust_domain: unused with mtls.cert_source consul (got \"%s\", "
+			 "expected it unset: the trust domain is Consul's <cluster-id>.consul)",
+			 cfg->mtls.trust_domain ? cfg->mtls.trust_domain : "");
 }
 
 static void check_mtls(const struct mesh_config *cfg, struct config_errors *errs)
@@ -377,6 +427,7 @@ static void check_mtls(const struct mesh_config *cfg, struct config_errors *errs
 	if (!m->enabled)
 		return;
 	check_cert_source(m, errs);
+	check_consul_agent(cfg, errs);
 	if (!m->trust_domain || !valid_domain(m->trust_domain))
 		cfg_errf(
 		    errs,
@@ -601,8 +652,10 @@ static void check_unused_discovery(const struct mesh_config *cfg, struct config_
 			const struct cfg_key *k = &cfg_root_desc.keys[i];
 
 			if (strncmp(k->path, section, strlen(section)) || k->not_yet ||
-			    (k->flags & CF_ANY_BACKEND) || (origin[i] & ORIGIN_INHERITED) ||
-			    origin[i] < ORIGIN_FILE || is_default(k, cfg, want, sizeof(want)))
+			    (k->flags & CF_ANY_BACKEND) ||
+			    (mtls_uses_consul(cfg) && agent_key(k->path)) ||
+			    (origin[i] & ORIGIN_INHERITED) || origin[i] < ORIGIN_FILE ||
+			    is_default(k, cfg, want, sizeof(want)))
 				continue;
 			cfg_errf(errs,
 				 "%s: unused with discovery.backend %s (got %s, expected it only "

@@ -31,8 +31,7 @@ static const char *const actions[] = { "deny", "allow", NULL };
 static const char *const no_identity[] = { "refuse", "passthrough", NULL };
 static const char *const tracing_protocols[] = { "http/protobuf", "http/json", NULL };
 
-/* Reasons of keys that are not built yet (struct cfg_key.not_yet). */
-#define NOT_YET_CONSUL_CA "certificates from Consul's CA are not built; use files or builtin_ca"
+/* Reasons of keys that are not built yet (struct cfg_key.not_yet): none today. */
 
 #define R(field) .off = offsetof(struct mesh_config, field)
 #define RL(field, count) R(field), .count_off = offsetof(struct mesh_config, count)
@@ -284,16 +283,16 @@ static const struct cfg_key root_keys[] = {
 	  .doc = "Run the mTLS proxy; every service then uses it unless it sets `mtls: false`." },
 	{ "mtls.trust_domain", CT_STRING, R(mtls.trust_domain), .def = "mesh.local",
 	  .doc = "SPIFFE trust domain: identities are "
-		 "spiffe://<domain>/ns/default/dc/<node.datacenter>/svc/<service>." },
+		 "spiffe://<domain>/ns/default/dc/<node.datacenter>/svc/<service> (with "
+		 "cert_source consul, Consul's `<cluster-id>.consul`: not set then)." },
 	{ "mtls.outbound_listen", CT_ENDPOINT, R(mtls.outbound_listen), .def = "127.0.0.1:15001",
 	  .doc = "Local IPv4 listener receiving redirected app connections." },
 	{ "mtls.inbound_listen", CT_ENDPOINT, R(mtls.inbound_listen), .def = "0.0.0.0:15008",
 	  .doc = "Listener for mTLS connections from other nodes; its port is the one callers "
 		 "dial on every backend host." },
 	{ "mtls.cert_source", CT_ENUM, R(mtls.cert_source), .def = "files", .names = cert_sources,
-	  .doc = "Where certificates come from: `files` (a directory of PEM pairs) or `builtin_ca` "
-		 "(meshd signs its own from `ca_key_file`).",
-	  .not_yet = NOT_YET_CONSUL_CA, .not_yet_value = "consul" },
+	  .doc = "Where certificates come from: `files`, `builtin_ca` or `consul` (the Connect "
+		 "CA of the agent at `discovery.consul.address`)." },
 	{ "mtls.ca_file", CT_PATH, R(mtls.ca_file),
 	  .doc = "Trusted CA bundle (PEM); with builtin_ca it also holds the signing CA's "
 		 "certificate." },
@@ -333,6 +332,9 @@ static const struct cfg_key root_keys[] = {
 	  .names = actions, .doc = "Action when no rule matches an mTLS connection." },
 	{ "authorization.rules", CT_LIST, RL(authz_rules, n_authz_rules), .flags = CF_NOENV,
 	  .sub = &rule_desc, .doc = "Allow/deny rules, first match wins." },
+	{ "authorization.intentions", CT_BOOL, R(authz_intentions), .def = "false",
+	  .doc = "Also obey Consul intentions (after `rules`, before `default_action`), read "
+		 "from the agent at `discovery.consul.address` and persisted under state_dir." },
 };
 
 const struct cfg_desc cfg_root_desc = { "config", root_keys, ARRAY_SIZE(root_keys),

@@ -14,6 +14,7 @@
 #include "common/sockaddr.h"
 #include "mtls/certsrc.h"
 #include "mtls/fdstore.h"
+#include "mtls/intentions.h"
 #include "mtls/proxy.h"
 #include "mtls/snap.h"
 #include "mtls/worker.h"
@@ -37,6 +38,8 @@ struct mtls {
 	struct certs *certs;
 	struct certsrc *src;
 	struct authz_policy *policy;
+	struct intentions *ixn; /* NULL unless authorization.intentions */
+	char ixn_key[4096];	/* what the intentions watch depends on */
 	struct snap *snap;
 	struct listeners ls;
 	struct worker **workers;
@@ -55,6 +58,9 @@ struct mtls {
 struct mtls_plan {
 	struct snap *snap;
 	struct authz_policy *policy;
+	struct intentions *ixn; /* a new intentions watch (ixn_new), else keep the running one */
+	bool ixn_new;
+	char ixn_key[4096];
 	struct certs *certs; /* NULL: keep the running store and source */
 	struct certsrc *src;
 	struct listeners ls; /* n == 0: keep the running listeners */
@@ -185,31 +191,55 @@ static size_t identity_services(const struct mesh_config *cfg, const char **out)
 }
 
 /* Everything the store and its source depend on, as text: equal text, same material. */
+/* The Consul agent settings a Consul reader depends on, as text. */
+static void agent_key(const struct mesh_config *cfg, char *buf, size_t len)
+{
+	const struct config_consul *c = &cfg->consul;
+
+	snprintf(buf, len, "%s|%s|%s|%s|%llu", c->address ? c->address : "",
+		 c->token_file ? c->token_file : "", c->ca_file ? c->ca_file : "",
+		 c->datacenter ? c->datacenter : "", (unsigned long long)c->wait_ns);
+}
+
 static void cert_key(const struct mesh_config *cfg, char *buf, size_t len)
 {
 	const struct config_mtls *c = &cfg->mtls;
 	const char *svcs[cfg->n_identities + 1];
 	size_t n = identity_services(cfg, svcs), pos;
+	char agent[1024] = "";
 
+	if (c->cert_source == CONFIG_CERT_CONSUL)
+		agent_key(cfg, agent, sizeof(agent));
 	pos = (size_t)snprintf(buf, len, "%d|%s|%s|%s|%s|%s|%s|%llu", (int)c->cert_source,
 			       c->trust_domain, cfg->node_datacenter ? cfg->node_datacenter : "",
 			       c->ca_file ? c->ca_file : "", c->ca_key_file ? c->ca_key_file : "",
-			       c->cert_dir ? c->cert_dir : "", "",
+			       c->cert_dir ? c->cert_dir : "", agent,
 			       (unsigned long long)c->cert_ttl_ns);
 	for (size_t i = 0; i < n && pos < len; i++)
 		pos += (size_t)snprintf(buf + pos, len - pos, "|%s", svcs[i]);
 }
 
-static int open_certs(struct evloop *loop, const struct mesh_config *cfg, struct certs **store,
-		      struct certsrc **src, char *why, size_t wlen)
+/* The datacenter of local identities' SPIFFE IDs: Consul's with its CA, else node.datacenter. */
+static const char *id_datacenter(const struct mesh_config *cfg)
+{
+	if (cfg->mtls.cert_source == CONFIG_CERT_CONSUL && cfg->consul.datacenter &&
+	    cfg->consul.datacenter[0])
+		return cfg->consul.datacenter;
+	return cfg->node_datacenter ? cfg->node_datacenter : "dc1";
+}
+
+static int open_certs(struct evloop *loop, const struct mesh_config *cfg, bool reload,
+		      struct certs **store, struct certsrc **src, char *why, size_t wlen)
 {
 	const char *svcs[cfg->n_identities + 1];
 	struct certs_opts o = {
 		.trust_domain = cfg->mtls.trust_domain,
-		.datacenter = cfg->node_datacenter ? cfg->node_datacenter : "dc1",
+		.datacenter = id_datacenter(cfg),
 		.retain_ns = cfg->mtls.cert_ttl_ns,
 	};
 	struct certsrc_cfg sc = {
+		.config = cfg,
+		.must_load = reload,
 		.mtls = &cfg->mtls,
 		.trust_domain = o.trust_domain,
 		.datacenter = o.datacenter,
@@ -249,6 +279,40 @@ static struct authz_policy *build_policy(const struct mesh_config *cfg)
 	}
 	free(r);
 	return p;
+}
+
+/* What an intentions watch depends on, as text ("" = intentions off). */
+static void ixn_key(const struct mesh_config *cfg, char *buf, size_t len)
+{
+	size_t pos;
+
+	buf[0] = '\0';
+	if (!cfg->authz_intentions)
+		return;
+	agent_key(cfg, buf, len);
+	pos = strlen(buf);
+	pos += (size_t)snprintf(buf + pos, len - pos, "|%s", cfg->state_dir ? cfg->state_dir : "");
+	for (size_t i = 0; i < cfg->n_identities && pos < len; i++)
+		pos += (size_t)snprintf(buf + pos, len - pos, "|%s:%zu", cfg->identities[i].service,
+					cfg->identities[i].n_ports);
+}
+
+/* New intentions: a new policy with them goes to every worker, which closes established
+ * connections it denies (inbound_recheck). */
+static void on_intentions(void *arg)
+{
+	struct mtls *m = arg;
+	struct authz_policy *p = authz_policy_copy(m->policy);
+
+	if (!p || intentions_apply(m->ixn, p)) {
+		LOG_ERR("authz", "cannot apply new intentions", "error=%s", "out of memory");
+		authz_policy_unref(p);
+		return;
+	}
+	authz_policy_unref(m->policy);
+	m->policy = p;
+	for (size_t i = 0; i < m->n_workers; i++)
+		worker_update(m->workers[i], NULL, NULL, m->policy);
 }
 
 /* "service\0cgroup,cgroup" for each identity service, for listings. */
@@ -368,7 +432,16 @@ struct mtls *mtls_start(struct evloop *loop, const struct mesh_config *cfg,
 	m->id_cgroups = cgroup_lists(cfg, &m->n_id_cgroups);
 	if (!m->budgets || !m->policy)
 		goto err;
-	if ((err = open_certs(loop, cfg, &m->certs, &m->src, why, sizeof(why))))
+	ixn_key(cfg, m->ixn_key, sizeof(m->ixn_key));
+	if (cfg->authz_intentions) {
+		m->ixn = intentions_new(loop, cfg, on_intentions, m);
+		if (!m->ixn || intentions_apply(m->ixn, m->policy)) {
+			snprintf(why, sizeof(why), "cannot watch Consul intentions");
+			err = -EINVAL;
+			goto err;
+		}
+	}
+	if ((err = open_certs(loop, cfg, false, &m->certs, &m->src, why, sizeof(why))))
 		goto err;
 	cert_key(cfg, m->cert_key, sizeof(m->cert_key));
 	m->snap = snap_build(cfg, &m->dp, m->budgets, &m->budget_lock, why, sizeof(why));
@@ -400,6 +473,7 @@ void mtls_stop(struct mtls *m, bool release)
 		return;
 	if (m->certs)
 		certs_on_change(m->certs, NULL, NULL);
+	intentions_free(m->ixn);
 	evloop_del_timer(m->loop, m->tick);
 	evloop_del_timer(m->loop, m->drain_timer);
 	for (size_t i = 0; i < m->n_workers; i++)
@@ -424,6 +498,8 @@ void mtls_abort(struct mtls_plan *p)
 		return;
 	snap_unref(p->snap);
 	authz_policy_unref(p->policy);
+	if (p->ixn_new)
+		intentions_free(p->ixn);
 	certsrc_close(p->src);
 	certs_unref(p->certs);
 	close_listeners(&p->ls, false);
@@ -437,6 +513,25 @@ static bool same_ep(const struct config_endpoint *a, const struct config_endpoin
 	       !memcmp(&a->addr, &b->addr, a->family == AF_INET6 ? 16 : 4);
 }
 
+/* The intentions of the new policy: a new watch when what it depends on changed (it loads
+ * the persisted answers and waits for Consul's first ones), else the running one's. */
+static int plan_intentions(struct mtls *m, const struct mesh_config *next, struct mtls_plan *p,
+			   char *why, size_t wlen)
+{
+	ixn_key(next, p->ixn_key, sizeof(p->ixn_key));
+	p->ixn = m->ixn;
+	if (strcmp(p->ixn_key, m->ixn_key)) {
+		p->ixn_new = true;
+		p->ixn =
+		    next->authz_intentions ? intentions_new(m->loop, next, on_intentions, m) : NULL;
+		if (next->authz_intentions && !p->ixn)
+			return snprintf(why, wlen, "cannot watch Consul intentions"), -EINVAL;
+	}
+	if (p->ixn && intentions_apply(p->ixn, p->policy))
+		return snprintf(why, wlen, "out of memory"), -ENOMEM;
+	return 0;
+}
+
 struct mtls_plan *mtls_plan(struct mtls *m, const struct mesh_config *next)
 {
 	struct mtls_plan *p = calloc(1, sizeof(*p));
@@ -448,9 +543,11 @@ struct mtls_plan *mtls_plan(struct mtls *m, const struct mesh_config *next)
 	p->id_cgroups = cgroup_lists(next, &p->n_id_cgroups);
 	if (!p->policy)
 		goto err;
+	if (plan_intentions(m, next, p, why, sizeof(why)))
+		goto err;
 	cert_key(next, p->cert_key, sizeof(p->cert_key));
 	if (strcmp(p->cert_key, m->cert_key) &&
-	    open_certs(m->loop, next, &p->certs, &p->src, why, sizeof(why)))
+	    open_certs(m->loop, next, true, &p->certs, &p->src, why, sizeof(why)))
 		goto err;
 	p->snap = snap_build(next, &m->dp, m->budgets, &m->budget_lock, why, sizeof(why));
 	if (!p->snap)
@@ -480,6 +577,13 @@ void mtls_commit(struct mtls *m, struct mtls_plan *p)
 		p->certs = NULL;
 		p->src = NULL;
 		memcpy(m->cert_key, p->cert_key, sizeof(m->cert_key));
+	}
+	if (p->ixn_new) {
+		intentions_free(m->ixn);
+		m->ixn = p->ixn;
+		p->ixn = NULL;
+		p->ixn_new = false;
+		memcpy(m->ixn_key, p->ixn_key, sizeof(m->ixn_key));
 	}
 	snap_unref(m->snap);
 	authz_policy_unref(m->policy);
