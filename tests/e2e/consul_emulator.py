@@ -21,12 +21,31 @@ Consul's normalisation (split weights to 0.01) and validation, resolver Filter e
 checked by a go-bexpr subset (==, !=, contains, not contains, in, not in, matches, is empty,
 is not empty, and, or, not, parentheses).
 
+Connect: GET /v1/agent/connect/ca/roots (blocking on the roots' index), GET
+/v1/agent/connect/ca/leaf/:service (blocking until the leaf is renewed: its X-Consul-Index is the
+leaf's ModifyIndex; renewed at a random point between 60 % and 90 % of --leaf-ttl, at once past
+90 %, and when the active root changes), GET|PUT /v1/connect/ca/configuration (a PUT rotates
+the root: a new active root, the old one still listed until --prune-roots-after), GET
+/v1/connect/intentions, GET|PUT|DELETE /v1/connect/intentions/exact?source=&destination=, GET
+/v1/connect/intentions/match?by=source|destination&name= (blocking on the intentions' index,
+precedence order). The CA's keys and certificates are made with the openssl command at run
+time, in a private directory (--ca-dir, default a new temporary one); the trust domain is
+<cluster-id>.consul with a cluster id derived from --node-name.
+Test control (not Consul API): PUT /emulator/leaf/:service?as=:other makes the next leaf of
+:service another service's (a misbehaving CA); ?as= empty restores it. --slow-roots IP=S
+answers a blocking roots query of client IP S seconds after the change (a lagging agent).
+
 Test control: kill the process to make Consul unavailable; --data-file keeps the catalog (and
 the index) across a restart, like a server's data dir; --log-file records one line per request
 (method, path without query secrets, status, whether a token was sent and accepted).
 """
 import argparse
+import datetime
 import gzip
+import hashlib
+import shutil
+import subprocess
+import tempfile
 import ipaddress
 import os
 import json
@@ -278,9 +297,11 @@ class Catalog:
         self._ix = None  # (instances by name, checks by service ID, node checks); see lookup()
         self.config = {}  # "kind/name" -> config entry (canonical form, with Raft indexes)
         self.config_index = {}  # "kind/name" and "kind" -> index of the last write
+        self.connect = ConnectCA(self, args)
         self.load()
         with self.cond:
             self.seed()
+            self.connect.ensure_root()
 
     def seed(self):
         if "serfHealth" not in self.checks:
@@ -317,7 +338,8 @@ class Catalog:
             return
         state = {"index": self.index, "services": self.services, "checks": self.checks,
                  "service_index": self.service_index, "node": [self.node_create, self.node_modify],
-                 "config": self.config, "config_index": self.config_index}
+                 "config": self.config, "config_index": self.config_index,
+                 "connect": self.connect.dump()}
         tmp = self.args.data_file + ".tmp"
         with open(tmp, "w") as f:
             json.dump(state, f)
@@ -337,6 +359,7 @@ class Catalog:
         self.node_create, self.node_modify = state["node"]
         self.config = state.get("config", {})
         self.config_index = state.get("config_index", {})
+        self.connect.restore(state.get("connect", {}))
         now = time.time()
         for c in self.checks.values():  # timers restart with the agent
             c["_next_run"] = now
@@ -522,6 +545,186 @@ class Catalog:
         self.touch({svc["Service"]})
 
 
+# ---- Connect CA (openssl) and intentions -------------------------------------------------------
+def _openssl(*args, stdin=None):
+    r = subprocess.run(["openssl", *args], input=stdin, capture_output=True)
+    if r.returncode:
+        raise RuntimeError("openssl %s: %s" % (args[0], r.stderr.decode(errors="replace")[-300:]))
+    return r.stdout
+
+
+def _rfc3339(t):
+    return datetime.datetime.fromtimestamp(int(t), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _asn1(t):
+    return datetime.datetime.fromtimestamp(int(t), datetime.timezone.utc).strftime("%Y%m%d%H%M%SZ")
+
+
+def _colon_hex(b):
+    return ":".join("%02x" % x for x in b)
+
+
+class ConnectCA:
+    """Consul's built-in CA: roots (one active), leaves per service, intentions. Under cat.cond."""
+
+    def __init__(self, cat, args):
+        self.cat, self.args = cat, args
+        self.dir = args.ca_dir or tempfile.mkdtemp(prefix="consul-emu-ca-")
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        self.cluster_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "cluster/" + args.node_name))
+        self.trust_domain = self.cluster_id + ".consul"
+        self.roots, self.leaves, self.overrides = [], {}, {}
+        self.intentions = {}  # (source, destination) -> intention dict
+        self.roots_index = self.ixn_index = 0
+        self.serial = 1
+
+    def dump(self):
+        return {"roots": self.roots, "intentions": list(self.intentions.values()),
+                "roots_index": self.roots_index, "ixn_index": self.ixn_index, "serial": self.serial}
+
+    def restore(self, d):
+        self.roots, self.roots_index = d.get("roots", []), d.get("roots_index", 0)
+        self.ixn_index, self.serial = d.get("ixn_index", 0), d.get("serial", 1)
+        self.intentions = {(i["SourceName"], i["DestinationName"]): i for i in d.get("intentions", [])}
+
+    def ensure_root(self):
+        if not any(r["Active"] for r in self.roots):
+            self.rotate()
+
+    # -- roots
+    def rotate(self):
+        n = len(self.roots) + 1
+        key = os.path.join(self.dir, "root%d.key" % n)
+        _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key)
+        pem = _openssl("req", "-x509", "-new", "-key", key, "-days", "3650", "-subj",
+                       "/CN=Consul CA %d" % n, "-set_serial", str(n),
+                       "-addext", "basicConstraints=critical,CA:TRUE",
+                       "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+                       "-addext", "subjectAltName=URI:spiffe://" + self.trust_domain).decode()
+        der = _openssl("x509", "-outform", "DER", stdin=pem.encode())
+        now, idx = time.time(), self.cat.bump()
+        for r in self.roots:
+            if r["Active"]:
+                r["Active"], r["_inactive_since"], r["ModifyIndex"] = False, now, idx
+        self.roots.append({"ID": _colon_hex(hashlib.sha1(der).digest()), "Name": "Consul CA Root Cert",
+                           "SerialNumber": n, "SigningKeyID": _colon_hex(hashlib.sha256(der).digest()),
+                           "ExternalTrustDomain": self.cluster_id, "NotBefore": _rfc3339(now),
+                           "NotAfter": _rfc3339(now + 3650 * 86400), "RootCert": pem,
+                           "IntermediateCerts": None, "Active": True, "PrivateKeyType": "ec",
+                           "PrivateKeyBits": 256, "CreateIndex": idx, "ModifyIndex": idx,
+                           "_key": key})
+        self.roots_index = idx
+        self.cat.save()
+        self.cat.cond.notify_all()
+
+    def prune(self, now):
+        after = self.args.prune_roots_after
+        keep = [r for r in self.roots
+                if r["Active"] or not after or now - r.get("_inactive_since", now) < after]
+        if len(keep) != len(self.roots):
+            self.roots = keep
+            self.roots_index = self.cat.bump()
+            self.cat.save()
+            self.cat.cond.notify_all()
+
+    def active(self):
+        return next(r for r in self.roots if r["Active"])
+
+    def roots_json(self):
+        a = self.active()
+        return {"ActiveRootID": a["ID"], "TrustDomain": self.trust_domain,
+                "Roots": [{k: v for k, v in r.items() if not k.startswith("_")} for r in self.roots]}
+
+    # -- leaves
+    def issue(self, service):
+        """Signs a leaf for `service` (or the service an override names) with the active root."""
+        as_ = self.overrides.get(service) or service
+        root, d = self.active(), os.path.join(self.dir, "leaf")
+        os.makedirs(d, exist_ok=True)
+        key, csr, crt = (os.path.join(d, service + x) for x in (".key", ".csr", ".crt"))
+        ext, conf = os.path.join(d, service + ".ext"), os.path.join(self.dir, "ca.conf")
+        self.serial += 1
+        uri = "spiffe://%s/ns/default/dc/%s/svc/%s" % (self.trust_domain, self.args.datacenter, as_)
+        with open(ext, "w") as f:
+            f.write("basicConstraints=critical,CA:FALSE\n"
+                    "keyUsage=critical,digitalSignature,keyEncipherment,keyAgreement\n"
+                    "extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=URI:%s\n" % uri)
+        with open(conf, "w") as f:
+            f.write("[ca]\ndefault_ca=emu\n[emu]\ndatabase=%s/index.txt\nnew_certs_dir=%s\n"
+                    "serial=%s/serial\ndefault_md=sha256\npolicy=pol\nunique_subject=no\n"
+                    "[pol]\ncommonName=supplied\n" % (self.dir, d, self.dir))
+        open(os.path.join(self.dir, "index.txt"), "a").close()
+        with open(os.path.join(self.dir, "serial"), "w") as f:
+            f.write("%04X\n" % self.serial)
+        _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key)
+        _openssl("req", "-new", "-key", key, "-subj", "/CN=" + as_, "-out", csr)
+        now = time.time()
+        start, end = now - 60, now + self.args.leaf_ttl
+        with open(os.path.join(self.dir, "root.crt"), "w") as f:
+            f.write(root["RootCert"])
+        _openssl("ca", "-batch", "-notext", "-config", conf, "-cert", os.path.join(self.dir, "root.crt"),
+                 "-keyfile", root["_key"], "-in", csr, "-out", crt, "-extfile", ext,
+                 "-startdate", _asn1(start), "-enddate", _asn1(end))
+        idx = self.cat.bump()
+        life = end - now  # the minute of backdating is not lifetime (matters for short TTLs)
+        self.leaves[service] = {
+            "SerialNumber": "%02x" % self.serial, "CertPEM": open(crt).read(),
+            "PrivateKeyPEM": open(key).read(), "Service": as_, "ServiceURI": uri,
+            "ValidAfter": _rfc3339(start), "ValidBefore": _rfc3339(end),
+            "CreateIndex": idx, "ModifyIndex": idx,
+            "_root": root["ID"], "_start": start, "_end": end,
+            "_soft": now + life * random.uniform(0.6, 0.9), "_as": as_}
+        for x in (key, csr):
+            os.unlink(x)
+        self.cat.cond.notify_all()
+        return self.leaves[service]
+
+    def leaf_stale(self, leaf, service, now):
+        return (leaf["_root"] != self.active()["ID"] or now >= leaf["_soft"]
+                or leaf["_as"] != (self.overrides.get(service) or service))
+
+    def leaf(self, service):
+        now, leaf = time.time(), self.leaves.get(service)
+        if leaf is None or self.leaf_stale(leaf, service, now):
+            leaf = self.issue(service)
+        return leaf
+
+    def leaf_wait_s(self, service):
+        leaf = self.leaves.get(service)
+        return max(leaf["_soft"] - time.time(), 0.01) if leaf else 0.01
+
+    # -- intentions
+    def set_intention(self, src, dst, action, description=""):
+        key, idx = (src, dst), self.cat.bump()
+        old = self.intentions.get(key)
+        self.intentions[key] = {"Description": description, "SourceNS": "default", "SourceName": src,
+                                "DestinationNS": "default", "DestinationName": dst,
+                                "SourceType": "consul", "Action": action, "Meta": {},
+                                "Precedence": precedence(src, dst),
+                                "CreateIndex": old["CreateIndex"] if old else idx, "ModifyIndex": idx}
+        self.ixn_index = idx
+        self.cat.save()
+        self.cat.cond.notify_all()
+
+    def delete_intention(self, src, dst):
+        if self.intentions.pop((src, dst), None) is not None:
+            self.ixn_index = self.cat.bump()
+            self.cat.save()
+            self.cat.cond.notify_all()
+
+    def match(self, by, name):
+        field = "DestinationName" if by == "destination" else "SourceName"
+        out = [i for i in self.intentions.values() if i[field] in (name, "*")]
+        out.sort(key=lambda i: (-i["Precedence"], i["SourceName"], i["DestinationName"]))
+        return [{k: v for k, v in i.items() if k != "Precedence"} for i in out]
+
+
+def precedence(src, dst):
+    """agent/structs/intention.go UpdatePrecedence with namespaces exact (CE)."""
+    return (9 if src != "*" else 8) if dst != "*" else (6 if src != "*" else 5)
+
+
 class Checker(threading.Thread):
     """Runs HTTP/TCP checks at their interval, expires TTLs, reaps long-critical services."""
 
@@ -540,6 +743,7 @@ class Checker(threading.Thread):
                 if now >= self.next_reap:
                     self.next_reap = now + self.cat.args.reap_interval
                     self.reap(now)
+                self.cat.connect.prune(now)
 
     def tick(self, c, now):
         if c.get("_ttl") and now >= c["_ttl_deadline"] and c["Status"] != "critical":
@@ -1046,6 +1250,122 @@ class Handler(BaseHTTPRequestHandler):
         body, idx = self.blocking_read(index, wait_s, lambda: cat.config_index.get(kind, 0), build)
         self.send_json(body, self.meta_headers(idx))
 
+    # ---- Connect ---------------------------------------------------------------------------
+    def ca_roots(self):
+        index, wait_s = self.blocking_opts()
+        ca = self.server.cat.connect
+        body, idx = self.blocking_read(index, wait_s, lambda: ca.roots_index, ca.roots_json)
+        lag = self.server.cat.args.slow_roots.get(self.client_address[0], 0.0)
+        if index > 0 and idx > index and lag:
+            time.sleep(lag)  # a slow agent: this client learns of the change late
+        self.send_json(body, {**self.meta_headers(idx), "X-Cache": "MISS"})
+
+    def ca_leaf(self, service):
+        """Blocks until the leaf changes (renewal, rotation): index = the leaf's ModifyIndex."""
+        index, wait_s = self.blocking_opts()
+        if not service:
+            raise ApiError(400, "Missing service name")
+        cat = self.server.cat
+        ca = cat.connect
+        with cat.cond:
+            self.need_write("service:write", service)
+            leaf = ca.leaf(service)
+            if index > 0:
+                timeout = min(wait_s or DEFAULT_QUERY_TIME, MAX_QUERY_TIME)
+                deadline = time.time() + timeout + random.uniform(0, timeout / JITTER_FRACTION)
+                while leaf["ModifyIndex"] <= index and time.time() < deadline:
+                    cat.cond.wait(min(deadline - time.time(), ca.leaf_wait_s(service)))
+                    leaf = ca.leaf(service)
+            body = {k: v for k, v in leaf.items() if not k.startswith("_")}
+        self.send_json(body, {"X-Consul-Index": str(leaf["ModifyIndex"]), "X-Cache": "MISS"})
+
+    def ca_configuration(self):
+        cat = self.server.cat
+        if self.command == "GET":
+            with cat.cond:
+                a = cat.connect.active()
+                return self.send_json({"Provider": "consul", "Config": {
+                    "LeafCertTTL": "%ds" % int(cat.args.leaf_ttl), "RotationPeriod": "2160h",
+                    "IntermediateCertTTL": "8760h"}, "State": None,
+                    "ForceWithoutCrossSigning": False, "CreateIndex": a["CreateIndex"],
+                    "ModifyIndex": a["ModifyIndex"]})
+        body = self.body_json()
+        if not isinstance(body, dict) or body.get("Provider", "consul") != "consul":
+            raise ApiError(400, "emulator: only the consul provider")
+        with cat.cond:
+            self.need_write("operator:write", "")
+            cat.connect.rotate()
+        self.send(200)
+
+    def intention_args(self):
+        src, dst = self.q1("source", ""), self.q1("destination", "")
+        if not src:
+            raise ApiError(400, "required query parameter 'source' not set")
+        if not dst:
+            raise ApiError(400, "required query parameter 'destination' not set")
+        return src, dst
+
+    def intention_exact(self):
+        src, dst = self.intention_args()
+        cat = self.server.cat
+        with cat.cond:
+            if self.command == "GET":
+                i = cat.connect.intentions.get((src, dst))
+                if i is None:
+                    raise ApiError(404, "Intention not found")
+                return self.send_json(i, self.meta_headers(cat.connect.ixn_index))
+            self.need_write("intentions:write", dst)
+            if self.command == "DELETE":
+                cat.connect.delete_intention(src, dst)
+                return self.send_json(True)
+            body = self.body_json()
+            action = body.get("Action") if isinstance(body, dict) else None
+            if action not in ("allow", "deny"):
+                raise ApiError(400, "Intention action must be set to 'allow' or 'deny'")
+            cat.connect.set_intention(src, dst, action, body.get("Description", ""))
+        self.send_json(True)
+
+    def intentions_list(self):
+        index, wait_s = self.blocking_opts()
+        ca = self.server.cat.connect
+
+        def build():
+            if not self.privileged:
+                return []
+            return sorted(ca.intentions.values(),
+                          key=lambda i: (-i["Precedence"], i["SourceName"], i["DestinationName"]))
+
+        body, idx = self.blocking_read(index, wait_s, lambda: ca.ixn_index, build)
+        self.send_json(body, self.meta_headers(idx))
+
+    def intentions_match(self):
+        index, wait_s = self.blocking_opts()
+        by, names = self.query.get("by"), self.query.get("name") or []
+        if not by or len(by) != 1:
+            raise ApiError(400, "required query parameter 'by' not set")
+        if by[0] not in ("source", "destination"):
+            raise ApiError(400, "'by' parameter must be one of 'source' or 'destination'")
+        if not names:
+            raise ApiError(400, "required query parameter 'name' not set")
+        ca = self.server.cat.connect
+
+        def build():
+            return {n: ca.match(by[0], n) if self.privileged else [] for n in names}
+
+        body, idx = self.blocking_read(index, wait_s, lambda: ca.ixn_index, build)
+        self.send_json(body, self.meta_headers(idx))
+
+    def emulator_leaf(self, service):
+        cat = self.server.cat
+        with cat.cond:
+            other = self.q1("as", "")
+            if other:
+                cat.connect.overrides[service] = other
+            else:
+                cat.connect.overrides.pop(service, None)
+            cat.cond.notify_all()
+        self.send(200)
+
     # ---- routing ---------------------------------------------------------------------------
     ROUTES = [
         (re.compile(r"/v1/health/service/(.*)"), ("GET",), "health_service"),
@@ -1065,6 +1385,13 @@ class Handler(BaseHTTPRequestHandler):
         (re.compile(r"/v1/config"), ("PUT",), "config_apply"),
         (re.compile(r"/v1/config/([^/]+)/(.+)"), ("GET", "DELETE"), "config_entry"),
         (re.compile(r"/v1/config/([^/]+)"), ("GET",), "config_list"),
+        (re.compile(r"/v1/agent/connect/ca/roots"), ("GET",), "ca_roots"),
+        (re.compile(r"/v1/agent/connect/ca/leaf/(.*)"), ("GET",), "ca_leaf"),
+        (re.compile(r"/v1/connect/ca/configuration"), ("GET", "PUT"), "ca_configuration"),
+        (re.compile(r"/v1/connect/intentions/exact"), ("GET", "PUT", "DELETE"), "intention_exact"),
+        (re.compile(r"/v1/connect/intentions/match"), ("GET",), "intentions_match"),
+        (re.compile(r"/v1/connect/intentions"), ("GET",), "intentions_list"),
+        (re.compile(r"/emulator/leaf/(.+)"), ("PUT",), "emulator_leaf"),
     ]
 
     def dispatch(self):
@@ -1109,12 +1436,19 @@ def main():
     ap.add_argument("--no-leader", action="store_true", help="/v1/status/leader returns \"\"")
     ap.add_argument("--data-file", default="", help="keep the catalog here across restarts")
     ap.add_argument("--reap-interval", type=float, default=REAP_INTERVAL)
+    ap.add_argument("--ca-dir", default="", help="the Connect CA's keys (keep with --data-file)")
+    ap.add_argument("--leaf-ttl", type=float, default=72 * 3600.0, help="leaf lifetime (s)")
+    ap.add_argument("--slow-roots", action="append", default=[], metavar="IP=SECONDS",
+                    help="answer a roots change to client IP this much later (repeatable)")
+    ap.add_argument("--prune-roots-after", type=float, default=0.0,
+                    help="drop a root this long after it stopped being active (0 = never)")
     ap.add_argument("--log-file", default="")
     ap.add_argument("--register", action="append", default=[],
                     help="JSON registration body applied at start (repeatable)")
     ap.add_argument("--register-file", default="",
                     help="a JSON array of registration bodies applied at start (scale tests)")
     a = ap.parse_args()
+    a.slow_roots = {k: float(v) for k, v in (x.split("=", 1) for x in a.slow_roots)}
     if a.default_policy is None:
         a.default_policy = "deny" if a.acl_token else "allow"
     cat = Catalog(a)

@@ -362,3 +362,38 @@ log_has() { [ "$(log_count "$1" "$2")" -ge "$3" ]; }
 
 # pid_of_latest HOST: the pid the last "meshd running" line of HOST's log names.
 pid_of_latest() { grep 'msg="meshd running"' "$TMP/$1.log" | tail -n1 | sed 's/.* pid=\([0-9]*\).*/\1/'; }
+
+# --- Consul (the emulator, in host a, reachable from both hosts) ------------------------------
+CONSUL_URL=http://$IP_A:8500
+
+# consul_up [ARGS...]: the Consul emulator on $IP_A:8500 in host a, its CA and data under $TMP
+# (kept across consul_down/consul_up, like a server's data dir); sets PID_consul.
+consul_up() {
+	nsenter --net="/run/netns/$HA" python3 "$ROOT/tests/e2e/consul_emulator.py" --addr "$IP_A" \
+		--port 8500 --ca-dir "$TMP/consul-ca" --data-file "$TMP/consul.json" "$@" \
+		>>"$TMP/consul.log" 2>&1 &
+	PID_consul=$!
+	defer "kill -9 $PID_consul 2>/dev/null; wait $PID_consul 2>/dev/null"
+	wait_for 10 in_host "$HA" bash -c "exec 3<>/dev/tcp/$IP_A/8500" 2>/dev/null
+}
+# consul_down: Consul unavailable (the process is killed).
+consul_down() {
+	kill -9 "$PID_consul" 2>/dev/null
+	wait "$PID_consul" 2>/dev/null
+}
+# consul_api METHOD PATH [JSON]: a request to the emulator; prints the body.
+consul_api() {
+	in_host "$HA" curl -s --max-time 10 -X "$1" "$CONSUL_URL$2" ${3:+-d "$3"}
+}
+# intention SOURCE DESTINATION allow|deny|delete
+intention() {
+	if [ "$3" = delete ]; then
+		consul_api DELETE "/v1/connect/intentions/exact?source=$1&destination=$2" >/dev/null
+	else
+		consul_api PUT "/v1/connect/intentions/exact?source=$1&destination=$2" \
+			"{\"SourceType\":\"consul\",\"Action\":\"$3\"}" >/dev/null
+	fi
+}
+# The jq filter that makes a host_config use the Connect CA of the emulator.
+CONSUL_CA_FILTER="del(.mtls.trust_domain, .mtls.ca_file, .mtls.cert_dir) |
+	.mtls.cert_source = \"consul\" | .discovery.consul = { address: \"$CONSUL_URL\", wait: \"30s\" }"
