@@ -19,7 +19,8 @@ if [ -z "$FIXTURES" ] || [ ! -f "$FIXTURES/README.md" ]; then
 fi
 EMU=$ROOT/tests/e2e/consul_emulator.py
 
-spawn emulator python3 "$EMU" --port $PORT --acl-token root-token --reap-interval 0.5
+spawn emulator python3 "$EMU" --port $PORT --acl-token root-token --reap-interval 0.5 \
+	--ca-dir "$TMP/ca" --leaf-ttl 4
 if ! wait_for 5 port_open 127.0.0.1 $PORT; then
 	fail start "emulator did not listen on $PORT: $(tail -n 3 "$TMP/emulator.log")"
 	exit 1
@@ -432,6 +433,158 @@ def _():
     st, h, body = req("GET", "/v1/config/service-splitter/web", token=False)
     if st != 404:
         return f"anonymous read under deny: {st} {body!r}"
+# ---- Connect: CA roots, leaves, intentions ------------------------------------------------------
+import hashlib, ssl, subprocess, tempfile
+
+def openssl(*args, data=None):
+    return subprocess.run(["openssl", *args], input=data, capture_output=True)
+
+def timed(method, path, body=None):
+    t = time.time()
+    r = req(method, path, body)
+    return r, time.time() - t
+
+@case("connect_roots_shape_and_root_id")
+def _():
+    st, h, body = req("GET", "/v1/agent/connect/ca/roots")
+    got, want = json.loads(body), fixture("agent-connect-ca-roots.json")
+    if st != 200 or keys_tree(got) != keys_tree(want):
+        return f"{st} key order differs: {keys_tree(got)}"
+    r = got["Roots"][0]
+    der = ssl.PEM_cert_to_DER_cert(r["RootCert"])
+    if r["ID"] != ":".join("%02x" % b for b in hashlib.sha1(der).digest()):
+        return "root ID is not the colon-hex SHA-1 of its DER"
+    if got["ActiveRootID"] != r["ID"] or not got["TrustDomain"].endswith(".consul"):
+        return f"active/trust domain {got['ActiveRootID']} {got['TrustDomain']}"
+    for k in ("x-consul-index", "x-consul-knownleader", "x-cache"):
+        if k not in h:
+            return f"missing {k}"
+
+@case("connect_leaf_shape_chain_and_index")
+def _():
+    st, h, body = req("GET", "/v1/agent/connect/ca/leaf/web")
+    got, want = json.loads(body), fixture("agent-connect-ca-leaf.json")
+    roots = json.loads(req("GET", "/v1/agent/connect/ca/roots")[2])
+    if st != 200 or keys_tree(got) != keys_tree(want):
+        return f"{st} key order differs: {keys_tree(got)}"
+    if h.get("x-consul-index") != str(got["ModifyIndex"]):
+        return f"index {h.get('x-consul-index')} != ModifyIndex {got['ModifyIndex']}"
+    if got["ServiceURI"] != f"spiffe://{roots['TrustDomain']}/ns/default/dc/dc1/svc/web":
+        return f"URI {got['ServiceURI']}"
+    with tempfile.NamedTemporaryFile("w", suffix=".pem") as ca:
+        ca.write(roots["Roots"][0]["RootCert"])
+        ca.flush()
+        v = openssl("verify", "-CAfile", ca.name, data=got["CertPEM"].encode())
+    if v.returncode:
+        return f"chain does not verify: {v.stdout!r} {v.stderr!r}"
+    a = openssl("x509", "-noout", "-pubkey", data=got["CertPEM"].encode()).stdout
+    b = openssl("pkey", "-pubout", data=got["PrivateKeyPEM"].encode()).stdout
+    if not a or a != b:
+        return "key does not match the certificate"
+    st, h, body = req("GET", "/v1/agent/connect/ca/leaf/web", token=False)
+    if st != 403:
+        return f"anonymous leaf: {st}"
+
+@case("connect_leaf_blocks_until_renewal")
+def _():
+    st, h, body = req("GET", "/v1/agent/connect/ca/leaf/web")
+    first = json.loads(body)
+    idx = first["ModifyIndex"]
+    (st, h, body), dt = timed("GET", f"/v1/agent/connect/ca/leaf/web?index={idx}&wait=300ms")
+    if json.loads(body)["ModifyIndex"] != idx or h.get("x-consul-index") != str(idx) or dt < 0.25:
+        return f"timeout: index {h.get('x-consul-index')} after {dt:.2f}s"
+    (st, h, body), dt = timed("GET", f"/v1/agent/connect/ca/leaf/web?index={idx}&wait=30s")
+    got = json.loads(body)
+    # --leaf-ttl 4: renewed between 60 % and 90 % of the lifetime after issue
+    if got["ModifyIndex"] <= idx or got["SerialNumber"] == first["SerialNumber"] or dt > 4:
+        return f"renewal: index {idx} -> {got['ModifyIndex']} after {dt:.2f}s"
+
+@case("connect_roots_block_until_rotation")
+def _():
+    st, h, body = req("GET", "/v1/agent/connect/ca/roots")
+    before, idx = json.loads(body), int(h["x-consul-index"])
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=req(
+        "GET", f"/v1/agent/connect/ca/roots?index={idx}&wait=30s")))
+    t.start()
+    time.sleep(0.3)
+    if not t.is_alive():
+        return "roots did not block"
+    st, _, _ = req("PUT", "/v1/connect/ca/configuration", {"Provider": "consul", "Config": {}})
+    t.join(10)
+    got = json.loads(out["r"][2])
+    if st != 200 or int(out["r"][1]["x-consul-index"]) <= idx or len(got["Roots"]) != len(before["Roots"]) + 1:
+        return f"rotation: {st}, {len(got['Roots'])} roots"
+    active = [r for r in got["Roots"] if r["Active"]]
+    if len(active) != 1 or active[0]["ID"] == before["ActiveRootID"] or active[0]["ID"] != got["ActiveRootID"]:
+        return "not exactly one new active root"
+    st, h, body = req("GET", "/v1/agent/connect/ca/leaf/web")
+    leaf = json.loads(body)
+    with tempfile.NamedTemporaryFile("w", suffix=".pem") as ca:
+        ca.write(active[0]["RootCert"])
+        ca.flush()
+        if openssl("verify", "-CAfile", ca.name, data=leaf["CertPEM"].encode()).returncode:
+            return "the leaf after rotation is not signed by the new root"
+
+@case("intentions_write_read_shapes")
+def _():
+    st, h, body = req("PUT", "/v1/connect/intentions/exact?source=web&destination=db",
+                      fixture("connect-intentions-exact-put-request.json"))
+    if st != 200 or body != b"true":
+        return f"put: {st} {body!r}"
+    st, h, body = req("GET", "/v1/connect/intentions/exact?source=web&destination=db")
+    got = json.loads(body)
+    if keys_tree(got) != keys_tree(fixture("connect-intentions-exact.json")) or got["Precedence"] != 9:
+        return f"exact key order/precedence: {keys_tree(got)}"
+    st, h, body = req("GET", "/v1/connect/intentions")
+    if keys_tree(json.loads(body)) != keys_tree(fixture("connect-intentions-list.json")):
+        return "list key order differs"
+    req("PUT", "/v1/connect/intentions/exact?source=web&destination=*", {"Action": "allow"})
+    req("PUT", "/v1/connect/intentions/exact?source=*&destination=db", {"Action": "deny"})
+    st, h, body = req("GET", "/v1/connect/intentions/match?by=source&name=web")
+    got, want = json.loads(body), fixture("connect-intentions-match.json")
+    pairs = [(i["SourceName"], i["DestinationName"]) for i in got["web"]]
+    if keys_tree(got) != keys_tree(want) or pairs != [("web", "db"), ("*", "db"), ("web", "*")]:
+        return f"match by source: {got}"
+    st, h, body = req("GET", "/v1/connect/intentions/match?by=destination&name=db")
+    if [i["SourceName"] for i in json.loads(body)["db"]] != ["web", "*"] or "x-consul-index" not in h:
+        return f"match by destination not in precedence order: {body!r}"
+    st, h, body = req("PUT", "/v1/connect/intentions/exact?source=a&destination=db",
+                      {"Action": "allow"}, token=False)
+    if st != 403:
+        return f"anonymous write: {st}"
+    st, h, body = req("DELETE", "/v1/connect/intentions/exact?source=*&destination=db")
+    if st != 200 or body != b"true":
+        return f"delete: {st} {body!r}"
+
+@case("intentions_match_blocks_until_a_write")
+def _():
+    st, h, body = req("GET", "/v1/connect/intentions/match?by=destination&name=db")
+    idx, out = int(h["x-consul-index"]), {}
+    t = threading.Thread(target=lambda: out.update(r=req(
+        "GET", f"/v1/connect/intentions/match?by=destination&name=db&index={idx}&wait=30s")))
+    t.start()
+    time.sleep(0.3)
+    if not t.is_alive():
+        return "match did not block"
+    req("PUT", "/v1/connect/intentions/exact?source=api&destination=db", {"Action": "deny"})
+    t.join(10)
+    got = json.loads(out["r"][2])["db"]
+    if int(out["r"][1]["x-consul-index"]) <= idx or "api" not in [i["SourceName"] for i in got]:
+        return f"woke with {got}"
+
+@case("connect_errors")
+def _():
+    for path, want in (("/v1/connect/intentions/match?name=db", "required query parameter 'by' not set"),
+                       ("/v1/connect/intentions/match?by=destination", "required query parameter 'name' not set"),
+                       ("/v1/connect/intentions/match?by=x&name=db", "'by' parameter must be one of 'source' or 'destination'"),
+                       ("/v1/agent/connect/ca/roots?wait=abc", "Invalid wait time")):
+        st, h, body = req("GET", path)
+        if st != 400 or body.decode() != want:
+            return f"{path}: {st} {body!r}"
+    st, h, body = req("POST", "/v1/agent/connect/ca/roots")
+    if st != 405 or h.get("allow") != "OPTIONS,GET":
+        return f"POST roots: {st} {h.get('allow')}"
 EOF
 
 while read -r verdict name why; do
