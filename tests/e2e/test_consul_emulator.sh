@@ -547,7 +547,8 @@ def _():
     if keys_tree(got) != keys_tree(want) or pairs != [("web", "db"), ("*", "db"), ("web", "*")]:
         return f"match by source: {got}"
     st, h, body = req("GET", "/v1/connect/intentions/match?by=destination&name=db")
-    if [i["SourceName"] for i in json.loads(body)["db"]] != ["web", "*"] or "x-consul-index" not in h:
+    pairs = [(i["SourceName"], i["DestinationName"]) for i in json.loads(body)["db"]]
+    if pairs != [("web", "db"), ("*", "db"), ("web", "*")] or "x-consul-index" not in h:
         return f"match by destination not in precedence order: {body!r}"
     st, h, body = req("PUT", "/v1/connect/intentions/exact?source=a&destination=db",
                       {"Action": "allow"}, token=False)
