@@ -807,6 +807,12 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     # ---- plumbing --------------------------------------------------------------------------
+    def setup(self):
+        super().setup()
+        # Go's net/http sets TCP_NODELAY: without it the body segment waits for the client's
+        # delayed ACK of the header segment (40 ms) on every answer.
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_message(self, fmt, *a):
         pass
 

@@ -18,7 +18,7 @@
 #include "mtls/consul_feed.h"
 
 #define SEC_NS 1000000000ull
-#define ROOT_GRACE_S 5	    /* a new root is trusted by every peer's next roots answer */
+#define ROOT_GRACE_S 5		   /* a new root is trusted by every peer's next roots answer */
 #define FIRST_WAIT_NS (3 * SEC_NS) /* open: time Consul has for the first answers */
 #define ROOTS_PATH "/v1/agent/connect/ca/roots"
 
@@ -36,7 +36,7 @@ struct leaf_slot {
 
 struct fresh_root {
 	X509 *x;
-	int64_t listed_at; /* unix s it was first listed */
+	int64_t listed_at; /* unix s it was first listed; 0 = listed from the start */
 };
 
 struct consul_src {
@@ -48,7 +48,7 @@ struct consul_src {
 	struct leaf_slot *slots;
 	size_t n;
 	bool have_roots;
-	struct fresh_root *fresh; /* roots listed after the first answer, within their grace */
+	struct fresh_root *fresh; /* the roots listed now, with when each was first listed */
 	size_t n_fresh;
 };
 
@@ -64,37 +64,36 @@ static void slot_clear(struct leaf_slot *s)
 
 /* --- roots -------------------------------------------------------------------------------------- */
 
-static bool is_fresh(struct consul_src *c, X509 *x)
+static struct fresh_root *seen_root(struct consul_src *c, X509 *x)
 {
 	for (size_t i = 0; i < c->n_fresh; i++)
 		if (!X509_cmp(c->fresh[i].x, x))
-			return true;
-	return false;
+			return &c->fresh[i];
+	return NULL;
 }
 
-/* Remembers roots not trusted before (after the first answer) with the time they appeared. */
+/* Records when each listed root was first listed (0 for those of the first answer: trusted
+ * everywhere already); roots no longer listed are forgotten. */
 static void note_fresh(struct consul_src *c, STACK_OF(X509) * roots, bool first)
 {
+	struct fresh_root *next = calloc((size_t)sk_X509_num(roots) + 1, sizeof(*next)), *old;
 	int64_t now = certsrc_now();
-	size_t kept = 0;
+	size_t n = 0;
 
-	for (size_t i = 0; i < c->n_fresh; i++) { /* past their grace: plain roots now */
-		if (c->fresh[i].listed_at + ROOT_GRACE_S > now)
-			c->fresh[kept++] = c->fresh[i];
-		else
-			X509_free(c->fresh[i].x);
-	}
-	c->n_fresh = kept;
-	for (int i = 0; !first && i < sk_X509_num(roots); i++) {
+	if (!next)
+		return; /* keeps the previous record: at worst a hold is missed */
+	for (int i = 0; i < sk_X509_num(roots); i++) {
 		X509 *x = sk_X509_value(roots, i);
-		struct fresh_root *f;
 
-		if (is_fresh(c, x) || !(f = realloc(c->fresh, (c->n_fresh + 1) * sizeof(*f))))
-			continue;
-		c->fresh = f;
+		old = seen_root(c, x);
 		X509_up_ref(x);
-		c->fresh[c->n_fresh++] = (struct fresh_root){ x, now };
+		next[n++] = (struct fresh_root){ x, old ? old->listed_at : first ? 0 : now };
 	}
+	for (size_t i = 0; i < c->n_fresh; i++)
+		X509_free(c->fresh[i].x);
+	free(c->fresh);
+	c->fresh = next;
+	c->n_fresh = n;
 }
 
 static STACK_OF(X509) * roots_stack(const struct consul_ca_roots *r, char *why, size_t wlen)
@@ -132,8 +131,8 @@ static void on_roots(struct consul_src *c, const char *body, size_t len)
 		err = certs_set_roots(c->store, roots, certsrc_now(), why, sizeof(why));
 	}
 	if (err) {
-		LOG_WARN("mtls", "cannot use the Consul CA roots; the running ones stay", "error=%s",
-			 log_q(why));
+		LOG_WARN("mtls", "cannot use the Consul CA roots; the running ones stay",
+			 "error=%s", log_q(why));
 	} else {
 		LOG_INFO("mtls", "Consul CA roots loaded", "trust_domain=%s roots=%zu active=%s",
 			 r.trust_domain, r.n, log_q(r.active_id));
@@ -160,8 +159,8 @@ static void on_hold_over(struct evloop *loop, void *arg)
 static int64_t hold_s(struct leaf_slot *s)
 {
 	struct consul_src *c = s->c;
-	X509 *top = sk_X509_num(s->chain) ? sk_X509_value(s->chain, sk_X509_num(s->chain) - 1)
-					   : s->leaf;
+	X509 *top =
+	    sk_X509_num(s->chain) ? sk_X509_value(s->chain, sk_X509_num(s->chain) - 1) : s->leaf;
 	int64_t now = certsrc_now();
 
 	for (size_t i = 0; i < c->n_fresh; i++) {

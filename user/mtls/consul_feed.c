@@ -29,6 +29,7 @@ struct core {
 	struct evloop *loop;
 	const char **paths; /* owned copies */
 	bool *answered, *ok;
+	uint64_t *last; /* digest of the last 200 body delivered per path (main loop), 0 = none */
 	size_t n;
 };
 
@@ -55,9 +56,34 @@ static void core_put(struct core *c)
 	free(c->paths);
 	free(c->answered);
 	free(c->ok);
+	free(c->last);
 	pthread_mutex_destroy(&c->lock);
 	pthread_cond_destroy(&c->cond);
 	free(c);
+}
+
+/* FNV-1a of a body, never 0. */
+static uint64_t digest(const char *b, size_t len)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (unsigned char)b[i]) * 0x100000001b3ull;
+	return h | 1;
+}
+
+/* A 200 answer equal to the last one delivered (a blocking query that timed out) is not news. */
+static bool repeated(struct core *c, size_t i, const struct consul_update *u)
+{
+	uint64_t d;
+
+	if (u->err)
+		return false;
+	d = digest(u->body, u->body_len);
+	if (c->last[i] == d)
+		return true;
+	c->last[i] = d;
+	return false;
 }
 
 /* Takes the queue and hands each answer to the owner. Main loop. */
@@ -76,7 +102,7 @@ static void deliver(struct core *c)
 
 		next = it->next;
 		f = c->owner;
-		if (f)
+		if (f && !repeated(c, it->i, u))
 			f->cb(f->arg, it->i, u->body, u->body_len, u->err, u->status);
 		consul_update_free(u);
 		free(it);
@@ -145,18 +171,19 @@ static struct core *core_new(struct evloop *loop, const char *const *paths, size
 	c->paths = calloc(n + 1, sizeof(*c->paths));
 	c->answered = calloc(n + 1, sizeof(bool));
 	c->ok = calloc(n + 1, sizeof(bool));
+	c->last = calloc(n + 1, sizeof(uint64_t));
 	for (; c->paths && c->n < n; c->n++)
 		if (!(c->paths[c->n] = strdup(paths[c->n])))
 			break;
-	if (!c->paths || !c->answered || !c->ok || c->n < n) {
+	if (!c->paths || !c->answered || !c->ok || !c->last || c->n < n) {
 		core_put(c);
 		return NULL;
 	}
 	return c;
 }
 
-static struct consul_watch *start_watch(const struct mesh_config *cfg, struct core *c,
-					char *why, size_t wlen)
+static struct consul_watch *start_watch(const struct mesh_config *cfg, struct core *c, char *why,
+					size_t wlen)
 {
 	const struct config_consul *cc = &cfg->consul;
 	char *token = NULL;
@@ -165,8 +192,10 @@ static struct consul_watch *start_watch(const struct mesh_config *cfg, struct co
 		.address = cc->address,
 		.ca_file = cc->ca_file,
 		.wait_ns = cc->wait_ns,
-		.rate_burst = 10,		/* changes are rare; apply each within a round */
-		.rate_period_ns = 1000000000ull, /* trip, bursts still limited */
+		/* Each change applied within one round trip, up to 10 a second: a loop on a
+		 * broken index still cannot spin. */
+		.rate_burst = 10,
+		.rate_period_ns = 100000000ull,
 		.gets = c->paths,
 		.n_gets = c->n,
 	};

@@ -1,7 +1,8 @@
 /* Blocking reads of the Consul agent for the mTLS module (Connect CA roots and leaves,
  * intentions): one watcher of user/consul/ per feed, with the agent settings of
  * `discovery.consul` (address, token_file, ca_file, wait). Answers are queued by the watcher
- * thread and delivered on the main loop, in order, one callback per answer; a failed read
+ * thread and delivered on the main loop, in order, one callback per answer that differs from
+ * the path's last one (a blocking query that timed out brings nothing new); a failed read
  * delivers its error, and the caller keeps what it had. Main loop only. */
 #ifndef MESH_MTLS_CONSUL_FEED_H
 #define MESH_MTLS_CONSUL_FEED_H

@@ -96,9 +96,9 @@ static int recompile(struct intentions *in)
 	struct authz_rule *r;
 	size_t n;
 	char why[256];
-	int err = intentions_compile((const char *const *)in->services,
-				     (const char *const *)in->answers, in->n, &r, &n, why,
-				     sizeof(why));
+	int err =
+	    intentions_compile((const char *const *)in->services, (const char *const *)in->answers,
+			       in->n, &r, &n, why, sizeof(why));
 
 	if (err)
 		return err;
@@ -161,9 +161,10 @@ static void load_persisted(struct intentions *in)
 		body = cert_read_file(path, &len);
 		if (!body)
 			continue;
-		if (consul_parse_intentions(body, len, in->services[i], &v, &nv, why, sizeof(why))) {
-			LOG_WARN("authz", "ignoring a persisted intentions file", "path=%s error=%s",
-				 log_q(path), log_q(why));
+		if (consul_parse_intentions(body, len, in->services[i], &v, &nv, why,
+					    sizeof(why))) {
+			LOG_WARN("authz", "ignoring a persisted intentions file",
+				 "path=%s error=%s", log_q(path), log_q(why));
 			free(body);
 			continue;
 		}
@@ -203,11 +204,11 @@ static void on_answer(void *arg, size_t i, const char *body, size_t len, int err
 		return;
 	}
 	free(old);
-	persist(in, i);
 	LOG_INFO("authz", "intentions updated", "service=%s intentions=%zu", log_q(in->services[i]),
 		 nv);
 	if (in->changed)
 		in->changed(in->arg);
+	persist(in, i); /* after: enforcement does not wait for the disk */
 }
 
 /* --- lifecycle ---------------------------------------------------------------------------------- */
@@ -277,8 +278,8 @@ struct intentions *intentions_new(struct evloop *loop, const struct mesh_config 
 	load_persisted(in);
 	if (recompile(in))
 		goto err;
-	in->feed = consul_feed_new(loop, cfg, (const char *const *)in->paths, in->n, on_answer,
-				   in, why, sizeof(why));
+	in->feed = consul_feed_new(loop, cfg, (const char *const *)in->paths, in->n, on_answer, in,
+				   why, sizeof(why));
 	if (!in->feed)
 		goto err;
 	consul_feed_wait_first(in->feed, FIRST_WAIT_NS);
