@@ -1,6 +1,6 @@
 /* Service-to-service authorization: an immutable, reference-counted policy of rule layers
  * (`source -> destination: allow|deny`, first match wins, layers in order: config rules, then
- * Consul intentions once issue 11 feeds AUTHZ_LAYER_INTENTIONS, then the default action), and a
+ * Consul intentions (intentions.h), then the default action), and a
  * limiter so a denied pair is logged once per interval. Pure: no I/O, the clock is an argument.
  * A policy is built on one thread and then only read, from any thread. */
 #ifndef MESH_MTLS_AUTHZ_H
@@ -17,7 +17,7 @@ enum authz_action {
 /* Rule sources, evaluated in this order. */
 enum authz_layer {
 	AUTHZ_LAYER_CONFIG = 0,	    /* authorization.rules */
-	AUTHZ_LAYER_INTENTIONS = 1, /* Consul intentions (issue 11), already in precedence order */
+	AUTHZ_LAYER_INTENTIONS = 1, /* Consul intentions, already in precedence order */
 	AUTHZ_LAYER__COUNT,
 };
 

@@ -132,7 +132,8 @@ static int roots_from(const cJSON *doc, struct consul_ca_roots *out, char *why, 
 		}
 	}
 	if (n_active != 1)
-		return snprintf(why, wlen, "%zu roots marked Active, expected 1", n_active), -EINVAL;
+		return snprintf(why, wlen, "%zu roots marked Active, expected 1", n_active),
+		       -EINVAL;
 	return 0;
 }
 
