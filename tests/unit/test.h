@@ -10,6 +10,8 @@
 #include <string.h>
 
 void test_register(const char *name, void (*fn)(void));
+/* A whole file, NUL-terminated (caller frees), its length in *len; NULL when unreadable. */
+char *test_read_file(const char *path, size_t *len);
 void test_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

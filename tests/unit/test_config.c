@@ -357,9 +357,22 @@ TEST(config_mtls_material)
 		   "required when mtls.enabled is true and mtls.cert_source is files");
 	EXPECT_ERR(TOP("\"mtls\":{\"enabled\":true}"), NULL, "mtls.cert_dir", "required");
 	EXPECT_ERR(TOP("\"mtls\":{\"enabled\":true,\"cert_source\":\"consul\"}"), NULL,
-		   "mtls.cert_source",
-		   "not supported yet: certificates from Consul's CA are not built; use files or "
-		   "builtin_ca (got \"consul\", expected one of files|builtin_ca)");
+		   "discovery.consul.address", "required when mtls.cert_source is consul");
+	EXPECT_ERR(TOP("\"mtls\":{\"enabled\":true,\"cert_source\":\"consul\","
+		       "\"trust_domain\":\"x.consul\"},\"discovery\":{\"consul\":"
+		       "{\"address\":\"http://127.0.0.1:8500\"}}"),
+		   NULL, "mtls.trust_domain", "unused with mtls.cert_source consul");
+	EXPECT_ERR(TOP("\"mtls\":{\"enabled\":true,\"ca_file\":\"/etc/ca.pem\","
+		       "\"cert_dir\":\"/etc/certs\"},\"authorization\":{\"intentions\":true}"),
+		   NULL, "discovery.consul.address", "required when authorization.intentions");
+	/* The agent's keys are used by the Connect CA with the static backend. */
+	config_free(
+	    MUST_LOAD(TOP("\"mtls\":{\"enabled\":true,\"cert_source\":\"consul\"},"
+			  "\"discovery\":{\"consul\":{\"address\":\"http://127.0.0.1:8500\","
+			  "\"wait\":\"30s\"}},\"authorization\":{\"intentions\":true}"),
+		      NULL));
+	EXPECT_ERR(TOP("\"discovery\":{\"consul\":{\"address\":\"http://127.0.0.1:8500\"}}"), NULL,
+		   "discovery.consul.address", "unused with discovery.backend static");
 	EXPECT_ERR(TOP("\"mtls\":{\"enabled\":true,\"cert_source\":\"builtin_ca\","
 		       "\"ca_file\":\"/etc/ca.pem\"}"),
 		   NULL, "mtls.ca_key_file",

@@ -10,29 +10,6 @@
 
 #define CORPUS "tests/fuzz/corpus/consul/"
 
-static char *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	char *buf;
-	long n;
-
-	if (!f)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	rewind(f);
-	buf = malloc((size_t)n + 1);
-	if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-		free(buf);
-		buf = NULL;
-	}
-	fclose(f);
-	if (buf)
-		buf[n] = '\0';
-	*len = (size_t)n;
-	return buf;
-}
-
 static int parse_str(const char *json, struct consul_health *h)
 {
 	char why[128];
@@ -52,7 +29,7 @@ TEST(parse_fixture_all_instances_keeps_only_fully_passing)
 	struct consul_health h;
 	char why[128];
 	size_t len;
-	char *json = slurp(CORPUS "health-service-web.json", &len);
+	char *json = test_read_file(CORPUS "health-service-web.json", &len);
 
 	CHECK(json != NULL);
 	if (!json)
@@ -74,7 +51,7 @@ TEST(parse_fixture_passing_and_empty)
 	struct consul_health h;
 	char why[128];
 	size_t len;
-	char *json = slurp(CORPUS "health-service-web-passing.json", &len);
+	char *json = test_read_file(CORPUS "health-service-web-passing.json", &len);
 
 	CHECK(json != NULL);
 	if (!json)

@@ -123,6 +123,11 @@ static void on_roots(struct consul_src *c, const char *body, size_t len)
 	char why[512] = "";
 	int err = consul_parse_roots(body, len, &r, why, sizeof(why));
 
+	if (!err && !spiffe_domain_valid(r.trust_domain, strlen(r.trust_domain))) {
+		snprintf(why, sizeof(why), "TrustDomain \"%.64s\" is not a SPIFFE trust domain",
+			 r.trust_domain);
+		err = -EINVAL;
+	}
 	if (!err && !(roots = roots_stack(&r, why, sizeof(why))))
 		err = -EINVAL;
 	if (!err) {

@@ -108,13 +108,13 @@ struct consul_ca_root {
 };
 
 struct consul_ca_roots {
-	char *trust_domain; /* "<cluster-id>.consul", lowercase */
+	char *trust_domain; /* "<cluster-id>.consul" */
 	char *active_id;
 	struct consul_ca_root *roots;
 	size_t n;
 };
 
-/* Parses a roots answer: TrustDomain (a lowercase DNS name), ActiveRootID, Roots[] with ID and
+/* Parses a roots answer: TrustDomain (not empty), ActiveRootID, Roots[] with ID and
  * RootCert (PEM text; IntermediateCerts appended). At least one root, exactly the active one
  * marked Active. 0, -EINVAL with a reason in `why`, or -ENOMEM. Free with
  * consul_ca_roots_free. Pure. */

@@ -140,11 +140,10 @@ static int put_blocking(char *buf, size_t len, size_t *pos, char sep, uint64_t i
 	return put_str(buf, len, pos, tail);
 }
 
-int consul_health_url(char *buf, size_t len, const char *address, const char *service,
-		      const char *dc, uint64_t index, uint64_t wait_ns)
+/* Starts buf with `address` without its trailing slashes. */
+static int put_base(char *buf, size_t len, size_t *pos, const char *address)
 {
-	size_t pos = 0, alen = strlen(address);
-	int err;
+	size_t alen = strlen(address);
 
 	if (!len)
 		return -ENAMETOOLONG;
@@ -154,9 +153,18 @@ int consul_health_url(char *buf, size_t len, const char *address, const char *se
 	if (alen + 1 >= len)
 		return -ENAMETOOLONG;
 	memcpy(buf, address, alen);
-	pos = alen;
-	buf[pos] = '\0';
-	err = put_str(buf, len, &pos, "/v1/health/service/");
+	buf[alen] = '\0';
+	*pos = alen;
+	return 0;
+}
+
+int consul_health_url(char *buf, size_t len, const char *address, const char *service,
+		      const char *dc, uint64_t index, uint64_t wait_ns)
+{
+	size_t pos = 0;
+	int err = put_base(buf, len, &pos, address);
+
+	err = err ?: put_str(buf, len, &pos, "/v1/health/service/");
 	err = err ?: put_escaped(buf, len, &pos, service);
 	err = err ?: put_str(buf, len, &pos, "?passing=1");
 	if (!err && dc && dc[0]) {
@@ -170,19 +178,10 @@ int consul_health_url(char *buf, size_t len, const char *address, const char *se
 int consul_get_url(char *buf, size_t len, const char *address, const char *path, uint64_t index,
 		   uint64_t wait_ns)
 {
-	size_t pos = 0, alen = strlen(address);
-	int err;
+	size_t pos = 0;
+	int err = put_base(buf, len, &pos, address);
 
-	if (!len)
-		return -ENAMETOOLONG;
-	while (alen && address[alen - 1] == '/')
-		alen--;
-	if (alen + 1 >= len)
-		return -ENAMETOOLONG;
-	memcpy(buf, address, alen);
-	pos = alen;
-	buf[pos] = '\0';
-	err = put_str(buf, len, &pos, path);
+	err = err ?: put_str(buf, len, &pos, path);
 	err = err ?: put_blocking(buf, len, &pos, strchr(path, '?') ? '&' : '?', index, wait_ns);
 	return err ? err : (int)pos;
 }
