@@ -32,6 +32,7 @@ struct leaf_slot {
 	EVP_PKEY *key;
 	int64_t timer;
 	int64_t installed_not_after; /* 0 = none */
+	bool unreachable;	     /* the last read failed (its error is shown) */
 };
 
 struct fresh_root {
@@ -253,12 +254,18 @@ static void on_answer(void *arg, size_t i, const char *body, size_t len, int err
 {
 	struct consul_src *c = arg;
 
-	if (err) {
-		if (i > 0)
-			certs_set_error(c->store, c->slots[i - 1].service,
-					"cannot reach the Consul Connect CA");
-		return; /* the watcher logged it; what is installed stays */
+	if (err || !body) { /* the watcher logged an error; what is installed stays */
+		struct leaf_slot *s = i > 0 ? &c->slots[i - 1] : NULL;
+
+		if (s && (err || s->unreachable)) /* an error, or answers again (same leaf) */
+			certs_set_error(c->store, s->service,
+					err ? "cannot reach the Consul Connect CA" : NULL);
+		if (s)
+			s->unreachable = err != 0;
+		return;
 	}
+	if (i > 0)
+		c->slots[i - 1].unreachable = false;
 	if (i == 0)
 		on_roots(c, body, len);
 	else

@@ -30,6 +30,7 @@ struct core {
 	const char **paths; /* owned copies */
 	bool *answered, *ok;
 	uint64_t *last; /* digest of the last 200 body delivered per path (main loop), 0 = none */
+	bool *failed;	/* the last answer delivered per path was an error (main loop) */
 	size_t n;
 };
 
@@ -57,6 +58,7 @@ static void core_put(struct core *c)
 	free(c->answered);
 	free(c->ok);
 	free(c->last);
+	free(c->failed);
 	pthread_mutex_destroy(&c->lock);
 	pthread_cond_destroy(&c->cond);
 	free(c);
@@ -72,18 +74,22 @@ static uint64_t digest(const char *b, size_t len)
 	return h | 1;
 }
 
-/* A 200 answer equal to the last one delivered (a blocking query that timed out) is not news. */
-static bool repeated(struct core *c, size_t i, const struct consul_update *u)
+/* A 200 answer equal to the last one delivered (a blocking query that timed out) is not news:
+ * 1 = drop it, -1 = deliver it without its body (the path answers again after errors), 0 =
+ * deliver it. */
+static int repeated(struct core *c, size_t i, const struct consul_update *u)
 {
+	bool failed = c->failed[i];
 	uint64_t d;
 
+	c->failed[i] = u->err != 0;
 	if (u->err)
-		return false;
+		return 0;
 	d = digest(u->body, u->body_len);
 	if (c->last[i] == d)
-		return true;
+		return failed ? -1 : 1;
 	c->last[i] = d;
-	return false;
+	return 0;
 }
 
 /* Takes the queue and hands each answer to the owner. Main loop. */
@@ -102,8 +108,14 @@ static void deliver(struct core *c)
 
 		next = it->next;
 		f = c->owner;
-		if (f && !repeated(c, it->i, u))
+		switch (f ? repeated(c, it->i, u) : 1) {
+		case 0:
 			f->cb(f->arg, it->i, u->body, u->body_len, u->err, u->status);
+			break;
+		case -1:
+			f->cb(f->arg, it->i, NULL, 0, 0, u->status);
+			break;
+		}
 		consul_update_free(u);
 		free(it);
 	}
@@ -172,10 +184,11 @@ static struct core *core_new(struct evloop *loop, const char *const *paths, size
 	c->answered = calloc(n + 1, sizeof(bool));
 	c->ok = calloc(n + 1, sizeof(bool));
 	c->last = calloc(n + 1, sizeof(uint64_t));
+	c->failed = calloc(n + 1, sizeof(bool));
 	for (; c->paths && c->n < n; c->n++)
 		if (!(c->paths[c->n] = strdup(paths[c->n])))
 			break;
-	if (!c->paths || !c->answered || !c->ok || !c->last || c->n < n) {
+	if (!c->paths || !c->answered || !c->ok || !c->last || !c->failed || c->n < n) {
 		core_put(c);
 		return NULL;
 	}

@@ -14,7 +14,8 @@
 #include "config/config.h"
 
 /* Answer `i` (the index of its path): `body` (NUL-terminated) when err == 0, else -EIO
- * (transport), -EPROTO (HTTP status `status`) or -ENOMEM. The body is valid during the call. */
+ * (transport), -EPROTO (HTTP status `status`) or -ENOMEM. The body is valid during the call;
+ * NULL with err == 0 means the path answers again after errors, with what it said before. */
 typedef void (*consul_feed_cb)(void *arg, size_t i, const char *body, size_t len, int err,
 			       long status);
 

@@ -184,7 +184,7 @@ static void on_answer(void *arg, size_t i, const char *body, size_t len, int err
 	char why[256], *copy, *old;
 	size_t nv;
 
-	if (err)
+	if (err || !body)
 		return; /* logged by the watcher; the last known intentions stay */
 	if (in->answers[i] && !strcmp(in->answers[i], body))
 		return;
