@@ -2,8 +2,8 @@
 # Consul intentions (authorization.intentions) on host b, written through the Consul emulator's
 # API while callers `web` and `other` on host a connect: default deny with none; an exact allow;
 # a wildcard source; exact source over wildcard source; exact destination over wildcard
-# destination (Consul's precedence); a live change closes an established connection it now
-# denies; Consul down keeps the last intentions; a restart during the outage uses the persisted
+# destination (Consul's precedence); authorization.rules come first and the intentions survive a
+# reload; a live change closes an established connection it now denies; Consul down keeps the last intentions; a restart during the outage uses the persisted
 # ones; with nothing known (no answer, nothing persisted) a service is closed even under
 # default_action allow.
 . "$(dirname "$0")/lib.sh"
@@ -69,6 +69,17 @@ set_intention web '*' deny
 expect exact_destination_beats_wildcard_destination web api
 set_intention web api delete
 expect wildcard_destination_below_exact_destination_wildcard_source web api
+
+# --- reloads: authorization.rules come before intentions; the intentions stay across a reload ---
+b_rules() { # RULES_JSON: b's authorization.rules, applied by a reload
+	jq --argjson r "$1" '.authorization.rules = $r' "$TMP/b.json" >"$TMP/b.json.new" &&
+		mv "$TMP/b.json.new" "$TMP/b.json" && ctl b reload >/dev/null
+}
+b_rules '[{ "source": "other", "destination": "api", "action": "allow" }]'
+expect config_rule_before_intentions other api
+expect intentions_kept_across_reload web api
+b_rules '[]'
+expect intention_deny_again_after_rule_removed other denied
 
 # --- a live change closes an established connection it now denies --------------------------------
 closed=$(metric b meshd_authz_closed_total)
