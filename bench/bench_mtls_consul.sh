@@ -23,13 +23,7 @@ need_built "$MESHD"
 two_hosts root api
 backend_b api 8080 || { echo "bench_mtls_consul=failed reason=backend"; exit 1; }
 consul_up --leaf-ttl 60 || { echo "bench_mtls_consul=failed reason=consul"; exit 1; }
-host_config "$TMP/a.json" a "$CONSUL_CA_FILTER |
-	.services = [{ name: \"api\", vip: \"$VIP\", port: 80, mtls: true,
-		backends: [{ address: \"$IP_B\", port: 8080 }] }] |
-	.identities = [{ cgroup: \"${CG_a#"$CG2"}/web\", service: \"web\" }]"
-host_config "$TMP/b.json" b "$CONSUL_CA_FILTER |
-	.identities = [{ cgroup: \"${CG_b#"$CG2"}/api\", service: \"api\", ports: [8080] }] |
-	.authorization = { default_action: \"deny\", intentions: true, rules: [] }"
+consul_configs '{ default_action: "deny", intentions: true, rules: [] }'
 intention web api allow
 start_host a "$TMP/a.json" && start_host b "$TMP/b.json" || {
 	echo "bench_mtls_consul=failed reason=meshd: $(tail -n 3 "$TMP/a.log" "$TMP/b.log" | tr "\n" " ")"

@@ -394,6 +394,18 @@ intention() {
 			"{\"SourceType\":\"consul\",\"Action\":\"$3\"}" >/dev/null
 	fi
 }
+# consul_configs B_AUTHORIZATION: $TMP/a.json (caller web, service api at $VIP on host b's
+# port 8080) and $TMP/b.json (identity api serving 8080, authorization B_AUTHORIZATION, a jq
+# object), both on the emulator's Connect CA.
+consul_configs() {
+	host_config "$TMP/a.json" a "$CONSUL_CA_FILTER |
+		.services = [{ name: \"api\", vip: \"$VIP\", port: 80, mtls: true,
+			backends: [{ address: \"$IP_B\", port: 8080 }] }] |
+		.identities = [{ cgroup: \"${CG_a#"$CG2"}/web\", service: \"web\" }]"
+	host_config "$TMP/b.json" b "$CONSUL_CA_FILTER |
+		.identities = [{ cgroup: \"${CG_b#"$CG2"}/api\", service: \"api\", ports: [8080] }] |
+		.authorization = $1"
+}
 # The jq filter that makes a host_config use the Connect CA of the emulator.
 CONSUL_CA_FILTER="del(.mtls.trust_domain, .mtls.ca_file, .mtls.cert_dir) |
 	.mtls.cert_source = \"consul\" | .discovery.consul = { address: \"$CONSUL_URL\", wait: \"30s\" }"

@@ -19,13 +19,7 @@ consul_up --leaf-ttl 12 --prune-roots-after 12 --slow-roots "$IP_B=2" || {
 	fail setup "consul emulator did not start: $(tail -n 3 "$TMP/consul.log")"
 	exit 1
 }
-host_config "$TMP/a.json" a "$CONSUL_CA_FILTER |
-	.services = [{ name: \"api\", vip: \"$VIP\", port: 80, mtls: true,
-		backends: [{ address: \"$IP_B\", port: 8080 }] }] |
-	.identities = [{ cgroup: \"${CG_a#"$CG2"}/web\", service: \"web\" }]"
-host_config "$TMP/b.json" b "$CONSUL_CA_FILTER |
-	.identities = [{ cgroup: \"${CG_b#"$CG2"}/api\", service: \"api\", ports: [8080] }] |
-	.authorization.rules = [{ source: \"web\", destination: \"api\", action: \"allow\" }]"
+consul_configs '{ default_action: "deny", rules: [{ source: "web", destination: "api", action: "allow" }] }'
 start_host a "$TMP/a.json" && start_host b "$TMP/b.json" || {
 	fail start "meshd did not start: $(tail -n 3 "$TMP/a.log" "$TMP/b.log")"
 	exit 1
