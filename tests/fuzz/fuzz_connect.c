@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "consul/consul.h"
+#include "discovery/consul/consul.h"
 #include "mtls/intentions.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

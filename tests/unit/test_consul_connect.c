@@ -5,7 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "consul/consul.h"
+#include "discovery/consul/consul.h"
 #include "mtls/authz.h"
 #include "mtls/intentions.h"
 #include "test.h"

@@ -401,6 +401,33 @@ static int origin_of(const struct mesh_config *cfg, const char *path)
 }
 
 /* Connect CA and intentions need the agent; Consul's CA names the trust domain itself. */
+static const char *not_yet_got(const struct cfg_key *k, const void *base, char *buf, size_t len);
+
+/* With Consul's CA the trust domain and every certificate come from Consul: the keys naming
+ * them would do nothing. */
+static void check_consul_unused(const struct mesh_config *cfg, struct config_errors *errs)
+{
+	static const struct {
+		const char *path, *what;
+	} keys[] = {
+		{ "mtls.trust_domain", "the trust domain is Consul's <cluster-id>.consul" },
+		{ "mtls.ca_file", "the trust bundle is Consul's roots" },
+		{ "mtls.ca_key_file", "Consul signs the leaves" },
+		{ "mtls.cert_dir", "the leaves come from Consul" },
+	};
+	const struct cfg_key *k;
+	char got[160];
+
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		if (origin_of(cfg, keys[i].path) < ORIGIN_FILE ||
+		    !(k = cfg_find_key(&cfg_root_desc, keys[i].path, NULL)))
+			continue;
+		cfg_errf(errs,
+			 "%s: unused with mtls.cert_source consul (got %s, expected it unset: %s)",
+			 keys[i].path, not_yet_got(k, cfg, got, sizeof(got)), keys[i].what);
+	}
+}
+
 static void check_consul_agent(const struct mesh_config *cfg, struct config_errors *errs)
 {
 	const char *why = cfg->mtls.cert_source == CONFIG_CERT_CONSUL
@@ -411,12 +438,8 @@ static void check_consul_agent(const struct mesh_config *cfg, struct config_erro
 		return;
 	need(errs, cfg->consul.address != NULL, "discovery.consul.address", why,
 	     "the Consul agent's URL, e.g. http://127.0.0.1:8500");
-	if (cfg->mtls.cert_source == CONFIG_CERT_CONSUL &&
-	    origin_of(cfg, "mtls.trust_domain") >= ORIGIN_FILE)
-		cfg_errf(errs,
-			 "mtls.trust_domain: unused with mtls.cert_source consul (got \"%s\", "
-			 "expected it unset: the trust domain is Consul's <cluster-id>.consul)",
-			 cfg->mtls.trust_domain ? cfg->mtls.trust_domain : "");
+	if (cfg->mtls.cert_source == CONFIG_CERT_CONSUL)
+		check_consul_unused(cfg, errs);
 }
 
 static void check_mtls(const struct mesh_config *cfg, struct config_errors *errs)

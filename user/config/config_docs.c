@@ -206,7 +206,8 @@ static const char doc_rules[] =
     "- with `mtls.enabled`: `cert_source` files needs `mtls.ca_file` and `mtls.cert_dir`,\n"
     "  builtin_ca needs `mtls.ca_file` and `mtls.ca_key_file`; `cert_source` consul and\n"
     "  `authorization.intentions` need `discovery.consul.address`; `cert_source` consul\n"
-    "  refuses a set `mtls.trust_domain` (Consul names it); `trust_domain` is a lowercase\n"
+    "  refuses a set `mtls.trust_domain`, `ca_file`, `ca_key_file` or `cert_dir` (Consul\n"
+    "  names the domain and issues the certificates); `trust_domain` is a lowercase\n"
     "  domain; inbound and outbound listeners differ. A service with `mtls: true` needs\n"
     "  `mtls.enabled`. The `discovery.consul` agent keys (address, datacenter, token_file,\n"
     "  ca_file, wait) are used by these with any `discovery.backend`;\n"
@@ -276,8 +277,22 @@ static void not_yet_list(FILE *out, const struct cfg_desc *d, const char *elem)
 	}
 }
 
+static size_t not_yet_count(const struct cfg_desc *d)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < d->n_keys; i++)
+		n += d->keys[i].not_yet && !(d->keys[i].flags & CF_INHERIT);
+	return n;
+}
+
 static int not_yet_section(FILE *out)
 {
+	if (!not_yet_count(&cfg_root_desc) && !not_yet_count(&cfg_service_desc))
+		return fprintf(out, "## Not supported yet\n\nNothing: every key of the format "
+				    "is built.\n\n") < 0
+			   ? -EIO
+			   : 0;
 	fprintf(
 	    out,
 	    "## Not supported yet\n\n"

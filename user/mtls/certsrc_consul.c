@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "common/log.h"
-#include "consul/consul.h"
+#include "discovery/consul/consul.h"
 #include "mtls/certsrc.h"
 #include "mtls/consul_feed.h"
 

@@ -10,7 +10,7 @@
 #include <time.h>
 
 #include "common/log.h"
-#include "consul/consul.h"
+#include "discovery/consul/consul.h"
 #include "mtls/consul_feed.h"
 
 struct item {

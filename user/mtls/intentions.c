@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
-#include "consul/consul.h"
+#include "discovery/consul/consul.h"
 #include "mtls/cert.h"
 #include "mtls/consul_feed.h"
 #include "mtls/intentions.h"

@@ -591,6 +591,10 @@ void mtls_commit(struct mtls *m, struct mtls_plan *p)
 	m->policy = p->policy;
 	p->snap = NULL;
 	p->policy = NULL;
+	/* Intentions that changed since the plan (the policy is not shared yet). */
+	if (m->ixn && intentions_apply(m->ixn, m->policy))
+		LOG_ERR("authz", "cannot apply the latest intentions; the plan's stay", "error=%s",
+			"out of memory");
 	free_lists(m->id_cgroups, m->n_id_cgroups);
 	m->id_cgroups = p->id_cgroups;
 	m->n_id_cgroups = p->n_id_cgroups;
