@@ -40,6 +40,7 @@ the index) across a restart, like a server's data dir; --log-file records one li
 (method, path without query secrets, status, whether a token was sent and accepted).
 """
 import argparse
+import atexit
 import datetime
 import gzip
 import hashlib
@@ -301,7 +302,6 @@ class Catalog:
         self.load()
         with self.cond:
             self.seed()
-            self.connect.ensure_root()
 
     def seed(self):
         if "serfHealth" not in self.checks:
@@ -570,8 +570,7 @@ class ConnectCA:
 
     def __init__(self, cat, args):
         self.cat, self.args = cat, args
-        self.dir = args.ca_dir or tempfile.mkdtemp(prefix="consul-emu-ca-")
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        self._dir = args.ca_dir
         self.cluster_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "cluster/" + args.node_name))
         self.trust_domain = self.cluster_id + ".consul"
         self.roots, self.leaves, self.overrides = [], {}, {}
@@ -588,7 +587,17 @@ class ConnectCA:
         self.ixn_index, self.serial = d.get("ixn_index", 0), d.get("serial", 1)
         self.intentions = {(i["SourceName"], i["DestinationName"]): i for i in d.get("intentions", [])}
 
+    @property
+    def dir(self):
+        """The keys' directory, made on first use (a temporary one unless --ca-dir)."""
+        if not self._dir:
+            self._dir = tempfile.mkdtemp(prefix="consul-emu-ca-")
+            atexit.register(shutil.rmtree, self._dir, True)
+        os.makedirs(self._dir, mode=0o700, exist_ok=True)
+        return self._dir
+
     def ensure_root(self):
+        """The CA is made on first use: emulators that never serve Connect run no openssl."""
         if not any(r["Active"] for r in self.roots):
             self.rotate()
 
@@ -1260,6 +1269,8 @@ class Handler(BaseHTTPRequestHandler):
     def ca_roots(self):
         index, wait_s = self.blocking_opts()
         ca = self.server.cat.connect
+        with self.server.cat.cond:
+            ca.ensure_root()
         body, idx = self.blocking_read(index, wait_s, lambda: ca.roots_index, ca.roots_json)
         lag = self.server.cat.args.slow_roots.get(self.client_address[0], 0.0)
         if index > 0 and idx > index and lag:
@@ -1275,6 +1286,7 @@ class Handler(BaseHTTPRequestHandler):
         ca = cat.connect
         with cat.cond:
             self.need_write("service:write", service)
+            ca.ensure_root()
             leaf = ca.leaf(service)
             if index > 0:
                 timeout = min(wait_s or DEFAULT_QUERY_TIME, MAX_QUERY_TIME)
@@ -1289,6 +1301,7 @@ class Handler(BaseHTTPRequestHandler):
         cat = self.server.cat
         if self.command == "GET":
             with cat.cond:
+                cat.connect.ensure_root()
                 a = cat.connect.active()
                 return self.send_json({"Provider": "consul", "Config": {
                     "LeafCertTTL": "%ds" % int(cat.args.leaf_ttl), "RotationPeriod": "2160h",
@@ -1300,6 +1313,7 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(400, "emulator: only the consul provider")
         with cat.cond:
             self.need_write("operator:write", "")
+            cat.connect.ensure_root()
             cat.connect.rotate()
         self.send(200)
 
