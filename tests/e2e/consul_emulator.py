@@ -105,9 +105,14 @@ def parse_go_duration(s):
 
 
 def norm_keys(obj):
-    """Consul decodes register bodies with CamelCase or snake_case keys: index by a normal form."""
+    """Consul decodes register bodies with CamelCase or snake_case keys: index by a normal form.
+    The keys of a Meta map are data, kept as sent."""
     if isinstance(obj, dict):
-        return {k.replace("_", "").lower(): norm_keys(v) for k, v in obj.items()}
+        out = {}
+        for k, v in obj.items():
+            nk = k.replace("_", "").lower()
+            out[nk] = dict(v) if nk == "meta" and isinstance(v, dict) else norm_keys(v)
+        return out
     if isinstance(obj, list):
         return [norm_keys(v) for v in obj]
     return obj
@@ -437,7 +442,9 @@ class Catalog:
                     "Weights": {"Passing": int(weights.get("passing", 1)),
                                 "Warning": int(weights.get("warning", 1))},
                     "EnableTagOverride": bool(body.get("enabletagoverride", False)),
-                    "Proxy": {"Mode": "", "MeshGateway": {}, "Expose": {}}, "Connect": {},
+                    "Proxy": {"Mode": "", "MeshGateway": {}, "Expose": {}},
+                    "Connect": ({"Native": True} if (body.get("connect") or {}).get("native")
+                                else {}),
                     "PeerName": "", "CreateIndex": prev["CreateIndex"] if prev else idx,
                     "ModifyIndex": idx})
         self.services[sid] = svc
@@ -1047,6 +1054,7 @@ class Handler(BaseHTTPRequestHandler):
                             **({"TaggedAddresses": s["TaggedAddresses"]}
                                if "TaggedAddresses" in s else {}),
                             "Weights": s["Weights"], "EnableTagOverride": s["EnableTagOverride"],
+                            **({"Connect": s["Connect"]} if s["Connect"] else {}),
                             "Datacenter": cat.args.datacenter}
         self.send_json(out)
 

@@ -290,26 +290,75 @@ TEST(token_file_trimmed_and_control_chars_rejected)
 	CHECK(consul_read_token(path) == NULL);
 }
 
-TEST(registration_body_has_tcp_check_and_reaper)
+/* Exact bodies, field for field as api.AgentServiceRegistration / AgentServiceCheck
+ * (shared/consul/agent-service-register-request-{tcp,http,ttl}.json). */
+TEST(registration_bodies_per_check_type)
 {
-	struct consul_registration r = { .id = "web-1", .name = "web" };
-	char *json;
+	const char *tags[] = { "v2", "mesh" }, *meta[] = { "version=v2", "team=a=b" };
+	struct consul_registration r = { .id = "web-1",
+					 .name = "web",
+					 .tags = tags,
+					 .n_tags = 2,
+					 .meta = meta,
+					 .n_meta = 2,
+					 .interval_ns = 10000000000ull,
+					 .timeout_ns = 1500000000ull,
+					 .http_path = "/health",
+					 .mesh_port = 15008,
+					 .deregister_critical_after_ns = 90000000000ull };
+	const char *head =
+	    "{\"ID\":\"web-1\",\"Name\":\"web\",\"Tags\":[\"v2\",\"mesh\"],"
+	    "\"Address\":\"127.0.0.1\",\"Port\":22001,\"Meta\":{\"version\":\"v2\","
+	    "\"team\":\"a=b\",\"managed-by\":\"meshd\",\"mesh-port\":\"15008\"},"
+	    "\"Connect\":{\"Native\":true},\"Check\":{\"CheckID\":\"service:web-1\",";
+	char want[1024], *json;
 
 	r.endpoint.family = AF_INET;
 	inet_pton(AF_INET, "127.0.0.1", &r.endpoint.addr.v4);
 	r.endpoint.port = 22001;
-	r.deregister_critical_after_ns = 60000000000ull;
+	r.check = CONFIG_CONSUL_CHECK_TCP;
 	json = consul_registration_json(&r);
-	CHECK_CONTAINS(json, "\"ID\":\"web-1\",\"Name\":\"web\",\"Address\":\"127.0.0.1\","
-			     "\"Port\":22001");
-	CHECK_CONTAINS(json, "\"CheckID\":\"service:web-1\"");
-	CHECK_CONTAINS(json, "\"TCP\":\"127.0.0.1:22001\",\"Interval\":\"10s\"");
-	CHECK_CONTAINS(json, "\"DeregisterCriticalServiceAfter\":\"60s\"");
+	snprintf(want, sizeof(want),
+		 "%s\"Name\":\"meshd TCP check 127.0.0.1:22001\",\"TCP\":\"127.0.0.1:22001\","
+		 "\"Interval\":\"10s\",\"Timeout\":\"1500ms\","
+		 "\"DeregisterCriticalServiceAfter\":\"90s\"}}",
+		 head);
+	CHECK_STR_EQ(json, want);
 	free(json);
+	r.check = CONFIG_CONSUL_CHECK_HTTP;
+	json = consul_registration_json(&r);
+	snprintf(want, sizeof(want),
+		 "%s\"Name\":\"meshd HTTP check 127.0.0.1:22001\","
+		 "\"HTTP\":\"http://127.0.0.1:22001/health\",\"Method\":\"GET\","
+		 "\"Interval\":\"10s\",\"Timeout\":\"1500ms\","
+		 "\"DeregisterCriticalServiceAfter\":\"90s\"}}",
+		 head);
+	CHECK_STR_EQ(json, want);
+	free(json);
+	r.check = CONFIG_CONSUL_CHECK_TTL;
+	json = consul_registration_json(&r);
+	snprintf(want, sizeof(want),
+		 "%s\"Name\":\"meshd TTL check 127.0.0.1:22001\",\"TTL\":\"10s\","
+		 "\"DeregisterCriticalServiceAfter\":\"90s\"}}",
+		 head);
+	CHECK_STR_EQ(json, want);
+	free(json);
+}
+
+TEST(registration_body_ipv6_no_reaper_no_mesh_port)
+{
+	struct consul_registration r = { .id = "web-1",
+					 .name = "web",
+					 .interval_ns = 10000000000ull,
+					 .timeout_ns = 2000000000ull };
+	char *json;
+
 	r.endpoint.family = AF_INET6;
 	inet_pton(AF_INET6, "::1", &r.endpoint.addr.v6);
-	r.deregister_critical_after_ns = 0;
+	r.endpoint.port = 22001;
 	json = consul_registration_json(&r);
+	CHECK_CONTAINS(json, "\"Tags\":[],\"Address\":\"::1\"");
+	CHECK_CONTAINS(json, "\"Meta\":{\"managed-by\":\"meshd\"}");
 	CHECK_CONTAINS(json, "\"TCP\":\"[::1]:22001\"");
 	CHECK(json && !strstr(json, "DeregisterCriticalServiceAfter"));
 	free(json);

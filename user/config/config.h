@@ -145,10 +145,25 @@ struct config_service {
 	bool mtls;
 };
 
+/* The check Consul keeps on a registration. */
+enum config_consul_check {
+	CONFIG_CONSUL_CHECK_TCP = 0,  /* the agent connects to the address */
+	CONFIG_CONSUL_CHECK_HTTP = 1, /* the agent GETs http://address/http_path */
+	CONFIG_CONSUL_CHECK_TTL = 2,  /* meshd passes/fails it from its own health checks */
+};
+
 struct config_consul_register {
 	char *name;
 	char *id;
 	struct config_endpoint endpoint;
+	char **tags;
+	size_t n_tags;
+	char **meta; /* "key=value" */
+	size_t n_meta;
+	enum config_consul_check check_type;
+	uint64_t check_interval_ns; /* tcp, http: probe interval; ttl: the TTL */
+	uint64_t check_timeout_ns;  /* tcp, http */
+	char *check_http_path;
 };
 
 struct config_consul {
@@ -162,6 +177,8 @@ struct config_consul {
 	struct config_consul_register *reg;
 	size_t n_reg;
 	uint64_t deregister_critical_after_ns;
+	bool deregister_on_stop; /* deregister when meshd stops (default: leave them) */
+	uint64_t resync_ns;	 /* how often registrations are verified in the agent */
 };
 
 struct config_dns_service {

@@ -2,6 +2,7 @@
  * (hash sets, so 10,000 services stay linear), ordered pairs (backoff_base <= backoff_max, ...),
  * settings a chosen discovery backend or mTLS needs, names that must refer to known services,
  * and the permissions of secret files. Each problem is one line naming its JSON path. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -304,6 +305,59 @@ static void check_known(struct config_errors *errs, const struct blobset *set, c
 			 name, what);
 }
 
+/* A `key=value` meta pair by Consul's rules (structs.validateMetaPair), minus meshd's own keys. */
+static const char *meta_pair_error(const char *pair)
+{
+	const char *eq = strchr(pair, '=');
+	size_t klen = eq ? (size_t)(eq - pair) : 0;
+
+	if (!eq || !klen)
+		return "a key=value string";
+	if (klen > 128 || strlen(eq + 1) > 512)
+		return "a key of at most 128 characters and a value of at most 512";
+	for (size_t i = 0; i < klen; i++)
+		if (!isalnum((unsigned char)pair[i]) && pair[i] != '_' && pair[i] != '-')
+			return "a key of letters, digits, '_' and '-'";
+	if (!strncmp(pair, "consul-", 7))
+		return "a key without the prefix 'consul-' (reserved by Consul)";
+	if ((klen == 9 && !strncmp(pair, "mesh-port", 9)) ||
+	    (klen == 10 && !strncmp(pair, "managed-by", 10)))
+		return "a key other than mesh-port and managed-by (meshd sets them)";
+	return NULL;
+}
+
+static void check_registrations(const struct config_consul *c, struct config_errors *errs)
+{
+	char a[32], b[32];
+
+	for (size_t i = 0; i < c->n_reg; i++) {
+		const struct config_consul_register *r = &c->reg[i];
+
+		if (r->n_meta > 62)
+			cfg_errf(errs,
+				 "discovery.consul.register[%zu].meta: too many pairs (got %zu, "
+				 "expected at most 62: Consul allows 64, meshd adds 2)",
+				 i, r->n_meta);
+		for (size_t j = 0; j < r->n_meta; j++) {
+			const char *why = meta_pair_error(r->meta[j]);
+
+			if (why)
+				cfg_errf(
+				    errs,
+				    "discovery.consul.register[%zu].meta[%zu]: invalid pair (got "
+				    "\"%.64s\", expected %s)",
+				    i, j, r->meta[j], why);
+		}
+		if (r->check_type != CONFIG_CONSUL_CHECK_TTL &&
+		    r->check_timeout_ns >= r->check_interval_ns)
+			cfg_errf(errs,
+				 "discovery.consul.register[%zu].check.timeout: must be below "
+				 "check.interval (got %s, expected less than %s)",
+				 i, cfg_duration_str(r->check_timeout_ns, a, sizeof(a)),
+				 cfg_duration_str(r->check_interval_ns, b, sizeof(b)));
+	}
+}
+
 static void check_discovery(const struct mesh_config *cfg, const struct blobset *names,
 			    struct config_errors *errs)
 {
@@ -327,6 +381,7 @@ static void check_discovery(const struct mesh_config *cfg, const struct blobset 
 			 cfg_duration_str(cfg->dns.min_ttl_ns, a, sizeof(a)),
 			 cfg_duration_str(cfg->dns.max_ttl_ns, b, sizeof(b)));
 	}
+	check_registrations(&cfg->consul, errs);
 	for (i = 0; i < cfg->consul.n_services; i++)
 		check_known(errs, names, cfg->consul.services[i], "discovery.consul.services", i,
 			    "the name of an entry of services");

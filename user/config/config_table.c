@@ -28,6 +28,7 @@ static const char *const protocols[] = { "tcp", "udp", NULL };
 static const char *const discoveries[] = { "static", "consul", "dns", NULL };
 static const char *const cert_sources[] = { "files", "consul", "builtin_ca", NULL };
 static const char *const actions[] = { "deny", "allow", NULL };
+static const char *const consul_checks[] = { "tcp", "http", "ttl", NULL };
 static const char *const no_identity[] = { "refuse", "passthrough", NULL };
 static const char *const tracing_protocols[] = { "http/protobuf", "http/json", NULL };
 
@@ -55,6 +56,25 @@ static const struct cfg_key register_keys[] = {
 	  .doc = "Service instance ID (default: the name)." },
 	{ "address", CT_ENDPOINT, offsetof(struct config_consul_register, endpoint),
 	  .flags = CF_REQUIRED, .doc = "Address and port Consul advertises for this instance." },
+	{ "tags", CT_STRLIST, offsetof(struct config_consul_register, tags),
+	  .count_off = offsetof(struct config_consul_register, n_tags),
+	  .doc = "Consul tags of the instance." },
+	{ "meta", CT_STRLIST, offsetof(struct config_consul_register, meta),
+	  .count_off = offsetof(struct config_consul_register, n_meta),
+	  .doc = "Service meta as `key=value` strings (Consul's key rules; `consul-` is reserved, "
+		 "`mesh-port` and `managed-by` are meshd's own)." },
+	{ "check.type", CT_ENUM, offsetof(struct config_consul_register, check_type), .def = "tcp",
+	  .names = consul_checks,
+	  .doc = "Consul check: `tcp` or `http` (run by the agent), or `ttl` (meshd passes it "
+		 "while its own health check of this address in service `name` passes)." },
+	{ "check.interval", CT_DURATION, offsetof(struct config_consul_register, check_interval_ns),
+	  .def = "10s", .min = 1 * SEC, .max = HOUR,
+	  .doc = "Check interval (tcp, http), or the TTL (ttl: meshd reports every third of it)." },
+	{ "check.timeout", CT_DURATION, offsetof(struct config_consul_register, check_timeout_ns),
+	  .def = "2s", .min = 100 * MS, .max = MIN,
+	  .doc = "Time the agent allows one tcp or http check." },
+	{ "check.http_path", CT_STRING, offsetof(struct config_consul_register, check_http_path),
+	  .def = "/health", .doc = "Path the agent requests for an `http` check." },
 };
 
 static const struct cfg_desc register_desc = { "register", register_keys, ARRAY_SIZE(register_keys),
@@ -256,6 +276,17 @@ static const struct cfg_key root_keys[] = {
 	{ "discovery.consul.deregister_critical_after", CT_DURATION,
 	  R(consul.deregister_critical_after_ns), .def = "1m", .min = 1 * MIN, .max = 72 * HOUR,
 	  .doc = "Consul removes a registration critical for this long." },
+	{ "discovery.consul.resync", CT_DURATION, R(consul.resync_ns), .def = "30s", .min = 1 * SEC,
+	  .max = HOUR,
+	  .doc = "How often meshd checks the agent still holds its registrations "
+		 "(`GET /v1/agent/services`; a 404 on a TTL update also tells) and registers again "
+		 "what it lost (agent restart, anti-entropy)." },
+	{ "discovery.consul.deregister_on_stop", CT_BOOL, R(consul.deregister_on_stop),
+	  .def = "false",
+	  .doc =
+	      "Deregister `register` entries when meshd stops (for hosts that leave for good); "
+	      "by default they stay across a restart and, once critical, Consul reaps them after "
+	      "deregister_critical_after." },
 	{ "discovery.dns.servers", CT_EPLIST, RL(dns.servers, dns.n_servers),
 	  .flags = CF_ANY_BACKEND,
 	  .doc = "DNS servers (ip:port) for SRV lookups (required with the dns backend); also used "

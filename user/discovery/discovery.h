@@ -96,4 +96,24 @@ struct discovery_stats {
 };
 void discovery_get_stats(const struct discovery *d, struct discovery_stats *st);
 
+/* One service instance the running source registers (discovery.consul.register) and its state. */
+struct discovery_registration {
+	char id[129];
+	char service[64];
+	bool registered;	/* the agent accepted it and still holds it, as far as known */
+	unsigned failures;	/* consecutive failed writes */
+	uint64_t registrations; /* successful registration writes (re-registrations included) */
+	uint64_t lost;		/* times the agent was found without it */
+	long status;		/* HTTP status of the last failed write, 0 = transport error */
+	char error[160];	/* why the last write failed, "" after a success */
+	int ttl;		/* TTL check: 1 reported passing, 0 failing, -1 not reported/none */
+};
+/* Registration `i` of the running source into `out`: 0, or -ENOENT past the last one. */
+int discovery_registration(const struct discovery *d, size_t i, struct discovery_registration *out);
+
+/* meshd's health check of `backend` in `service` changed (or was removed: healthy): sources
+ * that report health for a registration of that address take it (Consul TTL checks). */
+void discovery_backend_health(struct discovery *d, const char *service,
+			      const struct config_endpoint *backend, bool healthy);
+
 #endif

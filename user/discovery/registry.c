@@ -1156,3 +1156,17 @@ void discovery_get_stats(const struct discovery *d, struct discovery_stats *st)
 	st->up = d->src && d->src->up;
 	st->pending = d->q_len;
 }
+
+int discovery_registration(const struct discovery *d, size_t i, struct discovery_registration *out)
+{
+	if (!d || !d->src || !d->src->ops->registration)
+		return -ENOENT;
+	return d->src->ops->registration(d->src->s, i, out);
+}
+
+void discovery_backend_health(struct discovery *d, const char *service,
+			      const struct config_endpoint *backend, bool healthy)
+{
+	if (d && d->src && d->src->ops->backend_health)
+		d->src->ops->backend_health(d->src->s, service, backend, healthy);
+}

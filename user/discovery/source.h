@@ -12,6 +12,7 @@
 
 #include "common/evloop.h"
 #include "config/config.h"
+#include "discovery/discovery.h"
 
 struct discovery_source; /* a running source; its layout is private to the source's files */
 
@@ -53,6 +54,13 @@ struct discovery_source_ops {
 	/* True when a file the source reads changed behind an unchanged config (a rotated token).
 	 * May be NULL. */
 	bool (*files_changed)(const struct discovery_source *s, const struct mesh_config *cfg);
+	/* Registration `i` and its state (discovery_registration); -ENOENT past the last. May be
+	 * NULL (registers nothing). */
+	int (*registration)(struct discovery_source *s, size_t i,
+			    struct discovery_registration *out);
+	/* meshd's health of `backend` in `service` (discovery_backend_health). May be NULL. */
+	void (*backend_health)(struct discovery_source *s, const char *service,
+			       const struct config_endpoint *backend, bool healthy);
 };
 
 extern const struct discovery_source_ops discovery_static_source; /* static.c */

@@ -1,4 +1,5 @@
-/* meshctl status: one daemon summary from GET /v1/status, as aligned `key value` lines. */
+/* meshctl status: one daemon summary from GET /v1/status, as aligned `key value` lines, then one
+ * line per Consul registration. */
 #include <stdio.h>
 
 #include "meshctl/meshctl.h"
@@ -24,6 +25,30 @@ static void print_unhealthy(const cJSON *arr)
 			 ctl_str(u, "name"), ctl_str(u, "state"), ctl_num(u, "usable_backends"),
 			 ctl_num(u, "backends"), ctl_num(u, "healthy_backends"));
 		line(u == arr->child ? "services not healthy" : "", buf);
+	}
+}
+
+/* One line per Consul registration: `registration <id>  registered|failing ...`. */
+static void print_registrations(const cJSON *regs)
+{
+	char key[160], buf[320];
+	const cJSON *r;
+
+	cJSON_ArrayForEach(r, regs)
+	{
+		snprintf(key, sizeof(key), "registration %s", ctl_str(r, "id"));
+		if (ctl_bool(r, "registered"))
+			snprintf(
+			    buf, sizeof(buf), "registered (service %s, %.0f writes, lost %.0f)%s%s",
+			    ctl_str(r, "service"), ctl_num(r, "registrations"), ctl_num(r, "lost"),
+			    *ctl_str(r, "ttl") ? ", ttl " : "", ctl_str(r, "ttl"));
+		else
+			snprintf(buf, sizeof(buf),
+				 "failing (service %s, %.0f failures, status %.0f: %s)",
+				 ctl_str(r, "service"), ctl_num(r, "failures"),
+				 ctl_num(r, "status"),
+				 *ctl_str(r, "error") ? ctl_str(r, "error") : "pending");
+		line(key, buf);
 	}
 }
 
@@ -59,6 +84,7 @@ static void print_status(const cJSON *s)
 	print_unhealthy(cJSON_GetObjectItem(s, "unhealthy_services"));
 	if (*ctl_str(s, "datapath_error"))
 		line("datapath error", ctl_str(s, "datapath_error"));
+	print_registrations(cJSON_GetObjectItem(s, "registrations"));
 }
 
 int cmd_status(struct ctl *c, int argc, char **argv)

@@ -270,6 +270,31 @@ static void add_unhealthy(cJSON *o, const cJSON *services)
 	}
 }
 
+/* The running source's registrations (discovery.consul.register) and the state of each. */
+static void add_registrations(struct meshd *m, cJSON *o)
+{
+	cJSON *arr = cJSON_AddArrayToObject(o, "registrations"), *r;
+	struct discovery_registration reg;
+
+	for (size_t i = 0; arr && discovery_registration(m->discovery, i, &reg) == 0; i++) {
+		r = cJSON_CreateObject();
+		if (!r || !cJSON_AddItemToArray(arr, r))
+			break;
+		cJSON_AddStringToObject(r, "id", reg.id);
+		cJSON_AddStringToObject(r, "service", reg.service);
+		cJSON_AddBoolToObject(r, "registered", reg.registered);
+		cJSON_AddNumberToObject(r, "failures", reg.failures);
+		cJSON_AddNumberToObject(r, "registrations", (double)reg.registrations);
+		cJSON_AddNumberToObject(r, "lost", (double)reg.lost);
+		if (reg.error[0]) {
+			cJSON_AddNumberToObject(r, "status", (double)reg.status);
+			cJSON_AddStringToObject(r, "error", reg.error);
+		}
+		if (reg.ttl >= 0)
+			cJSON_AddStringToObject(r, "ttl", reg.ttl ? "passing" : "critical");
+	}
+}
+
 static void get_status(struct meshd *m, struct http_response *resp)
 {
 	static const char *const keys[] = { "backends", "healthy_backends", "open_circuits",
@@ -299,6 +324,7 @@ static void get_status(struct meshd *m, struct http_response *resp)
 	cJSON_AddNumberToObject(r, "ok", (double)m->reloads[MESHD_RELOAD_OK]);
 	cJSON_AddNumberToObject(r, "error", (double)m->reloads[MESHD_RELOAD_ERROR]);
 	add_unhealthy(o, s.services);
+	add_registrations(m, o);
 	if (err)
 		cJSON_AddStringToObject(o, "datapath_error", strerror(-err));
 	snap_free(&s);

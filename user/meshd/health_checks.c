@@ -36,6 +36,7 @@ static void set_flag(struct meshd *m, const char *service, const struct config_e
 	char ep[64];
 	int err;
 
+	discovery_backend_health(m->discovery, service, be, healthy); /* Consul TTL checks */
 	if (!m->dp)
 		return;
 	err = datapath_backend_set_health(m->dp, service, be, healthy);
@@ -147,6 +148,7 @@ static void on_pinned_backend(const struct datapath_backend_stats *b, void *arg)
 
 	if (b->healthy || health_checker_assume(h->checker, b->service, &b->backend, false))
 		return;
+	discovery_backend_health(h->m->discovery, b->service, &b->backend, false);
 	LOG_INFO(SUBSYS, "backend stays unhealthy from the previous run", "service=%s backend=%s",
 		 b->service, config_endpoint_str(&b->backend, ep, sizeof(ep)));
 }

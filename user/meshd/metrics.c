@@ -97,6 +97,23 @@ static void fill_tracing(const struct meshd *m, struct expo_daemon *d)
 		d->trace_dropped_ringbuf = d->datapath_counters[MESH_CNT_TRACE_DROP];
 }
 
+/* A copy of the registration states, freed with the scrape (scrape_release). */
+static void fill_registrations(const struct meshd *m, struct expo_daemon *d)
+{
+	struct discovery_registration one, *regs = NULL, *n;
+	size_t count = 0;
+
+	while (discovery_registration(m->discovery, count, &one) == 0) {
+		n = realloc(regs, (count + 1) * sizeof(*regs));
+		if (!n)
+			break;
+		regs = n;
+		regs[count++] = one;
+	}
+	d->regs = regs;
+	d->n_regs = count;
+}
+
 static void fill_daemon(const struct metrics *mt, struct expo_daemon *d)
 {
 	const struct meshd *m = mt->m;
@@ -119,6 +136,7 @@ static void fill_daemon(const struct metrics *mt, struct expo_daemon *d)
 	d->rss_bytes = rss_bytes();
 	d->start_time_seconds = start_time_seconds(m);
 	d->counter_name = datapath_counter_name;
+	fill_registrations(m, d);
 	if (m->dp) {
 		int n = datapath_counters(m->dp, d->datapath_counters, EXPO_COUNTERS_MAX);
 
@@ -148,6 +166,7 @@ static void scrape_release(void *state)
 	s->mt->in_flight--;
 	expo_free(s->e);
 	expo_mtls_free((struct expo_mtls *)s->d.mtls);
+	free((void *)s->d.regs);
 	free(s);
 }
 

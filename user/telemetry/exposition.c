@@ -381,6 +381,68 @@ static void render_discovery(struct strbuf *out, const struct expo_daemon *d)
 	strbuf_free(&l);
 }
 
+/* One sample of family `name` per registration, valued by `get`. */
+static void render_reg_family(struct strbuf *out, const struct expo_daemon *d, const char *name,
+			      const char *type, const char *help,
+			      int64_t (*get)(const struct discovery_registration *r))
+{
+	prom_family(out, name, type, help);
+	for (size_t i = 0; i < d->n_regs; i++) {
+		struct strbuf l = STRBUF_INIT;
+		int64_t v = get(&d->regs[i]);
+
+		if (v < 0)
+			continue;
+		prom_label(&l, "id", d->regs[i].id);
+		prom_label(&l, "service", d->regs[i].service);
+		prom_sample_u64(out, name, l.data, NULL, (uint64_t)v);
+		strbuf_free(&l);
+	}
+}
+
+static int64_t reg_up(const struct discovery_registration *r)
+{
+	return r->registered;
+}
+static int64_t reg_writes(const struct discovery_registration *r)
+{
+	return (int64_t)r->registrations;
+}
+static int64_t reg_lost(const struct discovery_registration *r)
+{
+	return (int64_t)r->lost;
+}
+static int64_t reg_failures(const struct discovery_registration *r)
+{
+	return r->failures;
+}
+static int64_t reg_ttl(const struct discovery_registration *r)
+{
+	return r->ttl;
+}
+
+/* The Consul registrations (discovery.consul.register): families only when there are some. */
+static void render_registrations(struct strbuf *out, const struct expo_daemon *d)
+{
+	if (!d->n_regs)
+		return;
+	render_reg_family(
+	    out, d, "meshd_consul_registration_up", "gauge",
+	    "1 while the Consul agent holds this registration, as far as meshd knows.", reg_up);
+	render_reg_family(out, d, "meshd_consul_registrations_total", "counter",
+			  "Successful registration writes (re-registrations included).",
+			  reg_writes);
+	render_reg_family(
+	    out, d, "meshd_consul_registration_lost_total", "counter",
+	    "Times the agent was found without this registration (then written again).", reg_lost);
+	render_reg_family(out, d, "meshd_consul_registration_failures", "gauge",
+			  "Consecutive failed registration writes (0 once one succeeds).",
+			  reg_failures);
+	render_reg_family(out, d, "meshd_consul_ttl_check_passing", "gauge",
+			  "TTL check status last reported to Consul: 1 passing, 0 critical.",
+			  reg_ttl);
+}
+
 /* How long the event loop's iterations take: a histogram and the longest one. */
 static void render_loop(struct strbuf *out, const struct expo_daemon *d)
 {
@@ -479,6 +541,7 @@ int expo_render_part(struct exposition *e, const struct expo_daemon *d, int part
 	if (part == 0) {
 		render_config(out, d);
 		render_discovery(out, d);
+		render_registrations(out, d);
 		render_daemon_misc(out, d);
 		render_tracing(out, d);
 		render_datapath_counters(out, d);

@@ -11,6 +11,7 @@
 #include "common/evloop.h"
 #include "common/strbuf.h"
 #include "datapath/datapath.h"
+#include "discovery/discovery.h"
 
 /* MESH_COUNTERS_MAX: every datapath counter, the ABI's spare entries included. */
 #define EXPO_COUNTERS_MAX 64
@@ -39,7 +40,9 @@ struct expo_daemon {
 	const struct expo_mtls *mtls; /* telemetry/expo_mtls.h; NULL: mTLS off */
 	/* Connection tracing: exporter counters, and close records lost in the ring buffer. */
 	uint64_t trace_exported, trace_dropped_full, trace_dropped_error, trace_dropped_ringbuf;
-	uint64_t trace_exports[2]; /* [0] ok, [1] error */
+	uint64_t trace_exports[2];		   /* [0] ok, [1] error */
+	const struct discovery_registration *regs; /* Consul registrations and their state */
+	size_t n_regs;
 };
 
 struct exposition;

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "discovery/discovery.h"
 
 #define CONSUL_MAX_BODY (1024u << 20)	   /* larger responses are treated as errors */
 #define CONSUL_MAX_WAIT_NS 600000000000ull /* Consul caps wait at 10 min */
@@ -163,13 +164,25 @@ void consul_intentions_sort(struct consul_intention *v, size_t n);
 
 #define CONSUL_ID_MAX 128
 
-/* A local service meshd registers in the Consul agent, with a TCP check on its address. */
+/* A local service meshd registers in the Consul agent: Connect-native, with one check. */
 struct consul_registration {
 	const char *id;	  /* service ID (unique on the agent) */
 	const char *name; /* service name */
 	struct config_endpoint endpoint;
+	const char *const *tags;
+	size_t n_tags;
+	const char *const *meta; /* "key=value" */
+	size_t n_meta;
+	enum config_consul_check check;
+	uint64_t interval_ns; /* tcp, http: probe interval; ttl: the TTL */
+	uint64_t timeout_ns;
+	const char *http_path;
+	uint16_t mesh_port;		       /* meta mesh-port (mTLS inbound port); 0 = none */
 	uint64_t deregister_critical_after_ns; /* 0 = never reaped */
 };
+
+/* The ID of the one check of registration `id` ("service:<id>", Consul's default). */
+void consul_check_id(const char *id, char *buf, size_t len);
 
 /* The body of PUT /v1/agent/service/register for `r` (caller frees), or NULL + errno. */
 char *consul_registration_json(const struct consul_registration *r);
@@ -200,6 +213,7 @@ struct consul_watch_opts {
 	 * "/v1/agent/connect/ca/roots": the update carries the raw body. */
 	const char *const *gets;
 	size_t n_gets;
+	uint64_t resync_ns; /* how often GET /v1/agent/services verifies regs; 0 = 30 s */
 };
 
 /* One query result, handed to the callback, which owns it (consul_update_free). */
@@ -230,6 +244,12 @@ struct consul_watch *consul_watch_new(const struct consul_watch_opts *o, consul_
 				      void *arg);
 /* True once every agent write (registration, deregistration) has succeeded. Any thread. */
 bool consul_watch_writes_done(struct consul_watch *w);
+/* State of registration `i` (0 <= i < n_regs of the options) into `out`: 0 or -ENOENT. Any
+ * thread. */
+int consul_watch_reg_state(struct consul_watch *w, size_t i, struct discovery_registration *out);
+/* Sets what the TTL check of registration `i` reports (passing or critical); reported at once
+ * when it changed, then every third of the TTL. Any thread. */
+void consul_watch_set_passing(struct consul_watch *w, size_t i, bool passing);
 /* Stops the thread (wakes it, joins), frees everything. No callback runs after it returns.
  * Accepts NULL. */
 void consul_watch_free(struct consul_watch *w);

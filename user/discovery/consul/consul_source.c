@@ -4,7 +4,10 @@
  * that leaves nothing usable while Consul lists instances: the last known set keeps being served
  * (warned once per episode). Instances whose address is a host name are resolved (A and AAAA,
  * with discovery.dns.servers or the system resolver) on the loop before the set is delivered.
- * Registrations follow the config; switching to another source deregisters them. Loop thread,
+ * Registrations follow the config; switching to another source deregisters them, and so does a
+ * stop with discovery.consul.deregister_on_stop (else they outlive meshd: a restart finds them,
+ * a host gone for good is reaped by deregister_critical_after). TTL checks report meshd's own
+ * health of the registered address (consul_backend_health). Loop thread,
  * except on_watch_update() (watcher thread). */
 #include <errno.h>
 #include <pthread.h>
@@ -20,6 +23,7 @@
 
 #define SUBSYS "discovery"
 #define DEREGISTER_GIVE_UP_NS (30ull * 1000000000ull)
+#define DEREGISTER_ON_STOP_NS (5ull * 1000000000ull) /* a stopping meshd waits this long */
 
 /* One watcher and what it registered. Outlives the source while results are queued on the loop:
  * each queued result holds a reference; `src` becomes NULL once the watcher is stopped. */
@@ -45,6 +49,14 @@ struct discovery_source {
 	const struct config_consul *conf; /* settings cs runs with (the running config's) */
 	char **kept; /* services whose last answer was unusable (warned once per episode) */
 	size_t n_kept;
+	uint16_t mesh_port; /* meta mesh-port of registrations: mTLS inbound port, 0 = mTLS off */
+	struct sick *sick;  /* backends meshd's health checks find unhealthy (TTL checks) */
+	size_t n_sick;
+};
+
+struct sick {
+	char *service;
+	struct config_endpoint ep;
 };
 
 struct posted {
@@ -326,8 +338,9 @@ static bool cfg_registers(const struct config_consul *c, const char *id)
 
 /* What the new watcher registers (none when `c` is NULL), and which IDs the previous one
  * registered that are gone now. Records the new IDs in `s`. Returns 0 or -ENOMEM. */
-static int plan_registrations(const struct config_consul *c, const struct consul_sink *prev,
-			      struct consul_sink *s, struct reg_plan *p)
+static int plan_registrations(const struct config_consul *c, uint16_t mesh_port,
+			      const struct consul_sink *prev, struct consul_sink *s,
+			      struct reg_plan *p)
 {
 	size_t i, n_reg = c ? c->n_reg : 0, n_prev = prev ? prev->n_reg_ids : 0;
 
@@ -338,10 +351,21 @@ static int plan_registrations(const struct config_consul *c, const struct consul
 	if (!p->regs || !p->deregs || !s->reg_ids)
 		return -ENOMEM;
 	for (i = 0; i < n_reg; i++, p->n_regs++) {
+		const struct config_consul_register *r = &c->reg[i];
+
 		p->regs[i] = (struct consul_registration){
-			.id = reg_id(&c->reg[i]),
-			.name = c->reg[i].name,
-			.endpoint = c->reg[i].endpoint,
+			.id = reg_id(r),
+			.name = r->name,
+			.endpoint = r->endpoint,
+			.tags = (const char *const *)r->tags,
+			.n_tags = r->n_tags,
+			.meta = (const char *const *)r->meta,
+			.n_meta = r->n_meta,
+			.check = r->check_type,
+			.interval_ns = r->check_interval_ns,
+			.timeout_ns = r->check_timeout_ns,
+			.http_path = r->check_http_path,
+			.mesh_port = mesh_port,
 			.deregister_critical_after_ns = c->deregister_critical_after_ns,
 		};
 		s->reg_ids[i] = strdup(p->regs[i].id);
@@ -410,6 +434,7 @@ static struct consul_watch *watch_new(const struct config_consul *c, bool watch_
 		.n_regs = p->n_regs,
 		.deregs = p->deregs,
 		.n_deregs = p->n_deregs,
+		.resync_ns = c->resync_ns,
 	};
 	struct consul_watch *w;
 	bool failed;
@@ -426,6 +451,63 @@ static struct consul_watch *watch_new(const struct config_consul *c, bool watch_
 	return w;
 }
 
+/* --- TTL checks: meshd's own health of the registered addresses -------------------------------- */
+
+static bool ep_same(const struct config_endpoint *a, const struct config_endpoint *b)
+{
+	return !memcmp(a, b, sizeof(*a));
+}
+
+static size_t sick_find(const struct discovery_source *src, const char *service,
+			const struct config_endpoint *ep)
+{
+	for (size_t i = 0; i < src->n_sick; i++)
+		if (!strcmp(src->sick[i].service, service) && ep_same(&src->sick[i].ep, ep))
+			return i;
+	return SIZE_MAX;
+}
+
+/* What every TTL registration of `c` reports: passing unless meshd's check of its address in
+ * its service says unhealthy (no check of it at all: passing, as health_checker_healthy). */
+static void report_health(struct discovery_source *src, const struct config_consul *c,
+			  struct consul_watch *w)
+{
+	for (size_t i = 0; i < c->n_reg; i++)
+		consul_watch_set_passing(
+		    w, i, sick_find(src, c->reg[i].name, &c->reg[i].endpoint) == SIZE_MAX);
+}
+
+static void consul_backend_health(struct discovery_source *src, const char *service,
+				  const struct config_endpoint *ep, bool healthy)
+{
+	size_t i = sick_find(src, service, ep);
+	struct sick *n;
+
+	if (healthy && i != SIZE_MAX) {
+		free(src->sick[i].service);
+		src->sick[i] = src->sick[--src->n_sick];
+	} else if (!healthy && i == SIZE_MAX) {
+		n = realloc(src->sick, (src->n_sick + 1) * sizeof(*n));
+		if (!n)
+			return;
+		src->sick = n;
+		n[src->n_sick].service = strdup(service);
+		n[src->n_sick].ep = *ep;
+		if (n[src->n_sick].service)
+			src->n_sick++;
+	}
+	if (src->cs && src->conf)
+		report_health(src, src->conf, src->cs->watch);
+}
+
+static int consul_registration(struct discovery_source *src, size_t i,
+			       struct discovery_registration *out)
+{
+	if (!src->cs || !src->cs->watch)
+		return -ENOENT;
+	return consul_watch_reg_state(src->cs->watch, i, out);
+}
+
 /* A new watcher for `c`; `prev` (may be NULL) is the one it replaces. */
 static int sink_new(struct discovery_source *src, const struct config_consul *c,
 		    const struct consul_sink *prev, struct consul_sink **out)
@@ -439,12 +521,14 @@ static int sink_new(struct discovery_source *src, const struct config_consul *c,
 	atomic_init(&s->refs, 1);
 	s->src = src;
 	s->loop = src->loop;
-	err = plan_registrations(c, prev, s, &plan);
+	err = plan_registrations(c, src->mesh_port, prev, s, &plan);
 	if (!err) {
 		s->watch = watch_new(c, true, s, &plan);
 		err = s->watch ? 0 : -EIO;
 	}
 	plan_release(&plan);
+	if (!err)
+		report_health(src, c, s->watch);
 	if (err) {
 		sink_put(s);
 		return err;
@@ -465,12 +549,12 @@ static void sink_stop(struct consul_sink *s)
 
 /* --- switching away: deregistration in the background ----------------------------------------- */
 
-static void *dereg_main(void *arg)
+/* Waits (bounded) for the deregistrations of `w`, then frees it. */
+static void dereg_wait(struct consul_watch *w, uint64_t give_up_ns)
 {
-	struct consul_watch *w = arg;
 	uint64_t start = evloop_now_ns();
 
-	while (!consul_watch_writes_done(w) && evloop_now_ns() - start < DEREGISTER_GIVE_UP_NS)
+	while (!consul_watch_writes_done(w) && evloop_now_ns() - start < give_up_ns)
 		usleep(50000);
 	if (!consul_watch_writes_done(w))
 		LOG_WARN(SUBSYS,
@@ -478,12 +562,18 @@ static void *dereg_main(void *arg)
 			 "deregister_critical_after",
 			 NULL);
 	consul_watch_free(w);
+}
+
+static void *dereg_main(void *arg)
+{
+	dereg_wait(arg, DEREGISTER_GIVE_UP_NS);
 	return NULL;
 }
 
-/* The running config selects another source: take our registrations back out of the agent
- * (retried for a while by a watcher of its own, so the loop never waits for Consul). */
-static void deregister_all(const struct config_consul *c, struct consul_sink *prev)
+/* Take our registrations back out of the agent, retried for a while by a watcher of its own:
+ * in the background when the running config selects another source (the loop never waits for
+ * Consul), or waiting up to DEREGISTER_ON_STOP_NS when meshd stops (`wait`). */
+static void deregister_all(const struct config_consul *c, struct consul_sink *prev, bool wait)
 {
 	struct consul_sink *s = calloc(1, sizeof(*s));
 	struct reg_plan plan;
@@ -492,10 +582,12 @@ static void deregister_all(const struct config_consul *c, struct consul_sink *pr
 	if (!s || !prev->n_reg_ids)
 		goto out;
 	atomic_init(&s->refs, 1);
-	if (plan_registrations(NULL, prev, s, &plan) == 0) {
+	if (plan_registrations(NULL, 0, prev, s, &plan) == 0) {
 		struct consul_watch *w = watch_new(c, false, s, &plan);
 
-		if (w && pthread_create(&t, NULL, dereg_main, w) == 0)
+		if (w && wait)
+			dereg_wait(w, DEREGISTER_ON_STOP_NS);
+		else if (w && pthread_create(&t, NULL, dereg_main, w) == 0)
 			pthread_detach(t);
 		else if (w)
 			consul_watch_free(w);
@@ -518,6 +610,11 @@ static bool consul_provides(const struct mesh_config *cfg, const char *name)
 	return false;
 }
 
+static uint16_t mesh_port_of(const struct mesh_config *cfg)
+{
+	return cfg->mtls.enabled ? cfg->mtls.inbound_listen.port : 0;
+}
+
 static void src_free(struct discovery_source *src)
 {
 	src->stopping = true;
@@ -525,6 +622,9 @@ static void src_free(struct discovery_source *src)
 	for (size_t i = 0; i < src->n_kept; i++)
 		free(src->kept[i]);
 	free(src->kept);
+	for (size_t i = 0; i < src->n_sick; i++)
+		free(src->sick[i].service);
+	free(src->sick);
 	free(src);
 }
 
@@ -545,6 +645,7 @@ static int consul_start(const struct mesh_config *cfg, struct evloop *loop,
 		src_free(src);
 		return -errno;
 	}
+	src->mesh_port = mesh_port_of(cfg);
 	err = sink_new(src, &cfg->consul, NULL, &src->cs);
 	if (err) {
 		src_free(src);
@@ -578,6 +679,27 @@ static bool token_rotated(const struct consul_sink *s, const char *path)
 	return rotated;
 }
 
+static bool strs_same(char *const *a, size_t na, char *const *b, size_t nb)
+{
+	if (na != nb)
+		return false;
+	for (size_t i = 0; i < na; i++)
+		if (!str_same(a[i], b[i]))
+			return false;
+	return true;
+}
+
+static bool reg_same(const struct config_consul_register *a, const struct config_consul_register *b)
+{
+	return str_same(reg_id(a), reg_id(b)) && str_same(a->name, b->name) &&
+	       ep_same(&a->endpoint, &b->endpoint) &&
+	       strs_same(a->tags, a->n_tags, b->tags, b->n_tags) &&
+	       strs_same(a->meta, a->n_meta, b->meta, b->n_meta) &&
+	       a->check_type == b->check_type && a->check_interval_ns == b->check_interval_ns &&
+	       a->check_timeout_ns == b->check_timeout_ns &&
+	       str_same(a->check_http_path, b->check_http_path);
+}
+
 /* True when the two settings would run the same watcher. */
 static bool same_settings(const struct config_consul *a, const struct config_consul *b)
 {
@@ -586,6 +708,7 @@ static bool same_settings(const struct config_consul *a, const struct config_con
 	if (!str_same(a->address, b->address) || !str_same(a->datacenter, b->datacenter) ||
 	    !str_same(a->token_file, b->token_file) || !str_same(a->ca_file, b->ca_file) ||
 	    a->wait_ns != b->wait_ns || a->n_services != b->n_services ||
+	    a->resync_ns != b->resync_ns ||
 	    a->deregister_critical_after_ns != b->deregister_critical_after_ns ||
 	    a->n_reg != b->n_reg)
 		return false;
@@ -593,9 +716,7 @@ static bool same_settings(const struct config_consul *a, const struct config_con
 		if (!str_same(a->services[i], b->services[i]))
 			return false;
 	for (i = 0; i < a->n_reg; i++)
-		if (!str_same(reg_id(&a->reg[i]), reg_id(&b->reg[i])) ||
-		    !str_same(a->reg[i].name, b->reg[i].name) ||
-		    memcmp(&a->reg[i].endpoint, &b->reg[i].endpoint, sizeof(a->reg[i].endpoint)))
+		if (!reg_same(&a->reg[i], &b->reg[i]))
 			return false;
 	return true;
 }
@@ -617,7 +738,10 @@ static int consul_reload(struct discovery_source *src, const struct mesh_config 
 	struct consul_sink *s;
 	int err;
 
+	uint16_t mesh_port = src->mesh_port;
+
 	if (servers && same_settings(&old->consul, &new->consul) &&
+	    mesh_port_of(old) == mesh_port_of(new) &&
 	    !token_rotated(src->cs, new->consul.token_file)) {
 		src->conf = &new->consul;
 		return 0;
@@ -626,8 +750,10 @@ static int consul_reload(struct discovery_source *src, const struct mesh_config 
 								.servers = new->dns.servers,
 								.n_servers = new->dns.n_servers })))
 		return -errno;
+	src->mesh_port = mesh_port_of(new);
 	err = sink_new(src, &new->consul, src->cs, &s);
 	if (err) {
+		src->mesh_port = mesh_port;
 		dns_resolver_free(res);
 		return err;
 	}
@@ -649,8 +775,8 @@ static void consul_stop(struct discovery_source *src, bool switched)
 {
 	if (!src)
 		return;
-	if (switched && src->cs && src->cs->n_reg_ids)
-		deregister_all(src->conf, src->cs);
+	if ((switched || src->conf->deregister_on_stop) && src->cs && src->cs->n_reg_ids)
+		deregister_all(src->conf, src->cs, !switched);
 	sink_stop(src->cs); /* no more posts: then the resolver (and what waits on it) goes */
 	src_free(src);
 }
@@ -668,4 +794,6 @@ const struct discovery_source_ops discovery_consul_source = {
 	.reload = consul_reload,
 	.stop = consul_stop,
 	.files_changed = consul_files_changed,
+	.registration = consul_registration,
+	.backend_health = consul_backend_health,
 };

@@ -1,8 +1,12 @@
 /* Consul watcher: one thread drives a blocking-query loop per service over one libcurl multi
- * handle (curl_multi_poll, woken by curl_multi_wakeup to stop). Each loop follows Consul's client
+ * handle (curl_multi_poll, woken by curl_multi_wakeup to stop), and the agent writes: each
+ * registration retried on its own with backoff, kept true afterwards (a periodic
+ * GET /v1/agent/services, or a 404 on a TTL update, means the agent lost it: written again),
+ * TTL checks reported from what the owner sets. Each loop follows Consul's client
  * rules: X-Consul-Index handling, a token bucket between queries, capped jittered backoff on
  * errors (and a fresh non-blocking read after one). Results go to the owner's callback on this
  * thread. The token only ever sits in one header list; nothing here logs it. */
+#include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <pthread.h>
@@ -24,16 +28,26 @@ enum query_kind {
 	QUERY_REGISTER = 1,   /* PUT /v1/agent/service/register, until it succeeds */
 	QUERY_DEREGISTER = 2, /* PUT /v1/agent/service/deregister/:id, until it succeeds */
 	QUERY_GET = 3,	      /* another blocking read, forever; the body goes to the owner */
+	QUERY_TTL = 4,	      /* PUT /v1/agent/check/pass|fail/:id, every third of the TTL */
+	QUERY_VERIFY = 5,     /* GET /v1/agent/services: re-register what the agent lost */
 };
 
 struct query {
 	struct consul_watch *w;
 	enum query_kind kind;
-	char *service;	/* service name (watch), service ID (writes) or path (get) */
-	char *put_body; /* registration JSON */
-	bool done;	/* a write that succeeded */
-	CURL *easy;	/* non-NULL while a request is in flight */
-	long status;	/* status of the response being received (from its status line) */
+	char *service;	    /* service name (watch), service ID (writes) or path (get) */
+	char *put_body;	    /* registration JSON */
+	bool done;	    /* a write that succeeded */
+	struct query *reg;  /* QUERY_TTL: its registration */
+	struct query *ttl;  /* QUERY_REGISTER: its TTL job, NULL when none */
+	atomic_int passing; /* QUERY_TTL: what to report (1/0), -1 = not known yet */
+	atomic_bool dirty;  /* QUERY_TTL: `passing` changed since the last report */
+	int sending;	    /* QUERY_TTL: the status the request in flight reports */
+	uint64_t period_ns; /* QUERY_TTL, QUERY_VERIFY: time between requests */
+	struct discovery_registration
+	    st;	     /* QUERY_REGISTER: state for status and metrics (w->lock) */
+	CURL *easy;  /* non-NULL while a request is in flight */
+	long status; /* status of the response being received (from its status line) */
 	struct consul_stream *stream; /* a 200 health answer, parsed as it arrives */
 	char err_body[256];	      /* the start of any other body (Consul errors are text) */
 	char *body;		      /* a 200 answer of a QUERY_GET, whole, NUL-terminated */
@@ -59,6 +73,9 @@ struct consul_watch {
 	pthread_t thread;
 	atomic_bool stop;
 	atomic_size_t writes_left; /* agent writes not done yet */
+	pthread_mutex_t lock;	   /* the registrations' `st` */
+	struct query **regs;	   /* QUERY_REGISTER jobs in option order */
+	size_t n_regs;
 	uint64_t rnd;
 	consul_update_cb cb;
 	void *arg;
@@ -130,7 +147,7 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *arg)
 		consul_stream_feed(q->stream, ptr, n); /* an error is reported at the end */
 		return n;
 	}
-	if (q->kind == QUERY_GET && q->status == 200)
+	if ((q->kind == QUERY_GET || q->kind == QUERY_VERIFY) && q->status == 200)
 		return get_append(q, ptr, n);
 	keep = sizeof(q->err_body) - 1 - q->err_len;
 	keep = n < keep ? n : keep;
@@ -173,6 +190,18 @@ static int query_url(struct query *q)
 	case QUERY_GET:
 		return consul_get_url(q->url, sizeof(q->url), w->address, q->service, q->index,
 				      w->o.wait_ns);
+	case QUERY_TTL: {
+		char id[CONSUL_ID_MAX + 16];
+
+		consul_check_id(q->service, id, sizeof(id));
+		return consul_agent_url(q->url, sizeof(q->url), w->address,
+					atomic_load(&q->passing) == 1 ? "/v1/agent/check/pass/"
+								      : "/v1/agent/check/fail/",
+					id);
+	}
+	case QUERY_VERIFY:
+		return consul_agent_url(q->url, sizeof(q->url), w->address, "/v1/agent/services",
+					NULL);
 	default:
 		return consul_health_url(q->url, sizeof(q->url), w->address, q->service,
 					 w->datacenter, q->index, w->o.wait_ns);
@@ -212,12 +241,14 @@ static int query_start(struct query *q)
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout_ns / NS_PER_MS));
 	if (w->ca_file)
 		curl_easy_setopt(e, CURLOPT_CAINFO, w->ca_file);
-	if (!reads(q)) {
+	if (!reads(q) && q->kind != QUERY_VERIFY) {
 		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "PUT");
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS, q->put_body ? q->put_body : "");
 	}
 	q->body_len = q->err_len = 0;
 	q->status = 0;
+	if (q->kind == QUERY_TTL)
+		q->sending = atomic_load(&q->passing) == 1;
 	q->has_index = false;
 	if (curl_multi_add_handle(w->multi, e) != CURLM_OK) {
 		curl_easy_cleanup(e);
@@ -292,8 +323,103 @@ static int query_result(struct query *q, CURLcode res, long status, struct consu
 	return 0;
 }
 
+static void reg_update(struct query *q, bool ok, long status, const char *why)
+{
+	struct consul_watch *w = q->w;
+
+	pthread_mutex_lock(&w->lock);
+	q->st.registered = ok;
+	if (ok) {
+		q->st.registrations++;
+		q->st.failures = 0;
+		q->st.error[0] = '\0';
+	} else {
+		q->st.failures++;
+		q->st.status = status;
+		snprintf(q->st.error, sizeof(q->st.error), "%.159s", why);
+	}
+	pthread_mutex_unlock(&w->lock);
+}
+
+/* The agent no longer holds registration `q` (restarted, or anti-entropy dropped it): write it
+ * again now. */
+static void reg_lost(struct query *q, const char *how)
+{
+	struct consul_watch *w = q->w;
+
+	if (!q->done)
+		return;
+	LOG_WARN("consul", "agent lost a registration, registering it again", "id=%s seen=%s",
+		 log_q(q->service), how);
+	q->done = false;
+	q->failures = 0;
+	q->next_ns = now_ns();
+	atomic_fetch_add(&w->writes_left, 1);
+	pthread_mutex_lock(&w->lock);
+	q->st.registered = false;
+	q->st.lost++;
+	q->st.ttl = -1;
+	pthread_mutex_unlock(&w->lock);
+}
+
+static void retry_later(struct query *q)
+{
+	struct consul_watch *w = q->w;
+
+	q->failures++;
+	q->next_ns = now_ns() + consul_backoff_ns(q->failures, w->o.backoff_base_ns,
+						  w->o.backoff_max_ns, next_rand(w));
+}
+
+/* A finished TTL report: 200 -> next one in a third of the TTL; 404 -> the agent lost the
+ * check (and so the registration); else retried with backoff. */
+static void ttl_finish(struct query *q, CURLcode res, long status)
+{
+	char why[256];
+
+	if (res == CURLE_OK && status == 200) {
+		pthread_mutex_lock(&q->w->lock);
+		q->reg->st.ttl = q->sending;
+		pthread_mutex_unlock(&q->w->lock);
+		q->failures = 0;
+		q->next_ns = now_ns() + q->period_ns;
+		return;
+	}
+	if (res == CURLE_OK && status == 404) {
+		reg_lost(q->reg, "ttl check unknown");
+		return;
+	}
+	if (q->failures == 0)
+		LOG_WARN("consul", "ttl check update failed, will retry",
+			 "id=%s status=%ld error=%s", log_q(q->service), status,
+			 log_q(res != CURLE_OK ? curl_easy_strerror(res)
+					       : error_line(q, why, sizeof(why))));
+	retry_later(q);
+}
+
+/* Every registration the agent's service list lacks is written again. */
+static void verify_finish(struct query *q, CURLcode res, long status)
+{
+	struct consul_watch *w = q->w;
+	cJSON *list = NULL;
+
+	q->next_ns = now_ns() + q->period_ns;
+	if (res == CURLE_OK && status == 200 && q->body)
+		list = cJSON_ParseWithLength(q->body, q->got);
+	if (!cJSON_IsObject(list)) {
+		LOG_DEBUG("consul", "agent service list unavailable", "status=%ld", status);
+		cJSON_Delete(list);
+		return;
+	}
+	for (size_t i = 0; i < w->n_regs; i++)
+		if (w->regs[i]->done &&
+		    !cJSON_GetObjectItemCaseSensitive(list, w->regs[i]->service))
+			reg_lost(w->regs[i], "agent service list");
+	cJSON_Delete(list);
+}
+
 /* A finished agent write: done on 200 (or 404 for a deregistration: already gone), else retried
- * with backoff. */
+ * with backoff, on its own: other registrations go on. */
 static void write_finish(struct query *q, CURLcode res, long status)
 {
 	struct consul_watch *w = q->w;
@@ -302,8 +428,13 @@ static void write_finish(struct query *q, CURLcode res, long status)
 
 	if (res == CURLE_OK && (status == 200 || (q->kind == QUERY_DEREGISTER && status == 404))) {
 		q->done = true;
+		q->failures = 0;
 		atomic_fetch_sub(&w->writes_left, 1);
 		LOG_INFO("consul", "agent write done", "op=%s id=%s", what, log_q(q->service));
+		if (q->kind == QUERY_REGISTER)
+			reg_update(q, true, status, "");
+		if (q->ttl) /* report the check's state right away */
+			q->ttl->next_ns = now_ns();
 		return;
 	}
 	if (res != CURLE_OK)
@@ -314,9 +445,9 @@ static void write_finish(struct query *q, CURLcode res, long status)
 		LOG_WARN("consul", "agent write failed, will retry",
 			 "op=%s id=%s status=%ld error=%s", what, log_q(q->service), status,
 			 log_q(why));
-	q->failures++;
-	q->next_ns = now_ns() + consul_backoff_ns(q->failures, w->o.backoff_base_ns,
-						  w->o.backoff_max_ns, next_rand(w));
+	if (q->kind == QUERY_REGISTER)
+		reg_update(q, false, res == CURLE_OK ? status : 0, why);
+	retry_later(q);
 }
 
 static void query_finish(struct query *q, CURLcode res)
@@ -332,7 +463,12 @@ static void query_finish(struct query *q, CURLcode res)
 	q->easy = NULL;
 	if (!reads(q)) {
 		free(u);
-		write_finish(q, res, status);
+		if (q->kind == QUERY_TTL)
+			ttl_finish(q, res, status);
+		else if (q->kind == QUERY_VERIFY)
+			verify_finish(q, res, status);
+		else
+			write_finish(q, res, status);
 		return;
 	}
 	if (!u || !(u->service = strdup(q->service))) {
@@ -374,6 +510,12 @@ static long start_due(struct consul_watch *w)
 
 		if (q->easy || q->done)
 			continue;
+		if (q->kind == QUERY_TTL) {
+			if (!q->reg->done || atomic_load(&q->passing) < 0)
+				continue;
+			if (atomic_exchange(&q->dirty, false))
+				q->next_ns = now;
+		}
 		if (now >= q->next_ns && query_start(q) != 0) {
 			q->failures++;
 			q->next_ns = now + w->o.backoff_max_ns;
@@ -457,7 +599,8 @@ static char *dup_opt(const char *s, bool *oom)
 	return d;
 }
 
-static int add_job(struct consul_watch *w, enum query_kind kind, const char *name, char *body)
+static struct query *add_job(struct consul_watch *w, enum query_kind kind, const char *name,
+			     char *body)
 {
 	struct query *q = &w->q[w->n];
 
@@ -465,33 +608,65 @@ static int add_job(struct consul_watch *w, enum query_kind kind, const char *nam
 	q->kind = kind;
 	q->put_body = body;
 	q->service = strdup(name);
+	atomic_init(&q->passing, -1);
 	w->n++; /* counted now so that watch_release frees `body` even on failure */
-	return q->service ? 0 : -ENOMEM;
+	return q->service ? q : NULL;
 }
 
-/* One watch per service, then one job per agent write. */
+/* A registration, and its TTL job when its check is a TTL check. */
+static int add_registration(struct consul_watch *w, const struct consul_registration *r)
+{
+	char *body = consul_registration_json(r);
+	struct query *q;
+
+	if (!body)
+		return -errno;
+	q = add_job(w, QUERY_REGISTER, r->id, body);
+	if (!q)
+		return -ENOMEM;
+	snprintf(q->st.id, sizeof(q->st.id), "%s", r->id);
+	snprintf(q->st.service, sizeof(q->st.service), "%s", r->name);
+	q->st.ttl = -1;
+	w->regs[w->n_regs++] = q;
+	if (r->check != CONFIG_CONSUL_CHECK_TTL)
+		return 0;
+	q->ttl = add_job(w, QUERY_TTL, r->id, NULL);
+	if (!q->ttl)
+		return -ENOMEM;
+	q->ttl->reg = q;
+	q->ttl->period_ns = r->interval_ns / 3 ? r->interval_ns / 3 : 1000 * NS_PER_MS;
+	return 0;
+}
+
+/* One watch per service, then the agent writes: registrations (with their TTL jobs and one
+ * verifier of them all), deregistrations. */
 static int add_jobs(struct consul_watch *w, const struct consul_watch_opts *o)
 {
-	size_t i, n = o->n_services + o->n_regs + o->n_deregs + o->n_gets;
-	char *body;
+	size_t i, n = o->n_services + 2 * o->n_regs + 1 + o->n_deregs + o->n_gets;
+	struct query *v;
 	int err = 0;
 
-	w->q = calloc(n ? n : 1, sizeof(*w->q));
-	if (!w->q)
+	w->q = calloc(n, sizeof(*w->q));
+	w->regs = calloc(o->n_regs + 1, sizeof(*w->regs));
+	if (!w->q || !w->regs)
 		return -ENOMEM;
 	for (i = 0; !err && i < o->n_services; i++)
-		err = add_job(w, QUERY_WATCH, o->services[i], NULL);
-	for (i = 0; !err && i < o->n_regs; i++) {
-		body = consul_registration_json(&o->regs[i]);
-		if (!body)
-			return -errno;
-		err = add_job(w, QUERY_REGISTER, o->regs[i].id, body);
+		err = add_job(w, QUERY_WATCH, o->services[i], NULL) ? 0 : -ENOMEM;
+	for (i = 0; !err && i < o->n_regs; i++)
+		err = add_registration(w, &o->regs[i]);
+	if (!err && o->n_regs) {
+		v = add_job(w, QUERY_VERIFY, "agent services", NULL);
+		err = v ? 0 : -ENOMEM;
+		if (v) {
+			v->period_ns = o->resync_ns ? o->resync_ns : 30000000000ull;
+			v->next_ns = now_ns() + v->period_ns;
+		}
 	}
 	for (i = 0; !err && i < o->n_deregs; i++)
-		err = add_job(w, QUERY_DEREGISTER, o->deregs[i], NULL);
+		err = add_job(w, QUERY_DEREGISTER, o->deregs[i], NULL) ? 0 : -ENOMEM;
 	atomic_store(&w->writes_left, o->n_regs + o->n_deregs);
 	for (i = 0; !err && i < o->n_gets; i++)
-		err = add_job(w, QUERY_GET, o->gets[i], NULL);
+		err = add_job(w, QUERY_GET, o->gets[i], NULL) ? 0 : -ENOMEM;
 	return err;
 }
 
@@ -538,6 +713,8 @@ static void watch_release(struct consul_watch *w)
 		free(w->q[i].put_body);
 	}
 	free(w->q);
+	free(w->regs);
+	pthread_mutex_destroy(&w->lock);
 	if (w->multi)
 		curl_multi_cleanup(w->multi);
 	curl_slist_free_all(w->headers); /* the token's bytes go back to the allocator here */
@@ -560,6 +737,7 @@ struct consul_watch *consul_watch_new(const struct consul_watch_opts *o, consul_
 	w->cb = cb;
 	w->arg = arg;
 	w->rnd = now_ns() | 1;
+	pthread_mutex_init(&w->lock, NULL);
 	err = watch_setup(w, o);
 	if (!err) {
 		w->multi = curl_multi_init();
@@ -578,6 +756,28 @@ struct consul_watch *consul_watch_new(const struct consul_watch_opts *o, consul_
 bool consul_watch_writes_done(struct consul_watch *w)
 {
 	return atomic_load(&w->writes_left) == 0;
+}
+
+int consul_watch_reg_state(struct consul_watch *w, size_t i, struct discovery_registration *out)
+{
+	if (!w || i >= w->n_regs)
+		return -ENOENT;
+	pthread_mutex_lock(&w->lock);
+	*out = w->regs[i]->st;
+	pthread_mutex_unlock(&w->lock);
+	return 0;
+}
+
+void consul_watch_set_passing(struct consul_watch *w, size_t i, bool passing)
+{
+	struct query *t;
+
+	if (!w || i >= w->n_regs || !(t = w->regs[i]->ttl))
+		return;
+	if (atomic_exchange(&t->passing, passing ? 1 : 0) == (passing ? 1 : 0))
+		return;
+	atomic_store(&t->dirty, true);
+	curl_multi_wakeup(w->multi);
 }
 
 void consul_watch_free(struct consul_watch *w)
