@@ -308,6 +308,24 @@ TEST(config_discovery_needs_settings)
 	    "discovery.dns.services[0].name", "unknown service");
 	EXPECT_ERR(TOP("\"discovery\":{\"consul\":{\"register\":[{\"name\":\"api\"}]}}"), NULL,
 		   "discovery.consul.register[0].address", "missing required key");
+#define REG(x)                                                                                     \
+	TOP("\"discovery\":{\"backend\":\"consul\",\"consul\":{\"address\":\"http://"              \
+	    "127.0.0.1:8500\","                                                                    \
+	    "\"register\":[{\"name\":\"api\",\"address\":\"127.0.0.1:80\"," x "}]}}")
+	EXPECT_ERR(REG("\"meta\":[\"novalue\"]"), NULL, "discovery.consul.register[0].meta[0]",
+		   "invalid pair (got \"novalue\", expected a key=value string)");
+	EXPECT_ERR(REG("\"meta\":[\"consul-x=1\"]"), NULL, "discovery.consul.register[0].meta[0]",
+		   "without the prefix 'consul-'");
+	EXPECT_ERR(REG("\"meta\":[\"ok=1\",\"mesh-port=1\"]"), NULL,
+		   "discovery.consul.register[0].meta[1]", "meshd sets them");
+	EXPECT_ERR(REG("\"meta\":[\"a b=1\"]"), NULL, "discovery.consul.register[0].meta[0]",
+		   "letters, digits");
+	EXPECT_ERR(REG("\"check\":{\"type\":\"http\",\"interval\":\"1s\",\"timeout\":\"2s\"}"),
+		   NULL, "discovery.consul.register[0].check.timeout",
+		   "must be below check.interval");
+	EXPECT_ERR(REG("\"check\":{\"type\":\"grpc\"}"), NULL,
+		   "discovery.consul.register[0].check.type", "grpc");
+#undef REG
 	/* a section of another discovery backend would do nothing */
 	EXPECT_ERR(TOP("\"discovery\":{\"consul\":{\"services\":[\"api\"],\"wait\":\"5m\"}}"), NULL,
 		   "discovery.consul.services",
