@@ -57,6 +57,7 @@ static int parse_reg(char *arg, struct consul_registration *r)
 	if (!port)
 		return -EINVAL;
 	*name++ = *ip++ = *port++ = '\0';
+	memset(r, 0, sizeof(*r)); /* a tcp check every 10 s (the defaults) */
 	r->id = arg;
 	r->name = name;
 	r->endpoint.family = AF_INET;

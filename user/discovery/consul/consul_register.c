@@ -49,7 +49,7 @@ static cJSON *check_json(const struct consul_registration *r)
 	format_hostport(&r->endpoint, hostport, sizeof(hostport));
 	consul_check_id(r->id, id, sizeof(id));
 	cJSON_AddStringToObject(c, "CheckID", id);
-	format_duration(r->interval_ns, dur, sizeof(dur));
+	format_duration(r->interval_ns ? r->interval_ns : 10000000000ull, dur, sizeof(dur));
 	switch (r->check) {
 	case CONFIG_CONSUL_CHECK_TTL:
 		snprintf(name, sizeof(name), "meshd TTL check %s", hostport);
@@ -73,7 +73,7 @@ static cJSON *check_json(const struct consul_registration *r)
 		break;
 	}
 	if (r->check != CONFIG_CONSUL_CHECK_TTL) {
-		format_duration(r->timeout_ns, dur, sizeof(dur));
+		format_duration(r->timeout_ns ? r->timeout_ns : 2000000000ull, dur, sizeof(dur));
 		cJSON_AddStringToObject(c, "Timeout", dur);
 	}
 	if (r->deregister_critical_after_ns) {
