@@ -77,6 +77,13 @@ _GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")
 _GO_FALSE = ("0", "f", "F", "FALSE", "false", "False")
 
 
+class Forward(Exception):
+    """A read for another datacenter: the server forwards it over the WAN (--wan)."""
+
+    def __init__(self, target):
+        self.target = target
+
+
 class ApiError(Exception):
     """An error Consul writes as plain text after WriteHeader (agent/http.go handleErr)."""
 
@@ -939,6 +946,8 @@ class Handler(BaseHTTPRequestHandler):
             stale = True
         dc = self.q1("dc", "")
         if dc and dc != self.server.cat.args.datacenter:
+            if dc in self.server.wan:
+                raise Forward(self.server.wan[dc])
             raise ApiError(500, "No path to datacenter")
         self.consistency = "stale" if stale else "consistent" if consistent else "leader"
         return (int(index) if index else 0), wait_s
@@ -1443,6 +1452,27 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(404, NOT_FOUND_BODY)
         except ApiError as e:
             self.send_error_text(e)
+        except Forward as f:
+            self.forward(f.target)
+
+    def forward(self, target):
+        """Relays the request to the server of the other datacenter and its answer back, as a
+        Consul server forwards an RPC across the WAN (headers such as X-Consul-Index are that
+        datacenter's)."""
+        host, port = target.rsplit(":", 1)
+        conn = HTTPConnection(host, int(port), timeout=MAX_QUERY_TIME + 60)
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() in ("x-consul-token", "authorization", "accept")}
+        try:
+            conn.request(self.command, self.path, headers=headers)
+            r = conn.getresponse()
+            body = r.read()
+        except OSError:
+            raise ApiError(500, "rpc error making call: EOF")
+        finally:
+            conn.close()
+        keep = {k: v for k, v in r.getheaders() if k.lower().startswith("x-consul-")}
+        self.send(r.status, body, keep, r.getheader("Content-Type"))
 
     do_GET = do_PUT = do_POST = do_DELETE = do_OPTIONS = do_HEAD = do_PATCH = dispatch
 
@@ -1462,6 +1492,8 @@ def main():
     ap.add_argument("--acl-token", default="", help="enables ACLs; this token may do anything")
     ap.add_argument("--default-policy", choices=("allow", "deny"), default=None)
     ap.add_argument("--no-leader", action="store_true", help="/v1/status/leader returns \"\"")
+    ap.add_argument("--wan", action="append", default=[], metavar="DC=HOST:PORT",
+                    help="another datacenter's server: reads with ?dc=DC are forwarded to it")
     ap.add_argument("--data-file", default="", help="keep the catalog here across restarts")
     ap.add_argument("--reap-interval", type=float, default=REAP_INTERVAL)
     ap.add_argument("--ca-dir", default="", help="the Connect CA's keys (keep with --data-file)")
@@ -1492,6 +1524,7 @@ def main():
     Checker(cat).start()
     srv = Server((a.addr, a.port), Handler)
     srv.cat = cat
+    srv.wan = dict(w.split("=", 1) for w in a.wan)
     srv.log_lock = threading.Lock()
     srv.log_file = open(a.log_file, "a") if a.log_file else None
     print(f"consul emulator listening on {a.addr}:{a.port} dc={a.datacenter}", flush=True)

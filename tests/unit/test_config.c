@@ -326,6 +326,20 @@ TEST(config_discovery_needs_settings)
 	EXPECT_ERR(REG("\"check\":{\"type\":\"grpc\"}"), NULL,
 		   "discovery.consul.register[0].check.type", "grpc");
 #undef REG
+#define FO(x)                                                                                      \
+	TOP("\"discovery\":{\"backend\":\"consul\",\"consul\":{\"address\":\"http://"              \
+	    "127.0.0.1:8500\","                                                                    \
+	    "\"datacenter\":\"dc1\",\"services\":[\"api\"],\"failover\":[" x "]}}")
+	EXPECT_ERR(FO("{\"service\":\"web\",\"datacenters\":[\"dc2\"]}"), NULL,
+		   "discovery.consul.failover[0].service", "not watched (got \"web\"");
+	EXPECT_ERR(FO("{\"service\":\"api\",\"datacenters\":[\"dc1\"]}"), NULL,
+		   "discovery.consul.failover[0].datacenters[0]", "not another datacenter");
+	EXPECT_ERR(FO("{\"service\":\"api\",\"datacenters\":[\"dc2\"]},"
+		      "{\"service\":\"api\",\"datacenters\":[\"dc3\"]}"),
+		   NULL, "discovery.consul.failover[1].service", "listed twice");
+	EXPECT_ERR(FO("{\"service\":\"api\"}"), NULL, "discovery.consul.failover[0].datacenters",
+		   "missing required key");
+#undef FO
 	/* a section of another discovery backend would do nothing */
 	EXPECT_ERR(TOP("\"discovery\":{\"consul\":{\"services\":[\"api\"],\"wait\":\"5m\"}}"), NULL,
 		   "discovery.consul.services",

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "discovery/consul/consul.h"
@@ -378,4 +379,73 @@ TEST(agent_url_escapes_id)
 	CHECK_STR_EQ(buf, "http://h:1/v1/agent/service/register");
 	CHECK_INT_EQ(consul_agent_url(buf, 10, "http://h:1", "/v1/agent/service/register", NULL),
 		     -ENAMETOOLONG);
+}
+
+/* An answer of `n` instances (ports 1..n) for api in `dc` (NULL = local). */
+static struct consul_update *answer(const char *dc, size_t n)
+{
+	struct consul_update *u = calloc(1, sizeof(*u));
+
+	u->service = strdup("api");
+	u->dc = dc ? strdup(dc) : NULL;
+	u->backends = calloc(n + 1, sizeof(*u->backends));
+	u->n_backends = n;
+	for (size_t i = 0; i < n; i++)
+		u->backends[i].endpoint.port = (uint16_t)(i + 1);
+	u->index = 10 + n;
+	return u;
+}
+
+/* Returns consul_failover_take's result; `pick` is freed, its dc and n kept. */
+static int take(struct consul_failover *f, const char *dc, size_t n, const char **got_dc,
+		size_t *got_n)
+{
+	struct consul_update *u = answer(dc, n);
+	struct consul_failover_pick p;
+	int r = consul_failover_take(f, u, &p);
+
+	if (r == 1) {
+		*got_dc = p.dc;
+		*got_n = p.n;
+		free(p.backends);
+	}
+	consul_update_free(u);
+	return r;
+}
+
+TEST(failover_picks_first_datacenter_with_a_passing_instance)
+{
+	char *dcs[] = { "dc2", "dc3" };
+	struct config_consul_failover fo = { .service = "api",
+					     .datacenters = dcs,
+					     .n_datacenters = 2 };
+	struct config_consul c = { .failover = &fo, .n_failover = 1 };
+	struct consul_failover *f = consul_failover_new(&c);
+	const char *dc = "x";
+	size_t n = 99;
+	struct consul_update *other = answer(NULL, 1);
+	struct consul_failover_pick p;
+
+	free(other->service);
+	other->service = strdup("web"); /* no failover: untouched */
+	CHECK_INT_EQ(consul_failover_take(f, other, &p), 0);
+	CHECK_INT_EQ(other->n_backends, 1);
+	consul_update_free(other);
+	/* dc2 answers before the local datacenter: nothing chosen yet */
+	CHECK_INT_EQ(take(f, "dc2", 2, &dc, &n), 2);
+	CHECK_INT_EQ(take(f, NULL, 1, &dc, &n), 1);
+	CHECK(dc == NULL && n == 1);
+	CHECK_INT_EQ(take(f, NULL, 0, &dc, &n), 1); /* none passes locally: dc2 */
+	CHECK_STR_EQ(dc, "dc2");
+	CHECK_INT_EQ(n, 2);
+	CHECK(consul_failover_serving(f, "api", &dc) && dc && !strcmp(dc, "dc2"));
+	CHECK_INT_EQ(take(f, "dc2", 0, &dc, &n), 1); /* dc3 has not answered: local (empty) */
+	CHECK(dc == NULL && n == 0);
+	CHECK_INT_EQ(take(f, "dc3", 3, &dc, &n), 1);
+	CHECK_STR_EQ(dc, "dc3");
+	CHECK_INT_EQ(take(f, NULL, 4, &dc, &n), 1); /* back home */
+	CHECK(dc == NULL && n == 4);
+	CHECK_INT_EQ(take(f, "dc9", 1, &dc, &n), 0); /* not a listed datacenter */
+	CHECK(!consul_failover_serving(f, "web", &dc));
+	consul_failover_free(f);
 }

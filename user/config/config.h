@@ -166,6 +166,13 @@ struct config_consul_register {
 	char *check_http_path;
 };
 
+/* Datacenters to fail over to, in order, when no instance of `service` passes in the local one. */
+struct config_consul_failover {
+	char *service;
+	char **datacenters;
+	size_t n_datacenters;
+};
+
 struct config_consul {
 	char *address; /* URL, e.g. http://127.0.0.1:8500 */
 	char *datacenter;
@@ -179,6 +186,8 @@ struct config_consul {
 	uint64_t deregister_critical_after_ns;
 	bool deregister_on_stop; /* deregister when meshd stops (default: leave them) */
 	uint64_t resync_ns;	 /* how often registrations are verified in the agent */
+	struct config_consul_failover *failover;
+	size_t n_failover;
 };
 
 struct config_dns_service {

@@ -358,6 +358,41 @@ static void check_registrations(const struct config_consul *c, struct config_err
 	}
 }
 
+/* Each failover names a watched service, once, and datacenters other than the local one. */
+static void check_failover(const struct config_consul *c, struct config_errors *errs)
+{
+	for (size_t i = 0; i < c->n_failover; i++) {
+		const struct config_consul_failover *f = &c->failover[i];
+		bool watched = false;
+
+		for (size_t j = 0; j < c->n_services; j++)
+			watched |= !strcmp(c->services[j], f->service);
+		if (!watched)
+			cfg_errf(
+			    errs,
+			    "discovery.consul.failover[%zu].service: not watched (got \"%.64s\", "
+			    "expected an entry of discovery.consul.services)",
+			    i, f->service);
+		for (size_t j = 0; j < i; j++)
+			if (!strcmp(c->failover[j].service, f->service))
+				cfg_errf(
+				    errs,
+				    "discovery.consul.failover[%zu].service: listed twice (got "
+				    "\"%.64s\", expected one entry per service, as "
+				    "failover[%zu])",
+				    i, f->service, j);
+		for (size_t j = 0; j < f->n_datacenters; j++)
+			if (!f->datacenters[j][0] ||
+			    (c->datacenter && !strcmp(c->datacenter, f->datacenters[j])))
+				cfg_errf(
+				    errs,
+				    "discovery.consul.failover[%zu].datacenters[%zu]: not another "
+				    "datacenter (got \"%.64s\", expected a datacenter other than "
+				    "the local one)",
+				    i, j, f->datacenters[j]);
+	}
+}
+
 static void check_discovery(const struct mesh_config *cfg, const struct blobset *names,
 			    struct config_errors *errs)
 {
@@ -382,6 +417,7 @@ static void check_discovery(const struct mesh_config *cfg, const struct blobset 
 			 cfg_duration_str(cfg->dns.max_ttl_ns, b, sizeof(b)));
 	}
 	check_registrations(&cfg->consul, errs);
+	check_failover(&cfg->consul, errs);
 	for (i = 0; i < cfg->consul.n_services; i++)
 		check_known(errs, names, cfg->consul.services[i], "discovery.consul.services", i,
 			    "the name of an entry of services");

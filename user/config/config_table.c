@@ -80,6 +80,18 @@ static const struct cfg_key register_keys[] = {
 static const struct cfg_desc register_desc = { "register", register_keys, ARRAY_SIZE(register_keys),
 					       sizeof(struct config_consul_register) };
 
+static const struct cfg_key failover_keys[] = {
+	{ "service", CT_STRING, offsetof(struct config_consul_failover, service),
+	  .flags = CF_REQUIRED | CF_DNSNAME,
+	  .doc = "Service (an entry of `discovery.consul.services`) that may fail over." },
+	{ "datacenters", CT_STRLIST, offsetof(struct config_consul_failover, datacenters),
+	  .count_off = offsetof(struct config_consul_failover, n_datacenters), .flags = CF_REQUIRED,
+	  .doc = "Datacenters tried in order (`?dc=`) when no instance passes in the local one." },
+};
+
+static const struct cfg_desc failover_desc = { "failover", failover_keys, ARRAY_SIZE(failover_keys),
+					       sizeof(struct config_consul_failover) };
+
 static const struct cfg_key dns_service_keys[] = {
 	{ "name", CT_STRING, offsetof(struct config_dns_service, name),
 	  .flags = CF_REQUIRED | CF_DNSNAME, .doc = "Mesh service (an entry of `services`)." },
@@ -281,6 +293,11 @@ static const struct cfg_key root_keys[] = {
 	  .doc = "How often meshd checks the agent still holds its registrations "
 		 "(`GET /v1/agent/services`; a 404 on a TTL update also tells) and registers again "
 		 "what it lost (agent restart, anti-entropy)." },
+	{ "discovery.consul.failover", CT_LIST, RL(consul.failover, consul.n_failover),
+	  .flags = CF_NOENV, .sub = &failover_desc,
+	  .doc = "Per-service failover across datacenters, as Consul's service-resolver failover: "
+		 "the instances of the first datacenter listed with a passing one are served while "
+		 "none passes in the local datacenter." },
 	{ "discovery.consul.deregister_on_stop", CT_BOOL, R(consul.deregister_on_stop),
 	  .def = "false",
 	  .doc =

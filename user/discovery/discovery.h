@@ -111,6 +111,10 @@ struct discovery_registration {
 /* Registration `i` of the running source into `out`: 0, or -ENOENT past the last one. */
 int discovery_registration(const struct discovery *d, size_t i, struct discovery_registration *out);
 
+/* True when `service` fails over across datacenters (discovery.consul.failover); *dc = the
+ * datacenter whose instances are served, NULL = the local one. Valid until the loop runs again. */
+bool discovery_failover(const struct discovery *d, const char *service, const char **dc);
+
 /* meshd's health check of `backend` in `service` changed (or was removed: healthy): sources
  * that report health for a registration of that address take it (Consul TTL checks). */
 void discovery_backend_health(struct discovery *d, const char *service,

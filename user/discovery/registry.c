@@ -1170,3 +1170,10 @@ void discovery_backend_health(struct discovery *d, const char *service,
 	if (d && d->src && d->src->ops->backend_health)
 		d->src->ops->backend_health(d->src->s, service, backend, healthy);
 }
+
+bool discovery_failover(const struct discovery *d, const char *service, const char **dc)
+{
+	*dc = NULL;
+	return d && d->src && d->src->ops->failover &&
+	       d->src->ops->failover(d->src->s, service, dc);
+}

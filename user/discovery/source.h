@@ -61,6 +61,9 @@ struct discovery_source_ops {
 	/* meshd's health of `backend` in `service` (discovery_backend_health). May be NULL. */
 	void (*backend_health)(struct discovery_source *s, const char *service,
 			       const struct config_endpoint *backend, bool healthy);
+	/* True when `service` fails over across datacenters; *dc = the one served (NULL =
+	 * local). May be NULL. */
+	bool (*failover)(struct discovery_source *s, const char *service, const char **dc);
 };
 
 extern const struct discovery_source_ops discovery_static_source; /* static.c */

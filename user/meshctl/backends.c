@@ -76,6 +76,10 @@ int cmd_backends(struct ctl *c, int argc, char **argv)
 	rc = ctl_get(c, target, &j);
 	if (rc || !j)
 		return rc;
+	if (*ctl_str(j, "datacenter"))
+		printf("datacenter %s%s\n", ctl_str(j, "datacenter"),
+		       ctl_bool(j, "failover") ? " (failover: no passing instance in the local one)"
+					       : "");
 	rc = print_backends(cJSON_GetObjectItem(j, "backends"));
 	cJSON_Delete(j);
 	return rc;

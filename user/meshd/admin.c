@@ -396,6 +396,17 @@ static void config_backends(const struct config_service *svc, cJSON *arr)
 	}
 }
 
+/* For a service that fails over across datacenters: which one its backends come from. */
+static void add_failover(struct meshd *m, const char *name, cJSON *o)
+{
+	const char *dc;
+
+	if (!discovery_failover(m->discovery, name, &dc))
+		return;
+	cJSON_AddStringToObject(o, "datacenter", dc ? dc : "local");
+	cJSON_AddBoolToObject(o, "failover", dc != NULL);
+}
+
 static void get_backends(struct meshd *m, const char *name, struct http_response *resp)
 {
 	const struct config_service *svc = config_service_find(m->cfg, name);
@@ -410,6 +421,7 @@ static void get_backends(struct meshd *m, const char *name, struct http_response
 	}
 	root = cJSON_CreateObject();
 	cJSON_AddStringToObject(root, "service", name);
+	add_failover(m, name, root);
 	if (!m->dp)
 		config_backends(svc, s.backends);
 	cJSON_AddItemToObject(root, "backends", s.backends);

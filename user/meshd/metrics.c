@@ -114,6 +114,27 @@ static void fill_registrations(const struct meshd *m, struct expo_daemon *d)
 	d->n_regs = count;
 }
 
+/* Where each service under discovery.consul.failover is served from, freed with the scrape. */
+static void fill_failover(const struct meshd *m, struct expo_daemon *d)
+{
+	const struct config_consul *c = m->cfg ? &m->cfg->consul : NULL;
+	struct expo_failover *f;
+	const char *dc;
+
+	if (!c || !c->n_failover)
+		return;
+	f = calloc(c->n_failover, sizeof(*f));
+	d->failover = f;
+	for (size_t i = 0; f && i < c->n_failover; i++) {
+		if (!discovery_failover(m->discovery, c->failover[i].service, &dc))
+			continue;
+		snprintf(f[d->n_failover].service, sizeof(f->service), "%s",
+			 c->failover[i].service);
+		snprintf(f[d->n_failover].datacenter, sizeof(f->datacenter), "%s", dc ? dc : "");
+		d->n_failover++;
+	}
+}
+
 static void fill_daemon(const struct metrics *mt, struct expo_daemon *d)
 {
 	const struct meshd *m = mt->m;
@@ -137,6 +158,7 @@ static void fill_daemon(const struct metrics *mt, struct expo_daemon *d)
 	d->start_time_seconds = start_time_seconds(m);
 	d->counter_name = datapath_counter_name;
 	fill_registrations(m, d);
+	fill_failover(m, d);
 	if (m->dp) {
 		int n = datapath_counters(m->dp, d->datapath_counters, EXPO_COUNTERS_MAX);
 
@@ -167,6 +189,7 @@ static void scrape_release(void *state)
 	expo_free(s->e);
 	expo_mtls_free((struct expo_mtls *)s->d.mtls);
 	free((void *)s->d.regs);
+	free((void *)s->d.failover);
 	free(s);
 }
 

@@ -443,6 +443,26 @@ static void render_registrations(struct strbuf *out, const struct expo_daemon *d
 			  reg_ttl);
 }
 
+/* Services that fail over across datacenters: which datacenter serves each. */
+static void render_failover(struct strbuf *out, const struct expo_daemon *d)
+{
+	if (!d->n_failover)
+		return;
+	prom_family(
+	    out, "meshd_consul_failover_active", "gauge",
+	    "1 while a service with discovery.consul.failover serves instances of another "
+	    "datacenter (label datacenter), 0 while the local one serves (datacenter=\"\").");
+	for (size_t i = 0; i < d->n_failover; i++) {
+		struct strbuf l = STRBUF_INIT;
+
+		prom_label(&l, "service", d->failover[i].service);
+		prom_label(&l, "datacenter", d->failover[i].datacenter);
+		prom_sample_u64(out, "meshd_consul_failover_active", l.data, NULL,
+				d->failover[i].datacenter[0] != '\0');
+		strbuf_free(&l);
+	}
+}
+
 /* How long the event loop's iterations take: a histogram and the longest one. */
 static void render_loop(struct strbuf *out, const struct expo_daemon *d)
 {
@@ -542,6 +562,7 @@ int expo_render_part(struct exposition *e, const struct expo_daemon *d, int part
 		render_config(out, d);
 		render_discovery(out, d);
 		render_registrations(out, d);
+		render_failover(out, d);
 		render_daemon_misc(out, d);
 		render_tracing(out, d);
 		render_datapath_counters(out, d);

@@ -43,6 +43,13 @@ struct expo_daemon {
 	uint64_t trace_exports[2];		   /* [0] ok, [1] error */
 	const struct discovery_registration *regs; /* Consul registrations and their state */
 	size_t n_regs;
+	const struct expo_failover *failover; /* services under discovery.consul.failover */
+	size_t n_failover;
+};
+
+struct expo_failover {
+	char service[64];
+	char datacenter[64]; /* served from; "" = the local one */
 };
 
 struct exposition;

@@ -174,8 +174,8 @@ struct consul_registration {
 	const char *const *meta; /* "key=value" */
 	size_t n_meta;
 	enum config_consul_check check;
-	uint64_t interval_ns; /* tcp, http: probe interval; ttl: the TTL */
-	uint64_t timeout_ns;
+	uint64_t interval_ns; /* tcp, http: probe interval; ttl: the TTL (0 = 10 s) */
+	uint64_t timeout_ns;  /* 0 = 2 s */
 	const char *http_path;
 	uint16_t mesh_port;		       /* meta mesh-port (mTLS inbound port); 0 = none */
 	uint64_t deregister_critical_after_ns; /* 0 = never reaped */
@@ -189,6 +189,30 @@ char *consul_registration_json(const struct consul_registration *r);
 /* Builds `<address><path><id percent-encoded>`. Returns the length or -ENAMETOOLONG. */
 int consul_agent_url(char *buf, size_t len, const char *address, const char *path, const char *id);
 
+/* ---- failover across datacenters (consul_failover.c) ---------------------------------------- */
+
+struct consul_failover;
+struct consul_update;
+/* What a service under failover serves after an answer. */
+struct consul_failover_pick {
+	struct config_backend *backends; /* malloc'd copy for the registry */
+	size_t n;
+	uint64_t index;
+	const char *dc;	  /* datacenter served, NULL = the local one */
+	const char *from; /* the one served before, NULL = the local one or none */
+	bool changed;	  /* another datacenter than before (or the first choice) */
+};
+/* Failover state for `c` (which must outlive it): NULL + errno on ENOMEM. */
+struct consul_failover *consul_failover_new(const struct config_consul *c);
+void consul_failover_free(struct consul_failover *f);
+/* Records answer `u` (its set is taken) when its service fails over: returns 1 with `pick` to
+ * deliver, 2 when nothing is to be delivered yet (an earlier datacenter has not answered), 0 when
+ * the service does not fail over (`u` untouched), or -ENOMEM. */
+int consul_failover_take(struct consul_failover *f, struct consul_update *u,
+			 struct consul_failover_pick *pick);
+/* True when `service` fails over; *dc = the datacenter served (NULL = local). */
+bool consul_failover_serving(const struct consul_failover *f, const char *service, const char **dc);
+
 /* ---- watcher (consul_watch.c) --------------------------------------------------------------- */
 
 struct consul_watch_opts {
@@ -197,6 +221,8 @@ struct consul_watch_opts {
 	const char *token;	/* NULL or "" = none; sent as X-Consul-Token */
 	const char *ca_file;	/* NULL or "" = system CAs (https) */
 	const char *const *services;
+	const char *const *service_dcs; /* per entry of `services`: its ?dc=, NULL = `datacenter`
+					 * (the same service may be watched in several DCs) */
 	size_t n_services;
 	uint64_t wait_ns;	     /* blocking query wait; 0 = Consul's default (5 min) */
 	uint32_t rate_burst;	     /* 0 = 2 */
@@ -219,6 +245,7 @@ struct consul_watch_opts {
 /* One query result, handed to the callback, which owns it (consul_update_free). */
 struct consul_update {
 	char *service;
+	char *dc;    /* the query's service_dcs entry, NULL for the local datacenter */
 	int err;     /* 0, or -errno: -EIO transport, -EPROTO bad HTTP status, -EINVAL bad body */
 	long status; /* HTTP status, 0 when none was received */
 	uint64_t index;			 /* index the next query will use (see consul_next_index) */

@@ -34,7 +34,8 @@ struct consul_sink {
 	struct consul_watch *watch;
 	char **reg_ids; /* service IDs this watcher registers */
 	size_t n_reg_ids;
-	uint64_t token_hash; /* FNV-1a of the token it sends: a reload re-reads the file */
+	struct consul_failover *fo; /* discovery.consul.failover (loop thread) */
+	uint64_t token_hash;	    /* FNV-1a of the token it sends: a reload re-reads the file */
 };
 
 struct pending;
@@ -71,6 +72,7 @@ static void sink_put(struct consul_sink *s)
 	for (size_t i = 0; i < s->n_reg_ids; i++)
 		free(s->reg_ids[i]);
 	free(s->reg_ids);
+	consul_failover_free(s->fo);
 	free(s);
 }
 
@@ -265,12 +267,37 @@ static void resolve_named(struct discovery_source *src, struct consul_update *u)
 		pending_done(p);
 }
 
+/* An answer for a service that fails over across datacenters: deliver what it now serves.
+ * Returns false when the service does not fail over. */
+static bool apply_failover(struct discovery_source *src, struct consul_sink *cs,
+			   struct consul_update *u)
+{
+	struct consul_failover_pick pick;
+	int r = consul_failover_take(cs->fo, u, &pick);
+
+	if (r == 0)
+		return false;
+	if (r != 1)
+		return true;
+	if (pick.changed && (pick.dc || pick.from))
+		LOG_WARN(SUBSYS,
+			 pick.dc ? "no passing instance in the datacenters before; failing over"
+				 : "passing instances in the local datacenter again; failing back",
+			 "service=%s datacenter=%s from=%s backends=%zu", log_q(u->service),
+			 log_q(pick.dc ? pick.dc : "local"), log_q(pick.from ? pick.from : "local"),
+			 pick.n);
+	src->sink.deliver(src->sink.arg, u->service, pick.index, pick.backends, pick.n);
+	return true;
+}
+
 /* Returns true when it took `u`. */
-static bool apply_update(struct discovery_source *src, struct consul_update *u)
+static bool apply_update(struct discovery_source *src, struct consul_sink *cs,
+			 struct consul_update *u)
 {
 	src->sink.synced(src->sink.arg, u->err == 0);
-	src->sink.up(src->sink.arg, u->err == 0);
-	if (u->err)
+	if (!u->dc) /* a failover datacenter out of reach does not make Consul down */
+		src->sink.up(src->sink.arg, u->err == 0);
+	if (u->err || apply_failover(src, cs, u))
 		return false;
 	for (struct pending *o = src->pending; o; o = o->next)
 		if (!strcmp(o->u->service, u->service))
@@ -287,7 +314,7 @@ static void on_posted(void *arg)
 {
 	struct posted *p = arg;
 
-	if (p->cs->src && apply_update(p->cs->src, p->u))
+	if (p->cs->src && apply_update(p->cs->src, p->cs, p->u))
 		p->u = NULL;
 	consul_update_free(p->u);
 	sink_put(p->cs);
@@ -419,16 +446,41 @@ static void token_free(char *token)
 	}
 }
 
+/* What the watcher queries: every service in the local datacenter, then each failover
+ * datacenter of the services that fail over. Returns the count (arrays malloc'd), or -ENOMEM. */
+static ssize_t watch_targets(const struct config_consul *c, const char ***names, const char ***dcs)
+{
+	size_t n = c->n_services, k = 0;
+
+	for (size_t i = 0; i < c->n_failover; i++)
+		n += c->failover[i].n_datacenters;
+	*names = calloc(n + 1, sizeof(**names));
+	*dcs = calloc(n + 1, sizeof(**dcs));
+	if (!*names || !*dcs)
+		return -ENOMEM;
+	for (size_t i = 0; i < c->n_services; i++)
+		(*names)[k++] = c->services[i];
+	for (size_t i = 0; i < c->n_failover; i++)
+		for (size_t j = 0; j < c->failover[i].n_datacenters; j++, k++) {
+			(*names)[k] = c->failover[i].service;
+			(*dcs)[k] = c->failover[i].datacenters[j];
+		}
+	return (ssize_t)k;
+}
+
 /* A watcher for `c` that watches `services` (none for a cleanup watcher). */
 static struct consul_watch *watch_new(const struct config_consul *c, bool watch_services,
 				      struct consul_sink *s, const struct reg_plan *p)
 {
+	const char **names = NULL, **dcs = NULL;
+	ssize_t n_targets = watch_services ? watch_targets(c, &names, &dcs) : 0;
 	struct consul_watch_opts o = {
 		.address = c->address,
 		.datacenter = c->datacenter,
 		.ca_file = c->ca_file,
-		.services = (const char *const *)c->services,
-		.n_services = watch_services ? c->n_services : 0,
+		.services = names,
+		.service_dcs = dcs,
+		.n_services = n_targets > 0 ? (size_t)n_targets : 0,
 		.wait_ns = c->wait_ns,
 		.regs = p->regs,
 		.n_regs = p->n_regs,
@@ -436,18 +488,21 @@ static struct consul_watch *watch_new(const struct config_consul *c, bool watch_
 		.n_deregs = p->n_deregs,
 		.resync_ns = c->resync_ns,
 	};
-	struct consul_watch *w;
+	struct consul_watch *w = NULL;
 	bool failed;
-	char *token = read_token(c, &failed);
+	char *token = n_targets < 0 ? NULL : read_token(c, &failed);
 
-	if (failed)
-		return NULL;
+	if (n_targets < 0 || failed)
+		goto out;
 	o.token = token;
 	s->token_hash = token_hash(token);
 	w = consul_watch_new(&o, on_watch_update, s);
 	if (!w)
 		LOG_ERR(SUBSYS, "cannot start consul watcher", "err=%s", log_q(strerror(errno)));
 	token_free(token);
+out:
+	free(names);
+	free(dcs);
 	return w;
 }
 
@@ -500,6 +555,11 @@ static void consul_backend_health(struct discovery_source *src, const char *serv
 		report_health(src, src->conf, src->cs->watch);
 }
 
+static bool consul_failover(struct discovery_source *src, const char *service, const char **dc)
+{
+	return src->cs && consul_failover_serving(src->cs->fo, service, dc);
+}
+
 static int consul_registration(struct discovery_source *src, size_t i,
 			       struct discovery_registration *out)
 {
@@ -521,7 +581,9 @@ static int sink_new(struct discovery_source *src, const struct config_consul *c,
 	atomic_init(&s->refs, 1);
 	s->src = src;
 	s->loop = src->loop;
-	err = plan_registrations(c, src->mesh_port, prev, s, &plan);
+	memset(&plan, 0, sizeof(plan));
+	s->fo = consul_failover_new(c);
+	err = s->fo ? plan_registrations(c, src->mesh_port, prev, s, &plan) : -ENOMEM;
 	if (!err) {
 		s->watch = watch_new(c, true, s, &plan);
 		err = s->watch ? 0 : -EIO;
@@ -718,6 +780,13 @@ static bool same_settings(const struct config_consul *a, const struct config_con
 	for (i = 0; i < a->n_reg; i++)
 		if (!reg_same(&a->reg[i], &b->reg[i]))
 			return false;
+	if (a->n_failover != b->n_failover)
+		return false;
+	for (i = 0; i < a->n_failover; i++)
+		if (!str_same(a->failover[i].service, b->failover[i].service) ||
+		    !strs_same(a->failover[i].datacenters, a->failover[i].n_datacenters,
+			       b->failover[i].datacenters, b->failover[i].n_datacenters))
+			return false;
 	return true;
 }
 
@@ -796,4 +865,5 @@ const struct discovery_source_ops discovery_consul_source = {
 	.files_changed = consul_files_changed,
 	.registration = consul_registration,
 	.backend_health = consul_backend_health,
+	.failover = consul_failover,
 };

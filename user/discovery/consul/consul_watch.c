@@ -36,6 +36,7 @@ struct query {
 	struct consul_watch *w;
 	enum query_kind kind;
 	char *service;	    /* service name (watch), service ID (writes) or path (get) */
+	char *dc;	    /* QUERY_WATCH: ?dc= of this loop, NULL = the watcher's datacenter */
 	char *put_body;	    /* registration JSON */
 	bool done;	    /* a write that succeeded */
 	struct query *reg;  /* QUERY_TTL: its registration */
@@ -109,6 +110,7 @@ void consul_update_free(struct consul_update *u)
 	if (!u)
 		return;
 	free(u->service);
+	free(u->dc);
 	free(u->backends);
 	for (size_t i = 0; i < u->n_named; i++)
 		free(u->named[i].host);
@@ -204,7 +206,7 @@ static int query_url(struct query *q)
 					NULL);
 	default:
 		return consul_health_url(q->url, sizeof(q->url), w->address, q->service,
-					 w->datacenter, q->index, w->o.wait_ns);
+					 q->dc ? q->dc : w->datacenter, q->index, w->o.wait_ns);
 	}
 }
 
@@ -304,8 +306,8 @@ static int query_result(struct query *q, CURLcode res, long status, struct consu
 	if (err) {
 		if (q->failures == 0)
 			LOG_WARN("consul", "query failed, keeping last known backends",
-				 "service=%s status=%ld error=%s", log_q(q->service), status,
-				 log_q(why));
+				 "service=%s dc=%s status=%ld error=%s", log_q(q->service),
+				 log_q(q->dc ? q->dc : ""), status, log_q(why));
 		else
 			LOG_DEBUG("consul", "query failed again", "service=%s status=%ld error=%s",
 				  log_q(q->service), status, log_q(why));
@@ -471,8 +473,8 @@ static void query_finish(struct query *q, CURLcode res)
 			write_finish(q, res, status);
 		return;
 	}
-	if (!u || !(u->service = strdup(q->service))) {
-		free(u);
+	if (!u || !(u->service = strdup(q->service)) || (q->dc && !(u->dc = strdup(q->dc)))) {
+		consul_update_free(u);
 		q->next_ns = now + w->o.backoff_base_ns;
 		return;
 	}
@@ -650,8 +652,12 @@ static int add_jobs(struct consul_watch *w, const struct consul_watch_opts *o)
 	w->regs = calloc(o->n_regs + 1, sizeof(*w->regs));
 	if (!w->q || !w->regs)
 		return -ENOMEM;
-	for (i = 0; !err && i < o->n_services; i++)
-		err = add_job(w, QUERY_WATCH, o->services[i], NULL) ? 0 : -ENOMEM;
+	for (i = 0; !err && i < o->n_services; i++) {
+		const char *dc = o->service_dcs ? o->service_dcs[i] : NULL;
+		struct query *q = add_job(w, QUERY_WATCH, o->services[i], NULL);
+
+		err = q && (!dc || (q->dc = strdup(dc))) ? 0 : -ENOMEM;
+	}
 	for (i = 0; !err && i < o->n_regs; i++)
 		err = add_registration(w, &o->regs[i]);
 	if (!err && o->n_regs) {
@@ -708,6 +714,7 @@ static void watch_release(struct consul_watch *w)
 
 	for (i = 0; i < w->n; i++) {
 		free(w->q[i].service);
+		free(w->q[i].dc);
 		consul_stream_free(w->q[i].stream);
 		free(w->q[i].body);
 		free(w->q[i].put_body);
