@@ -117,6 +117,14 @@ spawn() {
 	defer "kill -9 $SPAWNED_PID; wait $SPAWNED_PID"
 }
 
+# kill_wait PID: SIGKILL and reap, without bash's "Killed" job notice on stderr.
+kill_wait() {
+	exec 3>&2 2>/dev/null
+	kill -9 "$1"
+	wait "$1"
+	exec 2>&3 3>&-
+}
+
 # wait_for SECONDS CMD...: polls CMD every 0.1 s until it succeeds or time runs out.
 wait_for() {
 	local limit=$1 i

@@ -18,13 +18,6 @@ start_emulator() {
 	EMU_PID=$SPAWNED_PID
 	wait_for 5 port_open 127.0.0.1 $PORT
 }
-# kill_wait PID: SIGKILL and reap, without bash's "Killed" job notice on stderr.
-kill_wait() {
-	exec 3>&2 2>/dev/null
-	kill -9 "$1"
-	wait "$1"
-	exec 2>&3 3>&-
-}
 consul_put() { curl -sf -X PUT -H "X-Consul-Token: $TOKEN" "$URL$1" ${2:+-d "$2"} >/dev/null; }
 register() { # ID PORT [STATUS]
 	consul_put /v1/agent/service/register \

@@ -26,12 +26,6 @@ start_consul() {
 	CONSUL_PID=$SPAWNED_PID
 	wait_for 5 port_open 127.0.0.1 $CPORT
 }
-kill_wait() {
-	exec 3>&2 2>/dev/null
-	kill -9 "$1"
-	wait "$1"
-	exec 2>&3 3>&-
-}
 services() { curl -s "$CURL/v1/agent/services"; }
 checks() { curl -s "$CURL/v1/agent/checks"; }
 svc() { services | jq -c "$1"; }

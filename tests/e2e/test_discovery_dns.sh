@@ -37,13 +37,6 @@ metric() { curl -s --max-time 2 "http://127.0.0.1:$MPORT/metrics" | awk -v m="$1
 logged() { grep -Eq "$1" "$TMP/$LOG.log"; }
 # logged_since MARK PATTERN: a line of this meshd's log after line MARK matches.
 logged_since() { tail -n +$(($1 + 1)) "$TMP/$LOG.log" | grep -Eq "$2"; }
-# kill_wait PID: SIGKILL and reap, without bash's "Killed" job notice on stderr.
-kill_wait() {
-	exec 3>&2 2>/dev/null
-	kill -9 "$1"
-	wait "$1"
-	exec 2>&3 3>&-
-}
 
 # --- 1. dnsmasq ---------------------------------------------------------------------------------
 start_dnsmasq() { # EXTRA_ARGS...

@@ -160,26 +160,22 @@ static void f_stop(struct discovery_source *s, bool switched)
 	free(s);
 }
 
-static const struct discovery_source_ops f_static = { "static",
-						      CONFIG_DISCOVERY_STATIC,
-						      f_static_provides,
-						      f_start,
-						      f_reload,
-						      f_stop,
-						      NULL,
-						      NULL,
-						      NULL,
-						      NULL };
-static const struct discovery_source_ops f_consul = { "consul",
-						      CONFIG_DISCOVERY_CONSUL,
-						      f_consul_provides,
-						      f_start,
-						      f_reload,
-						      f_stop,
-						      NULL,
-						      NULL,
-						      NULL,
-						      NULL };
+static const struct discovery_source_ops f_static = {
+	.name = "static",
+	.kind = CONFIG_DISCOVERY_STATIC,
+	.provides = f_static_provides,
+	.start = f_start,
+	.reload = f_reload,
+	.stop = f_stop,
+};
+static const struct discovery_source_ops f_consul = {
+	.name = "consul",
+	.kind = CONFIG_DISCOVERY_CONSUL,
+	.provides = f_consul_provides,
+	.start = f_start,
+	.reload = f_reload,
+	.stop = f_stop,
+};
 static const struct discovery_source_ops *const fake_sources[] = { &f_static, &f_consul, NULL };
 
 /* --- helpers ---------------------------------------------------------------------------------- */

@@ -381,25 +381,6 @@ static void render_discovery(struct strbuf *out, const struct expo_daemon *d)
 	strbuf_free(&l);
 }
 
-/* One sample of family `name` per registration, valued by `get`. */
-static void render_reg_family(struct strbuf *out, const struct expo_daemon *d, const char *name,
-			      const char *type, const char *help,
-			      int64_t (*get)(const struct discovery_registration *r))
-{
-	prom_family(out, name, type, help);
-	for (size_t i = 0; i < d->n_regs; i++) {
-		struct strbuf l = STRBUF_INIT;
-		int64_t v = get(&d->regs[i]);
-
-		if (v < 0)
-			continue;
-		prom_label(&l, "id", d->regs[i].id);
-		prom_label(&l, "service", d->regs[i].service);
-		prom_sample_u64(out, name, l.data, NULL, (uint64_t)v);
-		strbuf_free(&l);
-	}
-}
-
 static int64_t reg_up(const struct discovery_registration *r)
 {
 	return r->registered;
@@ -418,29 +399,45 @@ static int64_t reg_failures(const struct discovery_registration *r)
 }
 static int64_t reg_ttl(const struct discovery_registration *r)
 {
-	return r->ttl;
+	return r->ttl; /* -1 (no ttl check, or not reported yet): no sample */
 }
+
+/* The families of the Consul registrations, one sample per registration each. */
+static const struct reg_family {
+	const char *name, *type, *help;
+	int64_t (*get)(const struct discovery_registration *r);
+} reg_families[] = {
+	{ "meshd_consul_registration_up", "gauge",
+	  "1 while the Consul agent holds this registration, as far as meshd knows.", reg_up },
+	{ "meshd_consul_registrations_total", "counter",
+	  "Successful registration writes (re-registrations included).", reg_writes },
+	{ "meshd_consul_registration_lost_total", "counter",
+	  "Times the agent was found without this registration (then written again).", reg_lost },
+	{ "meshd_consul_registration_failures", "gauge",
+	  "Consecutive failed registration writes (0 once one succeeds).", reg_failures },
+	{ "meshd_consul_ttl_check_passing", "gauge",
+	  "TTL check status last reported to Consul: 1 passing, 0 critical.", reg_ttl },
+};
 
 /* The Consul registrations (discovery.consul.register): families only when there are some. */
 static void render_registrations(struct strbuf *out, const struct expo_daemon *d)
 {
-	if (!d->n_regs)
-		return;
-	render_reg_family(
-	    out, d, "meshd_consul_registration_up", "gauge",
-	    "1 while the Consul agent holds this registration, as far as meshd knows.", reg_up);
-	render_reg_family(out, d, "meshd_consul_registrations_total", "counter",
-			  "Successful registration writes (re-registrations included).",
-			  reg_writes);
-	render_reg_family(
-	    out, d, "meshd_consul_registration_lost_total", "counter",
-	    "Times the agent was found without this registration (then written again).", reg_lost);
-	render_reg_family(out, d, "meshd_consul_registration_failures", "gauge",
-			  "Consecutive failed registration writes (0 once one succeeds).",
-			  reg_failures);
-	render_reg_family(out, d, "meshd_consul_ttl_check_passing", "gauge",
-			  "TTL check status last reported to Consul: 1 passing, 0 critical.",
-			  reg_ttl);
+	for (size_t f = 0; d->n_regs && f < sizeof(reg_families) / sizeof(reg_families[0]); f++) {
+		const struct reg_family *rf = &reg_families[f];
+
+		prom_family(out, rf->name, rf->type, rf->help);
+		for (size_t i = 0; i < d->n_regs; i++) {
+			struct strbuf l = STRBUF_INIT;
+			int64_t v = rf->get(&d->regs[i]);
+
+			if (v < 0)
+				continue;
+			prom_label(&l, "id", d->regs[i].id);
+			prom_label(&l, "service", d->regs[i].service);
+			prom_sample_u64(out, rf->name, l.data, NULL, (uint64_t)v);
+			strbuf_free(&l);
+		}
+	}
 }
 
 /* Services that fail over across datacenters: which datacenter serves each. */
