@@ -179,6 +179,28 @@ def _():
         if st != 400 or got.decode() != want:
             return f"{body}: {st} {got!r} want {want!r}"
 
+@case("register_request_fixtures_accepted_as_listed")
+def _():
+    """Each register-request fixture (tcp, http, ttl) is accepted and listed by the agent with its
+    tags, meta (keys as sent) and check type; Connect native shows as Consul lists it."""
+    for kind in ("tcp", "http", "ttl"):
+        body = fixture(f"agent-service-register-request-{kind}.json")
+        body = dict(body, ID=f"fx-{kind}", Meta=dict(body["Meta"], team_x="a"),
+                    Connect={"Native": True})
+        st, h, got = req("PUT", "/v1/agent/service/register", body)
+        if st != 200 or got:
+            return f"{kind}: {st} {got!r}"
+        st, h, got = req("GET", "/v1/agent/services")
+        svc = json.loads(got).get(f"fx-{kind}", {})
+        if svc.get("Tags") != body["Tags"] or svc.get("Meta") != body["Meta"] or \
+                svc.get("Connect") != {"Native": True}:
+            return f"{kind}: listed as {svc}"
+        st, h, got = req("GET", "/v1/agent/checks")
+        chk = [c for c in json.loads(got).values() if c["ServiceID"] == f"fx-{kind}"]
+        if [c["Type"] for c in chk] != [kind]:
+            return f"{kind}: checks {chk}"
+        req("PUT", f"/v1/agent/service/deregister/fx-{kind}")
+
 @case("unknown_ids_404_and_non_ttl_500")
 def _():
     cat = {e["request"]: e for e in fixture("errors.json")}
