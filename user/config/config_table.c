@@ -301,9 +301,9 @@ static const struct cfg_key root_keys[] = {
 	{ "discovery.consul.deregister_on_stop", CT_BOOL, R(consul.deregister_on_stop),
 	  .def = "false",
 	  .doc =
-	      "Deregister `register` entries when meshd stops (for hosts that leave for good); "
-	      "by default they stay across a restart and, once critical, Consul reaps them after "
-	      "deregister_critical_after." },
+	      "Deregister `register` entries when meshd stops (for hosts that leave for good; a "
+	      "restart or upgrade then deregisters and registers them again); by default they stay "
+	      "and, once critical, Consul reaps them after deregister_critical_after." },
 	{ "discovery.dns.servers", CT_EPLIST, RL(dns.servers, dns.n_servers),
 	  .flags = CF_ANY_BACKEND,
 	  .doc = "DNS servers (ip:port) for SRV lookups (required with the dns backend); also used "
