@@ -196,10 +196,9 @@ static int query_url(struct query *q)
 		char id[CONSUL_ID_MAX + 16];
 
 		consul_check_id(q->service, id, sizeof(id));
-		return consul_agent_url(q->url, sizeof(q->url), w->address,
-					atomic_load(&q->passing) == 1 ? "/v1/agent/check/pass/"
-								      : "/v1/agent/check/fail/",
-					id);
+		return consul_agent_url(
+		    q->url, sizeof(q->url), w->address,
+		    q->sending ? "/v1/agent/check/pass/" : "/v1/agent/check/fail/", id);
 	}
 	case QUERY_VERIFY:
 		return consul_agent_url(q->url, sizeof(q->url), w->address, "/v1/agent/services",
@@ -222,6 +221,8 @@ static int query_start(struct query *q)
 	uint64_t timeout_ns = w->o.connect_timeout_ns + 10000000000ull;
 	CURL *e;
 
+	if (q->kind == QUERY_TTL) /* one read: the URL and the state recorded agree */
+		q->sending = atomic_load(&q->passing) == 1;
 	if (query_url(q) < 0)
 		return -ENAMETOOLONG;
 	if (reads(q) && q->index) /* Consul adds up to wait/16 of jitter */
@@ -249,8 +250,6 @@ static int query_start(struct query *q)
 	}
 	q->body_len = q->err_len = 0;
 	q->status = 0;
-	if (q->kind == QUERY_TTL)
-		q->sending = atomic_load(&q->passing) == 1;
 	q->has_index = false;
 	if (curl_multi_add_handle(w->multi, e) != CURLM_OK) {
 		curl_easy_cleanup(e);
