@@ -143,4 +143,19 @@ start_meshd meshd2 "$CONF" || fail start2 "meshd did not start: $(tail -n 5 "$TM
 wait_for 10 grep -q 'op=register id="\?tcp-1' "$TMP/meshd2.log"
 stop_meshd "$MESHD_PID"
 check deregister_on_stop "agent has $(svc keys)" test "$(svc 'keys')" = '[]'
+
+# 6. With mTLS on, meta mesh-port carries this host's inbound mTLS port (other meshd dial it).
+"$MESHCTL" ca init --ca-cert "$TMP/ca.pem" --ca-key "$TMP/ca.key" >/dev/null ||
+	fail ca_init "meshctl ca init failed"
+jq --arg tmp "$TMP" '.mtls = { enabled: true, cert_source: "builtin_ca",
+	ca_file: ($tmp + "/ca.pem"), ca_key_file: ($tmp + "/ca.key"),
+	inbound_listen: "127.0.0.1:22699" } | .services[0].mtls = false' "$CONF" >"$CONF.new" &&
+	mv "$CONF.new" "$CONF"
+if start_meshd meshd3 "$CONF"; then
+	check mesh_port_meta "$(svc '."api-1".Meta')" \
+		wait_for 10 bash -c "curl -s '$CURL/v1/agent/services' | jq -e '.\"api-1\".Meta.\"mesh-port\" == \"22699\"' >/dev/null"
+	stop_meshd "$MESHD_PID"
+else
+	fail mesh_port_meta "meshd with mTLS did not start: $(grep -m2 -e error -e refused "$TMP/meshd3.log")"
+fi
 exit 0
