@@ -20,6 +20,13 @@ GET /v1/config/:kind/:name and /v1/config/:kind (blocking), DELETE /v1/config/:k
 Consul's normalisation (split weights to 0.01) and validation, resolver Filter expressions
 checked by a go-bexpr subset (==, !=, contains, not contains, in, not in, matches, is empty,
 is not empty, and, or, not, parentheses).
+GET/PUT/DELETE /v1/kv/:key (agent/kvs_endpoint.go, not in the fixtures: a single key, not
+?recurse/?keys; GET answers `[DirEntry]` with Value base64 (null when empty) or, with ?raw, the
+bytes; a missing key is 404 with an empty body and the setMeta headers, X-Consul-Index being the
+KV table's index (creates, updates, deletes); a present key's index is its ModifyIndex; PUT takes
+the raw body (?flags=, ?cas= with 0 = only when absent) and answers `true`/`false`, 413 over
+kv_max_value_size 512 KiB; DELETE answers `true`; anonymous reads under deny get the 403 of
+errors.json).
 
 Connect: GET /v1/agent/connect/ca/roots (blocking on the roots' index), GET
 /v1/agent/connect/ca/leaf/:service (blocking until the leaf is renewed: its X-Consul-Index is the
@@ -42,6 +49,7 @@ the index) across a restart, like a server's data dir; --log-file records one li
 import argparse
 import atexit
 import datetime
+import base64
 import gzip
 import hashlib
 import shutil
@@ -307,6 +315,8 @@ class Catalog:
         self.services = {}  # id -> service dict (agent form, internal keys prefixed with _)
         self.checks = {}  # id -> check dict
         self.service_index = {}  # service name -> index of the last write touching it
+        self.kv = {}  # key -> DirEntry dict (Value kept as bytes under "_raw")
+        self.kv_index = 0  # index of the last KV write (the kvs + tombstones tables)
         self._ix = None  # (instances by name, checks by service ID, node checks); see lookup()
         self.config = {}  # "kind/name" -> config entry (canonical form, with Raft indexes)
         self.config_index = {}  # "kind/name" and "kind" -> index of the last write
@@ -348,7 +358,9 @@ class Catalog:
     def save(self):
         if not self.args.data_file:
             return
+        kv = {k: dict(e, _raw=e["_raw"].hex()) for k, e in self.kv.items()}
         state = {"index": self.index, "services": self.services, "checks": self.checks,
+                 "kv": kv, "kv_index": self.kv_index,
                  "service_index": self.service_index, "node": [self.node_create, self.node_modify],
                  "config": self.config, "config_index": self.config_index,
                  "connect": self.connect.dump()}
@@ -372,6 +384,8 @@ class Catalog:
         self.config = state.get("config", {})
         self.config_index = state.get("config_index", {})
         self.connect.restore(state.get("connect", {}))
+        self.kv = {k: dict(e, _raw=bytes.fromhex(e["_raw"])) for k, e in state.get("kv", {}).items()}
+        self.kv_index = state.get("kv_index", 0)
         now = time.time()
         for c in self.checks.values():  # timers restart with the agent
             c["_next_run"] = now
@@ -1281,6 +1295,91 @@ class Handler(BaseHTTPRequestHandler):
 
         body, idx = self.blocking_read(index, wait_s, lambda: cat.config_index.get(kind, 0), build)
         self.send_json(body, self.meta_headers(idx))
+    # ---- KV store (agent/kvs_endpoint.go, agent/consul/kvs_endpoint.go) -----------------------
+    KV_MAX_VALUE = 512 * 1024  # kv_max_value_size
+
+    def kv_result_index(self, key):
+        cat = self.server.cat
+        e = cat.kv.get(key)
+        return e["ModifyIndex"] if e else max(cat.kv_index, 1)
+
+    def kv_get(self, key):
+        index, wait_s = self.blocking_opts()
+        cat = self.server.cat
+        if not self.privileged:
+            raise ApiError(403, "rpc error making call: Permission denied: token with AccessorID "
+                                f"'{ANONYMOUS_ACCESSOR}' lacks permission 'key:read' on \"{key}\"")
+
+        def build():
+            e = cat.kv.get(key)
+            return dict(e) if e else None
+
+        ent, idx = self.blocking_read(index, wait_s, lambda: self.kv_result_index(key), build)
+        headers = self.meta_headers(idx)
+        if ent is None:
+            return self.send(404, b"", headers)
+        if "raw" in self.query:
+            headers["X-Content-Type-Options"] = "nosniff"
+            return self.send(200, ent["_raw"], headers, "text/plain")
+        # structs.DirEntry order: LockIndex, Key, Flags, Value, Session (omitempty), RaftIndex.
+        raw = ent["_raw"]
+        out = {k: ent[k] for k in ("LockIndex", "Key", "Flags")}
+        out["Value"] = base64.b64encode(raw).decode() if raw else None
+        out.update({k: ent[k] for k in ("CreateIndex", "ModifyIndex")})
+        self.send_json([out], headers)
+
+    def kv_body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        if n > self.KV_MAX_VALUE:
+            raise ApiError(413, f"Request body({n} bytes) too large, max size: "
+                                f"{self.KV_MAX_VALUE} bytes. See https://developer.hashicorp.com/"
+                                "consul/docs/agent/config/config-files#kv_max_value_size.")
+        return self.rfile.read(n) if n else b""
+
+    def kv_cas(self):
+        cas = self.q1("cas")
+        if cas is not None and not cas.isdigit():
+            raise ApiError(400, "Invalid cas index")
+        return int(cas) if cas is not None else None
+
+    def kv_put(self, key):
+        if not key:
+            raise ApiError(400, "Missing key name")
+        flags = self.q1("flags", "0")
+        if not flags.isdigit():
+            raise ApiError(400, "Invalid flags")
+        cas, raw = self.kv_cas(), self.kv_body()
+        self.need_write("key:write", key)
+        cat = self.server.cat
+        with cat.cond:
+            e = cat.kv.get(key)
+            if cas is not None and (e["ModifyIndex"] if e else 0) != cas:
+                return self.send_json(False)
+            idx = cat.bump()
+            cat.kv[key] = {"LockIndex": 0, "Key": key, "Flags": int(flags),
+                           "CreateIndex": e["CreateIndex"] if e else idx, "ModifyIndex": idx,
+                           "_raw": raw}
+            cat.kv_index = idx
+            cat.save()
+            cat.cond.notify_all()
+        self.send_json(True)
+
+    def kv_delete(self, key):
+        if not key:
+            raise ApiError(400, "Missing key name")
+        cas = self.kv_cas()
+        self.need_write("key:write", key)
+        cat = self.server.cat
+        with cat.cond:
+            e = cat.kv.get(key)
+            if cas is not None and (e["ModifyIndex"] if e else 0) != cas:
+                return self.send_json(False)
+            if e:  # deleting a missing key changes nothing (kvsDeleteTxn)
+                del cat.kv[key]
+                cat.kv_index = cat.bump()  # the tombstone moves the table index
+                cat.save()
+                cat.cond.notify_all()
+        self.send_json(True)
 
     # ---- Connect ---------------------------------------------------------------------------
     def ca_roots(self):
@@ -1429,7 +1528,11 @@ class Handler(BaseHTTPRequestHandler):
         (re.compile(r"/v1/connect/intentions/match"), ("GET",), "intentions_match"),
         (re.compile(r"/v1/connect/intentions"), ("GET",), "intentions_list"),
         (re.compile(r"/emulator/leaf/(.+)"), ("PUT",), "emulator_leaf"),
+        (re.compile(r"/v1/kv/(.*)"), ("GET", "PUT", "DELETE"), "kv"),
     ]
+
+    def kv(self, key):
+        return {"GET": self.kv_get, "PUT": self.kv_put, "DELETE": self.kv_delete}[self.command](key)
 
     def dispatch(self):
         self.url = urllib.parse.urlsplit(self.path)

@@ -608,6 +608,92 @@ def _():
     st, h, body = req("POST", "/v1/agent/connect/ca/roots")
     if st != 405 or h.get("allow") != "OPTIONS,GET":
         return f"POST roots: {st} {h.get('allow')}"
+# ---- KV store (agent/kvs_endpoint.go; the errors.json capture for ACLs) ----------------------
+def kv(method, key, raw=None, query="", token=True):
+    h = dict(TOK if token else {})
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.request(method, f"/v1/kv/{key}{query}", body=raw, headers=h)
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+
+@case("kv_missing_key_is_404_with_index")
+def _():
+    st, h, body = kv("GET", "cfg/none")
+    if st != 404 or body != b"" or int(h.get("x-consul-index", "0")) < 1:
+        return f"{st} {body!r} {h.get('x-consul-index')}"
+    if "x-consul-knownleader" not in h:
+        return "404 without the setMeta headers"
+
+@case("kv_put_get_shape_raw_and_index")
+def _():
+    st, h, body = kv("PUT", "cfg/a", b"hello")
+    if st != 200 or body != b"true":
+        return f"put {st} {body!r}"
+    st, h, body = kv("GET", "cfg/a")
+    ent = json.loads(body)
+    keys = list(ent[0].keys())
+    if keys != ["LockIndex", "Key", "Flags", "Value", "CreateIndex", "ModifyIndex"]:
+        return f"keys {keys}"
+    if ent[0]["Value"] != "aGVsbG8=" or ent[0]["Key"] != "cfg/a":
+        return f"entry {ent}"
+    if int(h["x-consul-index"]) != ent[0]["ModifyIndex"]:
+        return "index is not the key's ModifyIndex"
+    st, h, body = kv("GET", "cfg/a", query="?raw")
+    if st != 200 or body != b"hello" or int(h["x-consul-index"]) != ent[0]["ModifyIndex"]:
+        return f"raw {st} {body!r}"
+    kv("PUT", "cfg/empty", b"")
+    st, h, body = kv("GET", "cfg/empty")
+    if json.loads(body)[0]["Value"] is not None:
+        return "empty value is not null"
+
+@case("kv_cas_and_delete")
+def _():
+    st, h, body = kv("PUT", "cfg/c", b"1", query="?cas=0")
+    if body != b"true":
+        return "cas=0 on a missing key refused"
+    st, h, body = kv("PUT", "cfg/c", b"2", query="?cas=0")
+    if body != b"false":
+        return "cas=0 on an existing key accepted"
+    mi = json.loads(kv("GET", "cfg/c")[2])[0]["ModifyIndex"]
+    if kv("PUT", "cfg/c", b"3", query=f"?cas={mi}")[2] != b"true":
+        return "cas with the ModifyIndex refused"
+    st, h, body = kv("DELETE", "cfg/c")
+    if body != b"true" or kv("GET", "cfg/c")[0] != 404:
+        return f"delete {st} {body!r}"
+
+@case("kv_blocking_wakes_on_change_and_on_create")
+def _():
+    st, h, _b = kv("GET", "cfg/b")
+    idx = int(h["x-consul-index"])
+    threading.Timer(0.3, lambda: kv("PUT", "cfg/b", b"v1")).start()
+    t0 = time.time()
+    st, h, body = kv("GET", "cfg/b", query=f"?raw&index={idx}&wait=10s")
+    if st != 200 or body != b"v1" or time.time() - t0 > 5 or int(h["x-consul-index"]) <= idx:
+        return f"missing key: {st} {body!r} after {time.time() - t0:.1f}s"
+    idx = int(h["x-consul-index"])
+    t0 = time.time()
+    st, h, body = kv("GET", "cfg/b", query=f"?raw&index={idx}&wait=300ms")
+    if int(h["x-consul-index"]) != idx or time.time() - t0 < 0.3 or body != b"v1":
+        return "timeout changed the index or did not wait"
+    threading.Timer(0.3, lambda: kv("PUT", "cfg/b", b"v2")).start()
+    st, h, body = kv("GET", "cfg/b", query=f"?raw&index={idx}&wait=10s")
+    if body != b"v2":
+        return f"update: {body!r}"
+
+@case("kv_errors_acl_and_size")
+def _():
+    want = {e["request"]: e for e in fixture("errors.json")}[
+        "GET /v1/kv/key3 (anonymous, default_policy=deny) - real capture"]
+    st, h, body = kv("GET", "key3", token=False)
+    if st != want["status"] or body.decode() != want["body"]:
+        return f"anonymous read: {st} {body!r}"
+    st, h, body = kv("PUT", "cfg/big", b"x" * (512 * 1024 + 1))
+    if st != 413 or not body.startswith(b"Request body(524289 bytes) too large"):
+        return f"oversize: {st} {body[:60]!r}"
+    if kv("PUT", "", b"x")[0] != 400:
+        return "PUT without a key accepted"
 EOF
 
 while read -r verdict name why; do
