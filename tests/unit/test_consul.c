@@ -268,6 +268,24 @@ TEST(health_url_blocking_and_not)
 	CHECK_INT_EQ(consul_health_url(buf, 20, "http://h:1", "api", NULL, 42, 0), -ENAMETOOLONG);
 }
 
+TEST(kv_path_and_get_url)
+{
+	char path[256], url[512];
+
+	CHECK(consul_kv_path(path, sizeof(path), "meshd/node 1/a+b", "dc1") > 0);
+	CHECK_STR_EQ(path, "/v1/kv/meshd/node%201/a%2Bb?raw&dc=dc1");
+	CHECK(consul_kv_path(path, sizeof(path), "meshd/n", NULL) > 0);
+	CHECK_STR_EQ(path, "/v1/kv/meshd/n?raw");
+	CHECK(consul_get_url(url, sizeof(url), "http://h:1/", path, 0, 5000000000ull) > 0);
+	CHECK_STR_EQ(url, "http://h:1/v1/kv/meshd/n?raw");
+	CHECK(consul_get_url(url, sizeof(url), "http://h:1", path, 42, 5000000000ull) > 0);
+	CHECK_STR_EQ(url, "http://h:1/v1/kv/meshd/n?raw&index=42&wait=5s");
+	CHECK(consul_get_url(url, sizeof(url), "http://h:1", "/v1/x", 7, 0) > 0);
+	CHECK_STR_EQ(url, "http://h:1/v1/x?index=7");
+	CHECK_INT_EQ(consul_get_url(url, 20, "http://h:1", path, 42, 0), -ENAMETOOLONG);
+	CHECK_INT_EQ(consul_kv_path(path, 12, "meshd/n", NULL), -ENAMETOOLONG);
+}
+
 TEST(token_file_trimmed_and_control_chars_rejected)
 {
 	char path[] = "/tmp/test_consul_token.XXXXXX";

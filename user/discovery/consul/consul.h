@@ -95,6 +95,13 @@ int consul_health_url(char *buf, size_t len, const char *address, const char *se
 int consul_get_url(char *buf, size_t len, const char *address, const char *path, uint64_t index,
 		   uint64_t wait_ns);
 
+#define CONSUL_KV_KEY_MAX 512
+
+/* The path of a raw read of KV key `key` (`a/b/c`: each segment percent-encoded, the slashes
+ * kept): `/v1/kv/<key>?raw[&dc=<dc>]`. Returns the length or -ENAMETOOLONG (also for a key
+ * over CONSUL_KV_KEY_MAX bytes). */
+int consul_kv_path(char *buf, size_t len, const char *key, const char *dc);
+
 /* Reads a token file: the contents with surrounding whitespace removed, malloc'd (may be empty),
  * or NULL + errno. The token is a secret: never log it. */
 char *consul_read_token(const char *path);
@@ -255,7 +262,9 @@ struct consul_update {
 	size_t n_named;
 	size_t skipped;	       /* listed instances left out (consul_health.skipped) */
 	char skip_reason[128]; /* why the first one was */
-	char *body; /* a `gets` query (service = its path): the 200 answer, NUL-terminated */
+	/* A `gets` query (service = its path): the 200 answer, NUL-terminated; NULL with err 0
+	 * and status 404 for a 404 carrying X-Consul-Index (a KV key that does not exist). */
+	char *body;
 	size_t body_len;
 };
 void consul_update_free(struct consul_update *u);

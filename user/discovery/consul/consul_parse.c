@@ -186,6 +186,34 @@ int consul_get_url(char *buf, size_t len, const char *address, const char *path,
 	return err ? err : (int)pos;
 }
 
+int consul_kv_path(char *buf, size_t len, const char *key, const char *dc)
+{
+	size_t pos = 0;
+	int err;
+	char seg[CONSUL_KV_KEY_MAX + 1];
+
+	if (!len || strlen(key) > CONSUL_KV_KEY_MAX)
+		return -ENAMETOOLONG;
+	buf[0] = '\0';
+	err = put_str(buf, len, &pos, "/v1/kv");
+	/* Each segment percent-encoded; the slashes between them stay (Consul keys are paths). */
+	for (const char *s = key; !err && *s;) {
+		size_t n = strcspn(s, "/");
+
+		memcpy(seg, s, n);
+		seg[n] = '\0';
+		err = put_str(buf, len, &pos, "/");
+		err = err ?: put_escaped(buf, len, &pos, seg);
+		s += n + (s[n] == '/');
+	}
+	err = err ?: put_str(buf, len, &pos, "?raw");
+	if (!err && dc && dc[0]) {
+		err = put_str(buf, len, &pos, "&dc=");
+		err = err ?: put_escaped(buf, len, &pos, dc);
+	}
+	return err ? err : (int)pos;
+}
+
 char *consul_read_token(const char *path)
 {
 	char buf[4096];

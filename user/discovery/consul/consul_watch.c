@@ -285,6 +285,8 @@ static int query_result(struct query *q, CURLcode res, long status, struct consu
 	if (res != CURLE_OK) {
 		snprintf(why, sizeof(why), "%s", curl_easy_strerror(res));
 		err = -EIO;
+	} else if (q->kind == QUERY_GET && status == 404 && q->has_index) {
+		return 0; /* a KV key that does not exist: an answer, its index followed */
 	} else if (status != 200) {
 		error_line(q, why, sizeof(why));
 		err = -EPROTO;
