@@ -265,7 +265,8 @@ struct mesh_config {
 	uint32_t datapath_max_services; /* capacities of the datapath maps */
 	uint32_t datapath_max_backends;
 	char *state_dir;
-	bool config_watch; /* reload when the config file changes */
+	bool config_watch;   /* reload when the config file changes */
+	char *config_kv_key; /* config_source.consul_kv: Consul KV key layered over the file */
 
 	enum config_log_level log_level;
 	enum config_log_format log_format;
@@ -308,6 +309,15 @@ struct mesh_config *config_load(const char *path, char *const *envp, struct conf
 /* Same, from an in-memory JSON document (tests, fuzzing). */
 struct mesh_config *config_load_buf(const char *json, size_t len, char *const *envp,
 				    struct config_errors *errs);
+/* config_load() with a second document layered between the file and the environment: the
+ * value of the Consul KV key `config_source.consul_kv` names (`kv`, `kv_len` bytes; NULL = none).
+ * It is a JSON object in the file's format whose members replace the file's (objects merged
+ * key by key, lists and values replaced whole; `version` optional, as the file's rules when
+ * given). A restart-only key in it (config_source included) is refused, whatever its value.
+ * Its problems are reported like the file's; its JSON syntax errors under `(consul_kv)`. The
+ * origin of its values is `consul_kv`. */
+struct mesh_config *config_load_kv(const char *path, const char *kv, size_t kv_len,
+				   char *const *envp, struct config_errors *errs);
 void config_free(struct mesh_config *cfg);
 
 /* Looks up a service by name; NULL if absent. */

@@ -297,6 +297,30 @@ static void need(struct config_errors *errs, bool ok, const char *path, const ch
 		cfg_errf(errs, "%s: required %s (got nothing, expected %s)", path, why, rule);
 }
 
+#define KV_KEY_MAX 512 /* bytes; Consul itself takes longer keys, a config key needs no more */
+
+/* config_source.consul_kv: a key read from the agent of discovery.consul. */
+static void check_config_source(const struct mesh_config *cfg, struct config_errors *errs)
+{
+	const char *key = cfg->config_kv_key;
+	bool ok = true;
+
+	if (!key)
+		return;
+	need(errs, cfg->consul.address, "discovery.consul.address",
+	     "when config_source.consul_kv is set", "the Consul agent's http:// or https:// URL");
+	for (const char *c = key; *c; c++)
+		ok &= (unsigned char)*c >= 0x20 && *c != 0x7f;
+	if (!ok || key[0] == '/' || strlen(key) > KV_KEY_MAX)
+		cfg_errf(
+		    errs,
+		    "config_source.consul_kv: invalid key (got \"%.64s\", expected a Consul KV "
+		    "key such as meshd/node-1: no leading /, no control characters, at most "
+		    "%d bytes)",
+		    key, KV_KEY_MAX);
+}
+
+
 static void check_known(struct config_errors *errs, const struct blobset *set, const char *name,
 			const char *path, size_t i, const char *what)
 {
@@ -767,7 +791,7 @@ static void check_unused_discovery(const struct mesh_config *cfg, struct config_
 
 			if (strncmp(k->path, section, strlen(section)) || k->not_yet ||
 			    (k->flags & CF_ANY_BACKEND) ||
-			    (mtls_uses_consul(cfg) && agent_key(k->path)) ||
+			    ((mtls_uses_consul(cfg) || cfg->config_kv_key) && agent_key(k->path)) ||
 			    (origin[i] & ORIGIN_INHERITED) || origin[i] < ORIGIN_FILE ||
 			    is_default(k, cfg, want, sizeof(want)))
 				continue;
@@ -874,6 +898,7 @@ void cfg_validate(const struct mesh_config *cfg, struct config_errors *errs)
 			blobset_add(&known, cfg->services[i].name, strlen(cfg->services[i].name),
 				    i);
 	check_discovery(cfg, &names, errs);
+	check_config_source(cfg, errs);
 	check_mtls(cfg, errs);
 	check_identities(cfg, &known, errs);
 	check_rules(cfg, &known, errs);

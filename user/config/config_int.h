@@ -80,7 +80,8 @@ enum cfg_origin {
 	ORIGIN_DEFAULT = 1,
 	ORIGIN_PRESET = 2,
 	ORIGIN_FILE = 3,
-	ORIGIN_ENV = 4,
+	ORIGIN_CONSUL_KV = 4, /* the document of config_source.consul_kv, over the file */
+	ORIGIN_ENV = 5,
 };
 #define ORIGIN_INHERITED 0x80 /* service value copied from the global key */
 const char *cfg_origin_name(uint8_t origin);

@@ -37,6 +37,7 @@ struct loader {
 	struct mesh_config *cfg;
 	struct config_errors *errs;
 	enum config_preset preset;
+	uint8_t origin; /* of the document being applied: ORIGIN_FILE or ORIGIN_CONSUL_KV */
 	struct defaults defs[MAX_LIST_KINDS]; /* one per element description seen */
 };
 
@@ -350,11 +351,18 @@ static void apply_member(struct loader *ld, const struct cfg_desc *d, size_t idx
 	const struct cfg_key *k = &d->keys[idx];
 	struct cfg_in in = { .json = m };
 
-	if (node->origin[idx] == ORIGIN_FILE) {
+	if (node->origin[idx] == ld->origin) {
 		cfg_errf(ld->errs, "%s: duplicate key (got a second value, expected one)", full);
 		return;
 	}
-	node->origin[idx] = ORIGIN_FILE;
+	if (ld->origin == ORIGIN_CONSUL_KV && (k->flags & CF_RESTART)) {
+		cfg_errf(ld->errs,
+			 "%s: cannot come from the Consul KV config (got a value, expected it in "
+			 "the local file only: it needs a restart)",
+			 full);
+		return;
+	}
+	node->origin[idx] = ld->origin;
 	if (k->flags & CF_SPECIAL)
 		return;
 	if (k->type == CT_LIST)
@@ -498,9 +506,10 @@ size_t cfg_type_size(enum cfg_type t)
 	}
 }
 
-/* The preset decides the defaults, so it is read before anything else (env wins over file).
- * Bad values are reported later by the normal pass; here they just mean development. */
-static enum config_preset pick_preset(const cJSON *root, char *const *envp)
+/* The preset decides the defaults, so it is read before anything else (env wins over the KV
+ * document, which wins over the file). Bad values are reported later by the normal pass; here
+ * they just mean development. */
+static enum config_preset pick_preset(const cJSON *root, const cJSON *kv, char *const *envp)
 {
 	const char *s = NULL;
 	size_t i;
@@ -508,6 +517,8 @@ static enum config_preset pick_preset(const cJSON *root, char *const *envp)
 	for (i = 0; envp && envp[i]; i++)
 		if (!strncmp(envp[i], "MESH_PRESET=", 12))
 			s = envp[i] + 12;
+	if (!s)
+		s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(kv, "preset"));
 	if (!s)
 		s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(root, "preset"));
 	return s && !strcmp(s, "production") ? CONFIG_PRESET_PRODUCTION : CONFIG_PRESET_DEVELOPMENT;
@@ -597,15 +608,18 @@ static bool env_duplicate(char *const *envp, size_t i, struct config_errors *err
 	return false;
 }
 
-/* The whole pipeline on a parsed document (`root` NULL: no file). Consumes nothing. */
-static struct mesh_config *load_tree(cJSON *root, const char *source, char *const *envp,
+/* The whole pipeline on a parsed document (`root` NULL: no file) and the KV document layered
+ * over it (`kv` NULL: none). Consumes nothing. */
+static struct mesh_config *load_tree(cJSON *root, cJSON *kv, const char *source, char *const *envp,
 				     struct config_errors *errs)
 {
 	struct jpath rootpath = { .buf = "", .rel = 0 };
-	struct loader ld = { .errs = errs };
+	struct loader ld = { .errs = errs, .origin = ORIGIN_FILE };
 	size_t n0 = errs->n, i;
 
 	if (root && check_version(root, errs))
+		return NULL;
+	if (kv && cJSON_GetObjectItemCaseSensitive(kv, "version") && check_version(kv, errs))
 		return NULL;
 	ld.cfg = config_new();
 	if (!ld.cfg) {
@@ -614,10 +628,13 @@ static struct mesh_config *load_tree(cJSON *root, const char *source, char *cons
 	}
 	if (!envp)
 		envp = environ;
-	ld.preset = pick_preset(root, envp);
+	ld.preset = pick_preset(root, kv, envp);
 	apply_defaults(&ld, &cfg_root_desc, ld.cfg, ld.cfg->meta->root);
 	if (root)
 		apply_object(&ld, &cfg_root_desc, ld.cfg, ld.cfg->meta->root, root, &rootpath, 0);
+	ld.origin = ORIGIN_CONSUL_KV;
+	if (kv)
+		apply_object(&ld, &cfg_root_desc, ld.cfg, ld.cfg->meta->root, kv, &rootpath, 0);
 	defaults_free_all(&ld);
 	for (i = 0; envp[i]; i++)
 		if (!env_duplicate(envp, i, errs))
@@ -636,8 +653,8 @@ static struct mesh_config *load_tree(cJSON *root, const char *source, char *cons
 }
 
 /* Reports a problem of the document at `at` (where cJSON stopped, ...), as line and column. */
-static void json_error(const char *json, size_t len, const char *at, const char *what,
-		       const char *expected, struct config_errors *errs)
+static void json_error(const char *label, const char *json, size_t len, const char *at,
+		       const char *what, const char *expected, struct config_errors *errs)
 {
 	size_t line = 1, col = 1,
 	       off = at && at >= json && at <= json + len ? (size_t)(at - json) : 0;
@@ -649,8 +666,8 @@ static void json_error(const char *json, size_t len, const char *at, const char 
 			col = 0;
 		}
 	}
-	cfg_errf(errs, "(root): %s at line %zu column %zu (got \"%.20s\", expected %s)", what, line,
-		 col, off < len ? json + off : "end of input", expected);
+	cfg_errf(errs, "%s: %s at line %zu column %zu (got \"%.20s\", expected %s)", label, what,
+		 line, col, off < len ? json + off : "end of input", expected);
 }
 
 /* Offset of the first `\u0000` escape inside a JSON string, or `len`. cJSON decodes it into a
@@ -673,38 +690,56 @@ static size_t nul_escape(const char *json, size_t len)
 	return len;
 }
 
-static struct mesh_config *load_buf(const char *json, size_t len, const char *source,
-				    char *const *envp, struct config_errors *errs)
+/* Parses one document that must be a JSON object (inside the caller's arena); NULL with the
+ * problem reported under `label`. */
+static cJSON *parse_object(const char *label, const char *json, size_t len,
+			   struct config_errors *errs)
 {
-	struct mesh_config *cfg = NULL;
-	struct cfg_arena arena;
 	const char *end = NULL;
 	cJSON *root;
 
-	if (!json)
-		return load_tree(NULL, source, envp, errs);
 	if (nul_escape(json, len) < len) {
-		json_error(json, len, json + nul_escape(json, len), "NUL character in a string",
-			   "text without \\u0000", errs);
+		json_error(label, json, len, json + nul_escape(json, len),
+			   "NUL character in a string", "text without \\u0000", errs);
 		return NULL;
 	}
-	cfg_arena_begin(&arena);
 	root = cJSON_ParseWithLengthOpts(json, len, &end, false);
 	if (!root) {
-		json_error(json, len, end, "invalid JSON", "a JSON object", errs);
-		cfg_arena_end(&arena);
+		json_error(label, json, len, end, "invalid JSON", "a JSON object", errs);
 		return NULL;
 	}
 	while (end < json + len && (*end == ' ' || *end == '\n' || *end == '\t' || *end == '\r'))
 		end++;
-	if (end < json + len && *end)
-		json_error(json, len, end, "invalid JSON", "a JSON object", errs);
-	else if (!cJSON_IsObject(root))
-		cfg_errf(errs, "(root): wrong type (got a JSON %s, expected a JSON object)",
+	if (end < json + len && *end) {
+		json_error(label, json, len, end, "invalid JSON", "a JSON object", errs);
+		return NULL;
+	}
+	if (!cJSON_IsObject(root)) {
+		cfg_errf(errs, "%s: wrong type (got a JSON %s, expected a JSON object)", label,
 			 cJSON_IsArray(root) ? "array" : "scalar");
-	else
-		cfg = load_tree(root, source, envp, errs);
-	cfg_arena_end(&arena); /* the whole tree at once */
+		return NULL;
+	}
+	return root;
+}
+
+/* The file's document `json` (NULL: none) with the KV document `kv` (NULL: none) over it. */
+static struct mesh_config *load_buf(const char *json, size_t len, const char *kv, size_t kv_len,
+				    const char *source, char *const *envp,
+				    struct config_errors *errs)
+{
+	struct mesh_config *cfg = NULL;
+	cJSON *root = NULL, *over = NULL;
+	struct cfg_arena arena;
+	bool ok = true;
+
+	cfg_arena_begin(&arena);
+	if (json)
+		ok = (root = parse_object("(root)", json, len, errs)) != NULL;
+	if (ok && kv)
+		ok = (over = parse_object("(consul_kv)", kv, kv_len, errs)) != NULL;
+	if (ok)
+		cfg = load_tree(root, over, source, envp, errs);
+	cfg_arena_end(&arena); /* the whole trees at once */
 	return cfg;
 }
 
@@ -712,7 +747,7 @@ struct mesh_config *config_load_buf(const char *json, size_t len, char *const *e
 				    struct config_errors *errs)
 {
 	struct config_errors local = { 0 };
-	struct mesh_config *cfg = load_buf(json, len, NULL, envp, errs ? errs : &local);
+	struct mesh_config *cfg = load_buf(json, len, NULL, 0, NULL, envp, errs ? errs : &local);
 
 	config_errors_free(&local);
 	return cfg;
@@ -761,6 +796,12 @@ out:
 
 struct mesh_config *config_load(const char *path, char *const *envp, struct config_errors *errs)
 {
+	return config_load_kv(path, NULL, 0, envp, errs);
+}
+
+struct mesh_config *config_load_kv(const char *path, const char *kv, size_t kv_len,
+				   char *const *envp, struct config_errors *errs)
+{
 	struct config_errors local = { 0 };
 	const char *why = "?";
 	struct mesh_config *cfg;
@@ -777,7 +818,7 @@ struct mesh_config *config_load(const char *path, char *const *envp, struct conf
 		config_errors_free(&local);
 		return NULL;
 	}
-	cfg = load_buf(buf, len, path, envp, errs);
+	cfg = load_buf(buf, len, kv, kv_len, path, envp, errs);
 	free(buf);
 	config_errors_free(&local);
 	return cfg;

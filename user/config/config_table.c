@@ -156,6 +156,11 @@ static const struct cfg_key root_keys[] = {
 	  .doc = "Directory for persistent state (last known discovery state)." },
 	{ "config_watch", CT_BOOL, R(config_watch), .def = "false",
 	  .doc = "Reload when the config file changes (as on SIGHUP)." },
+	{ "config_source.consul_kv", CT_STRING, R(config_kv_key), .flags = CF_RESTART,
+	  .doc = "Consul KV key (e.g. `meshd/node-1`) whose value, a JSON document in this "
+		 "file's format, is layered over the file and watched: each change is applied "
+		 "as a reload. Read from the agent of `discovery.consul`; the last applied value "
+		 "is kept under state_dir (docs/consul.md)." },
 	{ "log.level", CT_ENUM, R(log_level), .def = "info", .names = log_levels,
 	  .doc = "Lowest level logged." },
 	{ "log.format", CT_ENUM, R(log_format), .def = "logfmt", .prod = "json",

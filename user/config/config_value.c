@@ -618,8 +618,9 @@ err:
 
 const char *cfg_origin_name(uint8_t origin)
 {
-	static const char *const names[] = { "unset", "default", "preset", "file", "env" };
+	static const char *const names[] = { "unset", "default",   "preset",
+					     "file",  "consul_kv", "env" };
 
 	origin &= (uint8_t)~ORIGIN_INHERITED;
-	return origin < 5 ? names[origin] : "?";
+	return origin < sizeof(names) / sizeof(names[0]) ? names[origin] : "?";
 }
