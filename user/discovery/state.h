@@ -61,4 +61,12 @@ int state_save(const char *dir, const struct state_saved *s);
  * file: `why` says how), or another -errno. */
 int state_load(const char *dir, struct state_saved *out, char *why, size_t why_len);
 
+/* The file primitives under both, for other state kept in state_dir (the Consul KV config):
+ * write `text` to `dir`/`name` atomically (`dir` made 0700 when missing), and read it back
+ * NUL-terminated (malloc'd into `*text`) without ever blocking, refusing anything but a regular
+ * file of at most `max` bytes (-EINVAL, `why` says how). 0 or -errno (-ENOENT: no file). */
+int state_file_write(const char *dir, const char *name, const char *text, size_t len);
+int state_file_read(const char *dir, const char *name, size_t max, char **text, size_t *len,
+		    char *why, size_t why_len);
+
 #endif

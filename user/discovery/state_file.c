@@ -313,28 +313,19 @@ static int fsync_dir(const char *dir)
 	return err;
 }
 
-int state_save(const char *dir, const struct state_saved *t)
+int state_file_write(const char *dir, const char *name, const char *text, size_t len)
 {
 	char path[PATH_MAX], tmp[PATH_MAX];
-	size_t len;
-	char *text;
 	int fd, err;
 
-	if (snprintf(path, sizeof(path), "%s/%s", dir, STATE_FILE_NAME) >= (int)sizeof(path) ||
-	    snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", dir, STATE_FILE_NAME) >= (int)sizeof(tmp))
+	if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path) ||
+	    snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", dir, name) >= (int)sizeof(tmp))
 		return -ENAMETOOLONG;
-	text = state_format(t, &len);
-	if (!text)
-		return -ENOMEM;
-	if (mkdir(dir, 0700) && errno != EEXIST) {
-		err = -errno;
-		goto err_text;
-	}
+	if (mkdir(dir, 0700) && errno != EEXIST)
+		return -errno;
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0) {
-		err = -errno;
-		goto err_text;
-	}
+	if (fd < 0)
+		return -errno;
 	err = write_all(fd, text, len);
 	if (!err && fchmod(fd, 0600))
 		err = -errno;
@@ -344,19 +335,28 @@ int state_save(const char *dir, const struct state_saved *t)
 		err = -errno;
 	if (!err && rename(tmp, path))
 		err = -errno;
-	if (err)
-		goto err_unlink;
-	free(text);
+	if (err) {
+		unlink(tmp);
+		return err;
+	}
 	return fsync_dir(dir);
+}
 
-err_unlink:
-	unlink(tmp);
-err_text:
+int state_save(const char *dir, const struct state_saved *t)
+{
+	size_t len;
+	char *text = state_format(t, &len);
+	int err;
+
+	if (!text)
+		return -ENOMEM;
+	err = state_file_write(dir, STATE_FILE_NAME, text, len);
 	free(text);
 	return err;
 }
 
-int state_load(const char *dir, struct state_saved *out, char *why, size_t why_len)
+int state_file_read(const char *dir, const char *name, size_t max, char **text, size_t *len,
+		    char *why, size_t why_len)
 {
 	char path[PATH_MAX];
 	char *buf = NULL;
@@ -364,8 +364,9 @@ int state_load(const char *dir, struct state_saved *out, char *why, size_t why_l
 	ssize_t n;
 	int fd, err;
 
-	memset(out, 0, sizeof(*out));
-	if (snprintf(path, sizeof(path), "%s/%s", dir, STATE_FILE_NAME) >= (int)sizeof(path))
+	*text = NULL;
+	*len = 0;
+	if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path))
 		return -ENAMETOOLONG;
 	/* O_NONBLOCK: opening a FIFO for reading would wait for a writer; the regular-file check
 	 * comes after the open, so the open itself must never block. */
@@ -379,9 +380,8 @@ int state_load(const char *dir, struct state_saved *out, char *why, size_t why_l
 		err = -errno;
 		goto out;
 	}
-	if (!S_ISREG(st.st_mode) || st.st_size > STATE_MAX_FILE) {
-		snprintf(why, why_len, "not a regular file or larger than %u bytes",
-			 STATE_MAX_FILE);
+	if (!S_ISREG(st.st_mode) || (size_t)st.st_size > max) {
+		snprintf(why, why_len, "not a regular file or larger than %zu bytes", max);
 		err = -EINVAL;
 		goto out;
 	}
@@ -392,10 +392,28 @@ int state_load(const char *dir, struct state_saved *out, char *why, size_t why_l
 		snprintf(why, why_len, "short read");
 		err = n < 0 ? -errno : -EINVAL;
 	}
-	if (!err)
-		err = state_parse(buf, (size_t)n, out, why, why_len);
+	if (!err) {
+		buf[n] = '\0';
+		*text = buf;
+		*len = (size_t)n;
+		buf = NULL;
+	}
 out:
 	free(buf);
 	close(fd);
+	return err;
+}
+
+int state_load(const char *dir, struct state_saved *out, char *why, size_t why_len)
+{
+	size_t len;
+	char *buf;
+	int err;
+
+	memset(out, 0, sizeof(*out));
+	err = state_file_read(dir, STATE_FILE_NAME, STATE_MAX_FILE, &buf, &len, why, why_len);
+	if (!err)
+		err = state_parse(buf, len, out, why, why_len);
+	free(buf);
 	return err;
 }
