@@ -13,6 +13,7 @@
 
 #include "common/log.h"
 #include "meshd/components.h"
+#include "meshd/config_kv.h"
 #include "meshd/lifecycle.h"
 #include "meshd/reload.h"
 
@@ -22,32 +23,30 @@ _Static_assert((int)CONFIG_LOG_JSON == (int)LOG_FORMAT_JSON, "log format enums d
 
 /* --- config ----------------------------------------------------------------------------------- */
 
-/* Loads m->config_path and checks what it asks of this host (cgroup v2, bpffs) before anything
- * is touched; every problem goes to stderr, one per line, like `meshd validate`. */
+static void config_comp_stop(struct meshd *m);
+
+/* Loads m->config_path (with the persisted Consul KV document over it, config_kv.c) and checks
+ * what it asks of this host (cgroup v2, bpffs) before anything is touched; every problem goes
+ * to stderr, one per line, like `meshd validate`. */
 static int config_comp_start(struct meshd *m)
 {
 	struct config_errors errs = { 0 };
+	int err = 0;
 
 	m->cfg = config_load(m->config_path, NULL, &errs);
-	if (m->cfg && config_check_host(m->cfg, &errs)) {
-		config_free(m->cfg);
-		m->cfg = NULL;
-	}
-	if (!m->cfg) {
-		for (size_t i = 0; i < errs.n; i++)
-			fprintf(stderr, "%s\n", errs.msgs[i]);
-		config_errors_free(&errs);
-		return -EINVAL;
-	}
+	if (m->cfg && (err = config_kv_boot(m)))
+		fprintf(stderr, "(config): out of memory (got ENOMEM, expected memory)\n");
+	else if (m->cfg && !config_check_host(m->cfg, &errs))
+		err = m->cfg->config_watch ? config_watch_start(m) : 0;
+	else
+		err = -EINVAL;
+	for (size_t i = 0; i < errs.n; i++)
+		fprintf(stderr, "%s\n", errs.msgs[i]);
 	config_errors_free(&errs);
-	if (m->cfg->config_watch) {
-		int err = config_watch_start(m);
-
-		if (err) {
-			config_free(m->cfg);
-			m->cfg = NULL;
-			return err;
-		}
+	err = err ?: config_kv_start(m);
+	if (err) {
+		config_comp_stop(m);
+		return err;
 	}
 	return 0;
 }
@@ -55,6 +54,7 @@ static int config_comp_start(struct meshd *m)
 static void config_comp_stop(struct meshd *m)
 {
 	config_watch_stop(m);
+	config_kv_stop(m);
 	config_free(m->cfg);
 	m->cfg = NULL;
 }
@@ -62,6 +62,10 @@ static void config_comp_stop(struct meshd *m)
 static int config_comp_reload(struct meshd *m, const struct mesh_config *old,
 			      const struct mesh_config *new, const struct config_plan *plan)
 {
+	int err = config_kv_reload(m, old, new);
+
+	if (err)
+		return err;
 	if (new->config_watch && !old->config_watch)
 		return config_watch_start(m);
 	if (!new->config_watch && old->config_watch)

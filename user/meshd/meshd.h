@@ -27,6 +27,7 @@ struct upgrade;	  /* user/meshd/upgrade.c */
 struct tracing;	  /* user/meshd/tracing.c */
 
 struct lifecycle;    /* user/meshd/lifecycle.h */
+struct config_kv;    /* user/meshd/config_kv.c */
 struct config_watch; /* user/meshd/reload.c */
 struct reloader;     /* user/meshd/reload.c */
 
@@ -65,6 +66,11 @@ struct meshd {
 	struct config_watch *watch;  /* inotify on the config file when cfg->config_watch */
 	struct reloader *reloader;   /* a reload in flight and one asked for meanwhile */
 	struct events *events;	     /* datapath ring-buffer fan-out (events.c) */
+	/* The Consul KV document the running config was loaded with (config_source.consul_kv):
+	 * malloc'd, NULL when there is none. */
+	char *kv_doc;
+	size_t kv_len;
+	struct config_kv *config_kv; /* the KV watcher (config_kv.c) */
 };
 
 /* A component: start/stop hooks and the reload transaction.
@@ -100,6 +106,11 @@ int meshd_reload(struct meshd *m);
  * worker thread and applied in steps, so the loop keeps serving meanwhile; a request while one is
  * in flight runs once it ends. reload.c */
 void meshd_reload_async(struct meshd *m);
+/* A new value of the Consul KV config document (config_kv.c): `doc` (malloc'd, taken; NULL
+ * when the key is missing or empty: the file alone) is loaded over the file and applied like
+ * meshd_reload_async(); on any problem the running config (and its KV document) stays. A
+ * value arriving while a reload runs replaces any value still waiting. reload.c */
+void meshd_reload_kv(struct meshd *m, char *doc, size_t len);
 /* Finishes a reload in flight and frees the reloader (at stop). reload.c */
 void meshd_reload_shutdown(struct meshd *m);
 

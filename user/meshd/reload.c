@@ -21,6 +21,7 @@
 
 #include "common/log.h"
 #include "discovery/discovery.h"
+#include "meshd/config_kv.h"
 #include "meshd/lifecycle.h"
 #include "meshd/reload.h"
 #include "meshd/sdnotify.h"
@@ -47,6 +48,9 @@ struct job {
 	uint64_t seq;
 	const struct mesh_config *old; /* the running config (stays until this job ends) */
 	struct mesh_config *next;      /* NULL when the load failed */
+	char *kv;		       /* the Consul KV document loaded over the file, or NULL */
+	size_t kv_len;
+	bool from_kv; /* started by a new KV value (else by the file, a signal, meshctl) */
 	struct config_errors errs;
 	int load_errno;
 	struct config_plan plan;
@@ -57,12 +61,15 @@ struct job {
 
 struct reloader {
 	struct meshd *m;
-	uint64_t seq;	     /* of the job in flight */
-	struct job *job;     /* in flight: loading (worker) or applying (lifecycle) */
-	pthread_t worker;    /* valid while `loading` */
-	bool loading;	     /* the worker runs; its result is posted */
-	bool again;	     /* a reload was asked for while one was in flight */
-	int result;	     /* of the last finished reload */
+	uint64_t seq;	  /* of the job in flight */
+	struct job *job;  /* in flight: loading (worker) or applying (lifecycle) */
+	pthread_t worker; /* valid while `loading` */
+	bool loading;	  /* the worker runs; its result is posted */
+	bool again;	  /* a reload was asked for while one was in flight */
+	int result;	  /* of the last finished reload */
+	char *kv_next;	  /* a KV value waiting for the next reload */
+	size_t kv_next_len;
+	bool kv_waiting;     /* kv_next is set (NULL there = the file alone) */
 	struct audit *audit; /* lines still to log after a commit, from `audit_at` */
 	size_t n_audit, audit_at;
 	int64_t audit_timer;
@@ -124,7 +131,7 @@ static void audit_plan(struct job *j)
 
 static void job_load(struct job *j)
 {
-	j->next = config_load(j->m->config_path, NULL, &j->errs);
+	j->next = config_load_kv(j->m->config_path, j->kv, j->kv_len, NULL, &j->errs);
 	j->load_errno = errno;
 	if (!j->next)
 		return;
@@ -149,6 +156,7 @@ static void job_free(struct job *j)
 		config_plan_free(&j->plan);
 	config_free(j->next);
 	audit_free(j->audit, j->n_audit);
+	free(j->kv);
 	free(j);
 }
 
@@ -224,9 +232,28 @@ static int check_restart(const struct job *j)
 
 static void reload_start(struct reloader *r);
 
+/* What started job `j`, for the log. */
+static const char *job_source(const struct job *j)
+{
+	return j && j->from_kv ? "consul_kv" : "file";
+}
+
+/* The job's KV document becomes the running one (a commit, or a value that changes nothing). */
+static void adopt_kv(struct meshd *m, struct job *j)
+{
+	if (!j->from_kv)
+		return;
+	free(m->kv_doc);
+	m->kv_doc = j->kv;
+	m->kv_len = j->kv_len;
+	j->kv = NULL;
+	config_kv_applied(m);
+}
+
 static void finish(struct reloader *r, int err)
 {
 	struct meshd *m = r->m;
+	const char *source = job_source(r->job);
 
 	job_free(r->job);
 	r->job = NULL;
@@ -234,7 +261,8 @@ static void finish(struct reloader *r, int err)
 	if (err) {
 		m->reloads[MESHD_RELOAD_ERROR]++;
 		LOG_ERR("config", "reload failed; the running configuration stays",
-			"generation=%llu", (unsigned long long)m->cfg->generation);
+			"generation=%llu source=%s", (unsigned long long)m->cfg->generation,
+			source);
 	} else {
 		m->reloads[MESHD_RELOAD_OK]++;
 	}
@@ -283,6 +311,7 @@ static void on_applied(void *arg, int err, const char *failed)
 		return;
 	}
 	audit_emit(r, j);
+	adopt_kv(m, j);
 	free_off_loop(m->cfg);
 	m->cfg = j->next;
 	j->next = NULL;
@@ -317,8 +346,9 @@ static void job_loaded(struct reloader *r)
 		return;
 	}
 	if (!config_plan_changes(&j->plan) && !discovery_files_changed(m->discovery, m->cfg)) {
-		LOG_INFO("config", "configuration unchanged", "generation=%llu",
-			 (unsigned long long)m->cfg->generation);
+		LOG_INFO("config", "configuration unchanged", "generation=%llu source=%s",
+			 (unsigned long long)m->cfg->generation, job_source(j));
+		adopt_kv(m, j);
 		finish(r, 0);
 		return;
 	}
@@ -370,6 +400,30 @@ static void *load_main(void *arg)
 	return NULL;
 }
 
+/* A job loads the file with the KV value waiting, else with the running KV document. */
+static int job_take_kv(struct reloader *r, struct job *j)
+{
+	const struct meshd *m = r->m;
+
+	if (r->kv_waiting) {
+		j->kv = r->kv_next;
+		j->kv_len = r->kv_next_len;
+		j->from_kv = true;
+		r->kv_next = NULL;
+		r->kv_waiting = false;
+		return 0;
+	}
+	if (!m->kv_doc)
+		return 0;
+	j->kv = malloc(m->kv_len + 1);
+	if (!j->kv)
+		return -ENOMEM;
+	memcpy(j->kv, m->kv_doc, m->kv_len);
+	j->kv[m->kv_len] = '\0';
+	j->kv_len = m->kv_len;
+	return 0;
+}
+
 static struct job *job_new(struct reloader *r)
 {
 	struct job *j = calloc(1, sizeof(*j));
@@ -379,15 +433,19 @@ static struct job *job_new(struct reloader *r)
 		j->seq = ++r->seq;
 		j->old = r->m->cfg;
 	}
+	if (j && job_take_kv(r, j)) {
+		free(j);
+		return NULL;
+	}
+	if (j)
+		LOG_INFO("config", "reloading configuration", "path=%s source=%s",
+			 log_q(r->m->config_path), job_source(j));
 	return j;
 }
 
 static void reload_start(struct reloader *r)
 {
-	struct meshd *m = r->m;
-
 	sdnotify("RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)(evloop_now_ns() / 1000));
-	LOG_INFO("config", "reloading configuration", "path=%s", log_q(m->config_path));
 	r->job = job_new(r);
 	if (r->job && pthread_create(&r->worker, NULL, load_main, r->job) == 0) {
 		r->loading = true;
@@ -441,7 +499,6 @@ int meshd_reload(struct meshd *m)
 	while (r->job)
 		drain(r);
 	sdnotify("RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)(evloop_now_ns() / 1000));
-	LOG_INFO("config", "reloading configuration", "path=%s", log_q(m->config_path));
 	r->job = job_new(r);
 	if (!r->job) {
 		finish(r, -ENOMEM);
@@ -453,6 +510,27 @@ int meshd_reload(struct meshd *m)
 	return r->result;
 }
 
+void meshd_reload_kv(struct meshd *m, char *doc, size_t len)
+{
+	struct reloader *r = reloader(m);
+
+	if (!r) {
+		free(doc);
+		LOG_ERR("config", "cannot reload", "err=%s", log_q(strerror(ENOMEM)));
+		return;
+	}
+	free(r->kv_next); /* a newer value replaces one still waiting */
+	r->kv_next = doc;
+	r->kv_next_len = len;
+	r->kv_waiting = true;
+	if (r->job) {
+		r->again = true;
+		LOG_INFO("config", "Consul KV value arrived while a reload runs; it follows", NULL);
+		return;
+	}
+	reload_start(r);
+}
+
 void meshd_reload_shutdown(struct meshd *m)
 {
 	struct reloader *r = m->reloader;
@@ -461,6 +539,7 @@ void meshd_reload_shutdown(struct meshd *m)
 		return;
 	r->again = false;
 	drain(r);
+	free(r->kv_next);
 	if (r->audit_timer)
 		evloop_del_timer(m->loop, r->audit_timer);
 	audit_free(r->audit, r->n_audit);
