@@ -93,8 +93,13 @@ static void on_answer(struct meshd *m, const struct consul_update *u)
 
 	if (u->err || !kv || !note_seen(kv, doc, len))
 		return; /* the watcher logged an error; the running config stays */
-	if (same_doc(m->kv_doc, m->kv_len, doc, len))
-		return; /* what runs already (e.g. the persisted copy at start) */
+	if (same_doc(m->kv_doc, m->kv_len, doc, len)) {
+		/* What runs already (e.g. the persisted copy at start). No key and no document:
+		 * a copy left unused at start (refused then) goes too. */
+		if (!doc)
+			config_kv_applied(m);
+		return;
+	}
 	LOG_INFO("config", doc ? "Consul KV config changed" : "Consul KV config absent",
 		 "key=%s index=%llu bytes=%zu", log_q(kv->key), (unsigned long long)u->index, len);
 	if (doc && !(copy = memdup_nul(doc, len))) {

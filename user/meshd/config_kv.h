@@ -19,8 +19,7 @@ int config_kv_boot(struct meshd *m);
 int config_kv_start(struct meshd *m);
 /* Restarts the watch when the agent settings it reads with differ between `old` and `new`
  * (a reload hook: the reverse reload puts the old watch back). 0 or -errno. */
-int config_kv_reload(struct meshd *m, const struct mesh_config *old,
-		     const struct mesh_config *new);
+int config_kv_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new);
 /* Stops the watch and frees what config_kv_boot() kept (m->kv_doc included). Safe when idle. */
 void config_kv_stop(struct meshd *m);
 /* m->kv_doc became the running document (reload.c, after a commit): persists it, or removes
