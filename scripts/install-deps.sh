@@ -11,6 +11,7 @@ PKGS=(
 	prometheus dnsmasq haproxy stunnel4 wrk iperf3 jq systemd util-linux tcpdump tshark
 	bind9-dnsutils dnsperf mptcpize python3-h2
 	gnuplot-nox nodejs
+	vagrant # test_provision: `vagrant validate` of vagrant/Vagrantfile (no VM is started)
 )
 # npm comes with nodejs from some sources (whose nodejs conflicts with Debian's npm package).
 command -v npm >/dev/null 2>&1 || PKGS+=(npm)

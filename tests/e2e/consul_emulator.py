@@ -8,7 +8,7 @@ queries (?index=&wait=, jitter, X-Consul-Index never 0), ?passing computed over 
 instance including node checks (serfHealth, node maintenance), the setMeta headers, plain-text
 errors, 405 with Allow, ACLs (--acl-token: that token may do everything; anonymous reads are
 filtered to empty results, anonymous writes get 403 Permission denied, unknown tokens 403 ACL not
-found), HTTP and TCP checks run by the agent (loopback targets only), TTL checks, and the
+found), HTTP and TCP checks run by the agent (loopback and in-namespace test ranges only), TTL checks, and the
 DeregisterCriticalServiceAfter reaper. Standard library only.
 
 Endpoints: GET /v1/health/service/:name, /v1/catalog/services, /v1/catalog/service/:name,
@@ -133,11 +133,17 @@ def norm_keys(obj):
     return obj
 
 
-def is_loopback_target(host):
+# What the agent's checks may probe: loopback, and the test ranges that only exist inside
+# network namespaces a test made with no route out (198.18.0.0/15, 2001:db8::/32).
+TEST_NETS = [ipaddress.ip_network("198.18.0.0/15"), ipaddress.ip_network("2001:db8::/32")]
+
+
+def is_test_target(host):
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return host == "localhost"
+    return ip.is_loopback or any(ip in n for n in TEST_NETS if n.version == ip.version)
 
 
 # ---- config entries (agent/structs/config_entry*.go) ------------------------------------------
@@ -802,8 +808,8 @@ class Checker(threading.Thread):
     @staticmethod
     def http(c):
         url = urllib.parse.urlsplit(c["_http"])
-        if not url.hostname or not is_loopback_target(url.hostname):
-            return "critical", "emulator: refusing to probe a non-loopback target"
+        if not url.hostname or not is_test_target(url.hostname):
+            return "critical", "emulator: refusing to probe a target outside loopback and the test ranges"
         try:
             conn = HTTPConnection(url.hostname, url.port or 80, timeout=c["_timeout"])
             conn.request(c["_method"], url.path or "/")
@@ -820,8 +826,8 @@ class Checker(threading.Thread):
     @staticmethod
     def tcp(c):
         host, _, port = c["_tcp"].rpartition(":")
-        if not is_loopback_target(host):
-            return "critical", "emulator: refusing to probe a non-loopback target"
+        if not is_test_target(host):
+            return "critical", "emulator: refusing to probe a target outside loopback and the test ranges"
         try:
             socket.create_connection((host.strip("[]"), int(port)), timeout=c["_timeout"]).close()
         except (OSError, ValueError) as e:

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# The Vagrant cluster's provisioning, run for real on two hosts made of network namespaces
+# (198.18.<n>.1/.2, no route out) with the Consul emulator standing in for the agents:
+# scripts/provision/consul-kv.sh writes the mesh's shared config to KV (a check-and-set: a
+# second writer is refused), scripts/provision/meshd-node.sh configures and starts meshd on each
+# host. Then each meshd registered its host's service in Consul, took the services from KV, and
+# a real connect from each host reaches the other host's service through its VIP. Also checks
+# that vagrant/Vagrantfile is valid (`vagrant validate`; the package is in install-deps.sh).
+# Ports 22750 (emulator), 22751-22752 (services), 22798-22799 (metrics); VIPs 127.77.75.1-2.
+. "$(dirname "$0")/lib.sh"
+need_root
+need_built "$MESHD" "$MESHCTL"
+. "$(dirname "$0")/mtls_lib.sh" # hosts_up, in_host, in_host_cg
+
+PROV=$ROOT/scripts/provision
+CPORT=22750
+WEB_VIP=127.77.75.1
+API_VIP=127.77.75.2
+
+# vagrant validate needs no VM and no provider: it parses the Vagrantfile and checks its
+# settings (machines, networks, provisioners' paths). A missing vagrant is a failure.
+if ! command -v vagrant >/dev/null; then
+	fail vagrantfile_valid "vagrant is not installed (scripts/install-deps.sh installs it)"
+else
+	(cd "$ROOT/vagrant" && VAGRANT_HOME=$TMP/vagrant.d vagrant validate) >"$TMP/vagrant.out" 2>&1
+	check vagrantfile_valid "$(tail -n 5 "$TMP/vagrant.out")" \
+		grep -q 'Vagrantfile validated successfully' "$TMP/vagrant.out"
+fi
+for s in "$PROV"/*.sh; do
+	check "script_syntax_$(basename "$s" .sh | tr - _)" "$(bash -n "$s" 2>&1)" bash -n "$s"
+done
+
+hosts_up || {
+	fail setup "cannot build the two hosts"
+	exit 1
+}
+CG_a=$(make_cgroup a)
+CG_b=$(make_cgroup b)
+CONSUL=http://$IP_A:$CPORT
+
+in_host "$HA" python3 "$ROOT/tests/e2e/consul_emulator.py" --addr "$IP_A" --port $CPORT \
+	--node-address "$IP_A" >"$TMP/consul.log" 2>&1 &
+defer "kill -9 $! 2>/dev/null; wait $! 2>/dev/null"
+in_host "$HA" python3 "$ROOT/tests/e2e/servers/backend.py" --name web-a --addr "$IP_A" \
+	--port 22751 >"$TMP/web.log" 2>&1 &
+defer "kill -9 $! 2>/dev/null; wait $! 2>/dev/null"
+in_host "$HB" python3 "$ROOT/tests/e2e/servers/backend.py" --name api-b --addr "$IP_B" \
+	--port 22752 >"$TMP/api.log" 2>&1 &
+defer "kill -9 $! 2>/dev/null; wait $! 2>/dev/null"
+open_in() { in_host "$1" bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null; }
+wait_for 5 open_in "$HA" "$IP_A" $CPORT && wait_for 5 open_in "$HA" "$IP_A" 22751 &&
+	wait_for 5 open_in "$HB" "$IP_B" 22752 || {
+	fail setup "the emulator or a service did not start"
+	exit 1
+}
+
+# 1. The shared config into KV, as the Vagrant server does; a second writer that read before
+#    the first wrote is refused by the check-and-set.
+kv() { in_host "$HB" env CONSUL_HTTP_ADDR="$CONSUL" "$@" "$PROV/consul-kv.sh"; }
+kv SERVICES="web=$WEB_VIP api=$API_VIP" >"$TMP/kv.out" 2>&1
+check kv_written "$(cat "$TMP/kv.out")" grep -q 'wrote meshd/config' "$TMP/kv.out"
+doc=$(in_host "$HB" curl -s "$CONSUL/v1/kv/meshd/config?raw")
+check kv_document_valid_config "$(jq -c .services <<<"$doc" 2>&1)" \
+	test "$(jq -c '[.services[] | .name + "=" + .vip]' <<<"$doc")" = \
+	"[\"web=$WEB_VIP\",\"api=$API_VIP\"]"
+idx=$(in_host "$HB" curl -s "$CONSUL/v1/kv/meshd/config" | jq -r '.[0].ModifyIndex')
+in_host "$HB" curl -s -X PUT --data-binary "$doc" "$CONSUL/v1/kv/meshd/config" >/dev/null
+check kv_concurrent_writer_refused "a stale check-and-set was accepted" \
+	test "$(in_host "$HB" curl -s -X PUT --data-binary x "$CONSUL/v1/kv/meshd/config?cas=$idx")" = false
+
+# 2. meshd on each host, by the script the Vagrant nodes run.
+node() { # h IP SERVICE:PORT METRICS
+	in_host "$(eval echo "\$H$(echo "$1" | tr a-z A-Z)")" env NODE_NAME="node-$1" NODE_ADDR="$2" \
+		CONSUL_HTTP_ADDR="$CONSUL" REGISTER="$3" MESHD_ROOT="$TMP/$1" MESHD_BIN="$MESHD" \
+		MESHD_CGROUP="$(eval echo "\$CG_$1")" MESHD_PIN="$PIN-$1" METRICS_LISTEN="127.0.0.1:$4" \
+		MESHD_START=background "$PROV/meshd-node.sh" >"$TMP/node-$1.out" 2>&1
+	local rc=$? pid
+	pid=$(cat "$TMP/$1/run/meshd/meshd.pid" 2>/dev/null)
+	[ -n "$pid" ] && defer "kill -9 $pid 2>/dev/null"
+	defer "'$MESHD' --cleanup --config '$TMP/$1/etc/meshd/meshd.json' >/dev/null 2>&1"
+	return $rc
+}
+running() { grep -q 'msg="meshd running"' "$TMP/$1/var/log/meshd.log" 2>/dev/null; }
+for h in a b; do
+	ip=$IP_A svc=web:22751 mport=22798
+	[ $h = b ] && ip=$IP_B svc=api:22752 mport=22799
+	node $h "$ip" $svc $mport
+	check "node_${h}_provisioned" "$(tail -n 3 "$TMP/node-$h.out")" wait_for 10 running $h
+done
+
+# 3. Registration: each host's service is in Consul at the host's address.
+health() { in_host "$HA" curl -s "$CONSUL/v1/health/service/$1" | jq -r '.[].Service | "\(.Address):\(.Port)"'; }
+check web_registered "$(health web)" wait_for 10 test "$(health web)" = "$IP_A:22751"
+check api_registered "$(health api)" wait_for 10 test "$(health api)" = "$IP_B:22752"
+
+# 4. Both meshd took the services from KV and serve them across the hosts.
+names() { "$MESHCTL" --socket "$TMP/$1/run/meshd/admin.sock" -o json services | jq -c '.services | map(.name) | sort'; }
+for h in a b; do
+	check "node_${h}_services_from_kv" "$(names $h)" wait_for 20 test "$(names $h)" = '["api","web"]'
+done
+# ask HOST CG VIP: the name the service behind VIP:80 answers, from HOST inside cgroup CG.
+ask() {
+	in_host_cg "$1" "$2" python3 -c '
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], 80), timeout=2)
+    s.sendall(b"hi\n")
+    print(s.makefile().readline().strip() or "ERR")
+except OSError as e:
+    print("ERR", e)' "$3"
+}
+# reaches NAME HOST CG VIP WANT: waits until VIP answers WANT (Consul's checks pass within
+# their 10 s interval, then the blocking query brings the instance, its rate limit permitting).
+reaches() {
+	local i last
+	for ((i = 0; i < 60; i++)); do
+		last=$(ask "$2" "$3" "$4")
+		[ "$last" = "$5" ] && break
+		sleep 0.5
+	done
+	if [ "$last" = "$5" ]; then pass "$1"; else fail "$1" "answered '$last', want $5"; fi
+}
+reaches node_b_reaches_web_on_a "$HB" "$CG_b" $WEB_VIP web-a
+reaches node_a_reaches_api_on_b "$HA" "$CG_a" $API_VIP api-b
+exit $SUITE_FAILED
