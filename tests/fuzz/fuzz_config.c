@@ -1,7 +1,9 @@
 /* libFuzzer target for the config loader: the input is a JSON document, optionally followed by
  * a NUL byte and newline-separated NAME=value lines that become MESH_* environment variables
  * (at most 8), so env parsing and per-service overrides are fuzzed with the file. A load that
- * succeeds is also shown, diffed and serialized, to exercise the table walkers. */
+ * succeeds is also shown, diffed and serialized, to exercise the table walkers. The same document
+ * is then loaded as the Consul KV layer (config_load_kv with no file: its origin, the refusal of
+ * restart-only keys, its own error labels). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +52,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	}
 	cfg = config_load_buf(buf, json_len, env, &errs);
+	if (cfg)
+		exercise(cfg);
+	config_free(cfg);
+	config_errors_free(&errs);
+	cfg = config_load_kv(NULL, buf, json_len, env, &errs);
 	if (cfg)
 		exercise(cfg);
 	config_free(cfg);

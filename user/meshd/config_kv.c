@@ -292,8 +292,7 @@ static bool agent_differs(const struct config_consul *a, const struct config_con
 	       a->wait_ns != b->wait_ns;
 }
 
-int config_kv_reload(struct meshd *m, const struct mesh_config *old,
-		     const struct mesh_config *new)
+int config_kv_reload(struct meshd *m, const struct mesh_config *old, const struct mesh_config *new)
 {
 	struct config_kv *kv = m->config_kv;
 
@@ -348,7 +347,8 @@ void config_kv_applied(struct meshd *m)
 		free(text);
 	}
 	if (err)
-		LOG_WARN("config", "cannot persist the Consul KV config; a restart during an "
-				   "outage would start from the file",
+		LOG_WARN("config",
+			 "cannot persist the Consul KV config; a restart during an "
+			 "outage would start from the file",
 			 "dir=%s err=%s", log_q(kv->state_dir), log_q(strerror(-err)));
 }
