@@ -1348,6 +1348,11 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(400, "Invalid cas index")
         return int(cas) if cas is not None else None
 
+    @staticmethod
+    def kv_cas_fails(e, cas):
+        """?cas=N: the write only happens when the key's ModifyIndex is N (0: when absent)."""
+        return cas is not None and (e["ModifyIndex"] if e else 0) != cas
+
     def kv_put(self, key):
         if not key:
             raise ApiError(400, "Missing key name")
@@ -1359,7 +1364,7 @@ class Handler(BaseHTTPRequestHandler):
         cat = self.server.cat
         with cat.cond:
             e = cat.kv.get(key)
-            if cas is not None and (e["ModifyIndex"] if e else 0) != cas:
+            if self.kv_cas_fails(e, cas):
                 return self.send_json(False)
             idx = cat.bump()
             cat.kv[key] = {"LockIndex": 0, "Key": key, "Flags": int(flags),
@@ -1378,7 +1383,7 @@ class Handler(BaseHTTPRequestHandler):
         cat = self.server.cat
         with cat.cond:
             e = cat.kv.get(key)
-            if cas is not None and (e["ModifyIndex"] if e else 0) != cas:
+            if self.kv_cas_fails(e, cas):
                 return self.send_json(False)
             if e:  # deleting a missing key changes nothing (kvsDeleteTxn)
                 del cat.kv[key]
