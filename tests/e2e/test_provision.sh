@@ -22,7 +22,8 @@ API_VIP=127.77.75.2
 if ! command -v vagrant >/dev/null; then
 	fail vagrantfile_valid "vagrant is not installed (scripts/install-deps.sh installs it)"
 else
-	(cd "$ROOT/vagrant" && VAGRANT_HOME=$TMP/vagrant.d vagrant validate) >"$TMP/vagrant.out" 2>&1
+	(cd "$ROOT/vagrant" && VAGRANT_HOME=$TMP/vagrant.d VAGRANT_DOTFILE_PATH=$TMP/vagrant.dot \
+		vagrant validate) >"$TMP/vagrant.out" 2>&1
 	check vagrantfile_valid "$(tail -n 5 "$TMP/vagrant.out")" \
 		grep -q 'Vagrantfile validated successfully' "$TMP/vagrant.out"
 fi
