@@ -1348,10 +1348,19 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(400, "Invalid cas index")
         return int(cas) if cas is not None else None
 
-    @staticmethod
-    def kv_cas_fails(e, cas):
-        """?cas=N: the write only happens when the key's ModifyIndex is N (0: when absent)."""
-        return cas is not None and (e["ModifyIndex"] if e else 0) != cas
+    def kv_write(self, key, cas, change):
+        """One write of `key` under the lock: refused (`false`) when ?cas=N does not match the
+        key's ModifyIndex (0: absent), else change(entry or None) returns whether it wrote."""
+        self.need_write("key:write", key)
+        cat = self.server.cat
+        with cat.cond:
+            e = cat.kv.get(key)
+            if cas is not None and (e["ModifyIndex"] if e else 0) != cas:
+                return self.send_json(False)
+            if change(e):
+                cat.save()
+                cat.cond.notify_all()
+        self.send_json(True)
 
     def kv_put(self, key):
         if not key:
@@ -1360,37 +1369,31 @@ class Handler(BaseHTTPRequestHandler):
         if not flags.isdigit():
             raise ApiError(400, "Invalid flags")
         cas, raw = self.kv_cas(), self.kv_body()
-        self.need_write("key:write", key)
         cat = self.server.cat
-        with cat.cond:
-            e = cat.kv.get(key)
-            if self.kv_cas_fails(e, cas):
-                return self.send_json(False)
+
+        def put(e):
             idx = cat.bump()
             cat.kv[key] = {"LockIndex": 0, "Key": key, "Flags": int(flags),
                            "CreateIndex": e["CreateIndex"] if e else idx, "ModifyIndex": idx,
                            "_raw": raw}
             cat.kv_index = idx
-            cat.save()
-            cat.cond.notify_all()
-        self.send_json(True)
+            return True
+
+        self.kv_write(key, cas, put)
 
     def kv_delete(self, key):
         if not key:
             raise ApiError(400, "Missing key name")
-        cas = self.kv_cas()
-        self.need_write("key:write", key)
         cat = self.server.cat
-        with cat.cond:
-            e = cat.kv.get(key)
-            if self.kv_cas_fails(e, cas):
-                return self.send_json(False)
-            if e:  # deleting a missing key changes nothing (kvsDeleteTxn)
-                del cat.kv[key]
-                cat.kv_index = cat.bump()  # the tombstone moves the table index
-                cat.save()
-                cat.cond.notify_all()
-        self.send_json(True)
+
+        def delete(e):
+            if not e:  # deleting a missing key changes nothing (kvsDeleteTxn)
+                return False
+            del cat.kv[key]
+            cat.kv_index = cat.bump()  # the tombstone moves the table index
+            return True
+
+        self.kv_write(key, self.kv_cas(), delete)
 
     # ---- Connect ---------------------------------------------------------------------------
     def ca_roots(self):
