@@ -70,7 +70,7 @@ check consul_down_at_start_uses_file "services: $(services)" \
 	test "$(services)" = '["api"]'
 check file_config_serves "served by $(served $VIP 10)" test "$(served $VIP 10)" = k1
 check kv_outage_logged "$(grep -m1 consul "$TMP/meshd1.log")" \
-	wait_for 10 grep -q 'msg="query failed, keeping the last answer" path="/v1/kv/meshd/node-kv?raw' \
+	wait_for 10 grep -q 'msg="query failed, keeping last known backends" service="/v1/kv/meshd/node-kv?raw' \
 	"$TMP/meshd1.log"
 
 # 2. Consul comes up with the key set: its service is added, and real connects reach it.

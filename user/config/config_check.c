@@ -320,7 +320,6 @@ static void check_config_source(const struct mesh_config *cfg, struct config_err
 		    key, KV_KEY_MAX);
 }
 
-
 static void check_known(struct config_errors *errs, const struct blobset *set, const char *name,
 			const char *path, size_t i, const char *what)
 {
