@@ -5,6 +5,9 @@
  * HTTP/2 flow control stops the peer when the application is slow. End of input becomes
  * END_STREAM and END_STREAM becomes shutdown(SHUT_WR) (half-close both ways); a socket error
  * becomes RST_STREAM(CONNECT_ERROR) and RST_STREAM becomes a TCP reset (RFC 9113 8.5).
+ * An outbound leg sends the application's first bytes with the CONNECT, before the answer (no
+ * round trip before data flows), and keeps them until the answer for a retry; an inbound leg
+ * queues what arrives while its backend connect is in progress and writes it once connected.
  * Worker thread only; the socket is edge-triggered. */
 #include <errno.h>
 #include <netinet/in.h>
@@ -84,6 +87,7 @@ static void leg_free(struct leg *l)
 		next = c->next;
 		free(c);
 	}
+	free(l->early);
 	STAT_ADD(l->w->n_legs, -1);
 	STAT_ADD(l->w->st.conns_active[dir_of(l)], -1);
 	free(l);
@@ -205,7 +209,7 @@ static void maybe_finish(struct leg *l)
 
 static void shut_writes(struct leg *l)
 {
-	if (l->wr_shut || l->wq || !l->peer_eof || l->fd < 0)
+	if (l->wr_shut || l->wq || !l->peer_eof || l->fd < 0 || l->state != L_ESTABLISHED)
 		return;
 	shutdown(l->fd, SHUT_WR);
 	l->wr_shut = true;
@@ -258,7 +262,8 @@ void leg_data(struct leg *l, const uint8_t *data, size_t len)
 {
 	ssize_t n = 0;
 
-	if (!l->wq) {
+	/* Before L_ESTABLISHED (an inbound backend connect in progress) everything is queued. */
+	if (!l->wq && l->state == L_ESTABLISHED) {
 		n = send(l->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n < 0 && errno != EAGAIN && errno != EINTR) {
 			nghttp2_session_consume(l->t->h2, l->sid, len);
@@ -314,10 +319,78 @@ void leg_peer_eof(struct leg *l)
 
 /* --- socket -> stream --------------------------------------------------------------------------- */
 
+static ssize_t defer_read(struct leg *l)
+{
+	l->drained = false;
+	l->deferred = true;
+	return NGHTTP2_ERR_DEFERRED;
+}
+
+/* Keeps the early bytes buf[0..n) for a replay. 0 or -ENOMEM. */
+static int keep_early(struct leg *l, const uint8_t *buf, size_t n)
+{
+	uint8_t *p = realloc(l->early, l->early_len + n);
+
+	if (!p)
+		return -ENOMEM;
+	memcpy(p + l->early_len, buf, n);
+	l->early = p;
+	l->early_len += n;
+	l->early_off = l->early_len;
+	return 0;
+}
+
+/* An outbound stream before its answer: replays what an earlier attempt sent, then reads more
+ * of the application's bytes up to EARLY_BYTES in all, then waits for the answer. */
+static ssize_t early_read(struct leg *l, uint8_t *buf, size_t len, uint32_t *flags)
+{
+	ssize_t n;
+
+	if (l->early_off < l->early_len) {
+		n = (ssize_t)(len < l->early_len - l->early_off ? len : l->early_len - l->early_off);
+		memcpy(buf, l->early + l->early_off, (size_t)n);
+		l->early_off += (size_t)n;
+		l->early_sent = true;
+		return n;
+	}
+	if (l->early_eof) {
+		*flags |= NGHTTP2_DATA_FLAG_EOF;
+		l->early_sent = true;
+		return 0;
+	}
+	if (l->early_len >= EARLY_BYTES || l->fd < 0 || l->drained || l->reset)
+		return defer_read(l);
+	if (len > EARLY_BYTES - l->early_len)
+		len = EARLY_BYTES - l->early_len;
+	n = read(l->fd, buf, len);
+	if (n > 0) {
+		if (keep_early(l, buf, (size_t)n)) {
+			l->reset = true;
+			return defer_read(l);
+		}
+		l->bytes_up += (uint64_t)n;
+		STAT_ADD(l->w->st.bytes[MTLS_OUTBOUND][0], (uint64_t)n);
+		l->early_sent = true;
+		l->drained = (size_t)n < len && !l->rdhup;
+		return n;
+	}
+	if (n == 0) {
+		l->early_eof = l->fd_eof = l->early_sent = true;
+		*flags |= NGHTTP2_DATA_FLAG_EOF;
+		return 0;
+	}
+	if (errno != EAGAIN && errno != EINTR)
+		l->reset = true; /* closed once the answer is in (the breaker needs the outcome) */
+	l->deferred = true;
+	return NGHTTP2_ERR_DEFERRED;
+}
+
 ssize_t leg_read_cb(struct leg *l, uint8_t *buf, size_t len, uint32_t *flags)
 {
 	ssize_t n;
 
+	if (l->role == LEG_OUTBOUND && l->state == L_REQUESTED)
+		return early_read(l, buf, len, flags);
 	if (l->state != L_ESTABLISHED || l->fd < 0 || l->drained) {
 		l->drained = false;
 		l->deferred = true;
@@ -369,10 +442,16 @@ void leg_establish(struct leg *l)
 {
 	l->state = L_ESTABLISHED;
 	l->trace.established_ns = evloop_now_ns();
+	free(l->early);
+	l->early = NULL;
+	l->early_len = l->early_off = 0;
 	if (leg_watch(l)) {
 		leg_close(l, true);
 		return;
 	}
+	drain(l); /* what came before: an inbound leg's early bytes, END_STREAM */
+	if (l->dead)
+		return;
 	l->deferred = false;
 	if (l->t && l->sref)
 		nghttp2_session_resume_data(l->t->h2, l->sid);
@@ -394,7 +473,8 @@ static void on_leg_fd(struct evloop *loop, int fd, uint32_t events, void *arg)
 		l->drained = false;
 	if (l->role == LEG_INBOUND && l->state == L_REQUESTED) {
 		inbound_connected(l, events);
-	} else if (l->state == L_ESTABLISHED) {
+	} else if (l->state == L_ESTABLISHED || l->state == L_REQUESTED) {
+		/* outbound L_REQUESTED: early bytes; a reset waits for the answer */
 		if (l->wq && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
 			drain(l);
 			/* What drained was consumed: send the WINDOW_UPDATE it may have queued, or
@@ -408,7 +488,7 @@ static void on_leg_fd(struct evloop *loop, int fd, uint32_t events, void *arg)
 			nghttp2_session_resume_data(l->t->h2, l->sid);
 			tunnel_flush(l->t);
 		}
-		if (!l->dead && l->reset)
+		if (!l->dead && l->reset && l->state == L_ESTABLISHED)
 			leg_close(l, true);
 	}
 	leg_leave(l);
@@ -447,7 +527,7 @@ void leg_stream_closed(struct leg *l, uint32_t code)
 		/* Refused before any answer (GOAWAY, stream limit): the backend was not tried. */
 		outbound_attempt_failed(
 		    l, code == NGHTTP2_REFUSED_STREAM ? "refused_stream" : "stream_reset",
-		    code != NGHTTP2_REFUSED_STREAM);
+		    code != NGHTTP2_REFUSED_STREAM, code == NGHTTP2_REFUSED_STREAM);
 	} else {
 		leg_close(l, true);
 	}
@@ -465,7 +545,8 @@ void leg_tunnel_failed(struct leg *l, const char *reason)
 	link_del(&l->tnode);
 	l->t = NULL;
 	if (l->role == LEG_OUTBOUND && l->state != L_ESTABLISHED && l->state != L_DONE)
-		outbound_attempt_failed(l, reason ? reason : "tunnel_failed", true);
+		outbound_attempt_failed(l, reason ? reason : "tunnel_failed", true,
+					l->state == L_PENDING);
 	else
 		leg_close(l, true);
 	leg_leave(l);

@@ -1,11 +1,14 @@
 /* The outbound side: an application connection redirected by connect4 arrives on
  * mtls.outbound_listen; the datapath's record (keyed by the client's 4-tuple) names the service,
  * the backend connect4 chose and the caller's identity. Each attempt opens one CONNECT stream
- * over a pooled TLS connection to the backend host's meshd. An attempt that fails before the
- * first application byte (the socket is not read before the remote answers 200) feeds that
- * backend's breaker and, within `load_balancer.retry` (attempts, jittered exponential backoff,
- * budget), moves to another backend; the application sees a failure (a reset) only when every
- * attempt failed. Worker thread only. */
+ * over a pooled TLS connection to the backend host's meshd and sends the application's first
+ * bytes (up to EARLY_BYTES) with it, kept until the answer. An attempt that fails before the
+ * answer 200 feeds that backend's breaker and, within `load_balancer.retry` (attempts, jittered
+ * exponential backoff, budget), moves to another backend, replaying the kept bytes, when the
+ * remote meshd certainly passed nothing on (an error answer, a refused stream, nothing sent);
+ * when it may have (a tunnel lost or a timeout after early bytes went), the application is
+ * reset instead. The application sees a failure (a reset) only when no attempt succeeded.
+ * Worker thread only. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -104,6 +107,10 @@ static void outbound_new(struct worker *w, int fd, const struct sockaddr_storage
 	l->attempt = 1;
 	l->tried[0] = l->target_id;
 	budget_deposit(l);
+	if (leg_watch(l)) { /* early bytes and resets are seen from now on */
+		leg_close(l, true);
+		return;
+	}
 	start_attempt(l);
 }
 
@@ -134,7 +141,7 @@ static void on_response_timeout(struct evloop *loop, void *arg)
 
 	l->timer = 0;
 	leg_enter(l);
-	outbound_attempt_failed(l, "response_timeout", true);
+	outbound_attempt_failed(l, "response_timeout", true, false);
 	leg_leave(l);
 }
 
@@ -163,7 +170,7 @@ static void submit(struct leg *l, struct tunnel *t)
 	size_t n;
 
 	if (!s) {
-		outbound_attempt_failed(l, "out of memory", false);
+		outbound_attempt_failed(l, "out of memory", false, true);
 		return;
 	}
 	prov = leg_provider(s);
@@ -172,13 +179,16 @@ static void submit(struct leg *l, struct tunnel *t)
 	s->sid = nghttp2_submit_request(t->h2, NULL, nv, n, &prov, s);
 	if (s->sid < 0) {
 		sref_free(s);
-		outbound_attempt_failed(l, "cannot submit the CONNECT", false);
+		outbound_attempt_failed(l, "cannot submit the CONNECT", false, true);
 		return;
 	}
 	t->streams++;
 	leg_bind(l, t, s);
 	l->state = L_REQUESTED;
-	tunnel_flush(t);
+	l->early_off = 0;
+	l->early_sent = false;
+	l->deferred = false;
+	tunnel_flush(t); /* the CONNECT and the early bytes: one TLS record */
 }
 
 void outbound_tunnel_ready(struct leg *l)
@@ -219,7 +229,7 @@ static void start_attempt(struct leg *l)
 			STAT_ADD(l->w->st.handshakes[MTLS_OUTBOUND][RS_NO_IDENTITY_CERT], 1);
 			refuse(l, MTLS_REFUSE_NO_CERT);
 		} else {
-			outbound_attempt_failed(l, why ? why : "no tunnel", true);
+			outbound_attempt_failed(l, why ? why : "no tunnel", true, true);
 		}
 		return;
 	}
@@ -247,14 +257,17 @@ void outbound_response(struct leg *l, int status, const char *reason)
 	evloop_del_timer(l->w->loop, l->timer);
 	l->timer = 0;
 	if (status == WIRE_OK) {
-		feed_breaker(l, true);
 		if (l->attempt > 1)
 			STAT_ADD(l->w->st.retries[0], 1);
 		leg_establish(l);
+		if (!l->dead && l->reset) /* the application went before the answer */
+			leg_close(l, true);
+		feed_breaker(l, true); /* after the bytes went: off the data's path */
 		return;
 	}
 	if (wire_status_retriable(status)) {
-		outbound_attempt_failed(l, *reason ? reason : wire_status_reason(status), true);
+		outbound_attempt_failed(l, *reason ? reason : wire_status_reason(status), true,
+					true);
 		return;
 	}
 	trace_result(l, wire_status_reason(status), *reason ? reason : "");
@@ -339,7 +352,8 @@ static void leave_tunnel(struct leg *l)
 	leg_unbind(l, NGHTTP2_CANCEL);
 }
 
-void outbound_attempt_failed(struct leg *l, const char *why, bool breaker_failure)
+void outbound_attempt_failed(struct leg *l, const char *why, bool breaker_failure,
+			     bool unprocessed)
 {
 	const struct snap_service *svc = service_of(l);
 	uint64_t delay;
@@ -352,6 +366,10 @@ void outbound_attempt_failed(struct leg *l, const char *why, bool breaker_failur
 	l->state = L_PENDING;
 	if (breaker_failure)
 		feed_breaker(l, false);
+	if (l->reset || (l->early_sent && !unprocessed)) {
+		give_up(l, -1, l->reset ? "application reset" : why);
+		return;
+	}
 	if (!svc || l->attempt >= svc->retry.connect_attempts || l->attempt >= MAX_ATTEMPTS) {
 		give_up(l, svc && svc->retry.connect_attempts > 1 ? 1 : -1, why);
 		return;

@@ -30,6 +30,7 @@
 #define STREAM_WINDOW (4u << 20) /* per stream: one stream is not throttled */
 #define CONN_WINDOW (32u << 20)	 /* per tunnel */
 #define MAX_ATTEMPTS 10
+#define EARLY_BYTES DATA_FRAME_PAYLOAD /* outbound: sent with the CONNECT, kept for a replay */
 
 /* Doubly linked list node. */
 struct link {
@@ -310,7 +311,13 @@ struct leg {
 	bool target_probe;
 	unsigned attempt;
 	uint32_t tried[MAX_ATTEMPTS];
-	int status; /* response status of the current attempt */
+	/* The application's first bytes (at most EARLY_BYTES), sent with the CONNECT before the
+	 * answer and kept until it, so that a retry sends them again. */
+	uint8_t *early;
+	size_t early_len, early_off; /* held; already sent on the current attempt */
+	bool early_eof;		     /* the application's EOF came before the answer */
+	bool early_sent;	     /* the current attempt sent application bytes or EOF */
+	int status;		     /* response status of the current attempt */
 	char resp_reason[32];
 	uint64_t attempt_ns;
 	/* inbound */
@@ -357,8 +364,12 @@ void outbound_accept(struct evloop *loop, int fd, uint32_t events, void *arg);
 void outbound_tunnel_ready(struct leg *l);
 /* Response headers of the leg's CONNECT. */
 void outbound_response(struct leg *l, int status, const char *reason);
-/* The attempt failed before the first byte: retry or give up. */
-void outbound_attempt_failed(struct leg *l, const char *why, bool breaker_failure);
+/* The attempt failed before the answer 200: retry or give up. `unprocessed`: the remote meshd
+ * certainly passed nothing to a backend (it answered an error, refused the stream, or nothing
+ * was sent); otherwise an attempt that sent early bytes is not retried (they may have reached
+ * a backend whose 200 was lost) and the application is reset. */
+void outbound_attempt_failed(struct leg *l, const char *why, bool breaker_failure,
+			     bool unprocessed);
 
 void inbound_accept(struct evloop *loop, int fd, uint32_t events, void *arg);
 /* A new stream on an inbound tunnel. */
