@@ -219,6 +219,7 @@ struct tunnel {
 	bool goaway;	     /* no new streams on it */
 	bool in_flush;
 	bool in_recv;  /* inside nghttp2_session_mem_recv: flush afterwards */
+	bool rd_short; /* the socket's last read returned less than asked: it was empty */
 	int busy;      /* re-entrancy guard: freed when 0 and closed */
 	uint8_t *pend; /* TLS plaintext SSL_write could not take yet */
 	size_t pend_len, pend_off;

@@ -484,12 +484,25 @@ static void do_handshake(struct tunnel *t)
 
 /* --- reading ------------------------------------------------------------------------------------ */
 
+/* Watches the socket reads OpenSSL makes (read-ahead: as much as the socket holds): a short one
+ * found the socket empty. */
+static long on_bio(BIO *b, int oper, const char *argp, size_t len, int argi, long argl, int ret,
+		   size_t *processed)
+{
+	struct tunnel *t = (struct tunnel *)BIO_get_callback_arg(b);
+
+	if (oper == (BIO_CB_READ | BIO_CB_RETURN) && t)
+		t->rd_short = ret <= 0 || !processed || *processed < len;
+	return ret;
+}
+
 static void read_tls(struct tunnel *t)
 {
 	ssize_t rv;
 	int n, err;
 
 	while (t->state == T_READY) {
+		t->rd_short = false;
 		n = SSL_read(t->ssl, t->w->rbuf, sizeof(t->w->rbuf));
 		if (n > 0) {
 			t->in_recv = true;
@@ -497,6 +510,10 @@ static void read_tls(struct tunnel *t)
 			t->in_recv = false;
 			if (rv < 0)
 				tunnel_fail(t, TLS_R_PROTOCOL, nghttp2_strerror((int)rv));
+			/* A short read emptied the socket and nothing is buffered: done, without a
+			 * read(2) for EAGAIN (edge-triggered: a later arrival wakes us). */
+			if (t->rd_short && !SSL_has_pending(t->ssl))
+				return;
 			continue;
 		}
 		err = SSL_get_error(t->ssl, n);
@@ -581,6 +598,8 @@ static struct tunnel *tunnel_new(struct worker *w, int fd, bool client, SSL_CTX 
 		free(t);
 		return NULL;
 	}
+	BIO_set_callback_ex(SSL_get_rbio(t->ssl), on_bio);
+	BIO_set_callback_arg(SSL_get_rbio(t->ssl), (char *)t);
 	link_add(&w->tunnels, &t->node);
 	t->timer = evloop_add_timer(w->loop, w->snap->connect_ns, on_timeout, t);
 	return t;
