@@ -686,7 +686,7 @@ void mtls_stats(struct mtls *m, struct mtls_stats *out)
 		}
 		out->pool_connections += STAT_GET(s->pool);
 		out->inbound_tunnels += STAT_GET(s->inbound_tunnels);
-		for (int k = 0; k < 3; k++)
+		for (int k = 0; k < MTLS_RETRY_RESULTS; k++)
 			out->retries[k] += STAT_GET(s->retries[k]);
 		out->authz_closed += STAT_GET(s->authz_closed);
 		for (int k = 0; k < MTLS_REFUSE__COUNT; k++)

@@ -120,6 +120,8 @@ enum mtls_dir {
 
 #define MTLS_REASONS_MAX 24
 
+#define MTLS_RETRY_RESULTS 4
+
 struct mtls_stats {
 	/* Handshakes by direction and reason; reason 0 is "ok". */
 	uint64_t handshakes[2][MTLS_REASONS_MAX];
@@ -129,7 +131,9 @@ struct mtls_stats {
 	uint64_t bytes[2][2];	      /* [dir][0 = to the peer meshd, 1 = from it] */
 	uint64_t pool_connections;    /* outbound pooled TLS connections */
 	uint64_t inbound_tunnels;     /* TLS connections from other hosts */
-	uint64_t retries[3];	      /* [0] retried, [1] exhausted (attempts), [2] budget denied */
+	/* [0] retried, [1] exhausted (attempts), [2] budget denied, [3] not replayed (early bytes
+	 * may have reached a backend) */
+	uint64_t retries[MTLS_RETRY_RESULTS];
 	uint64_t authz[2];	      /* [0] deny, [1] allow */
 	uint64_t authz_closed;	      /* established connections a policy change closed */
 	uint64_t refused[8];	      /* outbound refusals by enum mtls_refusal */

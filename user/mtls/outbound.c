@@ -352,8 +352,7 @@ static void leave_tunnel(struct leg *l)
 	leg_unbind(l, NGHTTP2_CANCEL);
 }
 
-void outbound_attempt_failed(struct leg *l, const char *why, bool breaker_failure,
-			     bool unprocessed)
+void outbound_attempt_failed(struct leg *l, const char *why, bool breaker_failure, bool unprocessed)
 {
 	const struct snap_service *svc = service_of(l);
 	uint64_t delay;
@@ -366,8 +365,12 @@ void outbound_attempt_failed(struct leg *l, const char *why, bool breaker_failur
 	l->state = L_PENDING;
 	if (breaker_failure)
 		feed_breaker(l, false);
-	if (l->reset || (l->early_sent && !unprocessed)) {
-		give_up(l, -1, l->reset ? "application reset" : why);
+	if (l->reset) {
+		give_up(l, -1, "application reset");
+		return;
+	}
+	if (l->early_sent && !unprocessed) {
+		give_up(l, 3, why);
 		return;
 	}
 	if (!svc || l->attempt >= svc->retry.connect_attempts || l->attempt >= MAX_ATTEMPTS) {

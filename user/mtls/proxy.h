@@ -121,7 +121,7 @@ struct wstats {
 	int64_t conns_active[2];
 	uint64_t bytes[2][2];
 	uint64_t pool, inbound_tunnels;
-	uint64_t retries[3];
+	uint64_t retries[MTLS_RETRY_RESULTS];
 	uint64_t authz[2];
 	uint64_t authz_closed;
 	uint64_t refused[MTLS_REFUSE__COUNT];

@@ -138,13 +138,16 @@ static void connections(struct strbuf *out, const struct mtls_stats *st)
 
 static void retries(struct strbuf *out, const struct mtls_stats *st)
 {
-	static const char *const results[3] = { "retried", "exhausted", "budget" };
+	static const char *const results[MTLS_RETRY_RESULTS] = { "retried", "exhausted", "budget",
+								 "not_replayed" };
 	char extra[64];
 
 	prom_family(out, "meshd_mtls_retries_total", "counter",
 		    "Connect retries of mTLS connections: retried (a later attempt succeeded), "
-		    "exhausted (every attempt failed), budget (no retry: budget spent).");
-	for (int i = 0; i < 3; i++) {
+		    "exhausted (every attempt failed), budget (no retry: budget spent), "
+		    "not_replayed (no retry: the application's early bytes may have reached a "
+		    "backend).");
+	for (int i = 0; i < MTLS_RETRY_RESULTS; i++) {
 		snprintf(extra, sizeof(extra), "result=\"%s\"", results[i]);
 		prom_sample_u64(out, "meshd_mtls_retries_total", NULL, extra, st->retries[i]);
 	}
