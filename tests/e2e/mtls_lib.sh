@@ -200,6 +200,8 @@ backend_b() {
 #   many VIP PORT N            N connections in a row: name line, echo; counts ok/fail
 #   peer VIP PORT              getpeername() of a connection
 #   halfclose VIP PORT         send, shutdown(SHUT_WR), read to EOF: the echo and a clean EOF
+#   early VIP PORT N           N connections sending a line and EOF at once (before any answer:
+#                              early bytes), then reading to EOF: the name and the line once
 #   read VIP PORT              send a line, read: "reset" when the peer resets, else the data
 #   hold VIP PORT STOPFILE     one connection pinging every 100 ms until STOPFILE; how it ended
 #                              (STOPFILE.ready appears once the first ping came back)
@@ -229,6 +231,25 @@ if mode == "many":
                 ok += 1
             else:
                 fail += 1
+            s.close()
+        except OSError as e:
+            fail += 1
+            errs.append(ended(e))
+    print(json.dumps({"ok": ok, "fail": fail, "errors": errs[:5]}))
+elif mode == "early":
+    ok, fail, errs = 0, 0, []
+    for i in range(int(sys.argv[4])):
+        try:
+            s = socket.create_connection((vip, port), timeout=5)
+            s.sendall(b"early%d\n" % i)
+            s.shutdown(socket.SHUT_WR)
+            f = s.makefile("rb")
+            name, rest = f.readline().strip(), f.read()
+            if name and rest == b"early%d\n" % i:
+                ok += 1
+            else:
+                fail += 1
+                errs.append(repr(name + b"|" + rest))
             s.close()
         except OSError as e:
             fail += 1

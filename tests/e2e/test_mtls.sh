@@ -3,7 +3,7 @@
 # a's identity cgroup reach a service on host b through its VIP, carried as HTTP/2 CONNECT streams
 # over one pooled mutual-TLS 1.3 connection; the wire shows only TLS; host b names the caller's
 # SPIFFE ID in its metrics and log; getpeername shows the VIP; half-close and resets cross the
-# tunnel; a child cgroup inherits the identity; a caller without identity gets the configured
+# tunnel; bytes and EOF sent before the answer (early, with the CONNECT) arrive once; a child cgroup inherits the identity; a caller without identity gets the configured
 # rule; authorization denies, allows after a live change, and closes an established connection
 # a change denies. Hosts 198.18.x.0/24, VIP 127.77.9.10.
 . "$(dirname "$0")/lib.sh"
@@ -69,6 +69,9 @@ check getpeername_shows_vip "$peer" test "$(echo "$peer" | jq -c .peer)" = "[\"$
 # --- half-close and resets ------------------------------------------------------------------------
 half=$(mc "$HA" "$CG_a/web" halfclose "$VIP" 80)
 check half_close_crosses_the_tunnel "$half" test "$(echo "$half" | jq -r .data)" = "half-closed"
+# A line and EOF at once: they travel with the CONNECT and wait on host b for the backend connect.
+r=$(mc "$HA" "$CG_a/web" early "$VIP" 80 5)
+check early_bytes_and_eof_before_answer "$r" test "$(echo "$r" | jq .ok)" = 5
 
 r=$(mc "$HA" "$CG_a/web" read 127.77.9.11 80)
 check backend_reset_reaches_app "$r" test "$(echo "$r" | jq -r .result)" = reset

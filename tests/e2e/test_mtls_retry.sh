@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Connect retries of the mTLS path and strict_inbound. One of two remote backends dead (its port
 # closed on a live host, or its host's meshd unreachable): every client connect succeeds and the
-# dead backend's breaker opens. Every backend dead with the retry budget at zero: failures
-# surface and are counted as budget refusals; with budget left, as exhausted attempts.
+# dead backend's breaker opens; bytes the client sent before the answer (early, with the CONNECT)
+# are replayed to the live backend and arrive once. Every backend dead with the retry budget at
+# zero: failures surface and are counted as budget refusals; with budget left, as exhausted
+# attempts. Early bytes sent on a tunnel that then gives no answer (host b's meshd frozen) are
+# not replayed: the client is reset, counted as not_replayed.
 # strict_inbound on host b: a plaintext connect from host a to b's backend port is refused while
 # the mesh path works.
 . "$(dirname "$0")/lib.sh"
@@ -40,6 +43,11 @@ start_host a "$TMP/a.json" && start_host b "$TMP/b.json" || {
 circuit() { ctl a -o json circuits | jq -r ".circuits[] | select(.address == \"$1\") | .circuit"; }
 
 # --- one dead backend of two --------------------------------------------------------------------
+# First, while the dead port's breaker is closed: round robin sends some first attempts there.
+r=$(mc "$HA" "$CG_a/web" early "$VIP" 80 10)
+retried=$(metric a 'meshd_mtls_retries_total\{result="retried"')
+check early_bytes_replayed_once "$r; retried=$retried" \
+	test "$(echo "$r" | jq .ok)" = 10 -a "$retried" -ge 1
 r=$(mc "$HA" "$CG_a/web" many "$VIP" 80 20)
 check dead_port_every_connect_succeeds "$r" test "$(echo "$r" | jq .ok)" = 20
 check dead_port_breaker_opens "circuit of $IP_B:8090: $(circuit "$IP_B:8090")" \
@@ -81,5 +89,23 @@ out=$(in_host_cg "$HA" "$CG_a/web" curl -s --max-time 5 "http://$VIP/")
 check strict_mesh_path_works "got '$out'" test "$out" = api
 out=$(in_host "$HB" curl -s --max-time 5 "http://$IP_B:8080/")
 check strict_same_host_plaintext_works "got '$out'" test "$out" = api
+
+# --- early bytes and no answer --------------------------------------------------------------------
+# Both of a's workers hold a tunnel to b (early connections until each has one), then b's meshd
+# stops answering: the CONNECT with its early bytes times out (2 x connect_timeout + 1 s) and,
+# since b may have passed the bytes on, a resets the client instead of trying again.
+warm() {
+	mc "$HA" "$CG_a/web" early "$VIP" 80 4 >/dev/null
+	[ "$(ctl a -o json pool | jq '[.pool[] | select(.state == "ready") | .worker] | unique |
+		length')" -ge 2 ]
+}
+wait_for 10 warm
+pb=$(pid_of_latest b)
+kill -STOP "$pb"
+r=$(mc "$HA" "$CG_a/web" read "$VIP" 80)
+kill -CONT "$pb"
+nr=$(metric a 'meshd_mtls_retries_total\{result="not_replayed"')
+check early_bytes_not_replayed_without_answer "$r; not_replayed=$nr" \
+	test "$(echo "$r" | jq -r .result)" = reset -a "$nr" -ge 1
 [ -n "${MTLS_DEBUG:-}" ] && cp "$TMP"/*.log "$MTLS_DEBUG/" 2>/dev/null
 exit 0
