@@ -344,10 +344,11 @@ static int keep_early(struct leg *l, const uint8_t *buf, size_t n)
  * of the application's bytes up to EARLY_BYTES in all, then waits for the answer. */
 static ssize_t early_read(struct leg *l, uint8_t *buf, size_t len, uint32_t *flags)
 {
+	size_t left = l->early_len - l->early_off;
 	ssize_t n;
 
-	if (l->early_off < l->early_len) {
-		n = (ssize_t)(len < l->early_len - l->early_off ? len : l->early_len - l->early_off);
+	if (left) {
+		n = (ssize_t)(len < left ? len : left);
 		memcpy(buf, l->early + l->early_off, (size_t)n);
 		l->early_off += (size_t)n;
 		l->early_sent = true;

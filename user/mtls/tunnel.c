@@ -346,8 +346,8 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t sid, const 
 	struct leg *l = leg_of(h2, sid);
 
 	/* An inbound leg whose backend connect is in progress queues early bytes. */
-	if (l && (l->state == L_ESTABLISHED ||
-		  (l->role == LEG_INBOUND && l->state == L_REQUESTED))) {
+	if (l &&
+	    (l->state == L_ESTABLISHED || (l->role == LEG_INBOUND && l->state == L_REQUESTED))) {
 		leg_enter(l);
 		leg_data(l, data, len);
 		leg_leave(l);
