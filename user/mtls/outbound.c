@@ -252,6 +252,39 @@ static void feed_breaker(struct leg *l, bool ok)
 			      l->target_probe, evloop_now_ns() - l->attempt_ns);
 }
 
+void outbound_outcomes_flush(struct worker *w)
+{
+	const struct snap *s = w->snap;
+
+	for (unsigned i = 0; i < w->n_outcomes; i++) {
+		const struct pending_outcome *o = &w->outcomes[i];
+
+		if (s->dp.outcome)
+			s->dp.outcome(s->dp.ctx, &o->vip, o->backend_id, o->epoch, true, o->probe,
+				      o->latency_ns);
+	}
+	w->n_outcomes = 0;
+}
+
+/* A success: its outcome (a bpf(2) call) waits until the bytes that came with the answer are
+ * delivered. */
+static void defer_success(struct leg *l)
+{
+	struct worker *w = l->w;
+	struct pending_outcome *o;
+
+	if (!l->target_id)
+		return;
+	if (w->n_outcomes == PENDING_OUTCOMES)
+		outbound_outcomes_flush(w);
+	o = &w->outcomes[w->n_outcomes++];
+	o->vip = l->orig.vip;
+	o->backend_id = l->target_id;
+	o->epoch = l->target_epoch;
+	o->probe = l->target_probe;
+	o->latency_ns = evloop_now_ns() - l->attempt_ns;
+}
+
 void outbound_response(struct leg *l, int status, const char *reason)
 {
 	evloop_del_timer(l->w->loop, l->timer);
@@ -259,10 +292,10 @@ void outbound_response(struct leg *l, int status, const char *reason)
 	if (status == WIRE_OK) {
 		if (l->attempt > 1)
 			STAT_ADD(l->w->st.retries[0], 1);
+		defer_success(l);
 		leg_establish(l);
 		if (!l->dead && l->reset) /* the application went before the answer */
 			leg_close(l, true);
-		feed_breaker(l, true); /* after the bytes went: off the data's path */
 		return;
 	}
 	if (wire_status_retriable(status)) {

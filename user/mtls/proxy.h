@@ -143,6 +143,16 @@ struct wstats {
 
 struct mtls;
 
+/* A breaker outcome of a successful attempt, fed once the bytes that came with the answer went
+ * on (outbound_outcomes_flush). */
+struct pending_outcome {
+	struct config_endpoint vip;
+	uint32_t backend_id, epoch;
+	bool probe;
+	uint64_t latency_ns;
+};
+#define PENDING_OUTCOMES 32
+
 struct worker {
 	struct mtls *px;
 	int index;
@@ -165,6 +175,8 @@ struct worker {
 	struct authz_limiter deny_log;
 	struct mtls_tracing tr; /* the proxy's hooks (fixed) */
 	struct trace_rng trng;	/* trace and span ids, sampling draws */
+	struct pending_outcome outcomes[PENDING_OUTCOMES];
+	unsigned n_outcomes;
 	struct wstats st;
 	uint8_t rbuf[READ_BYTES];
 	uint8_t stage[STAGE_BYTES];
@@ -365,6 +377,8 @@ void outbound_accept(struct evloop *loop, int fd, uint32_t events, void *arg);
 void outbound_tunnel_ready(struct leg *l);
 /* Response headers of the leg's CONNECT. */
 void outbound_response(struct leg *l, int status, const char *reason);
+/* Feeds the breaker outcomes deferred by answers 200 (after the tunnel's read and flush). */
+void outbound_outcomes_flush(struct worker *w);
 /* The attempt failed before the answer 200: retry or give up. `unprocessed`: the remote meshd
  * certainly passed nothing to a backend (it answered an error, refused the stream, or nothing
  * was sent); otherwise an attempt that sent early bytes is not retried (they may have reached

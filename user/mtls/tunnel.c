@@ -559,6 +559,7 @@ static void on_fd(struct evloop *loop, int fd, uint32_t events, void *arg)
 			read_tls(t);
 		tunnel_flush(t);
 	}
+	outbound_outcomes_flush(t->w);
 	tunnel_leave(t);
 }
 
