@@ -146,11 +146,14 @@ static int connect_backend(struct leg *l)
 	struct sockaddr_storage ss;
 	uint32_t mark = MESH_SOCKET_MARK;
 	socklen_t len;
-	int fd = socket(ep->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int fd = socket(ep->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
 
 	if (fd < 0)
 		return WIRE_UNAVAILABLE;
 	setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark));
+	/* The port is chosen at connect(2) by the whole 4-tuple: no bind(2) search through the
+	 * ports TIME_WAIT holds (the address is still checked at bind). */
+	setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
 	local = *ep;
 	local.port = 0;
 	len = sockaddr_from_endpoint(&local, &ss);
