@@ -326,6 +326,35 @@ static ssize_t defer_read(struct leg *l)
 	return NGHTTP2_ERR_DEFERRED;
 }
 
+/* Reads the socket into one DATA frame: bytes, 0 with EOF flagged, or deferred. */
+static ssize_t read_fd(struct leg *l, uint8_t *buf, size_t len, uint32_t *flags)
+{
+	ssize_t n = read(l->fd, buf, len);
+
+	if (n > 0) {
+		l->bytes_up += (uint64_t)n;
+		STAT_ADD(l->w->st.bytes[dir_of(l)][0], (uint64_t)n);
+		/* A short read emptied the socket: wait for the next edge rather than read(2)
+		 * again for EAGAIN (edge-triggered: any later arrival wakes us). */
+		l->drained = (size_t)n < len && !l->rdhup;
+		return n;
+	}
+	if (n == 0) {
+		*flags |= NGHTTP2_DATA_FLAG_EOF;
+		l->fd_eof = true;
+		return 0;
+	}
+	l->deferred = true;
+	if (errno == EAGAIN || errno == EINTR)
+		return NGHTTP2_ERR_DEFERRED;
+	/* Reset by the application or backend: tell the peer, then close with a reset (before
+	 * the answer: once it is in, the breaker needs the outcome). */
+	l->reset = true;
+	if (l->state == L_ESTABLISHED)
+		reset_stream(l);
+	return NGHTTP2_ERR_DEFERRED;
+}
+
 /* Keeps the early bytes buf[0..n) for a replay. 0 or -ENOMEM. */
 static int keep_early(struct leg *l, const uint8_t *buf, size_t n)
 {
@@ -363,63 +392,25 @@ static ssize_t early_read(struct leg *l, uint8_t *buf, size_t len, uint32_t *fla
 		return defer_read(l);
 	if (len > EARLY_BYTES - l->early_len)
 		len = EARLY_BYTES - l->early_len;
-	n = read(l->fd, buf, len);
-	if (n > 0) {
-		if (keep_early(l, buf, (size_t)n)) {
-			l->reset = true;
-			return defer_read(l);
-		}
-		l->bytes_up += (uint64_t)n;
-		STAT_ADD(l->w->st.bytes[MTLS_OUTBOUND][0], (uint64_t)n);
+	n = read_fd(l, buf, len, flags);
+	if (n > 0 && keep_early(l, buf, (size_t)n)) {
+		l->reset = true;
+		return defer_read(l);
+	}
+	if (n >= 0)
 		l->early_sent = true;
-		l->drained = (size_t)n < len && !l->rdhup;
-		return n;
-	}
-	if (n == 0) {
-		l->early_eof = l->fd_eof = l->early_sent = true;
-		*flags |= NGHTTP2_DATA_FLAG_EOF;
-		return 0;
-	}
-	if (errno != EAGAIN && errno != EINTR)
-		l->reset = true; /* closed once the answer is in (the breaker needs the outcome) */
-	l->deferred = true;
-	return NGHTTP2_ERR_DEFERRED;
+	if (n == 0)
+		l->early_eof = true;
+	return n;
 }
 
 ssize_t leg_read_cb(struct leg *l, uint8_t *buf, size_t len, uint32_t *flags)
 {
-	ssize_t n;
-
 	if (l->role == LEG_OUTBOUND && l->state == L_REQUESTED)
 		return early_read(l, buf, len, flags);
-	if (l->state != L_ESTABLISHED || l->fd < 0 || l->drained) {
-		l->drained = false;
-		l->deferred = true;
-		return NGHTTP2_ERR_DEFERRED;
-	}
-	n = read(l->fd, buf, len);
-	if (n > 0) {
-		l->bytes_up += (uint64_t)n;
-		STAT_ADD(l->w->st.bytes[dir_of(l)][0], (uint64_t)n);
-		/* A short read emptied the socket: wait for the next edge rather than read(2)
-		 * again for EAGAIN (edge-triggered: any later arrival wakes us). */
-		l->drained = (size_t)n < len && !l->rdhup;
-		return n;
-	}
-	if (n == 0) {
-		*flags |= NGHTTP2_DATA_FLAG_EOF;
-		l->fd_eof = true;
-		return 0;
-	}
-	if (errno == EAGAIN || errno == EINTR) {
-		l->deferred = true;
-		return NGHTTP2_ERR_DEFERRED;
-	}
-	/* Reset by the application or backend: tell the peer, then close with a reset. */
-	l->reset = true;
-	reset_stream(l);
-	l->deferred = true;
-	return NGHTTP2_ERR_DEFERRED;
+	if (l->state != L_ESTABLISHED || l->fd < 0 || l->drained)
+		return defer_read(l);
+	return read_fd(l, buf, len, flags);
 }
 
 static ssize_t read_cb(nghttp2_session *h2, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,
