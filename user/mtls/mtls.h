@@ -128,9 +128,9 @@ struct mtls_stats {
 	const char *reason_names[MTLS_REASONS_MAX]; /* NULL past the last */
 	uint64_t connections_total[2];
 	int64_t connections_active[2];
-	uint64_t bytes[2][2];	      /* [dir][0 = to the peer meshd, 1 = from it] */
-	uint64_t pool_connections;    /* outbound pooled TLS connections */
-	uint64_t inbound_tunnels;     /* TLS connections from other hosts */
+	uint64_t bytes[2][2];	   /* [dir][0 = to the peer meshd, 1 = from it] */
+	uint64_t pool_connections; /* outbound pooled TLS connections */
+	uint64_t inbound_tunnels;  /* TLS connections from other hosts */
 	/* [0] retried, [1] exhausted (attempts), [2] budget denied, [3] not replayed (early bytes
 	 * may have reached a backend) */
 	uint64_t retries[MTLS_RETRY_RESULTS];
