@@ -30,6 +30,8 @@
 #define STALLED_MS 500
 /* A connection younger than this is never evicted: its request is on its way. */
 #define MIN_AGE_MS 100
+/* Producing a streamed body yields the event loop after this long (it goes on next iteration). */
+#define STREAM_BUDGET_NS (2 * 1000 * 1000ULL)
 
 /* What a connection is doing; its deadline is the start of that plus the server's timeout. */
 enum conn_phase {
@@ -56,6 +58,7 @@ struct http_conn {
 	uint64_t since_ns;   /* start of the current phase (conn_phase) */
 	uint64_t blocked_ns; /* writing: since when the peer takes no bytes; 0 = it does */
 	int64_t timer;
+	int64_t resume; /* a stream that used its budget goes on at this timer (0 = none) */
 };
 
 struct http_server {
@@ -92,6 +95,8 @@ static void conn_close(struct http_conn *c)
 	stream_end(c);
 	evloop_del_fd(srv->loop, c->fd);
 	evloop_del_timer(srv->loop, c->timer);
+	if (c->resume)
+		evloop_del_timer(srv->loop, c->resume);
 	close(c->fd);
 	if (c->prev)
 		c->prev->next = c->next;
@@ -175,10 +180,14 @@ static int conn_next_chunk(struct http_conn *c)
 	return strbuf_error(&c->head) ? strbuf_error(&c->head) : 1;
 }
 
-/* Writes what it can of head+body, then of the following chunks of a streamed body. Returns 1
- * when the whole response is written, 0 to wait for the socket, or -errno. */
+/* Writes what it can of head+body, then of the following chunks of a streamed body, for at most
+ * STREAM_BUDGET_NS of producing: a long stream yields the loop and goes on when the socket is
+ * writable again (the next iteration). Returns 1 when the whole response is written, 0 to wait
+ * for the socket, 2 when the budget ran out with the socket still writable, or -errno. */
 static int conn_flush(struct http_conn *c)
 {
+	uint64_t start = evloop_now_ns();
+
 	for (;;) {
 		int more;
 
@@ -209,6 +218,8 @@ static int conn_flush(struct http_conn *c)
 			c->woff += (size_t)n;
 			c->blocked_ns = 0;
 		}
+		if (c->produce && evloop_now_ns() - start >= STREAM_BUDGET_NS)
+			return 2;
 		more = conn_next_chunk(c);
 		if (more <= 0)
 			return more < 0 ? more : 1;
@@ -272,6 +283,32 @@ static size_t conn_dispatch(struct http_conn *c)
 	return (size_t)n;
 }
 
+static int conn_advance(struct http_conn *c);
+
+static void conn_resume(struct evloop *loop, void *arg)
+{
+	struct http_conn *c = arg;
+
+	(void)loop;
+	c->resume = 0;
+	if (conn_advance(c) < 0)
+		conn_close(c);
+}
+
+/* A stream that used its budget goes on at the next iteration: from a timer, not from EPOLLOUT
+ * (a socket with room but unsent bytes need not report it), and its peer is not stalled. */
+static int conn_yield(struct http_conn *c)
+{
+	if (!c->resume) {
+		int64_t id = evloop_add_timer(c->srv->loop, 0, conn_resume, c);
+
+		if (id < 0)
+			return (int)id;
+		c->resume = id;
+	}
+	return evloop_mod_fd(c->srv->loop, c->fd, 0);
+}
+
 /* Answers every complete buffered request in turn (pipelining), writing each response before
  * parsing the next; then waits for input, or for the socket to drain. Returns 0 or -errno (close). */
 static int conn_advance(struct http_conn *c)
@@ -294,6 +331,8 @@ static int conn_advance(struct http_conn *c)
 			return err;
 		if (err == 0)
 			return evloop_mod_fd(c->srv->loop, c->fd, EPOLLOUT);
+		if (err == 2)
+			return conn_yield(c);
 		c->writing = false;
 		conn_phase_start(c);   /* idle, or the next pipelined request */
 		strbuf_free(&c->body); /* a big response's memory is not kept while idle */

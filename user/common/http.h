@@ -67,7 +67,9 @@ const char *http_status_text(int status);
  * with chunked transfer encoding, piece by piece as the socket drains, so the whole body never
  * sits in memory. After `body` is sent, `produce(state, body)` is called with `body` emptied to
  * append the next piece; it returns 1 while more follows, 0 when that was the last (possibly
- * empty) piece, or -errno to abort the connection. `release(state)` runs exactly once when the
+ * empty) piece, or -errno to abort the connection. Pieces are produced for at most ~2 ms per
+ * loop iteration; the stream goes on at the next one, so a producer may also do a bounded step of
+ * work per call and return an empty piece. `release(state)` runs exactly once when the
  * response is done or the connection closes, including for HEAD (where produce never runs). */
 struct http_response {
 	int status;

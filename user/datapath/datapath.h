@@ -126,6 +126,22 @@ int datapath_stats(struct datapath *dp,
 		   void (*svc_cb)(const struct datapath_service_stats *s, void *arg),
 		   void (*be_cb)(const struct datapath_backend_stats *b, void *arg), void *arg);
 
+/* Where a stepped read (datapath_stats_step) stands; zero it to start from the beginning. */
+struct datapath_stats_cursor {
+	int phase;     /* 0 services, 1 backends, 2 done */
+	uint32_t next; /* first id of the next step */
+};
+
+/* datapath_stats in bounded steps, for a reader that must not hold the event loop: reports the
+ * services, then the backends, of at most `max` ids from `cur` on, and advances `cur`. Each
+ * object is read once, but steps run at different times: a service or backend that moves to
+ * another id between two steps may be reported twice or not at all (the caller dedupes). Returns
+ * 1 while more follows, 0 when the read is complete, or -errno. */
+int datapath_stats_step(struct datapath *dp, struct datapath_stats_cursor *cur, uint32_t max,
+			void (*svc_cb)(const struct datapath_service_stats *s, void *arg),
+			void (*be_cb)(const struct datapath_backend_stats *b, void *arg),
+			void *arg);
+
 /* Ring-buffer events (breaker transitions, rejects, connections closed for traces), decoded. */
 struct datapath_event {
 	int type;	/* enum mesh_event_type */

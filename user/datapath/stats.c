@@ -114,61 +114,94 @@ static void report_backend(const struct datapath *dp, const struct dp_service *s
 	cb(&out, arg);
 }
 
-/* Reads the service states in chunks (bounded memory whatever the count). */
-static int stats_services(struct datapath *dp,
-			  void (*cb)(const struct datapath_service_stats *s, void *arg), void *arg)
+/* Reports the services of ids [first, first + n) (n <= DP_BATCH) from one batch read into `st`. */
+static int svc_range(struct datapath *dp, __u32 first, __u32 n, struct mesh_svc_state *st,
+		     void (*cb)(const struct datapath_service_stats *s, void *arg), void *arg)
 {
-	struct mesh_svc_state *st = calloc(DP_BATCH, sizeof(*st));
-	int err = st ? 0 : -ENOMEM;
+	int err = dp_read_array(dp, dp->fd[DP_MAP_SVC_STATE], false, first, n, sizeof(*st), st, 0);
 
-	for (__u32 c = 0; !err && c < dp->svc_hi; c += DP_BATCH) {
-		__u32 n = dp->svc_hi - c < DP_BATCH ? dp->svc_hi - c : DP_BATCH;
-
-		err = dp_read_array(dp, dp->fd[DP_MAP_SVC_STATE], false, c, n, sizeof(*st), st, 0);
-		for (__u32 i = 0; !err && i < n; i++)
-			if (dp->svcs[c + i].used)
-				report_service(dp, c + i, &st[i], cb, arg);
-	}
-	free(st);
+	for (__u32 i = 0; !err && i < n; i++)
+		if (dp->svcs[first + i].used)
+			report_service(dp, first + i, &st[i], cb, arg);
 	return err;
 }
 
-/* Reads the backend states in chunks, reporting the backends services use now. */
-static int stats_backends(struct datapath *dp,
-			  void (*cb)(const struct datapath_backend_stats *b, void *arg), void *arg)
+/* Reports the backends services use now among ids [first, first + n) (n <= DP_BATCH). */
+static int be_range(struct datapath *dp, __u32 first, __u32 n, struct mesh_be_state *st,
+		    void (*cb)(const struct datapath_backend_stats *b, void *arg), void *arg)
 {
-	struct mesh_be_state *st = calloc(DP_BATCH, sizeof(*st));
-	int err = st ? 0 : -ENOMEM;
+	int err = dp_read_array(dp, dp->fd[DP_MAP_BE_STATE], false, first, n, sizeof(*st), st,
+				BPF_F_LOCK);
 
-	for (__u32 c = 0; !err && c < dp->be_hi; c += DP_BATCH) {
-		__u32 n = dp->be_hi - c < DP_BATCH ? dp->be_hi - c : DP_BATCH;
+	for (__u32 i = 0; !err && i < n; i++) {
+		__u32 id = first + i, sid = dp->be[id].service_id;
 
-		err = dp_read_array(dp, dp->fd[DP_MAP_BE_STATE], false, c, n, sizeof(*st), st,
-				    BPF_F_LOCK);
-		for (__u32 i = 0; !err && i < n; i++) {
-			__u32 id = c + i, sid = dp->be[id].service_id;
-
-			if (id && dp->be_used[id] && sid < dp->max_services && dp->svcs[sid].used)
-				report_backend(dp, &dp->svcs[sid], id, &st[i], cb, arg);
-		}
+		if (id && dp->be_used[id] && sid < dp->max_services && dp->svcs[sid].used)
+			report_backend(dp, &dp->svcs[sid], id, &st[i], cb, arg);
 	}
-	free(st);
 	return err;
+}
+
+/* One step of at most `max` ids of the current phase; an empty phase ends at once. */
+static int stats_step(struct datapath *dp, struct datapath_stats_cursor *cur, __u32 max,
+		      void (*svc_cb)(const struct datapath_service_stats *s, void *arg),
+		      void (*be_cb)(const struct datapath_backend_stats *b, void *arg), void *arg)
+{
+	__u32 hi = cur->phase == 0 ? (svc_cb ? dp->svc_hi : 0) : (be_cb ? dp->be_hi : 0);
+	__u32 n = cur->next < hi ? hi - cur->next : 0;
+	void *st;
+	int err;
+
+	if (max > DP_BATCH)
+		max = DP_BATCH;
+	if (n > max)
+		n = max;
+	if (!n) {
+		cur->phase++;
+		cur->next = 0;
+		return 0;
+	}
+	st = calloc(n,
+		    cur->phase == 0 ? sizeof(struct mesh_svc_state) : sizeof(struct mesh_be_state));
+	if (!st)
+		return -ENOMEM;
+	err = cur->phase == 0 ? svc_range(dp, cur->next, n, st, svc_cb, arg)
+			      : be_range(dp, cur->next, n, st, be_cb, arg);
+	free(st);
+	cur->next += n;
+	return err;
+}
+
+int datapath_stats_step(struct datapath *dp, struct datapath_stats_cursor *cur, uint32_t max,
+			void (*svc_cb)(const struct datapath_service_stats *s, void *arg),
+			void (*be_cb)(const struct datapath_backend_stats *b, void *arg), void *arg)
+{
+	int err = 0;
+
+	/* A phase with nothing left ends without costing a step of its own. */
+	while (!err && cur->phase < 2) {
+		int phase = cur->phase;
+
+		err = stats_step(dp, cur, max ? max : 1, svc_cb, be_cb, arg);
+		if (cur->phase == phase)
+			break;
+	}
+	if (err)
+		LOG_WARN(DP_SUBSYS, "reading counters failed", "err=%s", strerror(-err));
+	return err ? err : cur->phase < 2;
 }
 
 int datapath_stats(struct datapath *dp,
 		   void (*svc_cb)(const struct datapath_service_stats *s, void *arg),
 		   void (*be_cb)(const struct datapath_backend_stats *b, void *arg), void *arg)
 {
-	int err = 0;
+	struct datapath_stats_cursor cur = { 0 };
+	int rc;
 
-	if (svc_cb && dp->svc_hi)
-		err = stats_services(dp, svc_cb, arg);
-	if (!err && be_cb && dp->be_hi)
-		err = stats_backends(dp, be_cb, arg);
-	if (err)
-		LOG_WARN(DP_SUBSYS, "reading counters failed", "err=%s", strerror(-err));
-	return err;
+	do
+		rc = datapath_stats_step(dp, &cur, DP_BATCH, svc_cb, be_cb, arg);
+	while (rc == 1);
+	return rc;
 }
 
 int datapath_counters(struct datapath *dp, uint64_t *out, size_t n)

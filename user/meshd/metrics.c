@@ -2,8 +2,10 @@
  * Prometheus exposition of the daemon counters and the datapath's per-service and per-backend
  * stats, read with batch lookups by datapath_stats), /healthz (alive) and /readyz (ready; with
  * ?service=NAME, whether that service has usable backends).
- * Runs on the event-loop thread. A scrape takes one snapshot when the request arrives and sends
- * it one metric family per HTTP chunk, so a 9 MB exposition never sits in memory whole. */
+ * Runs on the event-loop thread. A scrape answers at once with the daemon families (taken when
+ * the request arrives), then reads the datapath in bounded steps into one snapshot and sends it a
+ * bounded piece of a family per HTTP chunk, so neither a 24 MB exposition nor its collection
+ * holds the loop or sits in memory whole (the HTTP server yields between pieces). */
 #include <errno.h>
 #include <malloc.h>
 #include <stdio.h>
@@ -33,6 +35,8 @@ struct metrics {
 #define SCRAPES_IN_FLIGHT_MAX 4
 /* A scrape whose client has taken no byte for this long gives its snapshot up for a new one. */
 #define SCRAPE_STALLED_MS 200
+/* Datapath ids read, and services + backends rendered, per piece of a response. */
+#define SCRAPE_STEP 1024
 
 /* One /metrics response in flight: the snapshot taken when the request arrived, rendered one
  * family per chunk as the socket drains (http_response streaming). */
@@ -40,7 +44,9 @@ struct scrape {
 	struct metrics *mt;
 	struct exposition *e;
 	struct expo_daemon d;
-	int part;
+	struct expo_pos pos;
+	struct datapath_stats_cursor cur;
+	bool collected;
 	uint64_t started_ns, collect_ns, render_ns;
 	size_t bytes;
 };
@@ -167,12 +173,35 @@ static void fill_daemon(const struct metrics *mt, struct expo_daemon *d)
 	fill_tracing(m, d);
 }
 
+/* One step of the datapath read; the snapshot is complete when it returns with collected set. */
+static void scrape_collect(struct scrape *s)
+{
+	struct datapath *dp = s->mt->m->dp;
+	uint64_t t0 = evloop_now_ns();
+	int rc =
+	    dp ? datapath_stats_step(dp, &s->cur, SCRAPE_STEP, expo_service, expo_backend, s->e)
+	       : 0;
+
+	if (rc < 0) /* logged by datapath_stats_step: serve what was read */
+		LOG_WARN("metrics", "datapath stats unavailable", "err=%s", log_q(strerror(-rc)));
+	s->collected = rc <= 0;
+	s->collect_ns += evloop_now_ns() - t0;
+}
+
+/* The daemon families first, then a step of the datapath read per call (empty pieces) until the
+ * snapshot is whole, then a bounded piece of it per call. */
 static int scrape_produce(void *state, struct strbuf *body)
 {
 	struct scrape *s = state;
-	uint64_t t0 = evloop_now_ns();
-	int rc = expo_render_part(s->e, &s->d, s->part++, body);
+	uint64_t t0;
+	int rc;
 
+	if (s->pos.part > 0 && !s->collected) {
+		scrape_collect(s);
+		return 1;
+	}
+	t0 = evloop_now_ns();
+	rc = expo_render_step(s->e, &s->d, &s->pos, SCRAPE_STEP, body);
 	s->render_ns += evloop_now_ns() - t0;
 	s->bytes += body->len;
 	return rc;
@@ -193,12 +222,11 @@ static void scrape_release(void *state)
 	free(s);
 }
 
-/* Takes the snapshot now; the text is produced chunk by chunk while it is sent. */
+/* Takes the daemon values now; the datapath is read and the text produced piece by piece while
+ * it is sent. */
 static void serve_metrics(struct metrics *mt, struct http_response *resp)
 {
 	struct scrape *s;
-	int err = 0;
-
 	/* Clients that stopped reading must not hold every snapshot (and so /metrics) until their
 	 * response deadline: the one stalled longest is dropped for this one. */
 	while (mt->in_flight >= SCRAPES_IN_FLIGHT_MAX &&
@@ -221,10 +249,6 @@ static void serve_metrics(struct metrics *mt, struct http_response *resp)
 	s->mt = mt;
 	mt->in_flight++;
 	s->started_ns = evloop_now_ns();
-	if (mt->m->dp)
-		err = datapath_stats(mt->m->dp, expo_service, expo_backend, s->e);
-	if (err)
-		LOG_WARN("metrics", "datapath stats unavailable", "err=%s", log_q(strerror(-err)));
 	fill_daemon(mt, &s->d);
 	if (mt->m->mtls)
 		s->d.mtls = expo_mtls_collect(mt->m->mtls);

@@ -100,8 +100,17 @@ struct be_entry {
 	struct datapath_backend_stats st;
 };
 
+/* Label sets already collected: open addressing over entry indexes (+1; 0 = empty slot). */
+struct label_set {
+	uint32_t *slot;
+	size_t cap; /* a power of two, at least twice the entries */
+};
+
 /* One scrape's snapshot: compact copies of the stats (a few hundred bytes per backend), rendered
- * family by family straight into the output, so no per-family text is buffered. */
+ * family by family straight into the output, so no per-family text is buffered. The snapshot may
+ * be collected in steps while the datapath changes (datapath_stats_step): an object that moved to
+ * another id between two steps is seen twice, and only its first copy is kept, so each label set
+ * appears once. */
 struct exposition {
 	const char *(*reason_name)(int reason);
 	struct svc_entry *svcs;
@@ -109,7 +118,8 @@ struct exposition {
 	struct be_entry *bes;
 	size_t n_bes, cap_bes;
 	size_t svc_cursor; /* backends arrive grouped by service, in the services' order */
-	int err;	   /* sticky -ENOMEM while collecting */
+	struct label_set svc_seen, be_seen;
+	int err; /* sticky -ENOMEM while collecting */
 };
 
 struct exposition *expo_new(const char *(*reason_name)(int reason))
@@ -127,6 +137,10 @@ static void expo_clear(struct exposition *e)
 {
 	free(e->svcs);
 	free(e->bes);
+	free(e->svc_seen.slot);
+	free(e->be_seen.slot);
+	memset(&e->svc_seen, 0, sizeof(e->svc_seen));
+	memset(&e->be_seen, 0, sizeof(e->be_seen));
 	e->svcs = NULL;
 	e->bes = NULL;
 	e->n_svcs = e->cap_svcs = e->n_bes = e->cap_bes = e->svc_cursor = 0;
@@ -157,6 +171,59 @@ static int grow(void **arr, size_t *cap, size_t n, size_t size)
 	return 0;
 }
 
+static size_t hash_labels(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
+	return (size_t)(h ^ (h >> 29));
+}
+
+/* The slot of `labels` in `set`: the one holding an equal label set, or the empty one where it
+ * goes. Entry i's labels are at base + i * stride. */
+static uint32_t *seen_slot(const struct label_set *set, const char *base, size_t stride,
+			   const char *labels)
+{
+	size_t i = hash_labels(labels) & (set->cap - 1);
+
+	while (set->slot[i] && strcmp(base + (set->slot[i] - 1) * stride, labels))
+		i = (i + 1) & (set->cap - 1);
+	return &set->slot[i];
+}
+
+/* Doubles `set` to hold more than `n` entries (the first n of base, re-inserted). */
+static int seen_grow(struct label_set *set, const char *base, size_t stride, size_t n)
+{
+	struct label_set bigger = { .cap = set->cap ? set->cap * 2 : 256 };
+
+	bigger.slot = calloc(bigger.cap, sizeof(*bigger.slot));
+	if (!bigger.slot)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		*seen_slot(&bigger, base, stride, base + i * stride) = (uint32_t)(i + 1);
+	free(set->slot);
+	*set = bigger;
+	return 0;
+}
+
+/* Records entry `n` (its labels rendered at base + n * stride) unless an equal label set was
+ * collected before. Returns 0 when recorded, 1 for a duplicate, or -ENOMEM. */
+static int seen_add(struct label_set *set, const char *base, size_t stride, size_t n)
+{
+	uint32_t *slot;
+
+	if (n >= UINT32_MAX - 1)
+		return -ENOMEM;
+	if ((n + 1) * 2 > set->cap && seen_grow(set, base, stride, n))
+		return -ENOMEM;
+	slot = seen_slot(set, base, stride, base + n * stride);
+	if (*slot)
+		return 1;
+	*slot = (uint32_t)(n + 1);
+	return 0;
+}
+
 /* Renders the label list into `dst` (LABELS_MAX bytes, NUL-terminated): once per object per
  * scrape, without allocating. Returns 0, or -ENAMETOOLONG. */
 static int render_labels(char *dst, const char *service, const char *backend)
@@ -174,12 +241,18 @@ void expo_service(const struct datapath_service_stats *s, void *arg)
 {
 	struct exposition *e = arg;
 	struct svc_entry *x;
+	int rc;
 
 	if (e->err || (e->err = grow((void **)&e->svcs, &e->cap_svcs, e->n_svcs, sizeof(*x))))
 		return;
 	x = &e->svcs[e->n_svcs];
 	if (render_labels(x->labels, s->service, NULL))
 		return; /* unrenderable name: no series rather than a broken exposition */
+	rc = seen_add(&e->svc_seen, e->svcs[0].labels, sizeof(*x), e->n_svcs);
+	if (rc) {
+		e->err = rc < 0 ? rc : 0;
+		return;
+	}
 	snprintf(x->name, sizeof(x->name), "%s", s->service);
 	x->st = *s;
 	x->st.service = NULL; /* only valid during the callback */
@@ -203,13 +276,22 @@ void expo_backend(const struct datapath_backend_stats *b, void *arg)
 	struct exposition *e = arg;
 	struct be_entry *x;
 	char ep[64];
+	int rc;
 
 	if (e->err || (e->err = grow((void **)&e->bes, &e->cap_bes, e->n_bes, sizeof(*x))))
 		return;
-	tally_backend(e, b);
 	x = &e->bes[e->n_bes];
-	if (render_labels(x->labels, b->service, config_endpoint_str(&b->backend, ep, sizeof(ep))))
+	if (render_labels(x->labels, b->service,
+			  config_endpoint_str(&b->backend, ep, sizeof(ep)))) {
+		tally_backend(e, b);
 		return;
+	}
+	rc = seen_add(&e->be_seen, e->bes[0].labels, sizeof(*x), e->n_bes);
+	if (rc) { /* a second copy is not counted into its service's health either */
+		e->err = rc < 0 ? rc : 0;
+		return;
+	}
+	tally_backend(e, b);
 	x->st = *b;
 	x->st.service = NULL;
 	e->n_bes++;
@@ -259,39 +341,33 @@ static void render_state(struct strbuf *out, const struct svc_entry *x)
 	}
 }
 
-/* The samples of service family `f` for every collected service. */
-static void render_svc_family(struct exposition *e, struct strbuf *out, enum family f)
+/* The samples of service family `f` for service entry `i`. */
+static void render_svc_sample(struct exposition *e, struct strbuf *out, enum family f, size_t i)
 {
-	size_t i;
+	const struct svc_entry *x = &e->svcs[i];
 
-	for (i = 0; i < e->n_svcs; i++) {
-		const struct svc_entry *x = &e->svcs[i];
-
-		if (f == FAM_CONNECTIONS)
-			sample(out, f, x->labels, "backend=\"\",result=\"rejected\"",
-			       rejected(&x->st));
-		else if (f == FAM_REJECTS)
-			render_rejects(e, out, x);
-		else if (f == FAM_BYTES) {
-			sample(out, f, x->labels, "direction=\"sent\"", x->st.bytes_sent);
-			sample(out, f, x->labels, "direction=\"received\"", x->st.bytes_received);
-		} else if (f == FAM_PASSTHROUGH) {
-			sample(out, f, x->labels, NULL, x->st.passthrough);
-		} else if (f == FAM_PANIC) {
-			sample(out, f, x->labels, NULL, x->st.panic);
-		} else if (f == FAM_DRAINED) {
-			sample(out, f, x->labels, NULL, x->st.drained);
-		} else if (f == FAM_DATAGRAMS && x->st.protocol == IPPROTO_UDP) {
-			sample(out, f, x->labels, "direction=\"sent\"", x->st.datagrams_sent);
-			sample(out, f, x->labels, "direction=\"received\"",
-			       x->st.datagrams_received);
-		} else if (f == FAM_SERVICE_STATE) {
-			render_state(out, x);
-		} else if (f == FAM_SERVICE_BACKENDS) {
-			sample(out, f, x->labels, NULL, x->health.backends);
-		} else if (f == FAM_SERVICE_USABLE) {
-			sample(out, f, x->labels, NULL, x->health.usable);
-		}
+	if (f == FAM_CONNECTIONS)
+		sample(out, f, x->labels, "backend=\"\",result=\"rejected\"", rejected(&x->st));
+	else if (f == FAM_REJECTS)
+		render_rejects(e, out, x);
+	else if (f == FAM_BYTES) {
+		sample(out, f, x->labels, "direction=\"sent\"", x->st.bytes_sent);
+		sample(out, f, x->labels, "direction=\"received\"", x->st.bytes_received);
+	} else if (f == FAM_PASSTHROUGH) {
+		sample(out, f, x->labels, NULL, x->st.passthrough);
+	} else if (f == FAM_PANIC) {
+		sample(out, f, x->labels, NULL, x->st.panic);
+	} else if (f == FAM_DRAINED) {
+		sample(out, f, x->labels, NULL, x->st.drained);
+	} else if (f == FAM_DATAGRAMS && x->st.protocol == IPPROTO_UDP) {
+		sample(out, f, x->labels, "direction=\"sent\"", x->st.datagrams_sent);
+		sample(out, f, x->labels, "direction=\"received\"", x->st.datagrams_received);
+	} else if (f == FAM_SERVICE_STATE) {
+		render_state(out, x);
+	} else if (f == FAM_SERVICE_BACKENDS) {
+		sample(out, f, x->labels, NULL, x->health.backends);
+	} else if (f == FAM_SERVICE_USABLE) {
+		sample(out, f, x->labels, NULL, x->health.usable);
 	}
 }
 
@@ -548,14 +624,34 @@ static void render_datapath_counters(struct strbuf *out, const struct expo_daemo
 	}
 }
 
-int expo_render_part(struct exposition *e, const struct expo_daemon *d, int part,
-		     struct strbuf *out)
+/* Renders up to `max` entries (services, then backends) of family `f` from pos->next on. */
+static void render_family_step(struct exposition *e, enum family f, struct expo_pos *pos,
+			       size_t max, struct strbuf *out)
 {
-	size_t j;
+	size_t end = e->n_svcs + e->n_bes;
 
+	if (pos->next == 0)
+		prom_family(out, families[f].name, families[f].type, families[f].help);
+	if (end - pos->next > max)
+		end = pos->next + max;
+	for (; pos->next < end; pos->next++) {
+		if (pos->next < e->n_svcs)
+			render_svc_sample(e, out, f, pos->next);
+		else
+			render_be_sample(out, f, &e->bes[pos->next - e->n_svcs]);
+	}
+	if (pos->next == e->n_svcs + e->n_bes) {
+		pos->part++;
+		pos->next = 0;
+	}
+}
+
+int expo_render_step(struct exposition *e, const struct expo_daemon *d, struct expo_pos *pos,
+		     size_t max, struct strbuf *out)
+{
 	if (e->err)
 		return e->err;
-	if (part == 0) {
+	if (pos->part == 0) {
 		render_config(out, d);
 		render_discovery(out, d);
 		render_registrations(out, d);
@@ -563,27 +659,25 @@ int expo_render_part(struct exposition *e, const struct expo_daemon *d, int part
 		render_daemon_misc(out, d);
 		render_tracing(out, d);
 		render_datapath_counters(out, d);
-	} else if (part <= FAM__COUNT) {
-		enum family f = (enum family)(part - 1);
-
-		prom_family(out, families[f].name, families[f].type, families[f].help);
-		render_svc_family(e, out, f);
-		for (j = 0; j < e->n_bes; j++)
-			render_be_sample(out, f, &e->bes[j]);
+		pos->part++;
+		pos->next = 0;
+	} else if (pos->part <= FAM__COUNT) {
+		render_family_step(e, (enum family)(pos->part - 1), pos, max ? max : 1, out);
 	}
 	if (strbuf_error(out))
 		return strbuf_error(out);
-	return part < FAM__COUNT ? 1 : 0;
+	return pos->part <= FAM__COUNT ? 1 : 0;
 }
 
 int expo_render(struct exposition *e, const struct expo_daemon *d, struct strbuf *out)
 {
-	int part = 0, rc;
+	struct expo_pos pos = { 0 };
+	int rc;
 
 	/* One allocation for the whole text: ~900 bytes per backend, ~500 per service. */
 	strbuf_reserve(out, 16384 + e->n_bes * 1024 + e->n_svcs * 512);
 	do
-		rc = expo_render_part(e, d, part++, out);
+		rc = expo_render_step(e, d, &pos, SIZE_MAX, out);
 	while (rc == 1);
 	expo_clear(e);
 	return rc;

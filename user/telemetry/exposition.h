@@ -67,10 +67,16 @@ void expo_backend(const struct datapath_backend_stats *b, void *arg);
  * the collected samples for the next scrape. Returns 0 or -ENOMEM. */
 int expo_render(struct exposition *e, const struct expo_daemon *d, struct strbuf *out);
 
-/* Streaming form of expo_render: appends part `part` (0 = daemon families, then one collected
- * family per part) to `out`. Returns 1 when more parts follow, 0 after the last, or -ENOMEM. The
- * collected samples stay until expo_free. */
-int expo_render_part(struct exposition *e, const struct expo_daemon *d, int part,
-		     struct strbuf *out);
+/* Where a stepped render stands; zero it to start. */
+struct expo_pos {
+	int part;    /* 0 = daemon families, then one collected family per part */
+	size_t next; /* the next entry (services, then backends) of that family */
+};
 
+/* Streaming form of expo_render: appends the next piece from `pos` (the daemon families, or at
+ * most `max` services' and backends' samples of one collected family) to `out` and advances
+ * `pos`. Returns 1 when more follows, 0 after the last piece, or -ENOMEM. The collected samples
+ * stay until expo_free. */
+int expo_render_step(struct exposition *e, const struct expo_daemon *d, struct expo_pos *pos,
+		     size_t max, struct strbuf *out);
 #endif
