@@ -210,6 +210,47 @@ TEST(pending_posts_run_at_free)
 	CHECK_INT_EQ(ran, 2);
 }
 
+struct slow_posts {
+	struct evloop *loop;
+	int ran;
+	uint64_t first_iterations, iterations_at_end;
+};
+
+static void slow_post(void *arg)
+{
+	struct slow_posts *sp = arg;
+	struct evloop_stats st;
+	uint64_t t0 = evloop_now_ns();
+
+	while (evloop_now_ns() - t0 < 200000) /* 0.2 ms of work */
+		;
+	evloop_get_stats(sp->loop, &st);
+	if (sp->ran == 0)
+		sp->first_iterations = st.iterations;
+	if (++sp->ran == 100) {
+		sp->iterations_at_end = st.iterations;
+		evloop_stop(sp->loop);
+	}
+}
+
+/* A hundred posts of 0.2 ms each are not all run in one iteration (they go on at the next ones,
+ * in posting order); every one runs. */
+TEST(posts_run_a_budget_per_iteration)
+{
+	struct slow_posts sp = { .loop = evloop_new() };
+	int timed_out = 0;
+
+	CHECK(sp.loop);
+	for (int i = 0; i < 100; i++)
+		CHECK_INT_EQ(evloop_post(sp.loop, slow_post, &sp), 0);
+	evloop_add_timer(sp.loop, 5000 * MS, on_deadline, &timed_out);
+	evloop_run(sp.loop);
+	CHECK_INT_EQ(timed_out, 0);
+	CHECK_INT_EQ(sp.ran, 100);
+	CHECK(sp.iterations_at_end > sp.first_iterations);
+	evloop_free(sp.loop);
+}
+
 static void *stop_from_thread(void *arg)
 {
 	usleep(5000);

@@ -121,7 +121,7 @@ err_free:
 	return NULL;
 }
 
-static void run_posts(struct evloop *loop);
+static void run_posts_for(struct evloop *loop, uint64_t budget_ns);
 
 /* Frees the loop. Posts still pending run first, so their callbacks release what they carry (no
  * thread may post meanwhile); registered fds are not closed (the loop does not own them).
@@ -130,7 +130,7 @@ void evloop_free(struct evloop *loop)
 {
 	if (!loop)
 		return;
-	run_posts(loop);
+	run_posts_for(loop, 0);
 	pthread_mutex_destroy(&loop->post_lock);
 	close(loop->wakefd);
 	close(loop->epfd);
@@ -425,11 +425,32 @@ int evloop_post(struct evloop *loop, evloop_post_cb cb, void *arg)
 	return 0;
 }
 
-/* Takes the whole queue under the lock, then runs it unlocked in posting order. */
-static void run_posts(struct evloop *loop)
+/* Posts run for at most this long per iteration; the rest wait for the next one (a watcher that
+ * queued a thousand answers at once must not hold the loop for all of them). */
+#define POST_BUDGET_NS (2 * 1000 * 1000ULL)
+
+/* Puts the posts from `p` on (not yet run) back at the front of the queue, and wakes the loop. */
+static void requeue_posts(struct evloop *loop, struct post *p)
+{
+	struct post **tail = &p;
+
+	while (*tail)
+		tail = &(*tail)->next;
+	pthread_mutex_lock(&loop->post_lock);
+	*tail = loop->post_head;
+	if (!loop->post_head)
+		loop->post_tail = tail;
+	loop->post_head = p;
+	pthread_mutex_unlock(&loop->post_lock);
+	wake(loop);
+}
+
+/* Takes the whole queue under the lock, then runs it unlocked in posting order, for at most
+ * `budget_ns` (every post when 0). */
+static void run_posts_for(struct evloop *loop, uint64_t budget_ns)
 {
 	struct post *p, *next;
-	uint64_t v;
+	uint64_t v, t0 = evloop_now_ns();
 	ssize_t r = read(loop->wakefd, &v, sizeof(v));
 
 	(void)r;
@@ -439,10 +460,19 @@ static void run_posts(struct evloop *loop)
 	loop->post_tail = &loop->post_head;
 	pthread_mutex_unlock(&loop->post_lock);
 	for (; p; p = next) {
+		if (budget_ns && evloop_now_ns() - t0 >= budget_ns) {
+			requeue_posts(loop, p);
+			return;
+		}
 		next = p->next;
 		p->cb(p->arg);
 		free(p);
 	}
+}
+
+static void run_posts(struct evloop *loop)
+{
+	run_posts_for(loop, POST_BUDGET_NS);
 }
 
 /* --- the loop --------------------------------------------------------------------------------- */
