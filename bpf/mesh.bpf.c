@@ -119,6 +119,32 @@ struct {
 	__type(value, struct mesh_be_ewma);
 } mesh_be_ewma SEC(".maps");
 
+/* Traffic split: each split service's subsets and its connects per subset (mesh_abi.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, MESH_DEF_SERVICES);
+	__type(key, __u32);
+	__type(value, struct mesh_split);
+} mesh_split SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, MESH_DEF_SERVICES);
+	__type(key, __u32);
+	__type(value, struct mesh_split_cnt);
+} mesh_split_cnt SEC(".maps");
+
+/* A split connect's copy of the service value narrowed to one subset (per CPU, like
+ * mesh_scratch: the connect programs' call chain has no 80 bytes of stack to spare). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mesh_svc);
+} mesh_split_view SEC(".maps");
+
 /* Start and establishment times of service sockets while tracing is on (mesh_trace_sk). LRU: a
  * socket never seen closing (tracing switched off meanwhile) is evicted in time. */
 struct {
@@ -509,8 +535,8 @@ static __always_inline int scan(const struct mesh_svc *svc, struct mesh_svc_stat
 		return -2;
 	gather(svc, c, &g, 0);
 	/* The count is a hint kept by transitions; a scan seeing every breaker closed settles
-	 * it (unless a transition changed it meanwhile). */
-	if (not_closed && !g.not_closed)
+	 * it (unless a transition changed it meanwhile). A subset's scan sees only its own. */
+	if (not_closed && !g.not_closed && !(svc->flags & MESH_SVC_F_SUBSET))
 		__sync_val_compare_and_swap(&ss->not_closed, not_closed, 0);
 	if (g.probe_slot >= 0) {
 		__u32 id = slot_backend(svc, (__u32)g.probe_slot);
@@ -852,6 +878,122 @@ __noinline int choose(const struct mesh_svc *svc, int v4, int *probe, int *reaso
 	return scan(svc, ss, v4, not_closed, probe, reason);
 }
 
+/* Counts a connect of subset `i` of service `sid`: sent there, or drawn there but sent
+ * elsewhere. */
+static __always_inline void count_subset(__u32 sid, __u32 i, int fallback)
+{
+	struct mesh_split_cnt *c = bpf_map_lookup_elem(&mesh_split_cnt, &sid);
+
+	asm volatile("" : "+r"(i)); /* keep the bound check for the verifier */
+	if (!c || i >= MESH_SPLIT_MAX)
+		return;
+	if (fallback)
+		ADD(c->fallback[i], 1);
+	else
+		ADD(c->picked[i], 1);
+}
+
+/* Where a split connect stands: the subsets it may still go to, its draw and the subset the
+ * weights alone gave it (on the connect program's stack). */
+struct split_walk {
+	__u32 usable; /* subsets with a backend passing health checks, not tried yet */
+	__u32 draw;
+	__s32 drawn;   /* valid once started */
+	__u32 started; /* all-zero to start: an initializer with -1 would become a .rodata map */
+};
+
+/* One step of a split connect: the next subset (lib/split.h's draw over the ones left) with
+ * mesh_split_view set to the service value narrowed to its lists. Returns the subset index, or
+ * -1 when none is left (or the service has no split after all). A global function: verified
+ * once, with the mask unknown, rather than once per value the mask takes in the caller's loop;
+ * and the caller's loop runs choose() from the connect program's own frame, as the call chain
+ * below choose() leaves no stack for one more frame. */
+__noinline int split_step(const struct mesh_svc *svc, struct split_walk *w)
+{
+	__u32 sid, zero = 0;
+	struct mesh_split *sp;
+	struct mesh_svc *view;
+	int i;
+
+	if (!svc || !w)
+		return -1;
+	sid = svc->service_id;
+	sp = bpf_map_lookup_elem(&mesh_split, &sid);
+	view = bpf_map_lookup_elem(&mesh_split_view, &zero);
+	if (!sp || !view || sp->n == 0 || sp->n > MESH_SPLIT_MAX)
+		return -1;
+	if (!w->started) {
+		w->started = 1;
+		for (__u32 j = 0; j < MESH_SPLIT_MAX; j++)
+			if (j < sp->n && sp->n_healthy[j])
+				w->usable |= 1u << j;
+		w->draw = lb_seed();
+		w->drawn = split_pick(sp->weight, sp->n, (1u << MESH_SPLIT_MAX) - 1, w->draw);
+	}
+	i = split_pick(sp->weight, sp->n, w->usable, w->draw);
+	if (i < 0 || i >= MESH_SPLIT_MAX)
+		return -1;
+	*view = *svc;
+	view->flags |= MESH_SVC_F_SUBSET;
+	view->slot_base = sp->base[i];
+	view->n_backends = sp->n_backends[i];
+	view->n_healthy = sp->n_healthy[i];
+	w->usable &= ~(1u << i);
+	return i;
+}
+
+/* Counts where a split connect went: subset `i` (>= 0), or the whole service (-1). */
+__noinline int split_count(__u32 sid, const struct split_walk *w, int i)
+{
+	if (!w)
+		return 0;
+	if (i >= 0) {
+		count(MESH_CNT_SPLIT);
+		count_subset(sid, (__u32)i, 0);
+	}
+	if (w->started && i != w->drawn) {
+		count(MESH_CNT_SPLIT_FALLBACK);
+		if (w->drawn >= 0)
+			count_subset(sid, (__u32)w->drawn, 1);
+	}
+	return 0;
+}
+
+/* Chooses a backend for a connect to `svc`. A split service draws its subset (lib/split.h:
+ * weights in 0.01%), then balances within it with the service's own code over the subset's
+ * lists. A subset is usable while one of its backends passes health checks; one drawn that
+ * cannot take the connect (none healthy, or every breaker open beyond what the ejection cap
+ * keeps) is dropped from the draw, which maps onto the weights of the usable ones left. With
+ * none left, the service as a whole decides (its panic threshold, reject or passthrough).
+ * Returns as choose(). */
+static __always_inline int balance(const struct mesh_svc *svc, int v4, int *probe, int *reason)
+{
+	struct split_walk w = {};
+	__u32 zero = 0;
+	int i, id;
+
+	if (!(svc->flags & MESH_SVC_F_SPLIT))
+		return choose(svc, v4, probe, reason);
+	for (__u32 t = 0; t < MESH_SPLIT_MAX; t++) {
+		struct mesh_svc *view;
+
+		i = split_step(svc, &w);
+		view = i < 0 ? 0 : bpf_map_lookup_elem(&mesh_split_view, &zero);
+		if (!view)
+			break;
+		id = choose(view, v4, probe, reason);
+		/* Per CPU: a connect of another task on this CPU may have replaced the view while
+		 * this one was preempted; its choice is then not this service's. */
+		if (id > 0 && view->service_id == svc->service_id) {
+			split_count(svc->service_id, &w, i);
+			return id;
+		}
+	}
+	if (w.started)
+		split_count(svc->service_id, &w, -1);
+	return choose(svc, v4, probe, reason);
+}
+
 /* Fails the connect by decision, or lets it through under the passthrough policy. Without
  * bpf_set_retval (kernels before 5.18) a reject surfaces as EPERM. */
 static __always_inline int no_backend(struct bpf_sock_addr *ctx, const struct mesh_svc *svc,
@@ -1026,7 +1168,7 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_s
 		id = -1;
 		reason = MESH_REJECT_MAX_CONN;
 	} else {
-		id = choose(svc, v4, &probe, &reason);
+		id = balance(svc, v4, &probe, &reason);
 	}
 	if (id <= 0) { /* a service connect left alone: nothing of an earlier one may stay */
 		forget(ctx);
@@ -1107,7 +1249,7 @@ static __always_inline int udp_balance(struct bpf_sock_addr *ctx, struct mesh_sv
 		count(MESH_CNT_UDP_STICKY);
 		id = (int)f->backend_id;
 	} else {
-		id = choose(svc, v4, &probe, &reason);
+		id = balance(svc, v4, &probe, &reason);
 		if (id == -1)
 			return no_backend(ctx, svc, ss, reason);
 		if (id <= 0) {

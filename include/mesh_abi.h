@@ -123,6 +123,8 @@ enum mesh_counter {
 	MESH_CNT_OUTCOME = 32,	     /* connect outcomes fed by meshd (mTLS attempts) */
 	MESH_CNT_TRACE_EVENT = 33,   /* connection-close records for traces (mesh_conn_event) */
 	MESH_CNT_TRACE_DROP = 34,    /* such records lost: ring buffer full */
+	MESH_CNT_SPLIT = 35,	     /* connects to a split service sent to a subset */
+	MESH_CNT_SPLIT_FALLBACK = 36, /* ... drawn to a subset that could not take them */
 	MESH_CNT__COUNT,
 };
 _Static_assert(MESH_CNT__COUNT <= MESH_COUNTERS_MAX, "mesh_counters too small");
@@ -154,6 +156,12 @@ _Static_assert(sizeof(struct mesh_breaker_cfg) == 40, "mesh_breaker_cfg layout")
 #define MESH_SVC_F_SAME_FAMILY 0x2
 /* Connections go through meshd's mTLS proxy (services[].mtls, effective mtls.enabled). */
 #define MESH_SVC_F_MTLS 0x4
+/* Traffic split: mesh_split holds the service's subsets (an addition within ABI 4: older
+ * programs ignore the bit and balance over every backend). */
+#define MESH_SVC_F_SPLIT 0x8
+/* Never in the map: marks the connect program's copy of a service value narrowed to one
+ * subset's lists, whose scan must not settle the service-wide not_closed hint. */
+#define MESH_SVC_F_SUBSET 0x10
 
 /* mesh_services value: one service, replaced whole by one update (atomic for readers). Its
  * backends are the entries [slot_base, slot_base + n_backends) of mesh_slots, written before
@@ -513,6 +521,35 @@ struct mesh_trace_sk {
 	__u64 est_ns;	/* established; 0 until then */
 };
 _Static_assert(sizeof(struct mesh_trace_sk) == 16, "mesh_trace_sk layout");
+
+/* Traffic split (added within ABI 4, additively, like tracing: new maps, a new service flag,
+ * spare counters). A split service's mesh_slots range holds its own lists (entries 0..n) and
+ * after them one set of lists per subset, laid out the same way (backends, healthy backends,
+ * weighted alias cells over the healthy ones), so the connect program narrows the service value
+ * to a subset and balances with the same code.
+ *
+ * mesh_split value (HASH by service_id, not preallocated; replaced whole, written before the
+ * service value that sets MESH_SVC_F_SPLIT). Weights in 0.01% (MESH_SPLIT_SCALE = 100%). */
+#define MESH_SPLIT_MAX 8 /* subsets per service */
+#define MESH_SPLIT_SCALE 10000
+struct mesh_split {
+	__u8 n; /* subsets, 1..MESH_SPLIT_MAX */
+	__u8 pad[3];
+	__u16 weight[MESH_SPLIT_MAX];
+	__u32 base[MESH_SPLIT_MAX]; /* mesh_slots entry of subset i's lists */
+	__u16 n_backends[MESH_SPLIT_MAX];
+	__u16 n_healthy[MESH_SPLIT_MAX]; /* 0: the subset cannot take connects (fallback) */
+	__u32 pad2;
+};
+_Static_assert(sizeof(struct mesh_split) == 88, "mesh_split layout");
+
+/* mesh_split_cnt value (HASH by service_id): connects per subset, counted with atomics; reset by
+ * userspace when the service's list of subsets changes (not when only weights do). */
+struct mesh_split_cnt {
+	__u64 picked[MESH_SPLIT_MAX];	/* connects sent to subset i */
+	__u64 fallback[MESH_SPLIT_MAX]; /* connects that drew subset i but went elsewhere */
+};
+_Static_assert(sizeof(struct mesh_split_cnt) == 128, "mesh_split_cnt layout");
 
 /* mesh_abi value (ARRAY, one entry): written last on a fresh load, checked on adoption. */
 struct mesh_abi_info {

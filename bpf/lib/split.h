@@ -1,7 +1,6 @@
 /* Traffic split (canary) and peak-EWMA latency as pure functions, compiled into the BPF object
  * (included by mesh.bpf.c) and into tests/unit/test_split.c. Only decision logic: the connect
- * program will gather the inputs from the maps. Not called by the datapath yet: the split and
- * peak_ewma land on top of the map layout issue 10 brings (per-backend subset and EWMA time).
+ * program gathers the inputs from the maps (mesh_split, mesh_be_ewma).
  *
  * Split: a service's backends fall into subsets; each subset has a weight in hundredths of a
  * percent (SPLIT_SCALE = 10000 = 100%). A connection draws its subset, then the service's
@@ -16,12 +15,14 @@
 #ifndef MESH_LIB_SPLIT_H
 #define MESH_LIB_SPLIT_H
 
+#include "mesh_abi.h"
+
 #ifndef __always_inline
 #define __always_inline inline __attribute__((always_inline))
 #endif
 
-#define SPLIT_SCALE 10000 /* weights in 0.01% steps */
-#define SPLIT_MAX 8	  /* subsets per service */
+#define SPLIT_SCALE MESH_SPLIT_SCALE /* weights in 0.01% steps (include/mesh_abi.h) */
+#define SPLIT_MAX MESH_SPLIT_MAX     /* subsets per service */
 
 /* The subset `draw` falls in, given weights w[0..n) summing to SPLIT_SCALE (the remainder, if
  * they sum to less, goes to the last subset). Among the subsets whose bit is set in `usable`:
