@@ -130,6 +130,13 @@ struct config_backend {
 	/* Port of the mTLS inbound listener on the backend's host; 0 = the port of
 	 * mtls.inbound_listen. Not a config key: discovery sets it (Consul meta `mesh-port`). */
 	uint16_t mesh_port;
+	char *subset; /* subset label for traffic splits (services[].split); NULL: none */
+};
+
+/* One entry of a service's traffic split: the share of new connections its subset takes. */
+struct config_split {
+	char *subset;
+	uint32_t weight; /* hundredths of a percent: 10000 = 100% */
 };
 
 /* One service. `load_balancer` and `circuit_breaker` are the effective values: the global blocks
@@ -143,6 +150,8 @@ struct config_service {
 	struct config_load_balancer load_balancer;
 	struct config_circuit_breaker circuit_breaker;
 	bool mtls;
+	struct config_split *split; /* empty: every connect balanced over every backend */
+	size_t n_split;
 };
 
 /* The check Consul keeps on a registration. */

@@ -226,6 +226,62 @@ static void check_protocol(const struct config_service *svc, size_t i, struct co
 			 i);
 }
 
+/* Whether a backend of `svc` carries subset label `name`. */
+static bool subset_used(const struct config_service *svc, const char *name)
+{
+	for (size_t b = 0; b < svc->n_backends; b++)
+		if (svc->backends[b].subset && !strcmp(svc->backends[b].subset, name))
+			return true;
+	return false;
+}
+
+/* A split: at most MESH_SPLIT_MAX subsets, each once, weights summing to 100%, subsets that
+ * static backends carry, and an algorithm that balances within a subset (maglev's table is the
+ * service's). */
+static void check_split(const struct config_service *svc, size_t si, bool static_backends,
+			struct config_errors *errs)
+{
+	uint32_t sum = 0;
+
+	if (!svc->n_split)
+		return;
+	if (svc->n_split > MESH_SPLIT_MAX)
+		cfg_errf(errs,
+			 "services[%zu].split: too many subsets (got %zu, expected at most %d)", si,
+			 svc->n_split, MESH_SPLIT_MAX);
+	if (svc->load_balancer.algorithm == MESH_LB_MAGLEV)
+		cfg_errf(errs,
+			 "services[%zu].split: maglev cannot balance within a subset (got "
+			 "load_balancer.algorithm maglev, expected another algorithm or no split)",
+			 si);
+	for (size_t i = 0; i < svc->n_split; i++) {
+		const char *name = svc->split[i].subset;
+
+		sum += svc->split[i].weight;
+		if (!name)
+			continue;
+		for (size_t j = 0; j < i; j++)
+			if (svc->split[j].subset && !strcmp(svc->split[j].subset, name))
+				cfg_errf(errs,
+					 "services[%zu].split[%zu].subset: duplicate subset (got "
+					 "\"%s\", "
+					 "expected each subset once; first at split[%zu])",
+					 si, i, name, j);
+		if (static_backends && !subset_used(svc, name))
+			cfg_errf(
+			    errs,
+			    "services[%zu].split[%zu].subset: no backend is in this subset (got "
+			    "\"%s\", expected the subset of one of services[%zu].backends)",
+			    si, i, name, si);
+	}
+	if (sum != MESH_SPLIT_SCALE)
+		cfg_errf(
+		    errs,
+		    "services[%zu].split: the weights do not sum to 100 (got %u.%02u, expected "
+		    "100)",
+		    si, sum / 100, sum % 100);
+}
+
 static void check_service(const struct mesh_config *cfg, size_t i, const uint8_t *origin,
 			  const struct policy_keys *pk, struct config_errors *errs)
 {
@@ -246,6 +302,7 @@ static void check_service(const struct mesh_config *cfg, size_t i, const uint8_t
 			 "expected false or mtls.enabled true)",
 			 i);
 	check_backends(svc, i, errs);
+	check_split(svc, i, cfg->discovery == CONFIG_DISCOVERY_STATIC, errs);
 }
 
 /* Duplicate names and VIP:ports; fills `names` with every service name for later lookups. */

@@ -64,6 +64,7 @@ bool cfg_value_equal(const struct cfg_key *k, const void *a, const void *b)
 	case CT_BOOL:
 		return *(const bool *)va == *(const bool *)vb;
 	case CT_UINT:
+	case CT_PERCENT:
 		return *(const uint32_t *)va == *(const uint32_t *)vb;
 	case CT_INT:
 	case CT_ENUM:
@@ -123,7 +124,9 @@ size_t config_service_changes(const struct config_service *a, const struct confi
 	for (size_t i = 0; i < d->n_keys; i++) {
 		const struct cfg_key *k = &d->keys[i];
 
-		if ((k->type == CT_LIST && !with_backends) || cfg_value_equal(k, a, b))
+		bool backends = k->off == offsetof(struct config_service, backends);
+
+		if ((backends && !with_backends) || cfg_value_equal(k, a, b))
 			continue;
 		add_path(keys, len, k->path);
 		n++;

@@ -18,6 +18,7 @@ static const char *type_name(const struct cfg_key *k)
 		[CT_PORT] = "port",	      [CT_ENUM] = "enum",
 		[CT_STRLIST] = "string list", [CT_EPLIST] = "endpoint list",
 		[CT_PORTLIST] = "port list",  [CT_LIST] = "object list",
+		[CT_PERCENT] = "percent",
 	};
 
 	return names[k->type];

@@ -27,6 +27,7 @@ enum cfg_type {
 	CT_EPLIST,   /* struct config_endpoint * + size_t count */
 	CT_PORTLIST, /* uint16_t * + size_t count, each 1..65535 */
 	CT_LIST,     /* array of objects described by key->sub, + size_t count */
+	CT_PERCENT,  /* uint32_t hundredths of a percent; JSON 0..100 in steps of 0.01 */
 };
 
 #define CF_REQUIRED 0x01    /* must be given (in a list element) */

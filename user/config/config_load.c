@@ -492,6 +492,8 @@ size_t cfg_type_size(enum cfg_type t)
 	case CT_INT:
 	case CT_ENUM:
 		return sizeof(int);
+	case CT_PERCENT:
+		return sizeof(uint32_t);
 	case CT_RATIO:
 		return sizeof(double);
 	case CT_DURATION:

@@ -112,6 +112,7 @@ static cJSON *leaf_json(const struct cfg_key *k, const void *base, bool redact)
 	case CT_INT:
 	case CT_PORT:
 	case CT_RATIO:
+	case CT_PERCENT:
 		cfg_render(k, base, buf, sizeof(buf));
 		return cJSON_CreateNumber(strtod(buf, NULL));
 	case CT_PORTLIST:

@@ -44,10 +44,25 @@ static const struct cfg_key backend_keys[] = {
 	  .min = 1, .max = 65535, .doc = "Backend TCP port." },
 	{ "weight", CT_UINT, offsetof(struct config_backend, weight), .def = "1", .min = 1,
 	  .max = 10000, .doc = "Relative weight for the `weighted` algorithm." },
+	{ "subset", CT_STRING, offsetof(struct config_backend, subset), .flags = CF_DNSNAME,
+	  .doc = "Subset this backend belongs to, for the service's `split` (e.g. `v1`)." },
 };
 
 static const struct cfg_desc backend_desc = { "backend", backend_keys, ARRAY_SIZE(backend_keys),
 					      sizeof(struct config_backend) };
+
+static const struct cfg_key split_keys[] = {
+	{ "subset", CT_STRING, offsetof(struct config_split, subset),
+	  .flags = CF_REQUIRED | CF_DNSNAME,
+	  .doc = "Subset: the backends whose `subset` is this name." },
+	{ "weight", CT_PERCENT, offsetof(struct config_split, weight), .flags = CF_REQUIRED,
+	  .min = 0, .max = 10000,
+	  .doc = "Share of new connections, in percent with at most two decimals; the weights of a "
+		 "split sum to 100." },
+};
+
+static const struct cfg_desc split_desc = { "split", split_keys, ARRAY_SIZE(split_keys),
+					    sizeof(struct config_split) };
 
 static const struct cfg_key register_keys[] = {
 	{ "name", CT_STRING, offsetof(struct config_consul_register, name),
@@ -394,7 +409,7 @@ const struct cfg_desc cfg_root_desc = { "config", root_keys, ARRAY_SIZE(root_key
 					sizeof(struct mesh_config) };
 
 #define S(field) .off = offsetof(struct config_service, field)
-#define N_SERVICE_OWN 6
+#define N_SERVICE_OWN 7
 #define N_POLICY_MAX 40
 
 static struct cfg_key service_keys[N_SERVICE_OWN + N_POLICY_MAX] = {
@@ -410,6 +425,10 @@ static struct cfg_key service_keys[N_SERVICE_OWN + N_POLICY_MAX] = {
 	{ "backends", CT_LIST, S(backends),
 	  .count_off = offsetof(struct config_service, n_backends), .flags = CF_NOENV,
 	  .sub = &backend_desc, .doc = "Static backends (discovery.backend static)." },
+	{ "split", CT_LIST, S(split), .count_off = offsetof(struct config_service, n_split),
+	  .flags = CF_NOENV, .sub = &split_desc,
+	  .doc = "Traffic split (canary): each new connection draws a subset by weight, then the "
+		 "service's algorithm runs among that subset's backends (docs/split.md)." },
 	{ "mtls", CT_BOOL, S(mtls),
 	  .doc = "Carry this service's connections over mTLS (needs mtls.enabled); `false` "
 		 "opts the service out when mtls.enabled is true." },
@@ -464,7 +483,7 @@ static void build_service_keys(void)
  * linear string compares over the table dominated loading 10,000 services. */
 #define INDEX_SLOTS 256 /* power of two, > 2 x (keys + sections) of any description */
 #define SECTION ((int16_t)-2)
-#define MAX_DESCS 8
+#define MAX_DESCS 12
 
 static struct key_index {
 	const struct cfg_desc *desc;

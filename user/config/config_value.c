@@ -161,8 +161,13 @@ static int set_number(const struct cfg_key *k, void *dst, const struct cfg_in *i
 
 	if (parse_number(in, &v))
 		return bad(k, in, path, errs, in->json ? "wrong type" : "not a number");
+	if (k->type == CT_PERCENT)
+		v *= 100; /* hundredths: an integer when the value has at most two decimals */
+	if (k->type == CT_PERCENT && fabs(v - round(v)) < 1e-6)
+		v = round(v);
 	if (k->type != CT_RATIO && v != floor(v))
-		return bad(k, in, path, errs, "not an integer");
+		return bad(k, in, path, errs,
+			   k->type == CT_PERCENT ? "more than two decimals" : "not an integer");
 	if (v < k->min || v > k->max || isnan(v))
 		return bad(k, in, path, errs,
 			   k->type == CT_RATIO ? "ratio outside 0..1" : "out of range");
@@ -383,6 +388,7 @@ int cfg_set(const struct cfg_key *k, void *base, const struct cfg_in *in, const 
 	case CT_INT:
 	case CT_RATIO:
 	case CT_PORT:
+	case CT_PERCENT:
 		return set_number(k, dst, in, path, errs);
 	case CT_STRLIST:
 	case CT_EPLIST:
@@ -422,6 +428,8 @@ const char *cfg_rule(const struct cfg_key *k, char *buf, size_t len)
 		return snprintf(buf, len, "an integer in %s", range_str(k, r, sizeof(r))), buf;
 	case CT_RATIO:
 		return snprintf(buf, len, "a number in 0..1"), buf;
+	case CT_PERCENT:
+		return snprintf(buf, len, "a percentage in 0..100 in steps of 0.01"), buf;
 	case CT_DURATION:
 		return snprintf(buf, len, "a duration like 250ms, 10s, 5m, 1h in %s",
 				range_str(k, r, sizeof(r))),
@@ -509,6 +517,10 @@ const char *cfg_render(const struct cfg_key *k, const void *base, char *buf, siz
 		return snprintf(buf, len, "%u", *(const uint16_t *)v), buf;
 	case CT_RATIO:
 		return snprintf(buf, len, "%.17g", *(const double *)v), buf;
+	case CT_PERCENT:
+		return snprintf(buf, len, "%u.%02u", *(const uint32_t *)v / 100,
+				*(const uint32_t *)v % 100),
+		       buf;
 	case CT_DURATION:
 		return cfg_duration_str(*(const uint64_t *)v, buf, len);
 	case CT_ENDPOINT:
@@ -575,23 +587,47 @@ void config_service_release(struct config_service *svc)
 	memset(svc, 0, sizeof(*svc));
 }
 
-/* Duplicates the text keys of `dst` (a shallow copy) in place; 0 or -ENOMEM (then every text key
- * holds its own copy or NULL). The per-service table holds no other owned storage but backends. */
-static int service_dup_strings(struct config_service *dst)
+static int dup_object(const struct cfg_desc *d, void *base, int err);
+
+/* Gives key `k` of `base` (shallow-copied) its own copy of what it points to, or empties it once
+ * `err` is set; returns `err` or -ENOMEM. */
+static int dup_value(const struct cfg_key *k, void *base, int err)
 {
-	int err = 0;
+	void **p = (void **)((char *)base + k->off);
+	size_t *n = (size_t *)((char *)base + k->count_off);
+	void *copy;
 
-	for (size_t i = 0; i < cfg_service_desc.n_keys; i++) {
-		const struct cfg_key *k = &cfg_service_desc.keys[i];
-		char **p = (char **)((char *)dst + k->off);
-
-		if (k->type != CT_STRING && k->type != CT_PATH && k->type != CT_URL)
-			continue;
-		if (*p && !err && !(*p = strdup(*p)))
-			err = -ENOMEM;
-		else if (err)
+	switch (k->type) {
+	case CT_STRING:
+	case CT_PATH:
+	case CT_URL:
+		if (*p && (err || !(*p = strdup(*p))))
+			return *p = NULL, -ENOMEM;
+		return err;
+	case CT_LIST:
+		copy = !err && *p && *n ? malloc(*n * k->sub->size) : NULL;
+		if (!copy) {
+			err = err || !*p || !*n ? err : -ENOMEM;
 			*p = NULL;
+			*n = 0;
+			return err;
+		}
+		memcpy(copy, *p, *n * k->sub->size);
+		*p = copy;
+		for (size_t i = 0; i < *n; i++)
+			err = dup_object(k->sub, (char *)copy + i * k->sub->size, err);
+		return err;
+	default: /* per-service tables hold no other owned storage (string and address lists) */
+		return err;
 	}
+}
+
+/* Replaces every owned value of the shallow copy at `base` by its own copy, derived from the
+ * table; after an error each one holds its own copy or is empty (cfg_free_object frees it). */
+static int dup_object(const struct cfg_desc *d, void *base, int err)
+{
+	for (size_t i = 0; i < d->n_keys; i++)
+		err = dup_value(&d->keys[i], base, err);
 	return err;
 }
 
@@ -599,19 +635,10 @@ int config_service_copy(struct config_service *dst, const struct config_service 
 			const struct config_backend *backends, size_t n)
 {
 	*dst = *src;
-	dst->backends = NULL;
-	dst->n_backends = 0;
-	if (service_dup_strings(dst))
-		goto err;
-	if (n) {
-		dst->backends = calloc(n, sizeof(*backends));
-		if (!dst->backends)
-			goto err;
-		memcpy(dst->backends, backends, n * sizeof(*backends));
-		dst->n_backends = n;
-	}
-	return 0;
-err:
+	dst->backends = (struct config_backend *)backends;
+	dst->n_backends = n;
+	if (!dup_object(&cfg_service_desc, dst, 0))
+		return 0;
 	config_service_release(dst);
 	return -ENOMEM;
 }

@@ -45,6 +45,8 @@ const char *const dp_map_names[DP_MAP__COUNT] = {
 	[DP_MAP_TRACE] = "mesh_trace",
 	[DP_MAP_TRACE_SK] = "mesh_trace_sk",
 	[DP_MAP_BE_EWMA] = "mesh_be_ewma",
+	[DP_MAP_SPLIT] = "mesh_split",
+	[DP_MAP_SPLIT_CNT] = "mesh_split_cnt",
 };
 
 /* Programs and the names their links are pinned under. */
@@ -151,6 +153,8 @@ static int size_maps(struct datapath *dp)
 	err = err ?: bpf_map__set_max_entries(o->maps.mesh_be_state, dp->max_backends);
 	err = err ?: bpf_map__set_max_entries(o->maps.mesh_be_ewma, dp->max_backends);
 	err = err ?: bpf_map__set_max_entries(o->maps.mesh_slots, dp->max_slots);
+	err = err ?: bpf_map__set_max_entries(o->maps.mesh_split, dp->max_services);
+	err = err ?: bpf_map__set_max_entries(o->maps.mesh_split_cnt, dp->max_services);
 	return err;
 }
 
@@ -487,8 +491,10 @@ void datapath_close(struct datapath *dp)
 		for (int i = 0; i < DP_MAP__COUNT; i++)
 			if (dp->fd[i] >= 0)
 				close(dp->fd[i]);
-	for (uint32_t i = 0; dp->svcs && i < dp->max_services; i++)
+	for (uint32_t i = 0; dp->svcs && i < dp->max_services; i++) {
 		free(dp->svcs[i].ids);
+		free(dp->svcs[i].split);
+	}
 	free(dp->svcs);
 	free(dp->be);
 	free(dp->be_used);

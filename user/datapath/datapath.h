@@ -100,6 +100,15 @@ struct datapath_backend_stats {
 	uint64_t drained; /* connections closed by a drain */
 };
 
+/* One subset of a service's traffic split (docs/split.md). */
+struct datapath_subset_stats {
+	const char *name;
+	uint32_t weight;	    /* configured share, hundredths of a percent */
+	uint32_t backends, healthy; /* its backends, and those passing health checks */
+	uint64_t picked;	    /* connects sent to it */
+	uint64_t fallback; /* connects that drew it but went to another (it had none usable) */
+};
+
 /* Per-service snapshot, counters summed over CPUs. */
 struct datapath_service_stats {
 	const char *service;
@@ -118,6 +127,8 @@ struct datapath_service_stats {
 	uint64_t datagrams_sent, datagrams_received; /* UDP services */
 	uint64_t drained;			     /* connections closed by drains */
 	uint32_t panic_percent; /* the service's panic threshold, 0..100 (0 = off) */
+	uint32_t n_subsets;	/* traffic split: 0 for none */
+	const struct datapath_subset_stats *subsets; /* [n_subsets], valid during the callback */
 };
 
 /* Calls `svc_cb` once per service and `be_cb` once per backend, reading maps with batch lookups.

@@ -36,9 +36,20 @@ enum dp_map {
 	DP_MAP_TRACE,
 	DP_MAP_TRACE_SK,
 	DP_MAP_BE_EWMA,
+	DP_MAP_SPLIT,
+	DP_MAP_SPLIT_CNT,
 	DP_MAP__COUNT,
 };
 #define DP_MAP_FIRST_OPTIONAL DP_MAP_MTLS_CFG
+
+/* The traffic split of a service (split.c): its subsets' names, weights and members, and the
+ * mesh_split value last written (bases and counts filled by dp_write_tables). */
+struct dp_split {
+	struct mesh_split val;
+	char name[MESH_SPLIT_MAX][MESH_SVC_NAME_MAX];
+	uint32_t n_be;	  /* backends of the service when built */
+	uint8_t member[]; /* [n_be], configured order: bit i set when in subset i */
+};
 
 /* Userspace mirror of one service (index = service_id). */
 struct dp_service {
@@ -47,6 +58,8 @@ struct dp_service {
 	struct mesh_svc_key key;
 	struct mesh_svc val;
 	__u32 *ids;		 /* val.n_backends backend ids, in slot order */
+	uint32_t n_slots;	 /* mesh_slots entries of its range (more than n_backends: split) */
+	struct dp_split *split;	 /* NULL: no split */
 	uint64_t close_after_ns; /* close connections to removed backends after this; 0 never */
 	bool close_on_open;	 /* ... and to a backend whose breaker opened */
 	bool removed; /* removed inside an open transaction: id, range, ids held to its end */
@@ -132,6 +145,24 @@ void dp_maglev_drop(struct datapath *dp, __u32 table, __u32 from);
  * for the end (an undo may need it back). */
 int dp_txn_displace(struct datapath *dp, __u32 id);
 void dp_txn_defer_range(struct datapath *dp, uint32_t base, uint32_t n);
+
+/* split.c: the mirror of a service's split built from its config (NULL for no split, or out of
+ * memory); the mesh_slots entries its lists take after the service's
+ * own; writing those lists into `e` (after the service's own, at entry n_backends) with the
+ * bases from `base`; publishing and dropping the split and its counters around the service
+ * value; adoption of a pinned split's range. */
+struct dp_split *dp_split_new(const struct config_service *svc);
+uint32_t dp_split_slots(const struct dp_service *s);
+int dp_split_lists(const struct datapath *dp, struct dp_service *s, struct mesh_slot *e,
+		   uint32_t base);
+int dp_split_write(struct datapath *dp, const struct dp_service *s, const struct dp_split *old);
+void dp_split_drop(struct datapath *dp, __u32 sid);
+uint32_t dp_split_adopt_slots(struct datapath *dp, __u32 sid, const struct mesh_svc *val);
+/* Fills out[0..n) for a split service (names point into the mirror); returns n. */
+uint32_t dp_split_stats(const struct datapath *dp, const struct dp_service *s,
+			struct datapath_subset_stats *out);
+/* services.c: the alias table over the healthy entries of e[0..k) (weighted only). */
+int dp_fill_alias(const struct datapath *dp, struct mesh_slot *e, uint32_t k);
 
 /* slots.c */
 int dp_slots_init(struct datapath *dp);

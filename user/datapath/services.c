@@ -166,6 +166,7 @@ static int svc_alloc(struct datapath *dp)
 		if (id + 1 > dp->svc_hi)
 			dp->svc_hi = id + 1;
 		free(dp->svcs[id].ids);
+		free(dp->svcs[id].split);
 		memset(&dp->svcs[id], 0, sizeof(dp->svcs[id]));
 		dp->svcs[id].val.epoch = ss.epoch;
 		return (int)id;
@@ -390,8 +391,7 @@ static int assign_backends(struct datapath *dp, const struct mesh_backend *bes, 
 
 /* --- the lists in mesh_slots ---------------------------------------------------------------- */
 
-/* The alias table over the healthy entries of `e` (weighted only). */
-static int fill_alias(const struct datapath *dp, struct mesh_slot *e, uint32_t k)
+int dp_fill_alias(const struct datapath *dp, struct mesh_slot *e, uint32_t k)
 {
 	uint32_t *w = calloc(3 * (size_t)k, sizeof(uint32_t));
 	int err;
@@ -411,7 +411,7 @@ static int fill_alias(const struct datapath *dp, struct mesh_slot *e, uint32_t k
 
 int dp_write_tables(struct datapath *dp, struct dp_service *s)
 {
-	uint32_t n = s->val.n_backends, cnt = n ? n : 1, k = 0;
+	uint32_t n = s->val.n_backends, cnt = n + dp_split_slots(s), k = 0;
 	bool v4 = addr_is_v4mapped(s->key.addr), same_family = true;
 	struct mesh_slot *e = calloc(cnt, sizeof(*e));
 	__u32 *keys = calloc(cnt, sizeof(*keys));
@@ -419,6 +419,7 @@ int dp_write_tables(struct datapath *dp, struct dp_service *s)
 	int64_t base;
 	int err = 0;
 
+	cnt = cnt ? cnt : 1;
 	if (!e || !keys) {
 		err = -ENOMEM;
 		goto out;
@@ -432,23 +433,30 @@ int dp_write_tables(struct datapath *dp, struct dp_service *s)
 		same_family = same_family && (!v4 || addr_is_v4mapped(be->addr));
 	}
 	if (s->val.algorithm == MESH_LB_WEIGHTED && k)
-		err = fill_alias(dp, e, k);
+		err = dp_fill_alias(dp, e, k);
 	base = err ? err : dp_slots_alloc(dp, cnt);
 	if (base < 0) {
 		err = (int)base;
+		goto out;
+	}
+	err = dp_split_lists(dp, s, e, (uint32_t)base);
+	if (err) {
+		dp_slots_retire(dp, (uint32_t)base, cnt);
 		goto out;
 	}
 	for (uint32_t i = 0; i < cnt; i++)
 		keys[i] = (__u32)base + i;
 	if (bpf_map_update_batch(dp->fd[DP_MAP_SLOTS], keys, e, &cnt, &opts)) {
 		err = -errno;
-		dp_slots_retire(dp, (uint32_t)base, n);
+		dp_slots_retire(dp, (uint32_t)base, cnt);
 		goto out;
 	}
 	s->val.slot_base = (__u32)base;
+	s->n_slots = cnt;
 	s->val.n_healthy = (__u16)k;
-	s->val.flags = (__u8)((s->val.flags & ~MESH_SVC_F_SAME_FAMILY) |
-			      (same_family ? MESH_SVC_F_SAME_FAMILY : 0));
+	s->val.flags =
+	    (__u8)((s->val.flags & ~(MESH_SVC_F_SAME_FAMILY | MESH_SVC_F_SPLIT)) |
+		   (same_family ? MESH_SVC_F_SAME_FAMILY : 0) | (s->split ? MESH_SVC_F_SPLIT : 0));
 out:
 	free(e);
 	free(keys);
@@ -551,9 +559,19 @@ int dp_write_name(struct datapath *dp, const struct dp_service *s)
 static int publish(struct datapath *dp, struct dp_service *s, const struct dp_service *old)
 {
 	__u32 sid = s->val.service_id;
+	int err = dp_split_write(dp, s, old->used ? old->split : NULL);
 
-	if (bpf_map_update_elem(dp->fd[DP_MAP_SERVICES], &s->key, &s->val, BPF_ANY))
-		return -errno;
+	if (!err && bpf_map_update_elem(dp->fd[DP_MAP_SERVICES], &s->key, &s->val, BPF_ANY))
+		err = -errno;
+	if (err) { /* connects still read the old value: its split, if any, must be the old one */
+		if (old->used && old->split)
+			dp_split_write(dp, old, old->split);
+		else
+			dp_split_drop(dp, sid);
+		return err;
+	}
+	if (!s->split)
+		dp_split_drop(dp, sid);
 	if (dp_write_name(dp, s))
 		LOG_WARN(DP_SUBSYS, "name record not written", "service=%s", log_q(s->name));
 	if (old->used && memcmp(&old->key, &s->key, sizeof(s->key))) {
@@ -564,7 +582,7 @@ static int publish(struct datapath *dp, struct dp_service *s, const struct dp_se
 			dp_index_set(dp, false, &old->key, -1);
 	}
 	if (old->used) {
-		dp_slots_retire(dp, old->val.slot_base, old->val.n_backends);
+		dp_slots_retire(dp, old->val.slot_base, old->n_slots);
 		free_removed(dp, old->ids, old->val.n_backends, s->ids, s->val.n_backends,
 			     s->close_after_ns);
 	}
@@ -585,11 +603,13 @@ static void undo_set(struct datapath *dp, struct dp_service *s, const struct dp_
 		     bool tables_written)
 {
 	if (tables_written)
-		dp_slots_retire(dp, s->val.slot_base, s->val.n_backends);
+		dp_slots_retire(dp, s->val.slot_base, s->n_slots);
 	if (s->ids)
 		free_removed(dp, s->ids, s->val.n_backends, old->ids,
 			     old->used ? old->val.n_backends : 0, 0);
 	free(s->ids);
+	if (s->split != old->split)
+		free(s->split);
 	*s = *old;
 }
 
@@ -616,9 +636,11 @@ static int set_service(struct datapath *dp, const struct config_service *svc, in
 		s->val.maglev_m =
 		    maglev_size((uint32_t)svc->n_backends,
 				old.val.algorithm == MESH_LB_MAGLEV ? old.val.maglev_m : 0);
+	s->split = dp_split_new(svc);
 	s->ids = calloc(svc->n_backends ? svc->n_backends : 1, sizeof(*s->ids));
-	err = s->ids ? assign_backends(dp, bes, (uint32_t)svc->n_backends, (__u32)id, &old, s->ids)
-		     : -ENOMEM;
+	err = s->ids && (s->split || !svc->n_split)
+		  ? assign_backends(dp, bes, (uint32_t)svc->n_backends, (__u32)id, &old, s->ids)
+		  : -ENOMEM;
 	if (!err)
 		err = dp_write_tables(dp, s);
 	tables = !err;
@@ -631,6 +653,7 @@ static int set_service(struct datapath *dp, const struct config_service *svc, in
 		return err;
 	}
 	free(old.ids);
+	free(old.split);
 	return 0;
 }
 
@@ -690,9 +713,10 @@ int datapath_service_del(struct datapath *dp, const char *name)
 	if (bpf_map_delete_elem(dp->fd[DP_MAP_SERVICES], &s->key) && errno != ENOENT)
 		return -errno;
 	bpf_map_delete_elem(dp->fd[DP_MAP_SVC_NAMES], &sid);
+	dp_split_drop(dp, sid);
 	dp_maglev_drop(dp, sid * 2, 0);
 	dp_maglev_drop(dp, sid * 2 + 1, 0);
-	dp_slots_retire(dp, s->val.slot_base, s->val.n_backends);
+	dp_slots_retire(dp, s->val.slot_base, s->n_slots);
 	for (__u32 i = 0; i < s->val.n_backends; i++) {
 		dp_drain_schedule(dp, s->ids[i], sid, s->close_after_ns);
 		be_free(dp, s->ids[i]);
@@ -701,6 +725,7 @@ int datapath_service_del(struct datapath *dp, const char *name)
 	dp_index_set(dp, false, &s->key, -1);
 	LOG_DEBUG(DP_SUBSYS, "service removed", "service=%s", log_q(name));
 	free(s->ids);
+	free(s->split);
 	memset(s, 0, sizeof(*s));
 	return 0;
 }
@@ -739,7 +764,9 @@ int datapath_backend_set_health(struct datapath *dp, const char *service,
 	struct config_backend cb = { .endpoint = *backend };
 	struct mesh_backend probe = { 0 };
 	int id = dp_find_service(dp, service);
+	struct mesh_split old_split = { 0 };
 	struct dp_service *s, old;
+	bool tables;
 	__u32 be = 0;
 	int err;
 
@@ -757,22 +784,34 @@ int datapath_backend_set_health(struct datapath *dp, const char *service,
 	/* Going down, the service's healthy list drops it before the backend is marked; coming
 	 * up, the backend is marked first. */
 	old = *s;
+	if (s->split)
+		old_split = s->split->val;
 	dp->be[be].flags ^= MESH_BE_F_HEALTHY;
 	err = healthy ? dp_be_write(dp, be) : 0;
 	if (!err)
 		err = dp_write_tables(dp, s);
+	tables = !err;
+	if (!err)
+		err = dp_split_write(dp, s, s->split);
 	/* A service whose VIP another one took over in an open transaction writes its key again
 	 * when it moves; the entry there is the other one's now. */
 	if (!err && dp_index_find(dp, false, &s->key) == id &&
 	    bpf_map_update_elem(dp->fd[DP_MAP_SERVICES], &s->key, &s->val, BPF_EXIST))
 		err = -errno;
 	if (!err) {
-		dp_slots_retire(dp, old.val.slot_base, old.val.n_backends);
+		if (!s->split)
+			dp_split_drop(dp, s->val.service_id);
+		dp_slots_retire(dp, old.val.slot_base, old.n_slots);
 		return healthy ? 0 : dp_be_write(dp, be);
 	}
-	if (s->val.slot_base != old.val.slot_base)
-		dp_slots_retire(dp, s->val.slot_base, s->val.n_backends);
+	if (s->split) {
+		s->split->val = old_split;
+		dp_split_write(dp, s, s->split);
+	}
+	if (tables)
+		dp_slots_retire(dp, s->val.slot_base, s->n_slots);
 	s->val = old.val;
+	s->n_slots = old.n_slots;
 	dp->be[be].flags ^= MESH_BE_F_HEALTHY;
 	if (healthy)
 		dp_be_write(dp, be);
@@ -795,6 +834,7 @@ int dp_adopt_service(struct datapath *dp, __u32 sid, const char *name,
 	snprintf(s->name, sizeof(s->name), "%.*s", MESH_SVC_NAME_MAX - 1, name);
 	s->key = *key;
 	s->val = *val;
+	s->n_slots = val->n_backends;
 	s->used = true;
 	for (__u32 i = 0; i < val->n_backends; i++) {
 		__u32 id = ids[i];
@@ -818,7 +858,7 @@ static int load_one(struct datapath *dp, __u32 sid, const struct mesh_svc_name *
 	struct mesh_slot *e = NULL;
 	struct mesh_svc_state ss = { 0 };
 	struct mesh_svc val;
-	__u32 *ids = NULL;
+	__u32 *ids = NULL, n_slots;
 	int err = -ENOENT;
 
 	if (bpf_map_lookup_elem(dp->fd[DP_MAP_SERVICES], &rec->key, &val) ||
@@ -836,8 +876,15 @@ static int load_one(struct datapath *dp, __u32 sid, const struct mesh_svc_name *
 	val.epoch = ss.epoch;
 	if (!err)
 		err = dp_adopt_service(dp, sid, rec->name, &rec->key, &val, ids);
-	if (!err)
-		dp_slots_mark(dp, val.slot_base, val.n_backends);
+	/* A split's subset lists follow the service's own; the split itself (no names in the
+	 * maps) comes back with the next write of the service. */
+	n_slots = err ? 0 : dp_split_adopt_slots(dp, sid, &val);
+	if (n_slots > dp->max_slots - val.slot_base)
+		n_slots = val.n_backends;
+	if (!err) {
+		dp->svcs[sid].n_slots = n_slots;
+		dp_slots_mark(dp, val.slot_base, n_slots);
+	}
 	free(e);
 	free(ids);
 	return err;

@@ -76,10 +76,16 @@ static void report_service(const struct datapath *dp, __u32 sid, const struct me
 	};
 	struct mesh_backend vip = { .port = s->key.port };
 
+	struct datapath_subset_stats subsets[MESH_SPLIT_MAX];
+
 	memcpy(vip.addr, s->key.addr, 16);
 	dp_endpoint_from_be(&vip, &out.vip);
 	for (int r = 0; r < MESH_REJECT__COUNT; r++)
 		out.rejects[r] = ss->rejects[r];
+	if (s->split) {
+		out.n_subsets = dp_split_stats(dp, s, subsets);
+		out.subsets = subsets;
+	}
 	cb(&out, arg);
 }
 
@@ -352,7 +358,7 @@ const char *datapath_circuit_name(int circuit)
 										 : "unknown";
 }
 
-_Static_assert(MESH_CNT__COUNT == 35, "name every counter below");
+_Static_assert(MESH_CNT__COUNT == 37, "name every counter below");
 
 const char *datapath_counter_name(int counter)
 {
@@ -392,6 +398,8 @@ const char *datapath_counter_name(int counter)
 		[MESH_CNT_OUTCOME] = "mtls_outcome",
 		[MESH_CNT_TRACE_EVENT] = "trace_event",
 		[MESH_CNT_TRACE_DROP] = "trace_drop",
+		[MESH_CNT_SPLIT] = "split",
+		[MESH_CNT_SPLIT_FALLBACK] = "split_fallback",
 	};
 
 	return counter >= 0 && counter < MESH_CNT__COUNT ? names[counter] : NULL;

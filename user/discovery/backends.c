@@ -16,6 +16,11 @@ static bool endpoint_equal(const struct config_endpoint *a, const struct config_
 	return a->addr.v4.s_addr == b->addr.v4.s_addr;
 }
 
+static bool str_equal(const char *a, const char *b)
+{
+	return a == b || (a && b && !strcmp(a, b));
+}
+
 bool state_backends_equal(const struct config_backend *a, size_t na, const struct config_backend *b,
 			  size_t nb)
 {
@@ -24,7 +29,8 @@ bool state_backends_equal(const struct config_backend *a, size_t na, const struc
 	if (na != nb)
 		return false;
 	for (i = 0; i < na; i++)
-		if (!endpoint_equal(&a[i].endpoint, &b[i].endpoint) || a[i].weight != b[i].weight)
+		if (!endpoint_equal(&a[i].endpoint, &b[i].endpoint) || a[i].weight != b[i].weight ||
+		    !str_equal(a[i].subset, b[i].subset))
 			return false;
 	return true;
 }

@@ -18,6 +18,7 @@
 
 /* ---- backend sets (backends.c) ------------------------------------------------------------ */
 
+/* True when both sets list the same backends in the same order: endpoint, weight and subset. */
 bool state_backends_equal(const struct config_backend *a, size_t na, const struct config_backend *b,
 			  size_t nb);
 /* Sorts backends into a canonical order (family, address, port) so that sets compare equal

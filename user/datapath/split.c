@@ -1,0 +1,165 @@
+/* Traffic splits in the maps: a split service's subsets (from services[].split and each
+ * backend's subset label), their lists in the service's mesh_slots range after its own (so the
+ * connect program balances within a subset with the service's code), the mesh_split value
+ * written before the service value that points connects at it, and the per-subset counters,
+ * kept while the service's subsets stay the same. Loop thread only. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <bpf/bpf.h>
+
+#include "datapath/internal.h"
+
+struct dp_split *dp_split_new(const struct config_service *svc)
+{
+	size_t n = svc->n_split < MESH_SPLIT_MAX ? svc->n_split : MESH_SPLIT_MAX;
+	struct dp_split *sp;
+
+	if (!n)
+		return NULL;
+	sp = calloc(1, sizeof(*sp) + svc->n_backends + 1);
+	if (!sp)
+		return NULL;
+	sp->val.n = (__u8)n;
+	sp->n_be = (uint32_t)svc->n_backends;
+	for (size_t i = 0; i < n; i++) {
+		const char *name = svc->split[i].subset ? svc->split[i].subset : "";
+
+		sp->val.weight[i] = (__u16)svc->split[i].weight;
+		strncpy(sp->name[i], name, MESH_SVC_NAME_MAX - 1);
+		for (size_t b = 0; b < svc->n_backends; b++)
+			if (svc->backends[b].subset && !strcmp(svc->backends[b].subset, name))
+				sp->member[b] |= (uint8_t)(1u << i);
+	}
+	return sp;
+}
+
+uint32_t dp_split_slots(const struct dp_service *s)
+{
+	uint32_t n = 0;
+
+	if (!s->split)
+		return 0;
+	for (uint32_t b = 0; b < s->split->n_be && b < s->val.n_backends; b++)
+		n += (uint32_t)__builtin_popcount(s->split->member[b]);
+	return n;
+}
+
+/* Subset i's lists at e[0..): its backends in configured order, its healthy ones, and for
+ * weighted the alias cells over those. Returns the count of backends, or -errno. */
+static int subset_lists(const struct datapath *dp, const struct dp_service *s, uint32_t i,
+			struct mesh_slot *e, uint32_t *healthy)
+{
+	uint32_t n = 0, k = 0;
+
+	for (uint32_t b = 0; b < s->split->n_be && b < s->val.n_backends; b++) {
+		__u32 id = s->ids[b];
+
+		if (!(s->split->member[b] >> i & 1))
+			continue;
+		e[n++].backend_id = id;
+		if (dp->be[id].flags & MESH_BE_F_HEALTHY)
+			e[k++].healthy_id = id;
+	}
+	*healthy = k;
+	if (s->val.algorithm == MESH_LB_WEIGHTED && k) {
+		int err = dp_fill_alias(dp, e, k);
+
+		if (err)
+			return err;
+	}
+	return (int)n;
+}
+
+int dp_split_lists(const struct datapath *dp, struct dp_service *s, struct mesh_slot *e,
+		   uint32_t base)
+{
+	struct mesh_split *v;
+	uint32_t at = s->val.n_backends, k;
+
+	if (!s->split)
+		return 0;
+	v = &s->split->val;
+	for (uint32_t i = 0; i < v->n; i++) {
+		int n = subset_lists(dp, s, i, e + at, &k);
+
+		if (n < 0)
+			return n;
+		v->base[i] = base + at;
+		v->n_backends[i] = (__u16)n;
+		v->n_healthy[i] = (__u16)k;
+		at += (uint32_t)n;
+	}
+	return 0;
+}
+
+/* Whether two splits have the same subsets in the same order (counters then carry on). */
+static bool same_subsets(const struct dp_split *a, const struct dp_split *b)
+{
+	if (!a || !b || a->val.n != b->val.n)
+		return false;
+	for (uint32_t i = 0; i < a->val.n; i++)
+		if (strcmp(a->name[i], b->name[i]))
+			return false;
+	return true;
+}
+
+int dp_split_write(struct datapath *dp, const struct dp_service *s, const struct dp_split *old)
+{
+	struct mesh_split_cnt zero = { 0 };
+	__u32 sid = s->val.service_id;
+
+	if (!s->split)
+		return 0;
+	if (dp->fd[DP_MAP_SPLIT] < 0 || dp->fd[DP_MAP_SPLIT_CNT] < 0)
+		return -EOPNOTSUPP;
+	if (bpf_map_update_elem(dp->fd[DP_MAP_SPLIT_CNT], &sid, &zero,
+				same_subsets(s->split, old) ? BPF_NOEXIST : BPF_ANY) &&
+	    errno != EEXIST)
+		return -errno;
+	return bpf_map_update_elem(dp->fd[DP_MAP_SPLIT], &sid, &s->split->val, BPF_ANY) ? -errno
+											 : 0;
+}
+
+void dp_split_drop(struct datapath *dp, __u32 sid)
+{
+	if (dp->fd[DP_MAP_SPLIT] >= 0)
+		bpf_map_delete_elem(dp->fd[DP_MAP_SPLIT], &sid);
+	if (dp->fd[DP_MAP_SPLIT_CNT] >= 0)
+		bpf_map_delete_elem(dp->fd[DP_MAP_SPLIT_CNT], &sid);
+}
+
+uint32_t dp_split_adopt_slots(struct datapath *dp, __u32 sid, const struct mesh_svc *val)
+{
+	struct mesh_split sp;
+	uint32_t n = val->n_backends;
+
+	if (!(val->flags & MESH_SVC_F_SPLIT) || dp->fd[DP_MAP_SPLIT] < 0 ||
+	    bpf_map_lookup_elem(dp->fd[DP_MAP_SPLIT], &sid, &sp))
+		return n;
+	for (uint32_t i = 0; i < sp.n && i < MESH_SPLIT_MAX; i++)
+		n += sp.n_backends[i];
+	return n;
+}
+
+uint32_t dp_split_stats(const struct datapath *dp, const struct dp_service *s,
+			struct datapath_subset_stats *out)
+{
+	struct mesh_split_cnt cnt = { 0 };
+	const struct mesh_split *v = &s->split->val;
+	__u32 sid = s->val.service_id;
+
+	if (dp->fd[DP_MAP_SPLIT_CNT] >= 0)
+		bpf_map_lookup_elem(dp->fd[DP_MAP_SPLIT_CNT], &sid, &cnt);
+	for (uint32_t i = 0; i < v->n && i < MESH_SPLIT_MAX; i++)
+		out[i] = (struct datapath_subset_stats){
+			.name = s->split->name[i],
+			.weight = v->weight[i],
+			.backends = v->n_backends[i],
+			.healthy = v->n_healthy[i],
+			.picked = cnt.picked[i],
+			.fallback = cnt.fallback[i],
+		};
+	return v->n < MESH_SPLIT_MAX ? v->n : MESH_SPLIT_MAX;
+}
