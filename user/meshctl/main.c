@@ -12,6 +12,7 @@ static const struct ctl_cmd commands[] = {
 	{ "status", cmd_status, "daemon version, uptime, config generation, readiness, counts" },
 	{ "services", cmd_services, "services with their VIP, algorithm and backend health" },
 	{ "backends", cmd_backends, "backends of SERVICE: health, circuit, connections" },
+	{ "split", cmd_split, "traffic split of SERVICE: each subset's weight and observed share" },
 	{ "circuits", cmd_circuits, "circuit breaker state of every backend" },
 	{ "config", cmd_config, "config show: the running config, secrets redacted" },
 	{ "reload", cmd_reload, "reload the config file (validate, then apply or keep old)" },

@@ -75,6 +75,7 @@ const char *ctl_duration(double seconds, char *buf, size_t len);
 int cmd_status(struct ctl *c, int argc, char **argv);
 int cmd_services(struct ctl *c, int argc, char **argv);
 int cmd_backends(struct ctl *c, int argc, char **argv);
+int cmd_split(struct ctl *c, int argc, char **argv);
 int cmd_circuits(struct ctl *c, int argc, char **argv);
 int cmd_config(struct ctl *c, int argc, char **argv);
 int cmd_reload(struct ctl *c, int argc, char **argv);

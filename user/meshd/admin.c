@@ -86,6 +86,33 @@ static void add_to(cJSON *o, const char *key, double v)
 		cJSON_AddNumberToObject(o, key, v);
 }
 
+/* "split": the service's subsets with their configured weight and observed share (of the
+ * connects sent to any subset), counts and backends. */
+static void snap_split(cJSON *o, const struct datapath_service_stats *st)
+{
+	cJSON *arr = cJSON_AddArrayToObject(o, "split");
+	uint64_t total = 0;
+	uint32_t i;
+
+	for (i = 0; i < st->n_subsets; i++)
+		total += st->subsets[i].picked;
+	for (i = 0; arr && i < st->n_subsets; i++) {
+		const struct datapath_subset_stats *ss = &st->subsets[i];
+		cJSON *e = cJSON_CreateObject();
+
+		if (!e || !cJSON_AddItemToArray(arr, e))
+			return;
+		cJSON_AddStringToObject(e, "subset", ss->name);
+		cJSON_AddNumberToObject(e, "weight_percent", ss->weight / 100.0);
+		cJSON_AddNumberToObject(e, "share_percent",
+					total ? 100.0 * (double)ss->picked / (double)total : 0);
+		cJSON_AddNumberToObject(e, "connections_total", (double)ss->picked);
+		cJSON_AddNumberToObject(e, "fallbacks_total", (double)ss->fallback);
+		cJSON_AddNumberToObject(e, "backends", ss->backends);
+		cJSON_AddNumberToObject(e, "healthy_backends", ss->healthy);
+	}
+}
+
 static void snap_service(const struct datapath_service_stats *st, void *arg)
 {
 	struct snap *s = arg;
@@ -104,6 +131,8 @@ static void snap_service(const struct datapath_service_stats *st, void *arg)
 	add_to(o, "bytes_sent_total", (double)st->bytes_sent);
 	add_to(o, "bytes_received_total", (double)st->bytes_received);
 	add_to(o, "panic_threshold_percent", st->panic_percent);
+	if (st->n_subsets && !cJSON_GetObjectItemCaseSensitive(o, "split"))
+		snap_split(o, st);
 }
 
 static void circuit_fields(cJSON *o, const struct datapath_backend_stats *b)
@@ -348,6 +377,8 @@ static cJSON *service_object(const char *name, const struct config_service *svc,
 	{
 		if (cJSON_IsString(n))
 			cJSON_AddStringToObject(o, n->string, n->valuestring);
+		else if (cJSON_IsArray(n))
+			cJSON_AddItemToObject(o, n->string, cJSON_Duplicate(n, 1));
 		else
 			cJSON_AddNumberToObject(o, n->string, n->valuedouble);
 	}

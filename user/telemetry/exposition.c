@@ -30,6 +30,10 @@ enum family {
 	FAM_SERVICE_STATE,
 	FAM_SERVICE_BACKENDS,
 	FAM_SERVICE_USABLE,
+	FAM_SPLIT_WEIGHT,
+	FAM_SPLIT_CONNECTIONS,
+	FAM_SPLIT_FALLBACKS,
+	FAM_SPLIT_HEALTHY,
 	FAM__COUNT,
 };
 
@@ -83,16 +87,33 @@ static const struct {
 	[FAM_SERVICE_USABLE] = { "meshd_service_backends_usable", "gauge",
 				 "Backends of a service passing health checks with a closed "
 				 "breaker." },
+	[FAM_SPLIT_WEIGHT] = { "meshd_split_weight_ratio", "gauge",
+			       "Configured share of a subset of a split service's new connections "
+			       "(0..1)." },
+	[FAM_SPLIT_CONNECTIONS] = { "meshd_split_connections_total", "counter",
+				    "Connections of a split service sent to each subset." },
+	[FAM_SPLIT_FALLBACKS] = { "meshd_split_fallbacks_total", "counter",
+				  "Connections that drew a subset with no usable backend and went "
+				  "to another subset (or the whole service) instead." },
+	[FAM_SPLIT_HEALTHY] = { "meshd_split_backends_healthy", "gauge",
+				"Backends of a subset passing health checks (0: its share falls "
+				"back to the other subsets)." },
 };
 
 /* Rendered label lists are at most a 63-byte service name and a 47-byte [ip6]:port plus syntax. */
 #define LABELS_MAX 160
+
+struct subset_entry {
+	char label[96]; /* subset="..." */
+	struct datapath_subset_stats st;
+};
 
 struct svc_entry {
 	char labels[LABELS_MAX]; /* service="..." */
 	char name[64];		 /* to match its backends, which arrive after every service */
 	struct datapath_service_stats st;
 	struct service_health health;
+	struct subset_entry *subsets; /* [st.n_subsets], split services only */
 };
 
 struct be_entry {
@@ -135,6 +156,8 @@ struct exposition *expo_new(const char *(*reason_name)(int reason))
 /* Drops the snapshot (and its memory: a large scrape must not pin megabytes while idle). */
 static void expo_clear(struct exposition *e)
 {
+	for (size_t i = 0; i < e->n_svcs; i++)
+		free(e->svcs[i].subsets);
 	free(e->svcs);
 	free(e->bes);
 	free(e->svc_seen.slot);
@@ -237,6 +260,25 @@ static int render_labels(char *dst, const char *service, const char *backend)
 	return err;
 }
 
+/* Keeps a split service's subsets (their names are only valid during the callback). */
+static int copy_subsets(struct svc_entry *x, const struct datapath_service_stats *s)
+{
+	x->subsets = calloc(s->n_subsets, sizeof(*x->subsets));
+	if (!x->subsets)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < s->n_subsets; i++) {
+		struct subset_entry *se = &x->subsets[i];
+
+		se->label[0] = '\0';
+		if (prom_label_buf(se->label, sizeof(se->label), "subset", s->subsets[i].name))
+			continue; /* unrenderable: no series */
+		se->st = s->subsets[i];
+		se->st.name = NULL;
+	}
+	x->st.n_subsets = s->n_subsets;
+	return 0;
+}
+
 void expo_service(const struct datapath_service_stats *s, void *arg)
 {
 	struct exposition *e = arg;
@@ -257,6 +299,13 @@ void expo_service(const struct datapath_service_stats *s, void *arg)
 	x->st = *s;
 	x->st.service = NULL; /* only valid during the callback */
 	x->health = (struct service_health){ .panic_percent = s->panic_percent };
+	x->subsets = NULL;
+	x->st.subsets = NULL;
+	x->st.n_subsets = 0;
+	if (s->n_subsets && copy_subsets(x, s)) {
+		e->err = -ENOMEM;
+		return;
+	}
 	e->n_svcs++;
 }
 
@@ -341,6 +390,26 @@ static void render_state(struct strbuf *out, const struct svc_entry *x)
 	}
 }
 
+/* The samples of a split family for each subset of service `x`. */
+static void render_subsets(struct strbuf *out, enum family f, const struct svc_entry *x)
+{
+	for (uint32_t i = 0; i < x->st.n_subsets; i++) {
+		const struct subset_entry *se = &x->subsets[i];
+
+		if (!se->label[0])
+			continue;
+		if (f == FAM_SPLIT_WEIGHT)
+			prom_sample_double(out, families[f].name, x->labels, se->label,
+					   se->st.weight / 10000.0);
+		else if (f == FAM_SPLIT_CONNECTIONS)
+			sample(out, f, x->labels, se->label, se->st.picked);
+		else if (f == FAM_SPLIT_FALLBACKS)
+			sample(out, f, x->labels, se->label, se->st.fallback);
+		else if (f == FAM_SPLIT_HEALTHY)
+			sample(out, f, x->labels, se->label, se->st.healthy);
+	}
+}
+
 /* The samples of service family `f` for service entry `i`. */
 static void render_svc_sample(struct exposition *e, struct strbuf *out, enum family f, size_t i)
 {
@@ -368,6 +437,8 @@ static void render_svc_sample(struct exposition *e, struct strbuf *out, enum fam
 		sample(out, f, x->labels, NULL, x->health.backends);
 	} else if (f == FAM_SERVICE_USABLE) {
 		sample(out, f, x->labels, NULL, x->health.usable);
+	} else if (f >= FAM_SPLIT_WEIGHT) {
+		render_subsets(out, f, x);
 	}
 }
 
