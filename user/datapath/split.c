@@ -119,7 +119,7 @@ int dp_split_write(struct datapath *dp, const struct dp_service *s, const struct
 	    errno != EEXIST)
 		return -errno;
 	return bpf_map_update_elem(dp->fd[DP_MAP_SPLIT], &sid, &s->split->val, BPF_ANY) ? -errno
-											 : 0;
+											: 0;
 }
 
 void dp_split_drop(struct datapath *dp, __u32 sid)

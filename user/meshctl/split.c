@@ -8,7 +8,7 @@
 
 static int print_split(const cJSON *split)
 {
-	static const char *const h[] = { "SUBSET",    "WEIGHT",	  "SHARE",   "CONNECTIONS",
+	static const char *const h[] = { "SUBSET",    "WEIGHT",	  "SHARE",  "CONNECTIONS",
 					 "FALLBACKS", "BACKENDS", "HEALTHY" };
 	struct table *t = table_new(7, h);
 	const cJSON *e;

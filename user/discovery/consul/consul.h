@@ -167,6 +167,47 @@ unsigned consul_intention_precedence(const char *source, const char *destination
 /* Sorts `v` into evaluation order (see consul_parse_intentions). */
 void consul_intentions_sort(struct consul_intention *v, size_t n);
 
+/* ---- traffic-split config entries (consul_entry.c) ------------------------------------------- */
+
+struct cJSON;
+struct consul_filter; /* a compiled go-bexpr Filter (the subset of it resolvers use) */
+
+/* Compiles a resolver subset's Filter: `Service.Meta.version == v1`, `"canary" in Service.Tags`,
+ * `Service.Tags contains canary and not (Service.ID matches "^old-")`, `Service.Meta is empty`;
+ * selectors are paths into a /v1/health/service entry (Service.*, Node.*). Returns NULL with a
+ * reason in `why` for anything else. Free with consul_filter_free (NULL ok). */
+struct consul_filter *consul_filter_parse(const char *expr, char *why, size_t why_len);
+void consul_filter_free(struct consul_filter *f);
+/* Whether a health entry (one element of the /v1/health/service array) matches. */
+bool consul_filter_match(const struct consul_filter *f, const struct cJSON *entry);
+
+/* A service-resolver's subsets (GET /v1/config/service-resolver/<name>). */
+struct consul_subset {
+	char *name;
+	struct consul_filter *filter; /* NULL: every instance */
+};
+struct consul_resolver {
+	char *default_subset; /* "" when none */
+	struct consul_subset *subsets;
+	size_t n;
+};
+/* Parses a resolver entry. Returns 0, -EINVAL (reason in `why`) or -ENOMEM; on error `r` is
+ * empty. Free with consul_resolver_free. */
+int consul_parse_resolver(const char *json, size_t len, struct consul_resolver *r, char *why,
+			  size_t why_len);
+void consul_resolver_free(struct consul_resolver *r);
+/* The subsets a health entry belongs to, comma-separated ("" for none), malloc'd; NULL on ENOMEM.
+ * The form config_backend.subset takes from discovery. */
+char *consul_subsets_of(const struct consul_resolver *r, const struct cJSON *entry);
+
+/* Parses a service-splitter entry of `service` into config_split entries (weights rounded to
+ * 0.01%, summing to 100; ServiceSubset "" is the resolver's default subset, or every instance).
+ * Splits to other services are refused. Returns 0, -EINVAL (reason in `why`) or -ENOMEM. Free
+ * with consul_splits_free. */
+int consul_parse_splitter(const char *json, size_t len, const char *service,
+			  struct config_split **out, size_t *n, char *why, size_t why_len);
+void consul_splits_free(struct config_split *s, size_t n);
+
 /* ---- registration (consul_register.c) ------------------------------------------------------ */
 
 #define CONSUL_ID_MAX 128
