@@ -129,21 +129,11 @@ struct {
 } mesh_split SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MESH_DEF_SERVICES);
 	__type(key, __u32);
 	__type(value, struct mesh_split_cnt);
 } mesh_split_cnt SEC(".maps");
-
-/* A split connect's copy of the service value narrowed to one subset (per CPU, like
- * mesh_scratch: the connect programs' call chain has no 80 bytes of stack to spare). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct mesh_svc);
-} mesh_split_view SEC(".maps");
 
 /* Start and establishment times of service sockets while tracing is on (mesh_trace_sk). LRU: a
  * socket never seen closing (tracing switched off meanwhile) is evicted in time. */
@@ -878,54 +868,29 @@ __noinline int choose(const struct mesh_svc *svc, int v4, int *probe, int *reaso
 	return scan(svc, ss, v4, not_closed, probe, reason);
 }
 
-/* Counts a connect of subset `i` of service `sid`: sent there, or drawn there but sent
- * elsewhere. */
-static __always_inline void count_subset(__u32 sid, __u32 i, int fallback)
-{
-	struct mesh_split_cnt *c = bpf_map_lookup_elem(&mesh_split_cnt, &sid);
-
-	asm volatile("" : "+r"(i)); /* keep the bound check for the verifier */
-	if (!c || i >= MESH_SPLIT_MAX)
-		return;
-	if (fallback)
-		ADD(c->fallback[i], 1);
-	else
-		ADD(c->picked[i], 1);
-}
-
 /* Where a split connect stands: the subsets it may still go to, its draw and the subset the
- * weights alone gave it (on the connect program's stack). */
+ * weights alone gave it (on the connect program's stack; all-zero to start, as an initializer
+ * with other values would become a .rodata map). */
 struct split_walk {
 	__u32 usable; /* subsets with a backend passing health checks, not tried yet */
 	__u32 draw;
-	__s32 drawn;   /* valid once started */
-	__u32 started; /* all-zero to start: an initializer with -1 would become a .rodata map */
+	__s32 drawn; /* valid once started */
+	__u32 started;
 };
 
-/* One step of a split connect: the next subset (lib/split.h's draw over the ones left) with
- * mesh_split_view set to the service value narrowed to its lists. Returns the subset index, or
- * -1 when none is left (or the service has no split after all). A global function: verified
- * once, with the mask unknown, rather than once per value the mask takes in the caller's loop;
- * and the caller's loop runs choose() from the connect program's own frame, as the call chain
- * below choose() leaves no stack for one more frame. */
-__noinline int split_step(const struct mesh_svc *svc, struct split_walk *w)
+/* The next subset of a split connect (lib/split.h's draw over the ones left), or -1 when none is
+ * left. A global function: verified once, with the mask unknown, rather than once per value the
+ * mask takes in the caller's loop (which exceeded the verifier's budget). */
+__noinline int split_next(const struct mesh_split *sp, struct split_walk *w)
 {
-	__u32 sid, zero = 0;
-	struct mesh_split *sp;
-	struct mesh_svc *view;
 	int i;
 
-	if (!svc || !w)
-		return -1;
-	sid = svc->service_id;
-	sp = bpf_map_lookup_elem(&mesh_split, &sid);
-	view = bpf_map_lookup_elem(&mesh_split_view, &zero);
-	if (!sp || !view || sp->n == 0 || sp->n > MESH_SPLIT_MAX)
+	if (!sp || !w || sp->n == 0 || sp->n > MESH_SPLIT_MAX)
 		return -1;
 	if (!w->started) {
 		w->started = 1;
 		for (__u32 j = 0; j < MESH_SPLIT_MAX; j++)
-			if (j < sp->n && sp->n_healthy[j])
+			if (j < sp->n && sp->sub[j].n_healthy)
 				w->usable |= 1u << j;
 		w->draw = lb_seed();
 		w->drawn = split_pick(sp->weight, sp->n, (1u << MESH_SPLIT_MAX) - 1, w->draw);
@@ -933,64 +898,60 @@ __noinline int split_step(const struct mesh_svc *svc, struct split_walk *w)
 	i = split_pick(sp->weight, sp->n, w->usable, w->draw);
 	if (i < 0 || i >= MESH_SPLIT_MAX)
 		return -1;
-	*view = *svc;
-	view->flags |= MESH_SVC_F_SUBSET;
-	view->slot_base = sp->base[i];
-	view->n_backends = sp->n_backends[i];
-	view->n_healthy = sp->n_healthy[i];
 	w->usable &= ~(1u << i);
 	return i;
 }
 
 /* Counts where a split connect went: subset `i` (>= 0), or the whole service (-1). */
-__noinline int split_count(__u32 sid, const struct split_walk *w, int i)
+static __always_inline void split_count(__u32 sid, const struct split_walk *w, int i)
 {
-	if (!w)
-		return 0;
-	if (i >= 0) {
+	struct mesh_split_cnt *c = bpf_map_lookup_elem(&mesh_split_cnt, &sid);
+	__u32 d = (__u32)w->drawn, k = (__u32)i;
+
+	asm volatile("" : "+r"(k), "+r"(d)); /* keep the bound checks for the verifier */
+	if (i >= 0)
 		count(MESH_CNT_SPLIT);
-		count_subset(sid, (__u32)i, 0);
-	}
-	if (w->started && i != w->drawn) {
-		count(MESH_CNT_SPLIT_FALLBACK);
-		if (w->drawn >= 0)
-			count_subset(sid, (__u32)w->drawn, 1);
-	}
-	return 0;
+	if (c && i >= 0 && k < MESH_SPLIT_MAX)
+		ADD(c->picked[k], 1);
+	if (i == w->drawn)
+		return;
+	count(MESH_CNT_SPLIT_FALLBACK);
+	if (c && d < MESH_SPLIT_MAX)
+		ADD(c->fallback[d], 1);
 }
 
 /* Chooses a backend for a connect to `svc`. A split service draws its subset (lib/split.h:
- * weights in 0.01%), then balances within it with the service's own code over the subset's
- * lists. A subset is usable while one of its backends passes health checks; one drawn that
- * cannot take the connect (none healthy, or every breaker open beyond what the ejection cap
- * keeps) is dropped from the draw, which maps onto the weights of the usable ones left. With
- * none left, the service as a whole decides (its panic threshold, reject or passthrough).
- * Returns as choose(). */
+ * weights in 0.01%), then balances within it with the service's own code, given the service
+ * value narrowed to the subset's lists (mesh_split's sub[i], written by userspace). A subset is
+ * usable while one of its backends passes health checks; one drawn that cannot take the connect
+ * (none healthy, or every breaker open beyond what the ejection cap keeps) is dropped from the
+ * draw, which maps onto the weights of the usable ones left. With none left, the service as a
+ * whole decides (its panic threshold, reject or passthrough). The loop runs choose() from the
+ * connect program's own frame: the call chain below choose() leaves no stack for one more
+ * frame. Returns as choose(). */
 static __always_inline int balance(const struct mesh_svc *svc, int v4, int *probe, int *reason)
 {
 	struct split_walk w = {};
-	__u32 zero = 0;
+	struct mesh_split *sp;
+	__u32 sid;
 	int i, id;
 
 	if (!(svc->flags & MESH_SVC_F_SPLIT))
 		return choose(svc, v4, probe, reason);
-	for (__u32 t = 0; t < MESH_SPLIT_MAX; t++) {
-		struct mesh_svc *view;
-
-		i = split_step(svc, &w);
-		view = i < 0 ? 0 : bpf_map_lookup_elem(&mesh_split_view, &zero);
-		if (!view)
+	sid = svc->service_id;
+	sp = bpf_map_lookup_elem(&mesh_split, &sid);
+	for (__u32 t = 0; sp && t < MESH_SPLIT_MAX; t++) {
+		i = split_next(sp, &w);
+		if (i < 0 || i >= MESH_SPLIT_MAX)
 			break;
-		id = choose(view, v4, probe, reason);
-		/* Per CPU: a connect of another task on this CPU may have replaced the view while
-		 * this one was preempted; its choice is then not this service's. */
-		if (id > 0 && view->service_id == svc->service_id) {
-			split_count(svc->service_id, &w, i);
+		id = choose(&sp->sub[(__u32)i & (MESH_SPLIT_MAX - 1)], v4, probe, reason);
+		if (id > 0) {
+			split_count(sid, &w, i);
 			return id;
 		}
 	}
 	if (w.started)
-		split_count(svc->service_id, &w, -1);
+		split_count(sid, &w, -1);
 	return choose(svc, v4, probe, reason);
 }
 

@@ -525,26 +525,27 @@ _Static_assert(sizeof(struct mesh_trace_sk) == 16, "mesh_trace_sk layout");
 /* Traffic split (added within ABI 4, additively, like tracing: new maps, a new service flag,
  * spare counters). A split service's mesh_slots range holds its own lists (entries 0..n) and
  * after them one set of lists per subset, laid out the same way (backends, healthy backends,
- * weighted alias cells over the healthy ones), so the connect program narrows the service value
- * to a subset and balances with the same code.
+ * weighted alias cells over the healthy ones), so the connect program balances within a subset
+ * with the same code, given the service value narrowed to the subset.
  *
  * mesh_split value (HASH by service_id, not preallocated; replaced whole, written before the
- * service value that sets MESH_SVC_F_SPLIT). Weights in 0.01% (MESH_SPLIT_SCALE = 100%). */
+ * service value that sets MESH_SVC_F_SPLIT). Weights in 0.01% (MESH_SPLIT_SCALE = 100%). `sub[i]`
+ * is the service value narrowed to subset i: its slot_base, n_backends and n_healthy are the
+ * subset's lists (n_healthy 0: the subset cannot take connects), MESH_SVC_F_SUBSET is set, the
+ * rest is the service's. */
 #define MESH_SPLIT_MAX 8 /* subsets per service */
 #define MESH_SPLIT_SCALE 10000
 struct mesh_split {
 	__u8 n; /* subsets, 1..MESH_SPLIT_MAX */
 	__u8 pad[3];
 	__u16 weight[MESH_SPLIT_MAX];
-	__u32 base[MESH_SPLIT_MAX]; /* mesh_slots entry of subset i's lists */
-	__u16 n_backends[MESH_SPLIT_MAX];
-	__u16 n_healthy[MESH_SPLIT_MAX]; /* 0: the subset cannot take connects (fallback) */
-	__u32 pad2;
+	__u32 pad2[3];
+	struct mesh_svc sub[MESH_SPLIT_MAX];
 };
-_Static_assert(sizeof(struct mesh_split) == 88, "mesh_split layout");
+_Static_assert(sizeof(struct mesh_split) == 32 + 80 * MESH_SPLIT_MAX, "mesh_split layout");
 
-/* mesh_split_cnt value (HASH by service_id): connects per subset, counted with atomics; reset by
- * userspace when the service's list of subsets changes (not when only weights do). */
+/* mesh_split_cnt value (ARRAY by service_id): connects per subset, counted with atomics; reset
+ * by userspace when a service's list of subsets changes (not when only weights do). */
 struct mesh_split_cnt {
 	__u64 picked[MESH_SPLIT_MAX];	/* connects sent to subset i */
 	__u64 fallback[MESH_SPLIT_MAX]; /* connects that drew subset i but went elsewhere */

@@ -13,7 +13,8 @@
  *                             run and all the programs' (ns)
  *   populate PIN N BASEPORT [FROM [BACKENDS [ALG]]]
  *                             writes services FROM..N-1 (default 0) of BACKENDS (10) backends
- *                             (ALG least_request, or peak_ewma)
+ *                             (ALG least_request, peak_ewma, or split: least_request with a
+ *                             90/10 split, the last tenth of the backends in subset b)
  *                             each (127.0.0.1:BASEPORT+0..9, then 127.1.x.y:BASEPORT) and
  *                             removes any from N on
  *   propagate PIN VIP:PORT ADDR:PORT URL BODY
@@ -302,8 +303,10 @@ static void vip_of(int i, struct config_endpoint *vip)
 }
 
 static int cmd_populate(const char *pin, int n, int baseport, int from, int nb,
-			enum mesh_lb_algorithm alg)
+			enum mesh_lb_algorithm alg, bool split)
 {
+	static char sub_a[] = "a", sub_b[] = "b";
+	static struct config_split halves[2] = { { sub_a, 9000 }, { sub_b, 1000 } };
 	struct datapath_opts opts = { .pin_path = pin };
 	static struct config_backend be[BENCH_MAX_BACKENDS];
 	struct config_service svc = { .backends = be, .n_backends = (size_t)nb };
@@ -324,6 +327,11 @@ static int cmd_populate(const char *pin, int n, int baseport, int from, int nb,
 		else
 			snprintf(ip, sizeof(ip), "127.1.%d.%d", b / 256, b % 256);
 		inet_pton(AF_INET, ip, &be[b].endpoint.addr.v4);
+		be[b].subset = b < nb - (nb + 9) / 10 || nb == 1 ? sub_a : sub_b;
+	}
+	if (split && nb >= 2) {
+		svc.split = halves;
+		svc.n_split = 2;
 	}
 	svc.name = name;
 	svc.load_balancer = (struct config_load_balancer){ .algorithm = alg,
@@ -468,7 +476,8 @@ int main(int argc, char **argv)
 		    argv[2], atoi(argv[3]), atoi(argv[4]), argc >= 6 ? atoi(argv[5]) : 0,
 		    argc >= 7 ? atoi(argv[6]) : BENCH_BACKENDS,
 		    argc == 8 && !strcmp(argv[7], "peak_ewma") ? MESH_LB_PEAK_EWMA
-							       : MESH_LB_LEAST_REQUEST);
+							       : MESH_LB_LEAST_REQUEST,
+		    argc == 8 && !strcmp(argv[7], "split"));
 	if (argc == 7 && !strcmp(argv[1], "propagate"))
 		return cmd_propagate(argv[2], argv[3], argv[4], argv[5], argv[6]);
 	fprintf(stderr, "usage: dpbench serve|rtt|connects|populate ...\n");

@@ -155,7 +155,7 @@ struct dp_split *dp_split_new(const struct config_service *svc);
 uint32_t dp_split_slots(const struct dp_service *s);
 int dp_split_lists(const struct datapath *dp, struct dp_service *s, struct mesh_slot *e,
 		   uint32_t base);
-int dp_split_write(struct datapath *dp, const struct dp_service *s, const struct dp_split *old);
+int dp_split_write(struct datapath *dp, struct dp_service *s, const struct dp_split *old);
 void dp_split_drop(struct datapath *dp, __u32 sid);
 uint32_t dp_split_adopt_slots(struct datapath *dp, __u32 sid, const struct mesh_svc *val);
 /* Fills out[0..n) for a split service (names point into the mirror); returns n. */

@@ -560,12 +560,13 @@ static int publish(struct datapath *dp, struct dp_service *s, const struct dp_se
 {
 	__u32 sid = s->val.service_id;
 	int err = dp_split_write(dp, s, old->used ? old->split : NULL);
+	struct dp_service prev = *old;
 
 	if (!err && bpf_map_update_elem(dp->fd[DP_MAP_SERVICES], &s->key, &s->val, BPF_ANY))
 		err = -errno;
 	if (err) { /* connects still read the old value: its split, if any, must be the old one */
 		if (old->used && old->split)
-			dp_split_write(dp, old, old->split);
+			dp_split_write(dp, &prev, old->split);
 		else
 			dp_split_drop(dp, sid);
 		return err;
@@ -804,14 +805,14 @@ int datapath_backend_set_health(struct datapath *dp, const char *service,
 		dp_slots_retire(dp, old.val.slot_base, old.n_slots);
 		return healthy ? 0 : dp_be_write(dp, be);
 	}
-	if (s->split) {
-		s->split->val = old_split;
-		dp_split_write(dp, s, s->split);
-	}
 	if (tables)
 		dp_slots_retire(dp, s->val.slot_base, s->n_slots);
 	s->val = old.val;
 	s->n_slots = old.n_slots;
+	if (s->split) {
+		s->split->val = old_split;
+		dp_split_write(dp, s, s->split);
+	}
 	dp->be[be].flags ^= MESH_BE_F_HEALTHY;
 	if (healthy)
 		dp_be_write(dp, be);

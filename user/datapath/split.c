@@ -86,9 +86,9 @@ int dp_split_lists(const struct datapath *dp, struct dp_service *s, struct mesh_
 
 		if (n < 0)
 			return n;
-		v->base[i] = base + at;
-		v->n_backends[i] = (__u16)n;
-		v->n_healthy[i] = (__u16)k;
+		v->sub[i].slot_base = base + at;
+		v->sub[i].n_backends = (__u16)n;
+		v->sub[i].n_healthy = (__u16)k;
 		at += (uint32_t)n;
 	}
 	return 0;
@@ -105,7 +105,23 @@ static bool same_subsets(const struct dp_split *a, const struct dp_split *b)
 	return true;
 }
 
-int dp_split_write(struct datapath *dp, const struct dp_service *s, const struct dp_split *old)
+/* Each subset's copy of the service value: the service's, narrowed to the subset's lists. */
+static void narrow(struct mesh_split *v, const struct mesh_svc *svc)
+{
+	for (uint32_t i = 0; i < v->n && i < MESH_SPLIT_MAX; i++) {
+		struct mesh_svc *sub = &v->sub[i];
+		__u32 base = sub->slot_base;
+		__u16 n = sub->n_backends, k = sub->n_healthy;
+
+		*sub = *svc;
+		sub->slot_base = base;
+		sub->n_backends = n;
+		sub->n_healthy = k;
+		sub->flags |= MESH_SVC_F_SUBSET;
+	}
+}
+
+int dp_split_write(struct datapath *dp, struct dp_service *s, const struct dp_split *old)
 {
 	struct mesh_split_cnt zero = { 0 };
 	__u32 sid = s->val.service_id;
@@ -114,10 +130,10 @@ int dp_split_write(struct datapath *dp, const struct dp_service *s, const struct
 		return 0;
 	if (dp->fd[DP_MAP_SPLIT] < 0 || dp->fd[DP_MAP_SPLIT_CNT] < 0)
 		return -EOPNOTSUPP;
-	if (bpf_map_update_elem(dp->fd[DP_MAP_SPLIT_CNT], &sid, &zero,
-				same_subsets(s->split, old) ? BPF_NOEXIST : BPF_ANY) &&
-	    errno != EEXIST)
+	if (!same_subsets(s->split, old) &&
+	    bpf_map_update_elem(dp->fd[DP_MAP_SPLIT_CNT], &sid, &zero, BPF_ANY))
 		return -errno;
+	narrow(&s->split->val, &s->val);
 	return bpf_map_update_elem(dp->fd[DP_MAP_SPLIT], &sid, &s->split->val, BPF_ANY) ? -errno
 											: 0;
 }
@@ -126,8 +142,6 @@ void dp_split_drop(struct datapath *dp, __u32 sid)
 {
 	if (dp->fd[DP_MAP_SPLIT] >= 0)
 		bpf_map_delete_elem(dp->fd[DP_MAP_SPLIT], &sid);
-	if (dp->fd[DP_MAP_SPLIT_CNT] >= 0)
-		bpf_map_delete_elem(dp->fd[DP_MAP_SPLIT_CNT], &sid);
 }
 
 uint32_t dp_split_adopt_slots(struct datapath *dp, __u32 sid, const struct mesh_svc *val)
@@ -139,7 +153,7 @@ uint32_t dp_split_adopt_slots(struct datapath *dp, __u32 sid, const struct mesh_
 	    bpf_map_lookup_elem(dp->fd[DP_MAP_SPLIT], &sid, &sp))
 		return n;
 	for (uint32_t i = 0; i < sp.n && i < MESH_SPLIT_MAX; i++)
-		n += sp.n_backends[i];
+		n += sp.sub[i].n_backends;
 	return n;
 }
 
@@ -156,8 +170,8 @@ uint32_t dp_split_stats(const struct datapath *dp, const struct dp_service *s,
 		out[i] = (struct datapath_subset_stats){
 			.name = s->split->name[i],
 			.weight = v->weight[i],
-			.backends = v->n_backends[i],
-			.healthy = v->n_healthy[i],
+			.backends = v->sub[i].n_backends,
+			.healthy = v->sub[i].n_healthy,
 			.picked = cnt.picked[i],
 			.fallback = cnt.fallback[i],
 		};
