@@ -539,7 +539,8 @@ struct mesh_split {
 	__u8 n; /* subsets, 1..MESH_SPLIT_MAX */
 	__u8 pad[3];
 	__u16 weight[MESH_SPLIT_MAX];
-	__u32 pad2[3];
+	__u32 pad2;
+	__u64 names_hash; /* of the subsets' names (userspace: counters carry on while it stays) */
 	struct mesh_svc sub[MESH_SPLIT_MAX];
 };
 _Static_assert(sizeof(struct mesh_split) == 32 + 80 * MESH_SPLIT_MAX, "mesh_split layout");

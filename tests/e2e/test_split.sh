@@ -3,7 +3,8 @@
 # (backend.py answering its name), a 90/10 split measured over 10,000 real connects through the
 # VIP (subset v2's count within 5 binomial standard deviations of 1,000: 850..1,150), the
 # per-subset metrics and `meshctl split` agreeing with what the clients saw, a live change to
-# 50/50 by reload (4,000 connects: 1,842..2,158 to v2), and the documented fallback: with every
+# 50/50 by reload (4,000 connects: 1,842..2,158 to v2), the split kept by the pinned datapath
+# while meshd is stopped and its counters across the restart, and the documented fallback: with every
 # backend of v2 down (health checks), its share goes to v1 (no failed connect, fallbacks
 # counted); with every backend down the service's own rule applies (panic off: EHOSTUNREACH).
 # Also `meshd validate` on bad splits.
@@ -89,14 +90,27 @@ reload_to() {
 	kill -HUP "$MESHD_PID"
 	wait_for 5 metric_is $MPORT meshd_config_generation $((gen + 1))
 }
-reload_to 50 50 || fail reload "generation did not move: $(tail -n 3 "$TMP/meshd.log")"
 before=$(subset_metric v2)
+reload_to 50 50 || fail reload "generation did not move: $(tail -n 3 "$TMP/meshd.log")"
 run 4000
 echo "50/50: v1=$V1 v2=$V2 ok=$OK failed=$ERR" >&2
 check split_reload_50_50 "v2 got $V2 of 4000 (bound 1842..2158): $(tr '\n' ' ' <"$TMP/c.out")" \
 	test "$OK" = 4000 -a "$V2" -ge 1842 -a "$V2" -le 2158
 check split_counters_kept "v2 counter $before -> $(subset_metric v2) (+$V2): weights alone changed" \
 	test "$(subset_metric v2)" = "$((before + V2))"
+before_stop=$(subset_metric v2)
+
+# --- the split outlives meshd: connects while it is stopped, counters kept across adoption -----------
+kill -TERM "$MESHD_PID"
+wait_for 10 bash -c "! kill -0 $MESHD_PID 2>/dev/null" || fail restart "meshd did not stop"
+run 2000
+echo "meshd stopped: v1=$V1 v2=$V2 ok=$OK failed=$ERR" >&2
+check split_without_meshd "v2 got $V2 of 2000 with meshd stopped (bound 888..1112): $(tr '\n' ' ' <"$TMP/c.out")" \
+	test "$OK" = 2000 -a "$V2" -ge 888 -a "$V2" -le 1112
+v2_down=$V2
+start_meshd "$TMP/meshd.json" $MPORT || { fail restart "meshd: $(grep -m3 "level=err" "$TMP/meshd.log")"; exit 1; }
+check split_counters_adopted "v2 counter $(subset_metric v2), expected $((before_stop + v2_down)) (kept across the restart)" \
+	test "$(subset_metric v2)" = "$((before_stop + v2_down))"
 
 # --- fallback: every backend of v2 down -----------------------------------------------------------------
 kill "$V2A_PID" "$V2B_PID"

@@ -60,6 +60,7 @@ struct dp_service {
 	__u32 *ids;		 /* val.n_backends backend ids, in slot order */
 	uint32_t n_slots;	 /* mesh_slots entries of its range (more than n_backends: split) */
 	struct dp_split *split;	 /* NULL: no split */
+	uint64_t split_hash;	 /* names_hash of the split in the maps (0: none) */
 	uint64_t close_after_ns; /* close connections to removed backends after this; 0 never */
 	bool close_on_open;	 /* ... and to a backend whose breaker opened */
 	bool removed; /* removed inside an open transaction: id, range, ids held to its end */
@@ -155,9 +156,10 @@ struct dp_split *dp_split_new(const struct config_service *svc);
 uint32_t dp_split_slots(const struct dp_service *s);
 int dp_split_lists(const struct datapath *dp, struct dp_service *s, struct mesh_slot *e,
 		   uint32_t base);
-int dp_split_write(struct datapath *dp, struct dp_service *s, const struct dp_split *old);
+int dp_split_write(struct datapath *dp, struct dp_service *s, uint64_t prev_hash);
 void dp_split_drop(struct datapath *dp, __u32 sid);
-uint32_t dp_split_adopt_slots(struct datapath *dp, __u32 sid, const struct mesh_svc *val);
+uint32_t dp_split_adopt_slots(struct datapath *dp, __u32 sid, const struct mesh_svc *val,
+			      uint64_t *names_hash);
 /* Fills out[0..n) for a split service (names point into the mirror); returns n. */
 uint32_t dp_split_stats(const struct datapath *dp, const struct dp_service *s,
 			struct datapath_subset_stats *out);

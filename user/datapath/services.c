@@ -559,20 +559,21 @@ int dp_write_name(struct datapath *dp, const struct dp_service *s)
 static int publish(struct datapath *dp, struct dp_service *s, const struct dp_service *old)
 {
 	__u32 sid = s->val.service_id;
-	int err = dp_split_write(dp, s, old->used ? old->split : NULL);
+	int err = dp_split_write(dp, s, old->used ? old->split_hash : 0);
 	struct dp_service prev = *old;
 
 	if (!err && bpf_map_update_elem(dp->fd[DP_MAP_SERVICES], &s->key, &s->val, BPF_ANY))
 		err = -errno;
 	if (err) { /* connects still read the old value: its split, if any, must be the old one */
 		if (old->used && old->split)
-			dp_split_write(dp, &prev, old->split);
+			dp_split_write(dp, &prev, prev.split_hash);
 		else
 			dp_split_drop(dp, sid);
 		return err;
 	}
 	if (!s->split)
 		dp_split_drop(dp, sid);
+	s->split_hash = s->split ? s->split->val.names_hash : 0;
 	if (dp_write_name(dp, s))
 		LOG_WARN(DP_SUBSYS, "name record not written", "service=%s", log_q(s->name));
 	if (old->used && memcmp(&old->key, &s->key, sizeof(s->key))) {
@@ -793,7 +794,7 @@ int datapath_backend_set_health(struct datapath *dp, const char *service,
 		err = dp_write_tables(dp, s);
 	tables = !err;
 	if (!err)
-		err = dp_split_write(dp, s, s->split);
+		err = dp_split_write(dp, s, s->split_hash);
 	/* A service whose VIP another one took over in an open transaction writes its key again
 	 * when it moves; the entry there is the other one's now. */
 	if (!err && dp_index_find(dp, false, &s->key) == id &&
@@ -811,7 +812,7 @@ int datapath_backend_set_health(struct datapath *dp, const char *service,
 	s->n_slots = old.n_slots;
 	if (s->split) {
 		s->split->val = old_split;
-		dp_split_write(dp, s, s->split);
+		dp_split_write(dp, s, s->split_hash);
 	}
 	dp->be[be].flags ^= MESH_BE_F_HEALTHY;
 	if (healthy)
@@ -860,6 +861,7 @@ static int load_one(struct datapath *dp, __u32 sid, const struct mesh_svc_name *
 	struct mesh_svc_state ss = { 0 };
 	struct mesh_svc val;
 	__u32 *ids = NULL, n_slots;
+	uint64_t names_hash;
 	int err = -ENOENT;
 
 	if (bpf_map_lookup_elem(dp->fd[DP_MAP_SERVICES], &rec->key, &val) ||
@@ -879,11 +881,12 @@ static int load_one(struct datapath *dp, __u32 sid, const struct mesh_svc_name *
 		err = dp_adopt_service(dp, sid, rec->name, &rec->key, &val, ids);
 	/* A split's subset lists follow the service's own; the split itself (no names in the
 	 * maps) comes back with the next write of the service. */
-	n_slots = err ? 0 : dp_split_adopt_slots(dp, sid, &val);
+	n_slots = err ? 0 : dp_split_adopt_slots(dp, sid, &val, &names_hash);
 	if (n_slots > dp->max_slots - val.slot_base)
 		n_slots = val.n_backends;
 	if (!err) {
 		dp->svcs[sid].n_slots = n_slots;
+		dp->svcs[sid].split_hash = names_hash;
 		dp_slots_mark(dp, val.slot_base, n_slots);
 	}
 	free(e);

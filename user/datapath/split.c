@@ -22,12 +22,19 @@ struct dp_split *dp_split_new(const struct config_service *svc)
 	if (!sp)
 		return NULL;
 	sp->val.n = (__u8)n;
+	sp->val.names_hash = 0xcbf29ce484222325ull;
 	sp->n_be = (uint32_t)svc->n_backends;
 	for (size_t i = 0; i < n; i++) {
 		const char *name = svc->split[i].subset ? svc->split[i].subset : "";
 
 		sp->val.weight[i] = (__u16)svc->split[i].weight;
 		strncpy(sp->name[i], name, MESH_SVC_NAME_MAX - 1);
+		for (const char *c = sp->name[i];; c++) { /* FNV-1a over the names and their NULs */
+			sp->val.names_hash =
+			    (sp->val.names_hash ^ (unsigned char)*c) * 0x100000001b3ull;
+			if (!*c)
+				break;
+		}
 		for (size_t b = 0; b < svc->n_backends; b++)
 			if (svc->backends[b].subset && !strcmp(svc->backends[b].subset, name))
 				sp->member[b] |= (uint8_t)(1u << i);
@@ -94,17 +101,6 @@ int dp_split_lists(const struct datapath *dp, struct dp_service *s, struct mesh_
 	return 0;
 }
 
-/* Whether two splits have the same subsets in the same order (counters then carry on). */
-static bool same_subsets(const struct dp_split *a, const struct dp_split *b)
-{
-	if (!a || !b || a->val.n != b->val.n)
-		return false;
-	for (uint32_t i = 0; i < a->val.n; i++)
-		if (strcmp(a->name[i], b->name[i]))
-			return false;
-	return true;
-}
-
 /* Each subset's copy of the service value: the service's, narrowed to the subset's lists. */
 static void narrow(struct mesh_split *v, const struct mesh_svc *svc)
 {
@@ -121,7 +117,7 @@ static void narrow(struct mesh_split *v, const struct mesh_svc *svc)
 	}
 }
 
-int dp_split_write(struct datapath *dp, struct dp_service *s, const struct dp_split *old)
+int dp_split_write(struct datapath *dp, struct dp_service *s, uint64_t prev_hash)
 {
 	struct mesh_split_cnt zero = { 0 };
 	__u32 sid = s->val.service_id;
@@ -130,7 +126,7 @@ int dp_split_write(struct datapath *dp, struct dp_service *s, const struct dp_sp
 		return 0;
 	if (dp->fd[DP_MAP_SPLIT] < 0 || dp->fd[DP_MAP_SPLIT_CNT] < 0)
 		return -EOPNOTSUPP;
-	if (!same_subsets(s->split, old) &&
+	if (s->split->val.names_hash != prev_hash &&
 	    bpf_map_update_elem(dp->fd[DP_MAP_SPLIT_CNT], &sid, &zero, BPF_ANY))
 		return -errno;
 	narrow(&s->split->val, &s->val);
@@ -144,14 +140,17 @@ void dp_split_drop(struct datapath *dp, __u32 sid)
 		bpf_map_delete_elem(dp->fd[DP_MAP_SPLIT], &sid);
 }
 
-uint32_t dp_split_adopt_slots(struct datapath *dp, __u32 sid, const struct mesh_svc *val)
+uint32_t dp_split_adopt_slots(struct datapath *dp, __u32 sid, const struct mesh_svc *val,
+			      uint64_t *names_hash)
 {
 	struct mesh_split sp;
 	uint32_t n = val->n_backends;
 
+	*names_hash = 0;
 	if (!(val->flags & MESH_SVC_F_SPLIT) || dp->fd[DP_MAP_SPLIT] < 0 ||
 	    bpf_map_lookup_elem(dp->fd[DP_MAP_SPLIT], &sid, &sp))
 		return n;
+	*names_hash = sp.names_hash;
 	for (uint32_t i = 0; i < sp.n && i < MESH_SPLIT_MAX; i++)
 		n += sp.sub[i].n_backends;
 	return n;
