@@ -129,7 +129,7 @@ if command -v dnsperf >/dev/null && command -v dnsmasq >/dev/null; then
 	spawn bench-dns dnsmasq --keep-in-foreground --conf-file=/dev/null --port=18953 \
 		--listen-address=127.0.0.1 --bind-interfaces --no-resolv --no-hosts --pid-file= \
 		--address=/svc.test/198.18.0.1 --cache-size=0
-	"$DPTOOL" --pin "$PIN" set --name udp --vip 127.77.2.98:53 --proto udp --alg round_robin \
+	"$DPTOOL" --pin "$PIN" --cgroup "$CG" --max-services 100000 --max-backends 1100000 set --name udp --vip 127.77.2.98:53 --proto udp --alg round_robin \
 		--backend 127.0.0.1:18953
 	for _ in $(seq 1 1000); do echo "svc.test A"; done >"$TMP/queries"
 	qps() { # qps SERVER PORT: dnsperf's queries per second over DNS_S seconds, from the cgroup

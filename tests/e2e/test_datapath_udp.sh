@@ -30,7 +30,7 @@ wait_for 5 bash -c 'dig @127.0.0.1 -p 18071 svc.test +short +tries=1 +time=1 | g
 	fail setup "dnsmasq backends did not answer"
 
 # --- dig through the VIP: balanced, answered from the VIP --------------------------------------
-dp set --name dns --vip 127.77.2.70:53 --proto udp --alg round_robin --backend 127.0.0.1:18071 \
+dp --cgroup "$CG" set --name dns --vip 127.77.2.70:53 --proto udp --alg round_robin --backend 127.0.0.1:18071 \
 	--backend 127.0.0.1:18072
 for _ in $(seq 1 20); do
 	in_cgroup "$CG" dig @127.77.2.70 svc.test +short +tries=1 +time=2 2>&1
@@ -46,7 +46,7 @@ out=$(dig @127.77.2.70 svc.test +short +tries=1 +time=1 2>&1)
 expect outside_cgroup_untouched "dig outside: $(head -c 120 <<<"$out")" '! grep -q "^198.18" <<<"$out"'
 
 # --- unconnected sender: sticky per socket and destination; moves when its backend goes down --
-dp set --name stats --vip 127.77.2.71:8125 --proto udp --alg round_robin \
+dp --cgroup "$CG" set --name stats --vip 127.77.2.71:8125 --proto udp --alg round_robin \
 	--backend 127.0.0.1:18073 --backend 127.0.0.1:18074
 sender() {
 	in_cgroup "$CG" python3 - "$@" <<'PY'

@@ -50,10 +50,11 @@ const char *const dp_map_names[DP_MAP__COUNT] = {
 };
 
 /* Programs and the names their links are pinned under. */
-static const struct {
+struct dp_link {
 	const char *prog;
 	const char *link;
-} dp_links[] = {
+};
+static const struct dp_link dp_links[] = {
 	/* sockops first: an upgrade (migrate.c) moves the counting to the new maps before the
 	 * connect programs start deciding from them. */
 	{ "mesh_sockops", "link_sockops" },	  { "mesh_sock_release", "link_sock_release" },
@@ -61,9 +62,15 @@ static const struct {
 	{ "mesh_getpeername4", "link_getpeer4" }, { "mesh_getpeername6", "link_getpeer6" },
 	{ "mesh_sendmsg4", "link_sendmsg4" },	  { "mesh_sendmsg6", "link_sendmsg6" },
 	{ "mesh_recvmsg4", "link_recvmsg4" },	  { "mesh_recvmsg6", "link_recvmsg6" },
-	{ "mesh_skb_out", "link_skb_out" },	  { "mesh_skb_in", "link_skb_in" },
 };
 #define DP_N_LINKS (sizeof(dp_links) / sizeof(dp_links[0]))
+/* Attached only while a UDP service exists (dp_udp_sync): they count UDP services' datagrams,
+ * and every packet of every socket in the cgroup runs them (~60 ns each, 4-10 packets per TCP
+ * connection). */
+static const struct dp_link dp_udp_links[] = {
+	{ "mesh_skb_out", "link_skb_out" },
+	{ "mesh_skb_in", "link_skb_in" },
+};
 
 static int pin_file(char *buf, size_t len, const char *dir, const char *name)
 {
@@ -281,17 +288,17 @@ static bool link_runs(int link_fd, int prog_fd)
  * runs other code (a meshd upgrade with the same map layout) gets this binary's program in place
  * (bpf_link_update: never detached, no connect missed); a link to another cgroup (the
  * configured cgroup changed) is detached first. */
-static int attach_one(struct datapath *dp, size_t i, int cg_fd, uint64_t cg_id)
+static int attach_one(struct datapath *dp, const struct dp_link *l, int cg_fd, uint64_t cg_id)
 {
 	struct bpf_program *prog;
 	struct bpf_link *link;
 	char path[PATH_MAX];
 	int fd, err;
 
-	err = pin_file(path, sizeof(path), dp->pin_path, dp_links[i].link);
+	err = pin_file(path, sizeof(path), dp->pin_path, l->link);
 	if (err)
 		return err;
-	prog = bpf_object__find_program_by_name(dp->skel->obj, dp_links[i].prog);
+	prog = bpf_object__find_program_by_name(dp->skel->obj, l->prog);
 	if (!prog)
 		return -ENOENT;
 	fd = bpf_obj_get(path);
@@ -303,13 +310,13 @@ static int attach_one(struct datapath *dp, size_t i, int cg_fd, uint64_t cg_id)
 			if (!link_runs(fd, bpf_program__fd(prog))) {
 				err = bpf_link_update(fd, bpf_program__fd(prog), NULL) ? -errno : 0;
 				LOG_INFO(DP_SUBSYS, "program replaced in place", "link=%s err=%d",
-					 dp_links[i].link, err);
+					 l->link, err);
 			}
 			close(fd);
 			return err;
 		}
 		LOG_WARN(DP_SUBSYS, "pinned link attached elsewhere, replacing",
-			 "link=%s cgroup_id=%llu", dp_links[i].link, (unsigned long long)id);
+			 "link=%s cgroup_id=%llu", l->link, (unsigned long long)id);
 		bpf_link_detach(fd);
 		close(fd);
 		unlink(path);
@@ -322,7 +329,9 @@ static int attach_one(struct datapath *dp, size_t i, int cg_fd, uint64_t cg_id)
 	return err;
 }
 
-static int attach_all(struct datapath *dp, const char *cgroup)
+/* Attaches `n` programs of `links` to `cgroup`. */
+static int attach_links(struct datapath *dp, const char *cgroup, const struct dp_link *links,
+			size_t n)
 {
 	struct stat st;
 	int cg_fd, err = 0;
@@ -336,13 +345,40 @@ static int attach_all(struct datapath *dp, const char *cgroup)
 			close(cg_fd);
 		return err;
 	}
-	for (size_t i = 0; i < DP_N_LINKS && !err; i++) {
-		err = attach_one(dp, i, cg_fd, (uint64_t)st.st_ino);
+	for (size_t i = 0; i < n && !err; i++) {
+		err = attach_one(dp, &links[i], cg_fd, (uint64_t)st.st_ino);
 		if (err)
 			LOG_ERR(DP_SUBSYS, "attach failed", "prog=%s cgroup=%s err=%s",
-				dp_links[i].prog, log_q(cgroup), strerror(-err));
+				links[i].prog, log_q(cgroup), strerror(-err));
 	}
 	close(cg_fd);
+	return err;
+}
+
+static int attach_all(struct datapath *dp, const char *cgroup)
+{
+	return attach_links(dp, cgroup, dp_links, DP_N_LINKS);
+}
+
+int dp_udp_sync(struct datapath *dp)
+{
+	size_t n = sizeof(dp_udp_links) / sizeof(dp_udp_links[0]);
+	char path[PATH_MAX];
+	int fd, err = 0;
+
+	if (!dp->cgroup || !dp->skel)
+		return 0; /* a reader: attaches nothing */
+	if (dp->n_udp)
+		return attach_links(dp, dp->cgroup, dp_udp_links, n);
+	for (size_t i = 0; i < n && !err; i++) {
+		err = pin_file(path, sizeof(path), dp->pin_path, dp_udp_links[i].link);
+		fd = err ? -1 : bpf_obj_get(path);
+		if (fd < 0)
+			continue;
+		bpf_link_detach(fd);
+		close(fd);
+		unlink(path);
+	}
 	return err;
 }
 
@@ -453,6 +489,9 @@ struct datapath *datapath_open(const struct datapath_opts *opts)
 		err = abi_write(dp);
 	if (!err && opts->cgroup)
 		err = attach_all(dp, opts->cgroup);
+	if (!err && opts->cgroup && !(dp->cgroup = strdup(opts->cgroup)))
+		err = -ENOMEM;
+	err = err ?: dp_udp_sync(dp);
 	if (err && st == 2) {
 		/* The upgrade could not carry the old layout over: start afresh, as before there
 		 * was an upgrade path (live sockets stay connected but are no longer counted). */
@@ -503,6 +542,7 @@ void datapath_close(struct datapath *dp)
 	dp_slots_free(dp);
 	free(dp->drains);
 	free(dp->pin_path);
+	free(dp->cgroup);
 	free(dp);
 }
 

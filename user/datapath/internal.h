@@ -85,6 +85,8 @@ struct ring_buffer;
 
 struct datapath {
 	char *pin_path;
+	char *cgroup;	/* attached to (NULL for readers) */
+	uint32_t n_udp; /* UDP services: the cgroup_skb programs are attached while > 0 */
 	bool adopted;
 	struct mesh_bpf *skel;
 	int fd[DP_MAP__COUNT];
@@ -165,6 +167,10 @@ uint32_t dp_split_stats(const struct datapath *dp, const struct dp_service *s,
 			struct datapath_subset_stats *out);
 /* services.c: the alias table over the healthy entries of e[0..k) (weighted only). */
 int dp_fill_alias(const struct datapath *dp, struct mesh_slot *e, uint32_t k);
+
+/* datapath.c: attaches the UDP counting programs while a UDP service exists, detaches them
+ * when none is left (a no-op for readers). 0 or -errno. */
+int dp_udp_sync(struct datapath *dp);
 
 /* slots.c */
 int dp_slots_init(struct datapath *dp);

@@ -554,6 +554,23 @@ int dp_write_name(struct datapath *dp, const struct dp_service *s)
 	return bpf_map_update_elem(dp->fd[DP_MAP_SVC_NAMES], &sid, &rec, BPF_ANY) ? -errno : 0;
 }
 
+/* Keeps the count of UDP services (a service that was `was` UDP is now `is`), and the UDP
+ * programs attached while there is one. */
+static void udp_count(struct datapath *dp, bool was, bool is)
+{
+	int err;
+
+	if (was == is)
+		return;
+	dp->n_udp = is ? dp->n_udp + 1 : dp->n_udp - 1;
+	if (dp->n_udp > 1 || (dp->n_udp == 1 && !is))
+		return; /* neither the first nor the last */
+	err = dp_udp_sync(dp);
+	if (err)
+		LOG_ERR(DP_SUBSYS, "cannot attach or detach the UDP counting programs",
+			"udp_services=%u err=%s", dp->n_udp, strerror(-err));
+}
+
 /* Publishes the service value (one hash update: connects see the old or the new set) and its
  * name record, then retires what the previous version used. */
 static int publish(struct datapath *dp, struct dp_service *s, const struct dp_service *old)
@@ -574,6 +591,7 @@ static int publish(struct datapath *dp, struct dp_service *s, const struct dp_se
 	if (!s->split)
 		dp_split_drop(dp, sid);
 	s->split_hash = s->split ? s->split->val.names_hash : 0;
+	udp_count(dp, old->used && old->key.proto == IPPROTO_UDP, s->key.proto == IPPROTO_UDP);
 	if (dp_write_name(dp, s))
 		LOG_WARN(DP_SUBSYS, "name record not written", "service=%s", log_q(s->name));
 	if (old->used && memcmp(&old->key, &s->key, sizeof(s->key))) {
@@ -726,6 +744,7 @@ int datapath_service_del(struct datapath *dp, const char *name)
 	dp_index_set(dp, true, s->name, -1);
 	dp_index_set(dp, false, &s->key, -1);
 	LOG_DEBUG(DP_SUBSYS, "service removed", "service=%s", log_q(name));
+	udp_count(dp, s->key.proto == IPPROTO_UDP, false);
 	free(s->ids);
 	free(s->split);
 	memset(s, 0, sizeof(*s));
@@ -838,6 +857,7 @@ int dp_adopt_service(struct datapath *dp, __u32 sid, const char *name,
 	s->val = *val;
 	s->n_slots = val->n_backends;
 	s->used = true;
+	dp->n_udp += key->proto == IPPROTO_UDP; /* attached or detached once the datapath is open */
 	for (__u32 i = 0; i < val->n_backends; i++) {
 		__u32 id = ids[i];
 
