@@ -37,6 +37,12 @@ bad_split maglev '[{"subset":"v1","weight":90},{"subset":"v2","weight":10}]' mag
 	'services[0].split: maglev cannot balance within a subset'
 bad_split steps '[{"subset":"v1","weight":99.99},{"subset":"v2","weight":0.01}]' random \
 	'configuration is valid'
+observe_config "$TMP/bad.json" $MPORT '[{ "name": "c", "vip": "127.77.12.9", "port": 80,
+	"split": [ {"subset":"v1","weight":100} ] }]'
+jq '.discovery = { "backend": "consul", "consul": { "services": ["c"] } }' "$TMP/bad.json" >"$TMP/bad2.json"
+"$MESHD" validate "$TMP/bad2.json" >"$TMP/v.out" 2>&1
+check validate_discovered "$(cat "$TMP/v.out")" \
+	grep -qF 'services[0].split: discovered backends carry no subset yet' "$TMP/v.out"
 
 # --- 90/10 over 10,000 connects ---------------------------------------------------------------------
 backend v1a $P && backend v1b $((P + 1)) && backend v2a $((P + 2)) && backend v2b $((P + 3)) ||

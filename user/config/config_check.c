@@ -236,10 +236,9 @@ static bool subset_used(const struct config_service *svc, const char *name)
 }
 
 /* A split: at most MESH_SPLIT_MAX subsets, each once, weights summing to 100%, subsets that
- * static backends carry, and an algorithm that balances within a subset (maglev's table is the
- * service's). */
-static void check_split(const struct config_service *svc, size_t si, bool static_backends,
-			struct config_errors *errs)
+ * the (static) backends carry, and an algorithm that balances within a subset (maglev's table
+ * is the service's). */
+static void check_split(const struct config_service *svc, size_t si, struct config_errors *errs)
 {
 	uint32_t sum = 0;
 
@@ -267,7 +266,7 @@ static void check_split(const struct config_service *svc, size_t si, bool static
 					 "\"%s\", "
 					 "expected each subset once; first at split[%zu])",
 					 si, i, name, j);
-		if (static_backends && !subset_used(svc, name))
+		if (!subset_used(svc, name))
 			cfg_errf(
 			    errs,
 			    "services[%zu].split[%zu].subset: no backend is in this subset (got "
@@ -280,6 +279,22 @@ static void check_split(const struct config_service *svc, size_t si, bool static
 		    "services[%zu].split: the weights do not sum to 100 (got %u.%02u, expected "
 		    "100)",
 		    si, sum / 100, sum % 100);
+}
+
+/* Whether a discovery backend (not the config) provides the backends of service `name`. */
+static bool discovered(const struct mesh_config *cfg, const char *name)
+{
+	if (!name)
+		return false;
+	if (cfg->discovery == CONFIG_DISCOVERY_CONSUL)
+		for (size_t i = 0; i < cfg->consul.n_services; i++)
+			if (cfg->consul.services[i] && !strcmp(cfg->consul.services[i], name))
+				return true;
+	if (cfg->discovery == CONFIG_DISCOVERY_DNS)
+		for (size_t i = 0; i < cfg->dns.n_services; i++)
+			if (cfg->dns.services[i].name && !strcmp(cfg->dns.services[i].name, name))
+				return true;
+	return false;
 }
 
 static void check_service(const struct mesh_config *cfg, size_t i, const uint8_t *origin,
@@ -302,7 +317,15 @@ static void check_service(const struct mesh_config *cfg, size_t i, const uint8_t
 			 "expected false or mtls.enabled true)",
 			 i);
 	check_backends(svc, i, errs);
-	check_split(svc, i, cfg->discovery == CONFIG_DISCOVERY_STATIC, errs);
+	if (svc->n_split && discovered(cfg, svc->name))
+		cfg_errf(
+		    errs,
+		    "services[%zu].split: discovered backends carry no subset yet (got a split "
+		    "for a service discovered through %s, expected static backends: "
+		    "docs/split.md)",
+		    i, cfg->discovery == CONFIG_DISCOVERY_CONSUL ? "consul" : "dns");
+	else
+		check_split(svc, i, errs);
 }
 
 /* Duplicate names and VIP:ports; fills `names` with every service name for later lookups. */
