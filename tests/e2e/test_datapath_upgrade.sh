@@ -76,7 +76,7 @@ t1=$(date +%s%N)
 running=$(kill -0 "$DURING" 2>/dev/null && echo yes || echo no)
 wait "$DURING"
 expect upgraded_in_place "open: $out, abi $(abi_version), link $link0 -> $(bpftool -j link show pinned "$PIN/link_connect4" | jq -r .id), $(grep -o 'msg="[^"]*"' "$TMP/upgrade.err" | tr '\n' ' ')" \
-	'[ "$(abi_version)" = 4 ] && [ "$(bpftool -j link show pinned "$PIN/link_connect4" | jq -r .id)" = "$link0" ] && [ "$(bpftool cgroup tree "$CG" | grep -c " mesh_")" -eq 12 ]'
+	'[ "$(abi_version)" = 4 ] && [ "$(bpftool -j link show pinned "$PIN/link_connect4" | jq -r .id)" = "$link0" ] && [ "$(bpftool cgroup tree "$CG" | grep -c " mesh_")" -eq 10 ]'
 expect no_connect_failed_during_upgrade "upgrade took $(((t1 - t0) / 1000000)) ms, client still running after it: $running; ok=$(kv ok <"$TMP/during.out") failed=$(kv failed <"$TMP/during.out") mismatch=$(kv peer_mismatch <"$TMP/during.out")" \
 	'[ "$running" = yes ] && [ "$(kv ok <"$TMP/during.out")" -eq 20000 ] && [ "$(kv peer_mismatch <"$TMP/during.out")" -eq 0 ]'
 expect counts_exact_after_upgrade "up active=$(svc_field up active) per backend $(be_field up $U1 active)/$(be_field up $U2 active)/$(be_field up $U3 active), other active=$(svc_field other active)" \

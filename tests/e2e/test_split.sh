@@ -6,7 +6,8 @@
 # 50/50 by reload (4,000 connects: 1,842..2,158 to v2), the split kept by the pinned datapath
 # while meshd is stopped and its counters across the restart, and the documented fallback: with every
 # backend of v2 down (health checks), its share goes to v1 (no failed connect, fallbacks
-# counted); with every backend down the service's own rule applies (panic off: EHOSTUNREACH).
+# counted); with every v2 breaker open (no health checks) the same; with every backend down the
+# service's own rule applies (panic off: EHOSTUNREACH).
 # Also `meshd validate` on bad splits.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_observe.sh"
@@ -50,7 +51,15 @@ backend v1a $P && backend v1b $((P + 1)) && backend v2a $((P + 2)) && backend v2
 V2A_PID=$(pgrep -f -- "--name v2a --port $((P + 2))" | head -n 1)
 V2B_PID=$(pgrep -f -- "--name v2b --port $((P + 3))" | head -n 1)
 services() { # V1_WEIGHT V2_WEIGHT
-	echo '[{ "name": "canary", "vip": "127.77.12.1", "port": 80,
+	echo '[{ "name": "breakers", "vip": "127.77.12.2", "port": 80,
+	"backends": [ {"address":"127.0.0.1","port":'$P',"subset":"v1"},
+		      {"address":"127.0.0.1","port":'$((P + 10))',"subset":"v2"},
+		      {"address":"127.0.0.1","port":'$((P + 11))',"subset":"v2"} ],
+	"load_balancer": { "algorithm": "random", "panic_threshold": 0 },
+	"circuit_breaker": { "consecutive_failures": 1, "max_ejection_percent": 100,
+			     "open_duration": "5m" },
+	"split": [ {"subset":"v1","weight":50}, {"subset":"v2","weight":50} ] },
+	{ "name": "canary", "vip": "127.77.12.1", "port": 80,
 	"backends": [ {"address":"127.0.0.1","port":'$P',"subset":"v1"},
 		      {"address":"127.0.0.1","port":'$((P + 1))',"subset":"v1"},
 		      {"address":"127.0.0.1","port":'$((P + 2))',"subset":"v2"},
@@ -132,6 +141,17 @@ check split_fallback_counted "fallbacks from v2: $fb of 1000 (bound 421..579 at 
 	test "$fb" -ge 421 -a "$fb" -le 579
 "$MESHCTL" --socket "$SOCK" split canary >"$TMP/ctl.out" 2>&1
 check meshctl_split_down "$(cat "$TMP/ctl.out")" grep -Eq '^v2 +50.00% .* 2 +0$' "$TMP/ctl.out"
+
+# --- fallback by breakers: v2's backends refuse, their breakers open, v2's share goes to v1 ----
+in_cgroup "$CG" "$TOOLS/mesh_client" -n 40 --timeout 3000 127.77.12.2 80 >"$TMP/warm.out"
+wait_for 5 metric_is $MPORT 'meshd_backend_circuit_state{service="breakers",backend="127.0.0.1:'$((P + 10))'"}' 1 &&
+	wait_for 5 metric_is $MPORT 'meshd_backend_circuit_state{service="breakers",backend="127.0.0.1:'$((P + 11))'"}' 1 ||
+	fail breakers_setup "v2 breakers not open: $(tr '\n' ' ' <"$TMP/warm.out")"
+fb0=$(metric $MPORT 'meshd_split_fallbacks_total{service="breakers",subset="v2"}')
+in_cgroup "$CG" "$TOOLS/mesh_client" -n 400 -t 4 --timeout 3000 127.77.12.2 80 >"$TMP/c.out"
+fb=$(($(metric $MPORT 'meshd_split_fallbacks_total{service="breakers",subset="v2"}') - fb0))
+check split_fallback_breakers_open "v2 breakers open: $(tr '\n' ' ' <"$TMP/c.out") fallbacks $fb (bound 150..250)" \
+	bash -c "grep -q '^ok=400$' '$TMP/c.out' && grep -q '^backend.v1a=400$' '$TMP/c.out' && [ $fb -ge 150 ] && [ $fb -le 250 ]"
 
 # --- every backend down: the service's own rule (panic off, reject) ------------------------------
 for b in v1a v1b; do
