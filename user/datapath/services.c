@@ -411,7 +411,7 @@ int dp_fill_alias(const struct datapath *dp, struct mesh_slot *e, uint32_t k)
 
 int dp_write_tables(struct datapath *dp, struct dp_service *s)
 {
-	uint32_t n = s->val.n_backends, cnt = n + dp_split_slots(s), k = 0;
+	uint32_t n = s->val.n_backends, cnt = n + dp_split_slots(s) ?: 1, k = 0;
 	bool v4 = addr_is_v4mapped(s->key.addr), same_family = true;
 	struct mesh_slot *e = calloc(cnt, sizeof(*e));
 	__u32 *keys = calloc(cnt, sizeof(*keys));
@@ -419,7 +419,6 @@ int dp_write_tables(struct datapath *dp, struct dp_service *s)
 	int64_t base;
 	int err = 0;
 
-	cnt = cnt ? cnt : 1;
 	if (!e || !keys) {
 		err = -ENOMEM;
 		goto out;
