@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # All-or-nothing reload with the real meshd (the test build with fault points, tests/meshd_faults):
 # a reload that swaps the VIPs of two services, adds a third, changes backends, the log level,
-# the metrics listener and the admin socket is failed at each component in turn, and before the
-# first and in the middle of the datapath writes. Each time the running config and the datapath
-# must be exactly as before (meshctl services -o json, bpftool dumps of mesh_services and
-# mesh_svc_names, dptool stats with backend ids), the generation unchanged, the log naming the
+# the metrics listener and the admin socket, and the traffic split of a fourth (new subset names,
+# new weights) is failed at each component in turn, and before the first and in the middle of the
+# datapath writes. Each time the running config and the datapath must be exactly as before
+# (meshctl services -o json, meshctl split, bpftool dumps of mesh_services,
+# mesh_svc_names, mesh_split and mesh_split_cnt with the counters of connects made before,
+# dptool stats with backend ids), the generation unchanged, the log naming the
 # component, the error counted. Then the same reload applies whole (the issue's reproduction:
 # swap + add), and a VIP swap back runs under two clients with no failed connect.
-# Ports 19031-19033 (backends), 19097/19098 (metrics); VIPs 127.77.9.1-3.
+# Ports 19031-19033 (backends), 19097/19098 (metrics); VIPs 127.77.9.1-4.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/daemon_lib.sh"
 need_root
@@ -21,8 +23,9 @@ SOCK=$TMP/admin.sock
 : >"$FAULTS"
 for s in a b c; do backend "${s}1" "1903$(($(printf '%d' "'$s") - 96))" || fail setup "backend $s"; done
 
-# config FILE SWAPPED: the running config (a on .1, b on .2) or the next one (VIPs swapped, c
-# added, b on two backends, debug logs, metrics and admin socket moved).
+# config FILE SWAPPED: the running config (a on .1, b on .2, s on .4 split v1 90 / v2 10) or the
+# next one (VIPs swapped, c added, b on two backends, s split v1 40 / canary 60, debug logs,
+# metrics and admin socket moved).
 config() {
 	jq -n --arg cg "$CG" --arg pin "$PIN" --arg tmp "$TMP" --argjson next "$2" '{
 		version: 1, cgroup: $cg, bpf_pin_path: $pin, state_dir: ($tmp + "/state"),
@@ -37,7 +40,13 @@ config() {
 			  backends: ([ { address: "127.0.0.1", port: 19032 } ] +
 				(if $next then [ { address: "127.0.0.1", port: 19033 } ] else [] end)) }
 		] + (if $next then [ { name: "c", vip: "127.77.9.3", port: 80,
-			  backends: [ { address: "127.0.0.1", port: 19033 } ] } ] else [] end))
+			  backends: [ { address: "127.0.0.1", port: 19033 } ] } ] else [] end) + [
+			{ name: "s", vip: "127.77.9.4", port: 80,
+			  backends: [ { address: "127.0.0.1", port: 19031, subset: "v1" },
+				{ address: "127.0.0.1", port: 19033,
+				  subset: (if $next then "canary" else "v2" end) } ],
+			  split: (if $next then [ { subset: "v1", weight: 40 }, { subset: "canary", weight: 60 } ]
+				else [ { subset: "v1", weight: 90 }, { subset: "v2", weight: 10 } ] end) } ])
 	}' >"$1.tmp" && mv "$1.tmp" "$1"
 }
 config "$CONF" false
@@ -55,6 +64,9 @@ PID=$MESHD_PID
 snapshot() {
 	{
 		"$MESHCTL" --socket "$SOCK" services -o json | jq -S .
+		"$MESHCTL" --socket "$SOCK" split s
+		bpftool -j map dump pinned "$PIN/mesh_split" | jq -S 'sort_by(.key | tostring)'
+		bpftool -j map dump pinned "$PIN/mesh_split_cnt" | jq -S 'sort_by(.key | tostring)'
 		"$MESHCTL" --socket "$SOCK" status -o json | jq -S '{config_generation, discovery}'
 		bpftool -j map dump pinned "$PIN/mesh_services" | jq -S 'sort_by(.key | tostring)'
 		bpftool -j map dump pinned "$PIN/mesh_svc_names" | jq -S 'sort_by(.key | tostring)'
@@ -69,9 +81,16 @@ errors_counted() {
 		awk '/^meshd_config_reloads_total\{result="error"\}/ {print $NF}'
 }
 
+# Connects through s first, so its split counters hold something an undo could lose.
+VIP=127.77.9.4 client split 30 0 "$TMP/split.stop"
+wait_for 10 connects_at_least split 20 || fail split_traffic "no connects: $(cat "$TMP/split.log")"
+touch "$TMP/split.stop"
+wait "$CLIENT_PID"
 snapshot >"$TMP/before"
 check snapshot_has_the_services "$(head -c 300 "$TMP/before")" \
 	grep -q '"name": "a"' "$TMP/before"
+picked=$(bpftool -j map dump pinned "$PIN/mesh_split_cnt" | jq '[.[] | .formatted.value.picked[]?] | add // 0')
+check snapshot_has_split_counts "mesh_split_cnt picked total: $picked" test "${picked:-0}" -ge 20
 
 # --- a failure anywhere leaves everything as it was ---------------------------------------------
 n=0
@@ -110,9 +129,11 @@ if wait_for 10 since "$mark" 'msg="configuration reloaded"'; then
 	svcs=$("$MESHCTL" --socket "$SOCK" services -o json)
 	vips=$(echo "$svcs" | jq -r '[.services[] | "\(.name)=\(.vip)"] | sort | join(",")')
 	check swap_and_add_applied "services: $vips" \
-		test "$vips" = "a=127.77.9.2:80,b=127.77.9.1:80,c=127.77.9.3:80"
+		test "$vips" = "a=127.77.9.2:80,b=127.77.9.1:80,c=127.77.9.3:80,s=127.77.9.4:80"
 	keys=$(bpftool -j map dump pinned "$PIN/mesh_services" | jq 'length')
-	check datapath_has_three_vips "mesh_services entries: $keys" test "$keys" = 3
+	check datapath_has_four_vips "mesh_services entries: $keys" test "$keys" = 4
+	subsets=$(echo "$svcs" | jq -r '[.services[] | select(.name == "s") | .split[] | "\(.subset)=\(.weight_percent)"] | join(",")')
+	check split_change_applied "subsets: $subsets" test "$subsets" = "v1=40,canary=60"
 else
 	fail swap_and_add_applied "$(new_lines "$mark" | grep -m3 -e error -e failed)"
 fi
@@ -139,7 +160,7 @@ check swap_under_load_no_failed_connect \
 check swap_moves_traffic "one: $(result one .backends) two: $(result two .backends)" \
 	test "$(result one '.backends.a1 // 0')" -gt 0 -a "$(result two '.backends.b1 // 0')" -gt 0
 check c_removed_with_its_vip "mesh_services entries: $(bpftool -j map dump pinned "$PIN/mesh_services" | jq length)" \
-	test "$(bpftool -j map dump pinned "$PIN/mesh_services" | jq length)" = 2
+	test "$(bpftool -j map dump pinned "$PIN/mesh_services" | jq length)" = 3
 
 # --- a rename under load: the VIP never goes without an owner ---------------------------------------
 VIP=127.77.9.1 client ren 30 0 "$TMP/ren.stop"
@@ -155,7 +176,7 @@ wait "$REN"
 check rename_under_load_no_failed_connect "fail=$(result ren .fail) $(result ren '.errors | join(";")')" \
 	test "$(result ren .fail)" = 0 -a "$(result ren '.backends.a1 // 0')" -gt 0
 names=$("$TOOLS/dptool" --pin "$PIN" stats -o json | jq -r '[.[] | select(.kind == "service") | "\(.name)=\(.vip)"] | sort | join(",")')
-check rename_in_datapath "services: $names" test "$names" = "a2=127.77.9.1:80,b=127.77.9.2:80"
+check rename_in_datapath "services: $names" test "$names" = "a2=127.77.9.1:80,b=127.77.9.2:80,s=127.77.9.4:80"
 check rename_audited "$(new_lines "$mark" | grep -m2 'msg="service')" \
 	bash -c "tail -n +$((mark + 1)) '$TMP/meshd.log' | grep -q 'msg=\"service added\" service=a2' &&
 		tail -n +$((mark + 1)) '$TMP/meshd.log' | grep -q 'msg=\"service removed\" service=a'"

@@ -142,6 +142,9 @@ void dp_index_set(struct datapath *dp, bool by_name, const void *what, int32_t i
 int dp_write_name(struct datapath *dp, const struct dp_service *s);
 int dp_be_write(struct datapath *dp, __u32 id);
 void dp_maglev_drop(struct datapath *dp, __u32 table, __u32 from);
+/* Keeps the count of UDP services (a service that was `was` UDP is now `is`), and the UDP
+ * programs attached while there is one. */
+void dp_udp_count(struct datapath *dp, bool was, bool is);
 
 /* services_txn.c, called while dp->txn is open: service `id` owns a VIP another service takes
  * over, so it must move or go before the end (0 or -ENOMEM); a range retired meanwhile waits
@@ -160,6 +163,12 @@ int dp_split_lists(const struct datapath *dp, struct dp_service *s, struct mesh_
 		   uint32_t base);
 int dp_split_write(struct datapath *dp, struct dp_service *s, uint64_t prev_hash);
 void dp_split_drop(struct datapath *dp, __u32 sid);
+/* A copy of `sp` (malloc'd; NULL out of memory) for a transaction's record. */
+struct dp_split *dp_split_dup(const struct dp_split *sp);
+/* Reads service `sid`'s per-subset counters into `cnt` (zeros when none), or writes `cnt` back
+ * (0 or -errno): an undone split change puts back the counters it reset. */
+void dp_split_cnt_get(const struct datapath *dp, __u32 sid, struct mesh_split_cnt *cnt);
+int dp_split_cnt_put(struct datapath *dp, __u32 sid, const struct mesh_split_cnt *cnt);
 uint32_t dp_split_adopt_slots(struct datapath *dp, __u32 sid, const struct mesh_svc *val,
 			      uint64_t *names_hash);
 /* Fills out[0..n) for a split service (names point into the mirror); returns n. */

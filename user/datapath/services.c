@@ -553,9 +553,7 @@ int dp_write_name(struct datapath *dp, const struct dp_service *s)
 	return bpf_map_update_elem(dp->fd[DP_MAP_SVC_NAMES], &sid, &rec, BPF_ANY) ? -errno : 0;
 }
 
-/* Keeps the count of UDP services (a service that was `was` UDP is now `is`), and the UDP
- * programs attached while there is one. */
-static void udp_count(struct datapath *dp, bool was, bool is)
+void dp_udp_count(struct datapath *dp, bool was, bool is)
 {
 	int err;
 
@@ -590,7 +588,7 @@ static int publish(struct datapath *dp, struct dp_service *s, const struct dp_se
 	if (!s->split)
 		dp_split_drop(dp, sid);
 	s->split_hash = s->split ? s->split->val.names_hash : 0;
-	udp_count(dp, old->used && old->key.proto == IPPROTO_UDP, s->key.proto == IPPROTO_UDP);
+	dp_udp_count(dp, old->used && old->key.proto == IPPROTO_UDP, s->key.proto == IPPROTO_UDP);
 	if (dp_write_name(dp, s))
 		LOG_WARN(DP_SUBSYS, "name record not written", "service=%s", log_q(s->name));
 	if (old->used && memcmp(&old->key, &s->key, sizeof(s->key))) {
@@ -743,7 +741,7 @@ int datapath_service_del(struct datapath *dp, const char *name)
 	dp_index_set(dp, true, s->name, -1);
 	dp_index_set(dp, false, &s->key, -1);
 	LOG_DEBUG(DP_SUBSYS, "service removed", "service=%s", log_q(name));
-	udp_count(dp, s->key.proto == IPPROTO_UDP, false);
+	dp_udp_count(dp, s->key.proto == IPPROTO_UDP, false);
 	free(s->ids);
 	free(s->split);
 	memset(s, 0, sizeof(*s));

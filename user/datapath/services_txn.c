@@ -5,8 +5,11 @@
  * ids, mesh_slots ranges, VIP keys and the ids of removed services that a change releases stay
  * reserved (dp->txn tells services.c and slots.c), and a service may take over a VIP another one
  * is leaving, so VIP swaps, renames and moves between services write each VIP with one update
- * (never a moment without an owner). The end releases what nobody uses any more. Loop thread. */
+ * (never a moment without an owner). A split service's record keeps its own copy of the split
+ * and the split's counters, written back before the value on an undo. The end releases what
+ * nobody uses any more. Loop thread. */
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,9 +21,11 @@
 /* One service as it was before one change. */
 struct txn_rec {
 	char name[MESH_SVC_NAME_MAX];
-	int id;			  /* its id then, -1 when it did not exist */
-	struct dp_service before; /* before.ids is not valid: the ids are in t->ids[ids_at..] */
-	size_t ids_at, be_at;	  /* its backend ids and their mirrors, in the pools below */
+	int id;			   /* its id then, -1 when it did not exist */
+	struct dp_service before;  /* before.ids is not valid: the ids are in t->ids[ids_at..];
+				   * before.split is the record's own copy until an undo takes it */
+	struct mesh_split_cnt cnt; /* the split's counters then */
+	size_t ids_at, be_at;	   /* its backend ids and their mirrors, in the pools below */
 };
 
 struct txn_disp {
@@ -119,6 +124,14 @@ static int record(struct datapath_txn *t, const char *name)
 		return 0;
 	r->before = dp->svcs[id];
 	r->before.ids = NULL;
+	if (r->before.split) {
+		r->before.split = dp_split_dup(r->before.split);
+		if (!r->before.split) {
+			t->n--;
+			return -ENOMEM;
+		}
+		dp_split_cnt_get(dp, (__u32)id, &r->cnt);
+	}
 	for (size_t i = 0; i < nb; i++) {
 		t->ids[t->n_ids] = dp->svcs[id].ids[i];
 		t->be[t->n_ids++] = dp->be[dp->svcs[id].ids[i]];
@@ -152,17 +165,20 @@ static void settle_key(struct datapath *dp, const struct mesh_svc_key *key)
 	bpf_map_update_elem(dp->fd[DP_MAP_SERVICES], key, &dp->svcs[owner].val, BPF_ANY);
 }
 
-/* Frees service `id`'s name record, maglev tables, range and mirror entry (its key and index
- * entries are the caller's business). */
+/* Frees service `id`'s name record, split, maglev tables, range and mirror entry (its key and
+ * index entries are the caller's business). */
 static void release(struct datapath *dp, __u32 id)
 {
 	struct dp_service *s = &dp->svcs[id];
 
 	bpf_map_delete_elem(dp->fd[DP_MAP_SVC_NAMES], &id);
+	dp_split_drop(dp, id);
 	dp_maglev_drop(dp, id * 2, 0);
 	dp_maglev_drop(dp, id * 2 + 1, 0);
-	dp_slots_retire(dp, s->val.slot_base, s->val.n_backends);
+	dp_slots_retire(dp, s->val.slot_base, s->n_slots);
+	dp_udp_count(dp, s->key.proto == IPPROTO_UDP, false);
 	free(s->ids);
+	free(s->split);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -177,13 +193,30 @@ static void drop(struct datapath *dp, __u32 id)
 	release(dp, id);
 }
 
-/* Writes back what `r` saved: backends (same ids), the value and its range, name, tables. */
-static void restore(struct datapath_txn *t, const struct txn_rec *r)
+/* Writes the split `s` had before back (before the value that points connects at it), with its
+ * counters when the change had reset them; `now_hash` is the split the maps hold now. */
+static void restore_split(struct datapath *dp, struct dp_service *s, uint64_t now_hash,
+			  const struct mesh_split_cnt *cnt)
+{
+	int err = dp_split_write(dp, s, now_hash);
+
+	if (!err && s->split && s->split_hash != now_hash)
+		err = dp_split_cnt_put(dp, s->val.service_id, cnt);
+	if (err)
+		LOG_ERR(DP_SUBSYS, "undo could not write a split back", "service=%s err=%s",
+			log_q(s->name), log_q(strerror(-err)));
+}
+
+/* Writes back what `r` saved: backends (same ids), the split, the value and its range, name,
+ * tables. The mirror takes the record's copy of the split. */
+static void restore(struct datapath_txn *t, struct txn_rec *r)
 {
 	struct datapath *dp = t->dp;
 	struct dp_service *s = &dp->svcs[r->id];
 	size_t nb = r->before.val.n_backends;
 	__u32 *ids = calloc(nb ? nb : 1, sizeof(*ids));
+	uint64_t now_hash = s->used ? s->split_hash : 0;
+	bool was_udp = s->used && s->key.proto == IPPROTO_UDP;
 
 	if (!ids) {
 		LOG_ERR(DP_SUBSYS, "undo out of memory", "service=%s", log_q(r->name));
@@ -194,7 +227,9 @@ static void restore(struct datapath_txn *t, const struct txn_rec *r)
 	if (s->used && dp_index_find(dp, false, &s->key) == r->id)
 		dp_index_set(dp, false, &s->key, -1);
 	free(s->ids);
+	free(s->split);
 	*s = r->before;
+	r->before.split = NULL;
 	s->ids = ids;
 	s->removed = false;
 	for (size_t i = 0; i < nb; i++) {
@@ -205,14 +240,18 @@ static void restore(struct datapath_txn *t, const struct txn_rec *r)
 	dp_index_set(dp, true, s->name, r->id);
 	dp_index_set(dp, false, &s->key, r->id);
 	dp_write_maglev(dp, s); /* its tables may have been dropped meanwhile */
+	restore_split(dp, s, now_hash, &r->cnt);
 	if (bpf_map_update_elem(dp->fd[DP_MAP_SERVICES], &s->key, &s->val, BPF_ANY))
 		LOG_ERR(DP_SUBSYS, "undo could not write a service back", "service=%s err=%s",
 			log_q(r->name), log_q(strerror(errno)));
+	if (!s->split)
+		dp_split_drop(dp, (__u32)r->id);
+	dp_udp_count(dp, was_udp, s->key.proto == IPPROTO_UDP);
 	dp_write_name(dp, s);
 }
 
 /* Puts the service of `r` back as it was before its change. */
-static void undo_one(struct datapath_txn *t, const struct txn_rec *r)
+static void undo_one(struct datapath_txn *t, struct txn_rec *r)
 {
 	struct datapath *dp = t->dp;
 	int cur = dp_find_service(dp, r->name);
@@ -231,7 +270,7 @@ static void undo_one(struct datapath_txn *t, const struct txn_rec *r)
 		if (r->id != cur)
 			drop(dp, (__u32)cur);
 		else if (c->val.slot_base != r->before.val.slot_base)
-			dp_slots_retire(dp, c->val.slot_base, c->val.n_backends);
+			dp_slots_retire(dp, c->val.slot_base, c->n_slots);
 	}
 	if (r->id >= 0)
 		restore(t, r);
@@ -246,6 +285,8 @@ static void undo_to(struct datapath_txn *t, size_t mark)
 		struct txn_rec *r = &t->r[--t->n];
 
 		undo_one(t, r);
+		free(r->before.split); /* NULL once the mirror took it back */
+		r->before.split = NULL;
 		t->n_ids = r->ids_at;
 	}
 }
@@ -326,6 +367,8 @@ static void txn_end(struct datapath_txn *t)
 {
 	t->dp->txn = NULL;
 	release_ranges(t);
+	for (size_t i = 0; i < t->n; i++)
+		free(t->r[i].before.split);
 	free(t->r);
 	free(t->ids);
 	free(t->be);

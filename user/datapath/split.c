@@ -140,6 +140,30 @@ void dp_split_drop(struct datapath *dp, __u32 sid)
 		bpf_map_delete_elem(dp->fd[DP_MAP_SPLIT], &sid);
 }
 
+struct dp_split *dp_split_dup(const struct dp_split *sp)
+{
+	size_t size = sizeof(*sp) + sp->n_be + 1;
+	struct dp_split *c = malloc(size);
+
+	if (c)
+		memcpy(c, sp, size);
+	return c;
+}
+
+void dp_split_cnt_get(const struct datapath *dp, __u32 sid, struct mesh_split_cnt *cnt)
+{
+	memset(cnt, 0, sizeof(*cnt));
+	if (dp->fd[DP_MAP_SPLIT_CNT] >= 0)
+		bpf_map_lookup_elem(dp->fd[DP_MAP_SPLIT_CNT], &sid, cnt);
+}
+
+int dp_split_cnt_put(struct datapath *dp, __u32 sid, const struct mesh_split_cnt *cnt)
+{
+	if (dp->fd[DP_MAP_SPLIT_CNT] < 0)
+		return -EOPNOTSUPP;
+	return bpf_map_update_elem(dp->fd[DP_MAP_SPLIT_CNT], &sid, cnt, BPF_ANY) ? -errno : 0;
+}
+
 uint32_t dp_split_adopt_slots(struct datapath *dp, __u32 sid, const struct mesh_svc *val,
 			      uint64_t *names_hash)
 {
