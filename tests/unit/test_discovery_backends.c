@@ -60,9 +60,9 @@ TEST(svc_copy_owns_every_text_key)
 			*(char **)((char *)&src + k->off) = strdup(k->path);
 			texts++;
 		} else {
-			/* owned storage the copy does not know about would be shared */
-			CHECK(k->type < CT_STRLIST ||
-			      k->off == offsetof(struct config_service, backends));
+			/* owned storage the copy does not know about would be shared (lists are
+			 * copied element by element, per their own tables) */
+			CHECK(k->type < CT_STRLIST || k->type == CT_LIST);
 		}
 	}
 	CHECK(texts >= 4); /* name, http_path, udp_payload, dns_name */
@@ -83,6 +83,43 @@ TEST(svc_copy_owns_every_text_key)
 		if (k->type == CT_STRING || k->type == CT_PATH || k->type == CT_URL)
 			CHECK_STR_EQ(*(char **)((char *)&dst + k->off), k->path);
 	}
+	config_service_release(&dst);
+}
+
+/* The split and the backends' subset labels are the copy's own (lists copied per their tables),
+ * and a change of the split or of a subset label is a change. */
+TEST(svc_copy_owns_split_and_subsets)
+{
+	struct config_backend b[2] = { be4("127.0.0.1", 22001, 1), be4("127.0.0.1", 22002, 1) };
+	struct config_split sp[2] = { { .weight = 9000 }, { .weight = 1000 } };
+	struct config_service src = svc_template(b, 2), dst, c;
+	char keys[64];
+
+	b[0].subset = strdup("v1");
+	b[1].subset = strdup("v2");
+	sp[0].subset = strdup("v1");
+	sp[1].subset = strdup("v2");
+	src.split = sp;
+	src.n_split = 2;
+	CHECK_INT_EQ(config_service_copy(&dst, &src, b, 2), 0);
+	CHECK(dst.split != sp && dst.n_split == 2);
+	CHECK(dst.split[0].subset != sp[0].subset && dst.backends[1].subset != b[1].subset);
+	CHECK_INT_EQ(config_service_changes(&dst, &src, true, NULL, 0), 0);
+	CHECK(state_backends_equal(dst.backends, 2, b, 2));
+	c = dst;
+	c.split = (struct config_split[2]){ dst.split[0], dst.split[1] };
+	c.split[1].weight = 1001;
+	CHECK_INT_EQ(config_service_changes(&dst, &c, false, keys, sizeof(keys)), 1);
+	CHECK_STR_EQ(keys, "split");
+	for (int i = 0; i < 2; i++) {
+		free(b[i].subset);
+		free(sp[i].subset);
+	}
+	CHECK_STR_EQ(dst.split[1].subset, "v2");
+	CHECK_STR_EQ(dst.backends[0].subset, "v1");
+	b[0].subset = "v1";
+	b[1].subset = "canary";
+	CHECK(!state_backends_equal(dst.backends, 2, b, 2));
 	config_service_release(&dst);
 }
 
