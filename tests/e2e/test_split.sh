@@ -36,6 +36,8 @@ bad_split duplicate '[{"subset":"v1","weight":50},{"subset":"v1","weight":50}]' 
 	'services[0].split[1].subset: duplicate subset'
 bad_split maglev '[{"subset":"v1","weight":90},{"subset":"v2","weight":10}]' maglev \
 	'services[0].split: maglev cannot balance within a subset'
+bad_split label_without_split '[]' random \
+	'services[0].backends[0].subset: a subset label on a service without a split (got "v1"'
 bad_split steps '[{"subset":"v1","weight":99.99},{"subset":"v2","weight":0.01}]' random \
 	'configuration is valid'
 observe_config "$TMP/bad.json" $MPORT '[{ "name": "c", "vip": "127.77.12.9", "port": 80,

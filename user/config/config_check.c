@@ -242,8 +242,16 @@ static void check_split(const struct config_service *svc, size_t si, struct conf
 {
 	uint32_t sum = 0;
 
-	if (!svc->n_split)
+	if (!svc->n_split) {
+		for (size_t b = 0; b < svc->n_backends; b++)
+			if (svc->backends[b].subset)
+				cfg_errf(errs,
+					 "services[%zu].backends[%zu].subset: a subset label on a "
+					 "service without a split (got \"%s\", expected "
+					 "services[%zu].split naming it, or no subset)",
+					 si, b, svc->backends[b].subset, si);
 		return;
+	}
 	if (svc->n_split > MESH_SPLIT_MAX)
 		cfg_errf(errs,
 			 "services[%zu].split: too many subsets (got %zu, expected at most %d)", si,
