@@ -145,6 +145,16 @@ wait_until() {
 		sleep 0.1
 	done
 }
+# wait_output SECONDS WANT CMD...: polls until CMD prints exactly WANT. Use it rather than
+# `wait_for N test "$(cmd)" = WANT`, whose $(cmd) the shell expands once, before any polling.
+wait_output() {
+	local end=$((SECONDS + $1)) want=$2
+	shift 2
+	until [ "$("$@")" = "$want" ]; do
+		[ "$SECONDS" -lt "$end" ] || return 1
+		sleep 0.1
+	done
+}
 
 # through_vip VIP N: N connects to VIP:80 from inside the test cgroup $CG; prints each backend's
 # name (the first line it sends) or ERR, one per line.

@@ -110,9 +110,9 @@ check invalid_kv_not_persisted "$(tail -n +2 "$STATE" | head -c 120)" \
 # 4. A valid value after the refused one applies (web moves to k3).
 kv_put "$(web_doc 22743)" || fail setup "cannot put the second KV value"
 check later_valid_kv_applied "served by $(served $WEB 10)" \
-	wait_until 25 test "$(served $WEB 10)" = k3
+	wait_output 25 k3 served $WEB 10
 check later_valid_kv_persisted "$(tail -n +2 "$STATE" | head -c 120)" \
-	wait_for 5 test "$(tail -n +2 "$STATE")" = "$(web_doc 22743)"
+	wait_output 5 "$(web_doc 22743)" tail -n +2 "$STATE"
 
 # 5. A SIGHUP reload of the file keeps the KV layer over it.
 log_mark meshd1

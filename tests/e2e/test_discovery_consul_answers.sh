@@ -167,7 +167,7 @@ start_meshd meshd2 "$CONF" || fail start2 "meshd did not start: $(tail -n 5 "$TM
 check large_answer_capped "$(grep -m1 'more backends than' "$TMP/meshd2.log")" \
 	wait_for 30 grep -q "msg=\"more backends than the datapath holds, using the first ones\" service=api source=consul backends=100000" "$TMP/meshd2.log"
 check large_answer_served "backends: $(backends | tr ',' '\n' | wc -l)" \
-	wait_for 10 test "$(backends | tr ',' '\n' | wc -l)" -ge 64
+	wait_for 10 eval 'test "$(backends | tr , "\n" | wc -l)" -ge 64'
 hwm_mb=$(awk '/^VmHWM/ {printf "%d", $2 / 1024}' "/proc/$MESHD_PID/status")
 if [ -n "${ASAN_OPTIONS:-}" ]; then
 	skip large_answer_bounded_memory "peak RSS is not meaningful under ASan (${hwm_mb} MB)"

@@ -81,11 +81,11 @@ check loop_iteration_measured "max=$max" test -n "$max"
 # One instance of one service changes: only that service is written.
 curl -sf -X PUT "$CURL/v1/agent/service/deregister/s500-3" >/dev/null
 check one_deregistration_reaches_the_maps "s500 backends: $(svc_backends s500)" \
-	wait_for 10 test "$(svc_backends s500)" = $((PER - 1))
+	wait_output 10 $((PER - 1)) svc_backends s500
 curl -sf -X PUT "$CURL/v1/agent/service/register" \
 	-d '{"ID":"s500-new","Name":"s500","Address":"127.0.0.99","Port":9000}' >/dev/null
 check one_registration_reaches_the_maps "s500 backends: $(svc_backends s500)" \
-	wait_for 10 test "$(svc_backends s500)" = "$PER"
+	wait_output 10 "$PER" svc_backends s500
 check others_untouched "total $(backend_count) of $TOTAL" all_synced
 stop_meshd "$MESHD_PID"
 check clean_exit "exit status $STOP_STATUS" test "$STOP_STATUS" = 0

@@ -151,9 +151,9 @@ for mode in servfail timeout; do
 		wait_for 10 logged_since "$mark" \
 		"dns resolution failed, keeping last known backends.*status=($mode|error)"
 	check "${mode}_discovery_down" "up: $(metric 'meshd_discovery_up{backend="dns"}')" \
-		wait_for 10 test "$(metric 'meshd_discovery_up{backend="dns"}')" = 0
+		wait_output 10 0 metric 'meshd_discovery_up{backend="dns"}'
 	zone ok 1 "$five"
-	wait_for 10 test "$(metric 'meshd_discovery_up{backend="dns"}')" = 1
+	wait_output 10 1 metric 'meshd_discovery_up{backend="dns"}'
 done
 check failures_counted "sync errors: $errors_before -> $(metric 'meshd_discovery_sync_total{backend="dns",result="error"}')" \
 	test "$(metric 'meshd_discovery_sync_total{backend="dns",result="error"}')" -gt "${errors_before:-0}"

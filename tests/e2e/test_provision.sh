@@ -91,13 +91,13 @@ done
 
 # 3. Registration: each host's service is in Consul at the host's address.
 health() { in_host "$HA" curl -s "$CONSUL/v1/health/service/$1" | jq -r '.[].Service | "\(.Address):\(.Port)"'; }
-check web_registered "$(health web)" wait_for 10 test "$(health web)" = "$IP_A:22751"
-check api_registered "$(health api)" wait_for 10 test "$(health api)" = "$IP_B:22752"
+check web_registered "$(health web)" wait_output 10 "$IP_A:22751" health web
+check api_registered "$(health api)" wait_output 10 "$IP_B:22752" health api
 
 # 4. Both meshd took the services from KV and serve them across the hosts.
 names() { "$MESHCTL" --socket "$TMP/$1/run/meshd/admin.sock" -o json services | jq -c '.services | map(.name) | sort'; }
 for h in a b; do
-	check "node_${h}_services_from_kv" "$(names $h)" wait_for 20 test "$(names $h)" = '["api","web"]'
+	check "node_${h}_services_from_kv" "$(names $h)" wait_output 20 '["api","web"]' names $h
 done
 # ask HOST CG VIP: the name the service behind VIP:80 answers, from HOST inside cgroup CG.
 ask() {
