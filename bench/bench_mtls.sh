@@ -123,13 +123,15 @@ add99=$(awk -v a="$rr99_mtls" -v b="$rr99_plain" 'BEGIN { printf "%.1f", a - b }
 echo "added_latency_p50_us=$add50 target=40 $(verdict "$add50" '<=' 40)"
 echo "added_latency_p99_us=$add99 target=150 $(verdict "$add99" '<=' 150)"
 
-for c in mtls haproxy stunnel; do
+# plain is the reference: what the mTLS path adds to a new connection. dial (connect returned) and
+# exchange (1 B there and back) split the p50 where the time goes.
+for c in plain mtls haproxy stunnel; do
 	ep=$(eval echo "\$$(echo $c | tr a-z A-Z | sed 's/HAPROXY/HAP/; s/STUNNEL/STN/')")
 	n=$CRR
-	[ "$c" = mtls ] || n=$CRR_TLS
+	[ "$c" = mtls ] || [ "$c" = plain ] || n=$CRR_TLS
 	out=$(bench crr "$ep" "$n")
 	eval "crr50_$c=$(val crr_p50_us "$out")"
-	echo "crr_${c}_p50_us=$(val crr_p50_us "$out") crr_${c}_p99_us=$(val crr_p99_us "$out") failed=$(val crr_failed "$out")"
+	echo "crr_${c}_p50_us=$(val crr_p50_us "$out") crr_${c}_p99_us=$(val crr_p99_us "$out") failed=$(val crr_failed "$out") crr_${c}_dial_p50_us=$(val crr_dial_p50_us "$out") crr_${c}_exchange_p50_us=$(val crr_exchange_p50_us "$out")"
 done
 r=$(ratio "$crr50_mtls" "$crr50_haproxy")
 echo "new_conn_p50_vs_haproxy=$r target=0.1 $(verdict "$r" '<=' 0.1)"

@@ -179,26 +179,33 @@ static int crr(const char *ep, size_t count)
 {
 	struct sockaddr_in sa;
 	uint64_t *lat = calloc(count + 1, sizeof(*lat));
+	uint64_t *dl = calloc(count + 1, sizeof(*dl)), *ex = calloc(count + 1, sizeof(*ex));
 	size_t n = 0, fails = 0;
 	char c = 'c';
 
-	if (parse_ep(ep, &sa) || !lat)
+	if (parse_ep(ep, &sa) || !lat || !dl || !ex)
 		return 1;
 	for (size_t i = 0; i < count; i++) {
-		uint64_t t0 = now_ns();
+		uint64_t t0 = now_ns(), t1, t2;
 		int fd = dial(&sa);
 
+		t1 = now_ns();
 		if (fd < 0 || full(fd, &c, 1, 0) || full(fd, &c, 1, 1)) {
 			fails++;
 		} else {
+			t2 = now_ns();
 			close(fd);
 			fd = -1;
+			dl[n] = t1 - t0;
+			ex[n] = t2 - t1;
 			lat[n++] = now_ns() - t0;
 		}
 		if (fd >= 0)
 			close(fd);
 	}
 	report("crr", lat, n, fails);
+	report("crr_dial", dl, n, 0);
+	report("crr_exchange", ex, n, 0);
 	return 0;
 }
 
