@@ -134,6 +134,42 @@ TEST(parse_rejects_non_arrays)
 	consul_health_free(&h);
 }
 
+/* Service.Meta["mesh-port"]: a port string is taken, absent is 0, anything else is 0 with the
+ * instance noted (the instance itself stays a backend). */
+TEST(parse_mesh_port_meta)
+{
+	const char *json = "[{\"Service\":{\"ID\":\"a\",\"Address\":\"127.0.0.1\",\"Port\":1,"
+			   "\"Meta\":{\"mesh-port\":\"15009\"}}},"
+			   "{\"Service\":{\"ID\":\"b\",\"Address\":\"127.0.0.2\",\"Port\":1}},"
+			   "{\"Service\":{\"ID\":\"c\",\"Address\":\"127.0.0.3\",\"Port\":1,"
+			   "\"Meta\":{\"mesh-port\":\"99999\"}}},"
+			   "{\"Service\":{\"Address\":\"127.0.0.4\",\"Port\":4,"
+			   "\"Meta\":{\"mesh-port\":15010}}},"
+			   "{\"Service\":{\"ID\":\"e\",\"Address\":\"127.0.0.5\",\"Port\":1,"
+			   "\"Meta\":{\"mesh-port\":\"0\"}}},"
+			   "{\"Service\":{\"ID\":\"f\",\"Address\":\"h.test\",\"Port\":1,"
+			   "\"Meta\":{\"mesh-port\":\"15011\"}}}]";
+	struct consul_health h;
+
+	CHECK_INT_EQ(parse_str(json, &h), 0);
+	CHECK_INT_EQ(h.n, 5);
+	CHECK_INT_EQ(h.skipped, 0);
+	CHECK_INT_EQ(h.backends[0].mesh_port, 15009);
+	CHECK_INT_EQ(h.backends[1].mesh_port, 0);
+	CHECK_INT_EQ(h.backends[2].mesh_port, 0);
+	CHECK_INT_EQ(h.backends[3].mesh_port, 0);
+	CHECK_INT_EQ(h.backends[4].mesh_port, 0);
+	CHECK_INT_EQ(h.n_named, 1);
+	CHECK_INT_EQ(h.named[0].mesh_port, 15011);
+	CHECK_INT_EQ(h.n_bad_mesh_port, 3);
+	CHECK_STR_EQ(h.bad_mesh_port[0].instance, "c");
+	CHECK_STR_EQ(h.bad_mesh_port[0].value, "99999");
+	CHECK_STR_EQ(h.bad_mesh_port[1].instance, "127.0.0.4:4");
+	CHECK_STR_EQ(h.bad_mesh_port[1].value, "(not a string)");
+	CHECK_STR_EQ(h.bad_mesh_port[2].instance, "e");
+	consul_health_free(&h);
+}
+
 /* The same answer fed in pieces of every size parses to the same result; strings holding
  * brackets, commas and escaped quotes do not fool the element scanner. */
 TEST(stream_in_pieces_matches_whole)

@@ -29,6 +29,7 @@ static void make_saved(struct state_saved *t)
 
 	b[0] = be(AF_INET, "127.0.0.1", 22001, 1);
 	b[1] = be(AF_INET6, "::1", 22002, 10);
+	b[1].mesh_port = 15009;
 	t->svcs = calloc(2, sizeof(*t->svcs));
 	t->n = 2;
 	t->svcs[0] = (struct state_saved_service){
@@ -64,8 +65,8 @@ TEST(format_then_parse_round_trips_with_sources)
 	make_saved(&t);
 	text = state_format(&t, &len);
 	CHECK(text != NULL);
-	CHECK_CONTAINS(text, "meshd-discovery-state 2\nservice api consul 120 2\n"
-			     "backend 127.0.0.1 22001 1\nbackend ::1 22002 10\n");
+	CHECK_CONTAINS(text, "meshd-discovery-state 3\nservice api consul 120 2\n"
+			     "backend 127.0.0.1 22001 1 0\nbackend ::1 22002 10 15009\n");
 	CHECK_CONTAINS(text, "service web dns 7 0\nend 2\n");
 	CHECK_INT_EQ(state_parse(text, len, &s, why, sizeof(why)), 0);
 	CHECK_INT_EQ(s.n, 2);
@@ -73,6 +74,7 @@ TEST(format_then_parse_round_trips_with_sources)
 	CHECK(api && api->index == 120 && api->n_backends == 2);
 	if (api) {
 		CHECK(state_backends_equal(api->backends, 2, t.svcs[0].backends, 2));
+		CHECK_INT_EQ(api->backends[1].mesh_port, 15009);
 		CHECK_STR_EQ(api->source, "consul");
 	}
 	CHECK(state_saved_find(&s, "web") && state_saved_find(&s, "web")->n_backends == 0);
@@ -80,6 +82,18 @@ TEST(format_then_parse_round_trips_with_sources)
 	state_saved_free(&s);
 	free(text);
 	saved_release(&t);
+}
+
+TEST(version_2_files_have_no_mesh_port)
+{
+	const char text[] = "meshd-discovery-state 2\nservice api consul 5 1\n"
+			    "backend 127.0.0.1 1 1\nend 1\n";
+	struct state_saved s;
+
+	CHECK_INT_EQ(parse(text, &s), 0);
+	CHECK_INT_EQ(s.n, 1);
+	CHECK_INT_EQ(s.svcs[0].backends[0].mesh_port, 0);
+	state_saved_free(&s);
 }
 
 TEST(version_1_files_are_consul_sets)
@@ -102,9 +116,9 @@ TEST(parse_rejects_foreign_and_other_versions)
 
 	CHECK_INT_EQ(state_parse("{\"json\":1}\n", 11, &s, why, sizeof(why)), -EINVAL);
 	CHECK_STR_EQ(why, "not a meshd discovery state file");
-	CHECK_INT_EQ(state_parse("meshd-discovery-state 3\nend 0\n", 30, &s, why, sizeof(why)),
+	CHECK_INT_EQ(state_parse("meshd-discovery-state 4\nend 0\n", 30, &s, why, sizeof(why)),
 		     -EINVAL);
-	CHECK_STR_EQ(why, "unsupported state version 3");
+	CHECK_STR_EQ(why, "unsupported state version 4");
 	CHECK_INT_EQ(state_parse("", 0, &s, why, sizeof(why)), -EINVAL);
 }
 
@@ -128,6 +142,10 @@ TEST(parse_rejects_truncated_and_corrupt)
 		"meshd-discovery-state 2\nservice api 1 0\nend 1\n",
 		"meshd-discovery-state 2\nservice api Consul 1 0\nend 1\n",
 		"meshd-discovery-state 2\nservice api consul 1 1 0\nend 1\n",
+		"meshd-discovery-state 2\nservice api consul 1 1\nbackend 127.0.0.1 1 1 0\nend 1\n",
+		"meshd-discovery-state 3\nservice api consul 1 1\nbackend 127.0.0.1 1 1\nend 1\n",
+		"meshd-discovery-state 3\nservice api consul 1 1\nbackend 127.0.0.1 1 1 65536\nend "
+		"1\n",
 	};
 	struct state_saved s;
 	size_t i;

@@ -30,7 +30,7 @@ bool state_backends_equal(const struct config_backend *a, size_t na, const struc
 		return false;
 	for (i = 0; i < na; i++)
 		if (!endpoint_equal(&a[i].endpoint, &b[i].endpoint) || a[i].weight != b[i].weight ||
-		    !str_equal(a[i].subset, b[i].subset))
+		    a[i].mesh_port != b[i].mesh_port || !str_equal(a[i].subset, b[i].subset))
 			return false;
 	return true;
 }

@@ -1,12 +1,13 @@
 /* On-disk discovery state: a small line format, written atomically and parsed strictly.
  *
- *   meshd-discovery-state 2
- *   service api consul 120 2   name, source, source index, backend count
- *   backend 127.0.0.1 8081 1   address, port, weight
- *   backend ::1 8082 10
- *   end 1                      number of services: a truncated file never parses
+ *   meshd-discovery-state 3
+ *   service api consul 120 2     name, source, source index, backend count
+ *   backend 127.0.0.1 8081 1 0   address, port, weight, mesh port (0: mtls.inbound_listen's)
+ *   backend ::1 8082 10 15009
+ *   end 1                        number of services: a truncated file never parses
  *
- * Version 1 had no source field (every set came from Consul) and is still read. Anything else
+ * Version 1 had no source field (every set came from Consul), version 2 no mesh port; both are
+ * still read. Anything else
  * (another magic, version, count or a stray line) makes the whole file invalid. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -22,7 +23,7 @@
 #include "discovery/state.h"
 
 #define STATE_MAGIC "meshd-discovery-state"
-#define STATE_VERSION 2
+#define STATE_VERSION 3
 #define STATE_MAX_FILE (16u << 20)
 #define STATE_MAX_SERVICES 65536
 
@@ -65,7 +66,7 @@ static void format_backend(struct sbuf *b, const struct config_backend *be)
 	char ip[INET6_ADDRSTRLEN];
 
 	inet_ntop(be->endpoint.family, &be->endpoint.addr, ip, sizeof(ip));
-	sb_printf(b, "backend %s %u %u\n", ip, be->endpoint.port, be->weight);
+	sb_printf(b, "backend %s %u %u %u\n", ip, be->endpoint.port, be->weight, be->mesh_port);
 }
 
 char *state_format(const struct state_saved *s, size_t *len)
@@ -164,11 +165,11 @@ static bool valid_name(const char *s)
 	return true;
 }
 
-static bool parse_backend(struct cursor *c, struct config_backend *b)
+static bool parse_backend(struct cursor *c, int version, struct config_backend *b)
 {
-	uint64_t port, weight;
+	uint64_t port, weight, mesh_port = 0;
 
-	if (!next_line(c) || c->nf != 4 || strcmp(c->f[0], "backend") != 0)
+	if (!next_line(c) || c->nf != (version >= 3 ? 5 : 4) || strcmp(c->f[0], "backend") != 0)
 		return false;
 	memset(b, 0, sizeof(*b));
 	if (inet_pton(AF_INET, c->f[1], &b->endpoint.addr.v4) == 1)
@@ -178,8 +179,9 @@ static bool parse_backend(struct cursor *c, struct config_backend *b)
 	else
 		return false;
 	if (!parse_u64(c->f[2], 65535, &port) || port == 0 || !parse_u64(c->f[3], 65535, &weight) ||
-	    weight == 0)
+	    weight == 0 || (version >= 3 && !parse_u64(c->f[4], 65535, &mesh_port)))
 		return false;
+	b->mesh_port = (uint16_t)mesh_port;
 	b->endpoint.port = (uint16_t)port;
 	b->weight = (uint32_t)weight;
 	return true;
@@ -205,7 +207,7 @@ static int parse_service(struct cursor *c, int version, struct state_saved *out,
 	if (!s->name || !s->backends)
 		return -ENOMEM;
 	for (i = 0; i < n; i++, s->n_backends++)
-		if (!parse_backend(c, &s->backends[i]))
+		if (!parse_backend(c, version, &s->backends[i]))
 			return -EINVAL;
 	return 0;
 }
@@ -247,7 +249,7 @@ int state_parse(const char *buf, size_t len, struct state_saved *out, char *why,
 		snprintf(why, why_len, "not a meshd discovery state file");
 		return -EINVAL;
 	}
-	if (strcmp(c.f[1], "1") != 0 && strcmp(c.f[1], "2") != 0) {
+	if (strcmp(c.f[1], "1") != 0 && strcmp(c.f[1], "2") != 0 && strcmp(c.f[1], "3") != 0) {
 		snprintf(why, why_len, "unsupported state version %s", c.f[1]);
 		return -EINVAL;
 	}

@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "discovery/discovery.h"
 #include "meshd/meshd.h"
+#include "mtls/mtls.h"
 
 static void *dp_begin(void *arg)
 {
@@ -82,6 +83,8 @@ static void on_changed(void *arg, const char *name, const struct config_service 
 	if (undone && svc && m->dp)
 		assert_health(m, svc); /* the undo restored flags the checks changed meanwhile */
 	health_service_changed(m, name);
+	if (m->mtls)
+		mtls_backends_changed(m->mtls, name, svc);
 }
 
 int discovery_comp_start(struct meshd *m)

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "discovery/discovery.h"
 #include "meshd/meshd.h"
 #include "meshd/upgrade.h"
 #include "mtls/fdstore.h"
@@ -150,6 +151,11 @@ static int start_proxy(struct meshd *m, const struct mesh_config *cfg)
 		goto err;
 	}
 	m->mtls_glue = g;
+	for (size_t i = 0; m->discovery && i < discovery_count(m->discovery); i++) {
+		const struct config_service *svc = discovery_at(m->discovery, i);
+
+		mtls_backends_changed(m->mtls, svc->name, svc);
+	}
 	return 0;
 err:
 	mtls_stop(m->mtls, false);

@@ -15,6 +15,7 @@
 #include "mtls/certsrc.h"
 #include "mtls/fdstore.h"
 #include "mtls/intentions.h"
+#include "mtls/meshports.h"
 #include "mtls/proxy.h"
 #include "mtls/snap.h"
 #include "mtls/worker.h"
@@ -41,6 +42,7 @@ struct mtls {
 	struct intentions *ixn; /* NULL unless authorization.intentions */
 	char ixn_key[4096];	/* what the intentions watch depends on */
 	struct snap *snap;
+	struct meshports *ports; /* backends' own mesh ports (Consul meta); read by the workers */
 	struct listeners ls;
 	struct worker **workers;
 	size_t n_workers;
@@ -430,7 +432,8 @@ struct mtls *mtls_start(struct evloop *loop, const struct mesh_config *cfg,
 	m->budgets = budget_table_new(&m->budget_lock);
 	m->policy = build_policy(cfg);
 	m->id_cgroups = cgroup_lists(cfg, &m->n_id_cgroups);
-	if (!m->budgets || !m->policy)
+	m->ports = meshports_new();
+	if (!m->budgets || !m->policy || !m->ports)
 		goto err;
 	ixn_key(cfg, m->ixn_key, sizeof(m->ixn_key));
 	if (cfg->authz_intentions) {
@@ -485,9 +488,27 @@ void mtls_stop(struct mtls *m, bool release)
 	snap_unref(m->snap);
 	authz_policy_unref(m->policy);
 	budget_table_free(m->budgets);
+	meshports_free(m->ports);
 	free_lists(m->id_cgroups, m->n_id_cgroups);
 	pthread_mutex_destroy(&m->budget_lock);
 	free(m);
+}
+
+int mtls_backends_changed(struct mtls *m, const char *name, const struct config_service *svc)
+{
+	int err = meshports_set(m->ports, name, svc);
+
+	if (err)
+		LOG_WARN("mtls",
+			 "cannot record the backends' mesh ports; dialling the default port",
+			 "service=%s err=%s", log_q(name), log_q(strerror(-err)));
+	return err;
+}
+
+uint16_t mtls_mesh_port(struct mtls *m, const struct config_endpoint *vip,
+			const struct config_endpoint *backend)
+{
+	return meshports_get(m->ports, vip, backend);
 }
 
 /* --- reload ------------------------------------------------------------------------------------- */

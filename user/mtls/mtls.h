@@ -106,6 +106,16 @@ struct mtls_plan *mtls_plan(struct mtls *m, const struct mesh_config *next);
 void mtls_commit(struct mtls *m, struct mtls_plan *p);
 void mtls_abort(struct mtls_plan *p);
 
+/* Discovery changed service `name` (now `svc`, NULL = removed): records the mTLS port of each
+ * backend whose host listens on its own (config_backend.mesh_port, from Consul's `mesh-port`
+ * meta); the others are dialled at mtls.inbound_listen's port. 0 or -ENOMEM (logged; that
+ * service's backends then use the default port). Main loop. */
+int mtls_backends_changed(struct mtls *m, const char *name, const struct config_service *svc);
+/* The port the proxy dials for `backend` of the service at `vip`: its own mesh port, or 0 for
+ * mtls.inbound_listen's. Any thread. */
+uint16_t mtls_mesh_port(struct mtls *m, const struct config_endpoint *vip,
+			const struct config_endpoint *backend);
+
 /* Graceful upgrade: stop accepting (the listening sockets stay open for the next process),
  * send GOAWAY on inbound tunnels, keep serving live connections. `done(arg)` is posted to the
  * main loop when the last one closes or `timeout_ns` passed. */

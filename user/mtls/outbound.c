@@ -201,9 +201,13 @@ void outbound_tunnel_ready(struct leg *l)
 	submit(l, t);
 }
 
-static uint16_t mesh_port(const struct leg *l)
+/* The backend host's mTLS port: its own (Consul `mesh-port` meta) when discovery gave one, else
+ * mtls.inbound_listen's, which every meshd of a uniform fleet listens on. */
+uint16_t outbound_peer_port(const struct leg *l)
 {
-	return l->w->snap->inbound_port; /* a backend's own `mesh-port` (Consul meta) would win */
+	uint16_t own = l->w->px ? mtls_mesh_port(l->w->px, &l->orig.vip, &l->target) : 0;
+
+	return own ? own : l->w->snap->inbound_port;
 }
 
 static void start_attempt(struct leg *l)
@@ -216,7 +220,7 @@ static void start_attempt(struct leg *l)
 	snprintf(key.identity_name, sizeof(key.identity_name), "%s", l->identity);
 	snprintf(key.service, sizeof(key.service), "%s", l->service);
 	key.peer = l->target;
-	key.peer.port = mesh_port(l);
+	key.peer.port = outbound_peer_port(l);
 	memcpy(key.addr_bytes, &l->target.addr, l->target.family == AF_INET6 ? 16 : 4);
 	l->status = 0;
 	l->resp_reason[0] = '\0';

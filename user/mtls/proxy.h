@@ -375,6 +375,9 @@ void leg_tunnel_failed(struct leg *l, const char *reason);
 void outbound_accept(struct evloop *loop, int fd, uint32_t events, void *arg);
 /* The tunnel a waiting leg waited for is ready: submit its CONNECT. */
 void outbound_tunnel_ready(struct leg *l);
+/* The port of the current attempt's peer meshd: the backend's own mesh port, else the snapshot's
+ * inbound port. */
+uint16_t outbound_peer_port(const struct leg *l);
 /* Response headers of the leg's CONNECT. */
 void outbound_response(struct leg *l, int status, const char *reason);
 /* Feeds the breaker outcomes deferred by answers 200 (after the tunnel's read and flush). */

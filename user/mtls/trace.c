@@ -100,7 +100,7 @@ static void outbound_record(const struct leg *l, struct mtls_trace *r)
 	r->vip = l->orig.vip;
 	r->backend = l->target;
 	r->peer = l->target;
-	r->peer.port = l->w->snap->inbound_port;
+	r->peer.port = outbound_peer_port(l);
 	r->attempts = l->attempt;
 	r->probe = l->orig.probe;
 }

@@ -14,6 +14,7 @@
 
 #define CONSUL_MAX_BODY (1024u << 20)	   /* larger responses are treated as errors */
 #define CONSUL_MAX_WAIT_NS 600000000000ull /* Consul caps wait at 10 min */
+#define CONSUL_ID_MAX 128		   /* a service ID */
 
 /* ---- pure helpers (consul_parse.c) ---------------------------------------------------------- */
 
@@ -21,7 +22,16 @@
 struct consul_named {
 	char *host;
 	uint16_t port;
+	uint16_t mesh_port; /* Service.Meta["mesh-port"], 0 = absent or malformed */
 	uint32_t weight;
+};
+
+/* An instance whose Service.Meta["mesh-port"] is not a port: the caller warns once per
+ * instance and dials the default port (mtls.inbound_listen's). */
+#define CONSUL_BAD_MESH_PORT_MAX 16 /* kept per answer; more are counted only */
+struct consul_bad_mesh_port {
+	char instance[CONSUL_ID_MAX + 1]; /* Service.ID, or address:port when it has none */
+	char value[32];			  /* the meta value, cut */
 };
 
 /* Backends of one /v1/health/service response. */
@@ -33,12 +43,15 @@ struct consul_health {
 	size_t skipped; /* unusable entries left out: no IP address, bad port or weight (entries
 			 * not passing and duplicates are left out without counting) */
 	char skip_reason[128]; /* why the first one was left out, "" when none was */
+	struct consul_bad_mesh_port bad_mesh_port[CONSUL_BAD_MESH_PORT_MAX];
+	size_t n_bad_mesh_port; /* entries of bad_mesh_port used */
 };
 
 /* Parses the JSON array a health query returns into backends: address from Service.Address,
  * falling back to Node.Address when empty (an IPv4/IPv6 literal, or a host name kept in `named`
  * for the caller to resolve), port from Service.Port, weight from Service.Weights.Passing (1
- * when absent). An entry with any check not "passing" (the same rule as ?passing, node checks
+ * when absent), mesh_port from Service.Meta["mesh-port"] (a decimal string 1..65535; absent: 0;
+ * anything else: 0 and the instance noted in bad_mesh_port, the instance itself kept). An entry with any check not "passing" (the same rule as ?passing, node checks
  * included) is left out; an unusable one is counted in `skipped`. Repeated instances are not
  * merged here. Returns 0, -EINVAL when the document is not a JSON array (a reason in `why`),
  * -EMSGSIZE for an entry over 4 MiB, or -ENOMEM. Pure: no I/O. Free with consul_health_free. */
@@ -210,8 +223,6 @@ void consul_splits_free(struct config_split *s, size_t n);
 
 /* ---- registration (consul_register.c) ------------------------------------------------------ */
 
-#define CONSUL_ID_MAX 128
-
 /* A local service meshd registers in the Consul agent: Connect-native, with one check. */
 struct consul_registration {
 	const char *id;	  /* service ID (unique on the agent) */
@@ -303,6 +314,8 @@ struct consul_update {
 	size_t n_named;
 	size_t skipped;	       /* listed instances left out (consul_health.skipped) */
 	char skip_reason[128]; /* why the first one was */
+	struct consul_bad_mesh_port bad_mesh_port[CONSUL_BAD_MESH_PORT_MAX]; /* consul_health's */
+	size_t n_bad_mesh_port;
 	/* A `gets` query (service = its path): the 200 answer, NUL-terminated; NULL with err 0
 	 * and status 404 for a 404 carrying X-Consul-Index (a KV key that does not exist). */
 	char *body;

@@ -51,7 +51,9 @@ struct discovery_source {
 	char **kept; /* services whose last answer was unusable (warned once per episode) */
 	size_t n_kept;
 	uint16_t mesh_port; /* meta mesh-port of registrations: mTLS inbound port, 0 = mTLS off */
-	struct sick *sick;  /* backends meshd's health checks find unhealthy (TTL checks) */
+	char **warned;	    /* "<service>/<instance>" whose malformed mesh-port was logged */
+	size_t n_warned;
+	struct sick *sick; /* backends meshd's health checks find unhealthy (TTL checks) */
 	size_t n_sick;
 };
 
@@ -150,6 +152,59 @@ static void deliver_or_keep(struct discovery_source *src, struct consul_update *
 	u->n_backends = 0;
 }
 
+/* --- instances' mesh-port meta -------------------------------------------------------------- */
+
+#define WARNED_MAX 4096 /* instances remembered; past that, further ones are logged at debug */
+
+/* Whether `key` was warned about already; remembers it when not (and there is room). */
+static bool warned_before(struct discovery_source *src, const char *key)
+{
+	char **w, *k;
+
+	for (size_t i = 0; i < src->n_warned; i++)
+		if (!strcmp(src->warned[i], key))
+			return true;
+	if (src->n_warned >= WARNED_MAX || !(k = strdup(key)))
+		return false;
+	w = realloc(src->warned, (src->n_warned + 1) * sizeof(*w));
+	if (!w) {
+		free(k);
+		return false;
+	}
+	src->warned = w;
+	w[src->n_warned++] = k;
+	return false;
+}
+
+/* A malformed Service.Meta["mesh-port"] is logged once per instance; the instance stays a
+ * backend dialled at the default port (mtls.inbound_listen's). */
+static void warn_bad_mesh_ports(struct discovery_source *src, const struct consul_update *u)
+{
+	char key[512];
+
+	for (size_t i = 0; i < u->n_bad_mesh_port; i++) {
+		const struct consul_bad_mesh_port *b = &u->bad_mesh_port[i];
+
+		snprintf(key, sizeof(key), "%s/%s", u->service, b->instance);
+		if (warned_before(src, key))
+			continue;
+		LOG_WARN(SUBSYS,
+			 "consul instance has a malformed mesh-port meta; dialling the default "
+			 "mTLS port",
+			 "service=%s instance=%s mesh_port=%s", log_q(u->service),
+			 log_q(b->instance), log_q(b->value));
+	}
+}
+
+static void warned_free(struct discovery_source *src)
+{
+	for (size_t i = 0; i < src->n_warned; i++)
+		free(src->warned[i]);
+	free(src->warned);
+	src->warned = NULL;
+	src->n_warned = 0;
+}
+
 /* --- host-name instances ---------------------------------------------------------------------- */
 
 /* An answer whose host names are being resolved; the newest answer of a service supersedes any
@@ -211,6 +266,7 @@ static void add_addrs(struct pending *p, const struct consul_named *nm, const st
 		b->endpoint.family = a->addr[i].family;
 		memcpy(&b->endpoint.addr, &a->addr[i].addr, sizeof(b->endpoint.addr));
 		b->endpoint.port = nm->port;
+		b->mesh_port = nm->mesh_port;
 		b->weight = nm->weight;
 	}
 }
@@ -297,6 +353,8 @@ static bool apply_update(struct discovery_source *src, struct consul_sink *cs,
 	src->sink.synced(src->sink.arg, u->err == 0);
 	if (!u->dc) /* a failover datacenter out of reach does not make Consul down */
 		src->sink.up(src->sink.arg, u->err == 0);
+	if (!u->err)
+		warn_bad_mesh_ports(src, u);
 	if (u->err || apply_failover(src, cs, u))
 		return false;
 	for (struct pending *o = src->pending; o; o = o->next)
@@ -684,6 +742,7 @@ static void src_free(struct discovery_source *src)
 	for (size_t i = 0; i < src->n_kept; i++)
 		free(src->kept[i]);
 	free(src->kept);
+	warned_free(src);
 	for (size_t i = 0; i < src->n_sick; i++)
 		free(src->sick[i].service);
 	free(src->sick);

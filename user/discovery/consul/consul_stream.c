@@ -126,6 +126,38 @@ static const char *port_weight(const cJSON *svc, uint16_t *port, uint32_t *weigh
 	return NULL;
 }
 
+/* Service.Meta["mesh-port"]: the port other meshd dial for this instance's host (a string, as
+ * every Consul meta value). 0 when absent; 0 and the instance noted when not a port. */
+static uint16_t mesh_port(struct consul_health *h, const cJSON *svc, const char *addr,
+			  uint16_t port)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(
+	    cJSON_GetObjectItemCaseSensitive(svc, "Meta"), "mesh-port");
+	const cJSON *id = cJSON_GetObjectItemCaseSensitive(svc, "ID");
+	struct consul_bad_mesh_port *bad;
+	unsigned long p = 0;
+	const char *c;
+
+	if (!v || cJSON_IsNull(v))
+		return 0;
+	c = cJSON_IsString(v) ? v->valuestring : "";
+	for (; *c >= '0' && *c <= '9' && p <= 65535; c++)
+		p = p * 10 + (unsigned long)(*c - '0');
+	if (cJSON_IsString(v) && v->valuestring[0] && !*c && p >= 1 && p <= 65535 &&
+	    v->valuestring[0] != '0')
+		return (uint16_t)p;
+	if (h->n_bad_mesh_port >= CONSUL_BAD_MESH_PORT_MAX)
+		return 0;
+	bad = &h->bad_mesh_port[h->n_bad_mesh_port++];
+	if (cJSON_IsString(id) && id->valuestring[0])
+		snprintf(bad->instance, sizeof(bad->instance), "%s", id->valuestring);
+	else
+		snprintf(bad->instance, sizeof(bad->instance), "%.100s:%u", addr, port);
+	snprintf(bad->value, sizeof(bad->value), "%s",
+		 cJSON_IsString(v) ? v->valuestring : "(not a string)");
+	return 0;
+}
+
 static bool grow(void **p, size_t *cap, size_t need, size_t size)
 {
 	size_t cap2 = *cap ? *cap : 16;
@@ -150,7 +182,7 @@ static const char *add_entry(struct consul_stream *s, const cJSON *entry)
 	struct consul_health *h = &s->h;
 	struct config_backend b = { 0 };
 	const char *addr, *why;
-	uint16_t port;
+	uint16_t port, mport;
 	uint32_t weight;
 
 	if (!cJSON_IsObject(svc))
@@ -165,11 +197,13 @@ static const char *add_entry(struct consul_stream *s, const cJSON *entry)
 		return why;
 	if (h->n + h->n_named >= CONSUL_MAX_INSTANCES)
 		return "too many instances";
+	mport = mesh_port(h, svc, addr, port);
 	if (b.endpoint.family) {
 		if (!grow((void **)&h->backends, &s->cap_backends, h->n + 1, sizeof(b)))
 			return "out of memory";
 		b.endpoint.port = port;
 		b.weight = weight;
+		b.mesh_port = mport;
 		h->backends[h->n++] = b;
 		return NULL;
 	}
@@ -177,6 +211,7 @@ static const char *add_entry(struct consul_stream *s, const cJSON *entry)
 	    !(h->named[h->n_named].host = strdup(addr)))
 		return "out of memory";
 	h->named[h->n_named].port = port;
+	h->named[h->n_named].mesh_port = mport;
 	h->named[h->n_named++].weight = weight;
 	return NULL;
 }

@@ -323,6 +323,8 @@ static int query_result(struct query *q, CURLcode res, long status, struct consu
 	u->n_named = h.n_named;
 	u->skipped = h.skipped;
 	memcpy(u->skip_reason, h.skip_reason, sizeof(u->skip_reason));
+	memcpy(u->bad_mesh_port, h.bad_mesh_port, sizeof(u->bad_mesh_port));
+	u->n_bad_mesh_port = h.n_bad_mesh_port;
 	return 0;
 }
 
