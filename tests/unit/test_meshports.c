@@ -25,10 +25,12 @@ TEST(set_get_replace_remove)
 		{ .endpoint = ep("127.0.0.2", 8080), .weight = 1 },
 		{ .endpoint = ep("::1", 8080), .weight = 1, .mesh_port = 15019 },
 	};
-	struct config_service api = { .name = "api", .vip = ep("127.77.0.1", 80), .backends = b,
-				      .n_backends = 3 };
-	struct config_service web = { .name = "web", .vip = ep("127.77.0.2", 80), .backends = b,
-				      .n_backends = 1 };
+	struct config_service api = {
+		.name = "api", .vip = ep("127.77.0.1", 80), .backends = b, .n_backends = 3
+	};
+	struct config_service web = {
+		.name = "web", .vip = ep("127.77.0.2", 80), .backends = b, .n_backends = 1
+	};
 	struct config_endpoint be1 = ep("127.0.0.1", 8080), be2 = ep("127.0.0.2", 8080);
 	struct config_endpoint be6 = ep("::1", 8080), other_port = ep("127.0.0.1", 8081);
 

@@ -5,7 +5,10 @@
  * service's, a bad chain, expired) is logged and the running certificate stays; a failed read
  * keeps everything. During a root rotation every listed root is trusted, and a leaf signed by a
  * root first listed less than ROOT_GRACE ago is held back (the running one still valid) until
- * every peer has had time to trust that root. Main loop. */
+ * every peer has had time to trust that root. The last roots answer and each installed leaf
+ * answer are persisted under <state_dir>/connect (mode 0600, written atomically: the leaf answer
+ * holds its private key) and loaded at open, through the same checks as live answers, so a
+ * meshd started during a Consul outage serves until the agent answers. Main loop. */
 #include <errno.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
@@ -14,6 +17,7 @@
 
 #include "common/log.h"
 #include "discovery/consul/consul.h"
+#include "discovery/state.h"
 #include "mtls/certsrc.h"
 #include "mtls/consul_feed.h"
 
@@ -21,6 +25,8 @@
 #define ROOT_GRACE_S 5		   /* a new root is trusted by every peer's next roots answer */
 #define FIRST_WAIT_NS (3 * SEC_NS) /* open: time Consul has for the first answers */
 #define ROOTS_PATH "/v1/agent/connect/ca/roots"
+#define PERSIST_DIR "connect"  /* under state_dir */
+#define PERSIST_MAX (1u << 20) /* a persisted answer larger than this is refused */
 
 struct consul_src;
 
@@ -30,6 +36,8 @@ struct leaf_slot {
 	X509 *leaf; /* pending: received, not installed yet */
 	STACK_OF(X509) * chain;
 	EVP_PKEY *key;
+	char *body; /* the pending leaf's answer, persisted once installed (holds the key) */
+	size_t body_len;
 	int64_t timer;
 	int64_t installed_not_after; /* 0 = none */
 	bool unreachable;	     /* the last read failed (its error is shown) */
@@ -51,6 +59,7 @@ struct consul_src {
 	bool have_roots;
 	struct fresh_root *fresh; /* the roots listed now, with when each was first listed */
 	size_t n_fresh;
+	char *dir; /* <state_dir>/connect, NULL = not persisted */
 };
 
 static void slot_clear(struct leaf_slot *s)
@@ -61,6 +70,38 @@ static void slot_clear(struct leaf_slot *s)
 	s->leaf = NULL;
 	s->chain = NULL;
 	s->key = NULL;
+	if (s->body)
+		OPENSSL_cleanse(s->body, s->body_len);
+	free(s->body);
+	s->body = NULL;
+	s->body_len = 0;
+}
+
+/* --- persistence -------------------------------------------------------------------------------- */
+
+/* The file of answer `i` (0 roots, 1 + k leaf of slot k). */
+static void persist_name(const struct consul_src *c, size_t i, char *buf, size_t len)
+{
+	if (i == 0)
+		snprintf(buf, len, "roots.json");
+	else
+		snprintf(buf, len, "leaf-%s.json", c->slots[i - 1].service);
+}
+
+/* Writes an answer that was just put in use. A failure is logged (never the contents). */
+static void persist(struct consul_src *c, size_t i, const char *body, size_t len)
+{
+	char name[128];
+	int err;
+
+	if (!c->dir)
+		return;
+	persist_name(c, i, name, sizeof(name));
+	err = state_file_write(c->dir, name, body, len);
+	if (err)
+		LOG_WARN("mtls", "cannot persist Consul Connect CA material",
+			 "dir=%s file=%s err=%s", log_q(c->dir), log_q(name),
+			 log_q(strerror(-err)));
 }
 
 /* --- roots -------------------------------------------------------------------------------------- */
@@ -117,7 +158,9 @@ static STACK_OF(X509) * roots_stack(const struct consul_ca_roots *r, char *why, 
 
 static void install_pending(struct leaf_slot *s);
 
-static void on_roots(struct consul_src *c, const char *body, size_t len)
+/* A roots answer, from the agent or (`persisted`) from the state directory. Returns 0 when the
+ * roots are in use. */
+static int on_roots(struct consul_src *c, const char *body, size_t len, bool persisted)
 {
 	struct consul_ca_roots r;
 	STACK_OF(X509) *roots = NULL;
@@ -136,18 +179,25 @@ static void on_roots(struct consul_src *c, const char *body, size_t len)
 		certs_set_trust_domain(c->store, r.trust_domain);
 		err = certs_set_roots(c->store, roots, certsrc_now(), why, sizeof(why));
 	}
-	if (err) {
+	if (err && persisted) {
+		LOG_WARN("mtls", "ignoring the persisted Consul CA roots", "error=%s", log_q(why));
+	} else if (err) {
 		LOG_WARN("mtls", "cannot use the Consul CA roots; the running ones stay",
 			 "error=%s", log_q(why));
 	} else {
-		LOG_INFO("mtls", "Consul CA roots loaded", "trust_domain=%s roots=%zu active=%s",
-			 r.trust_domain, r.n, log_q(r.active_id));
+		LOG_INFO("mtls",
+			 persisted ? "persisted Consul CA roots loaded" : "Consul CA roots loaded",
+			 "trust_domain=%s roots=%zu active=%s", r.trust_domain, r.n,
+			 log_q(r.active_id));
 		c->have_roots = true;
+		if (!persisted)
+			persist(c, 0, body, len);
 		for (size_t i = 0; i < c->n; i++)
 			install_pending(&c->slots[i]);
 	}
 	sk_X509_pop_free(roots, X509_free);
 	consul_ca_roots_free(&r);
+	return err;
 }
 
 /* --- leaves ------------------------------------------------------------------------------------- */
@@ -208,6 +258,8 @@ static void install_pending(struct leaf_slot *s)
 	certs_set_error(c->store, s->service, NULL);
 	LOG_INFO("mtls", "identity certificate loaded", "service=%s source=consul serial=%s",
 		 log_q(s->service), ci.serial);
+	if (s->body) /* NULL: loaded from the persisted file */
+		persist(c, (size_t)(s - c->slots) + 1, s->body, s->body_len);
 	slot_clear(s);
 }
 
@@ -235,6 +287,61 @@ static int take_leaf(struct leaf_slot *s, const char *body, size_t len, char *wh
 	return 0;
 }
 
+/* Reads persisted file `name`; false when there is none or it cannot be read (logged). */
+static bool read_persisted(struct consul_src *c, const char *name, char **body, size_t *len)
+{
+	char why[256] = "";
+	int err = state_file_read(c->dir, name, PERSIST_MAX, body, len, why, sizeof(why));
+
+	if (err && err != -ENOENT)
+		LOG_WARN("mtls", "ignoring persisted Consul Connect CA material",
+			 "file=%s error=%s", log_q(name), log_q(*why ? why : strerror(-err)));
+	return err == 0;
+}
+
+/* Loads the persisted roots, then each persisted leaf that still passes every check of a live
+ * one (its service's, valid now, chaining to the persisted roots): served until the agent
+ * answers. Anything else is logged with why and ignored. */
+static void load_persisted(struct consul_src *c)
+{
+	char name[128], why[512];
+	size_t len;
+	char *body;
+
+	if (!c->dir || !read_persisted(c, "roots.json", &body, &len))
+		return;
+	if (on_roots(c, body, len, true)) {
+		free(body);
+		return;
+	}
+	free(body);
+	for (size_t i = 0; i < c->n; i++) {
+		struct leaf_slot *s = &c->slots[i];
+		struct cert_info ci;
+
+		persist_name(c, i + 1, name, sizeof(name));
+		if (!read_persisted(c, name, &body, &len))
+			continue;
+		if (!take_leaf(s, body, len, why, sizeof(why))) {
+			cert_get_info(s->leaf, &ci);
+			if (certs_set_identity(c->store, s->service, s->leaf, s->chain, s->key,
+					       "consul", certsrc_now(), why, sizeof(why)) == 0) {
+				s->installed_not_after = ci.not_after;
+				certs_set_error(c->store, s->service, NULL);
+				LOG_INFO("mtls", "persisted Consul leaf loaded",
+					 "service=%s serial=%s", log_q(s->service), ci.serial);
+				*why = '\0';
+			}
+		}
+		slot_clear(s);
+		OPENSSL_cleanse(body, len);
+		free(body);
+		if (*why)
+			LOG_WARN("mtls", "ignoring a persisted Consul leaf", "service=%s error=%s",
+				 log_q(s->service), log_q(why));
+	}
+}
+
 static void on_leaf(struct leaf_slot *s, const char *body, size_t len)
 {
 	char why[512] = "";
@@ -244,6 +351,11 @@ static void on_leaf(struct leaf_slot *s, const char *body, size_t len)
 			 "service=%s error=%s", log_q(s->service), log_q(why));
 		certs_set_error(s->c->store, s->service, why);
 		return;
+	}
+	s->body = malloc(len + 1);
+	if (s->body) {
+		memcpy(s->body, body, len + 1);
+		s->body_len = len;
 	}
 	evloop_del_timer(s->c->loop, s->timer); /* a newer leaf: its own hold, if any */
 	s->timer = 0;
@@ -267,7 +379,7 @@ static void on_answer(void *arg, size_t i, const char *body, size_t len, int err
 	if (i > 0)
 		c->slots[i - 1].unreachable = false;
 	if (i == 0)
-		on_roots(c, body, len);
+		on_roots(c, body, len, false);
 	else
 		on_leaf(&c->slots[i - 1], body, len);
 }
@@ -291,6 +403,7 @@ static void consul_close(struct certsrc *src)
 	free(c->fresh);
 	free(c->paths);
 	free(c->slots);
+	free(c->dir);
 	certs_unref(c->store);
 	free(c);
 }
@@ -325,6 +438,9 @@ static struct certsrc *consul_open(struct evloop *loop, struct certs *store,
 		return NULL;
 	c->loop = loop;
 	c->store = certs_ref(store);
+	if (cfg->config->state_dir && cfg->config->state_dir[0] &&
+	    asprintf(&c->dir, "%s/" PERSIST_DIR, cfg->config->state_dir) < 0)
+		c->dir = NULL;
 	if (make_paths(c, cfg)) {
 		snprintf(why, wlen, "out of memory");
 		goto err;
@@ -336,6 +452,7 @@ static struct certsrc *consul_open(struct evloop *loop, struct certs *store,
 	for (size_t i = 0; i < c->n; i++) /* until the leaf is installed */
 		certs_set_error(store, c->slots[i].service,
 				"waiting for a leaf from the Consul Connect CA");
+	load_persisted(c);
 	ok = consul_feed_wait_first(c->feed, FIRST_WAIT_NS);
 	if (ok < c->n + 1 && cfg->must_load) {
 		snprintf(why, wlen, "the Consul Connect CA did not answer for every identity");

@@ -34,8 +34,7 @@ static void put_key(unsigned char *k, const struct config_endpoint *ep)
 
 static int entry_cmp(const void *a, const void *b)
 {
-	return memcmp(((const struct entry *)a)->key, ((const struct entry *)b)->key,
-		      2 * KEY_LEN);
+	return memcmp(((const struct entry *)a)->key, ((const struct entry *)b)->key, 2 * KEY_LEN);
 }
 
 struct meshports *meshports_new(void)
