@@ -105,7 +105,7 @@ int consul_failover_take(struct consul_failover *f, struct consul_update *u,
 		return 0;
 	d = &s->sets[i];
 	free(d->b);
-	d->b = u->backends; /* instances with a host name are not resolved here */
+	d->b = u->backends; /* host names resolved by the caller already */
 	d->n = u->n_backends;
 	d->index = u->index;
 	d->seen = true;

@@ -3,7 +3,8 @@
  * set to the registry. A failed query never touches the backends, and neither does an answer
  * that leaves nothing usable while Consul lists instances: the last known set keeps being served
  * (warned once per episode). Instances whose address is a host name are resolved (A and AAAA,
- * with discovery.dns.servers or the system resolver) on the loop before the set is delivered.
+ * with discovery.dns.servers or the system resolver) on the loop before the set is delivered or,
+ * for a service that fails over, before its datacenter's set counts.
  * Registrations follow the config; switching to another source deregisters them, and so does a
  * stop with discovery.consul.deregister_on_stop (else they outlive meshd: a restart finds them,
  * a host gone for good is reaped by deregister_critical_after). TTL checks report meshd's own
@@ -205,12 +206,15 @@ static void warned_free(struct discovery_source *src)
 	src->n_warned = 0;
 }
 
+static void settle(struct discovery_source *src, struct consul_sink *cs, struct consul_update *u);
+
 /* --- host-name instances ---------------------------------------------------------------------- */
 
 /* An answer whose host names are being resolved; the newest answer of a service supersedes any
  * older one still resolving. */
 struct pending {
 	struct discovery_source *src;
+	struct consul_sink *cs; /* the watcher that answered (a reference) */
 	struct consul_update *u;
 	size_t left;	   /* lookups outstanding (+1 while starting them) */
 	size_t unresolved; /* names that gave no address */
@@ -233,13 +237,14 @@ static void pending_done(struct pending *p)
 	while (*pp != p)
 		pp = &(*pp)->next;
 	*pp = p->next;
-	if (!p->superseded && !src->stopping) {
+	if (!p->superseded && !src->stopping && p->cs->src == src) {
 		if (p->unresolved && !u->skipped++)
 			snprintf(u->skip_reason, sizeof(u->skip_reason),
 				 "host name did not resolve");
 		u->skipped += p->unresolved ? p->unresolved - 1 : 0;
-		deliver_or_keep(src, u);
+		settle(src, p->cs, u);
 	}
+	sink_put(p->cs);
 	consul_update_free(u);
 	free(p);
 }
@@ -290,19 +295,26 @@ static void on_named(void *arg, enum dns_status st, const struct dns_answer *a)
 		pending_done(p);
 }
 
-/* Resolves the answer's host names, then delivers (takes `u`). */
-static void resolve_named(struct discovery_source *src, struct consul_update *u)
+/* Whether two answers are of the same query: service and datacenter. */
+static bool same_query(const struct consul_update *a, const struct consul_update *b)
 {
-	struct pending *p = calloc(1, sizeof(*p)), *o;
+	return !strcmp(a->service, b->service) &&
+	       (a->dc == b->dc || (a->dc && b->dc && !strcmp(a->dc, b->dc)));
+}
+
+/* Resolves the answer's host names, then settles it (takes `u`). */
+static void resolve_named(struct discovery_source *src, struct consul_sink *cs,
+			  struct consul_update *u)
+{
+	struct pending *p = calloc(1, sizeof(*p));
 
 	if (!p) {
 		consul_update_free(u);
 		return;
 	}
-	for (o = src->pending; o; o = o->next)
-		if (!strcmp(o->u->service, u->service))
-			o->superseded = true;
 	p->src = src;
+	p->cs = cs;
+	atomic_fetch_add(&cs->refs, 1);
 	p->u = u;
 	p->cap = u->n_backends;
 	p->left = u->n_named + 1;
@@ -323,8 +335,8 @@ static void resolve_named(struct discovery_source *src, struct consul_update *u)
 		pending_done(p);
 }
 
-/* An answer for a service that fails over across datacenters: deliver what it now serves.
- * Returns false when the service does not fail over. */
+/* An answer (host names resolved) for a service that fails over across datacenters: deliver
+ * what it now serves. Returns false when the service does not fail over. */
 static bool apply_failover(struct discovery_source *src, struct consul_sink *cs,
 			   struct consul_update *u)
 {
@@ -333,6 +345,10 @@ static bool apply_failover(struct discovery_source *src, struct consul_sink *cs,
 
 	if (r == 0)
 		return false;
+	if (u->skipped) /* unusable instances count as absent: the datacenter may be passed over */
+		LOG_WARN(SUBSYS, "consul instances skipped",
+			 "service=%s datacenter=%s skipped=%zu first_problem=%s", log_q(u->service),
+			 log_q(u->dc ? u->dc : "local"), u->skipped, log_q(u->skip_reason));
 	if (r != 1)
 		return true;
 	if (pick.changed && (pick.dc || pick.from))
@@ -353,19 +369,26 @@ static bool apply_update(struct discovery_source *src, struct consul_sink *cs,
 	src->sink.synced(src->sink.arg, u->err == 0);
 	if (!u->dc) /* a failover datacenter out of reach does not make Consul down */
 		src->sink.up(src->sink.arg, u->err == 0);
-	if (!u->err)
-		warn_bad_mesh_ports(src, u);
-	if (u->err || apply_failover(src, cs, u))
+	if (u->err)
 		return false;
+	warn_bad_mesh_ports(src, u);
 	for (struct pending *o = src->pending; o; o = o->next)
-		if (!strcmp(o->u->service, u->service))
+		if (same_query(o->u, u))
 			o->superseded = true; /* this answer is newer */
 	if (u->n_named) {
-		resolve_named(src, u);
+		resolve_named(src, cs, u);
 		return true;
 	}
-	deliver_or_keep(src, u);
+	settle(src, cs, u);
 	return false;
+}
+
+/* An answer with its host names resolved: the failover choice for a service that fails over,
+ * else the set itself (or the last one kept). */
+static void settle(struct discovery_source *src, struct consul_sink *cs, struct consul_update *u)
+{
+	if (!apply_failover(src, cs, u))
+		deliver_or_keep(src, u);
 }
 
 static void on_posted(void *arg)
