@@ -81,31 +81,43 @@ static void sink_put(struct consul_sink *s)
 
 /* --- results ---------------------------------------------------------------------------------- */
 
-/* Index of `service` among those in an "unusable answer" episode, or -1. Episodes are rare:
- * the list is short, and empty in the normal case. */
-static int kept_find(const struct discovery_source *src, const char *service)
+/* Index of `s` in the string list v[0..n), or -1. The lists here are short (empty in the
+ * normal case). */
+static int strlist_find(char *const *v, size_t n, const char *s)
 {
-	for (size_t i = 0; i < src->n_kept; i++)
-		if (!strcmp(src->kept[i], service))
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(v[i], s))
 			return (int)i;
 	return -1;
+}
+
+/* Appends a copy of `s` to the list; false on ENOMEM. */
+static bool strlist_add(char ***v, size_t *n, const char *s)
+{
+	char **nv, *copy = strdup(s);
+
+	if (!copy)
+		return false;
+	nv = realloc(*v, (*n + 1) * sizeof(*nv));
+	if (!nv) {
+		free(copy);
+		return false;
+	}
+	*v = nv;
+	nv[(*n)++] = copy;
+	return true;
+}
+
+/* Index of `service` among those in an "unusable answer" episode, or -1. */
+static int kept_find(const struct discovery_source *src, const char *service)
+{
+	return strlist_find(src->kept, src->n_kept, service);
 }
 
 /* Starts an episode for `service`; false when it was in one already (or on ENOMEM). */
 static bool kept_start(struct discovery_source *src, const char *service)
 {
-	char **k, *name;
-
-	if (kept_find(src, service) >= 0 || !(name = strdup(service)))
-		return false;
-	k = realloc(src->kept, (src->n_kept + 1) * sizeof(*k));
-	if (!k) {
-		free(name);
-		return false;
-	}
-	src->kept = k;
-	k[src->n_kept++] = name;
-	return true;
+	return kept_find(src, service) < 0 && strlist_add(&src->kept, &src->n_kept, service);
 }
 
 /* Ends the episode of `service`; true when it was in one. */
@@ -160,20 +172,10 @@ static void deliver_or_keep(struct discovery_source *src, struct consul_update *
 /* Whether `key` was warned about already; remembers it when not (and there is room). */
 static bool warned_before(struct discovery_source *src, const char *key)
 {
-	char **w, *k;
-
-	for (size_t i = 0; i < src->n_warned; i++)
-		if (!strcmp(src->warned[i], key))
-			return true;
-	if (src->n_warned >= WARNED_MAX || !(k = strdup(key)))
-		return false;
-	w = realloc(src->warned, (src->n_warned + 1) * sizeof(*w));
-	if (!w) {
-		free(k);
-		return false;
-	}
-	src->warned = w;
-	w[src->n_warned++] = k;
+	if (strlist_find(src->warned, src->n_warned, key) >= 0)
+		return true;
+	if (src->n_warned < WARNED_MAX)
+		strlist_add(&src->warned, &src->n_warned, key);
 	return false;
 }
 
