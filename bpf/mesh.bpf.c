@@ -79,6 +79,13 @@ struct {
 } mesh_be_state SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MESH_DEF_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct mesh_be_hot);
+} mesh_be_hot SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, MESH_COUNTERS_MAX);
 	__type(key, __u32);
@@ -242,33 +249,54 @@ static __always_inline struct mesh_be_state *be_state(__u32 backend_id)
 	return bpf_map_lookup_elem(&mesh_be_state, &backend_id);
 }
 
+/* What draws read of backend `backend_id`: active count and breaker state (mesh_be_hot). */
+static __always_inline struct mesh_be_hot *be_hot(__u32 backend_id)
+{
+	return bpf_map_lookup_elem(&mesh_be_hot, &backend_id);
+}
+
+/* Releases a breaker's lock, first copying its state to the backend's hot entry, so that copy
+ * follows the transitions in the order the lock gave them. */
+static __always_inline void breaker_unlock(struct mesh_be_state *bs, struct mesh_be_hot *hot)
+{
+	if (hot)
+		hot->state = bs->br.state;
+	bpf_spin_unlock(&bs->lock);
+}
+
 static __always_inline void emit(__u32 type, __u32 service_id, __u32 backend_id, __u8 from, __u8 to,
 				 __u8 reason)
 {
-	struct mesh_event ev = {
-		.ts_ns = bpf_ktime_get_ns(),
-		.type = type,
-		.service_id = service_id,
-		.backend_id = backend_id,
-		.from = from,
-		.to = to,
-		.reason = reason,
-	};
+	/* Reserved in the ring rather than built on the stack: the draws' call chain has no 24
+	 * bytes to spare under the 512-byte limit. */
+	struct mesh_event *ev = bpf_ringbuf_reserve(&mesh_events, sizeof(*ev), 0);
 
-	if (bpf_ringbuf_output(&mesh_events, &ev, sizeof(ev), 0))
+	if (!ev) {
 		count(MESH_CNT_EVENT_DROP);
+		return;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->ts_ns = bpf_ktime_get_ns();
+	ev->type = type;
+	ev->service_id = service_id;
+	ev->backend_id = backend_id;
+	ev->from = from;
+	ev->to = to;
+	ev->reason = reason;
+	bpf_ringbuf_submit(ev, 0);
 }
 
 /* Counts and reports a breaker transition (from != to), and keeps the service's count of
  * breakers out of closed that tells connects whether drawing around open ones is exact. */
-static __always_inline void circuit_changed(__u32 service_id, __u32 backend_id, __u8 from, __u8 to)
+static __always_inline void circuit_changed(__u32 service_id, __u32 backend_id,
+					    struct mesh_be_state *bs, __u8 from, __u8 to)
 {
-	struct mesh_svc_state *ss = svc_state(service_id);
-	struct mesh_be_state *bs = be_state(backend_id);
+	struct mesh_svc_state *ss;
 	__u32 i = to;
 
 	if (from == to)
 		return;
+	ss = svc_state(service_id);
 	if (ss && from == MESH_CIRCUIT_CLOSED)
 		ADD(ss->not_closed, 1);
 	else if (ss && to == MESH_CIRCUIT_CLOSED)
@@ -325,21 +353,22 @@ static __always_inline void gather_backend(const struct mesh_svc *svc, struct lb
 {
 	struct mesh_backend *be;
 	struct mesh_be_state *bs;
+	struct mesh_be_hot *hot;
 	__u32 id, active;
 	int peek;
 
 	id = slot_backend(svc, i);
 	be = bpf_map_lookup_elem(&mesh_backends, &id);
-	bs = be_state(id);
-	if (!be || !bs)
+	hot = be_hot(id);
+	if (!be || !hot)
 		return;
-	if (!g->panic && bs->br.state != MESH_CIRCUIT_CLOSED)
+	if (!g->panic && hot->state != MESH_CIRCUIT_CLOSED)
 		g->not_closed++;
 	if (g->v4 && !is_v4mapped(be->addr)) {
 		count(MESH_CNT_FAMILY);
 		return;
 	}
-	active = bs->active > 0 ? (__u32)bs->active : 0;
+	active = hot->active > 0 ? (__u32)hot->active : 0;
 	if (!g->panic) {
 		if (!(be->flags & MESH_BE_F_HEALTHY))
 			return;
@@ -347,7 +376,8 @@ static __always_inline void gather_backend(const struct mesh_svc *svc, struct lb
 		/* The clock costs a helper call and only a breaker that is not closed needs it.
 		 * Seen closed here, it counts as closed even if it trips meanwhile. */
 		peek = BREAKER_PASS;
-		if (bs->br.state != MESH_CIRCUIT_CLOSED) {
+		bs = hot->state != MESH_CIRCUIT_CLOSED ? be_state(id) : 0;
+		if (bs) {
 			if (!g->now)
 				g->now = bpf_ktime_get_ns();
 			peek = breaker_peek(&bs->br, &svc->breaker, g->now);
@@ -408,17 +438,18 @@ __noinline int gather(const struct mesh_svc *svc, struct lb_cand *c, struct gath
 static __always_inline int try_probe(const struct mesh_svc *svc, __u32 id, __u64 now)
 {
 	struct mesh_be_state *bs = be_state(id);
+	struct mesh_be_hot *hot = be_hot(id);
 	__u8 from, to;
 	int v;
 
-	if (!bs)
+	if (!bs || !hot)
 		return 0;
 	bpf_spin_lock(&bs->lock);
 	from = bs->br.state;
 	v = breaker_admit(&bs->br, &svc->breaker, now);
-	to = bs->br.state;
+	to = hot->state = bs->br.state;
 	bpf_spin_unlock(&bs->lock);
-	circuit_changed(svc->service_id, id, from, to);
+	circuit_changed(svc->service_id, id, bs, from, to);
 	return v == BREAKER_PROBE;
 }
 
@@ -586,13 +617,13 @@ __noinline int probe_drawn(const struct mesh_svc *svc, __u32 id, struct draw *d)
  * an open one whose half-open probe this connect becomes. Sets d->active and d->probe. */
 static __always_inline int usable(const struct mesh_svc *svc, __u32 id, struct draw *d)
 {
-	struct mesh_be_state *bs = be_state(id);
+	struct mesh_be_hot *hot = be_hot(id);
 
-	if (!bs)
+	if (!hot)
 		return 0;
-	d->active = bs->active > 0 ? (__u32)bs->active : 0;
+	d->active = hot->active > 0 ? (__u32)hot->active : 0;
 	d->probe = 0;
-	if (d->all || bs->br.state == MESH_CIRCUIT_CLOSED)
+	if (d->all || hot->state == MESH_CIRCUIT_CLOSED)
 		return 1;
 	return probe_drawn(svc, id, d);
 }
@@ -1180,10 +1211,10 @@ static __always_inline int flow_usable(const struct mesh_udp_flow *f, int v4)
 {
 	__u32 id = f->backend_id;
 	struct mesh_backend *be = bpf_map_lookup_elem(&mesh_backends, &id);
-	struct mesh_be_state *bs = be_state(id);
+	struct mesh_be_hot *hot = be_hot(id);
 
-	return be && bs && be->epoch == f->be_epoch && (be->flags & MESH_BE_F_HEALTHY) &&
-	       bs->br.state == MESH_CIRCUIT_CLOSED && (!v4 || is_v4mapped(be->addr));
+	return be && hot && be->epoch == f->be_epoch && (be->flags & MESH_BE_F_HEALTHY) &&
+	       hot->state == MESH_CIRCUIT_CLOSED && (!v4 || is_v4mapped(be->addr));
 }
 
 /* Chooses a backend for a UDP datagram or connect and writes it; an unconnected socket keeps
@@ -1416,6 +1447,14 @@ static __always_inline struct mesh_be_state *sock_backend(const struct mesh_sock
 	return be_state(id);
 }
 
+/* The hot entry (active count) of a socket's backend, when the socket's decision is current:
+ * `bs` from sock_backend() says so. */
+static __always_inline struct mesh_be_hot *sock_hot(const struct mesh_sock *ms,
+						    const struct mesh_be_state *bs)
+{
+	return bs ? be_hot(ms->backend_id) : 0;
+}
+
 static __always_inline struct mesh_svc_state *sock_service(const struct mesh_sock *ms)
 {
 	struct mesh_svc_state *ss = svc_state(ms->service_id);
@@ -1455,15 +1494,15 @@ static __always_inline void trace_established(struct bpf_sock_ops *skops)
 static __always_inline void on_connect(struct bpf_sock_ops *skops, struct mesh_sock *ms)
 {
 	struct mesh_svc_state *ss = sock_service(ms);
-	struct mesh_be_state *bs = sock_backend(ms);
+	struct mesh_be_hot *hot = sock_hot(ms, sock_backend(ms));
 
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 	if (ms->flags & MESH_SK_F_ACTIVE)
 		return;
 	ms->flags |= MESH_SK_F_ACTIVE;
 	trace_start(skops);
-	if (bs)
-		ADD(bs->active, 1);
+	if (hot)
+		ADD(hot->active, 1);
 	if (ss)
 		ADD(ss->active, 1);
 }
@@ -1493,6 +1532,7 @@ static __always_inline void outcome(struct mesh_sock *ms, struct mesh_be_state *
 {
 	struct mesh_svc *svc = bpf_map_lookup_elem(&mesh_services, (void *)&ms->vip);
 	int probe = !!(ms->flags & MESH_SK_F_PROBE);
+	struct mesh_be_hot *hot;
 	__u8 from, to;
 	__u32 rnd;
 	__u64 now;
@@ -1507,6 +1547,7 @@ static __always_inline void outcome(struct mesh_sock *ms, struct mesh_be_state *
 		return;
 	}
 	rnd = bpf_get_prandom_u32();
+	hot = be_hot(ms->backend_id);
 	bpf_spin_lock(&bs->lock);
 	from = bs->br.state;
 	if (ok) {
@@ -1516,10 +1557,10 @@ static __always_inline void outcome(struct mesh_sock *ms, struct mesh_be_state *
 		breaker_on_failure(&bs->br, &svc->breaker, now, probe, rnd);
 	}
 	to = bs->br.state;
-	bpf_spin_unlock(&bs->lock);
+	breaker_unlock(bs, hot);
 	if (from != to)
 		ms->flags |= MESH_SK_F_BREAKER;
-	circuit_changed(ms->service_id, ms->backend_id, from, to);
+	circuit_changed(ms->service_id, ms->backend_id, bs, from, to);
 }
 
 static __always_inline void on_established(struct bpf_sock_ops *skops, struct mesh_sock *ms)
@@ -1628,6 +1669,7 @@ static __always_inline void trace_close(struct bpf_sock_ops *skops, struct mesh_
 static __always_inline void on_close(struct bpf_sock_ops *skops, struct mesh_sock *ms)
 {
 	struct mesh_be_state *bs = sock_backend(ms);
+	struct mesh_be_hot *hot = sock_hot(ms, bs);
 	struct mesh_svc_state *ss = sock_service(ms);
 	__u64 sent = skops->bytes_acked, received = skops->bytes_received;
 
@@ -1641,8 +1683,8 @@ static __always_inline void on_close(struct bpf_sock_ops *skops, struct mesh_soc
 	ms->flags |= MESH_SK_F_DONE;
 	if (ms->flags & MESH_SK_F_ACTIVE) {
 		ms->flags &= ~MESH_SK_F_ACTIVE;
-		if (bs)
-			ADD(bs->active, -1);
+		if (hot)
+			ADD(hot->active, -1);
 		if (ss)
 			ADD(ss->active, -1);
 		count(MESH_CNT_CLOSED);
@@ -1828,6 +1870,24 @@ struct {
 	__type(value, struct mesh_adjust);
 } mesh_adjust_in SEC(".maps");
 
+/* The upgrade from ABI 4 for backend `id`: its ABI 4 active count, which no program moves any
+ * more, added to the hot one (exchanged for 0, so a repeated hand-over adds nothing), and its
+ * breaker state copied to the hot entry under the lock. */
+static __always_inline void from_v4(__u32 id)
+{
+	struct mesh_be_state *bs = be_state(id);
+	struct mesh_be_hot *hot = be_hot(id);
+	__s64 v;
+
+	if (!bs || !hot)
+		return;
+	v = __sync_lock_test_and_set(&bs->active_v4, 0);
+	if (v)
+		ADD(hot->active, v);
+	bpf_spin_lock(&bs->lock);
+	breaker_unlock(bs, hot);
+}
+
 /* Run by userspace (BPF_PROG_RUN), never attached: adds deltas to active counts with the same
  * atomics sockops uses, so an upgrade can hand counts over while live sockets keep moving them
  * (user/datapath/migrate.c). */
@@ -1843,16 +1903,18 @@ int mesh_adjust(void *ctx)
 		__u32 id = a->e[i].id;
 		__s64 delta = a->e[i].delta;
 
-		if (a->kind == 0) {
-			struct mesh_be_state *bs = be_state(id);
+		if (a->kind == MESH_ADJUST_BACKENDS) {
+			struct mesh_be_hot *hot = be_hot(id);
 
-			if (bs)
-				ADD(bs->active, delta);
-		} else {
+			if (hot)
+				ADD(hot->active, delta);
+		} else if (a->kind == MESH_ADJUST_SERVICES) {
 			struct mesh_svc_state *ss = svc_state(id);
 
 			if (ss)
 				ADD(ss->active, delta);
+		} else if (a->kind == MESH_ADJUST_FROM_V4) {
+			from_v4(id);
 		}
 	}
 	return 0;

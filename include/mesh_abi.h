@@ -13,7 +13,7 @@
 #include <linux/types.h>
 #endif
 
-#define MESH_ABI_VERSION 4
+#define MESH_ABI_VERSION 5
 
 enum mesh_lb_algorithm {
 	MESH_LB_RANDOM = 0,
@@ -266,11 +266,11 @@ struct mesh_breaker {
 _Static_assert(sizeof(struct mesh_breaker) == 48, "mesh_breaker layout");
 
 /* mesh_be_state value (ARRAY by backend id): runtime state and counters written by the kernel
- * (counters with atomics); userspace resets it when the id is allocated. What every draw reads,
- * the active count and the breaker state, comes first, within 24 bytes: one cache line for most
- * entries (a draw over 1,024 backends misses the caches). */
+ * (counters with atomics); userspace resets it when the id is allocated. What every draw reads
+ * lives in mesh_be_hot instead; this value is read by a draw only for a breaker out of closed.
+ * Its layout is ABI 4's, so an upgrade from 4 keeps this map (and its locks) as it is. */
 struct mesh_be_state {
-	__s64 active;		   /* atomics, outside the lock */
+	__s64 active_v4;	   /* ABI 4's active count: moved to mesh_be_hot, 0 after upgrade */
 	struct bpf_spin_lock lock; /* guards `br` (see breaker_success_lockless) */
 	__u32 pad;
 	struct mesh_breaker br;
@@ -285,6 +285,18 @@ struct mesh_be_state {
 	__u64 drained;				/* connections closed by a drain */
 };
 _Static_assert(sizeof(struct mesh_be_state) == 152, "mesh_be_state layout");
+
+/* mesh_be_hot value (ARRAY by backend id, ABI 5): the fields every draw reads, dense, so that
+ * draws over a service's backends stay within a few cache lines (16 KiB per 1,024 backends
+ * where mesh_be_state spreads them over 152 KiB). `state` is a copy of mesh_be_state.br.state
+ * written under that entry's lock by whoever changes it, so it follows every transition in
+ * order; a draw that finds it out of closed reads the breaker itself. */
+struct mesh_be_hot {
+	__s64 active; /* connections counted active (SYN sent .. closed), atomics */
+	__u8 state;   /* enum mesh_circuit_state, copy of mesh_be_state.br.state */
+	__u8 pad[7];
+};
+_Static_assert(sizeof(struct mesh_be_hot) == 16, "mesh_be_hot layout");
 
 /* mesh_svc_names value (HASH by service_id): lets a restarted daemon recover names. Userspace
  * only. */
@@ -443,10 +455,15 @@ _Static_assert(sizeof(struct mesh_outcome) == 40, "mesh_outcome layout");
 
 /* Input of mesh_adjust (a BPF_PROG_TYPE_SYSCALL program userspace runs): adds `delta` to the
  * active count of each listed backend (kind 0) or service (kind 1) with the same atomics the
- * kernel uses, so counts that live sockets keep changing can be corrected exactly. */
+ * kernel uses, so counts that live sockets keep changing can be corrected exactly. Kind 2 (the
+ * upgrade from ABI 4) hands each listed backend's ABI 4 count (mesh_be_state.active_v4) over to
+ * mesh_be_hot with an exchange and an add, and copies its breaker state there under the lock. */
 #define MESH_ADJUST_MAX 64
+#define MESH_ADJUST_BACKENDS 0
+#define MESH_ADJUST_SERVICES 1
+#define MESH_ADJUST_FROM_V4 2
 struct mesh_adjust {
-	__u32 kind; /* 0 backends, 1 services */
+	__u32 kind; /* MESH_ADJUST_* */
 	__u32 n;
 	struct {
 		__u32 id;
@@ -573,6 +590,7 @@ _Static_assert(sizeof(struct mesh_abi_info) == 32, "mesh_abi_info layout");
 		 MESH_MAX_BACKENDS_PER_SVC * 19 + MESH_MAGLEV_CHUNK * 23 +                         \
 		 MESH_COUNTERS_MAX * 29 + sizeof(struct mesh_handoff) * 31 + MESH_HANDOFF_SLOTS +  \
 		 sizeof(struct mesh_abi_info) * 37 + sizeof(struct mesh_udp_flow) * 41 +           \
-		 sizeof(struct mesh_udp_rev) * 43 + MESH_UDP_FLOWS))
+		 sizeof(struct mesh_udp_rev) * 43 + MESH_UDP_FLOWS +                               \
+		 sizeof(struct mesh_be_hot) * 47))
 
 #endif

@@ -29,6 +29,7 @@ const char *const dp_map_names[DP_MAP__COUNT] = {
 	[DP_MAP_SLOTS] = "mesh_slots",
 	[DP_MAP_BACKENDS] = "mesh_backends",
 	[DP_MAP_BE_STATE] = "mesh_be_state",
+	[DP_MAP_BE_HOT] = "mesh_be_hot",
 	[DP_MAP_COUNTERS] = "mesh_counters",
 	[DP_MAP_EVENTS] = "mesh_events",
 	[DP_MAP_MAGLEV] = "mesh_maglev",
@@ -79,10 +80,11 @@ static int pin_file(char *buf, size_t len, const char *dir, const char *name)
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
-/* Reads the pinned ABI record. Returns 1 when it matches this build (and, when `dp` asks for
- * capacities, has them; readers take any), 0 when nothing is pinned, -ESTALE when something is
- * pinned but of another layout or capacity (or unreadable). */
-static int abi_check(const char *pin_path, struct datapath *dp, bool any_capacity, __u32 *version)
+/* Reads the pinned ABI record into `info` (zero when absent). Returns 1 when it matches this
+ * build (and, when `dp` asks for capacities, has them; readers take any), 0 when nothing is
+ * pinned, -ESTALE when something is pinned but of another layout or capacity (or unreadable). */
+static int abi_check(const char *pin_path, struct datapath *dp, bool any_capacity,
+		     struct mesh_abi_info *out)
 {
 	struct mesh_abi_info info = { 0 };
 	char path[PATH_MAX];
@@ -101,7 +103,8 @@ static int abi_check(const char *pin_path, struct datapath *dp, bool any_capacit
 	}
 	err = bpf_map_lookup_elem(fd, &zero, &info); /* a v3 record is the first 16 bytes */
 	close(fd);
-	*version = err ? 0 : info.version;
+	if (!err)
+		*out = info;
 	if (!err && info.version == MESH_ABI_VERSION && info.layout == MESH_ABI_LAYOUT &&
 	    any_capacity) {
 		dp->max_services = info.max_services;
@@ -158,6 +161,7 @@ static int size_maps(struct datapath *dp)
 	err = err ?: bpf_map__set_max_entries(o->maps.mesh_maglev, 2 * dp->max_services);
 	err = err ?: bpf_map__set_max_entries(o->maps.mesh_backends, dp->max_backends);
 	err = err ?: bpf_map__set_max_entries(o->maps.mesh_be_state, dp->max_backends);
+	err = err ?: bpf_map__set_max_entries(o->maps.mesh_be_hot, dp->max_backends);
 	err = err ?: bpf_map__set_max_entries(o->maps.mesh_be_ewma, dp->max_backends);
 	err = err ?: bpf_map__set_max_entries(o->maps.mesh_slots, dp->max_slots);
 	err = err ?: bpf_map__set_max_entries(o->maps.mesh_split, dp->max_services);
@@ -422,18 +426,27 @@ static int alloc_mirror(struct datapath *dp)
 	return dp_slots_init(dp);
 }
 
+/* Whether a pinned ABI record is ABI 4's layout at this datapath's capacities: what this
+ * layout upgrades in place by adding mesh_be_hot (migrate.c). */
+static bool is_v4(const struct datapath *dp, const struct mesh_abi_info *info)
+{
+	return info->version == 4 && info->layout == DP_ABI_LAYOUT_V4 &&
+	       info->max_services == dp->max_services && info->max_backends == dp->max_backends;
+}
+
 /* Makes pin_path usable: adopts a matching pinned datapath, upgrades one of an older layout it
  * knows (migrate.c), rebuilds any other (only when `create`: readers neither rebuild nor
- * create). Returns 1 when adopting, 2 when upgrading, 0 for a fresh load, or -errno. */
+ * create). Returns 1 when adopting, 2 when upgrading from ABI 3, 3 when upgrading from ABI 4,
+ * 0 for a fresh load, or -errno. */
 static int prepare_pins(struct datapath *dp, bool create)
 {
-	__u32 version = 0;
-	int st = abi_check(dp->pin_path, dp, !create, &version);
+	struct mesh_abi_info info = { 0 };
+	int st = abi_check(dp->pin_path, dp, !create, &info);
 
-	if (st == -ESTALE && create && version == 3) {
+	if (st == -ESTALE && create && (info.version == 3 || is_v4(dp, &info))) {
 		LOG_INFO(DP_SUBSYS, "upgrading the pinned datapath", "path=%s from_version=%u",
-			 log_q(dp->pin_path), version);
-		return 2;
+			 log_q(dp->pin_path), info.version);
+		return info.version == 3 ? 2 : 3;
 	}
 	if (st == -ESTALE && create) {
 		st = datapath_cleanup(dp->pin_path);
@@ -461,6 +474,19 @@ static int upgrade(struct datapath *dp, const char *cgroup)
 	return err;
 }
 
+/* ABI 4's maps kept (this object reused their pins and added mesh_be_hot): the counts and
+ * breaker states moved to mesh_be_hot around the swap of the programs (migrate.c). */
+static int upgrade_v4(struct datapath *dp, const char *cgroup)
+{
+	int err = dp_services_load(dp);
+
+	err = err ?: dp_migrate_v4_pass(dp);
+	err = err ?: attach_all(dp, cgroup);
+	err = err ?: dp_barrier(dp); /* no ABI 4 program runs past this point */
+	err = err ?: dp_migrate_v4_pass(dp);
+	return err ?: abi_write(dp);
+}
+
 struct datapath *datapath_open(const struct datapath_opts *opts)
 {
 	struct datapath *dp;
@@ -474,7 +500,7 @@ struct datapath *datapath_open(const struct datapath_opts *opts)
 	err = st < 0 ? st : alloc_mirror(dp);
 	if (err)
 		goto err_close;
-	dp->adopted = st == 1;
+	dp->adopted = st == 1 || st == 3;
 	err = opts->cgroup ? load_object(dp, st == 2) : open_pinned_maps(dp);
 	if (err) {
 		LOG_ERR(DP_SUBSYS, "loading BPF object failed", "pin=%s err=%s",
@@ -485,6 +511,8 @@ struct datapath *datapath_open(const struct datapath_opts *opts)
 		err = dp_services_load(dp);
 	else if (st == 2)
 		err = upgrade(dp, opts->cgroup);
+	else if (st == 3)
+		err = upgrade_v4(dp, opts->cgroup);
 	else
 		err = abi_write(dp);
 	if (!err && opts->cgroup)
@@ -492,7 +520,7 @@ struct datapath *datapath_open(const struct datapath_opts *opts)
 	if (!err && opts->cgroup && !(dp->cgroup = strdup(opts->cgroup)))
 		err = -ENOMEM;
 	err = err ?: dp_udp_sync(dp);
-	if (err && st == 2) {
+	if (err && st >= 2) {
 		/* The upgrade could not carry the old layout over: start afresh, as before there
 		 * was an upgrade path (live sockets stay connected but are no longer counted). */
 		LOG_WARN(DP_SUBSYS, "rebuilding the pinned datapath instead", "pin=%s",
@@ -505,7 +533,7 @@ struct datapath *datapath_open(const struct datapath_opts *opts)
 		goto err_close;
 	LOG_INFO(DP_SUBSYS,
 		 st == 1   ? "adopted pinned datapath"
-		 : st == 2 ? "upgraded pinned datapath"
+		 : st >= 2 ? "upgraded pinned datapath"
 			   : "loaded datapath",
 		 "pin=%s cgroup=%s services=%u backends=%u", log_q(dp->pin_path),
 		 log_q(opts->cgroup ? opts->cgroup : "-"), dp->max_services, dp->max_backends);

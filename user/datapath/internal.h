@@ -20,6 +20,7 @@ enum dp_map {
 	DP_MAP_SLOTS,
 	DP_MAP_BACKENDS,
 	DP_MAP_BE_STATE,
+	DP_MAP_BE_HOT,
 	DP_MAP_COUNTERS,
 	DP_MAP_EVENTS,
 	DP_MAP_MAGLEV,
@@ -204,6 +205,13 @@ struct dp_migration;
 int dp_migrate_begin(struct datapath *dp, struct dp_migration **out);
 int dp_migrate_end(struct datapath *dp, struct dp_migration *m, struct bpf_object *obj);
 void dp_migrate_free(struct dp_migration *m);
+/* The upgrade from ABI 4, whose maps this layout keeps (adding mesh_be_hot): moves the ABI 4
+ * active count of every backend id ever allocated to mesh_be_hot and copies its breaker state
+ * there (mesh_adjust, MESH_ADJUST_FROM_V4). Run once before the programs are swapped, so the
+ * new ones start from nearly the right counts, and once after the old ones have finished, which
+ * makes the counts exact. -EOPNOTSUPP without syscall programs. */
+#define DP_ABI_LAYOUT_V4 ((__u32)(MESH_ABI_LAYOUT - sizeof(struct mesh_be_hot) * 47))
+int dp_migrate_v4_pass(struct datapath *dp);
 /* services.c, for migrate.c: writes the maglev table of a mirrored service. */
 int dp_write_maglev(struct datapath *dp, const struct dp_service *s);
 

@@ -125,9 +125,10 @@ static int copy_backends(struct datapath *dp, struct dp_migration *m)
 	struct v3_be_state *old = calloc(V3_BACKENDS, sizeof(*old));
 	struct v3_be_stats *stats = calloc(V3_BACKENDS * pc, sizeof(*stats));
 	struct mesh_be_state *bs = calloc(V3_BACKENDS, sizeof(*bs));
+	struct mesh_be_hot *hot = calloc(V3_BACKENDS, sizeof(*hot));
 	__u32 n = V3_BACKENDS, *keys = calloc(V3_BACKENDS, sizeof(*keys));
 	LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_F_LOCK);
-	int err = !old || !stats || !bs || !keys ? -ENOMEM : 0;
+	int err = !old || !stats || !bs || !hot || !keys ? -ENOMEM : 0;
 
 	err = err
 		  ?: dp_read_array(dp, m->fd[V3_BACKENDS_MAP], false, 0, n, sizeof(*dp->be), dp->be,
@@ -141,7 +142,8 @@ static int copy_backends(struct datapath *dp, struct dp_migration *m)
 
 		keys[id] = id;
 		b->br = old[id].br;
-		b->active = m->be_active[id] = old[id].active;
+		hot[id].active = m->be_active[id] = old[id].active;
+		hot[id].state = old[id].br.state;
 		b->latency_ewma_ns = old[id].latency_ewma_ns;
 		for (size_t c = 0; c < pc; c++) {
 			const struct v3_be_stats *s = &stats[id * pc + c];
@@ -163,9 +165,13 @@ static int copy_backends(struct datapath *dp, struct dp_migration *m)
 	n = V3_BACKENDS;
 	if (!err && bpf_map_update_batch(dp->fd[DP_MAP_BE_STATE], keys, bs, &n, &opts))
 		err = -errno;
+	n = V3_BACKENDS;
+	if (!err && bpf_map_update_batch(dp->fd[DP_MAP_BE_HOT], keys, hot, &n, NULL))
+		err = -errno;
 	free(old);
 	free(stats);
 	free(bs);
+	free(hot);
 	free(keys);
 	return err;
 }
@@ -294,12 +300,24 @@ int dp_migrate_begin(struct datapath *dp, struct dp_migration **out)
 	return err ?: copy_services(dp, m);
 }
 
+/* Runs mesh_adjust over `a` (emptied). */
+static int adjust_run(struct datapath *dp, struct mesh_adjust *a)
+{
+	LIBBPF_OPTS(bpf_test_run_opts, run);
+	__u32 zero = 0;
+	int err = bpf_map_update_elem(dp->fd[DP_MAP_ADJUST], &zero, a, BPF_ANY) ||
+			  bpf_prog_test_run_opts(dp->adjust_fd, &run)
+		      ? -errno
+		      : 0;
+
+	a->n = 0;
+	return err;
+}
+
 /* Runs mesh_adjust over the entries of `e` that have a delta. */
 static int adjust(struct datapath *dp, __u32 kind, const __s64 *was, const __s64 *now, __u32 n)
 {
 	struct mesh_adjust a = { .kind = kind };
-	LIBBPF_OPTS(bpf_test_run_opts, run);
-	__u32 zero = 0;
 	int err = 0;
 
 	for (__u32 id = 0; id <= n && !err; id++) {
@@ -307,13 +325,23 @@ static int adjust(struct datapath *dp, __u32 kind, const __s64 *was, const __s64
 			a.e[a.n].id = id;
 			a.e[a.n++].delta = (__s32)(now[id] - was[id]);
 		}
-		if (a.n == MESH_ADJUST_MAX || (id == n && a.n)) {
-			err = bpf_map_update_elem(dp->fd[DP_MAP_ADJUST], &zero, &a, BPF_ANY) ||
-				      bpf_prog_test_run_opts(dp->adjust_fd, &run)
-				  ? -errno
-				  : 0;
-			a.n = 0;
-		}
+		if (a.n == MESH_ADJUST_MAX || (id == n && a.n))
+			err = adjust_run(dp, &a);
+	}
+	return err;
+}
+
+int dp_migrate_v4_pass(struct datapath *dp)
+{
+	struct mesh_adjust a = { .kind = MESH_ADJUST_FROM_V4 };
+	__u32 n = dp->max_backends;
+	int err = dp->adjust_fd < 0 ? -EOPNOTSUPP : 0;
+
+	for (__u32 id = 1; id <= n && !err; id++) {
+		if (id < n && dp->be[id].epoch)
+			a.e[a.n++].id = id;
+		if (a.n == MESH_ADJUST_MAX || (id == n && a.n))
+			err = adjust_run(dp, &a);
 	}
 	return err;
 }

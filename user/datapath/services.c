@@ -178,6 +178,7 @@ static int svc_alloc(struct datapath *dp)
 static int be_alloc(struct datapath *dp)
 {
 	struct mesh_be_state bs = { 0 };
+	struct mesh_be_hot hot = { 0 };
 	struct mesh_be_ewma ew = { 0 };
 
 	for (uint32_t n = 0; n < dp->max_backends; n++) {
@@ -186,6 +187,7 @@ static int be_alloc(struct datapath *dp)
 		if (id == 0 || dp->be_used[id])
 			continue;
 		if (bpf_map_update_elem(dp->fd[DP_MAP_BE_STATE], &id, &bs, BPF_F_LOCK) ||
+		    bpf_map_update_elem(dp->fd[DP_MAP_BE_HOT], &id, &hot, BPF_ANY) ||
 		    bpf_map_update_elem(dp->fd[DP_MAP_BE_EWMA], &id, &ew, BPF_ANY))
 			return -errno;
 		dp->be_used[id] = 1;

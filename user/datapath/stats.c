@@ -90,7 +90,7 @@ static void report_service(const struct datapath *dp, __u32 sid, const struct me
 }
 
 static void report_backend(const struct datapath *dp, const struct dp_service *s, __u32 id,
-			   const struct mesh_be_state *st,
+			   const struct mesh_be_state *st, const struct mesh_be_hot *hot,
 			   void (*cb)(const struct datapath_backend_stats *b, void *arg), void *arg)
 {
 	const struct mesh_backend *be = &dp->be[id];
@@ -99,7 +99,7 @@ static void report_backend(const struct datapath *dp, const struct dp_service *s
 		.weight = be->weight,
 		.healthy = be->flags & MESH_BE_F_HEALTHY,
 		.circuit = (enum datapath_circuit)st->br.state,
-		.active = st->active > 0 ? (uint64_t)st->active : 0,
+		.active = hot->active > 0 ? (uint64_t)hot->active : 0,
 		.conn_ok = st->ok,
 		.conn_failed = st->failed,
 		.latency_ewma_ns = st->latency_ewma_ns,
@@ -136,15 +136,21 @@ static int svc_range(struct datapath *dp, __u32 first, __u32 n, struct mesh_svc_
 static int be_range(struct datapath *dp, __u32 first, __u32 n, struct mesh_be_state *st,
 		    void (*cb)(const struct datapath_backend_stats *b, void *arg), void *arg)
 {
-	int err = dp_read_array(dp, dp->fd[DP_MAP_BE_STATE], false, first, n, sizeof(*st), st,
-				BPF_F_LOCK);
+	struct mesh_be_hot *hot = calloc(n, sizeof(*hot));
+	int err = hot ? 0 : -ENOMEM;
 
+	err = err
+		  ?: dp_read_array(dp, dp->fd[DP_MAP_BE_STATE], false, first, n, sizeof(*st), st,
+				   BPF_F_LOCK);
+	err =
+	    err ?: dp_read_array(dp, dp->fd[DP_MAP_BE_HOT], false, first, n, sizeof(*hot), hot, 0);
 	for (__u32 i = 0; !err && i < n; i++) {
 		__u32 id = first + i, sid = dp->be[id].service_id;
 
 		if (id && dp->be_used[id] && sid < dp->max_services && dp->svcs[sid].used)
-			report_backend(dp, &dp->svcs[sid], id, &st[i], cb, arg);
+			report_backend(dp, &dp->svcs[sid], id, &st[i], &hot[i], cb, arg);
 	}
+	free(hot);
 	return err;
 }
 
