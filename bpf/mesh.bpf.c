@@ -239,6 +239,15 @@ static __always_inline struct mesh_trace_cfg *tracing(void)
 			ADD(bs_->field, 1);                                                        \
 	} while (0)
 
+/* Adds 1 to a counter of backend `id`'s hot entry. */
+#define ADD_HOT(id, field)                                                                         \
+	do {                                                                                       \
+		__u32 id_ = (__u32)(id);                                                           \
+		struct mesh_be_hot *h_ = bpf_map_lookup_elem(&mesh_be_hot, &id_);                  \
+		if (h_)                                                                            \
+			ADD(h_->field, 1);                                                         \
+	} while (0)
+
 static __always_inline struct mesh_svc_state *svc_state(__u32 service_id)
 {
 	return bpf_map_lookup_elem(&mesh_svc_state, &service_id);
@@ -1040,7 +1049,6 @@ static __always_inline int redirect(struct bpf_sock_addr *ctx, const struct mesh
 				    int v4, int probe)
 {
 	struct mesh_backend *be = rewrite(ctx, id, v4);
-	struct mesh_be_state *bs = be_state(id);
 
 	if (!be)
 		return VERDICT_OK;
@@ -1054,11 +1062,9 @@ static __always_inline int redirect(struct bpf_sock_addr *ctx, const struct mesh
 		count(MESH_CNT_PROBE);
 	if (ss)
 		ADD(ss->redirected, 1);
-	if (bs) {
-		ADD(bs->selected, 1);
-		if (probe)
-			ADD(bs->probes, 1);
-	}
+	ADD_HOT(id, selected); /* the line its draw read: mesh_be_state's would cost a miss */
+	if (probe)
+		ADD_BE(id, probes);
 	return VERDICT_OK;
 }
 
@@ -1262,7 +1268,7 @@ static __always_inline int udp_balance(struct bpf_sock_addr *ctx, struct mesh_sv
 	udp_remember(fk.cookie, be, key, svc->service_id);
 	if (ss)
 		ADD(ss->redirected, 1);
-	ADD_BE(id, selected);
+	ADD_HOT(id, selected);
 	return VERDICT_OK;
 }
 
@@ -1883,7 +1889,10 @@ static __always_inline void from_v4(__u32 id)
 		return;
 	v = __sync_lock_test_and_set(&bs->active_v4, 0);
 	if (v)
-		ADD(hot->active, v);
+		ADD(hot->active, (__s32)v);
+	v = (__s64)__sync_lock_test_and_set(&bs->selected_v4, 0);
+	if (v)
+		ADD(hot->selected, (__u64)v);
 	bpf_spin_lock(&bs->lock);
 	breaker_unlock(bs, hot);
 }
@@ -1907,7 +1916,7 @@ int mesh_adjust(void *ctx)
 			struct mesh_be_hot *hot = be_hot(id);
 
 			if (hot)
-				ADD(hot->active, delta);
+				ADD(hot->active, (__s32)delta);
 		} else if (a->kind == MESH_ADJUST_SERVICES) {
 			struct mesh_svc_state *ss = svc_state(id);
 

@@ -275,7 +275,7 @@ struct mesh_be_state {
 	__u32 pad;
 	struct mesh_breaker br;
 	__u64 latency_ewma_ns; /* handshake RTT, EWMA weight 1/8 (a statistic: racy) */
-	__u64 selected;	       /* connects sent to it */
+	__u64 selected_v4;     /* ABI 4's: moved to mesh_be_hot, 0 after upgrade */
 	__u64 ok;	       /* established */
 	__u64 failed;	       /* failed before established */
 	__u64 probes;
@@ -286,15 +286,17 @@ struct mesh_be_state {
 };
 _Static_assert(sizeof(struct mesh_be_state) == 152, "mesh_be_state layout");
 
-/* mesh_be_hot value (ARRAY by backend id, ABI 5): the fields every draw reads, dense, so that
- * draws over a service's backends stay within a few cache lines (16 KiB per 1,024 backends
- * where mesh_be_state spreads them over 152 KiB). `state` is a copy of mesh_be_state.br.state
- * written under that entry's lock by whoever changes it, so it follows every transition in
- * order; a draw that finds it out of closed reads the breaker itself. */
+/* mesh_be_hot value (ARRAY by backend id, ABI 5): what every draw reads, and the one counter
+ * the connect program adds to, dense, so that draws over a service's backends stay within a few
+ * cache lines (16 KiB per 1,024 backends where mesh_be_state spreads them over 152 KiB) and the
+ * chosen backend's counter sits in the line its draw just read. `state` is a copy of
+ * mesh_be_state.br.state written under that entry's lock by whoever changes it, so it follows
+ * every transition in order; a draw that finds it out of closed reads the breaker itself. */
 struct mesh_be_hot {
-	__s64 active; /* connections counted active (SYN sent .. closed), atomics */
+	__s32 active; /* connections counted active (SYN sent .. closed), atomics */
 	__u8 state;   /* enum mesh_circuit_state, copy of mesh_be_state.br.state */
-	__u8 pad[7];
+	__u8 pad[3];
+	__u64 selected; /* connects sent to it (was mesh_be_state.selected in ABI 4) */
 };
 _Static_assert(sizeof(struct mesh_be_hot) == 16, "mesh_be_hot layout");
 
@@ -456,8 +458,9 @@ _Static_assert(sizeof(struct mesh_outcome) == 40, "mesh_outcome layout");
 /* Input of mesh_adjust (a BPF_PROG_TYPE_SYSCALL program userspace runs): adds `delta` to the
  * active count of each listed backend (kind 0) or service (kind 1) with the same atomics the
  * kernel uses, so counts that live sockets keep changing can be corrected exactly. Kind 2 (the
- * upgrade from ABI 4) hands each listed backend's ABI 4 count (mesh_be_state.active_v4) over to
- * mesh_be_hot with an exchange and an add, and copies its breaker state there under the lock. */
+ * upgrade from ABI 4) hands each listed backend's ABI 4 counts (mesh_be_state.active_v4 and
+ * selected_v4) over to mesh_be_hot with an exchange and an add, and copies its breaker state
+ * there under the lock. */
 #define MESH_ADJUST_MAX 64
 #define MESH_ADJUST_BACKENDS 0
 #define MESH_ADJUST_SERVICES 1

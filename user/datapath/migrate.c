@@ -1,5 +1,7 @@
-/* Upgrading a pinned datapath of the previous layout (ABI 3: backend ids inline in the service
- * value, per-CPU counters) to this one while connections run. The socket maps keep their layout
+/* Upgrading a pinned datapath of an earlier layout to this one (ABI 5) while connections run.
+ * From ABI 4, whose maps this layout keeps, dp_migrate_v4_pass() moves the backends' active
+ * counts and breaker states into mesh_be_hot (docs/datapath.md). From ABI 3 (backend ids inline
+ * in the service value, per-CPU counters), the rest of this file: The socket maps keep their layout
  * and their pins, so every live socket keeps its decision; ids and epochs are carried over, so
  * those decisions name the same services and backends in the new maps. Counting moves with the
  * sockops program: once it is swapped and the old programs have finished (an RCU grace period),
@@ -148,7 +150,7 @@ static int copy_backends(struct datapath *dp, struct dp_migration *m)
 		for (size_t c = 0; c < pc; c++) {
 			const struct v3_be_stats *s = &stats[id * pc + c];
 
-			b->selected += s->selected;
+			hot[id].selected += s->selected;
 			b->ok += s->ok;
 			b->failed += s->failed;
 			b->probes += s->probes;

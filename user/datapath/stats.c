@@ -107,7 +107,7 @@ static void report_backend(const struct datapath *dp, const struct dp_service *s
 		.open_until_ns = st->br.state == MESH_CIRCUIT_OPEN ? st->br.open_until_ns : 0,
 		.backend_id = id,
 		.trips = st->br.trips,
-		.selected = st->selected,
+		.selected = hot->selected,
 		.probes = st->probes,
 		.bytes_sent = st->bytes_sent,
 		.bytes_received = st->bytes_received,

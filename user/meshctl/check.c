@@ -108,7 +108,7 @@ static const struct bpf_feature {
 	{ "sockops programs", FEAT_PROG, BPF_PROG_TYPE_SOCK_OPS, 0, NULL },
 	{ "cgroup sock programs", FEAT_PROG, BPF_PROG_TYPE_CGROUP_SOCK, 0, NULL },
 	{ "syscall programs", FEAT_PROG, BPF_PROG_TYPE_SYSCALL, 0,
-	  "an ABI 3 datapath is rebuilt instead of upgraded in place" },
+	  "an ABI 3 or 4 datapath is rebuilt instead of upgraded in place" },
 	{ "hash maps", FEAT_MAP, BPF_MAP_TYPE_HASH, 0, NULL },
 	{ "array maps", FEAT_MAP, BPF_MAP_TYPE_ARRAY, 0, NULL },
 	{ "per-CPU array maps", FEAT_MAP, BPF_MAP_TYPE_PERCPU_ARRAY, 0, NULL },
