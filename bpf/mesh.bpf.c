@@ -230,23 +230,17 @@ static __always_inline struct mesh_trace_cfg *tracing(void)
 }
 
 #define ADD(field, n) __sync_fetch_and_add(&(field), (n))
-/* Adds 1 to a counter of backend `id`'s state. */
-#define ADD_BE(id, field)                                                                          \
+/* Adds 1 to a counter of entry `id` of an ARRAY map (its value type from the map's definition). */
+#define ADD_AT(map, id, field)                                                                     \
 	do {                                                                                       \
 		__u32 id_ = (__u32)(id);                                                           \
-		struct mesh_be_state *bs_ = bpf_map_lookup_elem(&mesh_be_state, &id_);             \
-		if (bs_)                                                                           \
-			ADD(bs_->field, 1);                                                        \
+		__typeof__(*(map).value) *v_ = bpf_map_lookup_elem(&(map), &id_);                  \
+		if (v_)                                                                            \
+			ADD(v_->field, 1);                                                         \
 	} while (0)
-
-/* Adds 1 to a counter of backend `id`'s hot entry. */
-#define ADD_HOT(id, field)                                                                         \
-	do {                                                                                       \
-		__u32 id_ = (__u32)(id);                                                           \
-		struct mesh_be_hot *h_ = bpf_map_lookup_elem(&mesh_be_hot, &id_);                  \
-		if (h_)                                                                            \
-			ADD(h_->field, 1);                                                         \
-	} while (0)
+/* ... of backend `id`'s state, and of its hot entry. */
+#define ADD_BE(id, field) ADD_AT(mesh_be_state, id, field)
+#define ADD_HOT(id, field) ADD_AT(mesh_be_hot, id, field)
 
 static __always_inline struct mesh_svc_state *svc_state(__u32 service_id)
 {

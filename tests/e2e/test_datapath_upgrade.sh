@@ -52,7 +52,7 @@ upgrade_from() {
 	client -n 4 127.77.2.62 80 >/dev/null
 
 	# 30 connections held through the old datapath; each later sends a line and reads its echo.
-	rm -f "$TMP/go"
+	rm -f "$TMP/go" "$TMP/hold.out" # the previous scenario's holder said held=30 too
 	in_cgroup "$CG" python3 - "$TMP/go" >"$TMP/hold.out" 2>&1 <<-'PY' &
 	import os, socket, sys, time
 	conns = []
