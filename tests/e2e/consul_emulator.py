@@ -1033,6 +1033,7 @@ class Handler(BaseHTTPRequestHandler):
         if not name:
             raise ApiError(400, "Missing service name")
         cat = self.server.cat
+        tags = self.query.get("tag", [])  # every tag given must be on the instance
 
         def build():
             if not self.privileged:
@@ -1050,7 +1051,8 @@ class Handler(BaseHTTPRequestHandler):
                      "ServiceEnableTagOverride": s["EnableTagOverride"],
                      "ServiceProxy": s["Proxy"], "ServiceConnect": s["Connect"],
                      "ServiceLocality": None, "CreateIndex": s["CreateIndex"],
-                     "ModifyIndex": s["ModifyIndex"]} for s in cat.instances(name)]
+                     "ModifyIndex": s["ModifyIndex"]} for s in cat.instances(name)
+                    if all(t in s["Tags"] for t in tags)]
 
         body, idx = self.blocking_read(index, wait_s, lambda: cat.result_index(name), build)
         self.send_json(body, self.meta_headers(idx))

@@ -694,6 +694,49 @@ def _():
         return f"oversize: {st} {body[:60]!r}"
     if kv("PUT", "", b"x")[0] != 400:
         return "PUT without a key accepted"
+
+@case("catalog_services_blocks_until_a_tag_appears")
+def _():
+    st, h, body = req("GET", "/v1/catalog/services")
+    idx = int(h["x-consul-index"])
+    if "cat" in json.loads(body):
+        return "cat listed before it registered"
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=req(
+        "GET", f"/v1/catalog/services?index={idx}&wait=10s")))
+    t0 = time.time()
+    t.start()
+    time.sleep(0.3)
+    if not t.is_alive():
+        return "blocking query returned before any change"
+    register("cat-1", 9001, name="cat", Tags=["mesh", "b"], Meta={"mesh-vip": "127.1.2.3:80"})
+    t.join(5)
+    st, h, body = out.get("r", (0, {}, b""))
+    got = json.loads(body or b"{}")
+    if st != 200 or got.get("cat") != ["b", "mesh"] or time.time() - t0 > 5:
+        return f"woke with {st} {got}"
+    if int(h["x-consul-index"]) <= idx:
+        return "index did not move"
+    idx = int(h["x-consul-index"])
+    t0 = time.time()
+    st, h, body = req("GET", f"/v1/catalog/services?index={idx}&wait=300ms")
+    if int(h["x-consul-index"]) != idx or time.time() - t0 < 0.3:
+        return "timeout changed the index or did not wait"
+    register("cat-2", 9002, name="cat", Tags=["other"])
+    st, h, body = req("GET", "/v1/catalog/service/cat?tag=mesh")
+    got = json.loads(body)
+    if [i["ServiceID"] for i in got] != ["cat-1"] or got[0]["ServiceMeta"] != {"mesh-vip": "127.1.2.3:80"}:
+        return f"?tag= filter: {[i['ServiceID'] for i in got]}"
+    if len(json.loads(req("GET", "/v1/catalog/service/cat")[2])) != 2:
+        return "unfiltered read does not list both"
+    idx = int(h["x-consul-index"])
+    threading.Timer(0.3, lambda: req("PUT", "/v1/agent/service/deregister/cat-1")).start()
+    st, h, body = req("GET", f"/v1/catalog/services?index={idx}&wait=10s")
+    if json.loads(body).get("cat") != ["other"]:
+        return f"after deregistration: {json.loads(body).get('cat')}"
+    req("PUT", "/v1/agent/service/deregister/cat-2")
+    if "cat" in json.loads(req("GET", "/v1/catalog/services")[2]):
+        return "cat still listed with no instance"
 EOF
 
 while read -r verdict name why; do

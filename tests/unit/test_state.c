@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -107,6 +108,40 @@ TEST(version_1_files_are_consul_sets)
 	CHECK_STR_EQ(s.svcs[0].source, "consul");
 	CHECK_INT_EQ(s.svcs[0].index, 120);
 	state_saved_free(&s);
+}
+
+/* A service the source defined (catalog) keeps its VIP; the file is version 3 only then. */
+TEST(defined_service_vip_round_trips_as_version_3)
+{
+	struct state_saved t = { 0 }, s;
+	const struct state_saved_service *api, *web;
+	char *text;
+	size_t len;
+
+	make_saved(&t);
+	text = state_format(&t, &len);
+	CHECK(text && !strncmp(text, "meshd-discovery-state 2\n", 24));
+	free(text);
+	t.svcs[0].has_vip = true;
+	t.svcs[0].vip = be(AF_INET, "127.77.9.1", 80, 1).endpoint;
+	text = state_format(&t, &len);
+	CHECK(text && !strncmp(text, "meshd-discovery-state 3\n", 24));
+	CHECK(strstr(text, "service api consul 120 2 127.77.9.1 80\n") != NULL);
+	CHECK_INT_EQ(parse(text, &s), 0);
+	api = state_saved_find(&s, "api");
+	web = state_saved_find(&s, "web");
+	CHECK(api && api->has_vip && api->vip.port == 80 && api->vip.family == AF_INET &&
+	      api->n_backends == 2);
+	CHECK(web && !web->has_vip);
+	state_saved_free(&s);
+	free(text);
+	saved_release(&t);
+	CHECK_INT_EQ(
+	    parse("meshd-discovery-state 3\nservice api consul 1 0 127.0.0.1 0\nend 1\n", &s),
+	    -EINVAL); /* port 0 */
+	CHECK_INT_EQ(
+	    parse("meshd-discovery-state 2\nservice api consul 1 0 127.0.0.1 80\nend 1\n", &s),
+	    -EINVAL); /* a VIP needs version 3 */
 }
 
 TEST(parse_rejects_foreign_and_other_versions)

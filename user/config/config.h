@@ -197,6 +197,8 @@ struct config_consul {
 	uint64_t resync_ns;	 /* how often registrations are verified in the agent */
 	struct config_consul_failover *failover;
 	size_t n_failover;
+	bool catalog_enabled; /* serve tagged catalog services carrying meta mesh-vip */
+	char *catalog_tag;    /* the tag that marks them */
 };
 
 struct config_dns_service {

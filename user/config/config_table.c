@@ -324,6 +324,15 @@ static const struct cfg_key root_keys[] = {
 	      "Deregister `register` entries when meshd stops (for hosts that leave for good; a "
 	      "restart or upgrade then deregisters and registers them again); by default they stay "
 	      "and, once critical, Consul reaps them after deregister_critical_after." },
+	{ "discovery.consul.catalog.enabled", CT_BOOL, R(consul.catalog_enabled), .def = "false",
+	  .doc = "Also serve every service of the Consul catalog (`/v1/catalog/services`, "
+		 "blocking) whose instances carry `catalog.tag` and the meta `mesh-vip` "
+		 "(`ip:port`), with the global load_balancer and circuit_breaker policy; a VIP "
+		 "or name already served is refused (docs/consul.md)." },
+	{ "discovery.consul.catalog.tag", CT_STRING, R(consul.catalog_tag), .def = "mesh",
+	  .flags = CF_DNSNAME,
+	  .doc = "Tag that marks a catalog service for `catalog.enabled` (a lowercase DNS "
+		 "label)." },
 	{ "discovery.dns.servers", CT_EPLIST, RL(dns.servers, dns.n_servers),
 	  .flags = CF_ANY_BACKEND,
 	  .doc = "DNS servers (ip:port) for SRV lookups (required with the dns backend); also used "

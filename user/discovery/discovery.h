@@ -80,6 +80,9 @@ bool discovery_files_changed(const struct discovery *d, const struct mesh_config
 /* The set served for `name` (policy + effective backends), or NULL. Valid until the loop runs
  * again. */
 const struct config_service *discovery_find(const struct discovery *d, const char *name);
+/* True when `name` is served because the source defines it (discovery.consul.catalog), not
+ * because the config lists it. */
+bool discovery_defined(const struct discovery *d, const char *name);
 /* Iteration: the i-th service (0 <= i < discovery_count), in no particular order. */
 size_t discovery_count(const struct discovery *d);
 const struct config_service *discovery_at(const struct discovery *d, size_t i);

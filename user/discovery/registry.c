@@ -86,6 +86,17 @@ struct discovery {
 	int64_t persist_timer;
 	uint64_t sync_ok, sync_err;
 	double last_sync_ts;
+	struct refusal *refused; /* defined services refused (each logged once) */
+	size_t n_refused;
+	struct src *defs_from; /* a define held during a reload (names malloc'd) */
+	struct discovery_def *defs;
+	size_t n_defs;
+};
+
+/* A service the source defines that clashes with one served: logged when it starts. */
+struct refusal {
+	char *name, *other;
+	bool seen; /* refused again by the define in progress */
 };
 
 static const char *source_name(const struct discovery_source_ops *ops)
@@ -236,6 +247,8 @@ static struct state_saved *snapshot(const struct discovery *d)
 			       e->svc.n_backends * sizeof(*o->backends));
 		o->n_backends = e->svc.n_backends;
 		o->index = e->index;
+		o->has_vip = e->dynamic;
+		o->vip = e->svc.vip;
 		snprintf(o->source, sizeof(o->source), "%s", e->from->name);
 	}
 	return s;
@@ -521,7 +534,7 @@ static void deliver(struct discovery *d, struct src *s, const char *name, uint64
 {
 	struct reg_entry *e = find(d, name);
 
-	if (s != d->src || !e || !s->ops->provides(d->cfg, name)) {
+	if (s != d->src || !e || !(e->dynamic || s->ops->provides(d->cfg, name))) {
 		free(b);
 		return;
 	}
@@ -577,6 +590,48 @@ static const struct config_service *sink_current(void *arg, const char *name)
 	return e ? &e->svc : NULL;
 }
 
+static void define(struct discovery *d, struct src *s, const struct discovery_def *defs, size_t n);
+
+static void defs_free(struct discovery_def *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free((char *)v[i].name);
+	free(v);
+}
+
+/* Keeps a copy of a define delivered during a reload (the last one wins). */
+static void hold_defs(struct discovery *d, struct src *s, const struct discovery_def *defs,
+		      size_t n)
+{
+	struct discovery_def *v = calloc(n + 1, sizeof(*v));
+	size_t i;
+
+	for (i = 0; v && i < n; i++) {
+		v[i] = defs[i];
+		if (!(v[i].name = strdup(defs[i].name)))
+			break;
+	}
+	if (!v || i < n) {
+		LOG_WARN(SUBSYS, "dropping defined services (out of memory)", NULL);
+		defs_free(v, i);
+		return;
+	}
+	defs_free(d->defs, d->n_defs);
+	d->defs = v;
+	d->n_defs = n;
+	d->defs_from = s;
+}
+
+static void sink_define(void *arg, const struct discovery_def *defs, size_t n)
+{
+	struct src *s = arg;
+
+	if (s->d->txn)
+		hold_defs(s->d, s, defs, n);
+	else
+		define(s->d, s, defs, n);
+}
+
 /* Replays the sets held during a reload: those of the source now running go in. */
 static void replay_held(struct discovery *d)
 {
@@ -585,6 +640,14 @@ static void replay_held(struct discovery *d)
 
 	d->held = NULL;
 	d->n_held = d->cap_held = 0;
+	if (d->defs_from) {
+		if (d->defs_from == d->src)
+			define(d, d->src, d->defs, d->n_defs);
+		defs_free(d->defs, d->n_defs);
+		d->defs = NULL;
+		d->n_defs = 0;
+		d->defs_from = NULL;
+	}
 	for (i = 0; i < n; i++) {
 		deliver(d, h[i].from, h[i].name, h[i].index, h[i].backends, h[i].n);
 		free(h[i].name);
@@ -615,6 +678,7 @@ static int src_start(struct discovery *d, const struct mesh_config *cfg, struct 
 		.synced = sink_synced,
 		.up = sink_up,
 		.current = sink_current,
+		.define = sink_define,
 		.arg = s,
 	};
 	err = ops->start(cfg, d->loop, &sink, &s->s);
@@ -632,6 +696,282 @@ static void src_stop(struct src *s, bool switched)
 		return;
 	s->ops->stop(s->s, switched);
 	free(s);
+}
+
+/* --- services the source defines (catalog discovery) ------------------------------------------ */
+
+/* The definition of a defined service: the config's global policy, `b` as its backends. */
+static int def_service(const struct mesh_config *cfg, const char *name,
+		       const struct config_endpoint *vip, const struct config_backend *b, size_t n,
+		       struct config_service *out)
+{
+	struct config_service tmp = {
+		.name = (char *)name,
+		.vip = *vip,
+		.protocol = CONFIG_PROTO_TCP,
+		.load_balancer = cfg->load_balancer,
+		.circuit_breaker = cfg->circuit_breaker,
+	};
+
+	return config_service_copy(out, &tmp, b, n);
+}
+
+/* Records that `name` is refused because `other` is served; logs it when that is news. */
+static void refuse(struct discovery *d, const struct discovery_def *def, const char *other,
+		   const char *what)
+{
+	struct refusal *r = NULL, *v;
+	char vip[64];
+
+	for (size_t i = 0; i < d->n_refused && !r; i++)
+		if (!strcmp(d->refused[i].name, def->name))
+			r = &d->refused[i];
+	if (r && !strcmp(r->other, other)) {
+		r->seen = true;
+		return;
+	}
+	if (!r) {
+		v = realloc(d->refused, (d->n_refused + 1) * sizeof(*v));
+		if (!v)
+			return;
+		d->refused = v;
+		r = &v[d->n_refused];
+		*r = (struct refusal){ strdup(def->name), NULL, true };
+		if (!r->name)
+			return;
+		d->n_refused++;
+	}
+	free(r->other);
+	r->other = strdup(other);
+	r->seen = true;
+	LOG_WARN(SUBSYS, "service from the catalog refused: already served",
+		 "service=%s vip=%s "
+		 "clashes_with=%s on=%s",
+		 log_q(def->name), config_endpoint_str(&def->vip, vip, sizeof(vip)), log_q(other),
+		 what);
+}
+
+/* Forgets refusals the last define did not repeat (a later clash is news again). */
+static void refusals_prune(struct discovery *d)
+{
+	for (size_t i = 0; i < d->n_refused;) {
+		if (d->refused[i].seen) {
+			d->refused[i++].seen = false;
+			continue;
+		}
+		free(d->refused[i].name);
+		free(d->refused[i].other);
+		d->refused[i] = d->refused[--d->n_refused];
+	}
+}
+
+static const struct discovery_def *def_find(const struct discovery_def *defs, size_t n,
+					    const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(defs[i].name, name))
+			return &defs[i];
+	return NULL;
+}
+
+static bool ep_equal(const struct config_endpoint *a, const struct config_endpoint *b)
+{
+	unsigned char ka[REG_VIP_KEY], kb[REG_VIP_KEY];
+	size_t la = reg_vip_key(a, ka);
+
+	return la == reg_vip_key(b, kb) && !memcmp(ka, kb, la);
+}
+
+/* Takes out the defined services `defs` no longer lists (or lists at another VIP). */
+static int define_remove(struct discovery *d, const struct discovery_def *defs, size_t n)
+{
+	struct reg_entry **gone = calloc(d->n + 1, sizeof(*gone));
+	struct discovery_change *ch = calloc(d->n + 1, sizeof(*ch));
+	size_t k = 0;
+	int err = 0;
+
+	if (!gone || !ch) {
+		err = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < d->n; i++) {
+		const struct reg_entry *e = d->ents[i];
+		const struct discovery_def *def =
+		    e->dynamic ? def_find(defs, n, e->svc.name) : NULL;
+
+		if (e->dynamic && (!def || !ep_equal(&def->vip, &e->svc.vip))) {
+			ch[k] = (struct discovery_change){ e->svc.name, NULL };
+			gone[k++] = d->ents[i];
+		}
+	}
+	err = k ? write_batch(d, ch, k) : 0;
+	for (size_t i = 0; !err && i < k; i++) {
+		char *name = strdup(gone[i]->svc.name);
+
+		LOG_INFO(SUBSYS, "service from the catalog removed", "service=%s", log_q(name));
+		table_remove(d, gone[i]);
+		notify(d, name, NULL, false);
+		free(name);
+	}
+	if (k && !err)
+		persist_soon(d);
+out:
+	free(gone);
+	free(ch);
+	return err;
+}
+
+/* Why `def` cannot be served (the name of what it clashes with in *other), or NULL. */
+static const char *clash(const struct discovery *d, const struct discovery_def *def,
+			 const struct config_service *added, size_t n_added, const char **other)
+{
+	unsigned char key[REG_VIP_KEY];
+	const struct reg_entry *e = find(d, def->name);
+
+	if (e) {
+		*other = e->svc.name;
+		return "name";
+	}
+	e = reg_index_find(&d->by_vip, key, reg_vip_key(&def->vip, key));
+	if (e) {
+		*other = e->svc.name;
+		return "vip";
+	}
+	for (size_t i = 0; i < n_added; i++)
+		if (ep_equal(&added[i].vip, &def->vip)) {
+			*other = added[i].name;
+			return "vip";
+		}
+	return NULL;
+}
+
+static void define_commit(struct discovery *d, struct src *s, struct config_service *svc)
+{
+	struct reg_entry *e = calloc(1, sizeof(*e));
+	char vip[64];
+
+	if (!e) {
+		config_service_release(svc);
+		return;
+	}
+	e->svc = *svc;
+	memset(svc, 0, sizeof(*svc));
+	e->from = s->ops;
+	e->dynamic = true;
+	if (table_add(d, e)) {
+		entry_free(e);
+		return;
+	}
+	LOG_INFO(SUBSYS, "service from the catalog added", "service=%s vip=%s", log_q(e->svc.name),
+		 config_endpoint_str(&e->svc.vip, vip, sizeof(vip)));
+	notify(d, e->svc.name, &e->svc, false);
+}
+
+/* Writes the new defined services in one transaction (with no backends: they follow). */
+static int define_add(struct discovery *d, struct src *s, const struct discovery_def *defs,
+		      size_t n)
+{
+	struct config_service *svcs = calloc(n + 1, sizeof(*svcs));
+	struct discovery_change *ch = calloc(n + 1, sizeof(*ch));
+	size_t k = 0, i;
+	int err = 0;
+
+	for (i = 0; svcs && ch && !err && i < n; i++) {
+		const struct reg_entry *e = find(d, defs[i].name);
+		const char *other, *what;
+
+		if (e && e->dynamic)
+			continue; /* served already, at this VIP */
+		what = clash(d, &defs[i], svcs, k, &other);
+		if (what) {
+			refuse(d, &defs[i], other, what);
+			continue;
+		}
+		err = def_service(d->cfg, defs[i].name, &defs[i].vip, NULL, 0, &svcs[k]);
+		if (!err) {
+			ch[k] = (struct discovery_change){ svcs[k].name, &svcs[k] };
+			k++;
+		}
+	}
+	if (!svcs || !ch)
+		err = -ENOMEM;
+	if (!err && k)
+		err = write_batch(d, ch, k);
+	for (i = 0; i < k; i++) {
+		if (!err)
+			define_commit(d, s, &svcs[i]);
+		config_service_release(&svcs[i]);
+	}
+	if (!err && k)
+		persist_soon(d);
+	free(svcs);
+	free(ch);
+	return err;
+}
+
+/* The source's defined services are now `defs`: those gone leave the datapath, new ones go in
+ * (unless their name or VIP is served already). On a write error nothing changes (logged); the
+ * next define tries again. */
+static void define(struct discovery *d, struct src *s, const struct discovery_def *defs, size_t n)
+{
+	int err;
+
+	if (s != d->src || !s->ops->defines || !s->ops->defines(d->cfg))
+		return;
+	err = define_remove(d, defs, n);
+	if (!err)
+		err = define_add(d, s, defs, n);
+	if (err)
+		LOG_ERR(SUBSYS, "cannot write the services from the catalog; serving the last set",
+			"err=%s", log_q(strerror(-err)));
+	else
+		refusals_prune(d);
+}
+
+/* At start: the defined services an earlier run persisted, when the source still defines
+ * services (served until its first define says otherwise). */
+static int restore_defined(struct discovery *d, const struct mesh_config *cfg,
+			   const struct discovery_source_ops *ops, struct state_saved *saved)
+{
+	unsigned char key[REG_VIP_KEY];
+
+	if (!ops->defines || !ops->defines(cfg))
+		return 0;
+	for (size_t i = 0; i < saved->n; i++) {
+		struct state_saved_service *o = &saved->svcs[i];
+		struct reg_entry *e;
+		size_t n;
+
+		if (!o->has_vip || strcmp(o->source, ops->name) || find(d, o->name) ||
+		    reg_index_find(&d->by_vip, key, reg_vip_key(&o->vip, key)))
+			continue;
+		e = calloc(1, sizeof(*e));
+		n = normalize(o->name, "state file", o->backends, o->n_backends);
+		if (!e || def_service(cfg, o->name, &o->vip, o->backends, n, &e->svc)) {
+			free(e);
+			return -ENOMEM;
+		}
+		e->from = ops;
+		e->index = o->index;
+		e->dynamic = true;
+		if (table_add(d, e)) {
+			entry_free(e);
+			return -ENOMEM;
+		}
+		LOG_INFO(SUBSYS, "restored persisted service from the catalog",
+			 "service=%s backends=%zu", log_q(o->name), n);
+	}
+	return 0;
+}
+
+static void refusals_free(struct discovery *d)
+{
+	for (size_t i = 0; i < d->n_refused; i++) {
+		free(d->refused[i].name);
+		free(d->refused[i].other);
+	}
+	free(d->refused);
+	defs_free(d->defs, d->n_defs);
 }
 
 /* --- start ------------------------------------------------------------------------------------ */
@@ -721,6 +1061,8 @@ static int start_table(struct discovery *d, const struct mesh_config *cfg,
 
 	load_saved(cfg, &saved);
 	err = build_table(d, cfg, ops, &saved);
+	if (!err)
+		err = restore_defined(d, cfg, ops, &saved);
 	state_saved_free(&saved);
 	if (!err)
 		err = write_table(d);
@@ -799,6 +1141,7 @@ void discovery_free(struct discovery *d)
 	free(d->grave);
 	persister_free(d->persister);
 	replay_held(d); /* frees them: no source any more */
+	refusals_free(d);
 	table_free(d);
 	free(d->queue);
 	free(d->state_dir);
@@ -859,6 +1202,14 @@ static int plan_service(struct reload_txn *t, const struct discovery_source_ops 
 	return 0;
 }
 
+/* The entry of a service the config lists (not one the source defines), or NULL. */
+static struct reg_entry *find_listed(const struct discovery *d, const char *name)
+{
+	struct reg_entry *e = find(d, name);
+
+	return e && !e->dynamic ? e : NULL;
+}
+
 static int plan_remove(struct reload_txn *t, struct reg_entry *e)
 {
 	struct planned *p = e ? plan_add(t) : NULL;
@@ -871,6 +1222,50 @@ static int plan_remove(struct reload_txn *t, struct reg_entry *e)
 	p->remove = true;
 	e->in_txn = true;
 	return 0;
+}
+
+static bool vip_listed(const struct mesh_config *cfg, const struct config_endpoint *vip)
+{
+	for (size_t i = 0; i < cfg->n_services; i++)
+		if (ep_equal(&cfg->services[i].vip, vip))
+			return true;
+	return false;
+}
+
+/* Plans the defined services first: each leaves when the new config no longer lets the source
+ * define services or lists its name or VIP itself; the others take the new global policy. */
+static int plan_defined(struct discovery *d, struct reload_txn *t)
+{
+	const struct discovery_source_ops *ops = t->new_src ? t->new_src->ops : d->src->ops;
+	bool keep = !t->new_src && ops->defines && ops->defines(t->new);
+	int err = 0;
+
+	for (size_t i = 0; !err && i < d->n; i++) {
+		struct reg_entry *e = d->ents[i];
+		struct config_service svc;
+		struct planned *p;
+
+		if (!e->dynamic)
+			continue;
+		if (!keep || config_service_find(t->new, e->svc.name) ||
+		    vip_listed(t->new, &e->svc.vip)) {
+			LOG_INFO(SUBSYS, "service from the catalog leaves with the reload",
+				 "service=%s", log_q(e->svc.name));
+			err = plan_remove(t, e);
+			continue;
+		}
+		if (def_service(t->new, e->svc.name, &e->svc.vip, e->svc.backends,
+				e->svc.n_backends, &svc))
+			return -ENOMEM;
+		if (!config_service_changes(&e->svc, &svc, false, NULL, 0) || !(p = plan_add(t))) {
+			err = config_service_changes(&e->svc, &svc, false, NULL, 0) ? -ENOMEM : 0;
+			config_service_release(&svc);
+			continue;
+		}
+		*p = (struct planned){ .e = e, .svc = svc, .from = e->from, .index = e->index };
+		e->in_txn = true;
+	}
+	return err;
 }
 
 /* True when a change of discovery settings may move services between the config and a source. */
@@ -896,13 +1291,13 @@ static int plan_some(struct discovery *d, struct reload_txn *t, size_t max)
 		const struct config_service_change *c = &plan->services[t->plan_at];
 
 		if (c->new)
-			err = plan_service(t, ops, c->new, find(d, c->name));
+			err = plan_service(t, ops, c->new, find_listed(d, c->name));
 		else
-			err = plan_remove(t, find(d, c->name));
+			err = plan_remove(t, find_listed(d, c->name));
 	}
 	for (; !err && t->scan && max && t->scan_at < t->new->n_services; max--, t->scan_at++) {
 		const struct config_service *svc = &t->new->services[t->scan_at];
-		struct reg_entry *e = find(d, svc->name);
+		struct reg_entry *e = find_listed(d, svc->name);
 
 		if (e && !e->in_txn)
 			err = plan_service(t, ops, svc, e);
@@ -936,9 +1331,21 @@ static void txn_free(struct reload_txn *t)
 	free(t);
 }
 
+/* Drops a define held from `s`, which stops. */
+static void defs_drop(struct discovery *d, const struct src *s)
+{
+	if (d->defs_from != s)
+		return;
+	defs_free(d->defs, d->n_defs);
+	d->defs = NULL;
+	d->n_defs = 0;
+	d->defs_from = NULL;
+}
+
 /* Puts the source back as it ran before the reload. */
 static void undo_source(struct discovery *d, struct reload_txn *t)
 {
+	defs_drop(d, t->new_src);
 	if (t->new_src)
 		src_stop(t->new_src, true);
 	t->new_src = NULL;
@@ -961,6 +1368,8 @@ static int txn_begin(struct discovery *d, const struct mesh_config *old,
 	t->plan = plan;
 	d->txn = t; /* deliveries are held from here on */
 	err = prepare_source(d, t);
+	if (!err)
+		err = plan_defined(d, t);
 	t->scan = t->new_src || discovery_settings_changed(plan);
 	if (!err) {
 		t->dp = d->h.begin(d->h.arg);
@@ -1089,6 +1498,7 @@ void discovery_reload_end(struct discovery *d, bool commit)
 		d->cfg = t->new;
 		set_state_dir(d, t->new->state_dir);
 		if (t->new_src) {
+			defs_drop(d, d->src);
 			src_stop(d->src, true);
 			d->src = t->new_src;
 			LOG_INFO(SUBSYS, "discovery backend switched", "backend=%s",
@@ -1120,6 +1530,13 @@ const struct config_service *discovery_find(const struct discovery *d, const cha
 	const struct reg_entry *e = d ? find(d, name) : NULL;
 
 	return e ? &e->svc : NULL;
+}
+
+bool discovery_defined(const struct discovery *d, const char *name)
+{
+	const struct reg_entry *e = d ? find(d, name) : NULL;
+
+	return e && e->dynamic;
 }
 
 size_t discovery_count(const struct discovery *d)

@@ -21,7 +21,8 @@ struct reg_entry {
 	uint64_t pending_index;
 	const struct discovery_source_ops *pending_from;
 	bool has_pending, queued;
-	bool in_txn; /* the reload in flight planned a change for it */
+	bool in_txn;  /* the reload in flight planned a change for it */
+	bool dynamic; /* defined by the source (sink.define), not listed in the config */
 };
 
 struct reg_slot {

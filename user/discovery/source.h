@@ -16,6 +16,13 @@
 
 struct discovery_source; /* a running source; its layout is private to the source's files */
 
+/* A service a source defines itself (not listed in the config): served at `vip` with the
+ * config's global policy. */
+struct discovery_def {
+	const char *name;
+	struct config_endpoint vip;
+};
+
 /* Where a source reports. Loop thread only. */
 struct discovery_sink {
 	/* The complete backend set of `service` (the registry takes `backends`, malloc'd, in any
@@ -30,6 +37,11 @@ struct discovery_sink {
 	/* The set the registry serves for `service` (persisted or last delivered; NULL when none).
 	 * Valid until control returns to the loop. */
 	const struct config_service *(*current)(void *arg, const char *service);
+	/* The complete set of services the source defines (sorted by name; names valid during the
+	 * call), replacing the previous one: new ones are written to the datapath (their backends
+	 * come through deliver, before or after), those gone leave it. One whose name or VIP is
+	 * already served is refused (logged once, naming both). */
+	void (*define)(void *arg, const struct discovery_def *defs, size_t n);
 	void *arg;
 };
 
@@ -39,6 +51,9 @@ struct discovery_source_ops {
 	/* True when, under `cfg`, this source provides the backends of service `name` (every other
 	 * service takes `services[].backends` from the config). */
 	bool (*provides)(const struct mesh_config *cfg, const char *name);
+	/* True when, under `cfg`, the source defines services of its own (sink.define); their
+	 * persisted set is restored at start. May be NULL (never). */
+	bool (*defines)(const struct mesh_config *cfg);
 	/* Starts the source for `cfg`; it delivers through `sink` (copied) from the next loop
 	 * iteration on. Returns 0 with *out set, or -errno (logged). */
 	int (*start)(const struct mesh_config *cfg, struct evloop *loop,

@@ -37,6 +37,8 @@ struct state_saved_service {
 	uint64_t index;		       /* source's version of the set (X-Consul-Index), 0 = none */
 	struct config_backend *backends;
 	size_t n_backends;
+	bool has_vip; /* a service the source defined (catalog): served at `vip` */
+	struct config_endpoint vip;
 };
 
 struct state_saved {

@@ -6,8 +6,11 @@
  *   backend ::1 8082 10 15009
  *   end 1                        number of services: a truncated file never parses
  *
- * Version 1 had no source field (every set came from Consul), version 2 no mesh port; both are
- * still read. Anything else
+ * Version 4 adds two optional fields to a `service` line, the VIP address and port of a service
+ * the source defined itself (catalog discovery): `service shop consul 42 1 127.77.100.20 80`;
+ * it is written only when there is one, so that a meshd that knows version 3 still reads the
+ * file of a setup without them. Version 1 had no source field (every set came from Consul),
+ * version 2 no mesh port; all are still read. Anything else
  * (another magic, version, count or a stray line) makes the whole file invalid. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -23,7 +26,8 @@
 #include "discovery/state.h"
 
 #define STATE_MAGIC "meshd-discovery-state"
-#define STATE_VERSION 3
+#define STATE_VERSION 3	    /* without defined services */
+#define STATE_VERSION_VIP 4 /* with them */
 #define STATE_MAX_FILE (16u << 20)
 #define STATE_MAX_SERVICES 65536
 
@@ -78,12 +82,20 @@ char *state_format(const struct state_saved *s, size_t *len)
 	if (!b.p)
 		return NULL;
 	b.p[0] = '\0';
-	sb_printf(&b, "%s %d\n", STATE_MAGIC, STATE_VERSION);
+	for (i = 0; i < s->n && !s->svcs[i].has_vip; i++)
+		;
+	sb_printf(&b, "%s %d\n", STATE_MAGIC, i < s->n ? STATE_VERSION_VIP : STATE_VERSION);
 	for (i = 0; i < s->n; i++) {
 		const struct state_saved_service *e = &s->svcs[i];
+		char ip[INET6_ADDRSTRLEN] = "";
 
-		sb_printf(&b, "service %s %s %llu %zu\n", e->name, e->source,
+		if (e->has_vip)
+			inet_ntop(e->vip.family, &e->vip.addr, ip, sizeof(ip));
+		sb_printf(&b, "service %s %s %llu %zu", e->name, e->source,
 			  (unsigned long long)e->index, e->n_backends);
+		if (e->has_vip)
+			sb_printf(&b, " %s %u", ip, e->vip.port);
+		sb_printf(&b, "\n");
 		for (j = 0; j < e->n_backends; j++)
 			format_backend(&b, &e->backends[j]);
 	}
@@ -104,7 +116,7 @@ struct cursor {
 	size_t len, pos;
 	unsigned line;
 	char text[256];
-	char *f[6];
+	char *f[8];
 	int nf;
 };
 
@@ -193,9 +205,19 @@ static int parse_service(struct cursor *c, int version, struct state_saved *out,
 			 struct state_saved_service *s)
 {
 	int f = version == 1 ? 2 : 3; /* field of the index */
-	uint64_t n;
+	uint64_t n, port;
 	size_t i;
 
+	if (version >= STATE_VERSION_VIP && c->nf == f + 4) {
+		s->vip.family = inet_pton(AF_INET, c->f[f + 2], &s->vip.addr.v4) == 1	 ? AF_INET
+				: inet_pton(AF_INET6, c->f[f + 2], &s->vip.addr.v6) == 1 ? AF_INET6
+											 : 0;
+		if (!s->vip.family || !parse_u64(c->f[f + 3], 65535, &port) || !port)
+			return -EINVAL;
+		s->vip.port = (uint16_t)port;
+		s->has_vip = true;
+		c->nf -= 2;
+	}
 	if (c->nf != f + 2 || !valid_name(c->f[1]) || state_saved_find(out, c->f[1]) ||
 	    (version > 1 && (!valid_name(c->f[2]) || strlen(c->f[2]) >= STATE_SOURCE_MAX)) ||
 	    !parse_u64(c->f[f], UINT64_MAX, &s->index) ||
@@ -249,7 +271,8 @@ int state_parse(const char *buf, size_t len, struct state_saved *out, char *why,
 		snprintf(why, why_len, "not a meshd discovery state file");
 		return -EINVAL;
 	}
-	if (strcmp(c.f[1], "1") != 0 && strcmp(c.f[1], "2") != 0 && strcmp(c.f[1], "3") != 0) {
+	if (strcmp(c.f[1], "1") != 0 && strcmp(c.f[1], "2") != 0 && strcmp(c.f[1], "3") != 0 &&
+	    strcmp(c.f[1], "4") != 0) {
 		snprintf(why, why_len, "unsupported state version %s", c.f[1]);
 		return -EINVAL;
 	}

@@ -76,6 +76,8 @@ int cmd_backends(struct ctl *c, int argc, char **argv)
 	rc = ctl_get(c, target, &j);
 	if (rc || !j)
 		return rc;
+	if (!strcmp(ctl_str(j, "origin"), "catalog"))
+		printf("defined by the consul catalog (tag and meta mesh-vip)\n");
 	if (*ctl_str(j, "datacenter"))
 		printf("datacenter %s%s\n", ctl_str(j, "datacenter"),
 		       ctl_bool(j, "failover") ? " (failover: no passing instance in the local one)"

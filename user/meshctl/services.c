@@ -12,8 +12,8 @@ static int print_services(const cJSON *arr)
 {
 	static const char *const h[] = { "NAME",  "VIP",      "ALGORITHM", "MTLS",
 					 "STATE", "BACKENDS", "HEALTHY",   "USABLE",
-					 "OPEN",  "ACTIVE",   "REJECTED" };
-	struct table *t = table_new(5 + N_NUM, h);
+					 "OPEN",  "ACTIVE",   "REJECTED",  "ORIGIN" };
+	struct table *t = table_new(6 + N_NUM, h);
 	const cJSON *s;
 	int rc = 0;
 	size_t i;
@@ -25,7 +25,7 @@ static int print_services(const cJSON *arr)
 	cJSON_ArrayForEach(s, arr)
 	{
 		char num[N_NUM][24];
-		const char *row[5 + N_NUM] = {
+		const char *row[6 + N_NUM] = {
 			ctl_str(s, "name"),
 			*ctl_str(s, "vip") ? ctl_str(s, "vip") : NULL,
 			*ctl_str(s, "algorithm") ? ctl_str(s, "algorithm") : NULL,
@@ -37,6 +37,7 @@ static int print_services(const cJSON *arr)
 			snprintf(num[i], sizeof(num[i]), "%.0f", ctl_num(s, num_keys[i]));
 			row[5 + i] = num[i];
 		}
+		row[5 + N_NUM] = *ctl_str(s, "origin") ? ctl_str(s, "origin") : NULL;
 		rc = rc ? rc : table_add_row(t, row);
 	}
 	if (!rc)

@@ -398,11 +398,21 @@ static void get_services(struct meshd *m, struct http_response *resp)
 		agg = cJSON_GetObjectItemCaseSensitive(s.services, svc->name);
 		cJSON_AddItemToArray(arr, service_object(svc->name, svc, agg));
 	}
-	/* Services the datapath knows from discovery but the config file does not list. */
+	/* Services the datapath knows from discovery but the config file does not list (those
+	 * the Consul catalog defines among them). */
 	cJSON_ArrayForEach(agg, s.services)
 	{
 		if (!config_service_find(m->cfg, agg->string))
-			cJSON_AddItemToArray(arr, service_object(agg->string, NULL, agg));
+			cJSON_AddItemToArray(
+			    arr, service_object(agg->string,
+						discovery_find(m->discovery, agg->string), agg));
+	}
+	cJSON_ArrayForEach(agg, arr)
+	{
+		const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(agg, "name"));
+
+		cJSON_AddStringToObject(
+		    agg, "origin", discovery_defined(m->discovery, name) ? "catalog" : "config");
 	}
 	if (err)
 		cJSON_AddStringToObject(root, "datapath_error", strerror(-err));
@@ -445,6 +455,9 @@ static void get_backends(struct meshd *m, const char *name, struct http_response
 	struct snap s;
 	int err = snap_take(&s, m, name, SNAP_BACKENDS);
 
+	if (!svc)
+		svc = discovery_find(m->discovery, name);
+
 	if (!svc && !cJSON_GetObjectItemCaseSensitive(s.services, name)) {
 		snap_free(&s);
 		reply_error(resp, 404, "no such service");
@@ -452,6 +465,8 @@ static void get_backends(struct meshd *m, const char *name, struct http_response
 	}
 	root = cJSON_CreateObject();
 	cJSON_AddStringToObject(root, "service", name);
+	cJSON_AddStringToObject(root, "origin",
+				discovery_defined(m->discovery, name) ? "catalog" : "config");
 	add_failover(m, name, root);
 	if (!m->dp)
 		config_backends(svc, s.backends);

@@ -11,6 +11,7 @@
 
 #include "config/config.h"
 #include "discovery/discovery.h"
+#include "discovery/source.h"
 
 #define CONSUL_MAX_BODY (1024u << 20)	   /* larger responses are treated as errors */
 #define CONSUL_MAX_WAIT_NS 600000000000ull /* Consul caps wait at 10 min */
@@ -220,6 +221,47 @@ char *consul_subsets_of(const struct consul_resolver *r, const struct cJSON *ent
 int consul_parse_splitter(const char *json, size_t len, const char *service,
 			  struct config_split **out, size_t *n, char *why, size_t why_len);
 void consul_splits_free(struct config_split *s, size_t n);
+
+/* ---- catalog discovery (consul_catalog.c) --------------------------------------------------- */
+
+/* Parses /v1/catalog/services (an object: service name -> array of tags, null allowed) into the
+ * sorted names whose tags include `tag` (malloc'd; free with consul_names_free). 0, -EINVAL
+ * with a reason in `why`, or -ENOMEM. Pure. */
+int consul_parse_catalog_services(const char *json, size_t len, const char *tag, char ***names,
+				  size_t *n, char *why, size_t wlen);
+void consul_names_free(char **v, size_t n);
+/* Parses /v1/catalog/service/<name> (an array of instances) for the ServiceMeta `mesh-vip`
+ * (`ip:port`, `[v6]:port`, port not 0) the instances carry: 0 with `vip`, -ENOENT when none
+ * carries it, -EINVAL (why) for a malformed value, instances that disagree or a document that
+ * is not an array of objects. Pure. */
+int consul_parse_catalog_vip(const char *json, size_t len, struct config_endpoint *vip, char *why,
+			     size_t wlen);
+
+enum consul_catalog_state {
+	CONSUL_CATALOG_UNKNOWN = 0, /* its instances were not read yet */
+	CONSUL_CATALOG_VIP = 1,	    /* served at the VIP its meta names */
+	CONSUL_CATALOG_NO_VIP = 2,  /* tagged, but no instance carries mesh-vip */
+	CONSUL_CATALOG_BAD = 3,	    /* mesh-vip malformed: skipped */
+};
+
+/* The tagged services of the catalog and what each one's mesh-vip is. */
+struct consul_catalog;
+struct consul_catalog *consul_catalog_new(void);
+void consul_catalog_free(struct consul_catalog *c);
+/* Takes a new tagged set (`names` as consul_parse_catalog_services returns it, taken); services
+ * still listed keep what is known of them. *changed: the set of names differs (or it is the
+ * first). 0 or -ENOMEM (`names` freed either way). */
+int consul_catalog_set_names(struct consul_catalog *c, char **names, size_t n, bool *changed);
+size_t consul_catalog_count(const struct consul_catalog *c);
+const char *consul_catalog_name(const struct consul_catalog *c, size_t i);
+/* Takes the /v1/catalog/service answer of `name`: 1 when its state or VIP changed (*state and
+ * *why, valid until the next call, say what it is now), 0 when not (or `name` is not tagged),
+ * -ENOMEM. */
+int consul_catalog_set_meta(struct consul_catalog *c, const char *name, const char *json,
+			    size_t len, enum consul_catalog_state *state, const char **why);
+/* The services to define (those with a VIP, names valid until the next call), malloc'd array;
+ * -EAGAIN while the set or some service's instances are not known yet, -ENOMEM. */
+int consul_catalog_defs(const struct consul_catalog *c, struct discovery_def **out, size_t *n);
 
 /* ---- registration (consul_register.c) ------------------------------------------------------ */
 

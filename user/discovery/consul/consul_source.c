@@ -8,8 +8,10 @@
  * Registrations follow the config; switching to another source deregisters them, and so does a
  * stop with discovery.consul.deregister_on_stop (else they outlive meshd: a restart finds them,
  * a host gone for good is reaped by deregister_critical_after). TTL checks report meshd's own
- * health of the registered address (consul_backend_health). Loop thread,
- * except on_watch_update() (watcher thread). */
+ * health of the registered address (consul_backend_health). With discovery.consul.catalog, a
+ * second watcher reads the catalog (consul_catalog.c) and the tagged services: the services it
+ * defines go to the registry through sink.define, and that watcher restarts whenever the set of
+ * tagged names changes. Loop thread, except on_watch_update() (watcher thread). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -56,12 +58,26 @@ struct discovery_source {
 	size_t n_warned;
 	struct sick *sick; /* backends meshd's health checks find unhealthy (TTL checks) */
 	size_t n_sick;
+	struct consul_catalog *cat;   /* discovery.consul.catalog: the tagged services */
+	struct consul_sink *cat_cs;   /* ... and the watcher of the catalog and of them */
+	struct catalog_set *cat_sets; /* the last answer for each tagged service */
+	size_t n_cat_sets;
+};
+
+/* The last backends of a tagged service, delivered again once it is defined. */
+struct catalog_set {
+	char *service;
+	uint64_t index;
+	struct config_backend *b;
+	size_t n;
 };
 
 struct sick {
 	char *service;
 	struct config_endpoint ep;
 };
+
+static void sink_stop(struct consul_sink *s);
 
 struct posted {
 	struct consul_sink *cs;
@@ -364,6 +380,9 @@ static bool apply_failover(struct discovery_source *src, struct consul_sink *cs,
 	return true;
 }
 
+static void on_catalog(struct discovery_source *src, struct consul_update *u);
+static void catalog_keep(struct discovery_source *src, const struct consul_update *u);
+
 /* Returns true when it took `u`. */
 static bool apply_update(struct discovery_source *src, struct consul_sink *cs,
 			 struct consul_update *u)
@@ -373,6 +392,12 @@ static bool apply_update(struct discovery_source *src, struct consul_sink *cs,
 		src->sink.up(src->sink.arg, u->err == 0);
 	if (u->err)
 		return false;
+	if (cs == src->cat_cs && u->body) {
+		on_catalog(src, u);
+		return false;
+	}
+	if (cs == src->cat_cs)
+		catalog_keep(src, u);
 	warn_bad_mesh_ports(src, u);
 	for (struct pending *o = src->pending; o; o = o->next)
 		if (same_query(o->u, u))
@@ -389,7 +414,7 @@ static bool apply_update(struct discovery_source *src, struct consul_sink *cs,
  * else the set itself (or the last one kept). */
 static void settle(struct discovery_source *src, struct consul_sink *cs, struct consul_update *u)
 {
-	if (!apply_failover(src, cs, u))
+	if (!cs->fo || !apply_failover(src, cs, u)) /* the catalog's watcher has no failover */
 		deliver_or_keep(src, u);
 }
 
@@ -551,19 +576,29 @@ static ssize_t watch_targets(const struct config_consul *c, const char ***names,
 	return (ssize_t)k;
 }
 
-/* A watcher for `c` that watches `services` (none for a cleanup watcher). */
-static struct consul_watch *watch_new(const struct config_consul *c, bool watch_services,
+/* What one watcher queries besides its agent writes. */
+struct targets {
+	const char **names, **dcs; /* health watches */
+	size_t n;
+	const char **gets; /* raw blocking reads */
+	size_t n_gets;
+};
+
+/* A watcher for `c` that watches `t` (NULL: the services of `c`; empty: a cleanup watcher). */
+static struct consul_watch *watch_new(const struct config_consul *c, const struct targets *t,
 				      struct consul_sink *s, const struct reg_plan *p)
 {
 	const char **names = NULL, **dcs = NULL;
-	ssize_t n_targets = watch_services ? watch_targets(c, &names, &dcs) : 0;
+	ssize_t n_targets = t ? (ssize_t)t->n : watch_targets(c, &names, &dcs);
 	struct consul_watch_opts o = {
 		.address = c->address,
 		.datacenter = c->datacenter,
 		.ca_file = c->ca_file,
-		.services = names,
-		.service_dcs = dcs,
+		.services = t ? t->names : names,
+		.service_dcs = t ? t->dcs : dcs,
 		.n_services = n_targets > 0 ? (size_t)n_targets : 0,
+		.gets = t ? t->gets : NULL,
+		.n_gets = t ? t->n_gets : 0,
 		.wait_ns = c->wait_ns,
 		.regs = p->regs,
 		.n_regs = p->n_regs,
@@ -587,6 +622,249 @@ out:
 	free(names);
 	free(dcs);
 	return w;
+}
+
+/* --- catalog discovery ------------------------------------------------------------------------ */
+
+#define CATALOG_SERVICES "/v1/catalog/services"
+#define CATALOG_SERVICE "/v1/catalog/service/"
+
+static struct catalog_set *catalog_set(const struct discovery_source *src, const char *service)
+{
+	for (size_t i = 0; i < src->n_cat_sets; i++)
+		if (!strcmp(src->cat_sets[i].service, service))
+			return &src->cat_sets[i];
+	return NULL;
+}
+
+static void catalog_sets_free(struct discovery_source *src)
+{
+	for (size_t i = 0; i < src->n_cat_sets; i++) {
+		free(src->cat_sets[i].service);
+		free(src->cat_sets[i].b);
+	}
+	free(src->cat_sets);
+	src->cat_sets = NULL;
+	src->n_cat_sets = 0;
+}
+
+/* Keeps a copy of the answer of a tagged service: its set is delivered again once defined. */
+static void catalog_keep(struct discovery_source *src, const struct consul_update *u)
+{
+	struct catalog_set *cs = catalog_set(src, u->service), *v;
+	struct config_backend *b = malloc((u->n_backends + 1) * sizeof(*b));
+
+	if (!b)
+		return;
+	if (u->n_backends)
+		memcpy(b, u->backends, u->n_backends * sizeof(*b));
+	if (!cs) {
+		v = realloc(src->cat_sets, (src->n_cat_sets + 1) * sizeof(*v));
+		if (!v || !(v[src->n_cat_sets].service = strdup(u->service))) {
+			if (v)
+				src->cat_sets = v;
+			free(b);
+			return;
+		}
+		src->cat_sets = v;
+		cs = &v[src->n_cat_sets++];
+		cs->b = NULL;
+	}
+	free(cs->b);
+	cs->b = b;
+	cs->n = u->n_backends;
+	cs->index = u->index;
+}
+
+/* Forgets the sets of services no longer tagged. */
+static void catalog_sets_prune(struct discovery_source *src)
+{
+	size_t n = consul_catalog_count(src->cat);
+
+	for (size_t i = 0; i < src->n_cat_sets;) {
+		size_t j;
+
+		for (j = 0;
+		     j < n && strcmp(consul_catalog_name(src->cat, j), src->cat_sets[i].service);
+		     j++)
+			;
+		if (j < n) {
+			i++;
+			continue;
+		}
+		free(src->cat_sets[i].service);
+		free(src->cat_sets[i].b);
+		src->cat_sets[i] = src->cat_sets[--src->n_cat_sets];
+	}
+}
+
+/* Hands the registry the services the catalog defines now (once every tagged service's
+ * instances were read), then their last known backends. */
+static void catalog_define(struct discovery_source *src)
+{
+	struct discovery_def *defs;
+	size_t n;
+
+	if (consul_catalog_defs(src->cat, &defs, &n))
+		return;
+	src->sink.define(src->sink.arg, defs, n);
+	for (size_t i = 0; i < n; i++) {
+		const struct catalog_set *cs = catalog_set(src, defs[i].name);
+		struct config_backend *b = cs ? malloc((cs->n + 1) * sizeof(*b)) : NULL;
+
+		if (!b)
+			continue;
+		if (cs->n)
+			memcpy(b, cs->b, cs->n * sizeof(*b));
+		src->sink.deliver(src->sink.arg, defs[i].name, cs->index, b, cs->n);
+	}
+	free(defs);
+}
+
+static int catalog_watch(struct discovery_source *src);
+
+static void on_catalog_services(struct discovery_source *src, struct consul_update *u)
+{
+	char why[160] = "", **names;
+	bool changed;
+	size_t n;
+	int err = consul_parse_catalog_services(u->body, u->body_len, src->conf->catalog_tag,
+						&names, &n, why, sizeof(why));
+
+	if (!err)
+		err = consul_catalog_set_names(src->cat, names, n, &changed);
+	if (err) {
+		LOG_WARN(SUBSYS, "cannot read the consul catalog; keeping the last services",
+			 "err=%s why=%s", log_q(strerror(-err)), log_q(why));
+		return;
+	}
+	if (changed) {
+		LOG_INFO(SUBSYS, "consul catalog: tagged services changed", "tag=%s services=%zu",
+			 log_q(src->conf->catalog_tag), n);
+		catalog_sets_prune(src);
+		if (catalog_watch(src))
+			return;
+	}
+	catalog_define(src);
+}
+
+static void on_catalog_service(struct discovery_source *src, const char *name,
+			       struct consul_update *u)
+{
+	enum consul_catalog_state st;
+	const char *why;
+	int r = consul_catalog_set_meta(src->cat, name, u->body, u->body_len, &st, &why);
+
+	if (r <= 0)
+		return;
+	if (st == CONSUL_CATALOG_BAD)
+		LOG_WARN(SUBSYS, "consul catalog service skipped: bad mesh-vip",
+			 "service=%s why=%s", log_q(name), log_q(why));
+	else if (st == CONSUL_CATALOG_NO_VIP)
+		LOG_INFO(SUBSYS, "consul catalog service tagged without mesh-vip; not served",
+			 "service=%s", log_q(name));
+	catalog_define(src);
+}
+
+/* An answer of the catalog watcher's raw reads. */
+static void on_catalog(struct discovery_source *src, struct consul_update *u)
+{
+	char name[256];
+	const char *p = u->service;
+	size_t n;
+
+	if (!strncmp(p, CATALOG_SERVICES, strlen(CATALOG_SERVICES)) &&
+	    (!p[strlen(CATALOG_SERVICES)] || p[strlen(CATALOG_SERVICES)] == '?')) {
+		on_catalog_services(src, u);
+		return;
+	}
+	if (strncmp(p, CATALOG_SERVICE, strlen(CATALOG_SERVICE)))
+		return;
+	p += strlen(CATALOG_SERVICE);
+	n = strcspn(p, "?");
+	if (n >= sizeof(name))
+		return;
+	memcpy(name, p, n);
+	name[n] = '\0';
+	on_catalog_service(src, name, u);
+}
+
+/* `path` with the datacenter of `c` added (`?` or `&` as needed). */
+static char *dc_path(const struct config_consul *c, const char *path)
+{
+	const char *dc = c->datacenter && c->datacenter[0] ? c->datacenter : NULL;
+	size_t len = strlen(path) + (dc ? strlen(dc) + 5 : 0) + 1;
+	char *out = malloc(len);
+
+	if (out)
+		snprintf(out, len, "%s%s%s%s", path, dc ? (strchr(path, '?') ? "&" : "?") : "",
+			 dc ? "dc=" : "", dc ? dc : "");
+	return out;
+}
+
+/* Starts the catalog watcher for the tagged services known now (replacing the running one):
+ * the catalog, each tagged service's instances (for mesh-vip) and its health (backends). */
+static int catalog_watch(struct discovery_source *src)
+{
+	const struct config_consul *c = src->conf;
+	size_t n = consul_catalog_count(src->cat), i, k = 0;
+	const char **names = calloc(n + 1, sizeof(*names));
+	char **gets = calloc(n + 2, sizeof(*gets));
+	struct consul_sink *s = calloc(1, sizeof(*s));
+	struct reg_plan none = { 0 };
+	int err = -ENOMEM;
+
+	if (!names || !gets || !s || !(gets[k++] = dc_path(c, CATALOG_SERVICES)))
+		goto out;
+	for (i = 0; i < n; i++, k++) {
+		char path[512];
+
+		names[i] = consul_catalog_name(src->cat, i);
+		snprintf(path, sizeof(path), CATALOG_SERVICE "%s?tag=%s", names[i], c->catalog_tag);
+		if (!(gets[k] = dc_path(c, path)))
+			goto out;
+	}
+	atomic_init(&s->refs, 1);
+	s->src = src;
+	s->loop = src->loop;
+	s->watch =
+	    watch_new(c, &(struct targets){ names, NULL, n, (const char **)gets, k }, s, &none);
+	err = s->watch ? 0 : -EIO;
+out:
+	for (i = 0; gets && i < k; i++)
+		free(gets[i]);
+	free(gets);
+	free(names);
+	if (err) {
+		LOG_ERR(SUBSYS, "cannot start the consul catalog watcher", "err=%s",
+			log_q(strerror(-err)));
+		free(s);
+		return err;
+	}
+	sink_stop(src->cat_cs);
+	src->cat_cs = s;
+	return 0;
+}
+
+/* Starts catalog discovery afresh for `c` (nothing known), or stops it when `c` turns it off. */
+static int catalog_start(struct discovery_source *src, const struct config_consul *c)
+{
+	sink_stop(src->cat_cs);
+	src->cat_cs = NULL;
+	consul_catalog_free(src->cat);
+	src->cat = NULL;
+	catalog_sets_free(src);
+	if (!c->catalog_enabled)
+		return 0;
+	src->cat = consul_catalog_new();
+	if (!src->cat)
+		return -ENOMEM;
+	return catalog_watch(src);
+}
+
+static bool consul_defines(const struct mesh_config *cfg)
+{
+	return cfg->discovery == CONFIG_DISCOVERY_CONSUL && cfg->consul.catalog_enabled;
 }
 
 /* --- TTL checks: meshd's own health of the registered addresses -------------------------------- */
@@ -668,7 +946,7 @@ static int sink_new(struct discovery_source *src, const struct config_consul *c,
 	s->fo = consul_failover_new(c);
 	err = s->fo ? plan_registrations(c, src->mesh_port, prev, s, &plan) : -ENOMEM;
 	if (!err) {
-		s->watch = watch_new(c, true, s, &plan);
+		s->watch = watch_new(c, NULL, s, &plan);
 		err = s->watch ? 0 : -EIO;
 	}
 	plan_release(&plan);
@@ -728,7 +1006,7 @@ static void deregister_all(const struct config_consul *c, struct consul_sink *pr
 		goto out;
 	atomic_init(&s->refs, 1);
 	if (plan_registrations(NULL, 0, prev, s, &plan) == 0) {
-		struct consul_watch *w = watch_new(c, false, s, &plan);
+		struct consul_watch *w = watch_new(c, &(struct targets){ 0 }, s, &plan);
 
 		if (w && wait)
 			dereg_wait(w, DEREGISTER_ON_STOP_NS);
@@ -763,6 +1041,9 @@ static uint16_t mesh_port_of(const struct mesh_config *cfg)
 static void src_free(struct discovery_source *src)
 {
 	src->stopping = true;
+	sink_stop(src->cat_cs);
+	consul_catalog_free(src->cat);
+	catalog_sets_free(src);
 	dns_resolver_free(src->res); /* pending answers finish cancelled, undelivered */
 	for (size_t i = 0; i < src->n_kept; i++)
 		free(src->kept[i]);
@@ -792,12 +1073,15 @@ static int consul_start(const struct mesh_config *cfg, struct evloop *loop,
 		return -errno;
 	}
 	src->mesh_port = mesh_port_of(cfg);
+	src->conf = &cfg->consul;
 	err = sink_new(src, &cfg->consul, NULL, &src->cs);
+	if (!err)
+		err = catalog_start(src, &cfg->consul);
 	if (err) {
+		sink_stop(src->cs);
 		src_free(src);
 		return err;
 	}
-	src->conf = &cfg->consul;
 	LOG_INFO(SUBSYS, "consul watcher started", "address=%s services=%zu registrations=%zu",
 		 log_q(cfg->consul.address), cfg->consul.n_services, cfg->consul.n_reg);
 	*out = src;
@@ -856,7 +1140,8 @@ static bool same_settings(const struct config_consul *a, const struct config_con
 	    a->wait_ns != b->wait_ns || a->n_services != b->n_services ||
 	    a->resync_ns != b->resync_ns ||
 	    a->deregister_critical_after_ns != b->deregister_critical_after_ns ||
-	    a->n_reg != b->n_reg)
+	    a->n_reg != b->n_reg || a->catalog_enabled != b->catalog_enabled ||
+	    !str_same(a->catalog_tag, b->catalog_tag))
 		return false;
 	for (i = 0; i < a->n_services; i++)
 		if (!str_same(a->services[i], b->services[i]))
@@ -913,6 +1198,10 @@ static int consul_reload(struct discovery_source *src, const struct mesh_config 
 	sink_stop(src->cs);
 	src->cs = s;
 	src->conf = &new->consul;
+	if (catalog_start(src, &new->consul))
+		LOG_ERR(SUBSYS,
+			"consul catalog discovery not restarted; its services stay as they are",
+			NULL);
 	if (res) { /* answers still resolving with the old servers are dropped */
 		src->stopping = true;
 		dns_resolver_free(src->res);
@@ -943,6 +1232,7 @@ const struct discovery_source_ops discovery_consul_source = {
 	.name = "consul",
 	.kind = CONFIG_DISCOVERY_CONSUL,
 	.provides = consul_provides,
+	.defines = consul_defines,
 	.start = consul_start,
 	.reload = consul_reload,
 	.stop = consul_stop,
