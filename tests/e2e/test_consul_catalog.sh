@@ -5,7 +5,7 @@
 # the metrics; a catalog service whose VIP is a configured service's is refused and logged once,
 # naming both; a malformed mesh-vip is logged and skipped; a meshd restarted (datapath removed)
 # while Consul is down serves the persisted catalog service; once it leaves the catalog its VIP
-# is no longer redirected.
+# is no longer redirected once it loses its tag.
 # Ports 22811-22814 (backends), 22830 (emulator), 22896 (metrics); VIPs 127.77.31.10, .20, .30.
 . "$(dirname "$0")/lib.sh"
 need_root
@@ -107,16 +107,36 @@ traffic t3 $SHOP 20
 check restart_with_consul_down_serves_it "served by '$(served_by t3)' fail=$(failed t3)" \
 	test "$(served_by t3)" = "k1" -a "$(failed t3)" = 0
 
-# 4. Consul back: the service leaves the catalog, then its VIP is no longer redirected.
+# 4. Consul back: the service loses its tag (its instance still runs), then its VIP is no longer
+#    redirected.
 start_consul || fail consul_back "emulator did not restart"
-wait_for 15 logged meshd2 'msg="service from the catalog added" service=late'
-consul_put /v1/agent/service/deregister/shop-1
+wait_for 15 logged meshd2 'msg="consul catalog: tagged services changed'
+register shop-1 shop 22811 '["web"]' '{"mesh-vip":"127.77.31.20:80"}'
 check leaving_service_removed "$(grep 'catalog' "$TMP/meshd2.log" | tail -n 2)" \
 	wait_for 15 logged meshd2 'msg="service from the catalog removed" service=shop'
 traffic t4 $SHOP 5
 check removed_vip_not_redirected "served by '$(served_by t4)' fail=$(failed t4)" \
 	test -z "$(served_by t4)" -a "$(failed t4)" = 5
 check removed_from_meshctl "origin '$(origin shop)'" test -z "$(origin shop)"
+
+# 5. A reload that lists `late` in the config (another VIP, backend k2): the catalog's `late`
+#    leaves in the reload's transaction, the configured one is served, the catalog's is refused.
+traffic t5 127.77.31.30 5
+check catalog_late_served "served by '$(served_by t5)'" test "$(served_by t5)" = "k2"
+jq '.services += [{ name: "late", vip: "127.77.31.31", port: 80,
+	backends: [{ address: "127.0.0.1", port: 22814, weight: 1 }] }]' "$CONF" >"$CONF.new" &&
+	mv "$CONF.new" "$CONF"
+kill -HUP "$MESHD_PID"
+check reload_takes_name_from_catalog "$(grep 'late' "$TMP/meshd2.log" | tail -n 2)" \
+	wait_for 10 logged meshd2 'msg="service from the catalog leaves with the reload" service=late'
+check catalog_twin_refused_after_reload "$(grep 'refused' "$TMP/meshd2.log" | tail -n 1)" \
+	wait_for 10 logged meshd2 'refused: already served" service=late vip=127.77.31.30:80 clashes_with=late on=name'
+traffic t6 127.77.31.31 5
+check configured_late_served "served by '$(served_by t6)' origin $(origin late)" \
+	test "$(served_by t6)" = "k4" -a "$(origin late)" = config
+traffic t7 127.77.31.30 3
+check old_catalog_vip_released "served by '$(served_by t7)' fail=$(failed t7)" \
+	test -z "$(served_by t7)" -a "$(failed t7)" = 3
 stop_meshd "$MESHD_PID"
 check clean_exit "exit status $STOP_STATUS" test "$STOP_STATUS" = 0
 exit 0

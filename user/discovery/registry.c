@@ -88,7 +88,7 @@ struct discovery {
 	double last_sync_ts;
 	struct refusal *refused; /* defined services refused (each logged once) */
 	size_t n_refused;
-	struct src *defs_from; /* a define held during a reload (names malloc'd) */
+	struct src *defs_from; /* the last define (names malloc'd): applied again after a reload */
 	struct discovery_def *defs;
 	size_t n_defs;
 };
@@ -599,7 +599,8 @@ static void defs_free(struct discovery_def *v, size_t n)
 	free(v);
 }
 
-/* Keeps a copy of a define delivered during a reload (the last one wins). */
+/* Keeps a copy of the last define: held during a reload, applied again after one (a service the
+ * reload stopped listing may free the name or VIP a defined service wants). */
 static void hold_defs(struct discovery *d, struct src *s, const struct discovery_def *defs,
 		      size_t n)
 {
@@ -626,10 +627,9 @@ static void sink_define(void *arg, const struct discovery_def *defs, size_t n)
 {
 	struct src *s = arg;
 
-	if (s->d->txn)
-		hold_defs(s->d, s, defs, n);
-	else
-		define(s->d, s, defs, n);
+	hold_defs(s->d, s, defs, n);
+	if (!s->d->txn && s->d->defs_from == s)
+		define(s->d, s, s->d->defs, s->d->n_defs);
 }
 
 /* Replays the sets held during a reload: those of the source now running go in. */
@@ -640,14 +640,8 @@ static void replay_held(struct discovery *d)
 
 	d->held = NULL;
 	d->n_held = d->cap_held = 0;
-	if (d->defs_from) {
-		if (d->defs_from == d->src)
-			define(d, d->src, d->defs, d->n_defs);
-		defs_free(d->defs, d->n_defs);
-		d->defs = NULL;
-		d->n_defs = 0;
-		d->defs_from = NULL;
-	}
+	if (d->defs_from && d->defs_from == d->src)
+		define(d, d->src, d->defs, d->n_defs);
 	for (i = 0; i < n; i++) {
 		deliver(d, h[i].from, h[i].name, h[i].index, h[i].backends, h[i].n);
 		free(h[i].name);

@@ -23,9 +23,8 @@ static bool has_tag(const cJSON *tags, const char *tag)
 {
 	const cJSON *t;
 
-	cJSON_ArrayForEach(t, tags)
-		if (cJSON_IsString(t) && t->valuestring && !strcmp(t->valuestring, tag))
-			return true;
+	cJSON_ArrayForEach(t, tags) if (cJSON_IsString(t) && t->valuestring &&
+					!strcmp(t->valuestring, tag)) return true;
 	return false;
 }
 
@@ -68,13 +67,16 @@ int consul_parse_catalog_services(const char *json, size_t len, const char *tag,
 	v = calloc((size_t)cJSON_GetArraySize(doc) + 1, sizeof(*v));
 	if (!v)
 		err = -ENOMEM;
-	cJSON_ArrayForEach(s, doc) {
+	cJSON_ArrayForEach(s, doc)
+	{
 		if (err)
 			break;
 		if (!cJSON_IsArray(s) && !cJSON_IsNull(s)) {
-			snprintf(why, wlen, "tags of service \"%.64s\" are not an array", s->string);
+			snprintf(why, wlen, "tags of service \"%.64s\" are not an array",
+				 s->string);
 			err = -EINVAL;
-		} else if (dns_label(s->string) && has_tag(s, tag) && !(v[k++] = strdup(s->string))) {
+		} else if (dns_label(s->string) && has_tag(s, tag) &&
+			   !(v[k++] = strdup(s->string))) {
 			err = -ENOMEM;
 		}
 	}
@@ -123,13 +125,15 @@ int consul_parse_catalog_vip(const char *json, size_t len, struct config_endpoin
 		cJSON_Delete(doc);
 		return -EINVAL;
 	}
-	cJSON_ArrayForEach(inst, doc) {
+	cJSON_ArrayForEach(inst, doc)
+	{
 		memset(&one, 0, sizeof(one));
 		r = instance_vip(inst, &one, why, wlen);
 		if (r < 0)
 			break;
 		if (r && found && memcmp(&one, vip, sizeof(one))) {
-			snprintf(why, wlen, "instances carry different %s values", CATALOG_META_VIP);
+			snprintf(why, wlen, "instances carry different %s values",
+				 CATALOG_META_VIP);
 			r = -EINVAL;
 			break;
 		}
@@ -233,8 +237,9 @@ int consul_catalog_set_meta(struct consul_catalog *c, const char *name, const ch
 	if (!s)
 		return 0;
 	r = consul_parse_catalog_vip(json, len, &vip, w, sizeof(w));
-	st = r == 0 ? CONSUL_CATALOG_VIP : r == -ENOENT ? CONSUL_CATALOG_NO_VIP
-			 : CONSUL_CATALOG_BAD;
+	st = r == 0	    ? CONSUL_CATALOG_VIP
+	     : r == -ENOENT ? CONSUL_CATALOG_NO_VIP
+			    : CONSUL_CATALOG_BAD;
 	if (r == -ENOMEM)
 		return r;
 	*state = st;
