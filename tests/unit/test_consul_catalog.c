@@ -20,7 +20,8 @@ TEST(services_fixture_filtered_by_tag)
 	char *buf = test_read_file(CORPUS "catalog-services.json", &len), **names, why[160];
 
 	CHECK(buf != NULL);
-	CHECK_INT_EQ(consul_parse_catalog_services(buf, len, "v2", &names, &n, why, sizeof(why)), 0);
+	CHECK_INT_EQ(consul_parse_catalog_services(buf, len, "v2", &names, &n, why, sizeof(why)),
+		     0);
 	CHECK_INT_EQ(n, 1);
 	CHECK_STR_EQ(names[0], "web");
 	consul_names_free(names, n);
@@ -62,7 +63,8 @@ TEST(vip_from_meta)
 	CHECK_INT_EQ(consul_parse_catalog_vip(buf, len, &vip, why, sizeof(why)), 0);
 	CHECK(vip.family == AF_INET && vip.port == 80);
 	free(buf);
-	CHECK_INT_EQ(vip_of("[{\"ServiceMeta\":{\"mesh-vip\":\"[2001:db8::1]:443\"}}]", &vip, why), 0);
+	CHECK_INT_EQ(vip_of("[{\"ServiceMeta\":{\"mesh-vip\":\"[2001:db8::1]:443\"}}]", &vip, why),
+		     0);
 	CHECK(vip.family == AF_INET6 && vip.port == 443);
 	/* the fixture's web carries no mesh-vip; nor does an empty answer */
 	buf = test_read_file(CORPUS "catalog-service-web.json", &len);
@@ -79,7 +81,8 @@ TEST(vip_malformed_or_disagreeing)
 	CHECK_INT_EQ(vip_of("[{\"ServiceMeta\":{\"mesh-vip\":\"not-an-endpoint\"}}]", &vip, why),
 		     -EINVAL);
 	CHECK_STR_EQ(why, "meta mesh-vip \"not-an-endpoint\" is not an ip:port");
-	CHECK_INT_EQ(vip_of("[{\"ServiceMeta\":{\"mesh-vip\":\"127.0.0.1:0\"}}]", &vip, why), -EINVAL);
+	CHECK_INT_EQ(vip_of("[{\"ServiceMeta\":{\"mesh-vip\":\"127.0.0.1:0\"}}]", &vip, why),
+		     -EINVAL);
 	CHECK_INT_EQ(vip_of("[{\"ServiceMeta\":{\"mesh-vip\":\"127.0.0.1:80\"}},"
 			    "{\"ServiceMeta\":{\"mesh-vip\":\"127.0.0.2:80\"}}]",
 			    &vip, why),

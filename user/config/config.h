@@ -434,6 +434,9 @@ int config_host_cgroup2_mount(char *out, size_t len);
 /* Parsers shared with other modules. Return 0 or -EINVAL. */
 int config_parse_duration(const char *s, uint64_t *ns);
 int config_parse_endpoint(const char *s, struct config_endpoint *ep);
+/* 1 when `s` is a lowercase DNS label of at most 63 bytes (what a service name must be), else 0
+ * (NULL included). */
+int config_is_dns_label(const char *s);
 /* A bare IPv4 or IPv6 address (no port); sets family and addr, leaves port alone. */
 int config_parse_address(const char *s, struct config_endpoint *ep);
 /* An http:// or https:// URL with a host, optional port (1..65535) and path. */

@@ -279,6 +279,11 @@ int cfg_is_dns_label(const char *s)
 	return 1;
 }
 
+int config_is_dns_label(const char *s)
+{
+	return s && cfg_is_dns_label(s);
+}
+
 const char *cfg_env_name(const char *prefix, const char *path, char *buf, size_t len)
 {
 	size_t pos = (size_t)snprintf(buf, len, "MESH_%s", prefix);

@@ -28,19 +28,6 @@ static bool has_tag(const cJSON *tags, const char *tag)
 	return false;
 }
 
-/* Mesh service names are DNS labels (DESIGN.md): a catalog name that is not one is left out. */
-static bool dns_label(const char *s)
-{
-	size_t n = s ? strlen(s) : 0;
-
-	if (n == 0 || n > 63 || s[0] == '-' || s[n - 1] == '-')
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
-			return false;
-	return true;
-}
-
 void consul_names_free(char **v, size_t n)
 {
 	for (size_t i = 0; v && i < n; i++)
@@ -75,7 +62,7 @@ int consul_parse_catalog_services(const char *json, size_t len, const char *tag,
 			snprintf(why, wlen, "tags of service \"%.64s\" are not an array",
 				 s->string);
 			err = -EINVAL;
-		} else if (dns_label(s->string) && has_tag(s, tag) &&
+		} else if (config_is_dns_label(s->string) && has_tag(s, tag) &&
 			   !(v[k++] = strdup(s->string))) {
 			err = -ENOMEM;
 		}
