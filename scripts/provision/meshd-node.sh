@@ -15,6 +15,12 @@
 #   MESHD_CGROUP      cgroup v2 directory the datapath attaches to (default /sys/fs/cgroup)
 #   MESHD_PIN         bpffs directory (default /sys/fs/bpf/meshd)
 #   METRICS_LISTEN    Prometheus listener (default 127.0.0.1:9464)
+#   MTLS              1 (default): mTLS between nodes with certificates from Consul's Connect CA
+#                     (mtls.cert_source consul), Consul intentions as the authorization
+#                     (authorization.intentions, default_action deny), one identity per
+#                     REGISTER service (serving its port, calling as it); 0: plaintext
+#   IDENTITY_CGROUP   printf template of a REGISTER service's cgroup, relative to the cgroup2
+#                     mount (default /system.slice/%s.service: its systemd unit)
 #   MESHD_START       systemd (default: enable and restart meshd.service) or background
 #                     (start $MESHD_BIN, its PID in $MESHD_ROOT/run/meshd/meshd.pid, its log in
 #                     $MESHD_ROOT/var/log/meshd.log)
@@ -32,6 +38,8 @@ MESHD_CGROUP=${MESHD_CGROUP:-/sys/fs/cgroup}
 MESHD_PIN=${MESHD_PIN:-/sys/fs/bpf/meshd}
 METRICS_LISTEN=${METRICS_LISTEN:-127.0.0.1:9464}
 MESHD_START=${MESHD_START:-systemd}
+MTLS=${MTLS:-1}
+IDENTITY_CGROUP=${IDENTITY_CGROUP:-/system.slice/%s.service}
 
 CONF=$MESHD_ROOT/etc/meshd/meshd.json
 RUN=$MESHD_ROOT/run/meshd
@@ -43,9 +51,24 @@ register=$(for r in $REGISTER; do
 		'{name: $n, id: $id, address: $a}'
 done | jq -s .)
 
+# With MTLS=1: the Connect CA, intentions, and identities [{cgroup, service, ports}].
+mtls='{}'
+if [ "$MTLS" = 1 ]; then
+	identities=$(for r in $REGISTER; do
+		# shellcheck disable=SC2059 # the template is the point
+		jq -n --arg cg "$(printf "$IDENTITY_CGROUP" "${r%%:*}")" --arg n "${r%%:*}" \
+			--argjson port "${r##*:}" '{cgroup: $cg, service: $n, ports: [$port]}'
+	done | jq -s .)
+	mtls=$(jq -n --argjson ids "$identities" '{
+		mtls: { enabled: true, cert_source: "consul" },
+		identities: $ids,
+		authorization: { default_action: "deny", intentions: true }
+	}')
+fi
+
 jq -n --arg node "$NODE_NAME" --arg dc "$DATACENTER" --arg consul "$CONSUL_HTTP_ADDR" \
 	--arg key "$KV_KEY" --arg root "$MESHD_ROOT" --arg cg "$MESHD_CGROUP" --arg pin "$MESHD_PIN" \
-	--arg metrics "$METRICS_LISTEN" --argjson register "$register" '{
+	--arg metrics "$METRICS_LISTEN" --argjson register "$register" --argjson mtls "$mtls" '{
 	version: 1,
 	node: { name: $node, datacenter: $dc },
 	cgroup: $cg,
@@ -57,7 +80,7 @@ jq -n --arg node "$NODE_NAME" --arg dc "$DATACENTER" --arg consul "$CONSUL_HTTP_
 	discovery: { backend: "consul",
 		consul: { address: $consul, register: $register } },
 	services: []
-}' >"$CONF.tmp"
+} + $mtls' >"$CONF.tmp"
 mv "$CONF.tmp" "$CONF"
 "$MESHD_BIN" validate "$CONF"
 
@@ -76,4 +99,4 @@ background)
 	exit 2
 	;;
 esac
-echo "meshd on $NODE_NAME: config $CONF, Consul $CONSUL_HTTP_ADDR, KV config $KV_KEY"
+echo "meshd on $NODE_NAME: config $CONF, Consul $CONSUL_HTTP_ADDR, KV config $KV_KEY, mTLS $MTLS"

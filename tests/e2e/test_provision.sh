@@ -3,9 +3,12 @@
 # (198.18.<n>.1/.2, no route out) with the Consul emulator standing in for the agents:
 # scripts/provision/consul-kv.sh writes the mesh's shared config to KV (a check-and-set: a
 # second writer is refused), scripts/provision/meshd-node.sh configures and starts meshd on each
-# host. Then each meshd registered its host's service in Consul, took the services from KV, and
-# a real connect from each host reaches the other host's service through its VIP. Also checks
-# that vagrant/Vagrantfile is valid (`vagrant validate`; the package is in install-deps.sh).
+# host (MTLS=1: the Connect CA and intentions), scripts/provision/consul-intentions.sh writes the
+# intentions. Then each meshd registered its host's service in Consul, took the services from
+# KV, and a real connect from each host's service cgroup (its identity) reaches the other host's
+# service through its VIP over mTLS with Connect CA certificates; an intention turned to deny
+# refuses the next connect. Also checks that vagrant/Vagrantfile is valid (`vagrant validate`;
+# the package is in install-deps.sh).
 # Ports 22750 (emulator), 22751-22752 (services), 22798-22799 (metrics); VIPs 127.77.75.1-2.
 . "$(dirname "$0")/lib.sh"
 need_root
@@ -37,10 +40,12 @@ hosts_up || {
 }
 CG_a=$(make_cgroup a)
 CG_b=$(make_cgroup b)
+mkdir -p "$CG_a/web" "$CG_b/api" # each host's service identity (IDENTITY_CGROUP)
+defer "rmdir '$CG_a/web' '$CG_b/api'"
 CONSUL=http://$IP_A:$CPORT
 
 in_host "$HA" python3 "$ROOT/tests/e2e/consul_emulator.py" --addr "$IP_A" --port $CPORT \
-	--node-address "$IP_A" >"$TMP/consul.log" 2>&1 &
+	--node-address "$IP_A" --ca-dir "$TMP/consul-ca" >"$TMP/consul.log" 2>&1 &
 defer "kill -9 $! 2>/dev/null; wait $! 2>/dev/null"
 in_host "$HA" python3 "$ROOT/tests/e2e/servers/backend.py" --name web-a --addr "$IP_A" \
 	--port 22751 >"$TMP/web.log" 2>&1 &
@@ -69,11 +74,19 @@ in_host "$HB" curl -s -X PUT --data-binary "$doc" "$CONSUL/v1/kv/meshd/config" >
 check kv_concurrent_writer_refused "a stale check-and-set was accepted" \
 	test "$(in_host "$HB" curl -s -X PUT --data-binary x "$CONSUL/v1/kv/meshd/config?cas=$idx")" = false
 
-# 2. meshd on each host, by the script the Vagrant nodes run.
+# 2. The intentions, as the Vagrant server writes them; a malformed one is refused.
+intentions() { in_host "$HB" env CONSUL_HTTP_ADDR="$CONSUL" INTENTIONS="$1" "$PROV/consul-intentions.sh"; }
+intentions "api->web=allow web->api=allow" >"$TMP/intentions.out" 2>&1
+check intentions_written "$(cat "$TMP/intentions.out")" \
+	test "$(grep -c '^intention .*: allow$' "$TMP/intentions.out")" = 2
+check intention_malformed_refused "accepted" sh -c "! INTENTIONS='api=allow' '$PROV/consul-intentions.sh' 2>/dev/null"
+
+# 3. meshd on each host, by the script the Vagrant nodes run.
 node() { # h IP SERVICE:PORT METRICS
 	in_host "$(eval echo "\$H$(echo "$1" | tr a-z A-Z)")" env NODE_NAME="node-$1" NODE_ADDR="$2" \
 		CONSUL_HTTP_ADDR="$CONSUL" REGISTER="$3" MESHD_ROOT="$TMP/$1" MESHD_BIN="$MESHD" \
 		MESHD_CGROUP="$(eval echo "\$CG_$1")" MESHD_PIN="$PIN-$1" METRICS_LISTEN="127.0.0.1:$4" \
+		IDENTITY_CGROUP="$(eval echo "\${CG_$1#\"\$CG2\"}")/%s" \
 		MESHD_START=background "$PROV/meshd-node.sh" >"$TMP/node-$1.out" 2>&1
 	local rc=$? pid
 	pid=$(cat "$TMP/$1/run/meshd/meshd.pid" 2>/dev/null)
@@ -89,12 +102,13 @@ for h in a b; do
 	check "node_${h}_provisioned" "$(tail -n 3 "$TMP/node-$h.out")" wait_for 10 running $h
 done
 
-# 3. Registration: each host's service is in Consul at the host's address.
+# 4. Registration: each host's service is in Consul at the host's address.
 health() { in_host "$HA" curl -s "$CONSUL/v1/health/service/$1" | jq -r '.[].Service | "\(.Address):\(.Port)"'; }
 check web_registered "$(health web)" wait_output 10 "$IP_A:22751" health web
 check api_registered "$(health api)" wait_output 10 "$IP_B:22752" health api
 
-# 4. Both meshd took the services from KV and serve them across the hosts.
+# 5. Both meshd took the services from KV and serve them across the hosts, over mTLS between
+#    the service identities, with the Connect CA's certificates, as the intentions allow.
 names() { "$MESHCTL" --socket "$TMP/$1/run/meshd/admin.sock" -o json services | jq -c '.services | map(.name) | sort'; }
 for h in a b; do
 	check "node_${h}_services_from_kv" "$(names $h)" wait_output 20 '["api","web"]' names $h
@@ -121,6 +135,21 @@ reaches() {
 	done
 	if [ "$last" = "$5" ]; then pass "$1"; else fail "$1" "answered '$last', want $5"; fi
 }
-reaches node_b_reaches_web_on_a "$HB" "$CG_b" $WEB_VIP web-a
-reaches node_a_reaches_api_on_b "$HA" "$CG_a" $API_VIP api-b
+reaches node_b_reaches_web_on_a "$HB" "$CG_b/api" $WEB_VIP web-a
+reaches node_a_reaches_api_on_b "$HA" "$CG_a/web" $API_VIP api-b
+td=$(in_host "$HA" curl -s "$CONSUL/v1/agent/connect/ca/roots" | jq -r .TrustDomain)
+check mtls_across_hosts_with_connect_ca "a's log: $(grep -m1 'peer connected' "$TMP/a/var/log/meshd.log")" \
+	grep -q "peer connected.*spiffe://$td/ns/default/dc/dc1/svc/api" "$TMP/a/var/log/meshd.log"
+src=$("$MESHCTL" --socket "$TMP/b/run/meshd/admin.sock" -o json identities |
+	jq -r '.identities[] | select(.service == "api") | .source')
+check identity_from_consul "api's source on b: '$src'" test "$src" = consul
+
+# 6. An intention turned to deny takes effect: b's api can no longer reach web on a, a says why.
+intentions "api->web=deny" >>"$TMP/intentions.out" 2>&1
+denied() { [ "$(ask "$HB" "$CG_b/api" $WEB_VIP)" != web-a ]; }
+check intention_deny_takes_effect "b still reaches web: $(tail -n 1 "$TMP/intentions.out")" \
+	wait_until 15 denied
+check deny_logged_by_a "$(grep -m1 'connection denied' "$TMP/a/var/log/meshd.log")" \
+	grep -q "connection denied.*source=spiffe://$td/ns/default/dc/dc1/svc/api" "$TMP/a/var/log/meshd.log"
+reaches other_direction_still_allowed "$HA" "$CG_a/web" $API_VIP api-b
 exit $SUITE_FAILED
