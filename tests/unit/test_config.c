@@ -347,6 +347,12 @@ TEST(config_discovery_needs_settings)
 		   "discovery.backend consul, or [])");
 	EXPECT_ERR(TOP("\"discovery\":{\"dns\":{\"min_ttl\":\"2s\"}}"), NULL,
 		   "discovery.dns.min_ttl", "unused with discovery.backend static");
+	/* catalog discovery: only with the consul backend, and a tag that is a DNS label */
+	EXPECT_ERR(TOP("\"discovery\":{\"consul\":{\"catalog\":{\"enabled\":true}}}"), NULL,
+		   "discovery.consul.catalog.enabled", "unused with discovery.backend static");
+	EXPECT_ERR(TOP("\"discovery\":{\"backend\":\"consul\",\"consul\":{\"address\":\"http://"
+		       "127.0.0.1:8500\",\"catalog\":{\"enabled\":true,\"tag\":\"Mesh\"}}}"),
+		   NULL, "discovery.consul.catalog.tag", "expected a lowercase DNS label");
 	EXPECT_ERR(TOP("\"discovery\":{\"backend\":\"dns\",\"dns\":{\"servers\":[\"127.0.0.1:53\"],"
 		       "\"min_ttl\":\"10m\",\"services\":[{\"name\":\"api\",\"srv\":\"_a\"}]}}"),
 		   NULL, "discovery.dns.min_ttl", "must be at most discovery.dns.max_ttl");

@@ -3,7 +3,8 @@
  * transaction and restores persisted sets under the live limits; deliveries are flushed in
  * batches, unchanged sets write nothing, one unwritable set does not hold the others back; a
  * reload is planned once, written in steps, and commits or undoes as a whole; deliveries during a
- * reload wait for its end; switching sources stops the old one as switched away. */
+ * reload wait for its end; switching sources stops the old one as switched away; services the
+ * source defines (catalog) go in and out through the same hooks, refused on a clash. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,6 +134,11 @@ static bool f_consul_provides(const struct mesh_config *cfg, const char *name)
 	return false;
 }
 
+static bool f_consul_defines(const struct mesh_config *cfg)
+{
+	return cfg->discovery == CONFIG_DISCOVERY_CONSUL;
+}
+
 static int f_start(const struct mesh_config *cfg, struct evloop *loop,
 		   const struct discovery_sink *sink, struct discovery_source **out)
 {
@@ -172,6 +178,7 @@ static const struct discovery_source_ops f_consul = {
 	.name = "consul",
 	.kind = CONFIG_DISCOVERY_CONSUL,
 	.provides = f_consul_provides,
+	.defines = f_consul_defines,
 	.start = f_start,
 	.reload = f_reload,
 	.stop = f_stop,
@@ -500,5 +507,91 @@ TEST(switching_source_stops_the_old_one_as_switched_away)
 	discovery_free(d);
 	config_free(st);
 	config_free(co);
+	evloop_free(loop);
+}
+
+static struct discovery_def def(const char *name, const char *vip)
+{
+	struct discovery_def d = { name, { 0 } };
+
+	config_parse_endpoint(vip, &d.vip);
+	return d;
+}
+
+/* A defined service is written, takes deliveries and leaves; a clash by name or VIP (with the
+ * config or within the set) is refused; after a reload the last define is applied again. */
+TEST(defined_services_in_and_out_and_refused_on_a_clash)
+{
+	struct evloop *loop = evloop_new();
+	struct discovery *d = registry(loop, 0);
+	struct mesh_config *cfg = make_config(2, true, 1, NULL);
+	struct discovery_sink *s = &sinks[CONFIG_DISCOVERY_CONSUL];
+	struct discovery_def set[] = {
+		def("cat", "127.77.30.1:80"),
+		def("dup", "127.77.20.2:80"), /* s1's VIP */
+		def("s0", "127.77.30.2:80"),
+		def("twin", "127.77.30.1:80"),
+	};
+
+	CHECK_INT_EQ(discovery_start(d, cfg), 0);
+	s->define(s->arg, set, 4);
+	CHECK(dp_find("cat") >= 0 && discovery_defined(d, "cat"));
+	CHECK(dp_find("dup") < 0 && dp_find("twin") < 0 && !discovery_defined(d, "s0"));
+	CHECK_INT_EQ(discovery_count(d), 3);
+	CHECK(discovery_find_vip(d, &set[0].vip) != NULL);
+	CHECK_INT_EQ(discovery_find(d, "cat")->load_balancer.algorithm,
+		     cfg->load_balancer.algorithm);
+	deliver("cat", 5, 2, 21000);
+	settle(loop);
+	CHECK_INT_EQ(dp.backends[dp_find("cat")], 2);
+	s->define(s->arg, set, 1); /* the same again: nothing written */
+	CHECK_INT_EQ(dp.backends[dp_find("cat")], 2);
+	s->define(s->arg, NULL, 0);
+	CHECK(dp_find("cat") < 0 && !discovery_find(d, "cat"));
+	CHECK(strstr(dp.changed, "cat-") != NULL);
+	CHECK_INT_EQ(discovery_count(d), 2);
+	discovery_free(d);
+	config_free(cfg);
+	evloop_free(loop);
+}
+
+/* A reload whose config lists a defined service's VIP takes it over in the same transaction; the
+ * last define, applied again after the commit, is then refused. A reload back frees the VIP and
+ * the defined service comes back; a reload to another global policy changes its policy. */
+TEST(reload_takes_over_a_defined_vip_and_gives_it_back)
+{
+	struct evloop *loop = evloop_new();
+	struct discovery *d = registry(loop, 0);
+	struct mesh_config *two = make_config(2, true, 1, NULL),
+			   *three = make_config(3, true, 1, NULL);
+	struct mesh_config *lc =
+	    make_config(2, true, 1, "\"load_balancer\":{\"algorithm\":\"maglev\"},");
+	struct discovery_sink *s = &sinks[CONFIG_DISCOVERY_CONSUL];
+	struct discovery_def set[] = { def("cat", "127.77.20.3:80") }; /* s2's VIP in `three` */
+	struct config_plan plan;
+
+	CHECK(two && three && lc);
+	CHECK_INT_EQ(discovery_start(d, two), 0);
+	s->define(s->arg, set, 1);
+	CHECK(dp_find("cat") >= 0);
+	CHECK(reload_steps(d, two, three, &plan) > 0);
+	discovery_reload_end(d, true);
+	config_plan_free(&plan);
+	CHECK(dp_find("cat") < 0 && dp_find("s2") >= 0 && !discovery_defined(d, "cat"));
+	CHECK(!strcmp(discovery_find_vip(d, &set[0].vip)->name, "s2"));
+	CHECK(reload_steps(d, three, two, &plan) > 0);
+	discovery_reload_end(d, true);
+	config_plan_free(&plan);
+	CHECK(dp_find("s2") < 0 && dp_find("cat") >= 0 && discovery_defined(d, "cat"));
+	CHECK(reload_steps(d, two, lc, &plan) > 0);
+	discovery_reload_end(d, true);
+	config_plan_free(&plan);
+	CHECK_INT_EQ(discovery_find(d, "cat")->load_balancer.algorithm,
+		     lc->load_balancer.algorithm);
+	CHECK(lc->load_balancer.algorithm != two->load_balancer.algorithm);
+	discovery_free(d);
+	config_free(two);
+	config_free(three);
+	config_free(lc);
 	evloop_free(loop);
 }
