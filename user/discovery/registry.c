@@ -694,7 +694,8 @@ static void src_stop(struct src *s, bool switched)
 
 /* --- services the source defines (catalog discovery) ------------------------------------------ */
 
-/* The definition of a defined service: the config's global policy, `b` as its backends. */
+/* The definition of a defined service: the config's global policy (mTLS as mtls.enabled, which a
+ * configured service inherits too), `b` as its backends. */
 static int def_service(const struct mesh_config *cfg, const char *name,
 		       const struct config_endpoint *vip, const struct config_backend *b, size_t n,
 		       struct config_service *out)
@@ -705,6 +706,7 @@ static int def_service(const struct mesh_config *cfg, const char *name,
 		.protocol = CONFIG_PROTO_TCP,
 		.load_balancer = cfg->load_balancer,
 		.circuit_breaker = cfg->circuit_breaker,
+		.mtls = cfg->mtls.enabled,
 	};
 
 	return config_service_copy(out, &tmp, b, n);
@@ -720,7 +722,7 @@ static void refuse(struct discovery *d, const struct discovery_def *def, const c
 	for (size_t i = 0; i < d->n_refused && !r; i++)
 		if (!strcmp(d->refused[i].name, def->name))
 			r = &d->refused[i];
-	if (r && !strcmp(r->other, other)) {
+	if (r && r->other && !strcmp(r->other, other)) {
 		r->seen = true;
 		return;
 	}
