@@ -3,9 +3,10 @@
 # Consul emulator: a service tagged `mesh` with meta mesh-vip, listed nowhere in the config, is
 # served at that VIP through real connects, shown by meshctl as from the catalog and exported in
 # the metrics; a catalog service whose VIP is a configured service's is refused and logged once,
-# naming both; a malformed mesh-vip is logged and skipped; a meshd restarted (datapath removed)
-# while Consul is down serves the persisted catalog service; once it leaves the catalog its VIP
-# is no longer redirected once it loses its tag.
+# naming both; a malformed mesh-vip is logged and skipped; Consul down keeps the catalog service
+# served, and a meshd restarted (datapath removed) during the outage serves the persisted one;
+# once it loses its tag its VIP is no longer redirected; a reload that lists a catalog service's
+# name takes it over.
 # Ports 22811-22814 (backends), 22830 (emulator), 22896 (metrics); VIPs 127.77.31.10, .20, .30.
 . "$(dirname "$0")/lib.sh"
 need_root
@@ -95,9 +96,14 @@ STATE=$TMP/state/discovery.state
 check catalog_service_persisted "$(cat "$STATE" 2>&1 | tr '\n' ' ')" \
 	wait_for 5 grep -qs '^service shop consul [0-9]* 1 127.77.31.20 80$' "$STATE"
 
-# 3. Restart while Consul is down, the pinned datapath removed: the persisted catalog service
-#    is served again.
+# 3. Consul down: the catalog service keeps being served. Restart while it is down, the pinned
+#    datapath removed: the persisted catalog service is served again.
 kill_wait "$CONSUL_PID"
+check outage_noticed "$(grep -c 'query failed' "$TMP/meshd1.log") failures logged" \
+	wait_for 10 logged meshd1 'msg="query failed, keeping last known backends" service="/v1/catalog/services'
+traffic t2b $SHOP 10
+check consul_down_keeps_catalog_service "served by '$(served_by t2b)' fail=$(failed t2b)" \
+	test "$(served_by t2b)" = "k1" -a "$(failed t2b)" = 0
 stop_meshd "$MESHD_PID"
 "$MESHD" --cleanup --config "$CONF" >"$TMP/cleanup.log" 2>&1
 start_meshd meshd2 "$CONF" || fail restart "meshd did not restart: $(tail -n 3 "$TMP/meshd2.log")"
