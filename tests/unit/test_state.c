@@ -110,8 +110,8 @@ TEST(version_1_files_are_consul_sets)
 	state_saved_free(&s);
 }
 
-/* A service the source defined (catalog) keeps its VIP; the file is version 3 only then. */
-TEST(defined_service_vip_round_trips_as_version_3)
+/* A service the source defined (catalog) keeps its VIP; the file is version 4 only then. */
+TEST(defined_service_vip_round_trips_as_version_4)
 {
 	struct state_saved t = { 0 }, s;
 	const struct state_saved_service *api, *web;
@@ -120,12 +120,12 @@ TEST(defined_service_vip_round_trips_as_version_3)
 
 	make_saved(&t);
 	text = state_format(&t, &len);
-	CHECK(text && !strncmp(text, "meshd-discovery-state 2\n", 24));
+	CHECK(text && !strncmp(text, "meshd-discovery-state 3\n", 24));
 	free(text);
 	t.svcs[0].has_vip = true;
 	t.svcs[0].vip = be(AF_INET, "127.77.9.1", 80, 1).endpoint;
 	text = state_format(&t, &len);
-	CHECK(text && !strncmp(text, "meshd-discovery-state 3\n", 24));
+	CHECK(text && !strncmp(text, "meshd-discovery-state 4\n", 24));
 	CHECK(strstr(text, "service api consul 120 2 127.77.9.1 80\n") != NULL);
 	CHECK_INT_EQ(parse(text, &s), 0);
 	api = state_saved_find(&s, "api");
@@ -137,11 +137,11 @@ TEST(defined_service_vip_round_trips_as_version_3)
 	free(text);
 	saved_release(&t);
 	CHECK_INT_EQ(
-	    parse("meshd-discovery-state 3\nservice api consul 1 0 127.0.0.1 0\nend 1\n", &s),
+	    parse("meshd-discovery-state 4\nservice api consul 1 0 127.0.0.1 0\nend 1\n", &s),
 	    -EINVAL); /* port 0 */
 	CHECK_INT_EQ(
-	    parse("meshd-discovery-state 2\nservice api consul 1 0 127.0.0.1 80\nend 1\n", &s),
-	    -EINVAL); /* a VIP needs version 3 */
+	    parse("meshd-discovery-state 3\nservice api consul 1 0 127.0.0.1 80\nend 1\n", &s),
+	    -EINVAL); /* a VIP needs version 4 */
 }
 
 TEST(parse_rejects_foreign_and_other_versions)
@@ -151,9 +151,9 @@ TEST(parse_rejects_foreign_and_other_versions)
 
 	CHECK_INT_EQ(state_parse("{\"json\":1}\n", 11, &s, why, sizeof(why)), -EINVAL);
 	CHECK_STR_EQ(why, "not a meshd discovery state file");
-	CHECK_INT_EQ(state_parse("meshd-discovery-state 4\nend 0\n", 30, &s, why, sizeof(why)),
+	CHECK_INT_EQ(state_parse("meshd-discovery-state 5\nend 0\n", 30, &s, why, sizeof(why)),
 		     -EINVAL);
-	CHECK_STR_EQ(why, "unsupported state version 4");
+	CHECK_STR_EQ(why, "unsupported state version 5");
 	CHECK_INT_EQ(state_parse("", 0, &s, why, sizeof(why)), -EINVAL);
 }
 
