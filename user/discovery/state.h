@@ -24,9 +24,16 @@ bool state_backends_equal(const struct config_backend *a, size_t na, const struc
 /* Sorts backends into a canonical order (family, address, port) so that sets compare equal
  * whatever order discovery listed them in. */
 void state_backends_sort(struct config_backend *b, size_t n);
-/* Sorts `b` and keeps one entry per address:port (Consul may list an instance twice). Returns
- * the new count. */
+/* Sorts `b` and keeps one entry per address:port (Consul may list an instance twice; the subset
+ * string of a dropped one is freed). Returns the new count. */
 size_t state_backends_normalize(struct config_backend *b, size_t n);
+/* Frees a delivered set: each backend's `subset` string, then the array (NULL ok). */
+void state_backends_free(struct config_backend *b, size_t n);
+/* A traffic split's deep copy (0 or -ENOMEM; NULL for none), free, and equality. */
+int state_split_copy(const struct config_split *s, size_t n, struct config_split **out);
+void state_split_free(struct config_split *s, size_t n);
+bool state_split_equal(const struct config_split *a, size_t na, const struct config_split *b,
+		       size_t nb);
 
 /* ---- the state file (state_file.c) -------------------------------------------------------- */
 

@@ -56,6 +56,7 @@ struct discovery_source {
 	size_t n_warned;
 	struct sick *sick; /* backends meshd's health checks find unhealthy (TTL checks) */
 	size_t n_sick;
+	struct consul_rollout *rollout; /* splits from config entries (consul_rollout.c) */
 };
 
 struct sick {
@@ -160,8 +161,8 @@ static void deliver_or_keep(struct discovery_source *src, struct consul_update *
 		LOG_WARN(SUBSYS, "consul instances skipped",
 			 "service=%s skipped=%zu usable=%zu first_problem=%s", log_q(u->service),
 			 u->skipped, u->n_backends, log_q(u->skip_reason));
-	src->sink.deliver(src->sink.arg, u->service, u->index, u->backends, u->n_backends);
-	u->backends = NULL; /* the registry owns them now */
+	consul_rollout_instances(src->rollout, u->service, u->index, u->backends, u->n_backends);
+	u->backends = NULL; /* taken */
 	u->n_backends = 0;
 }
 
@@ -275,6 +276,7 @@ static void add_addrs(struct pending *p, const struct consul_named *nm, const st
 		b->endpoint.port = nm->port;
 		b->mesh_port = nm->mesh_port;
 		b->weight = nm->weight;
+		b->subset = nm->sel ? strdup(nm->sel) : NULL; /* on ENOMEM: in no subset */
 	}
 }
 
@@ -368,6 +370,8 @@ static bool apply_failover(struct discovery_source *src, struct consul_sink *cs,
 static bool apply_update(struct discovery_source *src, struct consul_sink *cs,
 			 struct consul_update *u)
 {
+	if (consul_rollout_entry(src->rollout, u))
+		return false;
 	src->sink.synced(src->sink.arg, u->err == 0);
 	if (!u->dc) /* a failover datacenter out of reach does not make Consul down */
 		src->sink.up(src->sink.arg, u->err == 0);
@@ -551,12 +555,58 @@ static ssize_t watch_targets(const struct config_consul *c, const char ***names,
 	return (ssize_t)k;
 }
 
-/* A watcher for `c` that watches `services` (none for a cleanup watcher). */
+static bool fails_over(const struct config_consul *c, const char *service)
+{
+	for (size_t i = 0; i < c->n_failover; i++)
+		if (!strcmp(c->failover[i].service, service))
+			return true;
+	return false;
+}
+
+static void paths_free(char **p, size_t n)
+{
+	for (size_t i = 0; p && i < n; i++)
+		free(p[i]);
+	free(p);
+}
+
+/* The config entries watched (docs/split.md, With Consul): each service's service-splitter and
+ * service-resolver, except for services that fail over across datacenters. Returns the count
+ * (array malloc'd) or -ENOMEM. */
+static ssize_t entry_targets(const struct config_consul *c, char ***out)
+{
+	static const char *const kinds[] = { "service-resolver", "service-splitter" };
+	char **p = calloc(2 * c->n_services + 1, sizeof(*p)), buf[1024];
+	size_t n = 0;
+
+	*out = p;
+	for (size_t i = 0; p && i < c->n_services; i++) {
+		if (fails_over(c, c->services[i]))
+			continue;
+		for (size_t k = 0; k < 2; k++) {
+			if (consul_entry_path(buf, sizeof(buf), kinds[k], c->services[i],
+					      c->datacenter) < 0)
+				continue; /* a name this long is refused by validate */
+			if (!(p[n] = strdup(buf))) {
+				paths_free(p, n);
+				*out = NULL;
+				return -ENOMEM;
+			}
+			n++;
+		}
+	}
+	return p ? (ssize_t)n : -ENOMEM;
+}
+
+/* A watcher for `c` that watches `services` and their config entries (none for a cleanup
+ * watcher). */
 static struct consul_watch *watch_new(const struct config_consul *c, bool watch_services,
 				      struct consul_sink *s, const struct reg_plan *p)
 {
 	const char **names = NULL, **dcs = NULL;
+	char **entries = NULL;
 	ssize_t n_targets = watch_services ? watch_targets(c, &names, &dcs) : 0;
+	ssize_t n_entries = watch_services && n_targets >= 0 ? entry_targets(c, &entries) : 0;
 	struct consul_watch_opts o = {
 		.address = c->address,
 		.datacenter = c->datacenter,
@@ -570,12 +620,18 @@ static struct consul_watch *watch_new(const struct config_consul *c, bool watch_
 		.deregs = p->deregs,
 		.n_deregs = p->n_deregs,
 		.resync_ns = c->resync_ns,
+		.gets = (const char *const *)entries,
+		.n_gets = n_entries > 0 ? (size_t)n_entries : 0,
+		/* A rollout step is an operator's action: applied at once, not rate-limited like
+		 * instance churn (a few steps in a row still go through). */
+		.get_rate_burst = 5,
+		.get_rate_period_ns = 1000000000ull,
 	};
 	struct consul_watch *w = NULL;
-	bool failed;
-	char *token = n_targets < 0 ? NULL : read_token(c, &failed);
+	bool failed = false;
+	char *token = n_targets < 0 || n_entries < 0 ? NULL : read_token(c, &failed);
 
-	if (n_targets < 0 || failed)
+	if (n_targets < 0 || n_entries < 0 || failed)
 		goto out;
 	o.token = token;
 	s->token_hash = token_hash(token);
@@ -586,6 +642,7 @@ static struct consul_watch *watch_new(const struct config_consul *c, bool watch_
 out:
 	free(names);
 	free(dcs);
+	paths_free(entries, n_entries > 0 ? (size_t)n_entries : 0);
 	return w;
 }
 
@@ -771,6 +828,7 @@ static void src_free(struct discovery_source *src)
 	for (size_t i = 0; i < src->n_sick; i++)
 		free(src->sick[i].service);
 	free(src->sick);
+	consul_rollout_free(src->rollout);
 	free(src);
 }
 
@@ -787,9 +845,13 @@ static int consul_start(const struct mesh_config *cfg, struct evloop *loop,
 	src->res =
 	    dns_resolver_new(loop, &(struct dns_resolver_opts){ .servers = cfg->dns.servers,
 								.n_servers = cfg->dns.n_servers });
-	if (!src->res) {
+	err = src->res ? 0 : -errno;
+	src->rollout = err ? NULL : consul_rollout_new(sink);
+	if (!err && !src->rollout)
+		err = -ENOMEM;
+	if (err) {
 		src_free(src);
-		return -errno;
+		return err;
 	}
 	src->mesh_port = mesh_port_of(cfg);
 	err = sink_new(src, &cfg->consul, NULL, &src->cs);
