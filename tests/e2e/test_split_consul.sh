@@ -7,7 +7,8 @@
 # deviations of 250 (175..325), `meshctl split` and the metrics showing it; a live change to
 # 50/50 through Consul (2,000 connects: 888..1,112); an entry meshd cannot use (a split to another
 # service) is logged with the reason and counted, the last split stays (1,000 connects: 421..579);
-# Consul down keeps it too; the splitter deleted (404) -> back to the plain algorithm, no split;
+# Consul down keeps it too, and it is persisted: a meshd restarted (datapath removed) while Consul
+# is down serves it; the splitter deleted (404) -> back to the plain algorithm, no split;
 # `meshd validate` refuses a config-file split on a Consul-discovered service.
 # Ports 23521-23524 (backends), 23531 (emulator), 23592 (metrics); VIP 127.77.12.21.
 . "$(dirname "$0")/lib.sh"
@@ -121,6 +122,16 @@ wait_until 15 bash -c "[ \"\$(curl -s http://127.0.0.1:$MPORT/metrics | awk '/^m
 	fail consul_down_setup "no failed query seen"
 run 1000
 check consul_down_split_kept "weight $(weight v2), v2 $V2 of 1000 (bound 53..147): $(out)" \
+	test "$(weight v2)" = 0.1 -a "$OK" = 1000 -a "$V2" -ge 53 -a "$V2" -le 147
+check split_persisted "$(cat "$TMP/state/discovery.state" 2>&1)" \
+	wait_for 5 grep -q '^split v2 1000$' "$TMP/state/discovery.state"
+# A meshd restarted while Consul is down, its datapath removed: the persisted split serves.
+kill -TERM "$MESHD_PID"
+wait_for 10 bash -c "! kill -0 $MESHD_PID 2>/dev/null" || fail restart "meshd did not stop"
+"$MESHD" --cleanup --config "$TMP/meshd.json" >/dev/null 2>&1
+start_meshd "$TMP/meshd.json" $MPORT || { fail restart "meshd: $(grep -m3 "level=err" "$TMP/meshd.log")"; exit 1; }
+run 1000
+check restart_consul_down_persisted_split "weight $(weight v2), v2 $V2 of 1000 (bound 53..147): $(out)" \
 	test "$(weight v2)" = 0.1 -a "$OK" = 1000 -a "$V2" -ge 53 -a "$V2" -le 147
 spawn consul python3 "$EMU" --port $CPORT --data-file "$TMP/catalog.json"
 wait_for 5 port_open 127.0.0.1 $CPORT || { fail setup "emulator did not restart"; exit 1; }

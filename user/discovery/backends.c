@@ -68,6 +68,8 @@ size_t state_backends_normalize(struct config_backend *b, size_t n)
 			b[out++] = b[i];
 		else
 			free(b[i].subset);
+	for (i = out; i < n; i++) /* moved or freed: owned by no entry of the tail */
+		b[i].subset = NULL;
 	return out;
 }
 

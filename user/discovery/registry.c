@@ -236,14 +236,21 @@ static struct state_saved *snapshot(const struct discovery *d)
 		if (!e->from || e->from->kind == CONFIG_DISCOVERY_STATIC)
 			continue;
 		o->name = strdup(e->svc.name);
-		o->backends = malloc((e->svc.n_backends + 1) * sizeof(*o->backends));
+		o->backends = calloc(e->svc.n_backends + 1, sizeof(*o->backends));
 		s->n++;
 		if (!o->name || !o->backends)
 			goto err;
-		if (e->svc.n_backends) /* an empty set has no array */
-			memcpy(o->backends, e->svc.backends,
-			       e->svc.n_backends * sizeof(*o->backends));
-		o->n_backends = e->svc.n_backends;
+		for (size_t k = 0; k < e->svc.n_backends; k++, o->n_backends++) {
+			o->backends[k] = e->svc.backends[k];
+			o->backends[k].subset = NULL;
+			if (e->svc.backends[k].subset &&
+			    !(o->backends[k].subset = strdup(e->svc.backends[k].subset)))
+				goto err;
+		}
+		if (e->split_from_source &&
+		    state_split_copy(e->svc.split, e->svc.n_split, &o->split))
+			goto err;
+		o->n_split = e->split_from_source ? e->svc.n_split : 0;
 		o->index = e->index;
 		snprintf(o->source, sizeof(o->source), "%s", e->from->name);
 	}
@@ -718,6 +725,7 @@ static struct reg_entry *entry_for(const struct config_service *svc,
 	const struct state_saved_service *s = saved ? state_saved_find(saved, svc->name) : NULL;
 	struct reg_entry *e = calloc(1, sizeof(*e));
 	const struct config_backend *b = svc->backends;
+	struct config_service want = *svc;
 	size_t n = svc->n_backends;
 
 	if (!e)
@@ -727,8 +735,13 @@ static struct reg_entry *entry_for(const struct config_service *svc,
 		n = normalize(svc->name, "state file", s->backends, s->n_backends);
 		e->from = ops;
 		e->index = s->index;
+		e->split_from_source = s->n_split > 0;
+		if (s->n_split) {
+			want.split = s->split;
+			want.n_split = s->n_split;
+		}
 	}
-	if (config_service_copy(&e->svc, svc, b, n)) {
+	if (config_service_copy(&e->svc, &want, b, n)) {
 		free(e);
 		return NULL;
 	}

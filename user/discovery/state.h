@@ -42,8 +42,10 @@ struct state_saved_service {
 	char *name;
 	char source[STATE_SOURCE_MAX]; /* discovery source that found them: "consul", "dns" */
 	uint64_t index;		       /* source's version of the set (X-Consul-Index), 0 = none */
-	struct config_backend *backends;
+	struct config_backend *backends; /* each `subset` malloc'd or NULL */
 	size_t n_backends;
+	struct config_split *split; /* the source's split (Consul entries); NULL when none */
+	size_t n_split;
 };
 
 struct state_saved {
@@ -53,7 +55,8 @@ struct state_saved {
 
 /* Renders `s` as the state file text (caller frees); NULL + errno. */
 char *state_format(const struct state_saved *s, size_t *len);
-/* Parses state file text (version 2, or version 1 whose sets all came from consul). Returns 0,
+/* Parses state file text (version 3 with subsets and splits, 2, or version 1 whose sets all
+ * came from consul). Returns 0,
  * or -EINVAL with a human reason in `why` (corrupt, foreign or truncated file: nothing is
  * returned then), or -ENOMEM. Pure: no I/O. */
 int state_parse(const char *buf, size_t len, struct state_saved *out, char *why, size_t why_len);

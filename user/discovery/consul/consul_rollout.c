@@ -36,6 +36,7 @@ struct rollout_svc {
 	bool has_split;
 	struct config_split *live; /* the split delivered last (subsets resolved) */
 	size_t n_live;
+	bool seen_res, seen_split; /* each entry query answered (or failed) once */
 };
 
 struct consul_rollout {
@@ -119,8 +120,9 @@ static int resolve_split(const struct rollout_svc *s, struct config_split **out,
 	if (!s->has_split)
 		return 0;
 	if (!s->has_res) {
-		snprintf(why, wlen, "the service-splitter names subsets but there is no "
-				    "service-resolver defining them");
+		snprintf(why, wlen,
+			 "the service-splitter names subsets but there is no "
+			 "service-resolver defining them");
 		return -EINVAL;
 	}
 	err = state_split_copy(s->split, s->n_split, out);
@@ -132,12 +134,16 @@ static int resolve_split(const struct rollout_svc *s, struct config_split **out,
 			if (!(sp->subset = strdup(s->res.default_subset)))
 				err = -ENOMEM;
 		} else if (!sp->subset[0]) {
-			snprintf(why, wlen, "Splits[%zu] has no ServiceSubset and the resolver no "
-				 "DefaultSubset (a split over every instance is not supported)", i);
+			snprintf(why, wlen,
+				 "Splits[%zu] has no ServiceSubset and the resolver no "
+				 "DefaultSubset (a split over every instance is not supported)",
+				 i);
 			err = -EINVAL;
 		} else if (!res_has(&s->res, sp->subset)) {
-			snprintf(why, wlen, "Splits[%zu] names subset \"%s\", which the "
-				 "service-resolver does not define", i, sp->subset);
+			snprintf(why, wlen,
+				 "Splits[%zu] names subset \"%s\", which the "
+				 "service-resolver does not define",
+				 i, sp->subset);
 			err = -EINVAL;
 		}
 		for (size_t j = 0; !err && j < i; j++)
@@ -207,14 +213,16 @@ static void publish(struct consul_rollout *r, struct rollout_svc *s, const char 
 		err = state_split_copy(s->live, s->n_live, &split);
 		n_split = s->n_live;
 	}
-	if (err || !s->have_inst)
+	/* Until both entries were read once the registry keeps serving what it has (the persisted
+	 * set and split after a restart): instances alone would drop the split for a moment. */
+	if (err || !s->have_inst || !s->seen_res || !s->seen_split)
 		goto out;
 	b = labelled(s, n_split > 0);
 	if (!b)
 		goto out;
 	if (!state_split_equal(split, n_split, s->live, s->n_live))
-		LOG_INFO(SUBSYS, "traffic split from consul config entries", "service=%s subsets=%zu",
-			 log_q(s->name), n_split);
+		LOG_INFO(SUBSYS, "traffic split from consul config entries",
+			 "service=%s subsets=%zu", log_q(s->name), n_split);
 	r->sink.deliver_split(r->sink.arg, s->name, s->index, b, s->n_inst, split, n_split);
 	state_split_free(s->live, s->n_live);
 	s->live = split;
@@ -274,7 +282,8 @@ static const char *entry_of(const char *path, char *name, size_t len)
 	for (size_t i = 0; i < 2; i++) {
 		size_t k = strlen(kinds[i]);
 
-		if (!strncmp(path, kinds[i], k) && path[k] == '/' && decode(path + k + 1, name, len))
+		if (!strncmp(path, kinds[i], k) && path[k] == '/' &&
+		    decode(path + k + 1, name, len))
 			return kinds[i];
 	}
 	return NULL;
@@ -336,8 +345,17 @@ bool consul_rollout_entry(struct consul_rollout *r, const struct consul_update *
 
 	if (!kind)
 		return false;
-	if (u->err || !(s = svc_of(r, name)))
-		return true; /* the watcher logged it; Consul down: the last entries stay */
+	if (!(s = svc_of(r, name)))
+		return true;
+	if (u->err) { /* the watcher logged it; Consul down: the last entries stay */
+		bool first = !s->seen_res || !s->seen_split;
+
+		*(kind == RESOLVER ? &s->seen_res : &s->seen_split) = true;
+		if (first)
+			publish(r, s, kind); /* entries unreadable: serve the instances meanwhile */
+		return true;
+	}
+	*(kind == RESOLVER ? &s->seen_res : &s->seen_split) = true;
 	if (!u->body) {
 		drop_entry(s, kind);
 	} else if ((err = take_entry(s, kind, u, why, sizeof(why)))) {
