@@ -137,9 +137,13 @@ spawn consul python3 "$EMU" --port $CPORT --data-file "$TMP/catalog.json"
 wait_for 5 port_open 127.0.0.1 $CPORT || { fail setup "emulator did not restart"; exit 1; }
 
 # --- Consul back (its data kept): the splitter deleted -> no split, the plain algorithm ----------
+check split_kept_when_consul_back "$(grep -m1 'split=2->0' "$TMP/meshd.log")" \
+	wait_for 20 grep -q 'msg="traffic split from consul config entries" service=api subsets=2' "$TMP/meshd.log"
+check split_never_dropped_on_restart "$(grep -m1 'split=2->0' "$TMP/meshd.log")" \
+	bash -c "! grep -q 'split=2->0' '$TMP/meshd.log'"
 consul DELETE /v1/config/service-splitter/api
 check splitter_delete_no_split "v2 weight $(weight v2): $(grep 'config entry deleted' "$TMP/meshd.log" | tail -n 1)" \
-	wait_output 10 none weight v2
+	wait_output 20 none weight v2
 "$MESHCTL" --socket "$SOCK" split api >"$TMP/ctl.out" 2>&1
 check meshctl_no_split_after_delete "$(cat "$TMP/ctl.out")" grep -q 'has no traffic split' "$TMP/ctl.out"
 run 1000

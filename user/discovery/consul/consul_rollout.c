@@ -37,6 +37,7 @@ struct rollout_svc {
 	struct config_split *live; /* the split delivered last (subsets resolved) */
 	size_t n_live;
 	bool seen_res, seen_split; /* each entry query answered (or failed) once */
+	bool delivered;		   /* publish delivered once */
 };
 
 struct consul_rollout {
@@ -76,6 +77,7 @@ void consul_rollout_free(struct consul_rollout *r)
 /* The state of `name`, made on first use; NULL on ENOMEM. */
 static struct rollout_svc *svc_of(struct consul_rollout *r, const char *name)
 {
+	const struct config_service *cur;
 	struct rollout_svc *s;
 
 	for (size_t i = 0; i < r->n; i++)
@@ -96,6 +98,10 @@ static struct rollout_svc *svc_of(struct consul_rollout *r, const char *name)
 	if (!s->name)
 		return NULL;
 	r->n++;
+	cur = r->sink.current(r->sink.arg, name);
+	/* A split served already (persisted) is the one kept should the entries not fit. */
+	if (cur && !state_split_copy(cur->split, cur->n_split, &s->live))
+		s->n_live = cur->n_split;
 	return s;
 }
 
@@ -109,7 +115,9 @@ static bool res_has(const struct consul_resolver *res, const char *name)
 }
 
 /* The split to serve from the entries into *out (NULL, 0 when there is none): ServiceSubset ""
- * is the resolver's DefaultSubset. Returns 0, -EINVAL with the reason, or -ENOMEM. */
+ * is the resolver's DefaultSubset. Returns 0, -EINVAL with the reason, -EAGAIN for a splitter
+ * whose resolver has not been read (yet: Consul refuses to delete a resolver a splitter needs,
+ * so this is the moment between their answers), or -ENOMEM. */
 static int resolve_split(const struct rollout_svc *s, struct config_split **out, size_t *n,
 			 char *why, size_t wlen)
 {
@@ -119,12 +127,8 @@ static int resolve_split(const struct rollout_svc *s, struct config_split **out,
 	*n = 0;
 	if (!s->has_split)
 		return 0;
-	if (!s->has_res) {
-		snprintf(why, wlen,
-			 "the service-splitter names subsets but there is no "
-			 "service-resolver defining them");
-		return -EINVAL;
-	}
+	if (!s->has_res)
+		return -EAGAIN;
 	err = state_split_copy(s->split, s->n_split, out);
 	for (size_t i = 0; !err && i < s->n_split; i++) {
 		struct config_split *sp = &(*out)[i];
@@ -208,8 +212,9 @@ static void publish(struct consul_rollout *r, struct rollout_svc *s, const char 
 	char why[200];
 	int err = resolve_split(s, &split, &n_split, why, sizeof(why));
 
-	if (err == -EINVAL) {
+	if (err == -EINVAL)
 		refused(r, s->name, what, why);
+	if (err == -EINVAL || err == -EAGAIN) { /* the split served stays */
 		err = state_split_copy(s->live, s->n_live, &split);
 		n_split = s->n_live;
 	}
@@ -220,9 +225,10 @@ static void publish(struct consul_rollout *r, struct rollout_svc *s, const char 
 	b = labelled(s, n_split > 0);
 	if (!b)
 		goto out;
-	if (!state_split_equal(split, n_split, s->live, s->n_live))
+	if (!s->delivered || !state_split_equal(split, n_split, s->live, s->n_live))
 		LOG_INFO(SUBSYS, "traffic split from consul config entries",
 			 "service=%s subsets=%zu", log_q(s->name), n_split);
+	s->delivered = true;
 	r->sink.deliver_split(r->sink.arg, s->name, s->index, b, s->n_inst, split, n_split);
 	state_split_free(s->live, s->n_live);
 	s->live = split;
@@ -348,11 +354,15 @@ bool consul_rollout_entry(struct consul_rollout *r, const struct consul_update *
 	if (!(s = svc_of(r, name)))
 		return true;
 	if (u->err) { /* the watcher logged it; Consul down: the last entries stay */
+		const struct config_service *cur = r->sink.current(r->sink.arg, name);
 		bool first = !s->seen_res || !s->seen_split;
 
+		/* Entries unreadable before any answer: instances go on without a split, unless a
+		 * split is served (persisted, from before a restart): that one waits for them. */
+		if (!first || (cur && cur->n_split))
+			return true;
 		*(kind == RESOLVER ? &s->seen_res : &s->seen_split) = true;
-		if (first)
-			publish(r, s, kind); /* entries unreadable: serve the instances meanwhile */
+		publish(r, s, kind);
 		return true;
 	}
 	*(kind == RESOLVER ? &s->seen_res : &s->seen_split) = true;
