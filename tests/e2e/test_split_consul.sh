@@ -7,6 +7,8 @@
 # deviations of 250 (175..325), `meshctl split` and the metrics showing it; a live change to
 # 50/50 through Consul (2,000 connects: 888..1,112); an entry meshd cannot use (a split to another
 # service) is logged with the reason and counted, the last split stays (1,000 connects: 421..579);
+# a resolver change leaving v2 without instances -> v2's share falls back to v1 (400 connects,
+# none failed, fallbacks counted);
 # Consul down keeps it too, and it is persisted: a meshd restarted (datapath removed) while Consul
 # is down serves it; the splitter deleted (404) -> back to the plain algorithm, no split;
 # `meshd validate` refuses a config-file split on a Consul-discovered service.
@@ -112,6 +114,22 @@ check malformed_entry_logged "$(grep -m1 'not usable' "$TMP/meshd.log")" \
 run 1000
 check malformed_entry_keeps_split "weight $(weight v2), v2 $V2 of 1000 (bound 421..579): $(out)" \
 	test "$(weight v2)" = 0.5 -a "$OK" = 1000 -a "$V2" -ge 421 -a "$V2" -le 579
+
+# --- a resolver whose v2 matches no instance: v2 is empty, its share falls back to v1 -------------
+healthy() { metric $MPORT "meshd_split_backends_healthy{service=\"api\",subset=\"$1\"}"; }
+resolver() { # V2_FILTER
+	consul PUT /v1/config '{"Kind":"service-resolver","Name":"api","Subsets":{
+		"v1":{"Filter":"Service.Meta.version == v1"},"v2":{"Filter":"'"$1"'"}}}'
+}
+resolver 'Service.Meta.version == v9'
+wait_output 10 0 healthy v2 || fail empty_subset_setup "v2 still has $(healthy v2) backends"
+fb0=$(metric $MPORT 'meshd_split_fallbacks_total{service="api",subset="v2"}')
+run 400
+fb=$(($(metric $MPORT 'meshd_split_fallbacks_total{service="api",subset="v2"}') - fb0))
+check empty_subset_falls_back "$(out) fallbacks $fb (bound 150..250)" \
+	test "$OK" = 400 -a "$V1" = 400 -a "$fb" -ge 150 -a "$fb" -le 250
+resolver '\"v2\" in Service.Tags'
+wait_output 10 2 healthy v2 || fail empty_subset_setup "v2 back to $(healthy v2) backends"
 
 # --- Consul down: the last split stays --------------------------------------------------------------
 splitter 90 10
