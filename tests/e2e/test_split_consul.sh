@@ -6,7 +6,8 @@
 # service-splitter 90/10 put into Consul -> 2,500 connects, v2's count within 5 binomial standard
 # deviations of 250 (175..325), `meshctl split` and the metrics showing it; a live change to
 # 50/50 through Consul (2,000 connects: 888..1,112); an entry meshd cannot use (a split to another
-# service) is logged with the reason and counted, the last split stays (1,000 connects: 421..579);
+# service, a subset the resolver does not define) is logged with the reason and counted, the last
+# split stays (1,000 connects: 421..579);
 # a resolver change leaving v2 without instances -> v2's share falls back to v1 (400 connects,
 # none failed, fallbacks counted);
 # Consul down keeps it too, and it is persisted: a meshd restarted (datapath removed) while Consul
@@ -111,6 +112,13 @@ check malformed_entry_counted "errors $errors0 -> $(entry_errors)" \
 	wait_output 10 $((errors0 + 1)) entry_errors
 check malformed_entry_logged "$(grep -m1 'not usable' "$TMP/meshd.log")" \
 	grep -Eq 'not usable; keeping the last good split.*service=api entry=service-splitter why=.*a split to another service is not supported' "$TMP/meshd.log"
+# A splitter naming a subset the resolver does not define (Consul itself takes it): refused too.
+consul PUT /v1/config '{"Kind":"service-splitter","Name":"api","Splits":[
+	{"Weight":90,"ServiceSubset":"v1"},{"Weight":10,"ServiceSubset":"v3"}]}'
+check undefined_subset_counted "errors $errors0 -> $(entry_errors)" \
+	wait_output 10 $((errors0 + 2)) entry_errors
+check undefined_subset_logged "$(grep 'not usable' "$TMP/meshd.log" | tail -n 1)" \
+	grep -q 'why="Splits\[1\] names subset \\"v3\\", which the service-resolver does not define"' "$TMP/meshd.log"
 run 1000
 check malformed_entry_keeps_split "weight $(weight v2), v2 $V2 of 1000 (bound 421..579): $(out)" \
 	test "$(weight v2)" = 0.5 -a "$OK" = 1000 -a "$V2" -ge 421 -a "$V2" -le 579

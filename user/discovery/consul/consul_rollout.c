@@ -212,7 +212,7 @@ static void publish(struct consul_rollout *r, struct rollout_svc *s, const char 
 	char why[200];
 	int err = resolve_split(s, &split, &n_split, why, sizeof(why));
 
-	if (err == -EINVAL)
+	if (err == -EINVAL && strcmp(what, "instances")) /* once per entry answer */
 		refused(r, s->name, what, why);
 	if (err == -EINVAL || err == -EAGAIN) { /* the split served stays */
 		err = state_split_copy(s->live, s->n_live, &split);
