@@ -23,7 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (i = 0; i < s.n; i++)
 		if (!s.svcs[i].name || state_saved_find(&s, s.svcs[i].name) != &s.svcs[i])
 			abort();
-	text = state_format(&s, &len); /* subsets and splits (version 3) come back the same */
+	text = state_format(&s, &len); /* subsets and splits (version 4) come back the same */
 	if (text && state_parse(text, len, &back, why, sizeof(why)) != 0)
 		abort();
 	for (i = 0; text && i < s.n; i++)

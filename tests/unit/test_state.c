@@ -1,5 +1,5 @@
 /* Unit tests for the persisted discovery state: text round trip (version 2 with the source of
- * each set, version 3 with subsets and a split; version 1 still read), strict rejection of corrupt, truncated and foreign files,
+ * each set, version 4 with subsets and a split; version 1 still read), strict rejection of corrupt, truncated and foreign files,
  * atomic save (mode 0600, no temp file left), load that never blocks (a FIFO is refused). */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -116,9 +116,9 @@ TEST(parse_rejects_foreign_and_other_versions)
 
 	CHECK_INT_EQ(state_parse("{\"json\":1}\n", 11, &s, why, sizeof(why)), -EINVAL);
 	CHECK_STR_EQ(why, "not a meshd discovery state file");
-	CHECK_INT_EQ(state_parse("meshd-discovery-state 4\nend 0\n", 30, &s, why, sizeof(why)),
+	CHECK_INT_EQ(state_parse("meshd-discovery-state 5\nend 0\n", 30, &s, why, sizeof(why)),
 		     -EINVAL);
-	CHECK_STR_EQ(why, "unsupported state version 4");
+	CHECK_STR_EQ(why, "unsupported state version 5");
 	CHECK_INT_EQ(state_parse("", 0, &s, why, sizeof(why)), -EINVAL);
 }
 
@@ -266,9 +266,9 @@ TEST(save_fails_cleanly_on_unwritable_dir)
 	saved_release(&t);
 }
 
-/* Version 3: a set with subset labels and a split from the source round-trips; sets without
- * them are still written as version 2 (an older meshd reads them). */
-TEST(version_3_keeps_subsets_and_split)
+/* Version 4: a set with subset labels and a split from the source round-trips; sets without
+ * them are still written as version 3 (an older meshd reads them). */
+TEST(version_4_keeps_subsets_and_split)
 {
 	struct config_backend b[2] = { be(AF_INET, "127.0.0.1", 22001, 1),
 				       be(AF_INET, "127.0.0.2", 22002, 1) };
@@ -287,8 +287,8 @@ TEST(version_3_keeps_subsets_and_split)
 	b[1].subset = "v2,canary";
 	text = state_format(&t, &len);
 	CHECK(text != NULL);
-	CHECK_STR_EQ(text, "meshd-discovery-state 3\nservice api consul 9 2 2\n"
-			   "backend 127.0.0.1 22001 1 v1\nbackend 127.0.0.2 22002 1 v2,canary\n"
+	CHECK_STR_EQ(text, "meshd-discovery-state 4\nservice api consul 9 2 2\n"
+			   "backend 127.0.0.1 22001 1 0 v1\nbackend 127.0.0.2 22002 1 0 v2,canary\n"
 			   "split v1 9000\nsplit v2 1000\nend 1\n");
 	CHECK_INT_EQ(state_parse(text, len, &s, why, sizeof(why)), 0);
 	api = state_saved_find(&s, "api");
@@ -301,18 +301,18 @@ TEST(version_3_keeps_subsets_and_split)
 	b[0].subset = b[1].subset = NULL;
 	svc.n_split = 0;
 	text = state_format(&t, &len);
-	CHECK(text && !strncmp(text, "meshd-discovery-state 2\nservice api consul 9 2\n", 46));
+	CHECK(text && !strncmp(text, "meshd-discovery-state 3\nservice api consul 9 2\n", 46));
 	free(text);
-	CHECK_INT_EQ(parse("meshd-discovery-state 3\nservice api consul 9 1 1\n"
-			   "backend 127.0.0.1 1 1 V1\nsplit v1 10000\nend 1\n",
+	CHECK_INT_EQ(parse("meshd-discovery-state 4\nservice api consul 9 1 1\n"
+			   "backend 127.0.0.1 1 1 0 V1\nsplit v1 10000\nend 1\n",
 			   &s),
 		     -EINVAL); /* labels are lowercase DNS labels */
-	CHECK_INT_EQ(parse("meshd-discovery-state 3\nservice api consul 9 1 1\n"
-			   "backend 127.0.0.1 1 1 v1\nsplit v1 10001\nend 1\n",
+	CHECK_INT_EQ(parse("meshd-discovery-state 4\nservice api consul 9 1 1\n"
+			   "backend 127.0.0.1 1 1 0 v1\nsplit v1 10001\nend 1\n",
 			   &s),
 		     -EINVAL);
-	CHECK_INT_EQ(parse("meshd-discovery-state 2\nservice api consul 9 1\n"
-			   "backend 127.0.0.1 1 1 v1\nend 1\n",
+	CHECK_INT_EQ(parse("meshd-discovery-state 3\nservice api consul 9 1\n"
+			   "backend 127.0.0.1 1 1 0 v1\nend 1\n",
 			   &s),
-		     -EINVAL); /* labels need version 3 */
+		     -EINVAL); /* labels need version 4 */
 }
