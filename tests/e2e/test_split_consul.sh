@@ -104,21 +104,23 @@ echo "50/50: v1=$V1 v2=$V2 ok=$OK" >&2
 check consul_split_50_50 "v2 got $V2 of 2000 (bound 888..1112): $(out)" \
 	test "$OK" = 2000 -a "$V2" -ge 888 -a "$V2" -le 1112
 
-# --- an entry meshd cannot use: logged, counted, the last split kept -------------------------------
+# --- entries meshd cannot use: each logged with its reason, counted, the last split kept ---------
 errors0=$(entry_errors)
-consul PUT /v1/config '{"Kind":"service-splitter","Name":"api","Splits":[
-	{"Weight":90,"ServiceSubset":"v1"},{"Weight":10,"Service":"other"}]}'
-check malformed_entry_counted "errors $errors0 -> $(entry_errors)" \
-	wait_output 10 $((errors0 + 1)) entry_errors
-check malformed_entry_logged "$(grep -m1 'not usable' "$TMP/meshd.log")" \
-	grep -Eq 'not usable; keeping the last good split.*service=api entry=service-splitter why=.*a split to another service is not supported' "$TMP/meshd.log"
+refused_splitter() { # NAME SECOND_SPLIT_JSON EXPECTED_WHY (a grep -F of the log)
+	errors0=$((errors0 + 1))
+	consul PUT /v1/config '{"Kind":"service-splitter","Name":"api","Splits":[
+		{"Weight":90,"ServiceSubset":"v1"},'"$2"']}'
+	check "${1}_counted" "errors $(entry_errors), expected $errors0" \
+		wait_output 10 $errors0 entry_errors
+	check "${1}_logged" "$(grep 'not usable' "$TMP/meshd.log" | tail -n 1)" \
+		bash -c "grep 'not usable; keeping the last good split' '$TMP/meshd.log' | tail -n 1 |
+			grep 'service=api entry=service-splitter' | grep -qF '$3'"
+}
+refused_splitter malformed_entry '{"Weight":10,"Service":"other"}' \
+	'why="a split to another service is not supported (got \"other\")"'
 # A splitter naming a subset the resolver does not define (Consul itself takes it): refused too.
-consul PUT /v1/config '{"Kind":"service-splitter","Name":"api","Splits":[
-	{"Weight":90,"ServiceSubset":"v1"},{"Weight":10,"ServiceSubset":"v3"}]}'
-check undefined_subset_counted "errors $errors0 -> $(entry_errors)" \
-	wait_output 10 $((errors0 + 2)) entry_errors
-check undefined_subset_logged "$(grep 'not usable' "$TMP/meshd.log" | tail -n 1)" \
-	grep -q 'why="Splits\[1\] names subset \\"v3\\", which the service-resolver does not define"' "$TMP/meshd.log"
+refused_splitter undefined_subset '{"Weight":10,"ServiceSubset":"v3"}' \
+	'why="Splits[1] names subset \"v3\", which the service-resolver does not define"'
 run 1000
 check malformed_entry_keeps_split "weight $(weight v2), v2 $V2 of 1000 (bound 421..579): $(out)" \
 	test "$(weight v2)" = 0.5 -a "$OK" = 1000 -a "$V2" -ge 421 -a "$V2" -le 579

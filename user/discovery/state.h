@@ -56,8 +56,8 @@ struct state_saved {
 /* Renders `s` as the state file text (caller frees); NULL + errno. */
 char *state_format(const struct state_saved *s, size_t *len);
 /* Parses state file text (version 4 with subsets and splits, 3 with mesh ports, 2, or version 1
- * whose sets all came from consul). Returns 0, or -EINVAL with a human reason in `why` (corrupt, foreign or truncated file: nothing is
- * returned then), or -ENOMEM. Pure: no I/O. */
+ * whose sets all came from consul). Returns 0, or -EINVAL with a human reason in `why`
+ * (corrupt, foreign or truncated file: nothing is returned then), or -ENOMEM. Pure: no I/O. */
 int state_parse(const char *buf, size_t len, struct state_saved *out, char *why, size_t why_len);
 /* Frees what state_parse() or state_saved_copy() allocated. */
 void state_saved_free(struct state_saved *s);
