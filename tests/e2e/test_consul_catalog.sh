@@ -94,7 +94,7 @@ traffic t2 $VIP 10
 check clash_leaves_configured_alone "served by '$(served_by t2)'" test "$(served_by t2)" = "k4"
 STATE=$TMP/state/discovery.state
 check catalog_service_persisted "$(cat "$STATE" 2>&1 | tr '\n' ' ')" \
-	wait_for 5 grep -qs '^service shop consul [0-9]* 1 127.77.31.20 80$' "$STATE"
+	wait_for 5 grep -qs '^service shop consul [0-9]* 1 0 127.77.31.20 80$' "$STATE"
 
 # 3. Consul down: the catalog service keeps being served. Restart while it is down, the pinned
 #    datapath removed: the persisted catalog service is served again.

@@ -447,6 +447,36 @@ def _():
     if st != 200 or st2 != 404:
         return f"delete {st}, then read {st2}"
 
+@case("config_entry_blocking_query_wakes_on_delete_and_create")
+def _():
+    req("PUT", "/v1/config", {**SPLITTER, "Name": "gone"})
+    st, h, body = req("GET", "/v1/config/service-splitter/gone")
+    idx = int(h["x-consul-index"])
+    got = {}
+    def block(key, i):
+        got[key] = req("GET", f"/v1/config/service-splitter/gone?index={i}&wait=10s")
+    t = threading.Thread(target=block, args=("del", idx))
+    t.start()
+    time.sleep(0.3)
+    if not t.is_alive():
+        return "blocking query returned before the delete"
+    req("DELETE", "/v1/config/service-splitter/gone")
+    t.join(5)
+    st, h, body = got.get("del", (0, {}, b""))
+    if st != 404 or "x-consul-index" not in h or int(h["x-consul-index"]) <= idx:
+        return f"after delete: {st} {h.get('x-consul-index')} (was {idx}) {body!r}"
+    idx2 = int(h["x-consul-index"])
+    t = threading.Thread(target=block, args=("new", idx2))
+    t.start()
+    time.sleep(0.3)
+    if not t.is_alive():
+        return "blocking query on a missing entry returned before it was written"
+    req("PUT", "/v1/config", {**SPLITTER, "Name": "gone"})
+    t.join(5)
+    st, h, body = got.get("new", (0, {}, b""))
+    if st != 200 or int(h["x-consul-index"]) <= idx2 or json.loads(body)["Name"] != "gone":
+        return f"after create: {st} {body!r}"
+
 @case("config_entry_acl")
 def _():
     st, h, body = req("PUT", "/v1/config", SPLITTER, token=False)

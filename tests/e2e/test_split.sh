@@ -45,7 +45,7 @@ observe_config "$TMP/bad.json" $MPORT '[{ "name": "c", "vip": "127.77.12.9", "po
 jq '.discovery = { "backend": "consul", "consul": { "services": ["c"] } }' "$TMP/bad.json" >"$TMP/bad2.json"
 "$MESHD" validate "$TMP/bad2.json" >"$TMP/v.out" 2>&1
 check validate_discovered "$(cat "$TMP/v.out")" \
-	grep -qF 'services[0].split: discovered backends carry no subset yet' "$TMP/v.out"
+	grep -qF "services[0].split: a Consul-discovered service takes its split from Consul's service-splitter and service-resolver entries" "$TMP/v.out"
 
 # --- 90/10 over 10,000 connects ---------------------------------------------------------------------
 backend v1a $P && backend v1b $((P + 1)) && backend v2a $((P + 2)) && backend v2b $((P + 3)) ||

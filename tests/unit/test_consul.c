@@ -1,6 +1,7 @@
 /* Unit tests for the Consul client's pure parts: health JSON (the shared fixtures), the
  * X-Consul-Index rules, the token bucket, backoff, wait and URL formatting, token files. */
 #include <arpa/inet.h>
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -320,6 +321,48 @@ TEST(kv_path_and_get_url)
 	CHECK_STR_EQ(url, "http://h:1/v1/x?index=7");
 	CHECK_INT_EQ(consul_get_url(url, 20, "http://h:1", path, 42, 0), -ENAMETOOLONG);
 	CHECK_INT_EQ(consul_kv_path(path, 12, "meshd/n", NULL), -ENAMETOOLONG);
+}
+
+/* Each instance keeps the parts a resolver Filter reads, and they match as the whole entry. */
+TEST(instances_keep_their_selector_document)
+{
+	static const char json[] =
+	    "[{\"Node\":{\"Node\":\"n1\",\"Address\":\"10.0.0.1\",\"Meta\":{\"z\":\"a\"}},"
+	    "\"Service\":{\"ID\":\"api-2\",\"Service\":\"api\",\"Tags\":[\"v2\"],"
+	    "\"Meta\":{\"version\":\"v2\"},\"Port\":80,\"Address\":\"10.0.0.2\","
+	    "\"Proxy\":{\"Big\":1}},\"Checks\":[]}]";
+	const char *filters[] = { "\"v2\" in Service.Tags", "Service.Meta.version == v2",
+				  "Service.ID matches \"^api-\"", "Node.Meta.z == a",
+				  "Node.Node == n1 and Service.Port == 80" };
+	struct consul_health h;
+	char why[160];
+	cJSON *doc;
+
+	CHECK_INT_EQ(consul_parse_health(json, strlen(json), &h, why, sizeof(why)), 0);
+	CHECK_INT_EQ(h.n, 1);
+	doc = h.n ? cJSON_Parse(h.backends[0].subset) : NULL;
+	CHECK(doc != NULL);
+	CHECK(!strstr(h.n ? h.backends[0].subset : "", "Proxy")); /* only what filters read */
+	for (size_t i = 0; doc && i < sizeof(filters) / sizeof(filters[0]); i++) {
+		struct consul_filter *f = consul_filter_parse(filters[i], why, sizeof(why));
+
+		CHECK(f != NULL);
+		CHECK(consul_filter_match(f, doc));
+		consul_filter_free(f);
+	}
+	cJSON_Delete(doc);
+	consul_health_free(&h);
+}
+
+TEST(config_entry_paths)
+{
+	char path[256];
+
+	CHECK(consul_entry_path(path, sizeof(path), "service-splitter", "api", NULL) > 0);
+	CHECK_STR_EQ(path, "/v1/config/service-splitter/api");
+	CHECK(consul_entry_path(path, sizeof(path), "service-resolver", "a b", "dc2") > 0);
+	CHECK_STR_EQ(path, "/v1/config/service-resolver/a%20b?dc=dc2");
+	CHECK_INT_EQ(consul_entry_path(path, 20, "service-resolver", "api", NULL), -ENAMETOOLONG);
 }
 
 TEST(token_file_trimmed_and_control_chars_rejected)

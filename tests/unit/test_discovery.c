@@ -595,3 +595,59 @@ TEST(reload_takes_over_a_defined_vip_and_gives_it_back)
 	config_free(lc);
 	evloop_free(loop);
 }
+
+/* A source's split (Consul entries): delivered with labelled backends, kept by a reload that
+ * changes the service's policy, replaced by a newer one (also when delivered during a reload),
+ * dropped by an empty one; entry errors counted. */
+TEST(a_source_split_is_served_kept_across_reloads_and_replaced)
+{
+	struct evloop *loop = evloop_new();
+	struct discovery *d = registry(loop, 0);
+	struct mesh_config *old = make_config(2, true, 2, NULL);
+	struct mesh_config *new =
+	    make_config(2, true, 2, "\"load_balancer\":{\"algorithm\":\"random\"},");
+	struct config_split sp[2] = { { .subset = "v1", .weight = 9000 },
+				      { .subset = "v2", .weight = 1000 } };
+	const struct config_service *s0;
+	struct discovery_stats st;
+	struct config_backend *b;
+	struct config_plan plan;
+
+	CHECK_INT_EQ(discovery_start(d, old), 0);
+	b = backends(2, 100);
+	b[0].subset = strdup("v1");
+	b[1].subset = strdup("v2,canary");
+	sinks[CONFIG_DISCOVERY_CONSUL].deliver_split(sinks[CONFIG_DISCOVERY_CONSUL].arg, "s0", 3, b,
+						     2, sp, 2);
+	settle(loop);
+	s0 = discovery_find(d, "s0");
+	CHECK(s0->n_split == 2 && s0->split[1].weight == 1000);
+	CHECK_STR_EQ(s0->backends[1].subset, "v2,canary");
+	CHECK_INT_EQ(reload_steps(d, old, new, &plan), 1);
+	sp[0].weight = sp[1].weight = 5000; /* a rollout step while the reload is in flight */
+	b = backends(2, 100);
+	b[0].subset = strdup("v1");
+	b[1].subset = strdup("v2");
+	sinks[CONFIG_DISCOVERY_CONSUL].deliver_split(sinks[CONFIG_DISCOVERY_CONSUL].arg, "s0", 4, b,
+						     2, sp, 2);
+	discovery_reload_end(d, true);
+	config_plan_free(&plan);
+	s0 = discovery_find(d, "s0");
+	CHECK(s0->n_split == 2 && s0->split[1].weight == 1000); /* the reload kept it */
+	CHECK_INT_EQ(s0->load_balancer.algorithm, MESH_LB_RANDOM);
+	settle(loop);
+	s0 = discovery_find(d, "s0");
+	CHECK(s0->n_split == 2 && s0->split[1].weight == 5000); /* then the held step went in */
+	sinks[CONFIG_DISCOVERY_CONSUL].deliver_split(sinks[CONFIG_DISCOVERY_CONSUL].arg, "s0", 5,
+						     backends(2, 100), 2, NULL, 0);
+	settle(loop);
+	CHECK_INT_EQ(discovery_find(d, "s0")->n_split, 0);
+	CHECK(discovery_find(d, "s0")->backends[0].subset == NULL);
+	sinks[CONFIG_DISCOVERY_CONSUL].entry_error(sinks[CONFIG_DISCOVERY_CONSUL].arg);
+	discovery_get_stats(d, &st);
+	CHECK_INT_EQ(st.entry_errors, 1);
+	discovery_free(d);
+	config_free(old);
+	config_free(new);
+	evloop_free(loop);
+}

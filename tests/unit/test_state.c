@@ -1,5 +1,5 @@
 /* Unit tests for the persisted discovery state: text round trip (version 2 with the source of
- * each set; version 1 still read), strict rejection of corrupt, truncated and foreign files,
+ * each set, version 4 with subsets and a split; version 1 still read), strict rejection of corrupt, truncated and foreign files,
  * atomic save (mode 0600, no temp file left), load that never blocks (a FIFO is refused). */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -126,7 +126,7 @@ TEST(defined_service_vip_round_trips_as_version_4)
 	t.svcs[0].vip = be(AF_INET, "127.77.9.1", 80, 1).endpoint;
 	text = state_format(&t, &len);
 	CHECK(text && !strncmp(text, "meshd-discovery-state 4\n", 24));
-	CHECK(strstr(text, "service api consul 120 2 127.77.9.1 80\n") != NULL);
+	CHECK(strstr(text, "service api consul 120 2 0 127.77.9.1 80\n") != NULL);
 	CHECK_INT_EQ(parse(text, &s), 0);
 	api = state_saved_find(&s, "api");
 	web = state_saved_find(&s, "web");
@@ -137,7 +137,7 @@ TEST(defined_service_vip_round_trips_as_version_4)
 	free(text);
 	saved_release(&t);
 	CHECK_INT_EQ(
-	    parse("meshd-discovery-state 4\nservice api consul 1 0 127.0.0.1 0\nend 1\n", &s),
+	    parse("meshd-discovery-state 4\nservice api consul 1 0 0 127.0.0.1 0\nend 1\n", &s),
 	    -EINVAL); /* port 0 */
 	CHECK_INT_EQ(
 	    parse("meshd-discovery-state 3\nservice api consul 1 0 127.0.0.1 80\nend 1\n", &s),
@@ -299,4 +299,55 @@ TEST(save_fails_cleanly_on_unwritable_dir)
 	make_saved(&t);
 	CHECK(state_save("/proc/self/nonexistent-dir/x", &t) < 0);
 	saved_release(&t);
+}
+
+/* Version 4: a set with subset labels and a split from the source round-trips; sets without
+ * them are still written as version 3 (an older meshd reads them). */
+TEST(version_4_keeps_subsets_and_split)
+{
+	struct config_backend b[2] = { be(AF_INET, "127.0.0.1", 22001, 1),
+				       be(AF_INET, "127.0.0.2", 22002, 1) };
+	struct config_split sp[2] = { { .subset = "v1", .weight = 9000 },
+				      { .subset = "v2", .weight = 1000 } };
+	struct state_saved_service svc = {
+		.name = "api", .index = 9, .backends = b, .n_backends = 2, .split = sp, .n_split = 2
+	};
+	struct state_saved t = { .svcs = &svc, .n = 1 }, s;
+	const struct state_saved_service *api;
+	char why[128], *text;
+	size_t len;
+
+	snprintf(svc.source, sizeof(svc.source), "consul");
+	b[0].subset = "v1";
+	b[1].subset = "v2,canary";
+	text = state_format(&t, &len);
+	CHECK(text != NULL);
+	CHECK_STR_EQ(text, "meshd-discovery-state 4\nservice api consul 9 2 2\n"
+			   "backend 127.0.0.1 22001 1 0 v1\nbackend 127.0.0.2 22002 1 0 v2,canary\n"
+			   "split v1 9000\nsplit v2 1000\nend 1\n");
+	CHECK_INT_EQ(state_parse(text, len, &s, why, sizeof(why)), 0);
+	api = state_saved_find(&s, "api");
+	CHECK(api && api->n_backends == 2 && api->n_split == 2);
+	CHECK_STR_EQ(api->backends[1].subset, "v2,canary");
+	CHECK_STR_EQ(api->split[0].subset, "v1");
+	CHECK_INT_EQ(api->split[1].weight, 1000);
+	state_saved_free(&s);
+	free(text);
+	b[0].subset = b[1].subset = NULL;
+	svc.n_split = 0;
+	text = state_format(&t, &len);
+	CHECK(text && !strncmp(text, "meshd-discovery-state 3\nservice api consul 9 2\n", 46));
+	free(text);
+	CHECK_INT_EQ(parse("meshd-discovery-state 4\nservice api consul 9 1 1\n"
+			   "backend 127.0.0.1 1 1 0 V1\nsplit v1 10000\nend 1\n",
+			   &s),
+		     -EINVAL); /* labels are lowercase DNS labels */
+	CHECK_INT_EQ(parse("meshd-discovery-state 4\nservice api consul 9 1 1\n"
+			   "backend 127.0.0.1 1 1 0 v1\nsplit v1 10001\nend 1\n",
+			   &s),
+		     -EINVAL);
+	CHECK_INT_EQ(parse("meshd-discovery-state 3\nservice api consul 9 1\n"
+			   "backend 127.0.0.1 1 1 0 v1\nend 1\n",
+			   &s),
+		     -EINVAL); /* labels need version 4 */
 }

@@ -325,13 +325,19 @@ static void check_service(const struct mesh_config *cfg, size_t i, const uint8_t
 			 "expected false or mtls.enabled true)",
 			 i);
 	check_backends(svc, i, errs);
-	if (svc->n_split && discovered(cfg, svc->name))
+	if (svc->n_split && cfg->discovery == CONFIG_DISCOVERY_CONSUL && discovered(cfg, svc->name))
+		cfg_errf(errs,
+			 "services[%zu].split: a Consul-discovered service takes its split from "
+			 "Consul's service-splitter and service-resolver entries (got a split in "
+			 "the config, expected none: put the entries in Consul, docs/split.md)",
+			 i);
+	else if (svc->n_split && discovered(cfg, svc->name))
 		cfg_errf(
 		    errs,
-		    "services[%zu].split: discovered backends carry no subset yet (got a split "
-		    "for a service discovered through %s, expected static backends: "
-		    "docs/split.md)",
-		    i, cfg->discovery == CONFIG_DISCOVERY_CONSUL ? "consul" : "dns");
+		    "services[%zu].split: DNS-discovered backends carry no subset (got a split "
+		    "for a service discovered through dns, expected static backends or Consul "
+		    "discovery: docs/split.md)",
+		    i);
 	else
 		check_split(svc, i, errs);
 }

@@ -4,12 +4,25 @@
  * written before the service value that points connects at it, and the per-subset counters,
  * kept while the service's subsets stay the same. Loop thread only. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <bpf/bpf.h>
 
 #include "datapath/internal.h"
+
+/* Whether label list `labels` ("v1" from the config, "v1,canary" from a Consul resolver whose
+ * subsets overlap) holds `name`. */
+static bool in_subset(const char *labels, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (const char *p = labels; p && *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ','))
+		if (!strncmp(p, name, n) && (p[n] == ',' || !p[n]))
+			return true;
+	return false;
+}
 
 struct dp_split *dp_split_new(const struct config_service *svc)
 {
@@ -36,7 +49,7 @@ struct dp_split *dp_split_new(const struct config_service *svc)
 				break;
 		}
 		for (size_t b = 0; b < svc->n_backends; b++)
-			if (svc->backends[b].subset && !strcmp(svc->backends[b].subset, name))
+			if (in_subset(svc->backends[b].subset, name))
 				sp->member[b] |= (uint8_t)(1u << i);
 	}
 	return sp;

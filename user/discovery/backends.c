@@ -66,5 +66,50 @@ size_t state_backends_normalize(struct config_backend *b, size_t n)
 	for (i = 0; i < n; i++)
 		if (!out || backend_cmp(&b[out - 1], &b[i]) != 0)
 			b[out++] = b[i];
+		else
+			free(b[i].subset);
+	for (i = out; i < n; i++) /* moved or freed: owned by no entry of the tail */
+		b[i].subset = NULL;
 	return out;
+}
+
+void state_backends_free(struct config_backend *b, size_t n)
+{
+	for (size_t i = 0; b && i < n; i++)
+		free(b[i].subset);
+	free(b);
+}
+
+void state_split_free(struct config_split *s, size_t n)
+{
+	for (size_t i = 0; s && i < n; i++)
+		free(s[i].subset);
+	free(s);
+}
+
+int state_split_copy(const struct config_split *s, size_t n, struct config_split **out)
+{
+	*out = n ? calloc(n, sizeof(**out)) : NULL;
+	if (n && !*out)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		(*out)[i].weight = s[i].weight;
+		if (s[i].subset && !((*out)[i].subset = strdup(s[i].subset))) {
+			state_split_free(*out, n);
+			*out = NULL;
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+bool state_split_equal(const struct config_split *a, size_t na, const struct config_split *b,
+		       size_t nb)
+{
+	if (na != nb)
+		return false;
+	for (size_t i = 0; i < na; i++)
+		if (a[i].weight != b[i].weight || !str_equal(a[i].subset, b[i].subset))
+			return false;
+	return true;
 }

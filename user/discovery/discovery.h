@@ -93,9 +93,10 @@ const struct config_service *discovery_find_vip(const struct discovery *d,
 struct discovery_stats {
 	const char *source; /* "static", "consul", "dns" */
 	uint64_t sync_ok, sync_error;
-	double last_sync_ts; /* unix seconds of the last successful sync, 0 = never */
-	bool up;	     /* the source reaches what it discovers from */
-	size_t pending;	     /* services with a delivered set not yet written */
+	uint64_t entry_errors; /* config entries refused (Consul service-splitter/-resolver) */
+	double last_sync_ts;   /* unix seconds of the last successful sync, 0 = never */
+	bool up;	       /* the source reaches what it discovers from */
+	size_t pending;	       /* services with a delivered set not yet written */
 };
 void discovery_get_stats(const struct discovery *d, struct discovery_stats *st);
 

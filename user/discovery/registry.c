@@ -37,6 +37,9 @@ struct held {
 	uint64_t index;
 	struct config_backend *backends;
 	size_t n;
+	struct config_split *split; /* with has_split: the source's split (owned) */
+	size_t n_split;
+	bool has_split;
 };
 
 /* One planned change of a reload. */
@@ -45,6 +48,7 @@ struct planned {
 	struct config_service svc; /* new definition (deep copy); empty when removing */
 	const struct discovery_source_ops *from;
 	uint64_t index;
+	bool split_from_source; /* svc.split is the source's, kept from the entry */
 	bool remove;
 };
 
@@ -85,6 +89,7 @@ struct discovery {
 	char *state_dir;
 	int64_t persist_timer;
 	uint64_t sync_ok, sync_err;
+	uint64_t entry_errors; /* config entries the source refused */
 	double last_sync_ts;
 	struct refusal *refused; /* defined services refused (each logged once) */
 	size_t n_refused;
@@ -113,9 +118,13 @@ static struct reg_entry *find(const struct discovery *d, const char *name)
 
 static void entry_clear_pending(struct reg_entry *e)
 {
-	free(e->pending);
+	state_backends_free(e->pending, e->n_pending);
 	e->pending = NULL;
 	e->n_pending = 0;
+	state_split_free(e->pending_split, e->n_pending_split);
+	e->pending_split = NULL;
+	e->n_pending_split = 0;
+	e->pending_has_split = false;
 	e->has_pending = false;
 }
 
@@ -238,14 +247,21 @@ static struct state_saved *snapshot(const struct discovery *d)
 		if (!e->from || e->from->kind == CONFIG_DISCOVERY_STATIC)
 			continue;
 		o->name = strdup(e->svc.name);
-		o->backends = malloc((e->svc.n_backends + 1) * sizeof(*o->backends));
+		o->backends = calloc(e->svc.n_backends + 1, sizeof(*o->backends));
 		s->n++;
 		if (!o->name || !o->backends)
 			goto err;
-		if (e->svc.n_backends) /* an empty set has no array */
-			memcpy(o->backends, e->svc.backends,
-			       e->svc.n_backends * sizeof(*o->backends));
-		o->n_backends = e->svc.n_backends;
+		for (size_t k = 0; k < e->svc.n_backends; k++, o->n_backends++) {
+			o->backends[k] = e->svc.backends[k];
+			o->backends[k].subset = NULL;
+			if (e->svc.backends[k].subset &&
+			    !(o->backends[k].subset = strdup(e->svc.backends[k].subset)))
+				goto err;
+		}
+		if (e->split_from_source &&
+		    state_split_copy(e->svc.split, e->svc.n_split, &o->split))
+			goto err;
+		o->n_split = e->split_from_source ? e->svc.n_split : 0;
 		o->index = e->index;
 		o->has_vip = e->dynamic;
 		o->vip = e->svc.vip;
@@ -382,23 +398,34 @@ static void flush_soon(struct discovery *d);
  * is served, 0 when only the index moved (updated here), or -ENOMEM. */
 static int pending_change(struct discovery *d, struct reg_entry *e, struct config_service *out)
 {
+	struct config_service want = e->svc;
+
+	if (e->pending_has_split) {
+		want.split = e->pending_split;
+		want.n_split = e->n_pending_split;
+	}
 	if (e->from == e->pending_from &&
-	    state_backends_equal(e->svc.backends, e->svc.n_backends, e->pending, e->n_pending)) {
+	    state_backends_equal(e->svc.backends, e->svc.n_backends, e->pending, e->n_pending) &&
+	    state_split_equal(e->svc.split, e->svc.n_split, want.split, want.n_split)) {
 		if (e->index != e->pending_index)
 			persist_soon(d);
 		e->index = e->pending_index;
+		e->split_from_source |= e->pending_has_split;
 		entry_clear_pending(e);
 		return 0;
 	}
-	return config_service_copy(out, &e->svc, e->pending, e->n_pending) ? -ENOMEM : 1;
+	return config_service_copy(out, &want, e->pending, e->n_pending) ? -ENOMEM : 1;
 }
 
 /* Makes a written pending set the served one. */
 static void pending_commit(struct discovery *d, struct reg_entry *e, struct config_service *svc)
 {
-	LOG_INFO(SUBSYS, "backends changed", "service=%s source=%s backends=%zu->%zu index=%llu",
+	LOG_INFO(SUBSYS, "backends changed",
+		 "service=%s source=%s backends=%zu->%zu split=%zu->%zu index=%llu",
 		 log_q(e->svc.name), source_name(e->pending_from), e->svc.n_backends,
-		 svc->n_backends, (unsigned long long)e->pending_index);
+		 svc->n_backends, e->svc.n_split, svc->n_split,
+		 (unsigned long long)e->pending_index);
+	e->split_from_source |= e->pending_has_split;
 	config_service_release(&e->svc);
 	e->svc = *svc;
 	memset(svc, 0, sizeof(*svc));
@@ -493,6 +520,10 @@ static void flush(struct discovery *d)
 static size_t normalize(const char *name, const char *from, struct config_backend *b, size_t n)
 {
 	n = state_backends_normalize(b, n);
+	for (size_t i = MESH_MAX_BACKENDS_PER_SVC; i < n; i++) {
+		free(b[i].subset);
+		b[i].subset = NULL;
+	}
 	if (n > MESH_MAX_BACKENDS_PER_SVC) {
 		/* Serve the first ones (canonical order) rather than never updating the service. */
 		LOG_WARN(SUBSYS, "more backends than the datapath holds, using the first ones",
@@ -504,9 +535,11 @@ static size_t normalize(const char *name, const char *from, struct config_backen
 }
 
 static void hold(struct discovery *d, struct src *s, const char *name, uint64_t index,
-		 struct config_backend *b, size_t n)
+		 struct config_backend *b, size_t n, const struct config_split *split,
+		 size_t n_split, bool has_split)
 {
 	struct held *h;
+	struct config_split *sp = NULL;
 
 	if (d->n_held == d->cap_held) {
 		size_t cap = d->cap_held ? d->cap_held * 2 : 16;
@@ -518,28 +551,39 @@ static void hold(struct discovery *d, struct src *s, const char *name, uint64_t 
 		d->cap_held = cap;
 	}
 	h = &d->held[d->n_held];
+	if (has_split && state_split_copy(split, n_split, &sp))
+		goto drop;
 	h->name = strdup(name);
 	if (!h->name)
 		goto drop;
-	*h = (struct held){ s, h->name, index, b, n };
+	*h = (struct held){ s, h->name, index, b, n, sp, n_split, has_split };
 	d->n_held++;
 	return;
 drop:
 	LOG_WARN(SUBSYS, "dropping a delivered set (out of memory)", "service=%s", log_q(name));
-	free(b);
+	state_split_free(sp, n_split);
+	state_backends_free(b, n);
 }
 
+/* A delivered set, with the source's split when `has_split` (copied), else the one served. */
 static void deliver(struct discovery *d, struct src *s, const char *name, uint64_t index,
-		    struct config_backend *b, size_t n)
+		    struct config_backend *b, size_t n, const struct config_split *split,
+		    size_t n_split, bool has_split)
 {
 	struct reg_entry *e = find(d, name);
 
 	if (s != d->src || !e || !(e->dynamic || s->ops->provides(d->cfg, name))) {
-		free(b);
+		state_backends_free(b, n);
 		return;
 	}
 	n = normalize(name, s->ops->name, b, n);
 	entry_clear_pending(e);
+	if (has_split && state_split_copy(split, n_split, &e->pending_split)) {
+		state_backends_free(b, n);
+		return;
+	}
+	e->n_pending_split = has_split ? n_split : 0;
+	e->pending_has_split = has_split;
 	e->pending = b;
 	e->n_pending = n;
 	e->pending_index = index;
@@ -558,9 +602,26 @@ static void sink_deliver(void *arg, const char *name, uint64_t index, struct con
 	struct src *s = arg;
 
 	if (s->d->txn)
-		hold(s->d, s, name, index, b, n);
+		hold(s->d, s, name, index, b, n, NULL, 0, false);
 	else
-		deliver(s->d, s, name, index, b, n);
+		deliver(s->d, s, name, index, b, n, NULL, 0, false);
+}
+
+static void sink_deliver_split(void *arg, const char *name, uint64_t index,
+			       struct config_backend *b, size_t n, const struct config_split *split,
+			       size_t n_split)
+{
+	struct src *s = arg;
+
+	if (s->d->txn)
+		hold(s->d, s, name, index, b, n, split, n_split, true);
+	else
+		deliver(s->d, s, name, index, b, n, split, n_split, true);
+}
+
+static void sink_entry_error(void *arg)
+{
+	((struct src *)arg)->d->entry_errors++;
 }
 
 static void sink_synced(void *arg, bool ok)
@@ -643,7 +704,9 @@ static void replay_held(struct discovery *d)
 	if (d->defs_from && d->defs_from == d->src)
 		define(d, d->src, d->defs, d->n_defs);
 	for (i = 0; i < n; i++) {
-		deliver(d, h[i].from, h[i].name, h[i].index, h[i].backends, h[i].n);
+		deliver(d, h[i].from, h[i].name, h[i].index, h[i].backends, h[i].n, h[i].split,
+			h[i].n_split, h[i].has_split);
+		state_split_free(h[i].split, h[i].n_split);
 		free(h[i].name);
 	}
 	free(h);
@@ -669,6 +732,8 @@ static int src_start(struct discovery *d, const struct mesh_config *cfg, struct 
 	s->ops = ops;
 	struct discovery_sink sink = {
 		.deliver = sink_deliver,
+		.deliver_split = sink_deliver_split,
+		.entry_error = sink_entry_error,
 		.synced = sink_synced,
 		.up = sink_up,
 		.current = sink_current,
@@ -996,6 +1061,7 @@ static struct reg_entry *entry_for(const struct config_service *svc,
 	const struct state_saved_service *s = saved ? state_saved_find(saved, svc->name) : NULL;
 	struct reg_entry *e = calloc(1, sizeof(*e));
 	const struct config_backend *b = svc->backends;
+	struct config_service want = *svc;
 	size_t n = svc->n_backends;
 
 	if (!e)
@@ -1005,8 +1071,13 @@ static struct reg_entry *entry_for(const struct config_service *svc,
 		n = normalize(svc->name, "state file", s->backends, s->n_backends);
 		e->from = ops;
 		e->index = s->index;
+		e->split_from_source = s->n_split > 0;
+		if (s->n_split) {
+			want.split = s->split;
+			want.n_split = s->n_split;
+		}
 	}
-	if (config_service_copy(&e->svc, svc, b, n)) {
+	if (config_service_copy(&e->svc, &want, b, n)) {
 		free(e);
 		return NULL;
 	}
@@ -1161,27 +1232,34 @@ static struct planned *plan_add(struct reload_txn *t)
 	return &t->p[t->n++];
 }
 
-/* Plans service `svc` of the new config (existing entry `e`, or NULL): discovered backends stay
- * when the same source still provides it, else the config's. Nothing is planned when what would
- * be served does not change. */
+/* Plans service `svc` of the new config (existing entry `e`, or NULL): discovered backends (and
+ * a split the source gives) stay when the same source still provides it, else the config's.
+ * Nothing is planned when what would be served does not change. */
 static int plan_service(struct reload_txn *t, const struct discovery_source_ops *ops,
 			const struct config_service *svc, struct reg_entry *e)
 {
 	const struct discovery_source_ops *from = NULL;
 	const struct config_backend *b = svc->backends;
+	struct config_service want = *svc;
 	size_t n = svc->n_backends;
 	uint64_t index = 0;
 	struct planned *p;
+	bool keep_split = false;
 
 	if (e && e->from && e->from == ops && ops->provides(t->new, svc->name)) {
 		from = e->from;
 		b = e->svc.backends;
 		n = e->svc.n_backends;
 		index = e->index;
+		keep_split = e->split_from_source;
 	}
-	if (e && e->from == from &&
+	if (keep_split) {
+		want.split = e->svc.split;
+		want.n_split = e->svc.n_split;
+	}
+	if (e && e->from == from && e->split_from_source == keep_split &&
 	    state_backends_equal(e->svc.backends, e->svc.n_backends, b, n) &&
-	    !config_service_changes(&e->svc, svc, false, NULL, 0))
+	    !config_service_changes(&e->svc, &want, false, NULL, 0))
 		return 0;
 	p = plan_add(t);
 	if (!p)
@@ -1189,7 +1267,8 @@ static int plan_service(struct reload_txn *t, const struct discovery_source_ops 
 	p->e = e;
 	p->from = from;
 	p->index = index;
-	if (config_service_copy(&p->svc, svc, b, n)) {
+	p->split_from_source = keep_split;
+	if (config_service_copy(&p->svc, &want, b, n)) {
 		t->n--;
 		return -ENOMEM;
 	}
@@ -1467,6 +1546,7 @@ static void commit_table(struct discovery *d, struct reload_txn *t)
 		memset(&p->svc, 0, sizeof(p->svc));
 		e->from = p->from;
 		e->index = p->index;
+		e->split_from_source = p->split_from_source;
 		if (e->has_pending && e->pending_from != e->from)
 			entry_clear_pending(e);
 		if (!p->e && table_add(d, e)) {
@@ -1565,6 +1645,7 @@ void discovery_get_stats(const struct discovery *d, struct discovery_stats *st)
 	st->source = d->src ? d->src->ops->name : "static";
 	st->sync_ok = d->sync_ok;
 	st->sync_error = d->sync_err;
+	st->entry_errors = d->entry_errors;
 	st->last_sync_ts = d->last_sync_ts;
 	st->up = d->src && d->src->up;
 	st->pending = d->q_len;

@@ -20,6 +20,10 @@ struct reg_entry {
 	size_t n_pending;
 	uint64_t pending_index;
 	const struct discovery_source_ops *pending_from;
+	struct config_split *pending_split; /* with pending_has_split: the split the source gives */
+	size_t n_pending_split;
+	bool pending_has_split; /* false: the pending set keeps the split served now */
+	bool split_from_source; /* the split served came from the source (Consul entries) */
 	bool has_pending, queued;
 	bool in_txn;  /* the reload in flight planned a change for it */
 	bool dynamic; /* defined by the source (sink.define), not listed in the config */

@@ -26,10 +26,20 @@ struct discovery_def {
 /* Where a source reports. Loop thread only. */
 struct discovery_sink {
 	/* The complete backend set of `service` (the registry takes `backends`, malloc'd, in any
-	 * order, duplicates allowed); `index` is the source's version of it (0 = none), persisted
+	 * order, duplicates allowed, each `subset` malloc'd or NULL); `index` is the source's
+	 * version of it (0 = none), persisted
 	 * with the set. A service a source does not provide is ignored. */
 	void (*deliver)(void *arg, const char *service, uint64_t index,
 			struct config_backend *backends, size_t n);
+	/* The same with the service's traffic split from the source (`split`, copied; NULL with
+	 * n_split 0 for none) replacing the config's: the backends' `subset` strings (malloc'd)
+	 * go with them. The split stays the source's across reloads while the same source provides
+	 * the service. */
+	void (*deliver_split)(void *arg, const char *service, uint64_t index,
+			      struct config_backend *backends, size_t n,
+			      const struct config_split *split, size_t n_split);
+	/* A config entry of the source was refused (meshd_discovery_config_entry_errors_total). */
+	void (*entry_error)(void *arg);
 	/* One synchronisation finished: `ok` false for a failed query (nothing delivered). */
 	void (*synced)(void *arg, bool ok);
 	/* Whether the source can currently reach what it discovers from (meshd_discovery_up). */

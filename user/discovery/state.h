@@ -24,9 +24,16 @@ bool state_backends_equal(const struct config_backend *a, size_t na, const struc
 /* Sorts backends into a canonical order (family, address, port) so that sets compare equal
  * whatever order discovery listed them in. */
 void state_backends_sort(struct config_backend *b, size_t n);
-/* Sorts `b` and keeps one entry per address:port (Consul may list an instance twice). Returns
- * the new count. */
+/* Sorts `b` and keeps one entry per address:port (Consul may list an instance twice; the subset
+ * string of a dropped one is freed). Returns the new count. */
 size_t state_backends_normalize(struct config_backend *b, size_t n);
+/* Frees a delivered set: each backend's `subset` string, then the array (NULL ok). */
+void state_backends_free(struct config_backend *b, size_t n);
+/* A traffic split's deep copy (0 or -ENOMEM; NULL for none), free, and equality. */
+int state_split_copy(const struct config_split *s, size_t n, struct config_split **out);
+void state_split_free(struct config_split *s, size_t n);
+bool state_split_equal(const struct config_split *a, size_t na, const struct config_split *b,
+		       size_t nb);
 
 /* ---- the state file (state_file.c) -------------------------------------------------------- */
 
@@ -35,10 +42,12 @@ struct state_saved_service {
 	char *name;
 	char source[STATE_SOURCE_MAX]; /* discovery source that found them: "consul", "dns" */
 	uint64_t index;		       /* source's version of the set (X-Consul-Index), 0 = none */
-	struct config_backend *backends;
+	struct config_backend *backends; /* each `subset` malloc'd or NULL */
 	size_t n_backends;
 	bool has_vip; /* a service the source defined (catalog): served at `vip` */
 	struct config_endpoint vip;
+	struct config_split *split; /* the source's split (Consul entries); NULL when none */
+	size_t n_split;
 };
 
 struct state_saved {
@@ -48,9 +57,9 @@ struct state_saved {
 
 /* Renders `s` as the state file text (caller frees); NULL + errno. */
 char *state_format(const struct state_saved *s, size_t *len);
-/* Parses state file text (version 2, or version 1 whose sets all came from consul). Returns 0,
- * or -EINVAL with a human reason in `why` (corrupt, foreign or truncated file: nothing is
- * returned then), or -ENOMEM. Pure: no I/O. */
+/* Parses state file text (version 4 with subsets and splits, 3 with mesh ports, 2, or version 1
+ * whose sets all came from consul). Returns 0, or -EINVAL with a human reason in `why`
+ * (corrupt, foreign or truncated file: nothing is returned then), or -ENOMEM. Pure: no I/O. */
 int state_parse(const char *buf, size_t len, struct state_saved *out, char *why, size_t why_len);
 /* Frees what state_parse() or state_saved_copy() allocated. */
 void state_saved_free(struct state_saved *s);

@@ -6,11 +6,23 @@
  *   backend ::1 8082 10 15009
  *   end 1                        number of services: a truncated file never parses
  *
- * Version 4 adds two optional fields to a `service` line, the VIP address and port of a service
- * the source defined itself (catalog discovery): `service shop consul 42 1 127.77.100.20 80`;
- * it is written only when there is one, so that a meshd that knows version 3 still reads the
- * file of a setup without them. Version 1 had no source field (every set came from Consul),
- * version 2 no mesh port; all are still read. Anything else
+ * Version 4, written only when some set needs it, adds what Consul-driven sets carry: the
+ * split's entry count to `service` lines, then optionally the VIP address and port of a service
+ * the source defined itself (catalog discovery); the subset labels to `backend` lines that have
+ * some; and the split after the backends (a split driven from Consul's config entries,
+ * docs/split.md):
+ *
+ *   service api consul 120 2 2
+ *   backend 127.0.0.1 8081 1 0 v1
+ *   backend 127.0.0.1 8082 1 0 v2,canary
+ *   split v1 9000                subset, weight in 0.01%
+ *   split v2 1000
+ *   service shop consul 42 1 0 127.77.100.20 80
+ *   backend 127.0.0.1 8090 1 0
+ *
+ * A file without any of them stays version 3, so a meshd that knows version 3 still reads it.
+ * Version 1 had no source field (every set came from Consul), version 2 no mesh port; all are
+ * still read. Anything else
  * (another magic, version, count or a stray line) makes the whole file invalid. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -26,8 +38,9 @@
 #include "discovery/state.h"
 
 #define STATE_MAGIC "meshd-discovery-state"
-#define STATE_VERSION 3	    /* without defined services */
-#define STATE_VERSION_VIP 4 /* with them */
+#define STATE_VERSION 3	     /* sets without subsets, split or VIP */
+#define STATE_VERSION_EXT 4  /* ... with some */
+#define STATE_LABELS_MAX 200 /* a backend's subset labels, in a state file */
 #define STATE_MAX_FILE (16u << 20)
 #define STATE_MAX_SERVICES 65536
 
@@ -70,7 +83,21 @@ static void format_backend(struct sbuf *b, const struct config_backend *be)
 	char ip[INET6_ADDRSTRLEN];
 
 	inet_ntop(be->endpoint.family, &be->endpoint.addr, ip, sizeof(ip));
-	sb_printf(b, "backend %s %u %u %u\n", ip, be->endpoint.port, be->weight, be->mesh_port);
+	sb_printf(b, "backend %s %u %u %u%s%s\n", ip, be->endpoint.port, be->weight, be->mesh_port,
+		  be->subset ? " " : "", be->subset ? be->subset : "");
+}
+
+/* Whether any set needs version 4 (subsets, a split or a VIP). */
+static bool needs_version_ext(const struct state_saved *s)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		if (s->svcs[i].n_split || s->svcs[i].has_vip)
+			return true;
+		for (size_t j = 0; j < s->svcs[i].n_backends; j++)
+			if (s->svcs[i].backends[j].subset)
+				return true;
+	}
+	return false;
 }
 
 char *state_format(const struct state_saved *s, size_t *len)
@@ -82,9 +109,9 @@ char *state_format(const struct state_saved *s, size_t *len)
 	if (!b.p)
 		return NULL;
 	b.p[0] = '\0';
-	for (i = 0; i < s->n && !s->svcs[i].has_vip; i++)
-		;
-	sb_printf(&b, "%s %d\n", STATE_MAGIC, i < s->n ? STATE_VERSION_VIP : STATE_VERSION);
+	bool v4 = needs_version_ext(s);
+
+	sb_printf(&b, "%s %d\n", STATE_MAGIC, v4 ? STATE_VERSION_EXT : STATE_VERSION);
 	for (i = 0; i < s->n; i++) {
 		const struct state_saved_service *e = &s->svcs[i];
 		char ip[INET6_ADDRSTRLEN] = "";
@@ -93,11 +120,15 @@ char *state_format(const struct state_saved *s, size_t *len)
 			inet_ntop(e->vip.family, &e->vip.addr, ip, sizeof(ip));
 		sb_printf(&b, "service %s %s %llu %zu", e->name, e->source,
 			  (unsigned long long)e->index, e->n_backends);
+		if (v4)
+			sb_printf(&b, " %zu", e->n_split);
 		if (e->has_vip)
 			sb_printf(&b, " %s %u", ip, e->vip.port);
 		sb_printf(&b, "\n");
 		for (j = 0; j < e->n_backends; j++)
 			format_backend(&b, &e->backends[j]);
+		for (j = 0; j < e->n_split; j++)
+			sb_printf(&b, "split %s %u\n", e->split[j].subset, e->split[j].weight);
 	}
 	sb_printf(&b, "end %zu\n", s->n);
 	if (b.oom) {
@@ -177,13 +208,32 @@ static bool valid_name(const char *s)
 	return true;
 }
 
+/* Comma-separated DNS labels (a backend's subsets). */
+static bool valid_labels(const char *s)
+{
+	char buf[STATE_LABELS_MAX + 1], *save = NULL, *l;
+	size_t n = strlen(s);
+
+	if (!n || n > STATE_LABELS_MAX || s[0] == ',' || s[n - 1] == ',' || strstr(s, ",,"))
+		return false;
+	memcpy(buf, s, n + 1);
+	for (l = strtok_r(buf, ",", &save); l; l = strtok_r(NULL, ",", &save))
+		if (!valid_name(l))
+			return false;
+	return true;
+}
+
 static bool parse_backend(struct cursor *c, int version, struct config_backend *b)
 {
 	uint64_t port, weight, mesh_port = 0;
+	int nf = version >= 3 ? 5 : 4; /* without subset labels */
 
-	if (!next_line(c) || c->nf != (version >= 3 ? 5 : 4) || strcmp(c->f[0], "backend") != 0)
-		return false;
 	memset(b, 0, sizeof(*b));
+	if (!next_line(c) || (c->nf != nf && !(version >= 4 && c->nf == nf + 1)) ||
+	    strcmp(c->f[0], "backend") != 0)
+		return false;
+	if (c->nf == nf + 1 && (!valid_labels(c->f[nf]) || !(b->subset = strdup(c->f[nf]))))
+		return false;
 	if (inet_pton(AF_INET, c->f[1], &b->endpoint.addr.v4) == 1)
 		b->endpoint.family = AF_INET;
 	else if (inet_pton(AF_INET6, c->f[1], &b->endpoint.addr.v6) == 1)
@@ -199,26 +249,47 @@ static bool parse_backend(struct cursor *c, int version, struct config_backend *
 	return true;
 }
 
+/* The `split` lines of a service (version 4). */
+static int parse_split(struct cursor *c, struct state_saved_service *s, size_t n)
+{
+	uint64_t w;
+
+	s->split = n ? calloc(n, sizeof(*s->split)) : NULL;
+	if (n && !s->split)
+		return -ENOMEM;
+	for (; s->n_split < n; s->n_split++) {
+		if (!next_line(c) || c->nf != 3 || strcmp(c->f[0], "split") != 0 ||
+		    !valid_name(c->f[1]) || !parse_u64(c->f[2], MESH_SPLIT_SCALE, &w))
+			return -EINVAL;
+		s->split[s->n_split].weight = (uint32_t)w;
+		if (!(s->split[s->n_split].subset = strdup(c->f[1])))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
 /* Parses one `service` line (already split in `c`) and its backend lines into `s`. Version 1
  * lines have no source field. */
 static int parse_service(struct cursor *c, int version, struct state_saved *out,
 			 struct state_saved_service *s)
 {
 	int f = version == 1 ? 2 : 3; /* field of the index */
-	uint64_t n, port;
+	uint64_t n, n_split = 0, port;
 	size_t i;
 
-	if (version >= STATE_VERSION_VIP && c->nf == f + 4) {
-		s->vip.family = inet_pton(AF_INET, c->f[f + 2], &s->vip.addr.v4) == 1	 ? AF_INET
-				: inet_pton(AF_INET6, c->f[f + 2], &s->vip.addr.v6) == 1 ? AF_INET6
+	if (version >= STATE_VERSION_EXT && c->nf == f + 5) { /* with the VIP */
+		s->vip.family = inet_pton(AF_INET, c->f[f + 3], &s->vip.addr.v4) == 1	 ? AF_INET
+				: inet_pton(AF_INET6, c->f[f + 3], &s->vip.addr.v6) == 1 ? AF_INET6
 											 : 0;
-		if (!s->vip.family || !parse_u64(c->f[f + 3], 65535, &port) || !port)
+		if (!s->vip.family || !parse_u64(c->f[f + 4], 65535, &port) || !port)
 			return -EINVAL;
 		s->vip.port = (uint16_t)port;
 		s->has_vip = true;
 		c->nf -= 2;
 	}
-	if (c->nf != f + 2 || !valid_name(c->f[1]) || state_saved_find(out, c->f[1]) ||
+	if (c->nf != f + 2 + (version >= STATE_VERSION_EXT) || !valid_name(c->f[1]) ||
+	    state_saved_find(out, c->f[1]) ||
+	    (version >= STATE_VERSION_EXT && !parse_u64(c->f[f + 2], MESH_SPLIT_MAX, &n_split)) ||
 	    (version > 1 && (!valid_name(c->f[2]) || strlen(c->f[2]) >= STATE_SOURCE_MAX)) ||
 	    !parse_u64(c->f[f], UINT64_MAX, &s->index) ||
 	    !parse_u64(c->f[f + 1], STATE_MAX_BACKENDS, &n))
@@ -229,9 +300,11 @@ static int parse_service(struct cursor *c, int version, struct state_saved *out,
 	if (!s->name || !s->backends)
 		return -ENOMEM;
 	for (i = 0; i < n; i++, s->n_backends++)
-		if (!parse_backend(c, version, &s->backends[i]))
+		if (!parse_backend(c, version, &s->backends[i])) {
+			free(s->backends[i].subset);
 			return -EINVAL;
-	return 0;
+		}
+	return parse_split(c, s, (size_t)n_split);
 }
 
 static int parse_body(struct cursor *c, int version, struct state_saved *out)
@@ -291,7 +364,8 @@ void state_saved_free(struct state_saved *s)
 
 	for (i = 0; i < s->n; i++) {
 		free(s->svcs[i].name);
-		free(s->svcs[i].backends);
+		state_backends_free(s->svcs[i].backends, s->svcs[i].n_backends);
+		state_split_free(s->svcs[i].split, s->svcs[i].n_split);
 	}
 	free(s->svcs);
 	s->svcs = NULL;

@@ -155,6 +155,7 @@ static void fill_daemon(const struct metrics *mt, struct expo_daemon *d)
 	d->discovery = ds.source;
 	d->discovery_sync[0] = ds.sync_ok;
 	d->discovery_sync[1] = ds.sync_error;
+	d->discovery_entry_errors = ds.entry_errors;
 	d->discovery_last_sync_ts = ds.last_sync_ts;
 	d->discovery_up = ds.up;
 	memcpy(d->datapath_events, mt->events, sizeof(d->datapath_events));

@@ -512,6 +512,11 @@ static void render_discovery(struct strbuf *out, const struct expo_daemon *d)
 			d->discovery_sync[0]);
 	prom_sample_u64(out, "meshd_discovery_sync_total", l.data, "result=\"error\"",
 			d->discovery_sync[1]);
+	prom_family(out, "meshd_discovery_config_entry_errors_total", "counter",
+		    "Consul service-splitter/-resolver entries meshd could not use (the last good "
+		    "split kept).");
+	prom_sample_u64(out, "meshd_discovery_config_entry_errors_total", l.data, NULL,
+			d->discovery_entry_errors);
 	prom_family(out, "meshd_discovery_last_sync_timestamp_seconds", "gauge",
 		    "Unix time of the last successful discovery sync (0 = never).");
 	prom_sample_double(out, "meshd_discovery_last_sync_timestamp_seconds", l.data, NULL,

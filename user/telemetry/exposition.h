@@ -23,15 +23,16 @@ struct expo_daemon {
 	const char *version;
 	bool ready;
 	uint64_t config_generation;
-	uint64_t reloads[2];		/* [0] ok, [1] error */
-	const char *discovery;		/* discovery backend label: static, consul, dns */
-	uint64_t discovery_sync[2];	/* [0] ok, [1] error */
-	double discovery_last_sync_ts;	/* unix seconds, 0 = never */
-	bool discovery_up;		/* the source reaches what it discovers from */
-	uint64_t datapath_events[2];	/* ring-buffer records: [0] circuit, [1] reject */
-	struct evloop_stats loop;	/* iteration times of meshd's event loop */
-	uint64_t health_transitions[2]; /* [0] to unhealthy, [1] to healthy */
-	uint64_t rss_bytes;		/* 0 = unknown (omitted) */
+	uint64_t reloads[2];		 /* [0] ok, [1] error */
+	const char *discovery;		 /* discovery backend label: static, consul, dns */
+	uint64_t discovery_sync[2];	 /* [0] ok, [1] error */
+	uint64_t discovery_entry_errors; /* config entries refused (traffic splits) */
+	double discovery_last_sync_ts;	 /* unix seconds, 0 = never */
+	bool discovery_up;		 /* the source reaches what it discovers from */
+	uint64_t datapath_events[2];	 /* ring-buffer records: [0] circuit, [1] reject */
+	struct evloop_stats loop;	 /* iteration times of meshd's event loop */
+	uint64_t health_transitions[2];	 /* [0] to unhealthy, [1] to healthy */
+	uint64_t rss_bytes;		 /* 0 = unknown (omitted) */
 	/* Datapath-wide counters (enum mesh_counter) and their names; n = 0 when unavailable. */
 	uint64_t datapath_counters[EXPO_COUNTERS_MAX];
 	size_t n_datapath_counters;

@@ -25,6 +25,7 @@ struct consul_named {
 	uint16_t port;
 	uint16_t mesh_port; /* Service.Meta["mesh-port"], 0 = absent or malformed */
 	uint32_t weight;
+	char *sel; /* the instance's selector document (see consul_health) */
 };
 
 /* An instance whose Service.Meta["mesh-port"] is not a port: the caller warns once per
@@ -35,7 +36,10 @@ struct consul_bad_mesh_port {
 	char value[32];			  /* the meta value, cut */
 };
 
-/* Backends of one /v1/health/service response. */
+/* Backends of one /v1/health/service response. Each backend's `subset` (and each named
+ * instance's `sel`) holds the instance's selector document, malloc'd: compact JSON of the parts
+ * of the entry a resolver subset's Filter reads ({"Service":{ID,Service,Tags,Meta,...},
+ * "Node":{...}}), which consul_source.c turns into subset labels before delivering (free with state_backends_free). */
 struct consul_health {
 	struct config_backend *backends; /* instances with an IP address; malloc'd */
 	size_t n;
@@ -115,6 +119,10 @@ int consul_get_url(char *buf, size_t len, const char *address, const char *path,
  * kept): `/v1/kv/<key>?raw[&dc=<dc>]`. Returns the length or -ENAMETOOLONG (also for a key
  * over CONSUL_KV_KEY_MAX bytes). */
 int consul_kv_path(char *buf, size_t len, const char *key, const char *dc);
+
+/* The path of config entry `kind`/`name` (`/v1/config/<kind>/<name>[?dc=<dc>]`, name
+ * percent-encoded), for a `gets` query. Returns the length or -ENAMETOOLONG. */
+int consul_entry_path(char *buf, size_t len, const char *kind, const char *name, const char *dc);
 
 /* Reads a token file: the contents with surrounding whitespace removed, malloc'd (may be empty),
  * or NULL + errno. The token is a secret: never log it. */
@@ -263,6 +271,24 @@ int consul_catalog_set_meta(struct consul_catalog *c, const char *name, const ch
  * -EAGAIN while the set or some service's instances are not known yet, -ENOMEM. */
 int consul_catalog_defs(const struct consul_catalog *c, struct discovery_def **out, size_t *n);
 
+/* ---- traffic splits from config entries (consul_rollout.c), loop thread --------------------- */
+
+struct discovery_sink;
+struct consul_update;
+struct consul_rollout;
+/* Per service state for splits driven by service-resolver and service-splitter entries,
+ * delivering through `sink` (copied; its deliver_split and entry_error). NULL on ENOMEM. */
+struct consul_rollout *consul_rollout_new(const struct discovery_sink *sink);
+void consul_rollout_free(struct consul_rollout *r);
+/* A health answer's instances of `service` (taken: `b`, each `subset` its selector document):
+ * delivered labelled with the resolver's subsets, with the split, as the entries say. */
+void consul_rollout_instances(struct consul_rollout *r, const char *service, uint64_t index,
+			      struct config_backend *b, size_t n);
+/* An answer of a `gets` query: when its path is a splitter or resolver entry, applies it
+ * (200: parsed, refused with a logged reason and entry_error when meshd cannot use it; 404:
+ * deleted; an error: nothing changes) and returns true; false for any other path. */
+bool consul_rollout_entry(struct consul_rollout *r, const struct consul_update *u);
+
 /* ---- registration (consul_register.c) ------------------------------------------------------ */
 
 /* A local service meshd registers in the Consul agent: Connect-native, with one check. */
@@ -340,7 +366,9 @@ struct consul_watch_opts {
 	 * "/v1/agent/connect/ca/roots": the update carries the raw body. */
 	const char *const *gets;
 	size_t n_gets;
-	uint64_t resync_ns; /* how often GET /v1/agent/services verifies regs; 0 = 30 s */
+	uint32_t get_rate_burst;     /* the `gets` loops' token bucket: 0 = rate_burst */
+	uint64_t get_rate_period_ns; /* 0 = the health loops' bucket (rate_period_ns) */
+	uint64_t resync_ns;	     /* how often GET /v1/agent/services verifies regs; 0 = 30 s */
 };
 
 /* One query result, handed to the callback, which owns it (consul_update_free). */

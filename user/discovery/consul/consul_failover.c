@@ -105,6 +105,10 @@ int consul_failover_take(struct consul_failover *f, struct consul_update *u,
 		return 0;
 	d = &s->sets[i];
 	free(d->b);
+	for (size_t k = 0; k < u->n_backends; k++) { /* no subsets under failover */
+		free(u->backends[k].subset);
+		u->backends[k].subset = NULL;
+	}
 	d->b = u->backends; /* host names resolved by the caller already */
 	d->n = u->n_backends;
 	d->index = u->index;

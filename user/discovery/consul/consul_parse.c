@@ -242,3 +242,22 @@ char *consul_read_token(const char *path)
 	}
 	return strdup(buf + start);
 }
+
+int consul_entry_path(char *buf, size_t len, const char *kind, const char *name, const char *dc)
+{
+	size_t pos = 0;
+	int err;
+
+	if (!len)
+		return -ENAMETOOLONG;
+	buf[0] = '\0';
+	err = put_str(buf, len, &pos, "/v1/config/");
+	err = err ?: put_escaped(buf, len, &pos, kind);
+	err = err ?: put_str(buf, len, &pos, "/");
+	err = err ?: put_escaped(buf, len, &pos, name);
+	if (!err && dc && dc[0]) {
+		err = put_str(buf, len, &pos, "?dc=");
+		err = err ?: put_escaped(buf, len, &pos, dc);
+	}
+	return err ? err : (int)pos;
+}

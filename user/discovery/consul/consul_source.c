@@ -62,6 +62,7 @@ struct discovery_source {
 	struct consul_sink *cat_cs;   /* ... and the watcher of the catalog and of them */
 	struct catalog_set *cat_sets; /* the last answer for each tagged service */
 	size_t n_cat_sets;
+	struct consul_rollout *rollout; /* splits from config entries (consul_rollout.c) */
 };
 
 /* The last backends of a tagged service, delivered again once it is defined. */
@@ -161,6 +162,8 @@ static void keep_last(struct discovery_source *src, const struct consul_update *
 		 u->skipped, log_q(u->skip_reason), cur ? cur->n_backends : 0);
 }
 
+static bool entries_watched(const struct config_consul *c, const char *service);
+
 /* Delivers an answer's set, or keeps the last one when Consul listed nothing usable. */
 static void deliver_or_keep(struct discovery_source *src, struct consul_update *u)
 {
@@ -176,8 +179,17 @@ static void deliver_or_keep(struct discovery_source *src, struct consul_update *
 		LOG_WARN(SUBSYS, "consul instances skipped",
 			 "service=%s skipped=%zu usable=%zu first_problem=%s", log_q(u->service),
 			 u->skipped, u->n_backends, log_q(u->skip_reason));
-	src->sink.deliver(src->sink.arg, u->service, u->index, u->backends, u->n_backends);
-	u->backends = NULL; /* the registry owns them now */
+	if (entries_watched(src->conf, u->service)) {
+		consul_rollout_instances(src->rollout, u->service, u->index, u->backends,
+					 u->n_backends);
+	} else { /* no config entries (catalog or failover services): the set as it is */
+		for (size_t i = 0; i < u->n_backends; i++) {
+			free(u->backends[i].subset); /* the instance's selector document */
+			u->backends[i].subset = NULL;
+		}
+		src->sink.deliver(src->sink.arg, u->service, u->index, u->backends, u->n_backends);
+	}
+	u->backends = NULL; /* taken */
 	u->n_backends = 0;
 }
 
@@ -291,6 +303,7 @@ static void add_addrs(struct pending *p, const struct consul_named *nm, const st
 		b->endpoint.port = nm->port;
 		b->mesh_port = nm->mesh_port;
 		b->weight = nm->weight;
+		b->subset = nm->sel ? strdup(nm->sel) : NULL; /* on ENOMEM: in no subset */
 	}
 }
 
@@ -387,6 +400,8 @@ static void catalog_keep(struct discovery_source *src, const struct consul_updat
 static bool apply_update(struct discovery_source *src, struct consul_sink *cs,
 			 struct consul_update *u)
 {
+	if (consul_rollout_entry(src->rollout, u))
+		return false;
 	src->sink.synced(src->sink.arg, u->err == 0);
 	if (!u->dc) /* a failover datacenter out of reach does not make Consul down */
 		src->sink.up(src->sink.arg, u->err == 0);
@@ -584,12 +599,67 @@ struct targets {
 	size_t n_gets;
 };
 
-/* A watcher for `c` that watches `t` (NULL: the services of `c`; empty: a cleanup watcher). */
+static bool fails_over(const struct config_consul *c, const char *service)
+{
+	for (size_t i = 0; i < c->n_failover; i++)
+		if (!strcmp(c->failover[i].service, service))
+			return true;
+	return false;
+}
+
+static void paths_free(char **p, size_t n)
+{
+	for (size_t i = 0; p && i < n; i++)
+		free(p[i]);
+	free(p);
+}
+
+/* Whether `service`'s config entries are watched: a configured service that does not fail over. */
+static bool entries_watched(const struct config_consul *c, const char *service)
+{
+	for (size_t i = 0; c && i < c->n_services; i++)
+		if (!strcmp(c->services[i], service))
+			return !fails_over(c, service);
+	return false;
+}
+
+/* The config entries watched (docs/split.md, With Consul): each service's service-splitter and
+ * service-resolver, except for services that fail over across datacenters. Returns the count
+ * (array malloc'd) or -ENOMEM. */
+static ssize_t entry_targets(const struct config_consul *c, char ***out)
+{
+	static const char *const kinds[] = { "service-resolver", "service-splitter" };
+	char **p = calloc(2 * c->n_services + 1, sizeof(*p)), buf[1024];
+	size_t n = 0;
+
+	*out = p;
+	for (size_t i = 0; p && i < c->n_services; i++) {
+		if (fails_over(c, c->services[i]))
+			continue;
+		for (size_t k = 0; k < 2; k++) {
+			if (consul_entry_path(buf, sizeof(buf), kinds[k], c->services[i],
+					      c->datacenter) < 0)
+				continue; /* a name this long is refused by validate */
+			if (!(p[n] = strdup(buf))) {
+				paths_free(p, n);
+				*out = NULL;
+				return -ENOMEM;
+			}
+			n++;
+		}
+	}
+	return p ? (ssize_t)n : -ENOMEM;
+}
+
+/* A watcher for `c` that watches `t`; NULL: the services of `c` and their config entries (the
+ * configured services' watcher); empty: a cleanup watcher. */
 static struct consul_watch *watch_new(const struct config_consul *c, const struct targets *t,
 				      struct consul_sink *s, const struct reg_plan *p)
 {
 	const char **names = NULL, **dcs = NULL;
+	char **entries = NULL;
 	ssize_t n_targets = t ? (ssize_t)t->n : watch_targets(c, &names, &dcs);
+	ssize_t n_entries = !t && n_targets >= 0 ? entry_targets(c, &entries) : 0;
 	struct consul_watch_opts o = {
 		.address = c->address,
 		.datacenter = c->datacenter,
@@ -597,8 +667,10 @@ static struct consul_watch *watch_new(const struct config_consul *c, const struc
 		.services = t ? t->names : names,
 		.service_dcs = t ? t->dcs : dcs,
 		.n_services = n_targets > 0 ? (size_t)n_targets : 0,
-		.gets = t ? t->gets : NULL,
-		.n_gets = t ? t->n_gets : 0,
+		.gets = t ? t->gets : (const char *const *)entries,
+		.n_gets = t		  ? t->n_gets
+			  : n_entries > 0 ? (size_t)n_entries
+					  : 0,
 		.wait_ns = c->wait_ns,
 		.regs = p->regs,
 		.n_regs = p->n_regs,
@@ -607,10 +679,17 @@ static struct consul_watch *watch_new(const struct config_consul *c, const struc
 		.resync_ns = c->resync_ns,
 	};
 	struct consul_watch *w = NULL;
-	bool failed;
-	char *token = n_targets < 0 ? NULL : read_token(c, &failed);
+	bool failed = false;
+	char *token;
 
-	if (n_targets < 0 || failed)
+	if (!t) {
+		/* A rollout step is an operator's action: applied at once, not rate-limited like
+		 * instance churn (a few steps in a row still go through). */
+		o.get_rate_burst = 5;
+		o.get_rate_period_ns = 1000000000ull;
+	}
+	token = n_targets < 0 || n_entries < 0 ? NULL : read_token(c, &failed);
+	if (n_targets < 0 || n_entries < 0 || failed)
 		goto out;
 	o.token = token;
 	s->token_hash = token_hash(token);
@@ -621,6 +700,7 @@ static struct consul_watch *watch_new(const struct config_consul *c, const struc
 out:
 	free(names);
 	free(dcs);
+	paths_free(entries, n_entries > 0 ? (size_t)n_entries : 0);
 	return w;
 }
 
@@ -656,8 +736,10 @@ static void catalog_keep(struct discovery_source *src, const struct consul_updat
 
 	if (!b)
 		return;
-	if (u->n_backends)
-		memcpy(b, u->backends, u->n_backends * sizeof(*b));
+	for (size_t i = 0; i < u->n_backends; i++) {
+		b[i] = u->backends[i];
+		b[i].subset = NULL; /* the selector document stays the answer's */
+	}
 	if (!cs) {
 		v = realloc(src->cat_sets, (src->n_cat_sets + 1) * sizeof(*v));
 		if (!v || !(v[src->n_cat_sets].service = strdup(u->service))) {
@@ -1052,6 +1134,7 @@ static void src_free(struct discovery_source *src)
 	for (size_t i = 0; i < src->n_sick; i++)
 		free(src->sick[i].service);
 	free(src->sick);
+	consul_rollout_free(src->rollout);
 	free(src);
 }
 
@@ -1068,9 +1151,13 @@ static int consul_start(const struct mesh_config *cfg, struct evloop *loop,
 	src->res =
 	    dns_resolver_new(loop, &(struct dns_resolver_opts){ .servers = cfg->dns.servers,
 								.n_servers = cfg->dns.n_servers });
-	if (!src->res) {
+	err = src->res ? 0 : -errno;
+	src->rollout = err ? NULL : consul_rollout_new(sink);
+	if (!err && !src->rollout)
+		err = -ENOMEM;
+	if (err) {
 		src_free(src);
-		return -errno;
+		return err;
 	}
 	src->mesh_port = mesh_port_of(cfg);
 	src->conf = &cfg->consul;

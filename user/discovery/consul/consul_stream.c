@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "discovery/consul/consul.h"
+#include "discovery/state.h"
 
 #define CONSUL_MAX_ENTRY (4u << 20)   /* one instance's JSON (Meta can be large) */
 #define CONSUL_MAX_INSTANCES 1000000u /* entries kept per answer */
@@ -175,6 +176,44 @@ static bool grow(void **p, size_t *cap, size_t need, size_t size)
 	return true;
 }
 
+/* Copies member `k` of `from` (when present) into `to`. */
+static bool keep_member(cJSON *to, const cJSON *from, const char *k)
+{
+	const cJSON *m = cJSON_GetObjectItemCaseSensitive(from, k);
+	cJSON *d;
+
+	if (!m)
+		return true;
+	d = cJSON_Duplicate(m, true);
+	return d && cJSON_AddItemToObject(to, k, d);
+}
+
+/* The parts of an entry a resolver subset's Filter reads (consul_filter_match), as compact JSON
+ * (malloc'd), or NULL on ENOMEM: Service ID, Service, Tags, Meta, Address, Port, Kind and Node
+ * ID, Node, Address, Datacenter, Meta. */
+static char *selector_doc(const cJSON *entry)
+{
+	static const char *const sk[] = {
+		"ID", "Service", "Tags", "Meta", "Address", "Port", "Kind"
+	};
+	static const char *const nk[] = { "ID", "Node", "Address", "Datacenter", "Meta" };
+	const cJSON *svc = cJSON_GetObjectItemCaseSensitive(entry, "Service");
+	const cJSON *node = cJSON_GetObjectItemCaseSensitive(entry, "Node");
+	cJSON *doc = cJSON_CreateObject(), *s = cJSON_AddObjectToObject(doc, "Service"),
+	      *n = cJSON_AddObjectToObject(doc, "Node");
+	bool ok = s && n;
+	char *out = NULL;
+
+	for (size_t i = 0; ok && i < sizeof(sk) / sizeof(sk[0]); i++)
+		ok = keep_member(s, svc, sk[i]);
+	for (size_t i = 0; ok && cJSON_IsObject(node) && i < sizeof(nk) / sizeof(nk[0]); i++)
+		ok = keep_member(n, node, nk[i]);
+	if (ok)
+		out = cJSON_PrintUnformatted(doc);
+	cJSON_Delete(doc);
+	return out;
+}
+
 /* Adds one entry's instance: a backend, a named instance, or a reason it is unusable. */
 static const char *add_entry(struct consul_stream *s, const cJSON *entry)
 {
@@ -204,12 +243,18 @@ static const char *add_entry(struct consul_stream *s, const cJSON *entry)
 		b.endpoint.port = port;
 		b.weight = weight;
 		b.mesh_port = mport;
+		if (!(b.subset = selector_doc(entry)))
+			return "out of memory";
 		h->backends[h->n++] = b;
 		return NULL;
 	}
 	if (!grow((void **)&h->named, &s->cap_named, h->n_named + 1, sizeof(*h->named)) ||
 	    !(h->named[h->n_named].host = strdup(addr)))
 		return "out of memory";
+	if (!(h->named[h->n_named].sel = selector_doc(entry))) {
+		free(h->named[h->n_named].host);
+		return "out of memory";
+	}
 	h->named[h->n_named].port = port;
 	h->named[h->n_named].mesh_port = mport;
 	h->named[h->n_named++].weight = weight;
@@ -367,10 +412,12 @@ int consul_stream_finish(struct consul_stream *s, struct consul_health *out, cha
 
 void consul_health_free(struct consul_health *h)
 {
-	for (size_t i = 0; i < h->n_named; i++)
+	for (size_t i = 0; i < h->n_named; i++) {
 		free(h->named[i].host);
+		free(h->named[i].sel);
+	}
 	free(h->named);
-	free(h->backends);
+	state_backends_free(h->backends, h->n);
 	memset(h, 0, sizeof(*h));
 }
 

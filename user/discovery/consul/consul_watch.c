@@ -17,6 +17,7 @@
 
 #include "common/log.h"
 #include "discovery/consul/consul.h"
+#include "discovery/state.h"
 
 #define NS_PER_MS 1000000ull
 #define URL_MAX 2048
@@ -111,9 +112,11 @@ void consul_update_free(struct consul_update *u)
 		return;
 	free(u->service);
 	free(u->dc);
-	free(u->backends);
-	for (size_t i = 0; i < u->n_named; i++)
+	state_backends_free(u->backends, u->n_backends);
+	for (size_t i = 0; i < u->n_named; i++) {
 		free(u->named[i].host);
+		free(u->named[i].sel);
+	}
 	free(u->named);
 	free(u->body);
 	free(u);
@@ -496,7 +499,10 @@ static void query_finish(struct query *q, CURLcode res)
 		 * does not spend the rate limit: the query blocks until the next change anyway, and
 		 * the fix must arrive at once, not up to 15 s later. */
 		q->next_ns = now;
-		if (u->n_backends || (!u->skipped && !u->n_named))
+		if (q->kind == QUERY_GET && w->o.get_rate_period_ns)
+			q->next_ns += consul_bucket_take(&q->bucket, now, w->o.get_rate_burst,
+							 w->o.get_rate_period_ns);
+		else if (u->n_backends || (!u->skipped && !u->n_named))
 			q->next_ns += consul_bucket_take(&q->bucket, now, w->o.rate_burst,
 							 w->o.rate_period_ns);
 	}
@@ -589,6 +595,8 @@ static void set_defaults(struct consul_watch_opts *o)
 		o->backoff_max_ns = 10000000000ull;
 	if (!o->connect_timeout_ns)
 		o->connect_timeout_ns = 3000000000ull;
+	if (!o->get_rate_burst)
+		o->get_rate_burst = o->rate_burst;
 	if (o->wait_ns > CONSUL_MAX_WAIT_NS)
 		o->wait_ns = CONSUL_MAX_WAIT_NS;
 }
