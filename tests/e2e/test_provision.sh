@@ -44,15 +44,14 @@ mkdir -p "$CG_a/web" "$CG_b/api" # each host's service identity (IDENTITY_CGROUP
 defer "rmdir '$CG_a/web' '$CG_b/api'"
 CONSUL=http://$IP_A:$CPORT
 
-in_host "$HA" python3 "$ROOT/tests/e2e/consul_emulator.py" --addr "$IP_A" --port $CPORT \
-	--node-address "$IP_A" --ca-dir "$TMP/consul-ca" >"$TMP/consul.log" 2>&1 &
-defer "kill -9 $! 2>/dev/null; wait $! 2>/dev/null"
-in_host "$HA" python3 "$ROOT/tests/e2e/servers/backend.py" --name web-a --addr "$IP_A" \
-	--port 22751 >"$TMP/web.log" 2>&1 &
-defer "kill -9 $! 2>/dev/null; wait $! 2>/dev/null"
-in_host "$HB" python3 "$ROOT/tests/e2e/servers/backend.py" --name api-b --addr "$IP_B" \
-	--port 22752 >"$TMP/api.log" 2>&1 &
-defer "kill -9 $! 2>/dev/null; wait $! 2>/dev/null"
+# spawn, not `in_host ... &`: a backgrounded shell function's $! is a subshell, and killing it
+# would leave the server running.
+spawn consul nsenter --net="/run/netns/$HA" python3 "$ROOT/tests/e2e/consul_emulator.py" \
+	--addr "$IP_A" --port $CPORT --node-address "$IP_A" --ca-dir "$TMP/consul-ca"
+spawn web nsenter --net="/run/netns/$HA" python3 "$ROOT/tests/e2e/servers/backend.py" \
+	--name web-a --addr "$IP_A" --port 22751
+spawn api nsenter --net="/run/netns/$HB" python3 "$ROOT/tests/e2e/servers/backend.py" \
+	--name api-b --addr "$IP_B" --port 22752
 open_in() { in_host "$1" bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null; }
 wait_for 5 open_in "$HA" "$IP_A" $CPORT && wait_for 5 open_in "$HA" "$IP_A" 22751 &&
 	wait_for 5 open_in "$HB" "$IP_B" 22752 || {
