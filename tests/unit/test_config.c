@@ -353,6 +353,10 @@ TEST(config_discovery_needs_settings)
 	EXPECT_ERR(TOP("\"discovery\":{\"backend\":\"consul\",\"consul\":{\"address\":\"http://"
 		       "127.0.0.1:8500\",\"catalog\":{\"enabled\":true,\"tag\":\"Mesh\"}}}"),
 		   NULL, "discovery.consul.catalog.tag", "expected a lowercase DNS label");
+	EXPECT_ERR(TOP("\"discovery\":{\"backend\":\"consul\",\"consul\":{\"address\":\"http://"
+		       "127.0.0.1:8500\",\"catalog\":{\"tag\":\"prod\"}}}"),
+		   NULL, "discovery.consul.catalog.tag",
+		   "unused while discovery.consul.catalog.enabled is false");
 	EXPECT_ERR(TOP("\"discovery\":{\"backend\":\"dns\",\"dns\":{\"servers\":[\"127.0.0.1:53\"],"
 		       "\"min_ttl\":\"10m\",\"services\":[{\"name\":\"api\",\"srv\":\"_a\"}]}}"),
 		   NULL, "discovery.dns.min_ttl", "must be at most discovery.dns.max_ttl");

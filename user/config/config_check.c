@@ -897,6 +897,26 @@ static void check_unused_discovery(const struct mesh_config *cfg, struct config_
 	}
 }
 
+/* discovery.consul.catalog.tag set while catalog discovery is off would do nothing: refused. */
+static void check_unused_catalog(const struct mesh_config *cfg, struct config_errors *errs)
+{
+	const uint8_t *origin = cfg->meta ? cfg->meta->root->origin : NULL;
+	char want[256], got[160];
+
+	for (size_t i = 0; origin && !cfg->consul.catalog_enabled && i < cfg_root_desc.n_keys;
+	     i++) {
+		const struct cfg_key *k = &cfg_root_desc.keys[i];
+
+		if (strcmp(k->path, "discovery.consul.catalog.tag") || origin[i] < ORIGIN_FILE ||
+		    is_default(k, cfg, want, sizeof(want)))
+			continue;
+		cfg_errf(errs,
+			 "%s: unused while discovery.consul.catalog.enabled is false (got %s, "
+			 "expected it only with catalog.enabled true, or %s)",
+			 k->path, not_yet_got(k, cfg, got, sizeof(got)), want);
+	}
+}
+
 /* Every key the table marks `not_yet`, globally and per service. */
 static void check_not_yet(const struct mesh_config *cfg, struct config_errors *errs)
 {
@@ -998,6 +1018,7 @@ void cfg_validate(const struct mesh_config *cfg, struct config_errors *errs)
 	check_secrets(cfg, errs);
 	check_not_yet(cfg, errs);
 	check_unused_discovery(cfg, errs);
+	check_unused_catalog(cfg, errs);
 	check_limits(cfg, errs);
 out:
 	free(names.slots);
