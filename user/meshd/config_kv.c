@@ -7,7 +7,6 @@
  * The watcher thread only posts answers; everything else runs on the loop thread. */
 #include <errno.h>
 #include <limits.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,33 +20,15 @@
 #define KV_PATH_MAX 2048
 #define KV_STATE_MAX (64u << 20) /* as large as a config file may be */
 
-/* What the watcher's posts point at: outlives the watch until the last post ran. */
-struct kv_sink {
-	atomic_int refs;
-	struct evloop *loop;
-	struct meshd *m; /* NULL once the watch stopped: posts still queued do nothing */
-};
-
 struct config_kv {
 	char *key;	 /* config_source.consul_kv at start (a restart-only key) */
 	char *state_dir; /* state_dir at start, before any KV document: where the copy lives */
 	struct consul_watch *w;
-	struct kv_sink *sink;
+	struct consul_post *post; /* the watcher's answers, to the loop */
 	char *seen; /* the last answer (applied or refused), NULL for none or a missing key */
 	size_t seen_len;
 	bool has_seen;
 };
-
-struct kv_post {
-	struct kv_sink *sink;
-	struct consul_update *u;
-};
-
-static void sink_put(struct kv_sink *s)
-{
-	if (atomic_fetch_sub(&s->refs, 1) == 1)
-		free(s);
-}
 
 static bool same_doc(const char *a, size_t alen, const char *b, size_t blen)
 {
@@ -110,46 +91,19 @@ static void on_answer(struct meshd *m, const struct consul_update *u)
 	meshd_reload_kv(m, copy, len);
 }
 
-static void on_posted(void *arg)
-{
-	struct kv_post *p = arg;
-
-	if (p->sink->m)
-		on_answer(p->sink->m, p->u);
-	consul_update_free(p->u);
-	sink_put(p->sink);
-	free(p);
-}
-
-/* Watcher thread: hand the answer to the loop. */
+/* An answer on the loop (consul_post). */
 static void on_update(struct consul_update *u, void *arg)
 {
-	struct kv_sink *s = arg;
-	struct kv_post *p = malloc(sizeof(*p));
-
-	if (!p) {
-		consul_update_free(u);
-		return;
-	}
-	p->sink = s;
-	p->u = u;
-	atomic_fetch_add(&s->refs, 1);
-	if (evloop_post(s->loop, on_posted, p) != 0) {
-		consul_update_free(u);
-		sink_put(s);
-		free(p);
-	}
+	on_answer(arg, u);
+	consul_update_free(u);
 }
 
 static void watch_stop(struct config_kv *kv)
 {
 	consul_watch_free(kv->w); /* joins: no update callback after this */
 	kv->w = NULL;
-	if (kv->sink) {
-		kv->sink->m = NULL;
-		sink_put(kv->sink);
-		kv->sink = NULL;
-	}
+	consul_post_close(kv->post);
+	kv->post = NULL;
 }
 
 static int watch_start(struct meshd *m, struct config_kv *kv, const struct config_consul *c)
@@ -169,14 +123,11 @@ static int watch_start(struct meshd *m, struct config_kv *kv, const struct confi
 		err = -ENAMETOOLONG;
 	if (!err && c->token_file && !(token = consul_read_token(c->token_file)))
 		err = -errno;
-	if (!err && !(kv->sink = calloc(1, sizeof(*kv->sink))))
+	if (!err && !(kv->post = consul_post_new(m->loop, on_update, m)))
 		err = -ENOMEM;
 	if (!err) {
-		atomic_init(&kv->sink->refs, 1);
-		kv->sink->loop = m->loop;
-		kv->sink->m = m;
 		o.token = token;
-		kv->w = consul_watch_new(&o, on_update, kv->sink);
+		kv->w = consul_watch_new(&o, consul_post_update, kv->post);
 		err = kv->w ? 0 : -errno;
 	}
 	if (token) {

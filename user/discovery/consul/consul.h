@@ -393,7 +393,8 @@ struct consul_update {
 };
 void consul_update_free(struct consul_update *u);
 
-/* Called on the watcher thread after every query: hand `u` to another thread, do not block. */
+/* Called on the watcher thread after every query: hand `u` to another thread (consul_post), do
+ * not block. The callee owns `u`. */
 typedef void (*consul_update_cb)(struct consul_update *u, void *arg);
 
 struct consul_watch;
@@ -413,5 +414,19 @@ void consul_watch_set_passing(struct consul_watch *w, size_t i, bool passing);
 /* Stops the thread (wakes it, joins), frees everything. No callback runs after it returns.
  * Accepts NULL. */
 void consul_watch_free(struct consul_watch *w);
+
+/* consul_post.c: a watcher's answers handed to the loop thread. */
+struct consul_post;
+
+/* A hand-off that runs `cb(u, arg)` on `loop`'s thread for each answer; `cb` owns `u`. Returns
+ * it, or NULL (ENOMEM). Loop thread. */
+struct consul_post *consul_post_new(struct evloop *loop, consul_update_cb cb, void *arg);
+/* The consul_update_cb to give consul_watch_new() with `post` as its argument: queues `u` on the
+ * loop (dropped, and freed, when the loop refuses it). Watcher thread. */
+void consul_post_update(struct consul_update *u, void *post);
+/* After consul_watch_free() of the watcher that posts here: no callback runs any more (answers
+ * still queued are freed unseen) and the hand-off goes once the last one ran. Loop thread;
+ * accepts NULL. */
+void consul_post_close(struct consul_post *p);
 
 #endif

@@ -1,5 +1,5 @@
 /* The Consul source: runs the watcher (consul_watch.c) for discovery.consul, hands each result
- * from the watcher thread to the loop thread with evloop_post(), and delivers every service's
+ * from the watcher thread to the loop thread (consul_post.c), and delivers every service's
  * set to the registry. A failed query never touches the backends, and neither does an answer
  * that leaves nothing usable while Consul lists instances: the last known set keeps being served
  * (warned once per episode). Instances whose address is a host name are resolved (A and AAAA,
@@ -11,7 +11,7 @@
  * health of the registered address (consul_backend_health). With discovery.consul.catalog, a
  * second watcher reads the catalog (consul_catalog.c) and the tagged services: the services it
  * defines go to the registry through sink.define, and that watcher restarts whenever the set of
- * tagged names changes. Loop thread, except on_watch_update() (watcher thread). */
+ * tagged names changes. Loop thread. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -28,14 +28,14 @@
 #define DEREGISTER_GIVE_UP_NS (30ull * 1000000000ull)
 #define DEREGISTER_ON_STOP_NS (5ull * 1000000000ull) /* a stopping meshd waits this long */
 
-/* One watcher and what it registered. Outlives the source while results are queued on the loop:
- * each queued result holds a reference; `src` becomes NULL once the watcher is stopped. */
+/* One watcher and what it registered. Outlives the source while answers resolve host names:
+ * each pending answer holds a reference; `src` becomes NULL once the watcher is stopped. */
 struct consul_sink {
 	atomic_int refs;
 	struct discovery_source *src; /* loop thread only */
-	struct evloop *loop;
 	struct consul_watch *watch;
-	char **reg_ids; /* service IDs this watcher registers */
+	struct consul_post *post; /* the watcher's answers, to the loop */
+	char **reg_ids;		  /* service IDs this watcher registers */
 	size_t n_reg_ids;
 	struct consul_failover *fo; /* discovery.consul.failover (loop thread) */
 	uint64_t token_hash;	    /* FNV-1a of the token it sends: a reload re-reads the file */
@@ -80,11 +80,6 @@ struct sick {
 
 static void sink_stop(struct consul_sink *s);
 
-struct posted {
-	struct consul_sink *cs;
-	struct consul_update *u;
-};
-
 static void sink_put(struct consul_sink *s)
 {
 	if (atomic_fetch_sub(&s->refs, 1) != 1)
@@ -93,6 +88,7 @@ static void sink_put(struct consul_sink *s)
 		free(s->reg_ids[i]);
 	free(s->reg_ids);
 	consul_failover_free(s->fo);
+	consul_post_close(s->post); /* a watcher never started (sink_stop closes it otherwise) */
 	free(s);
 }
 
@@ -433,35 +429,13 @@ static void settle(struct discovery_source *src, struct consul_sink *cs, struct 
 		deliver_or_keep(src, u);
 }
 
-static void on_posted(void *arg)
-{
-	struct posted *p = arg;
-
-	if (p->cs->src && apply_update(p->cs->src, p->cs, p->u))
-		p->u = NULL;
-	consul_update_free(p->u);
-	sink_put(p->cs);
-	free(p);
-}
-
-/* Watcher thread: queue the result for the loop thread. */
+/* An answer on the loop (consul_post). */
 static void on_watch_update(struct consul_update *u, void *arg)
 {
-	struct consul_sink *s = arg;
-	struct posted *p = malloc(sizeof(*p));
+	struct consul_sink *cs = arg;
 
-	if (!p) {
+	if (!apply_update(cs->src, cs, u))
 		consul_update_free(u);
-		return;
-	}
-	p->cs = s;
-	p->u = u;
-	atomic_fetch_add(&s->refs, 1);
-	if (evloop_post(s->loop, on_posted, p) != 0) {
-		consul_update_free(u);
-		sink_put(s);
-		free(p);
-	}
 }
 
 /* --- registrations ---------------------------------------------------------------------------- */
@@ -693,7 +667,7 @@ static struct consul_watch *watch_new(const struct config_consul *c, const struc
 		goto out;
 	o.token = token;
 	s->token_hash = token_hash(token);
-	w = consul_watch_new(&o, on_watch_update, s);
+	w = consul_watch_new(&o, consul_post_update, s->post);
 	if (!w)
 		LOG_ERR(SUBSYS, "cannot start consul watcher", "err=%s", log_q(strerror(errno)));
 	token_free(token);
@@ -908,10 +882,11 @@ static int catalog_watch(struct discovery_source *src)
 	}
 	atomic_init(&s->refs, 1);
 	s->src = src;
-	s->loop = src->loop;
-	s->watch =
-	    watch_new(c, &(struct targets){ names, NULL, n, (const char **)gets, k }, s, &none);
-	err = s->watch ? 0 : -EIO;
+	s->post = consul_post_new(src->loop, on_watch_update, s);
+	if (s->post)
+		s->watch = watch_new(c, &(struct targets){ names, NULL, n, (const char **)gets, k },
+				     s, &none);
+	err = !s->post ? -ENOMEM : s->watch ? 0 : -EIO;
 out:
 	for (i = 0; gets && i < k; i++)
 		free(gets[i]);
@@ -920,7 +895,8 @@ out:
 	if (err) {
 		LOG_ERR(SUBSYS, "cannot start the consul catalog watcher", "err=%s",
 			log_q(strerror(-err)));
-		free(s);
+		if (s)
+			sink_put(s);
 		return err;
 	}
 	sink_stop(src->cat_cs);
@@ -1023,10 +999,10 @@ static int sink_new(struct discovery_source *src, const struct config_consul *c,
 		return -ENOMEM;
 	atomic_init(&s->refs, 1);
 	s->src = src;
-	s->loop = src->loop;
 	memset(&plan, 0, sizeof(plan));
 	s->fo = consul_failover_new(c);
-	err = s->fo ? plan_registrations(c, src->mesh_port, prev, s, &plan) : -ENOMEM;
+	s->post = consul_post_new(src->loop, on_watch_update, s);
+	err = s->fo && s->post ? plan_registrations(c, src->mesh_port, prev, s, &plan) : -ENOMEM;
 	if (!err) {
 		s->watch = watch_new(c, NULL, s, &plan);
 		err = s->watch ? 0 : -EIO;
@@ -1048,6 +1024,8 @@ static void sink_stop(struct consul_sink *s)
 		return;
 	consul_watch_free(s->watch); /* joins: no more posts after this */
 	s->watch = NULL;
+	consul_post_close(s->post); /* and none queued runs */
+	s->post = NULL;
 	s->src = NULL;
 	sink_put(s);
 }
