@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "discovery/consul/consul.h"
+#include "discovery/state.h"
 #include "test.h"
 
 #define CORPUS "tests/fuzz/corpus/consul/"
@@ -363,6 +364,109 @@ TEST(config_entry_paths)
 	CHECK(consul_entry_path(path, sizeof(path), "service-resolver", "a b", "dc2") > 0);
 	CHECK_STR_EQ(path, "/v1/config/service-resolver/a%20b?dc=dc2");
 	CHECK_INT_EQ(consul_entry_path(path, 20, "service-resolver", "api", NULL), -ENAMETOOLONG);
+}
+
+/* What the rollout delivers, through a sink that only counts. */
+struct rollout_seen {
+	int plain, split;
+	bool plain_subset; /* a plain set still carried a selector document */
+};
+
+static void seen_deliver(void *arg, const char *service, uint64_t index, struct config_backend *b,
+			 size_t n)
+{
+	struct rollout_seen *s = arg;
+
+	(void)service;
+	(void)index;
+	s->plain++;
+	for (size_t i = 0; i < n; i++)
+		s->plain_subset |= b[i].subset != NULL;
+	state_backends_free(b, n);
+}
+
+static void seen_split(void *arg, const char *service, uint64_t index, struct config_backend *b,
+		       size_t n, const struct config_split *split, size_t n_split)
+{
+	struct rollout_seen *s = arg;
+
+	(void)service;
+	(void)index;
+	(void)split;
+	(void)n_split;
+	s->split++;
+	state_backends_free(b, n);
+}
+
+static const struct config_service *seen_current(void *arg, const char *service)
+{
+	(void)arg;
+	(void)service;
+	return NULL;
+}
+
+/* One instance carrying a selector document, as a health answer gives it. */
+static struct config_backend *one_instance(void)
+{
+	struct config_backend *b = calloc(1, sizeof(*b));
+
+	if (b)
+		b->subset = strdup("{\"Service\":{},\"Node\":{}}");
+	return b;
+}
+
+static void entry_gone(struct consul_rollout *r, const char *path)
+{
+	struct consul_update *u = calloc(1, sizeof(*u));
+
+	if (!u)
+		return;
+	u->service = strdup(path);
+	u->status = 404;
+	CHECK(consul_rollout_entry(r, u));
+	consul_update_free(u);
+}
+
+/* The rollout governs configured services that do not fail over: only theirs are the entries
+ * watched, and only their sets wait for the entries. Any other set (a failover or catalog
+ * service) goes through at once, without selector documents. */
+TEST(rollout_governs_configured_services_only)
+{
+	char *services[] = { "api", "db" }, *dcs[] = { "dc2" }, **paths = NULL;
+	struct config_consul_failover fo = { .service = "db",
+					     .datacenters = dcs,
+					     .n_datacenters = 1 };
+	struct config_consul c = {
+		.services = services, .n_services = 2, .failover = &fo, .n_failover = 1
+	};
+	struct rollout_seen seen = { 0 };
+	struct discovery_sink sink = { .deliver = seen_deliver,
+				       .deliver_split = seen_split,
+				       .current = seen_current,
+				       .arg = &seen };
+	struct consul_rollout *r = consul_rollout_new(&sink);
+	ssize_t n = consul_rollout_paths(&c, &paths);
+
+	CHECK(r != NULL);
+	CHECK_INT_EQ(n, 2);
+	CHECK_STR_EQ(n == 2 ? paths[0] : "", "/v1/config/service-resolver/api");
+	CHECK_STR_EQ(n == 2 ? paths[1] : "", "/v1/config/service-splitter/api");
+	for (ssize_t i = 0; i < n; i++)
+		free(paths[i]);
+	free(paths);
+	if (!r)
+		return;
+	consul_rollout_instances(r, &c, "db", 1, one_instance(), 1);  /* fails over */
+	consul_rollout_instances(r, &c, "web", 1, one_instance(), 1); /* e.g. from the catalog */
+	CHECK_INT_EQ(seen.plain, 2);
+	CHECK(!seen.plain_subset);
+	consul_rollout_instances(r, &c, "api", 1, one_instance(), 1);
+	CHECK_INT_EQ(seen.plain + seen.split, 2); /* waits for both entries */
+	entry_gone(r, "/v1/config/service-resolver/api");
+	entry_gone(r, "/v1/config/service-splitter/api");
+	CHECK_INT_EQ(seen.split, 1);
+	CHECK_INT_EQ(seen.plain, 2);
+	consul_rollout_free(r);
 }
 
 TEST(token_file_trimmed_and_control_chars_rejected)

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "config/config.h"
 #include "discovery/discovery.h"
@@ -280,10 +281,17 @@ struct consul_rollout;
  * delivering through `sink` (copied; its deliver_split and entry_error). NULL on ENOMEM. */
 struct consul_rollout *consul_rollout_new(const struct discovery_sink *sink);
 void consul_rollout_free(struct consul_rollout *r);
-/* A health answer's instances of `service` (taken: `b`, each `subset` its selector document):
- * delivered labelled with the resolver's subsets, with the split, as the entries say. */
-void consul_rollout_instances(struct consul_rollout *r, const char *service, uint64_t index,
-			      struct config_backend *b, size_t n);
+/* The config entries to watch under `c` (docs/split.md, With Consul): the service-resolver and
+ * service-splitter paths of each service the rollout governs (configured, not failing over).
+ * Returns the count (array and strings malloc'd) or -ENOMEM. */
+ssize_t consul_rollout_paths(const struct config_consul *c, char ***out);
+/* A health answer's instances of `service` (taken: `b`, each `subset` its selector document),
+ * from a watcher running with `c`: for a service the rollout governs, delivered labelled with the
+ * resolver's subsets, with the split, as the entries say (once both entries were read); any
+ * other service's set is delivered at once as it is (sink.deliver). */
+void consul_rollout_instances(struct consul_rollout *r, const struct config_consul *c,
+			      const char *service, uint64_t index, struct config_backend *b,
+			      size_t n);
 /* An answer of a `gets` query: when its path is a splitter or resolver entry, applies it
  * (200: parsed, refused with a logged reason and entry_error when meshd cannot use it; 404:
  * deleted; an error: nothing changes) and returns true; false for any other path. */

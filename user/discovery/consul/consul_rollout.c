@@ -1,5 +1,6 @@
-/* Traffic splits driven from Consul (docs/split.md, With Consul): for each Consul-discovered
- * service the watcher also reads /v1/config/service-resolver/<name> and
+/* Traffic splits driven from Consul (docs/split.md, With Consul): this file decides which
+ * services it governs (configured ones that do not fail over; any other set passes through as
+ * it is) and which entries are watched for them: the watcher also reads /v1/config/service-resolver/<name> and
  * /v1/config/service-splitter/<name> (blocking queries); this file keeps, per service, the last
  * good entries and the last health answer's instances with their selector documents, and
  * delivers the service's backends labelled with the resolver's subsets together with the
@@ -45,6 +46,52 @@ struct consul_rollout {
 	struct rollout_svc *svcs;
 	size_t n, cap;
 };
+
+static bool fails_over(const struct config_consul *c, const char *service)
+{
+	for (size_t i = 0; i < c->n_failover; i++)
+		if (!strcmp(c->failover[i].service, service))
+			return true;
+	return false;
+}
+
+/* Whether the rollout governs `service` under `c`: a configured service that does not fail over
+ * across datacenters, whose entries are watched (consul_rollout_paths). Catalog-defined and
+ * failover services, and any other kind, have no entries: their sets go through as they are. */
+static bool governs(const struct config_consul *c, const char *service)
+{
+	for (size_t i = 0; c && i < c->n_services; i++)
+		if (!strcmp(c->services[i], service))
+			return !fails_over(c, service);
+	return false;
+}
+
+ssize_t consul_rollout_paths(const struct config_consul *c, char ***out)
+{
+	static const char *const kinds[] = { RESOLVER, SPLITTER };
+	char **p = calloc(2 * c->n_services + 1, sizeof(*p)), buf[1024];
+	size_t n = 0;
+
+	*out = p;
+	for (size_t i = 0; p && i < c->n_services; i++) {
+		if (!governs(c, c->services[i]))
+			continue;
+		for (size_t k = 0; k < 2; k++) {
+			if (consul_entry_path(buf, sizeof(buf), kinds[k], c->services[i],
+					      c->datacenter) < 0)
+				continue; /* a name this long is refused by validate */
+			if (!(p[n] = strdup(buf))) {
+				while (n)
+					free(p[--n]);
+				free(p);
+				*out = NULL;
+				return -ENOMEM;
+			}
+			n++;
+		}
+	}
+	return p ? (ssize_t)n : -ENOMEM;
+}
 
 struct consul_rollout *consul_rollout_new(const struct discovery_sink *sink)
 {
@@ -238,11 +285,28 @@ out:
 	state_split_free(split, n_split);
 }
 
-void consul_rollout_instances(struct consul_rollout *r, const char *service, uint64_t index,
-			      struct config_backend *b, size_t n)
+/* A set with no entries to label it: delivered as it is, without selector documents. */
+static void pass_through(struct consul_rollout *r, const char *service, uint64_t index,
+			 struct config_backend *b, size_t n)
 {
-	struct rollout_svc *s = svc_of(r, service);
+	for (size_t i = 0; i < n; i++) {
+		free(b[i].subset);
+		b[i].subset = NULL;
+	}
+	r->sink.deliver(r->sink.arg, service, index, b, n);
+}
 
+void consul_rollout_instances(struct consul_rollout *r, const struct config_consul *c,
+			      const char *service, uint64_t index, struct config_backend *b,
+			      size_t n)
+{
+	struct rollout_svc *s;
+
+	if (!governs(c, service)) {
+		pass_through(r, service, index, b, n);
+		return;
+	}
+	s = svc_of(r, service);
 	if (!s) {
 		state_backends_free(b, n);
 		return;

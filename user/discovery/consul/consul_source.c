@@ -158,8 +158,6 @@ static void keep_last(struct discovery_source *src, const struct consul_update *
 		 u->skipped, log_q(u->skip_reason), cur ? cur->n_backends : 0);
 }
 
-static bool entries_watched(const struct config_consul *c, const char *service);
-
 /* Delivers an answer's set, or keeps the last one when Consul listed nothing usable. */
 static void deliver_or_keep(struct discovery_source *src, struct consul_update *u)
 {
@@ -175,16 +173,8 @@ static void deliver_or_keep(struct discovery_source *src, struct consul_update *
 		LOG_WARN(SUBSYS, "consul instances skipped",
 			 "service=%s skipped=%zu usable=%zu first_problem=%s", log_q(u->service),
 			 u->skipped, u->n_backends, log_q(u->skip_reason));
-	if (entries_watched(src->conf, u->service)) {
-		consul_rollout_instances(src->rollout, u->service, u->index, u->backends,
-					 u->n_backends);
-	} else { /* no config entries (catalog or failover services): the set as it is */
-		for (size_t i = 0; i < u->n_backends; i++) {
-			free(u->backends[i].subset); /* the instance's selector document */
-			u->backends[i].subset = NULL;
-		}
-		src->sink.deliver(src->sink.arg, u->service, u->index, u->backends, u->n_backends);
-	}
+	consul_rollout_instances(src->rollout, src->conf, u->service, u->index, u->backends,
+				 u->n_backends);
 	u->backends = NULL; /* taken */
 	u->n_backends = 0;
 }
@@ -573,56 +563,11 @@ struct targets {
 	size_t n_gets;
 };
 
-static bool fails_over(const struct config_consul *c, const char *service)
-{
-	for (size_t i = 0; i < c->n_failover; i++)
-		if (!strcmp(c->failover[i].service, service))
-			return true;
-	return false;
-}
-
 static void paths_free(char **p, size_t n)
 {
 	for (size_t i = 0; p && i < n; i++)
 		free(p[i]);
 	free(p);
-}
-
-/* Whether `service`'s config entries are watched: a configured service that does not fail over. */
-static bool entries_watched(const struct config_consul *c, const char *service)
-{
-	for (size_t i = 0; c && i < c->n_services; i++)
-		if (!strcmp(c->services[i], service))
-			return !fails_over(c, service);
-	return false;
-}
-
-/* The config entries watched (docs/split.md, With Consul): each service's service-splitter and
- * service-resolver, except for services that fail over across datacenters. Returns the count
- * (array malloc'd) or -ENOMEM. */
-static ssize_t entry_targets(const struct config_consul *c, char ***out)
-{
-	static const char *const kinds[] = { "service-resolver", "service-splitter" };
-	char **p = calloc(2 * c->n_services + 1, sizeof(*p)), buf[1024];
-	size_t n = 0;
-
-	*out = p;
-	for (size_t i = 0; p && i < c->n_services; i++) {
-		if (fails_over(c, c->services[i]))
-			continue;
-		for (size_t k = 0; k < 2; k++) {
-			if (consul_entry_path(buf, sizeof(buf), kinds[k], c->services[i],
-					      c->datacenter) < 0)
-				continue; /* a name this long is refused by validate */
-			if (!(p[n] = strdup(buf))) {
-				paths_free(p, n);
-				*out = NULL;
-				return -ENOMEM;
-			}
-			n++;
-		}
-	}
-	return p ? (ssize_t)n : -ENOMEM;
 }
 
 /* A watcher for `c` that watches `t`; NULL: the services of `c` and their config entries (the
@@ -633,7 +578,7 @@ static struct consul_watch *watch_new(const struct config_consul *c, const struc
 	const char **names = NULL, **dcs = NULL;
 	char **entries = NULL;
 	ssize_t n_targets = t ? (ssize_t)t->n : watch_targets(c, &names, &dcs);
-	ssize_t n_entries = !t && n_targets >= 0 ? entry_targets(c, &entries) : 0;
+	ssize_t n_entries = !t && n_targets >= 0 ? consul_rollout_paths(c, &entries) : 0;
 	struct consul_watch_opts o = {
 		.address = c->address,
 		.datacenter = c->datacenter,
