@@ -41,6 +41,9 @@ time, in a private directory (--ca-dir, default a new temporary one); the trust 
 Test control (not Consul API): PUT /emulator/leaf/:service?as=:other makes the next leaf of
 :service another service's (a misbehaving CA); ?as= empty restores it. --slow-roots IP=S
 answers a blocking roots query of client IP S seconds after the change (a lagging agent).
+--hold-config-entries makes every GET /v1/config/:kind/:name fail (500, as Consul without a
+leader) until PUT /emulator/hold-config-entries?hold=0 (hold=1 holds again): the answers a
+client gets after a restart then come in a known order, instances before entries.
 
 Test control: kill the process to make Consul unavailable; --data-file keeps the catalog (and
 the index) across a restart, like a server's data dir; --log-file records one line per request
@@ -314,6 +317,7 @@ class Catalog:
 
     def __init__(self, args):
         self.args = args
+        self.hold_entries = args.hold_config_entries  # GET of a config entry fails (test control)
         self.cond = threading.Condition()
         self.index = 10
         self.node_id = str(uuid.uuid5(uuid.NAMESPACE_DNS, args.node_name))
@@ -1273,6 +1277,8 @@ class Handler(BaseHTTPRequestHandler):
         if kind not in self.CONFIG_BUILDERS:
             raise ApiError(400, f"invalid config entry kind: {kind}")
         key = f"{kind}/{name}"
+        if self.command == "GET" and cat.hold_entries:
+            raise ApiError(500, "rpc error making call: No cluster leader")
         if self.command == "DELETE":
             self.need_write("service:write", name)
             with cat.cond:
@@ -1507,6 +1513,13 @@ class Handler(BaseHTTPRequestHandler):
         body, idx = self.blocking_read(index, wait_s, lambda: ca.ixn_index, build)
         self.send_json(body, self.meta_headers(idx))
 
+    def emulator_hold(self):
+        cat = self.server.cat
+        with cat.cond:
+            cat.hold_entries = self.q1("hold", "1") != "0"
+            cat.cond.notify_all()
+        self.send(200)
+
     def emulator_leaf(self, service):
         cat = self.server.cat
         with cat.cond:
@@ -1544,6 +1557,7 @@ class Handler(BaseHTTPRequestHandler):
         (re.compile(r"/v1/connect/intentions/match"), ("GET",), "intentions_match"),
         (re.compile(r"/v1/connect/intentions"), ("GET",), "intentions_list"),
         (re.compile(r"/emulator/leaf/(.+)"), ("PUT",), "emulator_leaf"),
+        (re.compile(r"/emulator/hold-config-entries"), ("PUT",), "emulator_hold"),
         (re.compile(r"/v1/kv/(.*)"), ("GET", "PUT", "DELETE"), "kv"),
     ]
 
@@ -1622,6 +1636,8 @@ def main():
     ap.add_argument("--prune-roots-after", type=float, default=0.0,
                     help="drop a root this long after it stopped being active (0 = never)")
     ap.add_argument("--log-file", default="")
+    ap.add_argument("--hold-config-entries", action="store_true",
+                    help="config entry reads fail until PUT /emulator/hold-config-entries?hold=0")
     ap.add_argument("--register", action="append", default=[],
                     help="JSON registration body applied at start (repeatable)")
     ap.add_argument("--register-file", default="",

@@ -11,7 +11,8 @@
 # a resolver change leaving v2 without instances -> v2's share falls back to v1 (400 connects,
 # none failed, fallbacks counted);
 # Consul down keeps it too, and it is persisted: a meshd restarted (datapath removed) while Consul
-# is down serves it; the splitter deleted (404) -> back to the plain algorithm, no split;
+# is down serves it, and keeps serving it when Consul returns answering the instances before the
+# entries; the splitter deleted (404) -> back to the plain algorithm, no split;
 # `meshd validate` refuses a config-file split on a Consul-discovered service.
 # Ports 23521-23524 (backends), 23531 (emulator), 23592 (metrics); VIP 127.77.12.21.
 . "$(dirname "$0")/lib.sh"
@@ -142,8 +143,12 @@ resolver '\"v2\" in Service.Tags'
 wait_output 10 2 healthy v2 || fail empty_subset_setup "v2 back to $(healthy v2) backends"
 
 # --- Consul down: the last split stays --------------------------------------------------------------
+# This part and the restart below set up what they need themselves: both entries (90/10, v2 by
+# tag), served and persisted, whatever the checks above left.
+resolver '\"v2\" in Service.Tags'
 splitter 90 10
-wait_output 10 0.1 weight v2 || fail consul_down_setup "90/10 not back: $(weight v2)"
+wait_output 10 0.1 weight v2 || fail consul_down_setup "90/10 not served: $(weight v2)"
+wait_output 10 2 healthy v2 || fail consul_down_setup "v2 has $(healthy v2) backends, not 2"
 kill_wait "$CONSUL_PID"
 errs=$(metric $MPORT 'meshd_discovery_sync_total{backend="consul",result="error"}')
 wait_until 15 bash -c "[ \"\$(curl -s http://127.0.0.1:$MPORT/metrics | awk '/^meshd_discovery_sync_total\{backend=\"consul\",result=\"error\"\}/ { print \$NF }')\" -gt ${errs:-0} ]" ||
@@ -161,14 +166,27 @@ start_meshd "$TMP/meshd.json" $MPORT || { fail restart "meshd: $(grep -m3 "level
 run 1000
 check restart_consul_down_persisted_split "weight $(weight v2), v2 $V2 of 1000 (bound 53..147): $(out)" \
 	test "$(weight v2)" = 0.1 -a "$OK" = 1000 -a "$V2" -ge 53 -a "$V2" -le 147
-spawn consul python3 "$EMU" --port $CPORT --data-file "$TMP/catalog.json"
-wait_for 5 port_open 127.0.0.1 $CPORT || { fail setup "emulator did not restart"; exit 1; }
 
-# --- Consul back (its data kept): the splitter deleted -> no split, the plain algorithm ----------
+# --- Consul back (its data kept), its entries unreadable at first -----------------------------------
+# The instances are answered before the entries, always (the emulator holds the entries): the
+# persisted split must be served until both entries were read, never dropped for the instances
+# alone. (Left to chance, the entries often answer first and this could not fail.)
+spawn consul python3 "$EMU" --port $CPORT --data-file "$TMP/catalog.json" --hold-config-entries
+wait_for 5 port_open 127.0.0.1 $CPORT || { fail setup "emulator did not restart"; exit 1; }
+synced() { metric $MPORT 'meshd_discovery_sync_total{backend="consul",result="ok"}'; }
+wait_until 20 bash -c "[ \"\$(curl -s http://127.0.0.1:$MPORT/metrics | awk '/^meshd_discovery_sync_total\{backend=\"consul\",result=\"ok\"\}/ { print \$NF }')\" -gt 0 ]" ||
+	fail consul_back_setup "no instances answer seen: synced $(synced)"
+run 1000
+check split_kept_instances_before_entries "weight $(weight v2), v2 $V2 of 1000 (bound 53..147), $(grep -m1 'split=2->0' "$TMP/meshd.log"): $(out)" \
+	test "$(weight v2)" = 0.1 -a "$OK" = 1000 -a "$V2" -ge 53 -a "$V2" -le 147
+curl -sf -X PUT "$CURL/emulator/hold-config-entries?hold=0" >/dev/null ||
+	fail consul_back_setup "emulator did not release the entries"
 check split_kept_when_consul_back "$(grep -m1 'split=2->0' "$TMP/meshd.log")" \
 	wait_for 20 grep -q 'msg="traffic split from consul config entries" service=api subsets=2' "$TMP/meshd.log"
 check split_never_dropped_on_restart "$(grep -m1 'split=2->0' "$TMP/meshd.log")" \
 	bash -c "! grep -q 'split=2->0' '$TMP/meshd.log'"
+
+# --- the splitter deleted -> no split, the plain algorithm -------------------------------------------
 consul DELETE /v1/config/service-splitter/api
 check splitter_delete_no_split "v2 weight $(weight v2): $(grep 'config entry deleted' "$TMP/meshd.log" | tail -n 1)" \
 	wait_output 20 none weight v2
