@@ -157,3 +157,43 @@ attached_once() {
 	[ -n "$counts" ] && ! echo "$counts" | awk '$2 != 1 {bad = 1} END {exit !bad}'
 }
 nothing_attached() { [ -z "$(attach_counts "$1")" ]; }
+
+# --- traffic through the VIP ------------------------------------------------------------------
+# traffic NAME N [VIP]: N connects to VIP:80 ($VIP by default) from $CG; the client's report goes
+# to $TMP/NAME.out. served_by NAME: the backends that answered, sorted, comma-separated.
+# failed NAME: how many connects failed. serves NAME BACKENDS [N]: N (10) connects all answered,
+# by exactly BACKENDS.
+traffic() { in_cgroup "$CG" "$TOOLS/mesh_client" -n "$2" "${3:-$VIP}" 80 >"$TMP/$1.out" 2>&1; }
+served_by() { sed -n 's/^backend\.\(.*\)=.*/\1/p' "$TMP/$1.out" | sort | paste -sd, -; }
+failed() { sed -n 's/^failed=//p' "$TMP/$1.out"; }
+serves() { traffic "$1" "${3:-10}" && test "$(served_by "$1")" = "$2" -a "$(failed "$1")" = 0; }
+
+# --- failover across two Consul datacenters (test_consul_failover*.sh) ------------------------
+# consul_two_dcs PORT1 PORT2: Consul emulators for dc1 on PORT1 (its server forwards ?dc=dc2
+# reads to dc2's, as over the WAN) and dc2 on PORT2 (node host-b); sets DC1 and DC2 to their
+# URLs. Returns 1 when either did not start.
+consul_two_dcs() {
+	local emu=$ROOT/tests/e2e/consul_emulator.py
+	DC1=http://127.0.0.1:$1
+	DC2=http://127.0.0.1:$2
+	spawn consul2 python3 "$emu" --port "$2" --datacenter dc2 --node-name host-b
+	spawn consul1 python3 "$emu" --port "$1" --datacenter dc1 --wan "dc2=127.0.0.1:$2"
+	wait_for 5 port_open 127.0.0.1 "$1" && wait_for 5 port_open 127.0.0.1 "$2"
+}
+# dc_put URL [BODY]: a PUT to an emulator (e.g. $DC1/v1/agent/check/fail/service:ID).
+dc_put() { curl -sf -X PUT "$1" ${2:+-d "$2"} >/dev/null; }
+# dc_register URL ID ADDRESS PORT: an instance ID of `api` at ADDRESS:PORT (an IP address or a
+# host name), its TTL check passing.
+dc_register() {
+	dc_put "$1/v1/agent/service/register" "{\"ID\":\"$2\",\"Name\":\"api\",\"Address\":\"$3\",
+		\"Port\":$4,\"Check\":{\"TTL\":\"10m\",\"Status\":\"passing\"}}"
+}
+# failover_config FILE [JQ_FILTER]: daemon_config for `api` discovered from Consul in dc1 ($DC1,
+# wait 30s) and failing over to dc2, no static backends; JQ_FILTER edits the result.
+failover_config() {
+	daemon_config "$1" "1" "
+	.discovery = { backend: \"consul\", consul: { address: \"$DC1\", datacenter: \"dc1\",
+		services: [\"api\"], wait: \"30s\",
+		failover: [{ service: \"api\", datacenters: [\"dc2\"] }] } } |
+	.services[0].backends = [] | ${2:-.}"
+}

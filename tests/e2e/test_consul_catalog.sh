@@ -37,8 +37,6 @@ register() {
 }
 # traffic NAME VIP COUNT: COUNT connects to VIP:80 from inside the cgroup.
 traffic() { in_cgroup "$CG" "$TOOLS/mesh_client" -n "$3" "$2" 80 >"$TMP/$1.out" 2>&1; }
-served_by() { sed -n 's/^backend\.\(.*\)=.*/\1/p' "$TMP/$1.out" | sort | paste -sd, -; }
-failed() { sed -n 's/^failed=//p' "$TMP/$1.out"; }
 logged() { grep -q "$2" "$TMP/$1.log"; }
 origin() { ctl -o json services | jq -r --arg n "$1" '.services[] | select(.name == $n) | .origin'; }
 

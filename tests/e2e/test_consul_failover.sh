@@ -13,21 +13,9 @@ need_built "$MESHD" "$MESHCTL" "$TOOLS/mesh_client"
 CG=$(make_cgroup consulfo)
 VIP=127.77.6.71
 MPORT=22698
-DC1=http://127.0.0.1:22631
-DC2=http://127.0.0.1:22632
 CONF=$TMP/meshd.json
 SOCK=$TMP/admin.sock
-EMU=$ROOT/tests/e2e/consul_emulator.py
 
-put() { curl -sf -X PUT "$1" ${2:+-d "$2"} >/dev/null; }
-register() { # URL ID PORT
-	put "$1/v1/agent/service/register" "{\"ID\":\"$2\",\"Name\":\"api\",\"Address\":\"127.0.0.1\",
-		\"Port\":$3,\"Check\":{\"TTL\":\"10m\",\"Status\":\"passing\"}}"
-}
-traffic() { in_cgroup "$CG" "$TOOLS/mesh_client" -n "$2" "$VIP" 80 >"$TMP/$1.out" 2>&1; }
-served_by() { sed -n 's/^backend\.\(.*\)=.*/\1/p' "$TMP/$1.out" | sort | paste -sd, -; }
-failed() { sed -n 's/^failed=//p' "$TMP/$1.out"; }
-serves() { traffic "$1" 20 && test "$(served_by "$1")" = "$2" -a "$(failed "$1")" = 0; }
 ctl() { "$MESHCTL" --socket "$SOCK" "$@"; }
 metric() {
 	curl -s --max-time 2 "http://127.0.0.1:$MPORT/metrics" |
@@ -37,14 +25,12 @@ metric_is() { test "$(metric "$1")" = "$2"; }
 
 backend local1 22611 || fail setup "backend local1 did not start"
 backend remote1 22612 || fail setup "backend remote1 did not start"
-spawn consul2 python3 "$EMU" --port 22632 --datacenter dc2 --node-name host-b
-spawn consul1 python3 "$EMU" --port 22631 --datacenter dc1 --wan dc2=127.0.0.1:22632
-wait_for 5 port_open 127.0.0.1 22631 && wait_for 5 port_open 127.0.0.1 22632 || {
+consul_two_dcs 22631 22632 || {
 	fail setup "Consul emulators did not start"
 	exit 1
 }
-register "$DC1" api-local 22611
-register "$DC2" api-remote 22612
+dc_register "$DC1" api-local 127.0.0.1 22611
+dc_register "$DC2" api-remote 127.0.0.1 22612
 
 # The emulator forwards ?dc= to the other datacenter's server; an unknown one has no path.
 check emulator_forwards_dc "$(curl -s "$DC1/v1/health/service/api?dc=dc2" | jq -c 'map(.Service.ID)')" \
@@ -52,25 +38,21 @@ check emulator_forwards_dc "$(curl -s "$DC1/v1/health/service/api?dc=dc2" | jq -
 check emulator_unknown_dc "$(curl -s -w ' %{http_code}' "$DC1/v1/health/service/api?dc=dc9")" \
 	test "$(curl -s -w ' %{http_code}' "$DC1/v1/health/service/api?dc=dc9")" = "No path to datacenter 500"
 
-daemon_config "$CONF" "22611" "
-	.discovery = { backend: \"consul\", consul: { address: \"$DC1\", datacenter: \"dc1\",
-		services: [\"api\"], wait: \"30s\",
-		failover: [{ service: \"api\", datacenters: [\"dc2\"] }] } } |
-	.services[0].backends = []"
+failover_config "$CONF"
 start_meshd meshd1 "$CONF" || {
 	fail start "meshd did not start: $(tail -n 5 "$TMP/meshd1.log")"
 	exit 1
 }
 
 # 1. An instance passes locally: the local datacenter serves.
-check local_serves "served by '$(served_by t1 2>/dev/null)'" wait_for 10 serves t1 local1
+check local_serves "served by '$(served_by t1 2>/dev/null)'" wait_for 10 serves t1 local1 20
 check backends_say_local "$(ctl backends api | head -n 1)" \
 	bash -c "'$MESHCTL' --socket '$SOCK' backends api | head -n 1 | grep -qx 'datacenter local'"
 check metric_local "$(metric 'service="api",datacenter=""')" metric_is 'service="api",datacenter=""' 0
 
 # 2. None passes locally: dc2's instance takes the connects.
-put "$DC1/v1/agent/check/fail/service:api-local"
-check fails_over_to_dc2 "served by '$(served_by t2 2>/dev/null)'" wait_for 10 serves t2 remote1
+dc_put "$DC1/v1/agent/check/fail/service:api-local"
+check fails_over_to_dc2 "served by '$(served_by t2 2>/dev/null)'" wait_for 10 serves t2 remote1 20
 check backends_say_failover "$(ctl backends api | head -n 1)" \
 	bash -c "'$MESHCTL' --socket '$SOCK' backends api | head -n 1 | grep -q '^datacenter dc2 (failover'"
 check metric_failover "$(metric 'service="api",datacenter="dc2"')" \
@@ -79,15 +61,15 @@ check failover_logged "$(grep -m1 'failing over' "$TMP/meshd1.log")" \
 	grep -q 'failing over" service=api datacenter=dc2 from=local backends=1' "$TMP/meshd1.log"
 
 # 3. It passes locally again: back to dc1.
-put "$DC1/v1/agent/check/pass/service:api-local"
-check fails_back "served by '$(served_by t3 2>/dev/null)'" wait_for 10 serves t3 local1
+dc_put "$DC1/v1/agent/check/pass/service:api-local"
+check fails_back "served by '$(served_by t3 2>/dev/null)'" wait_for 10 serves t3 local1 20
 check failback_logged "$(grep -m1 'failing back' "$TMP/meshd1.log")" \
 	grep -q 'failing back" service=api datacenter=local from=dc2' "$TMP/meshd1.log"
 
 # 4. Neither passes: nothing is served (the local answer, empty). Consul's client rate limit
 #    (2 queries, then one per 15 s per service) is spent by now: allow for it.
-put "$DC1/v1/agent/check/fail/service:api-local"
-put "$DC2/v1/agent/check/fail/service:api-remote"
+dc_put "$DC1/v1/agent/check/fail/service:api-local"
+dc_put "$DC2/v1/agent/check/fail/service:api-remote"
 empty() { ctl backends api | grep -q 127.0.0.1 && return 1 || return 0; }
 check none_passing_anywhere "$(ctl backends api)" wait_for 40 empty
 stop_meshd "$MESHD_PID"

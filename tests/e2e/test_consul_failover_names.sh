@@ -14,20 +14,7 @@ need_built "$MESHD" "$MESHCTL" "$TOOLS/mesh_client"
 CG=$(make_cgroup consulfonames)
 VIP=127.77.6.72
 MPORT=22699
-DC1=http://127.0.0.1:22633
-DC2=http://127.0.0.1:22634
 CONF=$TMP/meshd.json
-EMU=$ROOT/tests/e2e/consul_emulator.py
-
-put() { curl -sf -X PUT "$1" ${2:+-d "$2"} >/dev/null; }
-register() { # URL ID ADDRESS PORT
-	put "$1/v1/agent/service/register" "{\"ID\":\"$2\",\"Name\":\"api\",\"Address\":\"$3\",
-		\"Port\":$4,\"Check\":{\"TTL\":\"10m\",\"Status\":\"passing\"}}"
-}
-traffic() { in_cgroup "$CG" "$TOOLS/mesh_client" -n "$2" "$VIP" 80 >"$TMP/$1.out" 2>&1; }
-served_by() { sed -n 's/^backend\.\(.*\)=.*/\1/p' "$TMP/$1.out" | sort | paste -sd, -; }
-failed() { sed -n 's/^failed=//p' "$TMP/$1.out"; }
-serves() { traffic "$1" 10 && test "$(served_by "$1")" = "$2" -a "$(failed "$1")" = 0; }
 
 backend local1 22621 || fail setup "backend local1 did not start"
 backend remote1 22622 || fail setup "backend remote1 did not start"
@@ -36,21 +23,14 @@ jq -n '{ udp_max_answers: 100, srv: {}, hosts: {
 	"api.dc2.mesh.test": { mode: "ok", ttl: 5, a: ["127.0.0.1"] } } }' >"$TMP/zone.json"
 spawn responder python3 "$ROOT/tests/e2e/dns_responder.py" --addr 127.0.0.1 --port 22655 \
 	--zone "$TMP/zone.json" --log "$TMP/queries.log"
-spawn consul2 python3 "$EMU" --port 22634 --datacenter dc2 --node-name host-b
-spawn consul1 python3 "$EMU" --port 22633 --datacenter dc1 --wan dc2=127.0.0.1:22634
-wait_for 5 port_open 127.0.0.1 22633 && wait_for 5 port_open 127.0.0.1 22634 &&
-	wait_for 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/22655' 2>/dev/null || {
+consul_two_dcs 22633 22634 && wait_for 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/22655' 2>/dev/null || {
 	fail setup "Consul emulators or the DNS responder did not start"
 	exit 1
 }
-register "$DC1" api-local api.dc1.mesh.test 22621
-register "$DC2" api-remote api.dc2.mesh.test 22622
+dc_register "$DC1" api-local api.dc1.mesh.test 22621
+dc_register "$DC2" api-remote api.dc2.mesh.test 22622
 
-daemon_config "$CONF" "22621" "
-	.discovery = { backend: \"consul\", dns: { servers: [\"127.0.0.1:22655\"] },
-		consul: { address: \"$DC1\", datacenter: \"dc1\", services: [\"api\"], wait: \"30s\",
-		failover: [{ service: \"api\", datacenters: [\"dc2\"] }] } } |
-	.services[0].backends = []"
+failover_config "$CONF" '.discovery.dns = { servers: ["127.0.0.1:22655"] }'
 start_meshd meshd1 "$CONF" || {
 	fail start "meshd did not start: $(tail -n 5 "$TMP/meshd1.log")"
 	exit 1
@@ -63,7 +43,7 @@ check local_name_asked "queries: $(tail -n 2 "$TMP/queries.log")" \
 	grep -q 'api.dc1.mesh.test A ok 1' "$TMP/queries.log"
 
 # 2. The local name stops resolving: no usable local instance, dc2's (a host name) serves.
-register "$DC1" api-local gone.dc1.mesh.test 22621
+dc_register "$DC1" api-local gone.dc1.mesh.test 22621
 check fails_over_to_dc2_name "served by '$(served_by t2 2>/dev/null)'" \
 	wait_for 10 serves t2 remote1
 check unresolved_local_logged "$(grep 'instances skipped' "$TMP/meshd1.log" | tail -n1)" \
@@ -73,7 +53,7 @@ check failover_logged "$(grep 'failing over' "$TMP/meshd1.log" | tail -n1)" \
 	grep -q 'failing over" service=api datacenter=dc2 from=local backends=1' "$TMP/meshd1.log"
 
 # 3. It resolves again: back to the local instance.
-register "$DC1" api-local api.dc1.mesh.test 22621
+dc_register "$DC1" api-local api.dc1.mesh.test 22621
 check fails_back "served by '$(served_by t3 2>/dev/null)'" wait_for 20 serves t3 local1
 stop_meshd "$MESHD_PID"
 check clean_exit "exit status $STOP_STATUS" test "$STOP_STATUS" = 0

@@ -31,9 +31,6 @@ register() { # ID PORT
 		\"Port\":$2,\"Check\":{\"TTL\":\"10m\",\"Status\":\"passing\"}}"
 }
 # traffic NAME COUNT: COUNT connects to the VIP from inside the cgroup (tests/tools/mesh_client).
-traffic() { in_cgroup "$CG" "$TOOLS/mesh_client" -n "$2" "$VIP" 80 >"$TMP/$1.out" 2>&1; }
-served_by() { sed -n 's/^backend\.\(.*\)=.*/\1/p' "$TMP/$1.out" | sort | paste -sd, -; }
-failed() { sed -n 's/^failed=//p' "$TMP/$1.out"; }
 
 # 10. Token rotation: Consul now wants another token. Meanwhile meshd keeps serving (its queries
 #     get 403); a reload pointing token_file at the new token restarts the watcher with it, and

@@ -28,9 +28,6 @@ CONF=$TMP/meshd.json
 EMU=$ROOT/tests/e2e/consul_emulator.py
 for i in 1 4 5 6; do backend "g$i" "2250$i" || fail setup "backend g$i did not start"; done
 
-traffic() { in_cgroup "$CG" "$TOOLS/mesh_client" -n "$2" "${3:-$VIP}" 80 >"$TMP/$1.out" 2>&1; }
-served_by() { sed -n 's/^backend\.\(.*\)=.*/\1/p' "$TMP/$1.out" | sort | paste -sd, -; }
-failed() { sed -n 's/^failed=//p' "$TMP/$1.out"; }
 backends() {
 	"$TOOLS/dptool" --pin "$PIN" stats -o json 2>/dev/null |
 		jq -r --arg s "${1:-api}" '[.[] | select(.kind == "backend" and .service == $s) |

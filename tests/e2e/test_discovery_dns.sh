@@ -23,9 +23,6 @@ CONF=$TMP/meshd.json
 SOCK=$TMP/admin.sock
 for i in 1 2 3 4 5 6; do backend "d$i" "2240$i" || fail setup "backend d$i did not start"; done
 
-traffic() { in_cgroup "$CG" "$TOOLS/mesh_client" -n "$2" "$VIP" 80 >"$TMP/$1.out" 2>&1; }
-served_by() { sed -n 's/^backend\.\(.*\)=.*/\1/p' "$TMP/$1.out" | sort | paste -sd, -; }
-failed() { sed -n 's/^failed=//p' "$TMP/$1.out"; }
 # backends: "addr:port@weight" of service api in the datapath, sorted, comma-separated.
 backends() {
 	"$TOOLS/dptool" --pin "$PIN" stats -o json 2>/dev/null |
