@@ -66,10 +66,12 @@ backend v1a $P && backend v1b $((P + 1)) && backend v2a $((P + 2)) && backend v2
 register v1a $P '["web"]' v1 && register v1b $((P + 1)) '[]' v1 &&
 	register v2a $((P + 2)) '["v2","canary"]' v2 && register v2b $((P + 3)) '["v2"]' v2 ||
 	{ fail setup "registration refused"; exit 1; }
+# wait 30s: the resolver put below applies within the checks' 10 s only because meshd reads the
+# instances again at once for their selector documents (none are kept without a resolver).
 observe_config "$TMP/meshd.json" $MPORT '[{ "name": "api", "vip": "'$VIP'", "port": 80,
 	"load_balancer": { "algorithm": "random" } }]'
 jq --arg a "$CURL" '.discovery = { "backend": "consul", "consul": { "address": $a,
-	"services": ["api"], "wait": "2s" } }' "$TMP/meshd.json" >"$TMP/m.json" && mv "$TMP/m.json" "$TMP/meshd.json"
+	"services": ["api"], "wait": "30s" } }' "$TMP/meshd.json" >"$TMP/m.json" && mv "$TMP/m.json" "$TMP/meshd.json"
 start_meshd "$TMP/meshd.json" $MPORT || { fail start "meshd: $(grep -m3 "level=err" "$TMP/meshd.log")"; exit 1; }
 wait_for 10 grep -q 'backends changed.*service=api.*backends=0->4' "$TMP/meshd.log" ||
 	{ fail setup "instances not delivered: $(grep -m3 'service=api' "$TMP/meshd.log")"; exit 1; }

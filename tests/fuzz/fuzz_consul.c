@@ -16,7 +16,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t i;
 
 	int whole = consul_parse_health((const char *)data, size, &h, why, sizeof(why));
-	struct consul_stream *st = consul_stream_new();
+	struct consul_stream *st = consul_stream_new(true);
 	struct consul_health h2;
 	size_t cut = size ? data[0] % size : 0;
 

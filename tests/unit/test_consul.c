@@ -183,7 +183,7 @@ TEST(stream_in_pieces_matches_whole)
 	size_t len = strlen(json);
 
 	for (size_t piece = 1; piece <= len; piece++) {
-		struct consul_stream *st = consul_stream_new();
+		struct consul_stream *st = consul_stream_new(true);
 		struct consul_health h;
 		char why[128] = "";
 
@@ -203,12 +203,13 @@ TEST(stream_in_pieces_matches_whole)
 	}
 }
 
-/* 100,000 instances: the parser keeps the backends, never the answer. */
+/* 100,000 instances: the parser keeps the backends, never the answer (nor, not asked for,
+ * their selector documents). */
 TEST(stream_of_a_large_answer_keeps_only_backends)
 {
 	const char *entry = "{\"Node\":{\"Node\":\"n\",\"Address\":\"10.0.0.1\"},\"Service\":"
 			    "{\"ID\":\"x\",\"Address\":\"10.1.%u.%u\",\"Port\":%u},\"Checks\":[]}";
-	struct consul_stream *st = consul_stream_new();
+	struct consul_stream *st = consul_stream_new(false);
 	struct consul_health h;
 	char buf[256], why[64];
 
@@ -223,6 +224,7 @@ TEST(stream_of_a_large_answer_keeps_only_backends)
 	consul_stream_feed(st, "]", 1);
 	CHECK_INT_EQ(consul_stream_finish(st, &h, why, sizeof(why)), 0);
 	CHECK_INT_EQ(h.n, 100000);
+	CHECK(h.n && !h.backends[0].subset && !h.backends[h.n - 1].subset);
 	consul_health_free(&h);
 	consul_stream_free(st);
 }
@@ -366,10 +368,13 @@ TEST(config_entry_paths)
 	CHECK_INT_EQ(consul_entry_path(path, 20, "service-resolver", "api", NULL), -ENAMETOOLONG);
 }
 
-/* What the rollout delivers, through a sink that only counts. */
+/* What the rollout delivers and asks for, through a sink that only counts. */
 struct rollout_seen {
-	int plain, split;
+	int plain, split, wants;
 	bool plain_subset; /* a plain set still carried a selector document */
+	bool want_on;	   /* the last selectors asked for */
+	size_t n_split;	   /* of the last split delivered */
+	int labelled;	   /* instances of the last split delivered with a subset */
 };
 
 static void seen_deliver(void *arg, const char *service, uint64_t index, struct config_backend *b,
@@ -393,8 +398,11 @@ static void seen_split(void *arg, const char *service, uint64_t index, struct co
 	(void)service;
 	(void)index;
 	(void)split;
-	(void)n_split;
 	s->split++;
+	s->n_split = n_split;
+	s->labelled = 0;
+	for (size_t i = 0; i < n; i++)
+		s->labelled += b[i].subset != NULL;
 	state_backends_free(b, n);
 }
 
@@ -405,27 +413,68 @@ static const struct config_service *seen_current(void *arg, const char *service)
 	return NULL;
 }
 
-/* One instance carrying a selector document, as a health answer gives it. */
-static struct config_backend *one_instance(void)
+static void seen_want(void *arg, const char *service, bool on)
 {
-	struct config_backend *b = calloc(1, sizeof(*b));
+	struct rollout_seen *s = arg;
 
-	if (b)
-		b->subset = strdup("{\"Service\":{},\"Node\":{}}");
-	return b;
+	(void)service;
+	s->wants++;
+	s->want_on = on;
 }
 
-static void entry_gone(struct consul_rollout *r, const char *path)
+/* A rollout delivering to, and asking through, `seen`. */
+static struct consul_rollout *seen_rollout(struct rollout_seen *seen)
+{
+	struct discovery_sink sink = { .deliver = seen_deliver,
+				       .deliver_split = seen_split,
+				       .current = seen_current,
+				       .arg = seen };
+
+	return consul_rollout_new(&sink, seen_want, seen);
+}
+
+/* A health answer of `service`: instances v1 (Meta.version v1) and v2, with their selector
+ * documents when `sel`. */
+static void answer_instances(struct consul_rollout *r, const struct config_consul *c,
+			     const char *service, bool sel)
+{
+	static const char *const docs[] = {
+		"{\"Service\":{\"Meta\":{\"version\":\"v1\"}},\"Node\":{}}",
+		"{\"Service\":{\"Meta\":{\"version\":\"v2\"}},\"Node\":{}}"
+	};
+	struct consul_update *u = calloc(1, sizeof(*u));
+
+	if (!u || !(u->service = strdup(service)) ||
+	    !(u->backends = calloc(2, sizeof(*u->backends)))) {
+		consul_update_free(u);
+		return;
+	}
+	u->n_backends = 2;
+	u->index = 1;
+	u->selectors = sel;
+	for (size_t i = 0; sel && i < 2; i++)
+		u->backends[i].subset = strdup(docs[i]);
+	consul_rollout_instances(r, c, u);
+	consul_update_free(u);
+}
+
+/* An entry answer: `body` (200) or NULL (404). */
+static void answer_entry(struct consul_rollout *r, const char *path, const char *body)
 {
 	struct consul_update *u = calloc(1, sizeof(*u));
 
-	if (!u)
+	if (!u || !(u->service = strdup(path)) || (body && !(u->body = strdup(body)))) {
+		consul_update_free(u);
 		return;
-	u->service = strdup(path);
-	u->status = 404;
+	}
+	u->status = body ? 200 : 404;
+	u->body_len = body ? strlen(body) : 0;
 	CHECK(consul_rollout_entry(r, u));
 	consul_update_free(u);
 }
+
+#define API_RESOLVER "/v1/config/service-resolver/api"
+#define API_SPLITTER "/v1/config/service-splitter/api"
 
 /* The rollout governs configured services that do not fail over: only theirs are the entries
  * watched, and only their sets wait for the entries. Any other set (a failover or catalog
@@ -440,32 +489,65 @@ TEST(rollout_governs_configured_services_only)
 		.services = services, .n_services = 2, .failover = &fo, .n_failover = 1
 	};
 	struct rollout_seen seen = { 0 };
-	struct discovery_sink sink = { .deliver = seen_deliver,
-				       .deliver_split = seen_split,
-				       .current = seen_current,
-				       .arg = &seen };
-	struct consul_rollout *r = consul_rollout_new(&sink);
+	struct consul_rollout *r = seen_rollout(&seen);
 	ssize_t n = consul_rollout_paths(&c, &paths);
 
 	CHECK(r != NULL);
 	CHECK_INT_EQ(n, 2);
-	CHECK_STR_EQ(n == 2 ? paths[0] : "", "/v1/config/service-resolver/api");
-	CHECK_STR_EQ(n == 2 ? paths[1] : "", "/v1/config/service-splitter/api");
+	CHECK_STR_EQ(n == 2 ? paths[0] : "", API_RESOLVER);
+	CHECK_STR_EQ(n == 2 ? paths[1] : "", API_SPLITTER);
 	for (ssize_t i = 0; i < n; i++)
 		free(paths[i]);
 	free(paths);
 	if (!r)
 		return;
-	consul_rollout_instances(r, &c, "db", 1, one_instance(), 1);  /* fails over */
-	consul_rollout_instances(r, &c, "web", 1, one_instance(), 1); /* e.g. from the catalog */
+	answer_instances(r, &c, "db", true);  /* fails over */
+	answer_instances(r, &c, "web", true); /* e.g. from the catalog */
 	CHECK_INT_EQ(seen.plain, 2);
 	CHECK(!seen.plain_subset);
-	consul_rollout_instances(r, &c, "api", 1, one_instance(), 1);
+	answer_instances(r, &c, "api", false);
 	CHECK_INT_EQ(seen.plain + seen.split, 2); /* waits for both entries */
-	entry_gone(r, "/v1/config/service-resolver/api");
-	entry_gone(r, "/v1/config/service-splitter/api");
+	answer_entry(r, API_RESOLVER, NULL);
+	answer_entry(r, API_SPLITTER, NULL);
 	CHECK_INT_EQ(seen.split, 1);
 	CHECK_INT_EQ(seen.plain, 2);
+	CHECK_INT_EQ(seen.wants, 0); /* no resolver: no selector documents asked for */
+	consul_rollout_free(r);
+}
+
+/* Selector documents are asked of the watcher only while the service has a resolver entry; a
+ * split waits for instances that carry them, and is then delivered labelled. */
+TEST(rollout_asks_selectors_only_with_a_resolver)
+{
+	char *services[] = { "api" };
+	struct config_consul c = { .services = services, .n_services = 1 };
+	struct rollout_seen seen = { 0 };
+	struct consul_rollout *r = seen_rollout(&seen);
+
+	CHECK(r != NULL);
+	if (!r)
+		return;
+	answer_instances(r, &c, "api", false);
+	answer_entry(
+	    r, API_SPLITTER,
+	    "{\"Kind\":\"service-splitter\",\"Name\":\"api\",\"Splits\":["
+	    "{\"Weight\":90,\"ServiceSubset\":\"v1\"},{\"Weight\":10,\"ServiceSubset\":\"v2\"}]}");
+	CHECK(!consul_rollout_selectors(r, "api"));
+	CHECK_INT_EQ(seen.wants, 0);
+	answer_entry(r, API_RESOLVER,
+		     "{\"Kind\":\"service-resolver\",\"Name\":\"api\",\"Subsets\":{"
+		     "\"v1\":{\"Filter\":\"Service.Meta.version == v1\"},"
+		     "\"v2\":{\"Filter\":\"Service.Meta.version == v2\"}}}");
+	CHECK(consul_rollout_selectors(r, "api"));
+	CHECK(seen.wants == 1 && seen.want_on);
+	CHECK_INT_EQ(seen.split, 0); /* the instances have no documents to label them by */
+	answer_instances(r, &c, "api", true);
+	CHECK_INT_EQ(seen.split, 1);
+	CHECK_INT_EQ(seen.n_split, 2);
+	CHECK_INT_EQ(seen.labelled, 2);
+	answer_entry(r, API_RESOLVER, NULL); /* deleted: documents no longer wanted */
+	CHECK(seen.wants == 2 && !seen.want_on);
+	CHECK(!consul_rollout_selectors(r, "api"));
 	consul_rollout_free(r);
 }
 

@@ -37,10 +37,12 @@ struct consul_bad_mesh_port {
 	char value[32];			  /* the meta value, cut */
 };
 
-/* Backends of one /v1/health/service response. Each backend's `subset` (and each named
- * instance's `sel`) holds the instance's selector document, malloc'd: compact JSON of the parts
- * of the entry a resolver subset's Filter reads ({"Service":{ID,Service,Tags,Meta,...},
- * "Node":{...}}), which consul_source.c turns into subset labels before delivering (free with state_backends_free). */
+/* Backends of one /v1/health/service response. When asked for (only services with a
+ * service-resolver entry need them), each backend's `subset` (and each named instance's `sel`)
+ * holds the instance's selector document, malloc'd: compact JSON of the parts of the entry a
+ * resolver subset's Filter reads ({"Service":{ID,Service,Tags,Meta,...}, "Node":{...}}), which
+ * consul_rollout.c turns into subset labels before delivering (free with state_backends_free);
+ * else they are NULL. */
 struct consul_health {
 	struct config_backend *backends; /* instances with an IP address; malloc'd */
 	size_t n;
@@ -60,7 +62,8 @@ struct consul_health {
  * anything else: 0 and the instance noted in bad_mesh_port, the instance itself kept). An entry with any check not "passing" (the same rule as ?passing, node checks
  * included) is left out; an unusable one is counted in `skipped`. Repeated instances are not
  * merged here. Returns 0, -EINVAL when the document is not a JSON array (a reason in `why`),
- * -EMSGSIZE for an entry over 4 MiB, or -ENOMEM. Pure: no I/O. Free with consul_health_free. */
+ * -EMSGSIZE for an entry over 4 MiB, or -ENOMEM. Selector documents are built. Pure: no I/O.
+ * Free with consul_health_free. */
 int consul_parse_health(const char *json, size_t len, struct consul_health *out, char *why,
 			size_t why_len);
 void consul_health_free(struct consul_health *h);
@@ -69,7 +72,8 @@ void consul_health_free(struct consul_health *h);
  * largest entry and the instances kept, not by the answer. feed returns 0 or the error (then
  * further feeds do nothing); finish checks the array is complete and moves the result out. */
 struct consul_stream;
-struct consul_stream *consul_stream_new(void);
+/* `selectors`: build each instance's selector document (else `subset` and `sel` stay NULL). */
+struct consul_stream *consul_stream_new(bool selectors);
 int consul_stream_feed(struct consul_stream *s, const char *buf, size_t len);
 int consul_stream_finish(struct consul_stream *s, struct consul_health *out, char *why,
 			 size_t why_len);
@@ -277,21 +281,29 @@ int consul_catalog_defs(const struct consul_catalog *c, struct discovery_def **o
 struct discovery_sink;
 struct consul_update;
 struct consul_rollout;
+/* Asks the watcher for the selector documents of `service`'s instances (`on`), or no more. */
+typedef void (*consul_selectors_cb)(void *arg, const char *service, bool on);
 /* Per service state for splits driven by service-resolver and service-splitter entries,
- * delivering through `sink` (copied; its deliver_split and entry_error). NULL on ENOMEM. */
-struct consul_rollout *consul_rollout_new(const struct discovery_sink *sink);
+ * delivering through `sink` (copied; its deliver, deliver_split, current and entry_error).
+ * `want(arg, ...)` turns a service's selector documents on when its resolver entry appears and
+ * off when it goes: only services with a resolver need them. NULL on ENOMEM. */
+struct consul_rollout *consul_rollout_new(const struct discovery_sink *sink,
+					  consul_selectors_cb want, void *arg);
 void consul_rollout_free(struct consul_rollout *r);
+/* Whether the instances of `service` should come with selector documents (its resolver entry
+ * is known): what a new watcher starts with (consul_watch_opts.selectors). */
+bool consul_rollout_selectors(const struct consul_rollout *r, const char *service);
 /* The config entries to watch under `c` (docs/split.md, With Consul): the service-resolver and
  * service-splitter paths of each service the rollout governs (configured, not failing over).
  * Returns the count (array and strings malloc'd) or -ENOMEM. */
 ssize_t consul_rollout_paths(const struct config_consul *c, char ***out);
-/* A health answer's instances of `service` (taken: `b`, each `subset` its selector document),
- * from a watcher running with `c`: for a service the rollout governs, delivered labelled with the
- * resolver's subsets, with the split, as the entries say (once both entries were read); any
- * other service's set is delivered at once as it is (sink.deliver). */
+/* A health answer's instances (takes u->backends; each `subset` its selector document when
+ * u->selectors), from a watcher running with `c`: for a service the rollout governs, delivered
+ * labelled with the resolver's subsets, with the split, as the entries say (once both entries
+ * were read, and, for a split, once instances with selector documents came); any other
+ * service's set is delivered at once as it is (sink.deliver). */
 void consul_rollout_instances(struct consul_rollout *r, const struct config_consul *c,
-			      const char *service, uint64_t index, struct config_backend *b,
-			      size_t n);
+			      struct consul_update *u);
 /* An answer of a `gets` query: when its path is a splitter or resolver entry, applies it
  * (200: parsed, refused with a logged reason and entry_error when meshd cannot use it; 404:
  * deleted; an error: nothing changes) and returns true; false for any other path. */
@@ -358,6 +370,8 @@ struct consul_watch_opts {
 	const char *const *services;
 	const char *const *service_dcs; /* per entry of `services`: its ?dc=, NULL = `datacenter`
 					 * (the same service may be watched in several DCs) */
+	const bool *selectors; /* per entry of `services`: its answers carry selector documents
+				* (consul_watch_selectors); NULL = none does */
 	size_t n_services;
 	uint64_t wait_ns;	     /* blocking query wait; 0 = Consul's default (5 min) */
 	uint32_t rate_burst;	     /* 0 = 2 */
@@ -388,6 +402,7 @@ struct consul_update {
 	uint64_t index;			 /* index the next query will use (see consul_next_index) */
 	struct config_backend *backends; /* when err == 0: sorted by nobody, caller decides */
 	size_t n_backends;
+	bool selectors; /* the instances carry selector documents (backends' subset, named's sel) */
 	struct consul_named *named; /* instances with a host name, to resolve */
 	size_t n_named;
 	size_t skipped;	       /* listed instances left out (consul_health.skipped) */
@@ -416,6 +431,11 @@ bool consul_watch_writes_done(struct consul_watch *w);
 /* State of registration `i` (0 <= i < n_regs of the options) into `out`: 0 or -ENOENT. Any
  * thread. */
 int consul_watch_reg_state(struct consul_watch *w, size_t i, struct discovery_registration *out);
+/* Whether the health answers of `service` (its local-datacenter loop) carry selector
+ * documents from now on. Turned on, a fresh non-blocking read of it starts at once (a blocking
+ * query in flight is abandoned), so an answer with them follows promptly; answers already on
+ * their way have none (consul_update.selectors says). Any thread. */
+void consul_watch_selectors(struct consul_watch *w, const char *service, bool on);
 /* Sets what the TTL check of registration `i` reports (passing or critical); reported at once
  * when it changed, then every third of the TTL. Any thread. */
 void consul_watch_set_passing(struct consul_watch *w, size_t i, bool passing);

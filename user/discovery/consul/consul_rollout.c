@@ -1,13 +1,13 @@
 /* Traffic splits driven from Consul (docs/split.md, With Consul): this file decides which
  * services it governs (configured ones that do not fail over; any other set passes through as
- * it is) and which entries are watched for them: the watcher also reads /v1/config/service-resolver/<name> and
- * /v1/config/service-splitter/<name> (blocking queries); this file keeps, per service, the last
- * good entries and the last health answer's instances with their selector documents, and
- * delivers the service's backends labelled with the resolver's subsets together with the
- * splitter's split whenever any of the three changes. An entry deleted (404) ends the split; an
- * entry meshd cannot use (unparsable, a split to another service, a subset the resolver lacks)
- * is logged with the reason and counted, and the last good split stays; a failed query changes
- * nothing. Loop thread. */
+ * it is) and which entries are watched for them: /v1/config/service-resolver/<name> and
+ * /v1/config/service-splitter/<name> (blocking queries). Per service it keeps the last good
+ * entries and the last health answer's instances with their selector documents (asked of the
+ * watcher only while the service has a resolver entry), and delivers the service's backends
+ * labelled with the resolver's subsets together with the splitter's split whenever any of the
+ * three changes. An entry deleted (404) ends the split; an entry meshd cannot use (unparsable, a
+ * split to another service, a subset the resolver lacks) is logged with the reason and counted,
+ * and the last good split stays; a failed query changes nothing. Loop thread. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -26,10 +26,11 @@ static const char RESOLVER[] = "service-resolver";
 /* One service's entries and instances. */
 struct rollout_svc {
 	char *name;
-	struct config_backend *inst; /* last health answer; `subset` = selector document */
+	struct config_backend *inst; /* last health answer; `subset` = selector document or NULL */
 	size_t n_inst;
 	uint64_t index;
 	bool have_inst;
+	bool inst_sel; /* `inst` carry their selector documents (asked for while has_res) */
 	struct consul_resolver res; /* last good resolver */
 	bool has_res;
 	struct config_split *split; /* last good splitter, as written in Consul */
@@ -43,6 +44,8 @@ struct rollout_svc {
 
 struct consul_rollout {
 	struct discovery_sink sink;
+	consul_selectors_cb want; /* the watcher's selector documents for a service, on or off */
+	void *want_arg;
 	struct rollout_svc *svcs;
 	size_t n, cap;
 };
@@ -93,12 +96,16 @@ ssize_t consul_rollout_paths(const struct config_consul *c, char ***out)
 	return p ? (ssize_t)n : -ENOMEM;
 }
 
-struct consul_rollout *consul_rollout_new(const struct discovery_sink *sink)
+struct consul_rollout *consul_rollout_new(const struct discovery_sink *sink,
+					  consul_selectors_cb want, void *arg)
 {
 	struct consul_rollout *r = calloc(1, sizeof(*r));
 
-	if (r)
+	if (r) {
 		r->sink = *sink;
+		r->want = want;
+		r->want_arg = arg;
+	}
 	return r;
 }
 
@@ -121,15 +128,39 @@ void consul_rollout_free(struct consul_rollout *r)
 	free(r);
 }
 
+static struct rollout_svc *svc_find(const struct consul_rollout *r, const char *name)
+{
+	for (size_t i = 0; i < r->n; i++)
+		if (!strcmp(r->svcs[i].name, name))
+			return &r->svcs[i];
+	return NULL;
+}
+
+bool consul_rollout_selectors(const struct consul_rollout *r, const char *service)
+{
+	const struct rollout_svc *s = svc_find(r, service);
+
+	return s && s->has_res;
+}
+
+/* The instances' selector documents, kept only while a resolver may need them. */
+static void drop_selectors(struct rollout_svc *s)
+{
+	for (size_t i = 0; i < s->n_inst; i++) {
+		free(s->inst[i].subset);
+		s->inst[i].subset = NULL;
+	}
+	s->inst_sel = false;
+}
+
 /* The state of `name`, made on first use; NULL on ENOMEM. */
 static struct rollout_svc *svc_of(struct consul_rollout *r, const char *name)
 {
 	const struct config_service *cur;
-	struct rollout_svc *s;
+	struct rollout_svc *s = svc_find(r, name);
 
-	for (size_t i = 0; i < r->n; i++)
-		if (!strcmp(r->svcs[i].name, name))
-			return &r->svcs[i];
+	if (s)
+		return s;
 	if (r->n == r->cap) {
 		size_t cap = r->cap ? r->cap * 2 : 8;
 
@@ -269,6 +300,10 @@ static void publish(struct consul_rollout *r, struct rollout_svc *s, const char 
 	 * set and split after a restart): instances alone would drop the split for a moment. */
 	if (err || !s->have_inst || !s->seen_res || !s->seen_split)
 		goto out;
+	/* A split needs labelled instances: until an answer with selector documents came (asked
+	 * for when the resolver appeared), the registry keeps serving what it has. */
+	if (n_split && s->n_inst && !s->inst_sel)
+		goto out;
 	b = labelled(s, n_split > 0);
 	if (!b)
 		goto out;
@@ -297,16 +332,19 @@ static void pass_through(struct consul_rollout *r, const char *service, uint64_t
 }
 
 void consul_rollout_instances(struct consul_rollout *r, const struct config_consul *c,
-			      const char *service, uint64_t index, struct config_backend *b,
-			      size_t n)
+			      struct consul_update *u)
 {
+	struct config_backend *b = u->backends;
+	size_t n = u->n_backends;
 	struct rollout_svc *s;
 
-	if (!governs(c, service)) {
-		pass_through(r, service, index, b, n);
+	u->backends = NULL; /* taken */
+	u->n_backends = 0;
+	if (!governs(c, u->service)) {
+		pass_through(r, u->service, u->index, b, n);
 		return;
 	}
-	s = svc_of(r, service);
+	s = svc_of(r, u->service);
 	if (!s) {
 		state_backends_free(b, n);
 		return;
@@ -314,8 +352,11 @@ void consul_rollout_instances(struct consul_rollout *r, const struct config_cons
 	state_backends_free(s->inst, s->n_inst);
 	s->inst = b;
 	s->n_inst = n;
-	s->index = index;
+	s->index = u->index;
 	s->have_inst = true;
+	s->inst_sel = u->selectors;
+	if (!s->has_res) /* asked for before the resolver went: not needed */
+		drop_selectors(s);
 	publish(r, s, "instances");
 }
 
@@ -406,11 +447,22 @@ static void drop_entry(struct rollout_svc *s, const char *kind)
 			 log_q(s->name), kind);
 }
 
+/* The resolver appeared or went: the watcher's selector documents for the service follow (an
+ * answer with them is read at once when they turn on); those kept go with the resolver. */
+static void selectors_follow(struct consul_rollout *r, struct rollout_svc *s)
+{
+	if (!s->has_res)
+		drop_selectors(s);
+	if (r->want)
+		r->want(r->want_arg, s->name, s->has_res);
+}
+
 bool consul_rollout_entry(struct consul_rollout *r, const struct consul_update *u)
 {
 	char name[256], why[256] = "";
 	const char *kind = entry_of(u->service, name, sizeof(name));
 	struct rollout_svc *s;
+	bool had_res;
 	int err;
 
 	if (!kind)
@@ -430,6 +482,7 @@ bool consul_rollout_entry(struct consul_rollout *r, const struct consul_update *
 		return true;
 	}
 	*(kind == RESOLVER ? &s->seen_res : &s->seen_split) = true;
+	had_res = s->has_res;
 	if (!u->body) {
 		drop_entry(s, kind);
 	} else if ((err = take_entry(s, kind, u, why, sizeof(why)))) {
@@ -437,6 +490,8 @@ bool consul_rollout_entry(struct consul_rollout *r, const struct consul_update *
 			refused(r, name, kind, why);
 		return true;
 	}
+	if (s->has_res != had_res)
+		selectors_follow(r, s);
 	publish(r, s, kind);
 	return true;
 }

@@ -173,10 +173,7 @@ static void deliver_or_keep(struct discovery_source *src, struct consul_update *
 		LOG_WARN(SUBSYS, "consul instances skipped",
 			 "service=%s skipped=%zu usable=%zu first_problem=%s", log_q(u->service),
 			 u->skipped, u->n_backends, log_q(u->skip_reason));
-	consul_rollout_instances(src->rollout, src->conf, u->service, u->index, u->backends,
-				 u->n_backends);
-	u->backends = NULL; /* taken */
-	u->n_backends = 0;
+	consul_rollout_instances(src->rollout, src->conf, u); /* takes the backends */
 }
 
 /* --- instances' mesh-port meta -------------------------------------------------------------- */
@@ -570,6 +567,18 @@ static void paths_free(char **p, size_t n)
 	free(p);
 }
 
+/* Which of the local-datacenter watches start with selector documents: those the rollout asks
+ * for (a resolver entry is known). malloc'd (NULL + ENOMEM). */
+static bool *selectors_of(const struct consul_sink *s, const char **names, const char **dcs,
+			  size_t n)
+{
+	bool *sel = calloc(n + 1, sizeof(*sel));
+
+	for (size_t i = 0; sel && i < n; i++)
+		sel[i] = !dcs[i] && consul_rollout_selectors(s->src->rollout, names[i]);
+	return sel;
+}
+
 /* A watcher for `c` that watches `t`; NULL: the services of `c` and their config entries (the
  * configured services' watcher); empty: a cleanup watcher. */
 static struct consul_watch *watch_new(const struct config_consul *c, const struct targets *t,
@@ -598,7 +607,7 @@ static struct consul_watch *watch_new(const struct config_consul *c, const struc
 		.resync_ns = c->resync_ns,
 	};
 	struct consul_watch *w = NULL;
-	bool failed = false;
+	bool failed = false, *sel = NULL;
 	char *token;
 
 	if (!t) {
@@ -606,9 +615,11 @@ static struct consul_watch *watch_new(const struct config_consul *c, const struc
 		 * instance churn (a few steps in a row still go through). */
 		o.get_rate_burst = 5;
 		o.get_rate_period_ns = 1000000000ull;
+		if (n_targets >= 0)
+			o.selectors = sel = selectors_of(s, names, dcs, (size_t)n_targets);
 	}
-	token = n_targets < 0 || n_entries < 0 ? NULL : read_token(c, &failed);
-	if (n_targets < 0 || n_entries < 0 || failed)
+	token = n_targets < 0 || n_entries < 0 || (!t && !sel) ? NULL : read_token(c, &failed);
+	if (n_targets < 0 || n_entries < 0 || (!t && !sel) || failed)
 		goto out;
 	o.token = token;
 	s->token_hash = token_hash(token);
@@ -619,6 +630,7 @@ static struct consul_watch *watch_new(const struct config_consul *c, const struc
 out:
 	free(names);
 	free(dcs);
+	free(sel);
 	paths_free(entries, n_entries > 0 ? (size_t)n_entries : 0);
 	return w;
 }
@@ -1061,6 +1073,15 @@ static void src_free(struct discovery_source *src)
 	free(src);
 }
 
+/* The rollout asks for a service's selector documents (consul_selectors_cb). */
+static void want_selectors(void *arg, const char *service, bool on)
+{
+	struct discovery_source *src = arg;
+
+	if (src->cs)
+		consul_watch_selectors(src->cs->watch, service, on);
+}
+
 static int consul_start(const struct mesh_config *cfg, struct evloop *loop,
 			const struct discovery_sink *sink, struct discovery_source **out)
 {
@@ -1075,7 +1096,7 @@ static int consul_start(const struct mesh_config *cfg, struct evloop *loop,
 	    dns_resolver_new(loop, &(struct dns_resolver_opts){ .servers = cfg->dns.servers,
 								.n_servers = cfg->dns.n_servers });
 	err = src->res ? 0 : -errno;
-	src->rollout = err ? NULL : consul_rollout_new(sink);
+	src->rollout = err ? NULL : consul_rollout_new(sink, want_selectors, src);
 	if (!err && !src->rollout)
 		err = -ENOMEM;
 	if (err) {

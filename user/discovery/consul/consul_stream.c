@@ -2,7 +2,8 @@
  * entry and the instances kept (not by the answer): a small scanner finds each top-level array
  * element (depth, strings, escapes), cJSON parses that one entry, and it is dropped once turned
  * into a backend (an IP address), a named instance (a hostname the caller resolves) or a count of
- * unusable ones. A 100,000-instance answer never sits in memory whole. Pure; any thread. */
+ * unusable ones; each instance gets its selector document only when the stream was asked to.
+ * A 100,000-instance answer never sits in memory whole. Pure; any thread. */
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <ctype.h>
@@ -35,6 +36,7 @@ struct consul_stream {
 	size_t len, cap;
 	size_t cap_backends, cap_named;
 	struct consul_health h;
+	bool selectors; /* build each instance's selector document */
 	int err;
 	char why[128];
 };
@@ -243,7 +245,7 @@ static const char *add_entry(struct consul_stream *s, const cJSON *entry)
 		b.endpoint.port = port;
 		b.weight = weight;
 		b.mesh_port = mport;
-		if (!(b.subset = selector_doc(entry)))
+		if (s->selectors && !(b.subset = selector_doc(entry)))
 			return "out of memory";
 		h->backends[h->n++] = b;
 		return NULL;
@@ -251,7 +253,8 @@ static const char *add_entry(struct consul_stream *s, const cJSON *entry)
 	if (!grow((void **)&h->named, &s->cap_named, h->n_named + 1, sizeof(*h->named)) ||
 	    !(h->named[h->n_named].host = strdup(addr)))
 		return "out of memory";
-	if (!(h->named[h->n_named].sel = selector_doc(entry))) {
+	h->named[h->n_named].sel = NULL;
+	if (s->selectors && !(h->named[h->n_named].sel = selector_doc(entry))) {
 		free(h->named[h->n_named].host);
 		return "out of memory";
 	}
@@ -377,9 +380,13 @@ static bool scan(struct consul_stream *s, char c)
 	}
 }
 
-struct consul_stream *consul_stream_new(void)
+struct consul_stream *consul_stream_new(bool selectors)
 {
-	return calloc(1, sizeof(struct consul_stream));
+	struct consul_stream *s = calloc(1, sizeof(*s));
+
+	if (s)
+		s->selectors = selectors;
+	return s;
 }
 
 int consul_stream_feed(struct consul_stream *s, const char *buf, size_t len)
@@ -433,7 +440,7 @@ void consul_stream_free(struct consul_stream *s)
 int consul_parse_health(const char *json, size_t len, struct consul_health *out, char *why,
 			size_t why_len)
 {
-	struct consul_stream *s = consul_stream_new();
+	struct consul_stream *s = consul_stream_new(true);
 	int err;
 
 	memset(out, 0, sizeof(*out));

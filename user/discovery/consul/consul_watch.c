@@ -2,10 +2,11 @@
  * handle (curl_multi_poll, woken by curl_multi_wakeup to stop), and the agent writes: each
  * registration retried on its own with backoff, kept true afterwards (a periodic
  * GET /v1/agent/services, or a 404 on a TTL update, means the agent lost it: written again),
- * TTL checks reported from what the owner sets. Each loop follows Consul's client
- * rules: X-Consul-Index handling, a token bucket between queries, capped jittered backoff on
- * errors (and a fresh non-blocking read after one). Results go to the owner's callback on this
- * thread. The token only ever sits in one header list; nothing here logs it. */
+ * TTL checks reported from what the owner sets; a service's answers carry selector documents
+ * while the owner asks for them (turning them on reads it again at once). Each loop follows
+ * Consul's client rules: X-Consul-Index handling, a token bucket between queries, capped
+ * jittered backoff on errors (and a fresh non-blocking read after one). Results go to the
+ * owner's callback on this thread. The token only ever sits in one header list; nothing here logs it. */
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <errno.h>
@@ -36,16 +37,19 @@ enum query_kind {
 struct query {
 	struct consul_watch *w;
 	enum query_kind kind;
-	char *service;	    /* service name (watch), service ID (writes) or path (get) */
-	char *dc;	    /* QUERY_WATCH: ?dc= of this loop, NULL = the watcher's datacenter */
-	char *put_body;	    /* registration JSON */
-	bool done;	    /* a write that succeeded */
-	struct query *reg;  /* QUERY_TTL: its registration */
-	struct query *ttl;  /* QUERY_REGISTER: its TTL job, NULL when none */
-	atomic_int passing; /* QUERY_TTL: what to report (1/0), -1 = not known yet */
-	atomic_bool dirty;  /* QUERY_TTL: `passing` changed since the last report */
-	int sending;	    /* QUERY_TTL: the status the request in flight reports */
-	uint64_t period_ns; /* QUERY_TTL, QUERY_VERIFY: time between requests */
+	char *service;	       /* service name (watch), service ID (writes) or path (get) */
+	char *dc;	       /* QUERY_WATCH: ?dc= of this loop, NULL = the watcher's datacenter */
+	char *put_body;	       /* registration JSON */
+	bool done;	       /* a write that succeeded */
+	struct query *reg;     /* QUERY_TTL: its registration */
+	struct query *ttl;     /* QUERY_REGISTER: its TTL job, NULL when none */
+	atomic_bool selectors; /* QUERY_WATCH: answers carry selector documents */
+	atomic_bool refresh;   /* QUERY_WATCH: read again now (selectors were turned on) */
+	bool sel_now;	       /* QUERY_WATCH: `selectors` as the request in flight began */
+	atomic_int passing;    /* QUERY_TTL: what to report (1/0), -1 = not known yet */
+	atomic_bool dirty;     /* QUERY_TTL: `passing` changed since the last report */
+	int sending;	       /* QUERY_TTL: the status the request in flight reports */
+	uint64_t period_ns;    /* QUERY_TTL, QUERY_VERIFY: time between requests */
 	struct discovery_registration
 	    st;	     /* QUERY_REGISTER: state for status and metrics (w->lock) */
 	CURL *easy;  /* non-NULL while a request is in flight */
@@ -147,7 +151,7 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *arg)
 		return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
 	q->body_len += n;
 	if (q->kind == QUERY_WATCH && q->status == 200) {
-		if (!q->stream && !(q->stream = consul_stream_new()))
+		if (!q->stream && !(q->stream = consul_stream_new(q->sel_now)))
 			return 0;
 		consul_stream_feed(q->stream, ptr, n); /* an error is reported at the end */
 		return n;
@@ -226,6 +230,7 @@ static int query_start(struct query *q)
 
 	if (q->kind == QUERY_TTL) /* one read: the URL and the state recorded agree */
 		q->sending = atomic_load(&q->passing) == 1;
+	q->sel_now = atomic_load(&q->selectors);
 	if (query_url(q) < 0)
 		return -ENAMETOOLONG;
 	if (reads(q) && q->index) /* Consul adds up to wait/16 of jitter */
@@ -322,6 +327,7 @@ static int query_result(struct query *q, CURLcode res, long status, struct consu
 			 log_q(q->service), q->failures);
 	u->backends = h.backends;
 	u->n_backends = h.n;
+	u->selectors = q->sel_now;
 	u->named = h.named;
 	u->n_named = h.n_named;
 	u->skipped = h.skipped;
@@ -510,6 +516,21 @@ static void query_finish(struct query *q, CURLcode res)
 	w->cb(u, w->arg);
 }
 
+/* A read asked for again now: any blocking query in flight is dropped (its answer would lack
+ * what was asked for) and a non-blocking one is due at once. */
+static void refresh_now(struct query *q, uint64_t now)
+{
+	if (q->easy) {
+		curl_multi_remove_handle(q->w->multi, q->easy);
+		curl_easy_cleanup(q->easy);
+		q->easy = NULL;
+		consul_stream_free(q->stream);
+		q->stream = NULL;
+	}
+	q->index = 0;
+	q->next_ns = now;
+}
+
 /* Starts the queries that are due; returns how long the loop may sleep (ms). */
 static long start_due(struct consul_watch *w)
 {
@@ -519,6 +540,8 @@ static long start_due(struct consul_watch *w)
 	for (i = 0; i < w->n; i++) {
 		struct query *q = &w->q[i];
 
+		if (q->kind == QUERY_WATCH && atomic_exchange(&q->refresh, false))
+			refresh_now(q, now);
 		if (q->easy || q->done)
 			continue;
 		if (q->kind == QUERY_TTL) {
@@ -668,6 +691,8 @@ static int add_jobs(struct consul_watch *w, const struct consul_watch_opts *o)
 		struct query *q = add_job(w, QUERY_WATCH, o->services[i], NULL);
 
 		err = q && (!dc || (q->dc = strdup(dc))) ? 0 : -ENOMEM;
+		if (q)
+			atomic_init(&q->selectors, o->selectors && o->selectors[i]);
 	}
 	for (i = 0; !err && i < o->n_regs; i++)
 		err = add_registration(w, &o->regs[i]);
@@ -784,6 +809,24 @@ int consul_watch_reg_state(struct consul_watch *w, size_t i, struct discovery_re
 	*out = w->regs[i]->st;
 	pthread_mutex_unlock(&w->lock);
 	return 0;
+}
+
+void consul_watch_selectors(struct consul_watch *w, const char *service, bool on)
+{
+	bool wake = false;
+
+	for (size_t i = 0; w && i < w->n; i++) {
+		struct query *q = &w->q[i];
+
+		if (q->kind != QUERY_WATCH || q->dc || strcmp(q->service, service))
+			continue;
+		if (atomic_exchange(&q->selectors, on) != on && on) {
+			atomic_store(&q->refresh, true);
+			wake = true;
+		}
+	}
+	if (wake)
+		curl_multi_wakeup(w->multi);
 }
 
 void consul_watch_set_passing(struct consul_watch *w, size_t i, bool passing)
