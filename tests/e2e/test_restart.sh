@@ -39,6 +39,14 @@ for round in 1 2; do
 	fi
 	connects_grow crash 30 || fail "after_restart_$round" "the client stalled after the restart"
 done
+# The 20 held connections count against the backends they were balanced to before the restarts:
+# the adopting meshd kept every backend's id (a new id would start at 0 and lose them).
+held_active() {
+	"$MESHCTL" --socket "$TMP/admin.sock" -o json backends api |
+		jq '[.backends[].active_connections] | add'
+}
+check active_counts_kept_through_restarts "per-backend active $(held_active), 20 held" \
+	wait_for 10 eval '[ "$(held_active)" -ge 20 ]'
 touch "$TMP/crash.stop"
 wait "$CLIENT_PID"
 
