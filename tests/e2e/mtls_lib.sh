@@ -207,6 +207,8 @@ backend_b() {
 #                              (STOPFILE.ready appears once the first ping came back)
 #   stream VIP PORT STOPFILE   streams data both ways until STOPFILE; bytes and how it ended
 #   loop VIP PORT STOPFILE     new connections in a loop until STOPFILE; counts ok/fail
+#   upload VIP PORT N          to a sink (mtlsbench server): "S" alone, a pause, N bytes, EOF;
+#                              the byte count the sink reports
 cat >"$TMP/mc.py" <<'PY'
 import json, os, socket, sys, time
 
@@ -297,6 +299,23 @@ elif mode == "loop":
         time.sleep(0.02)
     print(json.dumps({"ok": ok, "fail": fail, "refused": refused, "errors": errs[:5],
                       "slowest": round(slowest, 3)}))
+elif mode == "upload":
+    s = socket.create_connection((vip, port), timeout=10)
+    s.sendall(b"S")
+    time.sleep(0.2)  # "S" travels alone with the CONNECT; the sink answers only at EOF
+    try:
+        s.sendall(b"u" * int(sys.argv[4]))
+        s.shutdown(socket.SHUT_WR)
+        back = b""
+        while len(back) < 8:
+            more = s.recv(8 - len(back))
+            if not more:
+                break
+            back += more
+        r = {"counted": int.from_bytes(back, "little") if len(back) == 8 else -1}
+    except OSError as e:
+        r = {"counted": -1, "error": ended(e)}
+    print(json.dumps(r))
 elif mode == "abort":
     s = socket.create_connection((vip, port), timeout=5)
     s.sendall(b"watch\n")

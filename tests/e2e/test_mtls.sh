@@ -84,6 +84,11 @@ check app_reset_reaches_backend "client: $r, backend saw: $(cat "$TMP/rstseen" 2
 # every byte and the end (credit returned as the backend drains; a stall would time out).
 bulk=$(in_host_cg "$HA" "$CG_a/web" timeout 30 "$TOOLS/mtlsbench" stream 127.77.9.12:80 2)
 check bulk_stream_flow_control_and_eof "exit $?: $bulk" test -n "$(echo "$bulk" | grep stream_bytes)"
+# Host b holds the 200 briefly for the backend's first bytes (to send both in one record); a
+# backend that says nothing until EOF gets the answer when the hold ends, so an upload beyond
+# the early bytes (which wait for the 200 on host a) goes through.
+r=$(mc "$HA" "$CG_a/web" upload 127.77.9.12 80 262144)
+check held_answer_released_for_a_silent_backend "$r" test "$(echo "$r" | jq .counted)" = 262144
 
 # --- identities -----------------------------------------------------------------------------------
 out=$(in_host_cg "$HA" "$CG_a/web/child" curl -s --max-time 5 "http://$VIP/child")
@@ -129,6 +134,32 @@ check policy_change_closes_established "held connection: $(cat "$TMP/hold.json")
 b_rules '[{ source: "web", destination: "*", action: "allow" }]'
 out=$(in_host_cg "$HA" "$CG_a/web" curl -s --max-time 5 "http://$VIP/again")
 check allowed_after_live_change "got '$out'" test "$out" = api
+
+# --- busy polling ------------------------------------------------------------------------------------
+# mtls.busy_poll keeps host a's proxy threads polling between the messages of a busy connection:
+# they stop sleeping (voluntary context switches) while round trips keep coming.
+sleeps() { # voluntary context switches of meshd a's proxy threads
+	local pid f n=0
+	pid=$(pid_of_latest a)
+	for f in /proc/"$pid"/task/*/status; do
+		grep -q '^Name:.*mtls-' "$f" && n=$((n + $(awk '/^voluntary_ctxt_switches/ { print $2 }' "$f")))
+	done
+	echo "$n"
+}
+rr_sleeps() {
+	local s0
+	s0=$(sleeps)
+	in_host_cg "$HA" "$CG_a/web" "$TOOLS/mtlsbench" rr 127.77.9.12:80 64 2000 >/dev/null
+	echo $(($(sleeps) - s0))
+}
+idle=$(rr_sleeps)
+host_config "$TMP/a.json" a "$(jq -c . "$TMP/a.json") | .mtls.busy_poll = \"10ms\""
+reloaded=$(ctl a reload 2>&1)
+busy=$(rr_sleeps)
+check busy_poll_keeps_workers_awake "reload: $reloaded; sleeps over 2,200 round trips: $idle without, $busy with" \
+	test "$idle" -gt 1000 -a "$busy" -lt 200
+bad=$(jq -c '.mtls.busy_poll = "1s"' "$TMP/a.json" >"$TMP/bad.json" && "$MESHD" validate --offline "$TMP/bad.json" 2>&1)
+check busy_poll_out_of_range_refused "$bad" grep -q "mtls.busy_poll" <<<"$bad"
 
 [ -n "${MTLS_DEBUG:-}" ] && cp "$TMP"/*.log "$TMP"/*.pcap "$MTLS_DEBUG/" 2>/dev/null
 exit 0

@@ -6,7 +6,7 @@
  * formats back to text that parses to the same endpoint; a traceparent kept by the request is
  * one header's value, never marked bad at once; an accepted traceparent has non-zero ids and
  * formats to a version-00 value that parses to the same context (and, for version 00, to the
- * input itself up to the flags). */
+ * input itself up to the flags). The bytes as a `mesh-held-us` value: at most 9,999,999 us. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +55,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	check_authority((const char *)data, size);
 	check_traceparent((const char *)data, size);
+	if (wire_held_ns(data, size) > 9999999000ull)
+		abort();
 	wire_request_init(&r);
 	while (i + 2 <= size) {
 		size_t nl = data[i], vl;

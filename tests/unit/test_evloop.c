@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "common/evloop.h"
@@ -143,6 +144,42 @@ TEST(fd_readiness_runs_callback_once)
 	CHECK_INT_EQ(t.n, 1);
 	CHECK_INT_EQ(t.order[0], 'x');
 	CHECK_INT_EQ(evloop_del_fd(t.loop, p[0]), -ENOENT);
+	close(p[0]);
+	close(p[1]);
+	evloop_free(t.loop);
+}
+
+/* Busy polling: within the window after an event the loop never sleeps (no voluntary context
+ * switch: sched_yield() keeps the thread runnable), and an event still runs its callback once. */
+static long voluntary_switches(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_THREAD, &ru);
+	return ru.ru_nvcsw;
+}
+
+TEST(busy_poll_keeps_the_loop_awake_after_an_event)
+{
+	struct trace t = { .loop = evloop_new(), .stop_after = 2 };
+	struct mark m = { &t, 0 };
+	int p[2], timed_out = 0;
+	long before;
+
+	CHECK_INT_EQ(pipe(p), 0);
+	evloop_set_busy_poll(t.loop, 2000 * MS);
+	CHECK_INT_EQ(evloop_add_fd(t.loop, p[0], EPOLLIN, on_readable, &t), 0);
+	CHECK(write(p[1], "x", 1) == 1);
+	evloop_add_timer(t.loop, 100 * MS, on_timer, &m); /* tag 0: while spinning */
+	evloop_add_timer(t.loop, 5000 * MS, on_deadline, &timed_out);
+	before = voluntary_switches();
+	evloop_run(t.loop);
+	CHECK_INT_EQ(timed_out, 0);
+	CHECK_INT_EQ(t.n, 2);
+	CHECK_INT_EQ(t.order[0], 'x');
+	/* 100 ms between the event and the timer, spent polling: nothing blocked (without busy
+	 * polling, epoll_wait sleeps until the timer) */
+	CHECK_INT_EQ(voluntary_switches() - before, 0);
 	close(p[0]);
 	close(p[1]);
 	evloop_free(t.loop);

@@ -300,6 +300,22 @@ TEST(wire_keeps_one_traceparent_and_never_fails_on_it)
 	CHECK(!r.traceparent_bad);
 }
 
+TEST(wire_held_header_takes_plain_microseconds_only)
+{
+	static const struct {
+		const char *v;
+		uint64_t ns;
+	} cases[] = {
+		{ "0", 0 },	   { "1", 1000 }, { "250", 250000 }, { "9999999", 9999999000ull },
+		{ "", 0 },	   { "-1", 0 },	  { "+5", 0 },	     { "12a", 0 },
+		{ "10000000", 0 }, { " 12", 0 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		CHECK_INT_EQ(wire_held_ns((const uint8_t *)cases[i].v, strlen(cases[i].v)),
+			     cases[i].ns);
+}
+
 TEST(wire_refuses_anything_but_a_plain_connect)
 {
 	static const struct {

@@ -4,6 +4,7 @@
  * the post queue is the only state shared across threads and sits behind a mutex. */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,7 @@ struct evloop {
 	pthread_mutex_t post_lock;
 	struct post *post_head, **post_tail; /* FIFO, under post_lock */
 	bool stop;			     /* written by any thread, atomically */
+	uint64_t busy_ns;		     /* spin this long after the last event; 0 = never */
 	struct evloop_stats stats;	     /* loop thread only */
 };
 
@@ -492,23 +494,47 @@ static void dispatch(struct evloop *loop, const struct epoll_event *ev, int n)
 	}
 }
 
+void evloop_set_busy_poll(struct evloop *loop, uint64_t ns)
+{
+	loop->busy_ns = ns;
+}
+
+/* Waits for events: blocks, or within busy_ns of the last event polls without blocking and
+ * yields the CPU between polls (runnable threads go first; the CPU does not idle). */
+static int wait_events(struct evloop *loop, struct epoll_event *ev, uint64_t last_ns, bool *spun)
+{
+	int n;
+
+	*spun = loop->busy_ns && evloop_now_ns() - last_ns < loop->busy_ns;
+	if (!*spun)
+		return epoll_wait(loop->epfd, ev, MAX_EVENTS, next_timeout_ms(loop));
+	n = epoll_wait(loop->epfd, ev, MAX_EVENTS, 0);
+	if (n == 0)
+		sched_yield();
+	return n;
+}
+
 int evloop_run(struct evloop *loop)
 {
 	struct epoll_event ev[MAX_EVENTS];
+	uint64_t last_ns = 0;
 
 	while (!__atomic_load_n(&loop->stop, __ATOMIC_ACQUIRE)) {
-		int n = epoll_wait(loop->epfd, ev, MAX_EVENTS, next_timeout_ms(loop));
-
+		bool spun;
+		int n = wait_events(loop, ev, last_ns, &spun);
 		uint64_t t0;
 
 		if (n < 0 && errno != EINTR)
 			return -errno;
 		t0 = evloop_now_ns();
-		if (n > 0)
+		if (n > 0) {
 			dispatch(loop, ev, n);
+			last_ns = t0;
+		}
 		if (!__atomic_load_n(&loop->stop, __ATOMIC_ACQUIRE))
 			run_timers(loop);
-		account(loop, evloop_now_ns() - t0);
+		if (n != 0 || !spun) /* an empty poll while spinning is no iteration */
+			account(loop, evloop_now_ns() - t0);
 	}
 	__atomic_store_n(&loop->stop, false, __ATOMIC_RELEASE);
 	return 0;

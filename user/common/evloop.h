@@ -29,6 +29,12 @@ void evloop_del_timer(struct evloop *loop, int64_t id);
 /* Runs `cb(arg)` on the loop thread soon. Safe from any thread. Returns 0 or -errno. */
 int evloop_post(struct evloop *loop, evloop_post_cb cb, void *arg);
 
+/* Busy polling: for `ns` after the last event the loop polls without blocking (yielding the
+ * CPU between polls) instead of sleeping, so a reply that comes soon finds it awake: no wake-up
+ * of a sleeping thread (on a VM, an idle vCPU's halt) on the path. 0 (the default) = off.
+ * Loop thread only. */
+void evloop_set_busy_poll(struct evloop *loop, uint64_t ns);
+
 /* Runs until evloop_stop(). Returns 0, or -errno if epoll itself failed. */
 int evloop_run(struct evloop *loop);
 void evloop_stop(struct evloop *loop);

@@ -233,6 +233,7 @@ struct config_mtls {
 	uint32_t pool_max_streams;
 	uint64_t pool_idle_timeout_ns;
 	uint64_t connect_timeout_ns;
+	uint64_t busy_poll_ns; /* mtls.busy_poll; 0 = off */
 	uint64_t drain_timeout_ns;
 };
 

@@ -398,6 +398,12 @@ static const struct cfg_key root_keys[] = {
 	  .min = 10 * MS, .max = MIN,
 	  .doc = "Time allowed for the TCP connect plus TLS handshake to a remote meshd, and "
 		 "for the connect to a local backend." },
+	{ "mtls.busy_poll", CT_DURATION, R(mtls.busy_poll_ns), .def = "0", .min = 0, .max = 10 * MS,
+	  .doc = "After each event a proxy thread polls without sleeping (yielding the CPU to any "
+		 "runnable thread) for this long before it blocks, so the next message of a "
+		 "busy connection finds it awake: lower latency on a VM whose idle vCPUs halt, "
+		 "for CPU time while connections are active. 0 = off (sleep at once), as "
+		 "haproxy's `busy-polling` is off by default. See docs/mtls.md, Performance." },
 	{ "mtls.drain_timeout", CT_DURATION, R(mtls.drain_timeout_ns), .def = "5m", .min = 1 * SEC,
 	  .max = 24 * HOUR,
 	  .doc = "How long a meshd replaced by an upgrade keeps serving its live proxied "

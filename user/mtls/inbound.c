@@ -7,6 +7,7 @@
  * streams the new policy denies. Worker thread only. */
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,17 +86,65 @@ static void respond_error(struct leg *l, int status, const char *detail)
 		tunnel_flush(t);
 }
 
-static void respond_ok(struct leg *l)
+/* Submits the 200 with the backend socket as the stream's data source, saying how long it was
+ * held (`held_ns`, 0 = not held). 0, or -1 (leg closed). */
+static int submit_ok(struct leg *l, uint64_t held_ns)
 {
-	nghttp2_nv nv[1] = {
+	char held[24];
+	nghttp2_nv nv[2] = {
 		{ (uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE },
+		{ (uint8_t *)WIRE_HELD_HEADER, (uint8_t *)held, sizeof(WIRE_HELD_HEADER) - 1, 0,
+		  NGHTTP2_NV_FLAG_NONE },
 	};
 	nghttp2_data_provider prov = leg_provider(l->sref);
 
-	if (nghttp2_submit_response(l->t->h2, l->sid, nv, 1, &prov)) {
+	nv[1].valuelen =
+	    (size_t)snprintf(held, sizeof(held), "%llu", (unsigned long long)(held_ns / 1000));
+	if (nghttp2_submit_response(l->t->h2, l->sid, nv, held_ns ? 2 : 1, &prov)) {
 		leg_close(l, true);
+		return -1;
+	}
+	return 0;
+}
+
+static void on_hold_end(struct evloop *loop, void *arg)
+{
+	struct leg *l = arg;
+
+	l->timer = 0;
+	leg_enter(l);
+	inbound_answer(l);
+	leg_leave(l);
+}
+
+void inbound_answer(struct leg *l)
+{
+	if (!l->answer_held || l->dead)
+		return;
+	l->answer_held = false;
+	evloop_del_timer(l->w->loop, l->timer);
+	l->timer = 0;
+	if (!l->t || !l->sref || submit_ok(l, evloop_now_ns() - l->held_ns))
+		return;
+	tunnel_flush(l->t); /* the 200 and what the backend sent: one TLS record */
+}
+
+/* The backend is connected. The early bytes are written to it at once; the 200 goes with the
+ * backend's first bytes when they come within ANSWER_HOLD_NS (a request/response's reply, a
+ * server's greeting), so the caller's meshd is woken once, not twice. Not held when the backend
+ * has already sent something (`events`), and released early when the caller has sent a whole
+ * frame (more may wait on the answer on its side: leg_data). */
+static void respond_ok(struct leg *l, uint32_t events)
+{
+	if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) ||
+	    l->wq_bytes >= DATA_FRAME_PAYLOAD) {
+		if (submit_ok(l, 0) == 0)
+			leg_establish(l);
 		return;
 	}
+	l->answer_held = true;
+	l->held_ns = evloop_now_ns();
+	l->timer = evloop_add_timer(l->w->loop, ANSWER_HOLD_NS, on_hold_end, l);
 	leg_establish(l);
 }
 
@@ -175,6 +224,17 @@ static int connect_backend(struct leg *l)
 	return 0;
 }
 
+/* A local backend is usually connected when connect(2) returns (the handshake ran in our own
+ * call): then answer in this round instead of the next epoll_wait's. */
+static bool established(int fd)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	return getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+	       ti.tcpi_state == TCP_ESTABLISHED;
+}
+
 void inbound_request(struct leg *l)
 {
 	const char *owner;
@@ -200,6 +260,8 @@ void inbound_request(struct leg *l)
 	status = connect_backend(l);
 	if (status)
 		respond_error(l, status, "backend connect");
+	else if (established(l->fd))
+		inbound_connected(l, EPOLLOUT);
 }
 
 void inbound_connected(struct leg *l, uint32_t events)
@@ -222,7 +284,7 @@ void inbound_connected(struct leg *l, uint32_t events)
 		leg_close(l, true);
 		return;
 	}
-	respond_ok(l);
+	respond_ok(l, events);
 }
 
 void inbound_recheck(struct worker *w)

@@ -258,7 +258,7 @@ static void write_failed(struct leg *l)
 	leg_close(l, true);
 }
 
-void leg_data(struct leg *l, const uint8_t *data, size_t len)
+static void write_data(struct leg *l, const uint8_t *data, size_t len)
 {
 	ssize_t n = 0;
 
@@ -280,6 +280,14 @@ void leg_data(struct leg *l, const uint8_t *data, size_t len)
 		nghttp2_session_consume(l->t->h2, l->sid, len - (size_t)n);
 		write_failed(l);
 	}
+}
+
+void leg_data(struct leg *l, const uint8_t *data, size_t len)
+{
+	write_data(l, data, len);
+	/* The caller filled a whole frame before the answer: more may wait on it there. */
+	if (!l->dead && l->answer_held && l->bytes_down + l->wq_bytes >= DATA_FRAME_PAYLOAD)
+		inbound_answer(l);
 }
 
 /* Writes queued chunks until the socket is full. */
@@ -466,8 +474,10 @@ static void on_leg_fd(struct evloop *loop, int fd, uint32_t events, void *arg)
 	if (l->role == LEG_INBOUND && l->state == L_REQUESTED) {
 		inbound_connected(l, events);
 	} else if (l->state == L_ESTABLISHED || l->state == L_REQUESTED) {
+		if (l->answer_held && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+			inbound_answer(l);
 		/* outbound L_REQUESTED: early bytes; a reset waits for the answer */
-		if (l->wq && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
+		if (!l->dead && l->wq && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
 			drain(l);
 			/* What drained was consumed: send the WINDOW_UPDATE it may have queued, or
 			 * the peer, out of window, waits forever. */

@@ -224,6 +224,7 @@ static void start_attempt(struct leg *l)
 	memcpy(key.addr_bytes, &l->target.addr, l->target.family == AF_INET6 ? 16 : 4);
 	l->status = 0;
 	l->resp_reason[0] = '\0';
+	l->held_ns = 0;
 	l->attempt_ns = evloop_now_ns();
 	l->timer =
 	    evloop_add_timer(l->w->loop, 2 * s->connect_ns + 1000000000ull, on_response_timeout, l);
@@ -271,11 +272,13 @@ void outbound_outcomes_flush(struct worker *w)
 }
 
 /* A success: its outcome (a bpf(2) call) waits until the bytes that came with the answer are
- * delivered. */
+ * delivered. Its latency leaves out the time the remote meshd held the answer (waiting for the
+ * backend's first bytes): the tunnel round trip and the remote backend connect, as before. */
 static void defer_success(struct leg *l)
 {
 	struct worker *w = l->w;
 	struct pending_outcome *o;
+	uint64_t took = evloop_now_ns() - l->attempt_ns;
 
 	if (!l->target_id)
 		return;
@@ -286,7 +289,7 @@ static void defer_success(struct leg *l)
 	o->backend_id = l->target_id;
 	o->epoch = l->target_epoch;
 	o->probe = l->target_probe;
-	o->latency_ns = evloop_now_ns() - l->attempt_ns;
+	o->latency_ns = took > l->held_ns ? took - l->held_ns : 0;
 }
 
 void outbound_response(struct leg *l, int status, const char *reason)

@@ -31,6 +31,8 @@
 #define CONN_WINDOW (32u << 20)	 /* per tunnel */
 #define MAX_ATTEMPTS 10
 #define EARLY_BYTES DATA_FRAME_PAYLOAD /* outbound: sent with the CONNECT, kept for a replay */
+/* inbound: the 200 waits this long for the backend's first bytes, to go in the same record */
+#define ANSWER_HOLD_NS 1000000ull
 
 /* Doubly linked list node. */
 struct link {
@@ -71,6 +73,7 @@ struct snap {
 	struct config_endpoint outbound; /* mtls.outbound_listen */
 	uint32_t max_streams;
 	uint64_t idle_ns, connect_ns;
+	uint64_t busy_poll_ns;	       /* mtls.busy_poll */
 	struct snap_service *services; /* sorted by vip */
 	size_t n_services;
 	struct snap_port *ports; /* local service ports, sorted */
@@ -304,6 +307,8 @@ struct leg {
 	bool deferred;	   /* data provider waits for the fd */
 	bool drained;	   /* the last read was short: defer the next without a read(2) */
 	bool rdhup;	   /* the peer's FIN has been seen: always read to the end */
+	bool answer_held;  /* inbound: the 200 waits (briefly) for the backend's first bytes */
+	uint64_t held_ns;  /* inbound: when the hold began; outbound: how long the peer held */
 	struct sref *sref; /* the stream it uses, NULL when none */
 	bool reset;	   /* close the fd with RST */
 	bool dead;
@@ -396,6 +401,9 @@ struct leg *inbound_stream(struct tunnel *t, int32_t sid);
 void inbound_request(struct leg *l);
 /* The backend socket of a leg in L_REQUESTED saw `events`: connected or failed. */
 void inbound_connected(struct leg *l, uint32_t events);
+/* The backend socket of a leg whose 200 is held is readable (or closed), or the hold ended:
+ * answer now, with the backend's first bytes in the same TLS record. */
+void inbound_answer(struct leg *l);
 /* Policy changed: close established legs it denies. */
 void inbound_recheck(struct worker *w);
 

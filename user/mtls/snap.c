@@ -207,6 +207,7 @@ struct snap *snap_build(const struct mesh_config *cfg, const struct mtls_datapat
 	s->max_streams = cfg->mtls.pool_max_streams;
 	s->idle_ns = cfg->mtls.pool_idle_timeout_ns;
 	s->connect_ns = cfg->mtls.connect_timeout_ns;
+	s->busy_poll_ns = cfg->mtls.busy_poll_ns;
 	s->budget_lock = budget_lock;
 	if (dp)
 		s->dp = *dp;

@@ -295,6 +295,8 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *f, const uint8_t 
 	else if (namelen == strlen(WIRE_REASON_HEADER) &&
 		 !memcmp(name, WIRE_REASON_HEADER, namelen))
 		snprintf(l->resp_reason, sizeof(l->resp_reason), "%.*s", (int)valuelen, value);
+	else if (namelen == strlen(WIRE_HELD_HEADER) && !memcmp(name, WIRE_HELD_HEADER, namelen))
+		l->held_ns = wire_held_ns(value, valuelen);
 	return 0;
 }
 

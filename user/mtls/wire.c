@@ -13,6 +13,20 @@ bool wire_status_retriable(int status)
 	       status == WIRE_UNAVAILABLE || status == WIRE_BACKEND_TIMEOUT;
 }
 
+uint64_t wire_held_ns(const uint8_t *value, size_t len)
+{
+	uint64_t us = 0;
+
+	if (!len || len > 7)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		if (value[i] < '0' || value[i] > '9')
+			return 0;
+		us = us * 10 + (uint64_t)(value[i] - '0');
+	}
+	return us * 1000;
+}
+
 const char *wire_status_reason(int status)
 {
 	switch (status) {

@@ -14,6 +14,9 @@
 
 #define WIRE_ALPN "h2"
 #define WIRE_REASON_HEADER "mesh-reason"
+/* On a 200 the server held (waiting for the backend's first bytes to send with it): how long,
+ * in microseconds, so the caller's connect latency leaves it out. */
+#define WIRE_HELD_HEADER "mesh-held-us"
 #define WIRE_MAX_HEADERS 16	   /* regular headers accepted on a CONNECT */
 #define WIRE_MAX_HEADER_BYTES 4096 /* names + values, all headers */
 #define WIRE_TRACEPARENT_MAX 128
@@ -34,6 +37,10 @@ enum wire_status {
 bool wire_status_retriable(int status);
 /* Short token for `mesh-reason` and logs ("denied", "backend_refused", ...). */
 const char *wire_status_reason(int status);
+
+/* The value of `mesh-held-us` (len bytes, no NUL needed): 1 to 7 decimal digits, in ns; 0 for
+ * anything else (the header is then ignored). */
+uint64_t wire_held_ns(const uint8_t *value, size_t len);
 
 /* Parses an authority `ip:port` / `[ip6]:port` (len bytes, no NUL needed): no host names, no
  * zone, port 1..65535 without sign or leading zeros. Returns 0 or -EINVAL. */

@@ -213,6 +213,7 @@ static void apply_msg(void *arg)
 	if (m->snap) {
 		snap_unref(w->snap);
 		w->snap = m->snap;
+		evloop_set_busy_poll(w->loop, w->snap->busy_poll_ns);
 	}
 	if (m->certs) {
 		certs_unref(w->certs);
