@@ -11,6 +11,10 @@
 #   single-connection throughput >= 1.0 x haproxy pair and stunnel pair
 #   new tunnel handshakes per second >= 0.9 x haproxy
 #   memory per proxied connection on each side: active <= 48 KB, idle <= 16 KB
+# The latency figures are measured twice: with the defaults (mtls.busy_poll off, haproxy without
+# busy-polling), then with mtls.busy_poll = $BUSY_POLL on both meshds against an haproxy pair
+# with `busy-polling` (started only for its own measurement, since it spins all the time); the
+# *_busy keys and their verdicts say which is which.
 # Prints key=value lines. Root only (namespaces, cgroups, BPF).
 SUITE=bench_mtls
 . "$(dirname "$0")/../tests/e2e/lib.sh"
@@ -24,7 +28,8 @@ if [ "${QUICK:-0}" = 1 ]; then # make bench QUICK=1: fewer samples, shorter stre
 	RR=${RR:-5000} CRR=${CRR:-500} CRR_TLS=${CRR_TLS:-200} SECS=${SECS:-2}
 fi
 RR=${RR:-20000} CRR=${CRR:-2000} CRR_TLS=${CRR_TLS:-400} SECS=${SECS:-5} CONNS=${CONNS:-1000}
-need_built "$B" "$MESHD"
+BUSY_POLL=${BUSY_POLL:-300us}
+need_built "$B" "$MESHD" "$MESHCTL"
 for t in haproxy stunnel4; do
 	command -v "$t" >/dev/null || { echo "bench_mtls=skipped reason=no_$t"; exit 0; }
 done
@@ -53,34 +58,44 @@ start_host a "$TMP/a.json" && start_host b "$TMP/b.json" || { echo "bench_mtls=f
 
 # --- haproxy pair ---------------------------------------------------------------------------------
 tls13="ssl-min-ver TLSv1.3 ciphersuites TLS_AES_128_GCM_SHA256"
-cat >"$TMP/hb.cfg" <<CFG
+# haproxy_cfgs SUFFIX PORT_A PORT_B [GLOBAL_LINE]: the pair's configs $TMP/ha$SUFFIX.cfg (plain in on
+# 127.0.0.1:PORT_A) and $TMP/hb$SUFFIX.cfg (TLS in on $IP_B:PORT_B).
+haproxy_cfgs() {
+local sfx=$1 pa=$2 pb=$3 extra=${4:-}
+cat >"$TMP/hb$sfx.cfg" <<CFG
 global
 	maxconn 4000
+	$extra
 defaults
 	mode tcp
 	timeout connect 5s
 	timeout client 60s
 	timeout server 60s
 frontend tls
-	bind $IP_B:7443 ssl crt $TMP/b/api.pem ca-file $C/root.crt verify required $tls13 curves X25519
+	bind $IP_B:$pb ssl crt $TMP/b/api.pem ca-file $C/root.crt verify required $tls13 curves X25519
 	default_backend app
 backend app
 	server app $IP_B:9000
 CFG
-cat >"$TMP/ha.cfg" <<CFG
+cat >"$TMP/ha$sfx.cfg" <<CFG
 global
 	maxconn 4000
+	$extra
 defaults
 	mode tcp
 	timeout connect 5s
 	timeout client 60s
 	timeout server 60s
 frontend plain
-	bind 127.0.0.1:7001
+	bind 127.0.0.1:$pa
 	default_backend tls
 backend tls
-	server b $IP_B:7443 ssl crt $TMP/a/web.pem ca-file $C/root.crt verify required sni str(api) $tls13
+	server b $IP_B:$pb ssl crt $TMP/a/web.pem ca-file $C/root.crt verify required sni str(api) $tls13
 CFG
+}
+haproxy_cfgs "" 7001 7443
+haproxy_cfgs _busy 7011 7453 "busy-polling
+	nbthread 1"
 spawn haproxy_b nsenter --net="/run/netns/$HB" haproxy -db -f "$TMP/hb.cfg"
 spawn haproxy_a nsenter --net="/run/netns/$HA" haproxy -db -f "$TMP/ha.cfg"
 
@@ -137,6 +152,41 @@ r=$(ratio "$crr50_mtls" "$crr50_haproxy")
 echo "new_conn_p50_vs_haproxy=$r target=0.1 $(verdict "$r" '<=' 0.1)"
 r=$(ratio "$crr50_mtls" "$crr50_stunnel")
 echo "new_conn_p50_vs_stunnel=$r target=0.1 $(verdict "$r" '<=' 0.1)"
+
+# --- the same latency figures with busy polling on both sides -------------------------------------
+busy_poll() { # busy_poll HOST VALUE: sets mtls.busy_poll and reloads
+	jq ".mtls.busy_poll = \"$2\"" "$TMP/$1.json" >"$TMP/$1.json.new" && mv "$TMP/$1.json.new" "$TMP/$1.json"
+	ctl "$1" reload >/dev/null
+}
+busy_poll a "$BUSY_POLL" && busy_poll b "$BUSY_POLL" || { echo "bench_mtls=failed reason=busy_poll_reload"; exit 1; }
+echo "mtls_busy_poll=$BUSY_POLL haproxy_busy_polling=on"
+# busy_figures NAME ENDPOINT CRR_COUNT: the rr and crr figures of one contender, busy polling.
+busy_figures() {
+	local out
+	out=$(bench rr "$2" 1024 "$RR")
+	eval "rr50b_$1=$(val rr_p50_us "$out") rr99b_$1=$(val rr_p99_us "$out")"
+	echo "rr_1k_$1_busy_p50_us=$(val rr_p50_us "$out") rr_1k_$1_busy_p99_us=$(val rr_p99_us "$out") failed=$(val rr_failed "$out")"
+	out=$(bench crr "$2" "$3")
+	eval "crr50b_$1=$(val crr_p50_us "$out")"
+	echo "crr_$1_busy_p50_us=$(val crr_p50_us "$out") crr_$1_busy_p99_us=$(val crr_p99_us "$out") failed=$(val crr_failed "$out") crr_$1_busy_dial_p50_us=$(val crr_dial_p50_us "$out") crr_$1_busy_exchange_p50_us=$(val crr_exchange_p50_us "$out")"
+}
+busy_figures mtls "$MTLS" "$CRR"
+# haproxy's busy-polling spins without ever yielding: one thread per instance, and only while
+# its own figures are taken (it would starve everything else on 2 vCPUs).
+spawn haproxy_busy_b nsenter --net="/run/netns/$HB" haproxy -db -f "$TMP/hb_busy.cfg"
+HB_BUSY=$SPAWNED_PID
+spawn haproxy_busy_a nsenter --net="/run/netns/$HA" haproxy -db -f "$TMP/ha_busy.cfg"
+HA_BUSY=$SPAWNED_PID
+wait_for 10 up 7011 || { echo "bench_mtls=failed reason=haproxy_busy: $(tail -n 5 "$TMP"/haproxy_busy_*.log | tr "\n" " ")"; exit 1; }
+busy_figures haproxy 127.0.0.1:7011 "$CRR_TLS"
+kill_wait "$HA_BUSY" && kill_wait "$HB_BUSY"
+add50=$(awk -v a="$rr50b_mtls" -v b="$rr50_plain" 'BEGIN { printf "%.1f", a - b }')
+add99=$(awk -v a="$rr99b_mtls" -v b="$rr99_plain" 'BEGIN { printf "%.1f", a - b }')
+echo "added_latency_busy_p50_us=$add50 target=40 $(verdict "$add50" '<=' 40)"
+echo "added_latency_busy_p99_us=$add99 target=150 $(verdict "$add99" '<=' 150)"
+r=$(ratio "$crr50b_mtls" "$crr50b_haproxy")
+echo "new_conn_busy_p50_vs_haproxy_busy=$r target=0.1 $(verdict "$r" '<=' 0.1)"
+busy_poll a 0 && busy_poll b 0 || { echo "bench_mtls=failed reason=busy_poll_reload"; exit 1; }
 
 for c in mtls haproxy stunnel; do
 	ep=$(eval echo "\$$(echo $c | tr a-z A-Z | sed 's/HAPROXY/HAP/; s/STUNNEL/STN/')")
