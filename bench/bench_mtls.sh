@@ -14,7 +14,9 @@
 # The latency figures are measured twice: with the defaults (mtls.busy_poll off, haproxy without
 # busy-polling), then with mtls.busy_poll = $BUSY_POLL on both meshds against an haproxy pair
 # with `busy-polling` (started only for its own measurement, since it spins all the time); the
-# *_busy keys and their verdicts say which is which.
+# *_busy keys and their verdicts say which is which. The new-connection ratio with busy polling
+# is against the faster of haproxy's two figures (its busy-polling never yields the CPU and on 2
+# vCPUs made its new connections ten times slower), and the one against the busy pair is printed.
 # Prints key=value lines. Root only (namespaces, cgroups, BPF).
 SUITE=bench_mtls
 . "$(dirname "$0")/../tests/e2e/lib.sh"
@@ -184,8 +186,12 @@ add50=$(awk -v a="$rr50b_mtls" -v b="$rr50_plain" 'BEGIN { printf "%.1f", a - b 
 add99=$(awk -v a="$rr99b_mtls" -v b="$rr99_plain" 'BEGIN { printf "%.1f", a - b }')
 echo "added_latency_busy_p50_us=$add50 target=40 $(verdict "$add50" '<=' 40)"
 echo "added_latency_busy_p99_us=$add99 target=150 $(verdict "$add99" '<=' 150)"
-r=$(ratio "$crr50b_mtls" "$crr50b_haproxy")
-echo "new_conn_busy_p50_vs_haproxy_busy=$r target=0.1 $(verdict "$r" '<=' 0.1)"
+# haproxy's better new-connection figure of the two: its never-yielding busy-polling can be far
+# slower on a small shared box (the client and the backend wait for the spinning threads).
+best=$(awk -v a="$crr50_haproxy" -v b="$crr50b_haproxy" 'BEGIN { print (b > 0 && b < a) ? b : a }')
+echo "new_conn_busy_p50_vs_haproxy_busy=$(ratio "$crr50b_mtls" "$crr50b_haproxy")"
+r=$(ratio "$crr50b_mtls" "$best")
+echo "new_conn_busy_p50_vs_haproxy_best=$r target=0.1 $(verdict "$r" '<=' 0.1)"
 busy_poll a 0 && busy_poll b 0 || { echo "bench_mtls=failed reason=busy_poll_reload"; exit 1; }
 
 for c in mtls haproxy stunnel; do
