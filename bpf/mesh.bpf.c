@@ -880,6 +880,79 @@ static __always_inline int choose_fast(const struct mesh_svc *svc, struct mesh_s
 	return id;
 }
 
+/* --- the quick path: the no-scan path's common case, inline in the connect program ----------- */
+
+/* A backend a quick draw may take: its id when its breaker is closed, else 0 (the general path
+ * decides: redraw or probe). Sets *active as usable() does. */
+static __always_inline __u32 quick_take(const struct mesh_slot *s, __u32 *active)
+{
+	struct mesh_be_hot *hot;
+	__u32 id;
+
+	if (!s)
+		return 0;
+	id = s->healthy_id;
+	hot = be_hot(id);
+	if (!id || !hot || hot->state != MESH_CIRCUIT_CLOSED)
+		return 0;
+	*active = hot->active > 0 ? (__u32)hot->active : 0;
+	return id;
+}
+
+/* least_request with two choices and peak_ewma: draw_least()'s and draw_peak()'s first two
+ * draws, from the same seed stream; with both breakers closed their choice is this one. Both
+ * list entries are read before either hot entry: with many backends each is a cache miss, and
+ * so they overlap. */
+static __always_inline int quick_p2c(const struct mesh_svc *svc, __u32 k)
+{
+	__u32 seed = lb_seed(), first = lb_least_first(k, &seed), a_act = 0, b_act = 0, a, b;
+	struct mesh_slot *sa = slot_at(svc, first), *sb;
+
+	if (k == 1) {
+		a = quick_take(sa, &a_act);
+		return a ? (int)a : -3;
+	}
+	sb = slot_at(svc, lb_least_next(k, first, &seed));
+	a = quick_take(sa, &a_act);
+	b = quick_take(sb, &b_act);
+	if (!a || !b)
+		return -3;
+	if (svc->algorithm == MESH_LB_PEAK_EWMA)
+		return peak_cost(b, b_act) < peak_cost(a, a_act) ? (int)b : (int)a;
+	return b_act < a_act ? (int)b : (int)a;
+}
+
+/* The common case without one BPF-to-BPF call: no breaker of the service out of closed (by the
+ * hint, and for each drawn backend by its hot entry), above the panic threshold, one family,
+ * round_robin, random, least_request with two choices or peak_ewma. Each call and return costs
+ * here (return thunks under SRSO), and choose() with its draw_*() is two of them, about a third
+ * of the connect program (docs/datapath.md, Performance). The draws are the first ones
+ * choose_fast() would make, so the choice is the same; anything else, including a drawn
+ * breaker found not closed, returns -3 and choose() decides (a round_robin cursor value taken
+ * here is passed on, as a draw of draw_rr() on an open breaker). Returns a backend id or -3. */
+static __always_inline int choose_quick(const struct mesh_svc *svc, struct mesh_svc_state *ss)
+{
+	__u32 n = svc->n_backends, k = svc->n_healthy, a_act = 0;
+	__u8 alg = svc->algorithm;
+
+	if (!ss || ss->not_closed || !(svc->flags & MESH_SVC_F_SAME_FAMILY) || k == 0 || k > n ||
+	    n > MESH_MAX_BACKENDS_PER_SVC || k * 100 < n * svc->panic_percent)
+		return -3;
+	if (alg == MESH_LB_PEAK_EWMA || (alg == MESH_LB_LEAST_REQUEST && svc->choice_count <= 2))
+		return quick_p2c(svc, k);
+	if (alg == MESH_LB_ROUND_ROBIN) {
+		__u32 id = quick_take(slot_at(svc, (__u32)(ADD(ss->rr, 1) % k)), &a_act);
+
+		return id ? (int)id : -3;
+	}
+	if (alg == MESH_LB_RANDOM) {
+		__u32 seed = lb_seed(), id = quick_take(slot_at(svc, lb_rand_next(&seed) % k), &a_act);
+
+		return id ? (int)id : -3;
+	}
+	return -3;
+}
+
 /* Chooses a backend for this connect. Returns its id (sets *probe), -1 with *reason set when no
  * backend is usable, or -2 on an internal error. A global function: verified once per program
  * instead of once per path of its callers (TCP and UDP), which took seconds to load. */
@@ -963,22 +1036,29 @@ static __always_inline void split_count(__u32 sid, const struct split_walk *w, i
  * whole decides (its panic threshold, reject or passthrough). The loop runs choose() from the
  * connect program's own frame: the call chain below choose() leaves no stack for one more
  * frame. Returns as choose(). */
-static __always_inline int balance(const struct mesh_svc *svc, int v4, int *probe, int *reason)
+static __always_inline int balance(const struct mesh_svc *svc, struct mesh_svc_state *ss, int v4,
+				   int *probe, int *reason)
 {
 	struct split_walk w = {};
 	struct mesh_split *sp;
+	struct mesh_svc *sub;
 	__u32 sid;
 	int i, id;
 
-	if (!(svc->flags & MESH_SVC_F_SPLIT))
-		return choose(svc, v4, probe, reason);
+	if (!(svc->flags & MESH_SVC_F_SPLIT)) {
+		id = choose_quick(svc, ss);
+		return id > 0 ? id : choose(svc, v4, probe, reason);
+	}
 	sid = svc->service_id;
 	sp = bpf_map_lookup_elem(&mesh_split, &sid);
 	for (__u32 t = 0; sp && t < MESH_SPLIT_MAX; t++) {
 		i = split_next(sp, &w);
 		if (i < 0 || i >= MESH_SPLIT_MAX)
 			break;
-		id = choose(&sp->sub[(__u32)i & (MESH_SPLIT_MAX - 1)], v4, probe, reason);
+		sub = &sp->sub[(__u32)i & (MESH_SPLIT_MAX - 1)];
+		id = t == 0 ? choose_quick(sub, ss) : -3; /* the drawn subset, without a call */
+		if (id <= 0)
+			id = choose(sub, v4, probe, reason);
 		if (id > 0) {
 			split_count(sid, &w, i);
 			return id;
@@ -1095,19 +1175,19 @@ static __always_inline int reentry(const struct mesh_sock *ms)
  * cookie, and sockops moves it into storage at TCP_CONNECT_CB later in the same connect(). A
  * slot held by another socket (in flight, or whose connect failed before reaching TCP) sends
  * this one the slow way: storage now. A socket that connected before may have storage
- * already; it is found at TCP_CONNECT_CB, so fresh sockets (nearly all) skip the lookup. */
-static __always_inline struct mesh_sock *decision(struct bpf_sock_addr *ctx)
+ * already; it is found at TCP_CONNECT_CB, so fresh sockets (nearly all) skip the lookup.
+ * `seen` is the slot's cookie as the caller read it before balancing (a slot is a cache miss
+ * nearly every time, as cookies walk the slots; read early, the miss overlaps the balancing):
+ * our own cookie stays ours, a free slot is claimed by compare-and-swap, and a slot seen busy
+ * but freed since only sends this connect the slow way. */
+static __always_inline struct mesh_sock *decision(struct bpf_sock_addr *ctx, __u64 cookie,
+						 struct mesh_handoff *h, __u64 seen)
 {
-	__u64 cookie = bpf_get_socket_cookie(ctx), seen;
-	struct mesh_handoff *h = handoff_slot(cookie);
 	struct mesh_sock *ms;
 
-	if (h) {
-		seen = h->cookie;
-		if (seen == cookie ||
-		    (seen == 0 && __sync_val_compare_and_swap(&h->cookie, 0, cookie) == 0))
-			return &h->sock;
-	}
+	if (h && (seen == cookie ||
+		  (seen == 0 && __sync_val_compare_and_swap(&h->cookie, 0, cookie) == 0)))
+		return &h->sock;
 	count(MESH_CNT_HANDOFF_BUSY);
 	ms = bpf_sk_storage_get(&mesh_sockets, ctx->sk, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!ms)
@@ -1138,8 +1218,10 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_s
 {
 	int probe = 0, reason = 0, id, mt, rc;
 	struct mesh_svc_state *ss;
+	struct mesh_handoff *h;
 	struct mesh_svc *svc;
 	struct mesh_sock *ms;
+	__u64 cookie, seen;
 	__u32 identity = 0;
 
 	count(MESH_CNT_CONNECT);
@@ -1156,15 +1238,19 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_s
 		return mtls_refuse(ctx);
 	}
 	ss = svc_state(svc->service_id);
+	cookie = bpf_get_socket_cookie(ctx);
+	h = handoff_slot(cookie);
+	seen = h ? h->cookie : 0;
+	asm volatile("" : "+r"(seen)); /* the load stays here, ahead of the balancing */
 	if (over_limit(svc, ss)) {
 		id = -1;
 		reason = MESH_REJECT_MAX_CONN;
 	} else {
-		id = balance(svc, v4, &probe, &reason);
+		id = balance(svc, ss, v4, &probe, &reason);
 	}
 	if (id <= 0) { /* a service connect left alone: nothing of an earlier one may stay */
 		forget(ctx);
-		handoff_release(bpf_get_socket_cookie(ctx));
+		handoff_release(cookie);
 	}
 	if (id == -1)
 		return no_backend(ctx, svc, ss, reason);
@@ -1172,7 +1258,7 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_s
 		count(MESH_CNT_ERR_INTERNAL);
 		return VERDICT_OK;
 	}
-	ms = decision(ctx);
+	ms = decision(ctx, cookie, h, seen);
 	if (!ms)
 		return VERDICT_OK;
 	ms->vip = *key;
@@ -1241,7 +1327,7 @@ static __always_inline int udp_balance(struct bpf_sock_addr *ctx, struct mesh_sv
 		count(MESH_CNT_UDP_STICKY);
 		id = (int)f->backend_id;
 	} else {
-		id = balance(svc, v4, &probe, &reason);
+		id = balance(svc, ss, v4, &probe, &reason);
 		if (id == -1)
 			return no_backend(ctx, svc, ss, reason);
 		if (id <= 0) {
@@ -1539,13 +1625,19 @@ static __always_inline void outcome(struct mesh_sock *ms, struct mesh_be_state *
 
 	if (!bs || !svc || svc->service_id != ms->service_id)
 		return; /* backend or service replaced meanwhile: nothing to judge */
-	now = bpf_ktime_get_ns();
+	/* The clock is a helper call: a success needs it only for peak_ewma and the error rate's
+	 * window (breaker_success_lockless() reads `now` for nothing else); the lock path reads it. */
+	now = ok && svc->algorithm != MESH_LB_PEAK_EWMA && !svc->breaker.error_rate_permille
+		  ? 0
+		  : bpf_ktime_get_ns();
 	if (ok && svc->algorithm == MESH_LB_PEAK_EWMA)
 		peak_update(ms->backend_id, rtt_ns, svc->ewma_decay_ms, now);
 	if (ok && breaker_success_lockless(&bs->br, &svc->breaker, now, probe)) {
 		bs->latency_ewma_ns = ewma(bs->latency_ewma_ns, rtt_ns); /* a statistic: racy ok */
 		return;
 	}
+	if (!now)
+		now = bpf_ktime_get_ns();
 	rnd = bpf_get_prandom_u32();
 	hot = be_hot(ms->backend_id);
 	bpf_spin_lock(&bs->lock);
@@ -1745,16 +1837,18 @@ static __always_inline void mptcp_share(struct bpf_sock *sk, const struct mesh_s
 
 /* TCP_CONNECT_CB: moves a decision connect4/6 left in the hand-off slot into socket storage.
  * A decision for another destination is one a connect that failed before TCP left behind (the
- * socket now connects elsewhere, not through a service): dropped. */
-static __always_inline void take_decision(struct bpf_sock_ops *skops)
+ * socket now connects elsewhere, not through a service): dropped. Returns the socket's storage
+ * when it is a service socket's (so the caller need not look it up again: a helper call), or
+ * NULL when the caller must look. */
+static __always_inline struct mesh_sock *take_decision(struct bpf_sock_ops *skops)
 {
 	__u64 cookie = bpf_get_socket_cookie(skops);
 	struct mesh_handoff *h = handoff_slot(cookie);
 	struct bpf_sock *sk = skops->sk;
-	struct mesh_sock *ms;
+	struct mesh_sock *ms = 0;
 
 	if (!h || h->cookie != cookie || !sk)
-		return; /* not a service connect, or decided straight into storage */
+		return 0; /* not a service connect, or decided straight into storage */
 	if (connecting_to(sk, &h->sock)) {
 		ms = bpf_sk_storage_get(&mesh_sockets, sk, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 		if (!ms)
@@ -1765,20 +1859,22 @@ static __always_inline void take_decision(struct bpf_sock_ops *skops)
 			mptcp_share(sk, &h->sock);
 	}
 	__sync_val_compare_and_swap(&h->cookie, cookie, 0);
+	return ms && (ms->flags & MESH_SK_F_SERVICE) ? ms : 0;
 }
 
 SEC("sockops")
 int mesh_sockops(struct bpf_sock_ops *skops)
 {
 	__u32 op = skops->op;
-	struct mesh_sock *ms;
+	struct mesh_sock *ms = 0;
 
 	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
 	    (op != BPF_SOCK_OPS_STATE_CB || skops->args[1] != BPF_TCP_CLOSE))
 		return 1; /* before the storage lookup: most callbacks are of no interest */
 	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB)
-		take_decision(skops);
-	ms = service_sock(skops->sk);
+		ms = take_decision(skops);
+	if (!ms)
+		ms = service_sock(skops->sk);
 	if (!ms)
 		return 1;
 	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB)
@@ -1853,11 +1949,19 @@ int mesh_skb_in(struct __sk_buff *skb)
 }
 
 /* A socket whose connect() failed before reaching TCP may still hold a hand-off slot: free it
- * when the socket goes. */
+ * when the socket goes. Connect programs run only on a socket in CLOSE, and a slot is freed at
+ * TCP_CONNECT_CB; so only a socket in CLOSE (the connect failed), SYN_SENT (a fast-open connect
+ * that sent nothing yet) or LISTEN (listen() after a failed connect) can hold one. The others,
+ * nearly every socket here (released before the protocol's close), skip the cookie (a helper
+ * call). */
 SEC("cgroup/sock_release")
 int mesh_sock_release(struct bpf_sock *sk)
 {
-	if (sk->type == SOCK_STREAM && sk->protocol == IPPROTO_TCP)
+	__u32 state = sk->state;
+
+	if (sk->type != SOCK_STREAM || sk->protocol != IPPROTO_TCP)
+		return 1;
+	if (state == BPF_TCP_CLOSE || state == BPF_TCP_SYN_SENT || state == BPF_TCP_LISTEN)
 		handoff_release(bpf_get_socket_cookie(sk));
 	return 1;
 }
