@@ -135,7 +135,7 @@ expect freed_slots_used_again "ok=$(kv ok <<<"$out") busy=+$(delta handoff_busy 
 # One socket bound to a port connects to B1 directly; a second, bound to the same port,
 # connects to a VIP whose only backend is B1: redirected, then refused by the kernel before
 # TCP_CONNECT_CB. Its slot is freed by its next connect (here to a plain address) or, for a
-# third socket, by closing it.
+# third socket, by closing it; a fourth listens before it is closed.
 dp set --name one --vip 127.77.2.43:80 --alg round_robin --backend $B1
 out=$(in_cgroup "$CG" python3 - "$HANDOFF" <<'PY'
 import errno, json, socket, subprocess, sys
@@ -171,6 +171,12 @@ print("third_connect=%s" % vip_connect(third))
 print("held_before_close=%d" % held())
 third.close()
 print("held_after_close=%d" % held())
+fourth = bound(port)
+print("fourth_connect=%s" % vip_connect(fourth))
+fourth.listen(1)
+print("held_listening=%d" % held())
+fourth.close()
+print("held_after_listen_close=%d" % held())
 PY
 )
 expect failed_connect_holds_slot "$(tr '\n' ' ' <<<"$out")" \
@@ -179,6 +185,9 @@ expect next_connect_frees_slot "$(tr '\n' ' ' <<<"$out")" \
 	'[ "$(kv second_peer <<<"$out")" = 127.0.0.1:18032 ] && [ "$(kv held_after_reconnect <<<"$out")" -eq 0 ]'
 expect release_frees_slot "$(tr '\n' ' ' <<<"$out")" \
 	'[ "$(kv third_connect <<<"$out")" = EADDRNOTAVAIL ] && [ "$(kv held_before_close <<<"$out")" -eq 1 ] && [ "$(kv held_after_close <<<"$out")" -eq 0 ]'
+# sock_release looks only at sockets that can hold a slot (CLOSE, SYN_SENT, LISTEN).
+expect listen_release_frees_slot "$(tr '\n' ' ' <<<"$out")" \
+	'[ "$(kv fourth_connect <<<"$out")" = EADDRNOTAVAIL ] && [ "$(kv held_listening <<<"$out")" -eq 1 ] && [ "$(kv held_after_listen_close <<<"$out")" -eq 0 ]'
 expect counts_exact_after_failures "active one=$(svc_field one active) b1=$(be_field one $B1 active)" \
 	'[ "$(svc_field one active)" -eq 0 ] && [ "$(be_field one $B1 active)" -eq 0 ]'
 
