@@ -17,16 +17,17 @@ if [ $# -lt 4 ]; then
 	echo "usage: $0 BUILD_A BUILD_B ROUNDS SCENARIO..." >&2
 	exit 2
 fi
+BUILD_A=$1 BUILD_B=$2
 A=$(cd "$1" && pwd)/tests/tools
 B=$(cd "$2" && pwd)/tests/tools
 ROUNDS=$3
 shift 3
 N_CONN=${N_CONN:-2500}
 for t in "$A" "$B"; do
-	[ -x "$t/dpbench" ] && [ -x "$t/dptool" ] || {
+	if [ ! -x "$t/dpbench" ] || [ ! -x "$t/dptool" ]; then
 		echo "no $t/dpbench or dptool (make all unit-bins)" >&2
 		exit 2
-	}
+	fi
 done
 CGA=$(make_cgroup ab-a)
 CGB=$(make_cgroup ab-b)
@@ -75,20 +76,20 @@ cost() {
 }
 # stats VALUES...: "median lowest"
 stats() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { printf "%d %d", v[int((NR + 1) / 2)], v[1] }'; }
-echo "build_a=$1 build_b=$2 rounds=$ROUNDS connects=$N_CONN load=$(cut -d' ' -f1-3 /proc/loadavg)"
+echo "build_a=$BUILD_A build_b=$BUILD_B rounds=$ROUNDS connects=$N_CONN load=$(cut -d' ' -f1-3 /proc/loadavg)"
 for s in "$@"; do
-	populate "$A" "$PA" "$s" && populate "$B" "$PB" "$s" || {
+	if ! populate "$A" "$PA" "$s" || ! populate "$B" "$PB" "$s"; then
 		echo "populate $s failed" >&2
 		exit 1
-	}
+	fi
 	ca=() cb=() fa=() fb=()
 	for ((r = 1; r <= ROUNDS; r++)); do
 		read -r pa la aa < <(cost "$A" "$CGA" "$PRA")
 		read -r pb lb ab < <(cost "$B" "$CGB" "$PRB")
-		[ -n "$pa" ] && [ -n "$pb" ] || {
+		if [ -z "$pa" ] || [ -z "$pb" ]; then
 			echo "cost run failed ($s)" >&2
 			exit 1
-		}
+		fi
 		ca+=("$pa") cb+=("$pb") fa+=("$aa") fb+=("$ab")
 		echo "round $s $r a=$pa/$la/$aa b=$pb/$lb/$ab load=$(cut -d' ' -f1 /proc/loadavg)"
 	done

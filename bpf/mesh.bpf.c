@@ -946,7 +946,8 @@ static __always_inline int choose_quick(const struct mesh_svc *svc, struct mesh_
 		return id ? (int)id : -3;
 	}
 	if (alg == MESH_LB_RANDOM) {
-		__u32 seed = lb_seed(), id = quick_take(slot_at(svc, lb_rand_next(&seed) % k), &a_act);
+		__u32 seed = lb_seed();
+		__u32 id = quick_take(slot_at(svc, lb_rand_next(&seed) % k), &a_act);
 
 		return id ? (int)id : -3;
 	}
@@ -1181,7 +1182,7 @@ static __always_inline int reentry(const struct mesh_sock *ms)
  * our own cookie stays ours, a free slot is claimed by compare-and-swap, and a slot seen busy
  * but freed since only sends this connect the slow way. */
 static __always_inline struct mesh_sock *decision(struct bpf_sock_addr *ctx, __u64 cookie,
-						 struct mesh_handoff *h, __u64 seen)
+						  struct mesh_handoff *h, __u64 seen)
 {
 	struct mesh_sock *ms;
 
