@@ -241,10 +241,12 @@ def chart(r, s, path):
                             f.write("%s %g %g %g\n" % (x, med, lo, hi))
                     f.write("\n\n")
             else:
+                floor, top = 0, 0  # bars stand on 0; a negative figure (an added latency) goes below
                 for j, v in enumerate(vs):
                     runs = r.values.get((s, m, v, "-"))
                     if runs:
                         med, lo, hi = spread(list(runs.values()))
+                        floor, top = min(floor, lo), max(top, hi)
                         f.write("%d \"%s\" %g %g %g\n" % (j, v.replace("_", "\\\\_"), med, lo, hi))
         plot.append("set title '%s'" % title)
         if curve:
@@ -254,7 +256,7 @@ def chart(r, s, path):
             plot.append("plot " + ", ".join(parts))
             plot += ["unset logscale x", "unset xlabel"]
         else:
-            plot += ["set boxwidth 0.6", "set yrange [0:*]", "set xrange [-0.6:%g]" % (len(vs) - 0.4)]
+            plot += ["set boxwidth 0.6", "set yrange [%g:%s]" % (floor, "*" if top > 0 else "0"), "set xrange [-0.6:%g]" % (len(vs) - 0.4)]
             plot.append("plot '%s' using 1:3:xtic(2) with boxes notitle, '' using 1:3:4:5 with yerrorbars lc rgb 'black' pt 0 notitle" % dat)
             plot += ["set autoscale y", "set autoscale x"]
     plot.append("unset multiplot")

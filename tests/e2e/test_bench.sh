@@ -24,6 +24,8 @@ cat >"$TMP/raw.txt" <<'EOF'
 @result scenario=s1 metric=curve variant=mesh x=10 run=1 value=200 unit=ns
 @result scenario=s1 metric=curve variant=mesh x=1000 run=1 value=250 unit=ns
 @skip scenario=s1 metric=curve variant=mesh x=100000 reason=the datapath holds 16384 services
+@meta scenario=s1 metric=added title="an added latency below zero" unit=us
+@result scenario=s1 metric=added variant=- x=- run=1 value=-5.4 unit=us
 @about scenario=s2 text=a scenario that failed
 @error scenario=s2 text=backends did not start
 EOF
@@ -68,6 +70,9 @@ check csv_skip_row "$(grep skipped "$TMP/results.csv")" \
 	grep -q '^s1,curve,mesh,,100000,skipped,0,,,,the datapath holds 16384 services$' "$TMP/results.csv"
 png() { [ "$(head -c 4 "$1" | od -An -c | tr -d ' ')" = '211PNG' ]; }
 check chart_per_scenario "$(ls "$TMP/charts" 2>&1 | tr '\n' ' ')" png "$TMP/charts/s1.png"
+# gnuplot draws nothing for a point outside the y range: bars of negative figures go below 0.
+check chart_draws_negative_figure "$(grep -i 'undefined' "$TMP/report.out")" \
+	eval '! grep -qi "undefined" "$TMP/report.out"'
 
 # --- loadgen: real bytes through its servers -------------------------------------------------
 spawn loadgen "$LOADGEN" serve 21800 2
