@@ -20,13 +20,8 @@ CURL=http://127.0.0.1:$CPORT
 KEY=meshd/node-kv
 CONF=$TMP/meshd.json
 STATE=$TMP/state/config_kv.state
-EMU=$ROOT/tests/e2e/consul_emulator.py
 
-start_consul() {
-	spawn consul python3 "$EMU" --port $CPORT --data-file "$TMP/consul.json"
-	CONSUL_PID=$SPAWNED_PID
-	wait_for 5 port_open 127.0.0.1 $CPORT
-}
+start_consul() { consul_emulator $CPORT --data-file "$TMP/consul.json"; }
 stop_consul() {
 	exec 3>&2 2>/dev/null
 	kill -9 "$CONSUL_PID"

@@ -20,14 +20,10 @@ MPORT=22896
 CPORT=22830
 CURL=http://127.0.0.1:$CPORT
 CONF=$TMP/meshd.json
-EMU=$ROOT/tests/e2e/consul_emulator.py
 ctl() { "$MESHCTL" --socket "$TMP/admin.sock" "$@"; }
 
 start_consul() {
-	spawn consul python3 "$EMU" --port $CPORT --data-file "$TMP/catalog.json" \
-		--log-file "$TMP/consul-requests.log"
-	CONSUL_PID=$SPAWNED_PID
-	wait_for 5 port_open 127.0.0.1 $CPORT
+	consul_emulator $CPORT --data-file "$TMP/catalog.json" --log-file "$TMP/consul-requests.log"
 }
 consul_put() { curl -sf -X PUT "$CURL$1" ${2:+-d "$2"} >/dev/null; }
 # register ID NAME PORT TAGS META: an instance on 127.0.0.1:PORT with a passing TTL check.

@@ -19,13 +19,8 @@ CPORT=22630
 CURL=http://127.0.0.1:$CPORT
 CONF=$TMP/meshd.json
 SOCK=$TMP/admin.sock
-EMU=$ROOT/tests/e2e/consul_emulator.py
 
-start_consul() {
-	spawn consul python3 "$EMU" --port $CPORT --log-file "$TMP/consul-requests.log"
-	CONSUL_PID=$SPAWNED_PID
-	wait_for 5 port_open 127.0.0.1 $CPORT
-}
+start_consul() { consul_emulator $CPORT --log-file "$TMP/consul-requests.log"; }
 services() { curl -s "$CURL/v1/agent/services"; }
 checks() { curl -s "$CURL/v1/agent/checks"; }
 svc() { services | jq -c "$1"; }

@@ -17,13 +17,10 @@ CPORT=22530
 CURL=http://127.0.0.1:$CPORT
 TOKEN=meshd-token-$$
 CONF=$TMP/meshd.json
-EMU=$ROOT/tests/e2e/consul_emulator.py
 
 start_consul() {
-	spawn consul python3 "$EMU" --port $CPORT --acl-token "$TOKEN" --data-file "$TMP/catalog.json" \
+	consul_emulator $CPORT --acl-token "$TOKEN" --data-file "$TMP/catalog.json" \
 		--log-file "$TMP/consul-requests.log"
-	CONSUL_PID=$SPAWNED_PID
-	wait_for 5 port_open 127.0.0.1 $CPORT
 }
 consul_put() { curl -sf -X PUT -H "X-Consul-Token: $TOKEN" "$CURL$1" ${2:+-d "$2"} >/dev/null; }
 register() { # ID PORT

@@ -25,7 +25,6 @@ MPORT=22596
 CPORT=22530
 CURL=http://127.0.0.1:$CPORT
 CONF=$TMP/meshd.json
-EMU=$ROOT/tests/e2e/consul_emulator.py
 for i in 1 4 5 6; do backend "g$i" "2250$i" || fail setup "backend g$i did not start"; done
 
 backends() {
@@ -41,8 +40,7 @@ register() { # ID ADDRESS PORT [SERVICE]
 		\"Address\":\"$2\",\"Port\":$3,\"Check\":{\"TTL\":\"10m\",\"Status\":\"passing\"}}"
 }
 
-spawn consul python3 "$EMU" --port $CPORT
-wait_for 5 port_open 127.0.0.1 $CPORT || {
+consul_emulator $CPORT || {
 	fail setup "Consul emulator did not start"
 	exit 1
 }
