@@ -259,6 +259,17 @@ case_validate_not_yet() {
 		grep -q "^mtls.trust_domain: unused with mtls.cert_source consul" "$1" &&
 		grep -q "^discovery.consul.address: required when mtls.cert_source is consul" "$1"' \
 		"$RC" "$TMP/out"
+	# The same mTLS settings with mTLS switched off would do nothing: each is refused as
+	# unused, naming the switch (the service's own `mtls: true` too).
+	jq '.mtls.enabled = false | .services[0].mtls = false' "$TMP/built.json" >"$TMP/off.json"
+	run env -i PATH="$PATH" "$MESHD" validate --offline "$TMP/off.json"
+	check validate_mtls_off_refuses_its_keys "rc=$RC out=$(head -c 900 "$TMP/out")" bash -c '
+		[ "$0" -eq 1 ] &&
+		grep -q "^mtls.strict_inbound: unused while mtls.enabled is false (got true," "$1" &&
+		grep -q "^mtls.outbound_listen: unused while mtls.enabled is false" "$1" &&
+		grep -q "^identities: unused while mtls.enabled is false (got 1 entry," "$1" &&
+		grep -q "^authorization.default_action: unused while mtls.enabled is false" "$1"' \
+		"$RC" "$TMP/out"
 }
 
 case_env_listing() {

@@ -9,6 +9,9 @@
 #define NAMEVIP "\"name\":\"api\",\"vip\":\"127.77.0.10\",\"port\":80"
 #define SVCB(backends) RAW(NAMEVIP ",\"backends\":" backends)
 #define BK "\"backends\":[{\"address\":\"127.0.0.1\",\"port\":8081}]"
+/* mTLS on with its certificate material, for keys that need it (prefix of TOP's extra). */
+#define MTLS_ON                                                                                    \
+	"\"mtls\":{\"enabled\":true,\"ca_file\":\"/etc/mesh/ca.pem\",\"cert_dir\":\"/etc/mesh\"},"
 #define TOP(extra) "{\"version\":1,\"services\":[" BASE_SERVICE "]," extra "}"
 
 TEST(config_minimal_loads)
@@ -487,11 +490,11 @@ TEST(config_identities_and_rules)
 	EXPECT_ERR(TOP("\"identities\":[{\"cgroup\":\"/a\",\"service\":\"Web\"}]"), NULL,
 		   "identities[0].service", "invalid name");
 	/* Sources are remote identities: any service name goes (here "billing", unknown). */
-	c = MUST_LOAD(TOP("\"identities\":[{\"cgroup\":\"/system.slice/web.service\","
-			  "\"service\":\"web\",\"ports\":[8080,8081]},{\"cgroup\":\"/a\","
-			  "\"service\":\"web\"}],\"authorization\":{\"rules\":["
-			  "{\"source\":\"billing\",\"destination\":\"web\"},"
-			  "{\"source\":\"*\",\"destination\":\"*\",\"action\":\"deny\"}]}"),
+	c = MUST_LOAD(TOP(MTLS_ON "\"identities\":[{\"cgroup\":\"/system.slice/web.service\","
+				  "\"service\":\"web\",\"ports\":[8080,8081]},{\"cgroup\":\"/a\","
+				  "\"service\":\"web\"}],\"authorization\":{\"rules\":["
+				  "{\"source\":\"billing\",\"destination\":\"web\"},"
+				  "{\"source\":\"*\",\"destination\":\"*\",\"action\":\"deny\"}]}"),
 		      NULL);
 	if (c) {
 		CHECK_INT_EQ(c->identities[0].n_ports, 2);
@@ -502,6 +505,48 @@ TEST(config_identities_and_rules)
 		CHECK_INT_EQ(c->authz_rules[1].action, CONFIG_ACTION_DENY);
 		CHECK_INT_EQ(c->authz_default, CONFIG_ACTION_DENY);
 	}
+	config_free(c);
+}
+
+/* Keys under a switch (cfg_key.gate) set while it is off would do nothing: refused, naming the
+ * switch, from the file and from the environment; accepted at their default, with the switch
+ * on, and from a preset the user switched off. */
+TEST(config_gated_keys_refused_while_switch_off)
+{
+	char *busy_env[] = { "MESH_MTLS__BUSY_POLL=300us", NULL };
+	char *off_env[] = { "MESH_MTLS__ENABLED=false", NULL };
+	struct mesh_config *c;
+
+	EXPECT_ERR(TOP("\"mtls\":{\"busy_poll\":\"300us\"}"), NULL, "mtls.busy_poll",
+		   "unused while mtls.enabled is false (got 300us, expected it only with "
+		   "mtls.enabled true, or 0s)");
+	EXPECT_ERR(TOP("\"mtls\":{\"enabled\":false,\"outbound_listen\":\"127.0.0.1:15011\"}"),
+		   NULL, "mtls.outbound_listen", "unused while mtls.enabled is false");
+	EXPECT_ERR(TOP("\"identities\":[{\"cgroup\":\"/a\",\"service\":\"web\"}]"), NULL,
+		   "identities", "unused while mtls.enabled is false (got 1 entry");
+	EXPECT_ERR(TOP("\"authorization\":{\"default_action\":\"allow\"}"), NULL,
+		   "authorization.default_action", "unused while mtls.enabled is false");
+	EXPECT_ERR(TOP("\"telemetry\":{\"tracing\":{\"sample_ratio\":0.5}}"), NULL,
+		   "telemetry.tracing.sample_ratio",
+		   "unused while telemetry.tracing.endpoint is unset (got 0.5, expected it only "
+		   "with telemetry.tracing.endpoint set, or 0.01)");
+	EXPECT_ERR(TOP("\"log\":{\"level\":\"info\"}"), busy_env, "mtls.busy_poll",
+		   "unused while mtls.enabled is false");
+	/* at the default, or with the switch on: accepted */
+	config_free(MUST_LOAD(TOP("\"mtls\":{\"enabled\":false,\"busy_poll\":\"0\"},"
+				  "\"telemetry\":{\"tracing\":{\"sample_ratio\":0.01}}"),
+			      NULL));
+	c = MUST_LOAD(TOP(MTLS_ON "\"telemetry\":{\"tracing\":{\"endpoint\":"
+				  "\"http://127.0.0.1:4318/v1/traces\",\"sample_ratio\":0.5}}"),
+		      busy_env);
+	if (c)
+		CHECK_INT_EQ(c->mtls.busy_poll_ns, 300000);
+	config_free(c);
+	/* the production preset turns mTLS and strict_inbound on; switched off, its own values
+	 * under the switch are not the user's and stay accepted */
+	c = MUST_LOAD(TOP("\"preset\":\"production\""), off_env);
+	if (c)
+		CHECK(!c->mtls.enabled && c->mtls.strict_inbound);
 	config_free(c);
 }
 

@@ -897,23 +897,27 @@ static void check_unused_discovery(const struct mesh_config *cfg, struct config_
 	}
 }
 
-/* discovery.consul.catalog.tag set while catalog discovery is off would do nothing: refused. */
-static void check_unused_catalog(const struct mesh_config *cfg, struct config_errors *errs)
+/* A key set to anything but its default while its switch (cfg_key.gate) is off would do
+ * nothing: refused, naming the switch. Only values set by the file, Consul KV or the
+ * environment: a preset's value under a switch the user turned off is not the user's. */
+static void check_gated(const struct mesh_config *cfg, struct config_errors *errs)
 {
 	const uint8_t *origin = cfg->meta ? cfg->meta->root->origin : NULL;
-	char want[256], got[160];
+	char want[256], got[160], unused[256];
 
-	for (size_t i = 0; origin && !cfg->consul.catalog_enabled && i < cfg_root_desc.n_keys;
-	     i++) {
-		const struct cfg_key *k = &cfg_root_desc.keys[i];
+	for (size_t i = 0; origin && i < cfg_root_desc.n_keys; i++) {
+		const struct cfg_key *k = &cfg_root_desc.keys[i], *sw;
 
-		if (strcmp(k->path, "discovery.consul.catalog.tag") || origin[i] < ORIGIN_FILE ||
-		    is_default(k, cfg, want, sizeof(want)))
+		if (!k->gate || origin[i] < ORIGIN_FILE || is_default(k, cfg, want, sizeof(want)))
+			continue;
+		sw = cfg_find_key(&cfg_root_desc, k->gate, NULL);
+		if (!sw || !is_default(sw, cfg, unused, sizeof(unused)))
 			continue;
 		cfg_errf(errs,
-			 "%s: unused while discovery.consul.catalog.enabled is false (got %s, "
-			 "expected it only with catalog.enabled true, or %s)",
-			 k->path, not_yet_got(k, cfg, got, sizeof(got)), want);
+			 "%s: unused while %s is %s (got %s, expected it only with %s %s, or %s)",
+			 k->path, sw->path, sw->type == CT_BOOL ? "false" : "unset",
+			 not_yet_got(k, cfg, got, sizeof(got)), sw->path,
+			 sw->type == CT_BOOL ? "true" : "set", want);
 	}
 }
 
@@ -1018,7 +1022,7 @@ void cfg_validate(const struct mesh_config *cfg, struct config_errors *errs)
 	check_secrets(cfg, errs);
 	check_not_yet(cfg, errs);
 	check_unused_discovery(cfg, errs);
-	check_unused_catalog(cfg, errs);
+	check_gated(cfg, errs);
 	check_limits(cfg, errs);
 out:
 	free(names.slots);

@@ -112,9 +112,21 @@ static const char *not_yet_note(const struct cfg_key *k, char *buf, size_t len)
 	return buf;
 }
 
+/* " **Only with** `switch` ..." after the doc of a key under a switch (cfg_key.gate), else "". */
+static const char *gate_note(const struct cfg_key *k, char *buf, size_t len)
+{
+	const struct cfg_key *sw = k->gate ? cfg_find_key(&cfg_root_desc, k->gate, NULL) : NULL;
+
+	if (!sw)
+		return "";
+	snprintf(buf, len, " **Only with `%s` %s**: set otherwise, it is refused as unused.",
+		 sw->path, sw->type == CT_BOOL ? "true" : "set");
+	return buf;
+}
+
 static int key_table(FILE *out, const struct cfg_desc *d, const char *elem, const char *prefix)
 {
-	char name[256], rule[200], c[400], note[200];
+	char name[256], rule[200], c[400], note[200], gate[160];
 	size_t i;
 
 	fprintf(out, "| Key | Type | Default | Production | Rule | Environment | Description |\n"
@@ -126,11 +138,11 @@ static int key_table(FILE *out, const struct cfg_desc *d, const char *elem, cons
 		if (copies_global(k))
 			continue;
 		cfg_env_name(prefix ? prefix : "", k->path, name, sizeof(name));
-		fprintf(out, "| `%s%s` | %s | %s | %s | %s | %s | %s%s%s%s |\n", elem, k->path,
+		fprintf(out, "| `%s%s` | %s | %s | %s | %s | %s | %s%s%s%s%s |\n", elem, k->path,
 			type_name(k), default_text(k), text_or(k->prod, "="),
 			cell(cfg_rule(k, rule, sizeof(rule)), c, sizeof(c)), env ? name : "-",
 			k->doc, k->flags & CF_SECRET ? " **Secret**: path only." : "",
-			not_yet_note(k, note, sizeof(note)),
+			not_yet_note(k, note, sizeof(note)), gate_note(k, gate, sizeof(gate)),
 			k->flags & CF_RESTART
 			    ? " **Restart**: a reload that changes it is refused; restart meshd."
 			    : "");
@@ -208,6 +220,13 @@ static const char doc_rules[] =
     "  `services`; a key of another backend's section (`discovery.consul.*` with\n"
     "  `discovery.backend` static, ...) set to anything but its default would do nothing\n"
     "  and is refused as `unused with discovery.backend <backend>`;\n"
+    "- a key that works only under a switch (every other `mtls.*` key, `identities` and\n"
+    "  `authorization.*` under `mtls.enabled`; `telemetry.tracing.protocol` and\n"
+    "  `sample_ratio` under `telemetry.tracing.endpoint`; `discovery.consul.catalog.tag`\n"
+    "  under `catalog.enabled`) set by the file, Consul KV or the environment to anything\n"
+    "  but its default while the switch is off would do nothing, and is refused as\n"
+    "  `unused while <switch> is false` (or `unset`). A preset's values are not the user's:\n"
+    "  `production` with `MESH_MTLS__ENABLED=false` still loads;\n"
     "- with `mtls.enabled`: `cert_source` files needs `mtls.ca_file` and `mtls.cert_dir`,\n"
     "  builtin_ca needs `mtls.ca_file` and `mtls.ca_key_file`; `cert_source` consul and\n"
     "  `authorization.intentions` need `discovery.consul.address`; `cert_source` consul\n"

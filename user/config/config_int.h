@@ -60,7 +60,11 @@ struct cfg_key {
 	 * `not_yet_value` (an enum name) when set. Building the feature = deleting the line. */
 	const char *not_yet;
 	const char *not_yet_value;
-	const char *def_from;	 /* no `def`: the default is the value of this root key */
+	const char *def_from; /* no `def`: the default is the value of this root key */
+	/* A root key switching this one on: it does something only while that key is not at its
+	 * default (`mtls.enabled` true, `telemetry.tracing.endpoint` set). Set to anything but its
+	 * own default while the switch is off, it is refused as unused (config_check.c). */
+	const char *gate;
 	size_t src_idx, src_off; /* CF_INHERIT: index and offset of the global key */
 };
 

@@ -34,6 +34,11 @@ static const char *const tracing_protocols[] = { "http/protobuf", "http/json", N
 
 /* Reasons of keys that are not built yet (struct cfg_key.not_yet): none today. */
 
+/* Switches of keys that do something only while the switch is on (struct cfg_key.gate). */
+#define MTLS_ON "mtls.enabled"
+#define TRACING_ON "telemetry.tracing.endpoint"
+#define CATALOG_ON "discovery.consul.catalog.enabled"
+
 #define R(field) .off = offsetof(struct mesh_config, field)
 #define RL(field, count) R(field), .count_off = offsetof(struct mesh_config, count)
 
@@ -187,10 +192,11 @@ static const struct cfg_key root_keys[] = {
 	{ "telemetry.tracing.endpoint", CT_URL, R(tracing.endpoint),
 	  .doc = "OTLP/HTTP traces URL, e.g. `http://127.0.0.1:4318/v1/traces`; empty: connection "
 		 "tracing off." },
-	{ "telemetry.tracing.protocol", CT_ENUM, R(tracing.protocol), .def = "http/protobuf",
-	  .names = tracing_protocols, .doc = "OTLP encoding: `http/protobuf` or `http/json`." },
-	{ "telemetry.tracing.sample_ratio", CT_RATIO, R(tracing.sample_ratio), .def = "0.01",
-	  .min = 0, .max = 1,
+	{ "telemetry.tracing.protocol", CT_ENUM, .gate = TRACING_ON, R(tracing.protocol),
+	  .def = "http/protobuf", .names = tracing_protocols,
+	  .doc = "OTLP encoding: `http/protobuf` or `http/json`." },
+	{ "telemetry.tracing.sample_ratio", CT_RATIO, .gate = TRACING_ON, R(tracing.sample_ratio),
+	  .def = "0.01", .min = 0, .max = 1,
 	  .doc = "Share of successful connections traced (drawn in the datapath); failed, rejected "
 		 "and breaker-affected ones always are." },
 
@@ -329,8 +335,8 @@ static const struct cfg_key root_keys[] = {
 		 "blocking) whose instances carry `catalog.tag` and the meta `mesh-vip` "
 		 "(`ip:port`), with the global load_balancer and circuit_breaker policy; a VIP "
 		 "or name already served is refused (docs/consul.md)." },
-	{ "discovery.consul.catalog.tag", CT_STRING, R(consul.catalog_tag), .def = "mesh",
-	  .flags = CF_DNSNAME,
+	{ "discovery.consul.catalog.tag", CT_STRING, .gate = CATALOG_ON, R(consul.catalog_tag),
+	  .def = "mesh", .flags = CF_DNSNAME,
 	  .doc = "Tag that marks a catalog service for `catalog.enabled` (a lowercase DNS "
 		 "label)." },
 	{ "discovery.dns.servers", CT_EPLIST, RL(dns.servers, dns.n_servers),
@@ -358,64 +364,71 @@ static const struct cfg_key root_keys[] = {
 
 	{ "mtls.enabled", CT_BOOL, R(mtls.enabled), .def = "false", .prod = "true",
 	  .doc = "Run the mTLS proxy; every service then uses it unless it sets `mtls: false`." },
-	{ "mtls.trust_domain", CT_STRING, R(mtls.trust_domain), .def = "mesh.local",
+	{ "mtls.trust_domain", CT_STRING, .gate = MTLS_ON, R(mtls.trust_domain),
+	  .def = "mesh.local",
 	  .doc = "SPIFFE trust domain: identities are "
 		 "spiffe://<domain>/ns/default/dc/<node.datacenter>/svc/<service> (with "
 		 "cert_source consul, Consul's `<cluster-id>.consul`: not set then)." },
-	{ "mtls.outbound_listen", CT_ENDPOINT, R(mtls.outbound_listen), .def = "127.0.0.1:15001",
+	{ "mtls.outbound_listen", CT_ENDPOINT, .gate = MTLS_ON, R(mtls.outbound_listen),
+	  .def = "127.0.0.1:15001",
 	  .doc = "Local IPv4 listener receiving redirected app connections." },
-	{ "mtls.inbound_listen", CT_ENDPOINT, R(mtls.inbound_listen), .def = "0.0.0.0:15008",
+	{ "mtls.inbound_listen", CT_ENDPOINT, .gate = MTLS_ON, R(mtls.inbound_listen),
+	  .def = "0.0.0.0:15008",
 	  .doc = "Listener for mTLS connections from other nodes; its port is the one callers "
 		 "dial on every backend host." },
-	{ "mtls.cert_source", CT_ENUM, R(mtls.cert_source), .def = "files", .names = cert_sources,
+	{ "mtls.cert_source", CT_ENUM, .gate = MTLS_ON, R(mtls.cert_source), .def = "files",
+	  .names = cert_sources,
 	  .doc = "Where certificates come from: `files`, `builtin_ca` or `consul` (the Connect "
 		 "CA of the agent at `discovery.consul.address`)." },
-	{ "mtls.ca_file", CT_PATH, R(mtls.ca_file),
+	{ "mtls.ca_file", CT_PATH, .gate = MTLS_ON, R(mtls.ca_file),
 	  .doc = "Trusted CA bundle (PEM); with builtin_ca it also holds the signing CA's "
 		 "certificate." },
-	{ "mtls.ca_key_file", CT_PATH, R(mtls.ca_key_file), .flags = CF_SECRET,
+	{ "mtls.ca_key_file", CT_PATH, .gate = MTLS_ON, R(mtls.ca_key_file), .flags = CF_SECRET,
 	  .doc = "Signing key of the CA in ca_file (required with cert_source builtin_ca)." },
-	{ "mtls.cert_dir", CT_PATH, R(mtls.cert_dir),
+	{ "mtls.cert_dir", CT_PATH, .gate = MTLS_ON, R(mtls.cert_dir),
 	  .doc = "Directory of <service>.crt/<service>.key (required with cert_source files)." },
-	{ "mtls.cert_ttl", CT_DURATION, R(mtls.cert_ttl_ns), .def = "24h", .min = 10 * SEC,
-	  .max = 365 * 24 * HOUR,
+	{ "mtls.cert_ttl", CT_DURATION, .gate = MTLS_ON, R(mtls.cert_ttl_ns), .def = "24h",
+	  .min = 10 * SEC, .max = 365 * 24 * HOUR,
 	  .doc = "Lifetime of leaf certificates builtin_ca issues; renewed at about half." },
-	{ "mtls.strict_inbound", CT_BOOL, R(mtls.strict_inbound), .def = "false", .prod = "true",
+	{ "mtls.strict_inbound", CT_BOOL, .gate = MTLS_ON, R(mtls.strict_inbound), .def = "false",
+	  .prod = "true",
 	  .doc = "Refuse plaintext connections from other hosts to the ports of `identities`." },
-	{ "mtls.no_identity", CT_ENUM, R(mtls.no_identity), .def = "refuse", .names = no_identity,
+	{ "mtls.no_identity", CT_ENUM, .gate = MTLS_ON, R(mtls.no_identity), .def = "refuse",
+	  .names = no_identity,
 	  .doc = "A caller whose cgroup has no identity: connect() fails (`refuse`) or goes "
 		 "plaintext to the backend (`passthrough`)." },
-	{ "mtls.workers", CT_UINT, R(mtls.workers), .def = "0", .min = 0, .max = 256,
-	  .flags = CF_RESTART,
+	{ "mtls.workers", CT_UINT, .gate = MTLS_ON, R(mtls.workers), .def = "0", .min = 0,
+	  .max = 256, .flags = CF_RESTART,
 	  .doc = "Proxy threads (each with its own listeners); 0 = one per CPU." },
-	{ "mtls.pool_max_streams", CT_UINT, R(mtls.pool_max_streams), .def = "100", .min = 1,
-	  .max = 10000,
+	{ "mtls.pool_max_streams", CT_UINT, .gate = MTLS_ON, R(mtls.pool_max_streams), .def = "100",
+	  .min = 1, .max = 10000,
 	  .doc = "Proxied connections carried at once by one pooled TLS connection." },
-	{ "mtls.pool_idle_timeout", CT_DURATION, R(mtls.pool_idle_timeout_ns), .def = "60s",
-	  .min = 100 * MS, .max = HOUR,
+	{ "mtls.pool_idle_timeout", CT_DURATION, .gate = MTLS_ON, R(mtls.pool_idle_timeout_ns),
+	  .def = "60s", .min = 100 * MS, .max = HOUR,
 	  .doc = "A pooled TLS connection with no stream is closed after this long." },
-	{ "mtls.connect_timeout", CT_DURATION, R(mtls.connect_timeout_ns), .def = "2s",
-	  .min = 10 * MS, .max = MIN,
+	{ "mtls.connect_timeout", CT_DURATION, .gate = MTLS_ON, R(mtls.connect_timeout_ns),
+	  .def = "2s", .min = 10 * MS, .max = MIN,
 	  .doc = "Time allowed for the TCP connect plus TLS handshake to a remote meshd, and "
 		 "for the connect to a local backend." },
-	{ "mtls.busy_poll", CT_DURATION, R(mtls.busy_poll_ns), .def = "0", .min = 0, .max = 10 * MS,
+	{ "mtls.busy_poll", CT_DURATION, .gate = MTLS_ON, R(mtls.busy_poll_ns), .def = "0",
+	  .min = 0, .max = 10 * MS,
 	  .doc = "After each event a proxy thread polls without sleeping (yielding the CPU to any "
 		 "runnable thread) for this long before it blocks, so the next message of a "
 		 "busy connection finds it awake: lower latency on a VM whose idle vCPUs halt, "
 		 "for CPU time while connections are active. 0 = off (sleep at once), as "
 		 "haproxy's `busy-polling` is off by default. See docs/mtls.md, Performance." },
-	{ "mtls.drain_timeout", CT_DURATION, R(mtls.drain_timeout_ns), .def = "5m", .min = 1 * SEC,
-	  .max = 24 * HOUR,
+	{ "mtls.drain_timeout", CT_DURATION, .gate = MTLS_ON, R(mtls.drain_timeout_ns), .def = "5m",
+	  .min = 1 * SEC, .max = 24 * HOUR,
 	  .doc = "How long a meshd replaced by an upgrade keeps serving its live proxied "
 		 "connections." },
 
-	{ "identities", CT_LIST, RL(identities, n_identities), .flags = CF_NOENV,
+	{ "identities", CT_LIST, .gate = MTLS_ON, RL(identities, n_identities), .flags = CF_NOENV,
 	  .sub = &identity_desc, .doc = "Service identity of local cgroups." },
-	{ "authorization.default_action", CT_ENUM, R(authz_default), .def = "deny",
+	{ "authorization.default_action", CT_ENUM, .gate = MTLS_ON, R(authz_default), .def = "deny",
 	  .names = actions, .doc = "Action when no rule matches an mTLS connection." },
-	{ "authorization.rules", CT_LIST, RL(authz_rules, n_authz_rules), .flags = CF_NOENV,
-	  .sub = &rule_desc, .doc = "Allow/deny rules, first match wins." },
-	{ "authorization.intentions", CT_BOOL, R(authz_intentions), .def = "false",
+	{ "authorization.rules", CT_LIST, .gate = MTLS_ON, RL(authz_rules, n_authz_rules),
+	  .flags = CF_NOENV, .sub = &rule_desc, .doc = "Allow/deny rules, first match wins." },
+	{ "authorization.intentions", CT_BOOL, .gate = MTLS_ON, R(authz_intentions), .def = "false",
 	  .doc = "Also obey Consul intentions (after `rules`, before `default_action`), read "
 		 "from the agent at `discovery.consul.address` and persisted under state_dir." },
 };
