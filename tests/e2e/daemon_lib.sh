@@ -168,17 +168,6 @@ served_by() { sed -n 's/^backend\.\(.*\)=.*/\1/p' "$TMP/$1.out" | sort | paste -
 failed() { sed -n 's/^failed=//p' "$TMP/$1.out"; }
 serves() { traffic "$1" "${3:-10}" && test "$(served_by "$1")" = "$2" -a "$(failed "$1")" = 0; }
 
-# --- the Consul emulator ---------------------------------------------------------------------
-# consul_emulator PORT [ARGS...]: starts tests/e2e/consul_emulator.py on PORT with ARGS (its
-# --data-file, --log-file, --acl-token...), sets CONSUL_PID, and returns once it listens (1 when
-# it did not within 5 s).
-consul_emulator() {
-	local port=$1
-	shift
-	spawn consul python3 "$ROOT/tests/e2e/consul_emulator.py" --port "$port" "$@"
-	CONSUL_PID=$SPAWNED_PID
-	wait_for 5 port_open 127.0.0.1 "$port"
-}
 
 # --- failover across two Consul datacenters (test_consul_failover*.sh) ------------------------
 # consul_two_dcs PORT1 PORT2: Consul emulators for dc1 on PORT1 (its server forwards ?dc=dc2

@@ -136,6 +136,17 @@ wait_for() {
 	return 1
 }
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# consul_emulator PORT [ARGS...]: starts tests/e2e/consul_emulator.py on PORT with ARGS (its
+# --data-file, --log-file, --acl-token...), sets CONSUL_PID, and returns once it listens (1 when
+# it did not within 5 s).
+consul_emulator() {
+	local port=$1
+	shift
+	spawn consul python3 "$ROOT/tests/e2e/consul_emulator.py" --port "$port" "$@"
+	CONSUL_PID=$SPAWNED_PID
+	wait_for 5 port_open 127.0.0.1 "$port"
+}
 # wait_until SECONDS CMD...: like wait_for, but bounded by wall time (for slow commands).
 wait_until() {
 	local end=$((SECONDS + $1))

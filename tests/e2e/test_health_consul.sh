@@ -49,8 +49,7 @@ for p in 21301 21302 21303; do
 	backend "h$p" $p --health-file "$TMP/health-$p"
 done
 echo fail >"$TMP/health-21303"
-spawn consul python3 "$EMU" --port $CPORT
-wait_for 5 port_open 127.0.0.1 $CPORT || {
+consul_emulator $CPORT || {
 	fail setup "Consul emulator did not start"
 	exit 1
 }

@@ -106,8 +106,9 @@ jq ".mtls.ca_file = \"$TMP/b/certs/missing.pem\"" "$TMP/b-next.json" >"$TMP/b.js
 reload_fails plan_failure mtls
 
 # --- mTLS turned off, a later component fails: the proxy keeps serving --------------------------
+# (the whole mtls block, identities and rules go: set under mtls.enabled false they are refused)
 echo reload.admin >"$FAULTS"
-jq '.mtls.enabled = false | .identities = [] | .authorization.rules = []' "$TMP/b-running.json" \
+jq '.mtls = { enabled: false } | del(.identities, .authorization)' "$TMP/b-running.json" \
 	>"$TMP/b.json"
 reload_fails disable_undone admin
 : >"$FAULTS"

@@ -24,7 +24,6 @@ CURL=http://127.0.0.1:$CPORT
 VIP=127.77.12.21
 observe_cgroup split-consul
 SOCK=$TMP/run/admin.sock
-EMU=$ROOT/tests/e2e/consul_emulator.py
 
 consul() { # METHOD PATH [BODY]
 	curl -sf -X "$1" "$CURL$2" ${3:+-d "$3"} >/dev/null
@@ -58,9 +57,7 @@ check validate_config_split_on_consul_service "$(cat "$TMP/v.out")" \
 	grep -qF "services[0].split: a Consul-discovered service takes its split from Consul's service-splitter and service-resolver entries" "$TMP/v.out"
 
 # --- Consul with four tagged instances, meshd following it -----------------------------------------
-spawn consul python3 "$EMU" --port $CPORT --data-file "$TMP/catalog.json"
-CONSUL_PID=$SPAWNED_PID
-wait_for 5 port_open 127.0.0.1 $CPORT || { fail setup "emulator did not start"; exit 1; }
+consul_emulator $CPORT --data-file "$TMP/catalog.json" || { fail setup "emulator did not start"; exit 1; }
 backend v1a $P && backend v1b $((P + 1)) && backend v2a $((P + 2)) && backend v2b $((P + 3)) ||
 	{ fail setup "backends did not start"; exit 1; }
 register v1a $P '["web"]' v1 && register v1b $((P + 1)) '[]' v1 &&
@@ -173,8 +170,8 @@ check restart_consul_down_persisted_split "weight $(weight v2), v2 $V2 of 1000 (
 # The instances are answered before the entries, always (the emulator holds the entries): the
 # persisted split must be served until both entries were read, never dropped for the instances
 # alone. (Left to chance, the entries often answer first and this could not fail.)
-spawn consul python3 "$EMU" --port $CPORT --data-file "$TMP/catalog.json" --hold-config-entries
-wait_for 5 port_open 127.0.0.1 $CPORT || { fail setup "emulator did not restart"; exit 1; }
+consul_emulator $CPORT --data-file "$TMP/catalog.json" --hold-config-entries ||
+	{ fail setup "emulator did not restart"; exit 1; }
 synced() { metric $MPORT 'meshd_discovery_sync_total{backend="consul",result="ok"}'; }
 wait_until 20 bash -c "[ \"\$(curl -s http://127.0.0.1:$MPORT/metrics | awk '/^meshd_discovery_sync_total\{backend=\"consul\",result=\"ok\"\}/ { print \$NF }')\" -gt 0 ]" ||
 	fail consul_back_setup "no instances answer seen: synced $(synced)"

@@ -550,6 +550,27 @@ TEST(config_gated_keys_refused_while_switch_off)
 	config_free(c);
 }
 
+/* mtls.workers needs a restart, except in a reload that turns mTLS on or off (the proxy starts
+ * or stops whole). */
+TEST(config_restart_keys_under_a_switch)
+{
+	struct mesh_config *on2 = MUST_LOAD(TOP(MTLS_ON "\"log\":{}"), NULL), *on4, *off;
+	char *w4[] = { "MESH_MTLS__WORKERS=4", NULL };
+	const char *paths[4];
+
+	on4 = MUST_LOAD(TOP(MTLS_ON "\"log\":{}"), w4);
+	off = MUST_LOAD(TOP("\"log\":{}"), NULL);
+	if (on2 && on4 && off) {
+		CHECK_INT_EQ(config_restart_changes(on2, on4, paths, 4), 1);
+		CHECK(!strcmp(paths[0], "mtls.workers"));
+		CHECK_INT_EQ(config_restart_changes(on4, off, paths, 4), 0);
+		CHECK_INT_EQ(config_restart_changes(off, on4, paths, 4), 0);
+	}
+	config_free(on2);
+	config_free(on4);
+	config_free(off);
+}
+
 TEST(config_all_problems_at_once)
 {
 	struct config_errors e = { 0 };

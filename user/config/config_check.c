@@ -897,22 +897,29 @@ static void check_unused_discovery(const struct mesh_config *cfg, struct config_
 	}
 }
 
+bool cfg_gate_off(const struct cfg_key *k, const struct mesh_config *cfg)
+{
+	const struct cfg_key *sw = k->gate ? cfg_find_key(&cfg_root_desc, k->gate, NULL) : NULL;
+	char want[256];
+
+	return sw && is_default(sw, cfg, want, sizeof(want));
+}
+
 /* A key set to anything but its default while its switch (cfg_key.gate) is off would do
  * nothing: refused, naming the switch. Only values set by the file, Consul KV or the
  * environment: a preset's value under a switch the user turned off is not the user's. */
 static void check_gated(const struct mesh_config *cfg, struct config_errors *errs)
 {
 	const uint8_t *origin = cfg->meta ? cfg->meta->root->origin : NULL;
-	char want[256], got[160], unused[256];
+	char want[256], got[160];
 
 	for (size_t i = 0; origin && i < cfg_root_desc.n_keys; i++) {
 		const struct cfg_key *k = &cfg_root_desc.keys[i], *sw;
 
-		if (!k->gate || origin[i] < ORIGIN_FILE || is_default(k, cfg, want, sizeof(want)))
+		if (!k->gate || origin[i] < ORIGIN_FILE || is_default(k, cfg, want, sizeof(want)) ||
+		    !cfg_gate_off(k, cfg))
 			continue;
 		sw = cfg_find_key(&cfg_root_desc, k->gate, NULL);
-		if (!sw || !is_default(sw, cfg, unused, sizeof(unused)))
-			continue;
 		cfg_errf(errs,
 			 "%s: unused while %s is %s (got %s, expected it only with %s %s, or %s)",
 			 k->path, sw->path, sw->type == CT_BOOL ? "false" : "unset",

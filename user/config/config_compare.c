@@ -142,7 +142,9 @@ size_t config_restart_changes(const struct mesh_config *old, const struct mesh_c
 	for (size_t i = 0; i < cfg_root_desc.n_keys; i++) {
 		const struct cfg_key *k = &cfg_root_desc.keys[i];
 
-		if (!(k->flags & CF_RESTART) || cfg_value_equal(k, old, new))
+		/* under a switch off before or after, its component starts or stops whole */
+		if (!(k->flags & CF_RESTART) || cfg_value_equal(k, old, new) ||
+		    cfg_gate_off(k, old) || cfg_gate_off(k, new))
 			continue;
 		if (n < max)
 			paths[n] = k->path;

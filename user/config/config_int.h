@@ -168,6 +168,10 @@ bool blobset_has(const struct blobset *s, const char *key);
 /* Applies one `NAME=value` environment entry if NAME is a MESH_* key (config_env.c). */
 void cfg_apply_env_var(struct mesh_config *cfg, const char *var, struct config_errors *errs);
 
+/* True when root key `k` is under a switch (cfg_key.gate) that is off (at its default) in `cfg`:
+ * the key does nothing there (config_check.c). */
+bool cfg_gate_off(const struct cfg_key *k, const struct mesh_config *cfg);
+
 /* Cross-field validation of a loaded, merged config. */
 void cfg_validate(const struct mesh_config *cfg, struct config_errors *errs);
 

@@ -399,7 +399,8 @@ static const struct cfg_key root_keys[] = {
 		 "plaintext to the backend (`passthrough`)." },
 	{ "mtls.workers", CT_UINT, .gate = MTLS_ON, R(mtls.workers), .def = "0", .min = 0,
 	  .max = 256, .flags = CF_RESTART,
-	  .doc = "Proxy threads (each with its own listeners); 0 = one per CPU." },
+	  .doc = "Proxy threads (each with its own listeners); 0 = one per CPU. A reload that "
+		 "turns mTLS on or off may change it." },
 	{ "mtls.pool_max_streams", CT_UINT, .gate = MTLS_ON, R(mtls.pool_max_streams), .def = "100",
 	  .min = 1, .max = 10000,
 	  .doc = "Proxied connections carried at once by one pooled TLS connection." },
