@@ -135,6 +135,15 @@ struct {
 	__type(value, struct mesh_split);
 } mesh_split SEC(".maps");
 
+/* The same values for the first split services, by the service value's split_slot - 1: an
+ * ARRAY, whose lookup the verifier inlines (a HASH lookup is three calls in the kernel). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MESH_SPLIT_SLOTS);
+	__type(key, __u32);
+	__type(value, struct mesh_split);
+} mesh_split_fast SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MESH_DEF_SERVICES);
@@ -978,17 +987,18 @@ __noinline int choose(const struct mesh_svc *svc, int v4, int *probe, int *reaso
 
 /* Where a split connect stands: the subsets it may still go to, its draw and the subset the
  * weights alone gave it (on the connect program's stack; all-zero to start, as an initializer
- * with other values would become a .rodata map). */
+ * with other values would become a .rodata map; balance() sets draw and drawn). */
 struct split_walk {
 	__u32 usable; /* subsets with a backend passing health checks, not tried yet */
 	__u32 draw;
-	__s32 drawn; /* valid once started */
+	__s32 drawn;
 	__u32 started;
 };
 
 /* The next subset of a split connect (lib/split.h's draw over the ones left), or -1 when none is
  * left. A global function: verified once, with the mask unknown, rather than once per value the
- * mask takes in the caller's loop (which exceeded the verifier's budget). */
+ * mask takes in the caller's loop (which exceeded the verifier's budget). Only a connect whose
+ * drawn subset could not take it comes here. */
 __noinline int split_next(const struct mesh_split *sp, struct split_walk *w)
 {
 	int i;
@@ -1000,14 +1010,29 @@ __noinline int split_next(const struct mesh_split *sp, struct split_walk *w)
 		for (__u32 j = 0; j < MESH_SPLIT_MAX; j++)
 			if (j < sp->n && sp->sub[j].n_healthy)
 				w->usable |= 1u << j;
-		w->draw = lb_seed();
-		w->drawn = split_pick(sp->weight, sp->n, (1u << MESH_SPLIT_MAX) - 1, w->draw);
 	}
 	i = split_pick(sp->weight, sp->n, w->usable, w->draw);
 	if (i < 0 || i >= MESH_SPLIT_MAX)
 		return -1;
 	w->usable &= ~(1u << i);
 	return i;
+}
+
+/* The split of a split service: its mesh_split_fast entry (an inlined array lookup) when the
+ * value names one that holds this service, else its mesh_split entry (a service published
+ * before mesh_split_fast existed, or beyond its capacity). */
+static __always_inline struct mesh_split *split_of(const struct mesh_svc *svc, __u32 sid)
+{
+	__u32 slot = svc->split_slot;
+	struct mesh_split *sp;
+
+	if (slot) {
+		slot -= 1;
+		sp = bpf_map_lookup_elem(&mesh_split_fast, &slot);
+		if (sp && sp->n && sp->sub[0].service_id == sid)
+			return sp;
+	}
+	return bpf_map_lookup_elem(&mesh_split, &sid);
 }
 
 /* Counts where a split connect went: subset `i` (>= 0), or the whole service (-1). */
@@ -1051,15 +1076,26 @@ static __always_inline int balance(const struct mesh_svc *svc, struct mesh_svc_s
 		return id > 0 ? id : choose(svc, v4, probe, reason);
 	}
 	sid = svc->service_id;
-	sp = bpf_map_lookup_elem(&mesh_split, &sid);
-	for (__u32 t = 0; sp && t < MESH_SPLIT_MAX; t++) {
+	sp = split_of(svc, sid);
+	if (!sp)
+		return choose(svc, v4, probe, reason);
+	/* The common case inline: the drawn subset, balanced without a call. */
+	w.draw = lb_seed();
+	w.drawn = split_pick(sp->weight, sp->n, (1u << MESH_SPLIT_MAX) - 1, w.draw);
+	i = w.drawn;
+	if (i >= 0 && i < MESH_SPLIT_MAX) {
+		sub = &sp->sub[(__u32)i & (MESH_SPLIT_MAX - 1)];
+		id = sub->n_healthy ? choose_quick(sub, ss) : -3;
+		if (id > 0) {
+			split_count(sid, &w, i);
+			return id;
+		}
+	}
+	for (__u32 t = 0; t < MESH_SPLIT_MAX; t++) {
 		i = split_next(sp, &w);
 		if (i < 0 || i >= MESH_SPLIT_MAX)
 			break;
-		sub = &sp->sub[(__u32)i & (MESH_SPLIT_MAX - 1)];
-		id = t == 0 ? choose_quick(sub, ss) : -3; /* the drawn subset, without a call */
-		if (id <= 0)
-			id = choose(sub, v4, probe, reason);
+		id = choose(&sp->sub[(__u32)i & (MESH_SPLIT_MAX - 1)], v4, probe, reason);
 		if (id > 0) {
 			split_count(sid, &w, i);
 			return id;

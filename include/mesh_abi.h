@@ -182,7 +182,7 @@ struct mesh_svc {
 	__u8 max_ejection_percent; /* 0..100 of n_backends the breaker may take out */
 	__u8 panic_percent;	   /* 0..100: below this share usable, balance across all */
 	__u8 hash_key;		   /* enum mesh_hash_key (maglev) */
-	__u16 pad;
+	__u16 split_slot;    /* split services: mesh_split_fast index + 1; 0: look up mesh_split */
 	__u32 ewma_decay_ms; /* peak_ewma: time constant of the latency average (was padding) */
 	struct mesh_breaker_cfg breaker;
 };
@@ -555,6 +555,14 @@ _Static_assert(sizeof(struct mesh_trace_sk) == 16, "mesh_trace_sk layout");
  * rest is the service's. */
 #define MESH_SPLIT_MAX 8 /* subsets per service */
 #define MESH_SPLIT_SCALE 10000
+/* mesh_split_fast (an addition within ABI 5: older programs read mesh_split alone and never the
+ * service value's split_slot, which was padding): the same values in an ARRAY, whose lookup the
+ * verifier inlines, for up to MESH_SPLIT_SLOTS / 2 split services (and no more than the service
+ * capacity). Each such service owns two entries and writes them in turn, before the service value
+ * that names the one just written (split_slot = entry + 1), so a connect never reads an entry
+ * while it is rewritten. A split service without entries (beyond the capacity, or published by
+ * an older build) has split_slot 0, and connects find its split in mesh_split (written always). */
+#define MESH_SPLIT_SLOTS 2048
 struct mesh_split {
 	__u8 n; /* subsets, 1..MESH_SPLIT_MAX */
 	__u8 pad[3];

@@ -48,6 +48,7 @@ const char *const dp_map_names[DP_MAP__COUNT] = {
 	[DP_MAP_BE_EWMA] = "mesh_be_ewma",
 	[DP_MAP_SPLIT] = "mesh_split",
 	[DP_MAP_SPLIT_CNT] = "mesh_split_cnt",
+	[DP_MAP_SPLIT_FAST] = "mesh_split_fast",
 };
 
 /* Programs and the names their links are pinned under. */
@@ -166,6 +167,9 @@ static int size_maps(struct datapath *dp)
 	err = err ?: bpf_map__set_max_entries(o->maps.mesh_slots, dp->max_slots);
 	err = err ?: bpf_map__set_max_entries(o->maps.mesh_split, dp->max_services);
 	err = err ?: bpf_map__set_max_entries(o->maps.mesh_split_cnt, dp->max_services);
+	err = err
+		  ?: bpf_map__set_max_entries(o->maps.mesh_split_fast,
+					      2 * dp_split_pairs(dp->max_services));
 	return err;
 }
 
@@ -418,7 +422,10 @@ static int alloc_mirror(struct datapath *dp)
 	dp->svcs = calloc(dp->max_services, sizeof(*dp->svcs));
 	dp->be = calloc(dp->max_backends, sizeof(*dp->be));
 	dp->be_used = calloc(dp->max_backends, 1);
-	if (!dp->svcs || !dp->be || !dp->be_used)
+	dp->split_pairs = dp_split_pairs(dp->max_services);
+	dp->split_entry = calloc(dp->max_services, sizeof(*dp->split_entry));
+	dp->split_pair_used = calloc(dp->split_pairs, 1);
+	if (!dp->svcs || !dp->be || !dp->be_used || !dp->split_entry || !dp->split_pair_used)
 		return -ENOMEM;
 	if (dp_index_init(&dp->by_name, dp->max_services) ||
 	    dp_index_init(&dp->by_key, dp->max_services))
@@ -565,6 +572,8 @@ void datapath_close(struct datapath *dp)
 	free(dp->svcs);
 	free(dp->be);
 	free(dp->be_used);
+	free(dp->split_entry);
+	free(dp->split_pair_used);
 	dp_index_free(&dp->by_name);
 	dp_index_free(&dp->by_key);
 	dp_slots_free(dp);

@@ -39,6 +39,7 @@ enum dp_map {
 	DP_MAP_BE_EWMA,
 	DP_MAP_SPLIT,
 	DP_MAP_SPLIT_CNT,
+	DP_MAP_SPLIT_FAST,
 	DP_MAP__COUNT,
 };
 #define DP_MAP_FIRST_OPTIONAL DP_MAP_MTLS_CFG
@@ -95,8 +96,14 @@ struct datapath {
 	int ncpus;
 	uint32_t max_services, max_backends, max_slots; /* capacities of the maps */
 	struct dp_service *svcs;			/* max_services entries */
-	struct mesh_backend *be;	/* max_backends entries: mirror of mesh_backends */
-	uint8_t *be_used;		/* max_backends flags */
+	struct mesh_backend *be; /* max_backends entries: mirror of mesh_backends */
+	uint8_t *be_used;	 /* max_backends flags */
+	/* mesh_split_fast (split.c): per service the entry its value names + 1 (0: none), pairs
+	 * of entries in use, and a next-fit cursor (a freed pair is reused as late as possible). */
+	uint16_t *split_entry;
+	uint8_t *split_pair_used;
+	uint32_t split_pairs, split_cursor;
+	bool split_full_logged;
 	uint32_t svc_cursor, be_cursor; /* next id to try: ids are reused as late as possible */
 	uint32_t svc_hi, be_hi;		/* highest id ever used + 1 (stats read up to here) */
 	struct dp_index by_name, by_key;
@@ -164,6 +171,10 @@ int dp_split_lists(const struct datapath *dp, struct dp_service *s, struct mesh_
 		   uint32_t base);
 int dp_split_write(struct datapath *dp, struct dp_service *s, uint64_t prev_hash);
 void dp_split_drop(struct datapath *dp, __u32 sid);
+/* The mesh_split_fast capacity (pairs of entries) of a datapath sized for `max_services`. */
+uint32_t dp_split_pairs(uint32_t max_services);
+/* Takes back the entry an adopted service value names (its pair becomes used). */
+void dp_split_adopt_entry(struct datapath *dp, __u32 sid, const struct mesh_svc *val);
 /* A copy of `sp` (malloc'd; NULL out of memory) for a transaction's record. */
 struct dp_split *dp_split_dup(const struct dp_split *sp);
 /* Reads service `sid`'s per-subset counters into `cnt` (zeros when none), or writes `cnt` back

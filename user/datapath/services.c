@@ -906,6 +906,7 @@ static int load_one(struct datapath *dp, __u32 sid, const struct mesh_svc_name *
 	if (!err) {
 		dp->svcs[sid].n_slots = n_slots;
 		dp->svcs[sid].split_hash = names_hash;
+		dp_split_adopt_entry(dp, sid, &val);
 		dp_slots_mark(dp, val.slot_base, n_slots);
 	}
 	free(e);

@@ -10,6 +10,7 @@
 
 #include <bpf/bpf.h>
 
+#include "common/log.h"
 #include "datapath/internal.h"
 
 /* Whether label list `labels` ("v1" from the config, "v1,canary" from a Consul resolver whose
@@ -130,11 +131,64 @@ static void narrow(struct mesh_split *v, const struct mesh_svc *svc)
 	}
 }
 
+uint32_t dp_split_pairs(uint32_t max_services)
+{
+	return max_services < MESH_SPLIT_SLOTS / 2 ? max_services : MESH_SPLIT_SLOTS / 2;
+}
+
+/* The mesh_split_fast entry for the next write of service `sid`'s split: the other one of its
+ * pair, or the first of a free pair; -1 when every pair is taken (logged once). */
+static int next_entry(struct datapath *dp, __u32 sid, const char *name)
+{
+	uint32_t cur = dp->split_entry[sid];
+
+	if (cur)
+		return (int)((cur - 1) ^ 1);
+	for (uint32_t i = 0; i < dp->split_pairs; i++) {
+		uint32_t p = (dp->split_cursor + i) % dp->split_pairs;
+
+		if (dp->split_pair_used[p])
+			continue;
+		dp->split_pair_used[p] = 1;
+		dp->split_cursor = (p + 1) % dp->split_pairs;
+		return (int)(2 * p);
+	}
+	if (!dp->split_full_logged)
+		LOG_WARN(DP_SUBSYS,
+			 "split services beyond mesh_split_fast's capacity: their connects look up "
+			 "mesh_split (slower)",
+			 "service=%s capacity=%u", log_q(name), dp->split_pairs);
+	dp->split_full_logged = true;
+	return -1;
+}
+
+/* Writes the split to its mesh_split_fast entry, when it has or gets one, and names the entry
+ * in the service value (not yet published). */
+static int write_fast(struct datapath *dp, struct dp_service *s)
+{
+	__u32 sid = s->val.service_id;
+	int e = dp->fd[DP_MAP_SPLIT_FAST] >= 0 ? next_entry(dp, sid, s->name) : -1;
+	__u32 key = (__u32)e;
+
+	s->val.split_slot = 0;
+	if (e < 0)
+		return 0;
+	if (bpf_map_update_elem(dp->fd[DP_MAP_SPLIT_FAST], &key, &s->split->val, BPF_ANY)) {
+		if (!dp->split_entry[sid]) /* a pair just taken */
+			dp->split_pair_used[key / 2] = 0;
+		return -errno;
+	}
+	dp->split_entry[sid] = (uint16_t)(e + 1);
+	s->val.split_slot = (__u16)(e + 1);
+	return 0;
+}
+
 int dp_split_write(struct datapath *dp, struct dp_service *s, uint64_t prev_hash)
 {
 	struct mesh_split_cnt zero = { 0 };
 	__u32 sid = s->val.service_id;
 
+	s->val.split_slot = 0;
 	if (!s->split)
 		return 0;
 	if (dp->fd[DP_MAP_SPLIT] < 0 || dp->fd[DP_MAP_SPLIT_CNT] < 0)
@@ -143,14 +197,32 @@ int dp_split_write(struct datapath *dp, struct dp_service *s, uint64_t prev_hash
 	    bpf_map_update_elem(dp->fd[DP_MAP_SPLIT_CNT], &sid, &zero, BPF_ANY))
 		return -errno;
 	narrow(&s->split->val, &s->val);
-	return bpf_map_update_elem(dp->fd[DP_MAP_SPLIT], &sid, &s->split->val, BPF_ANY) ? -errno
-											: 0;
+	if (bpf_map_update_elem(dp->fd[DP_MAP_SPLIT], &sid, &s->split->val, BPF_ANY))
+		return -errno;
+	return write_fast(dp, s);
 }
 
 void dp_split_drop(struct datapath *dp, __u32 sid)
 {
+	uint32_t cur = sid < dp->max_services ? dp->split_entry[sid] : 0;
+
 	if (dp->fd[DP_MAP_SPLIT] >= 0)
 		bpf_map_delete_elem(dp->fd[DP_MAP_SPLIT], &sid);
+	if (cur && (cur - 1) / 2 < dp->split_pairs)
+		dp->split_pair_used[(cur - 1) / 2] = 0;
+	if (cur)
+		dp->split_entry[sid] = 0;
+}
+
+void dp_split_adopt_entry(struct datapath *dp, __u32 sid, const struct mesh_svc *val)
+{
+	uint32_t e = val->split_slot;
+
+	if (!(val->flags & MESH_SVC_F_SPLIT) || !e || dp->fd[DP_MAP_SPLIT_FAST] < 0 ||
+	    (e - 1) / 2 >= dp->split_pairs || dp->split_pair_used[(e - 1) / 2])
+		return;
+	dp->split_pair_used[(e - 1) / 2] = 1;
+	dp->split_entry[sid] = (uint16_t)e;
 }
 
 struct dp_split *dp_split_dup(const struct dp_split *sp)
