@@ -1599,14 +1599,24 @@ static __always_inline void trace_start(struct bpf_sock_ops *skops)
 	bpf_map_update_elem(&mesh_trace_sk, &cookie, &v, BPF_ANY);
 }
 
-static __always_inline void trace_established(struct bpf_sock_ops *skops)
+/* At establishment (after the outcome, which may flag the breaker), the sample draw: a
+ * connection neither flagged nor sampled drops its entry now and skips the close's work (the
+ * common case at low ratios); the others keep it with the establishment time. */
+static __always_inline void trace_established(struct bpf_sock_ops *skops, struct mesh_sock *ms)
 {
+	struct mesh_trace_cfg *t = tracing();
 	struct mesh_trace_sk *v;
 	__u64 cookie;
 
-	if (!tracing())
+	if (!t)
 		return;
 	cookie = bpf_get_socket_cookie(skops);
+	if (!(ms->flags & (MESH_SK_F_PROBE | MESH_SK_F_BREAKER)) &&
+	    (__u64)lb_seed() >= t->sample_threshold) {
+		ms->flags |= MESH_SK_F_UNTRACED;
+		bpf_map_delete_elem(&mesh_trace_sk, &cookie);
+		return;
+	}
 	v = bpf_map_lookup_elem(&mesh_trace_sk, &cookie);
 	if (v)
 		v->est_ns = bpf_ktime_get_ns();
@@ -1699,8 +1709,8 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, struct me
 	if (ms->flags & MESH_SK_F_DONE)
 		return;
 	ms->flags |= MESH_SK_F_DONE | MESH_SK_F_ESTABLISHED;
-	trace_established(skops);
 	if (ms->flags & MESH_SK_F_MTLS) { /* meshd reports the backend's outcome */
+		trace_established(skops, ms);
 		mtls_record(skops, ms);
 		return;
 	}
@@ -1709,6 +1719,7 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, struct me
 	if (bs)
 		ADD(bs->ok, 1);
 	outcome(ms, bs, 1, (__u64)(skops->srtt_us >> 3) * 1000);
+	trace_established(skops, ms);
 }
 
 /* The address words of a sockops context as mesh ABI addresses (IPv4 as v4-mapped). */
@@ -1735,9 +1746,11 @@ static __always_inline void sockops_addrs(struct bpf_sock_ops *skops, struct mes
 }
 
 /* Whether this close gets a record: always for failed connects, half-open probes and connects
- * that moved the breaker; otherwise when the sample draw says so. Returns the MESH_CONN_F_*
- * flags, or -1 for no record. */
-static __always_inline int trace_verdict(const struct mesh_trace_cfg *t, const struct mesh_sock *ms)
+ * that moved the breaker; otherwise when the sample draw says so (made at establishment when
+ * tracing was on then: its entry has est_ns and was kept because sampled). Returns the
+ * MESH_CONN_F_* flags, or -1 for no record. */
+static __always_inline int trace_verdict(const struct mesh_trace_cfg *t, const struct mesh_sock *ms,
+					 const struct mesh_trace_sk *ts)
 {
 	int flags = 0;
 
@@ -1747,11 +1760,14 @@ static __always_inline int trace_verdict(const struct mesh_trace_cfg *t, const s
 		flags |= MESH_CONN_F_BREAKER;
 	if (flags || !(ms->flags & MESH_SK_F_ESTABLISHED))
 		return flags;
+	if (ts->est_ns)
+		return MESH_CONN_F_SAMPLED;
 	return (__u64)lb_seed() < t->sample_threshold ? MESH_CONN_F_SAMPLED : -1;
 }
 
 /* At close, a record for the connection's trace span (mesh_conn_event), for connects seen from
- * their start while tracing was on (their mesh_trace_sk entry, removed here). */
+ * their start while tracing was on (their mesh_trace_sk entry, removed here) and not left out
+ * at establishment. */
 static __always_inline void trace_close(struct bpf_sock_ops *skops, struct mesh_sock *ms)
 {
 	struct mesh_trace_cfg *t = tracing();
@@ -1761,13 +1777,13 @@ static __always_inline void trace_close(struct bpf_sock_ops *skops, struct mesh_
 	__u64 cookie;
 	int flags;
 
-	if (!t)
+	if (!t || (ms->flags & MESH_SK_F_UNTRACED))
 		return;
 	cookie = bpf_get_socket_cookie(skops);
 	ts = bpf_map_lookup_elem(&mesh_trace_sk, &cookie);
 	if (!ts)
 		return;
-	flags = trace_verdict(t, ms);
+	flags = trace_verdict(t, ms, ts);
 	e = flags < 0 ? 0 : bpf_ringbuf_reserve(&mesh_events, sizeof(*e), 0);
 	if (!e) {
 		if (flags >= 0)

@@ -321,6 +321,9 @@ _Static_assert(sizeof(struct mesh_svc_name) == 88, "mesh_svc_name layout");
 /* Its outcome moved the backend's breaker (a new bit: older programs ignore it, so the layout is
  * unchanged; bits 8.. hold the mTLS identity). */
 #define MESH_SK_F_BREAKER 0x40
+/* Tracing: decided at establishment not to be recorded (not flagged, not sampled); its
+ * mesh_trace_sk entry is gone and its close looks for none (a new bit, as above). */
+#define MESH_SK_F_UNTRACED 0x80
 
 /* mesh_sockets value (SK_STORAGE): what connect() decided, for getpeername and sockops.
  * Unchanged since ABI 3: an upgrade keeps this map, so live sockets keep their decisions. */
