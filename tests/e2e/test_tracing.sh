@@ -6,7 +6,8 @@
 #    each produce their span, with the semantic-convention and mesh attributes;
 #  - sample_ratio 0.1 over 2,000 connects exports 200 +- 5 standard deviations (133..267) plain
 #    spans (binomial, sd 13.4: a false failure about once in 1.7 million runs); at ratio 0 none,
-#    while failed and rejected connects still are;
+#    while failed and rejected connects still are, and so is a successful half-open probe that
+#    closes a breaker (the sample draw is made at establishment: it must not leave that out);
 #  - telemetry.tracing.protocol http/json exports OTLP/JSON that decodes strictly;
 #  - receiver down: connects keep working, spans are dropped and counted (export failed, queue
 #    full), and exports resume once the receiver is back.
@@ -20,7 +21,7 @@ if [ ! -d "$ROOT/tests/otlp/node_modules/@opentelemetry/otlp-transformer" ]; the
 	fail setup "tests/otlp has no node_modules (scripts/install-deps.sh installs them)"
 	exit 1
 fi
-MPORT=23390 OPORT=23391 A1=23301 A2=23302 DEAD=23309
+MPORT=23390 OPORT=23391 A1=23301 A2=23302 FLAP=23303 DEAD=23309
 SPANS=$TMP/spans.jsonl
 observe_cgroup tracing
 
@@ -48,6 +49,11 @@ write_config() {
     \"backends\": [ {\"address\":\"127.0.0.1\",\"port\":$DEAD} ],
     \"load_balancer\": { \"panic_threshold\": 0 },
     \"circuit_breaker\": { \"consecutive_failures\": 1, \"open_duration\": \"300s\",
+                           \"max_ejection_percent\": 100 } },
+  { \"name\": \"flap\", \"vip\": \"127.77.9.3\", \"port\": 80,
+    \"backends\": [ {\"address\":\"127.0.0.1\",\"port\":$FLAP} ],
+    \"load_balancer\": { \"panic_threshold\": 0 },
+    \"circuit_breaker\": { \"consecutive_failures\": 1, \"open_duration\": \"1s\",
                            \"max_ejection_percent\": 100 } }
 ]"
 	jq --argjson r "$1" --arg p "$2" --arg e "http://127.0.0.1:$OPORT/v1/traces" \
@@ -148,6 +154,19 @@ check sampling_0_exports_no_plain_span "got $got" test "$got" = 0
 from=$(lines)
 connect_vip 127.77.9.2 80 1 >/dev/null
 check ratio_0_still_exports_rejects "$(tail -n 1 "$SPANS")" wait_for 10 has_span "$from" '.attributes["mesh.result"] == "rejected"'
+# ... and a connect that moved the breaker although it succeeded: the half-open probe that
+# closes it again (the sample draw at establishment must not leave it out).
+from=$(lines)
+connect_vip 127.77.9.3 80 1 >/dev/null
+check ratio_0_flap_failure_exported "$(tail -n 1 "$SPANS")" \
+	wait_for 10 has_span "$from" '.attributes["mesh.service"] == "flap" and .attributes["mesh.result"] == "failed"'
+backend flap $FLAP || fail ratio_0_flap "backend flap did not start"
+from=$(lines)
+flap_ok() { [ "$(connect_vip 127.77.9.3 80 1)" = 1 ]; }
+wait_for 10 flap_ok # the breaker lets a probe through after 1 s
+s=$(wait_span "$from" '.attributes["mesh.service"] == "flap" and .attributes["mesh.result"] == "ok"')
+check ratio_0_exports_breaker_closing_probe "$s" \
+	test "$(jq -r '.attributes | [.["mesh.breaker.moved"], .["mesh.sampled"]] | @csv' <<<"$s")" = "true,false"
 
 # 5. OTLP/JSON.
 reload_to 1 http/json || fail json "reload to http/json not applied"
