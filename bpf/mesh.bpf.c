@@ -151,14 +151,15 @@ struct {
 	__type(value, struct mesh_split_cnt);
 } mesh_split_cnt SEC(".maps");
 
-/* Start and establishment times of service sockets while tracing is on (mesh_trace_sk). LRU: a
- * socket never seen closing (tracing switched off meanwhile) is evicted in time. */
+/* Start and establishment times of service sockets while tracing is on, direct-mapped by socket
+ * cookie (mesh_trace_slot): an ARRAY, whose lookup the verifier inlines and whose writes take no
+ * lock, where a hash update was a few hundred ns per connection. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, MESH_TRACE_SOCKETS);
-	__type(key, __u64);
-	__type(value, struct mesh_trace_sk);
-} mesh_trace_sk SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MESH_TRACE_RING);
+	__type(key, __u32);
+	__type(value, struct mesh_trace_slot);
+} mesh_trace_ring SEC(".maps");
 
 /* Maglev tables in chunks (a table of up to MESH_MAGLEV_M_MAX entries is 17 chunks). The table
  * id is service_id * 2 + (generation & 1), so a backend set update writes the table of the
@@ -1585,40 +1586,54 @@ static __always_inline struct mesh_svc_state *sock_service(const struct mesh_soc
 	return ss && ss->epoch == ms->svc_epoch ? ss : 0;
 }
 
+/* The mesh_trace_ring slot of the socket with cookie `cookie`. */
+static __always_inline struct mesh_trace_slot *trace_slot(__u64 cookie)
+{
+	__u32 i = (__u32)cookie & (MESH_TRACE_RING - 1);
+
+	return bpf_map_lookup_elem(&mesh_trace_ring, &i);
+}
+
 /* While tracing is on, a service socket's start (SYN sent) is kept by its cookie for the close
  * record; tracing off costs this one array lookup. */
 static __always_inline void trace_start(struct bpf_sock_ops *skops)
 {
-	struct mesh_trace_sk v = { 0 };
+	struct mesh_trace_slot *v;
 	__u64 cookie;
 
 	if (!tracing())
 		return;
 	cookie = bpf_get_socket_cookie(skops);
-	v.start_ns = bpf_ktime_get_ns();
-	bpf_map_update_elem(&mesh_trace_sk, &cookie, &v, BPF_ANY);
+	v = trace_slot(cookie);
+	if (!v)
+		return;
+	v->start_ns = bpf_ktime_get_ns();
+	v->est_ns = 0;
+	asm volatile(
+	    "" ::
+		: "memory"); /* the times before the cookie: a reader matching it finds them */
+	v->cookie = cookie;
 }
 
 /* At establishment (after the outcome, which may flag the breaker), the sample draw: a
- * connection neither flagged nor sampled drops its entry now and skips the close's work (the
- * common case at low ratios); the others keep it with the establishment time. */
+ * connection neither flagged nor sampled is marked and its close does nothing for tracing (the
+ * common case at low ratios: no cookie read, no clock); the others get the establishment time. */
 static __always_inline void trace_established(struct bpf_sock_ops *skops, struct mesh_sock *ms)
 {
 	struct mesh_trace_cfg *t = tracing();
-	struct mesh_trace_sk *v;
+	struct mesh_trace_slot *v;
 	__u64 cookie;
 
 	if (!t)
 		return;
-	cookie = bpf_get_socket_cookie(skops);
 	if (!(ms->flags & (MESH_SK_F_PROBE | MESH_SK_F_BREAKER)) &&
 	    (__u64)lb_seed() >= t->sample_threshold) {
 		ms->flags |= MESH_SK_F_UNTRACED;
-		bpf_map_delete_elem(&mesh_trace_sk, &cookie);
 		return;
 	}
-	v = bpf_map_lookup_elem(&mesh_trace_sk, &cookie);
-	if (v)
+	cookie = bpf_get_socket_cookie(skops);
+	v = trace_slot(cookie);
+	if (v && v->cookie == cookie)
 		v->est_ns = bpf_ktime_get_ns();
 }
 
@@ -1750,7 +1765,7 @@ static __always_inline void sockops_addrs(struct bpf_sock_ops *skops, struct mes
  * tracing was on then: its entry has est_ns and was kept because sampled). Returns the
  * MESH_CONN_F_* flags, or -1 for no record. */
 static __always_inline int trace_verdict(const struct mesh_trace_cfg *t, const struct mesh_sock *ms,
-					 const struct mesh_trace_sk *ts)
+					 const struct mesh_trace_slot *ts)
 {
 	int flags = 0;
 
@@ -1766,13 +1781,13 @@ static __always_inline int trace_verdict(const struct mesh_trace_cfg *t, const s
 }
 
 /* At close, a record for the connection's trace span (mesh_conn_event), for connects seen from
- * their start while tracing was on (their mesh_trace_sk entry, removed here) and not left out
+ * their start while tracing was on (their mesh_trace_ring slot, freed here) and not left out
  * at establishment. */
 static __always_inline void trace_close(struct bpf_sock_ops *skops, struct mesh_sock *ms)
 {
 	struct mesh_trace_cfg *t = tracing();
 	struct mesh_conn_event *e;
-	struct mesh_trace_sk *ts;
+	struct mesh_trace_slot *ts;
 	struct mesh_be_state *bs;
 	__u64 cookie;
 	int flags;
@@ -1780,15 +1795,15 @@ static __always_inline void trace_close(struct bpf_sock_ops *skops, struct mesh_
 	if (!t || (ms->flags & MESH_SK_F_UNTRACED))
 		return;
 	cookie = bpf_get_socket_cookie(skops);
-	ts = bpf_map_lookup_elem(&mesh_trace_sk, &cookie);
-	if (!ts)
-		return;
+	ts = trace_slot(cookie);
+	if (!ts || ts->cookie != cookie)
+		return; /* started before tracing was on, or its slot was taken since */
 	flags = trace_verdict(t, ms, ts);
 	e = flags < 0 ? 0 : bpf_ringbuf_reserve(&mesh_events, sizeof(*e), 0);
 	if (!e) {
 		if (flags >= 0)
 			count(MESH_CNT_TRACE_DROP);
-		bpf_map_delete_elem(&mesh_trace_sk, &cookie);
+		ts->cookie = 0;
 		return;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
@@ -1806,7 +1821,7 @@ static __always_inline void trace_close(struct bpf_sock_ops *skops, struct mesh_
 	e->bytes_received = skops->bytes_received;
 	sockops_addrs(skops, e);
 	e->vip = ms->vip;
-	bpf_map_delete_elem(&mesh_trace_sk, &cookie);
+	ts->cookie = 0;
 	bpf_ringbuf_submit(e, 0);
 	count(MESH_CNT_TRACE_EVENT);
 }

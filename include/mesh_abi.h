@@ -50,12 +50,12 @@ enum mesh_hash_key {
 #define MESH_MAGLEV_M_MIN 4093	/* smallest maglev table (prime) */
 #define MESH_MAGLEV_M_MAX 65537 /* largest (prime, >= 64 x MESH_MAX_BACKENDS_PER_SVC) */
 #define MESH_EVENTS_BYTES (256 * 1024)
-#define MESH_HANDOFF_SLOTS 8192	 /* power of two: connect -> sockops hand-off (mesh_handoff) */
-#define MESH_TRACE_SOCKETS 32768 /* service sockets open at once whose start tracing keeps */
-#define MESH_COUNTERS_MAX 64	 /* mesh_counters entries: room for counters added later */
-#define MESH_MAX_DRAWS 8	 /* draws the no-scan path makes before it scans */
-#define MESH_UDP_FLOWS 65536	 /* mesh_udp_fwd / mesh_udp_rev entries (LRU) */
-#define MESH_DRAIN_MAX 4096	 /* backends one drain pass closes connections of */
+#define MESH_HANDOFF_SLOTS 8192 /* power of two: connect -> sockops hand-off (mesh_handoff) */
+#define MESH_TRACE_RING 65536	/* power of two: mesh_trace_ring slots (tracing's starts) */
+#define MESH_COUNTERS_MAX 64	/* mesh_counters entries: room for counters added later */
+#define MESH_MAX_DRAWS 8	/* draws the no-scan path makes before it scans */
+#define MESH_UDP_FLOWS 65536	/* mesh_udp_fwd / mesh_udp_rev entries (LRU) */
+#define MESH_DRAIN_MAX 4096	/* backends one drain pass closes connections of */
 /* mTLS (bpf/mesh_mtls.h). Its maps are additions: an adopted datapath gets them created, so they
  * change no layout above. */
 #define MESH_MTLS_ORIG_ENTRIES 65536 /* redirected connections not yet accepted by meshd */
@@ -321,8 +321,8 @@ _Static_assert(sizeof(struct mesh_svc_name) == 88, "mesh_svc_name layout");
 /* Its outcome moved the backend's breaker (a new bit: older programs ignore it, so the layout is
  * unchanged; bits 8.. hold the mTLS identity). */
 #define MESH_SK_F_BREAKER 0x40
-/* Tracing: decided at establishment not to be recorded (not flagged, not sampled); its
- * mesh_trace_sk entry is gone and its close looks for none (a new bit, as above). */
+/* Tracing: decided at establishment not to be recorded (not flagged, not sampled): its close
+ * looks for no mesh_trace_ring slot (a new bit, as above). */
 #define MESH_SK_F_UNTRACED 0x80
 
 /* mesh_sockets value (SK_STORAGE): what connect() decided, for getpeername and sockops.
@@ -478,7 +478,7 @@ struct mesh_adjust {
 };
 _Static_assert(sizeof(struct mesh_adjust) == 8 + 8 * MESH_ADJUST_MAX, "mesh_adjust layout");
 
-/* Connection tracing (added within ABI 4, additively): its maps (mesh_trace, mesh_trace_sk) are
+/* Connection tracing (added within ABI 4, additively): its maps (mesh_trace, mesh_trace_sk) were
  * new, so adopting an ABI 4 datapath pinned without them creates and pins them (libbpf refuses
  * to reuse a pinned map whose sizes differ, so a later change to them fails loudly, not
  * silently); its counters use spare entries of mesh_counters; its records are a new event type
@@ -536,14 +536,21 @@ _Static_assert(sizeof(struct mesh_be_ewma) == 16, "mesh_be_ewma layout");
 
 #define MESH_EWMA_PENALTY_NS 1000000000ULL /* cost of a backend with no sample yet but load */
 
-/* mesh_trace_sk value (LRU_HASH by socket cookie, only while tracing is on): when a service
- * connection started and was established, for its close record. Kept apart from mesh_sock, whose
- * layout live sockets carry across upgrades; removed at the close. */
-struct mesh_trace_sk {
+/* mesh_trace_ring value (ARRAY of MESH_TRACE_RING slots, only written while tracing is on; an
+ * addition within ABI 5 replacing ABI 4's mesh_trace_sk LRU hash, whose update was most of an
+ * unsampled connection's cost): slot `cookie % MESH_TRACE_RING` holds when a service connection
+ * started and was established, for its close record, and the socket cookie it is for. Kept
+ * apart from mesh_sock, whose layout live sockets carry across upgrades. Direct-mapped: a socket
+ * that starts while one MESH_TRACE_RING cookies older is still open takes its slot (that one's
+ * close finds another cookie there and has no record); nothing is removed, `cookie` is cleared
+ * at the close. */
+struct mesh_trace_slot {
+	__u64 cookie;	/* socket cookie; 0 = free */
 	__u64 start_ns; /* SYN sent (CLOCK_MONOTONIC) */
 	__u64 est_ns;	/* established; 0 until then */
+	__u64 pad;
 };
-_Static_assert(sizeof(struct mesh_trace_sk) == 16, "mesh_trace_sk layout");
+_Static_assert(sizeof(struct mesh_trace_slot) == 32, "mesh_trace_slot layout");
 
 /* Traffic split (added within ABI 4, additively, like tracing: new maps, a new service flag,
  * spare counters). A split service's mesh_slots range holds its own lists (entries 0..n) and
