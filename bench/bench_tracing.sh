@@ -17,7 +17,7 @@
 bench_need_root
 need_built "$MESHD" "$LOADGEN"
 N=$(bench_quick 1500 3000) W=200 # per block: samples per target, warm-up connects
-CYCLES=$(bench_quick 3 6)
+CYCLES=$(bench_quick 3 10)
 MPORT=20631 SPORT=20632
 
 bench_about "Cost of connection tracing on connect + 1 B request/response + close through the" \
