@@ -249,8 +249,8 @@ static __always_inline int loopback6(const __u32 *a)
 }
 
 /* mtls.strict_inbound: a SYN to a strict port from another host finds no socket (so the kernel
- * answers with a reset: connection refused). Loopback and this host's own address (meshd's
- * inbound side binds the target address as its source) pass. */
+ * answers with a reset: connection refused). Loopback (meshd's inbound side connects to a local
+ * backend from the loopback address) and this host's own address pass. */
 SEC("sk_lookup")
 int mesh_strict_inbound(struct bpf_sk_lookup *ctx)
 {

@@ -90,6 +90,25 @@ check bulk_stream_flow_control_and_eof "exit $?: $bulk" test -n "$(echo "$bulk" 
 r=$(mc "$HA" "$CG_a/web" upload 127.77.9.12 80 262144)
 check held_answer_released_for_a_silent_backend "$r" test "$(echo "$r" | jq .counted)" = 262144
 
+# --- backend connections reuse their ports ------------------------------------------------------
+# meshd b connects to a local backend from the loopback address, so the kernel reuses the port of
+# a TIME_WAIT connection older than a second (tcp_tw_reuse = 2, the default, covers loopback
+# only). With four ephemeral ports, eight new connections half a second apart (the caller closes
+# first, so meshd b keeps each TIME_WAIT) all go through; from the target's own address as the
+# source, the fifth failed (no free port for 60 s).
+range=$(in_host "$HB" sysctl -n net.ipv4.ip_local_port_range | tr '\t' ' ')
+in_host "$HB" sysctl -qw net.ipv4.ip_local_port_range="40000 40003" net.ipv4.tcp_tw_reuse=2
+ok=0
+for i in 1 2 3 4 5 6 7 8; do
+	in_host_cg "$HA" "$CG_a/web" "$TOOLS/mtlsbench" crr 127.77.9.12:80 1 | grep -q "crr_failed=0" &&
+		ok=$((ok + 1))
+	sleep 0.5 # pacing, not synchronisation: a TIME_WAIT port is reused once a second old
+done
+tw=$(in_host "$HB" ss -tanH state time-wait dst "$IP_B:9000" | awk '{ print $3 }' | sort -u | tr '\n' ' ')
+in_host "$HB" sysctl -qw net.ipv4.ip_local_port_range="$range"
+check backend_connection_ports_reused "$ok of 8 connections; TIME_WAIT sources: $tw" \
+	test "$ok" = 8
+
 # --- identities -----------------------------------------------------------------------------------
 out=$(in_host_cg "$HA" "$CG_a/web/child" curl -s --max-time 5 "http://$VIP/child")
 check child_cgroup_inherits_identity "got '$out'" test "$out" = api

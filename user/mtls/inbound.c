@@ -185,30 +185,64 @@ static void on_connect_timeout(struct evloop *loop, void *arg)
 	leg_leave(l);
 }
 
-/* Connects to the local backend. Binding the target address first proves it is an address of
- * this host (EADDRNOTAVAIL otherwise) and makes it the source, so strict_inbound's "from this
- * host" test passes. Returns 0, or the status to answer. */
+/* Whether `ep` is an address of this host: binding it succeeds (EADDRNOTAVAIL otherwise). */
+static int host_address(const struct config_endpoint *ep)
+{
+	struct config_endpoint local = *ep;
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fd = socket(ep->family, SOCK_DGRAM | SOCK_CLOEXEC, 0), err = 0;
+
+	if (fd < 0)
+		return -errno;
+	local.port = 0;
+	len = sockaddr_from_endpoint(&local, &ss);
+	if (bind(fd, (struct sockaddr *)&ss, len) < 0)
+		err = -errno;
+	close(fd);
+	return err;
+}
+
+/* The source of a backend connection: the loopback address of the target's family, port chosen
+ * at connect(2) by the whole 4-tuple. A loopback source lets the kernel reuse the port of a
+ * TIME_WAIT connection older than a second (net.ipv4.tcp_tw_reuse = 2, the default, covers
+ * loopback only). With the target address as the source, meshd (which closes first when the
+ * caller does) kept a TIME_WAIT per connection that nothing could reuse for 60 s: with 15,000
+ * to 21,000 of them to one backend, each connect(2) searched the port range for 1 to 3 ms of
+ * CPU, and past the range's size it fails. Loopback passes strict_inbound's "from this host"
+ * test. */
+static int bind_loopback(int fd, int family)
+{
+	struct sockaddr_in in4 = { .sin_family = AF_INET,
+				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in6 in6 = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	int one = 1;
+
+	setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+	if (family == AF_INET)
+		return bind(fd, (struct sockaddr *)&in4, sizeof(in4));
+	return bind(fd, (struct sockaddr *)&in6, sizeof(in6));
+}
+
+/* Connects to the local backend: only to an address of this host (no open relay), from the
+ * loopback address (bind_loopback). Returns 0, or the status to answer. */
 static int connect_backend(struct leg *l)
 {
 	const struct config_endpoint *ep = &l->req.target;
-	struct config_endpoint local;
 	struct sockaddr_storage ss;
 	uint32_t mark = MESH_SOCKET_MARK;
 	socklen_t len;
-	int fd = socket(ep->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
+	int fd, err = host_address(ep);
 
+	if (err)
+		return err == -EADDRNOTAVAIL ? WIRE_NOT_SERVED : WIRE_UNAVAILABLE;
+	fd = socket(ep->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return WIRE_UNAVAILABLE;
 	setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark));
-	/* The port is chosen at connect(2) by the whole 4-tuple: no bind(2) search through the
-	 * ports TIME_WAIT holds (the address is still checked at bind). */
-	setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
-	local = *ep;
-	local.port = 0;
-	len = sockaddr_from_endpoint(&local, &ss);
-	if (bind(fd, (struct sockaddr *)&ss, len) < 0) {
+	if (bind_loopback(fd, ep->family) < 0) {
 		close(fd);
-		return errno == EADDRNOTAVAIL ? WIRE_NOT_SERVED : WIRE_UNAVAILABLE;
+		return WIRE_UNAVAILABLE;
 	}
 	len = sockaddr_from_endpoint(ep, &ss);
 	if (connect(fd, (struct sockaddr *)&ss, len) < 0 && errno != EINPROGRESS) {
