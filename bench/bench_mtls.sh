@@ -21,6 +21,7 @@
 SUITE=bench_mtls
 . "$(dirname "$0")/../tests/e2e/lib.sh"
 . "$(dirname "$0")/../tests/e2e/mtls_lib.sh"
+. "$(dirname "$0")/lib.sh"
 if [ "$(id -u)" -ne 0 ]; then
 	echo "bench_mtls=skipped reason=needs_root"
 	exit 0
@@ -59,42 +60,6 @@ host_config "$TMP/b.json" b "
 start_host a "$TMP/a.json" && start_host b "$TMP/b.json" || { echo "bench_mtls=failed reason=meshd: $(tail -n 3 "$TMP/a.log" "$TMP/b.log" | tr "\n" " ")"; exit 1; }
 
 # --- haproxy pair ---------------------------------------------------------------------------------
-tls13="ssl-min-ver TLSv1.3 ciphersuites TLS_AES_128_GCM_SHA256"
-# haproxy_cfgs SUFFIX PORT_A PORT_B [GLOBAL_LINE]: the pair's configs $TMP/ha$SUFFIX.cfg (plain in on
-# 127.0.0.1:PORT_A) and $TMP/hb$SUFFIX.cfg (TLS in on $IP_B:PORT_B).
-haproxy_cfgs() {
-local sfx=$1 pa=$2 pb=$3 extra=${4:-}
-cat >"$TMP/hb$sfx.cfg" <<CFG
-global
-	maxconn 4000
-	$extra
-defaults
-	mode tcp
-	timeout connect 5s
-	timeout client 60s
-	timeout server 60s
-frontend tls
-	bind $IP_B:$pb ssl crt $TMP/b/api.pem ca-file $C/root.crt verify required $tls13 curves X25519
-	default_backend app
-backend app
-	server app $IP_B:9000
-CFG
-cat >"$TMP/ha$sfx.cfg" <<CFG
-global
-	maxconn 4000
-	$extra
-defaults
-	mode tcp
-	timeout connect 5s
-	timeout client 60s
-	timeout server 60s
-frontend plain
-	bind 127.0.0.1:$pa
-	default_backend tls
-backend tls
-	server b $IP_B:$pb ssl crt $TMP/a/web.pem ca-file $C/root.crt verify required sni str(api) $tls13
-CFG
-}
 haproxy_cfgs "" 7001 7443
 haproxy_cfgs _busy 7011 7453 "busy-polling
 	nbthread 1"
