@@ -211,7 +211,7 @@ static int host_address(const struct config_endpoint *ep)
  * to 21,000 of them to one backend, each connect(2) searched the port range for 1 to 3 ms of
  * CPU, and past the range's size it fails. Loopback passes strict_inbound's "from this host"
  * test. */
-static int bind_loopback(int fd, int family)
+static int bind_loopback(int fd, const struct config_endpoint *target)
 {
 	struct sockaddr_in in4 = { .sin_family = AF_INET,
 				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
@@ -219,8 +219,12 @@ static int bind_loopback(int fd, int family)
 	int one = 1;
 
 	setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
-	if (family == AF_INET)
+	if (target->family == AF_INET)
 		return bind(fd, (struct sockaddr *)&in4, sizeof(in4));
+	if (IN6_IS_ADDR_V4MAPPED(&target->addr.v6)) { /* ::1 becomes ::ffff:127.0.0.1 */
+		in6.sin6_addr.s6_addr[10] = in6.sin6_addr.s6_addr[11] = 0xff;
+		in6.sin6_addr.s6_addr[12] = 127;
+	}
 	return bind(fd, (struct sockaddr *)&in6, sizeof(in6));
 }
 
@@ -240,7 +244,7 @@ static int connect_backend(struct leg *l)
 	if (fd < 0)
 		return WIRE_UNAVAILABLE;
 	setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark));
-	if (bind_loopback(fd, ep->family) < 0) {
+	if (bind_loopback(fd, ep) < 0) {
 		close(fd);
 		return WIRE_UNAVAILABLE;
 	}
