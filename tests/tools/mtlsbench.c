@@ -159,8 +159,12 @@ static int rr(const char *ep, size_t size, size_t count)
 	size_t n = 0;
 	int fd;
 
-	if (parse_ep(ep, &sa) || !lat || !buf || !back || (fd = dial(&sa)) < 0)
+	if (parse_ep(ep, &sa) || !lat || !buf || !back || (fd = dial(&sa)) < 0) {
+		free(lat);
+		free(buf);
+		free(back);
 		return 1;
+	}
 	memset(buf, 'r', size);
 	for (size_t i = 0; i < count + count / 10; i++) { /* the first tenth warms up */
 		uint64_t t0 = now_ns();
@@ -172,6 +176,9 @@ static int rr(const char *ep, size_t size, size_t count)
 	}
 	close(fd);
 	report("rr", lat, n, count - n);
+	free(lat);
+	free(buf);
+	free(back);
 	return 0;
 }
 
@@ -183,8 +190,12 @@ static int crr(const char *ep, size_t count)
 	size_t n = 0, fails = 0;
 	char c = 'c';
 
-	if (parse_ep(ep, &sa) || !lat || !dl || !ex)
+	if (parse_ep(ep, &sa) || !lat || !dl || !ex) {
+		free(lat);
+		free(dl);
+		free(ex);
 		return 1;
+	}
 	for (size_t i = 0; i < count; i++) {
 		uint64_t t0 = now_ns(), t1, t2;
 		int fd = dial(&sa);
@@ -206,6 +217,9 @@ static int crr(const char *ep, size_t count)
 	report("crr", lat, n, fails);
 	report("crr_dial", dl, n, 0);
 	report("crr_exchange", ex, n, 0);
+	free(lat);
+	free(dl);
+	free(ex);
 	return 0;
 }
 
