@@ -78,16 +78,10 @@ tls13="ssl-min-ver TLSv1.3 ciphersuites TLS_AES_128_GCM_SHA256"
 # haproxy_cfgs SUFFIX PORT_A PORT_B [GLOBAL_LINE]: the pair's configs $TMP/ha$SUFFIX.cfg (plain in on
 # 127.0.0.1:PORT_A) and $TMP/hb$SUFFIX.cfg (TLS in on $IP_B:PORT_B).
 haproxy_cfgs() {
-local sfx=$1 pa=$2 pb=$3 extra=${4:-}
+local sfx=$1 pa=$2 pb=$3 extra=${4:-} head
+head=$(printf 'global\n\tmaxconn 4000\n\t%s\ndefaults\n\tmode tcp\n\ttimeout connect 5s\n\ttimeout client 60s\n\ttimeout server 60s' "$extra")
 cat >"$TMP/hb$sfx.cfg" <<CFG
-global
-	maxconn 4000
-	$extra
-defaults
-	mode tcp
-	timeout connect 5s
-	timeout client 60s
-	timeout server 60s
+$head
 frontend tls
 	bind $IP_B:$pb ssl crt $TMP/b/api.pem ca-file $C/root.crt verify required $tls13 curves X25519
 	default_backend app
@@ -95,14 +89,7 @@ backend app
 	server app $IP_B:9000
 CFG
 cat >"$TMP/ha$sfx.cfg" <<CFG
-global
-	maxconn 4000
-	$extra
-defaults
-	mode tcp
-	timeout connect 5s
-	timeout client 60s
-	timeout server 60s
+$head
 frontend plain
 	bind 127.0.0.1:$pa
 	default_backend tls
