@@ -909,6 +909,35 @@ static __always_inline __u32 quick_take(const struct mesh_slot *s, __u32 *active
 	return id;
 }
 
+/* Loads the line at `p` without using the value: the load starts now, so a later dependent read
+ * of the same line finds it in cache or already on its way. */
+static __always_inline void touch(const void *p)
+{
+	__u32 v;
+
+	if (!p)
+		return;
+	v = *(const volatile __u32 *)p;
+	asm volatile("" ::"r"(v));
+}
+
+/* A service's backends mostly have consecutive ids in list order (be_alloc's cursor gives a new
+ * backend set consecutive ids), so the backend of healthy entry j is most often entry 0's plus
+ * j. Loading those backends' hot and address entries now overlaps their cache misses with the
+ * list entries' own: with a thousand backends each is a miss, and list entry -> hot entry ->
+ * address was a chain of them. A wrong guess costs loads of no use (entry 0 itself stays in
+ * cache); the draws read the real ids either way, so the choice is the same. */
+static __always_inline void prefetch_drawn(const struct mesh_svc *svc, __u32 i, __u32 j)
+{
+	struct mesh_slot *s0 = slot_at(svc, 0);
+	__u32 base = s0 ? s0->healthy_id : 0, a = base + i, b = base + j;
+
+	touch(be_hot(a));
+	touch(be_hot(b));
+	touch(bpf_map_lookup_elem(&mesh_backends, &a));
+	touch(bpf_map_lookup_elem(&mesh_backends, &b));
+}
+
 /* least_request with two choices and peak_ewma: draw_least()'s and draw_peak()'s first two
  * draws, from the same seed stream; with both breakers closed their choice is this one. Both
  * list entries are read before either hot entry: with many backends each is a cache miss, and
@@ -916,13 +945,17 @@ static __always_inline __u32 quick_take(const struct mesh_slot *s, __u32 *active
 static __always_inline int quick_p2c(const struct mesh_svc *svc, __u32 k)
 {
 	__u32 seed = lb_seed(), first = lb_least_first(k, &seed), a_act = 0, b_act = 0, a, b;
-	struct mesh_slot *sa = slot_at(svc, first), *sb;
+	struct mesh_slot *sa, *sb;
+	__u32 second;
 
 	if (k == 1) {
-		a = quick_take(sa, &a_act);
+		a = quick_take(slot_at(svc, first), &a_act);
 		return a ? (int)a : -3;
 	}
-	sb = slot_at(svc, lb_least_next(k, first, &seed));
+	second = lb_least_next(k, first, &seed);
+	prefetch_drawn(svc, first, second);
+	sa = slot_at(svc, first);
+	sb = slot_at(svc, second);
 	a = quick_take(sa, &a_act);
 	b = quick_take(sb, &b_act);
 	if (!a || !b)
