@@ -1229,6 +1229,25 @@ static __always_inline void handoff_release(__u64 cookie)
 		__sync_val_compare_and_swap(&h->cookie, cookie, 0);
 }
 
+/* Frees the socket's hand-off slot if it holds a decision sockops has not taken: one whose
+ * connect failed before TCP. A taken one (counted active) is the socket's until sockops sees it
+ * close, which comes after the release of a socket still connecting. */
+static __always_inline void handoff_release_pending(__u64 cookie)
+{
+	struct mesh_handoff *h = handoff_slot(cookie);
+
+	if (h && h->cookie == cookie && !(h->sock.flags & MESH_SK_F_ACTIVE))
+		__sync_val_compare_and_swap(&h->cookie, cookie, 0);
+}
+
+/* The decision a socket keeps in its hand-off slot, when the slot is its own. */
+static __always_inline struct mesh_sock *held_sock(__u64 cookie)
+{
+	struct mesh_handoff *h = handoff_slot(cookie);
+
+	return h && h->cookie == cookie && (h->sock.flags & MESH_SK_F_SERVICE) ? &h->sock : 0;
+}
+
 /* A decision already counted active stays: the socket is connecting or connected. The kernel
  * runs connect programs only on a closed socket, whose close has released the count, so this
  * guards against a path not seen rather than a known one. */
@@ -1256,6 +1275,8 @@ static __always_inline struct mesh_sock *decision(struct bpf_sock_addr *ctx, __u
 {
 	struct mesh_sock *ms;
 
+	if (h && seen == cookie && reentry(&h->sock))
+		return 0;
 	if (h && (seen == cookie ||
 		  (seen == 0 && __sync_val_compare_and_swap(&h->cookie, 0, cookie) == 0)))
 		return &h->sock;
@@ -1573,7 +1594,9 @@ static __always_inline int getpeername_hook(struct bpf_sock_addr *ctx, int v4)
 
 	if (udp_socket(ctx))
 		return recvmsg_hook(ctx, v4);
-	ms = service_sock(ctx->sk);
+	ms = held_sock(bpf_get_socket_cookie(ctx));
+	if (!ms)
+		ms = service_sock(ctx->sk);
 	if (ms)
 		show_vip(ctx, &ms->vip, v4);
 	return VERDICT_OK;
@@ -1941,9 +1964,8 @@ static __always_inline void mptcp_share(struct bpf_sock *sk, const struct mesh_s
  * socket now connects elsewhere, not through a service): dropped. Returns the socket's storage
  * when it is a service socket's (so the caller need not look it up again: a helper call), or
  * NULL when the caller must look. */
-static __always_inline struct mesh_sock *take_decision(struct bpf_sock_ops *skops)
+static __always_inline struct mesh_sock *take_decision(struct bpf_sock_ops *skops, __u64 cookie)
 {
-	__u64 cookie = bpf_get_socket_cookie(skops);
 	struct mesh_handoff *h = handoff_slot(cookie);
 	struct bpf_sock *sk = skops->sk;
 	struct mesh_sock *ms = 0;
@@ -1951,16 +1973,13 @@ static __always_inline struct mesh_sock *take_decision(struct bpf_sock_ops *skop
 	if (!h || h->cookie != cookie || !sk)
 		return 0; /* not a service connect, or decided straight into storage */
 	if (connecting_to(sk, &h->sock)) {
-		ms = bpf_sk_storage_get(&mesh_sockets, sk, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-		if (!ms)
-			count(MESH_CNT_ERR_STORAGE);
-		else if (!reentry(ms))
-			*ms = h->sock;
 		if (skops->is_fullsock)
 			mptcp_share(sk, &h->sock);
+		if (h->sock.flags & MESH_SK_F_SERVICE)
+			return &h->sock; /* kept for the socket's life: on_close frees it */
 	}
 	__sync_val_compare_and_swap(&h->cookie, cookie, 0);
-	return ms && (ms->flags & MESH_SK_F_SERVICE) ? ms : 0;
+	return ms;
 }
 
 SEC("sockops")
@@ -1968,22 +1987,28 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 {
 	__u32 op = skops->op;
 	struct mesh_sock *ms = 0;
+	__u64 cookie;
 
 	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
 	    (op != BPF_SOCK_OPS_STATE_CB || skops->args[1] != BPF_TCP_CLOSE))
-		return 1; /* before the storage lookup: most callbacks are of no interest */
+		return 1; /* before any lookup: most callbacks are of no interest */
+	cookie = bpf_get_socket_cookie(skops);
 	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB)
-		ms = take_decision(skops);
+		ms = take_decision(skops, cookie);
+	else
+		ms = held_sock(cookie);
 	if (!ms)
 		ms = service_sock(skops->sk);
 	if (!ms)
 		return 1;
-	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB)
+	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB) {
 		on_connect(skops, ms);
-	else if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
+	} else if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
 		on_established(skops, ms);
-	else
+	} else {
 		on_close(skops, ms);
+		handoff_release(cookie); /* the socket's slot, if it kept one */
+	}
 	return 1;
 }
 
@@ -2063,7 +2088,7 @@ int mesh_sock_release(struct bpf_sock *sk)
 	if (sk->type != SOCK_STREAM || sk->protocol != IPPROTO_TCP)
 		return 1;
 	if (state == BPF_TCP_CLOSE || state == BPF_TCP_SYN_SENT || state == BPF_TCP_LISTEN)
-		handoff_release(bpf_get_socket_cookie(sk));
+		handoff_release_pending(bpf_get_socket_cookie(sk));
 	return 1;
 }
 
@@ -2162,7 +2187,9 @@ int mesh_drain_iter(struct bpf_iter__tcp *ctx)
 	tp = bpf_skc_to_tcp_sock(skc);
 	if (!tp)
 		return 0;
-	ms = bpf_sk_storage_get(&mesh_sockets, tp, 0, 0);
+	ms = held_sock(bpf_get_socket_cookie(skc));
+	if (!ms)
+		ms = bpf_sk_storage_get(&mesh_sockets, tp, 0, 0);
 	if (!ms || !(ms->flags & MESH_SK_F_SERVICE))
 		return 0;
 	k.backend_id = ms->backend_id;

@@ -338,11 +338,12 @@ struct mesh_sock {
 _Static_assert(sizeof(struct mesh_sock) == 40, "mesh_sock layout");
 
 /* mesh_handoff value (ARRAY, MESH_HANDOFF_SLOTS, indexed by socket cookie): connect4/6 leave
- * their decision here and sockops moves it into mesh_sockets at TCP_CONNECT_CB, in the same
- * connect() call, so the costly storage allocation is not on the connect program. A slot is
- * held from the claim (compare-and-swap of `cookie` from 0) until that callback, the socket's
- * next connect() or its release; a socket finding its slot held uses mesh_sockets directly.
- * Unchanged since ABI 3 (kept across upgrades, as mesh_sockets). */
+ * their decision here and the socket keeps it for its life (sockops takes it at TCP_CONNECT_CB
+ * and frees the slot when the socket reaches CLOSE), so no socket storage is created: that
+ * allocation cost more than the rest of all programs' work. A slot is held from the claim
+ * (compare-and-swap of `cookie` from 0) until then, or until the socket's next connect() or its
+ * release when its connect failed before TCP; a socket finding its slot held uses mesh_sockets.
+ * Layout unchanged since ABI 3 (kept across upgrades, as mesh_sockets). */
 struct mesh_handoff {
 	__u64 cookie; /* socket cookie of the holder; 0 = free */
 	struct mesh_sock sock;

@@ -23,6 +23,7 @@ delta() { echo $(($(counter "$1") - $2)); }
 held() {
 	bpftool -j map dump pinned "$HANDOFF" | jq '[.[] | select(.formatted.value.cookie != 0)] | length'
 }
+slots_free() { [ "$(held)" -eq 0 ]; }
 # fill_slots BYTE: every slot's cookie set to 0xBYTE...00NN (BYTE 00: all free again).
 fill_slots() {
 	awk -v pin="$HANDOFF" -v b="$1" 'BEGIN {
@@ -50,6 +51,24 @@ expect healthy_service_never_scans \
 	'[ "$(kv ok <<<"$out")" -eq 200 ] && [ "$(kv backend.b1 <<<"$out")" -eq 100 ] && [ "$(kv peer_mismatch <<<"$out")" -eq 0 ] && [ "$(delta scan "$scan0")" -eq 0 ] && [ "$(delta handoff_busy "$busy0")" -eq 0 ]'
 expect handoff_slots_all_free_after "held=$(held) active=$(svc_field fast active)" \
 	'[ "$(held)" -eq 0 ] && [ "$(svc_field fast active)" -eq 0 ]'
+
+# A service connection keeps its slot while it is open (the decision lives there, no socket
+# storage is created) and frees it when it closes; getpeername shows the VIP from it.
+out=$(in_cgroup "$CG" python3 - "$HANDOFF" <<'PY'
+import json, socket, subprocess, sys
+
+def held():
+    dump = json.loads(subprocess.check_output(["bpftool", "-j", "map", "dump", "pinned", sys.argv[1]]))
+    return sum(1 for e in dump if e["formatted"]["value"]["cookie"])
+
+s = socket.create_connection(("127.77.2.40", 80))
+print("peer=%s:%d" % s.getpeername())
+print("held_open=%d" % held())
+s.close()
+PY
+)
+expect open_connection_keeps_its_slot "$(tr '\n' ' ' <<<"$out") held_after=$(held) active=$(svc_field fast active)" \
+	'[ "$(kv peer <<<"$out")" = 127.77.2.40:80 ] && [ "$(kv held_open <<<"$out")" -eq 1 ] && wait_for 5 slots_free && [ "$(svc_field fast active)" -eq 0 ]'
 
 for alg in random least_request maglev; do
 	dp set --name "fast-$alg" --vip 127.77.2.41:80 --alg "$alg" --backend $B1 --backend $B2 \

@@ -57,13 +57,15 @@ struct dp_link {
 	const char *link;
 };
 static const struct dp_link dp_links[] = {
-	/* sockops first: an upgrade (migrate.c) moves the counting to the new maps before the
-	 * connect programs start deciding from them. */
-	{ "mesh_sockops", "link_sockops" },	  { "mesh_sock_release", "link_sock_release" },
-	{ "mesh_connect4", "link_connect4" },	  { "mesh_connect6", "link_connect6" },
-	{ "mesh_getpeername4", "link_getpeer4" }, { "mesh_getpeername6", "link_getpeer6" },
-	{ "mesh_sendmsg4", "link_sendmsg4" },	  { "mesh_sendmsg6", "link_sendmsg6" },
-	{ "mesh_recvmsg4", "link_recvmsg4" },	  { "mesh_recvmsg6", "link_recvmsg6" },
+	/* In this order on an upgrade: the readers of a socket's decision that know where this
+	 * build's sockops keeps it (its hand-off slot, which an older build's did not) before that
+	 * sockops; sockops before the connect programs, so that the counting moves to the new
+	 * maps (migrate.c) before those start deciding from them. */
+	{ "mesh_getpeername4", "link_getpeer4" },     { "mesh_getpeername6", "link_getpeer6" },
+	{ "mesh_sock_release", "link_sock_release" }, { "mesh_sockops", "link_sockops" },
+	{ "mesh_connect4", "link_connect4" },	      { "mesh_connect6", "link_connect6" },
+	{ "mesh_sendmsg4", "link_sendmsg4" },	      { "mesh_sendmsg6", "link_sendmsg6" },
+	{ "mesh_recvmsg4", "link_recvmsg4" },	      { "mesh_recvmsg6", "link_recvmsg6" },
 };
 #define DP_N_LINKS (sizeof(dp_links) / sizeof(dp_links[0]))
 /* Attached only while a UDP service exists (dp_udp_sync): they count UDP services' datagrams,
