@@ -4,10 +4,14 @@
 # in the kernel; then one backend dies (its circuit breaker opens and traffic moves to the others)
 # and comes back (a half-open probe closes the breaker). Everything it starts is removed on exit.
 #
-# Uses config/demo.json. Overrides: MESH_BUILD (build dir), MESH_CGROUP (cgroup to attach to;
-# default <cgroup2 mount>/meshd-demo), MESH_TELEMETRY__METRICS_LISTEN (or any MESH_* override),
-# DEMO_CONFIG (another config file), DEMO_PAUSE (seconds between steps, default 1),
-# DEMO_LOCK_WAIT (seconds to wait for another demo run). Needs root.
+# Uses config/demo.json. Each run has names of its own, so runs in two network namespaces (two
+# worktrees' test suites) do not collide: the cgroup and pin path of the config with `-<pid>`
+# appended, state and admin socket in a fresh /tmp/meshd-demo.XXXXXX (kept when the demo fails).
+# Overrides: MESH_BUILD (build dir), MESH_CGROUP (cgroup to attach to; default
+# <cgroup2 mount>/meshd-demo-<pid>), MESH_BPF_PIN_PATH, MESH_STATE_DIR, MESH_ADMIN__SOCKET,
+# MESH_TELEMETRY__METRICS_LISTEN (or any MESH_* override), DEMO_CONFIG (another config file),
+# DEMO_PAUSE (seconds between steps, default 1), DEMO_LOCK_WAIT (seconds to wait for another
+# demo run in this network namespace). Needs root.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${MESH_BUILD:-build}
@@ -18,6 +22,7 @@ CONFIG=${DEMO_CONFIG:-$ROOT/config/demo.json}
 BACKEND_PY=$ROOT/tests/e2e/servers/backend.py
 PIDS=()
 CREATED_CG=""
+RUN_DIR=""
 
 # --- narration ------------------------------------------------------------------------------
 if [ -t 1 ]; then B=$'\e[1m' D=$'\e[2m' G=$'\e[32m' R=$'\e[31m' N=$'\e[0m'; else B= D= G= R= N=; fi
@@ -34,33 +39,43 @@ die() {
 }
 
 # --- cleanup: everything this script started or made, on any exit ---------------------------
+# remove_cgroup DIR: kills what is left in it (the demo's clients) and removes it, for up to 5 s.
+remove_cgroup() {
+	local i pid
+	for ((i = 0; i < 50; i++)); do
+		[ -d "$1" ] || return 0
+		for pid in $(cat "$1/cgroup.procs" 2>/dev/null); do kill -9 "$pid"; done
+		rmdir "$1" 2>/dev/null || sleep 0.1
+	done
+	[ ! -d "$1" ]
+}
 # Says "cleaned up" only after checking it: every process gone, nothing pinned, the cgroup
 # removed; else names what is left (and the exit status says so).
 cleanup() {
-	local rc=$? pid i left=""
+	local rc=$? pid left=""
 	set +e
 	for pid in "${PIDS[@]}"; do
 		kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
 		kill -0 "$pid" 2>/dev/null && left="$left process $pid;"
 	done
-	if [ -x "$MESHD" ] && [ -f "$CONFIG" ]; then
+	if [ -n "${PIN:-}" ] && [ -x "$MESHD" ] && [ -f "$CONFIG" ]; then
 		"$MESHD" --cleanup --config "$CONFIG" >/dev/null 2>&1 ||
 			left="$left datapath (meshd --cleanup failed);"
 		[ -n "${PIN:-}" ] && [ -e "$PIN" ] && left="$left pinned datapath $PIN;"
 	fi
 	if [ -n "$CREATED_CG" ]; then
-		for ((i = 0; i < 50; i++)); do
-			[ -d "$CREATED_CG" ] || break
-			for pid in $(cat "$CREATED_CG/cgroup.procs" 2>/dev/null); do kill -9 "$pid"; done
-			rmdir "$CREATED_CG" 2>/dev/null || sleep 0.1
-		done
-		[ -d "$CREATED_CG" ] && left="$left cgroup $CREATED_CG;"
+		remove_cgroup "$CREATED_CG" || left="$left cgroup $CREATED_CG;"
+	fi
+	[ -z "$left" ] || [ "$rc" -ne 0 ] || rc=1
+	if [ -n "$RUN_DIR" ] && [ "$rc" -ne 0 ] && [ -n "${MESHD_PID:-}" ]; then
+		printf '    meshd log and state kept in %s\n' "$RUN_DIR" >&2
+	elif [ -n "$RUN_DIR" ]; then
+		rm -rf "$RUN_DIR"
 	fi
 	if [ -z "$left" ]; then
 		printf '%s    cleaned up: processes stopped, datapath detached, cgroup removed%s\n' "$D" "$N"
 	else
 		printf '%sdemo cleanup incomplete, left behind:%s%s\n' "$R" "$left" "$N" >&2
-		[ "$rc" -ne 0 ] || rc=1
 	fi
 	exit "$rc"
 }
@@ -72,31 +87,35 @@ trap 'exit 130' INT TERM
 [ -x "$MESHD" ] || die "$MESHD not built (run make)"
 [ -f "$CONFIG" ] || die "$CONFIG not found"
 command -v jq >/dev/null || die "jq is missing (scripts/install-deps.sh installs it)"
-# One demo at a time per host: it owns fixed ports, a pin path and a cgroup. DEMO_LOCK_WAIT
-# seconds to wait for another run to finish (default 0: say so and stop).
-exec 9>/tmp/meshd-demo.lock
-flock -w "${DEMO_LOCK_WAIT:-0}" 9 || die "another demo is running on this host (lock /tmp/meshd-demo.lock)"
+# One demo at a time per network namespace: its ports are the config's (its cgroup, pin path,
+# state and socket are the run's own). DEMO_LOCK_WAIT seconds to wait for another run to finish
+# (default 0: say so and stop).
+LOCK=/tmp/meshd-demo.net$(stat -L -c %i /proc/self/ns/net).lock
+exec 9>"$LOCK"
+flock -w "${DEMO_LOCK_WAIT:-0}" 9 || die "another demo is running in this network namespace (lock $LOCK)"
 DEMO_START=$SECONDS
 CG2=$(awk '$3 == "cgroup2" {print $2; exit}' /proc/mounts)
 [ -n "$CG2" ] || die "no cgroup2 mount in /proc/mounts"
 
-# The config names the cgroup; on a host whose cgroup2 mount is elsewhere, MESH_CGROUP (the
-# standard env override of the "cgroup" key) points meshd at the right place.
-CG=$(jq -r '.cgroup' "$CONFIG")
-if [ -n "${MESH_CGROUP:-}" ]; then
-	CG=$MESH_CGROUP
-elif [ "${CG#"$CG2"/}" = "$CG" ]; then
-	CG=$CG2/meshd-demo
-fi
-export MESH_CGROUP=$CG
+# The config names the cgroup and pin path, which get this run's PID appended; on a host whose
+# cgroup2 mount is elsewhere, <mount>/meshd-demo. MESH_CGROUP and MESH_BPF_PIN_PATH (the standard
+# env overrides of those keys) name them instead, and tell meshd and `meshd --cleanup`.
+CG_BASE=$(jq -r '.cgroup' "$CONFIG")
+[ "${CG_BASE#"$CG2"/}" != "$CG_BASE" ] || CG_BASE=$CG2/meshd-demo
+PIN_BASE=$(jq -r '.bpf_pin_path' "$CONFIG")
+CG=${MESH_CGROUP:-$CG_BASE-$$}
+PIN=${MESH_BPF_PIN_PATH:-$PIN_BASE-$$}
+export MESH_CGROUP=$CG MESH_BPF_PIN_PATH=$PIN
 [ "$CG" != "$CG2" ] || die "refusing to attach to the cgroup2 root $CG2"
+RUN_DIR=$(mktemp -d /tmp/meshd-demo.XXXXXX) || die "cannot create a directory in /tmp"
+export MESH_STATE_DIR=${MESH_STATE_DIR:-$RUN_DIR/state}
+export MESH_ADMIN__SOCKET=${MESH_ADMIN__SOCKET:-$RUN_DIR/admin.sock}
 SVC=$(jq -r '.services[0].name' "$CONFIG")
 VIP=$(jq -r '.services[0].vip' "$CONFIG")
 VPORT=$(jq -r '.services[0].port' "$CONFIG")
 PORTS=($(jq -r '.services[0].backends[].port' "$CONFIG"))
-STATE=$(jq -r '.state_dir' "$CONFIG")
-PIN=${MESH_BPF_PIN_PATH:-$(jq -r '.bpf_pin_path' "$CONFIG")}
-SOCK=$(jq -r '.admin.socket' "$CONFIG")
+STATE=$MESH_STATE_DIR
+SOCK=$MESH_ADMIN__SOCKET
 [ ${#PORTS[@]} -ge 3 ] || die "$CONFIG: the demo wants 3 backends in .services[0]"
 LOG=$STATE/meshd.log
 for p in "${PORTS[@]}"; do
@@ -169,12 +188,30 @@ log_lines() { wc -l <"$LOG"; }
 pause() { sleep "${DEMO_PAUSE:-1}"; }
 declare -a BACKEND_PID
 
+# Leftovers of runs killed before their cleanup (kill -9): names ending in the PID of a process
+# that is gone. A live run's names are left alone.
+sweep_stale() {
+	local d pid
+	for d in "$PIN_BASE"-[0-9]* "$CG_BASE"-[0-9]*; do
+		pid=${d##*-}
+		[[ -e "$d" && "$pid" =~ ^[0-9]+$ ]] || continue
+		if kill -0 "$pid" 2>/dev/null; then
+			continue
+		elif [ "$d" = "$PIN_BASE-$pid" ]; then
+			MESH_BPF_PIN_PATH=$d MESH_CGROUP=$CG_BASE-$pid \
+				"$MESHD" --cleanup --config "$CONFIG" >/dev/null 2>&1
+		else
+			remove_cgroup "$d"
+		fi
+	done
+}
+
 # --- 1. setup -------------------------------------------------------------------------------
 step "1. Setting up: a cgroup for the client app, three backends, meshd"
-"$MESHD" --cleanup --config "$CONFIG" >/dev/null 2>&1 # leftovers of an interrupted run
+sweep_stale
 mkdir -p "$STATE"
-# Removed on exit if we made it, or if it is the demo's own (left by an interrupted run).
-if [ ! -d "$CG" ] || [ "$(basename "$CG")" = meshd-demo ]; then
+# Removed on exit if this run made it (a MESH_CGROUP that exists is someone else's).
+if [ ! -d "$CG" ]; then
 	mkdir -p "$CG" || die "cannot create cgroup $CG"
 	CREATED_CG=$CG
 fi

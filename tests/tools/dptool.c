@@ -1,6 +1,6 @@
 /* dptool: a small CLI over user/datapath/datapath.h so tests and benchmarks can drive the BPF
  * datapath without meshd. Builds config_service structs by hand (no config file).
- *   dptool --pin DIR [--cgroup CG] open|set|del|prune|health|stats|counters|events|cleanup ...
+ *   dptool --pin DIR [--cgroup CG] open|set|del|prune|health|stats|counters|events|cleanup|batch
  * Output is key=value lines (or JSON with -o json); exit 0 ok, 1 failure, 2 usage. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -27,14 +27,18 @@ static int usage(void)
 	    "usage: dptool --pin DIR [--cgroup CG] [--max-services N] [--max-backends N] [-v] "
 	    "COMMAND\n"
 	    "  open                     load or adopt, attach to --cgroup\n"
-	    "  set --name N --vip ADDR:PORT [--alg A] [--backend ADDR:PORT[@W]]...\n"
+	    "  set --name N --vip ADDR:PORT [--alg A] [--backend ADDR:PORT[@W][/SUBSET]]...\n"
+	    "      [--split SUBSET=PERCENT]...\n"
 	    "      [--consecutive N] [--error-rate F] [--volume N] [--window D] [--open D]\n"
 	    "      [--max-open D] [--probes N] [--max-conn N] [--max-ejection PCT]\n"
 	    "      [--panic F] [--choices N] [--policy reject|passthrough] [--proto tcp|udp]\n"
 	    "      [--hash-key cgroup|process] [--backends-from FILE] [--decay D]\n"
 	    "  del --name N | prune [--keep N]... | health --name N --backend ADDR:PORT up|down\n"
 	    "  drain --name N --backend ADDR:PORT  close that backend's connections now\n"
-	    "  stats [-o json] | counters | events [--wait MS] | cleanup\n");
+	    "  stats [-o json] | counters | events [--wait MS] | cleanup\n"
+	    "  batch                    the commands above from stdin, one a line, on one open\n"
+	    "                           datapath (its memory kept between them, as in meshd);\n"
+	    "                           `done RC` after each\n");
 	return 2;
 }
 
@@ -154,6 +158,20 @@ static int backends_from(struct config_service *svc, const char *file, struct co
 	return err;
 }
 
+/* SUBSET=PERCENT (two decimals at most) appended to the service's split. */
+static int add_split(struct config_service *svc, const char *arg)
+{
+	struct config_split *sp = &svc->split[svc->n_split];
+	const char *eq = strchr(arg, '=');
+
+	if (!eq || eq == arg || svc->n_split == MESH_SPLIT_MAX)
+		return -EINVAL;
+	sp->subset = strndup(arg, (size_t)(eq - arg));
+	sp->weight = (uint32_t)(atof(eq + 1) * 100 + 0.5);
+	svc->n_split++;
+	return sp->subset ? 0 : -ENOMEM;
+}
+
 static int set_option(struct config_service *svc, int opt, const char *arg,
 		      struct config_backend *bes)
 {
@@ -174,9 +192,12 @@ static int set_option(struct config_service *svc, int opt, const char *arg,
 		if (svc->n_backends == MAX_BACKENDS)
 			return -E2BIG;
 		b->weight = 1;
+		b->subset = strchr(arg, '/') ? strchr(arg, '/') + 1 : NULL;
 		svc->n_backends++;
 		return parse_ep(arg, &b->endpoint, &b->weight);
 	}
+	case 'S':
+		return add_split(svc, arg);
 	case 'C':
 		cb->consecutive_failures = (uint32_t)atoi(arg);
 		return 0;
@@ -230,20 +251,38 @@ static int set_option(struct config_service *svc, int opt, const char *arg,
 }
 
 static const struct option set_opts[] = {
-	{ "name", 1, 0, 'n' },		{ "vip", 1, 0, 'V' },	      { "alg", 1, 0, 'a' },
-	{ "backend", 1, 0, 'b' },	{ "consecutive", 1, 0, 'C' }, { "error-rate", 1, 0, 'E' },
-	{ "volume", 1, 0, 'U' },	{ "window", 1, 0, 'W' },      { "open", 1, 0, 'O' },
-	{ "max-open", 1, 0, 'M' },	{ "probes", 1, 0, 'P' },      { "max-conn", 1, 0, 'X' },
-	{ "max-ejection", 1, 0, 'J' },	{ "panic", 1, 0, 'T' },	      { "choices", 1, 0, 'H' },
-	{ "policy", 1, 0, 'L' },	{ "keep", 1, 0, 'k' },	      { "wait", 1, 0, 'w' },
-	{ "output", 1, 0, 'o' },	{ "proto", 1, 0, 'p' },	      { "hash-key", 1, 0, 'K' },
-	{ "backends-from", 1, 0, 'F' }, { "decay", 1, 0, 'Y' },	      { 0, 0, 0, 0 },
+	{ "name", 1, 0, 'n' },
+	{ "vip", 1, 0, 'V' },
+	{ "alg", 1, 0, 'a' },
+	{ "backend", 1, 0, 'b' },
+	{ "consecutive", 1, 0, 'C' },
+	{ "error-rate", 1, 0, 'E' },
+	{ "volume", 1, 0, 'U' },
+	{ "window", 1, 0, 'W' },
+	{ "open", 1, 0, 'O' },
+	{ "max-open", 1, 0, 'M' },
+	{ "probes", 1, 0, 'P' },
+	{ "max-conn", 1, 0, 'X' },
+	{ "max-ejection", 1, 0, 'J' },
+	{ "panic", 1, 0, 'T' },
+	{ "choices", 1, 0, 'H' },
+	{ "policy", 1, 0, 'L' },
+	{ "keep", 1, 0, 'k' },
+	{ "wait", 1, 0, 'w' },
+	{ "output", 1, 0, 'o' },
+	{ "proto", 1, 0, 'p' },
+	{ "hash-key", 1, 0, 'K' },
+	{ "backends-from", 1, 0, 'F' },
+	{ "decay", 1, 0, 'Y' },
+	{ "split", 1, 0, 'S' },
+	{ 0, 0, 0, 0 },
 };
 
 static int cmd_set(struct datapath *dp, int argc, char **argv)
 {
 	static struct config_backend bes[MAX_BACKENDS];
-	struct config_service svc = { .backends = bes };
+	static struct config_split splits[MESH_SPLIT_MAX];
+	struct config_service svc = { .backends = bes, .split = splits };
 	int opt, err;
 
 	service_defaults(&svc);
@@ -253,6 +292,8 @@ static int cmd_set(struct datapath *dp, int argc, char **argv)
 	if (!svc.name || !svc.vip.family)
 		return usage();
 	err = datapath_service_set(dp, &svc);
+	while (svc.n_split)
+		free(splits[--svc.n_split].subset);
 	return err ? die("set", err) : 0;
 }
 
@@ -411,6 +452,29 @@ static int cmd_events(struct datapath *dp, int argc, char **argv)
 	return datapath_drain_events(dp, print_event, NULL) ? 1 : 0;
 }
 
+static int run(struct datapath *dp, int argc, char **argv);
+
+/* Runs each line of stdin as a command on `dp`, answering `done RC` (flushed) after each. */
+static int cmd_batch(struct datapath *dp)
+{
+	char line[4096], *args[128], *save;
+	int n, rc = 0;
+
+	while (fgets(line, sizeof(line), stdin)) {
+		n = 0;
+		for (char *w = strtok_r(line, " \t\r\n", &save); w && n < 127;
+		     w = strtok_r(NULL, " \t\r\n", &save))
+			args[n++] = w;
+		args[n] = NULL;
+		if (!n)
+			continue;
+		rc = strcmp(args[0], "batch") ? run(dp, n, args) : 2;
+		printf("done %d\n", rc);
+		fflush(stdout);
+	}
+	return rc;
+}
+
 static int run(struct datapath *dp, int argc, char **argv)
 {
 	const char *cmd = argv[0];
@@ -445,6 +509,8 @@ static int run(struct datapath *dp, int argc, char **argv)
 		return cmd_counters(dp);
 	if (!strcmp(cmd, "events"))
 		return cmd_events(dp, argc, argv);
+	if (!strcmp(cmd, "batch"))
+		return cmd_batch(dp);
 	return usage();
 }
 

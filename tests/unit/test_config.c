@@ -811,6 +811,59 @@ TEST(config_not_yet_keys_have_no_preset)
 				  cfg_root_desc.keys[i].path, cfg_root_desc.keys[i].prod);
 }
 
+/* Why switch `sw` cannot be a gate (cfg_key.gate): check_gated and cfg_gate_off read "at its
+ * default" as off, so the default must be off: a bool defaulting to false, or a text key with no
+ * default (unset); NULL when it can. */
+static const char *switch_not_off(const struct cfg_key *sw)
+{
+	if (sw->def_from)
+		return "its default is another key's value";
+	if (sw->type == CT_BOOL)
+		return sw->def && !strcmp(sw->def, "false") ? NULL
+							    : "a bool not defaulting to false";
+	if (sw->type == CT_STRING || sw->type == CT_PATH || sw->type == CT_URL)
+		return !sw->def || !*sw->def ? NULL : "a text key with a default";
+	return "neither a bool nor a text key";
+}
+
+/* Every gate of the keys of `d` (and of its lists' elements) names a root key that is off by
+ * default, and following gates from any key ends (no loop). Returns the gated keys seen. */
+static size_t check_gates(const struct cfg_desc *d)
+{
+	size_t i, hops, n = 0;
+
+	for (i = 0; i < d->n_keys; i++) {
+		const struct cfg_key *k = &d->keys[i], *sw;
+		const char *why;
+
+		if (k->type == CT_LIST && k->sub)
+			n += check_gates(k->sub);
+		if (!k->gate)
+			continue;
+		n++;
+		sw = cfg_find_key(&cfg_root_desc, k->gate, NULL);
+		if (!sw)
+			test_fail(__FILE__, __LINE__, "%s: gate %s is no root key", k->path,
+				  k->gate);
+		else if ((why = switch_not_off(sw)))
+			test_fail(__FILE__, __LINE__, "%s: gate %s is %s", k->path, sw->path, why);
+		for (hops = 0; sw && sw->gate && hops < cfg_root_desc.n_keys; hops++)
+			sw = cfg_find_key(&cfg_root_desc, sw->gate, NULL);
+		if (sw && sw->gate)
+			test_fail(__FILE__, __LINE__, "%s: its gates loop (at %s)", k->path,
+				  sw->path);
+	}
+	return n;
+}
+
+/* The gate semantics hold for the whole table (root keys, and through the lists the services
+ * and their elements), derived from it so a new gated key or switch is covered without touching
+ * this test. */
+TEST(config_gates_name_switches_off_by_default)
+{
+	CHECK(check_gates(&cfg_root_desc) > 0);
+}
+
 /* node.datacenter is the default of discovery.consul.datacenter; an explicit one wins. */
 TEST(config_consul_datacenter_from_node)
 {

@@ -219,14 +219,10 @@ static const char doc_rules[] =
     "  `discovery.consul.services` and `discovery.dns.services[].name` are entries of\n"
     "  `services`; a key of another backend's section (`discovery.consul.*` with\n"
     "  `discovery.backend` static, ...) set to anything but its default would do nothing\n"
-    "  and is refused as `unused with discovery.backend <backend>`;\n"
-    "- a key that works only under a switch (every other `mtls.*` key, `identities` and\n"
-    "  `authorization.*` under `mtls.enabled`; `telemetry.tracing.protocol` and\n"
-    "  `sample_ratio` under `telemetry.tracing.endpoint`; `discovery.consul.catalog.tag`\n"
-    "  under `catalog.enabled`) set by the file, Consul KV or the environment to anything\n"
-    "  but its default while the switch is off would do nothing, and is refused as\n"
-    "  `unused while <switch> is false` (or `unset`). A preset's values are not the user's:\n"
-    "  `production` with `MESH_MTLS__ENABLED=false` still loads;\n"
+    "  and is refused as `unused with discovery.backend <backend>`;\n";
+
+/* The rules after the one on keys under a switch (gate_rule). */
+static const char doc_rules_tail[] =
     "- with `mtls.enabled`: `cert_source` files needs `mtls.ca_file` and `mtls.cert_dir`,\n"
     "  builtin_ca needs `mtls.ca_file` and `mtls.ca_key_file`; `cert_source` consul and\n"
     "  `authorization.intentions` need `discovery.consul.address`; `cert_source` consul\n"
@@ -363,6 +359,127 @@ static int list_sections(FILE *out, const struct cfg_desc *d, const char *elem)
 	return err;
 }
 
+/* Length of the section of root key path `p` with its dot ("mtls." for mtls.workers), 0 for a
+ * top-level key. */
+static size_t section_len(const char *p)
+{
+	const char *dot = strrchr(p, '.');
+
+	return dot ? (size_t)(dot - p) + 1 : 0;
+}
+
+/* Whether key `k` works only under switch `sw` (its cfg_key.gate names it). */
+static bool under(const struct cfg_key *k, const struct cfg_key *sw)
+{
+	return k->gate && !strcmp(k->gate, sw->path);
+}
+
+/* Whether root key `sw` is the switch of some root key. */
+static bool is_switch(const struct cfg_key *sw)
+{
+	for (size_t i = 0; i < cfg_root_desc.n_keys; i++)
+		if (under(&cfg_root_desc.keys[i], sw))
+			return true;
+	return false;
+}
+
+/* Whether every root key of the `n`-byte section `p` but switch `sw` is under `sw`, and more
+ * than one is: the docs then name the section (`mtls.*`) instead of each key. */
+static bool section_gated(const char *p, size_t n, const struct cfg_key *sw)
+{
+	size_t i, gated = 0;
+
+	for (i = 0; n && i < cfg_root_desc.n_keys; i++) {
+		const struct cfg_key *k = &cfg_root_desc.keys[i];
+
+		if (k == sw || strncmp(k->path, p, n))
+			continue;
+		if (!under(k, sw))
+			return false;
+		gated++;
+	}
+	return gated > 1;
+}
+
+/* Appends the keys under switch `sw` to `buf` ("every other `mtls.*` key, `identities` and
+ * `authorization.*`"), a section once when all its keys are under `sw`. */
+static void gated_keys(const struct cfg_key *sw, char *buf, size_t len)
+{
+	const char *item[64], *sep;
+	size_t i, j, n = 0, cut[64];
+
+	for (i = 0; i < cfg_root_desc.n_keys && n < 64; i++) {
+		const struct cfg_key *k = &cfg_root_desc.keys[i];
+		size_t sl = section_len(k->path);
+
+		if (!under(k, sw))
+			continue;
+		if (!section_gated(k->path, sl, sw))
+			sl = 0;
+		for (j = 0; sl && j < n && (cut[j] != sl || strncmp(item[j], k->path, sl)); j++)
+			;
+		if (!sl || j == n) {
+			item[n] = k->path;
+			cut[n++] = sl;
+		}
+	}
+	for (i = 0; i < n; i++) {
+		bool own = cut[i] && !strncmp(sw->path, item[i], cut[i]); /* the switch's section */
+
+		sep = !i ? "" : i + 1 < n ? ", " : " and ";
+		if (!cut[i])
+			snprintf(buf + strlen(buf), len - strlen(buf), "%s`%s`", sep, item[i]);
+		else
+			snprintf(buf + strlen(buf), len - strlen(buf), "%s%s`%.*s*`%s", sep,
+				 own ? "every other " : "", (int)cut[i], item[i],
+				 own ? " key" : "");
+	}
+}
+
+/* Writes `text` as one markdown bullet wrapped at 88 columns, never inside a `code span`. */
+static int bullet(FILE *out, const char *text)
+{
+	const char *line = text, *brk = NULL, *c;
+	bool code = false;
+
+	for (c = text; *c; c++) {
+		code ^= *c == '`';
+		if (*c == ' ' && !code)
+			brk = c;
+		if (c - line >= 86 && brk) {
+			fprintf(out, "%s%.*s\n", line == text ? "- " : "  ", (int)(brk - line),
+				line);
+			line = brk + 1;
+			brk = NULL;
+		}
+	}
+	return fprintf(out, "%s%s\n", line == text ? "- " : "  ", line) < 0 ? -EIO : 0;
+}
+
+/* The rule on keys under a switch (cfg_key.gate), naming them per switch from the table. */
+static int gate_rule(FILE *out)
+{
+	char text[2048] = "a key that works only under a switch (";
+	size_t i, n = 0;
+
+	for (i = 0; i < cfg_root_desc.n_keys; i++) {
+		const struct cfg_key *sw = &cfg_root_desc.keys[i];
+
+		if (!is_switch(sw))
+			continue;
+		if (n++)
+			snprintf(text + strlen(text), sizeof(text) - strlen(text), "; ");
+		gated_keys(sw, text, sizeof(text));
+		snprintf(text + strlen(text), sizeof(text) - strlen(text), " under `%s`", sw->path);
+	}
+	snprintf(text + strlen(text), sizeof(text) - strlen(text),
+		 ") set by the file, Consul KV or the environment to anything but its default "
+		 "while the switch is off would do nothing, and is refused as `unused while "
+		 "<switch> is false` (or `unset`). A preset's values are not the user's: "
+		 "`production` with `MESH_MTLS__ENABLED=false` still loads;");
+	return bullet(out, text);
+}
+
 int config_print_docs(FILE *out)
 {
 	int err;
@@ -372,6 +489,10 @@ int config_print_docs(FILE *out)
 	if (!err)
 		err = not_yet_section(out);
 	if (!err && fputs(doc_rules, out) < 0)
+		err = -EIO;
+	if (!err)
+		err = gate_rule(out);
+	if (!err && fputs(doc_rules_tail, out) < 0)
 		err = -EIO;
 	if (!err && fprintf(out, "## Keys\n\nIn the tables, `=` in the Production column means the "
 				 "production preset keeps the\ndefault, and `-` in the Environment "
