@@ -1262,14 +1262,13 @@ static __always_inline int reentry(const struct mesh_sock *ms)
 /* Where this connect's decision goes, or NULL to leave the connect alone. Creating socket
  * storage costs more than all the rest of the connect program (~700 ns: two allocations,
  * charged to a memory cgroup), so the decision goes to a hand-off slot picked by the socket's
- * cookie, and sockops moves it into storage at TCP_CONNECT_CB later in the same connect(). A
- * slot held by another socket (in flight, or whose connect failed before reaching TCP) sends
- * this one the slow way: storage now. A socket that connected before may have storage
- * already; it is found at TCP_CONNECT_CB, so fresh sockets (nearly all) skip the lookup.
- * `seen` is the slot's cookie as the caller read it before balancing (a slot is a cache miss
- * nearly every time, as cookies walk the slots; read early, the miss overlaps the balancing):
- * our own cookie stays ours, a free slot is claimed by compare-and-swap, and a slot seen busy
- * but freed since only sends this connect the slow way. */
+ * cookie, which the socket keeps until sockops sees it close (docs/datapath.md, Hand-off
+ * slots). A slot held by another socket (a live connection whose cookie is a multiple of the
+ * slot count apart, one in flight, or one whose connect failed before reaching TCP) sends this
+ * one the slow way: storage now. `seen` is the slot's cookie as the caller read it before
+ * balancing (a slot is a cache miss nearly every time, as cookies walk the slots; read early,
+ * the miss overlaps the balancing): our own cookie stays ours, a free slot is claimed by
+ * compare-and-swap, and a slot seen busy but freed since only sends this connect the slow way. */
 static __always_inline struct mesh_sock *decision(struct bpf_sock_addr *ctx, __u64 cookie,
 						  struct mesh_handoff *h, __u64 seen)
 {
@@ -1290,8 +1289,8 @@ static __always_inline struct mesh_sock *decision(struct bpf_sock_addr *ctx, __u
 /* This connect() leaves the destination alone: drop what an earlier, failed connect() of the
  * socket decided, so getpeername and sockops leave it alone too. Off the redirect path. A
  * hand-off slot such a connect may still hold is not looked at here (the cookie would cost a
- * non-service connect ~100 ns): take_decision() only applies a decision whose backend is where
- * the socket is connecting, and frees the slot either way. */
+ * non-service connect ~100 ns): take_decision() only takes a decision whose backend is where
+ * the socket is connecting, and frees the slot otherwise. */
 static __always_inline void forget(struct bpf_sock_addr *ctx)
 {
 	struct mesh_sock *ms = bpf_sk_storage_get(&mesh_sockets, ctx->sk, 0, 0);
@@ -1959,11 +1958,12 @@ static __always_inline void mptcp_share(struct bpf_sock *sk, const struct mesh_s
 	}
 }
 
-/* TCP_CONNECT_CB: moves a decision connect4/6 left in the hand-off slot into socket storage.
- * A decision for another destination is one a connect that failed before TCP left behind (the
- * socket now connects elsewhere, not through a service): dropped. Returns the socket's storage
- * when it is a service socket's (so the caller need not look it up again: a helper call), or
- * NULL when the caller must look. */
+/* TCP_CONNECT_CB: takes the decision connect4/6 left in the socket's hand-off slot, which the
+ * socket keeps from here until sockops sees it close (no socket storage). A decision for
+ * another destination is one a connect that failed before TCP left behind (the socket now
+ * connects elsewhere, not through a service): dropped, the slot freed. Returns the decision,
+ * or NULL when there is none in the slot (the caller looks in socket storage, where connect4
+ * put it when the slot was busy). */
 static __always_inline struct mesh_sock *take_decision(struct bpf_sock_ops *skops, __u64 cookie)
 {
 	struct mesh_handoff *h = handoff_slot(cookie);
