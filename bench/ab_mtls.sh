@@ -11,7 +11,10 @@
 # A variant is LABEL:BUILD_DIR:BUSY_POLL[:VAR=VALUE,...] (the variables go to both meshds' env).
 # Prints one line per round and variant, then per variant the median and range of the rounds'
 # figures: the crr and rr p50s, crr's ratio to the same round's haproxy crr, and each meshd's CPU
-# time (user + system, all threads, from /proc) per new connection during the crr run. Root.
+# time (user + system, all threads, from /proc) per new connection during the crr run.
+# SECS=N (N > 0) also streams one connection for N seconds through each variant and, once a
+# round, through the haproxy pair and a stunnel4 pair (issue 9's throughput figure): MB/s and the
+# ratios to the same round's pairs. CRR=0 skips the new-connection figures. Root.
 SUITE=ab_mtls
 . "$(dirname "$0")/../tests/e2e/lib.sh"
 . "$(dirname "$0")/../tests/e2e/mtls_lib.sh"
@@ -22,7 +25,7 @@ if [ $# -lt 2 ] || [ "$(id -u)" -ne 0 ]; then
 fi
 ROUNDS=$1
 shift
-CRR=${CRR:-1000} RR=${RR:-5000} CRR_TLS=${CRR_TLS:-200}
+CRR=${CRR:-1000} RR=${RR:-5000} CRR_TLS=${CRR_TLS:-200} SECS=${SECS:-0}
 B=$TOOLS/mtlsbench
 need_built "$B"
 two_hosts root api
@@ -35,6 +38,12 @@ spawn haproxy_b nsenter --net="/run/netns/$HB" haproxy -db -f "$TMP/hb.cfg"
 spawn haproxy_a nsenter --net="/run/netns/$HA" haproxy -db -f "$TMP/ha.cfg"
 up() { in_host "$HA" bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 wait_for 10 up 7001 || { echo "ab_mtls: haproxy did not start" >&2; exit 1; }
+if [ "$SECS" != 0 ]; then
+	stunnel_cfgs 7002 7444
+	spawn stunnel_b nsenter --net="/run/netns/$HB" stunnel4 "$TMP/sb.conf"
+	spawn stunnel_a nsenter --net="/run/netns/$HA" stunnel4 "$TMP/sa.conf"
+	wait_for 10 up 7002 || { echo "ab_mtls: stunnel did not start" >&2; exit 1; }
+fi
 
 # CLIENT_CPU=N runs the client on CPU N only (taskset), else where the scheduler puts it.
 bench() { in_host_cg "$HA" "$CG_a/web" ${CLIENT_CPU:+taskset -c "$CLIENT_CPU"} "$B" "$@"; }
@@ -54,12 +63,21 @@ configs() {
 # cpu_ticks PID: the process's user + system CPU time so far, in clock ticks (all threads).
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
-per_conn() { awk -v t="$1" -v u="$TICK_US" -v n="$CRR" 'BEGIN { printf "%.0f", t * u / n }'; }
-# run_variant SPEC: one round of one variant; prints "crr_p50 rr_p50 cpu_a_us cpu_b_us" (the
-# meshds' CPU time per new connection during the crr run).
+# per TICKS N: CPU time in µs per unit (N units), 0 without units.
+per() { awk -v t="$1" -v u="$TICK_US" -v n="$2" 'BEGIN { printf "%.0f", (n > 0 ? t * u / n : 0) }'; }
+# stream EP: one connection's MB/s and bytes for SECS seconds ("0 0" when SECS is 0).
+stream() {
+	local out
+	[ "$SECS" != 0 ] || { echo "0 0"; return; }
+	out=$(bench stream "$1" "$SECS")
+	echo "$(val stream_MBps "$out") $(val stream_bytes "$out")"
+}
+# run_variant SPEC: one round of one variant; prints "crr_p50 rr_p50 cpu_a_us cpu_b_us MBps
+# cpu_a_mb cpu_b_mb": the meshds' CPU time per new connection during the crr run and per MB
+# during the stream.
 
 run_variant() {
-	local label dir busy envs h out1 out2 a0 a1 b0 b1
+	local label dir busy envs h out1 out2 a0 a1 b0 b1 a2 a3 b2 b3 tput bytes mb c
 	IFS=: read -r label dir busy envs <<<"$1"
 	MESHD=$(cd "$dir" && pwd)/meshd
 	configs "$busy"
@@ -69,28 +87,43 @@ run_variant() {
 	done
 	bench rr "$VIP:80" 1024 500 >/dev/null # warm the pool
 	a0=$(cpu_ticks "$PID_a") b0=$(cpu_ticks "$PID_b")
-	out1=$(bench crr "$VIP:80" "$CRR")
+	out1=
+	[ "$CRR" = 0 ] || out1=$(bench crr "$VIP:80" "$CRR")
 	a1=$(cpu_ticks "$PID_a") b1=$(cpu_ticks "$PID_b")
 	out2=$(bench rr "$VIP:80" 1024 "$RR")
+	a2=$(cpu_ticks "$PID_a") b2=$(cpu_ticks "$PID_b")
+	read -r tput bytes <<<"$(stream "$VIP:80")"
+	a3=$(cpu_ticks "$PID_a") b3=$(cpu_ticks "$PID_b")
+	mb=$(awk -v b="$bytes" 'BEGIN { print b / 1e6 }')
 	for h in a b; do
 		kill_wait "$(eval echo "\$PID_$h")"
 		in_host "$(eval echo "\$H$(echo $h | tr a-z A-Z)")" "$MESHD" --cleanup --config "$TMP/$h.json" >/dev/null 2>&1
 	done
-	echo "$(val crr_p50_us "$out1") $(val rr_p50_us "$out2") $(per_conn $((a1 - a0))) $(per_conn $((b1 - b0)))"
+	c=$(val crr_p50_us "$out1")
+	echo "${c:-0} $(val rr_p50_us "$out2") $(per $((a1 - a0)) "$CRR") $(per $((b1 - b0)) "$CRR") $tput $(per $((a3 - a2)) "$mb") $(per $((b3 - b2)) "$mb")"
 }
-declare -A CRRS RATIOS RRS CPUA CPUB
+div() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }'; }
+declare -A CRRS RATIOS RRS CPUA CPUB TPS TPH TPS_ST CMA CMB
+HAPS="" STNS=""
 for ((r = 1; r <= ROUNDS; r++)); do
-	hap=$(val crr_p50_us "$(bench crr 127.0.0.1:7001 "$CRR_TLS")")
+	hap=0
+	[ "$CRR" = 0 ] || hap=$(val crr_p50_us "$(bench crr 127.0.0.1:7001 "$CRR_TLS")")
+	read -r tp_hap _ <<<"$(stream 127.0.0.1:7001)"
+	read -r tp_stn _ <<<"$(stream 127.0.0.1:7002)"
+	HAPS+="$tp_hap " STNS+="$tp_stn "
 	for v in "$@"; do
-		read -r c rr ca cb <<<"$(run_variant "$v")"
+		read -r c rr ca cb tp ma mb <<<"$(run_variant "$v")"
 		l=${v%%:*}
-		ratio=$(awk -v a="$c" -v b="$hap" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')
-		echo "round=$r variant=$l crr_p50_us=$c haproxy_crr_p50_us=$hap ratio=$ratio rr_p50_us=$rr cpu_per_conn_us_a=$ca cpu_per_conn_us_b=$cb load=$(cut -d' ' -f1 /proc/loadavg)"
+		ratio=$(div "$c" "$hap")
+		echo "round=$r variant=$l crr_p50_us=$c haproxy_crr_p50_us=$hap ratio=$ratio rr_p50_us=$rr cpu_per_conn_us_a=$ca cpu_per_conn_us_b=$cb stream_MBps=$tp cpu_per_mb_us_a=$ma cpu_per_mb_us_b=$mb haproxy_MBps=$tp_hap stunnel_MBps=$tp_stn load=$(cut -d' ' -f1 /proc/loadavg)"
 		CRRS[$l]+="$c " RATIOS[$l]+="$ratio " RRS[$l]+="$rr " CPUA[$l]+="$ca " CPUB[$l]+="$cb "
+		TPS[$l]+="$tp " CMA[$l]+="$ma " CMB[$l]+="$mb " TPH[$l]+="$(div "$tp" "$tp_hap") " TPS_ST[$l]+="$(div "$tp" "$tp_stn") "
 	done
 done
 stat() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END { printf "%s [%s..%s]", v[int((NR + 1) / 2)], v[1], v[NR] }'; }
 for v in "$@"; do
 	l=${v%%:*}
 	echo "variant=$l rounds=$ROUNDS crr_p50_us=$(stat "${CRRS[$l]}") ratio=$(stat "${RATIOS[$l]}") rr_p50_us=$(stat "${RRS[$l]}") cpu_per_conn_us_a=$(stat "${CPUA[$l]}") cpu_per_conn_us_b=$(stat "${CPUB[$l]}")"
+	[ "$SECS" = 0 ] || echo "variant=$l stream_MBps=$(stat "${TPS[$l]}") vs_haproxy=$(stat "${TPH[$l]}") vs_stunnel=$(stat "${TPS_ST[$l]}") cpu_per_mb_us_a=$(stat "${CMA[$l]}") cpu_per_mb_us_b=$(stat "${CMB[$l]}")"
 done
+[ "$SECS" = 0 ] || echo "haproxy_MBps=$(stat "$HAPS") stunnel_MBps=$(stat "$STNS")"

@@ -67,19 +67,7 @@ spawn haproxy_b nsenter --net="/run/netns/$HB" haproxy -db -f "$TMP/hb.cfg"
 spawn haproxy_a nsenter --net="/run/netns/$HA" haproxy -db -f "$TMP/ha.cfg"
 
 # --- stunnel pair ---------------------------------------------------------------------------------
-st_common="foreground = yes
-pid =
-sslVersionMin = TLSv1.3
-ciphersuites = TLS_AES_128_GCM_SHA256
-curves = X25519
-CAfile = $C/root.crt
-verifyChain = yes
-socket = l:TCP_NODELAY=1
-socket = r:TCP_NODELAY=1"
-printf '%s\ncert = %s\nkey = %s\n[b]\naccept = %s:7444\nconnect = %s:9000\n' "$st_common" \
-	"$TMP/b/certs/api.crt" "$TMP/b/certs/api.key" "$IP_B" "$IP_B" >"$TMP/sb.conf"
-printf '%s\ncert = %s\nkey = %s\n[a]\nclient = yes\naccept = 127.0.0.1:7002\nconnect = %s:7444\n' \
-	"$st_common" "$TMP/a/certs/web.crt" "$TMP/a/certs/web.key" "$IP_B" >"$TMP/sa.conf"
+stunnel_cfgs 7002 7444
 spawn stunnel_b nsenter --net="/run/netns/$HB" stunnel4 "$TMP/sb.conf"
 spawn stunnel_a nsenter --net="/run/netns/$HA" stunnel4 "$TMP/sa.conf"
 up() { in_host "$HA" bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }

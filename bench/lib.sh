@@ -97,3 +97,21 @@ backend tls
 	server b $IP_B:$pb ssl crt $TMP/a/web.pem ca-file $C/root.crt verify required sni str(api) $tls13
 CFG
 }
+
+# stunnel_cfgs PORT_A PORT_B: the stunnel4 pair's configs $TMP/sa.conf (plain in on
+# 127.0.0.1:PORT_A) and $TMP/sb.conf (TLS in on $IP_B:PORT_B), same certificates and cipher.
+stunnel_cfgs() {
+local st_common="foreground = yes
+pid =
+sslVersionMin = TLSv1.3
+ciphersuites = TLS_AES_128_GCM_SHA256
+curves = X25519
+CAfile = $C/root.crt
+verifyChain = yes
+socket = l:TCP_NODELAY=1
+socket = r:TCP_NODELAY=1"
+printf '%s\ncert = %s\nkey = %s\n[b]\naccept = %s:%s\nconnect = %s:9000\n' "$st_common" \
+	"$TMP/b/certs/api.crt" "$TMP/b/certs/api.key" "$IP_B" "$2" "$IP_B" >"$TMP/sb.conf"
+printf '%s\ncert = %s\nkey = %s\n[a]\nclient = yes\naccept = 127.0.0.1:%s\nconnect = %s:%s\n' \
+	"$st_common" "$TMP/a/certs/web.crt" "$TMP/a/certs/web.key" "$1" "$IP_B" "$2" >"$TMP/sa.conf"
+}
