@@ -29,6 +29,13 @@ int sock_nodelay(int fd)
 	return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+void sock_cork(int fd, bool on)
+{
+	int v = on;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_CORK, &v, sizeof(v));
+}
+
 void sock_close_reset(int fd)
 {
 	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
@@ -147,6 +154,17 @@ static void consume(struct leg *l, size_t n)
 		nghttp2_session_consume_connection(t->h2, n);
 }
 
+/* The leg leaves tunnel t: no reference to it may stay there (uncorked if it was corked). */
+static void leg_forget(struct leg *l, struct tunnel *t)
+{
+	if (!t)
+		return;
+	if (t->cork_leg == l)
+		tunnel_uncork_leg(t);
+	if (t->recv_leg == l)
+		t->recv_leg = NULL;
+}
+
 void leg_unbind(struct leg *l, uint32_t code)
 {
 	struct tunnel *t = l->t;
@@ -166,6 +184,7 @@ void leg_unbind(struct leg *l, uint32_t code)
 		l->sref = NULL;
 	}
 	link_del(&l->tnode);
+	leg_forget(l, t);
 	l->t = NULL;
 	if (flush)
 		tunnel_flush(t);
@@ -258,12 +277,27 @@ static void write_failed(struct leg *l)
 	leg_close(l, true);
 }
 
+/* A second chunk for this leg in one tunnel read: cork its socket until the read ends (see
+ * read_tls), so a bulk transfer reaches the application in large packets and fewer wake-ups;
+ * a lone chunk goes at once. */
+static void cork_run(struct leg *l)
+{
+	struct tunnel *t = l->t;
+
+	if (t->recv_leg == l && !t->cork_leg) {
+		sock_cork(l->fd, true);
+		t->cork_leg = l;
+	}
+	t->recv_leg = l;
+}
+
 static void write_data(struct leg *l, const uint8_t *data, size_t len)
 {
 	ssize_t n = 0;
 
 	/* Before L_ESTABLISHED (an inbound backend connect in progress) everything is queued. */
 	if (!l->wq && l->state == L_ESTABLISHED) {
+		cork_run(l);
 		n = send(l->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n < 0 && errno != EAGAIN && errno != EINTR) {
 			nghttp2_session_consume(l->t->h2, l->sid, len);
@@ -545,6 +579,7 @@ void leg_tunnel_failed(struct leg *l, const char *reason)
 		l->sref = NULL;
 	}
 	link_del(&l->tnode);
+	leg_forget(l, l->t);
 	l->t = NULL;
 	if (l->role == LEG_OUTBOUND && l->state != L_ESTABLISHED && l->state != L_DONE)
 		outbound_attempt_failed(l, reason ? reason : "tunnel_failed", true,

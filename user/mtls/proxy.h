@@ -235,6 +235,9 @@ struct tunnel {
 	bool in_flush;
 	bool in_recv;  /* inside nghttp2_session_mem_recv: flush afterwards */
 	bool rd_short; /* the socket's last read returned less than asked: it was empty */
+	/* While reading records: the leg the last DATA went to, and the one corked because a
+	 * second chunk followed in the same read (uncorked when the read ends). */
+	struct leg *recv_leg, *cork_leg;
 	int busy;      /* re-entrancy guard: freed when 0 and closed */
 	uint8_t *pend; /* TLS plaintext SSL_write could not take yet */
 	size_t pend_len, pend_off;
@@ -425,6 +428,11 @@ void pool_remove(struct tunnel *t);
 
 /* Sockets. */
 int sock_nodelay(int fd);
+/* Delivery of one tunnel read is over: uncorks the leg corked during it. */
+void tunnel_uncork_leg(struct tunnel *t);
+/* Sets or clears TCP_CORK on fd: while set, the kernel sends only full segments, so a run of
+ * writes goes out in as few (large) packets as possible; clearing it sends the rest at once. */
+void sock_cork(int fd, bool on);
 void sock_close_reset(int fd);
 
 #endif

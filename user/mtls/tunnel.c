@@ -498,7 +498,16 @@ static long on_bio(BIO *b, int oper, const char *argp, size_t len, int argi, lon
 	return ret;
 }
 
-static void read_tls(struct tunnel *t)
+void tunnel_uncork_leg(struct tunnel *t)
+{
+	struct leg *l = t->cork_leg;
+
+	t->cork_leg = t->recv_leg = NULL;
+	if (l && l->fd >= 0)
+		sock_cork(l->fd, false);
+}
+
+static void read_records(struct tunnel *t)
 {
 	ssize_t rv;
 	int n, err;
@@ -530,6 +539,14 @@ static void read_tls(struct tunnel *t)
 		tls_handshake_failed(t->ssl, &t->peer, n);
 		tunnel_fail(t, t->peer.reason, t->peer.detail);
 	}
+}
+
+/* Reads what the socket holds; DATA for one leg across several records leaves that leg's
+ * socket in large packets (leg_data corks it, this uncorks it at the end). */
+static void read_tls(struct tunnel *t)
+{
+	read_records(t);
+	tunnel_uncork_leg(t);
 }
 
 static void on_connected(struct tunnel *t)
