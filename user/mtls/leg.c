@@ -1,8 +1,9 @@
 /* Legs: one proxied connection, an application socket (outbound) or a backend socket (inbound)
  * bridged to one HTTP/2 CONNECT stream. Bytes read from the socket go straight into nghttp2's
  * DATA frame buffer (the data provider reads the socket); bytes from the stream are written to
- * the socket at once, and only what the socket cannot take is copied and queued, unconsumed, so
- * HTTP/2 flow control stops the peer when the application is slow. End of input becomes
+ * the socket at once (several chunks of one tunnel read under TCP_CORK, so a bulk transfer goes
+ * out in large packets), and only what the socket cannot take is copied and queued,
+ * unconsumed, so HTTP/2 flow control stops the peer when the application is slow. End of input becomes
  * END_STREAM and END_STREAM becomes shutdown(SHUT_WR) (half-close both ways); a socket error
  * becomes RST_STREAM(CONNECT_ERROR) and RST_STREAM becomes a TCP reset (RFC 9113 8.5).
  * An outbound leg sends the application's first bytes with the CONNECT, before the answer (no
