@@ -12,11 +12,11 @@
 # Prints one line per round and variant, then per variant the median and range of the rounds'
 # figures: the crr and rr p50s, crr's ratio to the same round's haproxy crr, and each meshd's CPU
 # time (user + system, all threads, from /proc) per new connection during the crr run.
-# SECS=N (N > 0) also streams one connection for N seconds through each variant and, once a
-# round, through the haproxy pair and a stunnel4 pair (issue 9's throughput figure): MB/s and the
-# ratios to the same round's pairs, and the CPU time per MB of the proxies, client and server
-# together (cpu_all: what the stream costs the machine). CRR=0 skips the new-connection figures.
-# Root.
+# RR_SIZE=N sets rr's message size (1024 bytes by default). SECS=N (N > 0) also streams one
+# connection for N seconds through each variant and, once a round, through the haproxy pair and
+# a stunnel4 pair (issue 9's throughput figure): MB/s and the ratios to the same round's pairs,
+# and the CPU time per MB of the proxies, client and server together (cpu_all: what the stream
+# costs the machine). CRR=0 skips the new-connection figures. Root.
 SUITE=ab_mtls
 . "$(dirname "$0")/../tests/e2e/lib.sh"
 . "$(dirname "$0")/../tests/e2e/mtls_lib.sh"
@@ -27,7 +27,7 @@ if [ $# -lt 2 ] || [ "$(id -u)" -ne 0 ]; then
 fi
 ROUNDS=$1
 shift
-CRR=${CRR:-1000} RR=${RR:-5000} CRR_TLS=${CRR_TLS:-200} SECS=${SECS:-0}
+CRR=${CRR:-1000} RR=${RR:-5000} RR_SIZE=${RR_SIZE:-1024} CRR_TLS=${CRR_TLS:-200} SECS=${SECS:-0}
 B=$TOOLS/mtlsbench
 need_built "$B"
 two_hosts root api
@@ -106,7 +106,7 @@ run_variant() {
 	out1=
 	[ "$CRR" = 0 ] || out1=$(bench crr "$VIP:80" "$CRR")
 	a1=$(cpu_ticks "$PID_a") b1=$(cpu_ticks "$PID_b")
-	out2=$(bench rr "$VIP:80" 1024 "$RR")
+	out2=$(bench rr "$VIP:80" "$RR_SIZE" "$RR")
 	a2=$(cpu_ticks "$PID_a") b2=$(cpu_ticks "$PID_b")
 	read -r tput bytes total <<<"$(stream "$VIP:80" "$PID_a" "$PID_b")"
 	a3=$(cpu_ticks "$PID_a") b3=$(cpu_ticks "$PID_b")
