@@ -278,14 +278,14 @@ static void write_failed(struct leg *l)
 	leg_close(l, true);
 }
 
-/* A second chunk for this leg in one tunnel read: cork its socket until the read ends (see
- * read_tls), so a bulk transfer reaches the application in large packets and fewer wake-ups;
- * a lone chunk goes at once. */
+/* A chunk for this leg with more records already here, or a second one in one tunnel read:
+ * cork its socket until the read ends (see read_tls), so a bulk transfer reaches the
+ * application in large packets and fewer wake-ups; a lone chunk goes at once. */
 static void cork_run(struct leg *l)
 {
 	struct tunnel *t = l->t;
 
-	if (t->recv_leg == l && !t->cork_leg) {
+	if ((t->recv_leg == l || tunnel_more_here(t)) && !t->cork_leg) {
 		sock_cork(l->fd, true);
 		t->cork_leg = l;
 	}

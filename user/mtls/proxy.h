@@ -235,6 +235,7 @@ struct tunnel {
 	bool in_flush;
 	bool in_recv;  /* inside nghttp2_session_mem_recv: flush afterwards */
 	bool rd_short; /* the socket's last read returned less than asked: it was empty */
+	bool rd_full;  /* a socket read of this SSL_read filled the buffer: more is waiting */
 	/* While reading records: the leg the last DATA went to, and the one corked because a
 	 * second chunk followed in the same read (uncorked when the read ends). */
 	struct leg *recv_leg, *cork_leg;
@@ -428,6 +429,9 @@ void pool_remove(struct tunnel *t);
 
 /* Sockets. */
 int sock_nodelay(int fd);
+/* Whether more records than the one being delivered are already here (buffered by OpenSSL or
+ * left in the socket by a read that filled the buffer). */
+bool tunnel_more_here(struct tunnel *t);
 /* Delivery of one tunnel read is over: uncorks the leg corked during it. */
 void tunnel_uncork_leg(struct tunnel *t);
 /* Sets or clears TCP_CORK on fd: while set, the kernel sends only full segments, so a run of

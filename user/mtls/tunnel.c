@@ -493,9 +493,16 @@ static long on_bio(BIO *b, int oper, const char *argp, size_t len, int argi, lon
 {
 	struct tunnel *t = (struct tunnel *)BIO_get_callback_arg(b);
 
-	if (oper == (BIO_CB_READ | BIO_CB_RETURN) && t)
+	if (oper == (BIO_CB_READ | BIO_CB_RETURN) && t) {
 		t->rd_short = ret <= 0 || !processed || *processed < len;
+		t->rd_full |= !t->rd_short;
+	}
 	return ret;
+}
+
+bool tunnel_more_here(struct tunnel *t)
+{
+	return t->rd_full || SSL_has_pending(t->ssl);
 }
 
 void tunnel_uncork_leg(struct tunnel *t)
@@ -513,7 +520,7 @@ static void read_records(struct tunnel *t)
 	int n, err;
 
 	while (t->state == T_READY) {
-		t->rd_short = false;
+		t->rd_short = t->rd_full = false;
 		n = SSL_read(t->ssl, t->w->rbuf, sizeof(t->w->rbuf));
 		if (n > 0) {
 			t->in_recv = true;
