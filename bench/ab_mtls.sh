@@ -43,6 +43,7 @@ spawn haproxy_a nsenter --net="/run/netns/$HA" haproxy -db -f "$TMP/ha.cfg"
 PROXIES_HAP+=" $SPAWNED_PID"
 up() { in_host "$HA" bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 wait_for 10 up 7001 || { echo "ab_mtls: haproxy did not start" >&2; exit 1; }
+PROXIES_STN=
 if [ "$SECS" != 0 ]; then
 	stunnel_cfgs 7002 7444
 	spawn stunnel_b nsenter --net="/run/netns/$HB" stunnel4 "$TMP/sb.conf"
