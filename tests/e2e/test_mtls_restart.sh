@@ -27,6 +27,10 @@ start_host a "$TMP/a.json" && start_host b "$TMP/b.json" || {
 # --- crash --------------------------------------------------------------------------------------
 holder() { pgrep -f "meshd fdstore $TMP/a/state" >/dev/null; }
 check holder_keeps_listeners "no listener holder for host a" holder
+# meshd blocks its signals (signalfd); the holder must not inherit that, or SIGTERM cannot end it.
+blocked=$(awk '/^SigBlk:/ { print $2 }' "/proc/$(pgrep -f "meshd fdstore $TMP/a/state" | head -n 1)/status")
+check holder_signals_not_blocked "the holder blocks signals: SigBlk=${blocked:-none}" \
+	test -n "$blocked" -a "$((16#${blocked:-1}))" -eq 0
 bg_mc loop "$HA" "$CG_a/web" loop "$VIP" 80 "$TMP/stop"
 wait_metric 5 a 'meshd_mtls_connections_total\{direction="outbound"' 10
 for round in 1 2; do

@@ -402,6 +402,16 @@ static bool serve_one(int c, struct held *t)
 	return strncmp(msg, "QUIT", 4) != 0;
 }
 
+/* meshd blocks its signals for its signalfd, and a program exec'd inherits the blocked set: the
+ * holder would not end on SIGTERM (an operator's kill, a test's cleanup) but only on SIGKILL. */
+static void unblock_signals(void)
+{
+	sigset_t none;
+
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
 int fdstore_holder_main(const char *dir)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
@@ -410,6 +420,7 @@ int fdstore_holder_main(const char *dir)
 	int s, c;
 
 	memset(table, 0, sizeof(table));
+	unblock_signals();
 	signal(SIGHUP, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
