@@ -1220,23 +1220,15 @@ static __always_inline struct mesh_handoff *handoff_slot(__u64 cookie)
 	return bpf_map_lookup_elem(&mesh_handoff, &i);
 }
 
-/* Frees the socket's hand-off slot if it holds one. */
-static __always_inline void handoff_release(__u64 cookie)
+/* Frees the socket's hand-off slot if it holds one; with `pending`, only if sockops has not
+ * taken its decision (not counted active): a connect that failed before TCP. A taken one is the
+ * socket's until sockops sees it close, which comes after the release of a socket still
+ * connecting. */
+static __always_inline void handoff_release(__u64 cookie, int pending)
 {
 	struct mesh_handoff *h = handoff_slot(cookie);
 
-	if (h && h->cookie == cookie)
-		__sync_val_compare_and_swap(&h->cookie, cookie, 0);
-}
-
-/* Frees the socket's hand-off slot if it holds a decision sockops has not taken: one whose
- * connect failed before TCP. A taken one (counted active) is the socket's until sockops sees it
- * close, which comes after the release of a socket still connecting. */
-static __always_inline void handoff_release_pending(__u64 cookie)
-{
-	struct mesh_handoff *h = handoff_slot(cookie);
-
-	if (h && h->cookie == cookie && !(h->sock.flags & MESH_SK_F_ACTIVE))
+	if (h && h->cookie == cookie && !(pending && (h->sock.flags & MESH_SK_F_ACTIVE)))
 		__sync_val_compare_and_swap(&h->cookie, cookie, 0);
 }
 
@@ -1325,7 +1317,7 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_s
 	mt = mtls_verdict(ctx, svc, &identity);
 	if (mt == MTLS_REFUSE) {
 		forget(ctx);
-		handoff_release(bpf_get_socket_cookie(ctx));
+		handoff_release(bpf_get_socket_cookie(ctx), 0);
 		return mtls_refuse(ctx);
 	}
 	ss = svc_state(svc->service_id);
@@ -1341,7 +1333,7 @@ static __always_inline int mesh_connect(struct bpf_sock_addr *ctx, struct mesh_s
 	}
 	if (id <= 0) { /* a service connect left alone: nothing of an earlier one may stay */
 		forget(ctx);
-		handoff_release(cookie);
+		handoff_release(cookie, 0);
 	}
 	if (id == -1)
 		return no_backend(ctx, svc, ss, reason);
@@ -1575,12 +1567,14 @@ int mesh_recvmsg6(struct bpf_sock_addr *ctx)
 	return recvmsg_hook(ctx, 0);
 }
 
-static __always_inline struct mesh_sock *service_sock(struct bpf_sock *sk)
+/* A service socket's decision: in its hand-off slot, else (its slot was busy, or an older build
+ * decided it) in socket storage. */
+static __always_inline struct mesh_sock *service_sock(__u64 cookie, struct bpf_sock *sk)
 {
-	struct mesh_sock *ms;
+	struct mesh_sock *ms = held_sock(cookie);
 
-	if (!sk)
-		return 0;
+	if (ms || !sk)
+		return ms;
 	ms = bpf_sk_storage_get(&mesh_sockets, sk, 0, 0);
 	return ms && (ms->flags & MESH_SK_F_SERVICE) ? ms : 0;
 }
@@ -1593,9 +1587,7 @@ static __always_inline int getpeername_hook(struct bpf_sock_addr *ctx, int v4)
 
 	if (udp_socket(ctx))
 		return recvmsg_hook(ctx, v4);
-	ms = held_sock(bpf_get_socket_cookie(ctx));
-	if (!ms)
-		ms = service_sock(ctx->sk);
+	ms = service_sock(bpf_get_socket_cookie(ctx), ctx->sk);
 	if (ms)
 		show_vip(ctx, &ms->vip, v4);
 	return VERDICT_OK;
@@ -1968,7 +1960,6 @@ static __always_inline struct mesh_sock *take_decision(struct bpf_sock_ops *skop
 {
 	struct mesh_handoff *h = handoff_slot(cookie);
 	struct bpf_sock *sk = skops->sk;
-	struct mesh_sock *ms = 0;
 
 	if (!h || h->cookie != cookie || !sk)
 		return 0; /* not a service connect, or decided straight into storage */
@@ -1979,7 +1970,7 @@ static __always_inline struct mesh_sock *take_decision(struct bpf_sock_ops *skop
 			return &h->sock; /* kept for the socket's life: on_close frees it */
 	}
 	__sync_val_compare_and_swap(&h->cookie, cookie, 0);
-	return ms;
+	return 0;
 }
 
 SEC("sockops")
@@ -1995,10 +1986,8 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 	cookie = bpf_get_socket_cookie(skops);
 	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB)
 		ms = take_decision(skops, cookie);
-	else
-		ms = held_sock(cookie);
 	if (!ms)
-		ms = service_sock(skops->sk);
+		ms = service_sock(cookie, skops->sk);
 	if (!ms)
 		return 1;
 	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB) {
@@ -2007,7 +1996,7 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 		on_established(skops, ms);
 	} else {
 		on_close(skops, ms);
-		handoff_release(cookie); /* the socket's slot, if it kept one */
+		handoff_release(cookie, 0); /* the socket's slot, if it kept one */
 	}
 	return 1;
 }
@@ -2088,7 +2077,7 @@ int mesh_sock_release(struct bpf_sock *sk)
 	if (sk->type != SOCK_STREAM || sk->protocol != IPPROTO_TCP)
 		return 1;
 	if (state == BPF_TCP_CLOSE || state == BPF_TCP_SYN_SENT || state == BPF_TCP_LISTEN)
-		handoff_release_pending(bpf_get_socket_cookie(sk));
+		handoff_release(bpf_get_socket_cookie(sk), 1);
 	return 1;
 }
 
