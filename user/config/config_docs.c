@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/strbuf.h"
 #include "config/config_int.h"
 
 static const char *type_name(const struct cfg_key *k)
@@ -401,9 +402,9 @@ static bool section_gated(const char *p, size_t n, const struct cfg_key *sw)
 	return gated > 1;
 }
 
-/* Appends the keys under switch `sw` to `buf` ("every other `mtls.*` key, `identities` and
+/* Appends the keys under switch `sw` to `sb` ("every other `mtls.*` key, `identities` and
  * `authorization.*`"), a section once when all its keys are under `sw`. */
-static void gated_keys(const struct cfg_key *sw, char *buf, size_t len)
+static void gated_keys(const struct cfg_key *sw, struct strbuf *sb)
 {
 	const char *item[64], *sep;
 	size_t i, j, n = 0, cut[64];
@@ -428,11 +429,10 @@ static void gated_keys(const struct cfg_key *sw, char *buf, size_t len)
 
 		sep = !i ? "" : i + 1 < n ? ", " : " and ";
 		if (!cut[i])
-			snprintf(buf + strlen(buf), len - strlen(buf), "%s`%s`", sep, item[i]);
+			strbuf_printf(sb, "%s`%s`", sep, item[i]);
 		else
-			snprintf(buf + strlen(buf), len - strlen(buf), "%s%s`%.*s*`%s", sep,
-				 own ? "every other " : "", (int)cut[i], item[i],
-				 own ? " key" : "");
+			strbuf_printf(sb, "%s%s`%.*s*`%s", sep, own ? "every other " : "",
+				      (int)cut[i], item[i], own ? " key" : "");
 	}
 }
 
@@ -459,25 +459,29 @@ static int bullet(FILE *out, const char *text)
 /* The rule on keys under a switch (cfg_key.gate), naming them per switch from the table. */
 static int gate_rule(FILE *out)
 {
-	char text[2048] = "a key that works only under a switch (";
+	struct strbuf sb = STRBUF_INIT;
 	size_t i, n = 0;
+	int err;
 
+	strbuf_puts(&sb, "a key that works only under a switch (");
 	for (i = 0; i < cfg_root_desc.n_keys; i++) {
 		const struct cfg_key *sw = &cfg_root_desc.keys[i];
 
 		if (!is_switch(sw))
 			continue;
 		if (n++)
-			snprintf(text + strlen(text), sizeof(text) - strlen(text), "; ");
-		gated_keys(sw, text, sizeof(text));
-		snprintf(text + strlen(text), sizeof(text) - strlen(text), " under `%s`", sw->path);
+			strbuf_puts(&sb, "; ");
+		gated_keys(sw, &sb);
+		strbuf_printf(&sb, " under `%s`", sw->path);
 	}
-	snprintf(text + strlen(text), sizeof(text) - strlen(text),
-		 ") set by the file, Consul KV or the environment to anything but its default "
-		 "while the switch is off would do nothing, and is refused as `unused while "
-		 "<switch> is false` (or `unset`). A preset's values are not the user's: "
-		 "`production` with `MESH_MTLS__ENABLED=false` still loads;");
-	return bullet(out, text);
+	strbuf_puts(&sb,
+		    ") set by the file, Consul KV or the environment to anything but its default "
+		    "while the switch is off would do nothing, and is refused as `unused while "
+		    "<switch> is false` (or `unset`). A preset's values are not the user's: "
+		    "`production` with `MESH_MTLS__ENABLED=false` still loads;");
+	err = sb.err ? sb.err : bullet(out, sb.data);
+	strbuf_free(&sb);
+	return err;
 }
 
 int config_print_docs(FILE *out)
